@@ -1,0 +1,340 @@
+// lunfs native kernels: CRC-32C (Castagnoli) and XOR parity, exported to JavaScript through
+// plain N-API. src/native/crc32c-fallback.ts and src/native/xor-fallback.ts are the TypeScript
+// twins with the same semantics; src/native/native-kernels.ts chooses between the two.
+//
+// Exports:
+//   crc32c(data: Buffer|Uint8Array, seed?: number): number   SSE4.2 when the CPU has it, else tables
+//   crc32cWithTables(data, seed?): number                     always the slicing-by-8 tables (for tests)
+//   xorInto(target: Buffer|Uint8Array, source: Buffer|Uint8Array): void   target[i] ^= source[i]
+//   crc32cImplementation: "sse4.2" | "slicing-by-8"           which path crc32c takes on this CPU
+
+#ifndef NAPI_VERSION
+#define NAPI_VERSION 8
+#endif
+#include <node_api.h>
+
+#include <math.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define LUNFS_HAVE_SSE42_PATH 1
+#include <nmmintrin.h>
+#else
+#define LUNFS_HAVE_SSE42_PATH 0
+#endif
+
+// ---------------------------------------------------------------------------------------------
+// CRC-32C, portable slicing-by-8
+// ---------------------------------------------------------------------------------------------
+
+#define CRC32C_REFLECTED_POLYNOMIAL 0x82F63B78u
+
+// crc32c_tables[k][b] is the CRC of byte b followed by k zero bytes (table 0 is the classic one).
+static uint32_t crc32c_tables[8][256];
+
+static void build_crc32c_tables(void) {
+  for (uint32_t byte_value = 0; byte_value < 256; byte_value++) {
+    uint32_t crc = byte_value;
+    for (int bit = 0; bit < 8; bit++) {
+      crc = (crc & 1u) ? (crc >> 1) ^ CRC32C_REFLECTED_POLYNOMIAL : crc >> 1;
+    }
+    crc32c_tables[0][byte_value] = crc;
+  }
+  for (uint32_t byte_value = 0; byte_value < 256; byte_value++) {
+    uint32_t crc = crc32c_tables[0][byte_value];
+    for (int slice = 1; slice < 8; slice++) {
+      crc = (crc >> 8) ^ crc32c_tables[0][crc & 0xFFu];
+      crc32c_tables[slice][byte_value] = crc;
+    }
+  }
+}
+
+// Little-endian 32-bit load from any alignment; compiles to one mov on little-endian machines.
+static inline uint32_t load_u32_little_endian(const uint8_t *bytes) {
+  return (uint32_t)bytes[0] | ((uint32_t)bytes[1] << 8) | ((uint32_t)bytes[2] << 16) |
+         ((uint32_t)bytes[3] << 24);
+}
+
+// Updates a raw (already inverted) CRC register over length bytes.
+static uint32_t crc32c_update_with_tables(uint32_t crc, const uint8_t *bytes, size_t length) {
+  while (length >= 8) {
+    uint32_t low = crc ^ load_u32_little_endian(bytes);
+    uint32_t high = load_u32_little_endian(bytes + 4);
+    crc = crc32c_tables[7][low & 0xFFu] ^ crc32c_tables[6][(low >> 8) & 0xFFu] ^
+          crc32c_tables[5][(low >> 16) & 0xFFu] ^ crc32c_tables[4][low >> 24] ^
+          crc32c_tables[3][high & 0xFFu] ^ crc32c_tables[2][(high >> 8) & 0xFFu] ^
+          crc32c_tables[1][(high >> 16) & 0xFFu] ^ crc32c_tables[0][high >> 24];
+    bytes += 8;
+    length -= 8;
+  }
+  while (length > 0) {
+    crc = (crc >> 8) ^ crc32c_tables[0][(crc ^ *bytes) & 0xFFu];
+    bytes++;
+    length--;
+  }
+  return crc;
+}
+
+// ---------------------------------------------------------------------------------------------
+// CRC-32C, SSE4.2 crc32 instruction (x86-64 only, chosen at run time)
+// ---------------------------------------------------------------------------------------------
+
+#if LUNFS_HAVE_SSE42_PATH
+__attribute__((target("sse4.2"))) static uint32_t crc32c_update_with_sse42(uint32_t crc,
+                                                                          const uint8_t *bytes,
+                                                                          size_t length) {
+  // Bytes until an 8-byte boundary, then 8 bytes per instruction, then the tail.
+  while (length > 0 && ((uintptr_t)bytes & 7u) != 0) {
+    crc = _mm_crc32_u8(crc, *bytes);
+    bytes++;
+    length--;
+  }
+  uint64_t wide_crc = crc;
+  while (length >= 8) {
+    uint64_t word;
+    memcpy(&word, bytes, sizeof word);
+    wide_crc = _mm_crc32_u64(wide_crc, word);
+    bytes += 8;
+    length -= 8;
+  }
+  crc = (uint32_t)wide_crc;
+  while (length > 0) {
+    crc = _mm_crc32_u8(crc, *bytes);
+    bytes++;
+    length--;
+  }
+  return crc;
+}
+#endif
+
+typedef uint32_t (*crc32c_update_function)(uint32_t crc, const uint8_t *bytes, size_t length);
+
+static crc32c_update_function crc32c_update = crc32c_update_with_tables;
+static const char *crc32c_implementation_name = "slicing-by-8";
+
+// Runs once when the shared object is loaded, before any module instance (main thread or
+// worker) is initialised, so the tables and the function choice are never written concurrently.
+#if defined(__GNUC__) || defined(__clang__)
+__attribute__((constructor))
+#endif
+static void initialise_kernels_once(void) {
+  static int initialised = 0;
+  if (initialised) return;
+  initialised = 1;
+  build_crc32c_tables();
+#if LUNFS_HAVE_SSE42_PATH
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("sse4.2")) {
+    crc32c_update = crc32c_update_with_sse42;
+    crc32c_implementation_name = "sse4.2";
+  }
+#endif
+}
+
+// ---------------------------------------------------------------------------------------------
+// XOR parity
+// ---------------------------------------------------------------------------------------------
+
+// target[i] ^= source[i]; the two ranges must not partially overlap (the caller handles that).
+static void xor_bytes_into(uint8_t *restrict target, const uint8_t *restrict source, size_t length) {
+  size_t index = 0;
+  for (; index + 32 <= length; index += 32) {
+    uint64_t target_words[4];
+    uint64_t source_words[4];
+    memcpy(target_words, target + index, sizeof target_words);
+    memcpy(source_words, source + index, sizeof source_words);
+    target_words[0] ^= source_words[0];
+    target_words[1] ^= source_words[1];
+    target_words[2] ^= source_words[2];
+    target_words[3] ^= source_words[3];
+    memcpy(target + index, target_words, sizeof target_words);
+  }
+  for (; index + 8 <= length; index += 8) {
+    uint64_t target_word;
+    uint64_t source_word;
+    memcpy(&target_word, target + index, sizeof target_word);
+    memcpy(&source_word, source + index, sizeof source_word);
+    target_word ^= source_word;
+    memcpy(target + index, &target_word, sizeof target_word);
+  }
+  for (; index < length; index++) {
+    target[index] ^= source[index];
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Argument helpers
+// ---------------------------------------------------------------------------------------------
+
+// Throws a TypeError unless a JavaScript exception is already pending; always returns NULL so
+// callers can `return throw_type_error(...)`.
+static napi_value throw_type_error(napi_env env, const char *message) {
+  bool exception_pending = false;
+  if (napi_is_exception_pending(env, &exception_pending) == napi_ok && !exception_pending) {
+    napi_throw_type_error(env, NULL, message);
+  }
+  return NULL;
+}
+
+// Reads a Buffer or Uint8Array into (bytes, length). Returns false (with a TypeError thrown)
+// for anything else, including other typed arrays, DataView and plain ArrayBuffer.
+static bool get_byte_array(napi_env env, napi_value value, const char *message_if_not_bytes,
+                           uint8_t **bytes, size_t *length) {
+  bool is_typed_array = false;
+  if (napi_is_typedarray(env, value, &is_typed_array) != napi_ok || !is_typed_array) {
+    throw_type_error(env, message_if_not_bytes);
+    return false;
+  }
+  napi_typedarray_type element_type;
+  size_t element_count = 0;
+  void *data = NULL;
+  if (napi_get_typedarray_info(env, value, &element_type, &element_count, &data, NULL, NULL) !=
+          napi_ok ||
+      element_type != napi_uint8_array) {
+    throw_type_error(env, message_if_not_bytes);
+    return false;
+  }
+  // A detached or empty array may report a NULL data pointer; it has no bytes to touch.
+  *bytes = element_count == 0 ? NULL : (uint8_t *)data;
+  *length = element_count;
+  return true;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Exported functions
+// ---------------------------------------------------------------------------------------------
+
+static napi_value crc32c_entry(napi_env env, napi_callback_info info,
+                               crc32c_update_function update) {
+  size_t argument_count = 2;
+  napi_value arguments[2];
+  if (napi_get_cb_info(env, info, &argument_count, arguments, NULL, NULL) != napi_ok) {
+    return throw_type_error(env, "crc32c: could not read the arguments");
+  }
+  if (argument_count < 1) {
+    return throw_type_error(env, "crc32c: data must be a Buffer or Uint8Array");
+  }
+  uint8_t *bytes = NULL;
+  size_t length = 0;
+  if (!get_byte_array(env, arguments[0], "crc32c: data must be a Buffer or Uint8Array", &bytes,
+                      &length)) {
+    return NULL;
+  }
+
+  uint32_t seed = 0;
+  napi_valuetype seed_type = napi_undefined;
+  if (argument_count >= 2 && napi_typeof(env, arguments[1], &seed_type) != napi_ok) {
+    return throw_type_error(env, "crc32c: could not read the seed");
+  }
+  if (seed_type != napi_undefined) {
+    double seed_number = 0;
+    if (seed_type != napi_number ||
+        napi_get_value_double(env, arguments[1], &seed_number) != napi_ok ||
+        !(seed_number >= 0 && seed_number <= 4294967295.0) || floor(seed_number) != seed_number) {
+      return throw_type_error(
+          env, "crc32c: seed must be an integer from 0 to 4294967295 (a previous crc32c result)");
+    }
+    seed = (uint32_t)seed_number;
+  }
+
+  uint32_t crc = length == 0 ? seed : ~update(~seed, bytes, length);
+  napi_value result;
+  if (napi_create_uint32(env, crc, &result) != napi_ok) {
+    return throw_type_error(env, "crc32c: could not create the result");
+  }
+  return result;
+}
+
+static napi_value crc32c_export(napi_env env, napi_callback_info info) {
+  return crc32c_entry(env, info, crc32c_update);
+}
+
+static napi_value crc32c_with_tables_export(napi_env env, napi_callback_info info) {
+  return crc32c_entry(env, info, crc32c_update_with_tables);
+}
+
+static napi_value xor_into_export(napi_env env, napi_callback_info info) {
+  size_t argument_count = 2;
+  napi_value arguments[2];
+  if (napi_get_cb_info(env, info, &argument_count, arguments, NULL, NULL) != napi_ok) {
+    return throw_type_error(env, "xorInto: could not read the arguments");
+  }
+  if (argument_count < 2) {
+    return throw_type_error(env, "xorInto: expected two arguments (target, source)");
+  }
+  uint8_t *target = NULL;
+  uint8_t *source = NULL;
+  size_t target_length = 0;
+  size_t source_length = 0;
+  if (!get_byte_array(env, arguments[0], "xorInto: target must be a Buffer or Uint8Array", &target,
+                      &target_length) ||
+      !get_byte_array(env, arguments[1], "xorInto: source must be a Buffer or Uint8Array", &source,
+                      &source_length)) {
+    return NULL;
+  }
+  if (target_length != source_length) {
+    char message[160];
+    snprintf(message, sizeof message,
+             "xorInto: target and source must have the same length (target %zu bytes, source %zu "
+             "bytes)",
+             target_length, source_length);
+    return throw_type_error(env, message);
+  }
+  size_t length = target_length;
+  if (length == 0) return NULL;
+
+  if (target == source) {
+    // x ^ x == 0 for every byte.
+    memset(target, 0, length);
+    return NULL;
+  }
+  uintptr_t target_start = (uintptr_t)target;
+  uintptr_t source_start = (uintptr_t)source;
+  bool ranges_overlap = target_start < source_start + length && source_start < target_start + length;
+  if (!ranges_overlap) {
+    xor_bytes_into(target, source, length);
+    return NULL;
+  }
+  // Partial overlap: XOR with the source as it was before the call, like the TypeScript twin.
+  uint8_t *source_copy = malloc(length);
+  if (source_copy == NULL) {
+    napi_throw_error(env, NULL, "xorInto: out of memory copying an overlapping source");
+    return NULL;
+  }
+  memcpy(source_copy, source, length);
+  xor_bytes_into(target, source_copy, length);
+  free(source_copy);
+  return NULL;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Module registration
+// ---------------------------------------------------------------------------------------------
+
+static bool export_function(napi_env env, napi_value exports, const char *name,
+                            napi_callback callback) {
+  napi_value function;
+  return napi_create_function(env, name, NAPI_AUTO_LENGTH, callback, NULL, &function) == napi_ok &&
+         napi_set_named_property(env, exports, name, function) == napi_ok;
+}
+
+NAPI_MODULE_INIT() {
+  initialise_kernels_once();
+  napi_value implementation_name;
+  if (!export_function(env, exports, "crc32c", crc32c_export) ||
+      !export_function(env, exports, "crc32cWithTables", crc32c_with_tables_export) ||
+      !export_function(env, exports, "xorInto", xor_into_export) ||
+      napi_create_string_utf8(env, crc32c_implementation_name, NAPI_AUTO_LENGTH,
+                              &implementation_name) != napi_ok ||
+      napi_set_named_property(env, exports, "crc32cImplementation", implementation_name) !=
+          napi_ok) {
+    napi_throw_error(env, NULL, "lunfs_native: could not register the exports");
+    return NULL;
+  }
+  return exports;
+}

@@ -1,0 +1,430 @@
+// The write-back cache: LUN data in pages of pageBytes with per-sector valid and dirty bits.
+// A write is acknowledged once it is in a page; a background destager sends dirty sectors down
+// the destage pipeline; flush() waits until every write acknowledged before it has gone down,
+// then flushes below. Clean pages live in an LRU (lru-cache) bounded so that clean plus dirty
+// bytes stay within the capacity; dirty pages are never evicted, and writers wait when dirty
+// bytes pass the dirty limit.
+//
+// Invariants:
+// - A page is in exactly one of dirtyPages (dirty or inflight bits set) or cleanPages.
+// - At most one destage of a page is in flight, so two versions of a sector never race below.
+// - A valid sector in a page is never older than the same sector below.
+// - A page that a read fills from below stays the same object for the whole read, or the read
+//   does not fill the cache (see read()).
+
+import { LRUCache } from 'lru-cache';
+import { checkRange, forEachPiece, type BlockDevice } from '../block/block-device.js';
+import { assert } from '../util/assert.js';
+import type { Clock } from '../util/clock.js';
+import type { Logger } from '../util/logger.js';
+
+export const cacheSectorBytes = 4096;
+
+/**
+ * The byte budget that the caches of all LUNs of a pool share: clean pages of any of them are
+ * evicted to keep the total within capacityBytes, and writers wait on the total dirty bytes.
+ */
+export class CacheBudget {
+  readonly caches = new Set<WriteBackCache>();
+
+  constructor(readonly capacityBytes: number) {}
+
+  cachedBytes(): number {
+    let bytes = 0;
+    for (const cache of this.caches) bytes += cache.cachedBytes;
+    return bytes;
+  }
+
+  dirtyBytes(): number {
+    let bytes = 0;
+    for (const cache of this.caches) bytes += cache.dirtyBytes;
+    return bytes;
+  }
+
+  /** Evicts one clean page of a cache other than the caller's; false when none has one. */
+  evictFromOthers(caller: WriteBackCache): boolean {
+    for (const cache of this.caches) if (cache !== caller && cache.evictOneCleanPage()) return true;
+    return false;
+  }
+}
+
+export interface WriteBackCacheOptions {
+  /** Shared by every LUN cache of a pool. */
+  budget: CacheBudget;
+  pageBytes: number;
+  /** Writers wait while dirty bytes are above this. */
+  dirtyLimitBytes: number;
+  /** The destager starts when dirty bytes pass this, or when dirty data is older than expireMs. */
+  dirtyBackgroundBytes: number;
+  expireMs: number;
+  maxInflightDestages: number;
+  clock: Clock;
+  log: Logger;
+}
+
+class CachePage {
+  valid = 0;
+  dirty = 0;
+  inflight = 0;
+  /** Sequence number of the oldest write whose data is dirty (not yet sent below). */
+  dirtySinceSeq = Infinity;
+  /** Same, for the data a destage in flight is sending. */
+  inflightSinceSeq = Infinity;
+  dirtySinceMs = 0;
+
+  constructor(
+    readonly index: number,
+    readonly buffer: Buffer,
+  ) {}
+}
+
+export class WriteBackCache implements BlockDevice {
+  private readonly sectorsPerPage: number;
+  private readonly cleanPages: LRUCache<number, CachePage>;
+  private readonly dirtyPages = new Map<number, CachePage>();
+  private writeSeq = 0;
+  private inflightDestages = 0;
+  private destageError: unknown;
+  private flushWaiters = 0;
+  private progressWaiters: Array<() => void> = [];
+  private expireTimer: NodeJS.Timeout | undefined;
+  private closed = false;
+  readonly stats = { readHits: 0, readMisses: 0, writes: 0, destagedBytes: 0, destageErrors: 0 };
+
+  constructor(
+    private readonly below: BlockDevice,
+    private readonly options: WriteBackCacheOptions,
+  ) {
+    assert(options.pageBytes % cacheSectorBytes === 0, 'cache page must be whole sectors');
+    this.sectorsPerPage = options.pageBytes / cacheSectorBytes;
+    assert(this.sectorsPerPage <= 32, 'cache page holds at most 32 sectors (one 32-bit mask)');
+    assert(options.dirtyLimitBytes <= options.budget.capacityBytes, 'dirty limit exceeds the cache capacity');
+    assert(options.dirtyBackgroundBytes <= options.dirtyLimitBytes, 'background threshold exceeds the dirty limit');
+    assert(options.budget.capacityBytes >= 2 * options.pageBytes, 'cache must hold at least two pages');
+    this.cleanPages = new LRUCache<number, CachePage>({ max: Math.floor(options.budget.capacityBytes / options.pageBytes) });
+    options.budget.caches.add(this);
+  }
+
+  get sizeBytes(): number {
+    return this.below.sizeBytes;
+  }
+
+  get dirtyBytes(): number {
+    return this.dirtyPages.size * this.options.pageBytes;
+  }
+
+  get cachedBytes(): number {
+    return (this.dirtyPages.size + this.cleanPages.size) * this.options.pageBytes;
+  }
+
+  async read(offsetBytes: number, target: Buffer): Promise<void> {
+    checkRange(this, offsetBytes, target.length, 'read');
+    const misses: Promise<void>[] = [];
+    forEachPiece(offsetBytes, target.length, this.options.pageBytes, (pageIndex, inPage, length, inRequest) => {
+      const slice = target.subarray(inRequest, inRequest + length);
+      const page = this.lookup(pageIndex);
+      const mask = sectorMask(inPage, length);
+      if (page && (page.valid & mask) === mask) {
+        page.buffer.copy(slice, 0, inPage, inPage + length);
+        this.stats.readHits += 1;
+        return;
+      }
+      this.stats.readMisses += 1;
+      misses.push(this.readMiss(pageIndex, inPage, slice));
+    });
+    await Promise.all(misses);
+  }
+
+  async write(offsetBytes: number, data: Buffer): Promise<void> {
+    checkRange(this, offsetBytes, data.length, 'write');
+    this.throwIfClosed();
+    this.below.prepareWrite?.(offsetBytes, data.length);
+    this.writeSeq += 1;
+    this.stats.writes += 1;
+    const seq = this.writeSeq;
+    const partial: Array<() => Promise<void>> = [];
+    forEachPiece(offsetBytes, data.length, this.options.pageBytes, (pageIndex, inPage, length, inRequest) => {
+      const piece = data.subarray(inRequest, inRequest + length);
+      if (inPage % cacheSectorBytes === 0 && length % cacheSectorBytes === 0) {
+        this.writeIntoPage(pageIndex, inPage, piece, seq);
+      } else {
+        partial.push(() => this.writePartialSectors(pageIndex, inPage, piece, seq));
+      }
+    });
+    for (const writePiece of partial) await writePiece();
+    this.kickDestager();
+    if (this.options.budget.dirtyBytes() > this.options.dirtyLimitBytes) await this.waitForDirtyBelow(this.options.dirtyLimitBytes);
+  }
+
+  /** Drops the least recently used clean page; false when there is none. */
+  evictOneCleanPage(): boolean {
+    return this.cleanPages.pop() !== undefined;
+  }
+
+  async flush(): Promise<void> {
+    const upToSeq = this.writeSeq;
+    this.flushWaiters += 1;
+    try {
+      for (;;) {
+        if (this.destageError !== undefined) {
+          const error = this.destageError;
+          this.destageError = undefined;
+          throw error;
+        }
+        if (!this.hasDataUpTo(upToSeq)) break;
+        this.kickDestager();
+        await this.nextProgress();
+      }
+    } finally {
+      this.flushWaiters -= 1;
+    }
+    await this.below.flush();
+  }
+
+  async discard(offsetBytes: number, lengthBytes: number): Promise<void> {
+    checkRange(this, offsetBytes, lengthBytes, 'discard');
+    // Wait until no destage of a page in the range is in flight, then forget those pages, so no
+    // older version can land below after the discard.
+    const first = Math.floor(offsetBytes / this.options.pageBytes);
+    const last = Math.floor((offsetBytes + lengthBytes - 1) / this.options.pageBytes);
+    for (;;) {
+      let busy = false;
+      for (let index = first; index <= last && lengthBytes > 0; index += 1) {
+        if ((this.dirtyPages.get(index)?.inflight ?? 0) !== 0) busy = true;
+      }
+      if (!busy) break;
+      await this.nextProgress();
+    }
+    forEachPiece(offsetBytes, lengthBytes, this.options.pageBytes, (pageIndex, inPage, length) => {
+      const page = this.lookup(pageIndex);
+      if (!page) return;
+      if (length === this.options.pageBytes) {
+        this.dirtyPages.delete(pageIndex);
+        this.cleanPages.delete(pageIndex);
+        return;
+      }
+      page.buffer.fill(0, inPage, inPage + length); // partial page: keep it coherent with below
+    });
+    await this.below.discard(offsetBytes, lengthBytes);
+    this.notifyProgress();
+  }
+
+  /** Flushes, then stops the expiry timer and leaves the budget. */
+  async close(): Promise<void> {
+    await this.flush();
+    this.closed = true;
+    if (this.expireTimer) clearTimeout(this.expireTimer);
+    this.cleanPages.clear();
+    this.options.budget.caches.delete(this);
+  }
+
+  /** Waits for in-flight destages, then forgets every page (the volume is being removed). */
+  async drop(): Promise<void> {
+    this.closed = true;
+    if (this.expireTimer) clearTimeout(this.expireTimer);
+    while (this.inflightDestages > 0) await this.nextProgress();
+    this.dirtyPages.clear();
+    this.cleanPages.clear();
+    this.options.budget.caches.delete(this);
+  }
+
+  private lookup(pageIndex: number): CachePage | undefined {
+    return this.dirtyPages.get(pageIndex) ?? this.cleanPages.get(pageIndex);
+  }
+
+  private lookupOrCreate(pageIndex: number): CachePage {
+    let page = this.lookup(pageIndex);
+    if (!page) {
+      page = new CachePage(pageIndex, Buffer.allocUnsafe(this.options.pageBytes));
+      this.cleanPages.set(pageIndex, page);
+    }
+    return page;
+  }
+
+  private async readMiss(pageIndex: number, inPage: number, slice: Buffer): Promise<void> {
+    // Create the page before reading below: a write during the read marks its sectors valid in
+    // this same object, so the fill below never overwrites newer data (see the invariants).
+    const page = this.lookupOrCreate(pageIndex);
+    await this.below.read(pageIndex * this.options.pageBytes + inPage, slice);
+    const current = this.lookup(pageIndex);
+    if (!current) return; // evicted while reading: it was clean, so below had its data
+    const firstSector = Math.ceil(inPage / cacheSectorBytes);
+    const endSector = Math.floor((inPage + slice.length) / cacheSectorBytes);
+    for (let sector = 0; sector < this.sectorsPerPage; sector += 1) {
+      const bit = 1 << sector;
+      const start = sector * cacheSectorBytes;
+      if ((current.valid & bit) !== 0) {
+        // Cached data is never older than below: it wins.
+        const from = Math.max(start, inPage);
+        const to = Math.min(start + cacheSectorBytes, inPage + slice.length);
+        if (from < to) current.buffer.copy(slice, from - inPage, from, to);
+      } else if (current === page && sector >= firstSector && sector < endSector) {
+        slice.copy(current.buffer, start, start - inPage, start - inPage + cacheSectorBytes);
+        current.valid = (current.valid | bit) >>> 0;
+      }
+    }
+  }
+
+  private writeIntoPage(pageIndex: number, inPage: number, piece: Buffer, seq: number): void {
+    const page = this.lookupOrCreate(pageIndex);
+    piece.copy(page.buffer, inPage);
+    const mask = sectorMask(inPage, piece.length);
+    page.valid = (page.valid | mask) >>> 0;
+    this.markDirty(page, mask, seq);
+  }
+
+  /** A write that covers part of a sector: the rest of the sector must come from below first. */
+  private async writePartialSectors(pageIndex: number, inPage: number, piece: Buffer, seq: number): Promise<void> {
+    const mask = sectorMask(inPage, piece.length);
+    let page = this.lookupOrCreate(pageIndex);
+    const missing = mask & ~page.valid;
+    if (missing !== 0) {
+      const from = Math.floor(inPage / cacheSectorBytes) * cacheSectorBytes;
+      const to = Math.ceil((inPage + piece.length) / cacheSectorBytes) * cacheSectorBytes;
+      const fromBelow = Buffer.alloc(to - from);
+      await this.below.read(pageIndex * this.options.pageBytes + from, fromBelow);
+      page = this.lookupOrCreate(pageIndex);
+      for (let sector = from / cacheSectorBytes; sector < to / cacheSectorBytes; sector += 1) {
+        const bit = 1 << sector;
+        if ((page.valid & bit) !== 0) continue;
+        fromBelow.copy(page.buffer, sector * cacheSectorBytes, sector * cacheSectorBytes - from, sector * cacheSectorBytes - from + cacheSectorBytes);
+        page.valid = (page.valid | bit) >>> 0;
+      }
+    }
+    piece.copy(page.buffer, inPage);
+    this.markDirty(page, mask, seq);
+  }
+
+  private markDirty(page: CachePage, mask: number, seq: number): void {
+    if (page.dirty === 0 && page.inflight === 0) {
+      this.cleanPages.delete(page.index);
+      this.dirtyPages.set(page.index, page);
+      this.trimCleanPages();
+    }
+    if (page.dirty === 0) {
+      page.dirtySinceSeq = seq;
+      page.dirtySinceMs = this.options.clock.nowMs();
+    }
+    page.dirty = (page.dirty | mask) >>> 0;
+  }
+
+  private trimCleanPages(): void {
+    const budget = this.options.budget;
+    while (budget.cachedBytes() > budget.capacityBytes) {
+      if (this.cleanPages.pop() === undefined && !budget.evictFromOthers(this)) break;
+    }
+  }
+
+  private hasDataUpTo(seq: number): boolean {
+    for (const page of this.dirtyPages.values()) {
+      if (page.dirtySinceSeq <= seq || page.inflightSinceSeq <= seq) return true;
+    }
+    return false;
+  }
+
+  private kickDestager(): void {
+    if (this.closed && this.flushWaiters === 0) return;
+    const now = this.options.clock.nowMs();
+    const urgent = this.flushWaiters > 0 || this.dirtyBytes > this.options.dirtyBackgroundBytes;
+    let oldestDirtyMs = Infinity;
+    for (const page of this.dirtyPages.values()) {
+      if (this.inflightDestages >= this.options.maxInflightDestages) break;
+      if (page.dirty === 0 || page.inflight !== 0) continue;
+      if (urgent || now - page.dirtySinceMs >= this.options.expireMs) {
+        void this.destagePage(page);
+      } else {
+        oldestDirtyMs = Math.min(oldestDirtyMs, page.dirtySinceMs);
+      }
+    }
+    if (oldestDirtyMs !== Infinity && !this.expireTimer && !this.closed) {
+      const delay = Math.max(1, oldestDirtyMs + this.options.expireMs - now);
+      this.expireTimer = setTimeout(() => {
+        this.expireTimer = undefined;
+        this.kickDestager();
+      }, delay);
+      this.expireTimer.unref();
+    }
+  }
+
+  private async destagePage(page: CachePage): Promise<void> {
+    const mask = page.dirty;
+    page.inflight = mask;
+    page.inflightSinceSeq = page.dirtySinceSeq;
+    page.dirty = 0;
+    page.dirtySinceSeq = Infinity;
+    this.inflightDestages += 1;
+    try {
+      const writes: Promise<void>[] = [];
+      for (const [firstSector, sectorCount] of sectorRuns(mask)) {
+        const start = firstSector * cacheSectorBytes;
+        const copy = Buffer.from(page.buffer.subarray(start, start + sectorCount * cacheSectorBytes));
+        writes.push(this.below.write(page.index * this.options.pageBytes + start, copy));
+        this.stats.destagedBytes += copy.length;
+      }
+      await Promise.all(writes);
+    } catch (error) {
+      this.stats.destageErrors += 1;
+      this.destageError = error;
+      this.options.log.error({ err: error, page: page.index }, 'destage failed; data stays dirty in the cache');
+      page.dirty = (page.dirty | mask) >>> 0;
+      page.dirtySinceSeq = Math.min(page.dirtySinceSeq, page.inflightSinceSeq);
+    } finally {
+      page.inflight = 0;
+      page.inflightSinceSeq = Infinity;
+      this.inflightDestages -= 1;
+      if (page.dirty === 0 && this.dirtyPages.get(page.index) === page) {
+        this.dirtyPages.delete(page.index);
+        this.cleanPages.set(page.index, page);
+        this.trimCleanPages();
+      }
+      this.notifyProgress();
+      if (this.destageError === undefined) this.kickDestager();
+    }
+  }
+
+  private async waitForDirtyBelow(limitBytes: number): Promise<void> {
+    while (this.options.budget.dirtyBytes() > limitBytes && this.dirtyPages.size > 0) {
+      if (this.destageError !== undefined) return; // flush reports it; do not block writers forever
+      this.kickDestager();
+      await this.nextProgress();
+    }
+  }
+
+  private nextProgress(): Promise<void> {
+    return new Promise((resolve) => this.progressWaiters.push(resolve));
+  }
+
+  private notifyProgress(): void {
+    const waiters = this.progressWaiters;
+    this.progressWaiters = [];
+    for (const resolve of waiters) resolve();
+  }
+
+  private throwIfClosed(): void {
+    assert(!this.closed, 'write to a closed cache');
+  }
+}
+
+/** Bits of the sectors that [inPage, inPage + length) touches. */
+function sectorMask(inPage: number, length: number): number {
+  const first = Math.floor(inPage / cacheSectorBytes);
+  const end = Math.ceil((inPage + length) / cacheSectorBytes);
+  const count = end - first;
+  return (count >= 32 ? 0xffffffff : ((1 << count) - 1) << first) >>> 0;
+}
+
+/** [firstSector, sectorCount] for each run of set bits. */
+function sectorRuns(mask: number): Array<[number, number]> {
+  const runs: Array<[number, number]> = [];
+  let sector = 0;
+  while (sector < 32) {
+    if (((mask >>> sector) & 1) === 0) {
+      sector += 1;
+      continue;
+    }
+    const start = sector;
+    while (sector < 32 && ((mask >>> sector) & 1) === 1) sector += 1;
+    runs.push([start, sector - start]);
+  }
+  return runs;
+}

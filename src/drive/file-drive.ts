@@ -1,0 +1,125 @@
+// A drive backed by a file (sparse or preallocated) or a block device, via positional I/O on one
+// file handle. flush() is fdatasync: after it resolves, every completed write is on stable storage.
+
+import { open, stat, readFile, type FileHandle } from 'node:fs/promises';
+import { basename } from 'node:path';
+import { checkRange } from '../block/block-device.js';
+import { driveError, LunfsError } from '../util/errors.js';
+import type { Drive } from './drive.js';
+
+export class FileDrive implements Drive {
+  private closed = false;
+
+  private constructor(
+    readonly path: string,
+    private readonly handle: FileHandle,
+    readonly sizeBytes: number,
+  ) {}
+
+  /** Opens an existing file or block device read-write. */
+  static async open(path: string): Promise<FileDrive> {
+    let handle: FileHandle;
+    try {
+      handle = await open(path, 'r+');
+    } catch (error) {
+      const code = (error as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT') throw new LunfsError('ENOENT', `drive ${path} does not exist`, { cause: error });
+      throw driveError('open', path, error);
+    }
+    const sizeBytes = await sizeOf(path, handle);
+    return new FileDrive(path, handle, sizeBytes);
+  }
+
+  /** Creates a sparse file of sizeBytes (fails if it exists) and opens it. */
+  static async createSparse(path: string, sizeBytes: number): Promise<FileDrive> {
+    let handle: FileHandle;
+    try {
+      handle = await open(path, 'wx+');
+      await handle.truncate(sizeBytes);
+    } catch (error) {
+      const code = (error as NodeJS.ErrnoException).code;
+      if (code === 'EEXIST') throw new LunfsError('EEXIST', `drive file ${path} already exists`, { cause: error });
+      throw driveError('create', path, error);
+    }
+    return new FileDrive(path, handle, sizeBytes);
+  }
+
+  async read(offsetBytes: number, target: Buffer): Promise<void> {
+    checkRange(this, offsetBytes, target.length, `read of ${this.path}`);
+    this.checkOpen();
+    let done = 0;
+    try {
+      while (done < target.length) {
+        const { bytesRead } = await this.handle.read(target, done, target.length - done, offsetBytes + done);
+        if (bytesRead === 0) {
+          target.fill(0, done); // past the end of a file that shrank under us: treat as zeros
+          return;
+        }
+        done += bytesRead;
+      }
+    } catch (error) {
+      throw driveError('read', this.path, error);
+    }
+  }
+
+  async write(offsetBytes: number, data: Buffer): Promise<void> {
+    checkRange(this, offsetBytes, data.length, `write of ${this.path}`);
+    this.checkOpen();
+    let done = 0;
+    try {
+      while (done < data.length) {
+        const { bytesWritten } = await this.handle.write(data, done, data.length - done, offsetBytes + done);
+        done += bytesWritten;
+      }
+    } catch (error) {
+      throw driveError('write', this.path, error);
+    }
+  }
+
+  async flush(): Promise<void> {
+    this.checkOpen();
+    try {
+      await this.handle.datasync();
+    } catch (error) {
+      throw driveError('flush', this.path, error);
+    }
+  }
+
+  async discard(offsetBytes: number, lengthBytes: number): Promise<void> {
+    checkRange(this, offsetBytes, lengthBytes, `discard of ${this.path}`);
+    // Node has no fallocate(PUNCH_HOLE); write zeros so the range reads as zeros.
+    const zeros = Buffer.alloc(Math.min(lengthBytes, 1 << 20));
+    for (let done = 0; done < lengthBytes; done += zeros.length) {
+      const length = Math.min(zeros.length, lengthBytes - done);
+      await this.write(offsetBytes + done, zeros.subarray(0, length));
+    }
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await this.handle.close();
+  }
+
+  private checkOpen(): void {
+    if (this.closed) throw new LunfsError('EIO', `drive ${this.path} is closed`);
+  }
+}
+
+async function sizeOf(path: string, handle: FileHandle): Promise<number> {
+  const info = await handle.stat();
+  if (info.isFile()) return info.size;
+  if (info.isBlockDevice()) {
+    // fstat reports 0 for block devices; sysfs has the size in 512-byte sectors.
+    const major = Math.floor(info.rdev / 256) & 0xfff;
+    const minor = (info.rdev & 0xff) | ((info.rdev >> 12) & 0xfff00);
+    try {
+      const sectors = await readFile(`/sys/dev/block/${major}:${minor}/size`, 'utf8');
+      return Number(sectors.trim()) * 512;
+    } catch (error) {
+      throw driveError('size', path, error);
+    }
+  }
+  await stat(path); // surfaces ENOENT etc.
+  throw new LunfsError('EINVAL', `${basename(path)} is neither a regular file nor a block device`);
+}

@@ -1,0 +1,30 @@
+// Sealing and checking on-disk structures: every structure starts with an 8-byte magic and a
+// format version and carries a crc32c computed with its own checksum field zeroed. A structure
+// is checked right after every read and sealed right before every write.
+
+import { crc32c } from '../native/native-kernels.js';
+
+export const formatVersion = 1;
+
+/** Writes crc32c(buffer with the 4 checksum bytes zeroed) at checksumOffset. */
+export function seal(buffer: Buffer, checksumOffset: number): void {
+  buffer.writeUInt32LE(0, checksumOffset);
+  buffer.writeUInt32LE(crc32c(buffer), checksumOffset);
+}
+
+/** True when the stored crc32c matches; leaves the buffer unchanged. */
+export function checkSeal(buffer: Buffer, checksumOffset: number): boolean {
+  const stored = buffer.readUInt32LE(checksumOffset);
+  buffer.writeUInt32LE(0, checksumOffset);
+  const actual = crc32c(buffer);
+  buffer.writeUInt32LE(stored, checksumOffset);
+  return stored === actual;
+}
+
+export function writeMagic(buffer: Buffer, magic: string): void {
+  buffer.write(magic.padEnd(8, '\0'), 0, 8, 'latin1');
+}
+
+export function hasMagic(buffer: Buffer, magic: string): boolean {
+  return buffer.toString('latin1', 0, 8) === magic.padEnd(8, '\0');
+}

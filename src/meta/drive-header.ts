@@ -1,0 +1,74 @@
+// The drive header: the first 4 KiB of every backing drive. It names the pool and the drive's
+// place in it, and gives the layout of the rest: the quorum area (two checkpoint slots and the
+// metadata journal) and the PSEG area. Byte layout in docs/on-disk-format.md.
+
+import { checkSeal, formatVersion, hasMagic, seal, writeMagic } from './checksum.js';
+
+export const driveHeaderBytes = 4096;
+const magic = 'LUNFSDRV';
+
+export interface DriveHeader {
+  poolUuid: string;
+  driveUuid: string;
+  driveIndex: number;
+  driveCount: number;
+  driveSizeBytes: number;
+  psegSizeBytes: number;
+  psegCount: number;
+  quorumOffsetBytes: number;
+  checkpointSlotBytes: number;
+  journalBytes: number;
+  psegAreaOffsetBytes: number;
+  holdsQuorumCopy: boolean;
+  createdAtMs: number;
+}
+
+export function encodeDriveHeader(header: DriveHeader): Buffer {
+  const buffer = Buffer.alloc(driveHeaderBytes);
+  writeMagic(buffer, magic);
+  buffer.writeUInt32LE(formatVersion, 8);
+  buffer.write(header.poolUuid.padEnd(36, ' '), 16, 36, 'latin1');
+  buffer.write(header.driveUuid.padEnd(36, ' '), 52, 36, 'latin1');
+  buffer.writeUInt32LE(header.driveIndex, 88);
+  buffer.writeUInt32LE(header.driveCount, 92);
+  buffer.writeBigUInt64LE(BigInt(header.driveSizeBytes), 96);
+  buffer.writeUInt32LE(header.psegSizeBytes, 104);
+  buffer.writeUInt32LE(header.psegCount, 108);
+  buffer.writeBigUInt64LE(BigInt(header.quorumOffsetBytes), 112);
+  buffer.writeBigUInt64LE(BigInt(header.checkpointSlotBytes), 120);
+  buffer.writeBigUInt64LE(BigInt(header.journalBytes), 128);
+  buffer.writeBigUInt64LE(BigInt(header.psegAreaOffsetBytes), 136);
+  buffer.writeUInt32LE(header.holdsQuorumCopy ? 1 : 0, 144);
+  buffer.writeBigUInt64LE(BigInt(header.createdAtMs), 148);
+  seal(buffer, 12);
+  return buffer;
+}
+
+export type DecodedDriveHeader =
+  | { ok: true; header: DriveHeader }
+  | { ok: false; reason: string };
+
+export function decodeDriveHeader(buffer: Buffer): DecodedDriveHeader {
+  if (!hasMagic(buffer, magic)) return { ok: false, reason: 'no lunfs drive header (wrong magic): not a lunfs drive' };
+  const version = buffer.readUInt32LE(8);
+  if (version !== formatVersion) return { ok: false, reason: `drive header format version ${version} is not supported (expected ${formatVersion})` };
+  if (!checkSeal(buffer, 12)) return { ok: false, reason: 'drive header checksum mismatch: header is damaged' };
+  return {
+    ok: true,
+    header: {
+      poolUuid: buffer.toString('latin1', 16, 52).trimEnd(),
+      driveUuid: buffer.toString('latin1', 52, 88).trimEnd(),
+      driveIndex: buffer.readUInt32LE(88),
+      driveCount: buffer.readUInt32LE(92),
+      driveSizeBytes: Number(buffer.readBigUInt64LE(96)),
+      psegSizeBytes: buffer.readUInt32LE(104),
+      psegCount: buffer.readUInt32LE(108),
+      quorumOffsetBytes: Number(buffer.readBigUInt64LE(112)),
+      checkpointSlotBytes: Number(buffer.readBigUInt64LE(120)),
+      journalBytes: Number(buffer.readBigUInt64LE(128)),
+      psegAreaOffsetBytes: Number(buffer.readBigUInt64LE(136)),
+      holdsQuorumCopy: buffer.readUInt32LE(144) === 1,
+      createdAtMs: Number(buffer.readBigUInt64LE(148)),
+    },
+  };
+}

@@ -1,0 +1,260 @@
+// The metadata store: the pool's metadata, mirrored in the quorum area of up to three drives
+// (seed 004 [0047]: the MLD in quorum space; any one copy suffices). Each copy is two checkpoint
+// slots and a journal. A commit appends one journal record (a batch of MetadataOps) to every copy
+// and flushes them; when the journal is full, a checkpoint of the whole metadata goes to the slot
+// not holding the current one, with the next generation, and the journal starts again. Records
+// carry the generation of the checkpoint they follow and a sequence number, so a torn or stale
+// record ends replay. Opening reads every copy, takes the newest consistent one and says which
+// copies are bad or stale; it never guesses past a checksum failure.
+
+import type { Drive } from '../drive/drive.js';
+import { assert } from '../util/assert.js';
+import { LunfsError } from '../util/errors.js';
+import type { Logger } from '../util/logger.js';
+import { Mutex } from '../util/mutex.js';
+import { alignUp } from '../util/sizes.js';
+import { crc32c } from '../native/native-kernels.js';
+import { checkSeal, formatVersion, hasMagic, seal, writeMagic } from './checksum.js';
+import { applyMetadataOp, decodeCheckpoint, encodeCheckpoint, type MetadataOp, type PoolMetadata } from './pool-metadata.js';
+
+export const recordHeaderBytes = 64;
+export const journalRecordAlignBytes = 4096;
+const checkpointMagic = 'LUNFSCKP';
+const journalMagic = 'LUNFSJNL';
+
+export interface QuorumLayout {
+  quorumOffsetBytes: number;
+  checkpointSlotBytes: number;
+  journalBytes: number;
+}
+
+export interface QuorumCopy {
+  drive: Drive;
+  driveIndex: number;
+}
+
+export interface CopyReport {
+  driveIndex: number;
+  path: string;
+  state: 'good' | 'stale' | 'bad';
+  generation: number;
+  sequence: number;
+  problems: string[];
+}
+
+interface CopyScan {
+  copy: QuorumCopy;
+  generation: number;
+  slot: number;
+  sequence: number;
+  checkpointPayload?: Buffer;
+  ops: MetadataOp[];
+  journalEndBytes: number;
+  problems: string[];
+}
+
+export class MetadataStore {
+  private readonly mutex = new Mutex();
+  private copies: QuorumCopy[];
+
+  private constructor(
+    copies: QuorumCopy[],
+    private readonly layout: QuorumLayout,
+    private readonly log: Logger,
+    private generation: number,
+    private activeSlot: number,
+    private sequence: number,
+    private journalOffsetBytes: number,
+    private readonly committed: PoolMetadata,
+  ) {
+    this.copies = copies;
+  }
+
+  /** Writes the first checkpoint (generation 1) to every copy of a new pool. */
+  static async format(copies: QuorumCopy[], layout: QuorumLayout, metadata: PoolMetadata, log: Logger): Promise<MetadataStore> {
+    const store = new MetadataStore(copies, layout, log, 0, 1, 0, 0, decodeCheckpoint(encodeCheckpoint(metadata)));
+    await store.checkpoint();
+    return store;
+  }
+
+  /** Reads every copy, recovers the newest consistent metadata and reports on each copy. */
+  static async open(copies: QuorumCopy[], layout: QuorumLayout, log: Logger): Promise<{ store: MetadataStore; metadata: PoolMetadata; reports: CopyReport[] }> {
+    assert(copies.length > 0, 'metadata store needs at least one copy');
+    const scans = await Promise.all(copies.map((copy) => scanCopy(copy, layout)));
+    const usable = scans.filter((scan) => scan.checkpointPayload !== undefined);
+    if (usable.length === 0) {
+      const detail = scans.map((scan) => `${scan.copy.drive.path}: ${scan.problems.join('; ')}`).join(' | ');
+      throw new LunfsError('ECORRUPT', `no good metadata copy in any quorum area: ${detail}`);
+    }
+    const best = usable.reduce((a, b) => (b.generation > a.generation || (b.generation === a.generation && b.sequence > a.sequence) ? b : a));
+    const metadata = decodeCheckpoint(best.checkpointPayload!);
+    for (const op of best.ops) applyMetadataOp(metadata, op);
+    const reports: CopyReport[] = scans.map((scan) => ({
+      driveIndex: scan.copy.driveIndex,
+      path: scan.copy.drive.path,
+      state: scan.checkpointPayload === undefined ? 'bad' : scan.generation === best.generation && scan.sequence === best.sequence ? 'good' : 'stale',
+      generation: scan.generation,
+      sequence: scan.sequence,
+      problems: scan.problems,
+    }));
+    for (const report of reports) {
+      if (report.state !== 'good') log.warn({ copy: report }, `metadata copy on ${report.path} is ${report.state}`);
+    }
+    const committed = decodeCheckpoint(best.checkpointPayload!);
+    for (const op of best.ops) applyMetadataOp(committed, op);
+    const store = new MetadataStore(copies, layout, log, best.generation, best.slot, best.sequence, best.journalEndBytes, committed);
+    return { store, metadata, reports };
+  }
+
+  /**
+   * Makes ops durable: appends them to the journal of every copy and flushes, or writes a
+   * checkpoint when the journal is full. The store keeps its own image of the committed metadata,
+   * so a checkpoint never contains a change whose data the caller has not yet made durable.
+   */
+  commit(ops: MetadataOp[]): Promise<void> {
+    return this.mutex.run(async () => {
+      if (ops.length === 0) return;
+      for (const op of ops) applyMetadataOp(this.committed, op);
+      const payload = Buffer.from(JSON.stringify(ops));
+      const recordBytes = alignUp(recordHeaderBytes + payload.length, journalRecordAlignBytes);
+      if (this.journalOffsetBytes + recordBytes > this.layout.journalBytes) {
+        await this.writeCheckpoint();
+        return;
+      }
+      const record = Buffer.alloc(recordBytes);
+      writeMagic(record, journalMagic);
+      record.writeUInt32LE(formatVersion, 8);
+      record.writeBigUInt64LE(BigInt(this.generation), 16);
+      record.writeBigUInt64LE(BigInt(this.sequence + 1), 24);
+      record.writeUInt32LE(payload.length, 32);
+      record.writeUInt32LE(crc32c(payload), 36);
+      seal(record.subarray(0, recordHeaderBytes), 12);
+      payload.copy(record, recordHeaderBytes);
+      const offset = this.journalStartBytes() + this.journalOffsetBytes;
+      await this.writeAllCopies(offset, record);
+      this.sequence += 1;
+      this.journalOffsetBytes += recordBytes;
+    });
+  }
+
+  /** Writes the committed metadata to the inactive slot of every copy; resets the journal. */
+  checkpoint(options: { cleanShutdown?: boolean } = {}): Promise<void> {
+    return this.mutex.run(() => {
+      if (options.cleanShutdown !== undefined) this.committed.cleanShutdown = options.cleanShutdown;
+      return this.writeCheckpoint();
+    });
+  }
+
+  /** The fraction of the journal in use (for status). */
+  get journalFillRatio(): number {
+    return this.journalOffsetBytes / this.layout.journalBytes;
+  }
+
+  get copyDriveIndexes(): number[] {
+    return this.copies.map((copy) => copy.driveIndex);
+  }
+
+  private async writeCheckpoint(): Promise<void> {
+    const payload = encodeCheckpoint(this.committed);
+    if (recordHeaderBytes + payload.length > this.layout.checkpointSlotBytes) {
+      throw new LunfsError('ENOSPC', `pool metadata (${payload.length} bytes) no longer fits its checkpoint slot (${this.layout.checkpointSlotBytes} bytes)`);
+    }
+    const generation = this.generation + 1;
+    const slot = this.activeSlot ^ 1;
+    const header = Buffer.alloc(recordHeaderBytes);
+    writeMagic(header, checkpointMagic);
+    header.writeUInt32LE(formatVersion, 8);
+    header.writeBigUInt64LE(BigInt(generation), 16);
+    header.writeBigUInt64LE(BigInt(payload.length), 24);
+    header.writeUInt32LE(crc32c(payload), 32);
+    seal(header, 12);
+    await this.writeAllCopies(this.slotOffsetBytes(slot), Buffer.concat([header, payload]));
+    this.generation = generation;
+    this.activeSlot = slot;
+    this.sequence = 0;
+    this.journalOffsetBytes = 0;
+    this.log.debug({ generation, slot, payloadBytes: payload.length }, 'metadata checkpoint written');
+  }
+
+  /** Writes to every copy and flushes; a copy that fails is dropped (EIO only if none is left). */
+  private async writeAllCopies(offsetBytes: number, data: Buffer): Promise<void> {
+    const results = await Promise.allSettled(this.copies.map(async (copy) => {
+      await copy.drive.write(offsetBytes, data);
+      await copy.drive.flush();
+    }));
+    const failed = this.copies.filter((_, index) => results[index]!.status === 'rejected');
+    if (failed.length === 0) return;
+    for (const copy of failed) this.log.error({ drive: copy.drive.path }, 'metadata copy write failed; copy dropped');
+    this.copies = this.copies.filter((copy) => !failed.includes(copy));
+    if (this.copies.length === 0) throw new LunfsError('EIO', 'metadata could not be written to any quorum copy');
+  }
+
+  private slotOffsetBytes(slot: number): number {
+    return this.layout.quorumOffsetBytes + slot * this.layout.checkpointSlotBytes;
+  }
+
+  private journalStartBytes(): number {
+    return this.layout.quorumOffsetBytes + 2 * this.layout.checkpointSlotBytes;
+  }
+}
+
+async function scanCopy(copy: QuorumCopy, layout: QuorumLayout): Promise<CopyScan> {
+  const scan: CopyScan = { copy, generation: 0, slot: 0, sequence: 0, ops: [], journalEndBytes: 0, problems: [] };
+  for (const slot of [0, 1]) {
+    try {
+      const found = await readCheckpointSlot(copy.drive, layout.quorumOffsetBytes + slot * layout.checkpointSlotBytes, layout.checkpointSlotBytes);
+      if ('problem' in found) {
+        if (found.problem !== 'empty') scan.problems.push(`checkpoint slot ${slot}: ${found.problem}`);
+        continue;
+      }
+      if (found.generation > scan.generation) {
+        scan.generation = found.generation;
+        scan.slot = slot;
+        scan.checkpointPayload = found.payload;
+      }
+    } catch (error) {
+      scan.problems.push(`checkpoint slot ${slot}: ${(error as Error).message}`);
+    }
+  }
+  if (scan.checkpointPayload === undefined) {
+    if (scan.problems.length === 0) scan.problems.push('no checkpoint in either slot');
+    return scan;
+  }
+  try {
+    const journal = Buffer.alloc(layout.journalBytes);
+    await copy.drive.read(layout.quorumOffsetBytes + 2 * layout.checkpointSlotBytes, journal);
+    let position = 0;
+    while (position + recordHeaderBytes <= journal.length) {
+      const header = journal.subarray(position, position + recordHeaderBytes);
+      if (!hasMagic(header, journalMagic) || header.readUInt32LE(8) !== formatVersion || !checkSeal(header, 12)) break;
+      if (Number(header.readBigUInt64LE(16)) !== scan.generation || Number(header.readBigUInt64LE(24)) !== scan.sequence + 1) break;
+      const payloadBytes = header.readUInt32LE(32);
+      const recordBytes = alignUp(recordHeaderBytes + payloadBytes, journalRecordAlignBytes);
+      if (position + recordBytes > journal.length) break;
+      const payload = journal.subarray(position + recordHeaderBytes, position + recordHeaderBytes + payloadBytes);
+      if (crc32c(payload) !== header.readUInt32LE(36)) break; // torn record: it was never acknowledged
+      scan.ops.push(...(JSON.parse(payload.toString('utf8')) as MetadataOp[]));
+      scan.sequence += 1;
+      position += recordBytes;
+    }
+    scan.journalEndBytes = position;
+  } catch (error) {
+    scan.problems.push(`journal: ${(error as Error).message}`);
+  }
+  return scan;
+}
+
+async function readCheckpointSlot(drive: Drive, offsetBytes: number, slotBytes: number): Promise<{ generation: number; payload: Buffer } | { problem: string }> {
+  const header = Buffer.alloc(recordHeaderBytes);
+  await drive.read(offsetBytes, header);
+  if (header.every((byte) => byte === 0)) return { problem: 'empty' };
+  if (!hasMagic(header, checkpointMagic)) return { problem: 'wrong magic (damaged)' };
+  if (header.readUInt32LE(8) !== formatVersion) return { problem: `unsupported format version ${header.readUInt32LE(8)}` };
+  if (!checkSeal(header, 12)) return { problem: 'header checksum mismatch (damaged)' };
+  const payloadBytes = Number(header.readBigUInt64LE(24));
+  if (recordHeaderBytes + payloadBytes > slotBytes) return { problem: 'payload length past the slot (damaged)' };
+  const payload = Buffer.alloc(payloadBytes);
+  await drive.read(offsetBytes + recordHeaderBytes, payload);
+  if (crc32c(payload) !== header.readUInt32LE(32)) return { problem: 'payload checksum mismatch (damaged)' };
+  return { generation: Number(header.readBigUInt64LE(16)), payload };
+}

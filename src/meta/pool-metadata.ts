@@ -1,0 +1,209 @@
+// The pool's metadata in memory: configuration, drives, redundancy sets (RSS), RStores with their
+// RSDs, and the LUN table with each LUN's map. It changes only through MetadataOp values applied
+// by applyMetadataOp, the same function at run time and at journal replay, so that recovery
+// rebuilds exactly the state that was committed. encodeCheckpoint/decodeCheckpoint give the
+// full image written to a checkpoint slot (docs/on-disk-format.md).
+
+import { L2map } from '../map/l2map.js';
+import { assert } from '../util/assert.js';
+import { LunfsError } from '../util/errors.js';
+
+export type RaidLevel = 0 | 1;
+
+export interface PoolConfig {
+  poolUuid: string;
+  createdAtMs: number;
+  raidLevel: RaidLevel;
+  psegSizeBytes: number;
+  allocationUnitBytes: number;
+  stripeUnitBytes: number;
+  lmapEntryCount: number;
+}
+
+export interface DriveRecord {
+  index: number;
+  uuid: string;
+  sizeBytes: number;
+  psegCount: number;
+  /** Whether lunfs created the drive as a sparse file, so its never-used PSEGs read as zeros. */
+  zeroedAtCreation: boolean;
+  rssId: number;
+}
+
+export interface RssRecord {
+  id: number;
+  driveIndexes: number[];
+}
+
+export interface PsegRef {
+  driveIndex: number;
+  psegIndex: number;
+}
+
+/** RSD (seed 004 [0069]): describes one RStore. */
+export interface RStoreRecord {
+  id: number;
+  rssId: number;
+  raidLevel: RaidLevel;
+  members: PsegRef[];
+  rsegCount: number;
+  /** One character per RSEG: '1' = never written since the PSEGs were zero, '0' = may hold old data. */
+  rsegFresh: string;
+}
+
+export interface LunRecord {
+  id: number;
+  name: string;
+  sizeBytes: number;
+  createdAtMs: number;
+  map: L2map;
+}
+
+export interface PoolMetadata {
+  config: PoolConfig;
+  drives: DriveRecord[];
+  rss: RssRecord[];
+  rstores: Map<number, RStoreRecord>;
+  luns: Map<number, LunRecord>;
+  nextLunId: number;
+  nextRstoreId: number;
+  /** False while a process has the pool open read-write; true after a clean close. */
+  cleanShutdown: boolean;
+}
+
+export type MetadataOp =
+  | { kind: 'rstore-create'; rstore: RStoreRecord }
+  | { kind: 'map'; lunId: number; unitIndex: number; rstoreId: number; rsegIndex: number; flags: number }
+  | { kind: 'unmap'; lunId: number; unitIndex: number }
+  | { kind: 'lun-create'; lunId: number; name: string; sizeBytes: number; createdAtMs: number }
+  | { kind: 'lun-remove'; lunId: number }
+  | { kind: 'lun-resize'; lunId: number; sizeBytes: number }
+  /** After an unclean shutdown: unmapped RSEGs may hold data of writes whose mapping was lost. */
+  | { kind: 'forget-fresh' };
+
+export function allocationUnitsFor(sizeBytes: number, config: PoolConfig): number {
+  return Math.ceil(sizeBytes / config.allocationUnitBytes);
+}
+
+export function applyMetadataOp(metadata: PoolMetadata, op: MetadataOp): void {
+  switch (op.kind) {
+    case 'rstore-create': {
+      assert(!metadata.rstores.has(op.rstore.id), `RStore ${op.rstore.id} exists already`);
+      metadata.rstores.set(op.rstore.id, { ...op.rstore, members: op.rstore.members.map((member) => ({ ...member })) });
+      metadata.nextRstoreId = Math.max(metadata.nextRstoreId, op.rstore.id + 1);
+      return;
+    }
+    case 'map': {
+      const lun = lunById(metadata, op.lunId);
+      const rstore = metadata.rstores.get(op.rstoreId);
+      assert(rstore !== undefined, `map names unknown RStore ${op.rstoreId}`);
+      assert(op.rsegIndex < rstore.rsegCount, `map names RSEG ${op.rsegIndex} past RStore ${op.rstoreId}`);
+      lun.map.set(op.unitIndex, { rstoreId: op.rstoreId, rsegIndex: op.rsegIndex, flags: op.flags });
+      markRsegUsed(rstore, op.rsegIndex);
+      return;
+    }
+    case 'unmap':
+      lunById(metadata, op.lunId).map.clear(op.unitIndex);
+      return;
+    case 'lun-create': {
+      assert(!metadata.luns.has(op.lunId), `LUN id ${op.lunId} exists already`);
+      const map = new L2map(allocationUnitsFor(op.sizeBytes, metadata.config), metadata.config.lmapEntryCount);
+      metadata.luns.set(op.lunId, { id: op.lunId, name: op.name, sizeBytes: op.sizeBytes, createdAtMs: op.createdAtMs, map });
+      metadata.nextLunId = Math.max(metadata.nextLunId, op.lunId + 1);
+      return;
+    }
+    case 'lun-remove':
+      assert(metadata.luns.delete(op.lunId), `lun-remove names unknown LUN ${op.lunId}`);
+      return;
+    case 'forget-fresh':
+      for (const rstore of metadata.rstores.values()) rstore.rsegFresh = '0'.repeat(rstore.rsegCount);
+      return;
+    case 'lun-resize': {
+      const lun = lunById(metadata, op.lunId);
+      assert(op.sizeBytes >= lun.sizeBytes, 'LUNs only grow');
+      lun.sizeBytes = op.sizeBytes;
+      lun.map.grow(allocationUnitsFor(op.sizeBytes, metadata.config));
+      return;
+    }
+  }
+}
+
+export function markRsegUsed(rstore: RStoreRecord, rsegIndex: number): void {
+  if (rstore.rsegFresh[rsegIndex] === '0') return;
+  rstore.rsegFresh = rstore.rsegFresh.slice(0, rsegIndex) + '0' + rstore.rsegFresh.slice(rsegIndex + 1);
+}
+
+function lunById(metadata: PoolMetadata, lunId: number): LunRecord {
+  const lun = metadata.luns.get(lunId);
+  assert(lun !== undefined, `metadata op names unknown LUN ${lunId}`);
+  return lun;
+}
+
+/** Checkpoint payload: u32 JSON length, the JSON of everything but the maps, then each LUN's map entries. */
+export function encodeCheckpoint(metadata: PoolMetadata): Buffer {
+  const luns = [...metadata.luns.values()];
+  const json = Buffer.from(JSON.stringify({
+    config: metadata.config,
+    drives: metadata.drives,
+    rss: metadata.rss,
+    rstores: [...metadata.rstores.values()],
+    luns: luns.map(({ map, ...rest }) => ({ ...rest, mappedCount: map.mappedCount })),
+    nextLunId: metadata.nextLunId,
+    nextRstoreId: metadata.nextRstoreId,
+    cleanShutdown: metadata.cleanShutdown,
+  }));
+  const entryBytes = 12;
+  const mapBytes = luns.reduce((sum, lun) => sum + lun.map.mappedCount * entryBytes, 0);
+  const buffer = Buffer.alloc(4 + json.length + mapBytes);
+  buffer.writeUInt32LE(json.length, 0);
+  json.copy(buffer, 4);
+  let position = 4 + json.length;
+  for (const lun of luns) {
+    lun.map.forEachMapped((unitIndex, entry) => {
+      buffer.writeUInt32LE(unitIndex, position);
+      buffer.writeUInt32LE(entry.rstoreId, position + 4);
+      buffer.writeUInt16LE(entry.rsegIndex, position + 8);
+      buffer.writeUInt16LE(entry.flags, position + 10);
+      position += entryBytes;
+    });
+  }
+  assert(position === buffer.length, 'checkpoint encoding length mismatch');
+  return buffer;
+}
+
+export function decodeCheckpoint(payload: Buffer): PoolMetadata {
+  try {
+    const jsonLength = payload.readUInt32LE(0);
+    const parsed = JSON.parse(payload.toString('utf8', 4, 4 + jsonLength)) as {
+      config: PoolConfig; drives: DriveRecord[]; rss: RssRecord[]; rstores: RStoreRecord[];
+      luns: Array<Omit<LunRecord, 'map'> & { mappedCount: number }>;
+      nextLunId: number; nextRstoreId: number; cleanShutdown: boolean;
+    };
+    const metadata: PoolMetadata = {
+      config: parsed.config,
+      drives: parsed.drives,
+      rss: parsed.rss,
+      rstores: new Map(parsed.rstores.map((rstore) => [rstore.id, rstore])),
+      luns: new Map(),
+      nextLunId: parsed.nextLunId,
+      nextRstoreId: parsed.nextRstoreId,
+      cleanShutdown: parsed.cleanShutdown,
+    };
+    let position = 4 + jsonLength;
+    for (const { mappedCount, ...lun } of parsed.luns) {
+      const map = new L2map(allocationUnitsFor(lun.sizeBytes, parsed.config), parsed.config.lmapEntryCount);
+      for (let index = 0; index < mappedCount; index += 1) {
+        map.set(payload.readUInt32LE(position), {
+          rstoreId: payload.readUInt32LE(position + 4),
+          rsegIndex: payload.readUInt16LE(position + 8),
+          flags: payload.readUInt16LE(position + 10),
+        });
+        position += 12;
+      }
+      metadata.luns.set(lun.id, { ...lun, map });
+    }
+    return metadata;
+  } catch (error) {
+    throw new LunfsError('ECORRUPT', `checkpoint payload does not decode: ${(error as Error).message}`, { cause: error });
+  }
+}

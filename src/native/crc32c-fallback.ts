@@ -1,0 +1,79 @@
+// TypeScript twin of the native crc32c kernel (native/src/lunfs_native.c): CRC-32C (Castagnoli,
+// reflected polynomial 0x82F63B78) with slicing-by-8 tables. Used when the addon is not loaded,
+// and by tests as the reference the addon must agree with.
+
+import { isUint8Array } from 'node:util/types';
+
+const reflectedPolynomial = 0x82f63b78;
+
+/**
+ * Eight 256-entry tables laid end to end: entry [slice * 256 + byte] is the CRC register after
+ * feeding `byte` followed by `slice` zero bytes. Slice 0 is the classic byte-at-a-time table.
+ */
+const slicingTables = buildSlicingTables();
+
+function buildSlicingTables(): Int32Array {
+  const tables = new Int32Array(8 * 256);
+  for (let byteValue = 0; byteValue < 256; byteValue++) {
+    let register = byteValue;
+    for (let bit = 0; bit < 8; bit++) {
+      register = register & 1 ? (register >>> 1) ^ reflectedPolynomial : register >>> 1;
+    }
+    tables[byteValue] = register;
+  }
+  for (let byteValue = 0; byteValue < 256; byteValue++) {
+    let register = tables[byteValue];
+    for (let slice = 1; slice < 8; slice++) {
+      register = (register >>> 8) ^ tables[register & 0xff];
+      tables[slice * 256 + byteValue] = register;
+    }
+  }
+  return tables;
+}
+
+/** Throws the same TypeError as the addon unless seed is an integer in 0..0xFFFFFFFF. */
+function checkCrc32cSeed(seed: number): void {
+  if (typeof seed !== 'number' || !Number.isInteger(seed) || seed < 0 || seed > 0xffffffff) {
+    throw new TypeError(
+      'crc32c: seed must be an integer from 0 to 4294967295 (a previous crc32c result)',
+    );
+  }
+}
+
+/**
+ * CRC-32C of `data`, continuing from `seed` (a previous result, 0 to start):
+ * crc32c(b, crc32c(a)) === crc32c(a followed by b). Returns an unsigned 32-bit integer.
+ */
+export function crc32cTypescript(data: Uint8Array, seed = 0): number {
+  if (!isUint8Array(data)) {
+    throw new TypeError('crc32c: data must be a Buffer or Uint8Array');
+  }
+  checkCrc32cSeed(seed);
+  const tables = slicingTables;
+  const length = data.length;
+  let register = ~seed;
+  let index = 0;
+  const slicedEnd = length - (length & 7);
+  while (index < slicedEnd) {
+    const low =
+      register ^
+      (data[index] | (data[index + 1] << 8) | (data[index + 2] << 16) | (data[index + 3] << 24));
+    const high =
+      data[index + 4] | (data[index + 5] << 8) | (data[index + 6] << 16) | (data[index + 7] << 24);
+    register =
+      tables[7 * 256 + (low & 0xff)] ^
+      tables[6 * 256 + ((low >>> 8) & 0xff)] ^
+      tables[5 * 256 + ((low >>> 16) & 0xff)] ^
+      tables[4 * 256 + (low >>> 24)] ^
+      tables[3 * 256 + (high & 0xff)] ^
+      tables[2 * 256 + ((high >>> 8) & 0xff)] ^
+      tables[256 + ((high >>> 16) & 0xff)] ^
+      tables[high >>> 24];
+    index += 8;
+  }
+  while (index < length) {
+    register = (register >>> 8) ^ tables[(register ^ data[index]) & 0xff];
+    index++;
+  }
+  return ~register >>> 0;
+}

@@ -1,0 +1,113 @@
+// The one entry point lunfs uses for its hot byte kernels, crc32c and xorInto. It loads the C
+// addon native/build/Release/lunfs_native.node (built by `npx node-gyp rebuild --directory
+// native`) and falls back to the TypeScript twins when the addon is missing, fails to load, or
+// LUNFS_NO_NATIVE=1 is set. Both implementations give identical results.
+
+import { existsSync, readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { crc32cTypescript } from './crc32c-fallback.js';
+import { xorIntoTypescript } from './xor-fallback.js';
+
+/** The kernels one implementation provides. */
+export interface ByteKernels {
+  /** CRC-32C of data continuing from seed (a previous result, 0 to start); unsigned 32-bit. */
+  crc32c(data: Uint8Array, seed?: number): number;
+  /** target[i] ^= source[i]; both of the same length. */
+  xorInto(target: Uint8Array, source: Uint8Array): void;
+}
+
+/** What the addon's exports look like (see native/src/lunfs_native.c). */
+interface NativeAddonExports {
+  crc32c(data: Uint8Array, seed?: number): number;
+  xorInto(target: Uint8Array, source: Uint8Array): void;
+}
+
+export const nativeAddonRelativePath = join('native', 'build', 'Release', 'lunfs_native.node');
+
+export const typescriptKernels: ByteKernels = {
+  crc32c: crc32cTypescript,
+  xorInto: xorIntoTypescript,
+};
+
+const nativeLoadResult = loadNativeKernels();
+
+/** The addon's kernels, or null when the addon is not in use. */
+export const nativeKernelsOrNull: ByteKernels | null = nativeLoadResult.kernels;
+
+/** Why the addon is not in use (null when it is): shown by tests and diagnostics. */
+export const nativeUnavailableReason: string | null = nativeLoadResult.unavailableReason;
+
+export const kernelImplementation: 'native' | 'typescript' =
+  nativeKernelsOrNull === null ? 'typescript' : 'native';
+
+const activeKernels: ByteKernels = nativeKernelsOrNull ?? typescriptKernels;
+
+/** CRC-32C (Castagnoli) of data continuing from seed: crc32c(b, crc32c(a)) === crc32c(a + b). */
+export function crc32c(data: Uint8Array, seed = 0): number {
+  return activeKernels.crc32c(data, seed);
+}
+
+/** target[i] ^= source[i] for equal-length byte arrays (RAID parity). */
+export function xorInto(target: Uint8Array, source: Uint8Array): void {
+  activeKernels.xorInto(target, source);
+}
+
+/** The first folder at or above startFolder whose package.json names the package "lunfs". */
+function findPackageRoot(startFolder: string): string | null {
+  let folder = startFolder;
+  for (;;) {
+    const packageJsonPath = join(folder, 'package.json');
+    if (existsSync(packageJsonPath)) {
+      try {
+        const packageJson = JSON.parse(readFileSync(packageJsonPath, 'utf8')) as { name?: unknown };
+        if (packageJson.name === 'lunfs') return folder;
+      } catch {
+        // An unreadable or malformed package.json is not ours; keep walking up.
+      }
+    }
+    const parentFolder = dirname(folder);
+    if (parentFolder === folder) return null;
+    folder = parentFolder;
+  }
+}
+
+interface NativeLoadResult {
+  kernels: ByteKernels | null;
+  unavailableReason: string | null;
+}
+
+function unavailable(reason: string): NativeLoadResult {
+  return { kernels: null, unavailableReason: reason };
+}
+
+function loadNativeKernels(): NativeLoadResult {
+  if (process.env['LUNFS_NO_NATIVE'] === '1') {
+    return unavailable('disabled by LUNFS_NO_NATIVE=1');
+  }
+  const thisFile = fileURLToPath(import.meta.url);
+  const packageRoot = findPackageRoot(dirname(thisFile));
+  if (packageRoot === null) {
+    return unavailable(`no package.json named "lunfs" in any folder above ${thisFile}`);
+  }
+  const addonPath = join(packageRoot, nativeAddonRelativePath);
+  if (!existsSync(addonPath)) {
+    return unavailable(
+      `${addonPath} does not exist (build it with: npx node-gyp rebuild --directory native)`,
+    );
+  }
+  let addon: Partial<NativeAddonExports>;
+  try {
+    addon = createRequire(import.meta.url)(addonPath) as Partial<NativeAddonExports>;
+  } catch (error) {
+    const message = error instanceof Error ? error.message : String(error);
+    return unavailable(`${addonPath} failed to load: ${message}`);
+  }
+  if (typeof addon.crc32c !== 'function' || typeof addon.xorInto !== 'function') {
+    return unavailable(`${addonPath} does not export the functions crc32c and xorInto`);
+  }
+  // The addon validates its own arguments and treats a missing seed as 0, so its functions are
+  // used as they are, without a wrapper.
+  return { kernels: { crc32c: addon.crc32c, xorInto: addon.xorInto }, unavailableReason: null };
+}

@@ -1,0 +1,45 @@
+// Where things go on a drive, decided once at pool creation: the 4 KiB header, the quorum area
+// (two checkpoint slots sized for the metadata of a fully allocated pool, and the journal), then
+// the PSEG area. Every drive of a pool gets the same quorum area, so a metadata copy can move to
+// any drive.
+
+import { driveHeaderBytes } from '../meta/drive-header.js';
+import { alignUp, KiB, MiB } from '../util/sizes.js';
+import { LunfsError } from '../util/errors.js';
+
+export const defaultPsegSizeBytes = 2 * MiB; // seed 004 [0059]
+export const defaultAllocationUnitBytes = 1 * MiB; // seed 004 [0066], the LDAAU
+export const defaultStripeUnitBytes = 64 * KiB;
+export const lmapEntryCount = 2048; // one L2MAP slot covers 2 GiB at 1 MiB units, as in [0065]
+export const maxQuorumCopies = 3;
+
+export interface DriveLayout {
+  quorumOffsetBytes: number;
+  checkpointSlotBytes: number;
+  journalBytes: number;
+  psegAreaOffsetBytes: number;
+}
+
+/** Sizes the quorum area for a pool whose drives have these sizes. */
+export function planLayout(driveSizesBytes: number[], psegSizeBytes: number, allocationUnitBytes: number): DriveLayout {
+  const totalBytes = driveSizesBytes.reduce((a, b) => a + b, 0);
+  const maxUnits = Math.ceil(totalBytes / allocationUnitBytes);
+  const maxRstores = Math.ceil(totalBytes / psegSizeBytes);
+  // Per unit: a 12-byte map entry plus room; per RStore: its RSD in JSON.
+  const checkpointSlotBytes = alignUp(256 * KiB + maxUnits * 16 + maxRstores * 160, 64 * KiB);
+  const journalBytes = Math.min(64 * MiB, alignUp(Math.max(2 * MiB, checkpointSlotBytes), 64 * KiB));
+  const quorumOffsetBytes = driveHeaderBytes;
+  const psegAreaOffsetBytes = alignUp(quorumOffsetBytes + 2 * checkpointSlotBytes + journalBytes, MiB);
+  return { quorumOffsetBytes, checkpointSlotBytes, journalBytes, psegAreaOffsetBytes };
+}
+
+export function psegCountFor(driveSizeBytes: number, layout: DriveLayout, psegSizeBytes: number): number {
+  return Math.max(0, Math.floor((driveSizeBytes - layout.psegAreaOffsetBytes) / psegSizeBytes));
+}
+
+export function checkGeometry(psegSizeBytes: number, allocationUnitBytes: number, stripeUnitBytes: number): void {
+  const powerOfTwo = (value: number): boolean => Number.isSafeInteger(value) && value > 0 && (value & (value - 1)) === 0;
+  if (!powerOfTwo(stripeUnitBytes) || stripeUnitBytes < 4 * KiB) throw new LunfsError('EINVAL', `stripe unit ${stripeUnitBytes} must be a power of two of at least 4 KiB`);
+  if (!powerOfTwo(allocationUnitBytes) || allocationUnitBytes < stripeUnitBytes) throw new LunfsError('EINVAL', `allocation unit ${allocationUnitBytes} must be a power of two and at least the stripe unit`);
+  if (!powerOfTwo(psegSizeBytes) || psegSizeBytes < allocationUnitBytes) throw new LunfsError('EINVAL', `PSEG size ${psegSizeBytes} must be a power of two and at least the allocation unit`);
+}

@@ -1,0 +1,50 @@
+// The one place that knows the order of the layers. A LUN's stack, top to bottom:
+//   WriteBackCache -> DestagePipeline -> ThinVolume (L2MAP/LMAP) -> RStore (RAID) -> Drive
+// The pool supplies the RStores and drives; everything above is built here.
+
+import { CacheBudget, WriteBackCache } from '../cache/write-back-cache.js';
+import { DestagePipeline } from '../destage/destage-pipeline.js';
+import { ThinVolume } from '../map/thin-volume.js';
+import type { LunRecord } from '../meta/pool-metadata.js';
+import type { Clock } from '../util/clock.js';
+import { layerLogger } from '../util/logger.js';
+import { KiB, MiB } from '../util/sizes.js';
+import type { Pool } from './pool.js';
+
+export const defaultCacheBytes = 256 * MiB;
+export const cachePageBytes = 128 * KiB; // the largest FUSE request libfuse2 sends
+
+export interface LunStack {
+  record: LunRecord;
+  thin: ThinVolume;
+  pipeline: DestagePipeline;
+  cache: WriteBackCache;
+}
+
+export interface CacheSettings {
+  budget: CacheBudget;
+  clock: Clock;
+  /** Dirty data older than this is destaged even when the cache is not under pressure. */
+  expireMs?: number;
+}
+
+export function makeCacheBudget(capacityBytes: number): CacheBudget {
+  return new CacheBudget(capacityBytes);
+}
+
+export function assembleLunStack(pool: Pool, record: LunRecord, settings: CacheSettings): LunStack {
+  const thin = new ThinVolume(pool, record);
+  const pipeline = new DestagePipeline(thin);
+  const capacity = settings.budget.capacityBytes;
+  const cache = new WriteBackCache(pipeline, {
+    budget: settings.budget,
+    pageBytes: cachePageBytes,
+    dirtyLimitBytes: Math.floor(capacity / 2),
+    dirtyBackgroundBytes: Math.floor(capacity / 8),
+    expireMs: settings.expireMs ?? 1000,
+    maxInflightDestages: 16,
+    clock: settings.clock,
+    log: layerLogger('cache', { lun: record.name }),
+  });
+  return { record, thin, pipeline, cache };
+}

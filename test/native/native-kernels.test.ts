@@ -1,0 +1,306 @@
+// Checks the crc32c and xorInto kernels: known CRC-32C vectors and chaining for both
+// implementations, and property tests that the C addon and the TypeScript twins agree byte for
+// byte. A missing addon fails the comparisons (the project builds it in set-up) unless
+// LUNFS_NO_NATIVE=1 is set, which skips them.
+
+import { createRequire } from 'node:module';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import {
+  crc32c,
+  kernelImplementation,
+  nativeAddonRelativePath,
+  nativeKernelsOrNull,
+  nativeUnavailableReason,
+  typescriptKernels,
+  xorInto,
+  type ByteKernels,
+} from '../../src/native/native-kernels.js';
+
+const nativeDisabled = process.env['LUNFS_NO_NATIVE'] === '1';
+const packageRoot = fileURLToPath(new URL('../../', import.meta.url));
+
+/** The addon's kernels; throws (failing the test) when the addon did not load. */
+function requireNativeKernels(): ByteKernels {
+  if (nativeKernelsOrNull === null) {
+    throw new Error(
+      `native addon not loaded: ${nativeUnavailableReason ?? 'unknown reason'}. ` +
+        'Set LUNFS_NO_NATIVE=1 to skip the native comparisons on purpose.',
+    );
+  }
+  return nativeKernelsOrNull;
+}
+
+/** Deterministic pseudo-random bytes (xorshift32), so fast-check can replay a failure. */
+function pseudoRandomBytes(length: number, seed: number): Uint8Array {
+  const bytes = new Uint8Array(length);
+  let state = seed | 1;
+  for (let index = 0; index < length; index++) {
+    state ^= state << 13;
+    state ^= state >>> 17;
+    state ^= state << 5;
+    bytes[index] = state & 0xff;
+  }
+  return bytes;
+}
+
+/** Byte-for-byte equality without vitest's slow element-wise diff on large arrays. */
+function expectSameBytes(actual: Uint8Array, expected: Uint8Array): void {
+  expect(actual.length).toBe(expected.length);
+  const equal = Buffer.from(actual.buffer, actual.byteOffset, actual.length).equals(
+    Buffer.from(expected.buffer, expected.byteOffset, expected.length),
+  );
+  if (!equal) expect(actual).toEqual(expected);
+}
+
+/** A Uint8Array of the given length starting `offset` bytes into a fresh ArrayBuffer. */
+function bytesAtOffset(length: number, offset: number, seed: number): Uint8Array {
+  const backing = new Uint8Array(length + offset + 8);
+  backing.set(pseudoRandomBytes(backing.length, seed));
+  return backing.subarray(offset, offset + length);
+}
+
+const lengthArbitrary = fc.oneof(
+  fc.integer({ min: 0, max: 64 }),
+  fc.integer({ min: 0, max: 4096 }),
+  fc.integer({ min: 0, max: 70_000 }),
+);
+const offsetArbitrary = fc.integer({ min: 0, max: 15 });
+const fillSeedArbitrary = fc.integer({ min: 1, max: 0x7fffffff });
+const crcSeedArbitrary = fc.oneof(
+  fc.constantFrom(0, 1, 0xffffffff, 0x80000000),
+  fc.integer({ min: 0, max: 0xffffffff }),
+);
+
+const implementations: Array<[string, () => ByteKernels]> = [
+  ['typescript', () => typescriptKernels],
+  ['exported (active)', () => ({ crc32c, xorInto })],
+];
+if (!nativeDisabled) implementations.push(['native', requireNativeKernels]);
+
+describe.each(implementations)('%s kernels', (_name, getKernels) => {
+  it('gives the known CRC-32C vectors', () => {
+    const kernels = getKernels();
+    expect(kernels.crc32c(Buffer.from('123456789'), 0)).toBe(0xe3069283);
+    expect(kernels.crc32c(Buffer.from('123456789'))).toBe(0xe3069283);
+    expect(kernels.crc32c(new Uint8Array(0), 0)).toBe(0);
+    expect(kernels.crc32c(new Uint8Array(32), 0)).toBe(0x8a9136aa);
+    expect(kernels.crc32c(new Uint8Array(32).fill(0xff), 0)).toBe(0x62a8ab43);
+    // RFC 3720 (iSCSI) B.4: 32 bytes counting up 0x00..0x1F.
+    const ascending = Uint8Array.from({ length: 32 }, (_value, index) => index);
+    expect(kernels.crc32c(ascending, 0)).toBe(0x46dd794e);
+  });
+
+  it('returns the seed for empty data', () => {
+    const kernels = getKernels();
+    expect(kernels.crc32c(new Uint8Array(0), 0xdeadbeef)).toBe(0xdeadbeef);
+  });
+
+  it('chains: crc32c(b, crc32c(a)) === crc32c(a followed by b)', () => {
+    const kernels = getKernels();
+    fc.assert(
+      fc.property(lengthArbitrary, fc.nat(), fillSeedArbitrary, (length, splitChoice, fillSeed) => {
+        const whole = pseudoRandomBytes(length, fillSeed);
+        const split = length === 0 ? 0 : splitChoice % (length + 1);
+        const first = whole.subarray(0, split);
+        const second = whole.subarray(split);
+        expect(kernels.crc32c(second, kernels.crc32c(first, 0))).toBe(kernels.crc32c(whole, 0));
+      }),
+      { numRuns: 60 },
+    );
+  });
+
+  it('xorInto twice restores the original', () => {
+    const kernels = getKernels();
+    fc.assert(
+      fc.property(
+        lengthArbitrary,
+        offsetArbitrary,
+        offsetArbitrary,
+        fillSeedArbitrary,
+        (length, targetOffset, sourceOffset, fillSeed) => {
+          const target = bytesAtOffset(length, targetOffset, fillSeed);
+          const source = bytesAtOffset(length, sourceOffset, fillSeed ^ 0x5bd1e995);
+          const original = Uint8Array.from(target);
+          const sourceBefore = Uint8Array.from(source);
+          kernels.xorInto(target, source);
+          kernels.xorInto(target, source);
+          expectSameBytes(target, original);
+          expectSameBytes(source, sourceBefore);
+        },
+      ),
+      { numRuns: 60 },
+    );
+  });
+
+  it('xorInto of an array with itself gives zeros', () => {
+    const kernels = getKernels();
+    const bytes = pseudoRandomBytes(1000, 7);
+    kernels.xorInto(bytes, bytes);
+    expect(bytes.every((byte) => byte === 0)).toBe(true);
+  });
+
+  it('xorInto with overlapping ranges uses the source as it was before the call', () => {
+    const kernels = getKernels();
+    for (const [targetStart, sourceStart] of [[0, 1], [1, 0], [3, 11], [16, 8]] as const) {
+      const backing = pseudoRandomBytes(200, 99);
+      const expected = Uint8Array.from(backing.subarray(targetStart, targetStart + 100));
+      const sourceBefore = Uint8Array.from(backing.subarray(sourceStart, sourceStart + 100));
+      for (let index = 0; index < 100; index++) expected[index]! ^= sourceBefore[index]!;
+      kernels.xorInto(
+        backing.subarray(targetStart, targetStart + 100),
+        backing.subarray(sourceStart, sourceStart + 100),
+      );
+      expect(backing.subarray(targetStart, targetStart + 100)).toEqual(expected);
+    }
+  });
+
+  it('throws TypeError on bad arguments instead of crashing', () => {
+    const kernels = getKernels();
+    const loose = kernels as unknown as {
+      crc32c(...values: unknown[]): number;
+      xorInto(...values: unknown[]): void;
+    };
+    const notByteArrays = [
+      undefined,
+      null,
+      'text',
+      42,
+      {},
+      [1, 2],
+      new Uint16Array(4),
+      new Uint8ClampedArray(4),
+      new ArrayBuffer(4),
+      new DataView(new ArrayBuffer(4)),
+    ];
+    for (const notBytes of notByteArrays) {
+      expect(() => loose.crc32c(notBytes, 0)).toThrow(TypeError);
+      expect(() => loose.xorInto(notBytes, new Uint8Array(4))).toThrow(/target must be/);
+      expect(() => loose.xorInto(new Uint8Array(4), notBytes)).toThrow(/source must be/);
+    }
+    for (const badSeed of [-1, 1.5, 2 ** 32, Number.NaN, Number.POSITIVE_INFINITY, '1', 1n, null]) {
+      expect(() => loose.crc32c(new Uint8Array(4), badSeed)).toThrow(/seed must be an integer/);
+    }
+    expect(() => loose.xorInto(new Uint8Array(4), new Uint8Array(5))).toThrow(TypeError);
+    expect(() => loose.xorInto(new Uint8Array(4), new Uint8Array(5))).toThrow(/same length/);
+    expect(() => loose.xorInto()).toThrow(TypeError);
+  });
+});
+
+describe('kernel selection', () => {
+  it.runIf(nativeDisabled)('uses TypeScript when LUNFS_NO_NATIVE=1', () => {
+    expect(kernelImplementation).toBe('typescript');
+    expect(nativeKernelsOrNull).toBeNull();
+  });
+
+  it.runIf(!nativeDisabled)('uses the native addon (it is built in set-up)', () => {
+    requireNativeKernels();
+    expect(kernelImplementation).toBe('native');
+  });
+});
+
+if (nativeDisabled) {
+  console.warn('LUNFS_NO_NATIVE=1: skipping the native-vs-TypeScript comparisons.');
+}
+
+describe.skipIf(nativeDisabled)('native and TypeScript agree', () => {
+  it('crc32c on random buffers, lengths 0..70000, unaligned offsets, random seeds', () => {
+    const native = requireNativeKernels();
+    fc.assert(
+      fc.property(
+        lengthArbitrary,
+        offsetArbitrary,
+        fillSeedArbitrary,
+        crcSeedArbitrary,
+        (length, offset, fillSeed, crcSeed) => {
+          const data = bytesAtOffset(length, offset, fillSeed);
+          expect(native.crc32c(data, crcSeed)).toBe(typescriptKernels.crc32c(data, crcSeed));
+        },
+      ),
+      { numRuns: 200 },
+    );
+  });
+
+  it('crc32c on short shrinkable buffers', () => {
+    const native = requireNativeKernels();
+    fc.assert(
+      fc.property(fc.uint8Array({ maxLength: 300 }), crcSeedArbitrary, (data, crcSeed) => {
+        expect(native.crc32c(data, crcSeed)).toBe(typescriptKernels.crc32c(data, crcSeed));
+      }),
+      { numRuns: 300 },
+    );
+  });
+
+  it("the addon's table fallback agrees with its SSE4.2 path and with TypeScript", () => {
+    requireNativeKernels();
+    const addon = createRequire(import.meta.url)(join(packageRoot, nativeAddonRelativePath)) as {
+      crc32cWithTables(data: Uint8Array, seed?: number): number;
+      crc32cImplementation: string;
+    };
+    expect(['sse4.2', 'slicing-by-8']).toContain(addon.crc32cImplementation);
+    fc.assert(
+      fc.property(
+        lengthArbitrary,
+        offsetArbitrary,
+        fillSeedArbitrary,
+        crcSeedArbitrary,
+        (length, offset, fillSeed, crcSeed) => {
+          const data = bytesAtOffset(length, offset, fillSeed);
+          expect(addon.crc32cWithTables(data, crcSeed)).toBe(
+            typescriptKernels.crc32c(data, crcSeed),
+          );
+        },
+      ),
+      { numRuns: 100 },
+    );
+  });
+
+  it('xorInto on random buffers, lengths 0..70000, unaligned offsets', () => {
+    const native = requireNativeKernels();
+    fc.assert(
+      fc.property(
+        lengthArbitrary,
+        offsetArbitrary,
+        offsetArbitrary,
+        fillSeedArbitrary,
+        (length, targetOffset, sourceOffset, fillSeed) => {
+          const nativeTarget = bytesAtOffset(length, targetOffset, fillSeed);
+          const typescriptTarget = bytesAtOffset(length, targetOffset, fillSeed);
+          const source = bytesAtOffset(length, sourceOffset, fillSeed ^ 0x2545f491);
+          native.xorInto(nativeTarget, source);
+          typescriptKernels.xorInto(typescriptTarget, source);
+          // Whole backing buffers, so a write outside the subarray would show up too.
+          expectSameBytes(
+            new Uint8Array(nativeTarget.buffer),
+            new Uint8Array(typescriptTarget.buffer),
+          );
+        },
+      ),
+      { numRuns: 200 },
+    );
+  });
+
+  it('both throw the same TypeError messages', () => {
+    const native = requireNativeKernels();
+    const cases: Array<(kernels: ByteKernels) => unknown> = [
+      (kernels) => kernels.crc32c('x' as unknown as Uint8Array),
+      (kernels) => kernels.crc32c(new Uint8Array(1), -1),
+      (kernels) => kernels.xorInto(new Uint8Array(3), new Uint8Array(4)),
+      (kernels) => kernels.xorInto(new Uint8Array(3), {} as Uint8Array),
+    ];
+    for (const call of cases) {
+      const messageOf = (kernels: ByteKernels): string => {
+        try {
+          call(kernels);
+        } catch (error) {
+          expect(error).toBeInstanceOf(TypeError);
+          return (error as Error).message;
+        }
+        throw new Error('expected a TypeError');
+      };
+      expect(messageOf(native)).toBe(messageOf(typescriptKernels));
+    }
+  });
+});
