@@ -3,6 +3,7 @@
 // process that has it mounted.
 
 import { mkdir, open, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { readFileSync } from 'node:fs';
 import { isAbsolute, join, resolve } from 'node:path';
 import { LunfsError } from '../util/errors.js';
 
@@ -100,8 +101,14 @@ export async function liveLockOwner(directory: string): Promise<LockOwner | unde
 function isAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
-    return true;
   } catch (error) {
     return (error as NodeJS.ErrnoException).code === 'EPERM';
+  }
+  try {
+    // A killed process that nobody has reaped yet still answers kill(0): it is a zombie, not alive.
+    const state = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.[0];
+    return state !== 'Z' && state !== 'X';
+  } catch {
+    return true;
   }
 }

@@ -1,0 +1,144 @@
+// The lunfs command line (commander). The only place where errors become messages and exit codes:
+// 0 success, 1 an operating error (EIO, ENOSPC, EBUSY, ECORRUPT, ...), 2 bad input (EINVAL,
+// ENOENT, EEXIST, EFBIG).
+
+import { Command, Option } from 'commander';
+import { resolve } from 'node:path';
+import { isLunfsError, LunfsError } from '../util/errors.js';
+import { configureLogging } from '../util/logger.js';
+import { formatBytes, parseSize } from '../util/sizes.js';
+import type { StatusJson } from '../volume/controller.js';
+import { runMount } from './mount-command.js';
+import { createPool, withPool } from './pool-access.js';
+
+const collect = (value: string, previous: string[]): string[] => previous.concat([value]);
+
+function parseRaid(text: string): 0 | 1 {
+  if (text === '0' || text === '1') return Number(text) as 0 | 1;
+  if (text === '5') throw new LunfsError('ENOTSUP', 'RAID-5 is not implemented yet; use --raid 0 or --raid 1');
+  throw new LunfsError('EINVAL', `invalid RAID level '${text}': use 0 or 1`);
+}
+
+function parseCount(text: string, what: string): number {
+  if (!/^\d+$/.test(text) || Number(text) < 1) throw new LunfsError('EINVAL', `invalid ${what} '${text}': expected a positive whole number`);
+  return Number(text);
+}
+
+function printLuns(status: StatusJson): void {
+  if (status.luns.length === 0) {
+    console.log('no LUNs');
+    return;
+  }
+  console.log(['NAME'.padEnd(24), 'SIZE'.padStart(12), 'ALLOCATED'.padStart(12)].join(' '));
+  for (const lun of status.luns) console.log([lun.name.padEnd(24), formatBytes(lun.sizeBytes).padStart(12), formatBytes(lun.allocatedBytes).padStart(12)].join(' '));
+}
+
+function printStatus(directory: string, status: StatusJson): void {
+  const pool = status.pool;
+  console.log(`pool ${resolve(directory)}  ${pool.raid}  ${pool.state}  uuid ${pool.uuid}`);
+  console.log(`space: ${formatBytes(pool.totalBytes)} total, ${formatBytes(pool.allocatedBytes)} allocated, ${formatBytes(pool.freeBytes)} free`);
+  console.log(`kernels: ${status.kernels}`);
+  console.log('drives:');
+  for (const drive of status.drives) {
+    const copy = drive.holdsMetadataCopy ? `  metadata copy: ${drive.metadataCopy}` : '';
+    console.log(`  ${String(drive.index).padStart(2)}  ${drive.path}  ${formatBytes(drive.sizeBytes)}  ${drive.state}${copy}`);
+  }
+  console.log('LUNs:');
+  printLuns(status);
+}
+
+export function buildProgram(): Command {
+  const program = new Command('lunfs')
+    .description('RAID-protected pool of thin virtual disks, served as files through FUSE')
+    .addOption(new Option('--log-level <level>', 'pino log level').choices(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('warn'))
+    .hook('preAction', (command) => {
+      configureLogging(command.optsWithGlobals().logLevel as string);
+    })
+    .showHelpAfterError();
+
+  const pool = program.command('pool').description('create pools');
+  pool.command('create')
+    .argument('<dir>', 'pool directory (holds pool.json and, for --drives, the drive files)')
+    .option('--drives <n>', 'number of sparse file drives to create in DIR')
+    .option('--drive-size <size>', 'size of each created drive (e.g. 8G)')
+    .option('--drive <path>', 'an existing file or block device to use as a drive (repeat, in order)', collect, [])
+    .requiredOption('--raid <level>', 'RAID level: 0 (striped) or 1 (mirrored)')
+    .option('--pseg-size <size>', 'PSEG size (default 2M)')
+    .option('--allocation-unit <size>', 'thin allocation unit (default 1M)')
+    .option('--stripe-unit <size>', 'RAID-0 stripe unit (default 64K)')
+    .action(async (directory: string, options: Record<string, string | string[] | undefined>) => {
+      const drivePaths = options.drive as string[];
+      if (drivePaths.length > 0 && (options.drives || options.driveSize)) throw new LunfsError('EINVAL', 'give either --drive PATH ... or --drives N --drive-size SIZE, not both');
+      await createPool({
+        directory,
+        drivePaths,
+        driveCount: options.drives ? parseCount(options.drives as string, '--drives') : undefined,
+        driveSizeBytes: options.driveSize ? parseSize(options.driveSize as string, '--drive-size') : undefined,
+        raidLevel: parseRaid(options.raid as string),
+        psegSizeBytes: options.psegSize ? parseSize(options.psegSize as string, '--pseg-size') : undefined,
+        allocationUnitBytes: options.allocationUnit ? parseSize(options.allocationUnit as string, '--allocation-unit') : undefined,
+        stripeUnitBytes: options.stripeUnit ? parseSize(options.stripeUnit as string, '--stripe-unit') : undefined,
+      });
+      console.log(`pool created at ${resolve(directory)}`);
+    });
+
+  const lun = program.command('lun').description('create, list, remove and grow LUNs');
+  lun.command('create').argument('<dir>').argument('<name>').requiredOption('--size <size>', 'LUN size (e.g. 20G); thin: nothing is allocated yet')
+    .action(async (directory: string, name: string, options: { size: string }) => {
+      const sizeBytes = parseSize(options.size, 'LUN size');
+      if (sizeBytes === 0) throw new LunfsError('EINVAL', 'LUN size must be larger than 0');
+      await withPool(directory, { command: 'lun-create', name, sizeBytes });
+      console.log(`LUN ${name} created (${formatBytes(sizeBytes)})`);
+    });
+  lun.command('ls').argument('<dir>').option('--json', 'JSON output')
+    .action(async (directory: string, options: { json?: boolean }) => {
+      const status = (await withPool(directory, { command: 'status' })) as StatusJson;
+      if (options.json) console.log(JSON.stringify(status.luns, null, 2));
+      else printLuns(status);
+    });
+  lun.command('rm').argument('<dir>').argument('<name>')
+    .action(async (directory: string, name: string) => {
+      await withPool(directory, { command: 'lun-rm', name });
+      console.log(`LUN ${name} removed`);
+    });
+  lun.command('resize').argument('<dir>').argument('<name>').requiredOption('--size <size>', 'new size (grow only)')
+    .action(async (directory: string, name: string, options: { size: string }) => {
+      await withPool(directory, { command: 'lun-resize', name, sizeBytes: parseSize(options.size, 'LUN size') });
+      console.log(`LUN ${name} resized to ${options.size}`);
+    });
+
+  program.command('status').argument('<dir>').option('--json', 'JSON output (documented in README)')
+    .action(async (directory: string, options: { json?: boolean }) => {
+      const status = (await withPool(directory, { command: 'status' })) as StatusJson;
+      if (options.json) console.log(JSON.stringify(status, null, 2));
+      else printStatus(directory, status);
+    });
+
+  program.command('mount').argument('<dir>').argument('<mountpoint>')
+    .option('--cache-size <size>', 'write-back cache size', '256M')
+    .option('--drive <path>', 'drive paths in order (default: from DIR/pool.json)', collect, [])
+    .description('serve the pool under MOUNTPOINT in the foreground; SIGINT/SIGTERM flush and unmount')
+    .action(async (directory: string, mountpoint: string, options: { cacheSize: string; drive: string[] }) => {
+      await runMount({ directory, mountpoint, cacheBytes: parseSize(options.cacheSize, '--cache-size'), drivePaths: options.drive });
+    });
+  return program;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const program = buildProgram();
+  program.exitOverride();
+  try {
+    await program.parseAsync(argv);
+    return 0;
+  } catch (error) {
+    if (error && typeof error === 'object' && 'exitCode' in error && typeof (error as { exitCode: unknown }).exitCode === 'number' && !isLunfsError(error)) {
+      return (error as { exitCode: number }).exitCode; // commander already printed help or the usage error
+    }
+    if (isLunfsError(error)) {
+      console.error(`lunfs: ${error.message}`);
+      return ['EINVAL', 'ENOENT', 'EEXIST', 'EFBIG'].includes(error.code) ? 2 : 1;
+    }
+    console.error(`lunfs: unexpected error: ${(error as Error).stack ?? String(error)}`);
+    return 1;
+  }
+}

@@ -1,0 +1,71 @@
+// `lunfs mount`: takes the pool lock, opens the pool, serves the control socket and the FUSE
+// mountpoint in the foreground. SIGINT/SIGTERM flush every LUN, unmount, write a clean-shutdown
+// checkpoint and release the lock. A stale mount left by a killed process is unmounted first.
+
+import { rm } from 'node:fs/promises';
+import { resolve } from 'node:path';
+import { FuseFront } from '../fuse/fuse-front.js';
+import { systemClock } from '../util/clock.js';
+import { layerLogger } from '../util/logger.js';
+import { Controller } from '../volume/controller.js';
+import { acquirePoolLock, readPoolFile, socketPath } from '../volume/pool-directory.js';
+import { serveControlSocket } from './control-socket.js';
+import { openPool } from './pool-access.js';
+
+export interface MountRequest {
+  directory: string;
+  mountpoint: string;
+  cacheBytes: number;
+  drivePaths: string[];
+}
+
+export async function runMount(request: MountRequest): Promise<void> {
+  const directory = resolve(request.directory);
+  const mountpoint = resolve(request.mountpoint);
+  const log = layerLogger('mount', { pool: directory, mountpoint });
+  await readPoolFile(directory);
+  const releaseLock = await acquirePoolLock(directory, { pid: process.pid, mountpoint });
+  let controller: Controller | undefined;
+  let front: FuseFront | undefined;
+  let server: Awaited<ReturnType<typeof serveControlSocket>> | undefined;
+  try {
+    const pool = await openPool(directory, { drivePaths: request.drivePaths });
+    controller = new Controller(pool, { cacheBytes: request.cacheBytes, clock: systemClock, log: layerLogger('controller') });
+    server = await serveControlSocket(socketPath(directory), controller, log);
+    front = new FuseFront({ mountpoint, controller, log: layerLogger('fuse'), mountedAt: new Date(systemClock.nowMs()) });
+    await front.mount();
+  } catch (error) {
+    server?.close();
+    await rm(socketPath(directory), { force: true });
+    if (controller) await controller.close().catch(() => undefined);
+    await releaseLock();
+    throw error;
+  }
+  log.info('mounted');
+  console.log(`lunfs: pool ${directory} mounted at ${mountpoint} (pid ${process.pid})`);
+
+  await new Promise<void>((resolveStop) => {
+    let stopping = false;
+    const stop = (signal: string): void => {
+      if (stopping) return;
+      stopping = true;
+      log.info({ signal }, 'stopping: flushing and unmounting');
+      void shutdown().then(resolveStop, (error: unknown) => {
+        log.error({ err: error }, 'shutdown failed');
+        process.exitCode = 1;
+        resolveStop();
+      });
+    };
+    const shutdown = async (): Promise<void> => {
+      await controller!.flushAll();
+      await front!.unmount().catch((error: unknown) => log.warn({ err: error }, 'unmount failed'));
+      server!.close();
+      await rm(socketPath(directory), { force: true });
+      await controller!.close();
+      await releaseLock();
+      console.log(`lunfs: pool ${directory} unmounted cleanly`);
+    };
+    process.once('SIGINT', () => stop('SIGINT'));
+    process.once('SIGTERM', () => stop('SIGTERM'));
+  });
+}

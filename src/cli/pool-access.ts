@@ -1,0 +1,106 @@
+// How the CLI reaches a pool: through the control socket of the process that has it mounted, or
+// by opening it here under the pool lock, acting, and closing it cleanly.
+
+import { mkdir } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+import type { Drive } from '../drive/drive.js';
+import { FileDrive } from '../drive/file-drive.js';
+import type { RaidLevel } from '../meta/pool-metadata.js';
+import { systemClock } from '../util/clock.js';
+import { LunfsError } from '../util/errors.js';
+import { layerLogger } from '../util/logger.js';
+import { Controller } from '../volume/controller.js';
+import { acquirePoolLock, liveLockOwner, readPoolFile, socketPath, writePoolFile } from '../volume/pool-directory.js';
+import { Pool } from '../volume/pool.js';
+import { defaultCacheBytes } from '../volume/stack.js';
+import { sendControlRequest, type ControlRequest } from './control-socket.js';
+
+export interface CreatePoolRequest {
+  directory: string;
+  driveCount?: number;
+  driveSizeBytes?: number;
+  drivePaths: string[];
+  raidLevel: RaidLevel;
+  psegSizeBytes?: number;
+  allocationUnitBytes?: number;
+  stripeUnitBytes?: number;
+}
+
+export async function createPool(request: CreatePoolRequest): Promise<Pool> {
+  const directory = resolve(request.directory);
+  await mkdir(directory, { recursive: true });
+  const release = await acquirePoolLock(directory, { pid: process.pid });
+  const drives: Drive[] = [];
+  try {
+    let paths: string[];
+    if (request.drivePaths.length > 0) {
+      paths = request.drivePaths.map((path) => resolve(path));
+      for (const path of paths) drives.push(await FileDrive.open(path));
+    } else {
+      if (!request.driveCount || !request.driveSizeBytes) throw new LunfsError('EINVAL', 'give --drives N and --drive-size SIZE, or --drive PATH for each drive');
+      if (request.driveSizeBytes % 512 !== 0) throw new LunfsError('EINVAL', `drive size ${request.driveSizeBytes} is not a whole number of 512-byte sectors`);
+      paths = [...Array(request.driveCount).keys()].map((index) => join(directory, `drive-${index}.img`));
+      for (const path of paths) drives.push(await FileDrive.createSparse(path, request.driveSizeBytes));
+    }
+    const pool = await Pool.format(drives, {
+      raidLevel: request.raidLevel,
+      psegSizeBytes: request.psegSizeBytes,
+      allocationUnitBytes: request.allocationUnitBytes,
+      stripeUnitBytes: request.stripeUnitBytes,
+      drivesZeroed: request.drivePaths.length === 0,
+      clock: systemClock,
+      random: Math.random,
+      log: layerLogger('pool'),
+    });
+    await writePoolFile(directory, request.drivePaths.length > 0 ? paths : paths.map((path) => path.slice(directory.length + 1)));
+    await pool.close();
+    return pool;
+  } catch (error) {
+    await Promise.all(drives.map((drive) => drive.close()));
+    throw error;
+  } finally {
+    await release();
+  }
+}
+
+/** Opens the drives of a pool directory (or the paths given) and the pool on them. */
+export async function openPool(directory: string, options: { drivePaths?: string[]; readOnly?: boolean }): Promise<Pool> {
+  const paths = options.drivePaths && options.drivePaths.length > 0 ? options.drivePaths.map((path) => resolve(path)) : await readPoolFile(directory);
+  const drives: Drive[] = [];
+  try {
+    for (const path of paths) drives.push(await FileDrive.open(path));
+    return await Pool.open(drives, { clock: systemClock, log: layerLogger('pool'), readOnly: options.readOnly });
+  } catch (error) {
+    await Promise.all(drives.map((drive) => drive.close()));
+    throw error;
+  }
+}
+
+/**
+ * Runs a request against the pool: through the mount's control socket when a live process holds
+ * the pool, otherwise by opening the pool here (read-only for status).
+ */
+export async function withPool(directory: string, request: ControlRequest): Promise<unknown> {
+  const absolute = resolve(directory);
+  await readPoolFile(absolute); // ENOENT for a directory that holds no pool
+  if (await liveLockOwner(absolute)) return sendControlRequest(socketPath(absolute), request);
+  const readOnly = request.command === 'status';
+  const release = readOnly ? async () => {} : await acquirePoolLock(absolute, { pid: process.pid });
+  try {
+    const pool = await openPool(absolute, { readOnly });
+    const controller = new Controller(pool, { cacheBytes: defaultCacheBytes, clock: systemClock, log: layerLogger('controller') });
+    try {
+      switch (request.command) {
+        case 'status': return controller.status();
+        case 'lun-create': return await controller.createLun(String(request.name), Number(request.sizeBytes)).then(() => null);
+        case 'lun-rm': return await controller.removeLun(String(request.name)).then(() => null);
+        case 'lun-resize': return await controller.resizeLun(String(request.name), Number(request.sizeBytes)).then(() => null);
+      }
+    } finally {
+      if (readOnly) await pool.abandonSession();
+      else await controller.close();
+    }
+  } finally {
+    await release();
+  }
+}

@@ -1,0 +1,228 @@
+// The FUSE front: maps paths under the mountpoint to volumes and actions, and lunfs error codes to
+// errno values. Layout:
+//   /luns/NAME        a LUN as a file (read/write; truncate -s creates one, rm removes it)
+//   /snapshots/       snapshots (filled by the snapshot issue)
+//   /clones/          snapclones (filled by a later issue)
+//   /control/status   the status JSON, the same as `lunfs status --json`
+// Handlers answer asynchronously; fuse-native's per-request timeout is off, `big_writes` is passed
+// through its fsname option so writes arrive in 128 KiB requests, not 4 KiB.
+
+import Fuse from 'fuse-native';
+import { LunfsError } from '../util/errors.js';
+import type { Logger } from '../util/logger.js';
+import type { Controller } from '../volume/controller.js';
+import { errnoFor } from './errno.js';
+
+type Callback = (code: number, ...results: unknown[]) => void;
+
+const directoryMode = 0o40755;
+const lunFileMode = 0o100644;
+const controlFileMode = 0o100444;
+const topDirectories = ['luns', 'snapshots', 'clones', 'control'];
+
+type Target =
+  | { kind: 'directory'; entries: () => string[] }
+  | { kind: 'lun'; name: string }
+  | { kind: 'status' }
+  | { kind: 'none' };
+
+export interface FuseFrontOptions {
+  mountpoint: string;
+  controller: Controller;
+  log: Logger;
+  mountedAt: Date;
+}
+
+export class FuseFront {
+  private readonly fuse: Fuse;
+  private nextHandle = 10;
+  /** Per open handle: the LUN it belongs to, or the status text frozen at open. */
+  private readonly handles = new Map<number, { lun?: string; text?: Buffer }>();
+
+  constructor(private readonly options: FuseFrontOptions) {
+    this.fuse = new Fuse(options.mountpoint, this.operations() as never, {
+      force: true, // a stale mount left by a killed process is unmounted first
+      mkdir: true,
+      timeout: false,
+      fsname: 'lunfs,big_writes,max_read=131072,subtype=lunfs',
+    });
+  }
+
+  mount(): Promise<void> {
+    return new Promise((resolve, reject) => this.fuse.mount((error) => (error ? reject(new LunfsError('EIO', `mount at ${this.options.mountpoint} failed: ${error.message}`)) : resolve())));
+  }
+
+  unmount(): Promise<void> {
+    return new Promise((resolve, reject) => this.fuse.unmount((error) => (error ? reject(error) : resolve())));
+  }
+
+  private resolve(path: string): Target {
+    const controller = this.options.controller;
+    if (path === '/') return { kind: 'directory', entries: () => topDirectories };
+    if (path === '/luns') return { kind: 'directory', entries: () => [...controller.pool.metadata.luns.values()].map((lun) => lun.name) };
+    if (path === '/snapshots' || path === '/clones') return { kind: 'directory', entries: () => [] };
+    if (path === '/control') return { kind: 'directory', entries: () => ['status'] };
+    if (path === '/control/status') return { kind: 'status' };
+    const match = /^\/luns\/([^/]+)$/.exec(path);
+    if (match && controller.pool.hasLun(match[1]!)) return { kind: 'lun', name: match[1]! };
+    return { kind: 'none' };
+  }
+
+  private statusText(): Buffer {
+    return Buffer.from(JSON.stringify(this.options.controller.status(), null, 2) + '\n');
+  }
+
+  private stat(mode: number, sizeBytes: number): Record<string, unknown> {
+    const time = this.options.mountedAt;
+    return { mtime: time, atime: time, ctime: time, nlink: mode === directoryMode ? 2 : 1, size: sizeBytes, mode, uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0, blksize: 4096, blocks: Math.ceil(sizeBytes / 512) };
+  }
+
+  private attributes(path: string): Record<string, unknown> | undefined {
+    const target = this.resolve(path);
+    switch (target.kind) {
+      case 'directory': return this.stat(directoryMode, 4096);
+      case 'lun': return this.stat(lunFileMode, this.options.controller.pool.lunByName(target.name).sizeBytes);
+      case 'status': return this.stat(controlFileMode, this.statusText().length);
+      case 'none': return undefined;
+    }
+  }
+
+  /** Runs an async handler and answers cb(0, ...results) or cb(errno). */
+  private answer(cb: Callback, context: Record<string, unknown>, work: () => Promise<unknown[]> | unknown[]): void {
+    Promise.resolve()
+      .then(work)
+      .then((results) => cb(0, ...results), (error: unknown) => cb(errnoFor(error, this.options.log, context)));
+  }
+
+  private operations(): Record<string, (...args: never[]) => void> {
+    const controller = this.options.controller;
+    const log = this.options.log;
+    const lunNameOf = (path: string): string => {
+      const match = /^\/luns\/([^/]+)$/.exec(path);
+      if (!match) throw new LunfsError('EINVAL', `${path} is not under luns/`);
+      return match[1]!;
+    };
+    return {
+      init: (cb: Callback) => cb(0),
+      getattr: (path: string, cb: Callback) => this.answer(cb, { op: 'getattr', path }, () => {
+        const attributes = this.attributes(path);
+        if (!attributes) throw new LunfsError('ENOENT', `${path} does not exist`);
+        return [attributes];
+      }),
+      fgetattr: (path: string, _fd: number, cb: Callback) => this.answer(cb, { op: 'fgetattr', path }, () => {
+        const attributes = this.attributes(path);
+        if (!attributes) throw new LunfsError('ENOENT', `${path} does not exist`);
+        return [attributes];
+      }),
+      readdir: (path: string, cb: Callback) => this.answer(cb, { op: 'readdir', path }, () => {
+        const target = this.resolve(path);
+        if (target.kind !== 'directory') throw new LunfsError('ENOENT', `${path} is not a directory`);
+        return [target.entries()];
+      }),
+      statfs: (_path: string, cb: Callback) => this.answer(cb, { op: 'statfs' }, () => {
+        const total = controller.pool.capacityBytes() / 4096;
+        const free = controller.pool.freeBytes() / 4096;
+        return [{ bsize: 4096, frsize: 4096, blocks: total, bfree: free, bavail: free, files: 1000, ffree: 1000, favail: 1000, fsid: 0, flag: 0, namemax: 63 }];
+      }),
+      open: (path: string, _flags: number, cb: Callback) => this.answer(cb, { op: 'open', path }, () => {
+        const target = this.resolve(path);
+        const handle = this.nextHandle++;
+        if (target.kind === 'lun') {
+          controller.stack(target.name);
+          controller.opened(target.name);
+          this.handles.set(handle, { lun: target.name });
+        } else if (target.kind === 'status') {
+          this.handles.set(handle, { text: this.statusText() });
+        } else {
+          throw new LunfsError('ENOENT', `${path} does not exist`);
+        }
+        return [handle];
+      }),
+      create: (path: string, _mode: number, cb: Callback) => this.answer(cb, { op: 'create', path }, async () => {
+        const name = lunNameOf(path);
+        await controller.createLun(name, 0);
+        const handle = this.nextHandle++;
+        controller.opened(name);
+        this.handles.set(handle, { lun: name });
+        return [handle];
+      }),
+      release: (_path: string, fd: number, cb: Callback) => {
+        const handle = this.handles.get(fd);
+        this.handles.delete(fd);
+        if (handle?.lun) controller.released(handle.lun);
+        cb(0);
+      },
+      read: (path: string, fd: number, buffer: Buffer, length: number, position: number, cb: (result: number) => void) => {
+        const handle = this.handles.get(fd);
+        if (handle?.text) {
+          const count = Math.max(0, Math.min(length, handle.text.length - position));
+          handle.text.copy(buffer, 0, position, position + count);
+          cb(count);
+          return;
+        }
+        if (!handle?.lun) {
+          cb(Fuse.EBADF);
+          return;
+        }
+        const stack = controller.stack(handle.lun);
+        const count = Math.max(0, Math.min(length, stack.cache.sizeBytes - position));
+        if (count === 0) {
+          cb(0);
+          return;
+        }
+        stack.cache.read(position, buffer.subarray(0, count)).then(
+          () => cb(count),
+          (error: unknown) => cb(errnoFor(error, log, { op: 'read', path, position, length })),
+        );
+      },
+      write: (path: string, fd: number, buffer: Buffer, length: number, position: number, cb: (result: number) => void) => {
+        const handle = this.handles.get(fd);
+        if (!handle?.lun) {
+          cb(handle?.text ? Fuse.EBADF : Fuse.EBADF);
+          return;
+        }
+        const stack = controller.stack(handle.lun);
+        if (position + length > stack.cache.sizeBytes) {
+          log.debug({ path, position, length }, 'write past the end of the LUN');
+          cb(Fuse.EFBIG);
+          return;
+        }
+        stack.cache.write(position, buffer.subarray(0, length)).then(
+          () => cb(length),
+          (error: unknown) => cb(errnoFor(error, log, { op: 'write', path, position, length })),
+        );
+      },
+      flush: (path: string, fd: number, cb: Callback) => this.answer(cb, { op: 'flush', path }, async () => {
+        const handle = this.handles.get(fd);
+        if (handle?.lun) await controller.stack(handle.lun).cache.flush();
+        return [];
+      }),
+      fsync: (path: string, _datasync: boolean, fd: number, cb: Callback) => this.answer(cb, { op: 'fsync', path }, async () => {
+        const handle = this.handles.get(fd);
+        if (handle?.lun) await controller.stack(handle.lun).cache.flush();
+        return [];
+      }),
+      truncate: (path: string, size: number, cb: Callback) => this.answer(cb, { op: 'truncate', path, size }, async () => {
+        await this.truncate(path, size);
+        return [];
+      }),
+      ftruncate: (path: string, _fd: number, size: number, cb: Callback) => this.answer(cb, { op: 'ftruncate', path, size }, async () => {
+        await this.truncate(path, size);
+        return [];
+      }),
+      unlink: (path: string, cb: Callback) => this.answer(cb, { op: 'unlink', path }, async () => {
+        await controller.removeLun(lunNameOf(path));
+        return [];
+      }),
+      utimens: (_path: string, _atime: unknown, _mtime: unknown, cb: Callback) => cb(0),
+      chmod: (_path: string, _mode: number, cb: Callback) => cb(0),
+      chown: (_path: string, _uid: number, _gid: number, cb: Callback) => cb(0),
+    };
+  }
+
+  private async truncate(path: string, sizeBytes: number): Promise<void> {
+    const target = this.resolve(path);
+    if (target.kind !== 'lun') throw new LunfsError(target.kind === 'none' ? 'ENOENT' : 'EINVAL', `${path} is not a LUN`);
+    await this.options.controller.resizeLun(target.name, sizeBytes);
+  }
+}
