@@ -17,6 +17,7 @@ import { checkRange, forEachPiece, type BlockDevice } from '../block/block-devic
 import { assert } from '../util/assert.js';
 import type { Clock } from '../util/clock.js';
 import type { Logger } from '../util/logger.js';
+import { PageBufferPool } from './page-buffer-pool.js';
 
 export const cacheSectorBytes = 4096;
 
@@ -26,8 +27,14 @@ export const cacheSectorBytes = 4096;
  */
 export class CacheBudget {
   readonly caches = new Set<WriteBackCache>();
+  readonly pageBuffers: PageBufferPool;
 
-  constructor(readonly capacityBytes: number) {}
+  constructor(
+    readonly capacityBytes: number,
+    pageBytes: number,
+  ) {
+    this.pageBuffers = new PageBufferPool(pageBytes);
+  }
 
   cachedBytes(): number {
     let bytes = 0;
@@ -101,7 +108,15 @@ export class WriteBackCache implements BlockDevice {
     assert(options.dirtyLimitBytes <= options.budget.capacityBytes, 'dirty limit exceeds the cache capacity');
     assert(options.dirtyBackgroundBytes <= options.dirtyLimitBytes, 'background threshold exceeds the dirty limit');
     assert(options.budget.capacityBytes >= 2 * options.pageBytes, 'cache must hold at least two pages');
-    this.cleanPages = new LRUCache<number, CachePage>({ max: Math.floor(options.budget.capacityBytes / options.pageBytes) });
+    assert(options.budget.pageBuffers.pageBytes === options.pageBytes, 'cache budget and cache disagree on the page size');
+    const pageBuffers = options.budget.pageBuffers;
+    this.cleanPages = new LRUCache<number, CachePage>({
+      max: Math.floor(options.budget.capacityBytes / options.pageBytes),
+      // An evicted page's buffer goes back to the pool; pages moved to dirtyPages are 'delete'd, not evicted.
+      dispose: (page, _index, reason) => {
+        if (reason === 'evict') pageBuffers.give(page.buffer);
+      },
+    });
     options.budget.caches.add(this);
   }
 
@@ -201,6 +216,7 @@ export class WriteBackCache implements BlockDevice {
       if (length === this.options.pageBytes) {
         this.dirtyPages.delete(pageIndex);
         this.cleanPages.delete(pageIndex);
+        this.options.budget.pageBuffers.give(page.buffer);
         return;
       }
       page.buffer.fill(0, inPage, inPage + length); // partial page: keep it coherent with below
@@ -214,8 +230,7 @@ export class WriteBackCache implements BlockDevice {
     await this.flush();
     this.closed = true;
     if (this.expireTimer) clearTimeout(this.expireTimer);
-    this.cleanPages.clear();
-    this.options.budget.caches.delete(this);
+    this.forgetAllPages();
   }
 
   /** Waits for in-flight destages, then forgets every page (the volume is being removed). */
@@ -223,6 +238,13 @@ export class WriteBackCache implements BlockDevice {
     this.closed = true;
     if (this.expireTimer) clearTimeout(this.expireTimer);
     while (this.inflightDestages > 0) await this.nextProgress();
+    this.forgetAllPages();
+  }
+
+  private forgetAllPages(): void {
+    const pageBuffers = this.options.budget.pageBuffers;
+    for (const page of this.dirtyPages.values()) pageBuffers.give(page.buffer);
+    for (const page of this.cleanPages.values()) pageBuffers.give(page.buffer);
     this.dirtyPages.clear();
     this.cleanPages.clear();
     this.options.budget.caches.delete(this);
@@ -235,7 +257,7 @@ export class WriteBackCache implements BlockDevice {
   private lookupOrCreate(pageIndex: number): CachePage {
     let page = this.lookup(pageIndex);
     if (!page) {
-      page = new CachePage(pageIndex, Buffer.allocUnsafe(this.options.pageBytes));
+      page = new CachePage(pageIndex, this.options.budget.pageBuffers.take());
       this.cleanPages.set(pageIndex, page);
     }
     return page;
@@ -322,28 +344,34 @@ export class WriteBackCache implements BlockDevice {
     return false;
   }
 
+  /**
+   * Starts destages: every eligible page when urgent (a flush waits, or dirty bytes passed the
+   * background threshold), otherwise only pages whose dirty data expired. dirtyPages keeps the
+   * order in which pages became dirty, so the scan stops at the first page that is not yet due.
+   */
   private kickDestager(): void {
     if (this.closed && this.flushWaiters === 0) return;
+    if (this.inflightDestages >= this.options.maxInflightDestages) return;
     const now = this.options.clock.nowMs();
-    const urgent = this.flushWaiters > 0 || this.dirtyBytes > this.options.dirtyBackgroundBytes;
-    let oldestDirtyMs = Infinity;
+    const urgent = this.flushWaiters > 0 || this.options.budget.dirtyBytes() > this.options.dirtyBackgroundBytes;
     for (const page of this.dirtyPages.values()) {
-      if (this.inflightDestages >= this.options.maxInflightDestages) break;
+      if (this.inflightDestages >= this.options.maxInflightDestages) return;
       if (page.dirty === 0 || page.inflight !== 0) continue;
-      if (urgent || now - page.dirtySinceMs >= this.options.expireMs) {
-        void this.destagePage(page);
-      } else {
-        oldestDirtyMs = Math.min(oldestDirtyMs, page.dirtySinceMs);
+      if (!urgent && now - page.dirtySinceMs < this.options.expireMs) {
+        this.armExpireTimer(page.dirtySinceMs + this.options.expireMs - now);
+        return;
       }
+      void this.destagePage(page);
     }
-    if (oldestDirtyMs !== Infinity && !this.expireTimer && !this.closed) {
-      const delay = Math.max(1, oldestDirtyMs + this.options.expireMs - now);
-      this.expireTimer = setTimeout(() => {
-        this.expireTimer = undefined;
-        this.kickDestager();
-      }, delay);
-      this.expireTimer.unref();
-    }
+  }
+
+  private armExpireTimer(delayMs: number): void {
+    if (this.expireTimer || this.closed) return;
+    this.expireTimer = setTimeout(() => {
+      this.expireTimer = undefined;
+      this.kickDestager();
+    }, Math.max(1, delayMs));
+    this.expireTimer.unref();
   }
 
   private async destagePage(page: CachePage): Promise<void> {
@@ -353,15 +381,22 @@ export class WriteBackCache implements BlockDevice {
     page.dirty = 0;
     page.dirtySinceSeq = Infinity;
     this.inflightDestages += 1;
+    // Writes may change the page while its destage is in flight: send a copy, taken now.
+    const pageBuffers = this.options.budget.pageBuffers;
+    const copy = pageBuffers.take();
     try {
       const writes: Promise<void>[] = [];
       for (const [firstSector, sectorCount] of sectorRuns(mask)) {
         const start = firstSector * cacheSectorBytes;
-        const copy = Buffer.from(page.buffer.subarray(start, start + sectorCount * cacheSectorBytes));
-        writes.push(this.below.write(page.index * this.options.pageBytes + start, copy));
-        this.stats.destagedBytes += copy.length;
+        const end = start + sectorCount * cacheSectorBytes;
+        page.buffer.copy(copy, start, start, end);
+        writes.push(this.below.write(page.index * this.options.pageBytes + start, copy.subarray(start, end)));
+        this.stats.destagedBytes += end - start;
       }
-      await Promise.all(writes);
+      // Wait for every run, even after a failure: the copy goes back to the pool only when unused.
+      const results = await Promise.allSettled(writes);
+      const failure = results.find((result): result is PromiseRejectedResult => result.status === 'rejected');
+      if (failure) throw failure.reason;
     } catch (error) {
       this.stats.destageErrors += 1;
       this.destageError = error;
@@ -369,6 +404,7 @@ export class WriteBackCache implements BlockDevice {
       page.dirty = (page.dirty | mask) >>> 0;
       page.dirtySinceSeq = Math.min(page.dirtySinceSeq, page.inflightSinceSeq);
     } finally {
+      pageBuffers.give(copy);
       page.inflight = 0;
       page.inflightSinceSeq = Infinity;
       this.inflightDestages -= 1;

@@ -29,7 +29,7 @@ export interface CacheSettings {
 }
 
 export function makeCacheBudget(capacityBytes: number): CacheBudget {
-  return new CacheBudget(capacityBytes);
+  return new CacheBudget(capacityBytes, cachePageBytes);
 }
 
 export function assembleLunStack(pool: Pool, record: LunRecord, settings: CacheSettings): LunStack {

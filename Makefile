@@ -1,0 +1,47 @@
+# lunfs: make demo (the main job), make test (the suite), make bench (fio beside the peers).
+# Every target installs what it needs on a fresh Debian machine (run as root).
+
+SHELL := /bin/bash
+APT_PACKAGES := libfuse2 fuse3 e2fsprogs
+BENCH_APT_PACKAGES := fio qemu-utils qemu-system-common strace
+
+.PHONY: all deps system-deps build native demo test bench clean
+
+all: build
+
+system-deps:
+	@if ! dpkg -s $(APT_PACKAGES) >/dev/null 2>&1; then \
+	  echo "installing $(APT_PACKAGES)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(APT_PACKAGES) >/dev/null; \
+	fi
+
+node_modules/.package-lock.json: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	@touch $@
+
+deps: system-deps node_modules/.package-lock.json
+
+native: deps
+	@npx --no-install node-gyp rebuild --directory native --loglevel=error >/dev/null 2>&1 \
+	  && echo "native kernels built (native/build/Release/lunfs_native.node)" \
+	  || echo "native kernels NOT built: the TypeScript fallback will be used"
+
+build: deps native
+	npx --no-install tsc -p tsconfig.json
+
+demo: build
+	bash examples/demo.sh
+
+test: build
+	@mkdir -p test-results
+	@set +e; npx --no-install vitest run --reporter=default --reporter=json --outputFile.json=test-results/vitest.json; status=$$?; \
+	  node test/support/print-summary.mjs test-results/vitest.json; exit $$status
+
+bench: build
+	@if ! dpkg -s $(BENCH_APT_PACKAGES) >/dev/null 2>&1; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(BENCH_APT_PACKAGES) >/dev/null; \
+	fi
+	bash bench/run.sh
+
+clean:
+	rm -rf dist native/build test-results demo

@@ -1,0 +1,33 @@
+// Recycled page buffers for the cache. Allocating each 128 KiB page on its own costs an mmap, page
+// faults and an munmap (glibc serves allocations of 128 KiB and more with mmap), which more than
+// halved first-write throughput through FUSE. Buffers come from slabs and return to a free list;
+// the pool never holds more than the peak number of pages in use.
+
+import { assert } from '../util/assert.js';
+
+const pagesPerSlab = 64;
+
+export class PageBufferPool {
+  private readonly free: Buffer[] = [];
+
+  constructor(readonly pageBytes: number) {}
+
+  take(): Buffer {
+    let buffer = this.free.pop();
+    if (!buffer) {
+      const slab = Buffer.allocUnsafeSlow(this.pageBytes * pagesPerSlab);
+      for (let index = pagesPerSlab - 1; index > 0; index -= 1) this.free.push(slab.subarray(index * this.pageBytes, (index + 1) * this.pageBytes));
+      buffer = slab.subarray(0, this.pageBytes);
+    }
+    return buffer;
+  }
+
+  give(buffer: Buffer): void {
+    assert(buffer.length === this.pageBytes, 'page buffer of the wrong size returned to the pool');
+    this.free.push(buffer);
+  }
+
+  get freeCount(): number {
+    return this.free.length;
+  }
+}
