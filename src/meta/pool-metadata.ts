@@ -78,7 +78,7 @@ export type MetadataOp =
   | { kind: 'lun-create'; lunId: number; name: string; sizeBytes: number; createdAtMs: number }
   | { kind: 'lun-remove'; lunId: number }
   | { kind: 'lun-resize'; lunId: number; sizeBytes: number }
-  /** After an unclean shutdown: unmapped RSEGs may hold data of writes whose mapping was lost. */
+  /** After an unclean shutdown: unmapped RSEGs and unused PSEGs may hold data of writes whose mapping was lost. */
   | { kind: 'forget-fresh' };
 
 export function allocationUnitsFor(sizeBytes: number, config: PoolConfig): number {
@@ -116,7 +116,9 @@ export function applyMetadataOp(metadata: PoolMetadata, op: MetadataOp): void {
       assert(metadata.luns.delete(op.lunId), `lun-remove names unknown LUN ${op.lunId}`);
       return;
     case 'forget-fresh':
+      // Also the drives: PSEGs of an RStore whose creation was lost in the crash may hold data.
       for (const rstore of metadata.rstores.values()) rstore.rsegFresh = '0'.repeat(rstore.rsegCount);
+      for (const drive of metadata.drives) drive.zeroedAtCreation = false;
       return;
     case 'lun-resize': {
       const lun = lunById(metadata, op.lunId);

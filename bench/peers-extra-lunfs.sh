@@ -1,0 +1,169 @@
+# shellcheck shell=bash disable=SC2034,SC2154
+# PEERS_EXTRA file for ../shared/bench/peers.sh: adds lunfs as targets measured in the same run
+# as the ceiling (fnmem) and the peer (qcow2). Sourced by peers.sh (bash, set -euo pipefail);
+# bench/run.sh passes it. By hand:
+#   PEERS_EXTRA=$PWD/bench/peers-extra-lunfs.sh TARGETS="fnmem lunfs_r0" OUT_MD=/tmp/x.md \
+#     bash ../shared/bench/peers.sh
+#
+# Targets:
+#   lunfs_r0 / lunfs_r1     a pool of 4 drive files on /dev/shm (RAID-0 / RAID-1 mirrored pairs),
+#                           one LUN of SIZE_BYTES, mounted with `lunfs mount`; fio on luns/lun0
+#   loop_lunfs_r0 / _r1     losetup (direct-io=off, what `mount -o loop` does) on it
+#   loopdio_lunfs_r0        losetup --direct-io=on on it
+#   ext4_lunfs_r0 / _r1     mkfs.ext4 on the loop device, fio on a file of half the disk
+#   prof_lunfs_r0, prof_fnmem   lunfs_r0 / fnmem with `node --cpu-prof` (one .cpuprofile per job
+#                           in $LUNFS_PROF_DIR/<target>-<job>/); slower, for profiling only
+#
+# Like the qcow2 peer, the LUN is fully allocated with the same non-zero content as raw.img:
+# one template pool per RAID level is made on first use (pool create, lun create, mount,
+# dd raw.img into the LUN with O_DIRECT, clean unmount) and every (target, job) pair gets a
+# fresh copy of it, so each job starts with a cold lunfs cache and no dirty data.
+#
+# Knobs (environment): LUNFS_PREFILL (1; 0 = empty thin LUN, reads of unwritten units are
+#   zeros without drive I/O and first writes allocate), LUNFS_DRIVES (4), LUNFS_CACHE_SIZE
+#   (empty = lunfs default), LUNFS_NODE_FLAGS (extra node flags for the server),
+#   LUNFS_PROF_DIR (where prof_* targets put their profiles), LUNFS_SHM (/dev/shm).
+
+# This file's folder is <repo>/bench; evaluate at source time (BASH_SOURCE[0] = this file).
+LUNFS_REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+LUNFS_BIN="$LUNFS_REPO/dist/bin.js"
+LUNFS_PREFILL=${LUNFS_PREFILL:-1}
+LUNFS_DRIVES=${LUNFS_DRIVES:-4}
+LUNFS_CACHE_SIZE=${LUNFS_CACHE_SIZE:-}
+LUNFS_NODE_FLAGS=${LUNFS_NODE_FLAGS:-}
+LUNFS_PROF_DIR=${LUNFS_PROF_DIR:-$LUNFS_REPO/.bench/cpuprof}
+LUNFS_SHM=${LUNFS_SHM:-/dev/shm}
+LUNFS_CLEAN_DIRS=()
+
+[ -f "$LUNFS_BIN" ] || die "lunfs is not built ($LUNFS_BIN missing): run make build"
+
+LABEL[lunfs_r0]="L0 lunfs RAID-0 (4 drives on /dev/shm)"
+LABEL[lunfs_r1]="L1 lunfs RAID-1 (4 drives on /dev/shm)"
+LABEL[loop_lunfs_r0]="DL0 loop → L0"
+LABEL[loop_lunfs_r1]="DL1 loop → L1"
+LABEL[loopdio_lunfs_r0]="DL0' loop dio=on → L0"
+LABEL[ext4_lunfs_r0]="EL0 ext4 → loop → L0"
+LABEL[ext4_lunfs_r1]="EL1 ext4 → loop → L1"
+LABEL[prof_lunfs_r0]="P-L0 lunfs RAID-0 under node --cpu-prof"
+LABEL[prof_fnmem]="P-B fuse-native-mem under node --cpu-prof"
+
+# Per drive: the LUN's share of the data (RAID-0 stripes over all drives, RAID-1 keeps mirrored
+# pairs, so capacity is half the drives) plus room for the header, the metadata area and slack.
+lunfs_drive_bytes() { # raid -> bytes per drive (whole MiB)
+  local data
+  if [ "$1" = 0 ]; then data=$(( (SIZE_BYTES + LUNFS_DRIVES - 1) / LUNFS_DRIVES ))
+  else data=$(( (2 * SIZE_BYTES + LUNFS_DRIVES - 1) / LUNFS_DRIVES )); fi
+  local mib=$(( (data >> 20) + (data >> 24) + 64 ))   # + 1/16 + 64 MiB
+  echo $(( mib << 20 ))
+}
+
+# Starts `lunfs mount DIR MNT` in the background; sets LUNFS_PID. Logs to $2.log.
+lunfs_start() { # pooldir mountpoint log [node flags...]
+  local dir=$1 mnt=$2 logf=$3 i; shift 3
+  local cache=()
+  [ -n "$LUNFS_CACHE_SIZE" ] && cache=(--cache-size "$LUNFS_CACHE_SIZE")
+  mkdir -p "$mnt"
+  : > "$logf"
+  # shellcheck disable=SC2086
+  node $LUNFS_NODE_FLAGS "$@" "$LUNFS_BIN" mount "$dir" "$mnt" "${cache[@]}" >>"$logf" 2>&1 &
+  LUNFS_PID=$!
+  CLEAN_PIDS+=("$LUNFS_PID"); CLEAN_FUSE+=("$mnt")
+  for ((i = 0; i < 600; i++)); do
+    grep -q 'mounted at' "$logf" 2>/dev/null && break
+    alive "$LUNFS_PID" || { log "lunfs mount exited: $(tail -n 3 "$logf")"; return 1; }
+    sleep 0.1
+  done
+  grep -q 'mounted at' "$logf" || { log "lunfs mount did not come up: $(tail -n 3 "$logf")"; return 1; }
+  wait_size "$mnt/luns/lun0" "$SIZE_BYTES" 30 || { log "lunfs LUN has the wrong size"; return 1; }
+}
+
+# SIGTERM (flush + unmount) and wait for the server; used for the template only (the job
+# servers are stopped by peers.sh's teardown through CLEAN_PIDS / CLEAN_FUSE).
+lunfs_stop() { # pid mountpoint
+  local i
+  kill -TERM "$1" 2>/dev/null || true
+  for ((i = 0; i < 300; i++)); do alive "$1" || break; sleep 0.1; done
+  if alive "$1"; then log "lunfs pid $1 ignored SIGTERM, SIGKILL"; kill -KILL "$1" 2>/dev/null || true; fi
+  wait "$1" 2>/dev/null || true
+  if is_mounted "$2"; then fusermount -u -z "$2" 2>/dev/null || umount -l "$2" 2>/dev/null || true; fi
+}
+
+# The template pool of one RAID level: created, LUN prefilled, cleanly unmounted; made once.
+# Sets LUNFS_TMPL (not echoed: a $(...) subshell would lose track of the server it starts).
+lunfs_template() { # raid
+  local raid=$1 dir="$DATA/lunfs-r$1.tmpl" mnt="$WORK/lunfs-tmpl.mnt" drive pid
+  LUNFS_TMPL=$dir
+  [ -f "$dir/.ready" ] && return 0
+  rm -rf "$dir"
+  drive=$(lunfs_drive_bytes "$raid")
+  log "lunfs: template pool RAID-$raid, $LUNFS_DRIVES drives of $((drive >> 20)) MiB, LUN $((SIZE_BYTES >> 20)) MiB, prefill=$LUNFS_PREFILL"
+  node "$LUNFS_BIN" pool create "$dir" --drives "$LUNFS_DRIVES" --drive-size "$drive" --raid "$raid" || return 1
+  node "$LUNFS_BIN" lun create "$dir" lun0 --size "$SIZE_BYTES" || return 1
+  if [ "$LUNFS_PREFILL" = 1 ]; then
+    lunfs_start "$dir" "$mnt" "$WORK/lunfs-tmpl.log" || return 1
+    pid=$LUNFS_PID
+    dd if="$DATA/raw.img" of="$mnt/luns/lun0" bs=1M oflag=direct conv=notrunc,fsync status=none || { lunfs_stop "$pid" "$mnt"; return 1; }
+    lunfs_stop "$pid" "$mnt"
+    grep -q 'unmounted cleanly' "$WORK/lunfs-tmpl.log" || { log "lunfs template did not unmount cleanly: $(tail -n 3 "$WORK/lunfs-tmpl.log")"; return 1; }
+  fi
+  node "$LUNFS_BIN" status "$dir" || true
+  touch "$dir/.ready"
+}
+
+# A fresh copy of the template, mounted: sets T_FILE / T_PID / T_REGION / T_NOTE.
+start_lunfs() { # raid [node flags...]
+  local raid=$1 dir mnt; shift
+  lunfs_template "$raid" || return 1
+  dir=$(mktemp -d "$LUNFS_SHM/lunfs-bench.XXXXXX")
+  LUNFS_CLEAN_DIRS+=("$dir")
+  cp -a --sparse=always "$LUNFS_TMPL/." "$dir/" || return 1
+  rm -f "$dir/.ready"
+  mnt="$WORK/lunfs.mnt"
+  lunfs_start "$dir" "$mnt" "$WORK/lunfs.log" "$@" || return 1
+  T_FILE="$mnt/luns/lun0"; T_PID=$LUNFS_PID; T_REGION=$SIZE_BYTES; T_STATS=""
+  T_NOTE+="RAID-$raid ${LUNFS_DRIVES}×$(( $(lunfs_drive_bytes "$raid") >> 20 )) MiB drives on $LUNFS_SHM"
+  T_NOTE+=", cache ${LUNFS_CACHE_SIZE:-default}, LUN $([ "$LUNFS_PREFILL" = 1 ] && echo 'prefilled' || echo 'empty (thin)'); "
+}
+
+# peers.sh tears down after every job; also remove the pool copies then.
+if declare -F teardown_all >/dev/null && ! declare -F _peers_teardown_all >/dev/null; then
+  eval "$(declare -f teardown_all | sed '1s/^teardown_all/_peers_teardown_all/')"
+  teardown_all() {
+    _peers_teardown_all
+    local d
+    for d in "${LUNFS_CLEAN_DIRS[@]}"; do rm -rf "$d"; done
+    LUNFS_CLEAN_DIRS=()
+  }
+fi
+
+setup_lunfs_r0() { start_lunfs 0; }
+setup_lunfs_r1() { start_lunfs 1; }
+setup_loop_lunfs_r0() { setup_lunfs_r0 && attach_loop off; }
+setup_loop_lunfs_r1() { setup_lunfs_r1 && attach_loop off; }
+setup_loopdio_lunfs_r0() { setup_lunfs_r0 && attach_loop on; }
+setup_ext4_lunfs_r0() { setup_loop_lunfs_r0 && mount_ext4; }
+setup_ext4_lunfs_r1() { setup_loop_lunfs_r1 && mount_ext4; }
+
+# Profiled variants. run_one's local $job is visible here (bash locals are dynamically scoped),
+# so each job's profile lands in a folder of its own.
+lunfs_prof_dir() { # target -> dir
+  local d="$LUNFS_PROF_DIR/$1-${job:-job}"
+  rm -rf "$d"; mkdir -p "$d"; echo "$d"
+}
+setup_prof_lunfs_r0() {
+  local d; d=$(lunfs_prof_dir lunfs_r0)
+  start_lunfs 0 --cpu-prof --cpu-prof-dir="$d" || return 1
+  T_NOTE+="node --cpu-prof; "
+}
+setup_prof_fnmem() {
+  local mnt="$WORK/fnmem-prof.mnt" pid d
+  d=$(lunfs_prof_dir fnmem)
+  mkdir -p "$mnt"
+  T_STATS="$WORK/fnmem-prof.stats.json"
+  node --cpu-prof --cpu-prof-dir="$d" "$HERE/fnmem-server.js" "$mnt" "$SIZE_BYTES" "$T_STATS" "$FNMEM_OPTS" >>"$WORK/fnmem-prof.log" 2>&1 &
+  pid=$!
+  CLEAN_PIDS+=("$pid"); CLEAN_FUSE+=("$mnt")
+  wait_size "$mnt/disk.img" "$SIZE_BYTES" 60 || { log "fnmem (profiled) did not come up"; return 1; }
+  T_FILE="$mnt/disk.img"; T_PID=$pid; T_REGION=$SIZE_BYTES
+  T_NOTE+="opts=${FNMEM_OPTS:-none}, node --cpu-prof; "
+}
