@@ -1,0 +1,76 @@
+// A view of a MemoryDrive for one "process" using it. A simulated crash must stop the abandoned
+// process for good: MemoryDrive.crash() reopens the drive, so background work of the old stack
+// (a destage still in flight) could otherwise write into the next session. fence() cuts this
+// view off; the next session gets a new view of the same MemoryDrive. holdFlushes() parks every
+// flush until releaseFlushes(), so a test can crash with writes issued but not yet flushed.
+
+import type { Drive } from '../../src/drive/drive.js';
+import type { MemoryDrive } from '../../src/drive/memory-drive.js';
+import { LunfsError } from '../../src/util/errors.js';
+
+export class SessionDrive implements Drive {
+  private fenced = false;
+  private heldFlushes: Array<() => void> | undefined;
+
+  constructor(readonly inner: MemoryDrive) {}
+
+  get path(): string {
+    return this.inner.path;
+  }
+
+  get sizeBytes(): number {
+    return this.inner.sizeBytes;
+  }
+
+  async read(offsetBytes: number, target: Buffer): Promise<void> {
+    this.checkLive('read');
+    await this.inner.read(offsetBytes, target);
+  }
+
+  async write(offsetBytes: number, data: Buffer): Promise<void> {
+    this.checkLive('write');
+    await this.inner.write(offsetBytes, data);
+  }
+
+  async flush(): Promise<void> {
+    this.checkLive('flush');
+    if (this.heldFlushes) await new Promise<void>((resolve) => this.heldFlushes!.push(resolve));
+    this.checkLive('flush');
+    await this.inner.flush();
+  }
+
+  async discard(offsetBytes: number, lengthBytes: number): Promise<void> {
+    this.checkLive('discard');
+    await this.inner.discard(offsetBytes, lengthBytes);
+  }
+
+  /** Closing a session's view fences it; the MemoryDrive itself stays usable for the next one. */
+  async close(): Promise<void> {
+    this.fence();
+  }
+
+  /** From now on every operation of this view fails, and parked flushes never reach the drive. */
+  fence(): void {
+    this.fenced = true;
+    this.releaseFlushes();
+  }
+
+  holdFlushes(): void {
+    this.heldFlushes ??= [];
+  }
+
+  /** Number of flushes parked by holdFlushes(). */
+  get heldFlushCount(): number {
+    return this.heldFlushes?.length ?? 0;
+  }
+
+  releaseFlushes(): void {
+    const waiting = this.heldFlushes ?? [];
+    this.heldFlushes = undefined;
+    for (const resolve of waiting) resolve();
+  }
+
+  private checkLive(operation: string): void {
+    if (this.fenced) throw new LunfsError('EIO', `${operation} on ${this.path} after the session was fenced (simulated crash)`);
+  }
+}
