@@ -22,11 +22,13 @@
 # Knobs (environment): LUNFS_PREFILL (1; 0 = empty thin LUN, reads of unwritten units are
 #   zeros without drive I/O and first writes allocate), LUNFS_DRIVES (4), LUNFS_CACHE_SIZE
 #   (empty = lunfs default), LUNFS_NODE_FLAGS (extra node flags for the server),
-#   LUNFS_PROF_DIR (where prof_* targets put their profiles), LUNFS_SHM (/dev/shm).
+#   LUNFS_PROF_DIR (where prof_* targets put their profiles), LUNFS_SHM (/dev/shm),
+#   LUNFS_BIN (the lunfs entry point, default <repo>/dist/bin.js: point it at a patched copy to
+#   measure an experiment beside the same ceiling).
 
 # This file's folder is <repo>/bench; evaluate at source time (BASH_SOURCE[0] = this file).
 LUNFS_REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-LUNFS_BIN="$LUNFS_REPO/dist/bin.js"
+LUNFS_BIN=${LUNFS_BIN:-"$LUNFS_REPO/dist/bin.js"}
 LUNFS_PREFILL=${LUNFS_PREFILL:-1}
 LUNFS_DRIVES=${LUNFS_DRIVES:-4}
 LUNFS_CACHE_SIZE=${LUNFS_CACHE_SIZE:-}
@@ -133,6 +135,58 @@ if declare -F teardown_all >/dev/null && ! declare -F _peers_teardown_all >/dev/
     local d
     for d in "${LUNFS_CLEAN_DIRS[@]}"; do rm -rf "$d"; done
     LUNFS_CLEAN_DIRS=()
+  }
+fi
+
+# Per-thread CPU of the server around each fio run (every target with a server pid): peers.sh
+# calls fnmem_stats_reset right before fio starts and fnmem_stats_dump right after it ends, so
+# wrap both to snapshot /proc/PID/task/*/{schedstat,stat,status} there. The diff goes to
+# $LUNFS_THREADS_DIR/<kind>-<target>-<job>.tsv: tid, role (main = the process's main thread (the
+# JS thread for node), fuse = a thread blocked reading /dev/fuse before or after the job (libfuse2
+# loop threads), other = libuv pool / V8 helpers / qemu threads; threads born during the job count
+# from zero),
+# on-CPU ns, minor faults, voluntary and involuntary context switches; plus a "0 process" line
+# with the whole process's CPU (ticks, so also threads that exited during the job).
+LUNFS_THREADS_DIR=${LUNFS_THREADS_DIR:-}
+lunfs_threads_snap() { # pid -> "tid role cpu_ns minflt vcsw nvcsw" per thread
+  local pid=$1 task tid st f role ns
+  for task in /proc/"$pid"/task/*; do
+    tid=${task##*/}
+    st=$(cat "$task/stat" 2>/dev/null) || continue
+    st=${st##*) }
+    read -r -a f <<< "$st"
+    role=other
+    if [ "$tid" = "$pid" ]; then role=main
+    elif grep -q fuse_dev "$task/stack" 2>/dev/null; then role=fuse; fi
+    ns=0; read -r ns _ < "$task/schedstat" 2>/dev/null || true
+    printf '%s %s %s %s %s\n' "$tid" "$role" "$ns" "${f[7]}" \
+      "$(awk '/^voluntary_ctxt_switches/{v=$2} /^nonvoluntary_ctxt_switches/{n=$2} END{print v+0, n+0}' "$task/status" 2>/dev/null)"
+  done
+  # the whole process (includes threads that exited), in clock ticks from /proc/PID/stat
+  st=$(cat "/proc/$pid/stat" 2>/dev/null) || return 0
+  st=${st##*) }
+  read -r -a f <<< "$st"
+  printf '0 process %s %s 0 0\n' "$(( (f[11] + f[12]) * 1000000000 / CLK_TCK ))" "${f[7]}"
+}
+if [ -n "$LUNFS_THREADS_DIR" ] && declare -F fnmem_stats_reset >/dev/null && ! declare -F _peers_fnmem_stats_reset >/dev/null; then
+  mkdir -p "$LUNFS_THREADS_DIR"
+  eval "$(declare -f fnmem_stats_reset | sed '1s/^fnmem_stats_reset/_peers_fnmem_stats_reset/')"
+  eval "$(declare -f fnmem_stats_dump | sed '1s/^fnmem_stats_dump/_peers_fnmem_stats_dump/')"
+  fnmem_stats_reset() {
+    LUNFS_SNAP_PID="" # the original calls fnmem_stats_dump: no thread diff from that call
+    _peers_fnmem_stats_reset
+    LUNFS_SNAP_PID=${T_PID:-}
+    [ -n "$LUNFS_SNAP_PID" ] && lunfs_threads_snap "$LUNFS_SNAP_PID" > "$WORK/threads.before" 2>/dev/null
+    return 0
+  }
+  fnmem_stats_dump() { # runs in $(...): may only write files
+    if [ -n "${LUNFS_SNAP_PID:-}" ] && [ -n "${job:-}" ]; then
+      lunfs_threads_snap "$LUNFS_SNAP_PID" > "$WORK/threads.after" 2>/dev/null
+      awk 'NR==FNR {role[$1]=$2; c[$1]=$3; m[$1]=$4; v[$1]=$5; n[$1]=$6; next}
+           { r = ($1 in role && role[$1] != "other") ? role[$1] : $2; printf "%s\t%s\t%.0f\t%.0f\t%.0f\t%.0f\n", $1, r, $3-c[$1], $4-m[$1], $5-v[$1], $6-n[$1] }' \
+        "$WORK/threads.before" "$WORK/threads.after" > "$LUNFS_THREADS_DIR/${kind:-job}-${t:-x}-$job.tsv" 2>/dev/null || true
+    fi
+    _peers_fnmem_stats_dump
   }
 fi
 

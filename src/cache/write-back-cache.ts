@@ -299,13 +299,20 @@ export class WriteBackCache implements BlockDevice {
   private async writePartialSectors(pageIndex: number, inPage: number, piece: Buffer, seq: number): Promise<void> {
     const mask = sectorMask(inPage, piece.length);
     let page = this.lookupOrCreate(pageIndex);
-    const missing = mask & ~page.valid;
-    if (missing !== 0) {
+    while ((mask & ~page.valid) !== 0) {
       const from = Math.floor(inPage / cacheSectorBytes) * cacheSectorBytes;
       const to = Math.ceil((inPage + piece.length) / cacheSectorBytes) * cacheSectorBytes;
       const fromBelow = Buffer.alloc(to - from);
-      await this.below.read(pageIndex * this.options.pageBytes + from, fromBelow);
-      page = this.lookupOrCreate(pageIndex);
+      // The last sector of a device whose size is not a multiple of the sector ends early.
+      const pageStart = pageIndex * this.options.pageBytes;
+      await this.below.read(pageStart + from, fromBelow.subarray(0, Math.min(to, this.sizeBytes - pageStart) - from));
+      const current = this.lookupOrCreate(pageIndex);
+      if (current !== page) {
+        // Evicted while reading: a write may have reached below since the read, so the data read
+        // is possibly older than below. Read again into the new page.
+        page = current;
+        continue;
+      }
       for (let sector = from / cacheSectorBytes; sector < to / cacheSectorBytes; sector += 1) {
         const bit = 1 << sector;
         if ((page.valid & bit) !== 0) continue;
@@ -388,7 +395,8 @@ export class WriteBackCache implements BlockDevice {
       const writes: Promise<void>[] = [];
       for (const [firstSector, sectorCount] of sectorRuns(mask)) {
         const start = firstSector * cacheSectorBytes;
-        const end = start + sectorCount * cacheSectorBytes;
+        // The last sector of a device whose size is not a multiple of the sector ends early.
+        const end = Math.min(start + sectorCount * cacheSectorBytes, this.sizeBytes - page.index * this.options.pageBytes);
         page.buffer.copy(copy, start, start, end);
         writes.push(this.below.write(page.index * this.options.pageBytes + start, copy.subarray(start, end)));
         this.stats.destagedBytes += end - start;

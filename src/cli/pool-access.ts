@@ -1,16 +1,18 @@
 // How the CLI reaches a pool: through the control socket of the process that has it mounted, or
 // by opening it here under the pool lock, acting, and closing it cleanly.
 
-import { mkdir } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { mkdir, rm } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import type { Drive } from '../drive/drive.js';
 import { FileDrive } from '../drive/file-drive.js';
+import { decodeDriveHeader, driveHeaderBytes } from '../meta/drive-header.js';
 import type { RaidLevel } from '../meta/pool-metadata.js';
 import { systemClock } from '../util/clock.js';
 import { LunfsError } from '../util/errors.js';
 import { layerLogger } from '../util/logger.js';
 import { Controller } from '../volume/controller.js';
-import { acquirePoolLock, liveLockOwner, readPoolFile, socketPath, writePoolFile } from '../volume/pool-directory.js';
+import { acquirePoolLock, liveLockOwner, poolFilePath, readPoolFile, socketPath, writePoolFile } from '../volume/pool-directory.js';
 import { Pool } from '../volume/pool.js';
 import { defaultCacheBytes } from '../volume/stack.js';
 import { sendControlRequest, type ControlRequest } from './control-socket.js';
@@ -26,21 +28,29 @@ export interface CreatePoolRequest {
   stripeUnitBytes?: number;
 }
 
-export async function createPool(request: CreatePoolRequest): Promise<Pool> {
+export async function createPool(request: CreatePoolRequest): Promise<void> {
   const directory = resolve(request.directory);
+  if (existsSync(poolFilePath(directory))) throw new LunfsError('EEXIST', `a pool already exists at ${directory} (${poolFilePath(directory)})`);
+  const createdDirectory = !existsSync(directory);
   await mkdir(directory, { recursive: true });
   const release = await acquirePoolLock(directory, { pid: process.pid });
   const drives: Drive[] = [];
+  const createdFiles: string[] = [];
   try {
     let paths: string[];
     if (request.drivePaths.length > 0) {
       paths = request.drivePaths.map((path) => resolve(path));
+      if (new Set(paths).size !== paths.length) throw new LunfsError('EINVAL', 'the same drive is given twice');
       for (const path of paths) drives.push(await FileDrive.open(path));
+      await refuseLunfsDrives(drives);
     } else {
       if (!request.driveCount || !request.driveSizeBytes) throw new LunfsError('EINVAL', 'give --drives N and --drive-size SIZE, or --drive PATH for each drive');
       if (request.driveSizeBytes % 512 !== 0) throw new LunfsError('EINVAL', `drive size ${request.driveSizeBytes} is not a whole number of 512-byte sectors`);
       paths = [...Array(request.driveCount).keys()].map((index) => join(directory, `drive-${index}.img`));
-      for (const path of paths) drives.push(await FileDrive.createSparse(path, request.driveSizeBytes));
+      for (const path of paths) {
+        drives.push(await FileDrive.createSparse(path, request.driveSizeBytes));
+        createdFiles.push(path);
+      }
     }
     const pool = await Pool.format(drives, {
       raidLevel: request.raidLevel,
@@ -54,22 +64,35 @@ export async function createPool(request: CreatePoolRequest): Promise<Pool> {
     });
     await writePoolFile(directory, request.drivePaths.length > 0 ? paths : paths.map((path) => path.slice(directory.length + 1)));
     await pool.close();
-    return pool;
   } catch (error) {
     await Promise.all(drives.map((drive) => drive.close()));
-    throw error;
-  } finally {
+    await Promise.all(createdFiles.map((path) => rm(path, { force: true }))); // a failed create leaves nothing behind
     await release();
+    if (createdDirectory) await rm(directory, { recursive: true, force: true });
+    throw error;
+  }
+  await release();
+}
+
+/** Refuses drives that already carry a lunfs header: pool create never overwrites a pool. */
+async function refuseLunfsDrives(drives: Drive[]): Promise<void> {
+  for (const drive of drives) {
+    const header = Buffer.alloc(driveHeaderBytes);
+    await drive.read(0, header);
+    const decoded = decodeDriveHeader(header);
+    if (decoded.ok) {
+      throw new LunfsError('EEXIST', `drive ${drive.path} already belongs to lunfs pool ${decoded.header.poolUuid} (drive ${decoded.header.driveIndex}); clear its first 4 KiB to reuse it`);
+    }
   }
 }
 
 /** Opens the drives of a pool directory (or the paths given) and the pool on them. */
-export async function openPool(directory: string, options: { drivePaths?: string[]; readOnly?: boolean }): Promise<Pool> {
+export async function openPool(directory: string, options: { drivePaths?: string[]; readOnly?: boolean; deferSession?: boolean }): Promise<Pool> {
   const paths = options.drivePaths && options.drivePaths.length > 0 ? options.drivePaths.map((path) => resolve(path)) : await readPoolFile(directory);
   const drives: Drive[] = [];
   try {
     for (const path of paths) drives.push(await FileDrive.open(path));
-    return await Pool.open(drives, { clock: systemClock, log: layerLogger('pool'), readOnly: options.readOnly });
+    return await Pool.open(drives, { clock: systemClock, log: layerLogger('pool'), readOnly: options.readOnly, deferSession: options.deferSession });
   } catch (error) {
     await Promise.all(drives.map((drive) => drive.close()));
     throw error;
@@ -87,7 +110,7 @@ export async function withPool(directory: string, request: ControlRequest): Prom
   const readOnly = request.command === 'status';
   const release = readOnly ? async () => {} : await acquirePoolLock(absolute, { pid: process.pid });
   try {
-    const pool = await openPool(absolute, { readOnly });
+    const pool = await openPool(absolute, { readOnly, deferSession: true });
     const controller = new Controller(pool, { cacheBytes: defaultCacheBytes, clock: systemClock, log: layerLogger('controller') });
     try {
       switch (request.command) {

@@ -3,7 +3,8 @@
 // one (what reads see). Writes land in the current image and in a list of unflushed writes;
 // flush() moves them to the durable image. crash() decides, per unflushed write and from the
 // seed, whether it was lost, completed, or torn (a random subset of its 512-byte sectors reached
-// the medium), then rebuilds the current image from the durable one: a power cut.
+// the medium; sectors are aligned on the drive, as the OS writes whole sectors), then rebuilds
+// the current image from the durable one: a power cut.
 
 import { checkRange } from '../block/block-device.js';
 import { SeededRandom } from '../util/clock.js';
@@ -86,7 +87,14 @@ export class MemoryDrive implements Drive {
     this.checkUsable('write');
     this.counters.writes += 1;
     this.current.write(offsetBytes, data);
-    this.unflushed.push({ offsetBytes, data: Buffer.from(data) });
+    // A drive writes whole sectors: for an unaligned write the operating system reads, modifies
+    // and writes the sectors it touches. So what may reach the medium is whole aligned sectors as
+    // they are now, and a torn write tears at the drive's sector boundaries, never inside one.
+    const fromBytes = Math.floor(offsetBytes / sectorBytes) * sectorBytes;
+    const toBytes = Math.min(Math.ceil((offsetBytes + data.length) / sectorBytes) * sectorBytes, this.sizeBytes);
+    const sectors = Buffer.alloc(toBytes - fromBytes);
+    this.current.read(fromBytes, sectors);
+    this.unflushed.push({ offsetBytes: fromBytes, data: sectors });
   }
 
   async flush(): Promise<void> {

@@ -44,7 +44,7 @@ export class FuseFront {
       force: true, // a stale mount left by a killed process is unmounted first
       mkdir: true,
       timeout: false,
-      fsname: 'lunfs,big_writes,max_read=131072,subtype=lunfs',
+      fsname: 'lunfs,big_writes,max_read=131072,subtype=lunfs,hard_remove', // hard_remove: rm of an open LUN is EBUSY, not ENOSYS from libfuse's hide-by-rename
     });
   }
 

@@ -31,6 +31,11 @@ export class L2map {
     return this.slots[Math.floor(unitIndex / this.lmapEntryCount)]?.get(unitIndex % this.lmapEntryCount);
   }
 
+  /** Whether the unit is allocated (no entry object is made). */
+  has(unitIndex: number): boolean {
+    return this.slots[Math.floor(unitIndex / this.lmapEntryCount)]?.has(unitIndex % this.lmapEntryCount) ?? false;
+  }
+
   set(unitIndex: number, entry: LmapEntry): void {
     assert(unitIndex >= 0 && unitIndex < this.unitCount, `L2MAP unit ${unitIndex} outside 0..${this.unitCount}`);
     const slotIndex = Math.floor(unitIndex / this.lmapEntryCount);

@@ -33,6 +33,10 @@ export class Lmap {
     return { rstoreId, rsegIndex: second >>> 16, flags: second & 0xffff };
   }
 
+  has(index: number): boolean {
+    return this.words[index * 2] !== 0;
+  }
+
   set(index: number, entry: LmapEntry): void {
     assert(entry.rstoreId > 0 && entry.rstoreId <= 0xffffffff, `LMAP rstoreId ${entry.rstoreId} out of range`);
     assert(entry.rsegIndex >= 0 && entry.rsegIndex <= 0xffff, `LMAP rsegIndex ${entry.rsegIndex} out of range`);

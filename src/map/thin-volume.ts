@@ -54,25 +54,32 @@ export class ThinVolume implements BlockDevice {
 
   prepareWrite(offsetBytes: number, lengthBytes: number): void {
     checkRange(this, offsetBytes, lengthBytes, `write to LUN ${this.lun.name}`);
-    const needed: number[] = [];
-    forEachPiece(offsetBytes, lengthBytes, this.unitBytes, (unitIndex) => {
-      if (!this.lun.map.get(unitIndex) && !this.allocatedUnwritten.has(unitIndex) && !this.initializing.has(unitIndex)) needed.push(unitIndex);
-    });
-    const taken: Array<[number, RsegAllocation]> = [];
+    if (lengthBytes === 0) return;
+    const firstUnit = Math.floor(offsetBytes / this.unitBytes);
+    const lastUnit = Math.floor((offsetBytes + lengthBytes - 1) / this.unitBytes);
+    let taken: Array<[number, RsegAllocation]> | undefined;
     try {
-      for (const unitIndex of needed) {
+      for (let unitIndex = firstUnit; unitIndex <= lastUnit; unitIndex += 1) {
+        if (this.lun.map.has(unitIndex) || this.allocatedUnwritten.has(unitIndex) || this.initializing.has(unitIndex)) continue;
         const previous = unitIndex > 0 ? (this.lun.map.get(unitIndex - 1) ?? this.allocatedUnwritten.get(unitIndex - 1)) : undefined;
-        taken.push([unitIndex, this.space.allocate(previous)]);
+        const allocation = this.space.allocate(previous);
+        (taken ??= []).push([unitIndex, allocation]);
+        this.allocatedUnwritten.set(unitIndex, allocation); // visible as the next unit's hint
       }
     } catch (error) {
-      for (const [, allocation] of taken) this.space.abandon(allocation); // all or nothing
+      for (const [unitIndex, allocation] of taken ?? []) {
+        this.allocatedUnwritten.delete(unitIndex);
+        this.space.abandon(allocation); // all or nothing
+      }
       throw error;
     }
-    for (const [unitIndex, allocation] of taken) this.allocatedUnwritten.set(unitIndex, allocation);
   }
 
   async read(offsetBytes: number, target: Buffer): Promise<void> {
     checkRange(this, offsetBytes, target.length, `read of LUN ${this.lun.name}`);
+    if (target.length === 0) return; // past the last unit when offsetBytes is the end
+    const inUnit = offsetBytes % this.unitBytes;
+    if (inUnit + target.length <= this.unitBytes) return this.readUnit(Math.floor(offsetBytes / this.unitBytes), inUnit, target); // the common case
     const pieces: Promise<void>[] = [];
     forEachPiece(offsetBytes, target.length, this.unitBytes, (unitIndex, inUnit, length, inRequest) => {
       pieces.push(this.readUnit(unitIndex, inUnit, target.subarray(inRequest, inRequest + length)));
@@ -82,6 +89,9 @@ export class ThinVolume implements BlockDevice {
 
   async write(offsetBytes: number, data: Buffer): Promise<void> {
     checkRange(this, offsetBytes, data.length, `write to LUN ${this.lun.name}`);
+    if (data.length === 0) return; // nothing to allocate, and past the last unit when offsetBytes is the end
+    const inUnit = offsetBytes % this.unitBytes;
+    if (inUnit + data.length <= this.unitBytes) return this.writeUnit(Math.floor(offsetBytes / this.unitBytes), inUnit, data); // the common case
     const pieces: Promise<void>[] = [];
     forEachPiece(offsetBytes, data.length, this.unitBytes, (unitIndex, inUnit, length, inRequest) => {
       pieces.push(this.writeUnit(unitIndex, inUnit, data.subarray(inRequest, inRequest + length)));

@@ -51,6 +51,8 @@ interface CopyScan {
   ops: MetadataOp[];
   journalEndBytes: number;
   problems: string[];
+  /** A complete journal record past the end of replay that is newer than what replay reached. */
+  newerRecord?: { generation: number; sequence: number };
 }
 
 export class MetadataStore {
@@ -73,6 +75,9 @@ export class MetadataStore {
   /** Writes the first checkpoint (generation 1) to every copy of a new pool. */
   static async format(copies: QuorumCopy[], layout: QuorumLayout, metadata: PoolMetadata, log: Logger): Promise<MetadataStore> {
     const store = new MetadataStore(copies, layout, log, 0, 1, 0, 0, decodeCheckpoint(encodeCheckpoint(metadata)));
+    // Drives that held an earlier pool still carry its checkpoints and journal records, with
+    // generations this pool will reach too: none of it may ever be read as ours.
+    await Promise.all(copies.map((copy) => copy.drive.discard(layout.quorumOffsetBytes, 2 * layout.checkpointSlotBytes + layout.journalBytes)));
     await store.checkpoint();
     return store;
   }
@@ -87,12 +92,21 @@ export class MetadataStore {
       throw new LunfsError('ECORRUPT', `no good metadata copy in any quorum area: ${detail}`);
     }
     const best = usable.reduce((a, b) => (b.generation > a.generation || (b.generation === a.generation && b.sequence > a.sequence) ? b : a));
+    // Never open an older state when newer committed metadata is known to exist but no copy can
+    // replay it (its checkpoint or a record before it is damaged on every copy).
+    for (const scan of scans) {
+      const newer = scan.newerRecord;
+      if (newer && (newer.generation > best.generation || (newer.generation === best.generation && newer.sequence > best.sequence))) {
+        const detail = scans.map((other) => `${other.copy.drive.path}: ${other.problems.join('; ') || 'no problem found'}`).join(' | ');
+        throw new LunfsError('ECORRUPT', `newer metadata exists (record ${newer.sequence} of generation ${newer.generation} on ${scan.copy.drive.path}) than any quorum copy can replay (generation ${best.generation}, record ${best.sequence}); refusing to open an older state: ${detail}`);
+      }
+    }
     const metadata = decodeCheckpoint(best.checkpointPayload!);
     for (const op of best.ops) applyMetadataOp(metadata, op);
     const reports: CopyReport[] = scans.map((scan) => ({
       driveIndex: scan.copy.driveIndex,
       path: scan.copy.drive.path,
-      state: scan.checkpointPayload === undefined ? 'bad' : scan.generation === best.generation && scan.sequence === best.sequence ? 'good' : 'stale',
+      state: scan.checkpointPayload === undefined || (scan.newerRecord?.generation ?? 0) > scan.generation ? 'bad' : scan.generation === best.generation && scan.sequence === best.sequence ? 'good' : 'stale',
       generation: scan.generation,
       sequence: scan.sequence,
       problems: scan.problems,
@@ -238,10 +252,39 @@ async function scanCopy(copy: QuorumCopy, layout: QuorumLayout): Promise<CopySca
       position += recordBytes;
     }
     scan.journalEndBytes = position;
+    scan.newerRecord = findNewerRecord(journal, position, scan.generation, scan.sequence);
+    if (scan.newerRecord) {
+      const { generation, sequence } = scan.newerRecord;
+      scan.problems.push(generation > scan.generation
+        ? `journal holds record ${sequence} of generation ${generation}, newer than the newest readable checkpoint (generation ${scan.generation}): the newer checkpoint is damaged`
+        : `journal record ${scan.sequence + 1} of generation ${generation} is damaged or missing, but record ${sequence} follows it`);
+    }
   } catch (error) {
     scan.problems.push(`journal: ${(error as Error).message}`);
   }
   return scan;
+}
+
+/**
+ * The newest complete record at or after fromBytes that is newer than (generation, sequence):
+ * proof that replay stopped early because of damage, not at the torn end of a crash (a torn
+ * record is never complete, and no record follows it).
+ */
+function findNewerRecord(journal: Buffer, fromBytes: number, generation: number, sequence: number): { generation: number; sequence: number } | undefined {
+  let newest: { generation: number; sequence: number } | undefined;
+  for (let position = fromBytes; position + recordHeaderBytes <= journal.length; position += journalRecordAlignBytes) {
+    const header = journal.subarray(position, position + recordHeaderBytes);
+    if (!hasMagic(header, journalMagic) || header.readUInt32LE(8) !== formatVersion || !checkSeal(header, 12)) continue;
+    const recordGeneration = Number(header.readBigUInt64LE(16));
+    const recordSequence = Number(header.readBigUInt64LE(24));
+    if (recordGeneration < generation || (recordGeneration === generation && recordSequence <= sequence)) continue;
+    const payloadEnd = position + recordHeaderBytes + header.readUInt32LE(32);
+    if (payloadEnd > journal.length || crc32c(journal.subarray(position + recordHeaderBytes, payloadEnd)) !== header.readUInt32LE(36)) continue;
+    if (!newest || recordGeneration > newest.generation || (recordGeneration === newest.generation && recordSequence > newest.sequence)) {
+      newest = { generation: recordGeneration, sequence: recordSequence };
+    }
+  }
+  return newest;
 }
 
 async function readCheckpointSlot(drive: Drive, offsetBytes: number, slotBytes: number): Promise<{ generation: number; payload: Buffer } | { problem: string }> {

@@ -44,6 +44,11 @@ export class RStore implements BlockDevice {
       await this.readMirror(offsetBytes, target);
       return;
     }
+    const inUnit = offsetBytes % this.stripeUnitBytes;
+    if (inUnit + target.length <= this.stripeUnitBytes) {
+      const [memberIndex, memberOffset] = this.stripeLocation(offsetBytes);
+      return this.memberDrive(memberIndex).read(this.physicalOffset(memberIndex, memberOffset), target); // the common case
+    }
     const pending: Promise<void>[] = [];
     this.forEachStripePiece(offsetBytes, target.length, (memberIndex, memberOffset, length, requestOffset) => {
       pending.push(this.memberDrive(memberIndex).read(this.physicalOffset(memberIndex, memberOffset), target.subarray(requestOffset, requestOffset + length)));
@@ -53,6 +58,11 @@ export class RStore implements BlockDevice {
 
   async write(offsetBytes: number, data: Buffer): Promise<void> {
     checkRange(this, offsetBytes, data.length, `write of RStore ${this.record.id}`);
+    const inUnit = offsetBytes % this.stripeUnitBytes;
+    if (this.record.raidLevel === 0 && inUnit + data.length <= this.stripeUnitBytes) {
+      const [memberIndex, memberOffset] = this.stripeLocation(offsetBytes);
+      return this.memberDrive(memberIndex).write(this.physicalOffset(memberIndex, memberOffset), data); // the common case
+    }
     const pending: Promise<void>[] = [];
     if (this.record.raidLevel === 1) {
       for (let memberIndex = 0; memberIndex < this.record.members.length; memberIndex += 1) {
@@ -104,6 +114,13 @@ export class RStore implements BlockDevice {
       const memberOffset = Math.floor(stripeIndex / memberCount) * this.stripeUnitBytes + offsetInUnit;
       visit(memberIndex, memberOffset, length, requestOffset);
     });
+  }
+
+  /** [member, offset in the member] of a data offset under RAID-0 striping. */
+  private stripeLocation(offsetBytes: number): [number, number] {
+    const memberCount = this.record.members.length;
+    const stripeIndex = Math.floor(offsetBytes / this.stripeUnitBytes);
+    return [stripeIndex % memberCount, Math.floor(stripeIndex / memberCount) * this.stripeUnitBytes + (offsetBytes - stripeIndex * this.stripeUnitBytes)];
   }
 
   private memberDrive(memberIndex: number): Drive {

@@ -40,6 +40,11 @@ export interface PoolOpenOptions {
   clock: Clock;
   log: Logger;
   readOnly?: boolean;
+  /**
+   * Start the write session (crash recovery, the not-clean checkpoint) only at the first commit,
+   * so a command refused for bad input writes nothing at all. Nothing may allocate before it.
+   */
+  deferSession?: boolean;
 }
 
 export class Pool implements MapSpace {
@@ -48,6 +53,7 @@ export class Pool implements MapSpace {
   private pending: Array<{ op: MetadataOp; afterCommit?: () => void }> = [];
   private readonly commitMutex = new Mutex();
   private closed = false;
+  private sessionStarted = false;
 
   private constructor(
     readonly drives: Drive[],
@@ -112,7 +118,7 @@ export class Pool implements MapSpace {
     });
     const geometry = headers.map((header, index) => ({ drive: drives[index]!, psegAreaOffsetBytes: header.psegAreaOffsetBytes, psegSizeBytes: header.psegSizeBytes }));
     const pool = new Pool(drives, geometry, metadata, store, reports, options);
-    if (!options.readOnly) await pool.startSession();
+    if (!options.readOnly && !options.deferSession) await pool.startSession();
     return pool;
   }
 
@@ -124,6 +130,7 @@ export class Pool implements MapSpace {
 
   allocate(hint?: RsegRef): RsegAllocation {
     this.checkWritable();
+    assert(this.sessionStarted, 'allocation before the write session started (fresh RSEG flags not yet trusted)');
     const allocation = this.allocator.allocate(hint);
     if (allocation.createdRstore) {
       const record = allocation.createdRstore;
@@ -152,7 +159,8 @@ export class Pool implements MapSpace {
   }
 
   /** Flushes every data drive, then makes the queued metadata durable, then runs afterCommit hooks. */
-  commit(): Promise<void> {
+  async commit(): Promise<void> {
+    if (!this.sessionStarted) await this.startSession();
     return this.commitMutex.run(async () => {
       const batch = this.pending;
       this.pending = [];
@@ -239,7 +247,7 @@ export class Pool implements MapSpace {
     if (this.closed) return;
     this.closed = true;
     try {
-      if (!this.options.readOnly) {
+      if (!this.options.readOnly && this.sessionStarted) {
         await this.commit();
         await this.store.checkpoint({ cleanShutdown: true });
       }
@@ -259,6 +267,7 @@ export class Pool implements MapSpace {
   }
 
   private async startSession(): Promise<void> {
+    this.sessionStarted = true;
     if (!this.metadata.cleanShutdown) {
       // After a crash an unmapped RSEG may hold data whose mapping was lost: never trust it to read as zeros.
       this.options.log.warn('pool was not shut down cleanly; unmapped RSEGs will be zeroed before reuse');
@@ -266,9 +275,30 @@ export class Pool implements MapSpace {
       applyMetadataOp(this.metadata, op);
       this.queue(op);
       await this.commit();
+      await this.resyncMirrors();
     }
     this.metadata.cleanShutdown = false;
     await this.store.checkpoint({ cleanShutdown: false });
+  }
+
+  /**
+   * After a crash the mirrors of a RAID-1 RSEG may differ where writes were in flight, and reads
+   * that alternate between mirrors would return different data for the same block. Each mapped
+   * RSEG is made equal again from one mirror (any mirror holds data that was written there).
+   * The clean-shutdown flag stays false until this is done, so a crash during it repeats it.
+   */
+  private async resyncMirrors(): Promise<void> {
+    const unitBytes = this.metadata.config.allocationUnitBytes;
+    const buffer = Buffer.alloc(unitBytes);
+    const mapped: LmapEntry[] = [];
+    for (const lun of this.metadata.luns.values()) lun.map.forEachMapped((_, entry) => mapped.push(entry));
+    for (const entry of mapped) {
+      const rstore = this.rstore(entry.rstoreId);
+      if (rstore.record.raidLevel !== 1) continue;
+      await rstore.read(entry.rsegIndex * unitBytes, buffer);
+      await rstore.write(entry.rsegIndex * unitBytes, buffer);
+    }
+    if (mapped.length > 0) await Promise.all(this.drives.map((drive) => drive.flush()));
   }
 
   private checkLunSize(sizeBytes: number): void {
@@ -305,16 +335,19 @@ async function readHeaders(drives: Drive[]): Promise<DriveHeader[]> {
   }));
   const poolUuid = headers[0]!.poolUuid;
   headers.forEach((header, position) => {
-    const path = drives[position]!.path;
-    if (header.poolUuid !== poolUuid) throw new LunfsError('EINVAL', `drive ${path} belongs to another pool (${header.poolUuid}, not ${poolUuid})`);
-    if (header.driveIndex !== position) {
-      throw new LunfsError('EINVAL', `drives given in the wrong order: ${path} is drive ${header.driveIndex} of the pool but was given as drive ${position}`);
-    }
+    if (header.poolUuid !== poolUuid) throw new LunfsError('EINVAL', `drive ${drives[position]!.path} belongs to another pool (${header.poolUuid}, not ${poolUuid})`);
   });
+  // The count first: with a drive missing, every drive after it would look out of order.
   const driveCount = headers[0]!.driveCount;
   if (headers.length !== driveCount) {
-    const missing = [...Array(driveCount).keys()].filter((index) => index >= headers.length);
-    throw new LunfsError('EINVAL', `the pool has ${driveCount} drives but ${headers.length} were given; missing drive index ${missing.join(', ')}`);
+    const given = new Set(headers.map((header) => header.driveIndex));
+    const missing = [...Array(driveCount).keys()].filter((index) => !given.has(index));
+    throw new LunfsError('EINVAL', `the pool has ${driveCount} drives but ${headers.length} were given${missing.length > 0 ? `; missing drive index ${missing.join(', ')}` : ''}`);
   }
+  headers.forEach((header, position) => {
+    if (header.driveIndex !== position) {
+      throw new LunfsError('EINVAL', `drives given in the wrong order: ${drives[position]!.path} is drive ${header.driveIndex} of the pool but was given as drive ${position}`);
+    }
+  });
   return headers;
 }

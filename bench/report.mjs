@@ -1,0 +1,252 @@
+#!/usr/bin/env node
+// Writes BENCHMARKS.md from one bench/run.sh run folder: machine, exact command, a table per fio
+// job with every target's figure and, for the lunfs targets, the ratios to the ceiling (the
+// trivial fuse-native file, fnmem) and to the peer (qemu-storage-daemon qcow2) measured in the
+// same run; the 0.8x target is marked. Only figures from the run's records are printed.
+//
+//   node bench/report.mjs --run .bench/latest --out BENCHMARKS.md
+import fs from 'node:fs';
+import path from 'node:path';
+
+const args = process.argv.slice(2);
+const opt = (name, def) => { const i = args.indexOf(name); return i >= 0 ? args[i + 1] : def; };
+const runDir = path.resolve(opt('--run', '.bench/latest'));
+const out = opt('--out', 'BENCHMARKS.md');
+const TARGET_RATIO = Number(opt('--target', '0.8'));
+
+const readJson = (p) => (fs.existsSync(p) ? JSON.parse(fs.readFileSync(p, 'utf8')) : null);
+// One peers.sh run (peers.jsonl) or REPEAT runs (peers-1.jsonl, peers-2.jsonl, ...).
+const runFiles = fs.readdirSync(runDir).filter((f) => /^peers(-\d+)?\.jsonl$/.test(f))
+  .sort((a, b) => Number((a.match(/\d+/) || [0])[0]) - Number((b.match(/\d+/) || [0])[0]));
+if (!runFiles.length) { console.error(`no peers*.jsonl in ${runDir}`); process.exit(1); }
+const runs = runFiles.map((f, i) => ({
+  n: i + 1,
+  threadsDir: path.join(runDir, runFiles.length > 1 ? `threads-${i + 1}` : 'threads'),
+  recs: fs.readFileSync(path.join(runDir, f), 'utf8').split('\n').filter(Boolean).map((l) => ({ ...JSON.parse(l), _run: i + 1 })),
+}));
+const jobsRecs = runs.flatMap((r) => r.recs).filter((r) => r.kind === 'job');
+const machine = readJson(path.join(runDir, 'machine.json')) || {};
+const command = fs.existsSync(path.join(runDir, 'command.txt')) ? fs.readFileSync(path.join(runDir, 'command.txt'), 'utf8').trim().split('\n') : [];
+const profile = readJson(path.join(runDir, 'profile.json'));
+const mdName = runFiles[0].replace(/\.jsonl$/, '.md');
+const peersMd = fs.existsSync(path.join(runDir, mdName)) ? fs.readFileSync(path.join(runDir, mdName), 'utf8') : '';
+const params = (peersMd.match(/^Parameters: (.*)$/m) || [])[1] || '';
+const versions = (peersMd.match(/^Versions: (.*)$/m) || [])[1] || '';
+const title = (peersMd.match(/^# .* — (.*)$/m) || [])[1] || '';
+const R = runs.length;
+
+const targets = []; const labels = {}; const jobNames = [];
+for (const r of jobsRecs) {
+  if (!targets.includes(r.target)) targets.push(r.target);
+  labels[r.target] = r.label;
+  if (!jobNames.includes(r.job)) jobNames.push(r.job);
+}
+const ok = (r) => r && !r.err && r.bw_bytes !== undefined;
+const all = (t, j) => jobsRecs.filter((r) => r.target === t && r.job === j);
+// The representative record: the median of the repeats by throughput (lower median for an even
+// count, so it is always a measured record); a failed one only when every repeat failed.
+const rec = (t, j) => {
+  const rs = all(t, j); const good = rs.filter(ok).sort((a, b) => a.bw_bytes - b.bw_bytes);
+  return good.length ? good[Math.floor((good.length - 1) / 2)] : rs[0];
+};
+const recRun = (t, j, n) => all(t, j).find((r) => r._run === n);
+const is4k = (j) => /4k/.test(j);
+const isLunfs = (t) => /lunfs_r\d$/.test(t);
+const isProf = (t) => t.startsWith('prof_');
+const prefixOf = (t) => t.replace(/lunfs_r\d$/, '');
+const ceilingOf = (t) => `${prefixOf(t)}fnmem`;
+const peerOf = (t) => `${prefixOf(t)}qcow2`;
+const fmt = (n, d = 0) => (n === null || n === undefined || Number.isNaN(n) ? '–' : Number(n).toFixed(d));
+const metric = (j, r) => (is4k(j) ? `${fmt(r.iops / 1000, 1)}k IOPS` : `${fmt(r.bw_bytes / 1e6)} MB/s`);
+const ratio = (a, b) => (ok(a) && ok(b) && b.bw_bytes > 0 ? a.bw_bytes / b.bw_bytes : null);
+const mark = (x) => (x === null ? '' : x >= TARGET_RATIO ? ' ✅' : ' ❌');
+const rstr = (x, withMark) => (x === null ? '–' : `${x.toFixed(2)}×${withMark ? mark(x) : ''}`);
+// Ratio of the representative records; with repeats also the range of the per-repeat ratios.
+const cached = (t, j) => /^(loop|ext4)_/.test(t) && /read/.test(j); // see the † note
+const ratioCell = (t, c, j, withMark) => {
+  const main = rstr(ratio(rec(t, j), rec(c, j)), withMark) + (cached(t, j) ? ' †' : '');
+  if (R < 2) return main;
+  const xs = runs.map((run) => ratio(recRun(t, j, run.n), recRun(c, j, run.n))).filter((x) => x !== null);
+  return xs.length > 1 ? `${main} (${Math.min(...xs).toFixed(2)}–${Math.max(...xs).toFixed(2)})` : main;
+};
+const perIO = (r) => (r.srv_cpu_s === null || r.srv_cpu_s === undefined || !r.total_ios ? '–' : fmt(1e6 * r.srv_cpu_s / r.total_ios, 1));
+const srvPct = (r) => (r.srv_cpu_s === null || r.srv_cpu_s === undefined || !r.wall_s ? '–' : fmt(100 * r.srv_cpu_s / r.wall_s));
+const rangeCell = (t, j) => {
+  const xs = all(t, j).filter(ok).map((r) => (is4k(j) ? r.iops : r.bw_bytes / 1e6));
+  if (xs.length < 2) return '';
+  return `${fmt(Math.min(...xs))}–${fmt(Math.max(...xs))}`;
+};
+// Per-thread CPU of the server during the job (bench/peers-extra-lunfs.sh writes the .tsv).
+const threadsOf = (r) => {
+  if (!r) return null;
+  const run = runs.find((x) => x.n === r._run);
+  const f = path.join(run.threadsDir, `job-${r.target}-${r.job}.tsv`);
+  if (!fs.existsSync(f)) return null;
+  const sum = { main: 0, fuse: 0, other: 0, process: null, minflt: 0, vcsw: 0, nvcsw: 0, fuseThreads: 0 };
+  for (const line of fs.readFileSync(f, 'utf8').split('\n').filter(Boolean)) {
+    const [, role, ns, minflt, vcsw, nvcsw] = line.split('\t');
+    if (role === 'process') { sum.process = Number(ns); continue; }
+    sum[role] = (sum[role] || 0) + Number(ns);
+    if (role === 'fuse' && Number(ns) > 0) sum.fuseThreads += 1;
+    sum.minflt += Number(minflt); sum.vcsw += Number(vcsw); sum.nvcsw += Number(nvcsw);
+  }
+  return sum;
+};
+
+const runName = path.basename(fs.realpathSync(runDir));
+const L = [];
+L.push('# lunfs benchmarks');
+L.push('');
+L.push(`Generated by \`make bench\` (\`bench/run.sh\` → \`../shared/bench/peers.sh\` with \`bench/peers-extra-lunfs.sh\` → \`bench/report.mjs\`) from run \`${runName}\`${title ? ` (${title})` : ''}. Every figure below comes from that run: lunfs, the ceiling and the peer ran the same fio jobs one after the other, each (target, job) pair on a freshly started target${R > 1 ? `; peers.sh ran ${R} times in a row and each figure is the median of the ${R} repeats (lower median for an even count, so always one measured value), with the range beside it` : ''}. Raw reports and per-job records: \`.bench/${runName}/${R > 1 ? 'peers-N' : 'peers'}.md\` and \`.jsonl\` (gitignored).`);
+L.push('');
+L.push('## Machine');
+L.push('');
+L.push(`- CPU: ${machine.cpu || '?'}, ${machine.cores || '?'} cores; memory ${machine.memGiB || '?'} GiB; kernel ${machine.kernel || '?'}; ${machine.distro || ''}`);
+L.push(`- node ${machine.node || '?'}; ${machine.fio || 'fio ?'}; qemu-storage-daemon ${machine.qemu || '?'}; fuse-native ${machine.fuseNative || '?'}`);
+if (versions) L.push(`- peers.sh versions line: ${versions}`);
+if (machine.git) L.push(`- lunfs build: git ${machine.git.head}${machine.git.dirtyFiles ? ` plus ${machine.git.dirtyFiles} uncommitted file(s) under src/ native/ package.json (dist/ as built by \`make build\` before the run)` : ' (clean tree)'}`);
+L.push(`- load average before / after the run: ${machine.loadavgBefore || '?'} / ${machine.loadavgAfter || '?'}; wall time ${machine.wallS ?? '?'} s`);
+if (machine.otherLoad) {
+  const big = machine.otherLoad.filter((x) => x.cpuS >= 5);
+  L.push(`- other processes on the machine during the run: ${big.length ? big.map((x) => `\`${x.args.slice(0, 80)}\` ${x.cpuS} CPU-s`).join('; ') + ` (over ${machine.wallS} s on ${machine.cores} cores: the figures are disturbed by that load)` : 'none used 5 CPU-s or more'}`);
+}
+if (params) L.push(`- parameters: ${params}`);
+L.push('');
+L.push('## Command');
+L.push('');
+L.push('```');
+for (const c of command) L.push(c);
+L.push('```');
+L.push('');
+
+// ---- target summary
+const lunfsT = targets.filter((t) => isLunfs(t) && !isProf(t));
+L.push(`## Target: lunfs RAID-0 at least ${TARGET_RATIO}× the fuse-native ceiling (psync, iodepth 1)`);
+L.push('');
+L.push(`lunfs / ceiling for every lunfs target and job (ceiling = the fnmem target with the same loop/ext4 stacking: \`lunfs_r0\` ↔ \`fnmem\`, \`loop_lunfs_r0\` ↔ \`loop_fnmem\`, …), MB/s for MB/s, IOPS for IOPS. ✅ ≥ ${TARGET_RATIO}×, ❌ below. The issue's target is the \`lunfs_r0\` row.${R > 1 ? ' In brackets: the lowest and highest of the per-repeat ratios.' : ''}`);
+L.push('');
+L.push('| lunfs target | ceiling | ' + jobNames.join(' | ') + ' |');
+L.push('|---|---|' + jobNames.map(() => '---:').join('|') + '|');
+for (const t of lunfsT) {
+  const c = ceilingOf(t);
+  L.push(`| ${labels[t]} | ${labels[c] || c + ' (not run)'} | ` + jobNames.map((j) => ratioCell(t, c, j, true)).join(' | ') + ' |');
+}
+L.push('');
+L.push('lunfs / peer (qemu-storage-daemon qcow2 FUSE export with the same stacking):');
+L.push('');
+L.push('| lunfs target | peer | ' + jobNames.join(' | ') + ' |');
+L.push('|---|---|' + jobNames.map(() => '---:').join('|') + '|');
+for (const t of lunfsT) {
+  const p = peerOf(t);
+  L.push(`| ${labels[t]} | ${labels[p] || p + ' (not run)'} | ` + jobNames.map((j) => ratioCell(t, p, j, false)).join(' | ') + ' |');
+}
+L.push('');
+if (lunfsT.includes('lunfs_r0')) {
+  const r0 = jobNames.map((j) => [j, ratio(rec('lunfs_r0', j), rec('fnmem', j)), rec('lunfs_r0', j), rec('fnmem', j)]);
+  const met = r0.filter(([, x]) => x !== null && x >= TARGET_RATIO);
+  const missed = r0.filter(([, x]) => x === null || x < TARGET_RATIO);
+  const desc = ([j, x, a, b]) => `${j} ${rstr(x, false)}${ok(a) && ok(b) ? ` (${metric(j, a)} vs ${metric(j, b)})` : ''}`;
+  L.push(`**RAID-0 verdict in this run:** ${met.length ? `target met on ${met.map(desc).join(', ')}` : 'target met on no job'}${missed.length ? `; missed on ${missed.map(desc).join(', ')}` : ''}.`);
+  L.push('');
+}
+
+// ---- per job tables
+L.push('## Results per job');
+L.push('');
+L.push(`fio psync, iodepth 1, numjobs 1, O_DIRECT where the target accepts it (see "I/O mode"). srv CPU = user+sys of the server process during the job (/proc/PID/stat), per I/O and as % of one core over the fio wall time. Ratios only on lunfs rows: lunfs/ceiling and lunfs/peer with the same stacking.${R > 1 ? ` "range" = min–max over the ${R} repeats (MB/s or IOPS).` : ''}`);
+L.push('');
+for (const j of jobNames) {
+  L.push(`### ${j}`);
+  L.push('');
+  L.push('| target | I/O mode | MB/s | IOPS | mean lat µs | p99 clat µs | srv CPU µs/IO | srv CPU % core |' + (R > 1 ? ' range |' : '') + ' lunfs / ceiling | lunfs / peer |');
+  L.push('|---|---|---:|---:|---:|---:|---:|---:|' + (R > 1 ? '---:|' : '') + '---:|---:|');
+  for (const t of targets.filter((x) => !isProf(x))) {
+    const r = rec(t, j);
+    if (!r) continue;
+    if (!ok(r)) { L.push(`| ${labels[t]} | ${r.mode || ''} | FAIL: ${String(r.err || '').replace(/\|/g, '/').slice(0, 120)} | | | | | |` + (R > 1 ? ' |' : '') + ' | |'); continue; }
+    const rc = isLunfs(t) ? ratioCell(t, ceilingOf(t), j, true) : '';
+    const rp = isLunfs(t) ? ratioCell(t, peerOf(t), j, false) : '';
+    const name = isLunfs(t) ? `**${labels[t]}**` : labels[t];
+    L.push(`| ${name} | ${r.mode} | ${fmt(r.bw_bytes / 1e6)} | ${fmt(r.iops)} | ${fmt(r.lat_mean_us, 1)} | ${fmt(r.clat_p99_us)} | ${perIO(r)} | ${srvPct(r)} |` + (R > 1 ? ` ${rangeCell(t, j)} |` : '') + ` ${rc} | ${rp} |`);
+  }
+  L.push('');
+}
+
+// ---- where the time goes
+const threadRows = targets.filter((t) => !isProf(t) && jobNames.some((j) => threadsOf(rec(t, j))));
+const profT = targets.filter(isProf);
+if (threadRows.length || profT.length || profile) {
+  L.push('## Where the time goes');
+  L.push('');
+}
+if (threadRows.length) {
+  L.push('### Server threads (same records as above)');
+  L.push('');
+  L.push('On-CPU time of each server thread from /proc/PID/task/*/schedstat, taken right before fio starts and right after it ends, divided by the I/Os fio completed. main = the JS thread (node) or the main loop (qemu); FUSE = libfuse2 loop threads (found blocked in /dev/fuse reads; fuse-native answers through them); other = libuv thread pool, V8 GC/compiler helpers (node) or worker threads (qemu). "threads that exited" = the CPU of the whole process (/proc/PID/stat, 10 ms ticks) minus the live threads: libfuse2 starts extra loop threads under load and ends idle ones. Context switches and minor page faults summed over the live threads.');
+  L.push('');
+  for (const j of jobNames) {
+    const rows = threadRows.map((t) => [t, rec(t, j), threadsOf(rec(t, j))]).filter(([, r, th]) => ok(r) && th);
+    if (!rows.length) continue;
+    L.push(`**${j}**`);
+    L.push('');
+    L.push('| target | main µs/IO | FUSE threads µs/IO (threads busy) | other µs/IO | threads that exited µs/IO | process µs/IO | vol. ctx sw / IO | invol. ctx sw / IO | minor faults / IO |');
+    L.push('|---|---:|---:|---:|---:|---:|---:|---:|---:|');
+    for (const [t, r, th] of rows) {
+      const n = r.total_ios; const us = (ns) => fmt(ns / 1e3 / n, 1);
+      const live = th.main + th.fuse + th.other;
+      const exited = th.process !== null && th.process > live ? th.process - live : 0;
+      L.push(`| ${labels[t]} | ${us(th.main)} | ${us(th.fuse)} (${th.fuseThreads}) | ${us(th.other)} | ${exited ? us(exited) : '–'} | ${us(th.process ?? live)} | ${fmt(th.vcsw / n, 2)} | ${fmt(th.nvcsw / n, 2)} | ${fmt(th.minflt / n, 2)} |`);
+    }
+    L.push('');
+  }
+}
+if (profT.length || profile) {
+  L.push('### JS profile (node --cpu-prof)');
+  L.push('');
+  L.push('The `prof_*` targets repeat the jobs on `fnmem` and `lunfs_r0` with the server under `node --cpu-prof` (slower than the rows above, which are the measured figures; these only show how the JS thread splits its time). Time is counted over the I/O window of each profile (first to last sample inside a fuse-native read/write handler); "% of busy" is the share of the non-idle samples of the JS thread (the FUSE and libuv threads are not in a V8 profile). Positions are src/*.ts lines through the source maps. Full tables: `node bench/cpuprofile-top.mjs .bench/latest/cpuprof`.');
+  L.push('');
+  if (profT.length) {
+    L.push('| profiled target | ' + jobNames.join(' | ') + ' |');
+    L.push('|---|' + jobNames.map(() => '---:').join('|') + '|');
+    for (const t of profT) L.push(`| ${labels[t]} | ` + jobNames.map((j) => { const r = rec(t, j); return ok(r) ? `${metric(j, r)}, srv ${perIO(r)} µs/IO` : '–'; }).join(' | ') + ' |');
+    L.push('');
+  }
+  if (profile) {
+    for (const j of jobNames) {
+      const pl = profile.find((p) => p.name === `lunfs_r0-${j}`);
+      const pf = profile.find((p) => p.name === `fnmem-${j}`);
+      if (!pl && !pf) continue;
+      L.push(`**${j}**`);
+      L.push('');
+      for (const [who, p] of [['fnmem (ceiling)', pf], ['lunfs RAID-0', pl]]) {
+        if (!p) continue;
+        L.push(`${who}: I/O window ${p.windowS.toFixed(2)} s, JS thread busy ${p.busyPct.toFixed(1)} % of it (GC ${p.gcS.toFixed(2)} s).`);
+        L.push('');
+        L.push('| top self time: function (file:line) | % of busy |');
+        L.push('|---|---:|');
+        for (const s of p.self.slice(0, who.startsWith('lunfs') ? 10 : 5)) L.push(`| \`${s.fn}\` | ${s.pctBusy.toFixed(1)} |`);
+        L.push('');
+        if (who.startsWith('lunfs')) {
+          L.push('| inclusive time (project frames) | % of busy |');
+          L.push('|---|---:|');
+          for (const s of p.inclusive.filter((x) => /src\//.test(x.fn)).slice(0, 8)) L.push(`| \`${s.fn}\` | ${s.pctBusy.toFixed(1)} |`);
+          L.push('');
+        }
+      }
+    }
+  }
+}
+
+L.push('## Targets');
+L.push('');
+for (const t of targets) L.push(`- \`${t}\`: ${labels[t]}${(rec(t, jobNames[0]) || {}).note ? ` — ${rec(t, jobNames[0]).note}` : ''}`);
+L.push('');
+L.push('## Notes');
+L.push('');
+L.push('- lunfs targets: 4 drive files on /dev/shm, one LUN of the disk size. Like the qcow2 peer (made from a fully allocated image), the LUN is fully allocated and holds the same data as `raw.img`: a template pool is prefilled once per RAID level and each job gets a fresh copy, mounted anew (cold lunfs cache, no dirty data). `LUNFS_PREFILL=0` measures an empty thin LUN instead.');
+L.push('- The ceiling (`fnmem`) answers every request with one memcpy from a Buffer it touched in full at start-up; lunfs goes through its write-back cache, thin map and RAID layer to the drive files (positional file I/O on the libuv thread pool).');
+L.push('- † Reads on the loop (`losetup` direct-io=off, what `mount -o loop` does) and ext4 targets go through the page cache of the FUSE file under the loop device (neither fuse-native server sets direct_io; qemu does): repeated reads and readahead are served by the kernel without reaching the server, so those ratios measure the page cache as much as the server (compare "process µs/IO" in the thread table).');
+L.push('- Seq jobs last about a second and are the noisiest; the 4k jobs run RANDW_MIB / RAND_RUNTIME. Compare rows within this run (`REPEAT=3` runs peers.sh three times and reports medians); `node ../shared/bench/peers-lib.js compare a.jsonl b.jsonl` shows run-to-run spread.');
+L.push('');
+fs.writeFileSync(out, L.join('\n'));
+console.log(`report: ${out}`);

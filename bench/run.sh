@@ -1,0 +1,138 @@
+#!/usr/bin/env bash
+# make bench: fio through a mounted lunfs LUN (RAID-0 and RAID-1 pools whose drive files sit on
+# /dev/shm) beside the ceiling (trivial fuse-native file) and the peer (qemu-storage-daemon qcow2
+# FUSE export) of ../shared/bench/peers.sh: same jobs, same run. Writes the raw report and
+# records under .bench/run-<UTC time>/ (gitignored; .bench/latest points at the last one), then
+# BENCHMARKS.md with the ratios (bench/report.mjs).
+#
+#   sudo make bench                                    # full run (about 12 min on 2 cores)
+#   RAND_RUNTIME=5 bash bench/run.sh                   # quicker
+#   TARGETS="fnmem lunfs_r0" JOBS="randread4k" RAND_RUNTIME=5 PROFILE=0 bash bench/run.sh
+#
+# Environment (all optional):
+#   TARGETS       peers.sh target ids (default below; lunfs ids: see bench/peers-extra-lunfs.sh)
+#   JOBS          seqwrite seqread randwrite4k randread4k (peers.sh's default)
+#   RAND_RUNTIME  seconds for the 4k jobs (20)     SIZE_MIB / SEQ_MIB / RANDW_MIB: peers.sh's
+#   PROFILE       1 (default): also run prof_fnmem and prof_lunfs_r0 (node --cpu-prof) and put
+#                 the top self-time functions per job in BENCHMARKS.md; 0: skip
+#   PROBES        0 (default): skip peers.sh's fuse-native option / qemu request-size probes
+#   REPEAT        1 (default): run peers.sh N times in a row; the report shows medians and ranges
+#                 (the 4k jobs vary by 2x between minutes on a shared 2-vCPU VM)
+#   SHARED_BENCH  folder of peers.sh (default: <repo>/../shared/bench)
+#   OUT_DIR       where run folders go (default: <repo>/.bench)
+#   BENCHMARKS_MD the report to write (default: <repo>/BENCHMARKS.md)
+#   LUNFS_*       knobs of bench/peers-extra-lunfs.sh (LUNFS_PREFILL, LUNFS_CACHE_SIZE, ...)
+set -euo pipefail
+export LC_ALL=C
+
+BENCH=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO=$(cd "$BENCH/.." && pwd)
+log() { printf '[bench %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
+die() { log "FATAL: $*"; exit 1; }
+
+# What the caller set (for the report's "command" line), before defaults are filled in.
+OVERRIDES=()
+for v in TARGETS JOBS RAND_RUNTIME SIZE_MIB SEQ_MIB RANDW_MIB PROFILE PROBES REPEAT FNMEM_OPTS \
+         LUNFS_PREFILL LUNFS_DRIVES LUNFS_CACHE_SIZE LUNFS_NODE_FLAGS LUNFS_SHM SHARED_BENCH OUT_DIR BENCHMARKS_MD; do
+  [ -n "${!v+x}" ] && OVERRIDES+=("$v=${!v}")
+done
+
+SHARED_BENCH=$(cd "${SHARED_BENCH:-$REPO/../shared/bench}" 2>/dev/null && pwd) \
+  || die "shared/bench not found at $REPO/../shared/bench (set SHARED_BENCH)"
+[ -f "$SHARED_BENCH/peers.sh" ] || die "no peers.sh in $SHARED_BENCH"
+[ "$(id -u)" = 0 ] || die "run as root (peers.sh mounts, attaches loop devices and drops caches)"
+[ -f "$REPO/dist/bin.js" ] || die "lunfs is not built: run make build (or make bench)"
+
+TARGETS=${TARGETS:-"raw fnmem qcow2 lunfs_r0 lunfs_r1 loop_fnmem loop_qcow2 loop_lunfs_r0 ext4_fnmem ext4_qcow2 ext4_lunfs_r0"}
+JOBS=${JOBS:-"seqwrite seqread randwrite4k randread4k"}
+RAND_RUNTIME=${RAND_RUNTIME:-20}
+PROFILE=${PROFILE:-1}
+PROBES=${PROBES:-0}
+REPEAT=${REPEAT:-1}
+OUT_DIR=${OUT_DIR:-$REPO/.bench}
+BENCHMARKS_MD=${BENCHMARKS_MD:-$REPO/BENCHMARKS.md}
+if [ "$PROFILE" = 1 ]; then
+  for t in prof_fnmem prof_lunfs_r0; do [[ " $TARGETS " == *" $t "* ]] || TARGETS+=" $t"; done
+fi
+
+STAMP=$(date -u +%Y%m%dT%H%M%SZ)
+RUN_DIR="$OUT_DIR/run-$STAMP"
+mkdir -p "$RUN_DIR"
+
+# peers.sh installs fuse-native into a temp dir with npm; the repo has the same version (the one
+# lunfs runs on), so the ceiling and lunfs use one binding and the run needs no registry.
+FN_ENV=()
+fnv=$(node -p "require('$REPO/node_modules/fuse-native/package.json').version" 2>/dev/null || true)
+if [ -z "${FUSE_NATIVE_DIR:-}" ] && [ "$fnv" = 2.2.6 ]; then FN_ENV=(FUSE_NATIVE_DIR="$REPO"); fi
+[ -n "${FUSE_NATIVE_DIR:-}" ] && FN_ENV=(FUSE_NATIVE_DIR="$FUSE_NATIVE_DIR")
+
+# peers_cmd <repeat number> -> CMD (array); the profiled targets run in the first repeat only.
+peers_cmd() {
+  local n=$1 suffix="" targets=$TARGETS
+  if [ "$REPEAT" -gt 1 ]; then suffix="-$n"; fi
+  if [ "$n" -gt 1 ]; then targets=$(tr ' ' '\n' <<< "$TARGETS" | grep -v '^prof_' | tr '\n' ' '); targets=${targets% }; fi
+  CMD=(env PEERS_EXTRA="$BENCH/peers-extra-lunfs.sh" TARGETS="$targets" JOBS="$JOBS"
+       RAND_RUNTIME="$RAND_RUNTIME" PROBES="$PROBES" OUT_MD="$RUN_DIR/peers$suffix.md"
+       LUNFS_PROF_DIR="$RUN_DIR/cpuprof" LUNFS_THREADS_DIR="$RUN_DIR/threads$suffix" "${FN_ENV[@]}")
+  local v
+  for v in SIZE_MIB SEQ_MIB RANDW_MIB FNMEM_OPTS; do [ -n "${!v+x}" ] && CMD+=("$v=${!v}"); done
+  CMD+=(bash "$SHARED_BENCH/peers.sh")
+}
+
+# Machine and build, recorded before the run.
+git_head=$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '?')
+git_dirty=$(git -C "$REPO" status --porcelain -- src native package.json 2>/dev/null | wc -l | tr -d ' ')
+node - "$RUN_DIR/machine.json" <<EOF
+const fs = require('fs'), os = require('os')
+const cpu = (fs.readFileSync('/proc/cpuinfo', 'utf8').match(/model name\s*:\s*(.*)/) || [])[1] || os.cpus()[0]?.model || '?'
+fs.writeFileSync(process.argv[2], JSON.stringify({
+  cpu, cores: os.cpus().length, memGiB: +(os.totalmem() / 2 ** 30).toFixed(1),
+  kernel: os.release(), node: process.version,
+  distro: fs.existsSync('/etc/debian_version') ? 'Debian ' + fs.readFileSync('/etc/debian_version', 'utf8').trim() : '?',
+  fio: \`$(fio --version 2>/dev/null || echo '?')\`,
+  qemu: \`$(qemu-storage-daemon --version 2>/dev/null | head -n 1 | awk '{print $3}' || echo '?')\`,
+  fuseNative: '${fnv:-?}',
+  git: { head: '$git_head', dirtyFiles: $git_dirty },
+  loadavgBefore: fs.readFileSync('/proc/loadavg', 'utf8').trim(),
+}, null, 1))
+EOF
+{
+  [ ${#OVERRIDES[@]} -gt 0 ] && printf "%q " "${OVERRIDES[@]}"; printf "bash bench/run.sh\n"
+  for ((n = 1; n <= REPEAT; n++)); do peers_cmd "$n"; printf '%q ' "${CMD[@]}"; printf '\n'; done
+} > "$RUN_DIR/command.txt"
+
+node "$BENCH/host-cpu.mjs" snapshot "$RUN_DIR/host-cpu.start.json" || true
+log "run folder: $RUN_DIR"
+start=$(date +%s)
+rc=0
+for ((n = 1; n <= REPEAT; n++)); do
+  peers_cmd "$n"
+  log "peers.sh ($n/$REPEAT): ${CMD[*]}"
+  set +e
+  "${CMD[@]}" > "$RUN_DIR/peers-stdout-$n.txt" 2> >(tee -a "$RUN_DIR/peers.log" >&2)
+  rc=$?
+  set -e
+  [ $rc -eq 0 ] || break
+done
+log "peers.sh finished in $(( $(date +%s) - start )) s (rc $rc)"
+other=$(node "$BENCH/host-cpu.mjs" diff "$RUN_DIR/host-cpu.start.json" $$ 2>/dev/null || echo '[]')
+node -e "const f='$RUN_DIR/machine.json',fs=require('fs'),m=JSON.parse(fs.readFileSync(f));m.loadavgAfter=fs.readFileSync('/proc/loadavg','utf8').trim();m.wallS=$(( $(date +%s) - start ));m.otherLoad=JSON.parse(process.argv[1]);fs.writeFileSync(f,JSON.stringify(m,null,1))" "$other"
+[ "$other" != '[]' ] && log "other processes used CPU during the run: $other"
+
+# Nothing of ours may stay mounted (peers.sh's trap tears down; check anyway).
+left=$(awk '$2 ~ /^\/tmp\/peers\./ {print $2}' /proc/mounts)
+if [ -n "$left" ]; then log "WARNING: still mounted after the run: $left"; fi
+left_dirs=$(ls -d "${LUNFS_SHM:-/dev/shm}"/lunfs-bench.* 2>/dev/null || true)
+[ -n "$left_dirs" ] && log "WARNING: pool copies left behind: $left_dirs"
+
+[ $rc -eq 0 ] || die "peers.sh failed (rc $rc); see $RUN_DIR/peers.log"
+ls "$RUN_DIR"/peers*.jsonl >/dev/null 2>&1 || die "no records in $RUN_DIR"
+
+if [ "$PROFILE" = 1 ] && [ -d "$RUN_DIR/cpuprof" ]; then
+  node "$BENCH/cpuprofile-top.mjs" --json "$RUN_DIR/profile.json" --md "$RUN_DIR/profile.md" "$RUN_DIR/cpuprof" \
+    || log "WARNING: profile summary failed"
+fi
+ln -sfn "run-$STAMP" "$OUT_DIR/latest"
+
+node "$BENCH/report.mjs" --run "$RUN_DIR" --out "$BENCHMARKS_MD"
+log "wrote $BENCHMARKS_MD (raw reports and records: $RUN_DIR)"

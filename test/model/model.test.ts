@@ -1,0 +1,376 @@
+// The seeded model test of the whole stack: a pool of MemoryDrives (RAID-0 and RAID-1 over three
+// drives), LUN stacks through the Controller (WriteBackCache -> DestagePipeline -> ThinVolume ->
+// RStores), and a model of every LUN (lun-model.ts). Random operations, all decided by one seed:
+// writes (aligned and not, small and large, sometimes several at once), reads compared with the
+// model, discards, flushes, LUN create / remove / grow, time passing (cache expiry), clean
+// restarts, and power cuts: MemoryDrive.crash() on every drive while the stack is live (idle,
+// during a flush, or during a write), then Pool.open on the same drives. After a power cut the
+// metadata must open without repair (no copy bad), every LUN must exist with its size, and every
+// 512-byte sector must hold its value as of the last completed flush or a value written to it
+// since; then the model takes the recovered contents as the truth. A full pool may refuse a
+// write with ENOSPC, only when the write could not fit, and the refused write changes nothing.
+//
+// The seed comes from LUNFS_SEED or is random; it is printed at the start of each run and is in
+// every failure message: replay a failure with LUNFS_SEED=<seed> npx vitest run test/model.
+// LUNFS_MODEL_RUNS (default 2 per RAID level) and LUNFS_MODEL_STEPS (default 500) scale the test;
+// LUNFS_MODEL_TRACE=1 prints every operation with its arguments.
+//
+// TODO(issue 3, snapshots): snapshot create/delete/read ops and the rule that every snapshot
+// reads exactly its point in time, also after a power cut.
+// TODO(issue 4, RAID-5 and rebuild): RAID-5 pools, drive failure (MemoryDrive.fail) with degraded
+// reads and writes, replacement and rebuild, and bit flips repaired from redundancy.
+
+import { randomInt } from 'node:crypto';
+import { describe, expect, it } from 'vitest';
+import type { RaidLevel } from '../../src/meta/pool-metadata.js';
+import { SeededRandom } from '../../src/util/clock.js';
+import { isLunfsError } from '../../src/util/errors.js';
+import { silentLogger } from '../../src/util/logger.js';
+import { KiB, MiB } from '../../src/util/sizes.js';
+import { Controller } from '../../src/volume/controller.js';
+import { Pool } from '../../src/volume/pool.js';
+import { firstDifference, patternBytes, readAll, readRange } from '../support/bytes.js';
+import { FakeClock } from '../support/fake-clock.js';
+import { formatPoolOn, makeMemoryDrives, powerCut, sessionViews } from '../support/memory-pool.js';
+import type { SessionDrive } from '../support/session-drive.js';
+import { LunModel, type PendingWrite } from './lun-model.js';
+
+const seedText = process.env['LUNFS_SEED'];
+const baseSeed = seedText === undefined ? randomInt(1, 2 ** 31) : Number(seedText);
+if (!Number.isSafeInteger(baseSeed)) throw new Error(`LUNFS_SEED must be an integer, got '${seedText}'`);
+const runsPerRaidLevel = seedText === undefined ? Number(process.env['LUNFS_MODEL_RUNS'] ?? 2) : 1;
+const stepCount = Number(process.env['LUNFS_MODEL_STEPS'] ?? 500);
+const tracing = process.env['LUNFS_MODEL_TRACE'] === '1';
+
+const unitBytes = 64 * KiB;
+const cacheBytes = 512 * KiB; // four 128 KiB pages: destage under pressure all the time
+const maxLunCount = 4;
+const lunSizesBytes = [4 * KiB + 512, 3 * 64 * KiB + 512, MiB + 1536, 2 * MiB, 3 * MiB - 4096 + 512];
+
+type Operation = 'write' | 'write-together' | 'read' | 'discard' | 'flush' | 'flush-all' | 'create' | 'remove' | 'grow' | 'time' | 'compare' | 'restart' | 'crash';
+
+const weights: Array<[Operation, number]> = [
+  ['write', 30], ['write-together', 6], ['read', 18], ['discard', 7], ['flush', 7], ['flush-all', 3],
+  ['create', 3], ['remove', 2], ['grow', 2], ['time', 3], ['compare', 3], ['restart', 1], ['crash', 5],
+];
+
+async function turns(count: number): Promise<void> {
+  for (let turn = 0; turn < count; turn += 1) await Promise.resolve();
+}
+
+class ModelRun {
+  private readonly random: SeededRandom;
+  private readonly clock = new FakeClock();
+  private readonly log = silentLogger();
+  private views: SessionDrive[] = [];
+  private pool!: Pool;
+  private controller!: Controller;
+  private readonly luns = new Map<string, LunModel>();
+  private nextLunNumber = 1;
+  private step = -1;
+  private operation = 'format';
+  readonly counts = new Map<string, number>();
+
+  constructor(
+    readonly seed: number,
+    readonly raidLevel: RaidLevel,
+  ) {
+    this.random = new SeededRandom(seed);
+  }
+
+  /** Every failure message names the seed, so that it replays. */
+  private where(): string {
+    return `[model seed ${this.seed}, RAID-${this.raidLevel}, step ${this.step}, ${this.operation}; replay: LUNFS_SEED=${this.seed} npx vitest run test/model]`;
+  }
+
+  private trace(message: string): void {
+    if (tracing) console.log(`RAID-${this.raidLevel} step ${this.step}: ${message}`);
+  }
+
+  private check(condition: boolean, message: string): void {
+    expect(condition, `${this.where()} ${message}`).toBe(true);
+  }
+
+  async run(): Promise<void> {
+    // 5 MiB drives: 8 PSEGs each after the quorum area, so RAID-0 holds 6 MiB and RAID-1 3 MiB,
+    // and a few LUNs of up to 3 MiB fill the pool often.
+    this.views = sessionViews(makeMemoryDrives(3, 5 * MiB, `model${this.raidLevel}-`));
+    this.pool = await formatPoolOn(this.views, { raidLevel: this.raidLevel, seed: this.seed }, this.clock);
+    this.controller = this.makeController();
+    await this.createLun();
+    await this.createLun();
+    for (this.step = 0; this.step < stepCount; this.step += 1) {
+      this.operation = this.chooseOperation();
+      this.counts.set(this.operation, (this.counts.get(this.operation) ?? 0) + 1);
+      await this.perform(this.operation as Operation);
+    }
+    this.operation = 'final clean restart';
+    await this.cleanRestart();
+    await this.controller.close();
+  }
+
+  private makeController(): Controller {
+    return new Controller(this.pool, { cacheBytes, clock: this.clock, log: this.log });
+  }
+
+  private chooseOperation(): Operation {
+    const total = weights.reduce((sum, [, weight]) => sum + weight, 0);
+    let pick = this.random.integer(total);
+    for (const [operation, weight] of weights) {
+      if (pick < weight) return operation;
+      pick -= weight;
+    }
+    return 'read';
+  }
+
+  private pickLun(): LunModel | undefined {
+    const names = [...this.luns.keys()];
+    return names.length === 0 ? undefined : this.luns.get(names[this.random.integer(names.length)]!);
+  }
+
+  /** A range in a device of sizeBytes: tiny, block-aligned, medium, large, or at the end. */
+  private pickRange(sizeBytes: number): [number, number] {
+    let offset: number;
+    let length: number;
+    switch (this.random.integer(5)) {
+      case 0:
+        offset = this.random.integer(sizeBytes);
+        length = 1 + this.random.integer(600);
+        break;
+      case 1:
+        offset = 4096 * this.random.integer(Math.floor(sizeBytes / 4096) + 1);
+        length = 4096 * (1 + this.random.integer(16));
+        break;
+      case 2:
+        offset = this.random.integer(sizeBytes);
+        length = 1 + this.random.integer(64 * KiB);
+        break;
+      case 3:
+        offset = this.random.integer(sizeBytes);
+        length = 1 + this.random.integer(256 * KiB);
+        break;
+      default:
+        offset = Math.max(0, sizeBytes - 1 - this.random.integer(9000));
+        length = 1 + this.random.integer(9000);
+    }
+    offset = Math.min(offset, sizeBytes - 1);
+    return [offset, Math.max(1, Math.min(length, sizeBytes - offset))];
+  }
+
+  private async perform(operation: Operation): Promise<void> {
+    const lun = this.pickLun();
+    if (!['write', 'write-together', 'read', 'discard'].includes(operation)) this.trace(`${operation} ${lun?.name ?? ''}`);
+    switch (operation) {
+      case 'write':
+        if (lun) await this.write(lun);
+        return;
+      case 'write-together':
+        if (lun) await this.writeTogether(lun);
+        return;
+      case 'read':
+        if (lun) await this.read(lun);
+        return;
+      case 'discard': {
+        if (!lun) return;
+        const [offset, length] = this.pickRange(lun.sizeBytes);
+        this.trace(`discard ${lun.name} ${offset}+${length}`);
+        await this.controller.stack(lun.name).cache.discard(offset, length);
+        lun.discard(offset, length);
+        return;
+      }
+      case 'flush':
+        if (!lun) return;
+        await this.controller.stack(lun.name).cache.flush();
+        lun.flushed();
+        return;
+      case 'flush-all':
+        for (const model of this.luns.values()) this.controller.stack(model.name);
+        await this.controller.flushAll();
+        for (const model of this.luns.values()) model.flushed();
+        return;
+      case 'create':
+        if (this.luns.size < maxLunCount) await this.createLun();
+        return;
+      case 'remove':
+        if (!lun || this.luns.size <= 1) return;
+        await this.controller.removeLun(lun.name);
+        this.luns.delete(lun.name);
+        return;
+      case 'grow':
+        if (lun) await this.grow(lun);
+        return;
+      case 'time':
+        this.clock.advance(this.random.integer(1500));
+        return;
+      case 'compare':
+        if (lun) await this.compareWhole(lun, 'whole LUN');
+        return;
+      case 'restart':
+        await this.cleanRestart();
+        return;
+      case 'crash':
+        await this.crash();
+        return;
+    }
+  }
+
+  private async createLun(): Promise<void> {
+    const name = `lun${this.nextLunNumber++}`;
+    const sizeBytes = lunSizesBytes[this.random.integer(lunSizesBytes.length)]!;
+    await this.controller.createLun(name, sizeBytes);
+    this.luns.set(name, new LunModel(name, sizeBytes));
+  }
+
+  private async grow(lun: LunModel): Promise<void> {
+    const sizeBytes = lun.sizeBytes + 512 * (1 + this.random.integer(2048));
+    if (sizeBytes > this.pool.capacityBytes()) {
+      const outcome = await this.controller.resizeLun(lun.name, sizeBytes).then(() => 'resolved', (error: unknown) => error);
+      this.check(isLunfsError(outcome, 'EFBIG'), `growing ${lun.name} past the capacity must fail with EFBIG, got ${String(outcome)}`);
+      return;
+    }
+    await this.controller.resizeLun(lun.name, sizeBytes);
+    lun.grow(sizeBytes);
+  }
+
+  /** Runs a write; ENOSPC is allowed only when the pool could not hold the units it spans. */
+  private async tryWrite(lun: LunModel, offset: number, data: Buffer): Promise<boolean> {
+    const freeBefore = this.pool.freeBytes();
+    this.trace(`write ${lun.name} ${offset}+${data.length}`);
+    const pending = this.controller.stack(lun.name).cache.write(offset, data);
+    // The cache reserves space (prepareWrite) synchronously inside write(), before its first await;
+    // measure now, because writes issued together allocate before this one's refusal is seen.
+    const freeAfterCall = this.pool.freeBytes();
+    try {
+      await pending;
+      return true;
+    } catch (error) {
+      this.check(isLunfsError(error, 'ENOSPC'), `write of ${data.length} bytes at ${offset} to ${lun.name} failed: ${String(error)}`);
+      const spannedUnits = Math.floor((offset + data.length - 1) / unitBytes) - Math.floor(offset / unitBytes) + 1;
+      this.check(freeBefore < spannedUnits * unitBytes, `ENOSPC with ${freeBefore} bytes free for a write spanning ${spannedUnits} units`);
+      this.check(freeAfterCall === freeBefore, 'a refused write took space');
+      this.counts.set('ENOSPC', (this.counts.get('ENOSPC') ?? 0) + 1);
+      return false;
+    }
+  }
+
+  private async write(lun: LunModel): Promise<void> {
+    const [offset, length] = this.pickRange(lun.sizeBytes);
+    const data = patternBytes(length, this.random.integer(2 ** 31));
+    if (await this.tryWrite(lun, offset, data)) lun.write(offset, data);
+  }
+
+  /** Two to four writes to disjoint ranges of one region, issued together, sharing sectors and pages. */
+  private async writeTogether(lun: LunModel): Promise<void> {
+    const [regionOffset, regionLength] = this.pickRange(lun.sizeBytes);
+    const cuts = new Set<number>([regionOffset, regionOffset + regionLength]);
+    const pieceCount = 2 + this.random.integer(3);
+    for (let index = 1; index < pieceCount; index += 1) cuts.add(regionOffset + this.random.integer(regionLength));
+    const sorted = [...cuts].sort((a, b) => a - b);
+    const writes: PendingWrite[] = [];
+    for (let index = 0; index + 1 < sorted.length; index += 1) {
+      if (writes.length > 0 && this.random.chance(0.25)) continue; // leave a gap
+      const offsetBytes = sorted[index]!;
+      writes.push({ offsetBytes, data: patternBytes(sorted[index + 1]! - offsetBytes, this.random.integer(2 ** 31)) });
+    }
+    const done = await Promise.all(writes.map((write) => this.tryWrite(lun, write.offsetBytes, write.data)));
+    lun.writeTogether(writes.filter((_, index) => done[index]));
+  }
+
+  private async read(lun: LunModel): Promise<void> {
+    const [offset, length] = this.pickRange(lun.sizeBytes);
+    this.trace(`read ${lun.name} ${offset}+${length}`);
+    const data = await readRange(this.controller.stack(lun.name).cache, offset, length);
+    const difference = firstDifference(data, lun.acknowledged.subarray(offset, offset + length), offset);
+    this.check(difference === undefined, `read of ${length} bytes at ${offset} of ${lun.name}: ${difference}`);
+  }
+
+  private async compareWhole(lun: LunModel, what: string): Promise<void> {
+    const image = await readAll(this.controller.stack(lun.name).cache);
+    const difference = firstDifference(image, lun.acknowledged);
+    this.check(difference === undefined, `${what} ${lun.name}: ${difference}`);
+  }
+
+  /** Flushes and closes cleanly, opens again: every acknowledged byte must be there. */
+  private async cleanRestart(): Promise<void> {
+    await this.controller.close();
+    for (const lun of this.luns.values()) lun.flushed();
+    this.views = sessionViews(this.views.map((view) => view.inner)); // close() fenced the old views
+    await this.reopen('after a clean close');
+    for (const lun of this.luns.values()) await this.compareWhole(lun, 'after a clean restart,');
+    this.check(this.pool.copyReports.every((report) => report.state === 'good'), `after a clean close every metadata copy is good: ${JSON.stringify(this.pool.copyReports)}`);
+  }
+
+  /** A power cut while idle, during a flush, or during a write; then recovery and the check. */
+  private async crash(): Promise<void> {
+    const mode = this.random.integer(3);
+    const lun = this.pickLun();
+    let flushedLuns: LunModel[] = [];
+    if (mode === 1 && lun) {
+      const all = this.random.chance(0.5);
+      if (all) for (const model of this.luns.values()) this.controller.stack(model.name);
+      const flushing = all ? this.controller.flushAll() : this.controller.stack(lun.name).cache.flush();
+      let completed = false;
+      void flushing.then(() => { completed = true; }, () => undefined);
+      await turns(this.random.integer(this.random.chance(0.7) ? 40 : 400));
+      if (completed) flushedLuns = all ? [...this.luns.values()] : [lun];
+      this.operation = `crash during a flush (${completed ? 'completed' : 'in flight'})`;
+    } else if (mode === 2 && lun) {
+      const [offset, length] = this.pickRange(lun.sizeBytes);
+      const data = patternBytes(length, this.random.integer(2 ** 31));
+      void this.controller.stack(lun.name).cache.write(offset, data).catch(() => undefined);
+      lun.mayHaveWritten(offset, data);
+      await turns(this.random.integer(200));
+      this.operation = 'crash during a write';
+    } else {
+      this.operation = 'crash while idle';
+    }
+    for (const model of flushedLuns) model.flushed();
+    this.counts.set(this.operation, (this.counts.get(this.operation) ?? 0) + 1);
+    const unflushed = this.views.reduce((sum, view) => sum + view.inner.unflushedWriteCount, 0);
+    this.views = powerCut(this.views, new SeededRandom(this.random.integer(2 ** 31)));
+    this.operation += ` (${unflushed} unflushed drive writes)`;
+    await this.reopen('after a power cut');
+    this.check(!this.pool.copyReports.some((report) => report.state === 'bad'), `metadata copy bad after a power cut: ${JSON.stringify(this.pool.copyReports)}`);
+    for (const model of this.luns.values()) {
+      const image = await readAll(this.controller.stack(model.name).cache);
+      const problem = model.checkRecovered(image);
+      this.check(problem === undefined, `after a power cut, ${model.name}: ${problem}`);
+      model.resetTo(image);
+    }
+  }
+
+  private async reopen(when: string): Promise<void> {
+    try {
+      this.pool = await Pool.open(this.views, { clock: this.clock, log: this.log });
+    } catch (error) {
+      this.check(false, `Pool.open ${when} failed: ${String(error)}`);
+    }
+    this.controller = this.makeController();
+    const names = [...this.pool.metadata.luns.values()].map((record) => `${record.name}:${record.sizeBytes}`).sort();
+    const expected = [...this.luns.values()].map((model) => `${model.name}:${model.sizeBytes}`).sort();
+    this.check(JSON.stringify(names) === JSON.stringify(expected), `LUNs ${when}: ${names.join(' ')}, model ${expected.join(' ')}`);
+    this.checkSpace(when);
+  }
+
+  /** Free space plus the mapped units is the capacity: nothing leaked, nothing counted twice. */
+  private checkSpace(when: string): void {
+    const mappedBytes = [...this.pool.metadata.luns.values()].reduce((sum, record) => sum + record.map.mappedCount * unitBytes, 0);
+    const capacity = this.pool.capacityBytes();
+    this.check(this.pool.freeBytes() + mappedBytes === capacity, `space ${when}: free ${this.pool.freeBytes()} + mapped ${mappedBytes} != capacity ${capacity}`);
+  }
+}
+
+describe('model test of the whole stack', () => {
+  for (const raidLevel of [0, 1] as const) {
+    for (let run = 0; run < runsPerRaidLevel; run += 1) {
+      const seed = baseSeed + run;
+      it(`RAID-${raidLevel}, seed ${seed}`, async () => {
+        console.log(`model seed ${seed} (RAID-${raidLevel}, ${stepCount} steps); replay with LUNFS_SEED=${seed}`);
+        const started = Date.now();
+        const modelRun = new ModelRun(seed, raidLevel);
+        await modelRun.run();
+        console.log(`model seed ${seed} (RAID-${raidLevel}) passed in ${Date.now() - started} ms: ${JSON.stringify(Object.fromEntries(modelRun.counts))}`);
+      });
+    }
+  }
+});
