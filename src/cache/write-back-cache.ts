@@ -78,10 +78,12 @@ class CachePage {
   /** Same, for the data a destage in flight is sending. */
   inflightSinceSeq = Infinity;
   dirtySinceMs = 0;
+  /** The buffer a destage in flight is sending from; a write to the page copies it first. */
+  destageBuffer: Buffer | undefined;
 
   constructor(
     readonly index: number,
-    readonly buffer: Buffer,
+    public buffer: Buffer,
   ) {}
 }
 
@@ -145,9 +147,26 @@ export class WriteBackCache implements BlockDevice {
         return;
       }
       this.stats.readMisses += 1;
-      misses.push(this.readMiss(pageIndex, inPage, slice));
+      misses.push(!page && length === this.options.pageBytes ? this.readStreaming(pageIndex, slice) : this.readMiss(pageIndex, inPage, slice));
     });
+    if (misses.length === 1) return misses[0];
     await Promise.all(misses);
+  }
+
+  /**
+   * A whole page that is not cached: read it straight into the caller's buffer and do not keep
+   * it. Streaming reads then cost one copy, as with no cache at all, and do not evict pages that
+   * hold data worth keeping (dirty data, or small blocks that are read again).
+   */
+  private async readStreaming(pageIndex: number, slice: Buffer): Promise<void> {
+    await this.below.read(pageIndex * this.options.pageBytes, slice);
+    const current = this.lookup(pageIndex);
+    if (!current || current.valid === 0) return;
+    // A write during the read made a page: its sectors are newer than what was read.
+    for (const [firstSector, sectorCount] of sectorRuns(current.valid)) {
+      const start = firstSector * cacheSectorBytes;
+      current.buffer.copy(slice, start, start, start + sectorCount * cacheSectorBytes);
+    }
   }
 
   async write(offsetBytes: number, data: Buffer): Promise<void> {
@@ -219,7 +238,19 @@ export class WriteBackCache implements BlockDevice {
         this.options.budget.pageBuffers.give(page.buffer);
         return;
       }
+      this.unshare(page);
       page.buffer.fill(0, inPage, inPage + length); // partial page: keep it coherent with below
+      // Sectors wholly inside the range read as zeros below once it is discarded: they are clean.
+      // Destaging them would write zeros below the discard, and a thin volume would have to
+      // allocate the space it just gave back (ENOSPC at destage time on a full pool).
+      const whole = wholeSectorMask(inPage, length);
+      page.valid = (page.valid | whole) >>> 0;
+      page.dirty = (page.dirty & ~whole) >>> 0;
+      if (page.dirty === 0 && page.inflight === 0 && this.dirtyPages.get(pageIndex) === page) {
+        page.dirtySinceSeq = Infinity;
+        this.dirtyPages.delete(pageIndex);
+        this.cleanPages.set(pageIndex, page);
+      }
     });
     await this.below.discard(offsetBytes, lengthBytes);
     this.notifyProgress();
@@ -287,8 +318,17 @@ export class WriteBackCache implements BlockDevice {
     }
   }
 
+  /** Copy on write: gives the page its own buffer if a destage in flight is sending from it. */
+  private unshare(page: CachePage): void {
+    if (page.destageBuffer !== page.buffer) return;
+    const own = this.options.budget.pageBuffers.take();
+    page.buffer.copy(own);
+    page.buffer = own;
+  }
+
   private writeIntoPage(pageIndex: number, inPage: number, piece: Buffer, seq: number): void {
     const page = this.lookupOrCreate(pageIndex);
+    this.unshare(page);
     piece.copy(page.buffer, inPage);
     const mask = sectorMask(inPage, piece.length);
     page.valid = (page.valid | mask) >>> 0;
@@ -320,6 +360,7 @@ export class WriteBackCache implements BlockDevice {
         page.valid = (page.valid | bit) >>> 0;
       }
     }
+    this.unshare(page);
     piece.copy(page.buffer, inPage);
     this.markDirty(page, mask, seq);
   }
@@ -388,20 +429,22 @@ export class WriteBackCache implements BlockDevice {
     page.dirty = 0;
     page.dirtySinceSeq = Infinity;
     this.inflightDestages += 1;
-    // Writes may change the page while its destage is in flight: send a copy, taken now.
+    // Send from the page's own buffer; a write to the page while this is in flight copies it
+    // first (unshare), so the data sent is the data as it was now. Sequential writes never pay
+    // for a copy.
     const pageBuffers = this.options.budget.pageBuffers;
-    const copy = pageBuffers.take();
+    const buffer = page.buffer;
+    page.destageBuffer = buffer;
     try {
       const writes: Promise<void>[] = [];
       for (const [firstSector, sectorCount] of sectorRuns(mask)) {
         const start = firstSector * cacheSectorBytes;
         // The last sector of a device whose size is not a multiple of the sector ends early.
         const end = Math.min(start + sectorCount * cacheSectorBytes, this.sizeBytes - page.index * this.options.pageBytes);
-        page.buffer.copy(copy, start, start, end);
-        writes.push(this.below.write(page.index * this.options.pageBytes + start, copy.subarray(start, end)));
+        writes.push(this.below.write(page.index * this.options.pageBytes + start, buffer.subarray(start, end)));
         this.stats.destagedBytes += end - start;
       }
-      // Wait for every run, even after a failure: the copy goes back to the pool only when unused.
+      // Wait for every run, even after a failure: the buffer goes back to the pool only when unused.
       const results = await Promise.allSettled(writes);
       const failure = results.find((result): result is PromiseRejectedResult => result.status === 'rejected');
       if (failure) throw failure.reason;
@@ -412,7 +455,8 @@ export class WriteBackCache implements BlockDevice {
       page.dirty = (page.dirty | mask) >>> 0;
       page.dirtySinceSeq = Math.min(page.dirtySinceSeq, page.inflightSinceSeq);
     } finally {
-      pageBuffers.give(copy);
+      page.destageBuffer = undefined;
+      if (page.buffer !== buffer) pageBuffers.give(buffer); // the page was unshared meanwhile
       page.inflight = 0;
       page.inflightSinceSeq = Infinity;
       this.inflightDestages -= 1;
@@ -455,6 +499,14 @@ function sectorMask(inPage: number, length: number): number {
   const end = Math.ceil((inPage + length) / cacheSectorBytes);
   const count = end - first;
   return (count >= 32 ? 0xffffffff : ((1 << count) - 1) << first) >>> 0;
+}
+
+/** Bits of the sectors that lie wholly inside [inPage, inPage + length). */
+function wholeSectorMask(inPage: number, length: number): number {
+  const first = Math.ceil(inPage / cacheSectorBytes);
+  const end = Math.floor((inPage + length) / cacheSectorBytes);
+  if (end <= first) return 0;
+  return sectorMask(first * cacheSectorBytes, (end - first) * cacheSectorBytes);
 }
 
 /** [firstSector, sectorCount] for each run of set bits. */

@@ -8,6 +8,7 @@ import { isLunfsError, LunfsError } from '../util/errors.js';
 import { configureLogging } from '../util/logger.js';
 import { formatBytes, parseSize } from '../util/sizes.js';
 import type { StatusJson } from '../volume/controller.js';
+import type { DriveIoMode } from '../drive/file-drive.js';
 import { runMount } from './mount-command.js';
 import { createPool, withPool } from './pool-access.js';
 
@@ -41,7 +42,7 @@ function printStatus(directory: string, status: StatusJson): void {
   console.log('drives:');
   for (const drive of status.drives) {
     const copy = drive.holdsMetadataCopy ? `  metadata copy: ${drive.metadataCopy}` : '';
-    console.log(`  ${String(drive.index).padStart(2)}  ${drive.path}  ${formatBytes(drive.sizeBytes)}  ${drive.state}${copy}`);
+    console.log(`  ${String(drive.index).padStart(2)}  ${drive.path}  ${formatBytes(drive.sizeBytes)}  ${drive.state}  io ${drive.io}${copy}`);
   }
   console.log('LUNs:');
   printLuns(status);
@@ -117,9 +118,10 @@ export function buildProgram(): Command {
   program.command('mount').argument('<dir>').argument('<mountpoint>')
     .option('--cache-size <size>', 'write-back cache size', '256M')
     .option('--drive <path>', 'drive paths in order (default: from DIR/pool.json)', collect, [])
+    .addOption(new Option('--drive-io <mode>', 'drive I/O: inline for files on tmpfs, thread pool otherwise (auto)').choices(['auto', 'async', 'inline']).default('auto'))
     .description('serve the pool under MOUNTPOINT in the foreground; SIGINT/SIGTERM flush and unmount')
-    .action(async (directory: string, mountpoint: string, options: { cacheSize: string; drive: string[] }) => {
-      await runMount({ directory, mountpoint, cacheBytes: parseSize(options.cacheSize, '--cache-size'), drivePaths: options.drive });
+    .action(async (directory: string, mountpoint: string, options: { cacheSize: string; drive: string[]; driveIo: DriveIoMode }) => {
+      await runMount({ directory, mountpoint, cacheBytes: parseSize(options.cacheSize, '--cache-size'), drivePaths: options.drive, ioMode: options.driveIo });
     });
   return program;
 }

@@ -4,6 +4,7 @@
 
 import { rm } from 'node:fs/promises';
 import { resolve } from 'node:path';
+import type { DriveIoMode } from '../drive/file-drive.js';
 import { FuseFront } from '../fuse/fuse-front.js';
 import { systemClock } from '../util/clock.js';
 import { layerLogger } from '../util/logger.js';
@@ -17,6 +18,7 @@ export interface MountRequest {
   mountpoint: string;
   cacheBytes: number;
   drivePaths: string[];
+  ioMode: DriveIoMode;
 }
 
 export async function runMount(request: MountRequest): Promise<void> {
@@ -29,7 +31,7 @@ export async function runMount(request: MountRequest): Promise<void> {
   let front: FuseFront | undefined;
   let server: Awaited<ReturnType<typeof serveControlSocket>> | undefined;
   try {
-    const pool = await openPool(directory, { drivePaths: request.drivePaths });
+    const pool = await openPool(directory, { drivePaths: request.drivePaths, ioMode: request.ioMode });
     controller = new Controller(pool, { cacheBytes: request.cacheBytes, clock: systemClock, log: layerLogger('controller') });
     server = await serveControlSocket(socketPath(directory), controller, log);
     front = new FuseFront({ mountpoint, controller, log: layerLogger('fuse'), mountedAt: new Date(systemClock.nowMs()) });

@@ -5,7 +5,7 @@ import { existsSync } from 'node:fs';
 import { mkdir, rm } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import type { Drive } from '../drive/drive.js';
-import { FileDrive } from '../drive/file-drive.js';
+import { FileDrive, type DriveIoMode } from '../drive/file-drive.js';
 import { decodeDriveHeader, driveHeaderBytes } from '../meta/drive-header.js';
 import type { RaidLevel } from '../meta/pool-metadata.js';
 import { systemClock } from '../util/clock.js';
@@ -87,11 +87,11 @@ async function refuseLunfsDrives(drives: Drive[]): Promise<void> {
 }
 
 /** Opens the drives of a pool directory (or the paths given) and the pool on them. */
-export async function openPool(directory: string, options: { drivePaths?: string[]; readOnly?: boolean; deferSession?: boolean }): Promise<Pool> {
+export async function openPool(directory: string, options: { drivePaths?: string[]; readOnly?: boolean; deferSession?: boolean; ioMode?: DriveIoMode }): Promise<Pool> {
   const paths = options.drivePaths && options.drivePaths.length > 0 ? options.drivePaths.map((path) => resolve(path)) : await readPoolFile(directory);
   const drives: Drive[] = [];
   try {
-    for (const path of paths) drives.push(await FileDrive.open(path));
+    for (const path of paths) drives.push(await FileDrive.open(path, options.ioMode));
     return await Pool.open(drives, { clock: systemClock, log: layerLogger('pool'), readOnly: options.readOnly, deferSession: options.deferSession });
   } catch (error) {
     await Promise.all(drives.map((drive) => drive.close()));

@@ -2,28 +2,41 @@
 // file descriptor. flush() is fdatasync: after it resolves, every completed write is on stable
 // storage. I/O uses the callback API of node:fs in the libuv thread pool (asynchronous, so drive
 // I/O overlaps): measured 12 us per 4 KiB read on tmpfs against 39 us through FileHandle.
+//
+// A drive file on tmpfs (memory) is served inline instead, with positional sync calls: there is
+// no device latency to overlap, and the copy (0.8 us per 4 KiB) costs far less than the hop to a
+// pool thread and back (12 us). `ioMode` says which; 'auto' picks inline for regular files on
+// tmpfs and the thread pool for everything else (block devices, disk file systems).
 
-import { read as readCallback, write as writeCallback, fdatasync as fdatasyncCallback } from 'node:fs';
+import { read as readCallback, write as writeCallback, fdatasync as fdatasyncCallback, readSync, writeSync, fdatasyncSync, statfsSync } from 'node:fs';
 import { open, stat, readFile, type FileHandle } from 'node:fs/promises';
 import { basename } from 'node:path';
 import { checkRange } from '../block/block-device.js';
 import { driveError, LunfsError } from '../util/errors.js';
 import type { Drive } from './drive.js';
 
+export type DriveIoMode = 'auto' | 'async' | 'inline';
+
+const tmpfsMagic = 0x01021994;
+
 export class FileDrive implements Drive {
   private closed = false;
   private readonly fd: number;
+  /** True when I/O is served inline (sync calls) rather than through the thread pool. */
+  readonly inline: boolean;
 
   private constructor(
     readonly path: string,
     private readonly handle: FileHandle,
     readonly sizeBytes: number,
+    inline: boolean,
   ) {
     this.fd = handle.fd;
+    this.inline = inline;
   }
 
   /** Opens an existing file or block device read-write. */
-  static async open(path: string): Promise<FileDrive> {
+  static async open(path: string, ioMode: DriveIoMode = 'auto'): Promise<FileDrive> {
     let handle: FileHandle;
     try {
       handle = await open(path, 'r+');
@@ -33,11 +46,11 @@ export class FileDrive implements Drive {
       throw driveError('open', path, error);
     }
     const sizeBytes = await sizeOf(path, handle);
-    return new FileDrive(path, handle, sizeBytes);
+    return new FileDrive(path, handle, sizeBytes, await chooseInline(path, handle, ioMode));
   }
 
   /** Creates a sparse file of sizeBytes (fails if it exists) and opens it. */
-  static async createSparse(path: string, sizeBytes: number): Promise<FileDrive> {
+  static async createSparse(path: string, sizeBytes: number, ioMode: DriveIoMode = 'auto'): Promise<FileDrive> {
     let handle: FileHandle;
     try {
       handle = await open(path, 'wx+');
@@ -47,7 +60,7 @@ export class FileDrive implements Drive {
       if (code === 'EEXIST') throw new LunfsError('EEXIST', `drive file ${path} already exists`, { cause: error });
       throw driveError('create', path, error);
     }
-    return new FileDrive(path, handle, sizeBytes);
+    return new FileDrive(path, handle, sizeBytes, await chooseInline(path, handle, ioMode));
   }
 
   async read(offsetBytes: number, target: Buffer): Promise<void> {
@@ -56,7 +69,9 @@ export class FileDrive implements Drive {
     let done = 0;
     try {
       while (done < target.length) {
-        const bytesRead = await readAt(this.fd, target, done, target.length - done, offsetBytes + done);
+        const bytesRead = this.inline
+          ? readSync(this.fd, target, done, target.length - done, offsetBytes + done)
+          : await readAt(this.fd, target, done, target.length - done, offsetBytes + done);
         if (bytesRead === 0) {
           target.fill(0, done); // past the end of a file that shrank under us: treat as zeros
           return;
@@ -74,7 +89,9 @@ export class FileDrive implements Drive {
     let done = 0;
     try {
       while (done < data.length) {
-        const bytesWritten = await writeAt(this.fd, data, done, data.length - done, offsetBytes + done);
+        const bytesWritten = this.inline
+          ? writeSync(this.fd, data, done, data.length - done, offsetBytes + done)
+          : await writeAt(this.fd, data, done, data.length - done, offsetBytes + done);
         done += bytesWritten;
       }
     } catch (error) {
@@ -85,7 +102,8 @@ export class FileDrive implements Drive {
   async flush(): Promise<void> {
     this.checkOpen();
     try {
-      await new Promise<void>((resolve, reject) => fdatasyncCallback(this.fd, (error) => (error ? reject(error) : resolve())));
+      if (this.inline) fdatasyncSync(this.fd);
+      else await new Promise<void>((resolve, reject) => fdatasyncCallback(this.fd, (error) => (error ? reject(error) : resolve())));
     } catch (error) {
       throw driveError('flush', this.path, error);
     }
@@ -109,6 +127,16 @@ export class FileDrive implements Drive {
 
   private checkOpen(): void {
     if (this.closed) throw new LunfsError('EIO', `drive ${this.path} is closed`);
+  }
+}
+
+async function chooseInline(path: string, handle: FileHandle, ioMode: DriveIoMode): Promise<boolean> {
+  if (ioMode !== 'auto') return ioMode === 'inline';
+  if (!(await handle.stat()).isFile()) return false; // /dev is tmpfs too, but a block device has latency
+  try {
+    return statfsSync(path).type === tmpfsMagic;
+  } catch {
+    return false;
   }
 }
 

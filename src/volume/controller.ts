@@ -20,7 +20,7 @@ export interface StatusJson {
     allocationUnitBytes: number;
     createdAt: string;
   };
-  drives: Array<{ index: number; path: string; sizeBytes: number; state: 'online'; psegCount: number; holdsMetadataCopy: boolean; metadataCopy?: string }>;
+  drives: Array<{ index: number; path: string; sizeBytes: number; state: 'online'; io: 'inline' | 'async'; psegCount: number; holdsMetadataCopy: boolean; metadataCopy?: string }>;
   luns: Array<{ name: string; sizeBytes: number; allocatedBytes: number; createdAt: string; open: number }>;
   cache: { capacityBytes: number; cachedBytes: number; dirtyBytes: number };
   metadata: { journalFillRatio: number };
@@ -107,6 +107,7 @@ export class Controller {
           path: pool.drives[drive.index]!.path,
           sizeBytes: drive.sizeBytes,
           state: 'online' as const,
+          io: (pool.drives[drive.index] as { inline?: boolean }).inline ? ('inline' as const) : ('async' as const),
           psegCount: drive.psegCount,
           holdsMetadataCopy: report !== undefined,
           ...(report ? { metadataCopy: report.state } : {}),

@@ -29,7 +29,9 @@ export interface CacheSettings {
 }
 
 export function makeCacheBudget(capacityBytes: number): CacheBudget {
-  return new CacheBudget(capacityBytes, cachePageBytes);
+  const budget = new CacheBudget(capacityBytes, cachePageBytes);
+  budget.pageBuffers.reserve(Math.ceil(capacityBytes / cachePageBytes));
+  return budget;
 }
 
 export function assembleLunStack(pool: Pool, record: LunRecord, settings: CacheSettings): LunStack {

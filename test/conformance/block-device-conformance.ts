@@ -74,8 +74,8 @@ export function interestingRanges(sizeBytes: number, boundariesBytes: readonly n
     if (2 * boundary + 3 <= sizeBytes) ranges.push({ offsetBytes: 3, lengthBytes: 2 * boundary, label: `two units (${boundary}) at 3` });
   }
   return ranges
-    .filter((range) => range.offsetBytes >= 0 && range.lengthBytes > 0)
-    .map((range) => ({ ...range, lengthBytes: Math.min(range.lengthBytes, sizeBytes - range.offsetBytes) }));
+    .map((range) => ({ ...range, lengthBytes: Math.min(range.lengthBytes, sizeBytes - range.offsetBytes) }))
+    .filter((range) => range.offsetBytes >= 0 && range.lengthBytes > 0);
 }
 
 export function describeBlockDeviceConformance(name: string, makeDevice: () => Promise<ConformanceSubject>, options: ConformanceOptions): void {

@@ -9,7 +9,8 @@
 // - every copy damaged: ECORRUPT, and the message names each drive and what is wrong with it;
 // - never an older state when newer committed metadata is known to exist but cannot be read
 //   (damaged newest checkpoint, damaged record in the middle of the journal): ECORRUPT;
-// - format on drives that held another pool leaves nothing of the old metadata to be replayed.
+// - format on drives that held another pool leaves nothing of the old metadata to be replayed;
+// - through the pool, the controller status names the bad copy, and a clean close heals it.
 
 import { describe, expect, it } from 'vitest';
 import { MemoryDrive } from '../../src/drive/memory-drive.js';
@@ -18,8 +19,11 @@ import { MetadataStore, recordHeaderBytes, type CopyReport, type QuorumCopy, typ
 import { applyMetadataOp, type MetadataOp, type PoolMetadata, type RStoreRecord } from '../../src/meta/pool-metadata.js';
 import { isLunfsError } from '../../src/util/errors.js';
 import { silentLogger } from '../../src/util/logger.js';
-import { KiB } from '../../src/util/sizes.js';
-import { describeMetadata } from '../support/memory-pool.js';
+import { KiB, MiB } from '../../src/util/sizes.js';
+import { decodeDriveHeader, driveHeaderBytes } from '../../src/meta/drive-header.js';
+import { Controller } from '../../src/volume/controller.js';
+import { FakeClock } from '../support/fake-clock.js';
+import { describeMetadata, formatMemoryPool, reopenMemoryPool } from '../support/memory-pool.js';
 import { ScriptedCrash } from '../support/scripted-crash.js';
 import { SessionDrive } from '../support/session-drive.js';
 
@@ -91,6 +95,11 @@ async function crashDuringCommit(store: MetadataStore, views: SessionDrive[], op
   views.forEach((view, index) => view.inner.crash(fates[index]!));
   expect(isLunfsError(await commit, 'EIO'), 'the interrupted commit is never acknowledged').toBe(true);
   return views.map((view) => new SessionDrive(view.inner));
+}
+
+function reopenedDrive(drive: MemoryDrive): MemoryDrive {
+  drive.reopen();
+  return drive;
 }
 
 describe('MetadataStore', () => {
@@ -276,6 +285,28 @@ describe('MetadataStore', () => {
       drives[0]!.flipBit(journalStartBytes + 4096 + recordHeaderBytes + 9, 6); // record 2 of 4
       await expect(openOn(drives)).rejects.toMatchObject({ code: 'ECORRUPT', message: expect.stringMatching(/mid0: .*record/) });
     });
+  });
+
+  it('through the pool: a damaged copy is named bad in the controller status, and a closed pool writes it whole again', async () => {
+    const { pool, drives } = await formatMemoryPool({ raidLevel: 1, name: 'status' });
+    await pool.createLun('kept', MiB); // a journal record after the session's checkpoint (slot 1)
+    await pool.abandonSession(); // no clean-close checkpoint: slot 1 stays the newest
+    const header = Buffer.alloc(driveHeaderBytes);
+    await reopenedDrive(drives[2]!).read(0, header);
+    const layoutOnDrive = decodeDriveHeader(header);
+    if (!layoutOnDrive.ok) throw new Error(layoutOnDrive.reason);
+    const { quorumOffsetBytes, checkpointSlotBytes } = layoutOnDrive.header;
+    drives[2]!.flipBit(quorumOffsetBytes + checkpointSlotBytes + recordHeaderBytes + 11, 1);
+    const reopened = await reopenMemoryPool(drives);
+    expect(reopened.lunByName('kept').sizeBytes).toBe(MiB);
+    const controller = new Controller(reopened, { cacheBytes: MiB, clock: new FakeClock(), log });
+    const status = controller.status();
+    expect(status.drives.map((drive) => drive.metadataCopy)).toEqual(['good', 'good', 'bad']);
+    expect(reopened.copyReports[2]!.problems.join('; ')).toMatch(/checkpoint slot 1: payload checksum mismatch/);
+    await controller.close();
+    const again = await reopenMemoryPool(drives);
+    expect(again.copyReports.map((report) => report.state)).toEqual(['good', 'good', 'good']);
+    await again.close();
   });
 
   it('format on drives that held another pool leaves nothing of the old metadata to replay', async () => {

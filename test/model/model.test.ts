@@ -4,7 +4,8 @@
 // writes (aligned and not, small and large, sometimes several at once), reads compared with the
 // model, discards, flushes, LUN create / remove / grow, time passing (cache expiry), clean
 // restarts, and power cuts: MemoryDrive.crash() on every drive while the stack is live (idle,
-// during a flush, or during a write), then Pool.open on the same drives. After a power cut the
+// during a flush, or during a write; the abandoned stack is fenced off its drives, see
+// test/support/session-drive.ts), then Pool.open on the same drives. After a power cut the
 // metadata must open without repair (no copy bad), every LUN must exist with its size, and every
 // 512-byte sector must hold its value as of the last completed flush or a value written to it
 // since; then the model takes the recovered contents as the truth. A full pool may refuse a
@@ -12,7 +13,7 @@
 //
 // The seed comes from LUNFS_SEED or is random; it is printed at the start of each run and is in
 // every failure message: replay a failure with LUNFS_SEED=<seed> npx vitest run test/model.
-// LUNFS_MODEL_RUNS (default 2 per RAID level) and LUNFS_MODEL_STEPS (default 500) scale the test;
+// LUNFS_MODEL_RUNS (default 2 per RAID level) and LUNFS_MODEL_STEPS (default 1500) scale the test;
 // LUNFS_MODEL_TRACE=1 prints every operation with its arguments.
 //
 // TODO(issue 3, snapshots): snapshot create/delete/read ops and the rule that every snapshot
@@ -39,7 +40,7 @@ const seedText = process.env['LUNFS_SEED'];
 const baseSeed = seedText === undefined ? randomInt(1, 2 ** 31) : Number(seedText);
 if (!Number.isSafeInteger(baseSeed)) throw new Error(`LUNFS_SEED must be an integer, got '${seedText}'`);
 const runsPerRaidLevel = seedText === undefined ? Number(process.env['LUNFS_MODEL_RUNS'] ?? 2) : 1;
-const stepCount = Number(process.env['LUNFS_MODEL_STEPS'] ?? 500);
+const stepCount = Number(process.env['LUNFS_MODEL_STEPS'] ?? 1500);
 const tracing = process.env['LUNFS_MODEL_TRACE'] === '1';
 
 const unitBytes = 64 * KiB;
@@ -92,6 +93,16 @@ class ModelRun {
   }
 
   async run(): Promise<void> {
+    try {
+      await this.runSteps();
+    } catch (error) {
+      if (error instanceof Error && error.message.includes(`[model seed ${this.seed},`)) throw error;
+      // An error from the stack itself (an assertion inside lunfs, an unexpected code): add the seed.
+      throw new Error(`${this.where()} ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`, { cause: error });
+    }
+  }
+
+  private async runSteps(): Promise<void> {
     // 5 MiB drives: 8 PSEGs each after the quorum area, so RAID-0 holds 6 MiB and RAID-1 3 MiB,
     // and a few LUNs of up to 3 MiB fill the pool often.
     this.views = sessionViews(makeMemoryDrives(3, 5 * MiB, `model${this.raidLevel}-`));

@@ -8,6 +8,9 @@
 // - drives given in the wrong order, missing, foreign or none: EINVAL naming what is wrong;
 // - no space leak: once every LUN is removed, freeBytes is back to a fresh pool's, also after
 //   reopen; while LUNs exist, free + allocated add up;
+// - a LUN of the whole capacity fills the pool exactly (RAID-1 on an odd number of drives too),
+//   and sequential allocation units get consecutive RSEGs;
+// - a discard inside a dirty cache page never makes a later destage allocate (and fail ENOSPC);
 // - a pool formatted on drives that held another pool opens as the new pool;
 // - after a power cut with RAID-1 writes in flight, both mirrors read the same again.
 
@@ -190,6 +193,37 @@ describe('a full pool', () => {
   }
 });
 
+describe('a discard on a nearly full pool', () => {
+  it('a discarded unit inside a dirty cache page is not allocated again by the destage of its zeros', async () => {
+    const memoryPool = await formatMemoryPool({ raidLevel: 0 });
+    const controller = controllerFor(memoryPool.pool);
+    const pool = memoryPool.pool;
+    await controller.createLun('a', MiB);
+    await controller.createLun('filler', pool.capacityBytes());
+    const a = controller.stack('a').cache;
+    // One 128 KiB cache page over two allocation units, dirty; then the second unit is discarded
+    // (a whole unit, but only half of the page).
+    const data = patternBytes(2 * unitBytes, 8);
+    await a.write(0, data);
+    await a.discard(unitBytes, unitBytes);
+    data.fill(0, unitBytes);
+    // Another LUN takes every free RSEG that is left.
+    const filler = controller.stack('filler').cache;
+    const freeUnits = pool.freeBytes() / unitBytes;
+    await filler.write(0, patternBytes(freeUnits * unitBytes, 9));
+    expect(pool.freeBytes()).toBe(0);
+    await expect(filler.write(freeUnits * unitBytes, Buffer.alloc(1))).rejects.toMatchObject({ code: 'ENOSPC' });
+    // Flushing the first LUN must not need space: its writes were all acknowledged with space reserved.
+    await a.flush();
+    await controller.flushAll();
+    expect(firstDifference(await readRange(a, 0, 2 * unitBytes), data)).toBeUndefined();
+    await controller.close();
+    const reopened = await reopenMemoryPool(memoryPool.drives);
+    expect(firstDifference(await readRange(controllerFor(reopened).stack('a').cache, 0, 2 * unitBytes), data)).toBeUndefined();
+    await reopened.close();
+  });
+});
+
 describe('Pool.open with the wrong drives', () => {
   async function closedPool(): Promise<MemoryPool> {
     const memoryPool = await formatMemoryPool({ raidLevel: 1, driveCount: 4, driveSizeBytes: 5 * MiB, name: 'ord' });
@@ -223,6 +257,55 @@ describe('Pool.open with the wrong drives', () => {
     expect(pool.lunByName('keep').sizeBytes).toBe(MiB);
     await pool.close();
     await other.pool.close();
+  });
+});
+
+describe('allocation', () => {
+  for (const raidLevel of [0, 1] as const) {
+    it(`RAID-${raidLevel} on three drives: a LUN of the whole capacity can be written end to end`, async () => {
+      const memoryPool = await formatMemoryPool({ raidLevel });
+      const controller = controllerFor(memoryPool.pool);
+      const capacity = memoryPool.pool.capacityBytes();
+      expect(capacity).toBe(raidLevel === 0 ? 3 * 12 * 256 * KiB : (3 * 12 / 2) * 256 * KiB); // 12 PSEGs per drive
+      await controller.createLun('all', capacity);
+      const cache = controller.stack('all').cache;
+      const chunkBytes = 256 * KiB;
+      for (let offset = 0; offset < capacity; offset += chunkBytes) await cache.write(offset, patternBytes(chunkBytes, offset));
+      await cache.flush();
+      expect(memoryPool.pool.freeBytes()).toBe(0);
+      for (let offset = 0; offset < capacity; offset += chunkBytes) {
+        expect(firstDifference(await readRange(cache, offset, chunkBytes), patternBytes(chunkBytes, offset), offset)).toBeUndefined();
+      }
+      await controller.close();
+    });
+  }
+
+  it('binds sequential allocation units to consecutive RSEGs (seed 004 [0067])', async () => {
+    const memoryPool = await formatMemoryPool({ raidLevel: 0 });
+    const controller = controllerFor(memoryPool.pool);
+    await controller.createLun('seq', 2 * MiB);
+    await controller.createLun('other', MiB);
+    // Another LUN takes a few RSEGs first, so the sequential LUN does not start at RSEG 0.
+    await controller.stack('other').cache.write(0, patternBytes(3 * unitBytes, 1));
+    await controller.flushAll();
+    for (let unit = 0; unit < 16; unit += 1) {
+      await controller.stack('seq').cache.write(unit * unitBytes, patternBytes(unitBytes, unit));
+      if (unit % 5 === 0) await controller.flushAll();
+    }
+    await controller.flushAll();
+    const entries: Array<[number, number]> = [];
+    memoryPool.pool.lunByName('seq').map.forEachMapped((_, entry) => entries.push([entry.rstoreId, entry.rsegIndex]));
+    expect(entries).toHaveLength(16);
+    let breaks = 0;
+    for (let index = 1; index < entries.length; index += 1) {
+      const [rstoreId, rsegIndex] = entries[index]!;
+      const [previousRstore, previousRseg] = entries[index - 1]!;
+      if (rstoreId === previousRstore && rsegIndex === previousRseg + 1) continue;
+      breaks += 1;
+      expect(previousRseg, `unit ${index} left RStore ${previousRstore} before it was full`).toBe(11);
+    }
+    expect(breaks).toBeLessThanOrEqual(2);
+    await controller.close();
   });
 });
 
