@@ -73,6 +73,8 @@ function originalPosition(jsFile, line, col) { // 0-based in, 1-based line out
 // ---- naming --------------------------------------------------------------------------------
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 function rel(file) {
+  const copy = file.match(/\/build\/(src\/.+)$/); // bench/run.sh measures a copy of the build
+  if (copy) return copy[1];
   if (file.startsWith(repoRoot + '/')) return file.slice(repoRoot.length + 1);
   const nm = file.lastIndexOf('/node_modules/');
   if (nm >= 0) return file.slice(nm + 1);

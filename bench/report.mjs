@@ -61,12 +61,18 @@ const metric = (j, r) => (is4k(j) ? `${fmt(r.iops / 1000, 1)}k IOPS` : `${fmt(r.
 const ratio = (a, b) => (ok(a) && ok(b) && b.bw_bytes > 0 ? a.bw_bytes / b.bw_bytes : null);
 const mark = (x) => (x === null ? '' : x >= TARGET_RATIO ? ' ✅' : ' ❌');
 const rstr = (x, withMark) => (x === null ? '–' : `${x.toFixed(2)}×${withMark ? mark(x) : ''}`);
-// Ratio of the representative records; with repeats also the range of the per-repeat ratios.
+// The ratio lunfs/other for a job: paired within each peers.sh run (the two were measured
+// minutes apart; the machine's speed drifts more than that between runs), then the median over
+// the repeats (lower median for an even count), with the range of the per-repeat ratios.
 const cached = (t, j) => /^(loop|ext4)_/.test(t) && /read/.test(j); // see the † note
+const pairedRatios = (t, c, j) => runs.map((run) => ratio(recRun(t, j, run.n), recRun(c, j, run.n))).filter((x) => x !== null);
+const pairedRatio = (t, c, j) => {
+  const xs = pairedRatios(t, c, j).sort((a, b) => a - b);
+  return xs.length ? xs[Math.floor((xs.length - 1) / 2)] : null;
+};
 const ratioCell = (t, c, j, withMark) => {
-  const main = rstr(ratio(rec(t, j), rec(c, j)), withMark) + (cached(t, j) ? ' †' : '');
-  if (R < 2) return main;
-  const xs = runs.map((run) => ratio(recRun(t, j, run.n), recRun(c, j, run.n))).filter((x) => x !== null);
+  const main = rstr(pairedRatio(t, c, j), withMark) + (cached(t, j) ? ' †' : '');
+  const xs = pairedRatios(t, c, j);
   return xs.length > 1 ? `${main} (${Math.min(...xs).toFixed(2)}–${Math.max(...xs).toFixed(2)})` : main;
 };
 const perIO = (r) => (r.srv_cpu_s === null || r.srv_cpu_s === undefined || !r.total_ios ? '–' : fmt(1e6 * r.srv_cpu_s / r.total_ios, 1));
@@ -104,11 +110,11 @@ L.push('');
 L.push(`- CPU: ${machine.cpu || '?'}, ${machine.cores || '?'} cores; memory ${machine.memGiB || '?'} GiB; kernel ${machine.kernel || '?'}; ${machine.distro || ''}`);
 L.push(`- node ${machine.node || '?'}; ${machine.fio || 'fio ?'}; qemu-storage-daemon ${machine.qemu || '?'}; fuse-native ${machine.fuseNative || '?'}`);
 if (versions) L.push(`- peers.sh versions line: ${versions}`);
-if (machine.git) L.push(`- lunfs build: git ${machine.git.head}${machine.git.dirtyFiles ? ` plus ${machine.git.dirtyFiles} uncommitted file(s) under src/ native/ package.json (dist/ as built by \`make build\` before the run)` : ' (clean tree)'}`);
+if (machine.git) L.push(`- lunfs build: git ${machine.git.head}${machine.git.dirtyFiles ? ` plus ${machine.git.dirtyFiles} uncommitted file(s) under src/ native/ package.json` : ' (clean tree)'}; dist/ as built before the run${machine.git.distSha1 ? `, sha1 of its .js files ${machine.git.distSha1}` : ''}${machine.git.bin && machine.git.bin.includes('/build/dist/') ? ', copied into the run folder at the start so the whole run measures that one build' : machine.git.bin ? ` (LUNFS_BIN=${machine.git.bin})` : ''}`);
 L.push(`- load average before / after the run: ${machine.loadavgBefore || '?'} / ${machine.loadavgAfter || '?'}; wall time ${machine.wallS ?? '?'} s`);
 if (machine.otherLoad) {
   const big = machine.otherLoad.filter((x) => x.cpuS >= 5);
-  L.push(`- other processes on the machine during the run: ${big.length ? big.map((x) => `\`${x.args.slice(0, 80)}\` ${x.cpuS} CPU-s`).join('; ') + ` (over ${machine.wallS} s on ${machine.cores} cores: the figures are disturbed by that load)` : 'none used 5 CPU-s or more'}`);
+  L.push(`- other processes on the machine during the run: ${big.length ? big.map((x) => `\`${x.args.replace(/\S*node_modules\/([^/\s]+)\S*/g, '…$1').slice(0, 80)}\` ${x.cpuS} CPU-s`).join('; ') + ` (over ${machine.wallS} s on ${machine.cores} cores: the figures are disturbed by that load)` : 'none used 5 CPU-s or more'}`);
 }
 if (params) L.push(`- parameters: ${params}`);
 L.push('');
@@ -123,7 +129,7 @@ L.push('');
 const lunfsT = targets.filter((t) => isLunfs(t) && !isProf(t));
 L.push(`## Target: lunfs RAID-0 at least ${TARGET_RATIO}× the fuse-native ceiling (psync, iodepth 1)`);
 L.push('');
-L.push(`lunfs / ceiling for every lunfs target and job (ceiling = the fnmem target with the same loop/ext4 stacking: \`lunfs_r0\` ↔ \`fnmem\`, \`loop_lunfs_r0\` ↔ \`loop_fnmem\`, …), MB/s for MB/s, IOPS for IOPS. ✅ ≥ ${TARGET_RATIO}×, ❌ below. The issue's target is the \`lunfs_r0\` row.${R > 1 ? ' In brackets: the lowest and highest of the per-repeat ratios.' : ''}`);
+L.push(`lunfs / ceiling for every lunfs target and job (ceiling = the fnmem target with the same loop/ext4 stacking: \`lunfs_r0\` ↔ \`fnmem\`, \`loop_lunfs_r0\` ↔ \`loop_fnmem\`, …), MB/s for MB/s, IOPS for IOPS. ✅ ≥ ${TARGET_RATIO}×, ❌ below. The issue's target is the \`lunfs_r0\` row.${R > 1 ? ` Each ratio is taken within one peers.sh run (lunfs and its reference measured minutes apart) and the median of the ${R} runs is shown, with the lowest and highest in brackets: the speed of the machine drifted during the run and moved the ceiling and lunfs alike by up to 3× between repeats (see the "range" columns below).` : ''}`);
 L.push('');
 L.push('| lunfs target | ceiling | ' + jobNames.join(' | ') + ' |');
 L.push('|---|---|' + jobNames.map(() => '---:').join('|') + '|');
@@ -142,10 +148,10 @@ for (const t of lunfsT) {
 }
 L.push('');
 if (lunfsT.includes('lunfs_r0')) {
-  const r0 = jobNames.map((j) => [j, ratio(rec('lunfs_r0', j), rec('fnmem', j)), rec('lunfs_r0', j), rec('fnmem', j)]);
+  const r0 = jobNames.map((j) => [j, pairedRatio('lunfs_r0', 'fnmem', j), rec('lunfs_r0', j), rec('fnmem', j)]);
   const met = r0.filter(([, x]) => x !== null && x >= TARGET_RATIO);
   const missed = r0.filter(([, x]) => x === null || x < TARGET_RATIO);
-  const desc = ([j, x, a, b]) => `${j} ${rstr(x, false)}${ok(a) && ok(b) ? ` (${metric(j, a)} vs ${metric(j, b)})` : ''}`;
+  const desc = ([j, x, a, b]) => `${j} ${rstr(x, false)}${R < 2 && ok(a) && ok(b) ? ` (${metric(j, a)} vs ${metric(j, b)})` : R > 1 ? ` (per repeat ${pairedRatios('lunfs_r0', 'fnmem', j).map((y) => y.toFixed(2)).join(', ')})` : ''}`;
   L.push(`**RAID-0 verdict in this run:** ${met.length ? `target met on ${met.map(desc).join(', ')}` : 'target met on no job'}${missed.length ? `; missed on ${missed.map(desc).join(', ')}` : ''}.`);
   L.push('');
 }
@@ -153,7 +159,7 @@ if (lunfsT.includes('lunfs_r0')) {
 // ---- per job tables
 L.push('## Results per job');
 L.push('');
-L.push(`fio psync, iodepth 1, numjobs 1, O_DIRECT where the target accepts it (see "I/O mode"). srv CPU = user+sys of the server process during the job (/proc/PID/stat), per I/O and as % of one core over the fio wall time. Ratios only on lunfs rows: lunfs/ceiling and lunfs/peer with the same stacking.${R > 1 ? ` "range" = min–max over the ${R} repeats (MB/s or IOPS).` : ''}`);
+L.push(`fio psync, iodepth 1, numjobs 1, O_DIRECT where the target accepts it (see "I/O mode"). srv CPU = user+sys of the server process during the job (/proc/PID/stat), per I/O and as % of one core over the fio wall time. Ratios only on lunfs rows: lunfs/ceiling and lunfs/peer with the same stacking.${R > 1 ? ` Figures are the median record of the ${R} repeats; "range" = min–max over the repeats (MB/s or IOPS); ratios are the median of the per-repeat ratios, so not always the quotient of the two medians shown.` : ''}`);
 L.push('');
 for (const j of jobNames) {
   L.push(`### ${j}`);
@@ -244,7 +250,7 @@ L.push('');
 L.push('## Notes');
 L.push('');
 L.push('- lunfs targets: 4 drive files on /dev/shm, one LUN of the disk size. Like the qcow2 peer (made from a fully allocated image), the LUN is fully allocated and holds the same data as `raw.img`: a template pool is prefilled once per RAID level and each job gets a fresh copy, mounted anew (cold lunfs cache, no dirty data). `LUNFS_PREFILL=0` measures an empty thin LUN instead.');
-L.push('- The ceiling (`fnmem`) answers every request with one memcpy from a Buffer it touched in full at start-up; lunfs goes through its write-back cache, thin map and RAID layer to the drive files (positional file I/O on the libuv thread pool).');
+L.push('- The ceiling (`fnmem`) answers every request with one memcpy from a Buffer it touched in full at start-up; lunfs goes through its write-back cache, thin map and RAID layer to the drive files.');
 L.push('- † Reads on the loop (`losetup` direct-io=off, what `mount -o loop` does) and ext4 targets go through the page cache of the FUSE file under the loop device (neither fuse-native server sets direct_io; qemu does): repeated reads and readahead are served by the kernel without reaching the server, so those ratios measure the page cache as much as the server (compare "process µs/IO" in the thread table).');
 L.push('- Seq jobs last about a second and are the noisiest; the 4k jobs run RANDW_MIB / RAND_RUNTIME. Compare rows within this run (`REPEAT=3` runs peers.sh three times and reports medians); `node ../shared/bench/peers-lib.js compare a.jsonl b.jsonl` shows run-to-run spread.');
 L.push('');

@@ -5,7 +5,7 @@
 # records under .bench/run-<UTC time>/ (gitignored; .bench/latest points at the last one), then
 # BENCHMARKS.md with the ratios (bench/report.mjs).
 #
-#   sudo make bench                                    # full run (about 12 min on 2 cores)
+#   sudo make bench                                    # full run (about 8 min on 2 cores)
 #   RAND_RUNTIME=5 bash bench/run.sh                   # quicker
 #   TARGETS="fnmem lunfs_r0" JOBS="randread4k" RAND_RUNTIME=5 PROFILE=0 bash bench/run.sh
 #
@@ -33,7 +33,7 @@ die() { log "FATAL: $*"; exit 1; }
 # What the caller set (for the report's "command" line), before defaults are filled in.
 OVERRIDES=()
 for v in TARGETS JOBS RAND_RUNTIME SIZE_MIB SEQ_MIB RANDW_MIB PROFILE PROBES REPEAT FNMEM_OPTS \
-         LUNFS_PREFILL LUNFS_DRIVES LUNFS_CACHE_SIZE LUNFS_NODE_FLAGS LUNFS_SHM SHARED_BENCH OUT_DIR BENCHMARKS_MD; do
+         LUNFS_PREFILL LUNFS_DRIVES LUNFS_CACHE_SIZE LUNFS_NODE_FLAGS LUNFS_SHM LUNFS_BIN SHARED_BENCH OUT_DIR BENCHMARKS_MD; do
   [ -n "${!v+x}" ] && OVERRIDES+=("$v=${!v}")
 done
 
@@ -79,6 +79,20 @@ peers_cmd() {
   CMD+=(bash "$SHARED_BENCH/peers.sh")
 }
 
+# One build for the whole run: a copy of dist/ (with src/ for the source maps and the native
+# addon) in the run folder, so a rebuild by someone else while the run goes does not mix builds.
+if [ -z "${LUNFS_BIN:-}" ]; then
+  B="$RUN_DIR/build"
+  mkdir -p "$B/native/build/Release"
+  cp -a "$REPO/dist" "$B/dist"
+  cp -a "$REPO/src" "$B/src"
+  cp "$REPO/package.json" "$B/"
+  ln -s "$REPO/node_modules" "$B/node_modules"
+  cp "$REPO"/native/build/Release/*.node "$B/native/build/Release/" 2>/dev/null || true
+  export LUNFS_BIN="$B/dist/bin.js"
+fi
+dist_sha=$(cd "$(dirname "$LUNFS_BIN")" && find . -name '*.js' -type f | LC_ALL=C sort | xargs cat | sha1sum | cut -c1-12)
+
 # Machine and build, recorded before the run.
 git_head=$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo '?')
 git_dirty=$(git -C "$REPO" status --porcelain -- src native package.json 2>/dev/null | wc -l | tr -d ' ')
@@ -92,7 +106,7 @@ fs.writeFileSync(process.argv[2], JSON.stringify({
   fio: \`$(fio --version 2>/dev/null || echo '?')\`,
   qemu: \`$(qemu-storage-daemon --version 2>/dev/null | head -n 1 | awk '{print $3}' || echo '?')\`,
   fuseNative: '${fnv:-?}',
-  git: { head: '$git_head', dirtyFiles: $git_dirty },
+  git: { head: '$git_head', dirtyFiles: $git_dirty, distSha1: '$dist_sha', bin: '$LUNFS_BIN' },
   loadavgBefore: fs.readFileSync('/proc/loadavg', 'utf8').trim(),
 }, null, 1))
 EOF

@@ -97,6 +97,7 @@ export class WriteBackCache implements BlockDevice {
   private flushWaiters = 0;
   private progressWaiters: Array<() => void> = [];
   private expireTimer: NodeJS.Timeout | undefined;
+  private kickScheduled = false;
   private closed = false;
   readonly stats = { readHits: 0, readMisses: 0, writes: 0, destagedBytes: 0, destageErrors: 0 };
 
@@ -169,10 +170,14 @@ export class WriteBackCache implements BlockDevice {
     }
   }
 
-  async write(offsetBytes: number, data: Buffer): Promise<void> {
+  write(offsetBytes: number, data: Buffer): Promise<void> {
+    return this.writeData(offsetBytes, data, true);
+  }
+
+  private async writeData(offsetBytes: number, data: Buffer, prepare: boolean): Promise<void> {
     checkRange(this, offsetBytes, data.length, 'write');
     this.throwIfClosed();
-    this.below.prepareWrite?.(offsetBytes, data.length);
+    if (prepare) this.below.prepareWrite?.(offsetBytes, data.length);
     this.writeSeq += 1;
     this.stats.writes += 1;
     const seq = this.writeSeq;
@@ -186,7 +191,7 @@ export class WriteBackCache implements BlockDevice {
       }
     });
     for (const writePiece of partial) await writePiece();
-    this.kickDestager();
+    this.kickDestagerSoon();
     if (this.options.budget.dirtyBytes() > this.options.dirtyLimitBytes) await this.waitForDirtyBelow(this.options.dirtyLimitBytes);
   }
 
@@ -215,46 +220,71 @@ export class WriteBackCache implements BlockDevice {
     await this.below.flush();
   }
 
+  /**
+   * The whole sectors of the range are forgotten here (dropped pages, or sectors made clean
+   * zeros) and discarded below; the partial sectors at its ends get zeros written through the
+   * cache like any write. Discarding below only whole sectors keeps every sector a value it
+   * really had: zeroing part of a sector below while newer data for the rest of it is still
+   * dirty here would leave, after a crash, a sector that never existed.
+   */
   async discard(offsetBytes: number, lengthBytes: number): Promise<void> {
     checkRange(this, offsetBytes, lengthBytes, 'discard');
-    // Wait until no destage of a page in the range is in flight, then forget those pages, so no
-    // older version can land below after the discard.
-    const first = Math.floor(offsetBytes / this.options.pageBytes);
-    const last = Math.floor((offsetBytes + lengthBytes - 1) / this.options.pageBytes);
+    if (lengthBytes === 0) return;
+    const endBytes = offsetBytes + lengthBytes;
+    const innerStart = Math.ceil(offsetBytes / cacheSectorBytes) * cacheSectorBytes;
+    // A last sector cut short by the device end is whole when the range reaches the end.
+    const innerEnd = endBytes === this.sizeBytes ? endBytes : Math.floor(endBytes / cacheSectorBytes) * cacheSectorBytes;
+    if (innerEnd <= innerStart) {
+      await this.writeZeros(offsetBytes, lengthBytes);
+      return;
+    }
+    await this.forgetWholeSectors(innerStart, innerEnd - innerStart);
+    await this.below.discard(innerStart, innerEnd - innerStart);
+    this.notifyProgress();
+    if (innerStart > offsetBytes) await this.writeZeros(offsetBytes, innerStart - offsetBytes);
+    if (endBytes > innerEnd) await this.writeZeros(innerEnd, endBytes - innerEnd);
+  }
+
+  /** Drops what the cache holds for a sector-aligned range, after destages in flight there. */
+  private async forgetWholeSectors(offsetBytes: number, lengthBytes: number): Promise<void> {
+    const pageBytes = this.options.pageBytes;
+    const first = Math.floor(offsetBytes / pageBytes);
+    const last = Math.floor((offsetBytes + lengthBytes - 1) / pageBytes);
+    // No older version of a sector may land below after the discard: wait for those destages.
     for (;;) {
       let busy = false;
-      for (let index = first; index <= last && lengthBytes > 0; index += 1) {
-        if ((this.dirtyPages.get(index)?.inflight ?? 0) !== 0) busy = true;
-      }
+      for (let index = first; index <= last; index += 1) if ((this.dirtyPages.get(index)?.inflight ?? 0) !== 0) busy = true;
       if (!busy) break;
       await this.nextProgress();
     }
-    forEachPiece(offsetBytes, lengthBytes, this.options.pageBytes, (pageIndex, inPage, length) => {
+    forEachPiece(offsetBytes, lengthBytes, pageBytes, (pageIndex, inPage, length) => {
       const page = this.lookup(pageIndex);
       if (!page) return;
-      if (length === this.options.pageBytes) {
+      if (inPage === 0 && (length === pageBytes || pageIndex * pageBytes + length === this.sizeBytes)) {
         this.dirtyPages.delete(pageIndex);
         this.cleanPages.delete(pageIndex);
         this.options.budget.pageBuffers.give(page.buffer);
         return;
       }
+      // Those sectors read as zeros below once discarded: here they become clean zeros.
       this.unshare(page);
-      page.buffer.fill(0, inPage, inPage + length); // partial page: keep it coherent with below
-      // Sectors wholly inside the range read as zeros below once it is discarded: they are clean.
-      // Destaging them would write zeros below the discard, and a thin volume would have to
-      // allocate the space it just gave back (ENOSPC at destage time on a full pool).
-      const whole = wholeSectorMask(inPage, length);
-      page.valid = (page.valid | whole) >>> 0;
-      page.dirty = (page.dirty & ~whole) >>> 0;
+      page.buffer.fill(0, inPage, inPage + length);
+      const mask = sectorMask(inPage, length);
+      page.valid = (page.valid | mask) >>> 0;
+      page.dirty = (page.dirty & ~mask) >>> 0;
       if (page.dirty === 0 && page.inflight === 0 && this.dirtyPages.get(pageIndex) === page) {
         page.dirtySinceSeq = Infinity;
         this.dirtyPages.delete(pageIndex);
         this.cleanPages.set(pageIndex, page);
       }
     });
-    await this.below.discard(offsetBytes, lengthBytes);
-    this.notifyProgress();
   }
+
+  /** Zeros through the cache (no allocation: a thin volume skips zeros over unallocated space). */
+  private async writeZeros(offsetBytes: number, lengthBytes: number): Promise<void> {
+    await this.writeData(offsetBytes, Buffer.alloc(lengthBytes), false);
+  }
+
 
   /** Flushes, then stops the expiry timer and leaves the budget. */
   async close(): Promise<void> {
@@ -301,21 +331,20 @@ export class WriteBackCache implements BlockDevice {
     await this.below.read(pageIndex * this.options.pageBytes + inPage, slice);
     const current = this.lookup(pageIndex);
     if (!current) return; // evicted while reading: it was clean, so below had its data
-    const firstSector = Math.ceil(inPage / cacheSectorBytes);
-    const endSector = Math.floor((inPage + slice.length) / cacheSectorBytes);
-    for (let sector = 0; sector < this.sectorsPerPage; sector += 1) {
-      const bit = 1 << sector;
-      const start = sector * cacheSectorBytes;
-      if ((current.valid & bit) !== 0) {
-        // Cached data is never older than below: it wins.
-        const from = Math.max(start, inPage);
-        const to = Math.min(start + cacheSectorBytes, inPage + slice.length);
-        if (from < to) current.buffer.copy(slice, from - inPage, from, to);
-      } else if (current === page && sector >= firstSector && sector < endSector) {
-        slice.copy(current.buffer, start, start - inPage, start - inPage + cacheSectorBytes);
-        current.valid = (current.valid | bit) >>> 0;
-      }
+    // Cached data is never older than below: valid sectors win over what was read.
+    for (const [firstSector, sectorCount] of sectorRuns(current.valid)) {
+      const from = Math.max(firstSector * cacheSectorBytes, inPage);
+      const to = Math.min((firstSector + sectorCount) * cacheSectorBytes, inPage + slice.length);
+      if (from < to) current.buffer.copy(slice, from - inPage, from, to);
     }
+    if (current !== page) return; // the page was replaced while reading: keep nothing
+    // Keep the whole sectors that were read and are not valid yet.
+    const readMask = wholeSectorMask(inPage, slice.length) & ~current.valid;
+    for (const [firstSector, sectorCount] of sectorRuns(readMask)) {
+      const start = firstSector * cacheSectorBytes;
+      slice.copy(current.buffer, start, start - inPage, start - inPage + sectorCount * cacheSectorBytes);
+    }
+    current.valid = (current.valid | readMask) >>> 0;
   }
 
   /** Copy on write: gives the page its own buffer if a destage in flight is sending from it. */
@@ -390,6 +419,19 @@ export class WriteBackCache implements BlockDevice {
       if (page.dirtySinceSeq <= seq || page.inflightSinceSeq <= seq) return true;
     }
     return false;
+  }
+
+  /**
+   * Kicks the destager after the current request has been answered: with inline drive I/O a
+   * destage runs on this thread, and the FUSE reply should not wait behind it.
+   */
+  private kickDestagerSoon(): void {
+    if (this.kickScheduled) return;
+    this.kickScheduled = true;
+    setImmediate(() => {
+      this.kickScheduled = false;
+      this.kickDestager();
+    });
   }
 
   /**

@@ -66,7 +66,7 @@ export function buildProgram(): Command {
     .requiredOption('--raid <level>', 'RAID level: 0 (striped) or 1 (mirrored)')
     .option('--pseg-size <size>', 'PSEG size (default 2M)')
     .option('--allocation-unit <size>', 'thin allocation unit (default 1M)')
-    .option('--stripe-unit <size>', 'RAID-0 stripe unit (default 64K)')
+    .option('--stripe-unit <size>', 'RAID-0 stripe unit (default 128K)')
     .action(async (directory: string, options: Record<string, string | string[] | undefined>) => {
       const drivePaths = options.drive as string[];
       if (drivePaths.length > 0 && (options.drives || options.driveSize)) throw new LunfsError('EINVAL', 'give either --drive PATH ... or --drives N --drive-size SIZE, not both');

@@ -147,6 +147,7 @@ export class ThinVolume implements BlockDevice {
       return;
     }
     let allocation = this.allocatedUnwritten.get(unitIndex);
+    if (!allocation && isAllZero(piece)) return; // an unallocated unit reads as zeros already
     if (!allocation) {
       // A write that no cache prepared (tests stacking the map alone): allocate now.
       this.prepareWrite(unitIndex * this.unitBytes + inUnit, piece.length);
@@ -195,4 +196,9 @@ export class ThinVolume implements BlockDevice {
     assert(this.lun.map.get(unitIndex) === undefined, 'unmap did not clear the entry');
     this.space.queue({ kind: 'unmap', lunId: this.lun.id, unitIndex }, () => this.space.abandon({ ...entry, fresh: false }));
   }
+}
+
+function isAllZero(data: Buffer): boolean {
+  for (let index = 0; index < data.length; index += 1) if (data[index] !== 0) return false;
+  return true;
 }

@@ -9,7 +9,7 @@ import { LunfsError } from '../util/errors.js';
 
 export const defaultPsegSizeBytes = 2 * MiB; // seed 004 [0059]
 export const defaultAllocationUnitBytes = 1 * MiB; // seed 004 [0066], the LDAAU
-export const defaultStripeUnitBytes = 64 * KiB;
+export const defaultStripeUnitBytes = 128 * KiB; // one cache page: a destage or a miss touches one drive
 export const lmapEntryCount = 2048; // one L2MAP slot covers 2 GiB at 1 MiB units, as in [0065]
 export const maxQuorumCopies = 3;
 
