@@ -14,9 +14,11 @@ export interface BlockDevice {
 
   /**
    * Writes data at offsetBytes. When the promise resolves the write is acknowledged: a read sees
-   * it, but it is durable only after a later flush() resolves.
+   * it, but it is durable only after a later flush() resolves. epoch, passed by the write-back
+   * cache when it destages, is the snapshot epoch the data was written in (the destage pipeline
+   * preserves originals for the snapshots taken at or before it); other layers ignore it.
    */
-  write(offsetBytes: number, data: Buffer): Promise<void>;
+  write(offsetBytes: number, data: Buffer, epoch?: number): Promise<void>;
 
   /** Makes every write acknowledged before this call durable (data and metadata). */
   flush(): Promise<void>;

@@ -11,10 +11,16 @@
 // - A valid sector in a page is never older than the same sector below.
 // - A page that a read fills from below stays the same object for the whole read, or the read
 //   does not fill the cache (see read()).
+// - Snapshot epochs: every write is tagged with the epoch (options.epoch()) of the instant it is
+//   applied, all its pages at once. A page's dirty sectors share one epoch: before a write of a
+//   newer epoch touches a page holding dirty data of an older one, that data is destaged, so the
+//   older version reaches the source (and the snapshot that holds it) before it is overwritten.
+//   Only that page waits; nothing else pauses.
 
 import { LRUCache } from 'lru-cache';
 import { checkRange, forEachPiece, type BlockDevice } from '../block/block-device.js';
 import { assert } from '../util/assert.js';
+import { LunfsError } from '../util/errors.js';
 import type { Clock } from '../util/clock.js';
 import type { Logger } from '../util/logger.js';
 import { PageBufferPool } from './page-buffer-pool.js';
@@ -67,6 +73,8 @@ export interface WriteBackCacheOptions {
   maxInflightDestages: number;
   clock: Clock;
   log: Logger;
+  /** The LUN's current snapshot epoch (0 when it never had snapshots). */
+  epoch?: () => number;
 }
 
 class CachePage {
@@ -78,6 +86,9 @@ class CachePage {
   /** Same, for the data a destage in flight is sending. */
   inflightSinceSeq = Infinity;
   dirtySinceMs = 0;
+  /** Snapshot epoch of the dirty data, and of the data a destage in flight is sending. */
+  dirtyEpoch = 0;
+  inflightEpoch = 0;
   /** The buffer a destage in flight is sending from; a write to the page copies it first. */
   destageBuffer: Buffer | undefined;
 
@@ -98,6 +109,8 @@ export class WriteBackCache implements BlockDevice {
   private progressWaiters: Array<() => void> = [];
   private expireTimer: NodeJS.Timeout | undefined;
   private kickScheduled = false;
+  /** True while a write applies its pieces: clean pages are not trimmed meanwhile. */
+  private applying = false;
   private closed = false;
   readonly stats = { readHits: 0, readMisses: 0, writes: 0, destagedBytes: 0, destageErrors: 0 };
 
@@ -142,7 +155,7 @@ export class WriteBackCache implements BlockDevice {
       const slice = target.subarray(inRequest, inRequest + length);
       const page = this.lookup(pageIndex);
       const mask = sectorMask(inPage, length);
-      if (page && (page.valid & mask) === mask) {
+      if (page && ((page.valid & mask) >>> 0) === mask) {
         page.buffer.copy(slice, 0, inPage, inPage + length);
         this.stats.readHits += 1;
         return;
@@ -181,18 +194,111 @@ export class WriteBackCache implements BlockDevice {
     this.writeSeq += 1;
     this.stats.writes += 1;
     const seq = this.writeSeq;
-    const partial: Array<() => Promise<void>> = [];
+    const pieces: Array<[pageIndex: number, inPage: number, piece: Buffer, partial: boolean]> = [];
     forEachPiece(offsetBytes, data.length, this.options.pageBytes, (pageIndex, inPage, length, inRequest) => {
-      const piece = data.subarray(inRequest, inRequest + length);
-      if (inPage % cacheSectorBytes === 0 && length % cacheSectorBytes === 0) {
-        this.writeIntoPage(pageIndex, inPage, piece, seq);
-      } else {
-        partial.push(() => this.writePartialSectors(pageIndex, inPage, piece, seq));
-      }
+      const partial = inPage % cacheSectorBytes !== 0 || length % cacheSectorBytes !== 0;
+      pieces.push([pageIndex, inPage, data.subarray(inRequest, inRequest + length), partial]);
     });
-    for (const writePiece of partial) await writePiece();
+    // Wait until every piece can be applied without waiting (partial sectors read from below,
+    // older-epoch dirty data destaged), then apply them all in one go under one epoch, so the
+    // write is wholly in or wholly out of a snapshot taken meanwhile.
+    let rounds = 0;
+    for (;;) {
+      let waited = false;
+      for (const [pageIndex, inPage, piece, partial] of pieces) {
+        if (partial && !this.sectorsValid(pageIndex, inPage, piece.length)) {
+          await this.fillPartialSectors(pageIndex, inPage, piece.length);
+          waited = true;
+        }
+      }
+      const epoch = this.currentEpoch();
+      for (const [pageIndex] of pieces) {
+        const page = this.dirtyPages.get(pageIndex);
+        if (page && page.dirty !== 0 && page.dirtyEpoch < epoch) {
+          await this.destageOlderEpoch(page, epoch);
+          waited = true;
+        }
+      }
+      if (waited && (rounds += 1) < 3) continue;
+      if (waited || pieces.some(([pageIndex, inPage, piece, partial]) => partial && !this.sectorsValid(pageIndex, inPage, piece.length))) {
+        // A cache too small to hold every page of the write at once (filling one evicted
+        // another): apply piece by piece. Only here can a snapshot taken during this very write
+        // see part of it.
+        await this.applyPieceByPiece(pieces, seq);
+        break;
+      }
+      // Partial pieces first: their pages are valid now and become dirty (never evicted); no
+      // trimming until all are applied, so no page of this write is evicted half-way.
+      this.applying = true;
+      try {
+        for (const [pageIndex, inPage, piece, partial] of pieces) if (partial) this.applyPiece(pageIndex, inPage, piece, seq, epoch);
+        for (const [pageIndex, inPage, piece, partial] of pieces) if (!partial) this.applyPiece(pageIndex, inPage, piece, seq, epoch);
+      } finally {
+        this.applying = false;
+      }
+      this.trimCleanPages();
+      break;
+    }
     this.kickDestagerSoon();
     if (this.options.budget.dirtyBytes() > this.options.dirtyLimitBytes) await this.waitForDirtyBelow(this.options.dirtyLimitBytes);
+  }
+
+  private async applyPieceByPiece(pieces: Array<[number, number, Buffer, boolean]>, seq: number): Promise<void> {
+    for (const [pageIndex, inPage, piece, partial] of pieces) {
+      for (;;) {
+        if (partial && !this.sectorsValid(pageIndex, inPage, piece.length)) await this.fillPartialSectors(pageIndex, inPage, piece.length);
+        const epoch = this.currentEpoch();
+        const page = this.dirtyPages.get(pageIndex);
+        if (page && page.dirty !== 0 && page.dirtyEpoch < epoch) {
+          await this.destageOlderEpoch(page, epoch);
+          continue;
+        }
+        if (partial && !this.sectorsValid(pageIndex, inPage, piece.length)) continue;
+        this.applyPiece(pageIndex, inPage, piece, seq, epoch);
+        break;
+      }
+    }
+  }
+
+  private currentEpoch(): number {
+    return this.options.epoch?.() ?? 0;
+  }
+
+  private sectorsValid(pageIndex: number, inPage: number, length: number): boolean {
+    const page = this.lookup(pageIndex);
+    const mask = sectorMask(inPage, length);
+    return page !== undefined && ((page.valid & mask) >>> 0) === mask;
+  }
+
+  /** Destages the page's dirty data of an epoch older than epoch, and waits for it. */
+  private async destageOlderEpoch(page: CachePage, epoch: number): Promise<void> {
+    const errorsBefore = this.stats.destageErrors;
+    while (this.dirtyPages.get(page.index) === page && page.dirty !== 0 && page.dirtyEpoch < epoch) {
+      if (page.inflight === 0) void this.destagePage(page);
+      await this.nextProgress();
+      if (this.stats.destageErrors !== errorsBefore) throw new LunfsError('EIO', `destage of cache page ${page.index} failed; the write was not applied`);
+    }
+  }
+
+  /**
+   * Copies into target, over data read from below, the cached writes tagged with an epoch below
+   * epoch (dirty, or on their way below): what a snapshot of that epoch holds there.
+   */
+  overlayBefore(offsetBytes: number, target: Buffer, epoch: number): void {
+    forEachPiece(offsetBytes, target.length, this.options.pageBytes, (pageIndex, inPage, length, inRequest) => {
+      const page = this.dirtyPages.get(pageIndex);
+      if (!page) return;
+      const overlay = (buffer: Buffer | undefined, mask: number): void => {
+        if (!buffer) return;
+        for (const [firstSector, sectorCount] of sectorRuns(mask)) {
+          const from = Math.max(firstSector * cacheSectorBytes, inPage);
+          const to = Math.min((firstSector + sectorCount) * cacheSectorBytes, inPage + length);
+          if (from < to) buffer.copy(target, inRequest + from - inPage, from, to);
+        }
+      };
+      if (page.inflight !== 0 && page.inflightEpoch < epoch) overlay(page.destageBuffer, page.inflight);
+      if (page.dirty !== 0 && page.dirtyEpoch < epoch) overlay(page.buffer, page.dirty);
+    });
   }
 
   /** Drops the least recently used clean page; false when there is none. */
@@ -237,6 +343,13 @@ export class WriteBackCache implements BlockDevice {
     if (innerEnd <= innerStart) {
       await this.writeZeros(offsetBytes, lengthBytes);
       return;
+    }
+    // Dirty data of an older epoch belongs to a snapshot: it reaches the source (and so the
+    // snapshot) before the discard forgets it.
+    const epoch = this.currentEpoch();
+    for (let index = Math.floor(innerStart / this.options.pageBytes); index <= Math.floor((innerEnd - 1) / this.options.pageBytes); index += 1) {
+      const page = this.dirtyPages.get(index);
+      if (page && page.dirty !== 0 && page.dirtyEpoch < epoch) await this.destageOlderEpoch(page, epoch);
     }
     await this.forgetWholeSectors(innerStart, innerEnd - innerStart);
     await this.below.discard(innerStart, innerEnd - innerStart);
@@ -355,22 +468,23 @@ export class WriteBackCache implements BlockDevice {
     page.buffer = own;
   }
 
-  private writeIntoPage(pageIndex: number, inPage: number, piece: Buffer, seq: number): void {
+  private applyPiece(pageIndex: number, inPage: number, piece: Buffer, seq: number, epoch: number): void {
     const page = this.lookupOrCreate(pageIndex);
+    const mask = sectorMask(inPage, piece.length);
+    assert((mask & ~page.valid) === 0 || (inPage % cacheSectorBytes === 0 && piece.length % cacheSectorBytes === 0), 'partial sector applied to a page that lacks it');
     this.unshare(page);
     piece.copy(page.buffer, inPage);
-    const mask = sectorMask(inPage, piece.length);
     page.valid = (page.valid | mask) >>> 0;
-    this.markDirty(page, mask, seq);
+    this.markDirty(page, mask, seq, epoch);
   }
 
   /** A write that covers part of a sector: the rest of the sector must come from below first. */
-  private async writePartialSectors(pageIndex: number, inPage: number, piece: Buffer, seq: number): Promise<void> {
-    const mask = sectorMask(inPage, piece.length);
+  private async fillPartialSectors(pageIndex: number, inPage: number, length: number): Promise<void> {
+    const mask = sectorMask(inPage, length);
     let page = this.lookupOrCreate(pageIndex);
     while ((mask & ~page.valid) !== 0) {
       const from = Math.floor(inPage / cacheSectorBytes) * cacheSectorBytes;
-      const to = Math.ceil((inPage + piece.length) / cacheSectorBytes) * cacheSectorBytes;
+      const to = Math.ceil((inPage + length) / cacheSectorBytes) * cacheSectorBytes;
       const fromBelow = Buffer.alloc(to - from);
       // The last sector of a device whose size is not a multiple of the sector ends early.
       const pageStart = pageIndex * this.options.pageBytes;
@@ -389,12 +503,9 @@ export class WriteBackCache implements BlockDevice {
         page.valid = (page.valid | bit) >>> 0;
       }
     }
-    this.unshare(page);
-    piece.copy(page.buffer, inPage);
-    this.markDirty(page, mask, seq);
   }
 
-  private markDirty(page: CachePage, mask: number, seq: number): void {
+  private markDirty(page: CachePage, mask: number, seq: number, epoch: number): void {
     if (page.dirty === 0 && page.inflight === 0) {
       this.cleanPages.delete(page.index);
       this.dirtyPages.set(page.index, page);
@@ -403,11 +514,14 @@ export class WriteBackCache implements BlockDevice {
     if (page.dirty === 0) {
       page.dirtySinceSeq = seq;
       page.dirtySinceMs = this.options.clock.nowMs();
+      page.dirtyEpoch = epoch;
     }
+    assert(page.dirtyEpoch === epoch, 'dirty data of two snapshot epochs in one page');
     page.dirty = (page.dirty | mask) >>> 0;
   }
 
   private trimCleanPages(): void {
+    if (this.applying) return;
     const budget = this.options.budget;
     while (budget.cachedBytes() > budget.capacityBytes) {
       if (this.cleanPages.pop() === undefined && !budget.evictFromOthers(this)) break;
@@ -468,6 +582,7 @@ export class WriteBackCache implements BlockDevice {
     const mask = page.dirty;
     page.inflight = mask;
     page.inflightSinceSeq = page.dirtySinceSeq;
+    page.inflightEpoch = page.dirtyEpoch;
     page.dirty = 0;
     page.dirtySinceSeq = Infinity;
     this.inflightDestages += 1;
@@ -483,7 +598,7 @@ export class WriteBackCache implements BlockDevice {
         const start = firstSector * cacheSectorBytes;
         // The last sector of a device whose size is not a multiple of the sector ends early.
         const end = Math.min(start + sectorCount * cacheSectorBytes, this.sizeBytes - page.index * this.options.pageBytes);
-        writes.push(this.below.write(page.index * this.options.pageBytes + start, buffer.subarray(start, end)));
+        writes.push(this.below.write(page.index * this.options.pageBytes + start, buffer.subarray(start, end), page.inflightEpoch));
         this.stats.destagedBytes += end - start;
       }
       // Wait for every run, even after a failure: the buffer goes back to the pool only when unused.

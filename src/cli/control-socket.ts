@@ -9,9 +9,34 @@ import type { Logger } from '../util/logger.js';
 import type { Controller } from '../volume/controller.js';
 
 export interface ControlRequest {
-  command: 'status' | 'lun-create' | 'lun-rm' | 'lun-resize';
+  command: 'status' | 'lun-create' | 'lun-rm' | 'lun-resize' | 'snapshot-create' | 'snapshot-rm';
   name?: string;
   sizeBytes?: number;
+  reserve?: boolean;
+}
+
+/** Carries out one request on a controller: the same code for the socket and for a local open. */
+export async function runControlRequest(controller: Controller, request: ControlRequest): Promise<unknown> {
+  switch (request.command) {
+    case 'status':
+      return controller.status();
+    case 'lun-create':
+      await controller.createLun(String(request.name), Number(request.sizeBytes));
+      return null;
+    case 'lun-rm':
+      await controller.removeLun(String(request.name));
+      return null;
+    case 'lun-resize':
+      await controller.resizeLun(String(request.name), Number(request.sizeBytes));
+      return null;
+    case 'snapshot-create':
+      return controller.createSnapshot(String(request.name), { reserve: request.reserve === true });
+    case 'snapshot-rm':
+      await controller.removeSnapshot(String(request.name));
+      return null;
+    default:
+      throw new LunfsError('EINVAL', `unknown control command ${JSON.stringify((request as { command?: unknown }).command)}`);
+  }
 }
 
 type ControlAnswer = { ok: true; result: unknown } | { ok: false; code: LunfsErrorCode; message: string };
@@ -41,21 +66,7 @@ export async function serveControlSocket(path: string, controller: Controller, l
 async function answer(line: string, controller: Controller): Promise<ControlAnswer> {
   try {
     const request = JSON.parse(line) as ControlRequest;
-    switch (request.command) {
-      case 'status':
-        return { ok: true, result: controller.status() };
-      case 'lun-create':
-        await controller.createLun(String(request.name), Number(request.sizeBytes));
-        return { ok: true, result: null };
-      case 'lun-rm':
-        await controller.removeLun(String(request.name));
-        return { ok: true, result: null };
-      case 'lun-resize':
-        await controller.resizeLun(String(request.name), Number(request.sizeBytes));
-        return { ok: true, result: null };
-      default:
-        throw new LunfsError('EINVAL', `unknown control command ${JSON.stringify((request as { command?: unknown }).command)}`);
-    }
+    return { ok: true, result: await runControlRequest(controller, request) };
   } catch (error) {
     if (isLunfsError(error)) return { ok: false, code: error.code, message: error.message };
     return { ok: false, code: 'EIO', message: (error as Error).message };

@@ -46,6 +46,8 @@ function printStatus(directory: string, status: StatusJson): void {
   }
   console.log('LUNs:');
   printLuns(status);
+  console.log('snapshots:');
+  printSnapshots(status);
 }
 
 export function buildProgram(): Command {
@@ -108,6 +110,26 @@ export function buildProgram(): Command {
       console.log(`LUN ${name} resized to ${options.size}`);
     });
 
+  const snapshot = program.command('snapshot').description('take, list and delete snapshots (LUN@NAME)');
+  snapshot.command('create', { isDefault: true }).argument('<dir>').argument('<lun@name>')
+    .option('--reserve', 'reserve space so that the snapshot can never be invalidated by a full pool')
+    .description('take a snapshot of a LUN now (also: touch MOUNTPOINT/control/snapshot/LUN@NAME)')
+    .action(async (directory: string, name: string, options: { reserve?: boolean }) => {
+      await withPool(directory, { command: 'snapshot-create', name, reserve: options.reserve === true });
+      console.log(`snapshot ${name} created${options.reserve ? ' (space reserved)' : ''}`);
+    });
+  snapshot.command('ls').argument('<dir>').option('--json', 'JSON output')
+    .action(async (directory: string, options: { json?: boolean }) => {
+      const status = (await withPool(directory, { command: 'status' })) as StatusJson;
+      if (options.json) console.log(JSON.stringify(status.snapshots, null, 2));
+      else printSnapshots(status);
+    });
+  snapshot.command('rm').argument('<dir>').argument('<lun@name>')
+    .action(async (directory: string, name: string) => {
+      await withPool(directory, { command: 'snapshot-rm', name });
+      console.log(`snapshot ${name} removed`);
+    });
+
   program.command('status').argument('<dir>').option('--json', 'JSON output (documented in README)')
     .action(async (directory: string, options: { json?: boolean }) => {
       const status = (await withPool(directory, { command: 'status' })) as StatusJson;
@@ -124,6 +146,17 @@ export function buildProgram(): Command {
       await runMount({ directory, mountpoint, cacheBytes: parseSize(options.cacheSize, '--cache-size'), drivePaths: options.drive, ioMode: options.driveIo });
     });
   return program;
+}
+
+function printSnapshots(status: StatusJson): void {
+  if (status.snapshots.length === 0) {
+    console.log('no snapshots');
+    return;
+  }
+  console.log(['SNAPSHOT'.padEnd(32), 'SIZE'.padStart(10), 'CREATED'.padEnd(24), 'STATE'.padEnd(8), 'EXCLUSIVE'.padStart(10), 'SHARED'.padStart(10), 'RESERVED'].join(' '));
+  for (const entry of status.snapshots) {
+    console.log([entry.name.padEnd(32), formatBytes(entry.sizeBytes).padStart(10), entry.createdAt.padEnd(24), entry.state.padEnd(8), formatBytes(entry.exclusiveBytes).padStart(10), formatBytes(entry.sharedBytes).padStart(10), entry.reserved ? 'yes' : 'no'].join(' ') + (entry.invalidReason ? `  (${entry.invalidReason})` : ''));
+  }
 }
 
 export async function main(argv: string[]): Promise<number> {

@@ -33,6 +33,7 @@ export async function runMount(request: MountRequest): Promise<void> {
   try {
     const pool = await openPool(directory, { drivePaths: request.drivePaths, ioMode: request.ioMode });
     controller = new Controller(pool, { cacheBytes: request.cacheBytes, clock: systemClock, log: layerLogger('controller') });
+    await controller.openSnapshots();
     server = await serveControlSocket(socketPath(directory), controller, log);
     front = new FuseFront({ mountpoint, controller, log: layerLogger('fuse'), mountedAt: new Date(systemClock.nowMs()) });
     await front.mount();

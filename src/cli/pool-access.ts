@@ -15,7 +15,7 @@ import { Controller } from '../volume/controller.js';
 import { acquirePoolLock, liveLockOwner, poolFilePath, readPoolFile, socketPath, writePoolFile } from '../volume/pool-directory.js';
 import { Pool } from '../volume/pool.js';
 import { defaultCacheBytes } from '../volume/stack.js';
-import { sendControlRequest, type ControlRequest } from './control-socket.js';
+import { runControlRequest, sendControlRequest, type ControlRequest } from './control-socket.js';
 
 export interface CreatePoolRequest {
   directory: string;
@@ -113,12 +113,8 @@ export async function withPool(directory: string, request: ControlRequest): Prom
     const pool = await openPool(absolute, { readOnly, deferSession: true });
     const controller = new Controller(pool, { cacheBytes: defaultCacheBytes, clock: systemClock, log: layerLogger('controller') });
     try {
-      switch (request.command) {
-        case 'status': return controller.status();
-        case 'lun-create': return await controller.createLun(String(request.name), Number(request.sizeBytes)).then(() => null);
-        case 'lun-rm': return await controller.removeLun(String(request.name)).then(() => null);
-        case 'lun-resize': return await controller.resizeLun(String(request.name), Number(request.sizeBytes)).then(() => null);
-      }
+      await controller.openSnapshots(readOnly);
+      return await runControlRequest(controller, request);
     } finally {
       if (readOnly) await pool.abandonSession();
       else await controller.close();

@@ -1,13 +1,22 @@
-// The destage pipeline: the path dirty data takes from the write-back cache to the map. Today it
-// forwards each step unchanged. It is where the snapshot issue slots in seed 000's order
-// (claims 14-16): preserve the original data of a chunk that snapshots still need into the
-// target store, make the bitmaps and log files durable, then let the modified data reach the
-// source. Keeping it a layer of its own keeps that ordering in one place.
+// The destage pipeline: the path dirty data takes from the write-back cache to the LUN's map, and
+// where seed 000's order is kept (claims 14-16, 17-24). For each chunk a destage touches, holding
+// the chunk's lock (seed 002's lock mechanism, shared with snapshot reads and writes):
+//   1. search the bitmaps for snapshots that still need the chunk's original (taken at or before
+//      the epoch of the data being destaged, bit clear);
+//   2. copy the original to the target volume once and make every such snapshot's log pointer and
+//      bitmap bit durable (SnapshotSet.preserve -> TargetStore);
+//   3. write the modified data to the source;
+// then the cache clears the dirty mark. A LUN without valid snapshots skips 1-2 and the lock.
 
-import type { BlockDevice } from '../block/block-device.js';
+import { checkRange, type BlockDevice } from '../block/block-device.js';
+import type { ThinVolume } from '../map/thin-volume.js';
+import type { SnapshotSet } from '../snapshot/snapshot-set.js';
 
 export class DestagePipeline implements BlockDevice {
-  constructor(private readonly below: BlockDevice) {}
+  constructor(
+    private readonly below: ThinVolume,
+    private readonly snapshots: SnapshotSet,
+  ) {}
 
   get sizeBytes(): number {
     return this.below.sizeBytes;
@@ -17,20 +26,36 @@ export class DestagePipeline implements BlockDevice {
     return this.below.read(offsetBytes, target);
   }
 
-  /** Destages one run of modified data. Step 1 (preserve originals) is empty until snapshots exist. */
-  write(offsetBytes: number, data: Buffer): Promise<void> {
-    return this.below.write(offsetBytes, data);
+  /** Destages one run of modified data written in epoch (the LUN's current epoch if not given). */
+  write(offsetBytes: number, data: Buffer, epoch?: number): Promise<void> {
+    if (!this.snapshots.active) return this.below.write(offsetBytes, data);
+    checkRange(this, offsetBytes, data.length, 'destage');
+    const dataEpoch = epoch ?? this.snapshots.epoch;
+    return this.preservingChunks(offsetBytes, data.length, dataEpoch, () => this.below.write(offsetBytes, data));
   }
 
   flush(): Promise<void> {
     return this.below.flush();
   }
 
+  /** A discard changes the source too: originals are preserved first, as for a write of now. */
   discard(offsetBytes: number, lengthBytes: number): Promise<void> {
-    return this.below.discard(offsetBytes, lengthBytes);
+    if (!this.snapshots.active || lengthBytes === 0) return this.below.discard(offsetBytes, lengthBytes);
+    checkRange(this, offsetBytes, lengthBytes, 'discard');
+    return this.preservingChunks(offsetBytes, lengthBytes, this.snapshots.epoch, () => this.below.discard(offsetBytes, lengthBytes));
   }
 
   prepareWrite(offsetBytes: number, lengthBytes: number): void {
-    this.below.prepareWrite?.(offsetBytes, lengthBytes);
+    this.below.prepareWrite(offsetBytes, lengthBytes);
+  }
+
+  private preservingChunks(offsetBytes: number, lengthBytes: number, epoch: number, change: () => Promise<void>): Promise<void> {
+    const chunkBytes = this.snapshots.chunkBytes;
+    const chunks: number[] = [];
+    for (let chunk = Math.floor(offsetBytes / chunkBytes); chunk * chunkBytes < offsetBytes + lengthBytes; chunk += 1) chunks.push(chunk);
+    return this.snapshots.locks.withChunks(chunks, async () => {
+      for (const chunk of chunks) await this.snapshots.preserve(chunk, epoch, this.below);
+      await change();
+    });
   }
 }

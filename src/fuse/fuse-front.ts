@@ -1,13 +1,15 @@
 // The FUSE front: maps paths under the mountpoint to volumes and actions, and lunfs error codes to
 // errno values. Layout:
 //   /luns/NAME        a LUN as a file (read/write; truncate -s creates one, rm removes it)
-//   /snapshots/       snapshots (filled by the snapshot issue)
+//   /snapshots/LUN@NAME  a snapshot as a file (read/write: a writable snapshot; rm deletes it)
 //   /clones/          snapclones (filled by a later issue)
 //   /control/status   the status JSON, the same as `lunfs status --json`
+//   /control/snapshot/   creating LUN@NAME here (touch) takes a snapshot; the directory stays empty
 // Handlers answer asynchronously; fuse-native's per-request timeout is off, `big_writes` is passed
 // through its fsname option so writes arrive in 128 KiB requests, not 4 KiB.
 
 import Fuse from 'fuse-native';
+import type { BlockDevice } from '../block/block-device.js';
 import { LunfsError } from '../util/errors.js';
 import type { Logger } from '../util/logger.js';
 import type { Controller } from '../volume/controller.js';
@@ -23,8 +25,17 @@ const topDirectories = ['luns', 'snapshots', 'clones', 'control'];
 type Target =
   | { kind: 'directory'; entries: () => string[] }
   | { kind: 'lun'; name: string }
+  | { kind: 'snapshot'; name: string }
   | { kind: 'status' }
+  | { kind: 'snapshot-request'; name: string }
   | { kind: 'none' };
+
+/** What an open handle serves. */
+interface Handle {
+  lun?: string;
+  snapshot?: string;
+  text?: Buffer;
+}
 
 export interface FuseFrontOptions {
   mountpoint: string;
@@ -37,7 +48,7 @@ export class FuseFront {
   private readonly fuse: Fuse;
   private nextHandle = 10;
   /** Per open handle: the LUN it belongs to, or the status text frozen at open. */
-  private readonly handles = new Map<number, { lun?: string; text?: Buffer }>();
+  private readonly handles = new Map<number, Handle>();
 
   constructor(private readonly options: FuseFrontOptions) {
     this.fuse = new Fuse(options.mountpoint, this.operations() as never, {
@@ -59,12 +70,18 @@ export class FuseFront {
   private resolve(path: string): Target {
     const controller = this.options.controller;
     if (path === '/') return { kind: 'directory', entries: () => topDirectories };
-    if (path === '/luns') return { kind: 'directory', entries: () => [...controller.pool.metadata.luns.values()].map((lun) => lun.name) };
-    if (path === '/snapshots' || path === '/clones') return { kind: 'directory', entries: () => [] };
-    if (path === '/control') return { kind: 'directory', entries: () => ['status'] };
+    if (path === '/luns') return { kind: 'directory', entries: () => controller.pool.userLuns().map((lun) => lun.name) };
+    if (path === '/snapshots') return { kind: 'directory', entries: () => controller.listSnapshots().map((snapshot) => snapshot.name) };
+    if (path === '/clones' || path === '/control/snapshot') return { kind: 'directory', entries: () => [] };
+    if (path === '/control') return { kind: 'directory', entries: () => ['status', 'snapshot'] };
     if (path === '/control/status') return { kind: 'status' };
     const match = /^\/luns\/([^/]+)$/.exec(path);
     if (match && controller.pool.hasLun(match[1]!)) return { kind: 'lun', name: match[1]! };
+    const snapshot = /^\/snapshots\/([^/]+)$/.exec(path);
+    if (snapshot && controller.hasSnapshot(snapshot[1]!)) return { kind: 'snapshot', name: snapshot[1]! };
+    // After touch created it, the request shows as an empty file while the snapshot exists.
+    const request = /^\/control\/snapshot\/([^/]+)$/.exec(path);
+    if (request && controller.hasSnapshot(request[1]!)) return { kind: 'snapshot-request', name: request[1]! };
     return { kind: 'none' };
   }
 
@@ -82,7 +99,9 @@ export class FuseFront {
     switch (target.kind) {
       case 'directory': return this.stat(directoryMode, 4096);
       case 'lun': return this.stat(lunFileMode, this.options.controller.pool.lunByName(target.name).sizeBytes);
+      case 'snapshot': return this.stat(lunFileMode, this.options.controller.snapshotVolume(target.name).sizeBytes);
       case 'status': return this.stat(controlFileMode, this.statusText().length);
+      case 'snapshot-request': return this.stat(controlFileMode, 0);
       case 'none': return undefined;
     }
   }
@@ -131,14 +150,28 @@ export class FuseFront {
           controller.stack(target.name);
           controller.opened(target.name);
           this.handles.set(handle, { lun: target.name });
+        } else if (target.kind === 'snapshot') {
+          controller.snapshotVolume(target.name);
+          controller.opened(target.name);
+          this.handles.set(handle, { snapshot: target.name });
         } else if (target.kind === 'status') {
           this.handles.set(handle, { text: this.statusText() });
+        } else if (target.kind === 'snapshot-request') {
+          this.handles.set(handle, { text: Buffer.alloc(0) });
         } else {
           throw new LunfsError('ENOENT', `${path} does not exist`);
         }
         return [handle];
       }),
       create: (path: string, _mode: number, cb: Callback) => this.answer(cb, { op: 'create', path }, async () => {
+        const request = /^\/control\/snapshot\/([^/]+)$/.exec(path);
+        if (request) {
+          // touch control/snapshot/LUN@NAME: the snapshot is taken; the handle reads as empty.
+          await controller.createSnapshot(request[1]!);
+          const handle = this.nextHandle++;
+          this.handles.set(handle, { text: Buffer.alloc(0) });
+          return [handle];
+        }
         const name = lunNameOf(path);
         await controller.createLun(name, 0);
         const handle = this.nextHandle++;
@@ -150,6 +183,7 @@ export class FuseFront {
         const handle = this.handles.get(fd);
         this.handles.delete(fd);
         if (handle?.lun) controller.released(handle.lun);
+        if (handle?.snapshot) controller.released(handle.snapshot);
         cb(0);
       },
       read: (path: string, fd: number, buffer: Buffer, length: number, position: number, cb: (result: number) => void) => {
@@ -160,46 +194,43 @@ export class FuseFront {
           cb(count);
           return;
         }
-        if (!handle?.lun) {
+        const device = this.deviceOf(handle);
+        if (!device) {
           cb(Fuse.EBADF);
           return;
         }
-        const stack = controller.stack(handle.lun);
-        const count = Math.max(0, Math.min(length, stack.cache.sizeBytes - position));
+        const count = Math.max(0, Math.min(length, device.sizeBytes - position));
         if (count === 0) {
           cb(0);
           return;
         }
-        stack.cache.read(position, buffer.subarray(0, count)).then(
+        device.read(position, buffer.subarray(0, count)).then(
           () => cb(count),
           (error: unknown) => cb(errnoFor(error, log, { op: 'read', path, position, length })),
         );
       },
       write: (path: string, fd: number, buffer: Buffer, length: number, position: number, cb: (result: number) => void) => {
-        const handle = this.handles.get(fd);
-        if (!handle?.lun) {
-          cb(handle?.text ? Fuse.EBADF : Fuse.EBADF);
+        const device = this.deviceOf(this.handles.get(fd));
+        if (!device) {
+          cb(Fuse.EBADF);
           return;
         }
-        const stack = controller.stack(handle.lun);
-        if (position + length > stack.cache.sizeBytes) {
-          log.debug({ path, position, length }, 'write past the end of the LUN');
+        if (position + length > device.sizeBytes) {
+          log.debug({ path, position, length }, 'write past the end of the volume');
           cb(Fuse.EFBIG);
           return;
         }
-        stack.cache.write(position, buffer.subarray(0, length)).then(
+        device.write(position, buffer.subarray(0, length)).then(
           () => cb(length),
           (error: unknown) => cb(errnoFor(error, log, { op: 'write', path, position, length })),
         );
       },
       flush: (path: string, fd: number, cb: Callback) => this.answer(cb, { op: 'flush', path }, async () => {
-        const handle = this.handles.get(fd);
-        if (handle?.lun) await controller.stack(handle.lun).cache.flush();
+        await this.deviceOf(this.handles.get(fd))?.flush();
         return [];
       }),
       fsync: (path: string, _datasync: boolean, fd: number, cb: Callback) => this.answer(cb, { op: 'fsync', path }, async () => {
-        const handle = this.handles.get(fd);
-        if (handle?.lun) await controller.stack(handle.lun).cache.flush();
+        await this.deviceOf(this.handles.get(fd))?.flush();
         return [];
       }),
       truncate: (path: string, size: number, cb: Callback) => this.answer(cb, { op: 'truncate', path, size }, async () => {
@@ -211,7 +242,9 @@ export class FuseFront {
         return [];
       }),
       unlink: (path: string, cb: Callback) => this.answer(cb, { op: 'unlink', path }, async () => {
-        await controller.removeLun(lunNameOf(path));
+        const snapshot = /^\/snapshots\/([^/]+)$/.exec(path);
+        if (snapshot) await controller.removeSnapshot(snapshot[1]!);
+        else await controller.removeLun(lunNameOf(path));
         return [];
       }),
       utimens: (_path: string, _atime: unknown, _mtime: unknown, cb: Callback) => cb(0),
@@ -220,8 +253,19 @@ export class FuseFront {
     };
   }
 
+  /** The block device a handle reads and writes: a LUN's cache, or a snapshot volume. */
+  private deviceOf(handle: Handle | undefined): BlockDevice | undefined {
+    if (handle?.lun) return this.options.controller.stack(handle.lun).cache;
+    if (handle?.snapshot) return this.options.controller.snapshotVolume(handle.snapshot);
+    return undefined;
+  }
+
   private async truncate(path: string, sizeBytes: number): Promise<void> {
     const target = this.resolve(path);
+    if (target.kind === 'snapshot') {
+      if (sizeBytes === this.options.controller.snapshotVolume(target.name).sizeBytes) return; // O_TRUNC-free opens of the same size
+      throw new LunfsError('EINVAL', `${path} is a snapshot: its size is fixed`);
+    }
     if (target.kind !== 'lun') throw new LunfsError(target.kind === 'none' ? 'ENOENT' : 'EINVAL', `${path} is not a LUN`);
     await this.options.controller.resizeLun(target.name, sizeBytes);
   }

@@ -19,7 +19,8 @@ import type { RsegAllocation, RsegRef } from './rseg-allocator.js';
 /** What a thin volume needs from the pool that holds it. */
 export interface MapSpace {
   readonly allocationUnitBytes: number;
-  allocate(hint?: RsegRef): RsegAllocation;
+  /** useReservation: the allocation may use space reserved for snapshots (their target volume). */
+  allocate(hint?: RsegRef, useReservation?: boolean): RsegAllocation;
   /** Gives back an allocation that was never mapped (its RSEG may now hold data). */
   abandon(allocation: RsegAllocation): void;
   rstore(rstoreId: number): RStore;
@@ -35,6 +36,8 @@ export class ThinVolume implements BlockDevice {
   private readonly allocatedUnwritten = new Map<number, RsegAllocation>();
   /** Units whose first write is in flight. */
   private readonly initializing = new Map<number, Promise<void>>();
+  /** Set around a prepareWrite that may draw on reserved space (a reserved snapshot's target). */
+  useReservation = false;
 
   constructor(
     private readonly space: MapSpace,
@@ -45,6 +48,21 @@ export class ThinVolume implements BlockDevice {
 
   get sizeBytes(): number {
     return this.lun.sizeBytes;
+  }
+
+  unitBytesOf(): number {
+    return this.unitBytes;
+  }
+
+  /** Whether the allocation unit holding offsetBytes has data (mapped, or its first write is on its way). */
+  holdsData(offsetBytes: number): boolean {
+    const unitIndex = Math.floor(offsetBytes / this.unitBytes);
+    return this.lun.map.has(unitIndex) || this.allocatedUnwritten.has(unitIndex) || this.initializing.has(unitIndex);
+  }
+
+  /** Visits every mapped unit. */
+  forEachMappedUnit(visit: (unitIndex: number) => void): void {
+    this.lun.map.forEachMapped((unitIndex) => visit(unitIndex));
   }
 
   /** Bytes with an RSEG behind them (mapped, or allocated for data still in the cache). */
@@ -62,7 +80,7 @@ export class ThinVolume implements BlockDevice {
       for (let unitIndex = firstUnit; unitIndex <= lastUnit; unitIndex += 1) {
         if (this.lun.map.has(unitIndex) || this.allocatedUnwritten.has(unitIndex) || this.initializing.has(unitIndex)) continue;
         const previous = unitIndex > 0 ? (this.lun.map.get(unitIndex - 1) ?? this.allocatedUnwritten.get(unitIndex - 1)) : undefined;
-        const allocation = this.space.allocate(previous);
+        const allocation = this.space.allocate(previous, this.useReservation);
         (taken ??= []).push([unitIndex, allocation]);
         this.allocatedUnwritten.set(unitIndex, allocation); // visible as the next unit's hint
       }

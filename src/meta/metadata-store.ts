@@ -7,7 +7,7 @@
 // record ends replay. Opening reads every copy, takes the newest consistent one and says which
 // copies are bad or stale; it never guesses past a checksum failure.
 
-import type { Drive } from '../drive/drive.js';
+import type { BlockDevice } from '../block/block-device.js';
 import { assert } from '../util/assert.js';
 import { LunfsError } from '../util/errors.js';
 import type { Logger } from '../util/logger.js';
@@ -19,8 +19,27 @@ import { applyMetadataOp, decodeCheckpoint, encodeCheckpoint, type MetadataOp, t
 
 export const recordHeaderBytes = 64;
 export const journalRecordAlignBytes = 4096;
-const checkpointMagic = 'LUNFSCKP';
-const journalMagic = 'LUNFSJNL';
+
+/**
+ * What a store keeps: its state, the ops that change it, and their encodings. The pool's metadata
+ * is one such state; a snapshot target volume's bitmaps and log files are another (snapshot/).
+ * apply() must be deterministic: it runs at commit time and again at replay.
+ */
+export interface StoreCodec<State, Op> {
+  checkpointMagic: string;
+  journalMagic: string;
+  encode(state: State): Buffer;
+  decode(payload: Buffer): State;
+  apply(state: State, op: Op): void;
+}
+
+export const poolMetadataCodec: StoreCodec<PoolMetadata, MetadataOp> = {
+  checkpointMagic: 'LUNFSCKP',
+  journalMagic: 'LUNFSJNL',
+  encode: encodeCheckpoint,
+  decode: decodeCheckpoint,
+  apply: applyMetadataOp,
+};
 
 export interface QuorumLayout {
   quorumOffsetBytes: number;
@@ -29,7 +48,8 @@ export interface QuorumLayout {
 }
 
 export interface QuorumCopy {
-  drive: Drive;
+  /** A drive's quorum area, or any block device (a snapshot target volume holds its own store). */
+  drive: BlockDevice & { readonly path: string };
   driveIndex: number;
 }
 
@@ -42,20 +62,20 @@ export interface CopyReport {
   problems: string[];
 }
 
-interface CopyScan {
+interface CopyScan<Op> {
   copy: QuorumCopy;
   generation: number;
   slot: number;
   sequence: number;
   checkpointPayload?: Buffer;
-  ops: MetadataOp[];
+  ops: Op[];
   journalEndBytes: number;
   problems: string[];
   /** A complete journal record past the end of replay that is newer than what replay reached. */
   newerRecord?: { generation: number; sequence: number };
 }
 
-export class MetadataStore {
+export class MetadataStore<State = PoolMetadata, Op = MetadataOp> {
   private readonly mutex = new Mutex();
   private copies: QuorumCopy[];
 
@@ -67,14 +87,15 @@ export class MetadataStore {
     private activeSlot: number,
     private sequence: number,
     private journalOffsetBytes: number,
-    private readonly committed: PoolMetadata,
+    private readonly committed: State,
+    private readonly codec: StoreCodec<State, Op>,
   ) {
     this.copies = copies;
   }
 
   /** Writes the first checkpoint (generation 1) to every copy of a new pool. */
-  static async format(copies: QuorumCopy[], layout: QuorumLayout, metadata: PoolMetadata, log: Logger): Promise<MetadataStore> {
-    const store = new MetadataStore(copies, layout, log, 0, 1, 0, 0, decodeCheckpoint(encodeCheckpoint(metadata)));
+  static async format<S = PoolMetadata, O = MetadataOp>(copies: QuorumCopy[], layout: QuorumLayout, metadata: S, log: Logger, codec: StoreCodec<S, O> = poolMetadataCodec as unknown as StoreCodec<S, O>): Promise<MetadataStore<S, O>> {
+    const store = new MetadataStore<S, O>(copies, layout, log, 0, 1, 0, 0, codec.decode(codec.encode(metadata)), codec);
     // Drives that held an earlier pool still carry its checkpoints and journal records, with
     // generations this pool will reach too: none of it may ever be read as ours.
     await Promise.all(copies.map((copy) => copy.drive.discard(layout.quorumOffsetBytes, 2 * layout.checkpointSlotBytes + layout.journalBytes)));
@@ -83,9 +104,11 @@ export class MetadataStore {
   }
 
   /** Reads every copy, recovers the newest consistent metadata and reports on each copy. */
-  static async open(copies: QuorumCopy[], layout: QuorumLayout, log: Logger): Promise<{ store: MetadataStore; metadata: PoolMetadata; reports: CopyReport[] }> {
+  static async open<S = PoolMetadata, O = MetadataOp>(
+    copies: QuorumCopy[], layout: QuorumLayout, log: Logger, codec: StoreCodec<S, O> = poolMetadataCodec as unknown as StoreCodec<S, O>,
+  ): Promise<{ store: MetadataStore<S, O>; metadata: S; reports: CopyReport[] }> {
     assert(copies.length > 0, 'metadata store needs at least one copy');
-    const scans = await Promise.all(copies.map((copy) => scanCopy(copy, layout)));
+    const scans = await Promise.all(copies.map((copy) => scanCopy<O>(copy, layout, codec.checkpointMagic, codec.journalMagic)));
     const usable = scans.filter((scan) => scan.checkpointPayload !== undefined);
     if (usable.length === 0) {
       const detail = scans.map((scan) => `${scan.copy.drive.path}: ${scan.problems.join('; ')}`).join(' | ');
@@ -101,8 +124,8 @@ export class MetadataStore {
         throw new LunfsError('ECORRUPT', `newer metadata exists (record ${newer.sequence} of generation ${newer.generation} on ${scan.copy.drive.path}) than any quorum copy can replay (generation ${best.generation}, record ${best.sequence}); refusing to open an older state: ${detail}`);
       }
     }
-    const metadata = decodeCheckpoint(best.checkpointPayload!);
-    for (const op of best.ops) applyMetadataOp(metadata, op);
+    const metadata = codec.decode(best.checkpointPayload!);
+    for (const op of best.ops) codec.apply(metadata, op);
     const reports: CopyReport[] = scans.map((scan) => ({
       driveIndex: scan.copy.driveIndex,
       path: scan.copy.drive.path,
@@ -114,9 +137,9 @@ export class MetadataStore {
     for (const report of reports) {
       if (report.state !== 'good') log.warn({ copy: report }, `metadata copy on ${report.path} is ${report.state}`);
     }
-    const committed = decodeCheckpoint(best.checkpointPayload!);
-    for (const op of best.ops) applyMetadataOp(committed, op);
-    const store = new MetadataStore(copies, layout, log, best.generation, best.slot, best.sequence, best.journalEndBytes, committed);
+    const committed = codec.decode(best.checkpointPayload!);
+    for (const op of best.ops) codec.apply(committed, op);
+    const store = new MetadataStore<S, O>(copies, layout, log, best.generation, best.slot, best.sequence, best.journalEndBytes, committed, codec);
     return { store, metadata, reports };
   }
 
@@ -125,10 +148,10 @@ export class MetadataStore {
    * checkpoint when the journal is full. The store keeps its own image of the committed metadata,
    * so a checkpoint never contains a change whose data the caller has not yet made durable.
    */
-  commit(ops: MetadataOp[]): Promise<void> {
+  commit(ops: Op[]): Promise<void> {
     return this.mutex.run(async () => {
       if (ops.length === 0) return;
-      for (const op of ops) applyMetadataOp(this.committed, op);
+      for (const op of ops) this.codec.apply(this.committed, op);
       const payload = Buffer.from(JSON.stringify(ops));
       const recordBytes = alignUp(recordHeaderBytes + payload.length, journalRecordAlignBytes);
       if (this.journalOffsetBytes + recordBytes > this.layout.journalBytes) {
@@ -136,7 +159,7 @@ export class MetadataStore {
         return;
       }
       const record = Buffer.alloc(recordBytes);
-      writeMagic(record, journalMagic);
+      writeMagic(record, this.codec.journalMagic);
       record.writeUInt32LE(formatVersion, 8);
       record.writeBigUInt64LE(BigInt(this.generation), 16);
       record.writeBigUInt64LE(BigInt(this.sequence + 1), 24);
@@ -151,10 +174,10 @@ export class MetadataStore {
     });
   }
 
-  /** Writes the committed metadata to the inactive slot of every copy; resets the journal. */
-  checkpoint(options: { cleanShutdown?: boolean } = {}): Promise<void> {
+  /** Writes the committed metadata (after update, if given) to the inactive slot of every copy; resets the journal. */
+  checkpoint(update?: (committed: State) => void): Promise<void> {
     return this.mutex.run(() => {
-      if (options.cleanShutdown !== undefined) this.committed.cleanShutdown = options.cleanShutdown;
+      update?.(this.committed);
       return this.writeCheckpoint();
     });
   }
@@ -169,14 +192,14 @@ export class MetadataStore {
   }
 
   private async writeCheckpoint(): Promise<void> {
-    const payload = encodeCheckpoint(this.committed);
+    const payload = this.codec.encode(this.committed);
     if (recordHeaderBytes + payload.length > this.layout.checkpointSlotBytes) {
-      throw new LunfsError('ENOSPC', `pool metadata (${payload.length} bytes) no longer fits its checkpoint slot (${this.layout.checkpointSlotBytes} bytes)`);
+      throw new LunfsError('ENOSPC', `metadata (${payload.length} bytes) no longer fits its checkpoint slot (${this.layout.checkpointSlotBytes} bytes)`);
     }
     const generation = this.generation + 1;
     const slot = this.activeSlot ^ 1;
     const header = Buffer.alloc(recordHeaderBytes);
-    writeMagic(header, checkpointMagic);
+    writeMagic(header, this.codec.checkpointMagic);
     header.writeUInt32LE(formatVersion, 8);
     header.writeBigUInt64LE(BigInt(generation), 16);
     header.writeBigUInt64LE(BigInt(payload.length), 24);
@@ -212,11 +235,11 @@ export class MetadataStore {
   }
 }
 
-async function scanCopy(copy: QuorumCopy, layout: QuorumLayout): Promise<CopyScan> {
-  const scan: CopyScan = { copy, generation: 0, slot: 0, sequence: 0, ops: [], journalEndBytes: 0, problems: [] };
+async function scanCopy<Op>(copy: QuorumCopy, layout: QuorumLayout, checkpointMagic: string, journalMagic: string): Promise<CopyScan<Op>> {
+  const scan: CopyScan<Op> = { copy, generation: 0, slot: 0, sequence: 0, ops: [], journalEndBytes: 0, problems: [] };
   for (const slot of [0, 1]) {
     try {
-      const found = await readCheckpointSlot(copy.drive, layout.quorumOffsetBytes + slot * layout.checkpointSlotBytes, layout.checkpointSlotBytes);
+      const found = await readCheckpointSlot(copy.drive, layout.quorumOffsetBytes + slot * layout.checkpointSlotBytes, layout.checkpointSlotBytes, checkpointMagic);
       if ('problem' in found) {
         if (found.problem !== 'empty') scan.problems.push(`checkpoint slot ${slot}: ${found.problem}`);
         continue;
@@ -247,12 +270,12 @@ async function scanCopy(copy: QuorumCopy, layout: QuorumLayout): Promise<CopySca
       if (position + recordBytes > journal.length) break;
       const payload = journal.subarray(position + recordHeaderBytes, position + recordHeaderBytes + payloadBytes);
       if (crc32c(payload) !== header.readUInt32LE(36)) break; // torn record: it was never acknowledged
-      scan.ops.push(...(JSON.parse(payload.toString('utf8')) as MetadataOp[]));
+      scan.ops.push(...(JSON.parse(payload.toString('utf8')) as Op[]));
       scan.sequence += 1;
       position += recordBytes;
     }
     scan.journalEndBytes = position;
-    scan.newerRecord = findNewerRecord(journal, position, scan.generation, scan.sequence);
+    scan.newerRecord = findNewerRecord(journal, position, scan.generation, scan.sequence, journalMagic);
     if (scan.newerRecord) {
       const { generation, sequence } = scan.newerRecord;
       scan.problems.push(generation > scan.generation
@@ -270,7 +293,7 @@ async function scanCopy(copy: QuorumCopy, layout: QuorumLayout): Promise<CopySca
  * proof that replay stopped early because of damage, not at the torn end of a crash (a torn
  * record is never complete, and no record follows it).
  */
-function findNewerRecord(journal: Buffer, fromBytes: number, generation: number, sequence: number): { generation: number; sequence: number } | undefined {
+function findNewerRecord(journal: Buffer, fromBytes: number, generation: number, sequence: number, journalMagic: string): { generation: number; sequence: number } | undefined {
   let newest: { generation: number; sequence: number } | undefined;
   for (let position = fromBytes; position + recordHeaderBytes <= journal.length; position += journalRecordAlignBytes) {
     const header = journal.subarray(position, position + recordHeaderBytes);
@@ -287,7 +310,7 @@ function findNewerRecord(journal: Buffer, fromBytes: number, generation: number,
   return newest;
 }
 
-async function readCheckpointSlot(drive: Drive, offsetBytes: number, slotBytes: number): Promise<{ generation: number; payload: Buffer } | { problem: string }> {
+async function readCheckpointSlot(drive: BlockDevice, offsetBytes: number, slotBytes: number, checkpointMagic: string): Promise<{ generation: number; payload: Buffer } | { problem: string }> {
   const header = Buffer.alloc(recordHeaderBytes);
   await drive.read(offsetBytes, header);
   if (header.every((byte) => byte === 0)) return { problem: 'empty' };

@@ -57,6 +57,35 @@ export interface LunRecord {
   sizeBytes: number;
   createdAtMs: number;
   map: L2map;
+  /**
+   * Absent for a user's LUN. 'target' for the snapshot target volume (seed 000's target VLUN) of
+   * LUN ownerLunId: an internal thin volume, hidden from users, that holds the preserved original
+   * data and the snapshots' bitmaps and log files.
+   */
+  role?: 'target';
+  ownerLunId?: number;
+}
+
+/**
+ * A snapshot of a LUN. epoch orders it against the LUN's writes: a write accepted while the
+ * LUN's epoch was below this snapshot's epoch is in the snapshot, any later one is not. The
+ * sharing relation of seed 004 is explicit: predecessorId is the volume the snapshot was taken
+ * of (its LUN's id, with predecessorKind 'lun'); the LUN's successors are its snapshots.
+ */
+export interface SnapshotRecord {
+  id: number;
+  lunId: number;
+  name: string;
+  epoch: number;
+  createdAtMs: number;
+  /** The LUN's size at the snapshot instant: the snapshot's size, for ever. */
+  sizeBytes: number;
+  /** Space guaranteed to the snapshot (0: on demand, invalidated when the pool is full). */
+  reservedBytes: number;
+  state: 'valid' | 'invalid';
+  invalidReason?: string;
+  predecessorKind: 'lun';
+  predecessorId: number;
 }
 
 export interface PoolMetadata {
@@ -65,8 +94,10 @@ export interface PoolMetadata {
   rss: RssRecord[];
   rstores: Map<number, RStoreRecord>;
   luns: Map<number, LunRecord>;
+  snapshots: Map<number, SnapshotRecord>;
   nextLunId: number;
   nextRstoreId: number;
+  nextSnapshotId: number;
   /** False while a process has the pool open read-write; true after a clean close. */
   cleanShutdown: boolean;
 }
@@ -75,9 +106,12 @@ export type MetadataOp =
   | { kind: 'rstore-create'; rstore: RStoreRecord }
   | { kind: 'map'; lunId: number; unitIndex: number; rstoreId: number; rsegIndex: number; flags: number }
   | { kind: 'unmap'; lunId: number; unitIndex: number }
-  | { kind: 'lun-create'; lunId: number; name: string; sizeBytes: number; createdAtMs: number }
+  | { kind: 'lun-create'; lunId: number; name: string; sizeBytes: number; createdAtMs: number; role?: 'target'; ownerLunId?: number }
   | { kind: 'lun-remove'; lunId: number }
   | { kind: 'lun-resize'; lunId: number; sizeBytes: number }
+  | { kind: 'snapshot-create'; snapshot: SnapshotRecord }
+  | { kind: 'snapshot-invalidate'; snapshotId: number; reason: string }
+  | { kind: 'snapshot-remove'; snapshotId: number }
   /** After an unclean shutdown: unmapped RSEGs and unused PSEGs may hold data of writes whose mapping was lost. */
   | { kind: 'forget-fresh' };
 
@@ -108,10 +142,28 @@ export function applyMetadataOp(metadata: PoolMetadata, op: MetadataOp): void {
     case 'lun-create': {
       assert(!metadata.luns.has(op.lunId), `LUN id ${op.lunId} exists already`);
       const map = new L2map(allocationUnitsFor(op.sizeBytes, metadata.config), metadata.config.lmapEntryCount);
-      metadata.luns.set(op.lunId, { id: op.lunId, name: op.name, sizeBytes: op.sizeBytes, createdAtMs: op.createdAtMs, map });
+      const record: LunRecord = { id: op.lunId, name: op.name, sizeBytes: op.sizeBytes, createdAtMs: op.createdAtMs, map };
+      if (op.role) Object.assign(record, { role: op.role, ownerLunId: op.ownerLunId });
+      metadata.luns.set(op.lunId, record);
       metadata.nextLunId = Math.max(metadata.nextLunId, op.lunId + 1);
       return;
     }
+    case 'snapshot-create':
+      assert(!metadata.snapshots.has(op.snapshot.id), `snapshot id ${op.snapshot.id} exists already`);
+      lunById(metadata, op.snapshot.lunId);
+      metadata.snapshots.set(op.snapshot.id, { ...op.snapshot });
+      metadata.nextSnapshotId = Math.max(metadata.nextSnapshotId, op.snapshot.id + 1);
+      return;
+    case 'snapshot-invalidate': {
+      const snapshot = metadata.snapshots.get(op.snapshotId);
+      assert(snapshot !== undefined, `snapshot-invalidate names unknown snapshot ${op.snapshotId}`);
+      snapshot.state = 'invalid';
+      snapshot.invalidReason = op.reason;
+      return;
+    }
+    case 'snapshot-remove':
+      assert(metadata.snapshots.delete(op.snapshotId), `snapshot-remove names unknown snapshot ${op.snapshotId}`);
+      return;
     case 'lun-remove':
       assert(metadata.luns.delete(op.lunId), `lun-remove names unknown LUN ${op.lunId}`);
       return;
@@ -150,8 +202,10 @@ export function encodeCheckpoint(metadata: PoolMetadata): Buffer {
     rss: metadata.rss,
     rstores: [...metadata.rstores.values()],
     luns: luns.map(({ map, ...rest }) => ({ ...rest, mappedCount: map.mappedCount })),
+    snapshots: [...metadata.snapshots.values()],
     nextLunId: metadata.nextLunId,
     nextRstoreId: metadata.nextRstoreId,
+    nextSnapshotId: metadata.nextSnapshotId,
     cleanShutdown: metadata.cleanShutdown,
   }));
   const entryBytes = 12;
@@ -179,7 +233,8 @@ export function decodeCheckpoint(payload: Buffer): PoolMetadata {
     const parsed = JSON.parse(payload.toString('utf8', 4, 4 + jsonLength)) as {
       config: PoolConfig; drives: DriveRecord[]; rss: RssRecord[]; rstores: RStoreRecord[];
       luns: Array<Omit<LunRecord, 'map'> & { mappedCount: number }>;
-      nextLunId: number; nextRstoreId: number; cleanShutdown: boolean;
+      snapshots?: SnapshotRecord[];
+      nextLunId: number; nextRstoreId: number; nextSnapshotId?: number; cleanShutdown: boolean;
     };
     const metadata: PoolMetadata = {
       config: parsed.config,
@@ -187,8 +242,10 @@ export function decodeCheckpoint(payload: Buffer): PoolMetadata {
       rss: parsed.rss,
       rstores: new Map(parsed.rstores.map((rstore) => [rstore.id, rstore])),
       luns: new Map(),
+      snapshots: new Map((parsed.snapshots ?? []).map((snapshot) => [snapshot.id, snapshot])),
       nextLunId: parsed.nextLunId,
       nextRstoreId: parsed.nextRstoreId,
+      nextSnapshotId: parsed.nextSnapshotId ?? 1,
       cleanShutdown: parsed.cleanShutdown,
     };
     let position = 4 + jsonLength;

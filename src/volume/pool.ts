@@ -94,8 +94,10 @@ export class Pool implements MapSpace {
       rss: [{ id: 0, driveIndexes: drives.map((_, index) => index) }],
       rstores: new Map(),
       luns: new Map(),
+      snapshots: new Map(),
       nextLunId: 1,
       nextRstoreId: 1,
+      nextSnapshotId: 1,
       cleanShutdown: true,
     };
     await Promise.all(drives.map(async (drive, index) => {
@@ -128,9 +130,18 @@ export class Pool implements MapSpace {
 
   // ---- MapSpace ----
 
-  allocate(hint?: RsegRef): RsegAllocation {
+  /** Units of free space held back for reserved snapshots (set by the controller). */
+  reservedUnits: () => number = () => 0;
+
+  allocate(hint?: RsegRef, useReservation = false): RsegAllocation {
     this.checkWritable();
     assert(this.sessionStarted, 'allocation before the write session started (fresh RSEG flags not yet trusted)');
+    if (!useReservation) {
+      const reserved = this.reservedUnits();
+      if (reserved > 0 && this.allocator.freeBytes() - reserved * this.allocationUnitBytes < this.allocationUnitBytes) {
+        throw new LunfsError('ENOSPC', `the pool is full: its remaining free space is reserved for snapshots (${reserved} units)`);
+      }
+    }
     const allocation = this.allocator.allocate(hint);
     if (allocation.createdRstore) {
       const record = allocation.createdRstore;
@@ -178,12 +189,52 @@ export class Pool implements MapSpace {
   // ---- LUN management ----
 
   lunByName(name: string): LunRecord {
-    for (const lun of this.metadata.luns.values()) if (lun.name === name) return lun;
+    for (const lun of this.metadata.luns.values()) if (lun.name === name && !lun.role) return lun;
     throw new LunfsError('ENOENT', `no LUN named '${name}'`);
   }
 
   hasLun(name: string): boolean {
-    return [...this.metadata.luns.values()].some((lun) => lun.name === name);
+    return this.userLuns().some((lun) => lun.name === name);
+  }
+
+  /** The LUNs users see (not the internal snapshot target volumes). */
+  userLuns(): LunRecord[] {
+    return [...this.metadata.luns.values()].filter((lun) => !lun.role);
+  }
+
+  /** The snapshot target volume of a LUN, if it has one. */
+  targetOf(lunId: number): LunRecord | undefined {
+    for (const lun of this.metadata.luns.values()) if (lun.role === 'target' && lun.ownerLunId === lunId) return lun;
+    return undefined;
+  }
+
+  /** Creates the internal target volume of a LUN's snapshots (committed before it returns). */
+  async createTarget(owner: LunRecord, sizeBytes: number): Promise<LunRecord> {
+    this.checkWritable();
+    const op: MetadataOp = { kind: 'lun-create', lunId: this.metadata.nextLunId, name: `.snapshot-target-${owner.id}`, sizeBytes, createdAtMs: this.options.clock.nowMs(), role: 'target', ownerLunId: owner.id };
+    applyMetadataOp(this.metadata, op);
+    this.queue(op);
+    await this.commit();
+    return this.targetOf(owner.id)!;
+  }
+
+  /** Removes a target volume (its LUN has no snapshot left); its RSEGs are free once committed. */
+  async removeTarget(target: LunRecord, releaseUnwritten: () => void): Promise<void> {
+    assert(target.role === 'target', 'removeTarget of a user LUN');
+    releaseUnwritten();
+    const entries: LmapEntry[] = [];
+    target.map.forEachMapped((_, entry) => entries.push(entry));
+    applyMetadataOp(this.metadata, { kind: 'lun-remove', lunId: target.id });
+    this.queue({ kind: 'lun-remove', lunId: target.id }, () => this.allocator.release(entries));
+    await this.commit();
+  }
+
+  /** Applies a metadata op now and makes it durable with the next commit (which this awaits). */
+  async commitOp(op: MetadataOp): Promise<void> {
+    this.checkWritable();
+    applyMetadataOp(this.metadata, op);
+    this.queue(op);
+    await this.commit();
   }
 
   async createLun(name: string, sizeBytes: number): Promise<LunRecord> {
@@ -249,7 +300,7 @@ export class Pool implements MapSpace {
     try {
       if (!this.options.readOnly && this.sessionStarted) {
         await this.commit();
-        await this.store.checkpoint({ cleanShutdown: true });
+        await this.store.checkpoint((committed) => { committed.cleanShutdown = true; });
       }
     } finally {
       await Promise.all(this.drives.map((drive) => drive.close()));
@@ -278,7 +329,7 @@ export class Pool implements MapSpace {
       await this.resyncMirrors();
     }
     this.metadata.cleanShutdown = false;
-    await this.store.checkpoint({ cleanShutdown: false });
+    await this.store.checkpoint((committed) => { committed.cleanShutdown = false; });
   }
 
   /**

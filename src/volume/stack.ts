@@ -1,5 +1,7 @@
 // The one place that knows the order of the layers. A LUN's stack, top to bottom:
 //   WriteBackCache -> DestagePipeline -> ThinVolume (L2MAP/LMAP) -> RStore (RAID) -> Drive
+// The pipeline and the cache share the LUN's SnapshotSet (epochs, chunk locks, target volume);
+// a snapshot is served by a SnapshotVolume over the same stack.
 // The pool supplies the RStores and drives; everything above is built here.
 
 import { CacheBudget, WriteBackCache } from '../cache/write-back-cache.js';
@@ -9,6 +11,7 @@ import type { LunRecord } from '../meta/pool-metadata.js';
 import type { Clock } from '../util/clock.js';
 import { layerLogger } from '../util/logger.js';
 import { KiB, MiB } from '../util/sizes.js';
+import type { SnapshotSet } from '../snapshot/snapshot-set.js';
 import type { Pool } from './pool.js';
 
 export const defaultCacheBytes = 256 * MiB;
@@ -19,6 +22,7 @@ export interface LunStack {
   thin: ThinVolume;
   pipeline: DestagePipeline;
   cache: WriteBackCache;
+  snapshots: SnapshotSet;
 }
 
 export interface CacheSettings {
@@ -34,9 +38,9 @@ export function makeCacheBudget(capacityBytes: number): CacheBudget {
   return budget;
 }
 
-export function assembleLunStack(pool: Pool, record: LunRecord, settings: CacheSettings): LunStack {
+export function assembleLunStack(pool: Pool, record: LunRecord, settings: CacheSettings, snapshots: SnapshotSet): LunStack {
   const thin = new ThinVolume(pool, record);
-  const pipeline = new DestagePipeline(thin);
+  const pipeline = new DestagePipeline(thin, snapshots);
   const capacity = settings.budget.capacityBytes;
   const cache = new WriteBackCache(pipeline, {
     budget: settings.budget,
@@ -47,6 +51,7 @@ export function assembleLunStack(pool: Pool, record: LunRecord, settings: CacheS
     maxInflightDestages: 16,
     clock: settings.clock,
     log: layerLogger('cache', { lun: record.name }),
+    epoch: () => snapshots.epoch,
   });
-  return { record, thin, pipeline, cache };
+  return { record, thin, pipeline, cache, snapshots };
 }

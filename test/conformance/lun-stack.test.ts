@@ -7,6 +7,7 @@ import type { RaidLevel } from '../../src/meta/pool-metadata.js';
 import { SeededRandom } from '../../src/util/clock.js';
 import { silentLogger } from '../../src/util/logger.js';
 import { KiB, MiB } from '../../src/util/sizes.js';
+import { defaultChunkBytes, SnapshotSet } from '../../src/snapshot/snapshot-set.js';
 import { Pool } from '../../src/volume/pool.js';
 import { assembleLunStack, cachePageBytes, makeCacheBudget, type LunStack } from '../../src/volume/stack.js';
 import { FakeClock } from '../support/fake-clock.js';
@@ -18,7 +19,10 @@ async function makeStackSubject(raidLevel: RaidLevel, lunSizeBytes: number): Pro
   let views = sessionViews(makeMemoryDrives(3, 6 * MiB, `stack${raidLevel}-`));
   let pool = await formatPoolOn(views, { raidLevel }, clock);
   await pool.createLun('conformance', lunSizeBytes);
-  const assemble = (): LunStack => assembleLunStack(pool, pool.lunByName('conformance'), { budget: makeCacheBudget(MiB), clock });
+  const assemble = (): LunStack => {
+    const lun = pool.lunByName('conformance');
+    return assembleLunStack(pool, lun, { budget: makeCacheBudget(MiB), clock }, new SnapshotSet(pool, lun, Math.min(defaultChunkBytes, pool.allocationUnitBytes), silentLogger()));
+  };
   let stack = assemble();
   return {
     device: stack.cache,

@@ -1,0 +1,266 @@
+// The snapshots of one LUN: their records (in the pool metadata), the LUN's snapshot epoch, the
+// per-chunk lock mechanism and the target volume. It answers the destage pipeline's question
+// "which snapshots still need this chunk's original?" (claim 14: search the bitmaps), preserves
+// it once for all of them, and serves reads and writes of the snapshots (seed 002).
+//
+// Epochs: the LUN's epoch rises by one at each snapshot; the cache tags every write with the
+// epoch at which it was accepted. Snapshot S holds exactly the writes tagged below S.epoch.
+// Invariant: while S's bit for chunk c is clear, the source below the cache holds S's data for c,
+// except for cached writes tagged below S.epoch that are not yet destaged.
+
+import { forEachPiece } from '../block/block-device.js';
+import type { ThinVolume } from '../map/thin-volume.js';
+import type { LunRecord, SnapshotRecord } from '../meta/pool-metadata.js';
+import { assert } from '../util/assert.js';
+import { LunfsError } from '../util/errors.js';
+import type { Logger } from '../util/logger.js';
+import type { Pool } from '../volume/pool.js';
+import { ChunkLockManager } from './lock-manager.js';
+import { zeroSlot } from './log-file.js';
+import type { SnapshotImage } from './target-metadata.js';
+import { maxSnapshotsPerLun, planTarget, TargetStore } from './target-store.js';
+
+/** The copy-on-write granularity: one cache page and one RAID-0 stripe unit (docs/architecture.md). */
+export const defaultChunkBytes = 128 * 1024;
+
+/** What a snapshot read needs from the LUN's cache: its writes older than an epoch. */
+export interface EpochOverlay {
+  overlayBefore(offsetBytes: number, target: Buffer, epoch: number): void;
+}
+
+export class SnapshotSet {
+  /** The epoch the LUN's cache tags new writes with. */
+  epoch: number;
+  readonly locks = new ChunkLockManager();
+  private target: TargetStore | undefined;
+  private targetCreation: Promise<TargetStore> | undefined;
+  private readonly zeroChunk: Buffer;
+
+  constructor(
+    private readonly pool: Pool,
+    readonly lun: LunRecord,
+    readonly chunkBytes: number,
+    private readonly log: Logger,
+  ) {
+    assert(pool.allocationUnitBytes % chunkBytes === 0, 'a chunk must divide the allocation unit');
+    this.epoch = Math.max(0, ...this.all().map((snapshot) => snapshot.epoch));
+    this.zeroChunk = Buffer.alloc(chunkBytes);
+  }
+
+  /** Opens the target volume if the LUN has one (reads every bitmap and log file). */
+  async open(readOnly: boolean): Promise<void> {
+    const record = this.pool.targetOf(this.lun.id);
+    if (!record || this.target) return;
+    const live = new Set(this.all().map((snapshot) => snapshot.id));
+    this.target = await TargetStore.open(this.pool, record, live, this.log, readOnly, (id) => this.isLive(id));
+  }
+
+  private isLive(snapshotId: number): boolean {
+    return this.pool.metadata.snapshots.get(snapshotId)?.state === 'valid';
+  }
+
+  /** The LUN's snapshots, oldest first. */
+  all(): SnapshotRecord[] {
+    return [...this.pool.metadata.snapshots.values()].filter((snapshot) => snapshot.lunId === this.lun.id).sort((a, b) => a.epoch - b.epoch);
+  }
+
+  byName(name: string): SnapshotRecord {
+    const found = this.all().find((snapshot) => snapshot.name === name);
+    if (!found) throw new LunfsError('ENOENT', `LUN '${this.lun.name}' has no snapshot named '${name}'`);
+    return found;
+  }
+
+  /** Whether destages must look for originals to preserve. */
+  get active(): boolean {
+    for (const snapshot of this.pool.metadata.snapshots.values()) if (snapshot.lunId === this.lun.id && snapshot.state === 'valid') return true;
+    return false;
+  }
+
+  image(snapshotId: number): SnapshotImage | undefined {
+    return this.target?.state.snapshots.get(snapshotId);
+  }
+
+  get targetStore(): TargetStore | undefined {
+    return this.target;
+  }
+
+  async ensureTarget(): Promise<TargetStore> {
+    if (this.target) return this.target;
+    this.targetCreation ??= (async () => {
+      const { geometry, sizeBytes } = planTarget(this.chunkBytes, this.pool.allocationUnitBytes, this.pool.capacityBytes());
+      const record = await this.pool.createTarget(this.lun, sizeBytes);
+      this.target = await TargetStore.format(this.pool, record, geometry, this.log, (id) => this.isLive(id));
+      return this.target;
+    })().finally(() => (this.targetCreation = undefined));
+    return this.targetCreation;
+  }
+
+  /** The snapshot instant: a new record at the next epoch (the caller makes it durable). */
+  take(id: number, name: string, reservedBytes: number, createdAtMs: number): SnapshotRecord {
+    assert(this.target !== undefined, 'snapshot taken before its target exists');
+    if (this.all().length >= maxSnapshotsPerLun) throw new LunfsError('ENOSPC', `LUN '${this.lun.name}' has ${maxSnapshotsPerLun} snapshots, the most one LUN may have`);
+    this.epoch += 1;
+    return { id, lunId: this.lun.id, name, epoch: this.epoch, createdAtMs, sizeBytes: this.lun.sizeBytes, reservedBytes, state: 'valid', predecessorKind: 'lun', predecessorId: this.lun.id };
+  }
+
+  /** Valid snapshots that need chunk's current source data preserved before data of epoch is written over it. */
+  needing(chunkIndex: number, epoch: number): SnapshotRecord[] {
+    const found: SnapshotRecord[] = [];
+    for (const snapshot of this.pool.metadata.snapshots.values()) {
+      if (snapshot.lunId !== this.lun.id || snapshot.state !== 'valid' || snapshot.epoch > epoch) continue;
+      if (chunkIndex * this.chunkBytes >= snapshot.sizeBytes) continue;
+      if (this.image(snapshot.id)?.bitmap.get(chunkIndex)) continue;
+      found.push(snapshot);
+    }
+    return found;
+  }
+
+  /**
+   * Copy on write, called by the destage pipeline holding the chunk's lock, before data of epoch
+   * reaches the source: the chunk's original goes to the target once, for every snapshot that
+   * needs it. A snapshot without a reservation that cannot get space is invalidated; the LUN's
+   * write goes on either way.
+   */
+  async preserve(chunkIndex: number, epoch: number, source: ThinVolume): Promise<void> {
+    const needing = this.needing(chunkIndex, epoch);
+    if (needing.length === 0) return;
+    const target = this.target;
+    assert(target !== undefined, 'snapshots without a target volume');
+    const startBytes = chunkIndex * this.chunkBytes;
+    let original: Buffer | undefined;
+    if (source.holdsData(startBytes)) {
+      original = Buffer.alloc(this.chunkBytes);
+      await source.read(startBytes, original.subarray(0, Math.min(this.chunkBytes, source.sizeBytes - startBytes)));
+      if (original.equals(this.zeroChunk)) original = undefined; // zeros need no slot
+    }
+    const reserved = needing.some((snapshot) => snapshot.reservedBytes > 0);
+    try {
+      await target.preserve(chunkIndex, original, needing.map((snapshot) => snapshot.id), reserved);
+    } catch (error) {
+      if (!(error instanceof LunfsError) || error.code !== 'ENOSPC') throw error;
+      if (reserved) this.log.error({ chunk: chunkIndex }, 'a reserved snapshot could not preserve data: its reservation was too small');
+      await this.invalidate(needing, 'the pool ran out of space to preserve original data');
+    }
+  }
+
+  async invalidate(snapshots: SnapshotRecord[], reason: string): Promise<void> {
+    for (const snapshot of snapshots) {
+      if (snapshot.state !== 'valid') continue;
+      await this.pool.commitOp({ kind: 'snapshot-invalidate', snapshotId: snapshot.id, reason });
+      this.log.warn({ snapshot: `${this.lun.name}@${snapshot.name}`, reason }, 'snapshot invalidated');
+    }
+    await this.target?.drop(snapshots.map((snapshot) => snapshot.id)); // its space goes back to the pool
+  }
+
+  /** Reads snapshot data: from the target where the bitmap says so, else the source as of the snapshot instant. */
+  async read(snapshot: SnapshotRecord, offsetBytes: number, target: Buffer, source: ThinVolume, cache: EpochOverlay): Promise<void> {
+    this.checkUsable(snapshot);
+    const pieces: Promise<void>[] = [];
+    forEachPiece(offsetBytes, target.length, this.chunkBytes, (chunkIndex, inChunk, length, inRequest) => {
+      const slice = target.subarray(inRequest, inRequest + length);
+      pieces.push(this.locks.withChunks([chunkIndex], () => this.readChunk(snapshot, chunkIndex, inChunk, slice, source, cache)));
+    });
+    await Promise.all(pieces);
+    this.checkUsable(snapshot); // invalidated while reading: the data may be incomplete
+  }
+
+  /** Writes to a snapshot land in its own image in the target (seed 002, claims 1-10). */
+  async write(snapshot: SnapshotRecord, offsetBytes: number, data: Buffer, source: ThinVolume, cache: EpochOverlay): Promise<void> {
+    this.checkUsable(snapshot);
+    const pieces: Promise<void>[] = [];
+    forEachPiece(offsetBytes, data.length, this.chunkBytes, (chunkIndex, inChunk, length, inRequest) => {
+      const piece = data.subarray(inRequest, inRequest + length);
+      pieces.push(this.locks.withChunks([chunkIndex], () => this.writeChunk(snapshot, chunkIndex, inChunk, piece, source, cache)));
+    });
+    const results = await Promise.allSettled(pieces);
+    const failure = results.find((result): result is PromiseRejectedResult => result.status === 'rejected');
+    if (failure) throw failure.reason;
+  }
+
+  private async readChunk(snapshot: SnapshotRecord, chunkIndex: number, inChunk: number, slice: Buffer, source: ThinVolume, cache: EpochOverlay): Promise<void> {
+    const image = this.image(snapshot.id);
+    if (image?.bitmap.get(chunkIndex)) {
+      const slot = image.log.get(chunkIndex);
+      assert(slot !== undefined, `snapshot ${snapshot.id}: bit set for chunk ${chunkIndex} without a log pointer`);
+      await this.target!.readSlot(slot, inChunk, slice);
+      return;
+    }
+    const offsetBytes = chunkIndex * this.chunkBytes + inChunk;
+    await source.read(offsetBytes, slice);
+    cache.overlayBefore(offsetBytes, slice, snapshot.epoch);
+  }
+
+  private async writeChunk(snapshot: SnapshotRecord, chunkIndex: number, inChunk: number, piece: Buffer, source: ThinVolume, cache: EpochOverlay): Promise<void> {
+    const target = this.target!;
+    const image = this.image(snapshot.id);
+    const slot = image?.bitmap.get(chunkIndex) ? image.log.get(chunkIndex) : undefined;
+    if (slot !== undefined && slot !== zeroSlot && target.referenceCount(slot) === 1) {
+      await target.writeSlot(slot, inChunk, piece); // its own chunk already
+      return;
+    }
+    const whole = Buffer.alloc(this.chunkBytes);
+    const viewBytes = Math.min(this.chunkBytes, snapshot.sizeBytes - chunkIndex * this.chunkBytes);
+    if (inChunk > 0 || piece.length < viewBytes) await this.readChunk(snapshot, chunkIndex, 0, whole.subarray(0, viewBytes), source, cache);
+    piece.copy(whole, inChunk);
+    await target.redirect(snapshot.id, chunkIndex, whole, snapshot.reservedBytes > 0);
+  }
+
+  private checkUsable(snapshot: SnapshotRecord): void {
+    if (!this.pool.metadata.snapshots.has(snapshot.id)) throw new LunfsError('ENOENT', `snapshot ${this.lun.name}@${snapshot.name} was deleted`);
+    if (snapshot.state !== 'valid') throw new LunfsError('EIO', `snapshot ${this.lun.name}@${snapshot.name} is invalid: ${snapshot.invalidReason ?? 'unknown reason'}`);
+  }
+
+  /** Units of free space the LUN's reserved snapshots may still need. */
+  reservedUnits(): number {
+    const unitBytes = this.pool.allocationUnitBytes;
+    const chunksPerUnit = unitBytes / this.chunkBytes;
+    let units = 0;
+    let any = false;
+    for (const snapshot of this.all()) {
+      if (snapshot.reservedBytes === 0 || snapshot.state !== 'valid') continue;
+      any = true;
+      const chunks = Math.ceil(snapshot.sizeBytes / this.chunkBytes);
+      const done = this.image(snapshot.id)?.bitmap.count ?? 0;
+      units += Math.ceil((chunks - done) / chunksPerUnit) + 1 + reservationMetadataUnits(snapshot.sizeBytes, this.chunkBytes, unitBytes);
+    }
+    return any ? units + Math.ceil((this.target?.geometry.journalBytes ?? 0) / unitBytes) + 2 : 0;
+  }
+
+  /** Bytes of preserved or written data that the snapshot alone holds, and that it shares. */
+  usage(snapshot: SnapshotRecord): { exclusiveBytes: number; sharedBytes: number } {
+    let exclusive = 0;
+    let shared = 0;
+    const target = this.target;
+    this.image(snapshot.id)?.log.forEach((_, slot) => {
+      if (slot === zeroSlot || !target) return;
+      if (target.referenceCount(slot) > 1) shared += 1;
+      else exclusive += 1;
+    });
+    return { exclusiveBytes: exclusive * this.chunkBytes, sharedBytes: shared * this.chunkBytes };
+  }
+
+  /** Removes a snapshot: its record first, then its image; the target goes with the last one. */
+  async remove(snapshot: SnapshotRecord): Promise<void> {
+    await this.pool.commitOp({ kind: 'snapshot-remove', snapshotId: snapshot.id });
+    await this.target?.drop([snapshot.id]);
+    if (this.all().length === 0 && this.target) {
+      const target = this.target;
+      this.target = undefined;
+      await target.quiesce();
+      await this.pool.removeTarget(this.pool.targetOf(this.lun.id)!, () => target.thin.releaseAll());
+    }
+  }
+
+  /** Forgets a snapshot taken in memory whose creation could not be made durable. */
+  async abandon(snapshot: SnapshotRecord): Promise<void> {
+    this.pool.metadata.snapshots.delete(snapshot.id);
+    await this.target?.drop([snapshot.id]);
+  }
+}
+
+/** Metadata room a reserved snapshot may need in the target: its bitmap and log in both checkpoint slots. */
+function reservationMetadataUnits(sizeBytes: number, chunkBytes: number, unitBytes: number): number {
+  const chunks = Math.ceil(sizeBytes / chunkBytes);
+  return 2 * Math.ceil((chunks / 8 + chunks * 8) / unitBytes);
+}
+

@@ -1,0 +1,399 @@
+// The target volume of a LUN's snapshots (seed 000's target VLUN): an internal thin volume on the
+// pool's map and RAID that holds the preserved original data in chunk-sized slots, the writable
+// snapshots' own chunks, and the bitmaps and log files of every snapshot of the LUN.
+//
+// Layout of the target's address space (docs/on-disk-format.md):
+//   [0, 4 KiB)             target header (magic, version, checksum, geometry)
+//   [unit, dataStart)      a MetadataStore: two checkpoint slots and a journal (one copy: the
+//                          RAID under the target is its redundancy)
+//   [dataStart, ...)       data slots of chunkBytes each; slot k at dataStart + k * chunkBytes
+//
+// Order of a preservation (claims 14-16), for one chunk and every snapshot that needs it:
+//   1. the original data is written to a free slot;
+//   2. the target is flushed (pool commit: the slot's data and its mapping are durable);
+//   3. one journal record adds the pointer to each snapshot's log file and sets its bitmap bit,
+//      and is flushed;
+//   4. only then may the caller let the modified data reach the source.
+// Concurrent preservations share steps 2 and 3 (group commit). A slot is referenced by any number
+// of log files; it is free again when none points at it, and a data unit of the target whose
+// slots are all free is given back to the pool.
+
+import type { BlockDevice } from '../block/block-device.js';
+import { MetadataStore, type QuorumLayout } from '../meta/metadata-store.js';
+import { checkSeal, formatVersion, hasMagic, seal, writeMagic } from '../meta/checksum.js';
+import type { LunRecord } from '../meta/pool-metadata.js';
+import { ThinVolume, type MapSpace } from '../map/thin-volume.js';
+import { assert } from '../util/assert.js';
+import { LunfsError } from '../util/errors.js';
+import type { Logger } from '../util/logger.js';
+import { alignUp, MiB } from '../util/sizes.js';
+import { zeroSlot } from './log-file.js';
+import { applyTargetOp, targetStateCodec, type TargetOp, type TargetState } from './target-metadata.js';
+
+export const targetHeaderBytes = 4096;
+/** The journal holds at most this much; small pools get a smaller one (1/64 of the pool). */
+export const targetJournalBytesMax = 8 * MiB;
+/** Snapshots one LUN may have at once; sizes the checkpoint slots (virtual space, thin). */
+export const maxSnapshotsPerLun = 1024;
+const targetMagic = 'LUNFSTGT';
+
+export interface TargetGeometry {
+  chunkBytes: number;
+  quorumOffsetBytes: number;
+  checkpointSlotBytes: number;
+  journalBytes: number;
+  dataStartBytes: number;
+}
+
+/** The geometry for a pool of poolCapacityBytes, and the target's virtual size. */
+export function planTarget(chunkBytes: number, unitBytes: number, poolCapacityBytes: number): { geometry: TargetGeometry; sizeBytes: number } {
+  const chunks = Math.ceil(poolCapacityBytes / chunkBytes);
+  const checkpointSlotBytes = alignUp(MiB + maxSnapshotsPerLun * (Math.ceil(chunks / 8) + chunks * 8 + 64), unitBytes);
+  const quorumOffsetBytes = unitBytes;
+  const journalBytes = alignUp(Math.min(targetJournalBytesMax, Math.max(256 * 1024, Math.floor(poolCapacityBytes / 64))), unitBytes);
+  const dataStartBytes = alignUp(quorumOffsetBytes + 2 * checkpointSlotBytes + journalBytes, unitBytes);
+  // Room for twice the pool: a target can never hold more than the pool, and slots are reused
+  // lowest first, so the used part of the range stays compact.
+  const sizeBytes = dataStartBytes + alignUp(2 * poolCapacityBytes, unitBytes);
+  return { geometry: { chunkBytes, quorumOffsetBytes, checkpointSlotBytes, journalBytes, dataStartBytes }, sizeBytes };
+}
+
+function encodeHeader(geometry: TargetGeometry, ownerLunId: number): Buffer {
+  const header = Buffer.alloc(targetHeaderBytes);
+  writeMagic(header, targetMagic);
+  header.writeUInt32LE(formatVersion, 8);
+  header.writeUInt32LE(ownerLunId, 16);
+  header.writeUInt32LE(geometry.chunkBytes, 20);
+  header.writeBigUInt64LE(BigInt(geometry.quorumOffsetBytes), 24);
+  header.writeBigUInt64LE(BigInt(geometry.checkpointSlotBytes), 32);
+  header.writeBigUInt64LE(BigInt(geometry.journalBytes), 40);
+  header.writeBigUInt64LE(BigInt(geometry.dataStartBytes), 48);
+  seal(header, 12);
+  return header;
+}
+
+function decodeHeader(header: Buffer, ownerLunId: number): TargetGeometry {
+  if (!hasMagic(header, targetMagic)) throw new LunfsError('ECORRUPT', `snapshot target of LUN ${ownerLunId}: header has the wrong magic (damaged)`);
+  if (header.readUInt32LE(8) !== formatVersion) throw new LunfsError('ECORRUPT', `snapshot target of LUN ${ownerLunId}: unsupported format version ${header.readUInt32LE(8)}`);
+  if (!checkSeal(header, 12)) throw new LunfsError('ECORRUPT', `snapshot target of LUN ${ownerLunId}: header checksum mismatch (damaged)`);
+  if (header.readUInt32LE(16) !== ownerLunId) throw new LunfsError('ECORRUPT', `snapshot target of LUN ${ownerLunId}: header names LUN ${header.readUInt32LE(16)}`);
+  return {
+    chunkBytes: header.readUInt32LE(20),
+    quorumOffsetBytes: Number(header.readBigUInt64LE(24)),
+    checkpointSlotBytes: Number(header.readBigUInt64LE(32)),
+    journalBytes: Number(header.readBigUInt64LE(40)),
+    dataStartBytes: Number(header.readBigUInt64LE(48)),
+  };
+}
+
+/** The smallest free slot first, so the used part of the target stays compact. */
+class SlotHeap {
+  private readonly items: number[] = [];
+  get size(): number {
+    return this.items.length;
+  }
+  push(slot: number): void {
+    const items = this.items;
+    items.push(slot);
+    let index = items.length - 1;
+    while (index > 0) {
+      const parent = (index - 1) >> 1;
+      if (items[parent]! <= items[index]!) break;
+      [items[parent], items[index]] = [items[index]!, items[parent]!];
+      index = parent;
+    }
+  }
+  pop(): number | undefined {
+    const items = this.items;
+    if (items.length === 0) return undefined;
+    const top = items[0]!;
+    const last = items.pop()!;
+    if (items.length > 0) {
+      items[0] = last;
+      let index = 0;
+      for (;;) {
+        const left = index * 2 + 1;
+        const right = left + 1;
+        let smallest = index;
+        if (left < items.length && items[left]! < items[smallest]!) smallest = left;
+        if (right < items.length && items[right]! < items[smallest]!) smallest = right;
+        if (smallest === index) break;
+        [items[smallest], items[index]] = [items[index]!, items[smallest]!];
+        index = smallest;
+      }
+    }
+    return top;
+  }
+}
+
+interface Batch {
+  ops: TargetOp[];
+  promise: Promise<void>;
+  resolve: () => void;
+  reject: (error: unknown) => void;
+}
+
+export class TargetStore {
+  /** Live bitmaps and log files (the store keeps its own committed image). */
+  readonly state: TargetState;
+  private readonly references = new Map<number, number>();
+  private readonly freeSlots = new SlotHeap();
+  private readonly freeSet = new Set<number>();
+  private nextSlot = 0;
+  private queued: Batch | undefined;
+  private committing = false;
+  private readonly slotsPerUnit: number;
+
+  private constructor(
+    readonly thin: ThinVolume,
+    readonly geometry: TargetGeometry,
+    private readonly store: MetadataStore<TargetState, TargetOp>,
+    state: TargetState,
+    private readonly log: Logger,
+    /** Whether a snapshot id still exists and is valid: preservations for others are not recorded. */
+    private readonly isLive: (snapshotId: number) => boolean,
+  ) {
+    this.state = state;
+    this.slotsPerUnit = thin.unitBytesOf() / geometry.chunkBytes;
+    for (const image of state.snapshots.values()) image.log.forEach((_, slot) => this.reference(slot));
+    let highest = -1;
+    for (const slot of this.references.keys()) highest = Math.max(highest, slot);
+    this.nextSlot = highest + 1;
+    for (let slot = 0; slot < this.nextSlot; slot += 1) if (!this.references.has(slot)) this.markFree(slot);
+  }
+
+  /** Makes a new target in the (already created) internal volume record. */
+  static async format(space: MapSpace, record: LunRecord, geometry: TargetGeometry, log: Logger, isLive: (snapshotId: number) => boolean): Promise<TargetStore> {
+    const thin = new ThinVolume(space, record);
+    await thin.write(0, encodeHeader(geometry, record.ownerLunId!));
+    const copies = [{ drive: targetDevice(thin, record), driveIndex: 0 }];
+    const state: TargetState = { snapshots: new Map() };
+    const store = await MetadataStore.format(copies, quorumLayout(geometry), state, log, targetStateCodec);
+    return new TargetStore(thin, geometry, store, { snapshots: new Map() }, log, isLive);
+  }
+
+  /** Reads the header, the checkpoint and the journal (claim 14: bitmaps and logs into host memory). */
+  static async open(space: MapSpace, record: LunRecord, liveSnapshotIds: Set<number>, log: Logger, readOnly: boolean, isLive: (snapshotId: number) => boolean): Promise<TargetStore> {
+    const thin = new ThinVolume(space, record);
+    const header = Buffer.alloc(targetHeaderBytes);
+    await thin.read(0, header);
+    const geometry = decodeHeader(header, record.ownerLunId!);
+    const copies = [{ drive: targetDevice(thin, record), driveIndex: 0 }];
+    const { store, metadata, reports } = await MetadataStore.open(copies, quorumLayout(geometry), log, targetStateCodec);
+    if (reports[0]!.state !== 'good') throw new LunfsError('ECORRUPT', `snapshot target of LUN ${record.ownerLunId}: ${reports[0]!.problems.join('; ')}`);
+    const target = new TargetStore(thin, geometry, store, metadata, log, isLive);
+    if (readOnly) return target;
+    // Snapshots removed (or never committed) before a crash may still have images here.
+    const stale = [...metadata.snapshots.keys()].filter((id) => !liveSnapshotIds.has(id));
+    if (stale.length > 0) await target.drop(stale);
+    await target.releaseEmptyUnits();
+    return target;
+  }
+
+  get chunkBytes(): number {
+    return this.geometry.chunkBytes;
+  }
+
+  /** Slots in use (each chunkBytes). */
+  get usedSlotCount(): number {
+    return this.references.size;
+  }
+
+  referenceCount(slot: number): number {
+    return this.references.get(slot) ?? 0;
+  }
+
+  /**
+   * Preserves one chunk's original data (undefined: it was all zeros, no slot is spent) for the
+   * snapshots in ids, and returns once the pointers are durable. Throws ENOSPC and changes
+   * nothing when the target cannot grow.
+   */
+  async preserve(chunkIndex: number, original: Buffer | undefined, ids: number[], useReservation: boolean): Promise<void> {
+    const slot = original ? await this.writeNewSlot(original, useReservation) : zeroSlot;
+    await this.commit([{ kind: 'preserve', chunk: chunkIndex, slot, ids }]);
+  }
+
+  /** Gives snapshot id its own copy of the chunk, holding data (a whole chunk). */
+  async redirect(id: number, chunkIndex: number, data: Buffer, useReservation: boolean): Promise<void> {
+    const slot = await this.writeNewSlot(data, useReservation);
+    await this.commit([{ kind: 'redirect', id, chunk: chunkIndex, slot }]);
+  }
+
+  /** Drops snapshots' images, frees the slots no other snapshot points at, gives back empty units. */
+  async drop(ids: number[]): Promise<void> {
+    if (ids.length === 0) return;
+    await this.commit([{ kind: 'drop', ids }]);
+    await this.releaseEmptyUnits();
+  }
+
+  async readSlot(slot: number, offsetInChunk: number, target: Buffer): Promise<void> {
+    if (slot === zeroSlot) {
+      target.fill(0);
+      return;
+    }
+    await this.thin.read(this.slotOffset(slot) + offsetInChunk, target);
+  }
+
+  /** Writes into a slot that one snapshot alone points at (a writable snapshot's own chunk). */
+  async writeSlot(slot: number, offsetInChunk: number, data: Buffer): Promise<void> {
+    assert(slot !== zeroSlot && this.referenceCount(slot) === 1, `write into shared slot ${slot}`);
+    await this.thin.write(this.slotOffset(slot) + offsetInChunk, data);
+  }
+
+  /** Waits until no commit is queued or running. */
+  async quiesce(): Promise<void> {
+    while (this.queued || this.committing) await new Promise((resolve) => setImmediate(resolve));
+  }
+
+  /** Makes writes to the target durable (pool commit). */
+  flush(): Promise<void> {
+    return this.thin.flush();
+  }
+
+  private slotOffset(slot: number): number {
+    return this.geometry.dataStartBytes + slot * this.geometry.chunkBytes;
+  }
+
+  private async writeNewSlot(data: Buffer, useReservation: boolean): Promise<number> {
+    assert(data.length === this.geometry.chunkBytes, 'a slot holds one whole chunk');
+    const slot = this.takeSlot();
+    try {
+      this.thin.useReservation = useReservation;
+      try {
+        this.thin.prepareWrite(this.slotOffset(slot), data.length); // ENOSPC here, synchronously
+      } finally {
+        this.thin.useReservation = false;
+      }
+      await this.thin.write(this.slotOffset(slot), data);
+    } catch (error) {
+      this.markFree(slot);
+      throw error;
+    }
+    return slot;
+  }
+
+  private takeSlot(): number {
+    const slot = this.freeSlots.pop();
+    if (slot === undefined) return this.nextSlot++;
+    this.freeSet.delete(slot);
+    return slot;
+  }
+
+  private markFree(slot: number): void {
+    if (this.freeSet.has(slot)) return;
+    this.freeSet.add(slot);
+    this.freeSlots.push(slot);
+  }
+
+  private reference(slot: number): void {
+    if (slot === zeroSlot) return;
+    this.references.set(slot, (this.references.get(slot) ?? 0) + 1);
+  }
+
+  private unreference(slot: number): void {
+    if (slot === zeroSlot) return;
+    const count = this.references.get(slot);
+    assert(count !== undefined && count > 0, `slot ${slot} released more often than referenced`);
+    if (count > 1) {
+      this.references.set(slot, count - 1);
+      return;
+    }
+    this.references.delete(slot);
+    this.markFree(slot);
+  }
+
+  /** Group commit: flush the slots' data, then append one journal record for every op waiting. */
+  private commit(ops: TargetOp[]): Promise<void> {
+    if (!this.queued) {
+      let resolve!: () => void;
+      let reject!: (error: unknown) => void;
+      const promise = new Promise<void>((res, rej) => { resolve = res; reject = rej; });
+      this.queued = { ops: [], promise, resolve, reject };
+      void this.runBatches();
+    }
+    this.queued.ops.push(...ops);
+    return this.queued.promise;
+  }
+
+  private async runBatches(): Promise<void> {
+    if (this.committing) return;
+    this.committing = true;
+    try {
+      await Promise.resolve(); // let the ops of this tick join the batch
+      while (this.queued) {
+        const batch = this.queued;
+        this.queued = undefined;
+        // A snapshot deleted or invalidated while its original was being copied gets no pointer.
+        const unused: number[] = [];
+        batch.ops = batch.ops.flatMap((op): TargetOp[] => {
+          if (op.kind === 'preserve') {
+            const ids = op.ids.filter((id) => this.isLive(id));
+            if (ids.length > 0) return [{ ...op, ids }];
+            if (op.slot !== zeroSlot) unused.push(op.slot);
+            return [];
+          }
+          if (op.kind === 'redirect' && !this.isLive(op.id)) {
+            unused.push(op.slot);
+            return [];
+          }
+          return [op];
+        });
+        for (const slot of unused) this.markFree(slot);
+        try {
+          await this.thin.flush(); // step 2: the preserved data and its mapping are durable
+          await this.store.commit(batch.ops); // step 3: the pointers and bits, flushed
+          for (const op of batch.ops) applyTargetOp(this.state, op, (slot) => this.unreference(slot), (slot) => this.reference(slot));
+          batch.resolve();
+        } catch (error) {
+          this.log.error({ err: error }, 'snapshot target commit failed');
+          batch.reject(error);
+        }
+      }
+    } finally {
+      this.committing = false;
+    }
+  }
+
+  /** Unmaps data units of the target that no slot in use touches. */
+  private async releaseEmptyUnits(): Promise<void> {
+    const unitBytes = this.thin.unitBytesOf();
+    const firstDataUnit = this.geometry.dataStartBytes / unitBytes;
+    const usedUnits = new Set<number>();
+    for (const slot of this.references.keys()) usedUnits.add(firstDataUnit + Math.floor(slot / this.slotsPerUnit));
+    const empty: number[] = [];
+    this.thin.forEachMappedUnit((unitIndex) => {
+      if (unitIndex >= firstDataUnit && !usedUnits.has(unitIndex)) empty.push(unitIndex);
+    });
+    for (const unitIndex of empty) await this.thin.discard(unitIndex * unitBytes, unitBytes);
+    // Trim the high-water mark so new slots fill the lowest free ones first.
+    while (this.nextSlot > 0 && this.freeSet.has(this.nextSlot - 1) && !this.references.has(this.nextSlot - 1)) {
+      this.nextSlot -= 1;
+      this.freeSet.delete(this.nextSlot);
+    }
+    if (this.freeSet.size !== this.freeSlots.size) this.rebuildFreeHeap();
+    if (empty.length > 0) this.log.debug({ units: empty.length }, 'empty target units released');
+  }
+
+  private rebuildFreeHeap(): void {
+    while (this.freeSlots.size > 0) this.freeSlots.pop();
+    for (const slot of this.freeSet) this.freeSlots.push(slot);
+  }
+}
+
+function quorumLayout(geometry: TargetGeometry): QuorumLayout {
+  return { quorumOffsetBytes: geometry.quorumOffsetBytes, checkpointSlotBytes: geometry.checkpointSlotBytes, journalBytes: geometry.journalBytes };
+}
+
+/** The target volume as the one "drive" of its metadata store. */
+function targetDevice(thin: ThinVolume, record: LunRecord): BlockDevice & { path: string } {
+  return {
+    path: `snapshot target of LUN ${record.ownerLunId}`,
+    get sizeBytes() {
+      return thin.sizeBytes;
+    },
+    read: (offsetBytes, target) => thin.read(offsetBytes, target),
+    write: (offsetBytes, data) => thin.write(offsetBytes, data),
+    flush: () => thin.flush(),
+    discard: (offsetBytes, lengthBytes) => thin.discard(offsetBytes, lengthBytes),
+  };
+}

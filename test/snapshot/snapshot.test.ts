@@ -1,0 +1,179 @@
+// Snapshots through the controller on simulated drives (small geometry: 64 KiB allocation units,
+// so 64 KiB chunks; 128 KiB cache pages). What it proves:
+// - a snapshot reads the LUN as it stood at the instant, whether the later writes are still
+//   dirty in the cache, being destaged, or on the drives; writes before it are in it;
+// - one preserved copy serves every snapshot that needs it (shared bytes), and its deletion
+//   frees only what no other snapshot points at; deleting every snapshot gives back all space;
+// - writes to a snapshot land in its own image: the LUN and the other snapshots do not change;
+// - everything survives a clean close and reopen (bitmaps and log files read back);
+// - a pool too full to preserve invalidates an unreserved snapshot (EIO on read), never fails
+//   the LUN's write; a reserved one stays valid; a reservation the pool cannot hold is ENOSPC;
+// - bad input: unknown LUN or snapshot, bad names, duplicates, removing a LUN with snapshots.
+
+import { describe, expect, it } from 'vitest';
+import { isLunfsError } from '../../src/util/errors.js';
+import { silentLogger } from '../../src/util/logger.js';
+import { KiB, MiB } from '../../src/util/sizes.js';
+import { Controller } from '../../src/volume/controller.js';
+import type { Pool } from '../../src/volume/pool.js';
+import { firstDifference, patternBytes, readAll } from '../support/bytes.js';
+import { FakeClock } from '../support/fake-clock.js';
+import { formatMemoryPool, reopenMemoryPool, type MemoryPool } from '../support/memory-pool.js';
+
+async function controllerFor(pool: Pool): Promise<Controller> {
+  const controller = new Controller(pool, { cacheBytes: MiB, clock: new FakeClock(), log: silentLogger() });
+  await controller.openSnapshots();
+  return controller;
+}
+
+async function reopen(memoryPool: MemoryPool, controller: Controller): Promise<Controller> {
+  await controller.close();
+  memoryPool.pool = await reopenMemoryPool(memoryPool.drives);
+  return controllerFor(memoryPool.pool);
+}
+
+async function errorCode(action: () => Promise<unknown>): Promise<string> {
+  try {
+    await action();
+    return 'resolved';
+  } catch (error) {
+    return isLunfsError(error) ? error.code : String(error);
+  }
+}
+
+describe('snapshots', () => {
+  it('read their point in time while the LUN changes in the cache and on the drives', async () => {
+    const memoryPool = await formatMemoryPool({ raidLevel: 0, driveSizeBytes: 8 * MiB });
+    let controller = await controllerFor(memoryPool.pool);
+    await controller.createLun('db', 2 * MiB);
+    const lun = () => controller.stack('db').cache;
+    const v0 = patternBytes(2 * MiB, 1);
+    await lun().write(0, v0);
+    await lun().write(5000, Buffer.from('dirty before the snapshot')); // still in the cache
+    const image0 = await readAll(lun());
+    await controller.createSnapshot('db@s0');
+    const v1 = patternBytes(300 * KiB, 2);
+    await lun().write(100 * KiB, v1); // dirty, after s0
+    expect(firstDifference(await readAll(controller.snapshotVolume('db@s0')), image0)).toBeUndefined();
+    await lun().flush(); // destaged: originals preserved first
+    expect(firstDifference(await readAll(controller.snapshotVolume('db@s0')), image0)).toBeUndefined();
+    const image1 = await readAll(lun());
+    await controller.createSnapshot('db@s1');
+    await controller.createSnapshot('db@s2'); // nothing written between: s1 and s2 will share
+    await lun().write(0, patternBytes(2 * MiB, 3));
+    await lun().flush();
+    expect(firstDifference(await readAll(controller.snapshotVolume('db@s1')), image1)).toBeUndefined();
+    expect(firstDifference(await readAll(controller.snapshotVolume('db@s2')), image1)).toBeUndefined();
+    expect(firstDifference(await readAll(controller.snapshotVolume('db@s0')), image0)).toBeUndefined();
+    const list = controller.listSnapshots();
+    const s1 = list.find((snapshot) => snapshot.name === 'db@s1')!;
+    const s2 = list.find((snapshot) => snapshot.name === 'db@s2')!;
+    expect(s1.sharedBytes).toBe(2 * MiB); // one preserved copy for both
+    expect(s2.sharedBytes).toBe(2 * MiB);
+    expect(s1.exclusiveBytes).toBe(0);
+    const lunImage = await readAll(lun());
+    controller = await reopen(memoryPool, controller);
+    expect(firstDifference(await readAll(controller.snapshotVolume('db@s0')), image0)).toBeUndefined();
+    expect(firstDifference(await readAll(controller.snapshotVolume('db@s1')), image1)).toBeUndefined();
+    expect(firstDifference(await readAll(controller.stack('db').cache), lunImage)).toBeUndefined();
+    await controller.close();
+  });
+
+  it('are writable: writes land in the snapshot alone', async () => {
+    const memoryPool = await formatMemoryPool({ raidLevel: 1, driveSizeBytes: 8 * MiB });
+    let controller = await controllerFor(memoryPool.pool);
+    await controller.createLun('vm', MiB);
+    await controller.stack('vm').cache.write(0, patternBytes(MiB, 5));
+    await controller.createSnapshot('vm@a');
+    await controller.createSnapshot('vm@b');
+    const before = await readAll(controller.stack('vm').cache);
+    const patch = patternBytes(10 * KiB, 6);
+    await controller.snapshotVolume('vm@a').write(70 * KiB + 3, patch);
+    await controller.snapshotVolume('vm@a').write(70 * KiB + 3 + patch.length, patch); // in place now
+    const expectedA = Buffer.from(before);
+    patch.copy(expectedA, 70 * KiB + 3);
+    patch.copy(expectedA, 70 * KiB + 3 + patch.length);
+    expect(firstDifference(await readAll(controller.snapshotVolume('vm@a')), expectedA)).toBeUndefined();
+    expect(firstDifference(await readAll(controller.snapshotVolume('vm@b')), before)).toBeUndefined();
+    expect(firstDifference(await readAll(controller.stack('vm').cache), before)).toBeUndefined();
+    await controller.stack('vm').cache.write(64 * KiB, patternBytes(128 * KiB, 7)); // the LUN moves on
+    await controller.stack('vm').cache.flush();
+    await controller.snapshotVolume('vm@a').flush();
+    controller = await reopen(memoryPool, controller);
+    expect(firstDifference(await readAll(controller.snapshotVolume('vm@a')), expectedA)).toBeUndefined();
+    expect(firstDifference(await readAll(controller.snapshotVolume('vm@b')), before)).toBeUndefined();
+    await controller.close();
+  });
+
+  it('free their space when deleted, shared copies only with the last snapshot', async () => {
+    const memoryPool = await formatMemoryPool({ raidLevel: 0, driveSizeBytes: 8 * MiB });
+    const controller = await controllerFor(memoryPool.pool);
+    await controller.createLun('db', 2 * MiB);
+    await controller.stack('db').cache.write(0, patternBytes(2 * MiB, 8));
+    await controller.stack('db').cache.flush();
+    const freeBefore = memoryPool.pool.freeBytes();
+    await controller.createSnapshot('db@x');
+    await controller.createSnapshot('db@y');
+    await controller.stack('db').cache.write(0, patternBytes(2 * MiB, 9));
+    await controller.stack('db').cache.flush();
+    const imageY = await readAll(controller.snapshotVolume('db@y'));
+    const freeWithBoth = memoryPool.pool.freeBytes();
+    expect(freeWithBoth).toBeLessThanOrEqual(freeBefore - 2 * MiB);
+    await controller.removeSnapshot('db@x');
+    expect(memoryPool.pool.freeBytes()).toBe(freeWithBoth); // y still needs the copy
+    expect(firstDifference(await readAll(controller.snapshotVolume('db@y')), imageY)).toBeUndefined();
+    await controller.removeSnapshot('db@y');
+    expect(memoryPool.pool.freeBytes()).toBe(freeBefore);
+    expect(memoryPool.pool.targetOf(memoryPool.pool.lunByName('db').id)).toBeUndefined();
+    await controller.close();
+  });
+
+  it('are invalidated, not the LUN failed, when the pool cannot hold the originals; reserved ones hold', async () => {
+    const memoryPool = await formatMemoryPool({ raidLevel: 0, driveSizeBytes: 8 * MiB });
+    const controller = await controllerFor(memoryPool.pool);
+    const free = memoryPool.pool.freeBytes();
+    const lunBytes = Math.floor((free * 0.6) / (64 * KiB)) * 64 * KiB;
+    await controller.createLun('big', lunBytes);
+    await controller.stack('big').cache.write(0, patternBytes(lunBytes, 10));
+    await controller.stack('big').cache.flush();
+    expect(await errorCode(() => controller.createSnapshot('big@r', { reserve: true }))).toBe('ENOSPC');
+    expect(controller.listSnapshots()).toEqual([]);
+    await controller.createSnapshot('big@s');
+    const next = patternBytes(lunBytes, 11);
+    await controller.stack('big').cache.write(0, next); // the LUN's write never fails
+    await controller.stack('big').cache.flush();
+    expect(firstDifference(await readAll(controller.stack('big').cache), next)).toBeUndefined();
+    const status = controller.listSnapshots()[0]!;
+    expect(status.state).toBe('invalid');
+    expect(await errorCode(() => readAll(controller.snapshotVolume('big@s')))).toBe('EIO');
+    await controller.removeSnapshot('big@s');
+    // A small LUN's reserved snapshot in a pool filled by another LUN.
+    await controller.createLun('small', MiB);
+    await controller.stack('small').cache.write(0, patternBytes(MiB, 12));
+    await controller.stack('small').cache.flush();
+    const kept = await readAll(controller.stack('small').cache);
+    await controller.createSnapshot('small@r', { reserve: true });
+    await controller.stack('small').cache.write(0, patternBytes(MiB, 13));
+    await controller.stack('small').cache.flush();
+    expect(controller.listSnapshots().find((snapshot) => snapshot.name === 'small@r')!.state).toBe('valid');
+    expect(firstDifference(await readAll(controller.snapshotVolume('small@r')), kept)).toBeUndefined();
+    await controller.close();
+  });
+
+  it('refuse bad input with a code and change nothing', async () => {
+    const memoryPool = await formatMemoryPool({ raidLevel: 0, driveSizeBytes: 8 * MiB });
+    const controller = await controllerFor(memoryPool.pool);
+    await controller.createLun('db', MiB);
+    await controller.createSnapshot('db@one');
+    expect(await errorCode(() => controller.createSnapshot('nolun@x'))).toBe('ENOENT');
+    expect(await errorCode(() => controller.createSnapshot('db@one'))).toBe('EEXIST');
+    expect(await errorCode(() => controller.createSnapshot('db'))).toBe('EINVAL');
+    expect(await errorCode(() => controller.createSnapshot('db@'))).toBe('EINVAL');
+    expect(await errorCode(() => controller.createSnapshot('db@bad/name'))).toBe('EINVAL');
+    expect(await errorCode(() => controller.removeSnapshot('db@two'))).toBe('ENOENT');
+    expect(await errorCode(() => controller.removeLun('db'))).toBe('EBUSY');
+    expect(await errorCode(() => controller.snapshotVolume('db@one').read(MiB - 10, Buffer.alloc(20)))).toBe('EINVAL');
+    expect(controller.listSnapshots().map((snapshot) => snapshot.name)).toEqual(['db@one']);
+    await controller.close();
+  });
+});
