@@ -87,7 +87,7 @@ export class MetadataStore<State = PoolMetadata, Op = MetadataOp> {
     private activeSlot: number,
     private sequence: number,
     private journalOffsetBytes: number,
-    private readonly committed: State,
+    private committed: State,
     private readonly codec: StoreCodec<State, Op>,
   ) {
     this.copies = copies;
@@ -151,11 +151,14 @@ export class MetadataStore<State = PoolMetadata, Op = MetadataOp> {
   commit(ops: Op[]): Promise<void> {
     return this.mutex.run(async () => {
       if (ops.length === 0) return;
-      for (const op of ops) this.codec.apply(this.committed, op);
       const payload = Buffer.from(JSON.stringify(ops));
       const recordBytes = alignUp(recordHeaderBytes + payload.length, journalRecordAlignBytes);
       if (this.journalOffsetBytes + recordBytes > this.layout.journalBytes) {
-        await this.writeCheckpoint();
+        // The committed image changes only once the checkpoint holding the ops is written.
+        const next = this.codec.decode(this.codec.encode(this.committed));
+        for (const op of ops) this.codec.apply(next, op);
+        await this.writeCheckpoint(next);
+        this.committed = next;
         return;
       }
       const record = Buffer.alloc(recordBytes);
@@ -169,6 +172,7 @@ export class MetadataStore<State = PoolMetadata, Op = MetadataOp> {
       payload.copy(record, recordHeaderBytes);
       const offset = this.journalStartBytes() + this.journalOffsetBytes;
       await this.writeAllCopies(offset, record);
+      for (const op of ops) this.codec.apply(this.committed, op);
       this.sequence += 1;
       this.journalOffsetBytes += recordBytes;
     });
@@ -178,7 +182,7 @@ export class MetadataStore<State = PoolMetadata, Op = MetadataOp> {
   checkpoint(update?: (committed: State) => void): Promise<void> {
     return this.mutex.run(() => {
       update?.(this.committed);
-      return this.writeCheckpoint();
+      return this.writeCheckpoint(this.committed);
     });
   }
 
@@ -191,8 +195,8 @@ export class MetadataStore<State = PoolMetadata, Op = MetadataOp> {
     return this.copies.map((copy) => copy.driveIndex);
   }
 
-  private async writeCheckpoint(): Promise<void> {
-    const payload = this.codec.encode(this.committed);
+  private async writeCheckpoint(state: State): Promise<void> {
+    const payload = this.codec.encode(state);
     if (recordHeaderBytes + payload.length > this.layout.checkpointSlotBytes) {
       throw new LunfsError('ENOSPC', `metadata (${payload.length} bytes) no longer fits its checkpoint slot (${this.layout.checkpointSlotBytes} bytes)`);
     }
@@ -221,6 +225,13 @@ export class MetadataStore<State = PoolMetadata, Op = MetadataOp> {
     }));
     const failed = this.copies.filter((_, index) => results[index]!.status === 'rejected');
     if (failed.length === 0) return;
+    if (failed.length === this.copies.length) {
+      // Nothing was written anywhere: keep the copies (a full target volume, say, may have room
+      // again later) and report why.
+      const reason = (results.find((result) => result.status === 'rejected') as PromiseRejectedResult).reason;
+      if (reason instanceof LunfsError && reason.code === 'ENOSPC') throw reason;
+      throw new LunfsError('EIO', `metadata could not be written to any copy: ${(reason as Error).message}`, { cause: reason });
+    }
     for (const copy of failed) this.log.error({ drive: copy.drive.path }, 'metadata copy write failed; copy dropped');
     this.copies = this.copies.filter((copy) => !failed.includes(copy));
     if (this.copies.length === 0) throw new LunfsError('EIO', 'metadata could not be written to any quorum copy');

@@ -51,8 +51,15 @@ export class SnapshotSet {
   async open(readOnly: boolean): Promise<void> {
     const record = this.pool.targetOf(this.lun.id);
     if (!record || this.target) return;
-    const live = new Set(this.all().map((snapshot) => snapshot.id));
+    if (this.all().length === 0) {
+      // A crash after the last snapshot's removal, or during the target's creation: no
+      // snapshot needs it (snapshot records are committed only once their target is formatted).
+      if (!readOnly) await this.pool.removeTarget(record, () => {});
+      return;
+    }
+    const live = new Set(this.all().filter((snapshot) => snapshot.state === 'valid').map((snapshot) => snapshot.id));
     this.target = await TargetStore.open(this.pool, record, live, this.log, readOnly, (id) => this.isLive(id));
+    this.updateReservationUse();
   }
 
   private isLive(snapshotId: number): boolean {
@@ -89,7 +96,12 @@ export class SnapshotSet {
     this.targetCreation ??= (async () => {
       const { geometry, sizeBytes } = planTarget(this.chunkBytes, this.pool.allocationUnitBytes, this.pool.capacityBytes());
       const record = await this.pool.createTarget(this.lun, sizeBytes);
-      this.target = await TargetStore.format(this.pool, record, geometry, this.log, (id) => this.isLive(id));
+      try {
+        this.target = await TargetStore.format(this.pool, record, geometry, this.log, (id) => this.isLive(id));
+      } catch (error) {
+        await this.pool.removeTarget(record, () => {}); // e.g. ENOSPC: nothing is left behind
+        throw error;
+      }
       return this.target;
     })().finally(() => (this.targetCreation = undefined));
     return this.targetCreation;
@@ -149,7 +161,19 @@ export class SnapshotSet {
       await this.pool.commitOp({ kind: 'snapshot-invalidate', snapshotId: snapshot.id, reason });
       this.log.warn({ snapshot: `${this.lun.name}@${snapshot.name}`, reason }, 'snapshot invalidated');
     }
-    await this.target?.drop(snapshots.map((snapshot) => snapshot.id)); // its space goes back to the pool
+    this.updateReservationUse();
+    try {
+      await this.target?.drop(snapshots.map((snapshot) => snapshot.id)); // its space goes back to the pool
+    } catch (error) {
+      // The target may be too full even to record the drop: the snapshot is invalid in the pool
+      // metadata all the same, and its image is dropped when the pool next opens.
+      this.log.warn({ err: error }, 'invalid snapshot image not dropped yet');
+    }
+  }
+
+  /** Target metadata writes may use reserved space while a valid reserved snapshot exists. */
+  updateReservationUse(): void {
+    if (this.target) this.target.reservation.use = this.all().some((snapshot) => snapshot.state === 'valid' && snapshot.reservedBytes > 0);
   }
 
   /** Reads snapshot data: from the target where the bitmap says so, else the source as of the snapshot instant. */
@@ -242,6 +266,7 @@ export class SnapshotSet {
   /** Removes a snapshot: its record first, then its image; the target goes with the last one. */
   async remove(snapshot: SnapshotRecord): Promise<void> {
     await this.pool.commitOp({ kind: 'snapshot-remove', snapshotId: snapshot.id });
+    this.updateReservationUse();
     await this.target?.drop([snapshot.id]);
     if (this.all().length === 0 && this.target) {
       const target = this.target;

@@ -152,6 +152,8 @@ export class TargetStore {
     private readonly log: Logger,
     /** Whether a snapshot id still exists and is valid: preservations for others are not recorded. */
     private readonly isLive: (snapshotId: number) => boolean,
+    /** Whether metadata writes (checkpoints) may use reserved space: set while reserved snapshots exist. */
+    readonly reservation: { use: boolean },
   ) {
     this.state = state;
     this.slotsPerUnit = thin.unitBytesOf() / geometry.chunkBytes;
@@ -166,10 +168,16 @@ export class TargetStore {
   static async format(space: MapSpace, record: LunRecord, geometry: TargetGeometry, log: Logger, isLive: (snapshotId: number) => boolean): Promise<TargetStore> {
     const thin = new ThinVolume(space, record);
     await thin.write(0, encodeHeader(geometry, record.ownerLunId!));
-    const copies = [{ drive: targetDevice(thin, record), driveIndex: 0 }];
+    const reservation = { use: false };
+    const copies = [{ drive: targetDevice(thin, record, reservation), driveIndex: 0 }];
     const state: TargetState = { snapshots: new Map() };
     const store = await MetadataStore.format(copies, quorumLayout(geometry), state, log, targetStateCodec);
-    return new TargetStore(thin, geometry, store, { snapshots: new Map() }, log, isLive);
+    // The journal is allocated now, so that appending a record never needs new space.
+    const journalStart = geometry.quorumOffsetBytes + 2 * geometry.checkpointSlotBytes;
+    thin.prepareWrite(journalStart, geometry.journalBytes);
+    await thin.write(journalStart, Buffer.alloc(geometry.journalBytes));
+    await thin.flush();
+    return new TargetStore(thin, geometry, store, { snapshots: new Map() }, log, isLive, reservation);
   }
 
   /** Reads the header, the checkpoint and the journal (claim 14: bitmaps and logs into host memory). */
@@ -178,10 +186,11 @@ export class TargetStore {
     const header = Buffer.alloc(targetHeaderBytes);
     await thin.read(0, header);
     const geometry = decodeHeader(header, record.ownerLunId!);
-    const copies = [{ drive: targetDevice(thin, record), driveIndex: 0 }];
+    const reservation = { use: false };
+    const copies = [{ drive: targetDevice(thin, record, reservation), driveIndex: 0 }];
     const { store, metadata, reports } = await MetadataStore.open(copies, quorumLayout(geometry), log, targetStateCodec);
     if (reports[0]!.state !== 'good') throw new LunfsError('ECORRUPT', `snapshot target of LUN ${record.ownerLunId}: ${reports[0]!.problems.join('; ')}`);
-    const target = new TargetStore(thin, geometry, store, metadata, log, isLive);
+    const target = new TargetStore(thin, geometry, store, metadata, log, isLive, reservation);
     if (readOnly) return target;
     // Snapshots removed (or never committed) before a crash may still have images here.
     const stale = [...metadata.snapshots.keys()].filter((id) => !liveSnapshotIds.has(id));
@@ -365,6 +374,7 @@ export class TargetStore {
       if (unitIndex >= firstDataUnit && !usedUnits.has(unitIndex)) empty.push(unitIndex);
     });
     for (const unitIndex of empty) await this.thin.discard(unitIndex * unitBytes, unitBytes);
+    if (empty.length > 0) await this.thin.flush(); // the units are free once the unmapping is committed
     // Trim the high-water mark so new slots fill the lowest free ones first.
     while (this.nextSlot > 0 && this.freeSet.has(this.nextSlot - 1) && !this.references.has(this.nextSlot - 1)) {
       this.nextSlot -= 1;
@@ -384,15 +394,27 @@ function quorumLayout(geometry: TargetGeometry): QuorumLayout {
   return { quorumOffsetBytes: geometry.quorumOffsetBytes, checkpointSlotBytes: geometry.checkpointSlotBytes, journalBytes: geometry.journalBytes };
 }
 
-/** The target volume as the one "drive" of its metadata store. */
-function targetDevice(thin: ThinVolume, record: LunRecord): BlockDevice & { path: string } {
+/**
+ * The target volume as the one "drive" of its metadata store. Space for a write is taken at once
+ * (from the reservation of reserved snapshots, when there are some), so ENOSPC comes before any
+ * byte is written.
+ */
+function targetDevice(thin: ThinVolume, record: LunRecord, reservation: { use: boolean }): BlockDevice & { path: string } {
   return {
     path: `snapshot target of LUN ${record.ownerLunId}`,
     get sizeBytes() {
       return thin.sizeBytes;
     },
     read: (offsetBytes, target) => thin.read(offsetBytes, target),
-    write: (offsetBytes, data) => thin.write(offsetBytes, data),
+    write: (offsetBytes, data) => {
+      thin.useReservation = reservation.use;
+      try {
+        thin.prepareWrite(offsetBytes, data.length);
+      } finally {
+        thin.useReservation = false;
+      }
+      return thin.write(offsetBytes, data);
+    },
     flush: () => thin.flush(),
     discard: (offsetBytes, lengthBytes) => thin.discard(offsetBytes, lengthBytes),
   };

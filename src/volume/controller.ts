@@ -132,6 +132,7 @@ export class Controller {
     const record = set.take(this.pool.metadata.nextSnapshotId, names.snapshot, reservedBytes, this.settings.clock.nowMs());
     this.pool.metadata.snapshots.set(record.id, record);
     this.pool.metadata.nextSnapshotId += 1;
+    set.updateReservationUse();
     try {
       await stack.cache.flush(); // what the snapshot holds is durable before it is
       this.pool.queue({ kind: 'snapshot-create', snapshot: { ...record } });

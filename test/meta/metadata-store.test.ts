@@ -43,8 +43,10 @@ function emptyMetadata(poolUuid = 'aaaaaaaa-bbbb-4ccc-8ddd-eeeeeeeeeeee'): PoolM
     rss: [{ id: 0, driveIndexes: [0, 1, 2] }],
     rstores: new Map(),
     luns: new Map(),
+    snapshots: new Map(),
     nextLunId: 1,
     nextRstoreId: 1,
+    nextSnapshotId: 1,
     cleanShutdown: true,
   };
 }

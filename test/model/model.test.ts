@@ -16,8 +16,14 @@
 // LUNFS_MODEL_RUNS (default 2 per RAID level) and LUNFS_MODEL_STEPS (default 1500) scale the test;
 // LUNFS_MODEL_TRACE=1 prints every operation with its arguments.
 //
-// TODO(issue 3, snapshots): snapshot create/delete/read ops and the rule that every snapshot
-// reads exactly its point in time, also after a power cut.
+// Snapshots: create (sometimes with a reservation, sometimes with a power cut while it is being
+// taken), read and compare against the LUN image at the instant, write (a writable snapshot has
+// its own LunModel), flush, delete. Every valid snapshot reads exactly its point in time plus its
+// own writes (with the fsync rule for those), also after a power cut; a snapshot that exists
+// after a power cut during its creation holds exactly the LUN as it was at the instant; an
+// invalid snapshot fails reads with EIO, and only unreserved snapshots are ever invalidated; a
+// LUN with snapshots cannot be removed (EBUSY). At the end every snapshot is deleted and the
+// pool's free space must be what the LUNs alone leave (no target volume, no leaked unit).
 // TODO(issue 4, RAID-5 and rebuild): RAID-5 pools, drive failure (MemoryDrive.fail) with degraded
 // reads and writes, replacement and rebuild, and bit flips repaired from redundancy.
 
@@ -48,12 +54,23 @@ const cacheBytes = 512 * KiB; // four 128 KiB pages: destage under pressure all 
 const maxLunCount = 4;
 const lunSizesBytes = [4 * KiB + 512, 3 * 64 * KiB + 512, MiB + 1536, 2 * MiB, 3 * MiB - 4096 + 512];
 
-type Operation = 'write' | 'write-together' | 'read' | 'discard' | 'flush' | 'flush-all' | 'create' | 'remove' | 'grow' | 'time' | 'compare' | 'restart' | 'crash';
+type Operation = 'write' | 'write-together' | 'read' | 'discard' | 'flush' | 'flush-all' | 'create' | 'remove' | 'grow' | 'time' | 'compare' | 'restart' | 'crash'
+  | 'snapshot' | 'snapshot-read' | 'snapshot-write' | 'snapshot-flush' | 'snapshot-delete' | 'snapshot-compare';
 
 const weights: Array<[Operation, number]> = [
   ['write', 30], ['write-together', 6], ['read', 18], ['discard', 7], ['flush', 7], ['flush-all', 3],
   ['create', 3], ['remove', 2], ['grow', 2], ['time', 3], ['compare', 3], ['restart', 1], ['crash', 5],
+  ['snapshot', 4], ['snapshot-read', 8], ['snapshot-write', 4], ['snapshot-flush', 2], ['snapshot-delete', 2], ['snapshot-compare', 2],
 ];
+const maxSnapshotsPerLun = 5;
+
+/** A snapshot in the model: its contents (with the fsync rule for its own writes) and whether it is reserved. */
+interface SnapshotModel {
+  fullName: string;
+  lun: string;
+  image: LunModel;
+  reserved: boolean;
+}
 
 async function turns(count: number): Promise<void> {
   for (let turn = 0; turn < count; turn += 1) await Promise.resolve();
@@ -67,7 +84,9 @@ class ModelRun {
   private pool!: Pool;
   private controller!: Controller;
   private readonly luns = new Map<string, LunModel>();
+  private readonly snapshots = new Map<string, SnapshotModel>();
   private nextLunNumber = 1;
+  private nextSnapshotNumber = 1;
   private step = -1;
   private operation = 'format';
   readonly counts = new Map<string, number>();
@@ -117,11 +136,101 @@ class ModelRun {
     }
     this.operation = 'final clean restart';
     await this.cleanRestart();
+    this.operation = 'final deletion of every snapshot';
+    for (const snapshot of [...this.snapshots.values()]) await this.deleteSnapshot(snapshot);
+    this.checkNoSnapshotSpace('after deleting every snapshot');
+    await this.cleanRestart();
+    this.checkNoSnapshotSpace('after deleting every snapshot and a restart');
     await this.controller.close();
   }
 
   private makeController(): Controller {
     return new Controller(this.pool, { cacheBytes, clock: this.clock, log: this.log });
+  }
+
+  private pickSnapshot(): SnapshotModel | undefined {
+    const names = [...this.snapshots.keys()];
+    return names.length === 0 ? undefined : this.snapshots.get(names[this.random.integer(names.length)]!);
+  }
+
+  private snapshotState(snapshot: SnapshotModel): string | undefined {
+    return this.controller.listSnapshots().find((entry) => entry.name === snapshot.fullName)?.state;
+  }
+
+  private async takeSnapshot(lun: LunModel): Promise<void> {
+    if ([...this.snapshots.values()].filter((snapshot) => snapshot.lun === lun.name).length >= maxSnapshotsPerLun) return;
+    const fullName = `${lun.name}@s${this.nextSnapshotNumber++}`;
+    const reserved = this.random.chance(0.15);
+    const before = this.controller.listSnapshots().map((entry) => entry.name).join(' ');
+    this.trace(`snapshot ${fullName}${reserved ? ' reserved' : ''}`);
+    try {
+      await this.controller.createSnapshot(fullName, { reserve: reserved });
+    } catch (error) {
+      this.check(isLunfsError(error, 'ENOSPC'), `snapshot ${fullName} failed: ${String(error)}`);
+      this.check(this.controller.listSnapshots().map((entry) => entry.name).join(' ') === before, 'a refused snapshot changed the snapshot list');
+      this.counts.set('snapshot ENOSPC', (this.counts.get('snapshot ENOSPC') ?? 0) + 1);
+      return;
+    }
+    lun.flushed(); // creation makes every write before the instant durable
+    const image = new LunModel(fullName, lun.sizeBytes);
+    image.resetTo(Buffer.from(lun.acknowledged));
+    this.snapshots.set(fullName, { fullName, lun: lun.name, image, reserved });
+  }
+
+  private async readSnapshot(snapshot: SnapshotModel, whole: boolean): Promise<void> {
+    const volume = this.controller.snapshotVolume(snapshot.fullName);
+    const [offset, length] = whole ? [0, snapshot.image.sizeBytes] : this.pickRange(snapshot.image.sizeBytes);
+    this.trace(`snapshot read ${snapshot.fullName} ${offset}+${length}`);
+    const state = this.snapshotState(snapshot);
+    if (state === 'invalid') {
+      this.check(!snapshot.reserved, `reserved snapshot ${snapshot.fullName} was invalidated`);
+      const outcome = await readRange(volume, offset, length).then(() => 'resolved', (error: unknown) => error);
+      this.check(isLunfsError(outcome, 'EIO'), `read of invalid snapshot ${snapshot.fullName} must fail with EIO, got ${String(outcome)}`);
+      this.counts.set('invalid snapshot read', (this.counts.get('invalid snapshot read') ?? 0) + 1);
+      return;
+    }
+    const data = await readRange(volume, offset, length);
+    const difference = firstDifference(data, snapshot.image.acknowledged.subarray(offset, offset + length), offset);
+    this.check(difference === undefined, `read of ${length} bytes at ${offset} of snapshot ${snapshot.fullName}: ${difference}`);
+  }
+
+  private async writeSnapshot(snapshot: SnapshotModel): Promise<void> {
+    if (this.snapshotState(snapshot) !== 'valid') return;
+    const [offset, length] = this.pickRange(snapshot.image.sizeBytes);
+    const data = patternBytes(length, this.random.integer(2 ** 31));
+    this.trace(`snapshot write ${snapshot.fullName} ${offset}+${length}`);
+    const before = await readAll(this.controller.snapshotVolume(snapshot.fullName));
+    try {
+      await this.controller.snapshotVolume(snapshot.fullName).write(offset, data);
+      snapshot.image.write(offset, data);
+    } catch (error) {
+      // A full pool: the chunks written before the refusal keep the new data.
+      this.check(isLunfsError(error, 'ENOSPC') || (isLunfsError(error, 'EIO') && this.snapshotState(snapshot) === 'invalid'), `write to snapshot ${snapshot.fullName} failed: ${String(error)}`);
+      const after = await readAll(this.controller.snapshotVolume(snapshot.fullName)).catch(() => undefined);
+      if (after) {
+        for (let position = offset; position < offset + length; position += 1) {
+          const fresh = data[position - offset];
+          this.check(after[position] === before[position] || after[position] === fresh, `refused snapshot write left byte ${position} neither old nor new`);
+        }
+        snapshot.image.mayHaveWritten(offset, data);
+        snapshot.image.resetTo(after);
+      }
+      this.counts.set('snapshot write ENOSPC', (this.counts.get('snapshot write ENOSPC') ?? 0) + 1);
+    }
+  }
+
+  private async deleteSnapshot(snapshot: SnapshotModel): Promise<void> {
+    this.trace(`snapshot delete ${snapshot.fullName}`);
+    await this.controller.removeSnapshot(snapshot.fullName);
+    this.snapshots.delete(snapshot.fullName);
+    this.check(!this.controller.hasSnapshot(snapshot.fullName), `${snapshot.fullName} still listed after removal`);
+  }
+
+  /** After the last snapshot is gone: no target volume, and the LUNs' units are all the space used. */
+  private checkNoSnapshotSpace(when: string): void {
+    const targets = [...this.pool.metadata.luns.values()].filter((record) => record.role === 'target');
+    this.check(targets.length === 0, `${when}: target volumes remain: ${targets.map((target) => target.name).join(' ')}`);
+    this.checkSpace(when);
   }
 
   private chooseOperation(): Operation {
@@ -204,6 +313,11 @@ class ModelRun {
         return;
       case 'remove':
         if (!lun || this.luns.size <= 1) return;
+        if ([...this.snapshots.values()].some((snapshot) => snapshot.lun === lun.name)) {
+          const outcome = await this.controller.removeLun(lun.name).then(() => 'resolved', (error: unknown) => error);
+          this.check(isLunfsError(outcome, 'EBUSY'), `removing ${lun.name}, which has snapshots, must fail with EBUSY, got ${String(outcome)}`);
+          return;
+        }
         await this.controller.removeLun(lun.name);
         this.luns.delete(lun.name);
         return;
@@ -222,6 +336,32 @@ class ModelRun {
       case 'crash':
         await this.crash();
         return;
+      case 'snapshot':
+        if (lun) await this.takeSnapshot(lun);
+        return;
+      case 'snapshot-read':
+      case 'snapshot-compare': {
+        const snapshot = this.pickSnapshot();
+        if (snapshot) await this.readSnapshot(snapshot, operation === 'snapshot-compare');
+        return;
+      }
+      case 'snapshot-write': {
+        const snapshot = this.pickSnapshot();
+        if (snapshot) await this.writeSnapshot(snapshot);
+        return;
+      }
+      case 'snapshot-flush': {
+        const snapshot = this.pickSnapshot();
+        if (!snapshot) return;
+        await this.controller.snapshotVolume(snapshot.fullName).flush();
+        snapshot.image.flushed();
+        return;
+      }
+      case 'snapshot-delete': {
+        const snapshot = this.pickSnapshot();
+        if (snapshot) await this.deleteSnapshot(snapshot);
+        return;
+      }
     }
   }
 
@@ -246,6 +386,7 @@ class ModelRun {
   /** Runs a write; ENOSPC is allowed only when the pool could not hold the units it spans. */
   private async tryWrite(lun: LunModel, offset: number, data: Buffer): Promise<boolean> {
     const freeBefore = this.pool.freeBytes();
+    const unreservedBefore = freeBefore - this.pool.reservedUnits() * unitBytes; // reserved snapshots hold the rest
     this.trace(`write ${lun.name} ${offset}+${data.length}`);
     const pending = this.controller.stack(lun.name).cache.write(offset, data);
     // The cache reserves space (prepareWrite) synchronously inside write(), before its first await;
@@ -257,7 +398,7 @@ class ModelRun {
     } catch (error) {
       this.check(isLunfsError(error, 'ENOSPC'), `write of ${data.length} bytes at ${offset} to ${lun.name} failed: ${String(error)}`);
       const spannedUnits = Math.floor((offset + data.length - 1) / unitBytes) - Math.floor(offset / unitBytes) + 1;
-      this.check(freeBefore < spannedUnits * unitBytes, `ENOSPC with ${freeBefore} bytes free for a write spanning ${spannedUnits} units`);
+      this.check(unreservedBefore < spannedUnits * unitBytes, `ENOSPC with ${unreservedBefore} unreserved bytes free for a write spanning ${spannedUnits} units`);
       this.check(freeAfterCall === freeBefore, 'a refused write took space');
       this.counts.set('ENOSPC', (this.counts.get('ENOSPC') ?? 0) + 1);
       return false;
@@ -306,17 +447,28 @@ class ModelRun {
     await this.controller.close();
     for (const lun of this.luns.values()) lun.flushed();
     this.views = sessionViews(this.views.map((view) => view.inner)); // close() fenced the old views
+    for (const snapshot of this.snapshots.values()) snapshot.image.flushed();
     await this.reopen('after a clean close');
     for (const lun of this.luns.values()) await this.compareWhole(lun, 'after a clean restart,');
+    for (const snapshot of this.snapshots.values()) await this.readSnapshot(snapshot, true);
     this.check(this.pool.copyReports.every((report) => report.state === 'good'), `after a clean close every metadata copy is good: ${JSON.stringify(this.pool.copyReports)}`);
   }
 
   /** A power cut while idle, during a flush, or during a write; then recovery and the check. */
   private async crash(): Promise<void> {
-    const mode = this.random.integer(3);
+    const mode = this.random.integer(4);
     const lun = this.pickLun();
     let flushedLuns: LunModel[] = [];
-    if (mode === 1 && lun) {
+    let inFlightSnapshot: SnapshotModel | undefined;
+    if (mode === 3 && lun && [...this.snapshots.values()].filter((snapshot) => snapshot.lun === lun.name).length < maxSnapshotsPerLun) {
+      const fullName = `${lun.name}@s${this.nextSnapshotNumber++}`;
+      const image = new LunModel(fullName, lun.sizeBytes);
+      image.resetTo(Buffer.from(lun.acknowledged));
+      inFlightSnapshot = { fullName, lun: lun.name, image, reserved: false };
+      void this.controller.createSnapshot(fullName).catch(() => undefined);
+      await turns(this.random.integer(this.random.chance(0.7) ? 60 : 600));
+      this.operation = 'crash while a snapshot is taken';
+    } else if (mode === 1 && lun) {
       const all = this.random.chance(0.5);
       if (all) for (const model of this.luns.values()) this.controller.stack(model.name);
       const flushing = all ? this.controller.flushAll() : this.controller.stack(lun.name).cache.flush();
@@ -348,6 +500,18 @@ class ModelRun {
       this.check(problem === undefined, `after a power cut, ${model.name}: ${problem}`);
       model.resetTo(image);
     }
+    if (inFlightSnapshot && this.controller.hasSnapshot(inFlightSnapshot.fullName)) {
+      this.snapshots.set(inFlightSnapshot.fullName, inFlightSnapshot); // it exists: it must hold exactly the instant
+      this.counts.set('snapshot survived a crash during its creation', (this.counts.get('snapshot survived a crash during its creation') ?? 0) + 1);
+    }
+    for (const snapshot of this.snapshots.values()) {
+      this.check(this.controller.hasSnapshot(snapshot.fullName), `snapshot ${snapshot.fullName} lost in a power cut`);
+      if (this.snapshotState(snapshot) !== 'valid') continue;
+      const image = await readAll(this.controller.snapshotVolume(snapshot.fullName));
+      const problem = snapshot.image.checkRecovered(image);
+      this.check(problem === undefined, `after a power cut, snapshot ${snapshot.fullName}: ${problem}`);
+      snapshot.image.resetTo(image);
+    }
   }
 
   private async reopen(when: string): Promise<void> {
@@ -357,7 +521,8 @@ class ModelRun {
       this.check(false, `Pool.open ${when} failed: ${String(error)}`);
     }
     this.controller = this.makeController();
-    const names = [...this.pool.metadata.luns.values()].map((record) => `${record.name}:${record.sizeBytes}`).sort();
+    await this.controller.openSnapshots();
+    const names = this.pool.userLuns().map((record) => `${record.name}:${record.sizeBytes}`).sort();
     const expected = [...this.luns.values()].map((model) => `${model.name}:${model.sizeBytes}`).sort();
     this.check(JSON.stringify(names) === JSON.stringify(expected), `LUNs ${when}: ${names.join(' ')}, model ${expected.join(' ')}`);
     this.checkSpace(when);
