@@ -141,6 +141,10 @@ export class TargetStore {
   private readonly freeSet = new Set<number>();
   private nextSlot = 0;
   private queued: Batch | undefined;
+  /** Ops already applied to the live state (drops): the batch does not apply them again. */
+  private readonly appliedLive = new WeakSet<TargetOp>();
+  /** Drops whose record could not be written yet: they go first into the next batch. */
+  private unrecorded: TargetOp[] = [];
   private committing = false;
   private readonly slotsPerUnit: number;
 
@@ -228,10 +232,24 @@ export class TargetStore {
     await this.commit([{ kind: 'redirect', id, chunk: chunkIndex, slot }]);
   }
 
-  /** Drops snapshots' images, frees the slots no other snapshot points at, gives back empty units. */
+  /**
+   * Drops snapshots' images, frees the slots no other snapshot points at, gives back empty units.
+   * Never fails for lack of space: the pool metadata already says the snapshots are gone (it is
+   * the authority; stale images are dropped at open), so the images leave memory at once and the
+   * record of the drop is retried with later commits if the target cannot take it now.
+   */
   async drop(ids: number[]): Promise<void> {
     if (ids.length === 0) return;
-    await this.commit([{ kind: 'drop', ids }]);
+    const op: TargetOp = { kind: 'drop', ids };
+    applyTargetOp(this.state, op, (slot) => this.unreference(slot), (slot) => this.reference(slot));
+    this.appliedLive.add(op);
+    try {
+      await this.commit([op]);
+    } catch (error) {
+      if (!(error instanceof LunfsError) || error.code !== 'ENOSPC') throw error;
+      this.unrecorded.push(op);
+      this.log.warn({ ids }, 'the drop of snapshot images is not recorded yet (the target is full); retried with the next commit');
+    }
     await this.releaseEmptyUnits();
   }
 
@@ -332,6 +350,9 @@ export class TargetStore {
       while (this.queued) {
         const batch = this.queued;
         this.queued = undefined;
+        const retried = this.unrecorded;
+        this.unrecorded = [];
+        batch.ops = [...retried, ...batch.ops];
         // A snapshot deleted or invalidated while its original was being copied gets no pointer.
         const unused: number[] = [];
         batch.ops = batch.ops.flatMap((op): TargetOp[] => {
@@ -351,10 +372,13 @@ export class TargetStore {
         try {
           await this.thin.flush(); // step 2: the preserved data and its mapping are durable
           await this.store.commit(batch.ops); // step 3: the pointers and bits, flushed
-          for (const op of batch.ops) applyTargetOp(this.state, op, (slot) => this.unreference(slot), (slot) => this.reference(slot));
+          for (const op of batch.ops) if (!this.appliedLive.has(op)) applyTargetOp(this.state, op, (slot) => this.unreference(slot), (slot) => this.reference(slot));
           batch.resolve();
         } catch (error) {
           this.log.error({ err: error }, 'snapshot target commit failed');
+          this.unrecorded = [...retried, ...this.unrecorded];
+          // The slots written for the failed preservations hold nothing anyone points at.
+          for (const op of batch.ops) if ((op.kind === 'preserve' || op.kind === 'redirect') && op.slot !== zeroSlot) this.markFree(op.slot);
           batch.reject(error);
         }
       }
