@@ -2,7 +2,9 @@
 # lunfs demo (`make demo`, after the build): a pool of 4 sparse 2G file drives in ./demo
 # (RAID-1 by default; RAID=0 make demo for striping), a 1G LUN `db` served through FUSE at
 # ./demo/mnt, a loop device on it with ext4 mounted at ./demo/data, files written and checked,
-# a clean stop, a restart in a new process, and the same checksums again.
+# a snapshot taken with ext4 mounted (touch control/snapshot/db@demo), files changed, the snapshot
+# loop-mounted read-only and checked against the checksums of the snapshot instant, a clean stop,
+# a restart in a new process, and every checksum (LUN and snapshot) again.
 # Run as root from anywhere; it works in the repository root. A trap always unmounts, detaches
 # and stops what the demo started, also on error or Ctrl-C. The pool stays in ./demo afterwards
 # (`./bin/lunfs status demo`; `make clean` removes it).
@@ -14,12 +16,14 @@ DEMO=$ROOT/demo
 MNT=$DEMO/mnt
 DATA=$DEMO/data
 LOG=$DEMO/mount.log
+SNAP=$DEMO/snapshot
 LOOP_RECORD=$DEMO/loop-device   # "DEVICE IDENTITY" of the loop device we attached
 LUNFS=./bin/lunfs
 RAID=${RAID:-1}
 
 SERVER_PID=""
 LOOP=""
+SNAP_LOOP=""
 
 say() { printf 'demo: %s\n' "$*"; }
 
@@ -40,6 +44,13 @@ detach_loop() {
   if [[ $(loop_identity "$device") == "$identity" ]]; then losetup -d "$device"; fi
   LOOP=""
   rm -f "$LOOP_RECORD"
+}
+
+detach_snapshot_loop() {
+  [[ -n $SNAP_LOOP ]] || return 0
+  local device=${SNAP_LOOP%% *} identity=${SNAP_LOOP##* }
+  if [[ $(loop_identity "$device") == "$identity" ]]; then losetup -d "$device"; fi
+  SNAP_LOOP=""
 }
 
 # Stops a `lunfs mount` process: SIGTERM (flush, unmount, clean checkpoint), SIGKILL after 60 s.
@@ -81,13 +92,27 @@ start_server() {
   return 1
 }
 
-# Checks every recorded sha256 against the files under ./demo/data; names any mismatch.
+# Checks recorded sha256 sums (default: the LUN's first files) against a directory; names any mismatch.
 verify_checksums() {
-  local when=$1
-  if ! (cd "$DATA" && sha256sum --check --quiet "$DEMO/checksums.sha256"); then
+  local when=$1 directory=${2:-$DATA} sums=${3:-$DEMO/checksums.sha256}
+  if ! (cd "$directory" && sha256sum --check --quiet "$sums"); then
     say "checksum MISMATCH $when (the lines above name the files)"
     return 1
   fi
+}
+
+# The snapshot file on a read-only loop device, its ext4 mounted read-only without journal replay.
+mount_snapshot() {
+  local device
+  device=$(losetup -r -f --show "$MNT/snapshots/db@demo")
+  SNAP_LOOP="$device $(loop_identity "$device")"
+  mkdir -p "$SNAP"
+  mount -o ro,noload "$device" "$SNAP"
+}
+
+unmount_snapshot() {
+  umount "$SNAP"
+  detach_snapshot_loop
 }
 
 attach_ext4() {
@@ -103,7 +128,9 @@ cleanup() {
   local status=$?
   set +e
   if is_mounted "$DATA"; then umount "$DATA" 2>/dev/null || umount -l "$DATA"; fi
+  if is_mounted "$SNAP"; then umount "$SNAP" 2>/dev/null || umount -l "$SNAP"; fi
   detach_loop
+  detach_snapshot_loop
   if [[ -n $SERVER_PID ]]; then stop_server "$SERVER_PID"; fi
   if is_mounted "$MNT"; then fusermount -uz "$MNT" 2>/dev/null || umount -l "$MNT"; fi
   if [[ $status -eq 130 || $status -eq 143 ]]; then
@@ -123,6 +150,7 @@ trap 'exit 143' TERM
 clean_leftovers() {
   local found=0 pid record device identity
   if is_mounted "$DATA"; then found=1; umount -l "$DATA"; fi
+  if is_mounted "$SNAP"; then found=1; umount -l "$SNAP"; fi
   if [[ -f $LOOP_RECORD ]]; then
     read -r device identity < "$LOOP_RECORD" || true
     if [[ -n ${device:-} && $(loop_identity "$device") == "${identity:-x}" ]]; then found=1; losetup -d "$device" || true; fi
@@ -186,8 +214,24 @@ say "read back $FILES files: every checksum matches"
 say "./bin/lunfs status demo:"
 "$LUNFS" status demo | sed 's/^/    /'
 
-# ---- snapshots: the snapshot step goes here once snapshots exist (a later issue): take
-# control/snapshot/db@demo, change a file, check that the snapshot still reads the old checksums.
+# ---- a snapshot while ext4 is mounted, then the LUN changes; the snapshot keeps the old files
+sync -f "$DATA"
+touch "$MNT/control/snapshot/db@demo"
+say "took snapshot db@demo (touch ./demo/mnt/control/snapshot/db@demo) with ext4 mounted"
+dd if=/dev/urandom of="$DATA/files/random-8M.bin" bs=1M count=8 conv=notrunc,fsync status=none # in place: the snapshot keeps the originals
+rm "$DATA/files/random-1M.bin"
+echo "added after the snapshot" > "$DATA/files/added.txt"
+(cd "$DATA" && sha256sum files/*) > "$DEMO/checksums-after.sha256"
+sync -f "$DATA"
+say "changed the LUN: overwrote random-8M.bin in place, removed random-1M.bin, added added.txt"
+mount_snapshot
+verify_checksums "in the snapshot" "$SNAP" "$DEMO/checksums.sha256"
+[[ ! -e $SNAP/files/added.txt ]] || { say "the snapshot shows a file added after it"; exit 1; }
+say "snapshot ./demo/mnt/snapshots/db@demo, loop-mounted read-only (ro,noload): the $FILES files of the snapshot instant, every checksum matches"
+unmount_snapshot
+verify_checksums "on the LUN after the change" "$DATA" "$DEMO/checksums-after.sha256"
+say "./bin/lunfs snapshot ls demo:"
+"$LUNFS" snapshot ls demo | sed 's/^/    /'
 
 # ---- clean stop: ext4, loop device, SIGTERM to lunfs mount
 umount "$DATA"
@@ -208,11 +252,15 @@ if ! fsck_output=$(fsck.ext4 -fn "${LOOP%% *}" 2>&1); then
 fi
 say "fsck.ext4 -fn: clean"
 mount "${LOOP%% *}" "$DATA"
-verify_checksums "after the restart"
-say "after the restart: every checksum of the $FILES files matches"
+verify_checksums "after the restart" "$DATA" "$DEMO/checksums-after.sha256"
+say "after the restart: every checksum of the LUN's files matches"
+mount_snapshot
+verify_checksums "in the snapshot after the restart" "$SNAP" "$DEMO/checksums.sha256"
+say "after the restart: the snapshot still holds the $FILES files of its instant"
+unmount_snapshot
 
 umount "$DATA"
 detach_loop
 stop_server "$SERVER_PID"
 say "stopped cleanly; the pool stays in ./demo (make clean removes it)"
-echo "demo succeeded: RAID-$RAID pool, LUN db, ext4 data intact across a clean restart"
+echo "demo succeeded: RAID-$RAID pool, LUN db, ext4 data and its snapshot intact across a clean restart"
