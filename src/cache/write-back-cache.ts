@@ -344,13 +344,6 @@ export class WriteBackCache implements BlockDevice {
       await this.writeZeros(offsetBytes, lengthBytes);
       return;
     }
-    // Dirty data of an older epoch belongs to a snapshot: it reaches the source (and so the
-    // snapshot) before the discard forgets it.
-    const epoch = this.currentEpoch();
-    for (let index = Math.floor(innerStart / this.options.pageBytes); index <= Math.floor((innerEnd - 1) / this.options.pageBytes); index += 1) {
-      const page = this.dirtyPages.get(index);
-      if (page && page.dirty !== 0 && page.dirtyEpoch < epoch) await this.destageOlderEpoch(page, epoch);
-    }
     await this.forgetWholeSectors(innerStart, innerEnd - innerStart);
     await this.below.discard(innerStart, innerEnd - innerStart);
     this.notifyProgress();
@@ -358,17 +351,33 @@ export class WriteBackCache implements BlockDevice {
     if (endBytes > innerEnd) await this.writeZeros(innerEnd, endBytes - innerEnd);
   }
 
-  /** Drops what the cache holds for a sector-aligned range, after destages in flight there. */
+  /**
+   * Drops what the cache holds for a sector-aligned range. First, until none is left: dirty data
+   * of an older snapshot epoch goes below (it belongs to a snapshot, which must get it before the
+   * discard forgets it), and destages in flight in the range end (no older version may land below
+   * after the discard). Then, in the same turn as the caller's discard below starts, the pages go.
+   */
   private async forgetWholeSectors(offsetBytes: number, lengthBytes: number): Promise<void> {
     const pageBytes = this.options.pageBytes;
     const first = Math.floor(offsetBytes / pageBytes);
     const last = Math.floor((offsetBytes + lengthBytes - 1) / pageBytes);
-    // No older version of a sector may land below after the discard: wait for those destages.
     for (;;) {
-      let busy = false;
-      for (let index = first; index <= last; index += 1) if ((this.dirtyPages.get(index)?.inflight ?? 0) !== 0) busy = true;
-      if (!busy) break;
-      await this.nextProgress();
+      const epoch = this.currentEpoch();
+      let waited = false;
+      for (let index = first; index <= last; index += 1) {
+        const page = this.dirtyPages.get(index);
+        if (page && page.dirty !== 0 && page.dirtyEpoch < epoch) {
+          await this.destageOlderEpoch(page, epoch);
+          waited = true;
+        }
+      }
+      for (let index = first; index <= last && !waited; index += 1) {
+        if ((this.dirtyPages.get(index)?.inflight ?? 0) !== 0) {
+          await this.nextProgress();
+          waited = true;
+        }
+      }
+      if (!waited) break;
     }
     forEachPiece(offsetBytes, lengthBytes, pageBytes, (pageIndex, inPage, length) => {
       const page = this.lookup(pageIndex);
