@@ -35,6 +35,9 @@ export class SnapshotSet {
   private target: TargetStore | undefined;
   private targetCreation: Promise<TargetStore> | undefined;
   private readonly zeroChunk: Buffer;
+  /** Preservations, snapshot reads and writes under way: the target is not removed under them. */
+  private busyCount = 0;
+  private idleWaiters: Array<() => void> = [];
 
   constructor(
     private readonly pool: Pool,
@@ -136,6 +139,10 @@ export class SnapshotSet {
   async preserve(chunkIndex: number, epoch: number, source: ThinVolume): Promise<void> {
     const needing = this.needing(chunkIndex, epoch);
     if (needing.length === 0) return;
+    await this.whileBusy(() => this.preserveFor(needing, chunkIndex, source));
+  }
+
+  private async preserveFor(needing: SnapshotRecord[], chunkIndex: number, source: ThinVolume): Promise<void> {
     const target = this.target;
     assert(target !== undefined, 'snapshots without a target volume');
     const startBytes = chunkIndex * this.chunkBytes;
@@ -182,7 +189,7 @@ export class SnapshotSet {
     const pieces: Promise<void>[] = [];
     forEachPiece(offsetBytes, target.length, this.chunkBytes, (chunkIndex, inChunk, length, inRequest) => {
       const slice = target.subarray(inRequest, inRequest + length);
-      pieces.push(this.locks.withChunks([chunkIndex], () => this.readChunk(snapshot, chunkIndex, inChunk, slice, source, cache)));
+      pieces.push(this.whileBusy(() => this.locks.withChunks([chunkIndex], () => this.readChunk(snapshot, chunkIndex, inChunk, slice, source, cache))));
     });
     await Promise.all(pieces);
     this.checkUsable(snapshot); // invalidated while reading: the data may be incomplete
@@ -194,14 +201,33 @@ export class SnapshotSet {
     const pieces: Promise<void>[] = [];
     forEachPiece(offsetBytes, data.length, this.chunkBytes, (chunkIndex, inChunk, length, inRequest) => {
       const piece = data.subarray(inRequest, inRequest + length);
-      pieces.push(this.locks.withChunks([chunkIndex], () => this.writeChunk(snapshot, chunkIndex, inChunk, piece, source, cache)));
+      pieces.push(this.whileBusy(() => this.locks.withChunks([chunkIndex], () => this.writeChunk(snapshot, chunkIndex, inChunk, piece, source, cache))));
     });
     const results = await Promise.allSettled(pieces);
     const failure = results.find((result): result is PromiseRejectedResult => result.status === 'rejected');
     if (failure) throw failure.reason;
   }
 
+  private async whileBusy<T>(task: () => Promise<T>): Promise<T> {
+    this.busyCount += 1;
+    try {
+      return await task();
+    } finally {
+      this.busyCount -= 1;
+      if (this.busyCount === 0) {
+        const waiters = this.idleWaiters;
+        this.idleWaiters = [];
+        for (const resolve of waiters) resolve();
+      }
+    }
+  }
+
+  private async idle(): Promise<void> {
+    while (this.busyCount > 0) await new Promise<void>((resolve) => this.idleWaiters.push(resolve));
+  }
+
   private async readChunk(snapshot: SnapshotRecord, chunkIndex: number, inChunk: number, slice: Buffer, source: ThinVolume, cache: EpochOverlay): Promise<void> {
+    this.checkUsable(snapshot); // it may have gone while this waited for the chunk's lock
     const image = this.image(snapshot.id);
     if (image?.bitmap.get(chunkIndex)) {
       const slot = image.log.get(chunkIndex);
@@ -215,6 +241,7 @@ export class SnapshotSet {
   }
 
   private async writeChunk(snapshot: SnapshotRecord, chunkIndex: number, inChunk: number, piece: Buffer, source: ThinVolume, cache: EpochOverlay): Promise<void> {
+    this.checkUsable(snapshot); // it may have gone while this waited for the chunk's lock
     const target = this.target!;
     const image = this.image(snapshot.id);
     const slot = image?.bitmap.get(chunkIndex) ? image.log.get(chunkIndex) : undefined;
@@ -271,6 +298,7 @@ export class SnapshotSet {
     if (this.all().length === 0 && this.target) {
       const target = this.target;
       this.target = undefined;
+      await this.idle(); // preservations that began before the removal end first
       await target.quiesce();
       await this.pool.removeTarget(this.pool.targetOf(this.lun.id)!, () => target.thin.releaseAll());
     }

@@ -139,6 +139,8 @@ export class TargetStore {
   private readonly references = new Map<number, number>();
   private readonly freeSlots = new SlotHeap();
   private readonly freeSet = new Set<number>();
+  /** Slots written for preservations or redirections whose record is not committed yet: in use. */
+  private readonly pendingSlots = new Set<number>();
   private nextSlot = 0;
   private queued: Batch | undefined;
   /** Ops already applied to the live state (drops): the batch does not apply them again. */
@@ -195,9 +197,13 @@ export class TargetStore {
     const { store, metadata, reports } = await MetadataStore.open(copies, quorumLayout(geometry), log, targetStateCodec);
     if (reports[0]!.state !== 'good') throw new LunfsError('ECORRUPT', `snapshot target of LUN ${record.ownerLunId}: ${reports[0]!.problems.join('; ')}`);
     const target = new TargetStore(thin, geometry, store, metadata, log, isLive, reservation);
-    if (readOnly) return target;
     // Snapshots removed (or never committed) before a crash may still have images here.
     const stale = [...metadata.snapshots.keys()].filter((id) => !liveSnapshotIds.has(id));
+    if (readOnly) {
+      // Not recorded (nothing is written), but status must not count them.
+      applyTargetOp(target.state, { kind: 'drop', ids: stale }, (slot) => target.unreference(slot), (slot) => target.reference(slot));
+      return target;
+    }
     if (stale.length > 0) await target.drop(stale);
     await target.releaseEmptyUnits();
     return target;
@@ -284,6 +290,7 @@ export class TargetStore {
   private async writeNewSlot(data: Buffer, useReservation: boolean): Promise<number> {
     assert(data.length === this.geometry.chunkBytes, 'a slot holds one whole chunk');
     const slot = this.takeSlot();
+    this.pendingSlots.add(slot);
     try {
       this.thin.useReservation = useReservation;
       try {
@@ -293,6 +300,7 @@ export class TargetStore {
       }
       await this.thin.write(this.slotOffset(slot), data);
     } catch (error) {
+      this.pendingSlots.delete(slot);
       this.markFree(slot);
       throw error;
     }
@@ -312,12 +320,12 @@ export class TargetStore {
     this.freeSlots.push(slot);
   }
 
-  private reference(slot: number): void {
+  reference(slot: number): void {
     if (slot === zeroSlot) return;
     this.references.set(slot, (this.references.get(slot) ?? 0) + 1);
   }
 
-  private unreference(slot: number): void {
+  unreference(slot: number): void {
     if (slot === zeroSlot) return;
     const count = this.references.get(slot);
     assert(count !== undefined && count > 0, `slot ${slot} released more often than referenced`);
@@ -368,17 +376,25 @@ export class TargetStore {
           }
           return [op];
         });
-        for (const slot of unused) this.markFree(slot);
+        for (const slot of unused) {
+          this.pendingSlots.delete(slot);
+          this.markFree(slot);
+        }
         try {
           await this.thin.flush(); // step 2: the preserved data and its mapping are durable
           await this.store.commit(batch.ops); // step 3: the pointers and bits, flushed
           for (const op of batch.ops) if (!this.appliedLive.has(op)) applyTargetOp(this.state, op, (slot) => this.unreference(slot), (slot) => this.reference(slot));
+          for (const op of batch.ops) if (op.kind === 'preserve' || op.kind === 'redirect') this.pendingSlots.delete(op.slot);
           batch.resolve();
         } catch (error) {
           this.log.error({ err: error }, 'snapshot target commit failed');
           this.unrecorded = [...retried, ...this.unrecorded];
           // The slots written for the failed preservations hold nothing anyone points at.
-          for (const op of batch.ops) if ((op.kind === 'preserve' || op.kind === 'redirect') && op.slot !== zeroSlot) this.markFree(op.slot);
+          for (const op of batch.ops) {
+            if ((op.kind !== 'preserve' && op.kind !== 'redirect') || op.slot === zeroSlot) continue;
+            this.pendingSlots.delete(op.slot);
+            this.markFree(op.slot);
+          }
           batch.reject(error);
         }
       }
@@ -392,7 +408,7 @@ export class TargetStore {
     const unitBytes = this.thin.unitBytesOf();
     const firstDataUnit = this.geometry.dataStartBytes / unitBytes;
     const usedUnits = new Set<number>();
-    for (const slot of this.references.keys()) usedUnits.add(firstDataUnit + Math.floor(slot / this.slotsPerUnit));
+    for (const slot of [...this.references.keys(), ...this.pendingSlots]) usedUnits.add(firstDataUnit + Math.floor(slot / this.slotsPerUnit));
     const empty: number[] = [];
     this.thin.forEachMappedUnit((unitIndex) => {
       if (unitIndex >= firstDataUnit && !usedUnits.has(unitIndex)) empty.push(unitIndex);
@@ -400,7 +416,7 @@ export class TargetStore {
     for (const unitIndex of empty) await this.thin.discard(unitIndex * unitBytes, unitBytes);
     if (empty.length > 0) await this.thin.flush(); // the units are free once the unmapping is committed
     // Trim the high-water mark so new slots fill the lowest free ones first.
-    while (this.nextSlot > 0 && this.freeSet.has(this.nextSlot - 1) && !this.references.has(this.nextSlot - 1)) {
+    while (this.nextSlot > 0 && this.freeSet.has(this.nextSlot - 1) && !this.references.has(this.nextSlot - 1) && !this.pendingSlots.has(this.nextSlot - 1)) {
       this.nextSlot -= 1;
       this.freeSet.delete(this.nextSlot);
     }

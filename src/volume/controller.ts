@@ -117,11 +117,12 @@ export class Controller {
     const lun = this.pool.lunByName(names.lun);
     const set = this.snapshotSet(names.lun);
     if (set.all().some((snapshot) => snapshot.name === names.snapshot)) throw new LunfsError('EEXIST', `snapshot ${fullName} exists already`);
+    if (!this.pool.hasRoomForSnapshotRecord()) throw new LunfsError('ENOSPC', `the pool metadata has no room for another snapshot (${this.pool.metadata.snapshots.size} exist); delete some first`);
     let reservedBytes = 0;
     if (options.reserve) {
       reservedBytes = lun.sizeBytes;
       const unitBytes = this.pool.allocationUnitBytes;
-      const neededUnits = Math.ceil(lun.sizeBytes / unitBytes) + 16 + 2 * Math.ceil(((lun.sizeBytes / defaultChunkBytes) * 8.2) / unitBytes);
+      const neededUnits = Math.ceil(lun.sizeBytes / unitBytes) + 16 + 2 * Math.ceil(((lun.sizeBytes / set.chunkBytes) * 8.2) / unitBytes);
       const availableUnits = Math.floor(this.pool.freeBytes() / unitBytes) - this.pool.reservedUnits();
       if (neededUnits > availableUnits) throw new LunfsError('ENOSPC', `a reservation for ${fullName} needs ${neededUnits * unitBytes} bytes; the pool has ${Math.max(0, availableUnits) * unitBytes} bytes not yet reserved`);
     }

@@ -25,12 +25,20 @@ export function planLayout(driveSizesBytes: number[], psegSizeBytes: number, all
   const totalBytes = driveSizesBytes.reduce((a, b) => a + b, 0);
   const maxUnits = Math.ceil(totalBytes / allocationUnitBytes);
   const maxRstores = Math.ceil(totalBytes / psegSizeBytes);
-  // Per unit: a 12-byte map entry plus room; per RStore: its RSD in JSON.
-  const checkpointSlotBytes = alignUp(256 * KiB + maxUnits * 16 + maxRstores * 160, 64 * KiB);
+  // Per unit: a 12-byte map entry plus room; per RStore: its RSD in JSON; per snapshot record
+  // (about 300 bytes of JSON) room for a quarter as many snapshots as units, 64 to 4096.
+  const checkpointSlotBytes = alignUp(256 * KiB + maxUnits * 16 + maxRstores * 160 + snapshotRecordRoom(maxUnits) * snapshotRecordBytes, 64 * KiB);
   const journalBytes = Math.min(64 * MiB, alignUp(Math.max(2 * MiB, checkpointSlotBytes), 64 * KiB));
   const quorumOffsetBytes = driveHeaderBytes;
   const psegAreaOffsetBytes = alignUp(quorumOffsetBytes + 2 * checkpointSlotBytes + journalBytes, MiB);
   return { quorumOffsetBytes, checkpointSlotBytes, journalBytes, psegAreaOffsetBytes };
+}
+
+/** Room reserved in a checkpoint slot per snapshot record. */
+export const snapshotRecordBytes = 384;
+
+export function snapshotRecordRoom(maxUnits: number): number {
+  return Math.min(4096, Math.max(64, Math.floor(maxUnits / 4)));
 }
 
 export function psegCountFor(driveSizeBytes: number, layout: DriveLayout, psegSizeBytes: number): number {

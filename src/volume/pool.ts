@@ -18,7 +18,7 @@ import { LunfsError } from '../util/errors.js';
 import type { Logger } from '../util/logger.js';
 import { Mutex } from '../util/mutex.js';
 import {
-  checkGeometry, defaultAllocationUnitBytes, defaultPsegSizeBytes, defaultStripeUnitBytes, lmapEntryCount, maxQuorumCopies, planLayout, psegCountFor,
+  checkGeometry, defaultAllocationUnitBytes, defaultPsegSizeBytes, defaultStripeUnitBytes, lmapEntryCount, maxQuorumCopies, planLayout, psegCountFor, snapshotRecordBytes,
 } from './pool-layout.js';
 
 export const sectorBytes = 512;
@@ -62,6 +62,7 @@ export class Pool implements MapSpace {
     private readonly store: MetadataStore,
     readonly copyReports: CopyReport[],
     private readonly options: PoolOpenOptions,
+    private readonly checkpointSlotBytes: number,
   ) {
     this.allocator = new RsegAllocator(metadata);
   }
@@ -119,7 +120,7 @@ export class Pool implements MapSpace {
       if (headers[index]!.driveUuid !== record.uuid) throw new LunfsError('ECORRUPT', `drive ${drives[index]!.path} does not match the pool metadata for drive ${index}`);
     });
     const geometry = headers.map((header, index) => ({ drive: drives[index]!, psegAreaOffsetBytes: header.psegAreaOffsetBytes, psegSizeBytes: header.psegSizeBytes }));
-    const pool = new Pool(drives, geometry, metadata, store, reports, options);
+    const pool = new Pool(drives, geometry, metadata, store, reports, options, first.checkpointSlotBytes);
     if (!options.readOnly && !options.deferSession) await pool.startSession();
     return pool;
   }
@@ -129,6 +130,18 @@ export class Pool implements MapSpace {
   }
 
   // ---- MapSpace ----
+
+  /**
+   * Whether the pool metadata has room for one more snapshot record: a checkpoint must always
+   * fit its slot (estimated: map entries, RSDs, snapshot records, and 64 KiB for the rest).
+   */
+  hasRoomForSnapshotRecord(): boolean {
+    let mapped = 0;
+    for (const lun of this.metadata.luns.values()) mapped += lun.map.mappedCount;
+    const snapshotsBytes = JSON.stringify([...this.metadata.snapshots.values()]).length;
+    const estimate = 64 * 1024 + mapped * 12 + this.metadata.rstores.size * 160 + this.metadata.luns.size * 200 + snapshotsBytes + snapshotRecordBytes;
+    return estimate <= this.checkpointSlotBytes - 64;
+  }
 
   /** Units of free space held back for reserved snapshots (set by the controller). */
   reservedUnits: () => number = () => 0;

@@ -1,0 +1,93 @@
+// Races between snapshot deletion and copy-on-write, each forced with a gate at the racy moment
+// (simulated drives, small geometry). What it proves:
+// - a slot written for a preservation whose record is not committed yet is in use: a snapshot
+//   drop that commits first does not give its unit back (the pointer would name freed space);
+// - removing a LUN's last snapshot while a preservation for it is between reading the original
+//   and writing it waits for that preservation; the target volume goes away afterwards, nothing
+//   is written for it later, and the pool commits and reopens.
+
+import { describe, expect, it } from 'vitest';
+import type { ThinVolume } from '../../src/map/thin-volume.js';
+import { silentLogger } from '../../src/util/logger.js';
+import { MiB } from '../../src/util/sizes.js';
+import { Controller } from '../../src/volume/controller.js';
+import type { Pool } from '../../src/volume/pool.js';
+import { patternBytes, readAll } from '../support/bytes.js';
+import { FakeClock } from '../support/fake-clock.js';
+import { formatMemoryPool, reopenMemoryPool } from '../support/memory-pool.js';
+
+async function controllerFor(pool: Pool): Promise<Controller> {
+  const controller = new Controller(pool, { cacheBytes: MiB, clock: new FakeClock(), log: silentLogger() });
+  await controller.openSnapshots();
+  return controller;
+}
+
+describe('snapshot races', () => {
+  it('a drop committed before a pending preservation keeps the preserved slot mapped', async () => {
+    const memoryPool = await formatMemoryPool({ raidLevel: 0, driveSizeBytes: 8 * MiB });
+    const controller = await controllerFor(memoryPool.pool);
+    await controller.createLun('db', MiB);
+    await controller.stack('db').cache.write(0, patternBytes(MiB, 1));
+    await controller.stack('db').cache.flush();
+    await controller.createSnapshot('db@keep');
+    await controller.createSnapshot('db@gone');
+    const set = controller.snapshotSet('db');
+    const target = set.targetStore!;
+    const keep = set.byName('keep');
+    const original = Buffer.alloc(set.chunkBytes, 0x55);
+    // The drop's batch starts first; the preservation's record joins the next batch.
+    const dropping = target.drop([set.byName('gone').id]);
+    const preserving = target.preserve(0, original, [keep.id], false);
+    await Promise.all([dropping, preserving]);
+    const slot = set.image(keep.id)!.log.get(0)!;
+    const unitIndex = Math.floor((target.geometry.dataStartBytes + slot * set.chunkBytes) / memoryPool.pool.allocationUnitBytes);
+    expect(target.thin.lun.map.has(unitIndex), 'the preserved slot lies in an unmapped unit').toBe(true);
+    const back = Buffer.alloc(set.chunkBytes);
+    await target.readSlot(slot, 0, back);
+    expect(back.equals(original)).toBe(true);
+    await controller.close();
+  });
+
+  it('removing the last snapshot waits for a preservation under way, then removes the target', async () => {
+    const memoryPool = await formatMemoryPool({ raidLevel: 0, driveSizeBytes: 8 * MiB });
+    const controller = await controllerFor(memoryPool.pool);
+    await controller.createLun('db', MiB);
+    await controller.stack('db').cache.write(0, patternBytes(MiB, 2));
+    await controller.stack('db').cache.flush();
+    const freeBefore = memoryPool.pool.freeBytes();
+    await controller.createSnapshot('db@only');
+    const set = controller.snapshotSet('db');
+    const real = controller.stack('db').thin;
+    let release!: () => void;
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    let readStarted!: () => void;
+    const started = new Promise<void>((resolve) => (readStarted = resolve));
+    const slowSource = {
+      sizeBytes: real.sizeBytes,
+      holdsData: (offsetBytes: number) => real.holdsData(offsetBytes),
+      read: async (offsetBytes: number, buffer: Buffer) => {
+        await real.read(offsetBytes, buffer);
+        readStarted();
+        await gate;
+      },
+    } as unknown as ThinVolume;
+    const preserving = set.preserve(0, set.epoch, slowSource).then(() => 'done', (error: unknown) => error);
+    await started;
+    let removed = false;
+    const removing = controller.removeSnapshot('db@only').then(() => (removed = true));
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    expect(removed, 'the removal did not wait for the preservation').toBe(false);
+    release();
+    await removing;
+    expect(await preserving).toBe('done');
+    expect(memoryPool.pool.targetOf(memoryPool.pool.lunByName('db').id)).toBeUndefined();
+    await memoryPool.pool.commit();
+    expect(memoryPool.pool.freeBytes()).toBe(freeBefore);
+    const image = await readAll(controller.stack('db').cache);
+    await controller.close();
+    memoryPool.pool = await reopenMemoryPool(memoryPool.drives);
+    const reopened = await controllerFor(memoryPool.pool);
+    expect((await readAll(reopened.stack('db').cache)).equals(image)).toBe(true);
+    await reopened.close();
+  });
+});
