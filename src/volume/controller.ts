@@ -48,6 +48,8 @@ export interface StatusJson {
     state: 'online';
     totalBytes: number;
     freeBytes: number;
+    /** Part of freeBytes held back for reserved snapshots. */
+    reservedBytes: number;
     allocatedBytes: number;
     psegSizeBytes: number;
     allocationUnitBytes: number;
@@ -249,6 +251,7 @@ export class Controller {
         state: 'online',
         totalBytes,
         freeBytes,
+        reservedBytes: Math.min(freeBytes, pool.reservedUnits() * metadata.config.allocationUnitBytes),
         allocatedBytes: totalBytes - freeBytes,
         psegSizeBytes: metadata.config.psegSizeBytes,
         allocationUnitBytes: metadata.config.allocationUnitBytes,
