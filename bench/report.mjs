@@ -2,11 +2,14 @@
 // Writes BENCHMARKS.md from one bench/run.sh run folder: machine, exact command, a table per fio
 // job with every target's figure and, for the lunfs targets, the ratios to the ceiling (the
 // trivial fuse-native file, fnmem) and to the peer (qemu-storage-daemon qcow2) measured in the
-// same run; the 0.8x target is marked. Only figures from the run's records are printed.
+// same run; the 0.8x target is marked. Only figures from the run's records are printed. When the run
+// folder has snapshots/ (bench/snapshots.sh), its "Snapshots" section comes from
+// bench/snapshots-report.mjs.
 //
 //   node bench/report.mjs --run .bench/latest --out BENCHMARKS.md
 import fs from 'node:fs';
 import path from 'node:path';
+import { snapshotSection } from './snapshots-report.mjs';
 
 const args = process.argv.slice(2);
 const opt = (name, def) => { const i = args.indexOf(name); return i >= 0 ? args[i + 1] : def; };
@@ -177,6 +180,9 @@ for (const j of jobNames) {
   }
   L.push('');
 }
+
+// ---- snapshots (bench/snapshots.sh, run after peers.sh unless SNAPSHOTS=0)
+L.push(...snapshotSection(path.join(runDir, 'snapshots'), { runName }));
 
 // ---- where the time goes
 const threadRows = targets.filter((t) => !isProf(t) && jobNames.some((j) => threadsOf(rec(t, j))));

@@ -3,11 +3,13 @@
 # /dev/shm) beside the ceiling (trivial fuse-native file) and the peer (qemu-storage-daemon qcow2
 # FUSE export) of ../shared/bench/peers.sh: same jobs, same run. Writes the raw report and
 # records under .bench/run-<UTC time>/ (gitignored; .bench/latest points at the last one), then
-# BENCHMARKS.md with the ratios (bench/report.mjs).
+# BENCHMARKS.md with the ratios (bench/report.mjs). Then the snapshot measurements
+# (bench/snapshots.sh, records in <run>/snapshots/, the "Snapshots" section of the report).
 #
-#   sudo make bench                                    # full run (about 8 min on 2 cores)
+#   sudo make bench                                    # full run (about 8 + 6 min on 2 cores)
 #   RAND_RUNTIME=5 bash bench/run.sh                   # quicker
 #   TARGETS="fnmem lunfs_r0" JOBS="randread4k" RAND_RUNTIME=5 PROFILE=0 bash bench/run.sh
+#   SNAPSHOTS_ONLY=1 bash bench/run.sh                 # only the snapshot part (bench/snapshots.sh)
 #
 # Environment (all optional):
 #   TARGETS       peers.sh target ids (default below; lunfs ids: see bench/peers-extra-lunfs.sh)
@@ -22,6 +24,11 @@
 #   OUT_DIR       where run folders go (default: <repo>/.bench)
 #   BENCHMARKS_MD the report to write (default: <repo>/BENCHMARKS.md)
 #   LUNFS_*       knobs of bench/peers-extra-lunfs.sh (LUNFS_PREFILL, LUNFS_CACHE_SIZE, ...)
+#   SNAPSHOTS     1 (default): after peers.sh, run bench/snapshots.sh (about 6 min; its knobs:
+#                 SNAP_*, e.g. SNAP_QUICK=1 for a short smoke run) and add its "Snapshots" section
+#                 to the report; 0: skip
+#   SNAPSHOTS_ONLY 1: skip peers.sh, run only bench/snapshots.sh and replace (or add) the
+#                 "Snapshots" section of the existing BENCHMARKS_MD, leaving the rest as it is
 set -euo pipefail
 export LC_ALL=C
 
@@ -33,13 +40,17 @@ die() { log "FATAL: $*"; exit 1; }
 # What the caller set (for the report's "command" line), before defaults are filled in.
 OVERRIDES=()
 for v in TARGETS JOBS RAND_RUNTIME SIZE_MIB SEQ_MIB RANDW_MIB PROFILE PROBES REPEAT FNMEM_OPTS \
-         LUNFS_PREFILL LUNFS_DRIVES LUNFS_CACHE_SIZE LUNFS_NODE_FLAGS LUNFS_SHM LUNFS_BIN SHARED_BENCH OUT_DIR BENCHMARKS_MD; do
+         LUNFS_PREFILL LUNFS_DRIVES LUNFS_CACHE_SIZE LUNFS_NODE_FLAGS LUNFS_SHM LUNFS_BIN SHARED_BENCH OUT_DIR BENCHMARKS_MD \
+         SNAPSHOTS SNAPSHOTS_ONLY; do
   [ -n "${!v+x}" ] && OVERRIDES+=("$v=${!v}")
 done
+for v in $(compgen -v | grep '^SNAP_' || true); do OVERRIDES+=("$v=${!v}"); done # bench/snapshots.sh's knobs
 
-SHARED_BENCH=$(cd "${SHARED_BENCH:-$REPO/../shared/bench}" 2>/dev/null && pwd) \
-  || die "shared/bench not found at $REPO/../shared/bench (set SHARED_BENCH)"
-[ -f "$SHARED_BENCH/peers.sh" ] || die "no peers.sh in $SHARED_BENCH"
+if [ "${SNAPSHOTS_ONLY:-0}" != 1 ]; then
+  SHARED_BENCH=$(cd "${SHARED_BENCH:-$REPO/../shared/bench}" 2>/dev/null && pwd) \
+    || die "shared/bench not found at $REPO/../shared/bench (set SHARED_BENCH)"
+  [ -f "$SHARED_BENCH/peers.sh" ] || die "no peers.sh in $SHARED_BENCH"
+fi
 [ "$(id -u)" = 0 ] || die "run as root (peers.sh mounts, attaches loop devices and drops caches)"
 [ -f "$REPO/dist/bin.js" ] || die "lunfs is not built: run make build (or make bench)"
 
@@ -51,6 +62,9 @@ PROBES=${PROBES:-0}
 REPEAT=${REPEAT:-1}
 OUT_DIR=${OUT_DIR:-$REPO/.bench}
 BENCHMARKS_MD=${BENCHMARKS_MD:-$REPO/BENCHMARKS.md}
+SNAPSHOTS=${SNAPSHOTS:-1}
+SNAPSHOTS_ONLY=${SNAPSHOTS_ONLY:-0}
+[ "$SNAPSHOTS_ONLY" = 1 ] && SNAPSHOTS=1
 if [ "$PROFILE" = 1 ]; then
   for t in prof_fnmem prof_lunfs_r0; do [[ " $TARGETS " == *" $t "* ]] || TARGETS+=" $t"; done
 fi
@@ -112,8 +126,33 @@ fs.writeFileSync(process.argv[2], JSON.stringify({
 EOF
 {
   [ ${#OVERRIDES[@]} -gt 0 ] && printf "%q " "${OVERRIDES[@]}"; printf "bash bench/run.sh\n"
-  for ((n = 1; n <= REPEAT; n++)); do peers_cmd "$n"; printf '%q ' "${CMD[@]}"; printf '\n'; done
+  if [ "$SNAPSHOTS_ONLY" != 1 ]; then
+    for ((n = 1; n <= REPEAT; n++)); do peers_cmd "$n"; printf '%q ' "${CMD[@]}"; printf '\n'; done
+  fi
+  if [ "$SNAPSHOTS" = 1 ]; then printf 'SNAP_DIR=%q LUNFS_BIN=%q bash bench/snapshots.sh\n' "$RUN_DIR/snapshots" "$LUNFS_BIN"; fi
 } > "$RUN_DIR/command.txt"
+
+# The snapshot part (bench/snapshots.sh): its records go to $RUN_DIR/snapshots; a failure there
+# is reported but does not lose the peers.sh report.
+run_snapshots() {
+  local t0 src=0
+  t0=$(date +%s)
+  log "snapshots: bash bench/snapshots.sh (records in $RUN_DIR/snapshots)"
+  SNAP_DIR="$RUN_DIR/snapshots" LUNFS_BIN="$LUNFS_BIN" bash "$BENCH/snapshots.sh" \
+    2> >(tee -a "$RUN_DIR/snapshots.log" >&2) || src=$?
+  log "snapshots finished in $(( $(date +%s) - t0 )) s (rc $src)"
+  left=$(awk '$2 ~ /^\/tmp\/lunfs-snapbench\./ {print $2}' /proc/mounts)
+  if [ -n "$left" ]; then log "WARNING: still mounted after the snapshot part: $left"; fi
+  return $src
+}
+
+if [ "$SNAPSHOTS_ONLY" = 1 ]; then
+  log "run folder: $RUN_DIR (SNAPSHOTS_ONLY=1: peers.sh is not run)"
+  run_snapshots || die "the snapshot part failed; see $RUN_DIR/snapshots.log"
+  node "$BENCH/snapshots-report.mjs" --dir "$RUN_DIR/snapshots" --splice "$BENCHMARKS_MD"
+  log "replaced the Snapshots section of $BENCHMARKS_MD (records: $RUN_DIR/snapshots)"
+  exit 0
+fi
 
 node "$BENCH/host-cpu.mjs" snapshot "$RUN_DIR/host-cpu.start.json" || true
 log "run folder: $RUN_DIR"
@@ -146,6 +185,7 @@ if [ "$PROFILE" = 1 ] && [ -d "$RUN_DIR/cpuprof" ]; then
   node "$BENCH/cpuprofile-top.mjs" --json "$RUN_DIR/profile.json" --md "$RUN_DIR/profile.md" "$RUN_DIR/cpuprof" \
     || log "WARNING: profile summary failed"
 fi
+if [ "$SNAPSHOTS" = 1 ]; then run_snapshots || log "WARNING: the snapshot part failed (rc $?); see $RUN_DIR/snapshots.log"; fi
 ln -sfn "run-$STAMP" "$OUT_DIR/latest"
 
 node "$BENCH/report.mjs" --run "$RUN_DIR" --out "$BENCHMARKS_MD"

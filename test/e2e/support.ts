@@ -295,6 +295,17 @@ export class Sandbox {
     return loop;
   }
 
+  /** Like attachLoop, with `losetup -r`: a read-only loop device (for a snapshot file, say). */
+  async attachLoopReadOnly(file: string): Promise<LoopDevice> {
+    const device = (await runOk('losetup', ['-r', '-f', '--show', file])).stdout.trim();
+    const diskseq = await readSysfs(join(sysfsLoop(device), 'diskseq'));
+    if (diskseq === undefined) throw new Error(`losetup -r attached ${device} but it has no diskseq`);
+    const loop = { device, backingFile: file, diskseq };
+    this.loops.push(loop);
+    this.attachedLoops.push(loop);
+    return loop;
+  }
+
   /** Detaches the loop device if it is still ours (same attachment: see LoopDevice). */
   async detachLoop(loop: LoopDevice): Promise<void> {
     this.loops = this.loops.filter((other) => other !== loop);
@@ -314,6 +325,13 @@ export class Sandbox {
   async mountExt4(loop: LoopDevice, directory: string): Promise<void> {
     await mkdir(directory, { recursive: true });
     await runOk('mount', ['-t', 'ext4', loop.device, directory], { timeoutMs: 60_000 });
+    this.ext4Mounts.push(directory);
+  }
+
+  /** Like mountExt4, with mount options: e.g. ['ro', 'noload'] for a snapshot of a mounted ext4. */
+  async mountExt4With(loop: LoopDevice, directory: string, options: string[]): Promise<void> {
+    await mkdir(directory, { recursive: true });
+    await runOk('mount', ['-t', 'ext4', '-o', options.join(','), loop.device, directory], { timeoutMs: 60_000 });
     this.ext4Mounts.push(directory);
   }
 
@@ -483,4 +501,28 @@ export async function directoryFingerprint(directory: string): Promise<string> {
     lines.push(`${name} ${info.size} ${info.mtimeNs}`);
   }
   return lines.join('\n');
+}
+
+/**
+ * Every entry under `root` (lost+found left out), sorted by path: a directory as `path/` with the
+ * value 'dir', a file with its sha256. Two trees are equal, file by file, when these are equal.
+ */
+export async function treeChecksums(root: string): Promise<Record<string, string>> {
+  const found: Array<[string, string]> = [];
+  async function walk(relative: string): Promise<void> {
+    for (const entry of await readdir(join(root, relative), { withFileTypes: true })) {
+      const path = relative === '' ? entry.name : `${relative}/${entry.name}`;
+      if (path === 'lost+found') continue;
+      if (entry.isDirectory()) {
+        found.push([`${path}/`, 'dir']);
+        await walk(path);
+      } else if (entry.isFile()) {
+        found.push([path, await sha256File(join(root, path))]);
+      } else {
+        found.push([path, 'not a regular file']);
+      }
+    }
+  }
+  await walk('');
+  return Object.fromEntries(found.sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
 }
