@@ -35,6 +35,8 @@ export class SnapshotSet {
   private target: TargetStore | undefined;
   private targetCreation: Promise<TargetStore> | undefined;
   private readonly zeroChunk: Buffer;
+  /** Chunk buffers for originals being preserved, reused (a copy-on-write storm churns no garbage). */
+  private readonly spareChunks: Buffer[] = [];
   /** Preservations, snapshot reads and writes under way: the target is not removed under them. */
   private busyCount = 0;
   private idleWaiters: Array<() => void> = [];
@@ -148,9 +150,20 @@ export class SnapshotSet {
     const startBytes = chunkIndex * this.chunkBytes;
     let original: Buffer | undefined;
     if (source.holdsData(startBytes)) {
-      original = Buffer.alloc(this.chunkBytes);
-      await source.read(startBytes, original.subarray(0, Math.min(this.chunkBytes, source.sizeBytes - startBytes)));
-      if (original.equals(this.zeroChunk)) original = undefined; // zeros need no slot
+      const lengthBytes = Math.min(this.chunkBytes, source.sizeBytes - startBytes);
+      // Every byte is read over, but for the tail of a last chunk cut short by the LUN's end.
+      original = this.spareChunks.pop() ?? Buffer.allocUnsafe(this.chunkBytes);
+      if (lengthBytes < this.chunkBytes) original.fill(0, lengthBytes);
+      try {
+        await source.read(startBytes, original.subarray(0, lengthBytes));
+      } catch (error) {
+        this.spareChunks.push(original);
+        throw error;
+      }
+      if (original.equals(this.zeroChunk)) {
+        this.spareChunks.push(original);
+        original = undefined; // zeros need no slot
+      }
     }
     const reserved = needing.some((snapshot) => snapshot.reservedBytes > 0);
     try {
@@ -159,6 +172,9 @@ export class SnapshotSet {
       if (!(error instanceof LunfsError) || error.code !== 'ENOSPC') throw error;
       if (reserved) this.log.error({ chunk: chunkIndex }, 'a reserved snapshot could not preserve data: its reservation was too small');
       await this.invalidate(needing, 'the pool ran out of space to preserve original data');
+    } finally {
+      // The slot write has completed (or failed): the buffer is free again.
+      if (original && this.spareChunks.length < 64) this.spareChunks.push(original);
     }
   }
 
