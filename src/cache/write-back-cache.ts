@@ -75,6 +75,12 @@ export interface WriteBackCacheOptions {
   log: Logger;
   /** The LUN's current snapshot epoch (0 when it never had snapshots). */
   epoch?: () => number;
+  /**
+   * Whether a write of whole pages that the cache holds no dirty data for may go straight below
+   * (write-through) instead of into pages: true when the drives are memory, where a cache copy
+   * costs more than the drive write it would defer. Asked at every write.
+   */
+  writeThrough?: () => boolean;
 }
 
 class CachePage {
@@ -111,8 +117,12 @@ export class WriteBackCache implements BlockDevice {
   private kickScheduled = false;
   /** True while a write applies its pieces: clean pages are not trimmed meanwhile. */
   private applying = false;
+  /** Pages a write-through is sending below: other requests on them wait for it. */
+  private readonly writingThrough = new Map<number, Promise<void>>();
+  /** Pages a cached write is preparing (reading partial sectors, waiting): no write-through there. */
+  private readonly preparing = new Map<number, number>();
   private closed = false;
-  readonly stats = { readHits: 0, readMisses: 0, writes: 0, destagedBytes: 0, destageErrors: 0 };
+  readonly stats = { readHits: 0, readMisses: 0, writes: 0, destagedBytes: 0, destageErrors: 0, writtenThroughBytes: 0 };
 
   constructor(
     private readonly below: BlockDevice,
@@ -150,6 +160,7 @@ export class WriteBackCache implements BlockDevice {
 
   async read(offsetBytes: number, target: Buffer): Promise<void> {
     checkRange(this, offsetBytes, target.length, 'read');
+    if (this.writingThrough.size > 0) await this.waitForWriteThrough(offsetBytes, target.length);
     const misses: Promise<void>[] = [];
     forEachPiece(offsetBytes, target.length, this.options.pageBytes, (pageIndex, inPage, length, inRequest) => {
       const slice = target.subarray(inRequest, inRequest + length);
@@ -194,6 +205,84 @@ export class WriteBackCache implements BlockDevice {
     this.writeSeq += 1;
     this.stats.writes += 1;
     const seq = this.writeSeq;
+    if (this.writingThrough.size > 0) await this.waitForWriteThrough(offsetBytes, data.length);
+    if (this.mayWriteThrough(offsetBytes, data.length)) {
+      await this.writeThroughPages(offsetBytes, data);
+      return;
+    }
+    const firstPage = Math.floor(offsetBytes / this.options.pageBytes);
+    const lastPage = Math.floor((offsetBytes + Math.max(1, data.length) - 1) / this.options.pageBytes);
+    for (let index = firstPage; index <= lastPage; index += 1) this.preparing.set(index, (this.preparing.get(index) ?? 0) + 1);
+    try {
+      await this.writeIntoPages(offsetBytes, data, seq);
+    } finally {
+      for (let index = firstPage; index <= lastPage; index += 1) {
+        const count = this.preparing.get(index)! - 1;
+        if (count === 0) this.preparing.delete(index);
+        else this.preparing.set(index, count);
+      }
+    }
+    this.kickDestagerSoon();
+    if (this.options.budget.dirtyBytes() > this.options.dirtyLimitBytes) await this.waitForDirtyBelow(this.options.dirtyLimitBytes);
+  }
+
+  /** Whole pages, none dirty, in flight or being prepared by another write: they may go straight below. */
+  private mayWriteThrough(offsetBytes: number, lengthBytes: number): boolean {
+    const pageBytes = this.options.pageBytes;
+    if (lengthBytes === 0 || offsetBytes % pageBytes !== 0 || (lengthBytes % pageBytes !== 0 && offsetBytes + lengthBytes !== this.sizeBytes)) return false;
+    if (!this.options.writeThrough?.()) return false;
+    for (let index = offsetBytes / pageBytes; index * pageBytes < offsetBytes + lengthBytes; index += 1) {
+      if (this.dirtyPages.has(index) || this.preparing.has(index) || this.writingThrough.has(index)) return false;
+    }
+    return true;
+  }
+
+  /**
+   * Sends whole pages below at once and acknowledges when they are there (one copy instead of
+   * two: the cache copy and the destage). Clean copies of the pages are dropped first; reads and
+   * writes of these pages wait until it is done, so none sees or keeps older data.
+   */
+  private async writeThroughPages(offsetBytes: number, data: Buffer): Promise<void> {
+    const pageBytes = this.options.pageBytes;
+    const indexes: number[] = [];
+    for (let index = offsetBytes / pageBytes; index * pageBytes < offsetBytes + data.length; index += 1) indexes.push(index);
+    for (const index of indexes) {
+      const page = this.cleanPages.get(index);
+      if (!page) continue;
+      this.cleanPages.delete(index);
+      this.options.budget.pageBuffers.give(page.buffer);
+    }
+    const sent = this.below.write(offsetBytes, data, this.currentEpoch());
+    const settled = sent.then(() => undefined, () => undefined);
+    for (const index of indexes) this.writingThrough.set(index, settled);
+    try {
+      await sent;
+      this.stats.writtenThroughBytes += data.length;
+    } finally {
+      for (const index of indexes) if (this.writingThrough.get(index) === settled) this.writingThrough.delete(index);
+      this.notifyProgress();
+    }
+  }
+
+  private async waitForWriteThrough(offsetBytes: number, lengthBytes: number): Promise<void> {
+    const pageBytes = this.options.pageBytes;
+    for (;;) {
+      let pending: Promise<void> | undefined;
+      for (let index = Math.floor(offsetBytes / pageBytes); index * pageBytes < offsetBytes + Math.max(1, lengthBytes); index += 1) {
+        pending = this.writingThrough.get(index);
+        if (pending) break;
+      }
+      if (!pending) return;
+      await pending;
+    }
+  }
+
+  /** Waits until no write-through is on its way (a snapshot is about to be taken). */
+  async quiesceWriteThrough(): Promise<void> {
+    while (this.writingThrough.size > 0) await Promise.all([...new Set(this.writingThrough.values())]);
+  }
+
+  private async writeIntoPages(offsetBytes: number, data: Buffer, seq: number): Promise<void> {
     const pieces: Array<[pageIndex: number, inPage: number, piece: Buffer, partial: boolean]> = [];
     forEachPiece(offsetBytes, data.length, this.options.pageBytes, (pageIndex, inPage, length, inRequest) => {
       const partial = inPage % cacheSectorBytes !== 0 || length % cacheSectorBytes !== 0;
@@ -239,8 +328,6 @@ export class WriteBackCache implements BlockDevice {
       this.trimCleanPages();
       break;
     }
-    this.kickDestagerSoon();
-    if (this.options.budget.dirtyBytes() > this.options.dirtyLimitBytes) await this.waitForDirtyBelow(this.options.dirtyLimitBytes);
   }
 
   private async applyPieceByPiece(pieces: Array<[number, number, Buffer, boolean]>, seq: number): Promise<void> {
@@ -336,6 +423,7 @@ export class WriteBackCache implements BlockDevice {
   async discard(offsetBytes: number, lengthBytes: number): Promise<void> {
     checkRange(this, offsetBytes, lengthBytes, 'discard');
     if (lengthBytes === 0) return;
+    if (this.writingThrough.size > 0) await this.waitForWriteThrough(offsetBytes, lengthBytes);
     const endBytes = offsetBytes + lengthBytes;
     const innerStart = Math.ceil(offsetBytes / cacheSectorBytes) * cacheSectorBytes;
     // A last sector cut short by the device end is whole when the range reaches the end.

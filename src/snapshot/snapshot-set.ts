@@ -31,6 +31,12 @@ export interface EpochOverlay {
 export class SnapshotSet {
   /** The epoch the LUN's cache tags new writes with. */
   epoch: number;
+  /**
+   * Snapshots being taken: while there are some, the cache sends no write straight below (a write
+   * on its way there when the epoch rises would belong to the snapshot, yet be in neither the
+   * cache nor the source when the snapshot reads it).
+   */
+  creating = 0;
   readonly locks = new ChunkLockManager();
   private target: TargetStore | undefined;
   private targetCreation: Promise<TargetStore> | undefined;
@@ -80,6 +86,10 @@ export class SnapshotSet {
     const found = this.all().find((snapshot) => snapshot.name === name);
     if (!found) throw new LunfsError('ENOENT', `LUN '${this.lun.name}' has no snapshot named '${name}'`);
     return found;
+  }
+
+  get allowsWriteThrough(): boolean {
+    return this.creating === 0;
   }
 
   /** Whether destages must look for originals to preserve. */

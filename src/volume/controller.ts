@@ -71,7 +71,8 @@ export class Controller {
 
   constructor(
     readonly pool: Pool,
-    private readonly settings: { cacheBytes: number; clock: Clock; log: Logger },
+    /** writeThrough: see CacheSettings (default: decided by the drives). */
+    private readonly settings: { cacheBytes: number; clock: Clock; log: Logger; writeThrough?: boolean },
   ) {
     this.budget = makeCacheBudget(settings.cacheBytes);
     pool.reservedUnits = () => {
@@ -101,7 +102,7 @@ export class Controller {
   stack(name: string): LunStack {
     let stack = this.stacks.get(name);
     if (!stack) {
-      stack = assembleLunStack(this.pool, this.pool.lunByName(name), { budget: this.budget, clock: this.settings.clock }, this.snapshotSet(name));
+      stack = assembleLunStack(this.pool, this.pool.lunByName(name), { budget: this.budget, clock: this.settings.clock, writeThrough: this.settings.writeThrough }, this.snapshotSet(name));
       this.stacks.set(name, stack);
     }
     return stack;
@@ -129,13 +130,20 @@ export class Controller {
       if (neededUnits > availableUnits) throw new LunfsError('ENOSPC', `a reservation for ${fullName} needs ${neededUnits * unitBytes} bytes; the pool has ${Math.max(0, availableUnits) * unitBytes} bytes not yet reserved`);
     }
     const stack = this.stack(names.lun);
-    await set.ensureTarget();
-    if (set.all().some((snapshot) => snapshot.name === names.snapshot)) throw new LunfsError('EEXIST', `snapshot ${fullName} exists already`);
-    // The snapshot instant: from here on, new writes carry the next epoch.
-    const record = set.take(this.pool.metadata.nextSnapshotId, names.snapshot, reservedBytes, this.settings.clock.nowMs());
-    this.pool.metadata.snapshots.set(record.id, record);
-    this.pool.metadata.nextSnapshotId += 1;
-    set.updateReservationUse();
+    set.creating += 1;
+    let record: SnapshotRecord;
+    try {
+      await stack.cache.quiesceWriteThrough();
+      await set.ensureTarget();
+      if (set.all().some((snapshot) => snapshot.name === names.snapshot)) throw new LunfsError('EEXIST', `snapshot ${fullName} exists already`);
+      // The snapshot instant: from here on, new writes carry the next epoch.
+      record = set.take(this.pool.metadata.nextSnapshotId, names.snapshot, reservedBytes, this.settings.clock.nowMs());
+      this.pool.metadata.snapshots.set(record.id, record);
+      this.pool.metadata.nextSnapshotId += 1;
+      set.updateReservationUse();
+    } finally {
+      set.creating -= 1;
+    }
     try {
       await stack.cache.flush(); // what the snapshot holds is durable before it is
       this.pool.queue({ kind: 'snapshot-create', snapshot: { ...record } });

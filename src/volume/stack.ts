@@ -30,6 +30,11 @@ export interface CacheSettings {
   clock: Clock;
   /** Dirty data older than this is destaged even when the cache is not under pressure. */
   expireMs?: number;
+  /**
+   * Whole-page writes go straight to the drives (see WriteBackCache's writeThrough). Default:
+   * when every drive of the pool is served inline (memory, where the cache copy is the cost).
+   */
+  writeThrough?: boolean;
 }
 
 export function makeCacheBudget(capacityBytes: number): CacheBudget {
@@ -42,6 +47,7 @@ export function assembleLunStack(pool: Pool, record: LunRecord, settings: CacheS
   const thin = new ThinVolume(pool, record);
   const pipeline = new DestagePipeline(thin, snapshots);
   const capacity = settings.budget.capacityBytes;
+  const writeThrough = settings.writeThrough ?? pool.drives.every((drive) => (drive as { inline?: boolean }).inline === true);
   const cache = new WriteBackCache(pipeline, {
     budget: settings.budget,
     pageBytes: cachePageBytes,
@@ -52,6 +58,7 @@ export function assembleLunStack(pool: Pool, record: LunRecord, settings: CacheS
     clock: settings.clock,
     log: layerLogger('cache', { lun: record.name }),
     epoch: () => snapshots.epoch,
+    writeThrough: () => writeThrough && snapshots.allowsWriteThrough,
   });
   return { record, thin, pipeline, cache, snapshots };
 }

@@ -145,7 +145,10 @@ class ModelRun {
   }
 
   private makeController(): Controller {
-    return new Controller(this.pool, { cacheBytes, clock: this.clock, log: this.log });
+    // Whole-page writes go through the cache or straight below, as the seed decides per session.
+    const writeThrough = this.random.chance(0.5);
+    this.trace(`controller with write-through ${writeThrough ? 'on' : 'off'}`);
+    return new Controller(this.pool, { cacheBytes, clock: this.clock, log: this.log, writeThrough });
   }
 
   private pickSnapshot(): SnapshotModel | undefined {
@@ -248,11 +251,15 @@ class ModelRun {
     return names.length === 0 ? undefined : this.luns.get(names[this.random.integer(names.length)]!);
   }
 
-  /** A range in a device of sizeBytes: tiny, block-aligned, medium, large, or at the end. */
+  /** A range in a device of sizeBytes: tiny, block-aligned, medium, large, at the end, or whole cache pages. */
   private pickRange(sizeBytes: number): [number, number] {
     let offset: number;
     let length: number;
-    switch (this.random.integer(5)) {
+    switch (this.random.integer(6)) {
+      case 5: // whole 128 KiB cache pages: the write-through path when it is on
+        offset = 128 * KiB * this.random.integer(Math.max(1, Math.floor(sizeBytes / (128 * KiB))));
+        length = 128 * KiB * (1 + this.random.integer(3));
+        break;
       case 0:
         offset = this.random.integer(sizeBytes);
         length = 1 + this.random.integer(600);
