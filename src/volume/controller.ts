@@ -27,6 +27,8 @@ export interface SnapshotStatus {
   reserved: boolean;
   reservedBytes: number;
   epoch: number;
+  /** The volume it was taken of, in the sharing tree (seed 004): 'lun:NAME'. */
+  predecessor: string;
   open: number;
 }
 
@@ -56,7 +58,8 @@ export interface StatusJson {
     createdAt: string;
   };
   drives: Array<{ index: number; path: string; sizeBytes: number; state: 'online'; io: 'inline' | 'async'; psegCount: number; holdsMetadataCopy: boolean; metadataCopy?: string }>;
-  luns: Array<{ name: string; sizeBytes: number; allocatedBytes: number; createdAt: string; open: number; snapshots: number }>;
+  /** successors: the LUN's snapshots (LUN@NAME), oldest first: its children in the sharing tree. */
+  luns: Array<{ name: string; sizeBytes: number; allocatedBytes: number; createdAt: string; open: number; snapshots: number; successors: string[] }>;
   snapshots: SnapshotStatus[];
   cache: { capacityBytes: number; cachedBytes: number; dirtyBytes: number };
   metadata: { journalFillRatio: number };
@@ -206,6 +209,7 @@ export class Controller {
       reserved: record.reservedBytes > 0,
       reservedBytes: record.reservedBytes,
       epoch: record.epoch,
+      predecessor: `lun:${set.lun.name}`,
       open: this.openCounts.get(fullName) ?? 0,
     };
   }
@@ -247,8 +251,8 @@ export class Controller {
     const luns = pool.userLuns().map((lun) => {
       const stack = this.stacks.get(lun.name);
       const allocatedBytes = stack ? stack.thin.allocatedBytes : lun.map.mappedCount * metadata.config.allocationUnitBytes;
-      const snapshots = [...metadata.snapshots.values()].filter((snapshot) => snapshot.lunId === lun.id).length;
-      return { name: lun.name, sizeBytes: lun.sizeBytes, allocatedBytes, createdAt: new Date(lun.createdAtMs).toISOString(), open: this.openCounts.get(lun.name) ?? 0, snapshots };
+      const successors = [...metadata.snapshots.values()].filter((snapshot) => snapshot.predecessorId === lun.id).sort((a, b) => a.epoch - b.epoch).map((snapshot) => `${lun.name}@${snapshot.name}`);
+      return { name: lun.name, sizeBytes: lun.sizeBytes, allocatedBytes, createdAt: new Date(lun.createdAtMs).toISOString(), open: this.openCounts.get(lun.name) ?? 0, snapshots: successors.length, successors };
     });
     const totalBytes = pool.capacityBytes();
     const freeBytes = pool.freeBytes();
