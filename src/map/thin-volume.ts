@@ -126,6 +126,9 @@ export class ThinVolume implements BlockDevice {
     const partial: Array<[number, number, number]> = [];
     const whole: number[] = [];
     forEachPiece(offsetBytes, lengthBytes, this.unitBytes, (unitIndex, inUnit, length) => {
+      // A unit with no RSEG, none taken and no first write on its way reads as zeros already
+      // (so a discard of a large, mostly empty range costs no await per unit).
+      if (!this.lun.map.has(unitIndex) && !this.allocatedUnwritten.has(unitIndex) && !this.initializing.has(unitIndex)) return;
       if (length === this.unitBytes) whole.push(unitIndex);
       else partial.push([unitIndex, inUnit, length]);
     });

@@ -61,7 +61,8 @@ export interface StatusJson {
   /** successors: the LUN's snapshots (LUN@NAME), oldest first: its children in the sharing tree. */
   luns: Array<{ name: string; sizeBytes: number; allocatedBytes: number; createdAt: string; open: number; snapshots: number; successors: string[] }>;
   snapshots: SnapshotStatus[];
-  cache: { capacityBytes: number; cachedBytes: number; dirtyBytes: number };
+  /** writtenThroughBytes: whole-page writes sent straight to memory drives since the mount. */
+  cache: { capacityBytes: number; cachedBytes: number; dirtyBytes: number; writtenThroughBytes: number };
   metadata: { journalFillRatio: number };
   kernels: string;
 }
@@ -284,7 +285,12 @@ export class Controller {
       }),
       luns,
       snapshots: this.listSnapshots(),
-      cache: { capacityBytes: this.budget.capacityBytes, cachedBytes: this.budget.cachedBytes(), dirtyBytes: this.budget.dirtyBytes() },
+      cache: {
+        capacityBytes: this.budget.capacityBytes,
+        cachedBytes: this.budget.cachedBytes(),
+        dirtyBytes: this.budget.dirtyBytes(),
+        writtenThroughBytes: [...this.stacks.values()].reduce((sum, stack) => sum + stack.cache.stats.writtenThroughBytes, 0),
+      },
       metadata: { journalFillRatio: Number(pool.metadataJournalFillRatio.toFixed(4)) },
       kernels: kernelImplementation,
     };

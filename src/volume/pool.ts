@@ -224,21 +224,23 @@ export class Pool implements MapSpace {
   /** Creates the internal target volume of a LUN's snapshots (committed before it returns). */
   async createTarget(owner: LunRecord, sizeBytes: number): Promise<LunRecord> {
     this.checkWritable();
-    const op: MetadataOp = { kind: 'lun-create', lunId: this.metadata.nextLunId, name: `.snapshot-target-${owner.id}`, sizeBytes, createdAtMs: this.options.clock.nowMs(), role: 'target', ownerLunId: owner.id };
-    applyMetadataOp(this.metadata, op);
-    this.queue(op);
-    await this.commit();
+    await this.commitOp({ kind: 'lun-create', lunId: this.metadata.nextLunId, name: `.snapshot-target-${owner.id}`, sizeBytes, createdAtMs: this.options.clock.nowMs(), role: 'target', ownerLunId: owner.id });
     return this.targetOf(owner.id)!;
   }
 
   /** Removes a target volume (its LUN has no snapshot left); its RSEGs are free once committed. */
   async removeTarget(target: LunRecord, releaseUnwritten: () => void): Promise<void> {
     assert(target.role === 'target', 'removeTarget of a user LUN');
+    await this.removeVolume(target, releaseUnwritten);
+  }
+
+  /** Removes a LUN or target volume record; its RSEGs go back to the allocator once that is committed. */
+  private async removeVolume(record: LunRecord, releaseUnwritten: () => void): Promise<void> {
     releaseUnwritten();
     const entries: LmapEntry[] = [];
-    target.map.forEachMapped((_, entry) => entries.push(entry));
-    applyMetadataOp(this.metadata, { kind: 'lun-remove', lunId: target.id });
-    this.queue({ kind: 'lun-remove', lunId: target.id }, () => this.allocator.release(entries));
+    record.map.forEachMapped((_, entry) => entries.push(entry));
+    applyMetadataOp(this.metadata, { kind: 'lun-remove', lunId: record.id });
+    this.queue({ kind: 'lun-remove', lunId: record.id }, () => this.allocator.release(entries));
     await this.commit();
   }
 
@@ -255,10 +257,7 @@ export class Pool implements MapSpace {
     checkLunName(name);
     if (this.hasLun(name)) throw new LunfsError('EEXIST', `a LUN named '${name}' exists already`);
     this.checkLunSize(sizeBytes);
-    const op: MetadataOp = { kind: 'lun-create', lunId: this.metadata.nextLunId, name, sizeBytes, createdAtMs: this.options.clock.nowMs() };
-    applyMetadataOp(this.metadata, op);
-    this.queue(op);
-    await this.commit();
+    await this.commitOp({ kind: 'lun-create', lunId: this.metadata.nextLunId, name, sizeBytes, createdAtMs: this.options.clock.nowMs() });
     this.options.log.info({ lun: name, sizeBytes }, 'LUN created');
     return this.lunByName(name);
   }
@@ -266,13 +265,7 @@ export class Pool implements MapSpace {
   /** Removes a LUN whose stack is closed; its RSEGs become free once the removal is committed. */
   async removeLun(name: string, releaseUnwritten: () => void = () => {}): Promise<void> {
     this.checkWritable();
-    const lun = this.lunByName(name);
-    releaseUnwritten();
-    const entries: LmapEntry[] = [];
-    lun.map.forEachMapped((_, entry) => entries.push(entry));
-    applyMetadataOp(this.metadata, { kind: 'lun-remove', lunId: lun.id });
-    this.queue({ kind: 'lun-remove', lunId: lun.id }, () => this.allocator.release(entries));
-    await this.commit();
+    await this.removeVolume(this.lunByName(name), releaseUnwritten);
     this.options.log.info({ lun: name }, 'LUN removed');
   }
 
@@ -282,10 +275,7 @@ export class Pool implements MapSpace {
     this.checkLunSize(sizeBytes);
     if (sizeBytes < lun.sizeBytes) throw new LunfsError('EINVAL', `LUN '${name}' is ${lun.sizeBytes} bytes; shrinking to ${sizeBytes} is not supported`);
     if (sizeBytes === lun.sizeBytes) return;
-    const op: MetadataOp = { kind: 'lun-resize', lunId: lun.id, sizeBytes };
-    applyMetadataOp(this.metadata, op);
-    this.queue(op);
-    await this.commit();
+    await this.commitOp({ kind: 'lun-resize', lunId: lun.id, sizeBytes });
     this.options.log.info({ lun: name, sizeBytes }, 'LUN resized');
   }
 

@@ -3,6 +3,8 @@
 // FUSE, 4 writes in flight, every block stamped with its block index, the write's sequence number
 // and a sha256 of the block, every write journaled when issued and when completed).
 // A pool of 4 sparse 1 GiB drives (RAID-0), a 256 MiB LUN; the writer works on a 32 MiB region.
+// The first server runs with inline drive I/O (as on memory drives), so the writer's whole-page
+// writes take the cache's write-through path; the server after the kill uses the thread pool.
 // It proves:
 //   1. 32 snapshots taken 100-300 ms apart while the writer runs (through the CLI and the control
 //      socket, and with touch control/snapshot/LUN@NAME; one with --reserve) each hold, for every
@@ -270,7 +272,8 @@ describe('snapshots under a running write load', () => {
     const mountpoint = box.path('mnt');
     const lunFile = join(mountpoint, 'luns', 'db');
     const snapshotFile = (index: number): string => join(mountpoint, 'snapshots', snapshotName(index));
-    const first = await box.mount(pool, mountpoint);
+    // Drive I/O inline, as on memory drives: whole-page writes go through the write-through path.
+    const first = await box.mount(pool, mountpoint, ['--drive-io', 'inline']);
 
     // ---- 32 snapshots while the writer runs
     const runId = randomInt(1, 2 ** 31);
@@ -322,6 +325,9 @@ describe('snapshots under a running write load', () => {
     const flush = await open(lunFile, 'r+');
     await flush.datasync(); // the LUN's last writes are durable from here on
     await flush.close();
+
+    const status = JSON.parse(await readFile(join(mountpoint, 'control', 'status'), 'utf8')) as { cache: { writtenThroughBytes: number } };
+    expect(status.cache.writtenThroughBytes, 'whole-page writes took the write-through path').toBeGreaterThan(0);
 
     const listed = await snapshotList(pool);
     expect(listed.map((entry) => [entry.name, entry.state, entry.sizeBytes, entry.reserved])).toEqual(

@@ -82,9 +82,14 @@ async function main() {
   };
   const pick = () => {
     for (;;) {
-      // Mostly single blocks; sometimes runs that may cross 128 KiB chunk boundaries.
-      const count = randomInt(4) === 0 ? 1 + randomInt(maxBlocks) : 1;
-      const first = randomInt(regionBlocks - count + 1);
+      // Mostly single blocks; sometimes runs that may cross 128 KiB chunk boundaries; sometimes
+      // one whole 128 KiB cache page (which a server on memory drives writes through).
+      let count = randomInt(4) === 0 ? 1 + randomInt(maxBlocks) : 1;
+      let first = randomInt(regionBlocks - count + 1);
+      if (randomInt(8) === 0 && regionBlocks >= 32) {
+        count = 32;
+        first = 32 * randomInt(Math.floor(regionBlocks / 32));
+      }
       if (!overlaps(first, count)) return [first, count];
     }
   };
