@@ -192,7 +192,14 @@ class ModelRun {
       this.counts.set('invalid snapshot read', (this.counts.get('invalid snapshot read') ?? 0) + 1);
       return;
     }
-    const data = await readRange(volume, offset, length);
+    const outcome = await readRange(volume, offset, length).catch((error: unknown) => error);
+    if (!Buffer.isBuffer(outcome)) {
+      // A background destage may invalidate the snapshot (pool full) while the read waits for a chunk.
+      this.check(isLunfsError(outcome, 'EIO') && this.snapshotState(snapshot) === 'invalid' && !snapshot.reserved, `read of snapshot ${snapshot.fullName} failed: ${String(outcome)}`);
+      this.counts.set('snapshot invalidated during a read', (this.counts.get('snapshot invalidated during a read') ?? 0) + 1);
+      return;
+    }
+    const data = outcome;
     const difference = firstDifference(data, snapshot.image.acknowledged.subarray(offset, offset + length), offset);
     this.check(difference === undefined, `read of ${length} bytes at ${offset} of snapshot ${snapshot.fullName}: ${difference}`);
   }
