@@ -8,7 +8,7 @@ import { L2map } from '../map/l2map.js';
 import { assert } from '../util/assert.js';
 import { LunfsError } from '../util/errors.js';
 
-export type RaidLevel = 0 | 1;
+export type RaidLevel = 0 | 1 | 5;
 
 export interface PoolConfig {
   poolUuid: string;

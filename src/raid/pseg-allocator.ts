@@ -1,7 +1,7 @@
 // PSEG allocation (seed 004 [0059]): each drive's PSEG area is cut into equal PSEGs; an RStore
 // takes PSEGs from distinct drives of one redundancy set (RSS). Which PSEGs are in use is derived
-// from the RSDs at load, never stored twice. RAID-0 takes one PSEG on every drive of the RSS;
-// RAID-1 takes a mirrored pair on the two drives with the most free PSEGs.
+// from the RSDs at load, never stored twice. RAID-0 and RAID-5 take one PSEG on every drive of
+// the RSS; RAID-1 takes a mirrored pair on the two drives with the most free PSEGs.
 
 import type { DriveRecord, PsegRef, RaidLevel, RssRecord, RStoreRecord } from '../meta/pool-metadata.js';
 import { assert } from '../util/assert.js';
@@ -25,7 +25,7 @@ export class PsegAllocator {
   choose(raidLevel: RaidLevel, rss: RssRecord): PsegRef[] | undefined {
     const candidates = rss.driveIndexes.filter((index) => this.freeCounts[index]! > 0);
     let driveIndexes: number[];
-    if (raidLevel === 0) {
+    if (raidLevel === 0 || raidLevel === 5) {
       if (candidates.length < rss.driveIndexes.length) return undefined;
       driveIndexes = rss.driveIndexes;
     } else {
@@ -44,7 +44,7 @@ export class PsegAllocator {
   /** How many more RStores of the pool's RAID level the free PSEGs of an RSS could form. */
   rstoresStillPossible(raidLevel: RaidLevel, rss: RssRecord): number {
     const free = rss.driveIndexes.map((index) => this.freeCounts[index]!);
-    if (raidLevel === 0) return Math.min(...free);
+    if (raidLevel === 0 || raidLevel === 5) return Math.min(...free);
     const total = free.reduce((a, b) => a + b, 0);
     return Math.min(Math.floor(total / 2), total - Math.max(...free));
   }

@@ -1,8 +1,8 @@
 // RStore I/O (seed 004 [0044], [0069]): an RStore is an ordered set of PSEGs on distinct drives of
 // one redundancy set, with a RAID level. Its RSD (RStoreRecord) lists the members; this class
 // turns an offset in the RStore's data space into member drive offsets. RAID-0 stripes the data
-// space over all members in stripe units; RAID-1 keeps every member a full copy. RAID-5 will add a
-// layout here with parity rotating over the members.
+// space over all members in stripe units; RAID-1 keeps every member a full copy; RAID-5 keeps one
+// rotating parity unit per row of stripe units (raid5-layout.ts).
 
 import type { BlockDevice } from '../block/block-device.js';
 import { checkRange, forEachPiece } from '../block/block-device.js';
@@ -10,6 +10,7 @@ import type { Drive } from '../drive/drive.js';
 import type { RStoreRecord } from '../meta/pool-metadata.js';
 import { assert } from '../util/assert.js';
 import { LunfsError } from '../util/errors.js';
+import { Raid5Layout } from './raid5-layout.js';
 
 /** Where a drive's PSEG area starts and how big a PSEG is: from its header. */
 export interface DriveGeometry {
@@ -19,13 +20,16 @@ export interface DriveGeometry {
 }
 
 export function rstoreDataBytes(record: RStoreRecord, psegSizeBytes: number): number {
-  return record.raidLevel === 0 ? psegSizeBytes * record.members.length : psegSizeBytes;
+  if (record.raidLevel === 0) return psegSizeBytes * record.members.length;
+  if (record.raidLevel === 5) return psegSizeBytes * (record.members.length - 1);
+  return psegSizeBytes;
 }
 
 export class RStore implements BlockDevice {
   readonly sizeBytes: number;
   private readonly psegSizeBytes: number;
   private nextMirror = 0;
+  private readonly raid5: Raid5Layout | undefined;
 
   constructor(
     readonly record: RStoreRecord,
@@ -36,6 +40,13 @@ export class RStore implements BlockDevice {
     this.psegSizeBytes = drives[record.members[0]!.driveIndex]!.psegSizeBytes;
     assert(this.psegSizeBytes % stripeUnitBytes === 0, 'stripe unit must divide the PSEG size');
     this.sizeBytes = rstoreDataBytes(record, this.psegSizeBytes);
+    if (record.raidLevel === 5) {
+      assert(record.members.length >= 3, `RAID-5 RStore ${record.id} needs at least 3 members`);
+      this.raid5 = new Raid5Layout(record.members.length, stripeUnitBytes, {
+        read: (memberIndex, memberOffsetBytes, target) => this.memberDrive(memberIndex).read(this.physicalOffset(memberIndex, memberOffsetBytes), target),
+        write: (memberIndex, memberOffsetBytes, data) => this.memberDrive(memberIndex).write(this.physicalOffset(memberIndex, memberOffsetBytes), data),
+      });
+    }
   }
 
   async read(offsetBytes: number, target: Buffer): Promise<void> {
@@ -44,6 +55,7 @@ export class RStore implements BlockDevice {
       await this.readMirror(offsetBytes, target);
       return;
     }
+    if (this.raid5) return this.raid5.read(offsetBytes, target);
     const inUnit = offsetBytes % this.stripeUnitBytes;
     if (inUnit + target.length <= this.stripeUnitBytes) {
       const [memberIndex, memberOffset] = this.stripeLocation(offsetBytes);
@@ -58,6 +70,7 @@ export class RStore implements BlockDevice {
 
   async write(offsetBytes: number, data: Buffer): Promise<void> {
     checkRange(this, offsetBytes, data.length, `write of RStore ${this.record.id}`);
+    if (this.raid5) return this.raid5.write(offsetBytes, data);
     const inUnit = offsetBytes % this.stripeUnitBytes;
     if (this.record.raidLevel === 0 && inUnit + data.length <= this.stripeUnitBytes) {
       const [memberIndex, memberOffset] = this.stripeLocation(offsetBytes);
@@ -83,6 +96,18 @@ export class RStore implements BlockDevice {
   async discard(offsetBytes: number, lengthBytes: number): Promise<void> {
     checkRange(this, offsetBytes, lengthBytes, `discard of RStore ${this.record.id}`);
     await this.write(offsetBytes, Buffer.alloc(lengthBytes));
+  }
+
+  /** RAID-5: recomputes the parity of every row (after an unclean shutdown). */
+  async resyncParity(): Promise<void> {
+    if (!this.raid5) return;
+    await this.raid5.resyncRows(0, this.psegSizeBytes / this.raid5.stripeUnitBytes);
+  }
+
+  /** RAID-5: the first row whose parity is not the XOR of its data, if any. */
+  async firstInconsistentRow(): Promise<number | undefined> {
+    if (!this.raid5) return undefined;
+    return this.raid5.firstInconsistentRow(0, this.psegSizeBytes / this.raid5.stripeUnitBytes);
   }
 
   /** Member drive indexes (for flushing only the drives an RStore touches). */

@@ -73,7 +73,7 @@ export class Pool implements MapSpace {
     const allocationUnitBytes = options.allocationUnitBytes ?? defaultAllocationUnitBytes;
     const stripeUnitBytes = options.stripeUnitBytes ?? defaultStripeUnitBytes;
     checkGeometry(psegSizeBytes, allocationUnitBytes, stripeUnitBytes);
-    const minimumDrives = options.raidLevel === 1 ? 2 : 1;
+    const minimumDrives = options.raidLevel === 5 ? 3 : options.raidLevel === 1 ? 2 : 1;
     if (drives.length < minimumDrives) throw new LunfsError('EINVAL', `RAID-${options.raidLevel} needs at least ${minimumDrives} drives, got ${drives.length}`);
     const layout = planLayout(drives.map((drive) => drive.sizeBytes), psegSizeBytes, allocationUnitBytes);
     const poolUuid = makeUuid(options.random);
@@ -285,8 +285,9 @@ export class Pool implements MapSpace {
     let bytes = 0;
     for (const rss of this.metadata.rss) {
       const psegs = rss.driveIndexes.map((index) => this.metadata.drives[index]!.psegCount);
-      const rstores = raidLevel === 0 ? Math.min(...psegs) : Math.min(Math.floor(psegs.reduce((a, b) => a + b, 0) / 2), psegs.reduce((a, b) => a + b, 0) - Math.max(...psegs));
-      const width = raidLevel === 0 ? rss.driveIndexes.length : 2;
+      const striped = raidLevel === 0 || raidLevel === 5;
+      const rstores = striped ? Math.min(...psegs) : Math.min(Math.floor(psegs.reduce((a, b) => a + b, 0) / 2), psegs.reduce((a, b) => a + b, 0) - Math.max(...psegs));
+      const width = striped ? rss.driveIndexes.length : 2;
       bytes += rstores * rstoreDataBytes({ raidLevel, members: new Array(width).fill({ driveIndex: 0, psegIndex: 0 }) } as never, psegSizeBytes);
     }
     return bytes;
@@ -344,6 +345,13 @@ export class Pool implements MapSpace {
   private async resyncMirrors(): Promise<void> {
     const unitBytes = this.metadata.config.allocationUnitBytes;
     const buffer = Buffer.alloc(unitBytes);
+    // RAID-5: every row's parity is made the XOR of its data again (no write-intent record yet).
+    let resynced = false;
+    for (const record of this.metadata.rstores.values()) {
+      if (record.raidLevel !== 5) continue;
+      await this.rstore(record.id).resyncParity();
+      resynced = true;
+    }
     const mapped: LmapEntry[] = [];
     for (const lun of this.metadata.luns.values()) lun.map.forEachMapped((_, entry) => mapped.push(entry));
     for (const entry of mapped) {
@@ -352,7 +360,7 @@ export class Pool implements MapSpace {
       await rstore.read(entry.rsegIndex * unitBytes, buffer);
       await rstore.write(entry.rsegIndex * unitBytes, buffer);
     }
-    if (mapped.length > 0) await Promise.all(this.drives.map((drive) => drive.flush()));
+    if (mapped.length > 0 || resynced) await Promise.all(this.drives.map((drive) => drive.flush()));
   }
 
   private checkLunSize(sizeBytes: number): void {

@@ -1,7 +1,8 @@
-// The conformance suite against RStores (RAID-0 over three members, for several stripe units, and
-// RAID-1 over two). Every drive is first filled with a sentinel pattern, so the RStore does not
-// start as zeros, and close() checks that no byte outside the RStore's PSEGs changed and that the
-// two mirrors of a RAID-1 RStore hold the same bytes.
+// The conformance suite against RStores (RAID-0 over three members, for several stripe units,
+// RAID-1 over two, RAID-5 over three and four). Every drive is first filled with a sentinel
+// pattern, so the RStore does not start as zeros, and close() checks that no byte outside the
+// RStore's PSEGs changed, that the two mirrors of a RAID-1 RStore hold the same bytes, and that
+// every RAID-5 row's parity unit is the XOR of its data units.
 
 import { expect } from 'vitest';
 import { MemoryDrive } from '../../src/drive/memory-drive.js';
@@ -17,19 +18,37 @@ const psegAreaOffsetBytes = 64 * KiB + 4096; // not a multiple of the stripe uni
 const psegsPerDrive = 3;
 const driveSizeBytes = psegAreaOffsetBytes + psegsPerDrive * psegSizeBytes;
 
-async function makeRstoreSubject(raidLevel: RaidLevel, stripeUnitBytes: number): Promise<ConformanceSubject> {
+async function makeRstoreSubject(raidLevel: RaidLevel, stripeUnitBytes: number, raid5Members = 3): Promise<ConformanceSubject> {
   const drives = [0, 1, 2, 3].map((index) => new MemoryDrive(`raid-member${index}`, driveSizeBytes));
   const sentinels = drives.map((_, index) => patternBytes(driveSizeBytes, 900 + index));
   // Members deliberately out of drive order and at different PSEG indexes.
   const members = raidLevel === 0
     ? [{ driveIndex: 2, psegIndex: 1 }, { driveIndex: 0, psegIndex: 2 }, { driveIndex: 3, psegIndex: 0 }]
-    : [{ driveIndex: 1, psegIndex: 2 }, { driveIndex: 3, psegIndex: 1 }];
+    : raidLevel === 1
+      ? [{ driveIndex: 1, psegIndex: 2 }, { driveIndex: 3, psegIndex: 1 }]
+      : [{ driveIndex: 3, psegIndex: 1 }, { driveIndex: 0, psegIndex: 0 }, { driveIndex: 2, psegIndex: 2 }, { driveIndex: 1, psegIndex: 1 }].slice(0, raid5Members);
   const psegStart = (psegIndex: number): number => psegAreaOffsetBytes + psegIndex * psegSizeBytes;
   if (raidLevel === 1) {
     // Mirrors start equal, as they do in a pool (both zero): copy the first member's PSEG to the second.
     const first = members[0]!;
     const second = members[1]!;
     sentinels[first.driveIndex]!.copy(sentinels[second.driveIndex]!, psegStart(second.psegIndex), psegStart(first.psegIndex), psegStart(first.psegIndex) + psegSizeBytes);
+  }
+  if (raidLevel === 5) {
+    // Parity starts consistent, as in a pool (all zero): each row's parity is the XOR of its data.
+    const units = psegSizeBytes / stripeUnitBytes;
+    for (let row = 0; row < units; row += 1) {
+      const parityMember = members.length - 1 - (row % members.length);
+      const parity = Buffer.alloc(stripeUnitBytes);
+      for (let memberIndex = 0; memberIndex < members.length; memberIndex += 1) {
+        if (memberIndex === parityMember) continue;
+        const member = members[memberIndex]!;
+        const start = psegStart(member.psegIndex) + row * stripeUnitBytes;
+        for (let index = 0; index < stripeUnitBytes; index += 1) parity[index]! ^= sentinels[member.driveIndex]![start + index]!;
+      }
+      const member = members[parityMember]!;
+      parity.copy(sentinels[member.driveIndex]!, psegStart(member.psegIndex) + row * stripeUnitBytes);
+    }
   }
   for (const [index, drive] of drives.entries()) {
     await drive.write(0, sentinels[index]!);
@@ -66,6 +85,17 @@ async function makeRstoreSubject(raidLevel: RaidLevel, stripeUnitBytes: number):
         }));
         expect(firstDifference(copies[1]!, copies[0]!), 'RAID-1 mirrors differ').toBeUndefined();
       }
+      if (raidLevel === 5) {
+        const images = await Promise.all(members.map(async (member) => {
+          const image = Buffer.alloc(psegSizeBytes);
+          await drives[member.driveIndex]!.read(psegStart(member.psegIndex), image);
+          return image;
+        }));
+        const xor = Buffer.alloc(psegSizeBytes);
+        for (const image of images) for (let index = 0; index < psegSizeBytes; index += 1) xor[index]! ^= image[index]!;
+        const bad = xor.findIndex((byte) => byte !== 0);
+        expect(bad, `RAID-5 parity is not the XOR of the data in row ${Math.floor(bad / stripeUnitBytes)}`).toBe(-1);
+      }
       await Promise.all(drives.map((drive) => drive.close()));
     },
   };
@@ -75,6 +105,14 @@ for (const stripeUnitBytes of [4 * KiB, 16 * KiB, 64 * KiB]) {
   describeBlockDeviceConformance(`RStore RAID-0, 3 members, stripe unit ${stripeUnitBytes / KiB} KiB`, () => makeRstoreSubject(0, stripeUnitBytes), {
     readsZerosWhenUnwritten: false,
     boundariesBytes: [stripeUnitBytes, 3 * stripeUnitBytes, psegSizeBytes],
+    survivesPowerCut: true,
+  });
+}
+
+for (const [memberCount, stripeUnitBytes] of [[3, 4 * KiB], [3, 16 * KiB], [4, 64 * KiB]] as const) {
+  describeBlockDeviceConformance(`RStore RAID-5, ${memberCount} members, stripe unit ${stripeUnitBytes / KiB} KiB`, () => makeRstoreSubject(5, stripeUnitBytes, memberCount), {
+    readsZerosWhenUnwritten: false,
+    boundariesBytes: [stripeUnitBytes, (memberCount - 1) * stripeUnitBytes, psegSizeBytes],
     survivesPowerCut: true,
   });
 }
