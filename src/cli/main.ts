@@ -69,6 +69,7 @@ export function buildProgram(): Command {
     .option('--pseg-size <size>', 'PSEG size (default 2M)')
     .option('--allocation-unit <size>', 'thin allocation unit (default 1M)')
     .option('--stripe-unit <size>', 'RAID-0 stripe unit (default 128K)')
+    .option('--rss-size <n>', 'drives per redundancy set (default 8); more drives form several sets, each RStore stays inside one')
     .action(async (directory: string, options: Record<string, string | string[] | undefined>) => {
       const drivePaths = options.drive as string[];
       if (drivePaths.length > 0 && (options.drives || options.driveSize)) throw new LunfsError('EINVAL', 'give either --drive PATH ... or --drives N --drive-size SIZE, not both');
@@ -81,6 +82,7 @@ export function buildProgram(): Command {
         psegSizeBytes: options.psegSize ? parseSize(options.psegSize as string, '--pseg-size') : undefined,
         allocationUnitBytes: options.allocationUnit ? parseSize(options.allocationUnit as string, '--allocation-unit') : undefined,
         stripeUnitBytes: options.stripeUnit ? parseSize(options.stripeUnit as string, '--stripe-unit') : undefined,
+        rssSize: options.rssSize ? parseCount(options.rssSize as string, '--rss-size') : undefined,
       });
       console.log(`pool created at ${resolve(directory)}`);
     });

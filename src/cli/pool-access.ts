@@ -26,6 +26,7 @@ export interface CreatePoolRequest {
   psegSizeBytes?: number;
   allocationUnitBytes?: number;
   stripeUnitBytes?: number;
+  rssSize?: number;
 }
 
 export async function createPool(request: CreatePoolRequest): Promise<void> {
@@ -57,6 +58,7 @@ export async function createPool(request: CreatePoolRequest): Promise<void> {
       psegSizeBytes: request.psegSizeBytes,
       allocationUnitBytes: request.allocationUnitBytes,
       stripeUnitBytes: request.stripeUnitBytes,
+      rssSize: request.rssSize,
       drivesZeroed: request.drivePaths.length === 0,
       clock: systemClock,
       random: Math.random,

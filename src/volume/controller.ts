@@ -57,7 +57,7 @@ export interface StatusJson {
     allocationUnitBytes: number;
     createdAt: string;
   };
-  drives: Array<{ index: number; path: string; sizeBytes: number; state: 'online'; io: 'inline' | 'async'; psegCount: number; holdsMetadataCopy: boolean; metadataCopy?: string }>;
+  drives: Array<{ index: number; path: string; sizeBytes: number; state: 'online'; io: 'inline' | 'async'; psegCount: number; rss: number; holdsMetadataCopy: boolean; metadataCopy?: string }>;
   /** successors: the LUN's snapshots (LUN@NAME), oldest first: its children in the sharing tree. */
   luns: Array<{ name: string; sizeBytes: number; allocatedBytes: number; createdAt: string; open: number; snapshots: number; successors: string[] }>;
   snapshots: SnapshotStatus[];
@@ -279,6 +279,7 @@ export class Controller {
           state: 'online' as const,
           io: (pool.drives[drive.index] as { inline?: boolean }).inline ? ('inline' as const) : ('async' as const),
           psegCount: drive.psegCount,
+          rss: drive.rssId,
           holdsMetadataCopy: report !== undefined,
           ...(report ? { metadataCopy: report.state } : {}),
         };

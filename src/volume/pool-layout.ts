@@ -12,6 +12,9 @@ export const defaultAllocationUnitBytes = 1 * MiB; // seed 004 [0066], the LDAAU
 export const defaultStripeUnitBytes = 128 * KiB; // one cache page: a destage or a miss touches one drive
 export const lmapEntryCount = 2048; // one L2MAP slot covers 2 GiB at 1 MiB units, as in [0065]
 export const maxQuorumCopies = 3;
+/** Drives per redundancy set (seed 004 [0059]: six to eleven); a larger pool forms several. */
+export const defaultRssSize = 8;
+export const maxRssSize = 16;
 
 export interface DriveLayout {
   quorumOffsetBytes: number;
@@ -43,6 +46,26 @@ export function snapshotRecordRoom(maxUnits: number): number {
 
 export function psegCountFor(driveSizeBytes: number, layout: DriveLayout, psegSizeBytes: number): number {
   return Math.max(0, Math.floor((driveSizeBytes - layout.psegAreaOffsetBytes) / psegSizeBytes));
+}
+
+/**
+ * Splits drives 0..driveCount-1 into redundancy sets of at most rssSize drives, as even as
+ * possible, in drive order. Each set must hold the drives one RStore of the RAID level needs.
+ */
+export function planRedundancySets(driveCount: number, rssSize: number, minimumPerSet: number): number[][] {
+  if (!Number.isSafeInteger(rssSize) || rssSize < 1 || rssSize > maxRssSize) throw new LunfsError('EINVAL', `RSS size ${rssSize} must be a whole number from 1 to ${maxRssSize}`);
+  const setCount = Math.ceil(driveCount / rssSize);
+  const base = Math.floor(driveCount / setCount);
+  const larger = driveCount % setCount;
+  const sets: number[][] = [];
+  let next = 0;
+  for (let index = 0; index < setCount; index += 1) {
+    const size = base + (index < larger ? 1 : 0);
+    if (size < minimumPerSet) throw new LunfsError('EINVAL', `${driveCount} drives in redundancy sets of at most ${rssSize} leave a set of ${size} drive(s); this RAID level needs ${minimumPerSet} per set`);
+    sets.push([...Array(size).keys()].map((offset) => next + offset));
+    next += size;
+  }
+  return sets;
 }
 
 export function checkGeometry(psegSizeBytes: number, allocationUnitBytes: number, stripeUnitBytes: number): void {

@@ -18,7 +18,7 @@ import { LunfsError } from '../util/errors.js';
 import type { Logger } from '../util/logger.js';
 import { Mutex } from '../util/mutex.js';
 import {
-  checkGeometry, defaultAllocationUnitBytes, defaultPsegSizeBytes, defaultStripeUnitBytes, lmapEntryCount, maxQuorumCopies, planLayout, psegCountFor, snapshotRecordBytes,
+  checkGeometry, defaultAllocationUnitBytes, defaultPsegSizeBytes, defaultRssSize, defaultStripeUnitBytes, lmapEntryCount, maxQuorumCopies, planLayout, planRedundancySets, psegCountFor, snapshotRecordBytes,
 } from './pool-layout.js';
 
 export const sectorBytes = 512;
@@ -29,6 +29,8 @@ export interface PoolFormatOptions {
   psegSizeBytes?: number;
   allocationUnitBytes?: number;
   stripeUnitBytes?: number;
+  /** Drives per redundancy set (default 8): more drives form several sets. */
+  rssSize?: number;
   /** Whether the drives are new sparse files (read as zeros) rather than existing storage. */
   drivesZeroed: boolean;
   clock: Clock;
@@ -75,6 +77,7 @@ export class Pool implements MapSpace {
     checkGeometry(psegSizeBytes, allocationUnitBytes, stripeUnitBytes);
     const minimumDrives = options.raidLevel === 5 ? 3 : options.raidLevel === 1 ? 2 : 1;
     if (drives.length < minimumDrives) throw new LunfsError('EINVAL', `RAID-${options.raidLevel} needs at least ${minimumDrives} drives, got ${drives.length}`);
+    const sets = planRedundancySets(drives.length, options.rssSize ?? defaultRssSize, minimumDrives);
     const layout = planLayout(drives.map((drive) => drive.sizeBytes), psegSizeBytes, allocationUnitBytes);
     const poolUuid = makeUuid(options.random);
     const createdAtMs = options.clock.nowMs();
@@ -90,9 +93,9 @@ export class Pool implements MapSpace {
     const metadata: PoolMetadata = {
       config: { poolUuid, createdAtMs, raidLevel: options.raidLevel, psegSizeBytes, allocationUnitBytes, stripeUnitBytes, lmapEntryCount },
       drives: headers.map((header) => ({
-        index: header.driveIndex, uuid: header.driveUuid, sizeBytes: header.driveSizeBytes, psegCount: header.psegCount, zeroedAtCreation: options.drivesZeroed, rssId: 0,
+        index: header.driveIndex, uuid: header.driveUuid, sizeBytes: header.driveSizeBytes, psegCount: header.psegCount, zeroedAtCreation: options.drivesZeroed, rssId: sets.findIndex((set) => set.includes(header.driveIndex)),
       })),
-      rss: [{ id: 0, driveIndexes: drives.map((_, index) => index) }],
+      rss: sets.map((driveIndexes, id) => ({ id, driveIndexes })),
       rstores: new Map(),
       luns: new Map(),
       snapshots: new Map(),

@@ -25,6 +25,7 @@ export interface MemoryPoolOptions {
   psegSizeBytes?: number;
   allocationUnitBytes?: number;
   stripeUnitBytes?: number;
+  rssSize?: number;
   /** Seed of the pool and drive UUIDs. */
   seed?: number;
   clock?: FakeClock;
@@ -57,6 +58,7 @@ export async function formatPoolOn(drives: Drive[], options: MemoryPoolOptions, 
     psegSizeBytes: options.psegSizeBytes ?? smallGeometry.psegSizeBytes,
     allocationUnitBytes: options.allocationUnitBytes ?? smallGeometry.allocationUnitBytes,
     stripeUnitBytes: options.stripeUnitBytes ?? smallGeometry.stripeUnitBytes,
+    rssSize: options.rssSize,
     drivesZeroed: true,
     clock,
     random: () => random.next(),

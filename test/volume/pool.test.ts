@@ -22,6 +22,7 @@ import { KiB, MiB } from '../../src/util/sizes.js';
 import { ThinVolume } from '../../src/map/thin-volume.js';
 import { Controller } from '../../src/volume/controller.js';
 import { Pool } from '../../src/volume/pool.js';
+import { planRedundancySets } from '../../src/volume/pool-layout.js';
 import { firstDifference, patternBytes, readAll, readRange } from '../support/bytes.js';
 import { FakeClock } from '../support/fake-clock.js';
 import { cycleMemoryPool, describeMetadata, formatMemoryPool, formatPoolOn, makeMemoryDrives, reopenMemoryPool, sessionViews, type MemoryPool } from '../support/memory-pool.js';
@@ -394,6 +395,43 @@ describe('Pool.format', () => {
     await expect(formatMemoryPool({ raidLevel: 1, driveCount: 1 })).rejects.toMatchObject({ code: 'EINVAL', message: expect.stringMatching(/RAID-1 needs at least 2 drives/) });
     await expect(formatMemoryPool({ raidLevel: 0, stripeUnitBytes: 3000 })).rejects.toMatchObject({ code: 'EINVAL' });
   });
+});
+
+describe('redundancy sets (seed 004 [0059])', () => {
+  it('splits the drives into even sets in drive order, each big enough for the RAID level', () => {
+    expect(planRedundancySets(7, 3, 1)).toEqual([[0, 1, 2], [3, 4], [5, 6]]);
+    expect(planRedundancySets(9, 8, 2)).toEqual([[0, 1, 2, 3, 4], [5, 6, 7, 8]]);
+    expect(planRedundancySets(4, 8, 3)).toEqual([[0, 1, 2, 3]]);
+    expect(() => planRedundancySets(3, 2, 2)).toThrow(/set of 1 drive/);
+    expect(() => planRedundancySets(6, 0, 1)).toThrow(/RSS size 0/);
+  });
+
+  for (const raidLevel of [0, 1, 5] as const) {
+    it(`RAID-${raidLevel}: every RStore stays inside one set; a LUN of the whole capacity fills every set`, async () => {
+      const memoryPool = await formatMemoryPool({ raidLevel, driveCount: 7, rssSize: 4, driveSizeBytes: 4 * MiB });
+      const pool = memoryPool.pool;
+      expect(pool.metadata.rss.map((rss) => rss.driveIndexes)).toEqual([[0, 1, 2, 3], [4, 5, 6]]);
+      const controller = controllerFor(pool);
+      const capacity = pool.capacityBytes();
+      await controller.createLun('all', capacity);
+      const data = patternBytes(capacity, 40 + raidLevel);
+      await controller.stack('all').cache.write(0, data);
+      await controller.stack('all').cache.flush();
+      expect(pool.freeBytes()).toBe(0);
+      const setOf = (driveIndex: number): number => pool.metadata.drives[driveIndex]!.rssId;
+      for (const rstore of pool.metadata.rstores.values()) {
+        const sets = new Set(rstore.members.map((member) => setOf(member.driveIndex)));
+        expect(sets.size, `RStore ${rstore.id} spans sets ${[...sets].join(',')}`).toBe(1);
+        const setSize = pool.metadata.rss[rstore.rssId]!.driveIndexes.length;
+        expect(rstore.members.length).toBe(raidLevel === 1 ? 2 : setSize);
+        expect(rstore.rssId).toBe([...sets][0]);
+      }
+      const used = new Set([...pool.metadata.rstores.values()].map((rstore) => rstore.rssId));
+      expect([...used].sort()).toEqual([0, 1]);
+      expect(firstDifference(await readAll(controller.stack('all').cache), data)).toBeUndefined();
+      await controller.close();
+    });
+  }
 });
 
 describe('a power cut with RAID-1 writes in flight', () => {
