@@ -212,7 +212,12 @@ class ModelRun {
     const [offset, length] = this.pickRange(snapshot.image.sizeBytes);
     const data = patternBytes(length, this.random.integer(2 ** 31));
     this.trace(`snapshot write ${snapshot.fullName} ${offset}+${length}`);
-    const before = await readAll(this.controller.snapshotVolume(snapshot.fullName));
+    const before = await readAll(this.controller.snapshotVolume(snapshot.fullName)).catch((error: unknown) => error);
+    if (!Buffer.isBuffer(before)) {
+      // A background destage may invalidate the (unreserved) snapshot at any moment (pool full).
+      this.check(isLunfsError(before, 'EIO') && this.snapshotState(snapshot) === 'invalid' && !snapshot.reserved, `read of snapshot ${snapshot.fullName} before a write failed: ${String(before)}`);
+      return;
+    }
     try {
       await this.controller.snapshotVolume(snapshot.fullName).write(offset, data);
       snapshot.image.write(offset, data);
