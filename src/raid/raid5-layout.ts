@@ -6,12 +6,14 @@
 // the old parity and writes new parity = old parity ^ old data ^ new data. Writes to one row are
 // serialised (the read-modify-write must not interleave). The XOR runs in the native kernel.
 //
-// Not here yet (issue 4): reconstruction from parity when a member fails, and the write-intent
-// record that closes the write hole. Until then parity is written but never read for data.
+// A member that fails a read is reconstructed from the others (degraded read). Not here yet
+// (issue 4): writes with a member gone (the failed member must then be marked failed, durably,
+// so it is never read stale), rebuild, and the write-intent record that closes the write hole.
 
 import { forEachPiece } from '../block/block-device.js';
 import { xorInto } from '../native/native-kernels.js';
 import { ChunkLockManager } from '../snapshot/lock-manager.js';
+import { LunfsError } from '../util/errors.js';
 
 /** Reads and writes of one member, at an offset inside that member's PSEG. */
 export interface MemberIo {
@@ -49,9 +51,32 @@ export class Raid5Layout {
   async read(offsetBytes: number, target: Buffer): Promise<void> {
     const pending: Promise<void>[] = [];
     for (const piece of this.pieces(offsetBytes, target.length)) {
-      pending.push(this.io.read(piece.memberIndex, piece.row * this.stripeUnitBytes + piece.offsetInUnit, target.subarray(piece.requestOffset, piece.requestOffset + piece.lengthBytes)));
+      const slice = target.subarray(piece.requestOffset, piece.requestOffset + piece.lengthBytes);
+      pending.push(this.io.read(piece.memberIndex, piece.row * this.stripeUnitBytes + piece.offsetInUnit, slice).catch((error: unknown) => this.reconstruct(piece, slice, error)));
     }
     await Promise.all(pending);
+  }
+
+  /**
+   * A member failed to read: its data is the XOR of the same range on every other member of the
+   * row (data and parity), read under the row lock so that no write changes the row meanwhile.
+   * A second failure in the row is EIO.
+   */
+  private reconstruct(piece: DataPiece, slice: Buffer, cause: unknown): Promise<void> {
+    return this.rowLocks.withChunks([piece.row], async () => {
+      const offset = piece.row * this.stripeUnitBytes + piece.offsetInUnit;
+      const other = Buffer.alloc(slice.length);
+      slice.fill(0);
+      for (let memberIndex = 0; memberIndex < this.memberCount; memberIndex += 1) {
+        if (memberIndex === piece.memberIndex) continue;
+        try {
+          await this.io.read(memberIndex, offset, other);
+        } catch (error) {
+          throw new LunfsError('EIO', `RAID-5 row ${piece.row}: members ${piece.memberIndex} and ${memberIndex} both failed to read (${(cause as Error).message}; ${(error as Error).message})`, { cause: error });
+        }
+        xorInto(slice, other);
+      }
+    });
   }
 
   async write(offsetBytes: number, data: Buffer): Promise<void> {

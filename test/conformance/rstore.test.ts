@@ -4,7 +4,7 @@
 // RStore's PSEGs changed, that the two mirrors of a RAID-1 RStore hold the same bytes, and that
 // every RAID-5 row's parity unit is the XOR of its data units.
 
-import { expect } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { MemoryDrive } from '../../src/drive/memory-drive.js';
 import type { RaidLevel, RStoreRecord } from '../../src/meta/pool-metadata.js';
 import { RStore, type DriveGeometry } from '../../src/raid/rstore.js';
@@ -116,6 +116,30 @@ for (const [memberCount, stripeUnitBytes] of [[3, 4 * KiB], [3, 16 * KiB], [4, 6
     survivesPowerCut: true,
   });
 }
+
+describe('RStore RAID-5 with a failed member', () => {
+  it('reads every byte back by reconstruction from the others, and fails with EIO when a second member fails', async () => {
+    const stripeUnitBytes = 16 * KiB;
+    const drives = [0, 1, 2, 3].map((index) => new MemoryDrive(`raid5-degraded${index}`, driveSizeBytes));
+    const members = [{ driveIndex: 2, psegIndex: 0 }, { driveIndex: 0, psegIndex: 1 }, { driveIndex: 3, psegIndex: 2 }, { driveIndex: 1, psegIndex: 0 }];
+    const geometry: DriveGeometry[] = drives.map((drive) => ({ drive, psegAreaOffsetBytes, psegSizeBytes }));
+    const rstore = new RStore({ id: 9, rssId: 0, raidLevel: 5, members, rsegCount: 0, rsegFresh: '' }, geometry, stripeUnitBytes);
+    const data = patternBytes(rstore.sizeBytes, 77);
+    await rstore.write(0, data.subarray(0, 100_000)); // partial rows: read-modify-write
+    await rstore.write(100_000, data.subarray(100_000)); // the rest, whole rows mostly
+    await rstore.write(5_000, data.subarray(5_000, 9_000)); // rewrite of a piece
+    expect(await rstore.firstInconsistentRow()).toBeUndefined();
+    drives[3]!.fail(); // member 2
+    const back = Buffer.alloc(rstore.sizeBytes);
+    await rstore.read(0, back);
+    expect(firstDifference(back, data)).toBeUndefined();
+    const piece = Buffer.alloc(7_000);
+    await rstore.read(123_457, piece);
+    expect(firstDifference(piece, data.subarray(123_457, 130_457), 123_457)).toBeUndefined();
+    drives[0]!.fail(); // member 1 too: data on members 1 and 2 is gone
+    await expect(rstore.read(0, Buffer.alloc(rstore.sizeBytes))).rejects.toMatchObject({ code: 'EIO' });
+  });
+});
 
 describeBlockDeviceConformance('RStore RAID-1, 2 members', () => makeRstoreSubject(1, 16 * KiB), {
   readsZerosWhenUnwritten: false,
