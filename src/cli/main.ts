@@ -16,7 +16,7 @@ const collect = (value: string, previous: string[]): string[] => previous.concat
 
 function parseRaid(text: string): 0 | 1 {
   if (text === '0' || text === '1') return Number(text) as 0 | 1;
-  if (text === '5') throw new LunfsError('ENOTSUP', 'RAID-5 is not implemented yet; use --raid 0 or --raid 1');
+  if (text === '5') throw new LunfsError('ENOTSUP', 'RAID-5 pools are not offered yet (the parity layout exists, writes with a drive gone and rebuild do not); use --raid 0 or --raid 1');
   throw new LunfsError('EINVAL', `invalid RAID level '${text}': use 0 or 1`);
 }
 

@@ -164,7 +164,7 @@ describe('bad input to the CLI, pool not mounted', () => {
 
   it('an invalid RAID level is refused and no pool directory is created', async () => {
     const box = sandbox();
-    for (const [level, message, code] of [['7', /invalid RAID level '7': use 0 or 1/, 2], ['x', /invalid RAID level 'x'/, 2], ['5', /RAID-5 is not implemented yet/, 1]] as const) {
+    for (const [level, message, code] of [['7', /invalid RAID level '7': use 0 or 1/, 2], ['x', /invalid RAID level 'x'/, 2], ['5', /RAID-5 pools are not offered yet/, 1]] as const) {
       const directory = box.path(`raid-${level}`);
       expectBadInput(await lunfs('pool', 'create', directory, '--drives', '2', '--drive-size', '64M', '--raid', level), message, code);
       await expect(stat(directory)).rejects.toThrow(/ENOENT/);
