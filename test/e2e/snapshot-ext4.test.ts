@@ -131,6 +131,16 @@ async function snapshotTree(box: Sandbox, snapshotFile: string, directory: strin
   }
 }
 
+/** ext4 on a loop device over the LUN file, mounted at data, the initial tree written and synced, and its checksums. */
+async function ext4WithFiles(box: Sandbox, lunFile: string, data: string): Promise<{ lunLoop: LoopDevice; atSnapshot: Record<string, string> }> {
+  const lunLoop = await box.attachLoop(lunFile);
+  await box.mkfsExt4(lunLoop);
+  await box.mountExt4(lunLoop, data);
+  await writeFiles(data, initialFiles);
+  await runOk('sync', ['-f', data]);
+  return { lunLoop, atSnapshot: await treeChecksums(data) };
+}
+
 describe('snapshots of a mounted ext4', () => {
   const sandbox = useSandbox('snap-ext4');
 
@@ -145,12 +155,9 @@ describe('snapshots of a mounted ext4', () => {
     const snapshotFile = join(mountpoint, 'snapshots', 'db@s1');
 
     const server = await box.mount(pool, mountpoint);
-    let lunLoop = await box.attachLoop(lunFile);
-    await box.mkfsExt4(lunLoop);
-    await box.mountExt4(lunLoop, data);
-    await writeFiles(data, initialFiles);
-    await runOk('sync', ['-f', data]);
-    const atSnapshot = await treeChecksums(data);
+    const ext4 = await ext4WithFiles(box, lunFile, data);
+    let lunLoop = ext4.lunLoop;
+    const atSnapshot = ext4.atSnapshot;
     expect(Object.keys(atSnapshot)).toContain('tree/d3/f23.bin');
 
     await expect(stat(snapshotFile), 'no snapshot before the touch').rejects.toThrow(/ENOENT/);
@@ -221,12 +228,9 @@ describe('snapshots of a mounted ext4', () => {
     const snapshotFile = join(mountpoint, 'snapshots', 'db@s1');
 
     const first = await box.mount(pool, mountpoint);
-    let lunLoop = await box.attachLoop(lunFile);
-    await box.mkfsExt4(lunLoop);
-    await box.mountExt4(lunLoop, data);
-    await writeFiles(data, initialFiles);
-    await runOk('sync', ['-f', data]);
-    const atSnapshot = await treeChecksums(data);
+    const ext4 = await ext4WithFiles(box, lunFile, data);
+    let lunLoop = ext4.lunLoop;
+    const atSnapshot = ext4.atSnapshot;
 
     // The ext4 LUN's snapshot, through the CLI and the control socket this time.
     const created = await lunfsOk('snapshot', pool, 'db@s1');

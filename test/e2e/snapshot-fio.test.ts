@@ -30,16 +30,11 @@ import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { SnapshotStatus } from '../../src/volume/controller.js';
 import { MiB, lunfsOk, runOk, sha256, sleep, useSandbox, type MountServer } from './support.js';
+// @ts-expect-error: a plain ES module without types (the child process runs it with node).
+import { blockBytes, completedKind, headerBytes, issuedKind, journalRecordBytes, magic } from './snapshot-writer.mjs';
 
 const writerScript = fileURLToPath(new URL('./snapshot-writer.mjs', import.meta.url));
 
-// The block and journal format of snapshot-writer.mjs.
-const blockBytes = 4096;
-const headerBytes = 64;
-const magic = Buffer.from('LUNFSBLK');
-const journalRecordBytes = 16;
-const issuedKind = 1;
-const completedKind = 2;
 
 const lunSize = 256 * MiB;
 const regionOffset = 40 * MiB; // not at 0: offsets are translated right

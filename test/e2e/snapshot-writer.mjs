@@ -27,13 +27,13 @@ import { closeSync, openSync, writeSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { pathToFileURL } from 'node:url';
 
-// The same constants are in snapshot-fio.test.ts, which reads what this writes.
-const blockBytes = 4096;
-const headerBytes = 64;
-const magic = Buffer.from('LUNFSBLK');
-const journalRecordBytes = 16;
-const issuedKind = 1;
-const completedKind = 2;
+// The block and journal format; snapshot-fio.test.ts imports it to read what this writes.
+export const blockBytes = 4096;
+export const headerBytes = 64;
+export const magic = Buffer.from('LUNFSBLK');
+export const journalRecordBytes = 16;
+export const issuedKind = 1;
+export const completedKind = 2;
 
 function blockHash(block) {
   return createHash('sha256').update(block.subarray(0, 32)).update(block.subarray(headerBytes)).digest();
