@@ -81,6 +81,15 @@ export class LunModel {
     }
   }
 
+  /**
+   * A write that failed part-way (a full pool): the range now reads as image does, byte for byte
+   * the old or the new value, acknowledged but not durable.
+   */
+  partlyWritten(offsetBytes: number, lengthBytes: number, image: Buffer): void {
+    image.copy(this.acknowledged, offsetBytes, offsetBytes, offsetBytes + lengthBytes);
+    this.recordVersions(offsetBytes, lengthBytes);
+  }
+
   flushed(): void {
     this.durable = Buffer.from(this.acknowledged);
     this.versions.clear();

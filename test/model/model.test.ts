@@ -230,8 +230,7 @@ class ModelRun {
           const fresh = data[position - offset];
           this.check(after[position] === before[position] || after[position] === fresh, `refused snapshot write left byte ${position} neither old nor new`);
         }
-        snapshot.image.mayHaveWritten(offset, data);
-        snapshot.image.resetTo(after);
+        snapshot.image.partlyWritten(offset, length, after);
       }
       this.counts.set('snapshot write ENOSPC', (this.counts.get('snapshot write ENOSPC') ?? 0) + 1);
     }
