@@ -8,6 +8,12 @@
 # Targets:
 #   lunfs_r0 / lunfs_r1     a pool of 4 drive files on /dev/shm (RAID-0 / RAID-1 mirrored pairs),
 #                           one LUN of SIZE_BYTES, mounted with `lunfs mount`; fio on luns/lun0
+#   lunfs_r5                the same with RAID-5 (rotating parity over the 4 drives)
+#   lunfs_r1_deg / _r5_deg  lunfs_r1 / lunfs_r5 degraded: the fresh copy of the (healthy, prefilled)
+#                           template loses drive-1.img (`rm POOL/drive-1.img`) before the mount, so
+#                           lunfs mounts the pool with drive 1 missing: reads of drive 1's data are
+#                           served from the mirror / reconstructed from parity, writes (made while
+#                           degraded) go to the drives that are left
 #   loop_lunfs_r0 / _r1     losetup (direct-io=off, what `mount -o loop` does) on it
 #   loopdio_lunfs_r0        losetup --direct-io=on on it
 #   ext4_lunfs_r0 / _r1     mkfs.ext4 on the loop device, fio on a file of half the disk
@@ -17,7 +23,10 @@
 # Like the qcow2 peer, the LUN is fully allocated with the same non-zero content as raw.img:
 # one template pool per RAID level is made on first use (pool create, lun create, mount,
 # dd raw.img into the LUN with O_DIRECT, clean unmount) and every (target, job) pair gets a
-# fresh copy of it, so each job starts with a cold lunfs cache and no dirty data.
+# fresh copy of it, so each job starts with a cold lunfs cache and no dirty data. The degraded
+# targets use the same template as the healthy ones (the data is laid down on the healthy pool);
+# only their copy loses a drive, so seqread / randread4k read data written before the drive went
+# and seqwrite / randwrite4k write while the pool is degraded.
 #
 # Knobs (environment): LUNFS_PREFILL (1; 0 = empty thin LUN, reads of unwritten units are
 #   zeros without drive I/O and first writes allocate), LUNFS_DRIVES (4), LUNFS_CACHE_SIZE
@@ -39,8 +48,11 @@ LUNFS_CLEAN_DIRS=()
 
 [ -f "$LUNFS_BIN" ] || die "lunfs is not built ($LUNFS_BIN missing): run make build"
 
-LABEL[lunfs_r0]="L0 lunfs RAID-0 (4 drives on /dev/shm)"
-LABEL[lunfs_r1]="L1 lunfs RAID-1 (4 drives on /dev/shm)"
+LABEL[lunfs_r0]="L0 lunfs RAID-0 ($LUNFS_DRIVES drives on /dev/shm)"
+LABEL[lunfs_r1]="L1 lunfs RAID-1 ($LUNFS_DRIVES drives on /dev/shm)"
+LABEL[lunfs_r5]="L5 lunfs RAID-5 ($LUNFS_DRIVES drives on /dev/shm)"
+LABEL[lunfs_r1_deg]="L1d lunfs RAID-1 degraded (drive 1 of $LUNFS_DRIVES removed)"
+LABEL[lunfs_r5_deg]="L5d lunfs RAID-5 degraded (drive 1 of $LUNFS_DRIVES removed)"
 LABEL[loop_lunfs_r0]="DL0 loop → L0"
 LABEL[loop_lunfs_r1]="DL1 loop → L1"
 LABEL[loopdio_lunfs_r0]="DL0' loop dio=on → L0"
@@ -50,11 +62,17 @@ LABEL[prof_lunfs_r0]="P-L0 lunfs RAID-0 under node --cpu-prof"
 LABEL[prof_fnmem]="P-B fuse-native-mem under node --cpu-prof"
 
 # Per drive: the LUN's share of the data (RAID-0 stripes over all drives, RAID-1 keeps mirrored
-# pairs, so capacity is half the drives) plus room for the header, the metadata area and slack.
+# pairs, so capacity is half the drives, RAID-5 keeps one parity unit per row of N units, so
+# capacity is N - 1 drives) plus room for the header, the metadata area and slack.
 lunfs_drive_bytes() { # raid -> bytes per drive (whole MiB)
   local data
-  if [ "$1" = 0 ]; then data=$(( (SIZE_BYTES + LUNFS_DRIVES - 1) / LUNFS_DRIVES ))
-  else data=$(( (2 * SIZE_BYTES + LUNFS_DRIVES - 1) / LUNFS_DRIVES )); fi
+  case $1 in
+    0) data=$(( (SIZE_BYTES + LUNFS_DRIVES - 1) / LUNFS_DRIVES )) ;;
+    1) data=$(( (2 * SIZE_BYTES + LUNFS_DRIVES - 1) / LUNFS_DRIVES )) ;;
+    5) (( LUNFS_DRIVES >= 3 )) || { log "RAID-5 needs LUNFS_DRIVES >= 3"; return 1; }
+       data=$(( (SIZE_BYTES + LUNFS_DRIVES - 2) / (LUNFS_DRIVES - 1) )) ;;
+    *) log "unknown RAID level $1"; return 1 ;;
+  esac
   local mib=$(( (data >> 20) + (data >> 24) + 64 ))   # + 1/16 + 64 MiB
   echo $(( mib << 20 ))
 }
@@ -97,7 +115,7 @@ lunfs_template() { # raid
   LUNFS_TMPL=$dir
   [ -f "$dir/.ready" ] && return 0
   rm -rf "$dir"
-  drive=$(lunfs_drive_bytes "$raid")
+  drive=$(lunfs_drive_bytes "$raid") || return 1
   log "lunfs: template pool RAID-$raid, $LUNFS_DRIVES drives of $((drive >> 20)) MiB, LUN $((SIZE_BYTES >> 20)) MiB, prefill=$LUNFS_PREFILL"
   node "$LUNFS_BIN" pool create "$dir" --drives "$LUNFS_DRIVES" --drive-size "$drive" --raid "$raid" || return 1
   node "$LUNFS_BIN" lun create "$dir" lun0 --size "$SIZE_BYTES" || return 1
@@ -114,17 +132,46 @@ lunfs_template() { # raid
 
 # A fresh copy of the template, mounted: sets T_FILE / T_PID / T_REGION / T_NOTE.
 start_lunfs() { # raid [node flags...]
-  local raid=$1 dir mnt; shift
+  local raid=$1; shift
+  start_lunfs_pool "$raid" "" "$@"
+}
+
+# The same with drive <index> of the copy deleted before the mount (the template stays whole), so
+# the pool mounts degraded; the pool and drive states lunfs reports after the mount go into T_NOTE.
+start_lunfs_degraded() { # raid drive-index [node flags...]
+  local raid=$1 gone=$2; shift 2
+  start_lunfs_pool "$raid" "$gone" "$@"
+}
+
+start_lunfs_pool() { # raid drive-to-remove ("" = none) [node flags...]
+  local raid=$1 gone=$2 dir mnt drive st; shift 2
   lunfs_template "$raid" || return 1
+  drive=$(lunfs_drive_bytes "$raid") || return 1
   dir=$(mktemp -d "$LUNFS_SHM/lunfs-bench.XXXXXX")
   LUNFS_CLEAN_DIRS+=("$dir")
   cp -a --sparse=always "$LUNFS_TMPL/." "$dir/" || return 1
   rm -f "$dir/.ready"
+  if [ -n "$gone" ]; then
+    [ -f "$dir/drive-$gone.img" ] || { log "lunfs: no drive-$gone.img in the pool copy $dir"; return 1; }
+    rm "$dir/drive-$gone.img"
+  fi
   mnt="$WORK/lunfs.mnt"
   lunfs_start "$dir" "$mnt" "$WORK/lunfs.log" "$@" || return 1
   T_FILE="$mnt/luns/lun0"; T_PID=$LUNFS_PID; T_REGION=$SIZE_BYTES; T_STATS=""
-  T_NOTE+="RAID-$raid ${LUNFS_DRIVES}×$(( $(lunfs_drive_bytes "$raid") >> 20 )) MiB drives on $LUNFS_SHM"
+  T_NOTE+="RAID-$raid ${LUNFS_DRIVES}×$(( drive >> 20 )) MiB drives on $LUNFS_SHM"
   T_NOTE+=", cache ${LUNFS_CACHE_SIZE:-default}, LUN $([ "$LUNFS_PREFILL" = 1 ] && echo 'prefilled' || echo 'empty (thin)'); "
+  if [ -n "$gone" ]; then
+    # what the mounted pool says about itself (through its control socket)
+    st=$(node "$LUNFS_BIN" status "$dir" --json 2>/dev/null | node -e '
+      let s = ""; process.stdin.on("data", (d) => (s += d)).on("end", () => {
+        try {
+          const j = JSON.parse(s), d = (j.drives || []).find((x) => x.index === Number(process.argv[1]));
+          console.log(`pool state ${j.pool && j.pool.state}, drive ${process.argv[1]} ${d ? d.state : "not listed"}`);
+        } catch { console.log("status unreadable"); }
+      });' "$gone" 2>/dev/null) || st="status failed"
+    log "lunfs: mounted with drive-$gone.img removed: $st"
+    T_NOTE+="drive-$gone.img deleted from the copy before the mount ($([ "$LUNFS_PREFILL" = 1 ] && echo 'LUN data laid down on the healthy pool' || echo 'no prefill')), $st; "
+  fi
 }
 
 # peers.sh tears down after every job; also remove the pool copies then.
@@ -192,6 +239,9 @@ fi
 
 setup_lunfs_r0() { start_lunfs 0; }
 setup_lunfs_r1() { start_lunfs 1; }
+setup_lunfs_r5() { start_lunfs 5; }
+setup_lunfs_r1_deg() { start_lunfs_degraded 1 1; }
+setup_lunfs_r5_deg() { start_lunfs_degraded 5 1; }
 setup_loop_lunfs_r0() { setup_lunfs_r0 && attach_loop off; }
 setup_loop_lunfs_r1() { setup_lunfs_r1 && attach_loop off; }
 setup_loopdio_lunfs_r0() { setup_lunfs_r0 && attach_loop on; }

@@ -3,10 +3,16 @@
 // job with every target's figure and, for the lunfs targets, the ratios to the ceiling (the
 // trivial fuse-native file, fnmem) and to the peer (qemu-storage-daemon qcow2) measured in the
 // same run; the 0.8x target is marked. Only figures from the run's records are printed. When the run
-// folder has snapshots/ (bench/snapshots.sh), its "Snapshots" section comes from
-// bench/snapshots-report.mjs.
+// has the RAID targets (lunfs_r1, lunfs_r5, lunfs_r1_deg, lunfs_r5_deg beside lunfs_r0), the
+// section "RAID levels on the same drives" gives them as ratios to lunfs_r0 with issue 4's target
+// (RAID-5 seqwrite at least 0.5x RAID-0). When the run folder has snapshots/
+// (bench/snapshots.sh), its "Snapshots" section comes from bench/snapshots-report.mjs.
 //
 //   node bench/report.mjs --run .bench/latest --out BENCHMARKS.md
+//   node bench/report.mjs --run .bench/latest-raid --raid-only --splice BENCHMARKS.md
+//       (RAID_ONLY=1 bash bench/run.sh: only the RAID section, self-contained (machine, command,
+//       absolute figures, ceiling and peer ratios), replacing that section of the file or inserted
+//       before "## Results per job" / "## Snapshots" / ...; the rest of the file is left as it is)
 import fs from 'node:fs';
 import path from 'node:path';
 import { snapshotSection } from './snapshots-report.mjs';
@@ -16,6 +22,9 @@ const opt = (name, def) => { const i = args.indexOf(name); return i >= 0 ? args[
 const runDir = path.resolve(opt('--run', '.bench/latest'));
 const out = opt('--out', 'BENCHMARKS.md');
 const TARGET_RATIO = Number(opt('--target', '0.8'));
+const RAID5_TARGET = Number(opt('--raid5-target', '0.5')); // issue 4: RAID-5 seqwrite >= 0.5x RAID-0
+const RAID_ONLY = args.includes('--raid-only');
+const SPLICE = opt('--splice', null);
 
 const readJson = (p) => (fs.existsSync(p) ? JSON.parse(fs.readFileSync(p, 'utf8')) : null);
 // One peers.sh run (peers.jsonl) or REPEAT runs (peers-1.jsonl, peers-2.jsonl, ...).
@@ -54,16 +63,17 @@ const rec = (t, j) => {
 };
 const recRun = (t, j, n) => all(t, j).find((r) => r._run === n);
 const is4k = (j) => /4k/.test(j);
-const isLunfs = (t) => /lunfs_r\d$/.test(t);
+const isLunfs = (t) => /lunfs_r\d(_deg)?$/.test(t);
 const isProf = (t) => t.startsWith('prof_');
-const prefixOf = (t) => t.replace(/lunfs_r\d$/, '');
+const prefixOf = (t) => t.replace(/lunfs_r\d(_deg)?$/, '');
 const ceilingOf = (t) => `${prefixOf(t)}fnmem`;
 const peerOf = (t) => `${prefixOf(t)}qcow2`;
 const fmt = (n, d = 0) => (n === null || n === undefined || Number.isNaN(n) ? '–' : Number(n).toFixed(d));
 const metric = (j, r) => (is4k(j) ? `${fmt(r.iops / 1000, 1)}k IOPS` : `${fmt(r.bw_bytes / 1e6)} MB/s`);
 const ratio = (a, b) => (ok(a) && ok(b) && b.bw_bytes > 0 ? a.bw_bytes / b.bw_bytes : null);
-const mark = (x) => (x === null ? '' : x >= TARGET_RATIO ? ' ✅' : ' ❌');
-const rstr = (x, withMark) => (x === null ? '–' : `${x.toFixed(2)}×${withMark ? mark(x) : ''}`);
+// withMark: true = the 0.8x target, a number = that threshold, false = no mark
+const mark = (x, at = TARGET_RATIO) => (x === null ? '' : x >= at ? ' ✅' : ' ❌');
+const rstr = (x, withMark) => (x === null ? '–' : `${x.toFixed(2)}×${withMark ? mark(x, typeof withMark === 'number' ? withMark : TARGET_RATIO) : ''}`);
 // The ratio lunfs/other for a job: paired within each peers.sh run (the two were measured
 // minutes apart; the machine's speed drifts more than that between runs), then the median over
 // the repeats (lower median for an even count), with the range of the per-repeat ratios.
@@ -103,6 +113,138 @@ const threadsOf = (r) => {
 };
 
 const runName = path.basename(fs.realpathSync(runDir));
+const REPO = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..');
+const runWhere = ((rel) => (rel.startsWith('..') ? fs.realpathSync(runDir) : rel))(path.relative(REPO, fs.realpathSync(runDir)));
+
+// ---- RAID levels on the same drives (issue 4): every level as a ratio to lunfs_r0 of the same repeat
+const RAID_T = [
+  ['lunfs_r1', 'RAID-1 / RAID-0'], ['lunfs_r5', 'RAID-5 / RAID-0'],
+  ['lunfs_r1_deg', 'RAID-1 degraded / RAID-0'], ['lunfs_r5_deg', 'RAID-5 degraded / RAID-0'],
+];
+const hasRaid = targets.includes('lunfs_r0') && RAID_T.some(([t]) => targets.includes(t));
+// a record's error; peers.sh's "setup failed" keeps the last 2 lines of the setup log, which may
+// hold the previous job's failure: keep the last logged line
+const errOf = (r) => {
+  const e = String((r && r.err) || '').replace(/\|/g, '/').replace(/\s+/g, ' ').trim();
+  const m = e.match(/^(setup failed: ).*\[peers \d\d:\d\d:\d\d\] (.*)$/);
+  return m ? m[1] + m[2] : e;
+};
+const metricCell = (t, j) => { const r = rec(t, j); if (!r) return 'not run'; if (!ok(r)) return 'FAIL'; const x = rangeCell(t, j); return metric(j, r) + (x ? ` (${x})` : ''); };
+const raidCell = (t, j, withMark) => {
+  if (!targets.includes(t)) return 'not run';
+  const r = rec(t, j); const b = rec('lunfs_r0', j);
+  if (!r) return 'not run';
+  if (!ok(r)) return 'FAIL';
+  if (!ok(b)) return '– (RAID-0 failed)';
+  return ratioCell(t, 'lunfs_r0', j, withMark);
+};
+function raidSection({ standalone }) {
+  const L = [];
+  const present = RAID_T.filter(([t]) => targets.includes(t)).map(([t]) => t);
+  const noteOf = (t) => (rec(t, jobNames[0]) || {}).note || '';
+  const drives = ['lunfs_r0', ...present].map((t) => [t, (noteOf(t).match(/RAID-\d+ \d+×\d+ MiB drives/) || [])[0]]).filter(([, d]) => d);
+  L.push('## RAID levels on the same drives');
+  L.push('');
+  if (standalone) {
+    const other = SPLICE && fs.existsSync(SPLICE) ? (fs.readFileSync(SPLICE, 'utf8').match(/from run `(run-[^`]+)`/) || [])[1] : null;
+    L.push(`Written by \`RAID_ONLY=1 bash bench/run.sh\` from run \`${runName}\`${other && other !== runName ? ` (the rest of this file comes from run \`${other}\`: compare figures across the two runs with care)` : ''}. Raw reports and records: \`${runWhere}/\` (\`${path.join(path.dirname(runWhere), 'latest-raid')}\`).`);
+    L.push('');
+    L.push(`- machine: ${machine.cpu || '?'}, ${machine.cores || '?'} cores, kernel ${machine.kernel || '?'}, node ${machine.node || '?'}, ${machine.fio || 'fio ?'}, qemu-storage-daemon ${machine.qemu || '?'}`);
+    if (machine.git) L.push(`- lunfs build: git ${machine.git.head}${machine.git.dirtyFiles ? ` plus ${machine.git.dirtyFiles} uncommitted file(s) under src/ native/ package.json` : ' (clean tree)'}${machine.git.distSha1 ? `, dist sha1 ${machine.git.distSha1}` : ''}`);
+    L.push(`- load average before / after: ${machine.loadavgBefore || '?'} / ${machine.loadavgAfter || '?'}; wall time ${machine.wallS ?? '?'} s`);
+    if (machine.otherLoad) {
+      const big = machine.otherLoad.filter((x) => x.cpuS >= 5);
+      L.push(`- other processes during the run: ${big.length ? big.map((x) => `\`${x.args.replace(/\S*node_modules\/([^/\s]+)\S*/g, '…$1').slice(0, 80)}\` ${x.cpuS} CPU-s`).join('; ') + ' (the figures are disturbed by that load)' : 'none used 5 CPU-s or more'}`);
+    }
+    if (params) L.push(`- parameters: ${params}`);
+    L.push('');
+    L.push('```');
+    for (const c of command) L.push(c);
+    L.push('```');
+    L.push('');
+  }
+  L.push(`\`lunfs_r1\` (RAID-1, mirrored pairs), \`lunfs_r5\` (RAID-5, rotating parity) and the same two with one drive removed (\`lunfs_r1_deg\`, \`lunfs_r5_deg\`) beside \`lunfs_r0\` (RAID-0, striped): the same number of drive files on /dev/shm${drives.length ? ` (${drives.map(([t, d]) => `\`${t}\` ${d}`).join(', ')}: each level's drives are sized so that the same LUN fits)` : ''}, one LUN holding the same data, the same fio jobs, each (target, job) pair on a fresh copy of that level's prefilled template pool. Each ratio is the target's figure over \`lunfs_r0\`'s in the same peers.sh run (MB/s for the 1M jobs, IOPS for the 4k jobs)${R > 1 ? `; the median of the ${R} per-repeat ratios is shown, the lowest and highest in brackets` : ''}. Degraded: \`drive-1.img\` is deleted from the copy after the data was laid down on the healthy pool and before the mount, so lunfs mounts the pool with drive 1 missing: the read jobs read data written before the drive went (RAID-1: from the other half of the mirror; RAID-5: rebuilt from the other drives' data and parity), the write jobs write while the pool is degraded.`);
+  L.push('');
+  // the issue's target line
+  const j5 = 'seqwrite';
+  const r5 = rec('lunfs_r5', j5); const r0 = rec('lunfs_r0', j5);
+  const x5 = pairedRatio('lunfs_r5', 'lunfs_r0', j5);
+  let verdict;
+  if (!jobNames.includes(j5)) verdict = 'not measured (seqwrite was not among the jobs)';
+  else if (!targets.includes('lunfs_r5')) verdict = 'not measured (lunfs_r5 was not among the targets)';
+  else if (x5 === null) verdict = `❌ not measured: ${!ok(r5) ? `lunfs_r5 ${errOf(r5).slice(0, 160) || 'failed'}` : `lunfs_r0 ${errOf(r0).slice(0, 160) || 'failed'}`}`;
+  else verdict = `${x5.toFixed(2)}×${mark(x5, RAID5_TARGET)}${R > 1 ? ` (per repeat ${pairedRatios('lunfs_r5', 'lunfs_r0', j5).map((y) => y.toFixed(2)).join(', ')})` : ` (${metric(j5, r5)} vs ${metric(j5, r0)})`}`;
+  L.push(`**Issue 4 target, RAID-5 seqwrite at least ${RAID5_TARGET}× RAID-0:** ${verdict}.`);
+  L.push('');
+  L.push(`| job | RAID-0 \`lunfs_r0\`${R > 1 ? ' (range)' : ''} | ` + RAID_T.map(([t, h]) => `${h} \`${t}\``).join(' | ') + ' |');
+  L.push('|---|---:|' + RAID_T.map(() => '---:').join('|') + '|');
+  for (const j of jobNames) {
+    L.push(`| ${j} | ${metricCell('lunfs_r0', j)} | ` + RAID_T.map(([t]) => raidCell(t, j, t === 'lunfs_r5' && j === j5 ? RAID5_TARGET : false)).join(' | ') + ' |');
+  }
+  L.push('');
+  const fails = []; // one line per target: the jobs that failed and one error (peers.sh cuts them at 200 characters)
+  for (const t of ['lunfs_r0', ...present]) {
+    const bad = jobNames.map((j) => [j, rec(t, j)]).filter(([, r]) => r && !ok(r));
+    const err = bad.map(([, r]) => errOf(r)).sort((a, b) => b.length - a.length)[0]; // the least cut
+    if (bad.length) fails.push(`- \`${t}\` ${bad.map(([j]) => j).join(', ')}: ${(err || 'failed').slice(0, 300)}`);
+  }
+  if (fails.length) { L.push('Failed:'); L.push(''); L.push(...fails); L.push(''); }
+  const states = present.filter((t) => /_deg$/.test(t)).map((t) => [t, (noteOf(t).match(/pool state [^;]*/) || [])[0]]).filter(([, x]) => x);
+  if (states.length) { L.push(`What the degraded pools reported after the mount (\`lunfs status --json\`): ${states.map(([t, x]) => `\`${t}\` ${x}`).join('; ')}.`); L.push(''); }
+  if (!standalone) {
+    L.push('Ratios of these targets to the ceiling and to the peer: the tables under "Target" above; absolute figures: "Results per job" below.');
+    L.push('');
+    return L;
+  }
+  const abs = ['fnmem', 'qcow2', 'lunfs_r0', ...present].filter((t) => targets.includes(t));
+  L.push(`Absolute figures${R > 1 ? ` (median record of the ${R} repeats, min–max in brackets)` : ''}:`);
+  L.push('');
+  L.push('| target | ' + jobNames.join(' | ') + ' |');
+  L.push('|---|' + jobNames.map(() => '---:').join('|') + '|');
+  for (const t of abs) L.push(`| ${labels[t] || t} | ` + jobNames.map((j) => metricCell(t, j)).join(' | ') + ' |');
+  L.push('');
+  for (const [what, refOf, withMark] of [['ceiling (fnmem)', ceilingOf, true], ['peer (qcow2)', peerOf, false]]) {
+    L.push(`lunfs / ${what}${withMark ? `, ✅ ≥ ${TARGET_RATIO}× (the issue's 0.8× target is about RAID-0; the marks on the other rows only say where they stand)` : ''}:`);
+    L.push('');
+    L.push('| lunfs target | ' + jobNames.join(' | ') + ' |');
+    L.push('|---|' + jobNames.map(() => '---:').join('|') + '|');
+    for (const t of ['lunfs_r0', ...present]) L.push(`| ${labels[t] || t} | ` + jobNames.map((j) => (targets.includes(refOf(t)) ? ratioCell(t, refOf(t), j, withMark) : 'not run')).join(' | ') + ' |');
+    L.push('');
+  }
+  return L;
+}
+// Replaces the RAID section of an existing report, or inserts it before the first of the
+// sections that follow it in a full report.
+function spliceRaid(md, lines) {
+  const section = lines.join('\n').replace(/\n+$/, '') + '\n\n';
+  const start = md.search(/^## RAID levels on the same drives\s*$/m);
+  if (start >= 0) {
+    const rest = md.slice(start + 3);
+    const next = rest.search(/^## /m);
+    return md.slice(0, start) + section + (next >= 0 ? rest.slice(next) : '');
+  }
+  for (const h of ['## Results per job', '## Snapshots', '## Where the time goes', '## Targets', '## Notes']) {
+    const i = md.search(new RegExp(`^${h}\\s*$`, 'm'));
+    if (i >= 0) return md.slice(0, i) + section + md.slice(i);
+  }
+  return md.replace(/\n*$/, '\n\n') + section;
+}
+if (RAID_ONLY) {
+  if (!targets.includes('lunfs_r0')) { console.error(`no lunfs_r0 records in ${runDir}: nothing to compare the RAID levels with`); process.exit(1); }
+  const lines = raidSection({ standalone: true });
+  if (SPLICE) {
+    const md = fs.existsSync(SPLICE) ? fs.readFileSync(SPLICE, 'utf8') : '# lunfs benchmarks\n\n';
+    fs.writeFileSync(SPLICE, spliceRaid(md, lines));
+    console.log(`RAID section: ${SPLICE}`);
+  } else if (opt('--out', null)) {
+    fs.writeFileSync(out, lines.join('\n') + '\n');
+    console.log(`RAID section: ${out}`);
+  } else {
+    process.stdout.write(lines.join('\n') + '\n');
+  }
+  process.exit(0);
+}
+
 const L = [];
 L.push('# lunfs benchmarks');
 L.push('');
@@ -158,6 +300,9 @@ if (lunfsT.includes('lunfs_r0')) {
   L.push(`**RAID-0 verdict in this run:** ${met.length ? `target met on ${met.map(desc).join(', ')}` : 'target met on no job'}${missed.length ? `; missed on ${missed.map(desc).join(', ')}` : ''}.`);
   L.push('');
 }
+
+// ---- RAID-1 / RAID-5 / degraded against RAID-0
+if (hasRaid) L.push(...raidSection({ standalone: false }));
 
 // ---- per job tables
 L.push('## Results per job');
@@ -256,6 +401,7 @@ L.push('');
 L.push('## Notes');
 L.push('');
 L.push('- lunfs targets: 4 drive files on /dev/shm, one LUN of the disk size. Like the qcow2 peer (made from a fully allocated image), the LUN is fully allocated and holds the same data as `raw.img`: a template pool is prefilled once per RAID level and each job gets a fresh copy, mounted anew (cold lunfs cache, no dirty data). `LUNFS_PREFILL=0` measures an empty thin LUN instead.');
+if (hasRaid) L.push('- RAID targets: `lunfs_r5` is a RAID-5 pool on the same number of drive files (drives sized for the same LUN); `lunfs_r1_deg` / `lunfs_r5_deg` use the RAID-1 / RAID-5 template (data laid down on the healthy pool) with `drive-1.img` deleted from the copy before the mount, so the pool runs degraded for the whole job.');
 L.push('- The ceiling (`fnmem`) answers every request with one memcpy from a Buffer it touched in full at start-up; lunfs goes through its write-back cache, thin map and RAID layer to the drive files.');
 L.push('- † Reads on the loop (`losetup` direct-io=off, what `mount -o loop` does) and ext4 targets go through the page cache of the FUSE file under the loop device (neither fuse-native server sets direct_io; qemu does): repeated reads and readahead are served by the kernel without reaching the server, so those ratios measure the page cache as much as the server (compare "process µs/IO" in the thread table).');
 L.push('- Seq jobs last about a second and are the noisiest; the 4k jobs run RANDW_MIB / RAND_RUNTIME. Compare rows within this run (`REPEAT=3` runs peers.sh three times and reports medians); `node ../shared/bench/peers-lib.js compare a.jsonl b.jsonl` shows run-to-run spread.');

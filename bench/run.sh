@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
-# make bench: fio through a mounted lunfs LUN (RAID-0 and RAID-1 pools whose drive files sit on
-# /dev/shm) beside the ceiling (trivial fuse-native file) and the peer (qemu-storage-daemon qcow2
-# FUSE export) of ../shared/bench/peers.sh: same jobs, same run. Writes the raw report and
+# make bench: fio through a mounted lunfs LUN (RAID-0, RAID-1 and RAID-5 pools whose drive files
+# sit on /dev/shm, RAID-1 and RAID-5 also with one drive removed) beside the ceiling (trivial
+# fuse-native file) and the peer (qemu-storage-daemon qcow2 FUSE export) of
+# ../shared/bench/peers.sh: same jobs, same run. Writes the raw report and
 # records under .bench/run-<UTC time>/ (gitignored; .bench/latest points at the last one), then
 # BENCHMARKS.md with the ratios (bench/report.mjs). Then the snapshot measurements
 # (bench/snapshots.sh, records in <run>/snapshots/, the "Snapshots" section of the report).
 #
-#   sudo make bench                                    # full run (about 8 + 6 min on 2 cores)
+#   sudo make bench                                    # full run (about 11 + 6 min on 2 cores)
 #   RAND_RUNTIME=5 bash bench/run.sh                   # quicker
 #   TARGETS="fnmem lunfs_r0" JOBS="randread4k" RAND_RUNTIME=5 PROFILE=0 bash bench/run.sh
 #   SNAPSHOTS_ONLY=1 bash bench/run.sh                 # only the snapshot part (bench/snapshots.sh)
+#   RAID_ONLY=1 bash bench/run.sh                      # only the RAID-level comparison (~6-8 min)
 #
 # Environment (all optional):
 #   TARGETS       peers.sh target ids (default below; lunfs ids: see bench/peers-extra-lunfs.sh)
@@ -29,6 +31,11 @@
 #                 to the report; 0: skip
 #   SNAPSHOTS_ONLY 1: skip peers.sh, run only bench/snapshots.sh and replace (or add) the
 #                 "Snapshots" section of the existing BENCHMARKS_MD, leaving the rest as it is
+#   RAID_ONLY     1: run peers.sh on the RAID comparison only (TARGETS default "fnmem qcow2
+#                 lunfs_r0 lunfs_r1 lunfs_r5 lunfs_r1_deg lunfs_r5_deg", PROFILE default 0, no
+#                 snapshot part) and replace (or add) the "RAID levels on the same drives" section
+#                 of the existing BENCHMARKS_MD, leaving the rest as it is; .bench/latest-raid points
+#                 at that run (.bench/latest stays on the last full run)
 set -euo pipefail
 export LC_ALL=C
 
@@ -41,7 +48,7 @@ die() { log "FATAL: $*"; exit 1; }
 OVERRIDES=()
 for v in TARGETS JOBS RAND_RUNTIME SIZE_MIB SEQ_MIB RANDW_MIB PROFILE PROBES REPEAT FNMEM_OPTS \
          LUNFS_PREFILL LUNFS_DRIVES LUNFS_CACHE_SIZE LUNFS_NODE_FLAGS LUNFS_SHM LUNFS_BIN SHARED_BENCH OUT_DIR BENCHMARKS_MD \
-         SNAPSHOTS SNAPSHOTS_ONLY; do
+         SNAPSHOTS SNAPSHOTS_ONLY RAID_ONLY; do
   [ -n "${!v+x}" ] && OVERRIDES+=("$v=${!v}")
 done
 for v in $(compgen -v | grep '^SNAP_' || true); do OVERRIDES+=("$v=${!v}"); done # bench/snapshots.sh's knobs
@@ -54,7 +61,15 @@ fi
 [ "$(id -u)" = 0 ] || die "run as root (peers.sh mounts, attaches loop devices and drops caches)"
 [ -f "$REPO/dist/bin.js" ] || die "lunfs is not built: run make build (or make bench)"
 
-TARGETS=${TARGETS:-"raw fnmem qcow2 lunfs_r0 lunfs_r1 loop_fnmem loop_qcow2 loop_lunfs_r0 ext4_fnmem ext4_qcow2 ext4_lunfs_r0"}
+RAID_ONLY=${RAID_ONLY:-0}
+RAID_TARGETS="fnmem qcow2 lunfs_r0 lunfs_r1 lunfs_r5 lunfs_r1_deg lunfs_r5_deg"
+if [ "$RAID_ONLY" = 1 ]; then
+  [ "${SNAPSHOTS_ONLY:-0}" = 1 ] && die "RAID_ONLY=1 and SNAPSHOTS_ONLY=1 exclude each other"
+  TARGETS=${TARGETS:-$RAID_TARGETS}
+  PROFILE=${PROFILE:-0}
+  SNAPSHOTS=0
+fi
+TARGETS=${TARGETS:-"raw fnmem qcow2 lunfs_r0 lunfs_r1 lunfs_r5 lunfs_r1_deg lunfs_r5_deg loop_fnmem loop_qcow2 loop_lunfs_r0 ext4_fnmem ext4_qcow2 ext4_lunfs_r0"}
 JOBS=${JOBS:-"seqwrite seqread randwrite4k randread4k"}
 RAND_RUNTIME=${RAND_RUNTIME:-20}
 PROFILE=${PROFILE:-1}
@@ -184,6 +199,12 @@ ls "$RUN_DIR"/peers*.jsonl >/dev/null 2>&1 || die "no records in $RUN_DIR"
 if [ "$PROFILE" = 1 ] && [ -d "$RUN_DIR/cpuprof" ]; then
   node "$BENCH/cpuprofile-top.mjs" --json "$RUN_DIR/profile.json" --md "$RUN_DIR/profile.md" "$RUN_DIR/cpuprof" \
     || log "WARNING: profile summary failed"
+fi
+if [ "$RAID_ONLY" = 1 ]; then
+  ln -sfn "run-$STAMP" "$OUT_DIR/latest-raid"
+  node "$BENCH/report.mjs" --run "$RUN_DIR" --raid-only --splice "$BENCHMARKS_MD"
+  log "replaced the RAID levels section of $BENCHMARKS_MD (raw reports and records: $RUN_DIR)"
+  exit 0
 fi
 if [ "$SNAPSHOTS" = 1 ]; then run_snapshots || log "WARNING: the snapshot part failed (rc $?); see $RUN_DIR/snapshots.log"; fi
 ln -sfn "run-$STAMP" "$OUT_DIR/latest"

@@ -1,10 +1,14 @@
-// lunfs native kernels: CRC-32C (Castagnoli) and XOR parity, exported to JavaScript through
-// plain N-API. src/native/crc32c-fallback.ts and src/native/xor-fallback.ts are the TypeScript
-// twins with the same semantics; src/native/native-kernels.ts chooses between the two.
+// lunfs native kernels: CRC-32C (Castagnoli), per-block CRC-32C and XOR parity, exported to
+// JavaScript through plain N-API. src/native/crc32c-fallback.ts and src/native/xor-fallback.ts
+// are the TypeScript twins with the same semantics; src/native/native-kernels.ts chooses.
 //
 // Exports:
 //   crc32c(data: Buffer|Uint8Array, seed?: number): number   SSE4.2 when the CPU has it, else tables
 //   crc32cWithTables(data, seed?): number                     always the slicing-by-8 tables (for tests)
+//   crc32cBlocks(data: Buffer|Uint8Array, blockBytes: number, out: Uint32Array): void
+//                                                             out[i] = crc32c of block i (seed 0),
+//                                                             one call for a whole request; with
+//                                                             SSE4.2, three blocks at a time
 //   xorInto(target: Buffer|Uint8Array, source: Buffer|Uint8Array): void   target[i] ^= source[i]
 //   crc32cImplementation: "sse4.2" | "slicing-by-8"           which path crc32c takes on this CPU
 
@@ -112,10 +116,49 @@ __attribute__((target("sse4.2"))) static uint32_t crc32c_update_with_sse42(uint3
 }
 #endif
 
+#if LUNFS_HAVE_SSE42_PATH
+// CRC-32C of three equally long blocks at once, each from seed 0. The crc32 instruction has a
+// latency of three cycles but issues one per cycle, so three independent registers run about
+// three times as fast as one; crc32cBlocks has independent blocks to hand, so no CRC combining.
+__attribute__((target("sse4.2"))) static void crc32c_three_blocks_with_sse42(const uint8_t *first,
+                                                                            const uint8_t *second,
+                                                                            const uint8_t *third,
+                                                                            size_t length,
+                                                                            uint32_t *out) {
+  uint64_t first_crc = 0xFFFFFFFFu;
+  uint64_t second_crc = 0xFFFFFFFFu;
+  uint64_t third_crc = 0xFFFFFFFFu;
+  size_t index = 0;
+  for (; index + 8 <= length; index += 8) {
+    uint64_t first_word;
+    uint64_t second_word;
+    uint64_t third_word;
+    memcpy(&first_word, first + index, sizeof first_word);
+    memcpy(&second_word, second + index, sizeof second_word);
+    memcpy(&third_word, third + index, sizeof third_word);
+    first_crc = _mm_crc32_u64(first_crc, first_word);
+    second_crc = _mm_crc32_u64(second_crc, second_word);
+    third_crc = _mm_crc32_u64(third_crc, third_word);
+  }
+  uint32_t first_tail = (uint32_t)first_crc;
+  uint32_t second_tail = (uint32_t)second_crc;
+  uint32_t third_tail = (uint32_t)third_crc;
+  for (; index < length; index++) {
+    first_tail = _mm_crc32_u8(first_tail, first[index]);
+    second_tail = _mm_crc32_u8(second_tail, second[index]);
+    third_tail = _mm_crc32_u8(third_tail, third[index]);
+  }
+  out[0] = ~first_tail;
+  out[1] = ~second_tail;
+  out[2] = ~third_tail;
+}
+#endif
+
 typedef uint32_t (*crc32c_update_function)(uint32_t crc, const uint8_t *bytes, size_t length);
 
 static crc32c_update_function crc32c_update = crc32c_update_with_tables;
 static const char *crc32c_implementation_name = "slicing-by-8";
+static bool crc32c_uses_sse42 = false;
 
 // Runs once when the shared object is loaded, before any module instance (main thread or
 // worker) is initialised, so the tables and the function choice are never written concurrently.
@@ -132,6 +175,7 @@ static void initialise_kernels_once(void) {
   if (__builtin_cpu_supports("sse4.2")) {
     crc32c_update = crc32c_update_with_sse42;
     crc32c_implementation_name = "sse4.2";
+    crc32c_uses_sse42 = true;
   }
 #endif
 }
@@ -258,6 +302,77 @@ static napi_value crc32c_with_tables_export(napi_env env, napi_callback_info inf
   return crc32c_entry(env, info, crc32c_update_with_tables);
 }
 
+// crc32cBlocks(data, blockBytes, out): out[i] = crc32c(data[i * blockBytes, (i + 1) * blockBytes))
+// for every block, each from seed 0. data.length must be a multiple of blockBytes and out must
+// have room for every block (entries past the last block are left alone). One N-API call for a
+// whole request instead of one per block: the per-call overhead is what it saves.
+static napi_value crc32c_blocks_export(napi_env env, napi_callback_info info) {
+  size_t argument_count = 3;
+  napi_value arguments[3];
+  if (napi_get_cb_info(env, info, &argument_count, arguments, NULL, NULL) != napi_ok) {
+    return throw_type_error(env, "crc32cBlocks: could not read the arguments");
+  }
+  if (argument_count < 3) {
+    return throw_type_error(env, "crc32cBlocks: expected three arguments (data, blockBytes, out)");
+  }
+  uint8_t *bytes = NULL;
+  size_t length = 0;
+  if (!get_byte_array(env, arguments[0], "crc32cBlocks: data must be a Buffer or Uint8Array",
+                      &bytes, &length)) {
+    return NULL;
+  }
+  napi_valuetype block_bytes_type = napi_undefined;
+  double block_bytes_number = 0;
+  if (napi_typeof(env, arguments[1], &block_bytes_type) != napi_ok ||
+      block_bytes_type != napi_number ||
+      napi_get_value_double(env, arguments[1], &block_bytes_number) != napi_ok ||
+      !(block_bytes_number >= 1 && block_bytes_number <= 4294967295.0) ||
+      floor(block_bytes_number) != block_bytes_number) {
+    return throw_type_error(env, "crc32cBlocks: blockBytes must be an integer from 1 to 4294967295");
+  }
+  size_t block_bytes = (size_t)block_bytes_number;
+  bool is_typed_array = false;
+  napi_typedarray_type element_type;
+  size_t entry_count = 0;
+  void *entries_data = NULL;
+  if (napi_is_typedarray(env, arguments[2], &is_typed_array) != napi_ok || !is_typed_array ||
+      napi_get_typedarray_info(env, arguments[2], &element_type, &entry_count, &entries_data, NULL,
+                               NULL) != napi_ok ||
+      element_type != napi_uint32_array) {
+    return throw_type_error(env, "crc32cBlocks: out must be a Uint32Array");
+  }
+  char message[200];
+  if (length % block_bytes != 0) {
+    snprintf(message, sizeof message,
+             "crc32cBlocks: data length %zu is not a multiple of blockBytes %zu", length,
+             block_bytes);
+    return throw_type_error(env, message);
+  }
+  size_t block_count = length / block_bytes;
+  if (entry_count < block_count) {
+    snprintf(message, sizeof message,
+             "crc32cBlocks: out has %zu entries, fewer than the %zu blocks of data", entry_count,
+             block_count);
+    return throw_type_error(env, message);
+  }
+  // A Uint32Array is always 4-byte aligned in its ArrayBuffer, so the entries can be stored as is.
+  uint32_t *entries = (uint32_t *)entries_data;
+  size_t block = 0;
+#if LUNFS_HAVE_SSE42_PATH
+  if (crc32c_uses_sse42) {
+    for (; block + 3 <= block_count; block += 3) {
+      const uint8_t *start = bytes + block * block_bytes;
+      crc32c_three_blocks_with_sse42(start, start + block_bytes, start + 2 * block_bytes,
+                                     block_bytes, entries + block);
+    }
+  }
+#endif
+  for (; block < block_count; block++) {
+    entries[block] = ~crc32c_update(~0u, bytes + block * block_bytes, block_bytes);
+  }
+  return NULL;
+}
+
 static napi_value xor_into_export(napi_env env, napi_callback_info info) {
   size_t argument_count = 2;
   napi_value arguments[2];
@@ -328,6 +443,7 @@ NAPI_MODULE_INIT() {
   napi_value implementation_name;
   if (!export_function(env, exports, "crc32c", crc32c_export) ||
       !export_function(env, exports, "crc32cWithTables", crc32c_with_tables_export) ||
+      !export_function(env, exports, "crc32cBlocks", crc32c_blocks_export) ||
       !export_function(env, exports, "xorInto", xor_into_export) ||
       napi_create_string_utf8(env, crc32c_implementation_name, NAPI_AUTO_LENGTH,
                               &implementation_name) != napi_ok ||

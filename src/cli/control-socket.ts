@@ -9,10 +9,15 @@ import type { Logger } from '../util/logger.js';
 import type { Controller } from '../volume/controller.js';
 
 export interface ControlRequest {
-  command: 'status' | 'lun-create' | 'lun-rm' | 'lun-resize' | 'snapshot-create' | 'snapshot-rm';
+  command: 'status' | 'lun-create' | 'lun-rm' | 'lun-resize' | 'snapshot-create' | 'snapshot-rm' | 'drive-replace' | 'scrub';
   name?: string;
   sizeBytes?: number;
   reserve?: boolean;
+  /** drive-replace: the failed drive (index or path) and the new drive's path. */
+  old?: string;
+  newPath?: string;
+  /** drive-replace, scrub: answer when the job has ended (a local open must), not when it started. */
+  wait?: boolean;
 }
 
 /** Carries out one request on a controller: the same code for the socket and for a local open. */
@@ -34,6 +39,14 @@ export async function runControlRequest(controller: Controller, request: Control
     case 'snapshot-rm':
       await controller.removeSnapshot(String(request.name));
       return null;
+    case 'drive-replace': {
+      const job = await controller.drives.replace(String(request.old), String(request.newPath));
+      return request.wait ? controller.drives.jobs.wait(job.id) : job;
+    }
+    case 'scrub': {
+      const job = controller.drives.scrub();
+      return request.wait ? controller.drives.jobs.wait(job.id) : job;
+    }
     default:
       throw new LunfsError('EINVAL', `unknown control command ${JSON.stringify((request as { command?: unknown }).command)}`);
   }

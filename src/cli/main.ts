@@ -11,13 +11,14 @@ import type { StatusJson } from '../volume/controller.js';
 import type { DriveIoMode } from '../drive/file-drive.js';
 import { runMount } from './mount-command.js';
 import { createPool, withPool } from './pool-access.js';
+import { runJob } from './job-progress.js';
+import type { ScrubReport } from '../volume/pool.js';
 
 const collect = (value: string, previous: string[]): string[] => previous.concat([value]);
 
-function parseRaid(text: string): 0 | 1 {
-  if (text === '0' || text === '1') return Number(text) as 0 | 1;
-  if (text === '5') throw new LunfsError('ENOTSUP', 'RAID-5 pools are not offered yet (the parity layout exists, writes with a drive gone and rebuild do not); use --raid 0 or --raid 1');
-  throw new LunfsError('EINVAL', `invalid RAID level '${text}': use 0 or 1`);
+function parseRaid(text: string): 0 | 1 | 5 {
+  if (text === '0' || text === '1' || text === '5') return Number(text) as 0 | 1 | 5;
+  throw new LunfsError('EINVAL', `invalid RAID level '${text}': use 0, 1 or 5`);
 }
 
 function parseCount(text: string, what: string): number {
@@ -37,13 +38,18 @@ function printLuns(status: StatusJson): void {
 function printStatus(directory: string, status: StatusJson): void {
   const pool = status.pool;
   console.log(`pool ${resolve(directory)}  ${pool.raid}  ${pool.state}  uuid ${pool.uuid}`);
+  if (pool.atRiskLuns.length > 0) console.log(`at risk (one more drive failure loses data): ${pool.atRiskLuns.join(', ')}`);
   console.log(`space: ${formatBytes(pool.totalBytes)} total, ${formatBytes(pool.allocatedBytes)} allocated, ${formatBytes(pool.freeBytes)} free`);
   console.log(`kernels: ${status.kernels}`);
   console.log('drives:');
   for (const drive of status.drives) {
     const copy = drive.holdsMetadataCopy ? `  metadata copy: ${drive.metadataCopy}` : '';
-    console.log(`  ${String(drive.index).padStart(2)}  ${drive.path}  ${formatBytes(drive.sizeBytes)}  ${drive.state}  io ${drive.io}${copy}`);
+    const why = drive.failedReason ? `  (${drive.failedReason})` : '';
+    console.log(`  ${String(drive.index).padStart(2)}  ${drive.path}  ${formatBytes(drive.sizeBytes)}  ${drive.state}  rss ${drive.rss}  io ${drive.io}${copy}${why}`);
   }
+  const integrity = status.integrity;
+  console.log(`checksums: ${integrity.checksumMismatches} mismatches, ${integrity.repairs} repaired, ${integrity.unrepairable} unrepairable, ${integrity.parityRepairs} parity/mirror repairs`);
+  for (const job of status.jobs) console.log(`job ${job.id}: ${job.kind}${job.drive !== undefined ? ` of drive ${job.drive}` : ''} ${job.state} ${(job.progress * 100).toFixed(1)}%${job.error ? ` (${job.error})` : ''}`);
   console.log('LUNs:');
   printLuns(status);
   console.log('snapshots:');
@@ -65,7 +71,7 @@ export function buildProgram(): Command {
     .option('--drives <n>', 'number of sparse file drives to create in DIR')
     .option('--drive-size <size>', 'size of each created drive (e.g. 8G)')
     .option('--drive <path>', 'an existing file or block device to use as a drive (repeat, in order)', collect, [])
-    .requiredOption('--raid <level>', 'RAID level: 0 (striped) or 1 (mirrored)')
+    .requiredOption('--raid <level>', 'RAID level: 0 (striped), 1 (mirrored) or 5 (striped with rotating parity, 3 drives or more per set)')
     .option('--pseg-size <size>', 'PSEG size (default 2M)')
     .option('--allocation-unit <size>', 'thin allocation unit (default 1M)')
     .option('--stripe-unit <size>', 'RAID-0 stripe unit (default 128K)')
@@ -130,6 +136,31 @@ export function buildProgram(): Command {
     .action(async (directory: string, name: string) => {
       await withPool(directory, { command: 'snapshot-rm', name });
       console.log(`snapshot ${name} removed`);
+    });
+
+  const drive = program.command('drive').description('replace failed drives');
+  drive.command('replace').argument('<dir>').argument('<old>', 'the failed drive: its index (see lunfs status) or its path').argument('<new>', 'the new drive: a file or block device (a file that does not exist is created, sparse, of the old size)')
+    .option('--no-wait', 'return once the rebuild has started')
+    .description('put a new drive in the place of a failed one and rebuild it from redundancy; LUNs stay in use')
+    .action(async (directory: string, old: string, newPath: string, options: { wait: boolean }) => {
+      const job = await runJob(directory, { command: 'drive-replace', old, newPath: resolve(newPath) }, options.wait, `rebuild of drive ${old}`);
+      if (job.state === 'failed') throw new LunfsError('EIO', `rebuild failed: ${job.error}`);
+      console.log(job.state === 'done' ? `drive ${job.drive} rebuilt onto ${resolve(newPath)}` : `rebuild of drive ${job.drive} started (job ${job.id}); lunfs status shows its progress`);
+    });
+
+  program.command('scrub').argument('<dir>').option('--no-wait', 'return once the scrub has started').option('--json', 'print the report as JSON')
+    .description('read every drive, verify checksums, parity and mirrors, repair what redundancy allows, report')
+    .action(async (directory: string, options: { wait: boolean; json?: boolean }) => {
+      const job = await runJob(directory, { command: 'scrub' }, options.wait, 'scrub');
+      if (job.state === 'failed') throw new LunfsError('EIO', `scrub failed: ${job.error}`);
+      if (job.state !== 'done') {
+        console.log(`scrub started (job ${job.id}); lunfs status shows its progress`);
+        return;
+      }
+      const report = job.result as ScrubReport;
+      if (options.json) console.log(JSON.stringify(report, null, 2));
+      else console.log(`scrub: ${report.rstores} RStores, ${report.rows} rows checked; ${report.checksumRepairs} checksum repairs, ${report.parityRepairs} parity/mirror repairs, ${report.unrepairable} unrepairable`);
+      if (report.unrepairable > 0) process.exitCode = 1;
     });
 
   program.command('status').argument('<dir>').option('--json', 'JSON output (documented in README)')

@@ -11,7 +11,10 @@ import { layerLogger } from '../util/logger.js';
 import { Controller } from '../volume/controller.js';
 import { acquirePoolLock, readPoolFile, socketPath } from '../volume/pool-directory.js';
 import { serveControlSocket } from './control-socket.js';
-import { openPool } from './pool-access.js';
+import { openPool, recordDrivePaths } from './pool-access.js';
+
+/** How often the mount checks that its drive files are still there (a deleted one fails at once). */
+const driveWatchIntervalMs = 500;
 
 export interface MountRequest {
   directory: string;
@@ -32,8 +35,9 @@ export async function runMount(request: MountRequest): Promise<void> {
   let server: Awaited<ReturnType<typeof serveControlSocket>> | undefined;
   try {
     const pool = await openPool(directory, { drivePaths: request.drivePaths, ioMode: request.ioMode });
-    controller = new Controller(pool, { cacheBytes: request.cacheBytes, clock: systemClock, log: layerLogger('controller') });
+    controller = new Controller(pool, { cacheBytes: request.cacheBytes, clock: systemClock, log: layerLogger('controller'), driveSettings: { onDrivePathsChanged: (paths) => recordDrivePaths(directory, paths) } });
     await controller.openSnapshots();
+    await controller.drives.start({ watchIntervalMs: driveWatchIntervalMs });
     server = await serveControlSocket(socketPath(directory), controller, log);
     front = new FuseFront({ mountpoint, controller, log: layerLogger('fuse'), mountedAt: new Date(systemClock.nowMs()) });
     await front.mount();

@@ -9,9 +9,10 @@ import { FileDrive, type DriveIoMode } from '../drive/file-drive.js';
 import { decodeDriveHeader, driveHeaderBytes } from '../meta/drive-header.js';
 import type { RaidLevel } from '../meta/pool-metadata.js';
 import { systemClock } from '../util/clock.js';
-import { LunfsError } from '../util/errors.js';
+import { isLunfsError, LunfsError } from '../util/errors.js';
+import { MissingDrive } from '../drive/missing-drive.js';
 import { layerLogger } from '../util/logger.js';
-import { Controller } from '../volume/controller.js';
+import { Controller, type StatusJson } from '../volume/controller.js';
 import { acquirePoolLock, liveLockOwner, poolFilePath, readPoolFile, socketPath, writePoolFile } from '../volume/pool-directory.js';
 import { Pool } from '../volume/pool.js';
 import { defaultCacheBytes } from '../volume/stack.js';
@@ -93,7 +94,14 @@ export async function openPool(directory: string, options: { drivePaths?: string
   const paths = options.drivePaths && options.drivePaths.length > 0 ? options.drivePaths.map((path) => resolve(path)) : await readPoolFile(directory);
   const drives: Drive[] = [];
   try {
-    for (const path of paths) drives.push(await FileDrive.open(path, options.ioMode));
+    for (const path of paths) {
+      try {
+        drives.push(await FileDrive.open(path, options.ioMode));
+      } catch (error) {
+        if (!isLunfsError(error, 'ENOENT') && !isLunfsError(error, 'EIO')) throw error;
+        drives.push(new MissingDrive(path, (error as Error).message)); // the pool decides whether it can do without it
+      }
+    }
     return await Pool.open(drives, { clock: systemClock, log: layerLogger('pool'), readOnly: options.readOnly, deferSession: options.deferSession });
   } catch (error) {
     await Promise.all(drives.map((drive) => drive.close()));
@@ -105,7 +113,7 @@ export async function openPool(directory: string, options: { drivePaths?: string
  * Runs a request against the pool: through the mount's control socket when a live process holds
  * the pool, otherwise by opening the pool here (read-only for status).
  */
-export async function withPool(directory: string, request: ControlRequest): Promise<unknown> {
+export async function withPool(directory: string, request: ControlRequest, onProgress?: (status: StatusJson) => void): Promise<unknown> {
   const absolute = resolve(directory);
   await readPoolFile(absolute); // ENOENT for a directory that holds no pool
   if (await liveLockOwner(absolute)) return sendControlRequest(socketPath(absolute), request);
@@ -113,10 +121,16 @@ export async function withPool(directory: string, request: ControlRequest): Prom
   const release = readOnly ? async () => {} : await acquirePoolLock(absolute, { pid: process.pid });
   try {
     const pool = await openPool(absolute, { readOnly, deferSession: true });
-    const controller = new Controller(pool, { cacheBytes: defaultCacheBytes, clock: systemClock, log: layerLogger('controller') });
+    const controller = new Controller(pool, { cacheBytes: defaultCacheBytes, clock: systemClock, log: layerLogger('controller'), driveSettings: { onDrivePathsChanged: (paths) => recordDrivePaths(absolute, paths) } });
     try {
       await controller.openSnapshots(readOnly);
-      return await runControlRequest(controller, request);
+      if (!readOnly) await controller.drives.start();
+      const ticker = onProgress ? setInterval(() => onProgress(controller.status()), 200) : undefined;
+      try {
+        return await runControlRequest(controller, request);
+      } finally {
+        if (ticker) clearInterval(ticker);
+      }
     } finally {
       if (readOnly) await pool.abandonSession();
       else await controller.close();
@@ -124,4 +138,10 @@ export async function withPool(directory: string, request: ControlRequest): Prom
   } finally {
     await release();
   }
+}
+
+/** Writes the pool's drive paths to pool.json (relative to the pool directory where they lie in it). */
+export async function recordDrivePaths(directory: string, paths: string[]): Promise<void> {
+  const absolute = resolve(directory);
+  await writePoolFile(absolute, paths.map((path) => (path.startsWith(absolute + '/') ? path.slice(absolute.length + 1) : path)));
 }

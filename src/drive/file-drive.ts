@@ -119,6 +119,24 @@ export class FileDrive implements Drive {
     }
   }
 
+  /**
+   * Why the drive's path no longer leads to the open file (it was deleted, or another file took
+   * its name), or undefined while it does. An open file that was unlinked still reads and writes,
+   * so without this check a deleted drive would go on taking data nobody can find again.
+   */
+  async presenceProblem(): Promise<string | undefined> {
+    if (this.closed) return undefined;
+    try {
+      const [byPath, open] = await Promise.all([stat(this.path), this.handle.stat()]);
+      if (byPath.ino !== open.ino || byPath.dev !== open.dev) return `drive ${this.path} was replaced by another file while in use`;
+      return undefined;
+    } catch (error) {
+      const code = (error as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT') return `drive ${this.path} was deleted while in use`;
+      return `drive ${this.path} cannot be checked: ${(error as Error).message}`;
+    }
+  }
+
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;

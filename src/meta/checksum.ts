@@ -4,7 +4,8 @@
 
 import { crc32c } from '../native/native-kernels.js';
 
-export const formatVersion = 1;
+/** 2 since the drive header names the checksum table (bytes 156-171). */
+export const formatVersion = 2;
 
 /** Writes crc32c(buffer with the 4 checksum bytes zeroed) at checksumOffset. */
 export function seal(buffer: Buffer, checksumOffset: number): void {

@@ -1,6 +1,6 @@
 // The drive header: the first 4 KiB of every backing drive. It names the pool and the drive's
 // place in it, and gives the layout of the rest: the quorum area (two checkpoint slots and the
-// metadata journal) and the PSEG area. Byte layout in docs/on-disk-format.md.
+// metadata journal), the checksum table and the PSEG area. Byte layout in docs/on-disk-format.md.
 
 import { checkSeal, formatVersion, hasMagic, seal, writeMagic } from './checksum.js';
 
@@ -21,6 +21,9 @@ export interface DriveHeader {
   psegAreaOffsetBytes: number;
   holdsQuorumCopy: boolean;
   createdAtMs: number;
+  /** The per-block data checksum table of the PSEG area (src/drive/checksum-table.ts). */
+  checksumTableOffsetBytes: number;
+  checksumTableBytes: number;
 }
 
 export function encodeDriveHeader(header: DriveHeader): Buffer {
@@ -40,6 +43,8 @@ export function encodeDriveHeader(header: DriveHeader): Buffer {
   buffer.writeBigUInt64LE(BigInt(header.psegAreaOffsetBytes), 136);
   buffer.writeUInt32LE(header.holdsQuorumCopy ? 1 : 0, 144);
   buffer.writeBigUInt64LE(BigInt(header.createdAtMs), 148);
+  buffer.writeBigUInt64LE(BigInt(header.checksumTableOffsetBytes), 156);
+  buffer.writeBigUInt64LE(BigInt(header.checksumTableBytes), 164);
   seal(buffer, 12);
   return buffer;
 }
@@ -69,6 +74,8 @@ export function decodeDriveHeader(buffer: Buffer): DecodedDriveHeader {
       psegAreaOffsetBytes: Number(buffer.readBigUInt64LE(136)),
       holdsQuorumCopy: buffer.readUInt32LE(144) === 1,
       createdAtMs: Number(buffer.readBigUInt64LE(148)),
+      checksumTableOffsetBytes: Number(buffer.readBigUInt64LE(156)),
+      checksumTableBytes: Number(buffer.readBigUInt64LE(164)),
     },
   };
 }

@@ -191,6 +191,25 @@ export class MetadataStore<State = PoolMetadata, Op = MetadataOp> {
     return this.journalOffsetBytes / this.layout.journalBytes;
   }
 
+  /** Stops writing the copy on a drive that left service (a no-op when it holds none). */
+  dropCopy(driveIndex: number): void {
+    this.copies = this.copies.filter((copy) => copy.driveIndex !== driveIndex);
+  }
+
+  /**
+   * Adds a copy on another drive: its quorum area is cleared, then a checkpoint of the committed
+   * metadata goes to every copy, the new one included (so all of them agree from then on).
+   */
+  addCopy(copy: QuorumCopy): Promise<void> {
+    return this.mutex.run(async () => {
+      assert(!this.copies.some((existing) => existing.driveIndex === copy.driveIndex), `drive ${copy.driveIndex} holds a metadata copy already`);
+      await copy.drive.discard(this.layout.quorumOffsetBytes, 2 * this.layout.checkpointSlotBytes + this.layout.journalBytes);
+      await copy.drive.flush();
+      this.copies = [...this.copies, copy];
+      await this.writeCheckpoint(this.committed);
+    });
+  }
+
   get copyDriveIndexes(): number[] {
     return this.copies.map((copy) => copy.driveIndex);
   }

@@ -28,7 +28,18 @@ export interface DriveRecord {
   /** Whether lunfs created the drive as a sparse file, so its never-used PSEGs read as zeros. */
   zeroedAtCreation: boolean;
   rssId: number;
+  /**
+   * Absent or 'online': in service. 'failed': an I/O error or absence took it out of service; it
+   * is never read again (its contents are stale from then on). 'rebuilding': a replacement that
+   * takes writes and is being filled from redundancy; read only where the rebuild has passed.
+   */
+  state?: DriveState;
+  /** Why the drive failed (state 'failed'), for status. */
+  failedReason?: string;
+  failedAtMs?: number;
 }
+
+export type DriveState = 'online' | 'failed' | 'rebuilding';
 
 export interface RssRecord {
   id: number;
@@ -49,6 +60,11 @@ export interface RStoreRecord {
   rsegCount: number;
   /** One character per RSEG: '1' = never written since the PSEGs were zero, '0' = may hold old data. */
   rsegFresh: string;
+  /**
+   * Write intent: set (durably) before the first write since the RStore was last consistent,
+   * cleared once it is idle and flushed. After an unclean shutdown only dirty RStores are resynced.
+   */
+  dirty?: boolean;
 }
 
 export interface LunRecord {
@@ -113,7 +129,15 @@ export type MetadataOp =
   | { kind: 'snapshot-invalidate'; snapshotId: number; reason: string }
   | { kind: 'snapshot-remove'; snapshotId: number }
   /** After an unclean shutdown: unmapped RSEGs and unused PSEGs may hold data of writes whose mapping was lost. */
-  | { kind: 'forget-fresh' };
+  | { kind: 'forget-fresh' }
+  /** Write intent of RStores (see raid/write-intent.ts). */
+  | { kind: 'rstore-intent'; rstoreIds: number[]; dirty: boolean }
+  /** A drive is out of service (I/O error, or missing at open). */
+  | { kind: 'drive-fail'; driveIndex: number; reason: string; atMs: number }
+  /** A new drive takes the place of a failed one and is rebuilt from redundancy. */
+  | { kind: 'drive-replace'; driveIndex: number; uuid: string; sizeBytes: number; psegCount: number }
+  /** The rebuild of a replacement drive finished: it is in service. */
+  | { kind: 'drive-rebuilt'; driveIndex: number };
 
 export function allocationUnitsFor(sizeBytes: number, config: PoolConfig): number {
   return Math.ceil(sizeBytes / config.allocationUnitBytes);
@@ -172,6 +196,40 @@ export function applyMetadataOp(metadata: PoolMetadata, op: MetadataOp): void {
       for (const rstore of metadata.rstores.values()) rstore.rsegFresh = '0'.repeat(rstore.rsegCount);
       for (const drive of metadata.drives) drive.zeroedAtCreation = false;
       return;
+    case 'rstore-intent':
+      for (const rstoreId of op.rstoreIds) {
+        const rstore = metadata.rstores.get(rstoreId);
+        assert(rstore !== undefined, `rstore-intent names unknown RStore ${rstoreId}`);
+        if (op.dirty) rstore.dirty = true;
+        else delete rstore.dirty;
+      }
+      return;
+    case 'drive-fail': {
+      const drive = metadata.drives[op.driveIndex];
+      assert(drive !== undefined, `drive-fail names unknown drive ${op.driveIndex}`);
+      drive.state = 'failed';
+      drive.failedReason = op.reason;
+      drive.failedAtMs = op.atMs;
+      return;
+    }
+    case 'drive-replace': {
+      const drive = metadata.drives[op.driveIndex];
+      assert(drive !== undefined, `drive-replace names unknown drive ${op.driveIndex}`);
+      assert(op.psegCount >= drive.psegCount, 'a replacement drive holds at least the PSEGs of the drive it replaces');
+      drive.uuid = op.uuid;
+      drive.sizeBytes = op.sizeBytes;
+      drive.state = 'rebuilding';
+      drive.zeroedAtCreation = false;
+      delete drive.failedReason;
+      delete drive.failedAtMs;
+      return;
+    }
+    case 'drive-rebuilt': {
+      const drive = metadata.drives[op.driveIndex];
+      assert(drive !== undefined, `drive-rebuilt names unknown drive ${op.driveIndex}`);
+      drive.state = 'online';
+      return;
+    }
     case 'lun-resize': {
       const lun = lunById(metadata, op.lunId);
       assert(op.sizeBytes >= lun.sizeBytes, 'LUNs only grow');
@@ -180,6 +238,10 @@ export function applyMetadataOp(metadata: PoolMetadata, op: MetadataOp): void {
       return;
     }
   }
+}
+
+export function driveStateOf(drive: DriveRecord): DriveState {
+  return drive.state ?? 'online';
 }
 
 export function markRsegUsed(rstore: RStoreRecord, rsegIndex: number): void {

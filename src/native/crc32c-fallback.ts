@@ -1,8 +1,8 @@
-// TypeScript twin of the native crc32c kernel (native/src/lunfs_native.c): CRC-32C (Castagnoli,
-// reflected polynomial 0x82F63B78) with slicing-by-8 tables. Used when the addon is not loaded,
-// and by tests as the reference the addon must agree with.
+// TypeScript twins of the native crc32c and crc32cBlocks kernels (native/src/lunfs_native.c):
+// CRC-32C (Castagnoli, reflected polynomial 0x82F63B78) with slicing-by-8 tables. Used when the
+// addon is not loaded, and by tests as the reference the addon must agree with.
 
-import { isUint8Array } from 'node:util/types';
+import { isUint32Array, isUint8Array } from 'node:util/types';
 
 const reflectedPolynomial = 0x82f63b78;
 
@@ -49,11 +49,43 @@ export function crc32cTypescript(data: Uint8Array, seed = 0): number {
     throw new TypeError('crc32c: data must be a Buffer or Uint8Array');
   }
   checkCrc32cSeed(seed);
+  return ~updateRegister(~seed, data, 0, data.length) >>> 0;
+}
+
+/**
+ * out[i] = crc32c of block i of data (blockBytes bytes each, every block from seed 0), the twin
+ * of the addon's crc32cBlocks. data.length must be a multiple of blockBytes; out needs at least
+ * one entry per block (later entries are left alone). Throws the addon's TypeErrors otherwise.
+ */
+export function crc32cBlocksTypescript(data: Uint8Array, blockBytes: number, out: Uint32Array): void {
+  if (!isUint8Array(data)) {
+    throw new TypeError('crc32cBlocks: data must be a Buffer or Uint8Array');
+  }
+  if (typeof blockBytes !== 'number' || !Number.isInteger(blockBytes) || blockBytes < 1 || blockBytes > 0xffffffff) {
+    throw new TypeError('crc32cBlocks: blockBytes must be an integer from 1 to 4294967295');
+  }
+  if (!isUint32Array(out)) {
+    throw new TypeError('crc32cBlocks: out must be a Uint32Array');
+  }
+  if (data.length % blockBytes !== 0) {
+    throw new TypeError(`crc32cBlocks: data length ${data.length} is not a multiple of blockBytes ${blockBytes}`);
+  }
+  const blockCount = data.length / blockBytes;
+  if (out.length < blockCount) {
+    throw new TypeError(`crc32cBlocks: out has ${out.length} entries, fewer than the ${blockCount} blocks of data`);
+  }
+  for (let block = 0; block < blockCount; block++) {
+    const start = block * blockBytes;
+    out[block] = ~updateRegister(~0, data, start, start + blockBytes) >>> 0;
+  }
+}
+
+/** Feeds data[start, end) into a raw (inverted) CRC register and returns the new register. */
+function updateRegister(initialRegister: number, data: Uint8Array, start: number, end: number): number {
   const tables = slicingTables;
-  const length = data.length;
-  let register = ~seed;
-  let index = 0;
-  const slicedEnd = length - (length & 7);
+  let register = initialRegister;
+  let index = start;
+  const slicedEnd = end - ((end - start) & 7);
   while (index < slicedEnd) {
     const low =
       register ^
@@ -71,9 +103,9 @@ export function crc32cTypescript(data: Uint8Array, seed = 0): number {
       tables[high >>> 24];
     index += 8;
   }
-  while (index < length) {
+  while (index < end) {
     register = (register >>> 8) ^ tables[(register ^ data[index]) & 0xff];
     index++;
   }
-  return ~register >>> 0;
+  return register;
 }

@@ -1,19 +1,25 @@
-// The one entry point lunfs uses for its hot byte kernels, crc32c and xorInto. It loads the C
-// addon native/build/Release/lunfs_native.node (built by `npx node-gyp rebuild --directory
-// native`) and falls back to the TypeScript twins when the addon is missing, fails to load, or
-// LUNFS_NO_NATIVE=1 is set. Both implementations give identical results.
+// The one entry point lunfs uses for its hot byte kernels, crc32c, crc32cBlocks and xorInto. It
+// loads the C addon native/build/Release/lunfs_native.node (built by `npx node-gyp rebuild
+// --directory native`) and falls back to the TypeScript twins when the addon is missing, fails to
+// load, or LUNFS_NO_NATIVE=1 is set. Both implementations give identical results. An older addon
+// without crc32cBlocks is still used for the others, with the TypeScript twin of crc32cBlocks.
 
 import { existsSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { crc32cTypescript } from './crc32c-fallback.js';
+import { crc32cBlocksTypescript, crc32cTypescript } from './crc32c-fallback.js';
 import { xorIntoTypescript } from './xor-fallback.js';
 
 /** The kernels one implementation provides. */
 export interface ByteKernels {
   /** CRC-32C of data continuing from seed (a previous result, 0 to start); unsigned 32-bit. */
   crc32c(data: Uint8Array, seed?: number): number;
+  /**
+   * out[i] = crc32c of block i of data (blockBytes each, seed 0 for every block); data.length a
+   * multiple of blockBytes, out at least one entry per block. One call for a whole request.
+   */
+  crc32cBlocks(data: Uint8Array, blockBytes: number, out: Uint32Array): void;
   /** target[i] ^= source[i]; both of the same length. */
   xorInto(target: Uint8Array, source: Uint8Array): void;
 }
@@ -21,6 +27,7 @@ export interface ByteKernels {
 /** What the addon's exports look like (see native/src/lunfs_native.c). */
 interface NativeAddonExports {
   crc32c(data: Uint8Array, seed?: number): number;
+  crc32cBlocks(data: Uint8Array, blockBytes: number, out: Uint32Array): void;
   xorInto(target: Uint8Array, source: Uint8Array): void;
 }
 
@@ -28,6 +35,7 @@ export const nativeAddonRelativePath = join('native', 'build', 'Release', 'lunfs
 
 export const typescriptKernels: ByteKernels = {
   crc32c: crc32cTypescript,
+  crc32cBlocks: crc32cBlocksTypescript,
   xorInto: xorIntoTypescript,
 };
 
@@ -47,6 +55,11 @@ const activeKernels: ByteKernels = nativeKernelsOrNull ?? typescriptKernels;
 /** CRC-32C (Castagnoli) of data continuing from seed: crc32c(b, crc32c(a)) === crc32c(a + b). */
 export function crc32c(data: Uint8Array, seed = 0): number {
   return activeKernels.crc32c(data, seed);
+}
+
+/** out[i] = crc32c of the i-th blockBytes-long block of data (data checksums, one call per request). */
+export function crc32cBlocks(data: Uint8Array, blockBytes: number, out: Uint32Array): void {
+  activeKernels.crc32cBlocks(data, blockBytes, out);
 }
 
 /** target[i] ^= source[i] for equal-length byte arrays (RAID parity). */
@@ -108,6 +121,7 @@ function loadNativeKernels(): NativeLoadResult {
     return unavailable(`${addonPath} does not export the functions crc32c and xorInto`);
   }
   // The addon validates its own arguments and treats a missing seed as 0, so its functions are
-  // used as they are, without a wrapper.
-  return { kernels: { crc32c: addon.crc32c, xorInto: addon.xorInto }, unavailableReason: null };
+  // used as they are, without a wrapper. An addon built before crc32cBlocks existed lacks it.
+  const crc32cBlocksKernel = typeof addon.crc32cBlocks === 'function' ? addon.crc32cBlocks : crc32cBlocksTypescript;
+  return { kernels: { crc32c: addon.crc32c, crc32cBlocks: crc32cBlocksKernel, xorInto: addon.xorInto }, unavailableReason: null };
 }

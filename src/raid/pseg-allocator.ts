@@ -1,9 +1,10 @@
 // PSEG allocation (seed 004 [0059]): each drive's PSEG area is cut into equal PSEGs; an RStore
 // takes PSEGs from distinct drives of one redundancy set (RSS). Which PSEGs are in use is derived
 // from the RSDs at load, never stored twice. RAID-0 and RAID-5 take one PSEG on every drive of
-// the RSS; RAID-1 takes a mirrored pair on the two drives with the most free PSEGs.
+// the RSS; RAID-1 takes a mirrored pair on the two drives with the most free PSEGs. New RStores
+// go only on drives that are online: none on a failed drive or on one being rebuilt.
 
-import type { DriveRecord, PsegRef, RaidLevel, RssRecord, RStoreRecord } from '../meta/pool-metadata.js';
+import { driveStateOf, type DriveRecord, type PsegRef, type RaidLevel, type RssRecord, type RStoreRecord } from '../meta/pool-metadata.js';
 import { assert } from '../util/assert.js';
 
 export class PsegAllocator {
@@ -23,7 +24,7 @@ export class PsegAllocator {
 
   /** Picks PSEGs for a new RStore, or returns undefined when the RSS has too few free PSEGs. */
   choose(raidLevel: RaidLevel, rss: RssRecord): PsegRef[] | undefined {
-    const candidates = rss.driveIndexes.filter((index) => this.freeCounts[index]! > 0);
+    const candidates = rss.driveIndexes.filter((index) => this.freeCounts[index]! > 0 && this.online(index));
     let driveIndexes: number[];
     if (raidLevel === 0 || raidLevel === 5) {
       if (candidates.length < rss.driveIndexes.length) return undefined;
@@ -43,7 +44,7 @@ export class PsegAllocator {
 
   /** How many more RStores of the pool's RAID level the free PSEGs of an RSS could form. */
   rstoresStillPossible(raidLevel: RaidLevel, rss: RssRecord): number {
-    const free = rss.driveIndexes.map((index) => this.freeCounts[index]!);
+    const free = rss.driveIndexes.map((index) => (this.online(index) ? this.freeCounts[index]! : 0));
     if (raidLevel === 0 || raidLevel === 5) return Math.min(...free);
     const total = free.reduce((a, b) => a + b, 0);
     return Math.min(Math.floor(total / 2), total - Math.max(...free));
@@ -51,6 +52,10 @@ export class PsegAllocator {
 
   freePsegCount(driveIndex: number): number {
     return this.freeCounts[driveIndex]!;
+  }
+
+  private online(driveIndex: number): boolean {
+    return driveStateOf(this.drives[driveIndex]!) === 'online';
   }
 
   private findFree(driveIndex: number): number {

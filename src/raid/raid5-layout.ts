@@ -1,24 +1,40 @@
 // RAID-5 inside one RStore (seed 004 [0044], [0059]-[0062]): n members, the data space cut into
 // stripe units; each row holds n - 1 data units and one parity unit (the XOR of the row's data),
 // and the parity rotates over the members, left-symmetric as in md: row r keeps its parity on
-// member n - 1 - (r mod n) and its data units on the members after it, wrapping. A write that
-// covers a whole row computes the parity from the new data; a smaller one reads the old data and
-// the old parity and writes new parity = old parity ^ old data ^ new data. Writes to one row are
-// serialised (the read-modify-write must not interleave). The XOR runs in the native kernel.
+// member n - 1 - (r mod n) and its data units on the members after it, wrapping. Every access to
+// a row that reads or changes parity holds the row's lock.
 //
-// A member that fails a read is reconstructed from the others (degraded read). Not here yet
-// (issue 4): writes with a member gone (the failed member must then be marked failed, durably,
-// so it is never read stale), rebuild, and the write-intent record that closes the write hole.
+// Writes: a whole row computes parity from the new data; a smaller write whose members can all
+// be read reads the old data and old parity and writes new parity = old ^ old data ^ new data
+// (read-modify-write). With one member unreadable (failed, not yet rebuilt, or returning data
+// that fails its checksum) the row is written degraded: the unreadable member's unit is derived
+// from the others, the write is applied to the whole row in memory, and every readable member's
+// changed units and the parity are written (reconstruct-write). A parity member that is gone is
+// simply not written. Two unreadable members in a row: EIO, nothing written.
+//
+// Reads: a unit on an unreadable member is the XOR of the same range of every other member. A
+// read that fails its checksum is reconstructed the same way and the good data is written back
+// (repair). A member that returns an I/O error leaves service (MemberIo.failed).
 
 import { forEachPiece } from '../block/block-device.js';
+import { isChecksumError } from '../drive/checksum-drive.js';
 import { xorInto } from '../native/native-kernels.js';
 import { ChunkLockManager } from '../snapshot/lock-manager.js';
 import { LunfsError } from '../util/errors.js';
+import type { IntegrityCounters } from './drive-health.js';
 
-/** Reads and writes of one member, at an offset inside that member's PSEG. */
+/** Reads and writes of one member, at an offset inside that member's PSEG, and its health. */
 export interface MemberIo {
   read(memberIndex: number, memberOffsetBytes: number, target: Buffer): Promise<void>;
   write(memberIndex: number, memberOffsetBytes: number, data: Buffer): Promise<void>;
+  /** Whether the member may be read at this offset (online, or rebuilt past it). */
+  readable(memberIndex: number, memberOffsetBytes: number): boolean;
+  writable(memberIndex: number): boolean;
+  /** The member returned an I/O error (not a checksum mismatch): it leaves service. */
+  failed(memberIndex: number, error: unknown): void;
+  readonly integrity: IntegrityCounters;
+  /** Names the RStore in messages. */
+  readonly name: string;
 }
 
 /** Where one piece of a data range lives. */
@@ -28,6 +44,14 @@ interface DataPiece {
   offsetInUnit: number;
   lengthBytes: number;
   requestOffset: number;
+}
+
+/** What a scrub of rows found. */
+export interface RowScrubReport {
+  rows: number;
+  checksumRepairs: number;
+  parityRepairs: number;
+  unrepairable: number;
 }
 
 export class Raid5Layout {
@@ -52,31 +76,43 @@ export class Raid5Layout {
     const pending: Promise<void>[] = [];
     for (const piece of this.pieces(offsetBytes, target.length)) {
       const slice = target.subarray(piece.requestOffset, piece.requestOffset + piece.lengthBytes);
-      pending.push(this.io.read(piece.memberIndex, piece.row * this.stripeUnitBytes + piece.offsetInUnit, slice).catch((error: unknown) => this.reconstruct(piece, slice, error)));
+      const memberOffset = piece.row * this.stripeUnitBytes + piece.offsetInUnit;
+      if (!this.io.readable(piece.memberIndex, memberOffset)) {
+        pending.push(this.rowLocks.withChunks([piece.row], () => this.reconstruct(piece.row, piece.memberIndex, memberOffset, slice)));
+        continue;
+      }
+      pending.push(this.io.read(piece.memberIndex, memberOffset, slice).catch((error: unknown) => this.recoverRead(piece, memberOffset, slice, error)));
     }
     await Promise.all(pending);
   }
 
-  /**
-   * A member failed to read: its data is the XOR of the same range on every other member of the
-   * row (data and parity), read under the row lock so that no write changes the row meanwhile.
-   * A second failure in the row is EIO.
-   */
-  private reconstruct(piece: DataPiece, slice: Buffer, cause: unknown): Promise<void> {
+  /** A member's read failed: its range is rebuilt from the other members, and written back when only its data was bad. */
+  private recoverRead(piece: DataPiece, memberOffset: number, slice: Buffer, error: unknown): Promise<void> {
+    const corrupt = this.noteReadError(piece.memberIndex, error);
     return this.rowLocks.withChunks([piece.row], async () => {
-      const offset = piece.row * this.stripeUnitBytes + piece.offsetInUnit;
-      const other = Buffer.alloc(slice.length);
-      slice.fill(0);
-      for (let memberIndex = 0; memberIndex < this.memberCount; memberIndex += 1) {
-        if (memberIndex === piece.memberIndex) continue;
-        try {
-          await this.io.read(memberIndex, offset, other);
-        } catch (error) {
-          throw new LunfsError('EIO', `RAID-5 row ${piece.row}: members ${piece.memberIndex} and ${memberIndex} both failed to read (${(cause as Error).message}; ${(error as Error).message})`, { cause: error });
-        }
-        xorInto(slice, other);
-      }
+      await this.reconstruct(piece.row, piece.memberIndex, memberOffset, slice);
+      if (corrupt) await this.repair(piece.memberIndex, memberOffset, slice);
     });
+  }
+
+  /**
+   * The data of memberIndex at memberOffset is the XOR of the same range on every other member of
+   * the row (data and parity). The caller holds the row lock. A second unreadable member is EIO.
+   */
+  private async reconstruct(row: number, memberIndex: number, memberOffset: number, slice: Buffer): Promise<void> {
+    const other = Buffer.alloc(slice.length);
+    slice.fill(0);
+    for (let index = 0; index < this.memberCount; index += 1) {
+      if (index === memberIndex) continue;
+      if (!this.io.readable(index, memberOffset)) throw this.lost(row, [memberIndex, index], 'both unreadable');
+      try {
+        await this.io.read(index, memberOffset, other);
+      } catch (error) {
+        this.noteReadError(index, error);
+        throw this.lost(row, [memberIndex, index], (error as Error).message);
+      }
+      xorInto(slice, other);
+    }
   }
 
   async write(offsetBytes: number, data: Buffer): Promise<void> {
@@ -89,26 +125,211 @@ export class Raid5Layout {
     await Promise.all([...byRow].map(([row, pieces]) => this.rowLocks.withChunks([row], () => this.writeRow(row, pieces, data))));
   }
 
-  /**
-   * Makes the parity of rows [firstRow, endRow) the XOR of their data again: after a crash a row
-   * whose data and parity writes were not both on disk has stale parity (the write hole).
-   */
-  async resyncRows(firstRow: number, endRow: number): Promise<void> {
+  private async writeRow(row: number, pieces: DataPiece[], data: Buffer): Promise<void> {
     const unitBytes = this.stripeUnitBytes;
-    const unit = Buffer.alloc(unitBytes);
+    const rowOffset = row * unitBytes;
+    const parityMember = this.parityMember(row);
+    const unreadable = this.unreadableMembers(rowOffset);
+    if (unreadable.length > 1) throw this.lost(row, unreadable, 'too many members out of service to write');
+    const wholeRow = pieces.length === this.memberCount - 1 && pieces.every((piece) => piece.lengthBytes === unitBytes);
+    if (wholeRow) {
+      const parity = Buffer.alloc(unitBytes);
+      for (const piece of pieces) xorInto(parity, data.subarray(piece.requestOffset, piece.requestOffset + unitBytes));
+      await this.writeUnits(row, pieces.map((piece) => [piece.memberIndex, rowOffset, data.subarray(piece.requestOffset, piece.requestOffset + unitBytes)] as const), parity, unreadable);
+      return;
+    }
+    const missing = unreadable[0];
+    if (missing === parityMember) {
+      // No parity to keep: write the data alone.
+      await this.writeUnits(row, pieces.map((piece) => [piece.memberIndex, rowOffset + piece.offsetInUnit, data.subarray(piece.requestOffset, piece.requestOffset + piece.lengthBytes)] as const), undefined, unreadable);
+      return;
+    }
+    if (missing === undefined || !pieces.some((piece) => piece.memberIndex === missing)) {
+      const done = await this.readModifyWrite(row, pieces, data, unreadable);
+      if (done) return;
+    }
+    await this.reconstructWrite(row, pieces, data);
+  }
+
+  /**
+   * parity ^= old ^ new over each piece. Returns false, having written nothing, when an old data
+   * or parity read fails (the failure is recorded and the caller reconstructs instead).
+   */
+  private async readModifyWrite(row: number, pieces: DataPiece[], data: Buffer, unreadable: number[]): Promise<boolean> {
+    const rowOffset = row * this.stripeUnitBytes;
+    const parity = Buffer.alloc(this.stripeUnitBytes);
+    const reads = await Promise.allSettled([
+      this.io.read(this.parityMember(row), rowOffset, parity),
+      ...pieces.map(async (piece) => {
+        const old = Buffer.alloc(piece.lengthBytes);
+        await this.io.read(piece.memberIndex, rowOffset + piece.offsetInUnit, old);
+        return old;
+      }),
+    ]);
+    const members = [this.parityMember(row), ...pieces.map((piece) => piece.memberIndex)];
+    let failed = false;
+    reads.forEach((result, index) => {
+      if (result.status === 'rejected') {
+        this.noteReadError(members[index]!, result.reason);
+        failed = true;
+      }
+    });
+    if (failed) return false;
+    pieces.forEach((piece, index) => {
+      const old = (reads[index + 1] as PromiseFulfilledResult<Buffer>).value;
+      xorInto(old, data.subarray(piece.requestOffset, piece.requestOffset + piece.lengthBytes));
+      xorInto(parity.subarray(piece.offsetInUnit, piece.offsetInUnit + piece.lengthBytes), old);
+    });
+    await this.writeUnits(row, pieces.map((piece) => [piece.memberIndex, rowOffset + piece.offsetInUnit, data.subarray(piece.requestOffset, piece.requestOffset + piece.lengthBytes)] as const), parity, unreadable);
+    return true;
+  }
+
+  /**
+   * Degraded write: every data unit of the row is read (the one unreadable member's, or the one
+   * whose read fails, is derived from parity), the write is applied in memory, and the changed
+   * units and the parity are written; a unit whose data was corrupt is written whole (repaired).
+   */
+  private async reconstructWrite(row: number, pieces: DataPiece[], data: Buffer): Promise<void> {
+    const unitBytes = this.stripeUnitBytes;
+    const rowOffset = row * unitBytes;
+    const units = new Map<number, Buffer>();
+    let derive: number | undefined;
+    let corrupt = false;
+    for (let index = 0; index < this.memberCount; index += 1) {
+      const unit = Buffer.alloc(unitBytes);
+      units.set(index, unit);
+      if (!this.io.readable(index, rowOffset)) {
+        if (derive !== undefined) throw this.lost(row, [derive, index], 'both unreadable');
+        derive = index;
+        continue;
+      }
+      try {
+        await this.io.read(index, rowOffset, unit);
+      } catch (error) {
+        if (derive !== undefined) throw this.lost(row, [derive, index], (error as Error).message);
+        corrupt = this.noteReadError(index, error);
+        derive = index;
+      }
+    }
+    if (derive !== undefined) {
+      const derived = units.get(derive)!;
+      derived.fill(0);
+      for (const [index, unit] of units) if (index !== derive) xorInto(derived, unit);
+    }
+    const touched = new Set<number>(pieces.map((piece) => piece.memberIndex));
+    for (const piece of pieces) data.copy(units.get(piece.memberIndex)!, piece.offsetInUnit, piece.requestOffset, piece.requestOffset + piece.lengthBytes);
+    if (corrupt && derive !== undefined) touched.add(derive);
+    const parity = Buffer.alloc(unitBytes);
+    for (let unitInRow = 0; unitInRow < this.memberCount - 1; unitInRow += 1) xorInto(parity, units.get(this.dataMember(row, unitInRow))!);
+    const writes = [...touched].filter((index) => index !== this.parityMember(row)).map((index) => [index, rowOffset, units.get(index)!] as const);
+    const skip = derive !== undefined && !corrupt ? [derive] : [];
+    await this.writeUnits(row, writes, parity, skip);
+    if (corrupt) this.io.integrity.repairs += 1;
+  }
+
+  /**
+   * Writes data pieces and the parity unit (unless undefined) of a row; members out of service
+   * are skipped. A member whose write fails leaves service; the row survives one such member in
+   * all (counting those already out), more is EIO.
+   */
+  private async writeUnits(row: number, writes: ReadonlyArray<readonly [number, number, Buffer]>, parity: Buffer | undefined, outOfService: number[]): Promise<void> {
+    const all = parity ? [...writes, [this.parityMember(row), row * this.stripeUnitBytes, parity] as const] : writes;
+    const lost = new Set(outOfService);
+    const results = await Promise.allSettled(all.map(async ([memberIndex, offset, bytes]) => {
+      if (!this.io.writable(memberIndex)) {
+        lost.add(memberIndex);
+        return;
+      }
+      await this.io.write(memberIndex, offset, bytes);
+    }));
+    results.forEach((result, index) => {
+      if (result.status === 'rejected') {
+        const memberIndex = all[index]![0];
+        this.io.failed(memberIndex, result.reason);
+        lost.add(memberIndex);
+      }
+    });
+    if (lost.size > 1) throw this.lost(row, [...lost], 'a write failed on a second member');
+  }
+
+  /**
+   * Rebuild of member memberIndex for rows [firstRow, endRow): each row's unit is computed from
+   * the other members and written, under the row lock (writes to the row wait meanwhile).
+   */
+  async rebuildRows(memberIndex: number, firstRow: number, endRow: number): Promise<void> {
+    const unit = Buffer.alloc(this.stripeUnitBytes);
     for (let row = firstRow; row < endRow; row += 1) {
       await this.rowLocks.withChunks([row], async () => {
-        const parity = Buffer.alloc(unitBytes);
-        for (let unitInRow = 0; unitInRow < this.memberCount - 1; unitInRow += 1) {
-          await this.io.read(this.dataMember(row, unitInRow), row * unitBytes, unit);
-          xorInto(parity, unit);
-        }
-        await this.io.write(this.parityMember(row), row * unitBytes, parity);
+        await this.reconstruct(row, memberIndex, row * this.stripeUnitBytes, unit);
+        await this.io.write(memberIndex, row * this.stripeUnitBytes, unit);
       });
     }
   }
 
-  /** The first row in [firstRow, endRow) whose parity is not the XOR of its data (for scrub and tests). */
+  /**
+   * Makes the parity of rows [firstRow, endRow) the XOR of their data again: after a crash a row
+   * whose data and parity writes were not both on disk has stale parity (the write hole). Rows
+   * with a member out of service are left alone (their parity cannot be recomputed).
+   */
+  async resyncRows(firstRow: number, endRow: number): Promise<void> {
+    await this.scrubRows(firstRow, endRow, { trustData: true });
+  }
+
+  /**
+   * Scrub of rows [firstRow, endRow): every member's unit is read and its checksums verified; a
+   * unit whose checksum fails is rebuilt from the others and written back; a parity that is not
+   * the XOR of the (verified) data is rewritten. trustData: parity is recomputed without
+   * counting (resync after an unclean shutdown).
+   */
+  async scrubRows(firstRow: number, endRow: number, options: { trustData?: boolean } = {}): Promise<RowScrubReport> {
+    const report: RowScrubReport = { rows: 0, checksumRepairs: 0, parityRepairs: 0, unrepairable: 0 };
+    const unitBytes = this.stripeUnitBytes;
+    for (let row = firstRow; row < endRow; row += 1) {
+      await this.rowLocks.withChunks([row], async () => {
+        const rowOffset = row * unitBytes;
+        if (this.unreadableMembers(rowOffset).length > 0) return; // degraded: nothing to compare with
+        report.rows += 1;
+        const units: Buffer[] = [];
+        const bad: number[] = [];
+        for (let index = 0; index < this.memberCount; index += 1) {
+          const unit = Buffer.alloc(unitBytes);
+          units.push(unit);
+          try {
+            await this.io.read(index, rowOffset, unit);
+          } catch (error) {
+            this.noteReadError(index, error);
+            bad.push(index);
+          }
+        }
+        if (bad.length > 1) {
+          report.unrepairable += 1;
+          this.io.integrity.unrepairable += 1;
+          return;
+        }
+        if (bad.length === 1) {
+          const derived = units[bad[0]!]!;
+          derived.fill(0);
+          units.forEach((unit, index) => { if (index !== bad[0]) xorInto(derived, unit); });
+          if (this.io.writable(bad[0]!)) await this.repair(bad[0]!, rowOffset, derived);
+          report.checksumRepairs += 1;
+          return;
+        }
+        const parityMember = this.parityMember(row);
+        const parity = Buffer.alloc(unitBytes);
+        units.forEach((unit, index) => { if (index !== parityMember) xorInto(parity, unit); });
+        if (!parity.equals(units[parityMember]!)) {
+          await this.io.write(parityMember, rowOffset, parity);
+          if (!options.trustData) {
+            report.parityRepairs += 1;
+            this.io.integrity.parityRepairs += 1;
+          }
+        }
+      });
+    }
+    return report;
+  }
+
+  /** The first row in [firstRow, endRow) whose parity is not the XOR of its data (for tests). */
   async firstInconsistentRow(firstRow: number, endRow: number): Promise<number | undefined> {
     const unitBytes = this.stripeUnitBytes;
     const unit = Buffer.alloc(unitBytes);
@@ -123,27 +344,35 @@ export class Raid5Layout {
     return undefined;
   }
 
-  private async writeRow(row: number, pieces: DataPiece[], data: Buffer): Promise<void> {
-    const unitBytes = this.stripeUnitBytes;
-    const rowOffset = row * unitBytes;
-    const parity = Buffer.alloc(unitBytes);
-    const wholeRow = pieces.length === this.memberCount - 1 && pieces.every((piece) => piece.lengthBytes === unitBytes);
-    if (wholeRow) {
-      for (const piece of pieces) xorInto(parity, data.subarray(piece.requestOffset, piece.requestOffset + unitBytes));
-    } else {
-      // parity ^= old ^ new over each piece's range in the unit
-      await this.io.read(this.parityMember(row), rowOffset, parity);
-      await Promise.all(pieces.map(async (piece) => {
-        const old = Buffer.alloc(piece.lengthBytes);
-        await this.io.read(piece.memberIndex, rowOffset + piece.offsetInUnit, old);
-        xorInto(old, data.subarray(piece.requestOffset, piece.requestOffset + piece.lengthBytes));
-        xorInto(parity.subarray(piece.offsetInUnit, piece.offsetInUnit + piece.lengthBytes), old);
-      }));
+  private unreadableMembers(memberOffset: number): number[] {
+    const unreadable: number[] = [];
+    for (let index = 0; index < this.memberCount; index += 1) if (!this.io.readable(index, memberOffset)) unreadable.push(index);
+    return unreadable;
+  }
+
+  /** Records a failed member read; true when it was a checksum mismatch (the drive stays in service). */
+  private noteReadError(memberIndex: number, error: unknown): boolean {
+    if (isChecksumError(error)) {
+      this.io.integrity.checksumMismatches += 1;
+      return true;
     }
-    await Promise.all([
-      ...pieces.map((piece) => this.io.write(piece.memberIndex, rowOffset + piece.offsetInUnit, data.subarray(piece.requestOffset, piece.requestOffset + piece.lengthBytes))),
-      this.io.write(this.parityMember(row), rowOffset, parity),
-    ]);
+    this.io.failed(memberIndex, error);
+    return false;
+  }
+
+  /** Writes reconstructed data over a range whose checksum failed. */
+  private async repair(memberIndex: number, memberOffset: number, data: Buffer): Promise<void> {
+    try {
+      await this.io.write(memberIndex, memberOffset, data);
+      this.io.integrity.repairs += 1;
+    } catch (error) {
+      this.io.failed(memberIndex, error);
+    }
+  }
+
+  private lost(row: number, members: number[], detail: string): LunfsError {
+    this.io.integrity.unrepairable += 1;
+    return new LunfsError('EIO', `${this.io.name} row ${row}: members ${[...new Set(members)].join(' and ')} cannot be read (${detail}); RAID-5 holds one lost member per row`);
   }
 
   private pieces(offsetBytes: number, lengthBytes: number): DataPiece[] {

@@ -3,14 +3,25 @@
 // turns an offset in the RStore's data space into member drive offsets. RAID-0 stripes the data
 // space over all members in stripe units; RAID-1 keeps every member a full copy; RAID-5 keeps one
 // rotating parity unit per row of stripe units (raid5-layout.ts).
+//
+// Members out of service (DriveHealth: failed, or a replacement not yet rebuilt at that offset)
+// are never read: RAID-1 reads another mirror, RAID-5 reconstructs from parity, RAID-0 has no
+// redundancy and fails with EIO. Writes skip them. A member that returns an I/O error leaves
+// service; one that returns data failing its checksum (ChecksumDrive) stays in service and the
+// range is rewritten from redundancy (repair).
 
 import type { BlockDevice } from '../block/block-device.js';
 import { checkRange, forEachPiece } from '../block/block-device.js';
 import type { Drive } from '../drive/drive.js';
 import type { RStoreRecord } from '../meta/pool-metadata.js';
 import { assert } from '../util/assert.js';
+import { isChecksumError } from '../drive/checksum-drive.js';
+import type { DriveRecord } from '../meta/pool-metadata.js';
+import { ChunkLockManager } from '../snapshot/lock-manager.js';
 import { LunfsError } from '../util/errors.js';
-import { Raid5Layout } from './raid5-layout.js';
+import { DriveHealth } from './drive-health.js';
+import { Raid5Layout, type MemberIo, type RowScrubReport } from './raid5-layout.js';
+import type { WriteIntent } from './write-intent.js';
 
 /** Where a drive's PSEG area starts and how big a PSEG is: from its header. */
 export interface DriveGeometry {
@@ -30,22 +41,37 @@ export class RStore implements BlockDevice {
   private readonly psegSizeBytes: number;
   private nextMirror = 0;
   private readonly raid5: Raid5Layout | undefined;
+  private readonly memberIo: MemberIo;
+  /** RAID-0/1: stripe-unit locks, taken by writes only while a rebuild or scrub of this RStore runs. */
+  private readonly unitLocks = new ChunkLockManager();
+  private exclusiveCopy = false;
+  private readonly writesInFlight = new Set<Promise<void>>();
 
   constructor(
     readonly record: RStoreRecord,
     private readonly drives: ReadonlyArray<DriveGeometry>,
     private readonly stripeUnitBytes: number,
+    private readonly health: DriveHealth = standaloneHealth(drives.length),
+    /** The pool's write-intent record (absent outside a pool). */
+    private readonly intent?: WriteIntent,
   ) {
     assert(record.members.length >= 1, `RStore ${record.id} has no members`);
     this.psegSizeBytes = drives[record.members[0]!.driveIndex]!.psegSizeBytes;
     assert(this.psegSizeBytes % stripeUnitBytes === 0, 'stripe unit must divide the PSEG size');
     this.sizeBytes = rstoreDataBytes(record, this.psegSizeBytes);
+    const driveIndexOf = (memberIndex: number): number => record.members[memberIndex]!.driveIndex;
+    this.memberIo = {
+      read: (memberIndex, memberOffsetBytes, target) => this.memberDrive(memberIndex).read(this.physicalOffset(memberIndex, memberOffsetBytes), target),
+      write: (memberIndex, memberOffsetBytes, data) => this.memberDrive(memberIndex).write(this.physicalOffset(memberIndex, memberOffsetBytes), data),
+      readable: (memberIndex, memberOffsetBytes) => health.readable(driveIndexOf(memberIndex), record.id, memberOffsetBytes),
+      writable: (memberIndex) => health.writable(driveIndexOf(memberIndex)),
+      failed: (memberIndex, error) => health.fail(driveIndexOf(memberIndex), error),
+      integrity: health.integrity,
+      name: `RStore ${record.id}`,
+    };
     if (record.raidLevel === 5) {
       assert(record.members.length >= 3, `RAID-5 RStore ${record.id} needs at least 3 members`);
-      this.raid5 = new Raid5Layout(record.members.length, stripeUnitBytes, {
-        read: (memberIndex, memberOffsetBytes, target) => this.memberDrive(memberIndex).read(this.physicalOffset(memberIndex, memberOffsetBytes), target),
-        write: (memberIndex, memberOffsetBytes, data) => this.memberDrive(memberIndex).write(this.physicalOffset(memberIndex, memberOffsetBytes), data),
-      });
+      this.raid5 = new Raid5Layout(record.members.length, stripeUnitBytes, this.memberIo);
     }
   }
 
@@ -59,43 +85,149 @@ export class RStore implements BlockDevice {
     const inUnit = offsetBytes % this.stripeUnitBytes;
     if (inUnit + target.length <= this.stripeUnitBytes) {
       const [memberIndex, memberOffset] = this.stripeLocation(offsetBytes);
-      return this.memberDrive(memberIndex).read(this.physicalOffset(memberIndex, memberOffset), target); // the common case
+      return this.readStriped(memberIndex, memberOffset, target); // the common case
     }
     const pending: Promise<void>[] = [];
     this.forEachStripePiece(offsetBytes, target.length, (memberIndex, memberOffset, length, requestOffset) => {
-      pending.push(this.memberDrive(memberIndex).read(this.physicalOffset(memberIndex, memberOffset), target.subarray(requestOffset, requestOffset + length)));
+      pending.push(this.readStriped(memberIndex, memberOffset, target.subarray(requestOffset, requestOffset + length)));
     });
     await Promise.all(pending);
   }
 
   async write(offsetBytes: number, data: Buffer): Promise<void> {
     checkRange(this, offsetBytes, data.length, `write of RStore ${this.record.id}`);
+    const admitted = this.intent?.beforeWrite(this.record.id);
+    if (admitted) await admitted; // the first write since the RStore was clean: its intent record first
+    try {
+      await this.writeAdmitted(offsetBytes, data);
+    } finally {
+      this.intent?.afterWrite(this.record.id);
+    }
+  }
+
+  private async writeAdmitted(offsetBytes: number, data: Buffer): Promise<void> {
     if (this.raid5) return this.raid5.write(offsetBytes, data);
+    if (this.exclusiveCopy) {
+      // A rebuild or scrub copies units of this RStore: writes take the units' locks meanwhile.
+      const first = Math.floor(offsetBytes / this.stripeUnitBytes);
+      const last = Math.floor((offsetBytes + Math.max(data.length, 1) - 1) / this.stripeUnitBytes);
+      const units = [...Array(last - first + 1).keys()].map((index) => first + index);
+      return this.unitLocks.withChunks(units, () => this.writeUnlocked(offsetBytes, data));
+    }
+    const pending = this.writeUnlocked(offsetBytes, data);
+    this.writesInFlight.add(pending);
+    try {
+      await pending;
+    } finally {
+      this.writesInFlight.delete(pending);
+    }
+  }
+
+  private async writeUnlocked(offsetBytes: number, data: Buffer): Promise<void> {
+    if (this.record.raidLevel === 1) return this.writeMirrors(offsetBytes, data);
     const inUnit = offsetBytes % this.stripeUnitBytes;
-    if (this.record.raidLevel === 0 && inUnit + data.length <= this.stripeUnitBytes) {
+    if (inUnit + data.length <= this.stripeUnitBytes) {
       const [memberIndex, memberOffset] = this.stripeLocation(offsetBytes);
-      return this.memberDrive(memberIndex).write(this.physicalOffset(memberIndex, memberOffset), data); // the common case
+      return this.writeStriped(memberIndex, memberOffset, data); // the common case
     }
     const pending: Promise<void>[] = [];
-    if (this.record.raidLevel === 1) {
-      for (let memberIndex = 0; memberIndex < this.record.members.length; memberIndex += 1) {
-        pending.push(this.memberDrive(memberIndex).write(this.physicalOffset(memberIndex, offsetBytes), data));
-      }
-    } else {
-      this.forEachStripePiece(offsetBytes, data.length, (memberIndex, memberOffset, length, requestOffset) => {
-        pending.push(this.memberDrive(memberIndex).write(this.physicalOffset(memberIndex, memberOffset), data.subarray(requestOffset, requestOffset + length)));
-      });
-    }
+    this.forEachStripePiece(offsetBytes, data.length, (memberIndex, memberOffset, length, requestOffset) => {
+      pending.push(this.writeStriped(memberIndex, memberOffset, data.subarray(requestOffset, requestOffset + length)));
+    });
     await Promise.all(pending);
   }
 
   async flush(): Promise<void> {
-    await Promise.all(this.record.members.map((_, memberIndex) => this.memberDrive(memberIndex).flush()));
+    await Promise.all(this.record.members.map((_, memberIndex) => (this.memberIo.writable(memberIndex) ? this.memberDrive(memberIndex).flush() : undefined)));
   }
 
   async discard(offsetBytes: number, lengthBytes: number): Promise<void> {
     checkRange(this, offsetBytes, lengthBytes, `discard of RStore ${this.record.id}`);
     await this.write(offsetBytes, Buffer.alloc(lengthBytes));
+  }
+
+  /** Member bytes of each member (one PSEG). */
+  get memberBytes(): number {
+    return this.psegSizeBytes;
+  }
+
+  /** The index among the members of the member on driveIndex, if any. */
+  memberIndexOn(driveIndex: number): number | undefined {
+    const index = this.record.members.findIndex((member) => member.driveIndex === driveIndex);
+    return index < 0 ? undefined : index;
+  }
+
+  /** Whether a member is out of service for good (failed), so the RStore runs without it. */
+  get degraded(): boolean {
+    return this.record.members.some((_, memberIndex) => !this.memberIo.writable(memberIndex));
+  }
+
+  /** Whether the RStore has lost data: more members out of service than its redundancy covers. */
+  get lost(): boolean {
+    const out = this.record.members.filter((_, memberIndex) => !this.memberIo.writable(memberIndex)).length;
+    if (this.record.raidLevel === 0) return out > 0;
+    if (this.record.raidLevel === 1) return out === this.record.members.length;
+    return out > 1;
+  }
+
+  /**
+   * Rebuilds the member on a replacement drive, unit by unit (RAID-1: copied from a readable
+   * mirror; RAID-5: reconstructed from the row), raising the health watermark as it goes so that
+   * reads of the rebuilt part use the new member. progress(bytes) is told each unit's size.
+   */
+  async rebuildMember(memberIndex: number, progress: (bytes: number) => void): Promise<void> {
+    const unitBytes = this.stripeUnitBytes;
+    const rows = this.psegSizeBytes / unitBytes;
+    if (this.raid5) {
+      for (let row = 0; row < rows; row += 1) {
+        await this.raid5.rebuildRows(memberIndex, row, row + 1);
+        this.health.setRebuilt(this.record.id, (row + 1) * unitBytes);
+        progress(unitBytes);
+      }
+      return;
+    }
+    assert(this.record.raidLevel === 1, 'only RAID-1 and RAID-5 RStores are rebuilt');
+    await this.withExclusiveCopy(async () => {
+      const unit = Buffer.alloc(unitBytes);
+      for (let index = 0; index < rows; index += 1) {
+        await this.unitLocks.withChunks([index], async () => {
+          await this.readMirror(index * unitBytes, unit, memberIndex);
+          await this.memberIo.write(memberIndex, index * unitBytes, unit);
+        });
+        this.health.setRebuilt(this.record.id, (index + 1) * unitBytes);
+        progress(unitBytes);
+      }
+    });
+  }
+
+  /**
+   * Scrub: reads every member unit, verifies checksums, repairs what fails from redundancy;
+   * RAID-5 parity and RAID-1 mirrors are compared and made consistent again.
+   */
+  async scrub(progress: (bytes: number) => void = () => {}): Promise<RowScrubReport> {
+    const unitBytes = this.stripeUnitBytes;
+    const rows = this.psegSizeBytes / unitBytes;
+    const total: RowScrubReport = { rows: 0, checksumRepairs: 0, parityRepairs: 0, unrepairable: 0 };
+    const add = (report: RowScrubReport): void => {
+      total.rows += report.rows;
+      total.checksumRepairs += report.checksumRepairs;
+      total.parityRepairs += report.parityRepairs;
+      total.unrepairable += report.unrepairable;
+    };
+    if (this.raid5) {
+      for (let row = 0; row < rows; row += 1) {
+        add(await this.raid5.scrubRows(row, row + 1));
+        progress(unitBytes * this.record.members.length);
+      }
+      return total;
+    }
+    await this.withExclusiveCopy(async () => {
+      for (let index = 0; index < rows; index += 1) {
+        add(await this.unitLocks.withChunks([index], () => this.scrubUnit(index)));
+        progress(unitBytes * this.record.members.length);
+      }
+    });
+    return total;
   }
 
   /** RAID-5: recomputes the parity of every row (after an unclean shutdown). */
@@ -115,21 +247,162 @@ export class RStore implements BlockDevice {
     return this.record.members.map((member) => member.driveIndex);
   }
 
-  private async readMirror(offsetBytes: number, target: Buffer): Promise<void> {
+  /** Runs task with every RAID-0/1 write taking unit locks; writes already under way finish first. */
+  private async withExclusiveCopy(task: () => Promise<void>): Promise<void> {
+    assert(!this.exclusiveCopy, `RStore ${this.record.id}: two rebuilds or scrubs at once`);
+    this.exclusiveCopy = true;
+    try {
+      await Promise.allSettled([...this.writesInFlight]);
+      await task();
+    } finally {
+      this.exclusiveCopy = false;
+    }
+  }
+
+  private async scrubUnit(index: number): Promise<RowScrubReport> {
+    const report: RowScrubReport = { rows: 1, checksumRepairs: 0, parityRepairs: 0, unrepairable: 0 };
+    const offset = index * this.stripeUnitBytes;
+    if (this.record.raidLevel === 0) {
+      const unit = Buffer.alloc(this.stripeUnitBytes);
+      for (let memberIndex = 0; memberIndex < this.record.members.length; memberIndex += 1) {
+        if (!this.memberIo.readable(memberIndex, offset)) continue;
+        try {
+          await this.memberIo.read(memberIndex, offset, unit);
+        } catch (error) {
+          if (isChecksumError(error)) this.health.integrity.checksumMismatches += 1;
+          else this.memberIo.failed(memberIndex, error);
+          report.unrepairable += 1;
+          this.health.integrity.unrepairable += 1;
+        }
+      }
+      return report;
+    }
+    const copies: Array<Buffer | undefined> = [];
+    const bad: number[] = [];
+    for (let memberIndex = 0; memberIndex < this.record.members.length; memberIndex += 1) {
+      if (!this.memberIo.readable(memberIndex, offset)) {
+        copies.push(undefined);
+        continue;
+      }
+      const unit = Buffer.alloc(this.stripeUnitBytes);
+      try {
+        await this.memberIo.read(memberIndex, offset, unit);
+        copies.push(unit);
+      } catch (error) {
+        copies.push(undefined);
+        if (isChecksumError(error)) {
+          this.health.integrity.checksumMismatches += 1;
+          bad.push(memberIndex);
+        } else {
+          this.memberIo.failed(memberIndex, error);
+        }
+      }
+    }
+    const good = copies.find((copy) => copy !== undefined);
+    if (!good) {
+      if (bad.length > 0) {
+        report.unrepairable += 1;
+        this.health.integrity.unrepairable += 1;
+      }
+      return report;
+    }
+    for (const memberIndex of bad) {
+      await this.repairMember(memberIndex, offset, good);
+      report.checksumRepairs += 1;
+    }
+    // Mirrors that differ although both verify (a crash between the two writes): one wins.
+    for (let memberIndex = 0; memberIndex < copies.length; memberIndex += 1) {
+      const copy = copies[memberIndex];
+      if (copy && copy !== good && !copy.equals(good)) {
+        await this.repairMember(memberIndex, offset, good);
+        report.parityRepairs += 1;
+        this.health.integrity.parityRepairs += 1;
+      }
+    }
+    return report;
+  }
+
+  private async readStriped(memberIndex: number, memberOffset: number, target: Buffer): Promise<void> {
+    if (!this.memberIo.readable(memberIndex, memberOffset)) {
+      this.health.integrity.unrepairable += 1;
+      throw new LunfsError('EIO', `RStore ${this.record.id} (RAID-0): drive ${this.record.members[memberIndex]!.driveIndex} is out of service and RAID-0 has no redundancy`);
+    }
+    try {
+      await this.memberIo.read(memberIndex, memberOffset, target);
+    } catch (error) {
+      if (isChecksumError(error)) this.health.integrity.checksumMismatches += 1;
+      else this.memberIo.failed(memberIndex, error);
+      this.health.integrity.unrepairable += 1;
+      throw new LunfsError('EIO', `RStore ${this.record.id} (RAID-0): ${(error as Error).message}; no redundancy to repair from`, { cause: error });
+    }
+  }
+
+  private async writeStriped(memberIndex: number, memberOffset: number, data: Buffer): Promise<void> {
+    if (!this.memberIo.writable(memberIndex)) {
+      throw new LunfsError('EIO', `RStore ${this.record.id} (RAID-0): drive ${this.record.members[memberIndex]!.driveIndex} is out of service and RAID-0 has no redundancy`);
+    }
+    try {
+      await this.memberIo.write(memberIndex, memberOffset, data);
+    } catch (error) {
+      this.memberIo.failed(memberIndex, error);
+      throw error;
+    }
+  }
+
+  private async writeMirrors(offsetBytes: number, data: Buffer): Promise<void> {
+    const targets = this.record.members.map((_, memberIndex) => memberIndex).filter((memberIndex) => this.memberIo.writable(memberIndex));
+    const results = await Promise.allSettled(targets.map((memberIndex) => this.memberIo.write(memberIndex, offsetBytes, data)));
+    let written = 0;
+    results.forEach((result, index) => {
+      if (result.status === 'fulfilled') written += 1;
+      else this.memberIo.failed(targets[index]!, result.reason);
+    });
+    if (written === 0) {
+      const reason = results.find((result) => result.status === 'rejected') as PromiseRejectedResult | undefined;
+      throw new LunfsError('EIO', `every mirror of RStore ${this.record.id} failed to write${reason ? `: ${(reason.reason as Error).message}` : ' (none in service)'}`, { cause: reason?.reason });
+    }
+  }
+
+  /**
+   * Reads from the mirrors in turn (spreading reads), skipping those out of service. A mirror
+   * whose data fails its checksum is rewritten from the one that verifies.
+   */
+  private async readMirror(offsetBytes: number, target: Buffer, excludeMember?: number): Promise<void> {
     const memberCount = this.record.members.length;
     const first = this.nextMirror;
     this.nextMirror = (this.nextMirror + 1) % memberCount;
     let lastError: unknown;
+    const corrupt: number[] = [];
     for (let attempt = 0; attempt < memberCount; attempt += 1) {
       const memberIndex = (first + attempt) % memberCount;
+      if (memberIndex === excludeMember || !this.memberIo.readable(memberIndex, offsetBytes)) continue;
       try {
-        await this.memberDrive(memberIndex).read(this.physicalOffset(memberIndex, offsetBytes), target);
-        return;
+        await this.memberIo.read(memberIndex, offsetBytes, target);
       } catch (error) {
         lastError = error; // try the other mirror
+        if (isChecksumError(error)) {
+          this.health.integrity.checksumMismatches += 1;
+          corrupt.push(memberIndex);
+        } else {
+          this.memberIo.failed(memberIndex, error);
+        }
+        continue;
       }
+      for (const bad of corrupt) await this.repairMember(bad, offsetBytes, target);
+      return;
     }
-    throw lastError instanceof LunfsError ? lastError : new LunfsError('EIO', `every mirror of RStore ${this.record.id} failed`, { cause: lastError });
+    this.health.integrity.unrepairable += 1;
+    if (lastError === undefined) throw new LunfsError('EIO', `RStore ${this.record.id}: no mirror in service`);
+    throw new LunfsError('EIO', `every mirror of RStore ${this.record.id} failed: ${(lastError as Error).message}`, { cause: lastError });
+  }
+
+  private async repairMember(memberIndex: number, memberOffset: number, data: Buffer): Promise<void> {
+    try {
+      await this.memberIo.write(memberIndex, memberOffset, data);
+      this.health.integrity.repairs += 1;
+    } catch (error) {
+      this.memberIo.failed(memberIndex, error);
+    }
   }
 
   private forEachStripePiece(offsetBytes: number, lengthBytes: number, visit: (memberIndex: number, memberOffsetBytes: number, lengthBytes: number, requestOffsetBytes: number) => void): void {
@@ -157,4 +430,13 @@ export class RStore implements BlockDevice {
     const geometry = this.drives[member.driveIndex]!;
     return geometry.psegAreaOffsetBytes + member.psegIndex * geometry.psegSizeBytes + memberOffsetBytes;
   }
+}
+
+/** Health for an RStore outside a pool (tests): every drive online until it fails. */
+function standaloneHealth(driveCount: number): DriveHealth {
+  const records = [...Array(driveCount).keys()].map((index) => ({ index }) as DriveRecord);
+  return new DriveHealth(records, (driveIndex, reason) => {
+    records[driveIndex]!.state = 'failed';
+    records[driveIndex]!.failedReason = reason;
+  });
 }

@@ -1,6 +1,7 @@
 // The controller: one open pool and the stacks of its LUNs, with the actions the FUSE front and
 // the CLI (through the control socket) both use. It is the only owner of the pool in a process.
 
+import { isMissingDrive } from '../drive/missing-drive.js';
 import { kernelImplementation } from '../native/native-kernels.js';
 import type { SnapshotRecord } from '../meta/pool-metadata.js';
 import { defaultChunkBytes, SnapshotSet } from '../snapshot/snapshot-set.js';
@@ -10,6 +11,9 @@ import type { Logger } from '../util/logger.js';
 import { checkLunName, type Pool } from './pool.js';
 import { SnapshotVolume } from './snapshot-volume.js';
 import { assembleLunStack, makeCacheBudget, type LunStack } from './stack.js';
+import { DriveService, type DriveServiceSettings } from './drive-service.js';
+import type { JobStatus } from './background-jobs.js';
+import type { IntegrityCounters } from '../raid/drive-health.js';
 
 export interface SnapshotStatus {
   /** LUN@NAME, the file name under snapshots/. */
@@ -47,7 +51,10 @@ export interface StatusJson {
   pool: {
     uuid: string;
     raid: string;
-    state: 'online';
+    /** online; degraded (a drive out of service); rebuilding (a replacement being filled); failed (data lost). */
+    state: 'online' | 'degraded' | 'rebuilding' | 'failed';
+    /** LUNs with data on RStores that run without a member: one more failure there loses data. */
+    atRiskLuns: string[];
     totalBytes: number;
     freeBytes: number;
     /** Part of freeBytes held back for reserved snapshots. */
@@ -57,9 +64,15 @@ export interface StatusJson {
     allocationUnitBytes: number;
     createdAt: string;
   };
-  drives: Array<{ index: number; path: string; sizeBytes: number; state: 'online'; io: 'inline' | 'async'; psegCount: number; rss: number; holdsMetadataCopy: boolean; metadataCopy?: string }>;
-  /** successors: the LUN's snapshots (LUN@NAME), oldest first: its children in the sharing tree. */
-  luns: Array<{ name: string; sizeBytes: number; allocatedBytes: number; createdAt: string; open: number; snapshots: number; successors: string[] }>;
+  drives: Array<{ index: number; path: string; sizeBytes: number; state: 'online' | 'failed' | 'rebuilding'; failedReason?: string; failedAt?: string; io: 'inline' | 'async' | 'missing'; psegCount: number; rss: number; holdsMetadataCopy: boolean; metadataCopy?: string }>;
+  /** successors: the LUN's snapshots (LUN@NAME), oldest first: its children in the sharing tree. atRisk: see pool.atRiskLuns. */
+  luns: Array<{ name: string; sizeBytes: number; allocatedBytes: number; createdAt: string; open: number; snapshots: number; successors: string[]; atRisk: boolean }>;
+  /** What the data checksums found since the mount, and what was repaired from redundancy. */
+  integrity: IntegrityCounters;
+  /** Rebuilds and scrubs of this mount, with their progress. */
+  jobs: JobStatus[];
+  /** RStores whose write-intent record is set (written since they were last known consistent). */
+  writeIntent: { dirtyRstores: number };
   snapshots: SnapshotStatus[];
   /** writtenThroughBytes: whole-page writes sent straight to memory drives since the mount. */
   cache: { capacityBytes: number; cachedBytes: number; dirtyBytes: number; writtenThroughBytes: number };
@@ -73,12 +86,16 @@ export class Controller {
   private readonly snapshotSets = new Map<number, SnapshotSet>();
   private readonly budget;
 
+  /** Drive failures, replacement and rebuild, scrub. */
+  readonly drives: DriveService;
+
   constructor(
     readonly pool: Pool,
     /** writeThrough: see CacheSettings (default: decided by the drives). */
-    private readonly settings: { cacheBytes: number; clock: Clock; log: Logger; writeThrough?: boolean },
+    private readonly settings: { cacheBytes: number; clock: Clock; log: Logger; writeThrough?: boolean; random?: () => number; driveSettings?: Partial<DriveServiceSettings> },
   ) {
     this.budget = makeCacheBudget(settings.cacheBytes);
+    this.drives = new DriveService(pool, { clock: settings.clock, log: settings.log, random: settings.random ?? Math.random, ...settings.driveSettings });
     pool.reservedUnits = () => {
       let units = 0;
       for (const set of this.snapshotSets.values()) units += set.reservedUnits();
@@ -249,19 +266,22 @@ export class Controller {
   status(): StatusJson {
     const pool = this.pool;
     const metadata = pool.metadata;
+    const atRisk = this.drives.lunsAtRisk();
     const luns = pool.userLuns().map((lun) => {
       const stack = this.stacks.get(lun.name);
       const allocatedBytes = stack ? stack.thin.allocatedBytes : lun.map.mappedCount * metadata.config.allocationUnitBytes;
       const successors = [...metadata.snapshots.values()].filter((snapshot) => snapshot.predecessorId === lun.id).sort((a, b) => a.epoch - b.epoch).map((snapshot) => `${lun.name}@${snapshot.name}`);
-      return { name: lun.name, sizeBytes: lun.sizeBytes, allocatedBytes, createdAt: new Date(lun.createdAtMs).toISOString(), open: this.openCounts.get(lun.name) ?? 0, snapshots: successors.length, successors };
+      return { name: lun.name, sizeBytes: lun.sizeBytes, allocatedBytes, createdAt: new Date(lun.createdAtMs).toISOString(), open: this.openCounts.get(lun.name) ?? 0, snapshots: successors.length, successors, atRisk: false };
     });
+    for (const lun of luns) lun.atRisk = atRisk.some((name) => name === lun.name || name === `${lun.name} (snapshots)`);
     const totalBytes = pool.capacityBytes();
     const freeBytes = pool.freeBytes();
     return {
       pool: {
         uuid: metadata.config.poolUuid,
         raid: `raid${metadata.config.raidLevel}`,
-        state: 'online',
+        state: this.drives.poolState(),
+        atRiskLuns: atRisk,
         totalBytes,
         freeBytes,
         reservedBytes: Math.min(freeBytes, pool.reservedUnits() * metadata.config.allocationUnitBytes),
@@ -271,17 +291,22 @@ export class Controller {
         createdAt: new Date(metadata.config.createdAtMs).toISOString(),
       },
       drives: metadata.drives.map((drive) => {
+        const holds = pool.metadataCopyDrives.includes(drive.index);
         const report = pool.copyReports.find((copy) => copy.driveIndex === drive.index);
+        const state = pool.health.state(drive.index);
+        const opened = pool.drives[drive.index]!;
         return {
           index: drive.index,
-          path: pool.drives[drive.index]!.path,
+          path: opened.path,
           sizeBytes: drive.sizeBytes,
-          state: 'online' as const,
-          io: (pool.drives[drive.index] as { inline?: boolean }).inline ? ('inline' as const) : ('async' as const),
+          state,
+          ...(state === 'failed' ? { failedReason: drive.failedReason ?? 'failed', ...(drive.failedAtMs ? { failedAt: new Date(drive.failedAtMs).toISOString() } : {}) } : {}),
+          io: isMissingDrive(opened) ? ('missing' as const) : (opened as { inline?: boolean }).inline ? ('inline' as const) : ('async' as const),
           psegCount: drive.psegCount,
           rss: drive.rssId,
-          holdsMetadataCopy: report !== undefined,
-          ...(report ? { metadataCopy: report.state } : {}),
+          holdsMetadataCopy: holds,
+          // As found at open; a copy placed during this mount was just written, so good.
+          ...(holds ? { metadataCopy: report?.state ?? 'good' } : {}),
         };
       }),
       luns,
@@ -292,6 +317,9 @@ export class Controller {
         dirtyBytes: this.budget.dirtyBytes(),
         writtenThroughBytes: [...this.stacks.values()].reduce((sum, stack) => sum + stack.cache.stats.writtenThroughBytes, 0),
       },
+      integrity: { ...pool.health.integrity },
+      jobs: this.drives.jobs.list(),
+      writeIntent: { dirtyRstores: pool.intent.dirtyCount },
       metadata: { journalFillRatio: Number(pool.metadataJournalFillRatio.toFixed(4)) },
       kernels: kernelImplementation,
     };
@@ -299,6 +327,7 @@ export class Controller {
 
   /** Flushes every LUN and closes the pool cleanly. */
   async close(): Promise<void> {
+    await this.drives.close();
     for (const stack of this.stacks.values()) await stack.cache.close();
     for (const set of this.snapshotSets.values()) await set.targetStore?.quiesce();
     this.stacks.clear();

@@ -1,10 +1,13 @@
 // Where things go on a drive, decided once at pool creation: the 4 KiB header, the quorum area
-// (two checkpoint slots sized for the metadata of a fully allocated pool, and the journal), then
-// the PSEG area. Every drive of a pool gets the same quorum area, so a metadata copy can move to
-// any drive.
+// (two checkpoint slots sized for the metadata of a fully allocated pool, and the journal), the
+// checksum table (one u32 per 4 KiB of PSEG area, src/drive/checksum-table.ts), then the PSEG
+// area. Every drive of a pool gets the same layout (the table is sized for the largest drive), so
+// a metadata copy can move to any drive.
 
+import { checksumTableBytesFor, tablePageBytes } from '../drive/checksum-table.js';
 import { driveHeaderBytes } from '../meta/drive-header.js';
 import { alignUp, KiB, MiB } from '../util/sizes.js';
+import { assert } from '../util/assert.js';
 import { LunfsError } from '../util/errors.js';
 
 export const defaultPsegSizeBytes = 2 * MiB; // seed 004 [0059]
@@ -20,6 +23,10 @@ export interface DriveLayout {
   quorumOffsetBytes: number;
   checkpointSlotBytes: number;
   journalBytes: number;
+  /** The checksum table: right after the journal, whole 4 KiB pages, one entry per 4 KiB of PSEG area. */
+  checksumTableOffsetBytes: number;
+  checksumTableBytes: number;
+  /** The first MiB boundary at or after the end of the checksum table. */
   psegAreaOffsetBytes: number;
 }
 
@@ -33,8 +40,17 @@ export function planLayout(driveSizesBytes: number[], psegSizeBytes: number, all
   const checkpointSlotBytes = alignUp(256 * KiB + maxUnits * 16 + maxRstores * 160 + snapshotRecordRoom(maxUnits) * snapshotRecordBytes, 64 * KiB);
   const journalBytes = Math.min(64 * MiB, alignUp(Math.max(2 * MiB, checkpointSlotBytes), 64 * KiB));
   const quorumOffsetBytes = driveHeaderBytes;
-  const psegAreaOffsetBytes = alignUp(quorumOffsetBytes + 2 * checkpointSlotBytes + journalBytes, MiB);
-  return { quorumOffsetBytes, checkpointSlotBytes, journalBytes, psegAreaOffsetBytes };
+  // The table starts right where the journal ends (4 KiB aligned, as slots and journal are 64 KiB
+  // multiples after the 4 KiB header) and the PSEG area at the next MiB boundary after it, so a
+  // small table lives in the slack that MiB alignment leaves anyway and costs no PSEG. It is sized
+  // as if everything after its start on the largest drive were PSEG area: an upper bound, so it
+  // never falls short of the PSEGs behind it.
+  const checksumTableOffsetBytes = quorumOffsetBytes + 2 * checkpointSlotBytes + journalBytes;
+  const largestDriveBytes = Math.max(0, ...driveSizesBytes);
+  const checksumTableBytes = checksumTableBytesFor(Math.max(0, largestDriveBytes - checksumTableOffsetBytes));
+  const psegAreaOffsetBytes = alignUp(checksumTableOffsetBytes + checksumTableBytes, MiB);
+  assert(checksumTableOffsetBytes % tablePageBytes === 0, `checksum table offset ${checksumTableOffsetBytes} is not 4 KiB aligned`);
+  return { quorumOffsetBytes, checkpointSlotBytes, journalBytes, checksumTableOffsetBytes, checksumTableBytes, psegAreaOffsetBytes };
 }
 
 /** Room reserved in a checkpoint slot per snapshot record. */

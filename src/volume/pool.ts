@@ -4,10 +4,14 @@
 // the queued metadata ops. LUN management (create, remove, grow) lives here too; the LUN stacks
 // themselves are assembled in stack.ts.
 
+import { ChecksumDrive, checksumGeometryOf } from '../drive/checksum-drive.js';
 import type { Drive } from '../drive/drive.js';
+import { isMissingDrive, MissingDrive } from '../drive/missing-drive.js';
 import { decodeDriveHeader, driveHeaderBytes, encodeDriveHeader, type DriveHeader } from '../meta/drive-header.js';
 import { MetadataStore, type CopyReport, type QuorumLayout } from '../meta/metadata-store.js';
-import { applyMetadataOp, type LunRecord, type MetadataOp, type PoolMetadata, type RaidLevel } from '../meta/pool-metadata.js';
+import { applyMetadataOp, driveStateOf, type LunRecord, type MetadataOp, type PoolMetadata, type RaidLevel } from '../meta/pool-metadata.js';
+import { DriveHealth } from '../raid/drive-health.js';
+import { WriteIntent } from '../raid/write-intent.js';
 import type { LmapEntry } from '../map/lmap.js';
 import { RsegAllocator, type RsegAllocation, type RsegRef } from '../map/rseg-allocator.js';
 import type { MapSpace } from '../map/thin-volume.js';
@@ -38,6 +42,18 @@ export interface PoolFormatOptions {
   log: Logger;
 }
 
+/** What a scrub found and repaired. */
+export interface ScrubReport {
+  rstores: number;
+  /** Rows (RAID-5) or stripe units (RAID-0/1) read and checked. */
+  rows: number;
+  checksumRepairs: number;
+  /** RAID-5 parities, or RAID-1 mirrors, found inconsistent and rewritten. */
+  parityRepairs: number;
+  /** Places no redundancy could repair (reads there fail with EIO). */
+  unrepairable: number;
+}
+
 export interface PoolOpenOptions {
   clock: Clock;
   log: Logger;
@@ -51,22 +67,54 @@ export interface PoolOpenOptions {
 
 export class Pool implements MapSpace {
   private readonly allocator: RsegAllocator;
+  /** Which drives are in service; shared by every RStore. */
+  readonly health: DriveHealth;
+  /** Called after a drive fails (the controller relocates metadata copies, logs, updates status). */
+  onDriveFailure: (driveIndex: number, reason: string) => void = () => {};
   private readonly rstoreCache = new Map<number, RStore>();
   private pending: Array<{ op: MetadataOp; afterCommit?: () => void }> = [];
   private readonly commitMutex = new Mutex();
   private closed = false;
   private sessionStarted = false;
+  private stopping = false;
 
   private constructor(
+    /** The drives as opened (files, devices, or MissingDrive stand-ins), in drive-index order. */
     readonly drives: Drive[],
+    /** What the RStores use: each drive behind its ChecksumDrive filter. */
     private readonly geometry: DriveGeometry[],
     readonly metadata: PoolMetadata,
     private readonly store: MetadataStore,
     readonly copyReports: CopyReport[],
     private readonly options: PoolOpenOptions,
-    private readonly checkpointSlotBytes: number,
+    readonly headers: ReadonlyArray<DriveHeader | undefined>,
   ) {
     this.allocator = new RsegAllocator(metadata);
+    this.health = new DriveHealth(metadata.drives, (driveIndex, reason) => this.recordDriveFailure(driveIndex, reason));
+    const dirtyAtOpen = [...metadata.rstores.values()].filter((rstore) => rstore.dirty).map((rstore) => rstore.id);
+    this.intent = new WriteIntent(dirtyAtOpen, options.clock, async (rstoreIds, dirty) => {
+      const op: MetadataOp = { kind: 'rstore-intent', rstoreIds, dirty };
+      applyMetadataOp(this.metadata, op);
+      this.queue(op);
+      await this.commit();
+    });
+  }
+
+  /** The write-intent record of the RStores (see raid/write-intent.ts). */
+  readonly intent: WriteIntent;
+
+  private get checkpointSlotBytes(): number {
+    return this.layoutHeader.checkpointSlotBytes;
+  }
+
+  /** A header of a present drive: every drive of a pool has the same layout. */
+  get layoutHeader(): DriveHeader {
+    return this.headers.find((header) => header !== undefined)!;
+  }
+
+  /** The drive as the RStores see it (behind its checksum filter). */
+  dataDrive(driveIndex: number): Drive {
+    return this.geometry[driveIndex]!.drive;
   }
 
   /** Writes headers and a first checkpoint on fresh drives. The drives stay open in the result. */
@@ -113,19 +161,93 @@ export class Pool implements MapSpace {
     return Pool.open(drives, { clock: options.clock, log: options.log });
   }
 
-  /** Checks the drives' headers (same pool, right order, none missing), then recovers the metadata. */
+  /**
+   * Checks the drives' headers (same pool, right order), then recovers the metadata. A drive that
+   * is missing (a MissingDrive in its place) or failed earlier is out of service: the pool opens
+   * degraded when every RStore keeps its data without it, and refuses otherwise.
+   */
   static async open(drives: Drive[], options: PoolOpenOptions): Promise<Pool> {
     const headers = await readHeaders(drives);
-    const first = headers[0]!;
-    const copies = headers.flatMap((header, index) => (header.holdsQuorumCopy ? [{ drive: drives[index]!, driveIndex: index }] : []));
+    const first = headers.find((header) => header !== undefined)!;
+    const copies = headers.flatMap((header, index) => (header?.holdsQuorumCopy ? [{ drive: drives[index]!, driveIndex: index }] : []));
+    if (copies.length === 0) throw new LunfsError('ECORRUPT', `no drive holding a metadata copy is present (missing: ${drives.filter(isMissingDrive).map((drive) => drive.path).join(', ')})`);
     const { store, metadata, reports } = await MetadataStore.open(copies, quorumLayoutOf(first), options.log);
     metadata.drives.forEach((record, index) => {
-      if (headers[index]!.driveUuid !== record.uuid) throw new LunfsError('ECORRUPT', `drive ${drives[index]!.path} does not match the pool metadata for drive ${index}`);
+      const header = headers[index];
+      if (header && header.driveUuid !== record.uuid) {
+        if (driveStateOf(record) === 'failed') return; // the drive a replacement took the place of
+        throw new LunfsError('ECORRUPT', `drive ${drives[index]!.path} does not match the pool metadata for drive ${index}`);
+      }
     });
-    const geometry = headers.map((header, index) => ({ drive: drives[index]!, psegAreaOffsetBytes: header.psegAreaOffsetBytes, psegSizeBytes: header.psegSizeBytes }));
-    const pool = new Pool(drives, geometry, metadata, store, reports, options, first.checkpointSlotBytes);
+    const geometry = drives.map((drive, index) => {
+      const header = headers[index];
+      const usable = header !== undefined && header.driveUuid === metadata.drives[index]!.uuid && driveStateOf(metadata.drives[index]!) !== 'failed';
+      const dataDrive = usable ? new ChecksumDrive(drive, checksumGeometryOf(header)) : drive;
+      return { drive: dataDrive, psegAreaOffsetBytes: first.psegAreaOffsetBytes, psegSizeBytes: first.psegSizeBytes };
+    });
+    const pool = new Pool(drives, geometry, metadata, store, reports, options, headers);
+    pool.markMissingDrives();
+    if (!options.readOnly) pool.refuseIfDataLost();
     if (!options.readOnly && !options.deferSession) await pool.startSession();
     return pool;
+  }
+
+  /** Drives absent at open (or present but failed before) are out of service; their metadata copies too. */
+  private markMissingDrives(): void {
+    this.drives.forEach((drive, index) => {
+      const record = this.metadata.drives[index]!;
+      if (isMissingDrive(drive)) {
+        drive.sizeBytes = record.sizeBytes;
+        if (driveStateOf(record) !== 'failed') this.health.fail(index, new Error(`missing when the pool was opened: ${drive.reason}`));
+      }
+      if (driveStateOf(record) === 'failed') this.store.dropCopy(index);
+    });
+  }
+
+  /** EIO naming what is lost when some RStore has more members out of service than its RAID level covers. */
+  refuseIfDataLost(): void {
+    const lost = this.lostRstores();
+    if (lost.length === 0) return;
+    const failed = this.health.failedDrives().map((index) => `${index} (${this.drives[index]!.path}: ${this.metadata.drives[index]!.failedReason ?? 'failed'})`);
+    const luns = this.lunsOn(lost.map((rstore) => rstore.record.id));
+    throw new LunfsError('EIO', `the pool cannot be served: RAID-${this.metadata.config.raidLevel} cannot do without drive(s) ${failed.join(', ')}; ${lost.length} RStore(s) lost members beyond their redundancy${luns.length > 0 ? `, holding data of ${luns.join(', ')}` : ''}. Bring the drive back and mount again.`);
+  }
+
+  /** RStores with more members out of service than their redundancy covers. */
+  lostRstores(): RStore[] {
+    return [...this.metadata.rstores.values()].map((record) => this.rstore(record.id)).filter((rstore) => rstore.lost);
+  }
+
+  /** RStores running without a member (failed or being rebuilt). */
+  degradedRstores(): RStore[] {
+    return [...this.metadata.rstores.values()].map((record) => this.rstore(record.id)).filter((rstore) => rstore.record.members.some((member) => driveStateOf(this.metadata.drives[member.driveIndex]!) !== 'online'));
+  }
+
+  /** Names of the user LUNs (and LUN@snapshots' owners) with data in these RStores. */
+  lunsOn(rstoreIds: number[]): string[] {
+    const ids = new Set(rstoreIds);
+    const names = new Set<string>();
+    for (const lun of this.metadata.luns.values()) {
+      let hit = false;
+      lun.map.forEachMapped((_, entry) => { if (ids.has(entry.rstoreId)) hit = true; });
+      if (!hit) continue;
+      const owner = lun.role === 'target' ? this.metadata.luns.get(lun.ownerLunId!) : lun;
+      if (owner) names.add(lun.role === 'target' ? `${owner.name} (snapshots)` : owner.name);
+    }
+    return [...names].sort();
+  }
+
+  /**
+   * A drive left service: recorded at once in memory (no RStore reads or writes it from now on)
+   * and durably with the next commit. Its metadata copy, if it held one, is dropped.
+   */
+  private recordDriveFailure(driveIndex: number, reason: string): void {
+    const op: MetadataOp = { kind: 'drive-fail', driveIndex, reason, atMs: this.options.clock.nowMs() };
+    applyMetadataOp(this.metadata, op);
+    this.store.dropCopy(driveIndex);
+    if (!this.options.readOnly) this.queue(op);
+    this.options.log.error({ drive: this.drives[driveIndex]!.path, driveIndex, reason }, 'drive failed: out of service');
+    this.onDriveFailure(driveIndex, reason);
   }
 
   get allocationUnitBytes(): number {
@@ -175,7 +297,7 @@ export class Pool implements MapSpace {
     if (!rstore) {
       const record = this.metadata.rstores.get(rstoreId);
       assert(record !== undefined, `unknown RStore ${rstoreId}`);
-      rstore = new RStore(record, this.geometry, this.metadata.config.stripeUnitBytes);
+      rstore = new RStore(record, this.geometry, this.metadata.config.stripeUnitBytes, this.health, this.options.readOnly ? undefined : this.intent);
       this.rstoreCache.set(rstoreId, rstore);
     }
     return rstore;
@@ -189,17 +311,173 @@ export class Pool implements MapSpace {
   async commit(): Promise<void> {
     if (!this.sessionStarted) await this.startSession();
     return this.commitMutex.run(async () => {
+      // RStores idle since before this commit's flush are consistent on the drives once it is done.
+      const idle = this.options.readOnly ? undefined : this.intent.takeIdle();
+      if (idle && idle.rstoreIds.length > 0) {
+        const op: MetadataOp = { kind: 'rstore-intent', rstoreIds: idle.rstoreIds, dirty: false };
+        applyMetadataOp(this.metadata, op);
+        this.pending.push({ op });
+      }
       const batch = this.pending;
       this.pending = [];
       try {
-        await Promise.all(this.drives.map((drive) => drive.flush()));
+        await this.flushDataDrives();
         await this.store.commit(batch.map((entry) => entry.op));
       } catch (error) {
         this.pending = batch.concat(this.pending); // not durable: try again at the next commit
+        idle?.done(false);
         throw error;
       }
+      idle?.done(true);
       for (const entry of batch) entry.afterCommit?.();
     });
+  }
+
+  /**
+   * Flushes every drive in service (data, then checksum tables). A drive whose flush fails leaves
+   * service; that is an error for the caller only when some RStore lost data with it.
+   */
+  async flushDataDrives(): Promise<void> {
+    const indexes = this.metadata.drives.map((_, index) => index).filter((index) => this.health.writable(index));
+    const results = await Promise.allSettled(indexes.map((index) => this.geometry[index]!.drive.flush()));
+    results.forEach((result, position) => {
+      if (result.status === 'rejected') this.health.fail(indexes[position]!, result.reason);
+    });
+    if (results.some((result) => result.status === 'rejected') && this.lostRstores().length > 0) {
+      const reason = (results.find((result) => result.status === 'rejected') as PromiseRejectedResult).reason as Error;
+      throw new LunfsError('EIO', `flush failed and the pool has no redundancy left for it: ${reason.message}`, { cause: reason });
+    }
+  }
+
+  // ---- drives: failure, replacement, rebuild, scrub ----
+
+  /**
+   * Keeps as many metadata copies as the pool had (up to three, one per drive in service): when a
+   * drive holding one failed, the lowest online drive without one gets a fresh copy and its header
+   * says so. Any one good copy suffices to open the pool.
+   */
+  async ensureMetadataCopies(): Promise<void> {
+    const online = this.metadata.drives.map((_, index) => index).filter((index) => this.health.state(index) === 'online');
+    const wanted = Math.min(maxQuorumCopies, online.length);
+    for (const driveIndex of online) {
+      const holding = this.store.copyDriveIndexes.filter((index) => this.health.state(index) === 'online');
+      if (holding.length >= wanted) return;
+      if (holding.includes(driveIndex)) continue;
+      await this.store.addCopy({ drive: this.drives[driveIndex]!, driveIndex });
+      await this.rewriteHeader(driveIndex, { holdsQuorumCopy: true });
+      this.options.log.warn({ driveIndex, drive: this.drives[driveIndex]!.path }, 'metadata copy placed on drive');
+    }
+  }
+
+  /** Which drives hold a metadata copy now. */
+  get metadataCopyDrives(): number[] {
+    return this.store.copyDriveIndexes;
+  }
+
+  private async rewriteHeader(driveIndex: number, change: Partial<DriveHeader>): Promise<void> {
+    const header = { ...this.headers[driveIndex]!, ...change };
+    const drive = this.drives[driveIndex]!;
+    await drive.write(0, encodeDriveHeader(header));
+    await drive.flush();
+    (this.headers as Array<DriveHeader | undefined>)[driveIndex] = header;
+  }
+
+  /**
+   * Puts newDrive in the place of failed drive driveIndex: writes its header, clears its checksum
+   * table, and commits it as 'rebuilding' (writes reach it from then on; reads wait for the
+   * rebuild). The caller then runs rebuildDrive.
+   */
+  async replaceDrive(driveIndex: number, newDrive: Drive, driveUuid: string): Promise<void> {
+    this.replaceDriveCheck(driveIndex);
+    const record = this.metadata.drives[driveIndex]!;
+    const layout = this.layoutHeader;
+    const psegCount = psegCountFor(newDrive.sizeBytes, layout, layout.psegSizeBytes);
+    if (psegCount < record.psegCount) {
+      throw new LunfsError('EINVAL', `drive ${newDrive.path} (${newDrive.sizeBytes} bytes) is too small to replace drive ${driveIndex}: it needs at least ${layout.psegAreaOffsetBytes + record.psegCount * layout.psegSizeBytes} bytes`);
+    }
+    const header: DriveHeader = { ...layout, driveUuid, driveIndex, driveSizeBytes: newDrive.sizeBytes, psegCount: record.psegCount, holdsQuorumCopy: false, createdAtMs: this.options.clock.nowMs() };
+    const geometry = checksumGeometryOf(header);
+    await newDrive.discard(geometry.tableOffsetBytes, geometry.tableBytes); // an all-zero table: no checksum known yet
+    await newDrive.write(0, encodeDriveHeader(header));
+    await newDrive.flush();
+    const old = this.drives[driveIndex]!;
+    this.drives[driveIndex] = newDrive;
+    (this.headers as Array<DriveHeader | undefined>)[driveIndex] = header;
+    this.geometry[driveIndex]!.drive = new ChecksumDrive(newDrive, geometry);
+    await this.commitOp({ kind: 'drive-replace', driveIndex, uuid: driveUuid, sizeBytes: newDrive.sizeBytes, psegCount: record.psegCount });
+    await old.close().catch(() => {});
+    this.options.log.warn({ driveIndex, drive: newDrive.path, replaced: old.path }, 'drive replaced; rebuild starts');
+  }
+
+  /** Refuses a replacement of driveIndex unless it failed and the rest of the pool can rebuild it. */
+  replaceDriveCheck(driveIndex: number): void {
+    this.checkWritable();
+    const record = this.metadata.drives[driveIndex];
+    if (!record) throw new LunfsError('ENOENT', `the pool has no drive ${driveIndex} (it has ${this.metadata.drives.length})`);
+    const state = this.health.state(driveIndex);
+    if (state === 'online') throw new LunfsError('EINVAL', `drive ${driveIndex} (${this.drives[driveIndex]!.path}) is in service; only a failed drive can be replaced`);
+    if (state === 'rebuilding') throw new LunfsError('EBUSY', `drive ${driveIndex} is being rebuilt already`);
+    if (this.metadata.config.raidLevel === 0) throw new LunfsError('EINVAL', 'a RAID-0 pool has no redundancy to rebuild a drive from');
+    const lost = this.lostRstores();
+    if (lost.length > 0) throw new LunfsError('EIO', `cannot rebuild: ${lost.length} RStore(s) have lost more members than their redundancy covers`);
+  }
+
+  /** Asks running rebuilds and scrubs to stop at the next RStore (close, unmount). */
+  stopBackgroundWork(): void {
+    this.stopping = true;
+  }
+
+  /** Bytes a rebuild of driveIndex writes: one PSEG per RStore with a member there. */
+  rebuildBytes(driveIndex: number): number {
+    let count = 0;
+    for (const record of this.metadata.rstores.values()) if (record.members.some((member) => member.driveIndex === driveIndex)) count += 1;
+    return count * this.metadata.config.psegSizeBytes;
+  }
+
+  /**
+   * Rebuilds a replacement drive from redundancy, RStore by RStore, while I/O goes on; then makes
+   * it durable, marks the drive online and restores the metadata copies.
+   */
+  async rebuildDrive(driveIndex: number, progress: (bytes: number) => void): Promise<void> {
+    assert(this.health.state(driveIndex) === 'rebuilding', `rebuild of drive ${driveIndex}, which is not being replaced`);
+    try {
+      for (const record of [...this.metadata.rstores.values()]) {
+        const rstore = this.rstore(record.id);
+        const memberIndex = rstore.memberIndexOn(driveIndex);
+        if (memberIndex === undefined) continue;
+        if (this.stopping) throw new LunfsError('EBUSY', `rebuild of drive ${driveIndex} interrupted by the shutdown; it starts again at the next mount`);
+        await rstore.rebuildMember(memberIndex, progress);
+      }
+      await this.flushDataDrives();
+      await this.commitOp({ kind: 'drive-rebuilt', driveIndex });
+    } finally {
+      this.health.clearRebuilt();
+    }
+    this.options.log.warn({ driveIndex, drive: this.drives[driveIndex]!.path }, 'drive rebuilt: in service');
+    await this.ensureMetadataCopies();
+  }
+
+  /** Reads every RStore member, verifies checksums, parity and mirrors, repairs what it can. */
+  async scrub(progress: (bytes: number) => void = () => {}): Promise<ScrubReport> {
+    const report: ScrubReport = { rstores: 0, rows: 0, checksumRepairs: 0, parityRepairs: 0, unrepairable: 0 };
+    for (const record of [...this.metadata.rstores.values()]) {
+      if (this.stopping) throw new LunfsError('EBUSY', 'scrub interrupted by the shutdown');
+      const found = await this.rstore(record.id).scrub(progress);
+      report.rstores += 1;
+      report.rows += found.rows;
+      report.checksumRepairs += found.checksumRepairs;
+      report.parityRepairs += found.parityRepairs;
+      report.unrepairable += found.unrepairable;
+    }
+    await this.commit();
+    return report;
+  }
+
+  /** Bytes a scrub reads: every member of every RStore. */
+  scrubBytes(): number {
+    let members = 0;
+    for (const record of this.metadata.rstores.values()) members += record.members.length;
+    return members * this.metadata.config.psegSizeBytes;
   }
 
   // ---- LUN management ----
@@ -307,7 +585,10 @@ export class Pool implements MapSpace {
     try {
       if (!this.options.readOnly && this.sessionStarted) {
         await this.commit();
-        await this.store.checkpoint((committed) => { committed.cleanShutdown = true; });
+        await this.store.checkpoint((committed) => {
+          committed.cleanShutdown = true;
+          for (const rstore of committed.rstores.values()) delete rstore.dirty; // everything was flushed
+        });
       }
     } finally {
       await Promise.all(this.drives.map((drive) => drive.close()));
@@ -340,30 +621,45 @@ export class Pool implements MapSpace {
   }
 
   /**
-   * After a crash the mirrors of a RAID-1 RSEG may differ where writes were in flight, and reads
-   * that alternate between mirrors would return different data for the same block. Each mapped
-   * RSEG is made equal again from one mirror (any mirror holds data that was written there).
-   * The clean-shutdown flag stays false until this is done, so a crash during it repeats it.
+   * After a crash, in the RStores whose write intent was set (no other RStore had a write in
+   * flight): a block and its checksum may disagree where a write was torn, the mirrors of a RAID-1
+   * RSEG may differ, and a RAID-5 row's parity may not be the XOR of its data. In that order:
+   * each member's checksums are recomputed from its data as it is (any version of a block that
+   * reached the drive was written there), each mapped RAID-1 RSEG is made equal again from one
+   * mirror, and each RAID-5 row's parity is recomputed. Then the intents are cleared. The
+   * clean-shutdown flag stays false until this is done, so a crash during it repeats it.
    */
   private async resyncMirrors(): Promise<void> {
+    const dirty = [...this.metadata.rstores.values()].filter((record) => record.dirty).map((record) => this.rstore(record.id));
+    if (dirty.length === 0) return;
+    this.options.log.warn({ rstores: dirty.length }, 'resynchronising the RStores that had writes in flight');
+    for (const rstore of dirty) {
+      for (const [memberIndex, member] of rstore.record.members.entries()) {
+        if (!this.health.writable(member.driveIndex)) continue;
+        const drive = this.geometry[member.driveIndex]!.drive;
+        if (drive instanceof ChecksumDrive) await drive.recompute(this.memberPhysicalOffset(rstore, memberIndex), rstore.memberBytes);
+      }
+      if (rstore.degraded) this.options.log.error({ rstore: rstore.record.id }, 'RStore had writes in flight while a member was out of service: its redundancy for those rows cannot be checked');
+    }
     const unitBytes = this.metadata.config.allocationUnitBytes;
     const buffer = Buffer.alloc(unitBytes);
-    // RAID-5: every row's parity is made the XOR of its data again (no write-intent record yet).
-    let resynced = false;
-    for (const record of this.metadata.rstores.values()) {
-      if (record.raidLevel !== 5) continue;
-      await this.rstore(record.id).resyncParity();
-      resynced = true;
-    }
+    const dirtyIds = new Set(dirty.map((rstore) => rstore.record.id));
     const mapped: LmapEntry[] = [];
-    for (const lun of this.metadata.luns.values()) lun.map.forEachMapped((_, entry) => mapped.push(entry));
+    for (const lun of this.metadata.luns.values()) lun.map.forEachMapped((_, entry) => { if (dirtyIds.has(entry.rstoreId)) mapped.push(entry); });
     for (const entry of mapped) {
       const rstore = this.rstore(entry.rstoreId);
       if (rstore.record.raidLevel !== 1) continue;
       await rstore.read(entry.rsegIndex * unitBytes, buffer);
       await rstore.write(entry.rsegIndex * unitBytes, buffer);
     }
-    if (mapped.length > 0 || resynced) await Promise.all(this.drives.map((drive) => drive.flush()));
+    for (const rstore of dirty) await rstore.resyncParity();
+    await this.flushDataDrives();
+  }
+
+  /** Where member memberIndex of an RStore starts on its drive. */
+  memberPhysicalOffset(rstore: RStore, memberIndex: number): number {
+    const member = rstore.record.members[memberIndex]!;
+    return this.layoutHeader.psegAreaOffsetBytes + member.psegIndex * this.metadata.config.psegSizeBytes;
   }
 
   private checkLunSize(sizeBytes: number): void {
@@ -389,30 +685,34 @@ function quorumLayoutOf(header: DriveHeader): QuorumLayout {
   return { quorumOffsetBytes: header.quorumOffsetBytes, checkpointSlotBytes: header.checkpointSlotBytes, journalBytes: header.journalBytes };
 }
 
-async function readHeaders(drives: Drive[]): Promise<DriveHeader[]> {
+/** The header of each drive (undefined for a MissingDrive); all present drives must be of one pool, in order. */
+async function readHeaders(drives: Drive[]): Promise<Array<DriveHeader | undefined>> {
   if (drives.length === 0) throw new LunfsError('EINVAL', 'no drives given');
   const headers = await Promise.all(drives.map(async (drive) => {
+    if (isMissingDrive(drive)) return undefined;
     const buffer = Buffer.alloc(driveHeaderBytes);
     await drive.read(0, buffer);
     const decoded = decodeDriveHeader(buffer);
     if (!decoded.ok) throw new LunfsError('ECORRUPT', `drive ${drive.path}: ${decoded.reason}`);
     return decoded.header;
   }));
-  const poolUuid = headers[0]!.poolUuid;
-  headers.forEach((header, position) => {
+  const present = headers.flatMap((header, position) => (header ? [{ header, position }] : []));
+  if (present.length === 0) throw new LunfsError('ENOENT', `none of the pool's drives is present: ${drives.map((drive) => `${drive.path} (${(drive as MissingDrive).reason})`).join(', ')}`);
+  const poolUuid = present[0]!.header.poolUuid;
+  for (const { header, position } of present) {
     if (header.poolUuid !== poolUuid) throw new LunfsError('EINVAL', `drive ${drives[position]!.path} belongs to another pool (${header.poolUuid}, not ${poolUuid})`);
-  });
-  // The count first: with a drive missing, every drive after it would look out of order.
-  const driveCount = headers[0]!.driveCount;
+  }
+  // The count first: with a drive left out, every drive after it would look out of order.
+  const driveCount = present[0]!.header.driveCount;
   if (headers.length !== driveCount) {
-    const given = new Set(headers.map((header) => header.driveIndex));
+    const given = new Set(present.map(({ header }) => header.driveIndex));
     const missing = [...Array(driveCount).keys()].filter((index) => !given.has(index));
     throw new LunfsError('EINVAL', `the pool has ${driveCount} drives but ${headers.length} were given${missing.length > 0 ? `; missing drive index ${missing.join(', ')}` : ''}`);
   }
-  headers.forEach((header, position) => {
+  for (const { header, position } of present) {
     if (header.driveIndex !== position) {
       throw new LunfsError('EINVAL', `drives given in the wrong order: ${drives[position]!.path} is drive ${header.driveIndex} of the pool but was given as drive ${position}`);
     }
-  });
+  }
   return headers;
 }

@@ -4,6 +4,7 @@
 // ECORRUPT and names the drive.
 
 import { describe, expect, it } from 'vitest';
+import { formatVersion } from '../../src/meta/checksum.js';
 import { decodeDriveHeader, driveHeaderBytes, encodeDriveHeader, type DriveHeader } from '../../src/meta/drive-header.js';
 import { SeededRandom } from '../../src/util/clock.js';
 import { LunfsError } from '../../src/util/errors.js';
@@ -25,6 +26,8 @@ const header: DriveHeader = {
   psegAreaOffsetBytes: 3 * 2 ** 30,
   holdsQuorumCopy: true,
   createdAtMs: 1_732_000_000_123,
+  checksumTableOffsetBytes: 2 * 2 ** 30 + 2 ** 20,
+  checksumTableBytes: 13 * 2 ** 30, // past 32 bits
 };
 
 describe('drive header', () => {
@@ -46,10 +49,19 @@ describe('drive header', () => {
 
   it('refuses a format version it does not know, and says which', () => {
     const encoded = encodeDriveHeader(header);
-    encoded.writeUInt32LE(2, 8);
-    const decoded = decodeDriveHeader(encoded);
-    expect(decoded.ok).toBe(false);
-    expect(!decoded.ok && decoded.reason).toMatch(/version 2 is not supported/);
+    for (const version of [formatVersion - 1, formatVersion + 1]) {
+      encoded.writeUInt32LE(version, 8);
+      const decoded = decodeDriveHeader(encoded);
+      expect(decoded.ok).toBe(false);
+      expect(!decoded.ok && decoded.reason).toMatch(new RegExp(`version ${version} is not supported`));
+    }
+  });
+
+  it('keeps the checksum table fields at bytes 156..171 and zeros after them', () => {
+    const encoded = encodeDriveHeader(header);
+    expect(Number(encoded.readBigUInt64LE(156))).toBe(header.checksumTableOffsetBytes);
+    expect(Number(encoded.readBigUInt64LE(164))).toBe(header.checksumTableBytes);
+    expect(encoded.subarray(172).every((byte) => byte === 0)).toBe(true);
   });
 
   it('catches a flipped bit anywhere in the 4 KiB', () => {

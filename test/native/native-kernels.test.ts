@@ -1,5 +1,5 @@
-// Checks the crc32c and xorInto kernels: known CRC-32C vectors and chaining for both
-// implementations, and property tests that the C addon and the TypeScript twins agree byte for
+// Checks the crc32c, crc32cBlocks and xorInto kernels: known CRC-32C vectors and chaining for both
+// implementations, crc32cBlocks against one crc32c per block, and property tests that the C addon and the TypeScript twins agree byte for
 // byte. A missing addon fails the comparisons (the project builds it in set-up) unless
 // LUNFS_NO_NATIVE=1 is set, which skips them.
 
@@ -11,6 +11,7 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import {
   crc32c,
+  crc32cBlocks,
   kernelImplementation,
   nativeAddonRelativePath,
   nativeKernelsOrNull,
@@ -77,7 +78,7 @@ const crcSeedArbitrary = fc.oneof(
 
 const implementations: Array<[string, () => ByteKernels]> = [
   ['typescript', () => typescriptKernels],
-  ['exported (active)', () => ({ crc32c, xorInto })],
+  ['exported (active)', () => ({ crc32c, crc32cBlocks, xorInto })],
 ];
 if (!nativeDisabled) implementations.push(['native', requireNativeKernels]);
 
@@ -111,6 +112,51 @@ describe.each(implementations)('%s kernels', (_name, getKernels) => {
       }),
       { numRuns: 60 },
     );
+  });
+
+  it('crc32cBlocks gives crc32c of each block, from seed 0, and leaves later entries alone', () => {
+    const kernels = getKernels();
+    fc.assert(
+      fc.property(
+        fc.constantFrom(1, 7, 512, 4096),
+        fc.integer({ min: 0, max: 40 }),
+        offsetArbitrary,
+        fillSeedArbitrary,
+        (blockBytes, blockCount, offset, fillSeed) => {
+          const data = bytesAtOffset(blockBytes * blockCount, offset, fillSeed);
+          const out = new Uint32Array(blockCount + 2).fill(0xabcdef01);
+          kernels.crc32cBlocks(data, blockBytes, out);
+          for (let block = 0; block < blockCount; block++) {
+            const expected = kernels.crc32c(data.subarray(block * blockBytes, (block + 1) * blockBytes), 0);
+            expect(out[block]).toBe(expected);
+          }
+          expect([out[blockCount], out[blockCount + 1]]).toEqual([0xabcdef01, 0xabcdef01]);
+        },
+      ),
+      { numRuns: 60 },
+    );
+    const zeros = new Uint32Array(2);
+    kernels.crc32cBlocks(new Uint8Array(64), 32, zeros);
+    expect([...zeros]).toEqual([0x8a9136aa, 0x8a9136aa]);
+  });
+
+  it('crc32cBlocks throws TypeError on bad arguments instead of crashing', () => {
+    const kernels = getKernels();
+    const loose = kernels as unknown as { crc32cBlocks(...values: unknown[]): void };
+    const data = new Uint8Array(8192);
+    const out = new Uint32Array(2);
+    for (const notBytes of [undefined, null, 'text', 42, new Uint16Array(4), new ArrayBuffer(8)]) {
+      expect(() => loose.crc32cBlocks(notBytes, 4096, out)).toThrow(/data must be a Buffer/);
+    }
+    for (const badBlockBytes of [0, -4096, 1.5, Number.NaN, 2 ** 32, '4096', undefined]) {
+      expect(() => loose.crc32cBlocks(data, badBlockBytes, out)).toThrow(/blockBytes must be an integer/);
+    }
+    for (const notEntries of [undefined, [0, 0], new Int32Array(2), new Uint8Array(8), new Float64Array(2)]) {
+      expect(() => loose.crc32cBlocks(data, 4096, notEntries)).toThrow(/out must be a Uint32Array/);
+    }
+    expect(() => loose.crc32cBlocks(data, 3000, new Uint32Array(4))).toThrow(/not a multiple of blockBytes/);
+    expect(() => loose.crc32cBlocks(data, 4096, new Uint32Array(1))).toThrow(/fewer than the 2 blocks/);
+    expect(() => loose.crc32cBlocks(data, 4096, out)).not.toThrow();
   });
 
   it('xorInto twice restores the original', () => {
@@ -267,6 +313,34 @@ describe.skipIf(nativeDisabled)('native and TypeScript agree', () => {
     );
   });
 
+  it('crc32cBlocks of the addon itself agrees with TypeScript on random blocks', () => {
+    requireNativeKernels();
+    // The addon's own export, not the active kernel (which falls back to TypeScript for an addon
+    // built before crc32cBlocks existed): the project builds the addon, so it must have it.
+    const addon = createRequire(import.meta.url)(join(packageRoot, nativeAddonRelativePath)) as {
+      crc32cBlocks?: ByteKernels['crc32cBlocks'];
+    };
+    expect(typeof addon.crc32cBlocks, 'the addon exports crc32cBlocks').toBe('function');
+    fc.assert(
+      fc.property(
+        fc.oneof(fc.constantFrom(4096, 512, 1), fc.integer({ min: 1, max: 9000 })),
+        fc.integer({ min: 0, max: 34 }),
+        offsetArbitrary,
+        fillSeedArbitrary,
+        (blockBytes, blockCount, offset, fillSeed) => {
+          const data = bytesAtOffset(Math.min(blockBytes * blockCount, 300_000 - (300_000 % blockBytes)), offset, fillSeed);
+          const count = data.length / blockBytes;
+          const fromNative = new Uint32Array(count + 1).fill(7);
+          const fromTypescript = new Uint32Array(count + 1).fill(7);
+          addon.crc32cBlocks!(data, blockBytes, fromNative);
+          typescriptKernels.crc32cBlocks(data, blockBytes, fromTypescript);
+          expect([...fromNative]).toEqual([...fromTypescript]);
+        },
+      ),
+      { numRuns: 200 },
+    );
+  });
+
   it('xorInto on random buffers, lengths 0..70000, unaligned offsets', () => {
     const native = requireNativeKernels();
     fc.assert(
@@ -297,6 +371,10 @@ describe.skipIf(nativeDisabled)('native and TypeScript agree', () => {
     const cases: Array<(kernels: ByteKernels) => unknown> = [
       (kernels) => kernels.crc32c('x' as unknown as Uint8Array),
       (kernels) => kernels.crc32c(new Uint8Array(1), -1),
+      (kernels) => kernels.crc32cBlocks(new Uint8Array(10), 4, new Uint32Array(4)),
+      (kernels) => kernels.crc32cBlocks(new Uint8Array(16), 4, new Uint32Array(3)),
+      (kernels) => kernels.crc32cBlocks(new Uint8Array(16), 0, new Uint32Array(4)),
+      (kernels) => kernels.crc32cBlocks(new Uint8Array(16), 4, new Int32Array(4) as unknown as Uint32Array),
       (kernels) => kernels.xorInto(new Uint8Array(3), new Uint8Array(4)),
       (kernels) => kernels.xorInto(new Uint8Array(3), {} as Uint8Array),
     ];

@@ -101,7 +101,8 @@ export function describeMetadata(metadata: PoolMetadata): unknown {
     config: metadata.config,
     drives: metadata.drives,
     rss: metadata.rss,
-    rstores: [...metadata.rstores.values()].sort((a, b) => a.id - b.id),
+    // The write-intent bit is session state (set by writes, cleared when idle or at a clean close).
+    rstores: [...metadata.rstores.values()].sort((a, b) => a.id - b.id).map(({ dirty: _dirty, ...rest }) => rest),
     luns: [...metadata.luns.values()].sort((a, b) => a.id - b.id).map((lun) => {
       const map: Array<[number, number, number, number]> = [];
       lun.map.forEachMapped((unitIndex, entry) => map.push([unitIndex, entry.rstoreId, entry.rsegIndex, entry.flags]));

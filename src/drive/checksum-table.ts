@@ -1,0 +1,211 @@
+// The checksum table of a drive's PSEG area: one u32 per 4 KiB data block, in 4 KiB table pages
+// of 1023 entries and a trailing crc32c seal of the page's first 4092 bytes (layout in
+// docs/on-disk-format.md, "Checksum table"). Entry 0 means "no checksum recorded", so a fresh
+// sparse drive, whose table reads as zeros, needs no format step; a stored checksum is never 0
+// (a block whose crc32c is 0 is stored as 1, see storedChecksum).
+//
+// Pages are read on first use and then kept in memory: 4 KiB per 4 MiB of data touched. A page
+// that fails its seal is not an error: its entries become unknown, it is counted, and it is
+// rewritten, sealed, by the next writeDirtyPages (self-healing). Only ChecksumDrive uses this.
+
+import type { BlockDevice } from '../block/block-device.js';
+import { crc32c } from '../native/native-kernels.js';
+import { assert } from '../util/assert.js';
+
+/** Bytes of data one table entry covers. */
+export const checksumBlockBytes = 4096;
+export const tablePageBytes = 4096;
+/** Entries per table page: the page's last 4 bytes hold its seal. */
+export const entriesPerTablePage = 1023;
+const sealOffsetBytes = entriesPerTablePage * 4;
+
+/** Table entry for "never written since the drive was made, or forgotten": nothing to verify. */
+export const unknownChecksum = 0;
+
+/** Bytes of table needed for dataBytes of protected data (whole pages, not aligned further). */
+export function checksumTableBytesFor(dataBytes: number): number {
+  const entryCount = Math.ceil(dataBytes / checksumBlockBytes);
+  return Math.ceil(entryCount / entriesPerTablePage) * tablePageBytes;
+}
+
+/** The table value for a block whose crc32c is crc: 0 is taken by "unknown", so 0 is stored as 1. */
+export function storedChecksum(crc: number): number {
+  return crc === 0 ? 1 : crc;
+}
+
+/** A 4 KiB table page: the entries, little-endian, then crc32c of the first 4092 bytes. */
+export function encodeTablePage(entries: Uint32Array): Buffer {
+  assert(entries.length === entriesPerTablePage, `a table page has ${entriesPerTablePage} entries, got ${entries.length}`);
+  const page = Buffer.alloc(tablePageBytes);
+  for (let index = 0; index < entriesPerTablePage; index += 1) page.writeUInt32LE(entries[index]!, index * 4);
+  page.writeUInt32LE(crc32c(page.subarray(0, sealOffsetBytes)), sealOffsetBytes);
+  return page;
+}
+
+/** The entries of a page read from the drive, or null when it fails its seal. All zeros is valid. */
+export function decodeTablePage(page: Buffer): Uint32Array | null {
+  assert(page.length === tablePageBytes, `a table page is ${tablePageBytes} bytes, got ${page.length}`);
+  const entries = new Uint32Array(entriesPerTablePage);
+  if (isAllZero(page)) return entries;
+  if (page.readUInt32LE(sealOffsetBytes) !== crc32c(page.subarray(0, sealOffsetBytes))) return null;
+  for (let index = 0; index < entriesPerTablePage; index += 1) entries[index] = page.readUInt32LE(index * 4);
+  return entries;
+}
+
+function isAllZero(bytes: Buffer): boolean {
+  for (let index = 0; index < bytes.length; index += 1) if (bytes[index] !== 0) return false;
+  return true;
+}
+
+export class ChecksumTable {
+  private readonly pages = new Map<number, Uint32Array>();
+  private readonly loading = new Map<number, Promise<Uint32Array>>();
+  private readonly dirtyPages = new Set<number>();
+  private readonly pageCount: number;
+
+  /**
+   * child holds the table at tableOffsetBytes (tableBytes long, whole pages) for blockCount data
+   * blocks; counters.tablePagesDamaged counts the pages that failed their seal when loaded.
+   */
+  constructor(
+    private readonly child: BlockDevice,
+    private readonly tableOffsetBytes: number,
+    tableBytes: number,
+    readonly blockCount: number,
+    private readonly counters: { tablePagesDamaged: number },
+  ) {
+    this.pageCount = Math.ceil(blockCount / entriesPerTablePage);
+    assert(this.pageCount * tablePageBytes <= tableBytes, `a checksum table of ${tableBytes} bytes cannot hold ${blockCount} entries`);
+    assert(tableOffsetBytes % tablePageBytes === 0, `checksum table offset ${tableOffsetBytes} is not 4 KiB aligned`);
+  }
+
+  /**
+   * Loads the pages holding the entries of blocks firstBlock..lastBlock (inclusive); undefined
+   * when they are all in memory already (the common case, which then costs no await).
+   */
+  load(firstBlock: number, lastBlock: number): Promise<void> | undefined {
+    assert(firstBlock >= 0 && firstBlock <= lastBlock && lastBlock < this.blockCount, `blocks ${firstBlock}..${lastBlock} outside 0..${this.blockCount - 1}`);
+    const lastPage = Math.floor(lastBlock / entriesPerTablePage);
+    let loads: Array<Promise<Uint32Array>> | undefined;
+    for (let page = Math.floor(firstBlock / entriesPerTablePage); page <= lastPage; page += 1) {
+      if (!this.pages.has(page)) (loads ??= []).push(this.loadPage(page));
+    }
+    return loads && Promise.all(loads).then(() => undefined);
+  }
+
+  /** How many of the blocks have a checksum recorded. */
+  countKnown(firstBlock: number, blockCount: number): number {
+    let known = 0;
+    this.eachRun(firstBlock, blockCount, false, (entries, from, to) => {
+      for (let index = from; index < to; index += 1) if (entries[index] !== unknownChecksum) known += 1;
+    });
+    return known;
+  }
+
+  /** Records crcs[i], the crc32c of block firstBlock + i, for blockCount blocks. */
+  record(firstBlock: number, crcs: Uint32Array, blockCount: number): void {
+    assert(crcs.length >= blockCount, 'fewer checksums than blocks');
+    this.eachRun(firstBlock, blockCount, true, (entries, from, to, done) => {
+      for (let index = from; index < to; index += 1) entries[index] = storedChecksum(crcs[done + index - from]!);
+    });
+  }
+
+  /** Sets the entries of the blocks to one value (unknownChecksum, or a discarded block's). */
+  fill(firstBlock: number, blockCount: number, value: number): void {
+    assert(Number.isInteger(value) && value >= 0 && value <= 0xffffffff, `checksum table entry ${value} is not a u32`);
+    this.eachRun(firstBlock, blockCount, true, (entries, from, to) => {
+      entries.fill(value, from, to);
+    });
+  }
+
+  /** The blocks (indexes) whose recorded checksum differs from crcs[block - firstBlock]. */
+  mismatchedBlocks(firstBlock: number, crcs: Uint32Array, blockCount: number): number[] {
+    const bad: number[] = [];
+    this.eachRun(firstBlock, blockCount, false, (entries, from, to, done) => {
+      for (let index = from; index < to; index += 1) {
+        const expected = entries[index]!;
+        if (expected !== unknownChecksum && expected !== storedChecksum(crcs[done + index - from]!)) bad.push(firstBlock + done + index - from);
+      }
+    });
+    return bad;
+  }
+
+  /** Pages changed in memory and not yet written. */
+  get dirtyPageCount(): number {
+    return this.dirtyPages.size;
+  }
+
+  /**
+   * Writes every dirty page, sealed, to the child (not flushed). The pages are encoded at the
+   * call, so entries changed while the writes are under way make their page dirty again; a page
+   * whose write fails stays dirty.
+   */
+  async writeDirtyPages(): Promise<void> {
+    const writes = [...this.dirtyPages].map((pageIndex) => {
+      const encoded = encodeTablePage(this.pages.get(pageIndex)!);
+      this.dirtyPages.delete(pageIndex);
+      return this.child.write(this.pageOffsetBytes(pageIndex), encoded).catch((error: unknown) => {
+        this.dirtyPages.add(pageIndex);
+        throw error;
+      });
+    });
+    const outcomes = await Promise.allSettled(writes);
+    const failure = outcomes.find((outcome): outcome is PromiseRejectedResult => outcome.status === 'rejected');
+    if (failure) throw failure.reason;
+  }
+
+  private loadedPage(pageIndex: number): Uint32Array {
+    const page = this.pages.get(pageIndex);
+    assert(page !== undefined, `checksum table page ${pageIndex} used before it was loaded`);
+    return page;
+  }
+
+  /**
+   * Calls visit once per page the blocks span, with the page's entries, the run [from, to) of
+   * entry indexes in it and the blocks done before the run; marks the pages dirty if asked.
+   */
+  private eachRun(firstBlock: number, blockCount: number, dirty: boolean, visit: (entries: Uint32Array, from: number, to: number, done: number) => void): void {
+    assert(firstBlock >= 0 && blockCount >= 0 && firstBlock + blockCount <= this.blockCount, `blocks ${firstBlock}+${blockCount} outside the table`);
+    let done = 0;
+    while (done < blockCount) {
+      const block = firstBlock + done;
+      const pageIndex = Math.floor(block / entriesPerTablePage);
+      const from = block - pageIndex * entriesPerTablePage;
+      const to = Math.min(entriesPerTablePage, from + blockCount - done);
+      visit(this.loadedPage(pageIndex), from, to, done);
+      if (dirty) this.dirtyPages.add(pageIndex);
+      done += to - from;
+    }
+  }
+
+  private pageOffsetBytes(pageIndex: number): number {
+    return this.tableOffsetBytes + pageIndex * tablePageBytes;
+  }
+
+  /** One read per page however many requests need it at once; a failed read is not kept. */
+  private loadPage(pageIndex: number): Promise<Uint32Array> {
+    const inFlight = this.loading.get(pageIndex);
+    if (inFlight) return inFlight;
+    const load = (async () => {
+      const raw = Buffer.alloc(tablePageBytes);
+      await this.child.read(this.pageOffsetBytes(pageIndex), raw);
+      let entries = decodeTablePage(raw);
+      if (entries === null) {
+        // A torn or rotten table page: forget what it said (those blocks read unverified until
+        // they are written again) and rewrite it sealed at the next flush.
+        entries = new Uint32Array(entriesPerTablePage);
+        this.counters.tablePagesDamaged += 1;
+        this.dirtyPages.add(pageIndex);
+      }
+      assert(!this.pages.has(pageIndex), `checksum table page ${pageIndex} loaded twice`);
+      this.pages.set(pageIndex, entries);
+      return entries;
+    })();
+    this.loading.set(pageIndex, load);
+    const forget = (): void => {
+      this.loading.delete(pageIndex);
+    };
+    load.then(forget, forget);
+    return load;
+  }
+}

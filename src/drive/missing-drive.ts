@@ -1,0 +1,43 @@
+// A drive that is not there: its file or device could not be opened when the pool was opened. It
+// stands in the pool's drive list at its index so that the pool can open degraded (seed 004
+// [0044]: the RSS keeps its data with one drive lost); every access fails with EIO, and the pool
+// marks the drive failed so that nothing tries.
+
+import { LunfsError } from '../util/errors.js';
+import type { Drive } from './drive.js';
+
+export class MissingDrive implements Drive {
+  constructor(
+    readonly path: string,
+    /** Why it could not be opened. */
+    readonly reason: string,
+    /** The size the pool metadata records for it (0 until the pool knows). */
+    public sizeBytes = 0,
+  ) {}
+
+  async read(): Promise<void> {
+    throw this.error('read');
+  }
+
+  async write(): Promise<void> {
+    throw this.error('write');
+  }
+
+  async flush(): Promise<void> {
+    throw this.error('flush');
+  }
+
+  async discard(): Promise<void> {
+    throw this.error('discard');
+  }
+
+  async close(): Promise<void> {}
+
+  private error(operation: string): LunfsError {
+    return new LunfsError('EIO', `${operation} failed on drive ${this.path}: the drive is missing (${this.reason})`);
+  }
+}
+
+export function isMissingDrive(drive: Drive): drive is MissingDrive {
+  return drive instanceof MissingDrive;
+}
