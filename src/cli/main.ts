@@ -159,7 +159,7 @@ export function buildProgram(): Command {
       }
       const report = job.result as ScrubReport;
       if (options.json) console.log(JSON.stringify(report, null, 2));
-      else console.log(`scrub: ${report.rstores} RStores, ${report.rows} rows checked; ${report.checksumRepairs} checksum repairs, ${report.parityRepairs} parity/mirror repairs, ${report.unrepairable} unrepairable`);
+      else console.log(`scrub: ${report.rstores} RStores, ${report.rows} rows checked${report.degradedRows > 0 ? ` (${report.degradedRows} not checked: a member is out of service)` : ''}; ${report.checksumRepairs} checksum repairs, ${report.parityRepairs} parity/mirror repairs, ${report.unrepairable} unrepairable`);
       if (report.unrepairable > 0) process.exitCode = 1;
     });
 

@@ -1,8 +1,8 @@
 // PSEG allocation (seed 004 [0059]): each drive's PSEG area is cut into equal PSEGs; an RStore
 // takes PSEGs from distinct drives of one redundancy set (RSS). Which PSEGs are in use is derived
 // from the RSDs at load, never stored twice. RAID-0 and RAID-5 take one PSEG on every drive of
-// the RSS; RAID-1 takes a mirrored pair on the two drives with the most free PSEGs. New RStores
-// go only on drives that are online: none on a failed drive or on one being rebuilt.
+// the RSS; RAID-1 takes a mirrored pair on the two drives with the most free PSEGs, online drives
+// first. See choose() for RStores made while a drive is out of service.
 
 import { driveStateOf, type DriveRecord, type PsegRef, type RaidLevel, type RssRecord, type RStoreRecord } from '../meta/pool-metadata.js';
 import { assert } from '../util/assert.js';
@@ -22,16 +22,26 @@ export class PsegAllocator {
     for (const rstore of rstores) for (const member of rstore.members) this.markUsed(member);
   }
 
-  /** Picks PSEGs for a new RStore, or returns undefined when the RSS has too few free PSEGs. */
+  /**
+   * Picks PSEGs for a new RStore, or returns undefined when the RSS has too few free PSEGs. With a
+   * drive of the set out of service, RAID-5 and RAID-1 still make RStores, degraded from birth (the
+   * member on that drive is written once the drive is replaced and rebuilt), as md goes on writing
+   * a degraded array; never with two members out, and RAID-0 only on drives in service.
+   */
   choose(raidLevel: RaidLevel, rss: RssRecord): PsegRef[] | undefined {
-    const candidates = rss.driveIndexes.filter((index) => this.freeCounts[index]! > 0 && this.online(index));
+    const withFree = rss.driveIndexes.filter((index) => this.freeCounts[index]! > 0);
+    const out = rss.driveIndexes.filter((index) => !this.online(index));
     let driveIndexes: number[];
     if (raidLevel === 0 || raidLevel === 5) {
-      if (candidates.length < rss.driveIndexes.length) return undefined;
+      if (withFree.length < rss.driveIndexes.length) return undefined;
+      if (out.length > (raidLevel === 0 ? 0 : 1)) return undefined;
       driveIndexes = rss.driveIndexes;
     } else {
-      if (candidates.length < 2) return undefined;
-      driveIndexes = [...candidates].sort((a, b) => this.freeCounts[b]! - this.freeCounts[a]! || a - b).slice(0, 2).sort((a, b) => a - b);
+      const byFree = (a: number, b: number): number => this.freeCounts[b]! - this.freeCounts[a]! || a - b;
+      const online = withFree.filter((index) => this.online(index)).sort(byFree);
+      const others = withFree.filter((index) => !this.online(index)).sort(byFree);
+      if (online.length === 0 || online.length + others.length < 2) return undefined;
+      driveIndexes = [...online, ...others].slice(0, 2).sort((a, b) => a - b);
     }
     return driveIndexes.map((driveIndex) => ({ driveIndex, psegIndex: this.findFree(driveIndex) }));
   }
@@ -42,12 +52,15 @@ export class PsegAllocator {
     this.freeCounts[member.driveIndex]! -= 1;
   }
 
-  /** How many more RStores of the pool's RAID level the free PSEGs of an RSS could form. */
+  /** How many more RStores of the pool's RAID level the free PSEGs of an RSS could form (as choose() picks). */
   rstoresStillPossible(raidLevel: RaidLevel, rss: RssRecord): number {
-    const free = rss.driveIndexes.map((index) => (this.online(index) ? this.freeCounts[index]! : 0));
-    if (raidLevel === 0 || raidLevel === 5) return Math.min(...free);
+    const free = rss.driveIndexes.map((index) => this.freeCounts[index]!);
+    const out = rss.driveIndexes.filter((index) => !this.online(index)).length;
+    if (raidLevel === 0) return out > 0 ? 0 : Math.min(...free);
+    if (raidLevel === 5) return out > 1 ? 0 : Math.min(...free);
     const total = free.reduce((a, b) => a + b, 0);
-    return Math.min(Math.floor(total / 2), total - Math.max(...free));
+    const onlineFree = rss.driveIndexes.reduce((sum, index) => sum + (this.online(index) ? this.freeCounts[index]! : 0), 0);
+    return Math.min(Math.floor(total / 2), total - Math.max(...free), onlineFree);
   }
 
   freePsegCount(driveIndex: number): number {

@@ -49,6 +49,8 @@ interface DataPiece {
 /** What a scrub of rows found. */
 export interface RowScrubReport {
   rows: number;
+  /** Rows not checked because a member is out of service (nothing to compare with). */
+  degradedRows: number;
   checksumRepairs: number;
   parityRepairs: number;
   unrepairable: number;
@@ -282,12 +284,15 @@ export class Raid5Layout {
    * counting (resync after an unclean shutdown).
    */
   async scrubRows(firstRow: number, endRow: number, options: { trustData?: boolean } = {}): Promise<RowScrubReport> {
-    const report: RowScrubReport = { rows: 0, checksumRepairs: 0, parityRepairs: 0, unrepairable: 0 };
+    const report: RowScrubReport = { rows: 0, degradedRows: 0, checksumRepairs: 0, parityRepairs: 0, unrepairable: 0 };
     const unitBytes = this.stripeUnitBytes;
     for (let row = firstRow; row < endRow; row += 1) {
       await this.rowLocks.withChunks([row], async () => {
         const rowOffset = row * unitBytes;
-        if (this.unreadableMembers(rowOffset).length > 0) return; // degraded: nothing to compare with
+        if (this.unreadableMembers(rowOffset).length > 0) {
+          report.degradedRows += 1; // nothing to compare with
+          return;
+        }
         report.rows += 1;
         const units: Buffer[] = [];
         const bad: number[] = [];

@@ -207,9 +207,10 @@ export class RStore implements BlockDevice {
   async scrub(progress: (bytes: number) => void = () => {}): Promise<RowScrubReport> {
     const unitBytes = this.stripeUnitBytes;
     const rows = this.psegSizeBytes / unitBytes;
-    const total: RowScrubReport = { rows: 0, checksumRepairs: 0, parityRepairs: 0, unrepairable: 0 };
+    const total: RowScrubReport = { rows: 0, degradedRows: 0, checksumRepairs: 0, parityRepairs: 0, unrepairable: 0 };
     const add = (report: RowScrubReport): void => {
       total.rows += report.rows;
+      total.degradedRows += report.degradedRows;
       total.checksumRepairs += report.checksumRepairs;
       total.parityRepairs += report.parityRepairs;
       total.unrepairable += report.unrepairable;
@@ -260,7 +261,7 @@ export class RStore implements BlockDevice {
   }
 
   private async scrubUnit(index: number): Promise<RowScrubReport> {
-    const report: RowScrubReport = { rows: 1, checksumRepairs: 0, parityRepairs: 0, unrepairable: 0 };
+    const report: RowScrubReport = { rows: 1, degradedRows: 0, checksumRepairs: 0, parityRepairs: 0, unrepairable: 0 };
     const offset = index * this.stripeUnitBytes;
     if (this.record.raidLevel === 0) {
       const unit = Buffer.alloc(this.stripeUnitBytes);

@@ -47,6 +47,8 @@ export interface ScrubReport {
   rstores: number;
   /** Rows (RAID-5) or stripe units (RAID-0/1) read and checked. */
   rows: number;
+  /** Rows left unchecked because a member is out of service. */
+  degradedRows: number;
   checksumRepairs: number;
   /** RAID-5 parities, or RAID-1 mirrors, found inconsistent and rewritten. */
   parityRepairs: number;
@@ -459,12 +461,13 @@ export class Pool implements MapSpace {
 
   /** Reads every RStore member, verifies checksums, parity and mirrors, repairs what it can. */
   async scrub(progress: (bytes: number) => void = () => {}): Promise<ScrubReport> {
-    const report: ScrubReport = { rstores: 0, rows: 0, checksumRepairs: 0, parityRepairs: 0, unrepairable: 0 };
+    const report: ScrubReport = { rstores: 0, rows: 0, degradedRows: 0, checksumRepairs: 0, parityRepairs: 0, unrepairable: 0 };
     for (const record of [...this.metadata.rstores.values()]) {
       if (this.stopping) throw new LunfsError('EBUSY', 'scrub interrupted by the shutdown');
       const found = await this.rstore(record.id).scrub(progress);
       report.rstores += 1;
       report.rows += found.rows;
+      report.degradedRows += found.degradedRows;
       report.checksumRepairs += found.checksumRepairs;
       report.parityRepairs += found.parityRepairs;
       report.unrepairable += found.unrepairable;

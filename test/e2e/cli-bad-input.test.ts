@@ -162,9 +162,9 @@ describe('bad input to the CLI, pool not mounted', () => {
     }
   });
 
-  it('an invalid RAID level is refused and no pool directory is created', async () => {
+  it('an invalid RAID level, or RAID-5 on two drives, is refused and no pool directory is created', async () => {
     const box = sandbox();
-    for (const [level, message, code] of [['7', /invalid RAID level '7': use 0 or 1/, 2], ['x', /invalid RAID level 'x'/, 2], ['5', /RAID-5 pools are not offered yet/, 1]] as const) {
+    for (const [level, message, code] of [['7', /invalid RAID level '7': use 0, 1 or 5/, 2], ['x', /invalid RAID level 'x'/, 2], ['5', /RAID-5 needs at least 3 drives, got 2/, 2]] as const) {
       const directory = box.path(`raid-${level}`);
       expectBadInput(await lunfs('pool', 'create', directory, '--drives', '2', '--drive-size', '64M', '--raid', level), message, code);
       await expect(stat(directory)).rejects.toThrow(/ENOENT/);

@@ -68,6 +68,14 @@ describe.each([1, 5] as RaidLevel[])('RAID-%i with a failed drive', (raidLevel) 
     expect(Buffer.compare(await readBelowCache(controller), first)).toBe(0);
     const second = await writeLun(controller, 2); // writes go on, degraded
     expect(Buffer.compare(await readBelowCache(controller), second)).toBe(0);
+    // Thin allocation goes on too: new RStores are made degraded, with their member on the failed drive.
+    await controller.createLun('new', lunBytes);
+    const fresh = patternBytes(lunBytes, 22);
+    await controller.stack('new').cache.write(0, fresh);
+    await controller.flushAll();
+    const readNew = Buffer.alloc(lunBytes);
+    await controller.stack('new').thin.read(0, readNew);
+    expect(Buffer.compare(readNew, fresh)).toBe(0);
     const status = controller.status();
     expect(status.pool.state).toBe('degraded');
     expect(status.drives[1]!.state).toBe('failed');
@@ -82,6 +90,8 @@ describe.each([1, 5] as RaidLevel[])('RAID-%i with a failed drive', (raidLevel) 
     expect(reopened.metadata.drives[1]!.state).toBe('failed');
     const again = controllerFor(reopened, clock);
     expect(Buffer.compare(await readBelowCache(again), second)).toBe(0);
+    await again.stack('new').thin.read(0, readNew);
+    expect(Buffer.compare(readNew, fresh)).toBe(0);
     // Three metadata copies again, none on the failed drive.
     await again.drives.start();
     expect(reopened.metadataCopyDrives.sort()).toEqual([0, 2, 3]);
@@ -107,6 +117,10 @@ describe.each([1, 5] as RaidLevel[])('RAID-%i with a failed drive', (raidLevel) 
     await controller.stack('db').cache.write(0, patternBytes(64 * KiB, 4)); // degraded write
     await controller.flushAll(); // the flush meets the failed drive
     expect(controller.status().drives[1]!.state).toBe('failed');
+    await controller.createLun('born-degraded', lunBytes); // its RStores are made while drive 1 is out
+    const degradedData = patternBytes(lunBytes, 23);
+    await controller.stack('born-degraded').cache.write(0, degradedData);
+    await controller.flushAll();
     const job = await controller.drives.replace('1', 'new1');
     // Writes during the rebuild.
     const during = patternBytes(lunBytes, 5);
@@ -123,6 +137,9 @@ describe.each([1, 5] as RaidLevel[])('RAID-%i with a failed drive', (raidLevel) 
     for (const record of memory.pool.metadata.rstores.values()) expect(await memory.pool.rstore(record.id).firstInconsistentRow()).toBeUndefined();
     memory.drives[2]!.fail();
     expect(Buffer.compare(await readBelowCache(controller), during)).toBe(0);
+    const readBack = Buffer.alloc(lunBytes);
+    await controller.stack('born-degraded').thin.read(0, readBack);
+    expect(Buffer.compare(readBack, degradedData)).toBe(0);
     await controller.close();
   });
 });
