@@ -79,6 +79,8 @@ export class Pool implements MapSpace {
   private closed = false;
   private sessionStarted = false;
   private stopping = false;
+  /** While Pool.open runs: drives found missing are reported once it has decided to open. */
+  private opening = true;
 
   private constructor(
     /** The drives as opened (files, devices, or MissingDrive stand-ins), in drive-index order. */
@@ -190,6 +192,10 @@ export class Pool implements MapSpace {
     const pool = new Pool(drives, geometry, metadata, store, reports, options, headers);
     pool.markMissingDrives();
     if (!options.readOnly) pool.refuseIfDataLost();
+    pool.opening = false;
+    for (const index of pool.health.failedDrives()) {
+      if (!options.readOnly) options.log.warn({ driveIndex: index, drive: drives[index]!.path, reason: metadata.drives[index]!.failedReason }, 'drive out of service: the pool runs degraded');
+    }
     if (!options.readOnly && !options.deferSession) await pool.startSession();
     return pool;
   }
@@ -209,10 +215,15 @@ export class Pool implements MapSpace {
   /** EIO naming what is lost when some RStore has more members out of service than its RAID level covers. */
   refuseIfDataLost(): void {
     const lost = this.lostRstores();
-    if (lost.length === 0) return;
+    // RAID-0 has no redundancy at all: a drive out means part of the address space is gone, and no
+    // new RStore could be made either, so the pool is refused even before any data lies there.
+    const raid0Incomplete = this.metadata.config.raidLevel === 0 && this.health.failedDrives().length > 0;
+    if (lost.length === 0 && !raid0Incomplete) return;
     const failed = this.health.failedDrives().map((index) => `${index} (${this.drives[index]!.path}: ${this.metadata.drives[index]!.failedReason ?? 'failed'})`);
     const luns = this.lunsOn(lost.map((rstore) => rstore.record.id));
-    throw new LunfsError('EIO', `the pool cannot be served: RAID-${this.metadata.config.raidLevel} cannot do without drive(s) ${failed.join(', ')}; ${lost.length} RStore(s) lost members beyond their redundancy${luns.length > 0 ? `, holding data of ${luns.join(', ')}` : ''}. Bring the drive back and mount again.`);
+    // Drives that are simply not there are the caller's to bring back (ENOENT); drives that failed in service are EIO.
+    const code = this.health.failedDrives().every((index) => isMissingDrive(this.drives[index]!)) ? 'ENOENT' : 'EIO';
+    throw new LunfsError(code, `the pool cannot be served: RAID-${this.metadata.config.raidLevel} cannot do without drive(s) ${failed.join(', ')}; ${lost.length} RStore(s) lost members beyond their redundancy${luns.length > 0 ? `, holding data of ${luns.join(', ')}` : ''}. Bring the drive back and mount again.`);
   }
 
   /** RStores with more members out of service than their redundancy covers. */
@@ -248,7 +259,7 @@ export class Pool implements MapSpace {
     applyMetadataOp(this.metadata, op);
     this.store.dropCopy(driveIndex);
     if (!this.options.readOnly) this.queue(op);
-    this.options.log.error({ drive: this.drives[driveIndex]!.path, driveIndex, reason }, 'drive failed: out of service');
+    if (!this.opening) this.options.log.error({ drive: this.drives[driveIndex]!.path, driveIndex, reason }, 'drive failed: out of service');
     this.onDriveFailure(driveIndex, reason);
   }
 

@@ -101,7 +101,7 @@ describe.each([1, 5] as RaidLevel[])('RAID-%i with a failed drive', (raidLevel) 
     const worse: Drive[] = memory.drives.map((drive, index) => (index === 1 || index === 2 ? new MissingDrive(`mem${index}`, 'gone') : (drive.reopen(), drive)));
     const refused = await Pool.open(worse, { clock, log: silentLogger() }).then(() => 'opened', (error: unknown) => error);
     if (raidLevel === 5) {
-      expect(isLunfsError(refused, 'EIO')).toBe(true);
+      expect(isLunfsError(refused, 'ENOENT')).toBe(true);
       expect((refused as Error).message).toMatch(/cannot do without drive/);
     }
   });
@@ -196,7 +196,7 @@ describe('silent corruption', () => {
     await controller.close();
     const drives: Drive[] = memory.drives.map((drive, index) => (index === 2 ? new MissingDrive('mem2', 'gone') : (drive.reopen(), drive)));
     const refused = await Pool.open(drives, { clock, log: silentLogger() }).then(() => 'opened', (error: unknown) => error);
-    expect(isLunfsError(refused, 'EIO')).toBe(true);
+    expect(isLunfsError(refused, 'ENOENT')).toBe(true);
     expect((refused as Error).message).toMatch(/RAID-0 cannot do without drive/);
     expect((refused as Error).message).toMatch(/db/);
   });
