@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # lunfs demo (`make demo`, after the build): a pool of 4 sparse 2G file drives in ./demo
-# (RAID-1 by default; RAID=0 make demo for striping), a 1G LUN `db` served through FUSE at
-# ./demo/mnt, a loop device on it with ext4 mounted at ./demo/data, files written and checked,
-# a snapshot taken with ext4 mounted (touch control/snapshot/db@demo), files changed, the snapshot
-# loop-mounted read-only and checked against the checksums of the snapshot instant, a clean stop,
-# a restart in a new process, and every checksum (LUN and snapshot) again.
+# (RAID-5 by default; RAID=1 or RAID=0 make demo for mirroring or striping), a 1G LUN `db` served
+# through FUSE at ./demo/mnt, a loop device on it with ext4 mounted at ./demo/data, files written
+# and checked, a snapshot taken with ext4 mounted (touch control/snapshot/db@demo), files changed,
+# the snapshot loop-mounted read-only and checked against the checksums of the snapshot instant;
+# then (RAID-1/5) a drive file deleted under the running mount, files written and read degraded,
+# the drive replaced and rebuilt with `lunfs drive replace`; a clean stop, a restart in a new
+# process, and every checksum (LUN and snapshot) again.
 # Run as root from anywhere; it works in the repository root. A trap always unmounts, detaches
 # and stops what the demo started, also on error or Ctrl-C. The pool stays in ./demo afterwards
 # (`./bin/lunfs status demo`; `make clean` removes it).
@@ -19,7 +21,7 @@ LOG=$DEMO/mount.log
 SNAP=$DEMO/snapshot
 LOOP_RECORD=$DEMO/loop-device   # "DEVICE IDENTITY" of the loop device we attached
 LUNFS=./bin/lunfs
-RAID=${RAID:-1}
+RAID=${RAID:-5}
 
 SERVER_PID=""
 LOOP=""
@@ -232,6 +234,32 @@ unmount_snapshot
 verify_checksums "on the LUN after the change" "$DATA" "$DEMO/checksums-after.sha256"
 say "./bin/lunfs snapshot ls demo:"
 "$LUNFS" snapshot ls demo | sed 's/^/    /'
+
+# ---- a drive lost under the running mount, then replaced and rebuilt (RAID-1 and RAID-5)
+if [[ $RAID != 0 ]]; then
+  rm "$DEMO/drive-2.img"
+  say "deleted ./demo/drive-2.img while ext4 is mounted on the LUN"
+  for _ in $(seq 50); do
+    [[ $("$LUNFS" status demo --json | node -e 'let t="";process.stdin.on("data",d=>t+=d).on("end",()=>console.log(JSON.parse(t).pool.state))') == degraded ]] && break
+    sleep 0.1
+  done
+  head -c 16M /dev/urandom > "$DATA/files/written-degraded.bin"
+  sync -f "$DATA"
+  (cd "$DATA" && sha256sum files/*) > "$DEMO/checksums-after.sha256"
+  umount "$DATA"
+  mount "${LOOP%% *}" "$DATA"
+  verify_checksums "degraded" "$DATA" "$DEMO/checksums-after.sha256"
+  say "the pool is degraded (drive 2 failed): wrote 16 MiB more and read every file back, checksums match"
+  "$LUNFS" status demo | sed -n '1,2p;/^drives:/,/^checksums:/p' | sed 's/^/    /'
+  "$LUNFS" drive replace demo 2 "$DEMO/drive-2-new.img"
+  say "lunfs drive replace demo 2 ./demo/drive-2-new.img: rebuilt while the LUN stayed mounted"
+  [[ $("$LUNFS" status demo --json | node -e 'let t="";process.stdin.on("data",d=>t+=d).on("end",()=>console.log(JSON.parse(t).pool.state))') == online ]] || { say "the pool is not online after the rebuild"; exit 1; }
+  "$LUNFS" scrub demo | sed 's/^/    /'
+  umount "$DATA"
+  mount "${LOOP%% *}" "$DATA"
+  verify_checksums "after the rebuild" "$DATA" "$DEMO/checksums-after.sha256"
+  say "after the rebuild: the pool is online again, scrub is clean, every checksum matches"
+fi
 
 # ---- clean stop: ext4, loop device, SIGTERM to lunfs mount
 umount "$DATA"
