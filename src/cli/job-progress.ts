@@ -18,7 +18,7 @@ export async function runJob(directory: string, request: ControlRequest, wait: b
   const absolute = resolve(directory);
   const mounted = (await liveLockOwner(absolute)) !== undefined;
   if (!wait) return (await withPool(absolute, { ...request, wait: false })) as JobStatus;
-  const bar = new SingleBar({ format: `${title} [{bar}] {percentage}% | {value}/{total} MiB`, hideCursor: true, noTTYOutput: false, stream: process.stderr }, Presets.shades_classic);
+  const bar = new SingleBar({ format: `${title} [{bar}] {percentage}% | {value}/{total} MiB`, hideCursor: true, noTTYOutput: true, notTTYSchedule: 2000, stream: process.stderr }, Presets.shades_classic);
   if (!mounted) {
     // Local: the job runs in this process (withPool waits for it); the bar follows the pool's status.
     bar.start(1, 0);

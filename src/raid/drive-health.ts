@@ -13,9 +13,9 @@ import { driveStateOf } from '../meta/pool-metadata.js';
 
 /** Counts of what the data checksums found, since the pool was opened. */
 export interface IntegrityCounters {
-  /** Blocks read whose data did not match its checksum. */
+  /** Member reads (a stripe unit or less) that met data not matching its checksum. */
   checksumMismatches: number;
-  /** Ranges rewritten from redundancy after a mismatch (or found wrong by scrub). */
+  /** Member ranges rewritten from redundancy after a mismatch (on read or by scrub). */
   repairs: number;
   /** Reads that failed with EIO because no redundancy was left to repair from. */
   unrepairable: number;

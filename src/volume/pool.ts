@@ -217,8 +217,11 @@ export class Pool implements MapSpace {
     const lost = this.lostRstores();
     // RAID-0 has no redundancy at all: a drive out means part of the address space is gone, and no
     // new RStore could be made either, so the pool is refused even before any data lies there.
-    const raid0Incomplete = this.metadata.config.raidLevel === 0 && this.health.failedDrives().length > 0;
-    if (lost.length === 0 && !raid0Incomplete) return;
+    // Likewise a redundancy set with more drives out than its level covers (RAID-0: one, RAID-5:
+    // two), whether or not data lies there yet.
+    const tolerated = this.metadata.config.raidLevel === 0 ? 0 : this.metadata.config.raidLevel === 5 ? 1 : Number.MAX_SAFE_INTEGER;
+    const setBeyondRedundancy = this.metadata.rss.some((rss) => rss.driveIndexes.filter((index) => this.health.state(index) === 'failed').length > tolerated);
+    if (lost.length === 0 && !setBeyondRedundancy) return;
     const failed = this.health.failedDrives().map((index) => `${index} (${this.drives[index]!.path}: ${this.metadata.drives[index]!.failedReason ?? 'failed'})`);
     const luns = this.lunsOn(lost.map((rstore) => rstore.record.id));
     // Drives that are simply not there are the caller's to bring back (ENOENT); drives that failed in service are EIO.

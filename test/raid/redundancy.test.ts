@@ -256,3 +256,15 @@ describe('write intent (RAID-5 write hole)', () => {
     await controller.close();
   });
 });
+
+describe('a redundancy set with more drives out than its RAID level covers', () => {
+  it('is refused even when it holds no data yet (RAID-5, two of three drives missing)', async () => {
+    const clock = new FakeClock();
+    const memory = await formatMemoryPool({ raidLevel: 5, driveCount: 3, driveSizeBytes: 8 * MiB, clock });
+    await memory.pool.close();
+    const drives: Drive[] = memory.drives.map((drive, index) => (index === 1 ? (drive.reopen(), drive) : new MissingDrive(`mem${index}`, 'gone')));
+    const refused = await Pool.open(drives, { clock, log: silentLogger() }).then(() => 'opened', (error: unknown) => error);
+    expect(isLunfsError(refused, 'ENOENT')).toBe(true);
+    expect((refused as Error).message).toMatch(/RAID-5 cannot do without drive\(s\) 0 .*2 /);
+  });
+});
