@@ -4,6 +4,8 @@
 SHELL := /bin/bash
 APT_PACKAGES := libfuse2 fuse3 e2fsprogs
 BENCH_APT_PACKAGES := fio qemu-utils qemu-system-common strace
+# The drive-failure end-to-end test drives its write load with fio (as issue 4 asks).
+TEST_APT_PACKAGES := fio
 
 .PHONY: all deps system-deps build native demo test bench clean
 
@@ -33,6 +35,10 @@ demo: build
 	bash examples/demo.sh
 
 test: build
+	@if ! dpkg -s $(TEST_APT_PACKAGES) >/dev/null 2>&1; then \
+	  echo "installing $(TEST_APT_PACKAGES)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(TEST_APT_PACKAGES) >/dev/null; \
+	fi
 	@mkdir -p test-results
 	@set +e; npx --no-install vitest run --reporter=default --reporter=json --outputFile.json=test-results/vitest.json; status=$$?; \
 	  node test/support/print-summary.mjs test-results/vitest.json; exit $$status
