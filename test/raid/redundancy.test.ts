@@ -268,3 +268,40 @@ describe('a redundancy set with more drives out than its RAID level covers', () 
     expect((refused as Error).message).toMatch(/RAID-5 cannot do without drive\(s\) 0 .*2 /);
   });
 });
+
+describe('several redundancy sets', () => {
+  it('a failure in one set leaves the LUNs of the other at no risk, and each set keeps its data', async () => {
+    const clock = new FakeClock();
+    const memory = await formatMemoryPool({ raidLevel: 5, driveCount: 6, rssSize: 3, driveSizeBytes: 8 * MiB, clock });
+    const controller = controllerFor(memory.pool, clock);
+    // Fill the first set's capacity with one LUN, so the second LUN lands in the other set.
+    const perSetBytes = memory.pool.capacityBytes() / 2;
+    await controller.createLun('first', perSetBytes);
+    await controller.stack('first').cache.write(0, patternBytes(perSetBytes, 30));
+    await controller.flushAll();
+    await controller.createLun('second', lunBytes);
+    const second = patternBytes(lunBytes, 31);
+    await controller.stack('second').cache.write(0, second);
+    await controller.flushAll();
+    const setOf = (lun: string): Set<number> => {
+      const sets = new Set<number>();
+      memory.pool.lunByName(lun).map.forEachMapped((_, entry) => sets.add(memory.pool.metadata.rstores.get(entry.rstoreId)!.rssId));
+      return sets;
+    };
+    expect([...setOf('first')]).toEqual([0]);
+    expect([...setOf('second')]).toEqual([1]);
+    memory.drives[0]!.fail(); // set 0
+    const readFirst = Buffer.alloc(perSetBytes);
+    await controller.stack('first').thin.read(0, readFirst);
+    expect(Buffer.compare(readFirst, patternBytes(perSetBytes, 30))).toBe(0);
+    const status = controller.status();
+    expect(status.pool.state).toBe('degraded');
+    expect(status.pool.atRiskLuns).toEqual(['first']);
+    expect(status.luns.find((lun) => lun.name === 'second')!.atRisk).toBe(false);
+    memory.drives[4]!.fail(); // set 1: one failure per set is still no loss
+    const readSecond = Buffer.alloc(lunBytes);
+    await controller.stack('second').thin.read(0, readSecond);
+    expect(Buffer.compare(readSecond, second)).toBe(0);
+    await controller.close();
+  });
+});
