@@ -377,10 +377,16 @@ function clamp(value: number, low: number, high: number): number {
  * earlier request holds any of them. Only blocks held or waited for have an entry, and a holder
  * makes a promise only when someone waits for it (most requests meet no one).
  */
+const lockGroupBlocks = 32;
+
 class BlockLocks {
   private readonly holders = new Map<number, Holder>();
 
-  acquire(firstBlock: number, lastBlock: number): (() => void) | Promise<() => void> {
+  acquire(firstBlockIndex: number, lastBlockIndex: number): (() => void) | Promise<() => void> {
+    // Locks cover groups of lockGroupBlocks blocks (128 KiB): a 128 KiB request takes one map
+    // entry, not 32. Requests in one group but on different blocks wait for each other; that is rare.
+    const firstBlock = Math.floor(firstBlockIndex / lockGroupBlocks);
+    const lastBlock = Math.floor(lastBlockIndex / lockGroupBlocks);
     const holder: Holder = { released: undefined, wake: undefined };
     let earlier: Holder[] | undefined;
     for (let block = firstBlock; block <= lastBlock; block += 1) {

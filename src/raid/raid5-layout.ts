@@ -56,8 +56,47 @@ export interface RowScrubReport {
   unrepairable: number;
 }
 
+/**
+ * A row the layout holds in memory after a read-modify-write (the stripe cache of md): its
+ * parity and the data units known whole, exactly as they are (or, for a pending parity, are about
+ * to be) on the members. Used and changed only under the row's lock.
+ */
+interface KnownRow {
+  row: number;
+  parity: Buffer;
+  /** The parity on the parity member is stale: the one here is the row's parity until written back. */
+  parityPending: boolean;
+  /** memberIndex -> the unit's contents, exactly as on that member. */
+  units: Map<number, Buffer>;
+}
+
+/** Rows one layout keeps (a sequential stream needs one; two lets the next row start meanwhile). */
+const knownRowsPerLayout = 2;
+
+/**
+ * At most this many layouts (RStores) keep rows at once, pool-wide: each row costs a stripe unit
+ * per member (512 KiB with four 128 KiB members).
+ */
+const layoutsWithKnownRows = 16;
+
+/** The layouts holding known rows, least recently used first. */
+const knownRowHolders = {
+  holders: new Set<Raid5Layout>(),
+  touch(layout: Raid5Layout): void {
+    this.holders.delete(layout);
+    this.holders.add(layout);
+    if (this.holders.size > layoutsWithKnownRows) {
+      const oldest = this.holders.values().next().value as Raid5Layout;
+      this.holders.delete(oldest);
+      void oldest.writeBackKnownRows();
+    }
+  },
+};
+
 export class Raid5Layout {
   private readonly rowLocks = new ChunkLockManager();
+  /** Rows held in memory, least recently written first (see KnownRow). */
+  private readonly known = new Map<number, KnownRow>();
 
   constructor(
     readonly memberCount: number,
@@ -102,7 +141,8 @@ export class Raid5Layout {
    * the row (data and parity). The caller holds the row lock. A second unreadable member is EIO.
    */
   private async reconstruct(row: number, memberIndex: number, memberOffset: number, slice: Buffer): Promise<void> {
-    const other = Buffer.alloc(slice.length);
+    await this.settle(row); // the parity on the member must be the row's
+    const other = Buffer.allocUnsafe(slice.length);
     slice.fill(0);
     for (let index = 0; index < this.memberCount; index += 1) {
       if (index === memberIndex) continue;
@@ -128,6 +168,18 @@ export class Raid5Layout {
   }
 
   private async writeRow(row: number, pieces: DataPiece[], data: Buffer): Promise<void> {
+    try {
+      await this.writeRowUncached(row, pieces, data);
+    } catch (error) {
+      // A failed write leaves the members' contents unknown; a pending parity is written back
+      // from what the row held before (best effort: if that fails too, the member left service).
+      await this.settle(row).catch(() => undefined);
+      this.known.delete(row);
+      throw error;
+    }
+  }
+
+  private async writeRowUncached(row: number, pieces: DataPiece[], data: Buffer): Promise<void> {
     const unitBytes = this.stripeUnitBytes;
     const rowOffset = row * unitBytes;
     const parityMember = this.parityMember(row);
@@ -135,12 +187,14 @@ export class Raid5Layout {
     if (unreadable.length > 1) throw this.lost(row, unreadable, 'too many members out of service to write');
     const wholeRow = pieces.length === this.memberCount - 1 && pieces.every((piece) => piece.lengthBytes === unitBytes);
     if (wholeRow) {
-      const parity = Buffer.alloc(unitBytes);
-      for (const piece of pieces) xorInto(parity, data.subarray(piece.requestOffset, piece.requestOffset + unitBytes));
+      const parity = Buffer.from(data.subarray(pieces[0]!.requestOffset, pieces[0]!.requestOffset + unitBytes));
+      for (const piece of pieces.slice(1)) xorInto(parity, data.subarray(piece.requestOffset, piece.requestOffset + unitBytes));
+      this.known.delete(row); // the new parity replaces any pending one
       await this.writeUnits(row, pieces.map((piece) => [piece.memberIndex, rowOffset, data.subarray(piece.requestOffset, piece.requestOffset + unitBytes)] as const), parity, unreadable);
       return;
     }
     const missing = unreadable[0];
+    if (missing !== undefined) await this.forgetRow(row); // degraded rows are not kept in memory
     if (missing === parityMember) {
       // No parity to keep: write the data alone.
       await this.writeUnits(row, pieces.map((piece) => [piece.memberIndex, rowOffset + piece.offsetInUnit, data.subarray(piece.requestOffset, piece.requestOffset + piece.lengthBytes)] as const), undefined, unreadable);
@@ -156,19 +210,51 @@ export class Raid5Layout {
   /**
    * parity ^= old ^ new over each piece. Returns false, having written nothing, when an old data
    * or parity read fails (the failure is recorded and the caller reconstructs instead).
+   *
+   * The row last written this way is remembered (RecentRow: its parity and the data units known
+   * whole, exactly as on the members), so a sequential stream of unit-sized writes, as the cache
+   * and FUSE send them (128 KiB), reads neither the parity again nor, for the row's last unit,
+   * any old data: the parity is then the XOR of the known units and the new one.
    */
   private async readModifyWrite(row: number, pieces: DataPiece[], data: Buffer, unreadable: number[]): Promise<boolean> {
-    const rowOffset = row * this.stripeUnitBytes;
-    const parity = Buffer.alloc(this.stripeUnitBytes);
+    const unitBytes = this.stripeUnitBytes;
+    const rowOffset = row * unitBytes;
+    const parityMember = this.parityMember(row);
+    const recent = unreadable.length === 0 ? this.known.get(row) : undefined;
+    const pieceData = (piece: DataPiece): Buffer => data.subarray(piece.requestOffset, piece.requestOffset + piece.lengthBytes);
+    const dataWrites = pieces.map((piece) => [piece.memberIndex, rowOffset + piece.offsetInUnit, pieceData(piece)] as const);
+    if (recent && this.knowsRowWith(recent, row, pieces)) {
+      // Reconstruct-write from memory: every data unit is known or written whole now.
+      const units = new Map<number, Buffer>();
+      for (let unitInRow = 0; unitInRow < this.memberCount - 1; unitInRow += 1) {
+        const memberIndex = this.dataMember(row, unitInRow);
+        units.set(memberIndex, recent.units.get(memberIndex) ?? Buffer.allocUnsafe(unitBytes));
+      }
+      for (const piece of pieces) pieceData(piece).copy(units.get(piece.memberIndex)!, piece.offsetInUnit);
+      let first = true;
+      for (const unit of units.values()) {
+        if (first) unit.copy(recent.parity);
+        else xorInto(recent.parity, unit);
+        first = false;
+      }
+      recent.parityPending = true; // the parity is written back later, once for the row
+      recent.units = units;
+      await this.writeUnits(row, dataWrites, undefined, unreadable);
+      this.keep(recent);
+      return true;
+    }
+    const parity = recent ? recent.parity : Buffer.allocUnsafe(unitBytes);
     const reads = await Promise.allSettled([
-      this.io.read(this.parityMember(row), rowOffset, parity),
+      recent ? Promise.resolve() : this.io.read(parityMember, rowOffset, parity),
       ...pieces.map(async (piece) => {
-        const old = Buffer.alloc(piece.lengthBytes);
+        const known = recent?.units.get(piece.memberIndex);
+        if (known) return Buffer.from(known.subarray(piece.offsetInUnit, piece.offsetInUnit + piece.lengthBytes));
+        const old = Buffer.allocUnsafe(piece.lengthBytes);
         await this.io.read(piece.memberIndex, rowOffset + piece.offsetInUnit, old);
         return old;
       }),
     ]);
-    const members = [this.parityMember(row), ...pieces.map((piece) => piece.memberIndex)];
+    const members = [parityMember, ...pieces.map((piece) => piece.memberIndex)];
     let failed = false;
     reads.forEach((result, index) => {
       if (result.status === 'rejected') {
@@ -176,14 +262,87 @@ export class Raid5Layout {
         failed = true;
       }
     });
-    if (failed) return false;
+    if (failed) {
+      await this.forgetRow(row);
+      return false;
+    }
     pieces.forEach((piece, index) => {
       const old = (reads[index + 1] as PromiseFulfilledResult<Buffer>).value;
-      xorInto(old, data.subarray(piece.requestOffset, piece.requestOffset + piece.lengthBytes));
+      xorInto(old, pieceData(piece));
       xorInto(parity.subarray(piece.offsetInUnit, piece.offsetInUnit + piece.lengthBytes), old);
     });
-    await this.writeUnits(row, pieces.map((piece) => [piece.memberIndex, rowOffset + piece.offsetInUnit, data.subarray(piece.requestOffset, piece.requestOffset + piece.lengthBytes)] as const), parity, unreadable);
+    const row_: KnownRow = recent ?? { row, parity, parityPending: false, units: new Map() };
+    row_.parityPending = true;
+    await this.writeUnits(row, dataWrites, undefined, unreadable);
+    for (const piece of pieces) {
+      const unit = row_.units.get(piece.memberIndex);
+      if (unit) pieceData(piece).copy(unit, piece.offsetInUnit);
+      else if (piece.offsetInUnit === 0 && piece.lengthBytes === unitBytes) row_.units.set(piece.memberIndex, Buffer.from(pieceData(piece)));
+    }
+    this.keep(row_);
     return true;
+  }
+
+  /** Whether every data unit of the row is known in recent or written whole by these pieces. */
+  private knowsRowWith(recent: KnownRow, row: number, pieces: DataPiece[]): boolean {
+    for (let unitInRow = 0; unitInRow < this.memberCount - 1; unitInRow += 1) {
+      const memberIndex = this.dataMember(row, unitInRow);
+      if (recent.units.has(memberIndex)) continue;
+      const whole = pieces.some((piece) => piece.memberIndex === memberIndex && piece.offsetInUnit === 0 && piece.lengthBytes === this.stripeUnitBytes);
+      if (!whole) return false;
+    }
+    return true;
+  }
+
+  /** Keeps a row in memory as the most recent; rows beyond the per-layout bound are written back. */
+  private keep(known: KnownRow): void {
+    this.known.delete(known.row);
+    this.known.set(known.row, known);
+    for (const [row] of this.known) {
+      if (this.known.size <= knownRowsPerLayout) break;
+      if (row === known.row) continue;
+      void this.rowLocks.withChunks([row], () => this.forgetRow(row)).catch(() => undefined);
+      break;
+    }
+    knownRowHolders.touch(this);
+  }
+
+  /** Writes a row's pending parity to its member. The caller holds the row's lock. */
+  private async settle(row: number): Promise<void> {
+    const known = this.known.get(row);
+    if (!known?.parityPending) return;
+    known.parityPending = false;
+    const parityMember = this.parityMember(row);
+    if (!this.io.writable(parityMember)) return;
+    try {
+      await this.io.write(parityMember, row * this.stripeUnitBytes, known.parity);
+    } catch (error) {
+      this.io.failed(parityMember, error);
+    }
+  }
+
+  /** Writes back a row's pending parity and drops the row from memory. The caller holds the row's lock. */
+  private async forgetRow(row: number): Promise<void> {
+    await this.settle(row);
+    this.known.delete(row);
+  }
+
+  /** Writes back every pending parity (before the drives are flushed) and drops the rows. */
+  async writeBackKnownRows(): Promise<void> {
+    for (const row of [...this.known.keys()]) await this.rowLocks.withChunks([row], () => this.forgetRow(row));
+    if (this.known.size === 0) knownRowHolders.holders.delete(this);
+  }
+
+  /** Forgets every row without writing anything (the session was abandoned: a simulated crash). */
+  discardKnownRows(): void {
+    this.known.clear();
+    knownRowHolders.holders.delete(this);
+  }
+
+  /** Whether a parity is waiting to be written back. */
+  get hasPendingParity(): boolean {
+    for (const known of this.known.values()) if (known.parityPending) return true;
+    return false;
   }
 
   /**
@@ -192,6 +351,7 @@ export class Raid5Layout {
    * units and the parity are written; a unit whose data was corrupt is written whole (repaired).
    */
   private async reconstructWrite(row: number, pieces: DataPiece[], data: Buffer): Promise<void> {
+    await this.forgetRow(row);
     const unitBytes = this.stripeUnitBytes;
     const rowOffset = row * unitBytes;
     const units = new Map<number, Buffer>();
@@ -262,6 +422,7 @@ export class Raid5Layout {
     const unit = Buffer.alloc(this.stripeUnitBytes);
     for (let row = firstRow; row < endRow; row += 1) {
       await this.rowLocks.withChunks([row], async () => {
+        await this.forgetRow(row);
         await this.reconstruct(row, memberIndex, row * this.stripeUnitBytes, unit);
         await this.io.write(memberIndex, row * this.stripeUnitBytes, unit);
       });
@@ -288,6 +449,7 @@ export class Raid5Layout {
     const unitBytes = this.stripeUnitBytes;
     for (let row = firstRow; row < endRow; row += 1) {
       await this.rowLocks.withChunks([row], async () => {
+        await this.forgetRow(row); // it reads the parity and may rewrite this row's members
         const rowOffset = row * unitBytes;
         if (this.unreadableMembers(rowOffset).length > 0) {
           report.degradedRows += 1; // nothing to compare with
@@ -336,6 +498,7 @@ export class Raid5Layout {
 
   /** The first row in [firstRow, endRow) whose parity is not the XOR of its data (for tests). */
   async firstInconsistentRow(firstRow: number, endRow: number): Promise<number | undefined> {
+    await this.writeBackKnownRows();
     const unitBytes = this.stripeUnitBytes;
     const unit = Buffer.alloc(unitBytes);
     for (let row = firstRow; row < endRow; row += 1) {
@@ -367,6 +530,7 @@ export class Raid5Layout {
 
   /** Writes reconstructed data over a range whose checksum failed. */
   private async repair(memberIndex: number, memberOffset: number, data: Buffer): Promise<void> {
+    await this.forgetRow(Math.floor(memberOffset / this.stripeUnitBytes)); // the caller holds the row lock
     try {
       await this.io.write(memberIndex, memberOffset, data);
       this.io.integrity.repairs += 1;

@@ -137,7 +137,18 @@ export class RStore implements BlockDevice {
     await Promise.all(pending);
   }
 
+  /** RAID-5: writes back the parities held in memory (see Raid5Layout's known rows); before a drive flush. */
+  async writeBackParity(): Promise<void> {
+    if (this.raid5?.hasPendingParity) await this.raid5.writeBackKnownRows();
+  }
+
+  /** Forgets what the RStore holds in memory without writing it (the session was abandoned). */
+  discardMemory(): void {
+    this.raid5?.discardKnownRows();
+  }
+
   async flush(): Promise<void> {
+    await this.writeBackParity();
     await Promise.all(this.record.members.map((_, memberIndex) => (this.memberIo.writable(memberIndex) ? this.memberDrive(memberIndex).flush() : undefined)));
   }
 

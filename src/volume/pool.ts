@@ -354,6 +354,8 @@ export class Pool implements MapSpace {
    * service; that is an error for the caller only when some RStore lost data with it.
    */
   async flushDataDrives(): Promise<void> {
+    // RAID-5 parities held in memory go to their members first: after the flush every row on the drives is consistent.
+    await Promise.all([...this.rstoreCache.values()].map((rstore) => rstore.writeBackParity()));
     const indexes = this.metadata.drives.map((_, index) => index).filter((index) => this.health.writable(index));
     const results = await Promise.allSettled(indexes.map((index) => this.geometry[index]!.drive.flush()));
     results.forEach((result, position) => {
@@ -615,6 +617,7 @@ export class Pool implements MapSpace {
   /** Closes the drives without writing anything (a simulated crash, or a read-only open). */
   async abandonSession(): Promise<void> {
     this.closed = true;
+    for (const rstore of this.rstoreCache.values()) rstore.discardMemory();
     await Promise.all(this.drives.map((drive) => drive.close()));
   }
 

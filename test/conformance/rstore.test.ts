@@ -67,6 +67,7 @@ async function makeRstoreSubject(raidLevel: RaidLevel, stripeUnitBytes: number, 
       return rstore;
     },
     close: async () => {
+      await rstore.flush(); // RAID-5 keeps a row's parity in memory until a flush (or the next rows) writes it back
       for (const [driveIndex, drive] of drives.entries()) {
         const image = Buffer.alloc(driveSizeBytes);
         await drive.read(0, image);
