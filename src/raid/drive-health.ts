@@ -38,12 +38,12 @@ export class DriveHealth {
     return driveStateOf(this.drives[driveIndex]!);
   }
 
-  /** Whether the member on driveIndex may be read at memberOffsetBytes inside RStore rstoreId. */
-  readable(driveIndex: number, rstoreId: number, memberOffsetBytes: number): boolean {
+  /** Whether the member on driveIndex may be read over [memberOffsetBytes, + lengthBytes) inside RStore rstoreId. */
+  readable(driveIndex: number, rstoreId: number, memberOffsetBytes: number, lengthBytes = 1): boolean {
     const state = this.state(driveIndex);
     if (state === 'online') return true;
     if (state === 'failed') return false;
-    return memberOffsetBytes < (this.rebuiltBytes.get(rstoreId) ?? 0);
+    return memberOffsetBytes + Math.max(1, lengthBytes) <= (this.rebuiltBytes.get(rstoreId) ?? 0); // all of it rebuilt
   }
 
   writable(driveIndex: number): boolean {

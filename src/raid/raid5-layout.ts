@@ -27,8 +27,8 @@ import type { IntegrityCounters } from './drive-health.js';
 export interface MemberIo {
   read(memberIndex: number, memberOffsetBytes: number, target: Buffer): Promise<void>;
   write(memberIndex: number, memberOffsetBytes: number, data: Buffer): Promise<void>;
-  /** Whether the member may be read at this offset (online, or rebuilt past it). */
-  readable(memberIndex: number, memberOffsetBytes: number): boolean;
+  /** Whether the member may be read over this range (online, or rebuilt past its end). */
+  readable(memberIndex: number, memberOffsetBytes: number, lengthBytes?: number): boolean;
   writable(memberIndex: number): boolean;
   /** The member returned an I/O error (not a checksum mismatch): it leaves service. */
   failed(memberIndex: number, error: unknown): void;
@@ -36,6 +36,9 @@ export interface MemberIo {
   /** Names the RStore in messages. */
   readonly name: string;
 }
+
+/** What one data checksum covers (ChecksumDrive): repairs are made in whole blocks. */
+const checksumBlockBytes = 4096;
 
 /** Where one piece of a data range lives. */
 interface DataPiece {
@@ -131,8 +134,18 @@ export class Raid5Layout {
   private recoverRead(piece: DataPiece, memberOffset: number, slice: Buffer, error: unknown): Promise<void> {
     const corrupt = this.noteReadError(piece.memberIndex, error);
     return this.rowLocks.withChunks([piece.row], async () => {
-      await this.reconstruct(piece.row, piece.memberIndex, memberOffset, slice);
-      if (corrupt) await this.repair(piece.memberIndex, memberOffset, slice);
+      if (!corrupt) {
+        await this.reconstruct(piece.row, piece.memberIndex, memberOffset, slice);
+        return;
+      }
+      // A checksum covers a whole 4 KiB block: rebuild and rewrite whole blocks (a stripe unit is
+      // a multiple of 4 KiB, so they stay inside the unit).
+      const start = Math.floor(memberOffset / checksumBlockBytes) * checksumBlockBytes;
+      const end = Math.ceil((memberOffset + slice.length) / checksumBlockBytes) * checksumBlockBytes;
+      const whole = start === memberOffset && end === memberOffset + slice.length ? slice : Buffer.allocUnsafe(end - start);
+      await this.reconstruct(piece.row, piece.memberIndex, start, whole);
+      if (whole !== slice) whole.copy(slice, 0, memberOffset - start, memberOffset - start + slice.length);
+      await this.repair(piece.memberIndex, start, whole);
     });
   }
 
@@ -418,13 +431,14 @@ export class Raid5Layout {
    * Rebuild of member memberIndex for rows [firstRow, endRow): each row's unit is computed from
    * the other members and written, under the row lock (writes to the row wait meanwhile).
    */
-  async rebuildRows(memberIndex: number, firstRow: number, endRow: number): Promise<void> {
+  async rebuildRows(memberIndex: number, firstRow: number, endRow: number, rebuilt: (row: number) => void): Promise<void> {
     const unit = Buffer.alloc(this.stripeUnitBytes);
     for (let row = firstRow; row < endRow; row += 1) {
       await this.rowLocks.withChunks([row], async () => {
         await this.forgetRow(row);
         await this.reconstruct(row, memberIndex, row * this.stripeUnitBytes, unit);
         await this.io.write(memberIndex, row * this.stripeUnitBytes, unit);
+        rebuilt(row); // still under the lock: a write waiting for this row sees the member in service
       });
     }
   }

@@ -19,6 +19,7 @@ import { isChecksumError } from '../drive/checksum-drive.js';
 import type { DriveRecord } from '../meta/pool-metadata.js';
 import { ChunkLockManager } from '../snapshot/lock-manager.js';
 import { LunfsError } from '../util/errors.js';
+import { Mutex } from '../util/mutex.js';
 import { DriveHealth } from './drive-health.js';
 import { Raid5Layout, type MemberIo, type RowScrubReport } from './raid5-layout.js';
 import type { WriteIntent } from './write-intent.js';
@@ -45,6 +46,7 @@ export class RStore implements BlockDevice {
   /** RAID-0/1: stripe-unit locks, taken by writes only while a rebuild or scrub of this RStore runs. */
   private readonly unitLocks = new ChunkLockManager();
   private exclusiveCopy = false;
+  private readonly exclusiveCopyMutex = new Mutex();
   private readonly writesInFlight = new Set<Promise<void>>();
 
   constructor(
@@ -63,7 +65,7 @@ export class RStore implements BlockDevice {
     this.memberIo = {
       read: (memberIndex, memberOffsetBytes, target) => this.memberDrive(memberIndex).read(this.physicalOffset(memberIndex, memberOffsetBytes), target),
       write: (memberIndex, memberOffsetBytes, data) => this.memberDrive(memberIndex).write(this.physicalOffset(memberIndex, memberOffsetBytes), data),
-      readable: (memberIndex, memberOffsetBytes) => health.readable(driveIndexOf(memberIndex), record.id, memberOffsetBytes),
+      readable: (memberIndex, memberOffsetBytes, lengthBytes) => health.readable(driveIndexOf(memberIndex), record.id, memberOffsetBytes, lengthBytes),
       writable: (memberIndex) => health.writable(driveIndexOf(memberIndex)),
       failed: (memberIndex, error) => health.fail(driveIndexOf(memberIndex), error),
       integrity: health.integrity,
@@ -191,8 +193,7 @@ export class RStore implements BlockDevice {
     const rows = this.psegSizeBytes / unitBytes;
     if (this.raid5) {
       for (let row = 0; row < rows; row += 1) {
-        await this.raid5.rebuildRows(memberIndex, row, row + 1);
-        this.health.setRebuilt(this.record.id, (row + 1) * unitBytes);
+        await this.raid5.rebuildRows(memberIndex, row, row + 1, (done) => this.health.setRebuilt(this.record.id, (done + 1) * unitBytes));
         progress(unitBytes);
       }
       return;
@@ -204,8 +205,8 @@ export class RStore implements BlockDevice {
         await this.unitLocks.withChunks([index], async () => {
           await this.readMirror(index * unitBytes, unit, memberIndex);
           await this.memberIo.write(memberIndex, index * unitBytes, unit);
+          this.health.setRebuilt(this.record.id, (index + 1) * unitBytes); // under the unit's lock
         });
-        this.health.setRebuilt(this.record.id, (index + 1) * unitBytes);
         progress(unitBytes);
       }
     });
@@ -260,15 +261,17 @@ export class RStore implements BlockDevice {
   }
 
   /** Runs task with every RAID-0/1 write taking unit locks; writes already under way finish first. */
-  private async withExclusiveCopy(task: () => Promise<void>): Promise<void> {
-    assert(!this.exclusiveCopy, `RStore ${this.record.id}: two rebuilds or scrubs at once`);
-    this.exclusiveCopy = true;
-    try {
-      await Promise.allSettled([...this.writesInFlight]);
-      await task();
-    } finally {
-      this.exclusiveCopy = false;
-    }
+  private withExclusiveCopy(task: () => Promise<void>): Promise<void> {
+    // A scrub and a rebuild of the same RStore take turns.
+    return this.exclusiveCopyMutex.run(async () => {
+      this.exclusiveCopy = true;
+      try {
+        await Promise.allSettled([...this.writesInFlight]);
+        await task();
+      } finally {
+        this.exclusiveCopy = false;
+      }
+    });
   }
 
   private async scrubUnit(index: number): Promise<RowScrubReport> {
@@ -387,7 +390,7 @@ export class RStore implements BlockDevice {
     const corrupt: number[] = [];
     for (let attempt = 0; attempt < memberCount; attempt += 1) {
       const memberIndex = (first + attempt) % memberCount;
-      if (memberIndex === excludeMember || !this.memberIo.readable(memberIndex, offsetBytes)) continue;
+      if (memberIndex === excludeMember || !this.memberIo.readable(memberIndex, offsetBytes, target.length)) continue;
       try {
         await this.memberIo.read(memberIndex, offsetBytes, target);
       } catch (error) {
@@ -400,12 +403,32 @@ export class RStore implements BlockDevice {
         }
         continue;
       }
-      for (const bad of corrupt) await this.repairMember(bad, offsetBytes, target);
+      if (corrupt.length > 0) await this.repairMirrors(corrupt, memberIndex, offsetBytes, target);
       return;
     }
     this.health.integrity.unrepairable += 1;
     if (lastError === undefined) throw new LunfsError('EIO', `RStore ${this.record.id}: no mirror in service`);
     throw new LunfsError('EIO', `every mirror of RStore ${this.record.id} failed: ${(lastError as Error).message}`, { cause: lastError });
+  }
+
+  /**
+   * Rewrites the mirrors whose data failed its checksum from the good one. A checksum covers a
+   * whole 4 KiB block, so a read that covered part of one repairs the whole block (read again
+   * from the good mirror): a partial write over a bad block could not be checked.
+   */
+  private async repairMirrors(corrupt: number[], good: number, offsetBytes: number, data: Buffer): Promise<void> {
+    const start = Math.floor(offsetBytes / repairBlockBytes) * repairBlockBytes;
+    const end = Math.min(this.psegSizeBytes, Math.ceil((offsetBytes + data.length) / repairBlockBytes) * repairBlockBytes);
+    let whole = data;
+    if (start !== offsetBytes || end !== offsetBytes + data.length) {
+      whole = Buffer.allocUnsafe(end - start);
+      try {
+        await this.memberIo.read(good, start, whole);
+      } catch {
+        return; // the good mirror fails on the rest of the block: leave the repair to scrub
+      }
+    }
+    for (const bad of corrupt) await this.repairMember(bad, start, whole);
   }
 
   private async repairMember(memberIndex: number, memberOffset: number, data: Buffer): Promise<void> {
@@ -443,6 +466,9 @@ export class RStore implements BlockDevice {
     return geometry.psegAreaOffsetBytes + member.psegIndex * geometry.psegSizeBytes + memberOffsetBytes;
   }
 }
+
+/** What one data checksum covers (ChecksumDrive): repairs are made in whole blocks of this size. */
+const repairBlockBytes = 4096;
 
 /** Health for an RStore outside a pool (tests): every drive online until it fails. */
 function standaloneHealth(driveCount: number): DriveHealth {

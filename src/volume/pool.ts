@@ -170,7 +170,8 @@ export class Pool implements MapSpace {
    * is missing (a MissingDrive in its place) or failed earlier is out of service: the pool opens
    * degraded when every RStore keeps its data without it, and refuses otherwise.
    */
-  static async open(drives: Drive[], options: PoolOpenOptions): Promise<Pool> {
+  static async open(givenDrives: Drive[], options: PoolOpenOptions): Promise<Pool> {
+    const drives = await standInForDeadDrives(givenDrives);
     const headers = await readHeaders(drives);
     const first = headers.find((header) => header !== undefined)!;
     const copies = headers.flatMap((header, index) => (header?.holdsQuorumCopy ? [{ drive: drives[index]!, driveIndex: index }] : []));
@@ -703,6 +704,25 @@ export function checkLunName(name: string): void {
 
 function quorumLayoutOf(header: DriveHeader): QuorumLayout {
   return { quorumOffsetBytes: header.quorumOffsetBytes, checkpointSlotBytes: header.checkpointSlotBytes, journalBytes: header.journalBytes };
+}
+
+/**
+ * A drive that is there but fails with EIO when its header is read (a dead disk, a file on a
+ * broken file system) is as good as missing: a MissingDrive takes its place, so the pool can open
+ * degraded without it.
+ */
+async function standInForDeadDrives(drives: Drive[]): Promise<Drive[]> {
+  return Promise.all(drives.map(async (drive) => {
+    if (isMissingDrive(drive)) return drive;
+    try {
+      await drive.read(0, Buffer.alloc(driveHeaderBytes));
+      return drive;
+    } catch (error) {
+      if (!(error instanceof LunfsError) || error.code !== 'EIO') throw error;
+      await drive.close().catch(() => undefined);
+      return new MissingDrive(drive.path, error.message);
+    }
+  }));
 }
 
 /** The header of each drive (undefined for a MissingDrive); all present drives must be of one pool, in order. */
