@@ -37,6 +37,13 @@ export interface MemberIo {
   readonly name: string;
 }
 
+/** A copy of bytes in memory not zeroed first (Buffer.from of a Buffer zero-fills a new buffer, then copies). */
+function copyOf(source: Uint8Array): Buffer {
+  const copy = Buffer.allocUnsafe(source.length);
+  copy.set(source);
+  return copy;
+}
+
 /** What one data checksum covers (ChecksumDrive): repairs are made in whole blocks. */
 const checksumBlockBytes = 4096;
 
@@ -200,7 +207,7 @@ export class Raid5Layout {
     if (unreadable.length > 1) throw this.lost(row, unreadable, 'too many members out of service to write');
     const wholeRow = pieces.length === this.memberCount - 1 && pieces.every((piece) => piece.lengthBytes === unitBytes);
     if (wholeRow) {
-      const parity = Buffer.from(data.subarray(pieces[0]!.requestOffset, pieces[0]!.requestOffset + unitBytes));
+      const parity = copyOf(data.subarray(pieces[0]!.requestOffset, pieces[0]!.requestOffset + unitBytes));
       for (const piece of pieces.slice(1)) xorInto(parity, data.subarray(piece.requestOffset, piece.requestOffset + unitBytes));
       this.known.delete(row); // the new parity replaces any pending one
       await this.writeUnits(row, pieces.map((piece) => [piece.memberIndex, rowOffset, data.subarray(piece.requestOffset, piece.requestOffset + unitBytes)] as const), parity, unreadable);
@@ -261,7 +268,7 @@ export class Raid5Layout {
       recent ? Promise.resolve() : this.io.read(parityMember, rowOffset, parity),
       ...pieces.map(async (piece) => {
         const known = recent?.units.get(piece.memberIndex);
-        if (known) return Buffer.from(known.subarray(piece.offsetInUnit, piece.offsetInUnit + piece.lengthBytes));
+        if (known) return copyOf(known.subarray(piece.offsetInUnit, piece.offsetInUnit + piece.lengthBytes));
         const old = Buffer.allocUnsafe(piece.lengthBytes);
         await this.io.read(piece.memberIndex, rowOffset + piece.offsetInUnit, old);
         return old;
@@ -290,7 +297,7 @@ export class Raid5Layout {
     for (const piece of pieces) {
       const unit = row_.units.get(piece.memberIndex);
       if (unit) pieceData(piece).copy(unit, piece.offsetInUnit);
-      else if (piece.offsetInUnit === 0 && piece.lengthBytes === unitBytes) row_.units.set(piece.memberIndex, Buffer.from(pieceData(piece)));
+      else if (piece.offsetInUnit === 0 && piece.lengthBytes === unitBytes) row_.units.set(piece.memberIndex, copyOf(pieceData(piece)));
     }
     this.keep(row_);
     return true;
