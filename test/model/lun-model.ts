@@ -112,7 +112,9 @@ export class LunModel {
       if (this.versions.get(sector)?.has(value.toString('base64'))) continue;
       const zero = value.every((byte) => byte === 0);
       const acknowledged = value.equals(this.acknowledged.subarray(start, start + sectorBytes));
-      return `sector ${sector} (byte ${start}) holds ${value.subarray(0, 12).toString('hex')}${zero ? ' (zeros)' : ''}, ` +
+      const durable = this.durable.subarray(start, start + sectorBytes);
+      const first = value.findIndex((byte, index) => byte !== durable[index]);
+      return `sector ${sector} (byte ${start}) holds ${value.subarray(0, 12).toString('hex')}${zero ? ' (zeros)' : ''}, first differing from the durable value at byte ${start + first} (${value[first]!.toString(16)} for ${durable[first]!.toString(16)}), ` +
         `durable ${this.durable.subarray(start, start + 12).toString('hex')}, acknowledged ${this.acknowledged.subarray(start, start + 12).toString('hex')}` +
         `${acknowledged ? ' (equal to the acknowledged value, which was never recorded: model bug)' : ''}, ${this.versions.get(sector)?.size ?? 0} values since the flush`;
     }
