@@ -118,6 +118,9 @@ export class RsegAllocator {
         members,
         rsegCount,
         rsegFresh: (zeroed ? '1' : '0').repeat(rsegCount),
+        // RAID-5 on PSEGs that may hold old bytes: the rows' parity is not their XOR yet (the RStore
+        // makes it so before its first write; see RStore.write).
+        ...(raidLevel === 5 && !zeroed ? { parityUnset: true } : {}),
       };
       this.metadata.rstores.set(rstore.id, rstore);
       this.metadata.nextRstoreId += 1;

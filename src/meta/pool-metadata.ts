@@ -65,6 +65,11 @@ export interface RStoreRecord {
    * cleared once it is idle and flushed. After an unclean shutdown only dirty RStores are resynced.
    */
   dirty?: boolean;
+  /**
+   * RAID-5 on PSEGs that were not zero: parity not yet computed over the old contents. Cleared
+   * (rstore-parity-set) once every row's parity has been made the XOR of its data.
+   */
+  parityUnset?: boolean;
 }
 
 export interface LunRecord {
@@ -130,6 +135,8 @@ export type MetadataOp =
   | { kind: 'snapshot-remove'; snapshotId: number }
   /** After an unclean shutdown: unmapped RSEGs and unused PSEGs may hold data of writes whose mapping was lost. */
   | { kind: 'forget-fresh' }
+  /** A RAID-5 RStore made on PSEGs that were not zero has had every row's parity computed. */
+  | { kind: 'rstore-parity-set'; rstoreId: number }
   /** Write intent of RStores (see raid/write-intent.ts). */
   | { kind: 'rstore-intent'; rstoreIds: number[]; dirty: boolean }
   /** A drive is out of service (I/O error, or missing at open). */
@@ -196,6 +203,12 @@ export function applyMetadataOp(metadata: PoolMetadata, op: MetadataOp): void {
       for (const rstore of metadata.rstores.values()) rstore.rsegFresh = '0'.repeat(rstore.rsegCount);
       for (const drive of metadata.drives) drive.zeroedAtCreation = false;
       return;
+    case 'rstore-parity-set': {
+      const rstore = metadata.rstores.get(op.rstoreId);
+      assert(rstore !== undefined, `rstore-parity-set names unknown RStore ${op.rstoreId}`);
+      delete rstore.parityUnset;
+      return;
+    }
     case 'rstore-intent':
       for (const rstoreId of op.rstoreIds) {
         const rstore = metadata.rstores.get(rstoreId);

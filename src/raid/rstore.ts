@@ -47,6 +47,9 @@ export class RStore implements BlockDevice {
   private readonly unitLocks = new ChunkLockManager();
   private exclusiveCopy = false;
   private readonly exclusiveCopyMutex = new Mutex();
+  private settingParity: Promise<void> | undefined;
+  /** Told when a parityUnset RStore has computed its parity (the pool queues rstore-parity-set). */
+  onParitySet: ((rstoreId: number) => void) | undefined;
   private readonly writesInFlight = new Set<Promise<void>>();
 
   constructor(
@@ -98,6 +101,7 @@ export class RStore implements BlockDevice {
 
   async write(offsetBytes: number, data: Buffer): Promise<void> {
     checkRange(this, offsetBytes, data.length, `write of RStore ${this.record.id}`);
+    if (this.record.parityUnset) await this.setParity();
     const admitted = this.intent?.beforeWrite(this.record.id);
     if (admitted) await admitted; // the first write since the RStore was clean: its intent record first
     try {
@@ -105,6 +109,23 @@ export class RStore implements BlockDevice {
     } finally {
       this.intent?.afterWrite(this.record.id);
     }
+  }
+
+  /**
+   * RAID-5 on PSEGs that held old bytes: before the first write, every row's parity is made the
+   * XOR of its data (otherwise a read-modify-write would carry the old bytes' disagreement into
+   * the parity, and a degraded read would return wrong data); then the record says so.
+   */
+  private setParity(): Promise<void> {
+    this.settingParity ??= (async () => {
+      await this.resyncParity();
+      await this.flush();
+      this.onParitySet?.(this.record.id);
+      delete this.record.parityUnset;
+    })().finally(() => {
+      this.settingParity = undefined;
+    });
+    return this.settingParity;
   }
 
   private async writeAdmitted(offsetBytes: number, data: Buffer): Promise<void> {

@@ -315,6 +315,7 @@ export class Pool implements MapSpace {
       const record = this.metadata.rstores.get(rstoreId);
       assert(record !== undefined, `unknown RStore ${rstoreId}`);
       rstore = new RStore(record, this.geometry, this.metadata.config.stripeUnitBytes, this.health, this.options.readOnly ? undefined : this.intent);
+      rstore.onParitySet = (rstoreId) => this.queue({ kind: 'rstore-parity-set', rstoreId });
       this.rstoreCache.set(rstoreId, rstore);
     }
     return rstore;
