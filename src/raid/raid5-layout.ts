@@ -32,6 +32,8 @@ export interface MemberIo {
   writable(memberIndex: number): boolean;
   /** The member returned an I/O error (not a checksum mismatch): it leaves service. */
   failed(memberIndex: number, error: unknown): void;
+  /** Takes the member's data over this range as it is and records fresh checksums for it (resync after a crash). */
+  recompute(memberIndex: number, memberOffsetBytes: number, lengthBytes: number): Promise<void>;
   readonly integrity: IntegrityCounters;
   /** Names the RStore in messages. */
   readonly name: string;
@@ -462,8 +464,10 @@ export class Raid5Layout {
   /**
    * Scrub of rows [firstRow, endRow): every member's unit is read and its checksums verified; a
    * unit whose checksum fails is rebuilt from the others and written back; a parity that is not
-   * the XOR of the (verified) data is rewritten. trustData: parity is recomputed without
-   * counting (resync after an unclean shutdown).
+   * the XOR of the (verified) data is rewritten. trustData (resync after an unclean shutdown): a
+   * unit that fails alone is still rebuilt from the others (a torn write and a bit flip alike come
+   * out as a value written there), several failing units of a row are taken as they are, and the
+   * parity is recomputed, none of it counted as a repair.
    */
   async scrubRows(firstRow: number, endRow: number, options: { trustData?: boolean } = {}): Promise<RowScrubReport> {
     const report: RowScrubReport = { rows: 0, degradedRows: 0, checksumRepairs: 0, parityRepairs: 0, unrepairable: 0 };
@@ -489,6 +493,15 @@ export class Raid5Layout {
             bad.push(index);
           }
         }
+        if (bad.length > 1 && options.trustData) {
+          // After a crash: blocks torn on several members of the row. Every sector holds a value
+          // written to it, so the data is taken as it is and the parity recomputed below.
+          for (const index of bad) {
+            await this.io.recompute(index, rowOffset, unitBytes);
+            await this.io.read(index, rowOffset, units[index]!);
+          }
+          bad.length = 0;
+        }
         if (bad.length > 1) {
           report.unrepairable += 1;
           this.io.integrity.unrepairable += 1;
@@ -499,7 +512,7 @@ export class Raid5Layout {
           derived.fill(0);
           units.forEach((unit, index) => { if (index !== bad[0]) xorInto(derived, unit); });
           if (this.io.writable(bad[0]!)) await this.repair(bad[0]!, rowOffset, derived);
-          report.checksumRepairs += 1;
+          if (!options.trustData) report.checksumRepairs += 1;
           return;
         }
         const parityMember = this.parityMember(row);

@@ -15,7 +15,7 @@ import { checkRange, forEachPiece } from '../block/block-device.js';
 import type { Drive } from '../drive/drive.js';
 import type { RStoreRecord } from '../meta/pool-metadata.js';
 import { assert } from '../util/assert.js';
-import { isChecksumError } from '../drive/checksum-drive.js';
+import { ChecksumDrive, isChecksumError } from '../drive/checksum-drive.js';
 import type { DriveRecord } from '../meta/pool-metadata.js';
 import { ChunkLockManager } from '../snapshot/lock-manager.js';
 import { LunfsError } from '../util/errors.js';
@@ -71,6 +71,10 @@ export class RStore implements BlockDevice {
       readable: (memberIndex, memberOffsetBytes, lengthBytes) => health.readable(driveIndexOf(memberIndex), record.id, memberOffsetBytes, lengthBytes),
       writable: (memberIndex) => health.writable(driveIndexOf(memberIndex)),
       failed: (memberIndex, error) => health.fail(driveIndexOf(memberIndex), error),
+      recompute: async (memberIndex, memberOffsetBytes, lengthBytes) => {
+        const drive = this.memberDrive(memberIndex);
+        if (drive instanceof ChecksumDrive) await drive.recompute(this.physicalOffset(memberIndex, memberOffsetBytes), lengthBytes);
+      },
       integrity: health.integrity,
       name: `RStore ${record.id}`,
     };
@@ -237,7 +241,7 @@ export class RStore implements BlockDevice {
    * Scrub: reads every member unit, verifies checksums, repairs what fails from redundancy;
    * RAID-5 parity and RAID-1 mirrors are compared and made consistent again.
    */
-  async scrub(progress: (bytes: number) => void = () => {}): Promise<RowScrubReport> {
+  async scrub(progress: (bytes: number) => void = () => {}, options: { trustData?: boolean } = {}): Promise<RowScrubReport> {
     const unitBytes = this.stripeUnitBytes;
     const rows = this.psegSizeBytes / unitBytes;
     const total: RowScrubReport = { rows: 0, degradedRows: 0, checksumRepairs: 0, parityRepairs: 0, unrepairable: 0 };
@@ -250,14 +254,14 @@ export class RStore implements BlockDevice {
     };
     if (this.raid5) {
       for (let row = 0; row < rows; row += 1) {
-        add(await this.raid5.scrubRows(row, row + 1));
+        add(await this.raid5.scrubRows(row, row + 1, options));
         progress(unitBytes * this.record.members.length);
       }
       return total;
     }
     await this.withExclusiveCopy(async () => {
       for (let index = 0; index < rows; index += 1) {
-        add(await this.unitLocks.withChunks([index], () => this.scrubUnit(index)));
+        add(await this.unitLocks.withChunks([index], () => this.scrubUnit(index, options.trustData === true)));
         progress(unitBytes * this.record.members.length);
       }
     });
@@ -295,7 +299,12 @@ export class RStore implements BlockDevice {
     });
   }
 
-  private async scrubUnit(index: number): Promise<RowScrubReport> {
+  /**
+   * Scrub of one stripe unit (RAID-0/1). trustData (resync after an unclean shutdown): a mirror
+   * that fails its checksum is rewritten from one that verifies; with none that verifies (or on
+   * RAID-0), the data is taken as it is; mirrors that differ are made equal; nothing is counted.
+   */
+  private async scrubUnit(index: number, trustData = false): Promise<RowScrubReport> {
     const report: RowScrubReport = { rows: 1, degradedRows: 0, checksumRepairs: 0, parityRepairs: 0, unrepairable: 0 };
     const offset = index * this.stripeUnitBytes;
     if (this.record.raidLevel === 0) {
@@ -305,6 +314,10 @@ export class RStore implements BlockDevice {
         try {
           await this.memberIo.read(memberIndex, offset, unit);
         } catch (error) {
+          if (trustData && isChecksumError(error)) {
+            await this.memberIo.recompute(memberIndex, offset, this.stripeUnitBytes);
+            continue;
+          }
           if (isChecksumError(error)) this.health.integrity.checksumMismatches += 1;
           else this.memberIo.failed(memberIndex, error);
           report.unrepairable += 1;
@@ -334,6 +347,14 @@ export class RStore implements BlockDevice {
         }
       }
     }
+    if (trustData && bad.length > 0 && !copies.some((copy) => copy !== undefined)) {
+      // No mirror verifies (torn on both): take the first as it is.
+      const first = bad.shift()!;
+      await this.memberIo.recompute(first, offset, this.stripeUnitBytes);
+      const unit = Buffer.alloc(this.stripeUnitBytes);
+      await this.memberIo.read(first, offset, unit);
+      copies[first] = unit;
+    }
     const good = copies.find((copy) => copy !== undefined);
     if (!good) {
       if (bad.length > 0) {
@@ -344,15 +365,17 @@ export class RStore implements BlockDevice {
     }
     for (const memberIndex of bad) {
       await this.repairMember(memberIndex, offset, good);
-      report.checksumRepairs += 1;
+      if (!trustData) report.checksumRepairs += 1;
     }
     // Mirrors that differ although both verify (a crash between the two writes): one wins.
     for (let memberIndex = 0; memberIndex < copies.length; memberIndex += 1) {
       const copy = copies[memberIndex];
       if (copy && copy !== good && !copy.equals(good)) {
         await this.repairMember(memberIndex, offset, good);
-        report.parityRepairs += 1;
-        this.health.integrity.parityRepairs += 1;
+        if (!trustData) {
+          report.parityRepairs += 1;
+          this.health.integrity.parityRepairs += 1;
+        }
       }
     }
     return report;

@@ -645,36 +645,21 @@ export class Pool implements MapSpace {
   /**
    * After a crash, in the RStores whose write intent was set (no other RStore had a write in
    * flight): a block and its checksum may disagree where a write was torn, the mirrors of a RAID-1
-   * RSEG may differ, and a RAID-5 row's parity may not be the XOR of its data. In that order:
-   * each member's checksums are recomputed from its data as it is (any version of a block that
-   * reached the drive was written there), each mapped RAID-1 RSEG is made equal again from one
-   * mirror, and each RAID-5 row's parity is recomputed. Then the intents are cleared. The
-   * clean-shutdown flag stays false until this is done, so a crash during it repeats it.
+   * unit may differ, and a RAID-5 row's parity may not be the XOR of its data. Each such RStore
+   * is scrubbed with trustData (RStore.scrub): a member whose block fails its checksum is rebuilt
+   * from the others that verify (so a bit flip at rest is repaired, not taken for data); where no
+   * copy verifies, the data is taken as it is (every sector holds a value written to it); then
+   * mirrors are made equal and parity recomputed. The clean-shutdown flag stays false until this
+   * is done, so a crash during it repeats it.
    */
   private async resyncMirrors(): Promise<void> {
     const dirty = [...this.metadata.rstores.values()].filter((record) => record.dirty).map((record) => this.rstore(record.id));
     if (dirty.length === 0) return;
     this.options.log.warn({ rstores: dirty.length }, 'resynchronising the RStores that had writes in flight');
     for (const rstore of dirty) {
-      for (const [memberIndex, member] of rstore.record.members.entries()) {
-        if (!this.health.writable(member.driveIndex)) continue;
-        const drive = this.geometry[member.driveIndex]!.drive;
-        if (drive instanceof ChecksumDrive) await drive.recompute(this.memberPhysicalOffset(rstore, memberIndex), rstore.memberBytes);
-      }
       if (rstore.degraded) this.options.log.error({ rstore: rstore.record.id }, 'RStore had writes in flight while a member was out of service: its redundancy for those rows cannot be checked');
+      await rstore.scrub(() => {}, { trustData: true });
     }
-    const unitBytes = this.metadata.config.allocationUnitBytes;
-    const buffer = Buffer.alloc(unitBytes);
-    const dirtyIds = new Set(dirty.map((rstore) => rstore.record.id));
-    const mapped: LmapEntry[] = [];
-    for (const lun of this.metadata.luns.values()) lun.map.forEachMapped((_, entry) => { if (dirtyIds.has(entry.rstoreId)) mapped.push(entry); });
-    for (const entry of mapped) {
-      const rstore = this.rstore(entry.rstoreId);
-      if (rstore.record.raidLevel !== 1) continue;
-      await rstore.read(entry.rsegIndex * unitBytes, buffer);
-      await rstore.write(entry.rsegIndex * unitBytes, buffer);
-    }
-    for (const rstore of dirty) await rstore.resyncParity();
     await this.flushDataDrives();
   }
 
