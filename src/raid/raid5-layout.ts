@@ -34,6 +34,8 @@ export interface MemberIo {
   failed(memberIndex: number, error: unknown): void;
   /** Takes the member's data over this range as it is and records fresh checksums for it (resync after a crash). */
   recompute(memberIndex: number, memberOffsetBytes: number, lengthBytes: number): Promise<void>;
+  /** Member offsets of the 4 KiB blocks in the range whose data fails its checksum. */
+  badBlocks(memberIndex: number, memberOffsetBytes: number, lengthBytes: number): Promise<number[]>;
   readonly integrity: IntegrityCounters;
   /** Names the RStore in messages. */
   readonly name: string;
@@ -494,11 +496,26 @@ export class Raid5Layout {
           }
         }
         if (bad.length > 1 && options.trustData) {
-          // After a crash: blocks torn on several members of the row. Every sector holds a value
-          // written to it, so the data is taken as it is and the parity recomputed below.
+          // After a crash, several members of the row have blocks that fail their checksum. Block
+          // by block: a block bad on one member only is rebuilt from the others (a bit flip at
+          // rest, or a torn write, comes out as a value written there); one bad on several is
+          // taken as it is (every sector holds a value written to it). The parity follows below.
+          const badAt = new Map<number, number[]>(); // offset in the unit -> members bad there
           for (const index of bad) {
+            for (const offset of await this.io.badBlocks(index, rowOffset, unitBytes)) {
+              const inUnit = offset - rowOffset;
+              badAt.set(inUnit, [...(badAt.get(inUnit) ?? []), index]);
+            }
             await this.io.recompute(index, rowOffset, unitBytes);
             await this.io.read(index, rowOffset, units[index]!);
+          }
+          for (const [inUnit, members] of badAt) {
+            if (members.length !== 1) continue;
+            const member = members[0]!;
+            const block = units[member]!.subarray(inUnit, inUnit + checksumBlockBytes);
+            block.fill(0);
+            units.forEach((unit, index) => { if (index !== member) xorInto(block, unit.subarray(inUnit, inUnit + checksumBlockBytes)); });
+            if (this.io.writable(member)) await this.io.write(member, rowOffset + inUnit, block);
           }
           bad.length = 0;
         }

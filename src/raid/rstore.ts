@@ -48,6 +48,10 @@ export class RStore implements BlockDevice {
   private exclusiveCopy = false;
   private readonly exclusiveCopyMutex = new Mutex();
   private settingParity: Promise<void> | undefined;
+  /** Partial-block writes (read, merge, write) under way, and the whole-block writes they wait for. */
+  private mergesUnderWay = 0;
+  private readonly blockLocks = new ChunkLockManager();
+  private readonly wholeBlockWrites = new Set<Promise<void>>();
   /** Told when a parityUnset RStore has computed its parity (the pool queues rstore-parity-set). */
   onParitySet: ((rstoreId: number) => void) | undefined;
   private readonly writesInFlight = new Set<Promise<void>>();
@@ -71,6 +75,12 @@ export class RStore implements BlockDevice {
       readable: (memberIndex, memberOffsetBytes, lengthBytes) => health.readable(driveIndexOf(memberIndex), record.id, memberOffsetBytes, lengthBytes),
       writable: (memberIndex) => health.writable(driveIndexOf(memberIndex)),
       failed: (memberIndex, error) => health.fail(driveIndexOf(memberIndex), error),
+      badBlocks: async (memberIndex, memberOffsetBytes, lengthBytes) => {
+        const drive = this.memberDrive(memberIndex);
+        if (!(drive instanceof ChecksumDrive)) return [];
+        const start = this.physicalOffset(memberIndex, 0);
+        return (await drive.verify(this.physicalOffset(memberIndex, memberOffsetBytes), lengthBytes)).map((offset) => offset - start);
+      },
       recompute: async (memberIndex, memberOffsetBytes, lengthBytes) => {
         const drive = this.memberDrive(memberIndex);
         if (drive instanceof ChecksumDrive) await drive.recompute(this.physicalOffset(memberIndex, memberOffsetBytes), lengthBytes);
@@ -105,6 +115,42 @@ export class RStore implements BlockDevice {
 
   async write(offsetBytes: number, data: Buffer): Promise<void> {
     checkRange(this, offsetBytes, data.length, `write of RStore ${this.record.id}`);
+    if (data.length === 0) return;
+    const start = Math.floor(offsetBytes / repairBlockBytes) * repairBlockBytes;
+    const end = Math.ceil((offsetBytes + data.length) / repairBlockBytes) * repairBlockBytes;
+    const blocks = (): number[] => [...Array((end - start) / repairBlockBytes).keys()].map((index) => start / repairBlockBytes + index);
+    if (start !== offsetBytes || end !== offsetBytes + data.length) {
+      // A write of part of a 4 KiB block (a snapshot write at a sector offset): the block is read
+      // here, verified and, if it fails its checksum, repaired from redundancy, then written whole.
+      // Merged below, a bad block would fail the member's write and take the drive out of service.
+      // The blocks stay locked from the read to the write; whole-block writes take the same locks
+      // while any merge is under way, and those that started before it finish first.
+      this.mergesUnderWay += 1;
+      try {
+        await Promise.allSettled([...this.wholeBlockWrites]);
+        await this.blockLocks.withChunks(blocks(), async () => {
+          const whole = Buffer.allocUnsafe(end - start);
+          await this.read(start, whole);
+          data.copy(whole, offsetBytes - start);
+          await this.writeBlocks(start, whole);
+        });
+      } finally {
+        this.mergesUnderWay -= 1;
+      }
+      return;
+    }
+    if (this.mergesUnderWay > 0) return this.blockLocks.withChunks(blocks(), () => this.writeBlocks(offsetBytes, data));
+    const pending = this.writeBlocks(offsetBytes, data);
+    this.wholeBlockWrites.add(pending);
+    try {
+      await pending;
+    } finally {
+      this.wholeBlockWrites.delete(pending);
+    }
+  }
+
+  /** A write of whole 4 KiB blocks. */
+  private async writeBlocks(offsetBytes: number, data: Buffer): Promise<void> {
     if (this.record.parityUnset) await this.setParity();
     const admitted = this.intent?.beforeWrite(this.record.id);
     if (admitted) await admitted; // the first write since the RStore was clean: its intent record first
