@@ -267,6 +267,7 @@ export class Raid5Layout {
       this.keep(recent);
       return true;
     }
+    if (!recent && !pieces.some((piece) => piece.lengthBytes === unitBytes)) return this.readModifyWriteSpan(row, pieces, data, unreadable);
     const parity = recent ? recent.parity : Buffer.allocUnsafe(unitBytes);
     const reads = await Promise.allSettled([
       recent ? Promise.resolve() : this.io.read(parityMember, rowOffset, parity),
@@ -304,6 +305,46 @@ export class Raid5Layout {
       else if (piece.offsetInUnit === 0 && piece.lengthBytes === unitBytes) row_.units.set(piece.memberIndex, copyOf(pieceData(piece)));
     }
     this.keep(row_);
+    return true;
+  }
+
+  /**
+   * Read-modify-write of writes smaller than a unit in a row not held in memory (random small
+   * writes): only the span of the parity unit the pieces cover is read and written, at once; the
+   * row is not kept (a 4 KiB write costs two 4 KiB reads and two 4 KiB writes, not a whole unit
+   * of parity read and written back).
+   */
+  private async readModifyWriteSpan(row: number, pieces: DataPiece[], data: Buffer, unreadable: number[]): Promise<boolean> {
+    const rowOffset = row * this.stripeUnitBytes;
+    const parityMember = this.parityMember(row);
+    const from = Math.min(...pieces.map((piece) => piece.offsetInUnit));
+    const to = Math.max(...pieces.map((piece) => piece.offsetInUnit + piece.lengthBytes));
+    const parity = Buffer.allocUnsafe(to - from);
+    const pieceData = (piece: DataPiece): Buffer => data.subarray(piece.requestOffset, piece.requestOffset + piece.lengthBytes);
+    const reads = await Promise.allSettled([
+      this.io.read(parityMember, rowOffset + from, parity),
+      ...pieces.map(async (piece) => {
+        const old = Buffer.allocUnsafe(piece.lengthBytes);
+        await this.io.read(piece.memberIndex, rowOffset + piece.offsetInUnit, old);
+        return old;
+      }),
+    ]);
+    const members = [parityMember, ...pieces.map((piece) => piece.memberIndex)];
+    let failed = false;
+    reads.forEach((result, index) => {
+      if (result.status === 'rejected') {
+        this.noteReadError(members[index]!, result.reason);
+        failed = true;
+      }
+    });
+    if (failed) return false;
+    pieces.forEach((piece, index) => {
+      const old = (reads[index + 1] as PromiseFulfilledResult<Buffer>).value;
+      xorInto(old, pieceData(piece));
+      xorInto(parity.subarray(piece.offsetInUnit - from, piece.offsetInUnit - from + piece.lengthBytes), old);
+    });
+    const writes = pieces.map((piece) => [piece.memberIndex, rowOffset + piece.offsetInUnit, pieceData(piece)] as const);
+    await this.writeUnits(row, [...writes, [parityMember, rowOffset + from, parity] as const], undefined, unreadable);
     return true;
   }
 
