@@ -243,7 +243,6 @@ export class Raid5Layout {
   private async readModifyWrite(row: number, pieces: DataPiece[], data: Buffer, unreadable: number[]): Promise<boolean> {
     const unitBytes = this.stripeUnitBytes;
     const rowOffset = row * unitBytes;
-    const parityMember = this.parityMember(row);
     const recent = unreadable.length === 0 ? this.known.get(row) : undefined;
     const pieceData = (piece: DataPiece): Buffer => data.subarray(piece.requestOffset, piece.requestOffset + piece.lengthBytes);
     const dataWrites = pieces.map((piece) => [piece.memberIndex, rowOffset + piece.offsetInUnit, pieceData(piece)] as const);
@@ -269,30 +268,13 @@ export class Raid5Layout {
     }
     if (!recent && !pieces.some((piece) => piece.lengthBytes === unitBytes)) return this.readModifyWriteSpan(row, pieces, data, unreadable);
     const parity = recent ? recent.parity : Buffer.allocUnsafe(unitBytes);
-    const reads = await Promise.allSettled([
-      recent ? Promise.resolve() : this.io.read(parityMember, rowOffset, parity),
-      ...pieces.map(async (piece) => {
-        const known = recent?.units.get(piece.memberIndex);
-        if (known) return copyOf(known.subarray(piece.offsetInUnit, piece.offsetInUnit + piece.lengthBytes));
-        const old = Buffer.allocUnsafe(piece.lengthBytes);
-        await this.io.read(piece.memberIndex, rowOffset + piece.offsetInUnit, old);
-        return old;
-      }),
-    ]);
-    const members = [parityMember, ...pieces.map((piece) => piece.memberIndex)];
-    let failed = false;
-    reads.forEach((result, index) => {
-      if (result.status === 'rejected') {
-        this.noteReadError(members[index]!, result.reason);
-        failed = true;
-      }
-    });
-    if (failed) {
+    const olds = await this.readOld(row, pieces, recent ? undefined : parity, 0, recent);
+    if (!olds) {
       await this.forgetRow(row);
       return false;
     }
     pieces.forEach((piece, index) => {
-      const old = (reads[index + 1] as PromiseFulfilledResult<Buffer>).value;
+      const old = olds[index]!;
       xorInto(old, pieceData(piece));
       xorInto(parity.subarray(piece.offsetInUnit, piece.offsetInUnit + piece.lengthBytes), old);
     });
@@ -321,9 +303,31 @@ export class Raid5Layout {
     const to = Math.max(...pieces.map((piece) => piece.offsetInUnit + piece.lengthBytes));
     const parity = Buffer.allocUnsafe(to - from);
     const pieceData = (piece: DataPiece): Buffer => data.subarray(piece.requestOffset, piece.requestOffset + piece.lengthBytes);
+    const olds = await this.readOld(row, pieces, parity, from);
+    if (!olds) return false;
+    pieces.forEach((piece, index) => {
+      const old = olds[index]!;
+      xorInto(old, pieceData(piece));
+      xorInto(parity.subarray(piece.offsetInUnit - from, piece.offsetInUnit - from + piece.lengthBytes), old);
+    });
+    const writes = pieces.map((piece) => [piece.memberIndex, rowOffset + piece.offsetInUnit, pieceData(piece)] as const);
+    await this.writeUnits(row, [...writes, [parityMember, rowOffset + from, parity] as const], undefined, unreadable);
+    return true;
+  }
+
+  /**
+   * Reads the old parity (into parity, from parityFromBytes in the unit; none when parity is
+   * undefined: it is known) and each piece's old data (from known's units where it holds them).
+   * Undefined, with the failure recorded, when any read fails.
+   */
+  private async readOld(row: number, pieces: DataPiece[], parity: Buffer | undefined, parityFromBytes: number, known?: KnownRow): Promise<Buffer[] | undefined> {
+    const rowOffset = row * this.stripeUnitBytes;
+    const parityMember = this.parityMember(row);
     const reads = await Promise.allSettled([
-      this.io.read(parityMember, rowOffset + from, parity),
+      parity ? this.io.read(parityMember, rowOffset + parityFromBytes, parity) : Promise.resolve(),
       ...pieces.map(async (piece) => {
+        const unit = known?.units.get(piece.memberIndex);
+        if (unit) return copyOf(unit.subarray(piece.offsetInUnit, piece.offsetInUnit + piece.lengthBytes));
         const old = Buffer.allocUnsafe(piece.lengthBytes);
         await this.io.read(piece.memberIndex, rowOffset + piece.offsetInUnit, old);
         return old;
@@ -337,15 +341,8 @@ export class Raid5Layout {
         failed = true;
       }
     });
-    if (failed) return false;
-    pieces.forEach((piece, index) => {
-      const old = (reads[index + 1] as PromiseFulfilledResult<Buffer>).value;
-      xorInto(old, pieceData(piece));
-      xorInto(parity.subarray(piece.offsetInUnit - from, piece.offsetInUnit - from + piece.lengthBytes), old);
-    });
-    const writes = pieces.map((piece) => [piece.memberIndex, rowOffset + piece.offsetInUnit, pieceData(piece)] as const);
-    await this.writeUnits(row, [...writes, [parityMember, rowOffset + from, parity] as const], undefined, unreadable);
-    return true;
+    if (failed) return undefined;
+    return reads.slice(1).map((result) => (result as PromiseFulfilledResult<Buffer>).value);
   }
 
   /** Whether every data unit of the row is known in recent or written whole by these pieces. */

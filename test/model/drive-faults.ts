@@ -56,9 +56,9 @@ export const faultOptions = {
    * rebuild is waited for at once or a power cut comes during it, and a rebuild resumed at open is
    * waited for before anything reads.
    */
-  ioDuringRebuild: process.env['LUNFS_MODEL_IO_DURING_REBUILD'] !== '0',
+  ioDuringRebuild: process.env['LUNFS_MODEL_IO_DURING_REBUILD'] === '1',
   /**
-   * LUNFS_MODEL_SCRUB_DURING_REBUILD=1 (with the one above), RAID-1: a scrub while a rebuild runs.
+   * LUNFS_MODEL_SCRUB_DURING_REBUILD (with the one above), RAID-1: a scrub while a rebuild runs.
    * Both take the RStore's exclusive copy mode and the second trips the assertion 'two rebuilds or
    * scrubs at once' (the scrub job fails). Fixed (ee6addf: they take turns); on by default. =0: a
    * RAID-1 scrub waits for the rebuild.
