@@ -645,11 +645,11 @@ export class Pool implements MapSpace {
   /**
    * After a crash, in the RStores whose write intent was set (no other RStore had a write in
    * flight): a block and its checksum may disagree where a write was torn, the mirrors of a RAID-1
-   * unit may differ, and a RAID-5 row's parity may not be the XOR of its data. Each such RStore
-   * is scrubbed with trustData (RStore.scrub): a member whose block fails its checksum is rebuilt
-   * from the others that verify (so a bit flip at rest is repaired, not taken for data); where no
-   * copy verifies, the data is taken as it is (every sector holds a value written to it); then
-   * mirrors are made equal and parity recomputed. The clean-shutdown flag stays false until this
+   * unit may differ, and a RAID-5 row's parity may not be the XOR of its data. RAID-0/1 RStores
+   * are scrubbed with trustData (RStore.scrub): a mirror whose block fails its checksum is
+   * rewritten from one that verifies (so a bit flip at rest is repaired, not taken for data);
+   * where none verifies, the data is taken as it is; mirrors are made equal. RAID-5 RStores take
+   * every member's data as it is (checksums recomputed) and recompute parity. The clean-shutdown flag stays false until this
    * is done, so a crash during it repeats it.
    */
   private async resyncMirrors(): Promise<void> {
@@ -658,7 +658,20 @@ export class Pool implements MapSpace {
     this.options.log.warn({ rstores: dirty.length }, 'resynchronising the RStores that had writes in flight');
     for (const rstore of dirty) {
       if (rstore.degraded) this.options.log.error({ rstore: rstore.record.id }, 'RStore had writes in flight while a member was out of service: its redundancy for those rows cannot be checked');
-      await rstore.scrub(() => {}, { trustData: true });
+      if (rstore.record.raidLevel !== 5) {
+        await rstore.scrub(() => {}, { trustData: true });
+        continue;
+      }
+      // RAID-5: never rebuild data from parity here. With parity held back per row (the stripe
+      // cache), a crash can leave one member's block new and the parity old; a block of another
+      // member rebuilt from those two would hold bytes never written. Every member's data is
+      // taken as it is (each sector holds a value written to it), then parity recomputed.
+      for (const [memberIndex, member] of rstore.record.members.entries()) {
+        if (!this.health.writable(member.driveIndex)) continue;
+        const drive = this.geometry[member.driveIndex]!.drive;
+        if (drive instanceof ChecksumDrive) await drive.recompute(this.memberPhysicalOffset(rstore, memberIndex), rstore.memberBytes);
+      }
+      await rstore.resyncParity();
     }
     await this.flushDataDrives();
   }

@@ -76,10 +76,11 @@ export const faultOptions = {
    * LUNFS_MODEL_FLIPS_ACROSS_CRASH=1: bit flips stay outstanding through power cuts. The resync of
    * the RStores whose write intent was set recomputes their checksums from the data as it is,
    * before redundancy is consulted: every flip there becomes good data (RAID-1 may copy the
-   * flipped mirror over the good one, RAID-5 recomputes parity from it). The resync now rebuilds
-   * a block that fails its checksum from the members that verify, block by block, which covers a
-   * flip alone; a flip in a row that a power cut also tore on another member can still be taken
-   * for data (seeds 4 and 6, RAID-5). Off by default: a scrub runs first.
+   * flipped mirror over the good one, RAID-5 recomputes parity from it). RAID-1 now rewrites a
+   * mirror that fails its checksum from one that verifies; RAID-5 still takes every member's data
+   * as it is (rebuilding a block from parity after a crash can meet a parity older than another
+   * member's data: bytes never written), so a flip in a dirty RAID-5 RStore is kept. Off by
+   * default: a scrub runs first.
    */
   flipsAcrossCrash: process.env['LUNFS_MODEL_FLIPS_ACROSS_CRASH'] === '1',
   /**
