@@ -8,6 +8,7 @@
 // that fails its seal is not an error: its entries become unknown, it is counted, and it is
 // rewritten, sealed, by the next writeDirtyPages (self-healing). Only ChecksumDrive uses this.
 
+import { endianness } from 'node:os';
 import type { BlockDevice } from '../block/block-device.js';
 import { crc32c } from '../native/native-kernels.js';
 import { assert } from '../util/assert.js';
@@ -33,11 +34,15 @@ export function storedChecksum(crc: number): number {
   return crc === 0 ? 1 : crc;
 }
 
+/** On a little-endian host a page's entries are its bytes as they are: encoding is one copy. */
+const littleEndianHost = endianness() === 'LE';
+
 /** A 4 KiB table page: the entries, little-endian, then crc32c of the first 4092 bytes. */
 export function encodeTablePage(entries: Uint32Array): Buffer {
   assert(entries.length === entriesPerTablePage, `a table page has ${entriesPerTablePage} entries, got ${entries.length}`);
-  const page = Buffer.alloc(tablePageBytes);
-  for (let index = 0; index < entriesPerTablePage; index += 1) page.writeUInt32LE(entries[index]!, index * 4);
+  const page = Buffer.allocUnsafe(tablePageBytes);
+  if (littleEndianHost) page.set(new Uint8Array(entries.buffer, entries.byteOffset, sealOffsetBytes));
+  else for (let index = 0; index < entriesPerTablePage; index += 1) page.writeUInt32LE(entries[index]!, index * 4);
   page.writeUInt32LE(crc32c(page.subarray(0, sealOffsetBytes)), sealOffsetBytes);
   return page;
 }
@@ -48,13 +53,15 @@ export function decodeTablePage(page: Buffer): Uint32Array | null {
   const entries = new Uint32Array(entriesPerTablePage);
   if (isAllZero(page)) return entries;
   if (page.readUInt32LE(sealOffsetBytes) !== crc32c(page.subarray(0, sealOffsetBytes))) return null;
-  for (let index = 0; index < entriesPerTablePage; index += 1) entries[index] = page.readUInt32LE(index * 4);
+  if (littleEndianHost) new Uint8Array(entries.buffer).set(page.subarray(0, sealOffsetBytes));
+  else for (let index = 0; index < entriesPerTablePage; index += 1) entries[index] = page.readUInt32LE(index * 4);
   return entries;
 }
 
+const zeroPage = Buffer.alloc(tablePageBytes);
+
 function isAllZero(bytes: Buffer): boolean {
-  for (let index = 0; index < bytes.length; index += 1) if (bytes[index] !== 0) return false;
-  return true;
+  return bytes.length === zeroPage.length ? bytes.equals(zeroPage) : bytes.every((byte) => byte === 0);
 }
 
 export class ChecksumTable {

@@ -6,7 +6,7 @@
 import { describe, expect, it } from 'vitest';
 import { checkRange, type BlockDevice } from '../../src/block/block-device.js';
 import { ChecksumDrive, ChecksumError, checksumGeometryOf, isChecksumError, type ChecksumGeometry } from '../../src/drive/checksum-drive.js';
-import { checksumBlockBytes, checksumTableBytesFor, decodeTablePage, entriesPerTablePage, storedChecksum, tablePageBytes } from '../../src/drive/checksum-table.js';
+import { checksumBlockBytes, checksumTableBytesFor, decodeTablePage, encodeTablePage, entriesPerTablePage, storedChecksum, tablePageBytes } from '../../src/drive/checksum-table.js';
 import type { Drive } from '../../src/drive/drive.js';
 import { MemoryDrive } from '../../src/drive/memory-drive.js';
 import type { DriveHeader } from '../../src/meta/drive-header.js';
@@ -148,6 +148,20 @@ describe('ChecksumDrive', () => {
     const to = blockOffset(700) - 5;
     expect(await fresh.verify(from, to - from)).toEqual(expected.filter((offset) => offset + block > from && offset < to));
     await expect(fresh.verify(0, block)).rejects.toMatchObject({ code: 'EINVAL' });
+  });
+
+  it('a table page is its entries little-endian and a crc32c seal; it decodes to the same entries and fails its seal when damaged', () => {
+    const random = new SeededRandom(0x7ab1e);
+    const entries = new Uint32Array(entriesPerTablePage);
+    for (let index = 0; index < entries.length; index += 1) entries[index] = random.integer(0x100000000);
+    const page = encodeTablePage(entries);
+    expect(page.length).toBe(tablePageBytes);
+    for (const index of [0, 1, 511, entriesPerTablePage - 1]) expect(page.readUInt32LE(index * 4)).toBe(entries[index]);
+    expect(page.readUInt32LE(entriesPerTablePage * 4)).toBe(crc32c(page.subarray(0, entriesPerTablePage * 4)));
+    expect(decodeTablePage(page)).toEqual(entries);
+    expect(decodeTablePage(Buffer.alloc(tablePageBytes))).toEqual(new Uint32Array(entriesPerTablePage));
+    page[100] = page[100]! ^ 0x10;
+    expect(decodeTablePage(page)).toBeNull();
   });
 
   it('a damaged table page is counted, forgotten (no throw), and rewritten sealed at the next flush', async () => {
