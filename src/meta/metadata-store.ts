@@ -69,6 +69,8 @@ interface CopyScan<Op> {
   sequence: number;
   checkpointPayload?: Buffer;
   ops: Op[];
+  /** The ops of the last journal record replayed ([] when replay ends at the checkpoint). */
+  lastRecordOps: Op[];
   journalEndBytes: number;
   problems: string[];
   /** A complete journal record past the end of replay that is newer than what replay reached. */
@@ -106,7 +108,7 @@ export class MetadataStore<State = PoolMetadata, Op = MetadataOp> {
   /** Reads every copy, recovers the newest consistent metadata and reports on each copy. */
   static async open<S = PoolMetadata, O = MetadataOp>(
     copies: QuorumCopy[], layout: QuorumLayout, log: Logger, codec: StoreCodec<S, O> = poolMetadataCodec as unknown as StoreCodec<S, O>,
-  ): Promise<{ store: MetadataStore<S, O>; metadata: S; reports: CopyReport[] }> {
+  ): Promise<{ store: MetadataStore<S, O>; metadata: S; reports: CopyReport[]; lastRecordOps: O[] }> {
     assert(copies.length > 0, 'metadata store needs at least one copy');
     const scans = await Promise.all(copies.map((copy) => scanCopy<O>(copy, layout, codec.checkpointMagic, codec.journalMagic)));
     const usable = scans.filter((scan) => scan.checkpointPayload !== undefined);
@@ -140,20 +142,23 @@ export class MetadataStore<State = PoolMetadata, Op = MetadataOp> {
     const committed = codec.decode(best.checkpointPayload!);
     for (const op of best.ops) codec.apply(committed, op);
     const store = new MetadataStore<S, O>(copies, layout, log, best.generation, best.slot, best.sequence, best.journalEndBytes, committed, codec);
-    return { store, metadata, reports };
+    return { store, metadata, reports, lastRecordOps: best.lastRecordOps };
   }
 
   /**
    * Makes ops durable: appends them to the journal of every copy and flushes, or writes a
    * checkpoint when the journal is full. The store keeps its own image of the committed metadata,
    * so a checkpoint never contains a change whose data the caller has not yet made durable.
+   * beforeCheckpoint runs first when the ops go into a checkpoint rather than a journal record:
+   * a caller whose ops may be written before their data is flushed (see lastRecordOps) flushes there.
    */
-  commit(ops: Op[]): Promise<void> {
+  commit(ops: Op[], beforeCheckpoint?: () => Promise<void>): Promise<void> {
     return this.mutex.run(async () => {
       if (ops.length === 0) return;
       const payload = Buffer.from(JSON.stringify(ops));
       const recordBytes = alignUp(recordHeaderBytes + payload.length, journalRecordAlignBytes);
       if (this.journalOffsetBytes + recordBytes > this.layout.journalBytes) {
+        await beforeCheckpoint?.();
         // The committed image changes only once the checkpoint holding the ops is written.
         const next = this.codec.decode(this.codec.encode(this.committed));
         for (const op of ops) this.codec.apply(next, op);
@@ -266,7 +271,7 @@ export class MetadataStore<State = PoolMetadata, Op = MetadataOp> {
 }
 
 async function scanCopy<Op>(copy: QuorumCopy, layout: QuorumLayout, checkpointMagic: string, journalMagic: string): Promise<CopyScan<Op>> {
-  const scan: CopyScan<Op> = { copy, generation: 0, slot: 0, sequence: 0, ops: [], journalEndBytes: 0, problems: [] };
+  const scan: CopyScan<Op> = { copy, generation: 0, slot: 0, sequence: 0, ops: [], lastRecordOps: [], journalEndBytes: 0, problems: [] };
   for (const slot of [0, 1]) {
     try {
       const found = await readCheckpointSlot(copy.drive, layout.quorumOffsetBytes + slot * layout.checkpointSlotBytes, layout.checkpointSlotBytes, checkpointMagic);
@@ -300,7 +305,8 @@ async function scanCopy<Op>(copy: QuorumCopy, layout: QuorumLayout, checkpointMa
       if (position + recordBytes > journal.length) break;
       const payload = journal.subarray(position + recordHeaderBytes, position + recordHeaderBytes + payloadBytes);
       if (crc32c(payload) !== header.readUInt32LE(36)) break; // torn record: it was never acknowledged
-      scan.ops.push(...(JSON.parse(payload.toString('utf8')) as Op[]));
+      scan.lastRecordOps = JSON.parse(payload.toString('utf8')) as Op[];
+      scan.ops.push(...scan.lastRecordOps);
       scan.sequence += 1;
       position += recordBytes;
     }

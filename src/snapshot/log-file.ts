@@ -38,6 +38,16 @@ export class LogFile {
     return old === 0 ? undefined : old - 1;
   }
 
+  /** Removes the chunk's pointer; returns the slot it named, if any. */
+  delete(chunkIndex: number): number | undefined {
+    const page = this.pages.get(Math.floor(chunkIndex / pageEntries));
+    const old = page?.[chunkIndex % pageEntries] ?? 0;
+    if (old === 0) return undefined;
+    page![chunkIndex % pageEntries] = 0;
+    this.entryCount -= 1;
+    return old - 1;
+  }
+
   /** Visits every pointer in ascending chunk order. */
   forEach(visit: (chunkIndex: number, slot: number) => void): void {
     for (const pageIndex of [...this.pages.keys()].sort((a, b) => a - b)) {

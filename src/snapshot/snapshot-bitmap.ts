@@ -35,6 +35,16 @@ export class SnapshotBitmap {
     this.setCount += 1;
   }
 
+  clear(chunkIndex: number): void {
+    const page = this.pages.get(Math.floor(chunkIndex / pageBits));
+    if (!page) return;
+    const bit = chunkIndex % pageBits;
+    const mask = 1 << (bit & 7);
+    if ((page[bit >>> 3]! & mask) === 0) return;
+    page[bit >>> 3] = page[bit >>> 3]! & ~mask;
+    this.setCount -= 1;
+  }
+
   /** The bitmap as bytes up to its last set bit (the checkpoint form; docs/on-disk-format.md). */
   toBytes(): Buffer {
     const last = Math.max(-1, ...this.pages.keys());

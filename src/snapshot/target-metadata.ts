@@ -21,7 +21,17 @@ export interface TargetState {
 
 export type TargetOp =
   /** One preserved copy of a chunk's original data serves every snapshot in ids (claims 1, 13, 22). */
-  | { kind: 'preserve'; chunk: number; slot: number; ids: number[] }
+  | {
+      kind: 'preserve'; chunk: number; slot: number; ids: number[];
+      /**
+       * crc32c of the slot's data, when the record was written before that data was flushed (one
+       * flush for both): if the record is the journal's last and the slot does not match after a
+       * crash, the copy is undone at open (unpreserve) and the snapshots read the unchanged source.
+       */
+      crc?: number;
+    }
+  /** Undoes a preserve whose copy did not reach the target before a crash: the bits clear again. */
+  | { kind: 'unpreserve'; chunk: number; slot: number; ids: number[] }
   /** A write to snapshot id gave it its own copy of the chunk (seed 002 claims 1-3). */
   | { kind: 'redirect'; id: number; chunk: number; slot: number }
   /** The snapshots are gone (deleted, or invalidated): their bitmaps and logs are dropped. */
@@ -32,6 +42,15 @@ export function applyTargetOp(state: TargetState, op: TargetOp, replaced?: (slot
   switch (op.kind) {
     case 'preserve':
       for (const id of op.ids) point(state, id, op.chunk, op.slot, replaced, added);
+      return;
+    case 'unpreserve':
+      for (const id of op.ids) {
+        const image = state.snapshots.get(id);
+        if (!image || image.log.get(op.chunk) !== op.slot) continue;
+        image.log.delete(op.chunk);
+        image.bitmap.clear(op.chunk);
+        replaced?.(op.slot);
+      }
       return;
     case 'redirect':
       point(state, op.id, op.chunk, op.slot, replaced, added);

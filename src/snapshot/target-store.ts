@@ -10,15 +10,23 @@
 //
 // Order of a preservation (claims 14-16), for one chunk and every snapshot that needs it:
 //   1. the original data is written to a free slot;
-//   2. the target is flushed (pool commit: the slot's data and its mapping are durable);
-//   3. one journal record adds the pointer to each snapshot's log file and sets its bitmap bit,
-//      and is flushed;
+//   2. one journal record adds the pointer to each snapshot's log file and sets its bitmap bit,
+//      with the crc32c of the slot's data;
+//   3. the target is flushed (pool commit: the slot's data, the record and the slot's mapping are
+//      durable together);
 //   4. only then may the caller let the modified data reach the source.
-// Concurrent preservations share steps 2 and 3 (group commit). A slot is referenced by any number
+// Concurrent preservations share steps 2 and 3 (group commit). One flush serves both the data and
+// the record: records are written one at a time, each after the previous one's flush, so after a
+// crash only the journal's last record can name a slot whose data did not arrive. Its preserves
+// are checked against their crc at open, and one that does not match is undone (unpreserve): the
+// source was not yet changed (step 4 waits for step 3), so the snapshots read the original there
+// again, and the next destage over the chunk preserves it anew (claim 25). A batch holding a
+// redirect (a snapshot's own data, which has no second copy) flushes the slots before the record. A slot is referenced by any number
 // of log files; it is free again when none points at it, and a data unit of the target whose
 // slots are all free is given back to the pool.
 
 import type { BlockDevice } from '../block/block-device.js';
+import { crc32c } from '../native/native-kernels.js';
 import { MetadataStore, type QuorumLayout } from '../meta/metadata-store.js';
 import { checkSeal, formatVersion, hasMagic, seal, writeMagic } from '../meta/checksum.js';
 import type { LunRecord } from '../meta/pool-metadata.js';
@@ -149,6 +157,8 @@ export class TargetStore {
   private unrecorded: TargetOp[] = [];
   private committing = false;
   private readonly slotsPerUnit: number;
+  /** Slots that the journal's last record names with a crc (see unarrivedCopies). */
+  private lastRecordSlots = new Set<number>();
 
   private constructor(
     readonly thin: ThinVolume,
@@ -194,9 +204,28 @@ export class TargetStore {
     const geometry = decodeHeader(header, record.ownerLunId!);
     const reservation = { use: false };
     const copies = [{ drive: targetDevice(thin, record, reservation), driveIndex: 0 }];
-    const { store, metadata, reports } = await MetadataStore.open(copies, quorumLayout(geometry), log, targetStateCodec);
+    const { store, metadata, reports, lastRecordOps } = await MetadataStore.open(copies, quorumLayout(geometry), log, targetStateCodec);
     if (reports[0]!.state !== 'good') throw new LunfsError('ECORRUPT', `snapshot target of LUN ${record.ownerLunId}: ${reports[0]!.problems.join('; ')}`);
     const target = new TargetStore(thin, geometry, store, metadata, log, isLive, reservation);
+    const undo = await target.unarrivedCopies(lastRecordOps, liveSnapshotIds);
+    for (const op of lastRecordOps) if (op.kind === 'preserve' && op.crc !== undefined) target.lastRecordSlots.add(op.slot);
+    if (undo.length > 0) {
+      log.warn({ chunks: undo.map((op) => op.chunk) }, 'preserved copies that did not reach the target before a crash are undone; the snapshots read the source there');
+      // In memory at once; the record goes with this open's first commit if the target cannot take it now.
+      for (const op of undo) {
+        applyTargetOp(target.state, op, (slot) => target.unreference(slot), (slot) => target.reference(slot));
+        target.appliedLive.add(op);
+      }
+      if (!readOnly) {
+        try {
+          await target.commit(undo);
+        } catch (error) {
+          if (!(error instanceof LunfsError) || error.code !== 'ENOSPC') throw error;
+          target.unrecorded.push(...undo);
+          log.warn('the undoing of preserved copies is not recorded yet (the target is full); retried with the next commit');
+        }
+      }
+    }
     // Snapshots removed (or never committed) before a crash may still have images here.
     const stale = [...metadata.snapshots.keys()].filter((id) => !liveSnapshotIds.has(id));
     if (readOnly) {
@@ -211,6 +240,27 @@ export class TargetStore {
 
   get chunkBytes(): number {
     return this.geometry.chunkBytes;
+  }
+
+  /** The preserves of the journal's last record whose slot does not hold the data its crc names. */
+  private async unarrivedCopies(lastRecordOps: TargetOp[], liveSnapshotIds: Set<number>): Promise<Array<Extract<TargetOp, { kind: 'unpreserve' }>>> {
+    const undo: Array<Extract<TargetOp, { kind: 'unpreserve' }>> = [];
+    const data = Buffer.alloc(this.geometry.chunkBytes);
+    for (const op of lastRecordOps) {
+      if (op.kind !== 'preserve' || op.crc === undefined || op.slot === zeroSlot) continue;
+      // Images of snapshots that are gone are dropped anyway (and their slots may be reused).
+      const ids = op.ids.filter((id) => liveSnapshotIds.has(id) && this.state.snapshots.get(id)?.log.get(op.chunk) === op.slot);
+      if (ids.length === 0) continue;
+      let arrived = false;
+      try {
+        await this.thin.read(this.slotOffset(op.slot), data);
+        arrived = crc32c(data) === op.crc;
+      } catch (error) {
+        this.log.warn({ err: error, slot: op.slot }, 'preserved slot unreadable at open');
+      }
+      if (!arrived) undo.push({ kind: 'unpreserve', chunk: op.chunk, slot: op.slot, ids });
+    }
+    return undo;
   }
 
   /** Slots in use (each chunkBytes). */
@@ -228,8 +278,10 @@ export class TargetStore {
    * nothing when the target cannot grow.
    */
   async preserve(chunkIndex: number, original: Buffer | undefined, ids: number[], useReservation: boolean): Promise<void> {
-    const slot = original ? await this.writeNewSlot(original, useReservation) : zeroSlot;
-    await this.commit([{ kind: 'preserve', chunk: chunkIndex, slot, ids }]);
+    if (!original) return this.commit([{ kind: 'preserve', chunk: chunkIndex, slot: zeroSlot, ids }]);
+    const crc = crc32c(original);
+    const slot = await this.writeNewSlot(original, useReservation);
+    await this.commit([{ kind: 'preserve', chunk: chunkIndex, slot, ids, crc }]);
   }
 
   /** Gives snapshot id its own copy of the chunk, holding data (a whole chunk). */
@@ -270,6 +322,9 @@ export class TargetStore {
   /** Writes into a slot that one snapshot alone points at (a writable snapshot's own chunk). */
   async writeSlot(slot: number, offsetInChunk: number, data: Buffer): Promise<void> {
     assert(slot !== zeroSlot && this.referenceCount(slot) === 1, `write into shared slot ${slot}`);
+    // The record of the slot's copy must not stay the journal's last: changed in place, the slot
+    // would no longer match that record's crc at open, and a good copy would be undone.
+    if (this.lastRecordSlots.has(slot)) await this.commit([{ kind: 'drop', ids: [] }]);
     await this.thin.write(this.slotOffset(slot) + offsetInChunk, data);
   }
 
@@ -381,8 +436,13 @@ export class TargetStore {
           this.markFree(slot);
         }
         try {
-          await this.thin.flush(); // step 2: the preserved data and its mapping are durable
-          await this.store.commit(batch.ops); // step 3: the pointers and bits, flushed
+          // A snapshot's own data (redirect) has no copy to fall back on: it is flushed before the
+          // record names it. Preserved copies are checked against their crc at open instead.
+          const flushFirst = batch.ops.some((op) => op.kind === 'redirect');
+          if (flushFirst) await this.thin.flush();
+          // Steps 2-3: the pointers and bits; the store's flush makes the slots durable with them.
+          await this.store.commit(batch.ops, () => this.thin.flush());
+          this.lastRecordSlots = new Set(batch.ops.flatMap((op) => (op.kind === 'preserve' && op.crc !== undefined ? [op.slot] : [])));
           for (const op of batch.ops) if (!this.appliedLive.has(op)) applyTargetOp(this.state, op, (slot) => this.unreference(slot), (slot) => this.reference(slot));
           for (const op of batch.ops) if (op.kind === 'preserve' || op.kind === 'redirect') this.pendingSlots.delete(op.slot);
           batch.resolve();
