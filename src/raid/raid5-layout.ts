@@ -84,6 +84,9 @@ interface KnownRow {
   units: Map<number, Buffer>;
 }
 
+/** Rows whose data units one layout holds back at most (see Raid5Layout.hold). */
+const heldRowsPerLayout = 2;
+
 /** Rows one layout keeps (a sequential stream needs one; two lets the next row start meanwhile). */
 const knownRowsPerLayout = 2;
 
@@ -111,6 +114,11 @@ export class Raid5Layout {
   private readonly rowLocks = new ChunkLockManager();
   /** Rows held in memory, least recently written first (see KnownRow). */
   private readonly known = new Map<number, KnownRow>();
+  /**
+   * Whole data units written to a row that is not complete yet, held back (not on the members):
+   * row -> memberIndex -> the unit. See hold().
+   */
+  private readonly held = new Map<number, Map<number, Buffer>>();
 
   constructor(
     readonly memberCount: number,
@@ -134,6 +142,11 @@ export class Raid5Layout {
       const memberOffset = piece.row * this.stripeUnitBytes + piece.offsetInUnit;
       if (!this.io.readable(piece.memberIndex, memberOffset)) {
         pending.push(this.rowLocks.withChunks([piece.row], () => this.reconstruct(piece.row, piece.memberIndex, memberOffset, slice)));
+        continue;
+      }
+      if (this.held.has(piece.row)) {
+        // Units held back reach the members first (settle), then the read goes on as usual.
+        pending.push(this.rowLocks.withChunks([piece.row], () => this.settle(piece.row)).then(() => this.io.read(piece.memberIndex, memberOffset, slice)).catch((error: unknown) => this.recoverRead(piece, memberOffset, slice, error)));
         continue;
       }
       pending.push(this.io.read(piece.memberIndex, memberOffset, slice).catch((error: unknown) => this.recoverRead(piece, memberOffset, slice, error)));
@@ -193,6 +206,8 @@ export class Raid5Layout {
 
   private async writeRow(row: number, pieces: DataPiece[], data: Buffer): Promise<void> {
     try {
+      if (await this.hold(row, pieces, data)) return;
+      if (this.held.has(row)) await this.settle(row);
       await this.writeRowUncached(row, pieces, data);
     } catch (error) {
       // A failed write leaves the members' contents unknown; a pending parity is written back
@@ -229,6 +244,54 @@ export class Raid5Layout {
       if (done) return;
     }
     await this.reconstructWrite(row, pieces, data);
+  }
+
+  /**
+   * A sequential stream writes a row unit by unit (128 KiB at a time, as FUSE and the cache send
+   * them): its units are held back in memory until the row is complete, and the whole row is then
+   * written with parity computed from the new data alone (no old data or parity read, as md's
+   * stripe cache waits for a full stripe). Only whole units of a healthy row are held, starting
+   * with a write that covers the row's first data unit; the units go to the members (settle:
+   * read-modify-write of what is held) when anything else touches the row, when a third row is
+   * held, and before every drive flush (writeBackKnownRows), so a flush still covers them. True
+   * when the write was taken (held, or the row completed and written).
+   */
+  private async hold(row: number, pieces: DataPiece[], data: Buffer): Promise<boolean> {
+    const unitBytes = this.stripeUnitBytes;
+    if (!pieces.every((piece) => piece.offsetInUnit === 0 && piece.lengthBytes === unitBytes)) return false;
+    let held = this.held.get(row);
+    if (!held) {
+      if (this.known.has(row) || pieces.length === this.memberCount - 1) return false;
+      if (!pieces.some((piece) => piece.memberIndex === this.dataMember(row, 0))) return false;
+    }
+    const rowOffset = row * unitBytes;
+    if (this.unreadableMembers(rowOffset).length > 0) return false;
+    for (let index = 0; index < this.memberCount; index += 1) if (!this.io.writable(index)) return false;
+    held ??= new Map();
+    for (const piece of pieces) held.set(piece.memberIndex, copyOf(data.subarray(piece.requestOffset, piece.requestOffset + unitBytes)));
+    if (held.size < this.memberCount - 1) {
+      this.held.delete(row);
+      this.held.set(row, held);
+      for (const [oldest] of this.held) {
+        if (this.held.size <= heldRowsPerLayout) break;
+        if (oldest === row) continue;
+        void this.rowLocks.withChunks([oldest], () => this.settle(oldest)).catch(() => undefined);
+        break;
+      }
+      knownRowHolders.touch(this);
+      return true;
+    }
+    // The row is complete: parity from the new data alone.
+    this.held.delete(row);
+    let parity: Buffer | undefined;
+    const writes: Array<readonly [number, number, Buffer]> = [];
+    for (const [memberIndex, unit] of held) {
+      if (parity) xorInto(parity, unit);
+      else parity = copyOf(unit);
+      writes.push([memberIndex, rowOffset, unit] as const);
+    }
+    await this.writeUnits(row, writes, parity, []);
+    return true;
   }
 
   /**
@@ -369,8 +432,22 @@ export class Raid5Layout {
     knownRowHolders.touch(this);
   }
 
-  /** Writes a row's pending parity to its member. The caller holds the row's lock. */
+  /**
+   * Writes a row's held-back units (read-modify-write) and its pending parity to the members.
+   * The caller holds the row's lock.
+   */
   private async settle(row: number): Promise<void> {
+    const held = this.held.get(row);
+    if (held) {
+      this.held.delete(row);
+      const unitBytes = this.stripeUnitBytes;
+      const joined = Buffer.allocUnsafe(held.size * unitBytes);
+      const pieces: DataPiece[] = [...held].map(([memberIndex, unit], index) => {
+        joined.set(unit, index * unitBytes);
+        return { row, memberIndex, offsetInUnit: 0, lengthBytes: unitBytes, requestOffset: index * unitBytes };
+      });
+      await this.writeRowUncached(row, pieces, joined);
+    }
     const known = this.known.get(row);
     if (!known?.parityPending) return;
     known.parityPending = false;
@@ -391,18 +468,20 @@ export class Raid5Layout {
 
   /** Writes back every pending parity (before the drives are flushed) and drops the rows. */
   async writeBackKnownRows(): Promise<void> {
-    for (const row of [...this.known.keys()]) await this.rowLocks.withChunks([row], () => this.forgetRow(row));
-    if (this.known.size === 0) knownRowHolders.holders.delete(this);
+    for (const row of new Set([...this.held.keys(), ...this.known.keys()])) await this.rowLocks.withChunks([row], () => this.forgetRow(row));
+    if (this.known.size === 0 && this.held.size === 0) knownRowHolders.holders.delete(this);
   }
 
   /** Forgets every row without writing anything (the session was abandoned: a simulated crash). */
   discardKnownRows(): void {
     this.known.clear();
+    this.held.clear();
     knownRowHolders.holders.delete(this);
   }
 
   /** Whether a parity is waiting to be written back. */
   get hasPendingParity(): boolean {
+    if (this.held.size > 0) return true;
     for (const known of this.known.values()) if (known.parityPending) return true;
     return false;
   }
