@@ -52,7 +52,9 @@ export function assembleLunStack(pool: Pool, record: LunRecord, settings: CacheS
     budget: settings.budget,
     pageBytes: cachePageBytes,
     dirtyLimitBytes: Math.floor(capacity / 2),
-    dirtyBackgroundBytes: Math.floor(capacity / 8),
+    // Background destage starts past 32 dirty pages (4 MiB) at most: that backlog is what a
+    // flush, and so the taking of a snapshot, has to destage while writes go on.
+    dirtyBackgroundBytes: Math.min(Math.floor(capacity / 8), 32 * cachePageBytes),
     expireMs: settings.expireMs ?? 1000,
     maxInflightDestages: 16,
     clock: settings.clock,
