@@ -52,9 +52,10 @@ export function assembleLunStack(pool: Pool, record: LunRecord, settings: CacheS
     budget: settings.budget,
     pageBytes: cachePageBytes,
     dirtyLimitBytes: Math.floor(capacity / 2),
-    // Background destage starts past 32 dirty pages (4 MiB) at most: that backlog is what a
-    // flush, and so the taking of a snapshot, has to destage while writes go on.
-    dirtyBackgroundBytes: Math.min(Math.floor(capacity / 8), 32 * cachePageBytes),
+    // Background destage starts past 96 dirty pages (12 MiB) at most: that backlog is what a
+    // flush, and so the taking of a snapshot, has to destage while writes go on. Fewer (32) cost
+    // 4 KiB random writes over a 256 MiB region a third of their IOPS (less rewriting absorbed).
+    dirtyBackgroundBytes: Math.min(Math.floor(capacity / 8), 96 * cachePageBytes),
     expireMs: settings.expireMs ?? 1000,
     maxInflightDestages: 16,
     clock: settings.clock,
