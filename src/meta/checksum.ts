@@ -5,7 +5,7 @@
 import { crc32c } from '../native/native-kernels.js';
 
 /** 2 since the drive header names the checksum table (bytes 156-171). */
-export const formatVersion = 2;
+export const formatVersion = 3;
 
 /** Writes crc32c(buffer with the 4 checksum bytes zeroed) at checksumOffset. */
 export function seal(buffer: Buffer, checksumOffset: number): void {
