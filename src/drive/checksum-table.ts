@@ -60,8 +60,8 @@ export function decodeTablePage(page: Buffer): Uint32Array | null {
 
 const zeroPage = Buffer.alloc(tablePageBytes);
 
-function isAllZero(bytes: Buffer): boolean {
-  return bytes.length === zeroPage.length ? bytes.equals(zeroPage) : bytes.every((byte) => byte === 0);
+function isAllZero(page: Buffer): boolean {
+  return page.equals(zeroPage);
 }
 
 export class ChecksumTable {

@@ -21,9 +21,9 @@
 // are checked against their crc at open, and one that does not match is undone (unpreserve): the
 // source was not yet changed (step 4 waits for step 3), so the snapshots read the original there
 // again, and the next destage over the chunk preserves it anew (claim 25). A batch holding a
-// redirect (a snapshot's own data, which has no second copy) flushes the slots before the record. A slot is referenced by any number
-// of log files; it is free again when none points at it, and a data unit of the target whose
-// slots are all free is given back to the pool.
+// redirect (a snapshot's own data, which has no second copy) flushes the slots before the record.
+// A slot is referenced by any number of log files; it is free again when none points at it, and a
+// data unit of the target whose slots are all free is given back to the pool.
 
 import type { BlockDevice } from '../block/block-device.js';
 import { crc32c } from '../native/native-kernels.js';
@@ -208,23 +208,11 @@ export class TargetStore {
     if (reports[0]!.state !== 'good') throw new LunfsError('ECORRUPT', `snapshot target of LUN ${record.ownerLunId}: ${reports[0]!.problems.join('; ')}`);
     const target = new TargetStore(thin, geometry, store, metadata, log, isLive, reservation);
     const undo = await target.unarrivedCopies(lastRecordOps, liveSnapshotIds);
-    for (const op of lastRecordOps) if (op.kind === 'preserve' && op.crc !== undefined) target.lastRecordSlots.add(op.slot);
+    target.lastRecordSlots = crcSlotsOf(lastRecordOps);
     if (undo.length > 0) {
       log.warn({ chunks: undo.map((op) => op.chunk) }, 'preserved copies that did not reach the target before a crash are undone; the snapshots read the source there');
-      // In memory at once; the record goes with this open's first commit if the target cannot take it now.
-      for (const op of undo) {
-        applyTargetOp(target.state, op, (slot) => target.unreference(slot), (slot) => target.reference(slot));
-        target.appliedLive.add(op);
-      }
-      if (!readOnly) {
-        try {
-          await target.commit(undo);
-        } catch (error) {
-          if (!(error instanceof LunfsError) || error.code !== 'ENOSPC') throw error;
-          target.unrecorded.push(...undo);
-          log.warn('the undoing of preserved copies is not recorded yet (the target is full); retried with the next commit');
-        }
-      }
+      if (readOnly) for (const op of undo) applyTargetOp(target.state, op, (slot) => target.unreference(slot), (slot) => target.reference(slot));
+      else await target.applyAndRecord(undo, 'the undoing of preserved copies');
     }
     // Snapshots removed (or never committed) before a crash may still have images here.
     const stale = [...metadata.snapshots.keys()].filter((id) => !liveSnapshotIds.has(id));
@@ -298,17 +286,26 @@ export class TargetStore {
    */
   async drop(ids: number[]): Promise<void> {
     if (ids.length === 0) return;
-    const op: TargetOp = { kind: 'drop', ids };
-    applyTargetOp(this.state, op, (slot) => this.unreference(slot), (slot) => this.reference(slot));
-    this.appliedLive.add(op);
+    await this.applyAndRecord([{ kind: 'drop', ids }], `the drop of snapshot images ${ids.join(', ')}`);
+    await this.releaseEmptyUnits();
+  }
+
+  /**
+   * Applies ops to the live state at once, then records them; when the target is too full to take
+   * the record now, it goes first into the next commit (the live state already holds the ops).
+   */
+  private async applyAndRecord(ops: TargetOp[], what: string): Promise<void> {
+    for (const op of ops) {
+      applyTargetOp(this.state, op, (slot) => this.unreference(slot), (slot) => this.reference(slot));
+      this.appliedLive.add(op);
+    }
     try {
-      await this.commit([op]);
+      await this.commit(ops);
     } catch (error) {
       if (!(error instanceof LunfsError) || error.code !== 'ENOSPC') throw error;
-      this.unrecorded.push(op);
-      this.log.warn({ ids }, 'the drop of snapshot images is not recorded yet (the target is full); retried with the next commit');
+      this.unrecorded.push(...ops);
+      this.log.warn(`${what} is not recorded yet (the target is full); retried with the next commit`);
     }
-    await this.releaseEmptyUnits();
   }
 
   async readSlot(slot: number, offsetInChunk: number, target: Buffer): Promise<void> {
@@ -442,7 +439,7 @@ export class TargetStore {
           if (flushFirst) await this.thin.flush();
           // Steps 2-3: the pointers and bits; the store's flush makes the slots durable with them.
           await this.store.commit(batch.ops, () => this.thin.flush());
-          this.lastRecordSlots = new Set(batch.ops.flatMap((op) => (op.kind === 'preserve' && op.crc !== undefined ? [op.slot] : [])));
+          this.lastRecordSlots = crcSlotsOf(batch.ops);
           for (const op of batch.ops) if (!this.appliedLive.has(op)) applyTargetOp(this.state, op, (slot) => this.unreference(slot), (slot) => this.reference(slot));
           for (const op of batch.ops) if (op.kind === 'preserve' || op.kind === 'redirect') this.pendingSlots.delete(op.slot);
           batch.resolve();
@@ -488,6 +485,11 @@ export class TargetStore {
     while (this.freeSlots.size > 0) this.freeSlots.pop();
     for (const slot of this.freeSet) this.freeSlots.push(slot);
   }
+}
+
+/** The slots that preserves written before their data was flushed (with a crc) name. */
+function crcSlotsOf(ops: TargetOp[]): Set<number> {
+  return new Set(ops.flatMap((op) => (op.kind === 'preserve' && op.crc !== undefined ? [op.slot] : [])));
 }
 
 function quorumLayout(geometry: TargetGeometry): QuorumLayout {
