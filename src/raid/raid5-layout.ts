@@ -84,6 +84,13 @@ interface KnownRow {
   units: Map<number, Buffer>;
 }
 
+/** A row's data units held back: data unit k (0 .. n-2) of the row at k * unit in data. */
+interface HeldRow {
+  data: Buffer;
+  /** The held units' pieces, as writeRowUncached takes them (requestOffset into data). */
+  pieces: Map<number, DataPiece>;
+}
+
 /** Rows whose data units one layout holds back at most (see Raid5Layout.hold). */
 const heldRowsPerLayout = 2;
 
@@ -114,11 +121,8 @@ export class Raid5Layout {
   private readonly rowLocks = new ChunkLockManager();
   /** Rows held in memory, least recently written first (see KnownRow). */
   private readonly known = new Map<number, KnownRow>();
-  /**
-   * Whole data units written to a row that is not complete yet, held back (not on the members):
-   * row -> memberIndex -> the unit. See hold().
-   */
-  private readonly held = new Map<number, Map<number, Buffer>>();
+  /** Rows not complete yet whose whole data units are held back, not on the members (see hold()). */
+  private readonly held = new Map<number, HeldRow>();
 
   constructor(
     readonly memberCount: number,
@@ -267,31 +271,32 @@ export class Raid5Layout {
     const rowOffset = row * unitBytes;
     if (this.unreadableMembers(rowOffset).length > 0) return false;
     for (let index = 0; index < this.memberCount; index += 1) if (!this.io.writable(index)) return false;
-    held ??= new Map();
-    for (const piece of pieces) held.set(piece.memberIndex, copyOf(data.subarray(piece.requestOffset, piece.requestOffset + unitBytes)));
-    if (held.size < this.memberCount - 1) {
-      this.held.delete(row);
-      this.held.set(row, held);
-      for (const [oldest] of this.held) {
-        if (this.held.size <= heldRowsPerLayout) break;
-        if (oldest === row) continue;
-        void this.rowLocks.withChunks([oldest], () => this.settle(oldest)).catch(() => undefined);
-        break;
-      }
-      knownRowHolders.touch(this);
+    held ??= { data: Buffer.allocUnsafe((this.memberCount - 1) * unitBytes), pieces: new Map() };
+    for (const piece of pieces) {
+      const requestOffset = this.unitInRow(row, piece.memberIndex) * unitBytes;
+      data.copy(held.data, requestOffset, piece.requestOffset, piece.requestOffset + unitBytes);
+      held.pieces.set(piece.memberIndex, { ...piece, requestOffset });
+    }
+    this.held.delete(row);
+    if (held.pieces.size === this.memberCount - 1) {
+      // The row is complete: written whole, parity from the new data alone.
+      await this.writeRowUncached(row, [...held.pieces.values()], held.data);
       return true;
     }
-    // The row is complete: parity from the new data alone.
-    this.held.delete(row);
-    let parity: Buffer | undefined;
-    const writes: Array<readonly [number, number, Buffer]> = [];
-    for (const [memberIndex, unit] of held) {
-      if (parity) xorInto(parity, unit);
-      else parity = copyOf(unit);
-      writes.push([memberIndex, rowOffset, unit] as const);
+    this.held.set(row, held);
+    for (const [oldest] of this.held) {
+      if (this.held.size <= heldRowsPerLayout) break;
+      if (oldest === row) continue;
+      void this.rowLocks.withChunks([oldest], () => this.settle(oldest)).catch(() => undefined);
+      break;
     }
-    await this.writeUnits(row, writes, parity, []);
+    knownRowHolders.touch(this);
     return true;
+  }
+
+  /** Which data unit of the row (0 .. n-2) memberIndex holds. */
+  private unitInRow(row: number, memberIndex: number): number {
+    return (memberIndex - this.parityMember(row) - 1 + this.memberCount) % this.memberCount;
   }
 
   /**
@@ -440,13 +445,7 @@ export class Raid5Layout {
     const held = this.held.get(row);
     if (held) {
       this.held.delete(row);
-      const unitBytes = this.stripeUnitBytes;
-      const joined = Buffer.allocUnsafe(held.size * unitBytes);
-      const pieces: DataPiece[] = [...held].map(([memberIndex, unit], index) => {
-        joined.set(unit, index * unitBytes);
-        return { row, memberIndex, offsetInUnit: 0, lengthBytes: unitBytes, requestOffset: index * unitBytes };
-      });
-      await this.writeRowUncached(row, pieces, joined);
+      await this.writeRowUncached(row, [...held.pieces.values()], held.data);
     }
     const known = this.known.get(row);
     if (!known?.parityPending) return;
