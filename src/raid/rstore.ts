@@ -140,13 +140,7 @@ export class RStore implements BlockDevice {
       return;
     }
     if (this.mergesUnderWay > 0) return this.blockLocks.withChunks(blocks(), () => this.writeBlocks(offsetBytes, data));
-    const pending = this.writeBlocks(offsetBytes, data);
-    this.wholeBlockWrites.add(pending);
-    try {
-      await pending;
-    } finally {
-      this.wholeBlockWrites.delete(pending);
-    }
+    await awaitTracked(this.wholeBlockWrites, this.writeBlocks(offsetBytes, data));
   }
 
   /** A write of whole 4 KiB blocks. */
@@ -187,13 +181,7 @@ export class RStore implements BlockDevice {
       const units = [...Array(last - first + 1).keys()].map((index) => first + index);
       return this.unitLocks.withChunks(units, () => this.writeUnlocked(offsetBytes, data));
     }
-    const pending = this.writeUnlocked(offsetBytes, data);
-    this.writesInFlight.add(pending);
-    try {
-      await pending;
-    } finally {
-      this.writesInFlight.delete(pending);
-    }
+    await awaitTracked(this.writesInFlight, this.writeUnlocked(offsetBytes, data));
   }
 
   private async writeUnlocked(offsetBytes: number, data: Buffer): Promise<void> {
@@ -567,4 +555,14 @@ function standaloneHealth(driveCount: number): DriveHealth {
     records[driveIndex]!.state = 'failed';
     records[driveIndex]!.failedReason = reason;
   });
+}
+
+/** Awaits pending while it sits in inFlight, for those who wait for the writes under way. */
+async function awaitTracked(inFlight: Set<Promise<void>>, pending: Promise<void>): Promise<void> {
+  inFlight.add(pending);
+  try {
+    await pending;
+  } finally {
+    inFlight.delete(pending);
+  }
 }
