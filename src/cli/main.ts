@@ -174,9 +174,10 @@ export function buildProgram(): Command {
     .option('--cache-size <size>', 'write-back cache size', '256M')
     .option('--drive <path>', 'drive paths in order (default: from DIR/pool.json)', collect, [])
     .addOption(new Option('--drive-io <mode>', 'drive I/O: inline for files on tmpfs, thread pool otherwise (auto)').choices(['auto', 'async', 'inline']).default('auto'))
+    .option('--force-degraded', 'mount although a RAID-5 drive went missing across an unclean shutdown (its data written back from parity may be wrong)')
     .description('serve the pool under MOUNTPOINT in the foreground; SIGINT/SIGTERM flush and unmount')
-    .action(async (directory: string, mountpoint: string, options: { cacheSize: string; drive: string[]; driveIo: DriveIoMode }) => {
-      await runMount({ directory, mountpoint, cacheBytes: parseSize(options.cacheSize, '--cache-size'), drivePaths: options.drive, ioMode: options.driveIo });
+    .action(async (directory: string, mountpoint: string, options: { cacheSize: string; drive: string[]; driveIo: DriveIoMode; forceDegraded?: boolean }) => {
+      await runMount({ directory, mountpoint, cacheBytes: parseSize(options.cacheSize, '--cache-size'), drivePaths: options.drive, ioMode: options.driveIo, forceDegraded: options.forceDegraded });
     });
   return program;
 }

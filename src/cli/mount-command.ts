@@ -22,6 +22,8 @@ export interface MountRequest {
   cacheBytes: number;
   drivePaths: string[];
   ioMode: DriveIoMode;
+  /** Open a pool that refuses to open dirty and degraded (Pool.refuseIfDirtyDegraded). */
+  forceDegraded?: boolean;
 }
 
 export async function runMount(request: MountRequest): Promise<void> {
@@ -34,7 +36,7 @@ export async function runMount(request: MountRequest): Promise<void> {
   let front: FuseFront | undefined;
   let server: Awaited<ReturnType<typeof serveControlSocket>> | undefined;
   try {
-    const pool = await openPool(directory, { drivePaths: request.drivePaths, ioMode: request.ioMode });
+    const pool = await openPool(directory, { drivePaths: request.drivePaths, ioMode: request.ioMode, forceDegraded: request.forceDegraded });
     controller = new Controller(pool, { cacheBytes: request.cacheBytes, clock: systemClock, log: layerLogger('controller'), driveSettings: { onDrivePathsChanged: (paths) => recordDrivePaths(directory, paths) } });
     await controller.openSnapshots();
     await controller.drives.start({ watchIntervalMs: driveWatchIntervalMs });

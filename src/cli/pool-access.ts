@@ -90,7 +90,7 @@ async function refuseLunfsDrives(drives: Drive[]): Promise<void> {
 }
 
 /** Opens the drives of a pool directory (or the paths given) and the pool on them. */
-export async function openPool(directory: string, options: { drivePaths?: string[]; readOnly?: boolean; deferSession?: boolean; ioMode?: DriveIoMode }): Promise<Pool> {
+export async function openPool(directory: string, options: { drivePaths?: string[]; readOnly?: boolean; deferSession?: boolean; ioMode?: DriveIoMode; forceDegraded?: boolean }): Promise<Pool> {
   const paths = options.drivePaths && options.drivePaths.length > 0 ? options.drivePaths.map((path) => resolve(path)) : await readPoolFile(directory);
   const drives: Drive[] = [];
   try {
@@ -102,7 +102,7 @@ export async function openPool(directory: string, options: { drivePaths?: string
         drives.push(new MissingDrive(path, (error as Error).message)); // the pool decides whether it can do without it
       }
     }
-    return await Pool.open(drives, { clock: systemClock, log: layerLogger('pool'), readOnly: options.readOnly, deferSession: options.deferSession });
+    return await Pool.open(drives, { clock: systemClock, log: layerLogger('pool'), readOnly: options.readOnly, deferSession: options.deferSession, forceDegraded: options.forceDegraded });
   } catch (error) {
     await Promise.all(drives.map((drive) => drive.close()));
     throw error;

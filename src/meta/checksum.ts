@@ -4,8 +4,12 @@
 
 import { crc32c } from '../native/native-kernels.js';
 
-/** 2 since the drive header names the checksum table (bytes 156-171). */
-export const formatVersion = 3;
+/**
+ * 2 since the drive header names the checksum table (bytes 156-171); 3 since target journal
+ * records carry preserve crcs and unpreserve ops; 4 since the drive header names the degraded-row
+ * log (bytes 172-187).
+ */
+export const formatVersion = 4;
 
 /** Writes crc32c(buffer with the 4 checksum bytes zeroed) at checksumOffset. */
 export function seal(buffer: Buffer, checksumOffset: number): void {

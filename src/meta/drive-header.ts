@@ -1,6 +1,7 @@
 // The drive header: the first 4 KiB of every backing drive. It names the pool and the drive's
 // place in it, and gives the layout of the rest: the quorum area (two checkpoint slots and the
-// metadata journal), the checksum table and the PSEG area. Byte layout in docs/on-disk-format.md.
+// metadata journal), the degraded-row log, the checksum table and the PSEG area. Byte layout in
+// docs/on-disk-format.md.
 
 import { checkSeal, formatVersion, hasMagic, seal, writeMagic } from './checksum.js';
 
@@ -24,6 +25,9 @@ export interface DriveHeader {
   /** The per-block data checksum table of the PSEG area (src/drive/checksum-table.ts). */
   checksumTableOffsetBytes: number;
   checksumTableBytes: number;
+  /** The degraded-row log (src/raid/row-log.ts). */
+  rowLogOffsetBytes: number;
+  rowLogBytes: number;
 }
 
 export function encodeDriveHeader(header: DriveHeader): Buffer {
@@ -45,6 +49,8 @@ export function encodeDriveHeader(header: DriveHeader): Buffer {
   buffer.writeBigUInt64LE(BigInt(header.createdAtMs), 148);
   buffer.writeBigUInt64LE(BigInt(header.checksumTableOffsetBytes), 156);
   buffer.writeBigUInt64LE(BigInt(header.checksumTableBytes), 164);
+  buffer.writeBigUInt64LE(BigInt(header.rowLogOffsetBytes), 172);
+  buffer.writeBigUInt64LE(BigInt(header.rowLogBytes), 180);
   seal(buffer, 12);
   return buffer;
 }
@@ -76,6 +82,8 @@ export function decodeDriveHeader(buffer: Buffer): DecodedDriveHeader {
       createdAtMs: Number(buffer.readBigUInt64LE(148)),
       checksumTableOffsetBytes: Number(buffer.readBigUInt64LE(156)),
       checksumTableBytes: Number(buffer.readBigUInt64LE(164)),
+      rowLogOffsetBytes: Number(buffer.readBigUInt64LE(172)),
+      rowLogBytes: Number(buffer.readBigUInt64LE(180)),
     },
   };
 }

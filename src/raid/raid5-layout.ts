@@ -20,6 +20,7 @@ import { forEachPiece } from '../block/block-device.js';
 import { isChecksumError } from '../drive/checksum-drive.js';
 import { xorInto } from '../native/native-kernels.js';
 import { ChunkLockManager } from '../snapshot/lock-manager.js';
+import { assert } from '../util/assert.js';
 import { LunfsError } from '../util/errors.js';
 import type { IntegrityCounters } from './drive-health.js';
 
@@ -39,6 +40,23 @@ export interface MemberIo {
   readonly integrity: IntegrityCounters;
   /** Names the RStore in messages. */
   readonly name: string;
+  /** The pool's degraded-row log (absent outside a pool: then a power cut with a member out is not covered). */
+  readonly rowLog?: RowLogPort;
+}
+
+/**
+ * The degraded-row log (row-log.ts) as one RStore sees it. Before any member of a row is written
+ * while a data member of the row is out of service, that member's contents over the range written
+ * (as they are once the write is done) are made durable there; done(seq) once the writes are over.
+ * Room is reserved first: for every row being written degraded, and for every row whose data and
+ * parity differ on the members until a write-back (held units, a pending parity), since a member
+ * may leave service before then.
+ */
+export interface RowLogPort {
+  reserve(dataBytes: number): Promise<() => void>;
+  tryReserve(dataBytes: number): (() => void) | undefined;
+  append(row: number, memberIndex: number, offsetInUnit: number, data: Buffer): Promise<number>;
+  done(seq: number): void;
 }
 
 /** A copy of bytes in memory not zeroed first (Buffer.from of a Buffer zero-fills a new buffer, then copies). */
@@ -82,6 +100,8 @@ interface KnownRow {
   parityPending: boolean;
   /** memberIndex -> the unit's contents, exactly as on that member. */
   units: Map<number, Buffer>;
+  /** Room in the row log while the parity is pending (see RowLogPort). */
+  reservation?: () => void;
 }
 
 /** A row's data units held back: data unit k (0 .. n-2) of the row at k * unit in data. */
@@ -89,6 +109,8 @@ interface HeldRow {
   data: Buffer;
   /** The held units' pieces, as writeRowUncached takes them (requestOffset into data). */
   pieces: Map<number, DataPiece>;
+  /** Room in the row log while the units are held (see RowLogPort). */
+  reservation?: () => void;
 }
 
 /** Rows whose data units one layout holds back at most (see Raid5Layout.hold). */
@@ -205,34 +227,102 @@ export class Raid5Layout {
       if (!list) byRow.set(piece.row, (list = []));
       list.push(piece);
     }
-    await Promise.all([...byRow].map(([row, pieces]) => this.rowLocks.withChunks([row], () => this.writeRow(row, pieces, data))));
+    await Promise.all([...byRow].map(([row, pieces]) => this.writeRowWithRoom(row, pieces, data)));
   }
 
-  private async writeRow(row: number, pieces: DataPiece[], data: Buffer): Promise<void> {
+  /**
+   * A row with a data member out of service is written only with room reserved in the row log,
+   * taken before the row's lock (making room may take a flush, which writes rows back under their
+   * locks). A member that leaves service while the write waits for the lock sends it back here.
+   */
+  private async writeRowWithRoom(row: number, pieces: DataPiece[], data: Buffer): Promise<void> {
+    const log = this.io.rowLog;
+    let reservation = log && this.missingDataMember(row) !== undefined ? await log.reserve(this.stripeUnitBytes) : undefined;
     try {
-      if (await this.hold(row, pieces, data)) return;
+      while (await this.rowLocks.withChunks([row], () => this.writeRow(row, pieces, data, reservation))) {
+        reservation ??= await log!.reserve(this.stripeUnitBytes);
+      }
+    } finally {
+      reservation?.();
+    }
+  }
+
+  /** True, having written nothing, when the row needs room in the row log that the caller has not reserved. */
+  private async writeRow(row: number, pieces: DataPiece[], data: Buffer, reservation: (() => void) | undefined): Promise<boolean> {
+    try {
+      if (await this.hold(row, pieces, data)) return false;
       if (this.held.has(row)) await this.settle(row);
-      await this.writeRowUncached(row, pieces, data);
+      return await this.writeRowUncached(row, pieces, data, reservation);
     } catch (error) {
       // A failed write leaves the members' contents unknown; a pending parity is written back
       // from what the row held before (best effort: if that fails too, the member left service).
       await this.settle(row).catch(() => undefined);
-      this.known.delete(row);
+      this.dropKnown(row);
       throw error;
     }
   }
 
-  private async writeRowUncached(row: number, pieces: DataPiece[], data: Buffer): Promise<void> {
+  /** The member out of service that holds data (not the parity) of this row, if any. */
+  private missingDataMember(row: number): number | undefined {
+    const missing = this.unreadableMembers(row * this.stripeUnitBytes);
+    return missing.length === 1 && missing[0] !== this.parityMember(row) ? missing[0] : undefined;
+  }
+
+  /**
+   * Writes pieces of one row. With a data member out of service, its contents over the range
+   * written go to the row log first (durably), and the record is done once the writes are over.
+   * True, having written nothing, when that needs room and none is reserved or free.
+   */
+  private async writeRowUncached(row: number, pieces: DataPiece[], data: Buffer, reservation?: () => void): Promise<boolean> {
+    const unreadable = this.unreadableMembers(row * this.stripeUnitBytes);
+    if (unreadable.length > 1) throw this.lost(row, unreadable, 'too many members out of service to write');
+    const missing = unreadable[0];
+    const log = this.io.rowLog;
+    if (!log || missing === undefined || missing === this.parityMember(row)) {
+      await this.writeRowUnlogged(row, pieces, data, unreadable);
+      return false;
+    }
+    const own = reservation ? undefined : log.tryReserve(this.stripeUnitBytes);
+    if (!reservation && !own) return true;
+    let seq: number;
+    try {
+      seq = await this.logMissing(row, missing, pieces, data);
+    } finally {
+      own?.();
+    }
+    try {
+      await this.writeRowUnlogged(row, pieces, data, unreadable);
+    } finally {
+      log.done(seq);
+    }
+    return false;
+  }
+
+  /**
+   * The row log record of a write to a row whose data member `missing` is out of service: that
+   * member's contents over the whole 4 KiB blocks the pieces span, as the other members give them
+   * now, with the pieces that fall on it applied.
+   */
+  private async logMissing(row: number, missing: number, pieces: DataPiece[], data: Buffer): Promise<number> {
+    const from = Math.floor(Math.min(...pieces.map((piece) => piece.offsetInUnit)) / checksumBlockBytes) * checksumBlockBytes;
+    const to = Math.ceil(Math.max(...pieces.map((piece) => piece.offsetInUnit + piece.lengthBytes)) / checksumBlockBytes) * checksumBlockBytes;
+    const contents = Buffer.allocUnsafe(to - from);
+    const onMissing = pieces.filter((piece) => piece.memberIndex === missing);
+    const covered = onMissing.reduce((sum, piece) => sum + piece.lengthBytes, 0) === to - from;
+    if (!covered) await this.reconstruct(row, missing, row * this.stripeUnitBytes + from, contents);
+    for (const piece of onMissing) data.copy(contents, piece.offsetInUnit - from, piece.requestOffset, piece.requestOffset + piece.lengthBytes);
+    return this.io.rowLog!.append(row, missing, from, contents);
+  }
+
+  private async writeRowUnlogged(row: number, pieces: DataPiece[], data: Buffer, unreadable: number[]): Promise<void> {
     const unitBytes = this.stripeUnitBytes;
     const rowOffset = row * unitBytes;
     const parityMember = this.parityMember(row);
-    const unreadable = this.unreadableMembers(rowOffset);
-    if (unreadable.length > 1) throw this.lost(row, unreadable, 'too many members out of service to write');
     const wholeRow = pieces.length === this.memberCount - 1 && pieces.every((piece) => piece.lengthBytes === unitBytes);
     if (wholeRow) {
       const parity = copyOf(data.subarray(pieces[0]!.requestOffset, pieces[0]!.requestOffset + unitBytes));
       for (const piece of pieces.slice(1)) xorInto(parity, data.subarray(piece.requestOffset, piece.requestOffset + unitBytes));
-      this.known.delete(row); // the new parity replaces any pending one
+      this.dropKnown(row); // the new parity replaces any pending one
       await this.writeUnits(row, pieces.map((piece) => [piece.memberIndex, rowOffset, data.subarray(piece.requestOffset, piece.requestOffset + unitBytes)] as const), parity, unreadable);
       return;
     }
@@ -271,7 +361,11 @@ export class Raid5Layout {
     const rowOffset = row * unitBytes;
     if (this.unreadableMembers(rowOffset).length > 0) return false;
     for (let index = 0; index < this.memberCount; index += 1) if (!this.io.writable(index)) return false;
-    held ??= { data: Buffer.allocUnsafe((this.memberCount - 1) * unitBytes), pieces: new Map() };
+    if (!held) {
+      const reservation = this.io.rowLog?.tryReserve(unitBytes);
+      if (this.io.rowLog && !reservation) return false; // no room to cover the row if a member left before its write
+      held = { data: Buffer.allocUnsafe((this.memberCount - 1) * unitBytes), pieces: new Map(), reservation };
+    }
     for (const piece of pieces) {
       const requestOffset = this.unitInRow(row, piece.memberIndex) * unitBytes;
       data.copy(held.data, requestOffset, piece.requestOffset, piece.requestOffset + unitBytes);
@@ -280,7 +374,11 @@ export class Raid5Layout {
     this.held.delete(row);
     if (held.pieces.size === this.memberCount - 1) {
       // The row is complete: written whole, parity from the new data alone.
-      await this.writeRowUncached(row, [...held.pieces.values()], held.data);
+      try {
+        await this.writeRowUncached(row, [...held.pieces.values()], held.data, held.reservation);
+      } finally {
+        held.reservation?.();
+      }
       return true;
     }
     this.held.set(row, held);
@@ -328,9 +426,10 @@ export class Raid5Layout {
         else xorInto(recent.parity, unit);
         first = false;
       }
-      recent.parityPending = true; // the parity is written back later, once for the row
       recent.units = units;
-      await this.writeUnits(row, dataWrites, undefined, unreadable);
+      // The parity is written back later, once for the row (with room in the row log, else now).
+      recent.parityPending = this.reserveWhilePending(recent);
+      await this.writeUnits(row, dataWrites, recent.parityPending ? undefined : recent.parity, unreadable);
       this.keep(recent);
       return true;
     }
@@ -347,8 +446,9 @@ export class Raid5Layout {
       xorInto(parity.subarray(piece.offsetInUnit, piece.offsetInUnit + piece.lengthBytes), old);
     });
     const row_: KnownRow = recent ?? { row, parity, parityPending: false, units: new Map() };
-    row_.parityPending = true;
-    await this.writeUnits(row, dataWrites, undefined, unreadable);
+    // Degraded, or without room in the row log, the parity goes with the data.
+    row_.parityPending = unreadable.length === 0 && this.reserveWhilePending(row_);
+    await this.writeUnits(row, dataWrites, row_.parityPending ? undefined : parity, unreadable);
     for (const piece of pieces) {
       const unit = row_.units.get(piece.memberIndex);
       if (unit) pieceData(piece).copy(unit, piece.offsetInUnit);
@@ -424,6 +524,22 @@ export class Raid5Layout {
     return true;
   }
 
+  /** Room in the row log for a row whose parity is to stay pending; false when there is none. */
+  private reserveWhilePending(known: KnownRow): boolean {
+    const log = this.io.rowLog;
+    if (!log) return true;
+    known.reservation ??= log.tryReserve(this.stripeUnitBytes);
+    return known.reservation !== undefined;
+  }
+
+  /** Forgets a known row and the room it held (its parity is not pending, or is replaced). */
+  private dropKnown(row: number): void {
+    const known = this.known.get(row);
+    if (!known) return;
+    this.known.delete(row);
+    known.reservation?.();
+  }
+
   /** Keeps a row in memory as the most recent; rows beyond the per-layout bound are written back. */
   private keep(known: KnownRow): void {
     this.known.delete(known.row);
@@ -445,24 +561,64 @@ export class Raid5Layout {
     const held = this.held.get(row);
     if (held) {
       this.held.delete(row);
-      await this.writeRowUncached(row, [...held.pieces.values()], held.data);
+      try {
+        await this.writeRowUncached(row, [...held.pieces.values()], held.data, held.reservation);
+      } finally {
+        held.reservation?.();
+      }
     }
     const known = this.known.get(row);
     if (!known?.parityPending) return;
     known.parityPending = false;
-    const parityMember = this.parityMember(row);
-    if (!this.io.writable(parityMember)) return;
     try {
-      await this.io.write(parityMember, row * this.stripeUnitBytes, known.parity);
-    } catch (error) {
-      this.io.failed(parityMember, error);
+      const parityMember = this.parityMember(row);
+      if (!this.io.writable(parityMember)) return;
+      // A data member that left service since: the parity about to be written is the only
+      // place its data lives, so it is logged first.
+      const missing = this.missingDataMember(row);
+      const seq = missing !== undefined && this.io.rowLog ? await this.logPendingParity(row, missing, known) : undefined;
+      try {
+        await this.io.write(parityMember, row * this.stripeUnitBytes, known.parity);
+      } catch (error) {
+        this.io.failed(parityMember, error);
+      } finally {
+        if (seq !== undefined) this.io.rowLog!.done(seq);
+      }
+    } finally {
+      known.reservation?.();
+      known.reservation = undefined;
     }
+  }
+
+  /** The row log record of a pending parity once data member `missing` left service: its unit is the parity XOR the other data units. */
+  private async logPendingParity(row: number, missing: number, known: KnownRow): Promise<number> {
+    assert(known.reservation !== undefined, `RAID-5 row ${row}: a pending parity without room in the row log`);
+    const rowOffset = row * this.stripeUnitBytes;
+    const contents = copyOf(known.parity);
+    const unit = Buffer.allocUnsafe(this.stripeUnitBytes);
+    for (let unitInRow = 0; unitInRow < this.memberCount - 1; unitInRow += 1) {
+      const memberIndex = this.dataMember(row, unitInRow);
+      if (memberIndex === missing) continue;
+      const knownUnit = known.units.get(memberIndex);
+      if (knownUnit) {
+        xorInto(contents, knownUnit);
+        continue;
+      }
+      try {
+        await this.io.read(memberIndex, rowOffset, unit);
+      } catch (error) {
+        this.noteReadError(memberIndex, error);
+        throw this.lost(row, [missing, memberIndex], (error as Error).message);
+      }
+      xorInto(contents, unit);
+    }
+    return this.io.rowLog!.append(row, missing, 0, contents);
   }
 
   /** Writes back a row's pending parity and drops the row from memory. The caller holds the row's lock. */
   private async forgetRow(row: number): Promise<void> {
     await this.settle(row);
-    this.known.delete(row);
+    this.dropKnown(row);
   }
 
   /** Writes back every pending parity (before the drives are flushed) and drops the rows. */
@@ -473,6 +629,8 @@ export class Raid5Layout {
 
   /** Forgets every row without writing anything (the session was abandoned: a simulated crash). */
   discardKnownRows(): void {
+    for (const known of this.known.values()) known.reservation?.();
+    for (const held of this.held.values()) held.reservation?.();
     this.known.clear();
     this.held.clear();
     knownRowHolders.holders.delete(this);
@@ -568,6 +726,35 @@ export class Raid5Layout {
         rebuilt(row); // still under the lock: a write waiting for this row sees the member in service
       });
     }
+  }
+
+  /**
+   * Replays a row log record after a power cut: the parity over its range becomes the XOR of the
+   * other data units as they are and the logged contents of the member out of service, which so
+   * reads back as logged. False (nothing written) when the member is in service again, or the
+   * parity or another data unit of the row cannot be read or written.
+   */
+  async replayRowLog(row: number, memberIndex: number, offsetInUnit: number, contents: Buffer): Promise<boolean> {
+    return this.rowLocks.withChunks([row], async () => {
+      const rowOffset = row * this.stripeUnitBytes;
+      const parityMember = this.parityMember(row);
+      if (memberIndex === parityMember || this.io.readable(memberIndex, rowOffset) || !this.io.writable(parityMember)) return false;
+      const parity = copyOf(contents);
+      const other = Buffer.allocUnsafe(contents.length);
+      for (let index = 0; index < this.memberCount; index += 1) {
+        if (index === memberIndex || index === parityMember) continue;
+        if (!this.io.readable(index, rowOffset)) return false;
+        try {
+          await this.io.read(index, rowOffset + offsetInUnit, other);
+        } catch (error) {
+          this.noteReadError(index, error);
+          return false;
+        }
+        xorInto(parity, other);
+      }
+      await this.io.write(parityMember, rowOffset + offsetInUnit, parity);
+      return true;
+    });
   }
 
   /**

@@ -22,6 +22,7 @@ import { LunfsError } from '../util/errors.js';
 import { Mutex } from '../util/mutex.js';
 import { DriveHealth } from './drive-health.js';
 import { Raid5Layout, type MemberIo, type RowScrubReport } from './raid5-layout.js';
+import type { DegradedRowLog, RowLogEntry } from './row-log.js';
 import type { WriteIntent } from './write-intent.js';
 
 /** Where a drive's PSEG area starts and how big a PSEG is: from its header. */
@@ -63,6 +64,8 @@ export class RStore implements BlockDevice {
     private readonly health: DriveHealth = standaloneHealth(drives.length),
     /** The pool's write-intent record (absent outside a pool). */
     private readonly intent?: WriteIntent,
+    /** The pool's degraded-row log (absent outside a pool). */
+    rowLog?: DegradedRowLog,
   ) {
     assert(record.members.length >= 1, `RStore ${record.id} has no members`);
     this.psegSizeBytes = drives[record.members[0]!.driveIndex]!.psegSizeBytes;
@@ -87,6 +90,12 @@ export class RStore implements BlockDevice {
       },
       integrity: health.integrity,
       name: `RStore ${record.id}`,
+      rowLog: rowLog && {
+        reserve: (dataBytes) => rowLog.reserve(dataBytes),
+        tryReserve: (dataBytes) => rowLog.tryReserve(dataBytes),
+        append: (row, memberIndex, offsetInUnit, data) => rowLog.append({ rstoreId: record.id, row, memberIndex, offsetInUnit, data }),
+        done: (seq) => rowLog.done(seq),
+      },
     };
     if (record.raidLevel === 5) {
       assert(record.members.length >= 3, `RAID-5 RStore ${record.id} needs at least 3 members`);
@@ -300,6 +309,12 @@ export class RStore implements BlockDevice {
       }
     });
     return total;
+  }
+
+  /** RAID-5: replays a degraded-row log record after an unclean shutdown (see Raid5Layout.replayRowLog). */
+  replayRowLog(entry: RowLogEntry): Promise<boolean> {
+    assert(this.raid5 !== undefined, `a row log record for RStore ${this.record.id}, which is not RAID-5`);
+    return this.raid5.replayRowLog(entry.row, entry.memberIndex, entry.offsetInUnit, entry.data);
   }
 
   /** RAID-5: recomputes the parity of every row (after an unclean shutdown). */

@@ -1,11 +1,12 @@
 // Where things go on a drive, decided once at pool creation: the 4 KiB header, the quorum area
 // (two checkpoint slots sized for the metadata of a fully allocated pool, and the journal), the
-// checksum table (one u32 per 4 KiB of PSEG area, src/drive/checksum-table.ts), then the PSEG
+// degraded-row log (src/raid/row-log.ts), the checksum table (one u32 per 4 KiB of PSEG area, src/drive/checksum-table.ts), then the PSEG
 // area. Every drive of a pool gets the same layout (the table is sized for the largest drive), so
 // a metadata copy can move to any drive.
 
 import { checksumTableBytesFor, tablePageBytes } from '../drive/checksum-table.js';
 import { driveHeaderBytes } from '../meta/drive-header.js';
+import { rowLogBytesFor } from '../raid/row-log.js';
 import { alignUp, KiB, MiB } from '../util/sizes.js';
 import { assert } from '../util/assert.js';
 import { LunfsError } from '../util/errors.js';
@@ -23,6 +24,9 @@ export interface DriveLayout {
   quorumOffsetBytes: number;
   checkpointSlotBytes: number;
   journalBytes: number;
+  /** The degraded-row log (src/raid/row-log.ts): right after the journal, on the drives holding a metadata copy. */
+  rowLogOffsetBytes: number;
+  rowLogBytes: number;
   /** The checksum table: right after the journal, whole 4 KiB pages, one entry per 4 KiB of PSEG area. */
   checksumTableOffsetBytes: number;
   checksumTableBytes: number;
@@ -31,7 +35,7 @@ export interface DriveLayout {
 }
 
 /** Sizes the quorum area for a pool whose drives have these sizes. */
-export function planLayout(driveSizesBytes: number[], psegSizeBytes: number, allocationUnitBytes: number): DriveLayout {
+export function planLayout(driveSizesBytes: number[], psegSizeBytes: number, allocationUnitBytes: number, stripeUnitBytes: number): DriveLayout {
   const totalBytes = driveSizesBytes.reduce((a, b) => a + b, 0);
   const maxUnits = Math.ceil(totalBytes / allocationUnitBytes);
   const maxRstores = Math.ceil(totalBytes / psegSizeBytes);
@@ -45,12 +49,14 @@ export function planLayout(driveSizesBytes: number[], psegSizeBytes: number, all
   // small table lives in the slack that MiB alignment leaves anyway and costs no PSEG. It is sized
   // as if everything after its start on the largest drive were PSEG area: an upper bound, so it
   // never falls short of the PSEGs behind it.
-  const checksumTableOffsetBytes = quorumOffsetBytes + 2 * checkpointSlotBytes + journalBytes;
+  const rowLogOffsetBytes = quorumOffsetBytes + 2 * checkpointSlotBytes + journalBytes;
+  const rowLogBytes = rowLogBytesFor(stripeUnitBytes, Math.min(...driveSizesBytes));
+  const checksumTableOffsetBytes = rowLogOffsetBytes + rowLogBytes;
   const largestDriveBytes = Math.max(0, ...driveSizesBytes);
   const checksumTableBytes = checksumTableBytesFor(Math.max(0, largestDriveBytes - checksumTableOffsetBytes));
   const psegAreaOffsetBytes = alignUp(checksumTableOffsetBytes + checksumTableBytes, MiB);
   assert(checksumTableOffsetBytes % tablePageBytes === 0, `checksum table offset ${checksumTableOffsetBytes} is not 4 KiB aligned`);
-  return { quorumOffsetBytes, checkpointSlotBytes, journalBytes, checksumTableOffsetBytes, checksumTableBytes, psegAreaOffsetBytes };
+  return { quorumOffsetBytes, checkpointSlotBytes, journalBytes, rowLogOffsetBytes, rowLogBytes, checksumTableOffsetBytes, checksumTableBytes, psegAreaOffsetBytes };
 }
 
 /** Room reserved in a checkpoint slot per snapshot record. */

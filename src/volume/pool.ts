@@ -11,6 +11,7 @@ import { decodeDriveHeader, driveHeaderBytes, encodeDriveHeader, type DriveHeade
 import { MetadataStore, type CopyReport, type QuorumLayout } from '../meta/metadata-store.js';
 import { applyMetadataOp, driveStateOf, type LunRecord, type MetadataOp, type PoolMetadata, type RaidLevel } from '../meta/pool-metadata.js';
 import { DriveHealth } from '../raid/drive-health.js';
+import { DegradedRowLog, type RowLogCounters, type RowLogEntry } from '../raid/row-log.js';
 import { WriteIntent } from '../raid/write-intent.js';
 import type { LmapEntry } from '../map/lmap.js';
 import { RsegAllocator, type RsegAllocation, type RsegRef } from '../map/rseg-allocator.js';
@@ -65,6 +66,12 @@ export interface PoolOpenOptions {
    * so a command refused for bad input writes nothing at all. Nothing may allocate before it.
    */
   deferSession?: boolean;
+  /**
+   * Open even when a RAID-5 RStore had writes in flight at an unclean shutdown and a drive it
+   * uses was found missing only now (refuseIfDirtyDegraded): the data of that drive in those
+   * RStores may come back wrong.
+   */
+  forceDegraded?: boolean;
 }
 
 export class Pool implements MapSpace {
@@ -74,6 +81,9 @@ export class Pool implements MapSpace {
   /** Called after a drive fails (the controller relocates metadata copies, logs, updates status). */
   onDriveFailure: (driveIndex: number, reason: string) => void = () => {};
   private readonly rstoreCache = new Map<number, RStore>();
+  /** The degraded-row log (undefined on a read-only pool), and its records to replay when the session starts. */
+  private rowLog: DegradedRowLog | undefined;
+  private rowLogReplay: RowLogEntry[] = [];
   private pending: Array<{ op: MetadataOp; afterCommit?: () => void }> = [];
   private readonly commitMutex = new Mutex();
   private closed = false;
@@ -130,7 +140,7 @@ export class Pool implements MapSpace {
     const minimumDrives = options.raidLevel === 5 ? 3 : options.raidLevel === 1 ? 2 : 1;
     if (drives.length < minimumDrives) throw new LunfsError('EINVAL', `RAID-${options.raidLevel} needs at least ${minimumDrives} drives, got ${drives.length}`);
     const sets = planRedundancySets(drives.length, options.rssSize ?? defaultRssSize, minimumDrives);
-    const layout = planLayout(drives.map((drive) => drive.sizeBytes), psegSizeBytes, allocationUnitBytes);
+    const layout = planLayout(drives.map((drive) => drive.sizeBytes), psegSizeBytes, allocationUnitBytes, stripeUnitBytes);
     const poolUuid = makeUuid(options.random);
     const createdAtMs = options.clock.nowMs();
     const quorumCount = Math.min(maxQuorumCopies, drives.length);
@@ -162,6 +172,7 @@ export class Pool implements MapSpace {
     }));
     const copies = drives.slice(0, quorumCount).map((drive, driveIndex) => ({ drive, driveIndex }));
     await MetadataStore.format(copies, quorumLayoutOf(headers[0]!), metadata, options.log);
+    await DegradedRowLog.format(copies, layout.rowLogOffsetBytes, layout.rowLogBytes);
     return Pool.open(drives, { clock: options.clock, log: options.log });
   }
 
@@ -191,7 +202,9 @@ export class Pool implements MapSpace {
       return { drive: dataDrive, psegAreaOffsetBytes: first.psegAreaOffsetBytes, psegSizeBytes: first.psegSizeBytes };
     });
     const pool = new Pool(drives, geometry, metadata, store, reports, options, headers);
-    pool.markMissingDrives();
+    const newlyMissing = pool.markMissingDrives();
+    pool.refuseIfDirtyDegraded(newlyMissing);
+    if (!options.readOnly) await pool.openRowLog();
     if (!options.readOnly) pool.refuseIfDataLost();
     pool.opening = false;
     for (const index of pool.health.failedDrives()) {
@@ -201,16 +214,63 @@ export class Pool implements MapSpace {
     return pool;
   }
 
-  /** Drives absent at open (or present but failed before) are out of service; their metadata copies too. */
-  private markMissingDrives(): void {
+  /**
+   * The degraded-row log lives beside the metadata copies in service (src/raid/row-log.ts); its
+   * records not yet cleared are replayed when the session starts.
+   */
+  private async openRowLog(): Promise<void> {
+    const header = this.layoutHeader;
+    const copies = this.store.copyDriveIndexes.map((driveIndex) => ({ drive: this.drives[driveIndex]!, driveIndex }));
+    const { rowLog, entries } = await DegradedRowLog.open(copies, header.rowLogOffsetBytes, header.rowLogBytes, this.options.log, () => this.flushDataDrives());
+    this.rowLog = rowLog;
+    this.rowLogReplay = entries;
+  }
+
+  /** Counters of the degraded-row log (undefined on a read-only pool). */
+  get rowLogCounters(): RowLogCounters | undefined {
+    return this.rowLog?.counters;
+  }
+
+  /**
+   * Drives absent at open (or present but failed before) are out of service; their metadata
+   * copies too. Returns the drives whose absence was not recorded before (found missing now).
+   */
+  private markMissingDrives(): number[] {
+    const newlyMissing: number[] = [];
     this.drives.forEach((drive, index) => {
       const record = this.metadata.drives[index]!;
       if (isMissingDrive(drive)) {
         drive.sizeBytes = record.sizeBytes;
-        if (driveStateOf(record) !== 'failed') this.health.fail(index, new Error(`missing when the pool was opened: ${drive.reason}`));
+        if (driveStateOf(record) !== 'failed') {
+          newlyMissing.push(index);
+          this.health.fail(index, new Error(`missing when the pool was opened: ${drive.reason}`));
+        }
       }
       if (driveStateOf(record) === 'failed') this.store.dropCopy(index);
     });
+    return newlyMissing;
+  }
+
+  /**
+   * The case neither the write intent nor the degraded-row log covers (md refuses it too: a dirty
+   * degraded array): a RAID-5 RStore had writes in flight when the power went, and a drive it
+   * uses was in service then but is missing now. Its rows' data and parity may disagree, and
+   * without the drive they cannot be made to agree: the drive's data, rebuilt from them, could
+   * be wrong. With the drive back, the rows are resynchronised as after any crash. Refused with a
+   * message naming the drive, unless forceDegraded (then the risk is logged).
+   */
+  private refuseIfDirtyDegraded(newlyMissing: number[]): void {
+    if (this.metadata.cleanShutdown || newlyMissing.length === 0) return;
+    const atRisk = [...this.metadata.rstores.values()].filter((record) => record.raidLevel === 5 && record.dirty && record.members.some((member) => newlyMissing.includes(member.driveIndex)));
+    if (atRisk.length === 0) return;
+    const drives = newlyMissing.map((index) => `${index} (${this.drives[index]!.path})`).join(', ');
+    const luns = this.lunsOn(atRisk.map((record) => record.id));
+    const what = `the pool was not shut down cleanly while RAID-5 RStore(s) ${atRisk.map((record) => record.id).join(', ')}${luns.length > 0 ? ` (data of ${luns.join(', ')})` : ''} had writes in flight, and drive(s) ${drives}, in service then, are missing now: without them the parity of those writes cannot be made consistent, and their data rebuilt from it could be wrong`;
+    if (this.options.forceDegraded || this.options.readOnly) {
+      this.options.log.error({ rstores: atRisk.map((record) => record.id), drives: newlyMissing }, `${what}; opened anyway (--force-degraded)`);
+      return;
+    }
+    throw new LunfsError('ENOENT', `${what}. Bring the drive(s) back and mount again, or mount with --force-degraded to accept that risk.`);
   }
 
   /** EIO naming what is lost when some RStore has more members out of service than its RAID level covers. */
@@ -262,6 +322,7 @@ export class Pool implements MapSpace {
     const op: MetadataOp = { kind: 'drive-fail', driveIndex, reason, atMs: this.options.clock.nowMs() };
     applyMetadataOp(this.metadata, op);
     this.store.dropCopy(driveIndex);
+    this.rowLog?.dropCopy(driveIndex);
     if (!this.options.readOnly) this.queue(op);
     if (!this.opening) this.options.log.error({ drive: this.drives[driveIndex]!.path, driveIndex, reason }, 'drive failed: out of service');
     this.onDriveFailure(driveIndex, reason);
@@ -314,7 +375,7 @@ export class Pool implements MapSpace {
     if (!rstore) {
       const record = this.metadata.rstores.get(rstoreId);
       assert(record !== undefined, `unknown RStore ${rstoreId}`);
-      rstore = new RStore(record, this.geometry, this.metadata.config.stripeUnitBytes, this.health, this.options.readOnly ? undefined : this.intent);
+      rstore = new RStore(record, this.geometry, this.metadata.config.stripeUnitBytes, this.health, this.options.readOnly ? undefined : this.intent, this.rowLog);
       rstore.onParitySet = (rstoreId) => this.queue({ kind: 'rstore-parity-set', rstoreId });
       this.rstoreCache.set(rstoreId, rstore);
     }
@@ -356,6 +417,13 @@ export class Pool implements MapSpace {
    * service; that is an error for the caller only when some RStore lost data with it.
    */
   async flushDataDrives(): Promise<void> {
+    // Row log records whose writes are over now are obsolete once this flush is done.
+    const clearable = this.rowLog?.clearableSeq();
+    await this.flushDataDrivesOnly();
+    if (clearable !== undefined) await this.rowLog!.clearThrough(clearable);
+  }
+
+  private async flushDataDrivesOnly(): Promise<void> {
     // RAID-5 parities held in memory go to their members first: after the flush every row on the drives is consistent.
     await Promise.all([...this.rstoreCache.values()].map((rstore) => rstore.writeBackParity()));
     const indexes = this.metadata.drives.map((_, index) => index).filter((index) => this.health.writable(index));
@@ -384,6 +452,7 @@ export class Pool implements MapSpace {
       if (holding.length >= wanted) return;
       if (holding.includes(driveIndex)) continue;
       await this.store.addCopy({ drive: this.drives[driveIndex]!, driveIndex });
+      await this.rowLog?.addCopy({ drive: this.drives[driveIndex]!, driveIndex });
       await this.rewriteHeader(driveIndex, { holdsQuorumCopy: true });
       this.options.log.warn({ driveIndex, drive: this.drives[driveIndex]!.path }, 'metadata copy placed on drive');
     }
@@ -638,6 +707,8 @@ export class Pool implements MapSpace {
       await this.commit();
       await this.resyncMirrors();
     }
+    await this.rowLog?.clearAll(); // replayed above (after a clean shutdown none is left)
+    this.rowLogReplay = [];
     this.metadata.cleanShutdown = false;
     await this.store.checkpoint((committed) => { committed.cleanShutdown = false; });
   }
@@ -653,11 +724,12 @@ export class Pool implements MapSpace {
    * is done, so a crash during it repeats it.
    */
   private async resyncMirrors(): Promise<void> {
-    const dirty = [...this.metadata.rstores.values()].filter((record) => record.dirty).map((record) => this.rstore(record.id));
+    const logged = new Set(this.rowLogReplay.map((entry) => entry.rstoreId));
+    const dirty = [...this.metadata.rstores.values()].filter((record) => record.dirty || logged.has(record.id)).map((record) => this.rstore(record.id));
     if (dirty.length === 0) return;
     this.options.log.warn({ rstores: dirty.length }, 'resynchronising the RStores that had writes in flight');
     for (const rstore of dirty) {
-      if (rstore.degraded) this.options.log.error({ rstore: rstore.record.id }, 'RStore had writes in flight while a member was out of service: its redundancy for those rows cannot be checked');
+      if (rstore.degraded) this.options.log.error({ rstore: rstore.record.id }, 'RStore had writes in flight while a member was out of service: its rows are made consistent from the degraded-row log');
       if (rstore.record.raidLevel !== 5) {
         await rstore.scrub(() => {}, { trustData: true });
         continue;
@@ -670,6 +742,14 @@ export class Pool implements MapSpace {
         if (!this.health.writable(member.driveIndex)) continue;
         const drive = this.geometry[member.driveIndex]!.drive;
         if (drive instanceof ChecksumDrive) await drive.recompute(this.memberPhysicalOffset(rstore, memberIndex), rstore.memberBytes);
+      }
+      // Rows written with a member out of service: their parity cannot be recomputed from the
+      // data (the member is gone), but the row log says what the member held (src/raid/row-log.ts).
+      let replayed = 0;
+      for (const entry of this.rowLogReplay) if (entry.rstoreId === rstore.record.id && (await rstore.replayRowLog(entry))) replayed += 1;
+      if (replayed > 0) {
+        this.rowLog!.counters.replayed += replayed;
+        this.options.log.warn({ rstore: rstore.record.id, records: replayed }, 'degraded rows made consistent from the row log');
       }
       await rstore.resyncParity();
     }

@@ -15,6 +15,7 @@ import { SeededRandom } from '../../src/util/clock.js';
 import { isLunfsError, LunfsError } from '../../src/util/errors.js';
 import { KiB, MiB } from '../../src/util/sizes.js';
 import { planLayout, psegCountFor } from '../../src/volume/pool-layout.js';
+import { rowLogBytesFor } from '../../src/raid/row-log.js';
 import { patternBytes } from '../support/bytes.js';
 import { describeBlockDeviceConformance } from '../conformance/block-device-conformance.js';
 
@@ -351,12 +352,14 @@ describe('ChecksumDrive', () => {
 });
 
 describe('pool layout with a checksum table', () => {
-  it('puts the table right after the journal and the PSEG area at the next MiB, the table big enough for every PSEG of the largest drive', () => {
+  it('puts the row log right after the journal, the table right after it and the PSEG area at the next MiB, the table big enough for every PSEG of the largest drive', () => {
     for (const sizes of [[4 * MiB], [6 * MiB], [64 * MiB, 1024 * MiB + 12_345], [3 * 1024 * MiB, 5 * 1024 * MiB + 4096, 256 * MiB], [12 * 1024 * 1024 * MiB]]) {
       for (const [psegSizeBytes, allocationUnitBytes] of [[256 * KiB, 64 * KiB], [2 * MiB, MiB], [64 * MiB, MiB]] as const) {
-        const layout = planLayout(sizes, psegSizeBytes, allocationUnitBytes);
+        const layout = planLayout(sizes, psegSizeBytes, allocationUnitBytes, allocationUnitBytes);
         const journalEnd = layout.quorumOffsetBytes + 2 * layout.checkpointSlotBytes + layout.journalBytes;
-        expect(layout.checksumTableOffsetBytes).toBe(journalEnd);
+        expect(layout.rowLogOffsetBytes).toBe(journalEnd);
+        expect(layout.rowLogBytes).toBe(rowLogBytesFor(allocationUnitBytes, Math.min(...sizes)));
+        expect(layout.checksumTableOffsetBytes).toBe(journalEnd + layout.rowLogBytes);
         expect(layout.checksumTableOffsetBytes % tablePageBytes).toBe(0);
         expect(layout.checksumTableBytes % tablePageBytes).toBe(0);
         expect(layout.psegAreaOffsetBytes % MiB).toBe(0);
@@ -371,7 +374,7 @@ describe('pool layout with a checksum table', () => {
       }
     }
     // A small drive loses no PSEG to the table: it fits in the slack before the MiB boundary.
-    const small = planLayout([6 * MiB, 6 * MiB, 6 * MiB], 256 * KiB, 64 * KiB);
+    const small = planLayout([6 * MiB, 6 * MiB, 6 * MiB], 256 * KiB, 64 * KiB, 64 * KiB);
     expect(small.psegAreaOffsetBytes).toBe(3 * MiB);
     expect(psegCountFor(6 * MiB, small, 256 * KiB)).toBe(12);
   });
@@ -379,7 +382,7 @@ describe('pool layout with a checksum table', () => {
   it('checksumGeometryOf gives a geometry a ChecksumDrive accepts on every drive of the pool', async () => {
     const sizes = [96 * MiB + 512, 80 * MiB];
     const psegSizeBytes = 2 * MiB;
-    const layout = planLayout(sizes, psegSizeBytes, MiB);
+    const layout = planLayout(sizes, psegSizeBytes, MiB, 128 * KiB);
     for (const sizeBytes of sizes) {
       const header: DriveHeader = {
         poolUuid: 'p', driveUuid: 'd', driveIndex: 0, driveCount: 2, driveSizeBytes: sizeBytes, psegSizeBytes, psegCount: psegCountFor(sizeBytes, layout, psegSizeBytes),

@@ -28,6 +28,8 @@ const header: DriveHeader = {
   createdAtMs: 1_732_000_000_123,
   checksumTableOffsetBytes: 2 * 2 ** 30 + 2 ** 20,
   checksumTableBytes: 13 * 2 ** 30, // past 32 bits
+  rowLogOffsetBytes: 5 * 2 ** 32 + 8192, // past 32 bits
+  rowLogBytes: 16 * (4096 + 128 * 1024) + 8192,
 };
 
 describe('drive header', () => {
@@ -57,11 +59,13 @@ describe('drive header', () => {
     }
   });
 
-  it('keeps the checksum table fields at bytes 156..171 and zeros after them', () => {
+  it('keeps the checksum table fields at bytes 156..171, the row log fields at 172..187, and zeros after them', () => {
     const encoded = encodeDriveHeader(header);
     expect(Number(encoded.readBigUInt64LE(156))).toBe(header.checksumTableOffsetBytes);
     expect(Number(encoded.readBigUInt64LE(164))).toBe(header.checksumTableBytes);
-    expect(encoded.subarray(172).every((byte) => byte === 0)).toBe(true);
+    expect(Number(encoded.readBigUInt64LE(172))).toBe(header.rowLogOffsetBytes);
+    expect(Number(encoded.readBigUInt64LE(180))).toBe(header.rowLogBytes);
+    expect(encoded.subarray(188).every((byte) => byte === 0)).toBe(true);
   });
 
   it('catches a flipped bit anywhere in the 4 KiB', () => {
