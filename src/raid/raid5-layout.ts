@@ -344,11 +344,11 @@ export class Raid5Layout {
    * A sequential stream writes a row unit by unit (128 KiB at a time, as FUSE and the cache send
    * them): its units are held back in memory until the row is complete, and the whole row is then
    * written with parity computed from the new data alone (no old data or parity read, as md's
-   * stripe cache waits for a full stripe). Only whole units of a healthy row are held, starting
-   * with a write that covers the row's first data unit; the units go to the members (settle:
-   * read-modify-write of what is held) when anything else touches the row, when a third row is
-   * held, and before every drive flush (writeBackKnownRows), so a flush still covers them. True
-   * when the write was taken (held, or the row completed and written).
+   * stripe cache waits for a full stripe). Only whole units of a row with at most one member out
+   * of service are held, starting with a write that covers the row's first data unit; the units
+   * go to the members (settle: read-modify-write of what is held) when anything else touches the
+   * row, when a third row is held, and before every drive flush (writeBackKnownRows), so a flush
+   * still covers them. True when the write was taken (held, or the row completed and written).
    */
   private async hold(row: number, pieces: DataPiece[], data: Buffer): Promise<boolean> {
     const unitBytes = this.stripeUnitBytes;
@@ -358,9 +358,9 @@ export class Raid5Layout {
       if (this.known.has(row) || pieces.length === this.memberCount - 1) return false;
       if (!pieces.some((piece) => piece.memberIndex === this.dataMember(row, 0))) return false;
     }
-    const rowOffset = row * unitBytes;
-    if (this.unreadableMembers(rowOffset).length > 0) return false;
-    for (let index = 0; index < this.memberCount; index += 1) if (!this.io.writable(index)) return false;
+    // A row with a member out of service is held too: written whole, it needs no reads, and its
+    // row log record is the new data of the missing member (see writeRowUncached).
+    if (this.unreadableMembers(row * unitBytes).length > 1) return false;
     if (!held) {
       const reservation = this.io.rowLog?.tryReserve(unitBytes);
       if (this.io.rowLog && !reservation) return false; // no room to cover the row if a member left before its write
