@@ -553,6 +553,34 @@ describe('drive failures', () => {
     await expectCleanStop(second);
   }, 90_000);
 
+  it('RAID-5: kill -9 with writes in flight and a drive file gone before the next mount: refused, naming the drive; --force-degraded mounts it degraded', async () => {
+    const box = sandbox();
+    const pool = await createPool(box, 'pool', 5, 3, '64M');
+    await lunfsOk('lun', 'create', pool, 'db', '--size', '32M');
+    const mountpoint = box.path('mnt');
+    const first = await box.mount(pool, mountpoint);
+    const data = randomBytes(8 * MiB);
+    await writeAt(join(mountpoint, 'luns', 'db'), 0, data);
+    await first.kill(); // within 5 s of the writes: the RStores' write intent is still set
+    await rm(driveFile(pool, 1));
+
+    const refused = box.spawnMount(pool, mountpoint);
+    const exit = await Promise.race([refused.exited, sleep(30_000).then(() => undefined)]);
+    expect(exit, `the mount did not exit; stderr:\n${refused.stderr}`).toBeDefined();
+    expect(exit!.code, `exit of the refused mount; stdout:\n${refused.stdout}`).not.toBe(0);
+    const message = refused.stderr.split('\n').filter((line) => line.startsWith('lunfs:')).join('\n');
+    expect(message, `stderr:\n${refused.stderr}`).toContain(driveFile(pool, 1));
+    expect(message).toMatch(/not shut down cleanly.*--force-degraded/);
+    expect(await mountEntriesAt(mountpoint), 'nothing mounted').toEqual([]);
+
+    const forced = await box.mount(pool, mountpoint, ['--force-degraded']);
+    const status = await statusJson(pool);
+    expect(status.pool.state).toBe('degraded');
+    expect(status.drives[1]!.state).toBe('failed');
+    expect((await readAt(join(mountpoint, 'luns', 'db'), 0, 4096)).length).toBe(4096);
+    await expectCleanStop(forced);
+  }, 60_000);
+
   it.each([
     ['RAID-0', 'drive 1 of 2', 0, 2, [1]],
     ['RAID-5', 'drives 0 and 2 of 3', 5, 3, [0, 2]],

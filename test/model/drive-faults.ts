@@ -50,17 +50,18 @@ export const faultOptions = {
    */
   degradedCrash: process.env['LUNFS_MODEL_DEGRADED_CRASH'] !== '0',
   /**
-   * LUNFS_MODEL_IO_DURING_REBUILD=1: the rebuild is left running alongside the next steps (waited
-   * for within 20 steps), sometimes with a scrub. Two bugs: a RAID-1 read that starts below the
-   * rebuild watermark and ends above it is served whole from the replacement, whose part above
-   * the watermark is not rebuilt yet (zeros); a RAID-5 rebuild raises its watermark only after it
-   * has released the row's lock, so a write queued on that row runs in between, takes the row for
-   * degraded and skips the replacement's unit (its parity or data is stale once the watermark has
-   * passed). Off: everything is flushed before a replacement (no destage in the background), the
-   * rebuild is waited for at once or a power cut comes during it, and a rebuild resumed at open is
-   * waited for before anything reads.
+   * LUNFS_MODEL_IO_DURING_REBUILD: the rebuild is left running alongside the next steps (waited
+   * for within 20 steps), sometimes with a scrub. It found: a RAID-1 read that starts below the
+   * rebuild watermark and ends above it was served whole from the replacement, whose part above
+   * the watermark was not rebuilt yet (zeros); a RAID-5 rebuild raised its watermark only after it
+   * had released the row's lock, so a write queued on that row ran in between, took the row for
+   * degraded and skipped the replacement's unit (both fixed in ee6addf); a RAID-5 sector holding a
+   * value never written there after a power cut (seed 1821454841, fixed in 0ba360f: resync never
+   * rebuilds data from parity). On by default. =0: everything is flushed before a replacement (no
+   * destage in the background), the rebuild is waited for at once or a power cut comes during it,
+   * and a rebuild resumed at open is waited for before anything reads.
    */
-  ioDuringRebuild: process.env['LUNFS_MODEL_IO_DURING_REBUILD'] === '1',
+  ioDuringRebuild: process.env['LUNFS_MODEL_IO_DURING_REBUILD'] !== '0',
   /**
    * LUNFS_MODEL_SCRUB_DURING_REBUILD (with the one above), RAID-1: a scrub while a rebuild runs.
    * Both take the RStore's exclusive copy mode and the second trips the assertion 'two rebuilds or

@@ -41,10 +41,10 @@
 // integrity.unrepairable at 0, scrubs without unrepairable blocks (RAID-5: without wrong parity),
 // and report pool and drive states in status() as expected. A failed drive is absent (a
 // MissingDrive) at the next open. The summary of each run counts faults, rebuilds, scrubs and the
-// integrity counters. Engine bugs these faults found are kept out of the default runs by the
-// switches in drive-faults.ts (faultOptions: LUNFS_MODEL_DEGRADED_CRASH, _IO_DURING_REBUILD,
-// _SCRUB_DURING_REBUILD, _STRICT_FLIPS, _FLIPS_ACROSS_CRASH, _FAILED_DRIVE_PRESENT, _STRICT_SPACE);
-// set one to 1 to replay its bug.
+// integrity counters. The switches in drive-faults.ts (faultOptions: LUNFS_MODEL_DEGRADED_CRASH,
+// _IO_DURING_REBUILD, _SCRUB_DURING_REBUILD, _STRICT_FLIPS, _FLIPS_ACROSS_CRASH,
+// _FAILED_DRIVE_PRESENT, _STRICT_SPACE) name each engine bug these faults found: those fixed are
+// on by default (=0 leaves the fault out), those still open off (=1 replays the bug).
 
 import { randomInt } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
