@@ -37,13 +37,36 @@ export class PsegAllocator {
       if (out.length > (raidLevel === 0 ? 0 : 1)) return undefined;
       driveIndexes = rss.driveIndexes;
     } else {
-      const byFree = (a: number, b: number): number => this.freeCounts[b]! - this.freeCounts[a]! || a - b;
-      const online = withFree.filter((index) => this.online(index)).sort(byFree);
-      const others = withFree.filter((index) => !this.online(index)).sort(byFree);
-      if (online.length === 0 || online.length + others.length < 2) return undefined;
-      driveIndexes = [...online, ...others].slice(0, 2).sort((a, b) => a - b);
+      const pair = this.mirrorPair(rss, withFree);
+      if (!pair) return undefined;
+      driveIndexes = pair;
     }
     return driveIndexes.map((driveIndex) => ({ driveIndex, psegIndex: this.findFree(driveIndex) }));
+  }
+
+  /**
+   * RAID-1: the two drives of a new mirrored RStore, at least one in service. Of the pairs, the one
+   * after which the free PSEGs can still form the most RStores (rstoresStillPossible), so no free
+   * PSEG is ever left without a partner; among those, two drives in service first (a pair with a
+   * drive out is degraded from birth), then the drives with the most free PSEGs. With a drive out,
+   * pairs of drives in service would leave its free PSEGs with too few partners once the others
+   * fill up: then the pair takes one on it.
+   */
+  private mirrorPair(rss: RssRecord, withFree: number[]): number[] | undefined {
+    let best: { pair: number[]; key: number[] } | undefined;
+    for (let first = 0; first < withFree.length; first += 1) {
+      for (let second = first + 1; second < withFree.length; second += 1) {
+        const pair = [withFree[first]!, withFree[second]!];
+        const inService = pair.filter((index) => this.online(index)).length;
+        if (inService === 0) continue;
+        for (const index of pair) this.freeCounts[index]! -= 1;
+        const after = this.rstoresStillPossible(1, rss);
+        for (const index of pair) this.freeCounts[index]! += 1;
+        const key = [after, inService, this.freeCounts[pair[0]!]! + this.freeCounts[pair[1]!]!];
+        if (!best || compareKeys(key, best.key) > 0) best = { pair, key };
+      }
+    }
+    return best?.pair;
   }
 
   markUsed(member: PsegRef): void {
@@ -83,4 +106,10 @@ export class PsegAllocator {
     }
     assert(false, `drive ${driveIndex} has a free count but no free PSEG`);
   }
+}
+
+/** Lexicographic comparison of two keys of equal length. */
+function compareKeys(a: number[], b: number[]): number {
+  for (let index = 0; index < a.length; index += 1) if (a[index] !== b[index]) return a[index]! - b[index]!;
+  return 0;
 }
