@@ -210,14 +210,19 @@ export class Raid5Layout {
     for (let index = 0; index < this.memberCount; index += 1) {
       if (index === memberIndex) continue;
       if (!this.io.readable(index, memberOffset)) throw this.lost(row, [memberIndex, index], 'both unreadable');
-      try {
-        await this.io.read(index, memberOffset, other);
-      } catch (error) {
-        this.noteReadError(index, error);
-        throw this.lost(row, [memberIndex, index], (error as Error).message);
-      }
-      xorInto(slice, other);
+      await this.xorMemberInto(slice, other, row, index, memberOffset, memberIndex);
     }
+  }
+
+  /** target ^= member index's bytes at memberOffset (read into scratch); a failed read is EIO naming it and the member already out. */
+  private async xorMemberInto(target: Buffer, scratch: Buffer, row: number, index: number, memberOffset: number, out: number): Promise<void> {
+    try {
+      await this.io.read(index, memberOffset, scratch);
+    } catch (error) {
+      this.noteReadError(index, error);
+      throw this.lost(row, [out, index], (error as Error).message);
+    }
+    xorInto(target, scratch);
   }
 
   async write(offsetBytes: number, data: Buffer): Promise<void> {
@@ -600,17 +605,8 @@ export class Raid5Layout {
       const memberIndex = this.dataMember(row, unitInRow);
       if (memberIndex === missing) continue;
       const knownUnit = known.units.get(memberIndex);
-      if (knownUnit) {
-        xorInto(contents, knownUnit);
-        continue;
-      }
-      try {
-        await this.io.read(memberIndex, rowOffset, unit);
-      } catch (error) {
-        this.noteReadError(memberIndex, error);
-        throw this.lost(row, [missing, memberIndex], (error as Error).message);
-      }
-      xorInto(contents, unit);
+      if (knownUnit) xorInto(contents, knownUnit);
+      else await this.xorMemberInto(contents, unit, row, memberIndex, rowOffset, missing);
     }
     return this.io.rowLog!.append(row, missing, 0, contents);
   }

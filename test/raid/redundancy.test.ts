@@ -26,7 +26,8 @@ import { Controller } from '../../src/volume/controller.js';
 import { Pool } from '../../src/volume/pool.js';
 import { patternBytes } from '../support/bytes.js';
 import { FakeClock } from '../support/fake-clock.js';
-import { formatMemoryPool, powerCut, sessionViews } from '../support/memory-pool.js';
+import { formatMemoryPool, formatPoolOn, powerCut, sessionViews } from '../support/memory-pool.js';
+import type { SessionDrive } from '../support/session-drive.js';
 
 const lunBytes = 2 * MiB;
 
@@ -202,39 +203,49 @@ describe('silent corruption', () => {
   });
 });
 
+/** A RAID-5 pool on three MemoryDrives (with their session views) holding a LUN written whole with old data. */
+async function raid5PoolWithOldData(name: string, clock: FakeClock, seed: number): Promise<{ inner: MemoryDrive[]; views: SessionDrive[]; pool: Pool; controller: Controller; old: Buffer }> {
+  const inner = [0, 1, 2].map((index) => new MemoryDrive(`${name}${index}`, 8 * MiB));
+  const views = sessionViews(inner);
+  const pool = await formatPoolOn(views, { raidLevel: 5 }, clock);
+  const controller = controllerFor(pool, clock);
+  await controller.createLun('db', lunBytes);
+  const old = await writeLun(controller, seed);
+  return { inner, views, pool, controller, old };
+}
+
+/** Every sector of the LUN, read below the cache, holds its old or its fresh data. */
+async function expectOldOrFresh(controller: Controller, old: Buffer, fresh: Buffer, what: string): Promise<void> {
+  const seen = await readBelowCache(controller);
+  for (let sector = 0; sector < lunBytes; sector += 512) {
+    const got = seen.subarray(sector, sector + 512);
+    const ok = got.equals(old.subarray(sector, sector + 512)) || got.equals(fresh.subarray(sector, sector + 512));
+    expect(ok, `${what}: sector ${sector / 512} holds data never written there`).toBe(true);
+  }
+}
+
 describe('write intent (RAID-5 write hole)', () => {
   it('a power cut during writes, then a lost drive: every degraded read returns data that was written there', async () => {
     for (let seed = 1; seed <= 12; seed += 1) {
       const random = new SeededRandom(seed);
       const clock = new FakeClock();
-      const inner = [0, 1, 2].map((index) => new MemoryDrive(`hole${index}`, 8 * MiB));
-      let views = sessionViews(inner);
-      const { formatPoolOn } = await import('../support/memory-pool.js');
-      let pool = await formatPoolOn(views, { raidLevel: 5 }, clock);
-      let controller = controllerFor(pool, clock);
-      await controller.createLun('db', lunBytes);
-      const old = await writeLun(controller, 100 + seed);
+      const setup = await raid5PoolWithOldData('hole', clock, 100 + seed);
+      const { inner, old } = setup;
       // Small writes (read-modify-write of parity), in flight when the power goes.
       const fresh = patternBytes(lunBytes, 200 + seed);
       const pending: Promise<unknown>[] = [];
       for (let index = 0; index < 24; index += 1) {
         const offset = random.integer(lunBytes / 4096) * 4096;
-        pending.push(controller.stack('db').thin.write(offset, fresh.subarray(offset, offset + 4096)).catch(() => undefined));
+        pending.push(setup.controller.stack('db').thin.write(offset, fresh.subarray(offset, offset + 4096)).catch(() => undefined));
       }
       for (let turn = 0; turn < random.integer(40); turn += 1) await Promise.resolve();
-      views = powerCut(views, random);
+      const views = powerCut(setup.views, random);
       await Promise.allSettled(pending);
-      pool = await Pool.open(views, { clock, log: silentLogger() });
-      controller = controllerFor(pool, clock);
+      const pool = await Pool.open(views, { clock, log: silentLogger() });
       for (const record of pool.metadata.rstores.values()) expect(await pool.rstore(record.id).firstInconsistentRow()).toBeUndefined();
       const lost = random.integer(3);
       inner[lost]!.fail();
-      const seen = await readBelowCache(controller);
-      for (let sector = 0; sector < lunBytes; sector += 512) {
-        const got = seen.subarray(sector, sector + 512);
-        const ok = got.equals(old.subarray(sector, sector + 512)) || got.equals(fresh.subarray(sector, sector + 512));
-        expect(ok, `seed ${seed}: sector ${sector / 512} after losing drive ${lost} holds data never written there`).toBe(true);
-      }
+      await expectOldOrFresh(controllerFor(pool, clock), old, fresh, `seed ${seed}, after losing drive ${lost}`);
       await pool.abandonSession();
     }
   });
@@ -244,18 +255,13 @@ describe('write intent (RAID-5 write hole)', () => {
     for (let seed = 1; seed <= 12; seed += 1) {
       const random = new SeededRandom(seed);
       const clock = new FakeClock();
-      const inner = [0, 1, 2].map((index) => new MemoryDrive(`logged${index}`, 8 * MiB));
-      let views = sessionViews(inner);
-      const { formatPoolOn } = await import('../support/memory-pool.js');
-      let pool = await formatPoolOn(views, { raidLevel: 5 }, clock);
-      let controller = controllerFor(pool, clock);
-      await controller.createLun('db', lunBytes);
-      const old = await writeLun(controller, 300 + seed);
+      const setup = await raid5PoolWithOldData('logged', clock, 300 + seed);
+      const { inner, old } = setup;
       const lost = random.integer(3);
       inner[lost]!.fail();
-      await pool.commit(); // the flush finds the failure
-      await pool.commit(); // and this records it
-      expect(pool.health.state(lost)).toBe('failed');
+      await setup.pool.commit(); // the flush finds the failure
+      await setup.pool.commit(); // and this records it
+      expect(setup.pool.health.state(lost)).toBe('failed');
       // Writes of every size, in flight or unflushed when the power goes: each changes data and
       // parity of rows whose third unit lives only as their XOR now.
       const fresh = patternBytes(lunBytes, 400 + seed);
@@ -263,20 +269,14 @@ describe('write intent (RAID-5 write hole)', () => {
       for (let index = 0; index < 24; index += 1) {
         const length = [4096, 8192, 65536, 131072][random.integer(4)]!;
         const offset = random.integer((lunBytes - length) / 4096) * 4096;
-        pending.push(controller.stack('db').thin.write(offset, fresh.subarray(offset, offset + length)).catch(() => undefined));
+        pending.push(setup.controller.stack('db').thin.write(offset, fresh.subarray(offset, offset + length)).catch(() => undefined));
       }
       for (let turn = 0; turn < 20 + random.integer(200); turn += 1) await Promise.resolve();
-      views = powerCut(views, random);
+      const views = powerCut(setup.views, random);
       await Promise.allSettled(pending);
-      pool = await Pool.open(views, { clock, log: silentLogger() });
+      const pool = await Pool.open(views, { clock, log: silentLogger() });
       replayedInAll += pool.rowLogCounters!.replayed;
-      controller = controllerFor(pool, clock);
-      const seen = await readBelowCache(controller);
-      for (let sector = 0; sector < lunBytes; sector += 512) {
-        const got = seen.subarray(sector, sector + 512);
-        const ok = got.equals(old.subarray(sector, sector + 512)) || got.equals(fresh.subarray(sector, sector + 512));
-        expect(ok, `seed ${seed}: sector ${sector / 512} with drive ${lost} out holds data never written there`).toBe(true);
-      }
+      await expectOldOrFresh(controllerFor(pool, clock), old, fresh, `seed ${seed}, drive ${lost} out`);
       await pool.abandonSession();
     }
     expect(replayedInAll).toBeGreaterThan(0); // the power cuts did leave records to replay
@@ -284,13 +284,9 @@ describe('write intent (RAID-5 write hole)', () => {
 
   it('a drive found missing only after an unclean shutdown with RAID-5 writes in flight: refused, naming it; opens with it back, or when forced', async () => {
     const clock = new FakeClock();
-    const inner = [0, 1, 2].map((index) => new MemoryDrive(`dirty${index}`, 8 * MiB));
-    let views = sessionViews(inner);
-    const { formatPoolOn } = await import('../support/memory-pool.js');
-    const pool = await formatPoolOn(views, { raidLevel: 5 }, clock);
-    const controller = controllerFor(pool, clock);
-    await controller.createLun('db', lunBytes);
-    const data = await writeLun(controller, 21);
+    const setup = await raid5PoolWithOldData('dirty', clock, 21);
+    const { inner, controller, old: data } = setup;
+    let views = setup.views;
     await controller.stack('db').thin.write(0, patternBytes(65536, 22)); // in flight at the power cut
     views = powerCut(views, new SeededRandom(5));
     const without = views.map((view, index) => (index === 2 ? new MissingDrive('dirty2', 'gone') : view));
