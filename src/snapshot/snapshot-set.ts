@@ -188,7 +188,9 @@ export class SnapshotSet {
     }
   }
 
-  async invalidate(snapshots: SnapshotRecord[], reason: string): Promise<void> {
+  async invalidate(given: SnapshotRecord[], reason: string): Promise<void> {
+    // A snapshot removed meanwhile (a preservation for it was under way) has nothing left to invalidate.
+    const snapshots = given.filter((snapshot) => this.pool.metadata.snapshots.get(snapshot.id) === snapshot);
     for (const snapshot of snapshots) {
       if (snapshot.state !== 'valid') continue;
       await this.pool.commitOp({ kind: 'snapshot-invalidate', snapshotId: snapshot.id, reason });
