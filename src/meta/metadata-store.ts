@@ -243,13 +243,15 @@ export class MetadataStore<State = PoolMetadata, Op = MetadataOp> {
 
   /** Writes to every copy and flushes; a copy that fails is dropped (EIO only if none is left). */
   private async writeAllCopies(offsetBytes: number, data: Buffer): Promise<void> {
-    const results = await Promise.allSettled(this.copies.map(async (copy) => {
+    // The list as it was: a drive failure may drop a copy from this.copies meanwhile.
+    const copies = this.copies;
+    const results = await Promise.allSettled(copies.map(async (copy) => {
       await copy.drive.write(offsetBytes, data);
       await copy.drive.flush();
     }));
-    const failed = this.copies.filter((_, index) => results[index]!.status === 'rejected');
+    const failed = copies.filter((_, index) => results[index]!.status === 'rejected');
     if (failed.length === 0) return;
-    if (failed.length === this.copies.length) {
+    if (failed.length === copies.length) {
       // Nothing was written anywhere: keep the copies (a full target volume, say, may have room
       // again later) and report why.
       const reason = (results.find((result) => result.status === 'rejected') as PromiseRejectedResult).reason;

@@ -320,24 +320,29 @@ export class DegradedRowLog {
   }
 
   private async writeAllCopies(offsetBytes: number, data: Buffer, flush = true): Promise<void> {
-    const results = await Promise.allSettled(this.copies.map(async (copy) => {
+    const copies = this.copies;
+    const results = await Promise.allSettled(copies.map(async (copy) => {
       await copy.drive.write(offsetBytes, data);
       if (flush) await copy.drive.flush();
     }));
-    this.dropFailed(results);
+    this.dropFailed(copies, results);
   }
 
   private async flushAllCopies(): Promise<void> {
-    this.dropFailed(await Promise.allSettled(this.copies.map((copy) => copy.drive.flush())));
+    const copies = this.copies;
+    this.dropFailed(copies, await Promise.allSettled(copies.map((copy) => copy.drive.flush())));
   }
 
-  /** A copy that failed is dropped; EIO when none is left. */
-  private dropFailed(results: PromiseSettledResult<unknown>[]): void {
-    const failed = this.copies.filter((_, index) => results[index]!.status === 'rejected');
+  /**
+   * A copy that failed is dropped; EIO when none is left. (copies: the list the operation ran on;
+   * the list itself may have changed meanwhile, a copy added or dropped by the pool.)
+   */
+  private dropFailed(copies: RowLogCopy[], results: PromiseSettledResult<unknown>[]): void {
+    const failed = copies.filter((_, index) => results[index]!.status === 'rejected');
     if (failed.length === 0) return;
     for (const copy of failed) this.log.error({ drive: copy.drive.path }, 'degraded-row log write failed; copy dropped');
     this.copies = this.copies.filter((copy) => !failed.includes(copy));
-    if (this.copies.length === 0) {
+    if (failed.length === copies.length) {
       const reason = (results.find((result) => result.status === 'rejected') as PromiseRejectedResult).reason as Error;
       throw new LunfsError('EIO', `the degraded-row log could not be written to any copy: ${reason.message}`, { cause: reason });
     }

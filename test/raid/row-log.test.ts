@@ -10,6 +10,7 @@ import { SeededRandom } from '../../src/util/clock.js';
 import { silentLogger } from '../../src/util/logger.js';
 import { KiB, MiB } from '../../src/util/sizes.js';
 import { patternBytes } from '../support/bytes.js';
+import { SessionDrive } from '../support/session-drive.js';
 
 const offsetBytes = 64 * KiB;
 const unitBytes = 4 * KiB;
@@ -105,5 +106,25 @@ describe('degraded-row log', () => {
     const { entries } = await reopen(drives);
     expect(entries.length).toBeGreaterThanOrEqual(2);
     expect(entries).toEqual(all.slice(all.length - entries.length));
+  });
+
+  it('a copy added while a batch is being written leaves the batch durable on the copies it was written to', async () => {
+    const drives = [new MemoryDrive('a', MiB), new MemoryDrive('b', MiB), new MemoryDrive('c', MiB)];
+    await DegradedRowLog.format(copiesOf(drives.slice(0, 2)), offsetBytes, areaBytes);
+    const views = drives.map((drive) => new SessionDrive(drive));
+    const { rowLog } = await DegradedRowLog.open(views.slice(0, 2).map((drive, driveIndex) => ({ drive, driveIndex })), offsetBytes, areaBytes, silentLogger(), async () => {});
+    views[0]!.holdFlushes(); // the batch waits in its flush of copy a
+    const record = entry(5, 51);
+    const appended = rowLog.append(record);
+    for (let turn = 0; turn < 20; turn += 1) await Promise.resolve();
+    await rowLog.addCopy({ drive: views[2]!, driveIndex: 2 }); // the pool places a copy meanwhile
+    views[0]!.releaseFlushes();
+    expect(await appended).toBeGreaterThan(0);
+    expect((await reopen(drives.slice(0, 1))).entries).toEqual([record]);
+    expect((await reopen(drives.slice(1, 2))).entries).toEqual([record]);
+    // The next record goes to all three.
+    const next = entry(6, 61);
+    await rowLog.append(next);
+    expect((await reopen(drives.slice(2))).entries).toEqual([next]);
   });
 });
