@@ -66,6 +66,23 @@ function copyOf(source: Uint8Array): Buffer {
   return copy;
 }
 
+/**
+ * Buffers of a held row's data and of a whole row's parity, kept for reuse: a fresh buffer of
+ * 128 KiB or more is memory the kernel maps on first touch, page by page, and that cost more than
+ * the XOR of the row (a sequential stream writes one row per three or more units).
+ */
+const spareBuffers = {
+  free: new Map<number, Buffer[]>(),
+  take(bytes: number): Buffer {
+    return this.free.get(bytes)?.pop() ?? Buffer.allocUnsafe(bytes);
+  },
+  give(buffer: Buffer): void {
+    let list = this.free.get(buffer.length);
+    if (!list) this.free.set(buffer.length, (list = []));
+    if (list.length < 8) list.push(buffer);
+  },
+};
+
 /** What one data checksum covers (ChecksumDrive): repairs are made in whole blocks. */
 const checksumBlockBytes = 4096;
 
@@ -325,10 +342,15 @@ export class Raid5Layout {
     const parityMember = this.parityMember(row);
     const wholeRow = pieces.length === this.memberCount - 1 && pieces.every((piece) => piece.lengthBytes === unitBytes);
     if (wholeRow) {
-      const parity = copyOf(data.subarray(pieces[0]!.requestOffset, pieces[0]!.requestOffset + unitBytes));
+      const parity = spareBuffers.take(unitBytes);
+      data.copy(parity, 0, pieces[0]!.requestOffset, pieces[0]!.requestOffset + unitBytes);
       for (const piece of pieces.slice(1)) xorInto(parity, data.subarray(piece.requestOffset, piece.requestOffset + unitBytes));
       this.dropKnown(row); // the new parity replaces any pending one
-      await this.writeUnits(row, pieces.map((piece) => [piece.memberIndex, rowOffset, data.subarray(piece.requestOffset, piece.requestOffset + unitBytes)] as const), parity, unreadable);
+      try {
+        await this.writeUnits(row, pieces.map((piece) => [piece.memberIndex, rowOffset, data.subarray(piece.requestOffset, piece.requestOffset + unitBytes)] as const), parity, unreadable);
+      } finally {
+        spareBuffers.give(parity); // the writes are over: nothing refers to it
+      }
       return;
     }
     const missing = unreadable[0];
@@ -369,7 +391,7 @@ export class Raid5Layout {
     if (!held) {
       const reservation = this.io.rowLog?.tryReserve(unitBytes);
       if (this.io.rowLog && !reservation) return false; // no room to cover the row if a member left before its write
-      held = { data: Buffer.allocUnsafe((this.memberCount - 1) * unitBytes), pieces: new Map(), reservation };
+      held = { data: spareBuffers.take((this.memberCount - 1) * unitBytes), pieces: new Map(), reservation };
     }
     for (const piece of pieces) {
       const requestOffset = this.unitInRow(row, piece.memberIndex) * unitBytes;
@@ -383,6 +405,7 @@ export class Raid5Layout {
         await this.writeRowUncached(row, [...held.pieces.values()], held.data, held.reservation);
       } finally {
         held.reservation?.();
+        spareBuffers.give(held.data);
       }
       return true;
     }
@@ -570,6 +593,7 @@ export class Raid5Layout {
         await this.writeRowUncached(row, [...held.pieces.values()], held.data, held.reservation);
       } finally {
         held.reservation?.();
+        spareBuffers.give(held.data);
       }
     }
     const known = this.known.get(row);
