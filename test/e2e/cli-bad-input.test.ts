@@ -259,11 +259,11 @@ describe('bad input through FUSE and to lunfs mount', () => {
 
     expect((await stat(lun)).size).toBe(16 * MiB);
     expect(await sha256File(lun)).toBe(sha256(content));
-    expect((await server.stop()).code).toBe(0);
+    await expectCleanExit(server);
     server = await box.mount(pool, mountpoint);
     expect(await sha256File(lun)).toBe(sha256(content));
     expect((await statusJson(pool)).luns.map((entry) => [entry.name, entry.sizeBytes])).toEqual([['db', 16 * MiB]]);
-    expect((await server.stop()).code).toBe(0);
+    await expectCleanExit(server);
   });
 
   it('rm of a LUN that is open (a loop device holds it) is refused with EBUSY', async () => {
@@ -277,7 +277,7 @@ describe('bad input through FUSE and to lunfs mount', () => {
     expect(result.stderr).toMatch(/Device or resource busy/);
     await box.detachLoop(loop);
     expect((await statusJson(pool)).luns.map((entry) => entry.name)).toEqual(['db']);
-    expect((await server.stop()).code).toBe(0);
+    await expectCleanExit(server);
   });
 
   it('a second mount of a mounted pool fails with a message naming the process', async () => {
@@ -319,7 +319,7 @@ describe('bad input through FUSE and to lunfs mount', () => {
     expect(await poolState(pool, { strict: true })).toEqual(before);
     // With the drive back, the pool mounts.
     const server = await box.mount(pool, mountpoint);
-    expect((await server.stop()).code).toBe(0);
+    await expectCleanExit(server);
   });
 
   it('a full pool gives ENOSPC to the writer; data written before is intact after a remount', async () => {
@@ -361,7 +361,7 @@ describe('bad input through FUSE and to lunfs mount', () => {
     server = await box.mount(pool, mountpoint);
     expect(await sha256File(keep)).toBe(sha256(keepContent));
     expect(await sha256File(big, written)).toBe(sha256(bigContent.subarray(0, written)));
-    expect((await server.stop()).code).toBe(0);
+    await expectCleanExit(server);
   });
 });
 
@@ -396,7 +396,13 @@ describe('LUNs through the mountpoint and the control socket', () => {
     expect(await eventually(async () => (await stat(join(luns, 'sock'))).size, 3 * MiB)).toBe(3 * MiB);
     await lunfsOk('lun', 'rm', pool, 'sock');
     expect((await readdir(luns)).sort()).toEqual(['db']);
-    expect((await server.stop()).code).toBe(0);
+    await expectCleanExit(server);
     expect((await statusJson(pool)).luns.map((lun) => lun.name)).toEqual(['db']);
   });
 });
+
+/** SIGTERM stops the mount with exit code 0; otherwise the exit status and the server's stderr say why. */
+async function expectCleanExit(server: MountServer): Promise<void> {
+  const exit = await server.stop();
+  expect(exit, `lunfs mount exit after SIGTERM; stderr:\n${server.stderr}`).toEqual({ code: 0, signal: null });
+}
