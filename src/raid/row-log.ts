@@ -40,8 +40,8 @@ const headerMagic = 'LUNFSRLH';
 const recordMagic = 'LUNFSRLR';
 /**
  * Bytes of the log area for pools with this stripe unit and smallest drive: a ring for records of
- * a whole stripe unit, as many as rows may be written degraded or held in memory at once, 16 (4
- * on drives under 1/16 GiB, where the area stays within 1/64 of the drive).
+ * a whole stripe unit, as many as rows may be written degraded or held in memory at once: 16, or
+ * fewer (at least 4) where 16 would take more than 1/64 of the smallest drive.
  */
 export function rowLogBytesFor(stripeUnitBytes: number, smallestDriveBytes: number): number {
   const recordBytes = recordHeaderBytes + stripeUnitBytes;
@@ -99,7 +99,17 @@ export class DegradedRowLog {
   private readonly clearMutex = new Mutex();
   /** Settles (and is replaced) whenever a record finishes or the watermark moves. */
   private changed = deferred();
-  readonly counters: RowLogCounters = { records: 0, replayed: 0, live: 0 };
+  private recordsWritten = 0;
+  private recordsReplayed = 0;
+
+  get counters(): RowLogCounters {
+    return { records: this.recordsWritten, replayed: this.recordsReplayed, live: this.live.length };
+  }
+
+  /** The pool replayed this many records at open (Pool.resyncMirrors). */
+  noteReplayed(count: number): void {
+    this.recordsReplayed += count;
+  }
 
   private constructor(
     copies: RowLogCopy[],
@@ -245,7 +255,6 @@ export class DegradedRowLog {
       this.generation = generation;
       this.clearedSeq = mark;
       while (this.live.length > 0 && this.live[0]!.seq <= mark) this.live.shift();
-      this.counters.live = this.live.length;
       this.wake();
     });
   }
@@ -279,7 +288,7 @@ export class DegradedRowLog {
         this.waiting = [];
         try {
           const seqs = await this.writeBatch(batch.map((waiting) => waiting.entry));
-          this.counters.records += batch.length;
+          this.recordsWritten += batch.length;
           batch.forEach((waiting, index) => waiting.resolve(seqs[index]!));
         } catch (error) {
           for (const waiting of batch) waiting.reject(error);
@@ -315,7 +324,6 @@ export class DegradedRowLog {
     this.nextSeq += placed.length;
     this.head = head;
     this.live.push(...placed);
-    this.counters.live = this.live.length;
     return placed.map((record) => record.seq);
   }
 

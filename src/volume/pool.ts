@@ -748,7 +748,7 @@ export class Pool implements MapSpace {
       let replayed = 0;
       for (const entry of this.rowLogReplay) if (entry.rstoreId === rstore.record.id && (await rstore.replayRowLog(entry))) replayed += 1;
       if (replayed > 0) {
-        this.rowLog!.counters.replayed += replayed;
+        this.rowLog!.noteReplayed(replayed);
         this.options.log.warn({ rstore: rstore.record.id, records: replayed }, 'degraded rows made consistent from the row log');
       }
       await rstore.resyncParity();
