@@ -16,6 +16,9 @@
 //   newer epoch touches a page holding dirty data of an older one, that data is destaged, so the
 //   older version reaches the source (and the snapshot that holds it) before it is overwritten.
 //   Only that page waits; nothing else pauses.
+// - The bytes of a page past the end of the device are zeros, as below (nothing is ever written
+//   there). A sector cut short by the end is valid as a whole, so when the device grows (a LUN
+//   resize) its tail is data at once: read from the cache, and destaged with the sector.
 
 import { LRUCache } from 'lru-cache';
 import { checkRange, forEachPiece, type BlockDevice } from '../block/block-device.js';
@@ -529,6 +532,10 @@ export class WriteBackCache implements BlockDevice {
     let page = this.lookup(pageIndex);
     if (!page) {
       page = new CachePage(pageIndex, this.options.budget.pageBuffers.take());
+      // A recycled buffer holds another page's data (maybe another LUN's): past the device end it
+      // must read as zeros once the device grows (see the invariants). Only the last page pays.
+      const endInPage = this.sizeBytes - pageIndex * this.options.pageBytes;
+      if (endInPage < this.options.pageBytes) page.buffer.fill(0, endInPage);
       this.cleanPages.set(pageIndex, page);
     }
     return page;

@@ -1,7 +1,9 @@
 // Targeted tests of the write-back cache that the conformance suite cannot stage: a write that
 // covers part of a 4 KiB cache sector must fetch the rest of the sector from below, and the cache
 // must not let that fetched (possibly older) data override what another write put in the sector
-// meanwhile, even when the page was destaged and evicted while the fetch was in flight.
+// meanwhile, even when the page was destaged and evicted while the fetch was in flight. A sector
+// cut short by the device end must hold zeros past the end, so that when the device grows (a LUN
+// resize) neither a read nor a destage shows what a recycled page buffer held.
 
 import { describe, expect, it } from 'vitest';
 import type { BlockDevice } from '../../src/block/block-device.js';
@@ -58,8 +60,31 @@ class ParkedReads implements BlockDevice {
   }
 }
 
-function makeCache(below: BlockDevice): WriteBackCache {
-  const budget = new CacheBudget(2 * pageBytes, pageBytes);
+/** A device that can grow, as a thin volume does when its LUN is resized. */
+class GrowingDevice implements BlockDevice {
+  constructor(
+    private readonly below: BlockDevice,
+    public sizeBytes: number,
+  ) {}
+
+  read(offsetBytes: number, target: Buffer): Promise<void> {
+    return this.below.read(offsetBytes, target);
+  }
+
+  write(offsetBytes: number, data: Buffer): Promise<void> {
+    return this.below.write(offsetBytes, data);
+  }
+
+  flush(): Promise<void> {
+    return this.below.flush();
+  }
+
+  discard(offsetBytes: number, lengthBytes: number): Promise<void> {
+    return this.below.discard(offsetBytes, lengthBytes);
+  }
+}
+
+function makeCache(below: BlockDevice, budget = new CacheBudget(2 * pageBytes, pageBytes)): WriteBackCache {
   return new WriteBackCache(below, {
     budget,
     pageBytes,
@@ -113,6 +138,26 @@ describe('WriteBackCache partial-sector writes', () => {
     await cache.write(64 * KiB, Buffer.alloc(512, 0x33));
     await cache.flush();
     expect((await readRange(cache, 64 * KiB, 1536)).toString('hex')).toBe(Buffer.concat([Buffer.alloc(512, 0x33), Buffer.alloc(1023), Buffer.from([0x7f])]).toString('hex'));
+    await cache.close();
+  });
+
+  it('a device that grows past a sector cut short by its end reads zeros there, not a recycled page buffer', async () => {
+    // Another LUN's page leaves its buffer, full of its data, in the shared pool.
+    const budget = new CacheBudget(2 * pageBytes, pageBytes);
+    const other = makeCache(new MemoryDrive('cache-other-lun', MiB), budget);
+    await other.write(0, Buffer.alloc(pageBytes, 0xee));
+    await other.close();
+    const grown = new GrowingDevice(new MemoryDrive('cache-growing', MiB), 4 * KiB + 512);
+    const cache = makeCache(grown, budget);
+    await cache.write(0, Buffer.alloc(4096, 0x11)); // page 0 takes the recycled buffer
+    await cache.discard(4096, 512); // the short last sector becomes valid (zeros) in the cache
+    await cache.write(4096, Buffer.alloc(512, 0x22)); // and dirty
+    grown.sizeBytes = 64 * KiB; // the LUN grows; the new space reads zeros
+    const tail = await readRange(cache, 4608, 8192 - 4608);
+    expect(tail.every((byte) => byte === 0), `cache read past the old end: ${tail.subarray(0, 8).toString('hex')}`).toBe(true);
+    await cache.flush(); // destages the whole sector now that the device holds all of it
+    const below = await readRange(grown, 4096, 4096);
+    expect(below.toString('hex')).toBe(Buffer.concat([Buffer.alloc(512, 0x22), Buffer.alloc(4096 - 512)]).toString('hex'));
     await cache.close();
   });
 });
