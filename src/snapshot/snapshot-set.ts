@@ -38,6 +38,8 @@ export class SnapshotSet {
    */
   creating = 0;
   readonly locks = new ChunkLockManager();
+  /** Chunks every valid snapshot held at an epoch: a destage over them needs no bitmap search. */
+  private readonly cover = new PreservedCover();
   private target: TargetStore | undefined;
   private targetCreation: Promise<TargetStore> | undefined;
   private readonly zeroChunk: Buffer;
@@ -149,9 +151,19 @@ export class SnapshotSet {
    * write goes on either way.
    */
   async preserve(chunkIndex: number, epoch: number, source: ThinVolume): Promise<void> {
+    if (this.cover.covers(chunkIndex, this.epoch)) return; // every snapshot holds it already
     const needing = this.needing(chunkIndex, epoch);
-    if (needing.length === 0) return;
-    await this.whileBusy(() => this.preserveFor(needing, chunkIndex, source));
+    if (needing.length > 0) await this.whileBusy(() => this.preserveFor(needing, chunkIndex, source));
+    if (this.heldByAll(chunkIndex)) this.cover.set(chunkIndex, this.epoch);
+  }
+
+  /** Whether every valid snapshot of the LUN that reaches the chunk has it in the target. */
+  private heldByAll(chunkIndex: number): boolean {
+    for (const snapshot of this.pool.metadata.snapshots.values()) {
+      if (snapshot.lunId !== this.lun.id || snapshot.state !== 'valid' || chunkIndex * this.chunkBytes >= snapshot.sizeBytes) continue;
+      if (!this.image(snapshot.id)?.bitmap.get(chunkIndex)) return false;
+    }
+    return true;
   }
 
   private async preserveFor(needing: SnapshotRecord[], chunkIndex: number, source: ThinVolume): Promise<void> {
@@ -345,3 +357,27 @@ function reservationMetadataUnits(sizeBytes: number, chunkBytes: number, unitByt
   return 2 * Math.ceil((chunks / 8 + chunks * 8) / unitBytes);
 }
 
+/**
+ * For each chunk, the epoch at which every valid snapshot of the LUN was seen holding it in the
+ * target (pages of 1024 chunks, made on first use). While the epoch stays the same this stays
+ * true: a bit is only set (preserve, redirect) or goes with its snapshot (drop, invalidation)
+ * until the pool is opened again (unpreserve happens at open, before any destage). A new snapshot
+ * raises the epoch, which voids every entry at once. A destage costs the same however many
+ * snapshots there are once its chunk is preserved for all of them.
+ */
+class PreservedCover {
+  private readonly pages = new Map<number, Uint32Array>();
+
+  covers(chunkIndex: number, epoch: number): boolean {
+    return this.pages.get(Math.floor(chunkIndex / 1024))?.[chunkIndex % 1024] === epoch + 1;
+  }
+
+  set(chunkIndex: number, epoch: number): void {
+    let page = this.pages.get(Math.floor(chunkIndex / 1024));
+    if (!page) {
+      page = new Uint32Array(1024);
+      this.pages.set(Math.floor(chunkIndex / 1024), page);
+    }
+    page[chunkIndex % 1024] = epoch + 1;
+  }
+}

@@ -406,7 +406,8 @@ export class TargetStore {
     if (this.committing) return;
     this.committing = true;
     try {
-      await Promise.resolve(); // let the ops of this tick join the batch
+      // Let every preservation that can reach its commit before any I/O completes join the batch.
+      await new Promise((resolve) => setImmediate(resolve));
       while (this.queued) {
         const batch = this.queued;
         this.queued = undefined;
