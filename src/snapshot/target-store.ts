@@ -406,8 +406,7 @@ export class TargetStore {
     if (this.committing) return;
     this.committing = true;
     try {
-      // Let every preservation that can reach its commit before any I/O completes join the batch.
-      await new Promise((resolve) => setImmediate(resolve));
+      await Promise.resolve(); // let the ops of this tick join the batch
       while (this.queued) {
         const batch = this.queued;
         this.queued = undefined;
