@@ -16,56 +16,13 @@ import { FakeClock } from '../support/fake-clock.js';
 
 const pageBytes = 128 * KiB;
 
-/** A block device whose reads can be parked, to hold a cache fill in flight. */
-class ParkedReads implements BlockDevice {
-  private parked: Array<() => void> | undefined;
-
-  constructor(private readonly below: BlockDevice) {}
+/** Passes every request to the device below; the test devices override what they stage. */
+class PassThrough implements BlockDevice {
+  constructor(protected readonly below: BlockDevice) {}
 
   get sizeBytes(): number {
     return this.below.sizeBytes;
   }
-
-  park(): void {
-    this.parked ??= [];
-  }
-
-  get parkedCount(): number {
-    return this.parked?.length ?? 0;
-  }
-
-  release(): void {
-    const waiting = this.parked ?? [];
-    this.parked = undefined;
-    for (const resume of waiting) resume();
-  }
-
-  async read(offsetBytes: number, target: Buffer): Promise<void> {
-    const snapshot = Buffer.alloc(target.length);
-    await this.below.read(offsetBytes, snapshot); // the data as it is now...
-    if (this.parked) await new Promise<void>((resume) => this.parked!.push(resume));
-    snapshot.copy(target); // ...arrives later
-  }
-
-  write(offsetBytes: number, data: Buffer): Promise<void> {
-    return this.below.write(offsetBytes, data);
-  }
-
-  flush(): Promise<void> {
-    return this.below.flush();
-  }
-
-  discard(offsetBytes: number, lengthBytes: number): Promise<void> {
-    return this.below.discard(offsetBytes, lengthBytes);
-  }
-}
-
-/** A device that can grow, as a thin volume does when its LUN is resized. */
-class GrowingDevice implements BlockDevice {
-  constructor(
-    private readonly below: BlockDevice,
-    public sizeBytes: number,
-  ) {}
 
   read(offsetBytes: number, target: Buffer): Promise<void> {
     return this.below.read(offsetBytes, target);
@@ -81,6 +38,50 @@ class GrowingDevice implements BlockDevice {
 
   discard(offsetBytes: number, lengthBytes: number): Promise<void> {
     return this.below.discard(offsetBytes, lengthBytes);
+  }
+}
+
+/** A block device whose reads can be parked, to hold a cache fill in flight. */
+class ParkedReads extends PassThrough {
+  private parked: Array<() => void> | undefined;
+
+  park(): void {
+    this.parked ??= [];
+  }
+
+  get parkedCount(): number {
+    return this.parked?.length ?? 0;
+  }
+
+  release(): void {
+    const waiting = this.parked ?? [];
+    this.parked = undefined;
+    for (const resume of waiting) resume();
+  }
+
+  override async read(offsetBytes: number, target: Buffer): Promise<void> {
+    const snapshot = Buffer.alloc(target.length);
+    await this.below.read(offsetBytes, snapshot); // the data as it is now...
+    if (this.parked) await new Promise<void>((resume) => this.parked!.push(resume));
+    snapshot.copy(target); // ...arrives later
+  }
+}
+
+/** A device that can grow, as a thin volume does when its LUN is resized. */
+class GrowingDevice extends PassThrough {
+  constructor(
+    below: BlockDevice,
+    private size: number,
+  ) {
+    super(below);
+  }
+
+  override get sizeBytes(): number {
+    return this.size;
+  }
+
+  set sizeBytes(bytes: number) {
+    this.size = bytes;
   }
 }
 
