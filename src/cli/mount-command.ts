@@ -51,7 +51,6 @@ export async function runMount(request: MountRequest): Promise<void> {
     throw error;
   }
   log.info('mounted');
-  console.log(`lunfs: pool ${directory} mounted at ${mountpoint} (pid ${process.pid})`);
 
   await new Promise<void>((resolveStop) => {
     let stopping = false;
@@ -76,5 +75,8 @@ export async function runMount(request: MountRequest): Promise<void> {
     };
     process.once('SIGINT', () => stop('SIGINT'));
     process.once('SIGTERM', () => stop('SIGTERM'));
+    // The ready line comes only once the handlers are in place: whoever waits for it may signal at
+    // once, and a SIGTERM before them would kill the process with no flush (seen under load).
+    console.log(`lunfs: pool ${directory} mounted at ${mountpoint} (pid ${process.pid})`);
   });
 }
