@@ -154,16 +154,10 @@ export class SnapshotSet {
     if (this.cover.covers(chunkIndex, this.epoch)) return; // every snapshot holds it already
     const needing = this.needing(chunkIndex, epoch);
     if (needing.length > 0) await this.whileBusy(() => this.preserveFor(needing, chunkIndex, source));
-    if (this.heldByAll(chunkIndex)) this.cover.set(chunkIndex, this.epoch);
-  }
-
-  /** Whether every valid snapshot of the LUN that reaches the chunk has it in the target. */
-  private heldByAll(chunkIndex: number): boolean {
-    for (const snapshot of this.pool.metadata.snapshots.values()) {
-      if (snapshot.lunId !== this.lun.id || snapshot.state !== 'valid' || chunkIndex * this.chunkBytes >= snapshot.sizeBytes) continue;
-      if (!this.image(snapshot.id)?.bitmap.get(chunkIndex)) return false;
-    }
-    return true;
+    // Held by every valid snapshot, newer ones than the data's epoch included: the search just
+    // made says so when it covered them all and found none; otherwise search once more.
+    const searchedAll = needing.length === 0 && epoch >= this.epoch;
+    if (searchedAll || this.needing(chunkIndex, Number.POSITIVE_INFINITY).length === 0) this.cover.set(chunkIndex, this.epoch);
   }
 
   private async preserveFor(needing: SnapshotRecord[], chunkIndex: number, source: ThinVolume): Promise<void> {
