@@ -11,6 +11,7 @@
 //                                                             SSE4.2, three blocks at a time
 //   xorInto(target: Buffer|Uint8Array, source: Buffer|Uint8Array): void   target[i] ^= source[i]
 //   crc32cImplementation: "sse4.2" | "slicing-by-8"           which path crc32c takes on this CPU
+//   flock, unflock, peerCredentials                           OS calls Node lacks (os_calls.c)
 
 #ifndef NAPI_VERSION
 #define NAPI_VERSION 8
@@ -431,6 +432,8 @@ static napi_value xor_into_export(napi_env env, napi_callback_info info) {
 // Module registration
 // ---------------------------------------------------------------------------------------------
 
+bool lunfs_register_os_calls(napi_env env, napi_value exports); // os_calls.c
+
 static bool export_function(napi_env env, napi_value exports, const char *name,
                             napi_callback callback) {
   napi_value function;
@@ -445,6 +448,7 @@ NAPI_MODULE_INIT() {
       !export_function(env, exports, "crc32cWithTables", crc32c_with_tables_export) ||
       !export_function(env, exports, "crc32cBlocks", crc32c_blocks_export) ||
       !export_function(env, exports, "xorInto", xor_into_export) ||
+      !lunfs_register_os_calls(env, exports) ||
       napi_create_string_utf8(env, crc32c_implementation_name, NAPI_AUTO_LENGTH,
                               &implementation_name) != napi_ok ||
       napi_set_named_property(env, exports, "crc32cImplementation", implementation_name) !=

@@ -47,6 +47,9 @@ export const nativeKernelsOrNull: ByteKernels | null = nativeLoadResult.kernels;
 /** Why the addon is not in use (null when it is): shown by tests and diagnostics. */
 export const nativeUnavailableReason: string | null = nativeLoadResult.unavailableReason;
 
+/** The loaded addon's exports, or null (for the OS calls in os-calls.ts). */
+export const nativeAddonOrNull: Record<string, unknown> | null = nativeLoadResult.addon ?? null;
+
 export const kernelImplementation: 'native' | 'typescript' =
   nativeKernelsOrNull === null ? 'typescript' : 'native';
 
@@ -89,6 +92,8 @@ function findPackageRoot(startFolder: string): string | null {
 interface NativeLoadResult {
   kernels: ByteKernels | null;
   unavailableReason: string | null;
+  /** The addon's whole export object (its OS calls are read by src/native/os-calls.ts). */
+  addon?: Record<string, unknown>;
 }
 
 function unavailable(reason: string): NativeLoadResult {
@@ -123,5 +128,9 @@ function loadNativeKernels(): NativeLoadResult {
   // The addon validates its own arguments and treats a missing seed as 0, so its functions are
   // used as they are, without a wrapper. An addon built before crc32cBlocks existed lacks it.
   const crc32cBlocksKernel = typeof addon.crc32cBlocks === 'function' ? addon.crc32cBlocks : crc32cBlocksTypescript;
-  return { kernels: { crc32c: addon.crc32c, crc32cBlocks: crc32cBlocksKernel, xorInto: addon.xorInto }, unavailableReason: null };
+  return {
+    kernels: { crc32c: addon.crc32c, crc32cBlocks: crc32cBlocksKernel, xorInto: addon.xorInto },
+    unavailableReason: null,
+    addon: addon as Record<string, unknown>,
+  };
 }
