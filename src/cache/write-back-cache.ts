@@ -441,20 +441,22 @@ export class WriteBackCache implements BlockDevice {
       await this.writeZeros(offsetBytes, lengthBytes);
       return;
     }
-    await this.forgetWholeSectors(innerStart, innerEnd - innerStart);
-    await this.below.discard(innerStart, innerEnd - innerStart);
+    await this.forgetAndDiscardWholeSectors(innerStart, innerEnd - innerStart);
     this.notifyProgress();
     if (innerStart > offsetBytes) await this.writeZeros(offsetBytes, innerStart - offsetBytes);
     if (endBytes > innerEnd) await this.writeZeros(innerEnd, endBytes - innerEnd);
   }
 
   /**
-   * Drops what the cache holds for a sector-aligned range. First, until none is left: dirty data
-   * of an older snapshot epoch goes below (it belongs to a snapshot, which must get it before the
-   * discard forgets it), and destages in flight in the range end (no older version may land below
-   * after the discard). Then, in the same turn as the caller's discard below starts, the pages go.
+   * Drops what the cache holds for a sector-aligned range and discards it below. First, until none
+   * is left: dirty data of an older snapshot epoch goes below (it belongs to a snapshot, which must
+   * get it before the discard forgets it), and destages in flight in the range end (no older
+   * version may land below after the discard). Then the pages go, and the discard below starts in
+   * the same turn: it takes the epoch of that turn, the one the dropped data was written in. A
+   * turn between them would let a snapshot instant fall there, and the discard below would then
+   * preserve for that snapshot an original without the data the cache just dropped.
    */
-  private async forgetWholeSectors(offsetBytes: number, lengthBytes: number): Promise<void> {
+  private async forgetAndDiscardWholeSectors(offsetBytes: number, lengthBytes: number): Promise<void> {
     const pageBytes = this.options.pageBytes;
     const first = Math.floor(offsetBytes / pageBytes);
     const last = Math.floor((offsetBytes + lengthBytes - 1) / pageBytes);
@@ -497,6 +499,7 @@ export class WriteBackCache implements BlockDevice {
         this.cleanPages.set(pageIndex, page);
       }
     });
+    await this.below.discard(offsetBytes, lengthBytes);
   }
 
   /** Zeros through the cache (no allocation: a thin volume skips zeros over unallocated space). */
