@@ -15,7 +15,9 @@
 //   applied, all its pages at once. A page's dirty sectors share one epoch: before a write of a
 //   newer epoch touches a page holding dirty data of an older one, that data is destaged, so the
 //   older version reaches the source (and the snapshot that holds it) before it is overwritten.
-//   Only that page waits; nothing else pauses.
+//   Such a write also waits for a destage of older-epoch data in flight on the page, so that a
+//   failed destage puts its data back under its own epoch, never under a newer one. Only that
+//   page waits; nothing else pauses.
 // - The bytes of a page past the end of the device are zeros, as below (nothing is ever written
 //   there). A sector cut short by the end is valid as a whole, so when the device grows (a LUN
 //   resize) its tail is data at once: read from the cache, and destaged with the sector.
@@ -306,7 +308,7 @@ export class WriteBackCache implements BlockDevice {
       const epoch = this.currentEpoch();
       for (const [pageIndex] of pieces) {
         const page = this.dirtyPages.get(pageIndex);
-        if (page && page.dirty !== 0 && page.dirtyEpoch < epoch) {
+        if (page && holdsOlderEpoch(page, epoch)) {
           await this.destageOlderEpoch(page, epoch);
           waited = true;
         }
@@ -339,7 +341,7 @@ export class WriteBackCache implements BlockDevice {
         if (partial && !this.sectorsValid(pageIndex, inPage, piece.length)) await this.fillPartialSectors(pageIndex, inPage, piece.length);
         const epoch = this.currentEpoch();
         const page = this.dirtyPages.get(pageIndex);
-        if (page && page.dirty !== 0 && page.dirtyEpoch < epoch) {
+        if (page && holdsOlderEpoch(page, epoch)) {
           await this.destageOlderEpoch(page, epoch);
           continue;
         }
@@ -360,10 +362,14 @@ export class WriteBackCache implements BlockDevice {
     return page !== undefined && ((page.valid & mask) >>> 0) === mask;
   }
 
-  /** Destages the page's dirty data of an epoch older than epoch, and waits for it. */
+  /**
+   * Destages the page's dirty data of an epoch older than epoch, and waits for it and for a
+   * destage of such data already in flight: should that fail, its data goes back to the page as
+   * dirty data of its own epoch, which a newer write must not have joined meanwhile.
+   */
   private async destageOlderEpoch(page: CachePage, epoch: number): Promise<void> {
     const errorsBefore = this.stats.destageErrors;
-    while (this.dirtyPages.get(page.index) === page && page.dirty !== 0 && page.dirtyEpoch < epoch) {
+    while (this.dirtyPages.get(page.index) === page && holdsOlderEpoch(page, epoch)) {
       if (page.inflight === 0) void this.destagePage(page);
       await this.nextProgress();
       if (this.stats.destageErrors !== errorsBefore) throw new LunfsError('EIO', `destage of cache page ${page.index} failed; the write was not applied`);
@@ -435,20 +441,22 @@ export class WriteBackCache implements BlockDevice {
       await this.writeZeros(offsetBytes, lengthBytes);
       return;
     }
-    await this.forgetWholeSectors(innerStart, innerEnd - innerStart);
-    await this.below.discard(innerStart, innerEnd - innerStart);
+    await this.forgetAndDiscardWholeSectors(innerStart, innerEnd - innerStart);
     this.notifyProgress();
     if (innerStart > offsetBytes) await this.writeZeros(offsetBytes, innerStart - offsetBytes);
     if (endBytes > innerEnd) await this.writeZeros(innerEnd, endBytes - innerEnd);
   }
 
   /**
-   * Drops what the cache holds for a sector-aligned range. First, until none is left: dirty data
-   * of an older snapshot epoch goes below (it belongs to a snapshot, which must get it before the
-   * discard forgets it), and destages in flight in the range end (no older version may land below
-   * after the discard). Then, in the same turn as the caller's discard below starts, the pages go.
+   * Drops what the cache holds for a sector-aligned range and discards it below. First, until none
+   * is left: dirty data of an older snapshot epoch goes below (it belongs to a snapshot, which must
+   * get it before the discard forgets it), and destages in flight in the range end (no older
+   * version may land below after the discard). Then the pages go, and the discard below starts in
+   * the same turn: it takes the epoch of that turn, the one the dropped data was written in. A
+   * turn between them would let a snapshot instant fall there, and the discard below would then
+   * preserve for that snapshot an original without the data the cache just dropped.
    */
-  private async forgetWholeSectors(offsetBytes: number, lengthBytes: number): Promise<void> {
+  private async forgetAndDiscardWholeSectors(offsetBytes: number, lengthBytes: number): Promise<void> {
     const pageBytes = this.options.pageBytes;
     const first = Math.floor(offsetBytes / pageBytes);
     const last = Math.floor((offsetBytes + lengthBytes - 1) / pageBytes);
@@ -491,6 +499,7 @@ export class WriteBackCache implements BlockDevice {
         this.cleanPages.set(pageIndex, page);
       }
     });
+    await this.below.discard(offsetBytes, lengthBytes);
   }
 
   /** Zeros through the cache (no allocation: a thin volume skips zeros over unallocated space). */
@@ -713,7 +722,11 @@ export class WriteBackCache implements BlockDevice {
       this.stats.destageErrors += 1;
       this.destageError = error;
       this.options.log.error({ err: error, page: page.index }, 'destage failed; data stays dirty in the cache');
+      // Back under the epoch it was written in: writes since the destage began share it (a
+      // write of a newer epoch waits for this destage to end, see destageOlderEpoch).
+      assert(page.dirty === 0 || page.dirtyEpoch === page.inflightEpoch, 'a failed destage of an older epoch under newer dirty data');
       page.dirty = (page.dirty | mask) >>> 0;
+      page.dirtyEpoch = page.inflightEpoch;
       page.dirtySinceSeq = Math.min(page.dirtySinceSeq, page.inflightSinceSeq);
     } finally {
       page.destageBuffer = undefined;
@@ -752,6 +765,11 @@ export class WriteBackCache implements BlockDevice {
   private throwIfClosed(): void {
     assert(!this.closed, 'write to a closed cache');
   }
+}
+
+/** Whether the page holds data of an epoch below epoch: dirty, or being destaged. */
+function holdsOlderEpoch(page: CachePage, epoch: number): boolean {
+  return (page.dirty !== 0 && page.dirtyEpoch < epoch) || (page.inflight !== 0 && page.inflightEpoch < epoch);
 }
 
 /** Bits of the sectors that [inPage, inPage + length) touches. */

@@ -3,13 +3,16 @@
 // must not let that fetched (possibly older) data override what another write put in the sector
 // meanwhile, even when the page was destaged and evicted while the fetch was in flight. A sector
 // cut short by the device end must hold zeros past the end, so that when the device grows (a LUN
-// resize) neither a read nor a destage shows what a recycled page buffer held.
+// resize) neither a read nor a destage shows what a recycled page buffer held. A destage that
+// fails while a write of a newer snapshot epoch comes for its page keeps its data under its own
+// epoch: what a snapshot of the newer epoch sees in the cache, and the epoch the retry is sent with.
 
 import { describe, expect, it } from 'vitest';
 import type { BlockDevice } from '../../src/block/block-device.js';
 import { CacheBudget, WriteBackCache } from '../../src/cache/write-back-cache.js';
 import { MemoryDrive } from '../../src/drive/memory-drive.js';
 import { silentLogger } from '../../src/util/logger.js';
+import { isLunfsError, LunfsError } from '../../src/util/errors.js';
 import { KiB, MiB } from '../../src/util/sizes.js';
 import { readRange } from '../support/bytes.js';
 import { FakeClock } from '../support/fake-clock.js';
@@ -85,7 +88,41 @@ class GrowingDevice extends PassThrough {
   }
 }
 
-function makeCache(below: BlockDevice, budget = new CacheBudget(2 * pageBytes, pageBytes)): WriteBackCache {
+/**
+ * Records the epoch of every write (what the destage pipeline preserves originals by), and fails
+ * one write on cue: failNextWrite() holds the next write until failHeld() fails it with EIO.
+ */
+class EpochRecorder extends PassThrough {
+  readonly writes: Array<{ offsetBytes: number; data: Buffer; epoch: number | undefined }> = [];
+  private holding: { arrived: () => void } | undefined;
+  private held: (() => void) | undefined;
+
+  failNextWrite(): Promise<void> {
+    return new Promise((arrived) => (this.holding = { arrived }));
+  }
+
+  failHeld(): void {
+    const fail = this.held!;
+    this.held = undefined;
+    fail();
+  }
+
+  override async write(offsetBytes: number, data: Buffer, epoch?: number): Promise<void> {
+    const holding = this.holding;
+    if (holding) {
+      this.holding = undefined;
+      await new Promise<void>((fail) => {
+        this.held = fail;
+        holding.arrived();
+      });
+      throw new LunfsError('EIO', `simulated I/O error writing ${data.length} bytes at ${offsetBytes}`);
+    }
+    this.writes.push({ offsetBytes, data: Buffer.from(data), epoch });
+    return this.below.write(offsetBytes, data);
+  }
+}
+
+function makeCache(below: BlockDevice, budget = new CacheBudget(2 * pageBytes, pageBytes), epoch?: () => number): WriteBackCache {
   return new WriteBackCache(below, {
     budget,
     pageBytes,
@@ -95,7 +132,17 @@ function makeCache(below: BlockDevice, budget = new CacheBudget(2 * pageBytes, p
     maxInflightDestages: 4,
     clock: new FakeClock(),
     log: silentLogger(),
+    epoch,
   });
+}
+
+async function outcome(promise: Promise<unknown>): Promise<string> {
+  try {
+    await promise;
+    return 'ok';
+  } catch (error) {
+    return isLunfsError(error) ? error.code : String(error);
+  }
 }
 
 async function settle(): Promise<void> {
@@ -161,4 +208,48 @@ describe('WriteBackCache partial-sector writes', () => {
     expect(below.toString('hex')).toBe(Buffer.concat([Buffer.alloc(512, 0x22), Buffer.alloc(4096 - 512)]).toString('hex'));
     await cache.close();
   });
+});
+
+describe('WriteBackCache destage failure and snapshot epochs', () => {
+  for (const d1Sector of [1, 5]) {
+    it(`a destage of epoch 0 that fails after the epoch rose keeps epoch 0 (newer write on sector ${d1Sector})`, async () => {
+      let epoch = 0;
+      const below = new EpochRecorder(new MemoryDrive('cache-epochs', MiB));
+      const cache = makeCache(below, undefined, () => epoch);
+      const d0 = Buffer.alloc(8 * KiB, 0xd0); // sectors 0 and 1, epoch 0
+      await cache.write(0, d0);
+      const held = below.failNextWrite();
+      const fsync = outcome(cache.flush());
+      await held; // D0's destage is on its way below
+      epoch = 1; // a snapshot instant
+      const d1 = Buffer.alloc(4 * KiB, 0xd1);
+      const overwrite = outcome(cache.write(d1Sector * 4 * KiB, d1));
+      await settle();
+      below.failHeld();
+      expect(await fsync).toBe('EIO');
+      // A write of the newer epoch is refused rather than mixed with the failed older data.
+      const overwritten = await overwrite;
+      expect(['ok', 'EIO']).toContain(overwritten);
+      // What a snapshot of epoch 1 sees: below (zeros) with the cached data of epoch 0 laid over.
+      const seen = Buffer.alloc(pageBytes);
+      cache.overlayBefore(0, seen, 1);
+      expect(seen.subarray(0, 8 * KiB).equals(d0), `snapshot view of D0 after the failure: ${seen.subarray(0, 8).toString('hex')}...${seen.subarray(4096, 4104).toString('hex')}`).toBe(true);
+      expect(seen.subarray(8 * KiB).every((byte) => byte === 0), 'D1 (epoch 1) in the snapshot view').toBe(true);
+      await cache.flush(); // the retry
+      for (const { offsetBytes, data, epoch: sentEpoch } of below.writes) {
+        for (let at = 0; at < data.length; at += 4 * KiB) {
+          const byte = data[at]!;
+          const where = `write at ${offsetBytes + at} sent with epoch ${sentEpoch}`;
+          if (byte === 0xd0) expect(sentEpoch, `D0: ${where}`).toBe(0);
+          if (byte === 0xd1) expect(sentEpoch, `D1: ${where}`).toBe(1);
+        }
+      }
+      expect(below.writes.some(({ data }) => data[0] === 0xd0), 'D0 never reached below').toBe(true);
+      const expected = Buffer.alloc(pageBytes);
+      d0.copy(expected);
+      if (overwritten === 'ok') d1.copy(expected, d1Sector * 4 * KiB);
+      expect((await readRange(below, 0, pageBytes)).equals(expected)).toBe(true);
+      await cache.close();
+    });
+  }
 });

@@ -4,15 +4,19 @@
 //   drop that commits first does not give its unit back (the pointer would name freed space);
 // - removing a LUN's last snapshot while a preservation for it is between reading the original
 //   and writing it waits for that preservation; the target volume goes away afterwards, nothing
-//   is written for it later, and the pool commits and reopens.
+//   is written for it later, and the pool commits and reopens;
+// - a discard of the LUN and a snapshot's creation, started in the same turn and then a few
+//   microtasks apart (every count from 0 to 15, so the snapshot instant falls at every step of
+//   the discard, including between the cache dropping its pages and the discard going below):
+//   the snapshot holds the LUN either before the discard or after it, never a mix.
 
 import { describe, expect, it } from 'vitest';
 import type { ThinVolume } from '../../src/map/thin-volume.js';
 import { silentLogger } from '../../src/util/logger.js';
-import { MiB } from '../../src/util/sizes.js';
 import { Controller } from '../../src/volume/controller.js';
 import type { Pool } from '../../src/volume/pool.js';
-import { patternBytes, readAll } from '../support/bytes.js';
+import { KiB, MiB } from '../../src/util/sizes.js';
+import { patternBytes, readAll, readRange } from '../support/bytes.js';
 import { FakeClock } from '../support/fake-clock.js';
 import { formatMemoryPool, reopenMemoryPool } from '../support/memory-pool.js';
 
@@ -89,5 +93,34 @@ describe('snapshot races', () => {
     const reopened = await controllerFor(memoryPool.pool);
     expect((await readAll(reopened.stack('db').cache)).equals(image)).toBe(true);
     await reopened.close();
+  });
+
+  it('a discard racing a snapshot instant is wholly before or wholly after it', async () => {
+    const memoryPool = await formatMemoryPool({ raidLevel: 0, driveSizeBytes: 8 * MiB });
+    const controller = await controllerFor(memoryPool.pool);
+    await controller.createLun('db', MiB);
+    const lun = controller.stack('db').cache;
+    await controller.createSnapshot('db@first'); // the target exists: creation takes few turns
+    const outcomes: string[] = [];
+    for (let delay = 0; delay < 16; delay += 1) {
+      const before = patternBytes(128 * KiB, 100 + delay);
+      await lun.write(0, before);
+      await lun.flush();
+      const dirty = patternBytes(8 * KiB, 200 + delay); // still in the cache at the instant
+      await lun.write(0, dirty);
+      dirty.copy(before);
+      const creating = controller.createSnapshot(`db@s${delay}`);
+      for (let turn = 0; turn < delay; turn += 1) await Promise.resolve();
+      const discarding = lun.discard(0, 128 * KiB);
+      await Promise.all([creating, discarding]);
+      const seen = await readRange(controller.snapshotVolume(`db@s${delay}`), 0, 128 * KiB);
+      const outcome = seen.equals(before) ? 'after' : seen.every((byte) => byte === 0) ? 'before' : 'mixed';
+      expect(outcome, `snapshot with the discard started ${delay} microtasks after its creation: neither the LUN before the discard nor after it (${seen.subarray(0, 8).toString('hex')}...)`).not.toBe('mixed');
+      outcomes.push(outcome);
+    }
+    // The scan crossed the instant: some discards came before it, some after.
+    expect(outcomes, outcomes.join(' ')).toContain('before');
+    expect(outcomes, outcomes.join(' ')).toContain('after');
+    await controller.close();
   });
 });
