@@ -42,6 +42,9 @@ export interface HeldPoolLock {
 const lockFileMode = 0o600;
 /** Opens of a file that its holder removed meanwhile before giving up (each one means a holder let go). */
 const reopenAttemptsMax = 8;
+/** Tries, and the pause between them, before a busy lock is reported as held (see acquirePoolLock). */
+const busyAttemptsMax = 5;
+const busyRetryMs = 20;
 
 export function lockPath(directory: string): string {
   return join(directory, 'lunfs.lock');
@@ -52,9 +55,13 @@ export function lockPath(directory: string): string {
  * falls back to the exclusive-create lock file (see the file's invariants).
  */
 export async function acquirePoolLock(directory: string, owner: LockOwner): Promise<HeldPoolLock> {
-  const attempt = tryAcquirePoolLock(directory, owner);
-  if (attempt.acquired) return attempt.lock;
-  throw busyError(directory, attempt.owner);
+  for (let attempt = 1; ; attempt += 1) {
+    const result = tryAcquirePoolLock(directory, owner);
+    if (result.acquired) return result.lock;
+    // A poolLockState probe holds a shared lock for a moment: a few tries tell it from a holder.
+    if (attempt >= busyAttemptsMax) throw busyError(directory, result.owner);
+    await new Promise((resolve) => setTimeout(resolve, busyRetryMs));
+  }
 }
 
 /** Takes the pool lock without waiting: the lock, or who holds it. */
