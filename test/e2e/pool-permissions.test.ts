@@ -148,16 +148,22 @@ describe('pool permissions', () => {
     const mountpoint = box.path('mnt');
     for (let mount = 0; mount < 2; mount += 1) {
       const server = await box.mount(pool, mountpoint);
+      // Through the socket: the mount's process creates the LUN and serves it at once.
+      await lunfsOk('lun', 'create', pool, `through${mount}`, '--size', '1M');
+      expect((await stat(join(mountpoint, 'luns', `through${mount}`))).size).toBe(1024 * 1024);
+      expect((await statusJson(pool)).luns.map((lun) => lun.name)).toEqual(['db', 'through0', ...(mount === 1 ? ['through1'] : [])]);
+      // Checked on the second mount: the first one is what the old code got through, bound under a
+      // truncated name that its unmount did not remove, so the second mount died with EADDRINUSE.
+      if (mount === 0) {
+        expect((await server.stop()).code, server.stderr).toBe(0);
+        continue;
+      }
       const socket = (JSON.parse(await readFile(join(pool, 'lunfs.lock'), 'utf8')) as { socket: string }).socket;
       expect(socket).toMatch(/^\/run\/lunfs\/[0-9a-f]{32}\.sock$/);
       expect((await stat(socket)).isSocket()).toBe(true);
       expect(modeOf(await stat(socket))).toBe('600');
       expect(modeOf(await stat('/run/lunfs'))).toBe('700');
       expect(existsSync(join(pool, 'lunfs.sock'))).toBe(false);
-      // Through the socket: the mount's process creates the LUN and serves it at once.
-      await lunfsOk('lun', 'create', pool, `through${mount}`, '--size', '1M');
-      expect((await stat(join(mountpoint, 'luns', `through${mount}`))).size).toBe(1024 * 1024);
-      expect((await statusJson(pool)).luns.map((lun) => lun.name)).toEqual(['db', 'through0', ...(mount === 1 ? ['through1'] : [])]);
       const stopped = await server.stop();
       expect(stopped.code, server.stderr).toBe(0);
       expect(server.stderr).not.toMatch(/EADDRINUSE/);
