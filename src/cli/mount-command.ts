@@ -33,9 +33,9 @@ export async function runMount(request: MountRequest): Promise<void> {
   const mountpoint = resolve(request.mountpoint);
   const log = layerLogger('mount', { pool: directory, mountpoint });
   await readPoolFile(directory);
+  const socket = socketPath(directory); // before the lock: it can fail (no short place for it)
   const lock = await acquirePoolLock(directory, { pid: process.pid, mountpoint });
   const releaseLock = (): Promise<void> => lock.release();
-  const socket = socketPath(directory);
   let controller: Controller | undefined;
   let front: FuseFront | undefined;
   let server: Awaited<ReturnType<typeof serveControlSocket>> | undefined;
