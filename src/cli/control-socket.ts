@@ -1,9 +1,17 @@
 // The control socket: while a pool is mounted, CLI commands that read or change it go to the
 // process that owns it, as one JSON request and one JSON answer per line, so two processes never
 // write one pool.
+//
+// It serves the mount's own user and root only: the socket file is created 0600 (whatever the
+// umask) in a directory of the owner's, and every connection's peer credentials (SO_PEERCRED)
+// are checked before a request is read; anyone else gets an EACCES answer and the connection is
+// closed. Without the native addon the check falls back to the file modes alone.
 
-import { createConnection, createServer, type Server } from 'node:net';
+import { createConnection, createServer, type Server, type Socket } from 'node:net';
+import { chmodSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
+import { peerCredentials } from '../native/os-calls.js';
+import { privateFileMode } from '../volume/pool-directory.js';
 import { isLunfsError, LunfsError, type LunfsErrorCode } from '../util/errors.js';
 import type { Logger } from '../util/logger.js';
 import type { Controller } from '../volume/controller.js';
@@ -55,8 +63,16 @@ export async function runControlRequest(controller: Controller, request: Control
 type ControlAnswer = { ok: true; result: unknown } | { ok: false; code: LunfsErrorCode; message: string };
 
 export async function serveControlSocket(path: string, controller: Controller, log: Logger): Promise<Server> {
-  await rm(path, { force: true });
+  await rm(path, { force: true }); // left by a killed mount: we hold the pool lock, so it is not in use
+  const ownerUid = process.getuid?.() ?? 0;
   const server = createServer((socket) => {
+    socket.on('error', (error) => log.debug({ err: error }, 'control socket client error'));
+    const refusal = refuseStranger(socket, ownerUid, path);
+    if (refusal !== undefined) {
+      log.warn({ peer: refusal.peer }, 'control socket: refused a connection from another user');
+      socket.end(JSON.stringify(refusal.answer) + '\n');
+      return;
+    }
     let buffered = '';
     socket.setEncoding('utf8');
     socket.on('data', (chunk: string) => {
@@ -67,13 +83,38 @@ export async function serveControlSocket(path: string, controller: Controller, l
       buffered = '';
       void answer(line, controller).then((reply) => socket.end(JSON.stringify(reply) + '\n'));
     });
-    socket.on('error', (error) => log.debug({ err: error }, 'control socket client error'));
   });
   await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(path, resolve);
+    server.once('error', (error: NodeJS.ErrnoException) => reject(new LunfsError('EBUSY', `cannot serve the control socket ${path}: ${error.message}`, { cause: error })));
+    // The bind creates the socket file with the process umask: owner-only from the start, so
+    // there is no moment where another user could connect (the peer check would refuse them too).
+    const umask = process.umask(0o177);
+    try {
+      server.listen(path, resolve);
+    } finally {
+      process.umask(umask);
+    }
   });
+  chmodSync(path, privateFileMode); // in case the bind happened later than the listen call
   return server;
+}
+
+/** An EACCES answer for a peer that is neither the owner nor root; undefined to serve it. */
+function refuseStranger(socket: Socket, ownerUid: number, path: string): { answer: ControlAnswer; peer: unknown } | undefined {
+  const fd = (socket as unknown as { _handle?: { fd?: number } })._handle?.fd;
+  let peer: ReturnType<typeof peerCredentials>;
+  try {
+    if (fd === undefined || fd < 0) throw new Error('the connection has no file descriptor');
+    peer = peerCredentials(fd);
+  } catch (error) {
+    // Fail closed: a peer we cannot name is not served (it may also just have gone away).
+    return { peer: (error as Error).message, answer: { ok: false, code: 'EACCES', message: `permission denied: the control socket ${path} could not check who is connecting (${(error as Error).message})` } };
+  }
+  if (peer === null || peer.uid === ownerUid || peer.uid === 0) return undefined;
+  return {
+    peer,
+    answer: { ok: false, code: 'EACCES', message: `permission denied: the control socket ${path} serves uid ${ownerUid} (the user that mounted the pool) and root only, not uid ${peer.uid}` },
+  };
 }
 
 async function answer(line: string, controller: Controller): Promise<ControlAnswer> {

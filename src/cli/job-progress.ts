@@ -5,31 +5,30 @@
 
 import { SingleBar, Presets } from 'cli-progress';
 import { resolve } from 'node:path';
-import { liveLockOwner, socketPath } from '../volume/pool-directory.js';
 import type { JobStatus } from '../volume/background-jobs.js';
 import type { StatusJson } from '../volume/controller.js';
 import { sendControlRequest, type ControlRequest } from './control-socket.js';
-import { withPool } from './pool-access.js';
+import { mountSocket, withPool } from './pool-access.js';
 
 const pollIntervalMs = 250;
 
 /** Runs a job request; with wait, shows its progress until it ends and returns its final status. */
 export async function runJob(directory: string, request: ControlRequest, wait: boolean, title: string): Promise<JobStatus> {
   const absolute = resolve(directory);
-  const mounted = (await liveLockOwner(absolute)) !== undefined;
+  const socket = mountSocket(absolute);
   if (!wait) return (await withPool(absolute, { ...request, wait: false })) as JobStatus;
   const bar = new SingleBar({ format: `${title} [{bar}] {percentage}% | {value}/{total} MiB`, hideCursor: true, noTTYOutput: true, notTTYSchedule: 2000, stream: process.stderr }, Presets.shades_classic);
-  if (!mounted) {
+  if (socket === undefined) {
     // Local: the job runs in this process (withPool waits for it); the bar follows the pool's status.
     bar.start(1, 0);
     const job = (await withPool(absolute, { ...request, wait: true }, (status) => follow(bar, status))) as JobStatus;
     finish(bar, job);
     return job;
   }
-  const started = (await sendControlRequest(socketPath(absolute), { ...request, wait: false })) as JobStatus;
+  const started = (await sendControlRequest(socket, { ...request, wait: false })) as JobStatus;
   bar.start(Math.max(1, mib(started.totalBytes)), 0);
   for (;;) {
-    const status = (await sendControlRequest(socketPath(absolute), { command: 'status' })) as StatusJson;
+    const status = (await sendControlRequest(socket, { command: 'status' })) as StatusJson;
     const job = status.jobs.find((candidate) => candidate.id === started.id);
     if (!job) throw new Error(`job ${started.id} is gone from the mount's status`);
     bar.setTotal(Math.max(1, mib(job.totalBytes)));

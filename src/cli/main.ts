@@ -38,6 +38,7 @@ function printLuns(status: StatusJson): void {
 function printStatus(directory: string, status: StatusJson): void {
   const pool = status.pool;
   console.log(`pool ${resolve(directory)}  ${pool.raid}  ${pool.state}  uuid ${pool.uuid}`);
+  for (const warning of status.warnings ?? []) console.log(`warning: ${warning}`);
   if (pool.atRiskLuns.length > 0) console.log(`at risk (one more drive failure loses data): ${pool.atRiskLuns.join(', ')}`);
   console.log(`space: ${formatBytes(pool.totalBytes)} total, ${formatBytes(pool.allocatedBytes)} allocated, ${formatBytes(pool.freeBytes)} free`);
   console.log(`kernels: ${status.kernels}`);
@@ -79,7 +80,7 @@ export function buildProgram(): Command {
     .action(async (directory: string, options: Record<string, string | string[] | undefined>) => {
       const drivePaths = options.drive as string[];
       if (drivePaths.length > 0 && (options.drives || options.driveSize)) throw new LunfsError('EINVAL', 'give either --drive PATH ... or --drives N --drive-size SIZE, not both');
-      await createPool({
+      const warnings = await createPool({
         directory,
         drivePaths,
         driveCount: options.drives ? parseCount(options.drives as string, '--drives') : undefined,
@@ -91,6 +92,7 @@ export function buildProgram(): Command {
         rssSize: options.rssSize ? parseCount(options.rssSize as string, '--rss-size') : undefined,
       });
       console.log(`pool created at ${resolve(directory)}`);
+      for (const warning of warnings) console.error(`lunfs: warning: ${warning}`);
     });
 
   const lun = program.command('lun').description('create, list, remove and grow LUNs');

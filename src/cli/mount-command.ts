@@ -9,7 +9,9 @@ import { FuseFront } from '../fuse/fuse-front.js';
 import { systemClock } from '../util/clock.js';
 import { layerLogger } from '../util/logger.js';
 import { Controller } from '../volume/controller.js';
-import { acquirePoolLock, readPoolFile, socketPath } from '../volume/pool-directory.js';
+import { prepareSocketDirectory, readPoolFile, socketPath } from '../volume/pool-directory.js';
+import { acquirePoolLock } from '../volume/pool-lock.js';
+import { poolPermissionWarnings } from '../volume/pool-permissions.js';
 import { serveControlSocket } from './control-socket.js';
 import { openPool, recordDrivePaths } from './pool-access.js';
 
@@ -31,21 +33,25 @@ export async function runMount(request: MountRequest): Promise<void> {
   const mountpoint = resolve(request.mountpoint);
   const log = layerLogger('mount', { pool: directory, mountpoint });
   await readPoolFile(directory);
-  const releaseLock = await acquirePoolLock(directory, { pid: process.pid, mountpoint });
+  const socket = socketPath(directory); // before the lock: it can fail (no short place for it)
+  const lock = await acquirePoolLock(directory, { pid: process.pid, mountpoint });
+  const releaseLock = (): Promise<void> => lock.release();
   let controller: Controller | undefined;
   let front: FuseFront | undefined;
   let server: Awaited<ReturnType<typeof serveControlSocket>> | undefined;
   try {
     const pool = await openPool(directory, { drivePaths: request.drivePaths, ioMode: request.ioMode, forceDegraded: request.forceDegraded });
-    controller = new Controller(pool, { cacheBytes: request.cacheBytes, clock: systemClock, log: layerLogger('controller'), driveSettings: { onDrivePathsChanged: (paths) => recordDrivePaths(directory, paths) } });
+    controller = new Controller(pool, { cacheBytes: request.cacheBytes, clock: systemClock, log: layerLogger('controller'), driveSettings: { onDrivePathsChanged: (paths) => recordDrivePaths(directory, paths) }, warnings: (drivePaths) => poolPermissionWarnings(directory, drivePaths) });
     await controller.openSnapshots();
     await controller.drives.start({ watchIntervalMs: driveWatchIntervalMs });
-    server = await serveControlSocket(socketPath(directory), controller, log);
+    prepareSocketDirectory(socket, directory);
+    server = await serveControlSocket(socket, controller, log);
+    lock.record({ pid: process.pid, mountpoint, socket }); // CLI commands now go to the socket
     front = new FuseFront({ mountpoint, controller, log: layerLogger('fuse'), mountedAt: new Date(systemClock.nowMs()) });
     await front.mount();
   } catch (error) {
     server?.close();
-    await rm(socketPath(directory), { force: true });
+    if (server) await rm(socket, { force: true });
     if (controller) await controller.close().catch(() => undefined);
     await releaseLock();
     throw error;
@@ -67,8 +73,9 @@ export async function runMount(request: MountRequest): Promise<void> {
     const shutdown = async (): Promise<void> => {
       await controller!.flushAll();
       await front!.unmount().catch((error: unknown) => log.warn({ err: error }, 'unmount failed'));
+      lock.record({ pid: process.pid, mountpoint }); // no socket: CLI commands wait for the lock instead
       server!.close();
-      await rm(socketPath(directory), { force: true });
+      await rm(socket, { force: true });
       await controller!.close();
       await releaseLock();
       console.log(`lunfs: pool ${directory} unmounted cleanly`);

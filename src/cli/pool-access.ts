@@ -2,8 +2,9 @@
 // by opening it here under the pool lock, acting, and closing it cleanly.
 
 import { existsSync } from 'node:fs';
-import { mkdir, rm } from 'node:fs/promises';
-import { join, resolve } from 'node:path';
+import { chmod, mkdir, rm } from 'node:fs/promises';
+import { dirname, join, resolve } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { Drive } from '../drive/drive.js';
 import { FileDrive, type DriveIoMode } from '../drive/file-drive.js';
 import { decodeDriveHeader, driveHeaderBytes } from '../meta/drive-header.js';
@@ -13,7 +14,9 @@ import { isLunfsError, LunfsError } from '../util/errors.js';
 import { MissingDrive } from '../drive/missing-drive.js';
 import { layerLogger } from '../util/logger.js';
 import { Controller, type StatusJson } from '../volume/controller.js';
-import { acquirePoolLock, liveLockOwner, poolFilePath, readPoolFile, socketPath, writePoolFile } from '../volume/pool-directory.js';
+import { poolFilePath, privateDirectoryMode, privateFileMode, readPoolFile, writePoolFile } from '../volume/pool-directory.js';
+import { acquirePoolLock, busyError, poolLockState, tryAcquirePoolLock, type HeldPoolLock } from '../volume/pool-lock.js';
+import { poolPermissionWarnings } from '../volume/pool-permissions.js';
 import { Pool } from '../volume/pool.js';
 import { defaultCacheBytes } from '../volume/stack.js';
 import { runControlRequest, sendControlRequest, type ControlRequest } from './control-socket.js';
@@ -30,16 +33,26 @@ export interface CreatePoolRequest {
   rssSize?: number;
 }
 
-export async function createPool(request: CreatePoolRequest): Promise<void> {
+/** How long a CLI command waits for another lunfs command, or a mount that is starting or stopping, to let go of the pool. */
+const poolWaitMs = 10_000;
+const poolPollMs = 50;
+
+/** Creates a pool; returns warnings about its permissions (a directory the user made open to others). */
+export async function createPool(request: CreatePoolRequest): Promise<string[]> {
   const directory = resolve(request.directory);
   if (existsSync(poolFilePath(directory))) throw new LunfsError('EEXIST', `a pool already exists at ${directory} (${poolFilePath(directory)})`);
   const createdDirectory = !existsSync(directory);
-  await mkdir(directory, { recursive: true });
-  const release = await acquirePoolLock(directory, { pid: process.pid });
+  if (createdDirectory) {
+    await mkdir(dirname(directory), { recursive: true }); // parents as the umask says; the pool itself is private
+    await mkdir(directory, { mode: privateDirectoryMode });
+    await chmod(directory, privateDirectoryMode); // exactly 0700, whatever the umask took away
+  }
+  const lock = await acquirePoolLock(directory, { pid: process.pid });
+  const release = (): Promise<void> => lock.release();
   const drives: Drive[] = [];
   const createdFiles: string[] = [];
+  let paths: string[] = [];
   try {
-    let paths: string[];
     if (request.drivePaths.length > 0) {
       paths = request.drivePaths.map((path) => resolve(path));
       if (new Set(paths).size !== paths.length) throw new LunfsError('EINVAL', 'the same drive is given twice');
@@ -52,6 +65,7 @@ export async function createPool(request: CreatePoolRequest): Promise<void> {
       for (const path of paths) {
         drives.push(await FileDrive.createSparse(path, request.driveSizeBytes));
         createdFiles.push(path);
+        await chmod(path, privateFileMode); // every LUN's data: owner only, whatever the umask
       }
     }
     const pool = await Pool.format(drives, {
@@ -75,6 +89,7 @@ export async function createPool(request: CreatePoolRequest): Promise<void> {
     throw error;
   }
   await release();
+  return poolPermissionWarnings(directory, paths);
 }
 
 /** Refuses drives that already carry a lunfs header: pool create never overwrites a pool. */
@@ -110,18 +125,24 @@ export async function openPool(directory: string, options: { drivePaths?: string
 }
 
 /**
- * Runs a request against the pool: through the mount's control socket when a live process holds
- * the pool, otherwise by opening the pool here (read-only for status).
+ * Runs a request against the pool: through the mount's control socket when a mount holds the
+ * pool, otherwise by opening the pool here (read-only for status), under the pool lock.
  */
 export async function withPool(directory: string, request: ControlRequest, onProgress?: (status: StatusJson) => void): Promise<unknown> {
   const absolute = resolve(directory);
   await readPoolFile(absolute); // ENOENT for a directory that holds no pool
-  if (await liveLockOwner(absolute)) return sendControlRequest(socketPath(absolute), request);
   const readOnly = request.command === 'status';
-  const release = readOnly ? async () => {} : await acquirePoolLock(absolute, { pid: process.pid });
+  const access = await reachPool(absolute, readOnly);
+  if (access.socket !== undefined) return sendControlRequest(access.socket, request);
   try {
     const pool = await openPool(absolute, { readOnly, deferSession: true });
-    const controller = new Controller(pool, { cacheBytes: defaultCacheBytes, clock: systemClock, log: layerLogger('controller'), driveSettings: { onDrivePathsChanged: (paths) => recordDrivePaths(absolute, paths) } });
+    const controller = new Controller(pool, {
+      cacheBytes: defaultCacheBytes,
+      clock: systemClock,
+      log: layerLogger('controller'),
+      driveSettings: { onDrivePathsChanged: (paths) => recordDrivePaths(absolute, paths) },
+      warnings: (drivePaths) => poolPermissionWarnings(absolute, drivePaths),
+    });
     try {
       await controller.openSnapshots(readOnly);
       if (!readOnly) await controller.drives.start();
@@ -136,7 +157,35 @@ export async function withPool(directory: string, request: ControlRequest, onPro
       else await controller.close();
     }
   } finally {
-    await release();
+    await access.lock?.release();
+  }
+}
+
+/** The control socket of the mount that holds the pool, if one does and it is serving. */
+export function mountSocket(directory: string): string | undefined {
+  const state = poolLockState(resolve(directory));
+  return state.held ? state.owner?.socket : undefined;
+}
+
+/**
+ * Waits until the pool is served by a mount's socket, or is free and (to write) locked by this
+ * process. Another lunfs command holding it, or a mount that is starting or stopping (it holds
+ * the lock but serves no socket), is waited for, up to poolWaitMs; then EBUSY names the holder.
+ */
+async function reachPool(directory: string, readOnly: boolean): Promise<{ socket?: string; lock?: HeldPoolLock }> {
+  const deadline = Date.now() + poolWaitMs;
+  for (;;) {
+    const state = poolLockState(directory);
+    let holder = state.held ? state.owner : undefined;
+    if (holder?.socket !== undefined) return { socket: holder.socket };
+    if (!state.held) {
+      if (readOnly) return {}; // status reads without the lock, as a read-only open changes nothing
+      const attempt = tryAcquirePoolLock(directory, { pid: process.pid });
+      if (attempt.acquired) return { lock: attempt.lock };
+      holder = attempt.owner;
+    }
+    if (Date.now() >= deadline) throw busyError(directory, holder);
+    await sleep(poolPollMs);
   }
 }
 

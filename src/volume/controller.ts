@@ -78,6 +78,8 @@ export interface StatusJson {
   cache: { capacityBytes: number; cachedBytes: number; dirtyBytes: number; writtenThroughBytes: number };
   metadata: { journalFillRatio: number };
   kernels: string;
+  /** Things the owner should fix, e.g. a drive file other users can read (pool-permissions.ts). */
+  warnings: string[];
 }
 
 export class Controller {
@@ -92,7 +94,7 @@ export class Controller {
   constructor(
     readonly pool: Pool,
     /** writeThrough: see CacheSettings (default: decided by the drives). */
-    private readonly settings: { cacheBytes: number; clock: Clock; log: Logger; writeThrough?: boolean; random?: () => number; driveSettings?: Partial<DriveServiceSettings> },
+    private readonly settings: { cacheBytes: number; clock: Clock; log: Logger; writeThrough?: boolean; random?: () => number; driveSettings?: Partial<DriveServiceSettings>; warnings?: (drivePaths: string[]) => string[] },
   ) {
     this.budget = makeCacheBudget(settings.cacheBytes);
     this.drives = new DriveService(pool, { clock: settings.clock, log: settings.log, random: settings.random ?? Math.random, ...settings.driveSettings });
@@ -322,6 +324,7 @@ export class Controller {
       writeIntent: { dirtyRstores: pool.intent.dirtyCount },
       metadata: { journalFillRatio: Number(pool.metadataJournalFillRatio.toFixed(4)) },
       kernels: kernelImplementation,
+      warnings: this.settings.warnings?.(pool.drives.map((drive) => drive.path)) ?? [],
     };
   }
 
