@@ -141,9 +141,10 @@ export function buildProgram(): Command {
   const drive = program.command('drive').description('replace failed drives');
   drive.command('replace').argument('<dir>').argument('<old>', 'the failed drive: its index (see lunfs status) or its path').argument('<new>', 'the new drive: a file or block device (a file that does not exist is created, sparse, of the old size)')
     .option('--no-wait', 'return once the rebuild has started')
+    .option('--force', 'overwrite a new drive that carries a lunfs drive label (a drive of another pool, or an old drive of this one)')
     .description('put a new drive in the place of a failed one and rebuild it from redundancy; LUNs stay in use')
-    .action(async (directory: string, old: string, newPath: string, options: { wait: boolean }) => {
-      const job = await runJob(directory, { command: 'drive-replace', old, newPath: resolve(newPath) }, options.wait, `rebuild of drive ${old}`);
+    .action(async (directory: string, old: string, newPath: string, options: { wait: boolean; force?: boolean }) => {
+      const job = await runJob(directory, { command: 'drive-replace', old, newPath: resolve(newPath), force: options.force === true }, options.wait, `rebuild of drive ${old}`);
       if (job.state === 'failed') throw new LunfsError('EIO', `rebuild failed: ${job.error}`);
       console.log(job.state === 'done' ? `drive ${job.drive} rebuilt onto ${resolve(newPath)}` : `rebuild of drive ${job.drive} started (job ${job.id}); lunfs status shows its progress`);
     });

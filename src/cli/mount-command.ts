@@ -2,8 +2,8 @@
 // mountpoint in the foreground. SIGINT/SIGTERM flush every LUN, unmount, write a clean-shutdown
 // checkpoint and release the lock. A stale mount left by a killed process is unmounted first.
 
-import { rm } from 'node:fs/promises';
-import { resolve } from 'node:path';
+import { realpath, rm } from 'node:fs/promises';
+import { basename, dirname, join, resolve } from 'node:path';
 import type { DriveIoMode } from '../drive/file-drive.js';
 import { FuseFront } from '../fuse/fuse-front.js';
 import { systemClock } from '../util/clock.js';
@@ -37,7 +37,8 @@ export async function runMount(request: MountRequest): Promise<void> {
   let server: Awaited<ReturnType<typeof serveControlSocket>> | undefined;
   try {
     const pool = await openPool(directory, { drivePaths: request.drivePaths, ioMode: request.ioMode, forceDegraded: request.forceDegraded });
-    controller = new Controller(pool, { cacheBytes: request.cacheBytes, clock: systemClock, log: layerLogger('controller'), driveSettings: { onDrivePathsChanged: (paths) => recordDrivePaths(directory, paths) } });
+    const realMountpoint = await realPathBeforeMount(mountpoint);
+    controller = new Controller(pool, { cacheBytes: request.cacheBytes, clock: systemClock, log: layerLogger('controller'), driveSettings: { onDrivePathsChanged: (paths) => recordDrivePaths(directory, paths), mountpoint: realMountpoint } });
     await controller.openSnapshots();
     await controller.drives.start({ watchIntervalMs: driveWatchIntervalMs });
     server = await serveControlSocket(socketPath(directory), controller, log);
@@ -79,4 +80,17 @@ export async function runMount(request: MountRequest): Promise<void> {
     // once, and a SIGTERM before them would kill the process with no flush (seen under load).
     console.log(`lunfs: pool ${directory} mounted at ${mountpoint} (pid ${process.pid})`);
   });
+}
+
+/**
+ * The real path the mount will serve, taken before it is mounted (afterwards, resolving it would
+ * ask this very process). A stale mount left by a killed server does not answer: then the real
+ * path of its parent and its name.
+ */
+async function realPathBeforeMount(mountpoint: string): Promise<string> {
+  try {
+    return await realpath(mountpoint);
+  } catch {
+    return join(await realpath(dirname(mountpoint)).catch(() => dirname(mountpoint)), basename(mountpoint));
+  }
 }

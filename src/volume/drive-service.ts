@@ -5,9 +5,11 @@
 // `lunfs status`. The I/O side of failures (degraded reads and writes, repair) is in raid/.
 
 import { existsSync } from 'node:fs';
-import { rm } from 'node:fs/promises';
+import { open as openFile, rm, type FileHandle } from 'node:fs/promises';
 import type { Drive } from '../drive/drive.js';
 import { FileDrive } from '../drive/file-drive.js';
+import { describeDriveLabel, driveHeaderBytes } from '../meta/drive-header.js';
+import { realPathOutside } from '../util/path-outside.js';
 import type { Clock } from '../util/clock.js';
 import { makeUuid } from '../util/clock.js';
 import { LunfsError } from '../util/errors.js';
@@ -23,12 +25,39 @@ export interface DriveServiceSettings {
   openDrive?: (path: string, sizeBytes: number) => Promise<Drive>;
   /** The pool's drive paths changed (a replacement): record them (pool.json). */
   onDrivePathsChanged?: (paths: string[]) => Promise<void>;
+  /** The real path of the mountpoint this process serves, if it serves one: no drive may lie in it. */
+  mountpoint?: string;
+}
+
+export interface ReplaceOptions {
+  /** Overwrite a target that carries a lunfs drive label (of another pool, or of this one). */
+  force?: boolean;
 }
 
 /** Opens a drive file or device, or creates a sparse file of sizeBytes when the path does not exist. */
 export async function openOrCreateDrive(path: string, sizeBytes: number): Promise<Drive> {
   if (existsSync(path)) return FileDrive.open(path);
   return FileDrive.createSparse(path, sizeBytes);
+}
+
+/**
+ * Refuses a replacement target that carries a lunfs drive label, of another pool or of this one:
+ * overwriting it would destroy that pool's drive (EEXIST unless --force).
+ */
+async function refuseLabelledDrive(path: string): Promise<void> {
+  const header = Buffer.alloc(driveHeaderBytes);
+  let handle: FileHandle | undefined;
+  try {
+    handle = await openFile(path, 'r');
+    await handle.read(header, 0, header.length, 0);
+  } catch {
+    return; // unreadable here: opening it as a drive reports why
+  } finally {
+    await handle?.close();
+  }
+  const label = describeDriveLabel(header);
+  if (label === undefined) return;
+  throw new LunfsError('EEXIST', `${path} carries a lunfs drive label (${label}): it is a drive of a pool, and replacing onto it would overwrite that drive. Give --force to overwrite it anyway`);
 }
 
 export class DriveService {
@@ -87,12 +116,20 @@ export class DriveService {
    * Replaces failed drive OLD (its index or path) by the drive at newPath (created as a sparse
    * file of the same size when it does not exist) and starts its rebuild.
    */
-  async replace(old: string, newPath: string): Promise<JobStatus> {
+  async replace(old: string, newPath: string, options: ReplaceOptions = {}): Promise<JobStatus> {
     const driveIndex = this.driveIndexOf(old);
     if (this.pool.drives.some((drive, index) => index !== driveIndex && drive.path === newPath)) throw new LunfsError('EINVAL', `${newPath} is drive ${this.pool.drives.findIndex((drive) => drive.path === newPath)} of this pool already`);
     this.pool.replaceDriveCheck(driveIndex); // refuse before any file is made
+    // Never stat a path inside our own mountpoint: that request would wait for this very process.
+    if (this.settings.mountpoint !== undefined) await realPathOutside(newPath, this.settings.mountpoint, 'the new drive');
     const open = this.settings.openDrive ?? openOrCreateDrive;
     const created = !existsSync(newPath);
+    // The failed drive's own file again, under its path or another (--force to rebuild onto it):
+    // this pool still holds its lock, so it is let go first. A failed drive is never used again.
+    const failed = this.pool.drives[driveIndex]!;
+    if (options.force && failed instanceof FileDrive && (await failed.isFile(newPath))) await failed.close();
+    // Opening takes the drive's lock: a target another pool has open is refused (EBUSY) here.
+    if (!created && !options.force) await refuseLabelledDrive(newPath); // before the lock: the label says whose it is
     const drive = await open(newPath, this.pool.metadata.drives[driveIndex]!.sizeBytes);
     try {
       await this.pool.replaceDrive(driveIndex, drive, makeUuid(this.settings.random));

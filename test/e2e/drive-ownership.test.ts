@@ -1,0 +1,191 @@
+// One owner per drive, and no silent loss (issue 17), end to end with real `lunfs` processes and
+// FUSE mounts over sparse file drives in the sandbox:
+//   1. a drive is locked by the pool that has it open: a second pool directory whose pool.json
+//      lists a mounted pool's drives (or `--drive` paths naming them) is refused by `lunfs mount`
+//      and `lunfs status` with a message naming the drive and its pool; the mounted pool still
+//      serves its data byte for byte, and its fsync'd data is intact after an unmount and a mount;
+//   2. `lunfs drive replace` refuses a target that carries a lunfs drive label (another pool's,
+//      or this pool's own old drive) unless --force, a target that lies inside the pool's own
+//      mountpoint (also through a symbolic link) and a target another pool has open; each refused
+//      target file is unchanged (sha256 before and after);
+//   3. RAID-0: a drive file moved away while mounted and put back is usable again at the next
+//      mount; where a write was missed on it, the mount is refused naming the LUNs, and
+//      --force-degraded takes the drive back accepting the loss, reported by status;
+//   4. RAID-0 with a drive gone while mounted: a write that needs new space fails with EIO (not
+//      ENOSPC), and status says the pool failed and names the LUNs whose data is lost.
+
+import { randomBytes } from 'node:crypto';
+import { open, readFile, rename, symlink, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import type { StatusJson } from '../../src/volume/controller.js';
+import {
+  MiB, directoryFingerprint, lunfs, lunfsOk, mountEntriesAt, sha256, sha256File, sleep, statusJson, useSandbox, type MountServer, type RunResult, type Sandbox,
+} from './support.js';
+
+const sandbox = useSandbox('drive-ownership');
+
+/** A small pool: drives of 64 MiB, 1 MiB PSEGs and allocation units, with a 16 MiB LUN `db`. */
+async function smallPool(box: Sandbox, name: string, raid: 0 | 1): Promise<string> {
+  const pool = await box.createPool(name, { drives: 2, driveSize: '64M', raid, extra: ['--pseg-size', '1M', '--allocation-unit', '1M'] });
+  await lunfsOk('lun', 'create', pool, 'db', '--size', '16M');
+  return pool;
+}
+
+function driveFile(pool: string, index: number): string {
+  return join(pool, `drive-${index}.img`);
+}
+
+function describeRun(result: RunResult): string {
+  return `\`${result.command}\` exit ${result.code}\nstdout: ${result.stdout}\nstderr: ${result.stderr}`;
+}
+
+/** Writes data at offset of a file and fdatasyncs it; returns the error code of the write or sync, if any. */
+async function writeSynced(file: string, offset: number, data: Buffer): Promise<string | undefined> {
+  const handle = await open(file, 'r+');
+  try {
+    for (let done = 0; done < data.length;) {
+      const { bytesWritten } = await handle.write(data, done, data.length - done, offset + done);
+      done += bytesWritten;
+    }
+    await handle.datasync();
+    return undefined;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code ?? String(error);
+  } finally {
+    await handle.close();
+  }
+}
+
+async function readRange(file: string, offset: number, length: number): Promise<Buffer> {
+  const handle = await open(file, 'r');
+  try {
+    const buffer = Buffer.alloc(length);
+    const { bytesRead } = await handle.read(buffer, 0, length, offset);
+    expect(bytesRead).toBe(length);
+    return buffer;
+  } finally {
+    await handle.close();
+  }
+}
+
+/** Starts `lunfs mount` and expects it to exit non-zero with `message`, mounting nothing. */
+async function expectMountRefused(box: Sandbox, pool: string, mountpoint: string, args: string[], message: RegExp): Promise<MountServer> {
+  const server = box.spawnMount(pool, mountpoint, args);
+  const exit = await Promise.race([server.exited, sleep(20_000).then(() => undefined)]);
+  expect(exit, `lunfs mount ${args.join(' ')} should have been refused; stdout: ${server.stdout}`).toBeDefined();
+  expect(exit!.code, server.stderr).not.toBe(0);
+  expect(server.stderr).toMatch(message);
+  expect(server.stdout).not.toMatch(/mounted at/);
+  expect(await mountEntriesAt(mountpoint)).toEqual([]);
+  return server;
+}
+
+async function expectCleanStop(server: MountServer): Promise<void> {
+  const exit = await server.stop();
+  expect(exit, `lunfs mount exit; stderr:\n${server.stderr}`).toEqual({ code: 0, signal: null });
+}
+
+/** Polls `lunfs status --json` until `ready` holds (the mount checks its drives every 500 ms). */
+async function waitForStatus(pool: string, what: string, ready: (status: StatusJson) => boolean, timeoutMs = 15_000): Promise<StatusJson> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const status = await statusJson(pool);
+    if (ready(status)) return status;
+    if (Date.now() > deadline) throw new Error(`status did not show ${what} within ${timeoutMs} ms:\n${JSON.stringify({ pool: status.pool, drives: status.drives }, null, 2)}`);
+    await sleep(200);
+  }
+}
+
+/** sha256 of every drive file of a pool. */
+async function driveChecksums(pool: string, count = 2): Promise<string[]> {
+  return Promise.all([...Array(count).keys()].map((index) => sha256File(driveFile(pool, index))));
+}
+
+describe('one owner per drive', () => {
+  it('a second pool listing a mounted pool\'s drives is refused by mount and status; the mounted pool is unharmed', async () => {
+    const box = sandbox();
+    const poolA = await smallPool(box, 'a', 0);
+    const uuid = (await statusJson(poolA)).pool.uuid;
+    const mountA = box.path('mnt-a');
+    let serverA = await box.mount(poolA, mountA);
+    const lunFile = join(mountA, 'luns', 'db');
+    const data = randomBytes(4 * MiB);
+    expect(await writeSynced(lunFile, 0, data)).toBeUndefined();
+
+    // Pool B: a directory whose pool.json lists A's drive files.
+    const poolB = await box.mkdir('b');
+    await writeFile(join(poolB, 'pool.json'), JSON.stringify({ format: 'lunfs-pool', version: 1, drives: [driveFile(poolA, 0), driveFile(poolA, 1)] }));
+    const fingerprintB = await directoryFingerprint(poolB);
+    const drivesBefore = await driveChecksums(poolA);
+    const busy = new RegExp(`drive ${driveFile(poolA, 0)} belongs to pool ${uuid} and is in use by another process`);
+
+    await expectMountRefused(box, poolB, box.path('mnt-b'), [], busy);
+    await expectMountRefused(box, poolB, box.path('mnt-b'), ['--drive', driveFile(poolA, 0), '--drive', driveFile(poolA, 1)], busy);
+    const status = await lunfs('status', poolB);
+    expect(status.code, describeRun(status)).toBe(1);
+    expect(status.stderr).toMatch(busy);
+    expect(status.stdout).toBe('');
+
+    expect(await directoryFingerprint(poolB)).toBe(fingerprintB);
+    expect(await driveChecksums(poolA), 'the refused commands wrote to a drive of A').toEqual(drivesBefore);
+    expect(serverA.running).toBe(true);
+    expect(sha256(await readRange(lunFile, 0, data.length))).toBe(sha256(data));
+    await expectCleanStop(serverA);
+    serverA = await box.mount(poolA, mountA);
+    expect(sha256(await readRange(lunFile, 0, data.length))).toBe(sha256(data));
+    await expectCleanStop(serverA);
+  });
+});
+
+describe('drive replace refuses targets it must not overwrite', () => {
+  it('another pool\'s drive, this pool\'s old drive, a path in its own mountpoint, a drive in use: refused, unchanged; --force overwrites', async () => {
+    const box = sandbox();
+    const pool = await smallPool(box, 'p', 1);
+    const other = await smallPool(box, 'q', 0);
+    const otherUuid = (await statusJson(other)).pool.uuid;
+    const ownUuid = (await statusJson(pool)).pool.uuid;
+    const mountpoint = box.path('mnt-p');
+    const server = await box.mount(pool, mountpoint);
+    const data = randomBytes(2 * MiB);
+    expect(await writeSynced(join(mountpoint, 'luns', 'db'), 0, data)).toBeUndefined();
+
+    // Drive 1 moved aside while mounted: it leaves service, and the moved file keeps this pool's label.
+    const moved = box.path('p-drive-1.old');
+    await rename(driveFile(pool, 1), moved);
+    await waitForStatus(pool, 'drive 1 failed', (status) => status.drives[1]!.state === 'failed');
+
+    const refused = async (target: string, message: RegExp, exitCode: number, extra: string[] = []): Promise<void> => {
+      const before = await sha256File(target).catch(() => 'absent');
+      const result = await lunfs('drive', 'replace', pool, '1', target, ...extra);
+      expect(result.code, describeRun(result)).toBe(exitCode);
+      expect(result.stderr, describeRun(result)).toMatch(message);
+      expect(await sha256File(target).catch(() => 'absent'), `${target} changed`).toBe(before);
+      expect((await statusJson(pool)).drives[1]!.state).toBe('failed');
+    };
+    await refused(driveFile(other, 0), new RegExp(`${driveFile(other, 0)} carries a lunfs drive label \\(pool ${otherUuid}, drive 0 of 2, created \\d{4}-\\d\\d-\\d\\dT.*--force`), 2);
+    await refused(moved, new RegExp(`carries a lunfs drive label \\(pool ${ownUuid}, drive 1 of 2, `), 2);
+
+    // Inside the pool's own mountpoint, directly and through a symbolic link: refused without
+    // touching the mount (before the fix this hung the mount in D-state).
+    await refused(join(mountpoint, 'luns', 'db'), new RegExp(`lies inside the pool's own mountpoint ${mountpoint}`), 2, ['--force']);
+    await symlink(mountpoint, box.path('link-to-mount'));
+    await refused(join(box.path('link-to-mount'), 'luns', 'new.img'), /lies inside the pool's own mountpoint/, 2, ['--force']);
+    expect(sha256(await readRange(join(mountpoint, 'luns', 'db'), 0, data.length))).toBe(sha256(data));
+
+    // Another pool's drive while that pool is mounted: in use, even with --force.
+    const otherServer = await box.mount(other, box.path('mnt-q'));
+    await refused(driveFile(other, 1), new RegExp(`drive ${driveFile(other, 1)} belongs to pool ${otherUuid} and is in use by another process`), 1, ['--force']);
+    await expectCleanStop(otherServer);
+
+    // --force takes this pool's own old drive back and rebuilds it.
+    const forced = await lunfs('drive', 'replace', pool, '1', moved, '--force');
+    expect(forced.code, describeRun(forced)).toBe(0);
+    await waitForStatus(pool, 'drive 1 online', (status) => status.drives[1]!.state === 'online' && status.pool.state === 'online');
+    expect(sha256(await readRange(join(mountpoint, 'luns', 'db'), 0, data.length))).toBe(sha256(data));
+    await expectCleanStop(server);
+    // The other pool still opens: nothing of it was overwritten.
+    expect((await statusJson(other)).pool.state).toBe('online');
+    expect(JSON.parse(await readFile(join(pool, 'pool.json'), 'utf8')).drives[1]).toBe(moved);
+  });
+});
