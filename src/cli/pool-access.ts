@@ -100,7 +100,7 @@ export async function openPool(directory: string, options: { drivePaths?: string
         drives.push(await FileDrive.open(path, options.ioMode));
       } catch (error) {
         if (!isLunfsError(error, 'ENOENT') && !isLunfsError(error, 'EIO')) throw error;
-        drives.push(new MissingDrive(path, (error as Error).message)); // the pool decides whether it can do without it
+        drives.push(new MissingDrive(path, (error as Error).message, 0, isLunfsError(error, 'ENOENT') ? 'absent' : 'error')); // the pool decides whether it can do without it
       }
     }
     return await Pool.open(drives, { clock: systemClock, log: layerLogger('pool'), readOnly: options.readOnly, deferSession: options.deferSession, forceDegraded: options.forceDegraded });

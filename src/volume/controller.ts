@@ -55,6 +55,8 @@ export interface StatusJson {
     state: 'online' | 'degraded' | 'rebuilding' | 'failed';
     /** LUNs with data on RStores that run without a member: one more failure there loses data. */
     atRiskLuns: string[];
+    /** LUNs with data on RStores that lost more members than their redundancy covers: that data is gone. */
+    lostLuns: string[];
     totalBytes: number;
     freeBytes: number;
     /** Part of freeBytes held back for reserved snapshots. */
@@ -64,9 +66,9 @@ export interface StatusJson {
     allocationUnitBytes: number;
     createdAt: string;
   };
-  drives: Array<{ index: number; path: string; sizeBytes: number; state: 'online' | 'failed' | 'rebuilding'; failedReason?: string; failedAt?: string; io: 'inline' | 'async' | 'missing'; psegCount: number; rss: number; holdsMetadataCopy: boolean; metadataCopy?: string }>;
+  drives: Array<{ index: number; path: string; sizeBytes: number; state: 'online' | 'failed' | 'rebuilding'; failedReason?: string; failedAt?: string; missedWriteLuns?: string[]; io: 'inline' | 'async' | 'missing'; psegCount: number; rss: number; holdsMetadataCopy: boolean; metadataCopy?: string }>;
   /** successors: the LUN's snapshots (LUN@NAME), oldest first: its children in the sharing tree. atRisk: see pool.atRiskLuns. */
-  luns: Array<{ name: string; sizeBytes: number; allocatedBytes: number; createdAt: string; open: number; snapshots: number; successors: string[]; atRisk: boolean }>;
+  luns: Array<{ name: string; sizeBytes: number; allocatedBytes: number; createdAt: string; open: number; snapshots: number; successors: string[]; atRisk: boolean; lost: boolean }>;
   /** What the data checksums found since the mount, and what was repaired from redundancy. */
   integrity: IntegrityCounters;
   /** Rebuilds and scrubs of this mount, with their progress. */
@@ -267,13 +269,14 @@ export class Controller {
     const pool = this.pool;
     const metadata = pool.metadata;
     const atRisk = this.drives.lunsAtRisk();
+    const lost = this.drives.lunsLost();
+    const names = (list: string[], lun: string): boolean => list.some((name) => name === lun || name === `${lun} (snapshots)`);
     const luns = pool.userLuns().map((lun) => {
       const stack = this.stacks.get(lun.name);
       const allocatedBytes = stack ? stack.thin.allocatedBytes : lun.map.mappedCount * metadata.config.allocationUnitBytes;
       const successors = [...metadata.snapshots.values()].filter((snapshot) => snapshot.predecessorId === lun.id).sort((a, b) => a.epoch - b.epoch).map((snapshot) => `${lun.name}@${snapshot.name}`);
-      return { name: lun.name, sizeBytes: lun.sizeBytes, allocatedBytes, createdAt: new Date(lun.createdAtMs).toISOString(), open: this.openCounts.get(lun.name) ?? 0, snapshots: successors.length, successors, atRisk: false };
+      return { name: lun.name, sizeBytes: lun.sizeBytes, allocatedBytes, createdAt: new Date(lun.createdAtMs).toISOString(), open: this.openCounts.get(lun.name) ?? 0, snapshots: successors.length, successors, atRisk: names(atRisk, lun.name), lost: names(lost, lun.name) };
     });
-    for (const lun of luns) lun.atRisk = atRisk.some((name) => name === lun.name || name === `${lun.name} (snapshots)`);
     const totalBytes = pool.capacityBytes();
     const freeBytes = pool.freeBytes();
     return {
@@ -282,6 +285,7 @@ export class Controller {
         raid: `raid${metadata.config.raidLevel}`,
         state: this.drives.poolState(),
         atRiskLuns: atRisk,
+        lostLuns: lost,
         totalBytes,
         freeBytes,
         reservedBytes: Math.min(freeBytes, pool.reservedUnits() * metadata.config.allocationUnitBytes),
@@ -301,6 +305,7 @@ export class Controller {
           sizeBytes: drive.sizeBytes,
           state,
           ...(state === 'failed' ? { failedReason: drive.failedReason ?? 'failed', ...(drive.failedAtMs ? { failedAt: new Date(drive.failedAtMs).toISOString() } : {}) } : {}),
+          ...(drive.missedWriteRstores?.length ? { missedWriteLuns: pool.lunsOn(drive.missedWriteRstores) } : {}),
           io: isMissingDrive(opened) ? ('missing' as const) : (opened as { inline?: boolean }).inline ? ('inline' as const) : ('async' as const),
           psegCount: drive.psegCount,
           rss: drive.rssId,

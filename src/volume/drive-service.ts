@@ -73,6 +73,7 @@ export class DriveService {
   ) {
     this.jobs = new BackgroundJobs(settings.clock);
     pool.onDriveFailure = (driveIndex) => this.afterFailure(driveIndex);
+    pool.onMissedWrite = (driveIndex) => this.afterMissedWrite(driveIndex);
   }
 
   /**
@@ -95,19 +96,35 @@ export class DriveService {
     for (const [index, drive] of this.pool.drives.entries()) {
       if (this.pool.health.state(index) === 'failed' || !(drive instanceof FileDrive)) continue;
       const problem = await drive.presenceProblem();
-      if (problem) this.pool.health.fail(index, new Error(problem));
+      if (problem) this.pool.health.fail(index, new Error(problem), { absent: true });
     }
   }
 
-  /** After a failure: make it durable and put a metadata copy on another drive, in the background. */
+  /**
+   * After a failure: a last flush of the drive (what reached it is durable there, should it come
+   * back), then make the failure durable and put a metadata copy on another drive, in the background.
+   */
   private afterFailure(driveIndex: number): void {
     if (this.closing) return;
     this.followUp = this.followUp.then(async () => {
       try {
+        await this.pool.flushLeavingDrive(driveIndex);
         await this.pool.commit();
         await this.pool.ensureMetadataCopies();
       } catch (error) {
         this.settings.log.error({ err: error, driveIndex }, 'recording the drive failure failed');
+      }
+    });
+  }
+
+  /** A write missed a drive out of service: make that durable soon, so a later mount knows the drive is behind. */
+  private afterMissedWrite(driveIndex: number): void {
+    if (this.closing) return;
+    this.followUp = this.followUp.then(async () => {
+      try {
+        await this.pool.commit();
+      } catch (error) {
+        this.settings.log.error({ err: error, driveIndex }, 'recording a missed write failed');
       }
     });
   }
@@ -165,7 +182,7 @@ export class DriveService {
 
   /** Pool state for status: failed (data lost), rebuilding, degraded (a drive out), or online. */
   poolState(): 'online' | 'degraded' | 'rebuilding' | 'failed' {
-    if (this.pool.lostRstores().length > 0) return 'failed';
+    if (this.pool.lostRstores().length > 0 || this.pool.setBeyondRedundancy()) return 'failed';
     const states = this.pool.metadata.drives.map((_, index) => this.pool.health.state(index));
     if (states.includes('failed')) return 'degraded';
     if (states.includes('rebuilding')) return 'rebuilding';
@@ -174,7 +191,13 @@ export class DriveService {
 
   /** LUNs with data on an RStore that runs without a member: one more failure there loses data. */
   lunsAtRisk(): string[] {
-    return this.pool.lunsOn(this.pool.degradedRstores().map((rstore) => rstore.record.id));
+    const lost = new Set(this.lunsLost());
+    return this.pool.lunsOn(this.pool.degradedRstores().map((rstore) => rstore.record.id)).filter((name) => !lost.has(name));
+  }
+
+  /** LUNs with data on an RStore that lost more members than its redundancy covers: that data is gone (reads fail with EIO). */
+  lunsLost(): string[] {
+    return this.pool.lunsOn(this.pool.lostRstores().map((rstore) => rstore.record.id));
   }
 
   async close(): Promise<void> {

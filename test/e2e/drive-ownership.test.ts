@@ -15,7 +15,7 @@
 //      ENOSPC), and status says the pool failed and names the LUNs whose data is lost.
 
 import { randomBytes } from 'node:crypto';
-import { open, readFile, rename, symlink, writeFile } from 'node:fs/promises';
+import { open, readFile, rename, rm, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import type { StatusJson } from '../../src/volume/controller.js';
@@ -40,21 +40,29 @@ function describeRun(result: RunResult): string {
   return `\`${result.command}\` exit ${result.code}\nstdout: ${result.stdout}\nstderr: ${result.stderr}`;
 }
 
-/** Writes data at offset of a file and fdatasyncs it; returns the error code of the write or sync, if any. */
+/**
+ * Writes data at offset of a file and fdatasyncs it; returns the error code of the write, the sync
+ * or the close (FUSE reports a failed flush there too), whichever came first, if any.
+ */
 async function writeSynced(file: string, offset: number, data: Buffer): Promise<string | undefined> {
   const handle = await open(file, 'r+');
+  const codeOf = (error: unknown): string => (error as NodeJS.ErrnoException).code ?? String(error);
+  let failure: string | undefined;
   try {
     for (let done = 0; done < data.length;) {
       const { bytesWritten } = await handle.write(data, done, data.length - done, offset + done);
       done += bytesWritten;
     }
     await handle.datasync();
-    return undefined;
   } catch (error) {
-    return (error as NodeJS.ErrnoException).code ?? String(error);
-  } finally {
-    await handle.close();
+    failure = codeOf(error);
   }
+  try {
+    await handle.close();
+  } catch (error) {
+    failure ??= codeOf(error);
+  }
+  return failure;
 }
 
 async function readRange(file: string, offset: number, length: number): Promise<Buffer> {
@@ -187,5 +195,108 @@ describe('drive replace refuses targets it must not overwrite', () => {
     // The other pool still opens: nothing of it was overwritten.
     expect((await statusJson(other)).pool.state).toBe('online');
     expect(JSON.parse(await readFile(join(pool, 'pool.json'), 'utf8')).drives[1]).toBe(moved);
+  });
+});
+
+describe('RAID-0: a drive that leaves while mounted', () => {
+  it('moved away and put back: in service again at the next mount, every byte intact', async () => {
+    const box = sandbox();
+    const pool = await smallPool(box, 'back', 0);
+    const mountpoint = box.path('mnt');
+    let server = await box.mount(pool, mountpoint);
+    const lunFile = join(mountpoint, 'luns', 'db');
+    const data = randomBytes(4 * MiB);
+    expect(await writeSynced(lunFile, 0, data)).toBeUndefined();
+
+    const moved = box.path('drive-1.away');
+    await rename(driveFile(pool, 1), moved);
+    await waitForStatus(pool, 'drive 1 failed', (status) => status.drives[1]!.state === 'failed');
+    await rename(moved, driveFile(pool, 1));
+    await expectCleanStop(server);
+
+    server = await box.mount(pool, mountpoint);
+    const status = await statusJson(pool);
+    expect(status.pool.state).toBe('online');
+    expect(status.drives.map((drive) => drive.state)).toEqual(['online', 'online']);
+    expect(sha256(await readRange(lunFile, 0, data.length))).toBe(sha256(data));
+    const more = randomBytes(MiB);
+    expect(await writeSynced(lunFile, 8 * MiB, more)).toBeUndefined();
+    await expectCleanStop(server);
+    server = await box.mount(pool, mountpoint);
+    expect(sha256(await readRange(lunFile, 0, data.length))).toBe(sha256(data));
+    expect(sha256(await readRange(lunFile, 8 * MiB, MiB))).toBe(sha256(more));
+    await expectCleanStop(server);
+  });
+
+  it('one that missed a write is refused at the next mount, naming the LUN; --force-degraded takes it back and reports the loss', async () => {
+    const box = sandbox();
+    const pool = await smallPool(box, 'missed', 0);
+    const mountpoint = box.path('mnt');
+    const server = await box.mount(pool, mountpoint);
+    const lunFile = join(mountpoint, 'luns', 'db');
+    const data = randomBytes(4 * MiB);
+    expect(await writeSynced(lunFile, 0, data)).toBeUndefined();
+
+    const moved = box.path('drive-1.away');
+    await rename(driveFile(pool, 1), moved);
+    await waitForStatus(pool, 'drive 1 failed', (status) => status.drives[1]!.state === 'failed');
+    // Half of this write's stripe units are on drive 1: they miss it, and fsync says so.
+    expect(await writeSynced(lunFile, 0, randomBytes(MiB))).toBe('EIO');
+    await waitForStatus(pool, 'the missed write', (status) => status.drives[1]!.missedWriteLuns?.includes('db') === true);
+    await lunfsOk('lun', 'create', pool, 'probe', '--size', '1M'); // a commit: the missed write is durable now
+    await server.kill(); // its cache holds the write it cannot destage
+    await rename(moved, driveFile(pool, 1));
+
+    await expectMountRefused(box, pool, mountpoint, [],
+      new RegExp(`drive 1 \\(${driveFile(pool, 1)}\\) is back with its own label, but writes meant for it were missed while it was out of service \\(RStore\\(s\\) [0-9, ]+, data of LUN\\(s\\) db\\).*--force-degraded`));
+    const forced = await box.mount(pool, mountpoint, ['--force-degraded']);
+    expect(forced.stderr).toMatch(/taken back into service with --force-degraded: writes it missed are lost; LUNs affected: db/);
+    const status = await statusJson(pool);
+    expect(status.pool.state).toBe('online');
+    expect(status.drives.map((drive) => [drive.state, drive.missedWriteLuns])).toEqual([['online', undefined], ['online', undefined]]);
+    // The megabyte written while the drive was away is lost on its half; the rest of the LUN is intact.
+    expect(sha256(await readRange(lunFile, MiB, 3 * MiB))).toBe(sha256(data.subarray(MiB)));
+    await readRange(lunFile, 0, MiB); // reads (no checksum EIO), older data where the write was missed
+    await expectCleanStop(forced);
+    const again = await box.mount(pool, mountpoint);
+    expect(sha256(await readRange(lunFile, MiB, 3 * MiB))).toBe(sha256(data.subarray(MiB)));
+    await expectCleanStop(again);
+  });
+
+  it('deleted: a write that needs new space fails with EIO, not ENOSPC; status says the LUN is lost, not at risk', async () => {
+    const box = sandbox();
+    const pool = await smallPool(box, 'gone', 0);
+    const mountpoint = box.path('mnt');
+    const server = await box.mount(pool, mountpoint);
+    const lunFile = join(mountpoint, 'luns', 'db');
+    // 2 MiB: both RSEGs of the first RStore (2 drives x 1 MiB PSEGs), so the next unit needs a new RStore.
+    expect(await writeSynced(lunFile, 0, randomBytes(2 * MiB))).toBeUndefined();
+    await rm(driveFile(pool, 1));
+    await waitForStatus(pool, 'drive 1 failed', (status) => status.drives[1]!.state === 'failed');
+
+    expect(await writeSynced(lunFile, 8 * MiB, randomBytes(MiB))).toBe('EIO');
+    const status = await statusJson(pool);
+    expect(status.pool.state).toBe('failed');
+    expect(status.pool.lostLuns).toEqual(['db']);
+    expect(status.pool.atRiskLuns).toEqual([]);
+    expect(status.luns.map((lun) => [lun.name, lun.lost, lun.atRisk])).toEqual([['db', true, false]]);
+    const text = await lunfsOk('status', pool);
+    expect(text.stdout).toMatch(/^lost \(drives failed beyond redundancy: their data there reads as EIO\): db$/m);
+    expect(text.stdout).not.toMatch(/at risk/);
+    await server.stop();
+  });
+
+  it('deleted: a write to a free allocation unit of an RStore that lost a drive fails with EIO at once', async () => {
+    const box = sandbox();
+    const pool = await smallPool(box, 'gone-rseg', 0);
+    const mountpoint = box.path('mnt');
+    const server = await box.mount(pool, mountpoint);
+    const lunFile = join(mountpoint, 'luns', 'db');
+    expect(await writeSynced(lunFile, 0, randomBytes(MiB))).toBeUndefined(); // the first RStore's second RSEG stays free
+    await rm(driveFile(pool, 1));
+    await waitForStatus(pool, 'drive 1 failed', (status) => status.drives[1]!.state === 'failed');
+    expect(await writeSynced(lunFile, 8 * MiB, randomBytes(MiB))).toBe('EIO');
+    // Nothing of it sits in the cache waiting for a drive that is gone: the mount stops cleanly.
+    await expectCleanStop(server);
   });
 });
