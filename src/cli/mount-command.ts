@@ -1,12 +1,15 @@
 // `lunfs mount`: takes the pool lock, opens the pool, serves the control socket and the FUSE
 // mountpoint in the foreground. SIGINT/SIGTERM flush every LUN, unmount, write a clean-shutdown
-// checkpoint and release the lock. A stale mount left by a killed process is unmounted first.
+// checkpoint and release the lock; when the flush cannot complete (writes for a RAID-0 drive out
+// of service) they still unmount and close, and fail naming the writes lost. A stale mount left by
+// a killed process is unmounted first.
 
 import { realpath, rm } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import type { DriveIoMode } from '../drive/file-drive.js';
 import { FuseFront } from '../fuse/fuse-front.js';
 import { systemClock } from '../util/clock.js';
+import { LunfsError } from '../util/errors.js';
 import { layerLogger } from '../util/logger.js';
 import { Controller } from '../volume/controller.js';
 import { acquirePoolLock, readPoolFile, socketPath } from '../volume/pool-directory.js';
@@ -53,6 +56,8 @@ export async function runMount(request: MountRequest): Promise<void> {
   }
   log.info('mounted');
 
+  // A failed stop becomes the command's error (message and exit code from the CLI).
+  let stopError: unknown;
   await new Promise<void>((resolveStop) => {
     let stopping = false;
     const stop = (signal: string): void => {
@@ -61,17 +66,24 @@ export async function runMount(request: MountRequest): Promise<void> {
       log.info({ signal }, 'stopping: flushing and unmounting');
       void shutdown().then(resolveStop, (error: unknown) => {
         log.error({ err: error }, 'shutdown failed');
-        process.exitCode = 1;
+        stopError = error;
         resolveStop();
       });
     };
     const shutdown = async (): Promise<void> => {
-      await controller!.flushAll();
+      // A flush that fails (RAID-0 with a drive out: writes that no drive can take) does not keep
+      // the pool mounted for ever: the stop goes on, and the writes lost are named.
+      const flushFailure = await controller!.flushAll().then(() => undefined, (error: unknown) => error as Error);
+      if (flushFailure) log.error({ err: flushFailure }, 'flush before unmount failed');
       await front!.unmount().catch((error: unknown) => log.warn({ err: error }, 'unmount failed'));
       server!.close();
       await rm(socketPath(directory), { force: true });
-      await controller!.close();
+      const lost = await controller!.close({ dropUnwritable: flushFailure !== undefined });
       await releaseLock();
+      if (lost.length > 0) {
+        const what = lost.map(({ lun, bytes, reason }) => `${bytes} bytes of writes to LUN ${lun} acknowledged but not yet flushed could not be written and are lost: ${reason}`).join('; ');
+        throw new LunfsError('EIO', `pool ${directory} unmounted, but ${what}`);
+      }
       console.log(`lunfs: pool ${directory} unmounted cleanly`);
     };
     process.once('SIGINT', () => stop('SIGINT'));
@@ -80,6 +92,7 @@ export async function runMount(request: MountRequest): Promise<void> {
     // once, and a SIGTERM before them would kill the process with no flush (seen under load).
     console.log(`lunfs: pool ${directory} mounted at ${mountpoint} (pid ${process.pid})`);
   });
+  if (stopError !== undefined) throw stopError;
 }
 
 /**

@@ -331,11 +331,27 @@ export class Controller {
   }
 
   /** Flushes every LUN and closes the pool cleanly. */
-  async close(): Promise<void> {
+  /**
+   * Flushes and closes every LUN, then the pool. With dropUnwritable (a stop after a flush that
+   * failed: writes meant for a drive out of service, with no redundancy to take them), a LUN whose
+   * cache cannot be written drops its dirty data instead of failing the close, so the pool still
+   * closes and records what its drives missed; the result names each LUN and the bytes lost.
+   */
+  async close(options: { dropUnwritable?: boolean } = {}): Promise<Array<{ lun: string; bytes: number; reason: string }>> {
+    const lost: Array<{ lun: string; bytes: number; reason: string }> = [];
     await this.drives.close();
-    for (const stack of this.stacks.values()) await stack.cache.close();
+    for (const [name, stack] of this.stacks) {
+      try {
+        await stack.cache.close();
+      } catch (error) {
+        if (!options.dropUnwritable) throw error;
+        lost.push({ lun: name, bytes: stack.cache.dirtyBytes, reason: (error as Error).message });
+        await stack.cache.drop();
+      }
+    }
     for (const set of this.snapshotSets.values()) await set.targetStore?.quiesce();
     this.stacks.clear();
     await this.pool.close();
+    return lost;
   }
 }

@@ -243,8 +243,10 @@ describe('RAID-0: a drive that leaves while mounted', () => {
     // Half of this write's stripe units are on drive 1: they miss it, and fsync says so.
     expect(await writeSynced(lunFile, 0, randomBytes(MiB))).toBe('EIO');
     await waitForStatus(pool, 'the missed write', (status) => status.drives[1]!.missedWriteLuns?.includes('db') === true);
-    await lunfsOk('lun', 'create', pool, 'probe', '--size', '1M'); // a commit: the missed write is durable now
-    await server.kill(); // its cache holds the write it cannot destage
+    // Its cache holds the write no drive can take: the stop says that it is lost, and exits 1.
+    expect(await server.stop()).toEqual({ code: 1, signal: null });
+    expect(server.stderr).toMatch(/lunfs: pool \S+ unmounted, but \d+ bytes of writes to LUN db acknowledged but not yet flushed could not be written and are lost: .*drive 1 is out of service/);
+    expect(await mountEntriesAt(mountpoint)).toEqual([]);
     await rename(moved, driveFile(pool, 1));
 
     await expectMountRefused(box, pool, mountpoint, [],
