@@ -2,7 +2,10 @@
 // the drive files (a drive file that was deleted or replaced under the mount leaves service at
 // once), makes a failure durable and moves the metadata copy away from the failed drive, replaces
 // a failed drive and rebuilds it in the background, runs scrubs, and reports all of it for
-// `lunfs status`. The I/O side of failures (degraded reads and writes, repair) is in raid/.
+// `lunfs status`. A replacement never overwrites a drive of a pool unless forced (its label is
+// read first), never takes a drive another pool holds (the drive lock), and never touches a path
+// inside the mountpoint this process serves. The I/O side of failures (degraded reads and
+// writes, repair) is in raid/.
 
 import { existsSync } from 'node:fs';
 import { open as openFile, rm, type FileHandle } from 'node:fs/promises';
@@ -145,8 +148,8 @@ export class DriveService {
     // this pool still holds its lock, so it is let go first. A failed drive is never used again.
     const failed = this.pool.drives[driveIndex]!;
     if (options.force && failed instanceof FileDrive && (await failed.isFile(newPath))) await failed.close();
-    // Opening takes the drive's lock: a target another pool has open is refused (EBUSY) here.
     if (!created && !options.force) await refuseLabelledDrive(newPath); // before the lock: the label says whose it is
+    // Opening takes the drive's lock: a target another pool has open is refused (EBUSY) here.
     const drive = await open(newPath, this.pool.metadata.drives[driveIndex]!.sizeBytes);
     try {
       await this.pool.replaceDrive(driveIndex, drive, makeUuid(this.settings.random));

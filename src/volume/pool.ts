@@ -11,6 +11,7 @@ import { decodeDriveHeader, driveHeaderBytes, encodeDriveHeader, type DriveHeade
 import { MetadataStore, type CopyReport, type QuorumLayout } from '../meta/metadata-store.js';
 import { applyMetadataOp, driveStateOf, type LunRecord, type MetadataOp, type PoolMetadata, type RaidLevel } from '../meta/pool-metadata.js';
 import { DriveHealth } from '../raid/drive-health.js';
+import { decideReturns, lunsOnRstores, type DriveReturn } from './drive-return.js';
 import { DegradedRowLog, type RowLogCounters, type RowLogEntry } from '../raid/row-log.js';
 import { WriteIntent } from '../raid/write-intent.js';
 import type { LmapEntry } from '../map/lmap.js';
@@ -862,57 +863,6 @@ export function checkLunName(name: string): void {
 
 function quorumLayoutOf(header: DriveHeader): QuorumLayout {
   return { quorumOffsetBytes: header.quorumOffsetBytes, checkpointSlotBytes: header.checkpointSlotBytes, journalBytes: header.journalBytes };
-}
-
-/** Names of the user LUNs (and LUN@snapshots' owners) with data in these RStores. */
-function lunsOnRstores(metadata: PoolMetadata, rstoreIds: number[]): string[] {
-  const ids = new Set(rstoreIds);
-  const names = new Set<string>();
-  for (const lun of metadata.luns.values()) {
-    let hit = false;
-    lun.map.forEachMapped((_, entry) => { if (ids.has(entry.rstoreId)) hit = true; });
-    if (!hit) continue;
-    const owner = lun.role === 'target' ? metadata.luns.get(lun.ownerLunId!) : lun;
-    if (owner) names.add(lun.role === 'target' ? `${owner.name} (snapshots)` : owner.name);
-  }
-  return [...names].sort();
-}
-
-interface DriveReturn {
-  driveIndex: number;
-  /** RStores whose blocks on the drive missed writes (taken back with --force-degraded). */
-  lossyRstoreIds: number[];
-}
-
-/**
- * RAID-0 drives recorded as failed that are back, with their own label: a drive that left only
- * because it was absent and missed no write holds exactly what the pool wrote to it, and returns
- * to service (applied to metadata here). One that missed writes, or failed with an I/O error,
- * returns only with forceDegraded (the loss accepted and reported); otherwise the open is refused
- * with a message saying which LUNs are affected and how to proceed. A read-only open takes back
- * only the clean ones and refuses nothing. RAID-1/5 rebuild a failed drive instead (drive replace).
- */
-function decideReturns(metadata: PoolMetadata, drives: Drive[], headers: ReadonlyArray<DriveHeader | undefined>, options: PoolOpenOptions): DriveReturn[] {
-  if (metadata.config.raidLevel !== 0) return [];
-  const returning: DriveReturn[] = [];
-  for (const [driveIndex, record] of metadata.drives.entries()) {
-    const header = headers[driveIndex];
-    if (driveStateOf(record) !== 'failed' || header === undefined || header.driveUuid !== record.uuid) continue;
-    const missed = record.missedWriteRstores ?? [];
-    const clean = record.failedAbsent === true && missed.length === 0;
-    if (!clean && (options.readOnly || !options.forceDegraded)) {
-      if (options.readOnly) continue;
-      const path = drives[driveIndex]!.path;
-      const luns = lunsOnRstores(metadata, missed);
-      const why = missed.length > 0
-        ? `writes meant for it were missed while it was out of service (RStore(s) ${missed.join(', ')}${luns.length > 0 ? `, data of LUN(s) ${luns.join(', ')}` : ''}): those blocks on it hold older data`
-        : `it left service after an I/O error (${record.failedReason ?? 'failed'}), so what it holds cannot be trusted as current`;
-      throw new LunfsError('EIO', `drive ${driveIndex} (${path}) is back with its own label, but ${why}. Mount with --force-degraded to take it back into service and accept the loss of those writes${luns.length > 0 ? ` in ${luns.join(', ')}` : ''}.`);
-    }
-    applyMetadataOp(metadata, { kind: 'drive-return', driveIndex });
-    returning.push({ driveIndex, lossyRstoreIds: clean ? [] : missed });
-  }
-  return returning;
 }
 
 /**
