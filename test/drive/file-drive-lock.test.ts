@@ -2,9 +2,12 @@
 // flock locks belong to the open file description, so a second open in this process conflicts
 // exactly as another process would (the e2e test drive-ownership.test.ts covers two processes).
 
+import { spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
 import { FileDrive } from '../../src/drive/file-drive.js';
 import { encodeDriveHeader } from '../../src/meta/drive-header.js';
@@ -46,5 +49,27 @@ describe('FileDrive lock', () => {
     const refused = await FileDrive.open(path).then(() => 'opened', (error: unknown) => error);
     expect((refused as Error).message).toBe(`drive ${path} is in use by another process`);
     await first.close();
+  });
+});
+
+describe('FileDrive without the native addon', () => {
+  // The addon is chosen once, when the module loads: a child process with LUNFS_NO_NATIVE=1 runs
+  // the built FileDrive (dist/, as the e2e tests do).
+  it('opens a drive twice (no lock) and warns once', async () => {
+    const built = fileURLToPath(new URL('../../dist/drive/file-drive.js', import.meta.url));
+    expect(existsSync(built), `${built} is missing: build with npx tsc -p tsconfig.json`).toBe(true);
+    const path = join(await folder(), 'unlocked.img');
+    const script = `
+      const { FileDrive } = await import(${JSON.stringify(built)});
+      const first = await FileDrive.createSparse(${JSON.stringify(path)}, 1048576);
+      const second = await FileDrive.open(${JSON.stringify(path)});
+      const third = await FileDrive.open(${JSON.stringify(path)});
+      await Promise.all([first.close(), second.close(), third.close()]);
+      console.log('opened three times');`;
+    const child = spawnSync(process.execPath, ['--input-type=module', '-e', script], { env: { ...process.env, LUNFS_NO_NATIVE: '1', LUNFS_LOG_LEVEL: 'warn' }, encoding: 'utf8' });
+    expect(child.status, child.stderr).toBe(0);
+    expect(child.stdout).toContain('opened three times');
+    const warnings = child.stderr.split('\n').filter((line) => line.includes('drives are not locked'));
+    expect(warnings, child.stderr).toHaveLength(1);
   });
 });
