@@ -24,6 +24,8 @@ export interface ControlRequest {
   /** drive-replace: the failed drive (index or path) and the new drive's path. */
   old?: string;
   newPath?: string;
+  /** drive-replace: overwrite a target that carries a lunfs drive label. */
+  force?: boolean;
   /** drive-replace, scrub: answer when the job has ended (a local open must), not when it started. */
   wait?: boolean;
 }
@@ -48,7 +50,7 @@ export async function runControlRequest(controller: Controller, request: Control
       await controller.removeSnapshot(String(request.name));
       return null;
     case 'drive-replace': {
-      const job = await controller.drives.replace(String(request.old), String(request.newPath));
+      const job = await controller.drives.replace(String(request.old), String(request.newPath), { force: request.force === true });
       return request.wait ? controller.drives.jobs.wait(job.id) : job;
     }
     case 'scrub': {

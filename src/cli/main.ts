@@ -38,6 +38,7 @@ function printLuns(status: StatusJson): void {
 function printStatus(directory: string, status: StatusJson): void {
   const pool = status.pool;
   console.log(`pool ${resolve(directory)}  ${pool.raid}  ${pool.state}  uuid ${pool.uuid}`);
+  if (pool.lostLuns.length > 0) console.log(`lost (drives failed beyond redundancy: their data there reads as EIO): ${pool.lostLuns.join(', ')}`);
   for (const warning of status.warnings ?? []) console.log(`warning: ${warning}`);
   if (pool.atRiskLuns.length > 0) console.log(`at risk (one more drive failure loses data): ${pool.atRiskLuns.join(', ')}`);
   console.log(`space: ${formatBytes(pool.totalBytes)} total, ${formatBytes(pool.allocatedBytes)} allocated, ${formatBytes(pool.freeBytes)} free`);
@@ -45,7 +46,7 @@ function printStatus(directory: string, status: StatusJson): void {
   console.log('drives:');
   for (const drive of status.drives) {
     const copy = drive.holdsMetadataCopy ? `  metadata copy: ${drive.metadataCopy}` : '';
-    const why = drive.failedReason ? `  (${drive.failedReason})` : '';
+    const why = (drive.failedReason ? `  (${drive.failedReason})` : '') + (drive.missedWriteLuns ? `  missed writes of: ${drive.missedWriteLuns.join(', ') || 'no LUN'}` : '');
     console.log(`  ${String(drive.index).padStart(2)}  ${drive.path}  ${formatBytes(drive.sizeBytes)}  ${drive.state}  rss ${drive.rss}  io ${drive.io}${copy}${why}`);
   }
   const integrity = status.integrity;
@@ -143,9 +144,10 @@ export function buildProgram(): Command {
   const drive = program.command('drive').description('replace failed drives');
   drive.command('replace').argument('<dir>').argument('<old>', 'the failed drive: its index (see lunfs status) or its path').argument('<new>', 'the new drive: a file or block device (a file that does not exist is created, sparse, of the old size)')
     .option('--no-wait', 'return once the rebuild has started')
+    .option('--force', 'overwrite a new drive that carries a lunfs drive label (a drive of another pool, or an old drive of this one)')
     .description('put a new drive in the place of a failed one and rebuild it from redundancy; LUNs stay in use')
-    .action(async (directory: string, old: string, newPath: string, options: { wait: boolean }) => {
-      const job = await runJob(directory, { command: 'drive-replace', old, newPath: resolve(newPath) }, options.wait, `rebuild of drive ${old}`);
+    .action(async (directory: string, old: string, newPath: string, options: { wait: boolean; force?: boolean }) => {
+      const job = await runJob(directory, { command: 'drive-replace', old, newPath: resolve(newPath), force: options.force === true }, options.wait, `rebuild of drive ${old}`);
       if (job.state === 'failed') throw new LunfsError('EIO', `rebuild failed: ${job.error}`);
       console.log(job.state === 'done' ? `drive ${job.drive} rebuilt onto ${resolve(newPath)}` : `rebuild of drive ${job.drive} started (job ${job.id}); lunfs status shows its progress`);
     });
@@ -176,7 +178,7 @@ export function buildProgram(): Command {
     .option('--cache-size <size>', 'write-back cache size', '256M')
     .option('--drive <path>', 'drive paths in order (default: from DIR/pool.json)', collect, [])
     .addOption(new Option('--drive-io <mode>', 'drive I/O: inline for files on tmpfs, thread pool otherwise (auto)').choices(['auto', 'async', 'inline']).default('auto'))
-    .option('--force-degraded', 'mount although a RAID-5 drive went missing across an unclean shutdown (its data written back from parity may be wrong)')
+    .option('--force-degraded', 'mount although a RAID-5 drive went missing across an unclean shutdown (its data written back from parity may be wrong), or take back a RAID-0 drive that missed writes or failed with an I/O error (accepting the loss of those writes)')
     .description('serve the pool under MOUNTPOINT in the foreground; SIGINT/SIGTERM flush and unmount')
     .action(async (directory: string, mountpoint: string, options: { cacheSize: string; drive: string[]; driveIo: DriveIoMode; forceDegraded?: boolean }) => {
       await runMount({ directory, mountpoint, cacheBytes: parseSize(options.cacheSize, '--cache-size'), drivePaths: options.drive, ioMode: options.driveIo, forceDegraded: options.forceDegraded });

@@ -2,7 +2,7 @@
 // by opening it here under the pool lock, acting, and closing it cleanly.
 
 import { existsSync } from 'node:fs';
-import { chmod, mkdir, rm } from 'node:fs/promises';
+import { chmod, mkdir, rm, stat } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Drive } from '../drive/drive.js';
@@ -107,6 +107,7 @@ async function refuseLunfsDrives(drives: Drive[]): Promise<void> {
 /** Opens the drives of a pool directory (or the paths given) and the pool on them. */
 export async function openPool(directory: string, options: { drivePaths?: string[]; readOnly?: boolean; deferSession?: boolean; ioMode?: DriveIoMode; forceDegraded?: boolean }): Promise<Pool> {
   const paths = options.drivePaths && options.drivePaths.length > 0 ? options.drivePaths.map((path) => resolve(path)) : await readPoolFile(directory);
+  await refuseDuplicateDrives(paths);
   const drives: Drive[] = [];
   try {
     for (const path of paths) {
@@ -114,13 +115,27 @@ export async function openPool(directory: string, options: { drivePaths?: string
         drives.push(await FileDrive.open(path, options.ioMode));
       } catch (error) {
         if (!isLunfsError(error, 'ENOENT') && !isLunfsError(error, 'EIO')) throw error;
-        drives.push(new MissingDrive(path, (error as Error).message)); // the pool decides whether it can do without it
+        drives.push(new MissingDrive(path, (error as Error).message, 0, isLunfsError(error, 'ENOENT') ? 'absent' : 'error')); // the pool decides whether it can do without it
       }
     }
     return await Pool.open(drives, { clock: systemClock, log: layerLogger('pool'), readOnly: options.readOnly, deferSession: options.deferSession, forceDegraded: options.forceDegraded });
   } catch (error) {
     await Promise.all(drives.map((drive) => drive.close()));
     throw error;
+  }
+}
+
+/**
+ * Refuses one drive named twice (the same path, or two names of one file): its second open would
+ * find it locked by the first and look like a drive in use by another process.
+ */
+async function refuseDuplicateDrives(paths: string[]): Promise<void> {
+  const seen = new Map<string, number>();
+  for (const [position, path] of paths.entries()) {
+    const identity = await stat(path).then((info) => `${info.dev}:${info.ino}`, () => `path:${path}`);
+    const first = seen.get(identity);
+    if (first !== undefined) throw new LunfsError('EINVAL', `the same drive is given twice: ${path} as drive ${position} is ${paths[first]} (drive ${first})`);
+    seen.set(identity, position);
   }
 }
 

@@ -7,12 +7,21 @@
 // no device latency to overlap, and the copy (0.8 us per 4 KiB) costs far less than the hop to a
 // pool thread and back (12 us). `ioMode` says which; 'auto' picks inline for regular files on
 // tmpfs and the thread pool for everything else (block devices, disk file systems).
+//
+// Ownership: a FileDrive holds an exclusive flock(2) on its file descriptor for as long as it is
+// open, so one drive belongs to one open pool at a time (another process, or a second open of the
+// same file in this process, finds it busy and is refused with EBUSY before it reads or writes a
+// byte). The kernel drops the lock when the descriptor is closed or the process dies. Without the
+// native addon there is no lock; a warning says so once.
 
 import { read as readCallback, write as writeCallback, fdatasync as fdatasyncCallback, readSync, writeSync, fdatasyncSync, statfsSync } from 'node:fs';
 import { open, stat, readFile, type FileHandle } from 'node:fs/promises';
 import { basename } from 'node:path';
 import { checkRange } from '../block/block-device.js';
-import { driveError, LunfsError } from '../util/errors.js';
+import { decodeDriveHeader, driveHeaderBytes } from '../meta/drive-header.js';
+import { tryFlock } from '../native/os-calls.js';
+import { driveError, isLunfsError, LunfsError } from '../util/errors.js';
+import { layerLogger } from '../util/logger.js';
 import type { Drive } from './drive.js';
 
 export type DriveIoMode = 'auto' | 'async' | 'inline';
@@ -45,17 +54,26 @@ export class FileDrive implements Drive {
       if (code === 'ENOENT') throw new LunfsError('ENOENT', `drive ${path} does not exist`, { cause: error });
       throw driveError('open', path, error);
     }
-    const sizeBytes = await sizeOf(path, handle);
-    return new FileDrive(path, handle, sizeBytes, await chooseInline(path, handle, ioMode));
+    try {
+      await takeOwnership(path, handle);
+      const sizeBytes = await sizeOf(path, handle);
+      return new FileDrive(path, handle, sizeBytes, await chooseInline(path, handle, ioMode));
+    } catch (error) {
+      await handle.close();
+      throw error;
+    }
   }
 
   /** Creates a sparse file of sizeBytes (fails if it exists) and opens it. */
   static async createSparse(path: string, sizeBytes: number, ioMode: DriveIoMode = 'auto'): Promise<FileDrive> {
-    let handle: FileHandle;
+    let handle: FileHandle | undefined;
     try {
       handle = await open(path, 'wx+');
+      await takeOwnership(path, handle);
       await handle.truncate(sizeBytes);
     } catch (error) {
+      await handle?.close();
+      if (isLunfsError(error, 'EBUSY')) throw error; // another process opened the new file meanwhile: leave it to them
       const code = (error as NodeJS.ErrnoException).code;
       if (code === 'EEXIST') throw new LunfsError('EEXIST', `drive file ${path} already exists`, { cause: error });
       throw driveError('create', path, error);
@@ -137,6 +155,17 @@ export class FileDrive implements Drive {
     }
   }
 
+  /** Whether path names the file this drive has open (the same device and inode). */
+  async isFile(path: string): Promise<boolean> {
+    if (this.closed) return false;
+    try {
+      const [byPath, open] = await Promise.all([stat(path), this.handle.stat()]);
+      return byPath.ino === open.ino && byPath.dev === open.dev;
+    } catch {
+      return false;
+    }
+  }
+
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
@@ -146,6 +175,34 @@ export class FileDrive implements Drive {
   private checkOpen(): void {
     if (this.closed) throw new LunfsError('EIO', `drive ${this.path} is closed`);
   }
+}
+
+let warnedNoLock = false;
+
+/**
+ * Takes the exclusive flock of the drive's open file, or throws EBUSY naming the drive and, when
+ * its header can be read, the pool it belongs to. Without the addon: no lock, one warning.
+ */
+async function takeOwnership(path: string, handle: FileHandle): Promise<void> {
+  const outcome = tryFlock(handle.fd);
+  if (outcome === 'locked') return;
+  if (outcome === 'unsupported') {
+    if (!warnedNoLock) {
+      warnedNoLock = true;
+      layerLogger('drive').warn('the native addon is not available: drives are not locked, so nothing stops two pools from opening the same drive');
+    }
+    return;
+  }
+  let pool: string | undefined;
+  try {
+    const header = Buffer.alloc(driveHeaderBytes);
+    await handle.read(header, 0, header.length, 0);
+    const decoded = decodeDriveHeader(header);
+    pool = decoded.ok ? decoded.header.poolUuid : undefined;
+  } catch {
+    pool = undefined; // unreadable: the message names the path alone
+  }
+  throw new LunfsError('EBUSY', `drive ${path}${pool ? ` belongs to pool ${pool} and` : ''} is in use by another process`);
 }
 
 async function chooseInline(path: string, handle: FileHandle, ioMode: DriveIoMode): Promise<boolean> {

@@ -13,6 +13,8 @@ export class MissingDrive implements Drive {
     readonly reason: string,
     /** The size the pool metadata records for it (0 until the pool knows). */
     public sizeBytes = 0,
+    /** Whether the drive is simply not there ('absent': no such file) or failed when opened or read ('error'). */
+    readonly cause: 'absent' | 'error' = 'absent',
   ) {}
 
   async read(): Promise<void> {

@@ -37,6 +37,17 @@ export interface DriveRecord {
   /** Why the drive failed (state 'failed'), for status. */
   failedReason?: string;
   failedAtMs?: number;
+  /**
+   * The drive failed because it was absent (its file deleted, moved or replaced, or missing at
+   * open), not because an I/O on it failed: a RAID-0 drive that comes back may return to service.
+   */
+  failedAbsent?: boolean;
+  /**
+   * RStores whose member on this drive missed a write while the drive was out of service, or
+   * whose write or final flush on it failed (recorded on RAID-0 pools, where a failed drive can
+   * come back; RAID-1/5 rebuild theirs): those blocks there may hold older data.
+   */
+  missedWriteRstores?: number[];
 }
 
 export type DriveState = 'online' | 'failed' | 'rebuilding';
@@ -140,7 +151,11 @@ export type MetadataOp =
   /** Write intent of RStores (see raid/write-intent.ts). */
   | { kind: 'rstore-intent'; rstoreIds: number[]; dirty: boolean }
   /** A drive is out of service (I/O error, or missing at open). */
-  | { kind: 'drive-fail'; driveIndex: number; reason: string; atMs: number }
+  | { kind: 'drive-fail'; driveIndex: number; reason: string; atMs: number; absent?: boolean }
+  /** Writes meant for a drive out of service (or that failed on it) were missed in these RStores. */
+  | { kind: 'drive-missed-writes'; driveIndex: number; rstoreIds: number[] }
+  /** A RAID-0 drive that had failed is back with its own label and returns to service as it is. */
+  | { kind: 'drive-return'; driveIndex: number }
   /** A new drive takes the place of a failed one and is rebuilt from redundancy. */
   | { kind: 'drive-replace'; driveIndex: number; uuid: string; sizeBytes: number; psegCount: number }
   /** The rebuild of a replacement drive finished: it is in service. */
@@ -223,6 +238,23 @@ export function applyMetadataOp(metadata: PoolMetadata, op: MetadataOp): void {
       drive.state = 'failed';
       drive.failedReason = op.reason;
       drive.failedAtMs = op.atMs;
+      if (op.absent) drive.failedAbsent = true;
+      return;
+    }
+    case 'drive-missed-writes': {
+      const drive = metadata.drives[op.driveIndex];
+      assert(drive !== undefined, `drive-missed-writes names unknown drive ${op.driveIndex}`);
+      drive.missedWriteRstores = [...new Set([...(drive.missedWriteRstores ?? []), ...op.rstoreIds])].sort((a, b) => a - b);
+      return;
+    }
+    case 'drive-return': {
+      const drive = metadata.drives[op.driveIndex];
+      assert(drive !== undefined, `drive-return names unknown drive ${op.driveIndex}`);
+      delete drive.state;
+      delete drive.failedReason;
+      delete drive.failedAtMs;
+      delete drive.failedAbsent;
+      delete drive.missedWriteRstores;
       return;
     }
     case 'drive-replace': {
@@ -235,6 +267,8 @@ export function applyMetadataOp(metadata: PoolMetadata, op: MetadataOp): void {
       drive.zeroedAtCreation = false;
       delete drive.failedReason;
       delete drive.failedAtMs;
+      delete drive.failedAbsent;
+      delete drive.missedWriteRstores;
       return;
     }
     case 'drive-rebuilt': {

@@ -30,8 +30,10 @@ export class DriveHealth {
 
   constructor(
     private readonly drives: ReadonlyArray<DriveRecord>,
-    /** Called once when a drive first fails (the pool records it durably and logs it). */
-    private readonly onFailure: (driveIndex: number, reason: string) => void,
+    /** Called once when a drive first fails (the pool records it durably and logs it); absent: it left, no I/O failed. */
+    private readonly onFailure: (driveIndex: number, reason: string, absent: boolean) => void,
+    /** Called when a write meant for a drive's member of an RStore did not reach it (the pool records it). */
+    private readonly onMissedWrite: (driveIndex: number, rstoreId: number) => void = () => {},
   ) {}
 
   state(driveIndex: number): DriveState {
@@ -50,11 +52,19 @@ export class DriveHealth {
     return this.state(driveIndex) !== 'failed';
   }
 
-  /** A drive returned an I/O error (not a checksum mismatch): it leaves service now. */
-  fail(driveIndex: number, error: unknown): void {
+  /**
+   * A drive returned an I/O error (not a checksum mismatch), or is absent (its file is gone, or it
+   * was missing at open): it leaves service now.
+   */
+  fail(driveIndex: number, error: unknown, options: { absent?: boolean } = {}): void {
     if (this.state(driveIndex) === 'failed') return;
     const reason = error instanceof Error ? error.message : String(error);
-    this.onFailure(driveIndex, reason);
+    this.onFailure(driveIndex, reason, options.absent === true);
+  }
+
+  /** A write meant for the member of RStore rstoreId on driveIndex did not reach it (or may not have). */
+  missedWrite(driveIndex: number, rstoreId: number): void {
+    this.onMissedWrite(driveIndex, rstoreId);
   }
 
   /** The rebuild reached memberOffsetBytes in an RStore (monotonic while it runs). */

@@ -445,16 +445,25 @@ export class RStore implements BlockDevice {
     }
   }
 
+  /**
+   * RAID-0: a write that does not reach its member, or that completes after the drive left
+   * service (its final flush may have come first), is a missed write on that drive: the drive may
+   * come back, and then these blocks may hold older data (DriveHealth.missedWrite records it).
+   */
   private async writeStriped(memberIndex: number, memberOffset: number, data: Buffer): Promise<void> {
+    const driveIndex = this.record.members[memberIndex]!.driveIndex;
     if (!this.memberIo.writable(memberIndex)) {
-      throw new LunfsError('EIO', `RStore ${this.record.id} (RAID-0): drive ${this.record.members[memberIndex]!.driveIndex} is out of service and RAID-0 has no redundancy`);
+      this.health.missedWrite(driveIndex, this.record.id);
+      throw new LunfsError('EIO', `RStore ${this.record.id} (RAID-0): drive ${driveIndex} is out of service and RAID-0 has no redundancy`);
     }
     try {
       await this.memberIo.write(memberIndex, memberOffset, data);
     } catch (error) {
       this.memberIo.failed(memberIndex, error);
+      this.health.missedWrite(driveIndex, this.record.id);
       throw error;
     }
+    if (!this.memberIo.writable(memberIndex)) this.health.missedWrite(driveIndex, this.record.id);
   }
 
   private async writeMirrors(offsetBytes: number, data: Buffer): Promise<void> {

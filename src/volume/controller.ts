@@ -55,6 +55,8 @@ export interface StatusJson {
     state: 'online' | 'degraded' | 'rebuilding' | 'failed';
     /** LUNs with data on RStores that run without a member: one more failure there loses data. */
     atRiskLuns: string[];
+    /** LUNs with data on RStores that lost more members than their redundancy covers: that data is gone. */
+    lostLuns: string[];
     totalBytes: number;
     freeBytes: number;
     /** Part of freeBytes held back for reserved snapshots. */
@@ -64,9 +66,9 @@ export interface StatusJson {
     allocationUnitBytes: number;
     createdAt: string;
   };
-  drives: Array<{ index: number; path: string; sizeBytes: number; state: 'online' | 'failed' | 'rebuilding'; failedReason?: string; failedAt?: string; io: 'inline' | 'async' | 'missing'; psegCount: number; rss: number; holdsMetadataCopy: boolean; metadataCopy?: string }>;
+  drives: Array<{ index: number; path: string; sizeBytes: number; state: 'online' | 'failed' | 'rebuilding'; failedReason?: string; failedAt?: string; missedWriteLuns?: string[]; io: 'inline' | 'async' | 'missing'; psegCount: number; rss: number; holdsMetadataCopy: boolean; metadataCopy?: string }>;
   /** successors: the LUN's snapshots (LUN@NAME), oldest first: its children in the sharing tree. atRisk: see pool.atRiskLuns. */
-  luns: Array<{ name: string; sizeBytes: number; allocatedBytes: number; createdAt: string; open: number; snapshots: number; successors: string[]; atRisk: boolean }>;
+  luns: Array<{ name: string; sizeBytes: number; allocatedBytes: number; createdAt: string; open: number; snapshots: number; successors: string[]; atRisk: boolean; lost: boolean }>;
   /** What the data checksums found since the mount, and what was repaired from redundancy. */
   integrity: IntegrityCounters;
   /** Rebuilds and scrubs of this mount, with their progress. */
@@ -269,13 +271,14 @@ export class Controller {
     const pool = this.pool;
     const metadata = pool.metadata;
     const atRisk = this.drives.lunsAtRisk();
+    const lost = this.drives.lunsLost();
+    const names = (list: string[], lun: string): boolean => list.some((name) => name === lun || name === `${lun} (snapshots)`);
     const luns = pool.userLuns().map((lun) => {
       const stack = this.stacks.get(lun.name);
       const allocatedBytes = stack ? stack.thin.allocatedBytes : lun.map.mappedCount * metadata.config.allocationUnitBytes;
       const successors = [...metadata.snapshots.values()].filter((snapshot) => snapshot.predecessorId === lun.id).sort((a, b) => a.epoch - b.epoch).map((snapshot) => `${lun.name}@${snapshot.name}`);
-      return { name: lun.name, sizeBytes: lun.sizeBytes, allocatedBytes, createdAt: new Date(lun.createdAtMs).toISOString(), open: this.openCounts.get(lun.name) ?? 0, snapshots: successors.length, successors, atRisk: false };
+      return { name: lun.name, sizeBytes: lun.sizeBytes, allocatedBytes, createdAt: new Date(lun.createdAtMs).toISOString(), open: this.openCounts.get(lun.name) ?? 0, snapshots: successors.length, successors, atRisk: names(atRisk, lun.name), lost: names(lost, lun.name) };
     });
-    for (const lun of luns) lun.atRisk = atRisk.some((name) => name === lun.name || name === `${lun.name} (snapshots)`);
     const totalBytes = pool.capacityBytes();
     const freeBytes = pool.freeBytes();
     return {
@@ -284,6 +287,7 @@ export class Controller {
         raid: `raid${metadata.config.raidLevel}`,
         state: this.drives.poolState(),
         atRiskLuns: atRisk,
+        lostLuns: lost,
         totalBytes,
         freeBytes,
         reservedBytes: Math.min(freeBytes, pool.reservedUnits() * metadata.config.allocationUnitBytes),
@@ -303,6 +307,7 @@ export class Controller {
           sizeBytes: drive.sizeBytes,
           state,
           ...(state === 'failed' ? { failedReason: drive.failedReason ?? 'failed', ...(drive.failedAtMs ? { failedAt: new Date(drive.failedAtMs).toISOString() } : {}) } : {}),
+          ...(drive.missedWriteRstores?.length ? { missedWriteLuns: pool.lunsOn(drive.missedWriteRstores) } : {}),
           io: isMissingDrive(opened) ? ('missing' as const) : (opened as { inline?: boolean }).inline ? ('inline' as const) : ('async' as const),
           psegCount: drive.psegCount,
           rss: drive.rssId,
@@ -329,11 +334,27 @@ export class Controller {
   }
 
   /** Flushes every LUN and closes the pool cleanly. */
-  async close(): Promise<void> {
+  /**
+   * Flushes and closes every LUN, then the pool. With dropUnwritable (a stop after a flush that
+   * failed: writes meant for a drive out of service, with no redundancy to take them), a LUN whose
+   * cache cannot be written drops its dirty data instead of failing the close, so the pool still
+   * closes and records what its drives missed; the result names each LUN and the bytes lost.
+   */
+  async close(options: { dropUnwritable?: boolean } = {}): Promise<Array<{ lun: string; bytes: number; reason: string }>> {
+    const lost: Array<{ lun: string; bytes: number; reason: string }> = [];
     await this.drives.close();
-    for (const stack of this.stacks.values()) await stack.cache.close();
+    for (const [name, stack] of this.stacks) {
+      try {
+        await stack.cache.close();
+      } catch (error) {
+        if (!options.dropUnwritable) throw error;
+        lost.push({ lun: name, bytes: stack.cache.dirtyBytes, reason: (error as Error).message });
+        await stack.cache.drop();
+      }
+    }
     for (const set of this.snapshotSets.values()) await set.targetStore?.quiesce();
     this.stacks.clear();
     await this.pool.close();
+    return lost;
   }
 }

@@ -2,12 +2,17 @@
 // the drive files (a drive file that was deleted or replaced under the mount leaves service at
 // once), makes a failure durable and moves the metadata copy away from the failed drive, replaces
 // a failed drive and rebuilds it in the background, runs scrubs, and reports all of it for
-// `lunfs status`. The I/O side of failures (degraded reads and writes, repair) is in raid/.
+// `lunfs status`. A replacement never overwrites a drive of a pool unless forced (its label is
+// read first), never takes a drive another pool holds (the drive lock), and never touches a path
+// inside the mountpoint this process serves. The I/O side of failures (degraded reads and
+// writes, repair) is in raid/.
 
 import { existsSync } from 'node:fs';
-import { rm } from 'node:fs/promises';
+import { open as openFile, rm, type FileHandle } from 'node:fs/promises';
 import type { Drive } from '../drive/drive.js';
 import { FileDrive } from '../drive/file-drive.js';
+import { describeDriveLabel, driveHeaderBytes } from '../meta/drive-header.js';
+import { realPathOutside } from '../util/path-outside.js';
 import type { Clock } from '../util/clock.js';
 import { makeUuid } from '../util/clock.js';
 import { LunfsError } from '../util/errors.js';
@@ -23,12 +28,39 @@ export interface DriveServiceSettings {
   openDrive?: (path: string, sizeBytes: number) => Promise<Drive>;
   /** The pool's drive paths changed (a replacement): record them (pool.json). */
   onDrivePathsChanged?: (paths: string[]) => Promise<void>;
+  /** The real path of the mountpoint this process serves, if it serves one: no drive may lie in it. */
+  mountpoint?: string;
+}
+
+export interface ReplaceOptions {
+  /** Overwrite a target that carries a lunfs drive label (of another pool, or of this one). */
+  force?: boolean;
 }
 
 /** Opens a drive file or device, or creates a sparse file of sizeBytes when the path does not exist. */
 export async function openOrCreateDrive(path: string, sizeBytes: number): Promise<Drive> {
   if (existsSync(path)) return FileDrive.open(path);
   return FileDrive.createSparse(path, sizeBytes);
+}
+
+/**
+ * Refuses a replacement target that carries a lunfs drive label, of another pool or of this one:
+ * overwriting it would destroy that pool's drive (EEXIST unless --force).
+ */
+async function refuseLabelledDrive(path: string): Promise<void> {
+  const header = Buffer.alloc(driveHeaderBytes);
+  let handle: FileHandle | undefined;
+  try {
+    handle = await openFile(path, 'r');
+    await handle.read(header, 0, header.length, 0);
+  } catch {
+    return; // unreadable here: opening it as a drive reports why
+  } finally {
+    await handle?.close();
+  }
+  const label = describeDriveLabel(header);
+  if (label === undefined) return;
+  throw new LunfsError('EEXIST', `${path} carries a lunfs drive label (${label}): it is a drive of a pool, and replacing onto it would overwrite that drive. Give --force to overwrite it anyway`);
 }
 
 export class DriveService {
@@ -44,6 +76,7 @@ export class DriveService {
   ) {
     this.jobs = new BackgroundJobs(settings.clock);
     pool.onDriveFailure = (driveIndex) => this.afterFailure(driveIndex);
+    pool.onMissedWrite = (driveIndex) => this.afterMissedWrite(driveIndex);
   }
 
   /**
@@ -66,15 +99,19 @@ export class DriveService {
     for (const [index, drive] of this.pool.drives.entries()) {
       if (this.pool.health.state(index) === 'failed' || !(drive instanceof FileDrive)) continue;
       const problem = await drive.presenceProblem();
-      if (problem) this.pool.health.fail(index, new Error(problem));
+      if (problem) this.pool.health.fail(index, new Error(problem), { absent: true });
     }
   }
 
-  /** After a failure: make it durable and put a metadata copy on another drive, in the background. */
+  /**
+   * After a failure: a last flush of the drive (what reached it is durable there, should it come
+   * back), then make the failure durable and put a metadata copy on another drive, in the background.
+   */
   private afterFailure(driveIndex: number): void {
     if (this.closing) return;
     this.followUp = this.followUp.then(async () => {
       try {
+        await this.pool.flushLeavingDrive(driveIndex);
         await this.pool.commit();
         await this.pool.ensureMetadataCopies();
       } catch (error) {
@@ -83,16 +120,36 @@ export class DriveService {
     });
   }
 
+  /** A write missed a drive out of service: make that durable soon, so a later mount knows the drive is behind. */
+  private afterMissedWrite(driveIndex: number): void {
+    if (this.closing) return;
+    this.followUp = this.followUp.then(async () => {
+      try {
+        await this.pool.commit();
+      } catch (error) {
+        this.settings.log.error({ err: error, driveIndex }, 'recording a missed write failed');
+      }
+    });
+  }
+
   /**
    * Replaces failed drive OLD (its index or path) by the drive at newPath (created as a sparse
    * file of the same size when it does not exist) and starts its rebuild.
    */
-  async replace(old: string, newPath: string): Promise<JobStatus> {
+  async replace(old: string, newPath: string, options: ReplaceOptions = {}): Promise<JobStatus> {
     const driveIndex = this.driveIndexOf(old);
     if (this.pool.drives.some((drive, index) => index !== driveIndex && drive.path === newPath)) throw new LunfsError('EINVAL', `${newPath} is drive ${this.pool.drives.findIndex((drive) => drive.path === newPath)} of this pool already`);
     this.pool.replaceDriveCheck(driveIndex); // refuse before any file is made
+    // Never stat a path inside our own mountpoint: that request would wait for this very process.
+    if (this.settings.mountpoint !== undefined) await realPathOutside(newPath, this.settings.mountpoint, 'the new drive');
     const open = this.settings.openDrive ?? openOrCreateDrive;
     const created = !existsSync(newPath);
+    // The failed drive's own file again, under its path or another (--force to rebuild onto it):
+    // this pool still holds its lock, so it is let go first. A failed drive is never used again.
+    const failed = this.pool.drives[driveIndex]!;
+    if (options.force && failed instanceof FileDrive && (await failed.isFile(newPath))) await failed.close();
+    if (!created && !options.force) await refuseLabelledDrive(newPath); // before the lock: the label says whose it is
+    // Opening takes the drive's lock: a target another pool has open is refused (EBUSY) here.
     const drive = await open(newPath, this.pool.metadata.drives[driveIndex]!.sizeBytes);
     try {
       await this.pool.replaceDrive(driveIndex, drive, makeUuid(this.settings.random));
@@ -128,7 +185,7 @@ export class DriveService {
 
   /** Pool state for status: failed (data lost), rebuilding, degraded (a drive out), or online. */
   poolState(): 'online' | 'degraded' | 'rebuilding' | 'failed' {
-    if (this.pool.lostRstores().length > 0) return 'failed';
+    if (this.pool.lostRstores().length > 0 || this.pool.setBeyondRedundancy()) return 'failed';
     const states = this.pool.metadata.drives.map((_, index) => this.pool.health.state(index));
     if (states.includes('failed')) return 'degraded';
     if (states.includes('rebuilding')) return 'rebuilding';
@@ -137,7 +194,13 @@ export class DriveService {
 
   /** LUNs with data on an RStore that runs without a member: one more failure there loses data. */
   lunsAtRisk(): string[] {
-    return this.pool.lunsOn(this.pool.degradedRstores().map((rstore) => rstore.record.id));
+    const lost = new Set(this.lunsLost());
+    return this.pool.lunsOn(this.pool.degradedRstores().map((rstore) => rstore.record.id)).filter((name) => !lost.has(name));
+  }
+
+  /** LUNs with data on an RStore that lost more members than its redundancy covers: that data is gone (reads fail with EIO). */
+  lunsLost(): string[] {
+    return this.pool.lunsOn(this.pool.lostRstores().map((rstore) => rstore.record.id));
   }
 
   async close(): Promise<void> {

@@ -11,6 +11,7 @@ import { decodeDriveHeader, driveHeaderBytes, encodeDriveHeader, type DriveHeade
 import { MetadataStore, type CopyReport, type QuorumLayout } from '../meta/metadata-store.js';
 import { applyMetadataOp, driveStateOf, type LunRecord, type MetadataOp, type PoolMetadata, type RaidLevel } from '../meta/pool-metadata.js';
 import { DriveHealth } from '../raid/drive-health.js';
+import { decideReturns, lunsOnRstores, type DriveReturn } from './drive-return.js';
 import { DegradedRowLog, type RowLogCounters, type RowLogEntry } from '../raid/row-log.js';
 import { WriteIntent } from '../raid/write-intent.js';
 import type { LmapEntry } from '../map/lmap.js';
@@ -80,6 +81,8 @@ export class Pool implements MapSpace {
   readonly health: DriveHealth;
   /** Called after a drive fails (the controller relocates metadata copies, logs, updates status). */
   onDriveFailure: (driveIndex: number, reason: string) => void = () => {};
+  /** Called after a missed write was first recorded on a drive (the controller commits it soon). */
+  onMissedWrite: (driveIndex: number) => void = () => {};
   private readonly rstoreCache = new Map<number, RStore>();
   /** The degraded-row log (undefined on a read-only pool), and its records to replay when the session starts. */
   private rowLog: DegradedRowLog | undefined;
@@ -104,7 +107,7 @@ export class Pool implements MapSpace {
     readonly headers: ReadonlyArray<DriveHeader | undefined>,
   ) {
     this.allocator = new RsegAllocator(metadata);
-    this.health = new DriveHealth(metadata.drives, (driveIndex, reason) => this.recordDriveFailure(driveIndex, reason));
+    this.health = new DriveHealth(metadata.drives, (driveIndex, reason, absent) => this.recordDriveFailure(driveIndex, reason, absent), (driveIndex, rstoreId) => this.recordMissedWrite(driveIndex, rstoreId));
     const dirtyAtOpen = [...metadata.rstores.values()].filter((rstore) => rstore.dirty).map((rstore) => rstore.id);
     this.intent = new WriteIntent(dirtyAtOpen, options.clock, async (rstoreIds, dirty) => {
       const op: MetadataOp = { kind: 'rstore-intent', rstoreIds, dirty };
@@ -195,6 +198,7 @@ export class Pool implements MapSpace {
         throw new LunfsError('ECORRUPT', `drive ${drives[index]!.path} does not match the pool metadata for drive ${index}`);
       }
     });
+    const returning = decideReturns(metadata, drives, headers, options);
     const geometry = drives.map((drive, index) => {
       const header = headers[index];
       const usable = header !== undefined && header.driveUuid === metadata.drives[index]!.uuid && driveStateOf(metadata.drives[index]!) !== 'failed';
@@ -202,6 +206,7 @@ export class Pool implements MapSpace {
       return { drive: dataDrive, psegAreaOffsetBytes: first.psegAreaOffsetBytes, psegSizeBytes: first.psegSizeBytes };
     });
     const pool = new Pool(drives, geometry, metadata, store, reports, options, headers);
+    if (!options.readOnly) await pool.takeBack(returning);
     const newlyMissing = pool.markMissingDrives();
     pool.refuseIfDirtyDegraded(newlyMissing);
     if (!options.readOnly) await pool.openRowLog();
@@ -243,7 +248,7 @@ export class Pool implements MapSpace {
         drive.sizeBytes = record.sizeBytes;
         if (driveStateOf(record) !== 'failed') {
           newlyMissing.push(index);
-          this.health.fail(index, new Error(`missing when the pool was opened: ${drive.reason}`));
+          this.health.fail(index, new Error(`missing when the pool was opened: ${drive.reason}`), { absent: drive.cause === 'absent' });
         }
       }
       if (driveStateOf(record) === 'failed') this.store.dropCopy(index);
@@ -278,16 +283,27 @@ export class Pool implements MapSpace {
     const lost = this.lostRstores();
     // RAID-0 has no redundancy at all: a drive out means part of the address space is gone, and no
     // new RStore could be made either, so the pool is refused even before any data lies there.
-    // Likewise a redundancy set with more drives out than its level covers (RAID-0: one, RAID-5:
-    // two), whether or not data lies there yet.
-    const tolerated = this.metadata.config.raidLevel === 0 ? 0 : this.metadata.config.raidLevel === 5 ? 1 : Number.MAX_SAFE_INTEGER;
-    const setBeyondRedundancy = this.metadata.rss.some((rss) => rss.driveIndexes.filter((index) => this.health.state(index) === 'failed').length > tolerated);
-    if (lost.length === 0 && !setBeyondRedundancy) return;
+    // Likewise a redundancy set with more drives out than its level covers.
+    if (lost.length === 0 && !this.setBeyondRedundancy()) return;
     const failed = this.health.failedDrives().map((index) => `${index} (${this.drives[index]!.path}: ${this.metadata.drives[index]!.failedReason ?? 'failed'})`);
     const luns = this.lunsOn(lost.map((rstore) => rstore.record.id));
     // Drives that are simply not there are the caller's to bring back (ENOENT); drives that failed in service are EIO.
     const code = this.health.failedDrives().every((index) => isMissingDrive(this.drives[index]!)) ? 'ENOENT' : 'EIO';
     throw new LunfsError(code, `the pool cannot be served: RAID-${this.metadata.config.raidLevel} cannot do without drive(s) ${failed.join(', ')}; ${lost.length} RStore(s) lost members beyond their redundancy${luns.length > 0 ? `, holding data of ${luns.join(', ')}` : ''}. Bring the drive back and mount again.`);
+  }
+
+  /**
+   * Whether some redundancy set has more drives out of service than its level covers (RAID-0:
+   * one, RAID-5: two): no new RStore can be made there, whether or not data lies there yet.
+   */
+  setBeyondRedundancy(): boolean {
+    const tolerated = this.metadata.config.raidLevel === 0 ? 0 : this.metadata.config.raidLevel === 5 ? 1 : Number.MAX_SAFE_INTEGER;
+    return this.metadata.rss.some((rss) => rss.driveIndexes.filter((index) => this.health.state(index) === 'failed').length > tolerated);
+  }
+
+  /** The failed drives, each as 'INDEX (PATH)', for messages. */
+  private failedDriveNames(): string {
+    return this.health.failedDrives().map((index) => `${index} (${this.drives[index]!.path})`).join(', ');
   }
 
   /** RStores with more members out of service than their redundancy covers. */
@@ -302,30 +318,78 @@ export class Pool implements MapSpace {
 
   /** Names of the user LUNs (and LUN@snapshots' owners) with data in these RStores. */
   lunsOn(rstoreIds: number[]): string[] {
-    const ids = new Set(rstoreIds);
-    const names = new Set<string>();
-    for (const lun of this.metadata.luns.values()) {
-      let hit = false;
-      lun.map.forEachMapped((_, entry) => { if (ids.has(entry.rstoreId)) hit = true; });
-      if (!hit) continue;
-      const owner = lun.role === 'target' ? this.metadata.luns.get(lun.ownerLunId!) : lun;
-      if (owner) names.add(lun.role === 'target' ? `${owner.name} (snapshots)` : owner.name);
+    return lunsOnRstores(this.metadata, rstoreIds);
+  }
+
+  /**
+   * Puts back in service the RAID-0 drives decideReturns let return (recorded with the next
+   * commit). Where writes were missed (--force-degraded), the checksums of the drive's members in
+   * those RStores are recomputed: their blocks read as the drive holds them (older data where a
+   * write was missed) instead of failing their checksum.
+   */
+  private async takeBack(returning: DriveReturn[]): Promise<void> {
+    for (const { driveIndex, lossyRstoreIds } of returning) {
+      this.queue({ kind: 'drive-return', driveIndex });
+      const drive = this.geometry[driveIndex]!.drive;
+      for (const rstoreId of lossyRstoreIds) {
+        const rstore = this.rstore(rstoreId);
+        const memberIndex = rstore.memberIndexOn(driveIndex);
+        if (memberIndex !== undefined && drive instanceof ChecksumDrive) await drive.recompute(this.memberPhysicalOffset(rstore, memberIndex), rstore.memberBytes);
+      }
+      if (lossyRstoreIds.length > 0) {
+        this.options.log.error({ driveIndex, drive: this.drives[driveIndex]!.path, rstores: lossyRstoreIds, luns: this.lunsOn(lossyRstoreIds) }, `drive ${driveIndex} taken back into service with --force-degraded: writes it missed are lost; LUNs affected: ${this.lunsOn(lossyRstoreIds).join(', ') || 'none'}`);
+      } else {
+        this.options.log.warn({ driveIndex, drive: this.drives[driveIndex]!.path }, 'drive back with its own label and no missed writes: in service again');
+      }
     }
-    return [...names].sort();
   }
 
   /**
    * A drive left service: recorded at once in memory (no RStore reads or writes it from now on)
    * and durably with the next commit. Its metadata copy, if it held one, is dropped.
    */
-  private recordDriveFailure(driveIndex: number, reason: string): void {
-    const op: MetadataOp = { kind: 'drive-fail', driveIndex, reason, atMs: this.options.clock.nowMs() };
+  private recordDriveFailure(driveIndex: number, reason: string, absent: boolean): void {
+    const op: MetadataOp = { kind: 'drive-fail', driveIndex, reason, atMs: this.options.clock.nowMs(), ...(absent ? { absent } : {}) };
     applyMetadataOp(this.metadata, op);
     this.store.dropCopy(driveIndex);
     this.rowLog?.dropCopy(driveIndex);
     if (!this.options.readOnly) this.queue(op);
     if (!this.opening) this.options.log.error({ drive: this.drives[driveIndex]!.path, driveIndex, reason }, 'drive failed: out of service');
     this.onDriveFailure(driveIndex, reason);
+  }
+
+  /**
+   * A write meant for RStore rstoreId's member on driveIndex did not reach it (RAID-0: the drive
+   * is out of service, or the write failed): recorded in the drive's record and made durable with
+   * the next commit, so a drive that comes back is not taken as holding current data there.
+   */
+  private recordMissedWrite(driveIndex: number, rstoreId: number): void {
+    if (this.metadata.drives[driveIndex]!.missedWriteRstores?.includes(rstoreId)) return;
+    const op: MetadataOp = { kind: 'drive-missed-writes', driveIndex, rstoreIds: [rstoreId] };
+    applyMetadataOp(this.metadata, op);
+    if (this.options.readOnly) return;
+    this.queue(op);
+    this.options.log.error({ drive: this.drives[driveIndex]!.path, driveIndex, rstore: rstoreId, luns: this.lunsOn([rstoreId]) }, 'a write missed the drive: its blocks there are older than the pool\'s');
+    this.onMissedWrite(driveIndex);
+  }
+
+  /**
+   * The last flush of a drive that just left service: writes that reached it before it left (and
+   * their checksum table entries) become durable on it, so that if it comes back (a RAID-0 drive
+   * file moved away and put back) it holds everything written to it. If that fails, every RStore
+   * with a member there may have missed a write.
+   */
+  async flushLeavingDrive(driveIndex: number): Promise<void> {
+    // Only a RAID-0 drive can come back (decideReturns); RAID-1/5 rebuild theirs from redundancy.
+    if (this.metadata.config.raidLevel !== 0 || isMissingDrive(this.drives[driveIndex]!)) return;
+    try {
+      await this.geometry[driveIndex]!.drive.flush();
+    } catch (error) {
+      this.options.log.warn({ err: error, driveIndex }, 'the last flush of a drive that left service failed');
+      for (const record of this.metadata.rstores.values()) {
+        if (record.members.some((member) => member.driveIndex === driveIndex)) this.recordMissedWrite(driveIndex, record.id);
+      }
+    }
   }
 
   get allocationUnitBytes(): number {
@@ -358,7 +422,23 @@ export class Pool implements MapSpace {
         throw new LunfsError('ENOSPC', `the pool is full: its remaining free space is reserved for snapshots (${reserved} units)`);
       }
     }
-    const allocation = this.allocator.allocate(hint);
+    let allocation: RsegAllocation;
+    try {
+      allocation = this.allocator.allocate(hint);
+    } catch (error) {
+      // No space because drives are gone beyond redundancy is a failure, not a full pool: the
+      // writer must see EIO, not ENOSPC (which says "delete something and try again").
+      if (error instanceof LunfsError && error.code === 'ENOSPC' && this.setBeyondRedundancy()) {
+        throw new LunfsError('EIO', `no new space can be allocated: RAID-${this.metadata.config.raidLevel} cannot do without failed drive(s) ${this.failedDriveNames()}`, { cause: error });
+      }
+      throw error;
+    }
+    // A free RSEG of an RStore that lost members beyond its redundancy cannot hold data: refuse
+    // the write now (EIO) rather than take it into the cache and fail it at destage.
+    if (!allocation.createdRstore && this.rstore(allocation.rstoreId).lost) {
+      this.allocator.release([allocation]);
+      throw new LunfsError('EIO', `RStore ${allocation.rstoreId} has lost drive(s) ${this.failedDriveNames()} beyond its redundancy: no new data can be placed there`);
+    }
     if (allocation.createdRstore) {
       const record = allocation.createdRstore;
       this.queue({ kind: 'rstore-create', rstore: { ...record, members: record.members.map((member) => ({ ...member })) } });
@@ -799,7 +879,7 @@ async function standInForDeadDrives(drives: Drive[]): Promise<Drive[]> {
     } catch (error) {
       if (!(error instanceof LunfsError) || error.code !== 'EIO') throw error;
       await drive.close().catch(() => undefined);
-      return new MissingDrive(drive.path, error.message);
+      return new MissingDrive(drive.path, error.message, 0, 'error');
     }
   }));
 }

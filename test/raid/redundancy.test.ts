@@ -203,6 +203,62 @@ describe('silent corruption', () => {
   });
 });
 
+describe('RAID-0: a failed drive that comes back (issue 17)', () => {
+  /** A RAID-0 pool on two MemoryDrives with LUN db written whole; drive 1 then fails as told, and the pool is closed. */
+  async function failedRaid0(fail: (pool: Pool, controller: Controller) => Promise<void>): Promise<{ drives: MemoryDrive[]; clock: FakeClock; data: Buffer }> {
+    const clock = new FakeClock();
+    const memory = await formatMemoryPool({ raidLevel: 0, driveCount: 2, driveSizeBytes: 8 * MiB, clock });
+    const controller = controllerFor(memory.pool, clock);
+    await controller.createLun('db', lunBytes);
+    const data = await writeLun(controller, 21);
+    await fail(memory.pool, controller);
+    await memory.pool.commit();
+    expect(memory.pool.metadata.drives[1]!.state).toBe('failed');
+    await controller.close({ dropUnwritable: true });
+    for (const drive of memory.drives) drive.reopen();
+    return { drives: memory.drives, clock, data };
+  }
+
+  async function openAndRead(drives: MemoryDrive[], clock: FakeClock, forceDegraded = false): Promise<Buffer> {
+    const pool = await Pool.open(drives, { clock, log: silentLogger(), forceDegraded });
+    const controller = controllerFor(pool, clock);
+    expect(pool.health.failedDrives()).toEqual([]);
+    const seen = await readBelowCache(controller);
+    await controller.close();
+    return seen;
+  }
+
+  it('absent and no write missed: back in service at the next open, every byte there, and at the open after', async () => {
+    const { drives, clock, data } = await failedRaid0(async (pool) => pool.health.fail(1, new Error('drive file moved away'), { absent: true }));
+    expect((await openAndRead(drives, clock)).equals(data)).toBe(true);
+    for (const drive of drives) drive.reopen();
+    expect((await openAndRead(drives, clock)).equals(data)).toBe(true);
+  });
+
+  it('absent with a missed write: refused naming the LUN; forced, it returns and the LUN reads (older data where the write missed)', async () => {
+    const { drives, clock, data } = await failedRaid0(async (pool, controller) => {
+      pool.health.fail(1, new Error('drive file moved away'), { absent: true });
+      await controller.stack('db').cache.write(0, patternBytes(64 * KiB, 99));
+      await expect(controller.flushAll()).rejects.toThrow(/out of service/);
+      expect(pool.metadata.drives[1]!.missedWriteRstores!.length).toBeGreaterThan(0);
+    });
+    const refused = await Pool.open(drives, { clock, log: silentLogger() }).then(() => 'opened', (error: unknown) => error);
+    expect(isLunfsError(refused, 'EIO'), String(refused)).toBe(true);
+    expect((refused as Error).message).toMatch(/drive 1 \(mem1\) is back with its own label, but writes meant for it were missed .*LUN\(s\) db.*--force-degraded/);
+    for (const drive of drives) drive.reopen();
+    const seen = await openAndRead(drives, clock, true);
+    expect(seen.subarray(64 * KiB).equals(data.subarray(64 * KiB))).toBe(true);
+  });
+
+  it('failed with an I/O error: refused even with no write missed; forced, it returns', async () => {
+    const { drives, clock, data } = await failedRaid0(async (pool) => pool.health.fail(1, new Error('EIO on read')));
+    const refused = await Pool.open(drives, { clock, log: silentLogger() }).then(() => 'opened', (error: unknown) => error);
+    expect((refused as Error).message).toMatch(/drive 1 \(mem1\) is back with its own label, but it left service after an I\/O error \(EIO on read\)/);
+    for (const drive of drives) drive.reopen();
+    expect((await openAndRead(drives, clock, true)).equals(data)).toBe(true);
+  });
+});
+
 /** A RAID-5 pool on three MemoryDrives (with their session views) holding a LUN written whole with old data. */
 async function raid5PoolWithOldData(name: string, clock: FakeClock, seed: number): Promise<{ inner: MemoryDrive[]; views: SessionDrive[]; pool: Pool; controller: Controller; old: Buffer }> {
   const inner = [0, 1, 2].map((index) => new MemoryDrive(`${name}${index}`, 8 * MiB));
