@@ -14,7 +14,7 @@ import type { Logger } from '../util/logger.js';
 import { Mutex } from '../util/mutex.js';
 import { alignUp } from '../util/sizes.js';
 import { crc32c } from '../native/native-kernels.js';
-import { checkSeal, formatVersion, hasMagic, seal, writeMagic } from './checksum.js';
+import { checkSeal, formatVersion, hasMagic, isReadableFormatVersion, seal, writeMagic } from './checksum.js';
 import { applyMetadataOp, decodeCheckpoint, encodeCheckpoint, type MetadataOp, type PoolMetadata } from './pool-metadata.js';
 
 export const recordHeaderBytes = 64;
@@ -300,7 +300,7 @@ async function scanCopy<Op>(copy: QuorumCopy, layout: QuorumLayout, checkpointMa
     let position = 0;
     while (position + recordHeaderBytes <= journal.length) {
       const header = journal.subarray(position, position + recordHeaderBytes);
-      if (!hasMagic(header, journalMagic) || header.readUInt32LE(8) !== formatVersion || !checkSeal(header, 12)) break;
+      if (!hasMagic(header, journalMagic) || !isReadableFormatVersion(header.readUInt32LE(8)) || !checkSeal(header, 12)) break;
       if (Number(header.readBigUInt64LE(16)) !== scan.generation || Number(header.readBigUInt64LE(24)) !== scan.sequence + 1) break;
       const payloadBytes = header.readUInt32LE(32);
       const recordBytes = alignUp(recordHeaderBytes + payloadBytes, journalRecordAlignBytes);
@@ -335,7 +335,7 @@ function findNewerRecord(journal: Buffer, fromBytes: number, generation: number,
   let newest: { generation: number; sequence: number } | undefined;
   for (let position = fromBytes; position + recordHeaderBytes <= journal.length; position += journalRecordAlignBytes) {
     const header = journal.subarray(position, position + recordHeaderBytes);
-    if (!hasMagic(header, journalMagic) || header.readUInt32LE(8) !== formatVersion || !checkSeal(header, 12)) continue;
+    if (!hasMagic(header, journalMagic) || !isReadableFormatVersion(header.readUInt32LE(8)) || !checkSeal(header, 12)) continue;
     const recordGeneration = Number(header.readBigUInt64LE(16));
     const recordSequence = Number(header.readBigUInt64LE(24));
     if (recordGeneration < generation || (recordGeneration === generation && recordSequence <= sequence)) continue;
@@ -353,7 +353,7 @@ async function readCheckpointSlot(drive: BlockDevice, offsetBytes: number, slotB
   await drive.read(offsetBytes, header);
   if (header.every((byte) => byte === 0)) return { problem: 'empty' };
   if (!hasMagic(header, checkpointMagic)) return { problem: 'wrong magic (damaged)' };
-  if (header.readUInt32LE(8) !== formatVersion) return { problem: `unsupported format version ${header.readUInt32LE(8)}` };
+  if (!isReadableFormatVersion(header.readUInt32LE(8))) return { problem: `unsupported format version ${header.readUInt32LE(8)}` };
   if (!checkSeal(header, 12)) return { problem: 'header checksum mismatch (damaged)' };
   const payloadBytes = Number(header.readBigUInt64LE(24));
   if (recordHeaderBytes + payloadBytes > slotBytes) return { problem: 'payload length past the slot (damaged)' };
