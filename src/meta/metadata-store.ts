@@ -274,6 +274,7 @@ export class MetadataStore<State = PoolMetadata, Op = MetadataOp> {
 
 async function scanCopy<Op>(copy: QuorumCopy, layout: QuorumLayout, checkpointMagic: string, journalMagic: string): Promise<CopyScan<Op>> {
   const scan: CopyScan<Op> = { copy, generation: 0, slot: 0, sequence: 0, ops: [], lastRecordOps: [], journalEndBytes: 0, problems: [] };
+  let unreadable = false;
   for (const slot of [0, 1]) {
     try {
       const found = await readCheckpointSlot(copy.drive, layout.quorumOffsetBytes + slot * layout.checkpointSlotBytes, layout.checkpointSlotBytes, checkpointMagic);
@@ -287,8 +288,16 @@ async function scanCopy<Op>(copy: QuorumCopy, layout: QuorumLayout, checkpointMa
         scan.checkpointPayload = found.payload;
       }
     } catch (error) {
+      // A slot that cannot be read may hold the newest checkpoint: the other slot's older state
+      // is no answer, so the copy is bad (another copy, or the caller, decides).
       scan.problems.push(`checkpoint slot ${slot}: ${(error as Error).message}`);
+      unreadable = true;
     }
+  }
+  if (unreadable) {
+    scan.checkpointPayload = undefined;
+    scan.generation = 0;
+    return scan;
   }
   if (scan.checkpointPayload === undefined) {
     if (scan.problems.length === 0) scan.problems.push('no checkpoint in either slot');
@@ -321,7 +330,9 @@ async function scanCopy<Op>(copy: QuorumCopy, layout: QuorumLayout, checkpointMa
         : `journal record ${scan.sequence + 1} of generation ${generation} is damaged or missing, but record ${sequence} follows it`);
     }
   } catch (error) {
+    // Replay would stop short of records that may be there: the copy is bad, not older.
     scan.problems.push(`journal: ${(error as Error).message}`);
+    scan.checkpointPayload = undefined;
   }
   return scan;
 }
