@@ -179,7 +179,7 @@ export class ChecksumDrive implements Drive {
    * the same way).
    */
   async recomputeLost(): Promise<number> {
-    await this.table.loadAll();
+    await this.table.loadDamaged();
     const lost = this.table.lostBlocks();
     for (const block of lost) await this.recompute(this.blockOffsetBytes(block), checksumBlockBytes);
     return lost.length;

@@ -144,9 +144,22 @@ export class ChecksumTable {
     return bad;
   }
 
-  /** Loads every page of the table (a damaged one becomes lost entries). */
-  async loadAll(): Promise<void> {
-    if (this.blockCount > 0) await this.load(0, this.blockCount - 1);
+  /**
+   * Reads every page not in memory, a batch at a time, and keeps only those that fail their
+   * seal (their entries become lost, as at any load): a whole table is never held in memory.
+   */
+  async loadDamaged(): Promise<void> {
+    const batchPages = 64;
+    for (let first = 0; first < this.pageCount; first += batchPages) {
+      const count = Math.min(batchPages, this.pageCount - first);
+      const raw = Buffer.alloc(count * tablePageBytes);
+      await this.child.read(this.pageOffsetBytes(first), raw);
+      for (let index = 0; index < count; index += 1) {
+        const pageIndex = first + index;
+        if (this.pages.has(pageIndex) || decodeTablePage(raw.subarray(index * tablePageBytes, (index + 1) * tablePageBytes)) !== null) continue;
+        await this.loadPage(pageIndex);
+      }
+    }
   }
 
   /** The blocks whose entries are lost (of the pages loaded). */

@@ -725,14 +725,13 @@ export class Pool implements MapSpace {
   }
 
   /**
-   * After an unclean shutdown of a RAID-0 pool: checksum entries lost with a damaged table page
+   * After an unclean shutdown: checksum entries lost with a damaged table page
    * (src/drive/checksum-table.ts) are taken from the data as it is, since a page torn by the power
-   * cut is the likely cause and no redundancy could rebuild the blocks. (With redundancy they stay
-   * lost and are rebuilt from it when read; after a clean shutdown a damaged page is damage, and
-   * a RAID-0 block under it reads EIO until written.)
+   * cut is the likely cause, and where the pool runs degraded or has no redundancy nothing could
+   * rebuild the blocks. (After a clean shutdown a damaged page is damage: its blocks are rebuilt
+   * from redundancy when read, and read EIO where there is none.)
    */
   private async recomputeLostChecksums(): Promise<void> {
-    if (this.metadata.config.raidLevel !== 0) return;
     for (const [driveIndex, geometry] of this.geometry.entries()) {
       if (!(geometry.drive instanceof ChecksumDrive) || !this.health.writable(driveIndex)) continue;
       const count = await geometry.drive.recomputeLost();

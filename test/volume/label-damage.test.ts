@@ -15,7 +15,9 @@
 // - a format-4 pool (one label) opens as it is, says so in status, and stays format 4.
 
 import { describe, expect, it } from 'vitest';
+import type { Drive } from '../../src/drive/drive.js';
 import { MemoryDrive } from '../../src/drive/memory-drive.js';
+import { MissingDrive } from '../../src/drive/missing-drive.js';
 import { decodeDriveHeader, driveHeaderBytes, encodeDriveHeader, tailLabelOffsetBytes, type DriveHeader } from '../../src/meta/drive-header.js';
 import type { RaidLevel } from '../../src/meta/pool-metadata.js';
 import type { BlockDevice } from '../../src/block/block-device.js';
@@ -197,6 +199,30 @@ describe('one drive damaged on a RAID-0 pool', () => {
         + await expectExactOrEio(controller.snapshotVolume('db@s'), built.snapshot, 'snapshot db@s');
       if (region.name.includes('table')) expect(failed, 'blocks whose checksums were lost read EIO').toBeGreaterThan(0);
       if (!region.name.includes('table') && !region.name.includes('sector')) expect(failed).toBe(0);
+      await controller.close();
+    });
+  }
+});
+
+describe('a damaged checksum table page after an unclean shutdown', () => {
+  for (const raidLevel of [0, 5] as const) {
+    const degraded = raidLevel === 5;
+    it(`RAID-${raidLevel}${degraded ? ' running degraded' : ''}: taken for a page torn by the power cut: its checksums come from the data as it is, every byte reads`, async () => {
+      const built = await build(raidLevel, `torn${raidLevel}-`);
+      await scribble(built.drives[1]!, built.layout.checksumTableOffsetBytes, built.layout.checksumTableBytes, 31);
+      // RAID-5 with drive 2 gone: nothing could rebuild drive 1's blocks from redundancy.
+      const given = (): Drive[] => built.drives.map((drive, index) => (degraded && index === 2 ? new MissingDrive(drive.path, 'pulled for the test') : drive));
+      for (const drive of built.drives) drive.reopen();
+      const crashed = await Pool.open(given(), { clock: new FakeClock(), log: silentLogger() });
+      await crashed.abandonSession(); // the session started (cleanShutdown false) and never closed
+      for (const drive of built.drives) drive.reopen();
+      const clock = new FakeClock();
+      const pool = await Pool.open(given(), { clock, log: silentLogger() });
+      const controller = new Controller(pool, { cacheBytes: MiB, clock, log: silentLogger() });
+      await controller.openSnapshots();
+      expect(controller.status().pool.state).toBe(degraded ? 'degraded' : 'online');
+      await expectExact(controller, built, 'after the unclean shutdown');
+      expect(controller.status().integrity.unrepairable).toBe(0);
       await controller.close();
     });
   }
