@@ -7,7 +7,7 @@
 import { ChecksumDrive, checksumGeometryOf } from '../drive/checksum-drive.js';
 import type { Drive } from '../drive/drive.js';
 import { isMissingDrive, MissingDrive } from '../drive/missing-drive.js';
-import { labelCountOf, type DriveHeader } from '../meta/drive-header.js';
+import { driveHeaderBytes, labelCountOf, type DriveHeader } from '../meta/drive-header.js';
 import { writeLabels, type LabelProblem } from '../meta/drive-labels.js';
 import { formatVersion } from '../meta/checksum.js';
 import { MetadataStore, type CopyReport, type QuorumLayout } from '../meta/metadata-store.js';
@@ -154,7 +154,7 @@ export class Pool implements MapSpace {
     const quorumCount = Math.min(maxQuorumCopies, drives.length);
     const headers: DriveHeader[] = drives.map((drive, driveIndex) => {
       const psegCount = psegCountFor(drive.sizeBytes, layout, psegSizeBytes);
-      if (psegCount < 1) throw new LunfsError('EINVAL', `drive ${drive.path} (${drive.sizeBytes} bytes) is too small: it needs at least ${layout.psegAreaOffsetBytes + psegSizeBytes} bytes`);
+      if (psegCount < 1) throw new LunfsError('EINVAL', `drive ${drive.path} (${drive.sizeBytes} bytes) is too small: it needs at least ${layout.psegAreaOffsetBytes + psegSizeBytes + driveHeaderBytes} bytes (the last 4 KiB hold its tail label)`);
       return {
         poolUuid, driveUuid: makeUuid(options.random), driveIndex, driveCount: drives.length, driveSizeBytes: drive.sizeBytes,
         psegSizeBytes, psegCount, ...layout, holdsQuorumCopy: driveIndex < quorumCount, createdAtMs, formatVersion,
@@ -492,7 +492,7 @@ export class Pool implements MapSpace {
     const layout = this.layoutHeader;
     const psegCount = psegCountFor(newDrive.sizeBytes, layout, layout.psegSizeBytes, labelCountOf(layout) >= 2);
     if (psegCount < record.psegCount) {
-      throw new LunfsError('EINVAL', `drive ${newDrive.path} (${newDrive.sizeBytes} bytes) is too small to replace drive ${driveIndex}: it needs at least ${layout.psegAreaOffsetBytes + record.psegCount * layout.psegSizeBytes} bytes`);
+      throw new LunfsError('EINVAL', `drive ${newDrive.path} (${newDrive.sizeBytes} bytes) is too small to replace drive ${driveIndex}: it needs at least ${layout.psegAreaOffsetBytes + record.psegCount * layout.psegSizeBytes + (labelCountOf(layout) >= 2 ? driveHeaderBytes : 0)} bytes`);
     }
     const header: DriveHeader = { ...layout, driveUuid, driveIndex, driveSizeBytes: newDrive.sizeBytes, psegCount: record.psegCount, holdsQuorumCopy: false, createdAtMs: this.options.clock.nowMs() };
     const geometry = checksumGeometryOf(header);
