@@ -10,6 +10,8 @@
 //   LUNs; any other damage opens it, and every 4 KiB block of the LUN and snapshot reads either
 //   exactly or EIO, never other bytes (or, where the snapshot metadata itself lay on a block that
 //   no longer verifies, the open fails with EIO naming the drive);
+// - a damaged checksum table page after an unclean shutdown (RAID-0, and RAID-5 running degraded,
+//   where no redundancy could rebuild its blocks) is taken for a torn one: every byte reads;
 // - which drive is which is never guessed: a drive of another pool and the old drive of a
 //   replaced index are failed with the reason, not read;
 // - a format-4 pool (one label) opens as it is, says so in status, and stays format 4.
