@@ -246,6 +246,26 @@ describe('which drive is which', () => {
     await otherAgain.close();
   });
 
+  it('a drive with no good label is replaced by itself (the same file, rewritten) and rebuilt', async () => {
+    const built = await build(1, 'inplace');
+    const damaged = built.drives[1]!;
+    await scribble(damaged, 0, damaged.sizeBytes, 41);
+    const controller = await open(built.drives, async () => {
+      damaged.reopen(); // closed when the pool stood a MissingDrive in for it
+      return damaged;
+    });
+    expect(controller.status().drives[1]!.state).toBe('failed');
+    await controller.drives.replace('1', damaged.path);
+    await controller.drives.jobs.settle();
+    expect(controller.status().drives[1]).toMatchObject({ state: 'online', path: damaged.path, labelCopies: 2 });
+    await expectExact(controller, built, 'after the rebuild in place');
+    await controller.close();
+    const again = await open(built.drives);
+    expect(again.status().drives.map((drive) => drive.state)).toEqual(['online', 'online', 'online']);
+    await expectExact(again, built, 'after reopen');
+    await again.close();
+  });
+
   it('the old drive of a replaced index, given again, is failed with the reason', async () => {
     const built = await build(5, 'old');
     const replacement = new MemoryDrive('new1', driveSizeBytes);
