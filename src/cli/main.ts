@@ -47,10 +47,12 @@ function printStatus(directory: string, status: StatusJson): void {
   for (const drive of status.drives) {
     const copy = drive.holdsMetadataCopy ? `  metadata copy: ${drive.metadataCopy}` : '';
     const why = (drive.failedReason ? `  (${drive.failedReason})` : '') + (drive.missedWriteLuns ? `  missed writes of: ${drive.missedWriteLuns.join(', ') || 'no LUN'}` : '');
-    console.log(`  ${String(drive.index).padStart(2)}  ${drive.path}  ${formatBytes(drive.sizeBytes)}  ${drive.state}  rss ${drive.rss}  io ${drive.io}${copy}${why}`);
+    const labels = drive.labelCopies === 1 ? '  labels: 1 (format 4: head only)' : '';
+    const repaired = drive.labelsDamagedAtOpen ? `  labels damaged at open: ${drive.labelsDamagedAtOpen.join('; ')}` : '';
+    console.log(`  ${String(drive.index).padStart(2)}  ${drive.path}  ${formatBytes(drive.sizeBytes)}  ${drive.state}  rss ${drive.rss}  io ${drive.io}${copy}${labels}${repaired}${why}`);
   }
   const integrity = status.integrity;
-  console.log(`checksums: ${integrity.checksumMismatches} mismatches, ${integrity.repairs} repaired, ${integrity.unrepairable} unrepairable, ${integrity.parityRepairs} parity/mirror repairs`);
+  console.log(`checksums: ${integrity.checksumMismatches} mismatches, ${integrity.repairs} repaired, ${integrity.unrepairable} unrepairable, ${integrity.parityRepairs} parity/mirror repairs, ${integrity.labelRepairs} drive labels rewritten`);
   for (const job of status.jobs) console.log(`job ${job.id}: ${job.kind}${job.drive !== undefined ? ` of drive ${job.drive}` : ''} ${job.state} ${(job.progress * 100).toFixed(1)}%${job.error ? ` (${job.error})` : ''}`);
   console.log('LUNs:');
   printLuns(status);

@@ -7,7 +7,7 @@ import { dirname, join, resolve } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { Drive } from '../drive/drive.js';
 import { FileDrive, type DriveIoMode } from '../drive/file-drive.js';
-import { decodeDriveHeader, driveHeaderBytes } from '../meta/drive-header.js';
+import { readLabels } from '../meta/drive-labels.js';
 import type { RaidLevel } from '../meta/pool-metadata.js';
 import { systemClock } from '../util/clock.js';
 import { isLunfsError, LunfsError } from '../util/errors.js';
@@ -95,11 +95,9 @@ export async function createPool(request: CreatePoolRequest): Promise<string[]> 
 /** Refuses drives that already carry a lunfs header: pool create never overwrites a pool. */
 async function refuseLunfsDrives(drives: Drive[]): Promise<void> {
   for (const drive of drives) {
-    const header = Buffer.alloc(driveHeaderBytes);
-    await drive.read(0, header);
-    const decoded = decodeDriveHeader(header);
-    if (decoded.ok) {
-      throw new LunfsError('EEXIST', `drive ${drive.path} already belongs to lunfs pool ${decoded.header.poolUuid} (drive ${decoded.header.driveIndex}); clear its first 4 KiB to reuse it`);
+    const { header } = await readLabels(drive);
+    if (header) {
+      throw new LunfsError('EEXIST', `drive ${drive.path} already belongs to lunfs pool ${header.poolUuid} (drive ${header.driveIndex}); clear its first and last 4 KiB to reuse it`);
     }
   }
 }

@@ -172,6 +172,19 @@ export class ChecksumDrive implements Drive {
     });
   }
 
+  /**
+   * Gives the blocks whose checksum entries were lost (a damaged table page) fresh checksums from
+   * their data as it is; returns how many. After an unclean shutdown with no redundancy to rebuild
+   * them from, where a page torn by the power cut is the likely cause (md's resync trusts the data
+   * the same way).
+   */
+  async recomputeLost(): Promise<number> {
+    await this.table.loadDamaged();
+    const lost = this.table.lostBlocks();
+    for (const block of lost) await this.recompute(this.blockOffsetBytes(block), checksumBlockBytes);
+    return lost.length;
+  }
+
   /** For scrub: the drive offsets of the blocks of the range that fail their checksum; never throws for them. */
   async verify(offsetBytes: number, lengthBytes: number): Promise<number[]> {
     this.checkDataRange(offsetBytes, lengthBytes, 'verify');

@@ -1,12 +1,17 @@
 // The checksum table of a drive's PSEG area: one u32 per 4 KiB data block, in 4 KiB table pages
 // of 1023 entries and a trailing crc32c seal of the page's first 4092 bytes (layout in
 // docs/on-disk-format.md, "Checksum table"). Entry 0 means "no checksum recorded", so a fresh
-// sparse drive, whose table reads as zeros, needs no format step; a stored checksum is never 0
-// (a block whose crc32c is 0 is stored as 1, see storedChecksum).
+// sparse drive, whose table reads as zeros, needs no format step; entry 0xFFFFFFFF means "checksum
+// lost": the page holding it was found damaged, and the block, whatever it holds, is not trusted
+// until it is written again (from redundancy, or by the user). A stored checksum is neither (a
+// block whose crc32c is 0 is stored as 1, one whose crc32c is 0xFFFFFFFF as 0xFFFFFFFE).
 //
 // Pages are read on first use and then kept in memory: 4 KiB per 4 MiB of data touched. A page
-// that fails its seal is not an error: its entries become unknown, it is counted, and it is
-// rewritten, sealed, by the next writeDirtyPages (self-healing). Only ChecksumDrive uses this.
+// that fails its seal is not an error: its entries become lost (so a block under it fails its
+// check like a corrupt one: the RStore rebuilds it from redundancy, and without redundancy the
+// read fails with EIO instead of returning bytes nobody can vouch for), it is counted, and it is
+// rewritten, sealed, with the lost entries, by the next writeDirtyPages. Only ChecksumDrive uses
+// this.
 
 import { endianness } from 'node:os';
 import type { BlockDevice } from '../block/block-device.js';
@@ -22,6 +27,8 @@ const sealOffsetBytes = entriesPerTablePage * 4;
 
 /** Table entry for "never written since the drive was made, or forgotten": nothing to verify. */
 export const unknownChecksum = 0;
+/** Table entry for "the page holding it was damaged": the block fails every check until written. */
+export const lostChecksum = 0xffffffff;
 
 /** Bytes of table needed for dataBytes of protected data (whole pages, not aligned further). */
 export function checksumTableBytesFor(dataBytes: number): number {
@@ -29,9 +36,9 @@ export function checksumTableBytesFor(dataBytes: number): number {
   return Math.ceil(entryCount / entriesPerTablePage) * tablePageBytes;
 }
 
-/** The table value for a block whose crc32c is crc: 0 is taken by "unknown", so 0 is stored as 1. */
+/** The table value for a block whose crc32c is crc: 0 and 0xFFFFFFFF are taken, so they are stored as 1 and 0xFFFFFFFE. */
 export function storedChecksum(crc: number): number {
-  return crc === 0 ? 1 : crc;
+  return crc === unknownChecksum ? 1 : crc === lostChecksum ? lostChecksum - 1 : crc;
 }
 
 /** On a little-endian host a page's entries are its bytes as they are: encoding is one copy. */
@@ -137,6 +144,33 @@ export class ChecksumTable {
     return bad;
   }
 
+  /**
+   * Reads every page not in memory, a batch at a time, and keeps only those that fail their
+   * seal (their entries become lost, as at any load): a whole table is never held in memory.
+   */
+  async loadDamaged(): Promise<void> {
+    const batchPages = 64;
+    for (let first = 0; first < this.pageCount; first += batchPages) {
+      const count = Math.min(batchPages, this.pageCount - first);
+      const raw = Buffer.alloc(count * tablePageBytes);
+      await this.child.read(this.pageOffsetBytes(first), raw);
+      for (let index = 0; index < count; index += 1) {
+        const pageIndex = first + index;
+        if (this.pages.has(pageIndex) || decodeTablePage(raw.subarray(index * tablePageBytes, (index + 1) * tablePageBytes)) !== null) continue;
+        await this.loadPage(pageIndex);
+      }
+    }
+  }
+
+  /** The blocks whose entries are lost (of the pages loaded). */
+  lostBlocks(): number[] {
+    const lost: number[] = [];
+    for (const [pageIndex, entries] of this.pages) {
+      for (let index = 0; index < entriesPerTablePage; index += 1) if (entries[index] === lostChecksum) lost.push(pageIndex * entriesPerTablePage + index);
+    }
+    return lost.sort((a, b) => a - b);
+  }
+
   /** Pages changed in memory and not yet written. */
   get dirtyPageCount(): number {
     return this.dirtyPages.size;
@@ -198,9 +232,12 @@ export class ChecksumTable {
       await this.child.read(this.pageOffsetBytes(pageIndex), raw);
       let entries = decodeTablePage(raw);
       if (entries === null) {
-        // A torn or rotten table page: forget what it said (those blocks read unverified until
-        // they are written again) and rewrite it sealed at the next flush.
-        entries = new Uint32Array(entriesPerTablePage);
+        // A torn or rotten table page: what it said is lost, and so is the proof that its blocks
+        // are intact. They fail their check until written again; the page is rewritten sealed,
+        // lost entries and all, at the next flush.
+        entries = new Uint32Array(entriesPerTablePage).fill(lostChecksum);
+        const blocksInPage = Math.min(entriesPerTablePage, this.blockCount - pageIndex * entriesPerTablePage);
+        entries.fill(unknownChecksum, blocksInPage); // past the last block: no block, nothing lost
         this.counters.tablePagesDamaged += 1;
         this.dirtyPages.add(pageIndex);
       }

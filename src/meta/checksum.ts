@@ -5,11 +5,23 @@
 import { crc32c } from '../native/native-kernels.js';
 
 /**
- * 2 since the drive header names the checksum table (bytes 156-171); 3 since target journal
- * records carry preserve crcs and unpreserve ops; 4 since the drive header names the degraded-row
- * log (bytes 172-187).
+ * The version written by this build. 2 since the drive header names the checksum table (bytes
+ * 156-171); 3 since target journal records carry preserve crcs and unpreserve ops; 4 since the
+ * drive header names the degraded-row log (bytes 172-187); 5 since every drive carries its label
+ * twice, at its start and in its last 4 KiB, and the PSEG area stops short of the tail label.
  */
-export const formatVersion = 4;
+export const formatVersion = 5;
+
+/**
+ * The oldest version this build reads. A format-4 pool differs only in its drive labels (one, at
+ * the start: its PSEG area may reach the drive's last 4 KiB); its other structures read as they
+ * are, and new ones are written at version 5.
+ */
+export const oldestReadableFormatVersion = 4;
+
+export function isReadableFormatVersion(version: number): boolean {
+  return version >= oldestReadableFormatVersion && version <= formatVersion;
+}
 
 /** Writes crc32c(buffer with the 4 checksum bytes zeroed) at checksumOffset. */
 export function seal(buffer: Buffer, checksumOffset: number): void {

@@ -1,14 +1,17 @@
-// The drive header: the first 4 KiB of every backing drive. It names the pool and the drive's
-// place in it, and gives the layout of the rest: the quorum area (two checkpoint slots and the
-// metadata journal), the degraded-row log, the checksum table and the PSEG area. Byte layout in
-// docs/on-disk-format.md.
+// The drive header (the drive's label): 4 KiB that name the pool and the drive's place in it, and
+// give the layout of the rest: the quorum area (two checkpoint slots and the metadata journal),
+// the degraded-row log, the checksum table and the PSEG area. From format 5 on every drive carries
+// it twice, the same bytes at the drive's start and in its last 4 KiB (src/meta/drive-labels.ts);
+// a format-4 drive has only the first. Byte layout in docs/on-disk-format.md.
 
-import { checkSeal, formatVersion, hasMagic, seal, writeMagic } from './checksum.js';
+import { checkSeal, formatVersion, isReadableFormatVersion, hasMagic, seal, writeMagic } from './checksum.js';
 
 export const driveHeaderBytes = 4096;
 const magic = 'LUNFSDRV';
 
 export interface DriveHeader {
+  /** 5: labels at both ends; 4: an older pool's single label at the start (kept as it is). */
+  formatVersion: number;
   poolUuid: string;
   driveUuid: string;
   driveIndex: number;
@@ -33,7 +36,7 @@ export interface DriveHeader {
 export function encodeDriveHeader(header: DriveHeader): Buffer {
   const buffer = Buffer.alloc(driveHeaderBytes);
   writeMagic(buffer, magic);
-  buffer.writeUInt32LE(formatVersion, 8);
+  buffer.writeUInt32LE(header.formatVersion, 8);
   buffer.write(header.poolUuid.padEnd(36, ' '), 16, 36, 'latin1');
   buffer.write(header.driveUuid.padEnd(36, ' '), 52, 36, 'latin1');
   buffer.writeUInt32LE(header.driveIndex, 88);
@@ -62,11 +65,12 @@ export type DecodedDriveHeader =
 export function decodeDriveHeader(buffer: Buffer): DecodedDriveHeader {
   if (!hasMagic(buffer, magic)) return { ok: false, reason: 'no lunfs drive header (wrong magic): not a lunfs drive' };
   const version = buffer.readUInt32LE(8);
-  if (version !== formatVersion) return { ok: false, reason: `drive header format version ${version} is not supported (expected ${formatVersion})` };
+  if (!isReadableFormatVersion(version)) return { ok: false, reason: `drive header format version ${version} is not supported (expected ${formatVersion})` };
   if (!checkSeal(buffer, 12)) return { ok: false, reason: 'drive header checksum mismatch: header is damaged' };
   return {
     ok: true,
     header: {
+      formatVersion: version,
       poolUuid: buffer.toString('latin1', 16, 52).trimEnd(),
       driveUuid: buffer.toString('latin1', 52, 88).trimEnd(),
       driveIndex: buffer.readUInt32LE(88),
@@ -94,4 +98,19 @@ export function describeDriveLabel(buffer: Buffer): string | undefined {
   if (!decoded.ok) return undefined;
   const { poolUuid, driveIndex, driveCount, createdAtMs } = decoded.header;
   return `pool ${poolUuid}, drive ${driveIndex} of ${driveCount}, created ${new Date(createdAtMs).toISOString()}`;
+}
+
+/** Drive offset of the tail label: the last whole 4 KiB of a drive of this size. */
+export function tailLabelOffsetBytes(driveSizeBytes: number): number {
+  return Math.floor(driveSizeBytes / driveHeaderBytes) * driveHeaderBytes - driveHeaderBytes;
+}
+
+/** Bytes at the end of a drive of this size that the tail label keeps from the PSEG area. */
+export function tailLabelReserveBytes(driveSizeBytes: number): number {
+  return driveSizeBytes - tailLabelOffsetBytes(driveSizeBytes);
+}
+
+/** How many labels a drive of this format carries. */
+export function labelCountOf(header: DriveHeader): number {
+  return header.formatVersion >= 5 ? 2 : 1;
 }

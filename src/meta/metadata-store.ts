@@ -14,7 +14,7 @@ import type { Logger } from '../util/logger.js';
 import { Mutex } from '../util/mutex.js';
 import { alignUp } from '../util/sizes.js';
 import { crc32c } from '../native/native-kernels.js';
-import { checkSeal, formatVersion, hasMagic, seal, writeMagic } from './checksum.js';
+import { checkSeal, formatVersion, hasMagic, isReadableFormatVersion, seal, writeMagic } from './checksum.js';
 import { applyMetadataOp, decodeCheckpoint, encodeCheckpoint, type MetadataOp, type PoolMetadata } from './pool-metadata.js';
 
 export const recordHeaderBytes = 64;
@@ -274,6 +274,7 @@ export class MetadataStore<State = PoolMetadata, Op = MetadataOp> {
 
 async function scanCopy<Op>(copy: QuorumCopy, layout: QuorumLayout, checkpointMagic: string, journalMagic: string): Promise<CopyScan<Op>> {
   const scan: CopyScan<Op> = { copy, generation: 0, slot: 0, sequence: 0, ops: [], lastRecordOps: [], journalEndBytes: 0, problems: [] };
+  let unreadable = false;
   for (const slot of [0, 1]) {
     try {
       const found = await readCheckpointSlot(copy.drive, layout.quorumOffsetBytes + slot * layout.checkpointSlotBytes, layout.checkpointSlotBytes, checkpointMagic);
@@ -287,8 +288,16 @@ async function scanCopy<Op>(copy: QuorumCopy, layout: QuorumLayout, checkpointMa
         scan.checkpointPayload = found.payload;
       }
     } catch (error) {
+      // A slot that cannot be read may hold the newest checkpoint: the other slot's older state
+      // is no answer, so the copy is bad (another copy, or the caller, decides).
       scan.problems.push(`checkpoint slot ${slot}: ${(error as Error).message}`);
+      unreadable = true;
     }
+  }
+  if (unreadable) {
+    scan.checkpointPayload = undefined;
+    scan.generation = 0;
+    return scan;
   }
   if (scan.checkpointPayload === undefined) {
     if (scan.problems.length === 0) scan.problems.push('no checkpoint in either slot');
@@ -300,7 +309,7 @@ async function scanCopy<Op>(copy: QuorumCopy, layout: QuorumLayout, checkpointMa
     let position = 0;
     while (position + recordHeaderBytes <= journal.length) {
       const header = journal.subarray(position, position + recordHeaderBytes);
-      if (!hasMagic(header, journalMagic) || header.readUInt32LE(8) !== formatVersion || !checkSeal(header, 12)) break;
+      if (!hasMagic(header, journalMagic) || !isReadableFormatVersion(header.readUInt32LE(8)) || !checkSeal(header, 12)) break;
       if (Number(header.readBigUInt64LE(16)) !== scan.generation || Number(header.readBigUInt64LE(24)) !== scan.sequence + 1) break;
       const payloadBytes = header.readUInt32LE(32);
       const recordBytes = alignUp(recordHeaderBytes + payloadBytes, journalRecordAlignBytes);
@@ -321,7 +330,9 @@ async function scanCopy<Op>(copy: QuorumCopy, layout: QuorumLayout, checkpointMa
         : `journal record ${scan.sequence + 1} of generation ${generation} is damaged or missing, but record ${sequence} follows it`);
     }
   } catch (error) {
+    // Replay would stop short of records that may be there: the copy is bad, not older.
     scan.problems.push(`journal: ${(error as Error).message}`);
+    scan.checkpointPayload = undefined;
   }
   return scan;
 }
@@ -335,7 +346,7 @@ function findNewerRecord(journal: Buffer, fromBytes: number, generation: number,
   let newest: { generation: number; sequence: number } | undefined;
   for (let position = fromBytes; position + recordHeaderBytes <= journal.length; position += journalRecordAlignBytes) {
     const header = journal.subarray(position, position + recordHeaderBytes);
-    if (!hasMagic(header, journalMagic) || header.readUInt32LE(8) !== formatVersion || !checkSeal(header, 12)) continue;
+    if (!hasMagic(header, journalMagic) || !isReadableFormatVersion(header.readUInt32LE(8)) || !checkSeal(header, 12)) continue;
     const recordGeneration = Number(header.readBigUInt64LE(16));
     const recordSequence = Number(header.readBigUInt64LE(24));
     if (recordGeneration < generation || (recordGeneration === generation && recordSequence <= sequence)) continue;
@@ -353,7 +364,7 @@ async function readCheckpointSlot(drive: BlockDevice, offsetBytes: number, slotB
   await drive.read(offsetBytes, header);
   if (header.every((byte) => byte === 0)) return { problem: 'empty' };
   if (!hasMagic(header, checkpointMagic)) return { problem: 'wrong magic (damaged)' };
-  if (header.readUInt32LE(8) !== formatVersion) return { problem: `unsupported format version ${header.readUInt32LE(8)}` };
+  if (!isReadableFormatVersion(header.readUInt32LE(8))) return { problem: `unsupported format version ${header.readUInt32LE(8)}` };
   if (!checkSeal(header, 12)) return { problem: 'header checksum mismatch (damaged)' };
   const payloadBytes = Number(header.readBigUInt64LE(24));
   if (recordHeaderBytes + payloadBytes > slotBytes) return { problem: 'payload length past the slot (damaged)' };

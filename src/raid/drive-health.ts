@@ -21,10 +21,12 @@ export interface IntegrityCounters {
   unrepairable: number;
   /** RAID-5 rows whose parity scrub or resync found wrong and rewrote. */
   parityRepairs: number;
+  /** Drive labels found damaged at open and rewritten from a good one (src/meta/drive-labels.ts). */
+  labelRepairs: number;
 }
 
 export class DriveHealth {
-  readonly integrity: IntegrityCounters = { checksumMismatches: 0, repairs: 0, unrepairable: 0, parityRepairs: 0 };
+  readonly integrity: IntegrityCounters = { checksumMismatches: 0, repairs: 0, unrepairable: 0, parityRepairs: 0, labelRepairs: 0 };
   /** Per RStore id: member bytes already rebuilt on the rebuilding drive (reads below it are served). */
   private readonly rebuiltBytes = new Map<number, number>();
 

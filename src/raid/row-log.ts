@@ -27,7 +27,7 @@
 
 import { randomBytes } from 'node:crypto';
 import type { BlockDevice } from '../block/block-device.js';
-import { checkSeal, formatVersion, hasMagic, seal, writeMagic } from '../meta/checksum.js';
+import { checkSeal, formatVersion, hasMagic, isReadableFormatVersion, seal, writeMagic } from '../meta/checksum.js';
 import { crc32c } from '../native/native-kernels.js';
 import { assert } from '../util/assert.js';
 import { LunfsError } from '../util/errors.js';
@@ -381,7 +381,7 @@ function encodeHeader(generation: number, clearedSeq: number, nonce: bigint): Bu
 }
 
 function decodeHeader(buffer: Buffer): { generation: number; clearedSeq: number; nonce: bigint } | undefined {
-  if (!hasMagic(buffer, headerMagic) || buffer.readUInt32LE(8) !== formatVersion || !checkSeal(buffer, 12)) return undefined;
+  if (!hasMagic(buffer, headerMagic) || !isReadableFormatVersion(buffer.readUInt32LE(8)) || !checkSeal(buffer, 12)) return undefined;
   return { generation: Number(buffer.readBigUInt64LE(16)), clearedSeq: Number(buffer.readBigUInt64LE(24)), nonce: buffer.readBigUInt64LE(32) };
 }
 
@@ -403,7 +403,7 @@ function encodeRecordHeader(seq: number, entry: RowLogEntry, nonce: bigint): Buf
 
 function decodeRecord(ring: Buffer, position: number, nonce: bigint): { seq: number; entry: RowLogEntry } | undefined {
   const header = ring.subarray(position, position + recordHeaderBytes);
-  if (!hasMagic(header, recordMagic) || header.readUInt32LE(8) !== formatVersion || !checkSeal(header, 12)) return undefined;
+  if (!hasMagic(header, recordMagic) || !isReadableFormatVersion(header.readUInt32LE(8)) || !checkSeal(header, 12)) return undefined;
   if (header.readBigUInt64LE(48) !== nonce) return undefined;
   const length = header.readUInt32LE(40);
   if (length === 0 || length % 4096 !== 0 || recordHeaderBytes + length > ring.length) return undefined;

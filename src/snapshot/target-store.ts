@@ -28,7 +28,7 @@
 import type { BlockDevice } from '../block/block-device.js';
 import { crc32c } from '../native/native-kernels.js';
 import { MetadataStore, type QuorumLayout } from '../meta/metadata-store.js';
-import { checkSeal, formatVersion, hasMagic, seal, writeMagic } from '../meta/checksum.js';
+import { checkSeal, formatVersion, hasMagic, isReadableFormatVersion, seal, writeMagic } from '../meta/checksum.js';
 import type { LunRecord } from '../meta/pool-metadata.js';
 import { ThinVolume, type MapSpace } from '../map/thin-volume.js';
 import { assert } from '../util/assert.js';
@@ -82,7 +82,7 @@ function encodeHeader(geometry: TargetGeometry, ownerLunId: number): Buffer {
 
 function decodeHeader(header: Buffer, ownerLunId: number): TargetGeometry {
   if (!hasMagic(header, targetMagic)) throw new LunfsError('ECORRUPT', `snapshot target of LUN ${ownerLunId}: header has the wrong magic (damaged)`);
-  if (header.readUInt32LE(8) !== formatVersion) throw new LunfsError('ECORRUPT', `snapshot target of LUN ${ownerLunId}: unsupported format version ${header.readUInt32LE(8)}`);
+  if (!isReadableFormatVersion(header.readUInt32LE(8))) throw new LunfsError('ECORRUPT', `snapshot target of LUN ${ownerLunId}: unsupported format version ${header.readUInt32LE(8)}`);
   if (!checkSeal(header, 12)) throw new LunfsError('ECORRUPT', `snapshot target of LUN ${ownerLunId}: header checksum mismatch (damaged)`);
   if (header.readUInt32LE(16) !== ownerLunId) throw new LunfsError('ECORRUPT', `snapshot target of LUN ${ownerLunId}: header names LUN ${header.readUInt32LE(16)}`);
   return {

@@ -2,6 +2,7 @@
 // the CLI (through the control socket) both use. It is the only owner of the pool in a process.
 
 import { isMissingDrive } from '../drive/missing-drive.js';
+import { labelCountOf } from '../meta/drive-header.js';
 import { kernelImplementation } from '../native/native-kernels.js';
 import type { SnapshotRecord } from '../meta/pool-metadata.js';
 import { defaultChunkBytes, SnapshotSet } from '../snapshot/snapshot-set.js';
@@ -65,8 +66,15 @@ export interface StatusJson {
     psegSizeBytes: number;
     allocationUnitBytes: number;
     createdAt: string;
+    /** The on-disk format of the drive labels: 5 (a label at each end of every drive) or 4 (an older pool: one label, at the start). */
+    formatVersion: number;
   };
-  drives: Array<{ index: number; path: string; sizeBytes: number; state: 'online' | 'failed' | 'rebuilding'; failedReason?: string; failedAt?: string; missedWriteLuns?: string[]; io: 'inline' | 'async' | 'missing'; psegCount: number; rss: number; holdsMetadataCopy: boolean; metadataCopy?: string }>;
+  /**
+   * labelCopies: the labels the drive carries when whole (2, or 1 in a format-4 pool; 0 for a
+   * drive not taken at open). labelsDamagedAtOpen: which were found damaged (position: reason);
+   * rewritten from the good one when the write session starts (integrity.labelRepairs).
+   */
+  drives: Array<{ labelCopies: number; labelsDamagedAtOpen?: string[]; index: number; path: string; sizeBytes: number; state: 'online' | 'failed' | 'rebuilding'; failedReason?: string; failedAt?: string; missedWriteLuns?: string[]; io: 'inline' | 'async' | 'missing'; psegCount: number; rss: number; holdsMetadataCopy: boolean; metadataCopy?: string }>;
   /** successors: the LUN's snapshots (LUN@NAME), oldest first: its children in the sharing tree. atRisk: see pool.atRiskLuns. */
   luns: Array<{ name: string; sizeBytes: number; allocatedBytes: number; createdAt: string; open: number; snapshots: number; successors: string[]; atRisk: boolean; lost: boolean }>;
   /** What the data checksums found since the mount, and what was repaired from redundancy. */
@@ -295,13 +303,18 @@ export class Controller {
         psegSizeBytes: metadata.config.psegSizeBytes,
         allocationUnitBytes: metadata.config.allocationUnitBytes,
         createdAt: new Date(metadata.config.createdAtMs).toISOString(),
+        formatVersion: pool.layoutHeader.formatVersion,
       },
       drives: metadata.drives.map((drive) => {
         const holds = pool.metadataCopyDrives.includes(drive.index);
         const report = pool.copyReports.find((copy) => copy.driveIndex === drive.index);
         const state = pool.health.state(drive.index);
         const opened = pool.drives[drive.index]!;
+        const header = pool.headers[drive.index];
+        const damaged = pool.labelDamage[drive.index] ?? [];
         return {
+          labelCopies: header ? labelCountOf(header) : 0,
+          ...(damaged.length > 0 ? { labelsDamagedAtOpen: damaged.map((problem) => `${problem.position}: ${problem.reason}`) } : {}),
           index: drive.index,
           path: opened.path,
           sizeBytes: drive.sizeBytes,

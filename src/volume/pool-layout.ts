@@ -1,11 +1,12 @@
 // Where things go on a drive, decided once at pool creation: the 4 KiB header, the quorum area
 // (two checkpoint slots sized for the metadata of a fully allocated pool, and the journal), the
 // degraded-row log (src/raid/row-log.ts), the checksum table (one u32 per 4 KiB of PSEG area, src/drive/checksum-table.ts), then the PSEG
-// area. Every drive of a pool gets the same layout (the table is sized for the largest drive), so
+// area, which ends before the drive's last whole 4 KiB: the tail label (src/meta/drive-labels.ts;
+// a format-4 pool has none, and its PSEGs may reach the end). Every drive of a pool gets the same layout (the table is sized for the largest drive), so
 // a metadata copy can move to any drive.
 
 import { checksumTableBytesFor, tablePageBytes } from '../drive/checksum-table.js';
-import { driveHeaderBytes } from '../meta/drive-header.js';
+import { driveHeaderBytes, tailLabelReserveBytes } from '../meta/drive-header.js';
 import { rowLogBytesFor } from '../raid/row-log.js';
 import { alignUp, KiB, MiB } from '../util/sizes.js';
 import { assert } from '../util/assert.js';
@@ -66,8 +67,10 @@ export function snapshotRecordRoom(maxUnits: number): number {
   return Math.min(4096, Math.max(64, Math.floor(maxUnits / 4)));
 }
 
-export function psegCountFor(driveSizeBytes: number, layout: DriveLayout, psegSizeBytes: number): number {
-  return Math.max(0, Math.floor((driveSizeBytes - layout.psegAreaOffsetBytes) / psegSizeBytes));
+/** PSEGs that fit a drive between the PSEG area's start and its tail label (format 4: the drive's end). */
+export function psegCountFor(driveSizeBytes: number, layout: DriveLayout, psegSizeBytes: number, tailLabel = true): number {
+  const endBytes = driveSizeBytes - (tailLabel ? tailLabelReserveBytes(driveSizeBytes) : 0);
+  return Math.max(0, Math.floor((endBytes - layout.psegAreaOffsetBytes) / psegSizeBytes));
 }
 
 /**

@@ -7,7 +7,9 @@
 import { ChecksumDrive, checksumGeometryOf } from '../drive/checksum-drive.js';
 import type { Drive } from '../drive/drive.js';
 import { isMissingDrive, MissingDrive } from '../drive/missing-drive.js';
-import { decodeDriveHeader, driveHeaderBytes, encodeDriveHeader, type DriveHeader } from '../meta/drive-header.js';
+import { driveHeaderBytes, labelCountOf, type DriveHeader } from '../meta/drive-header.js';
+import { writeLabels, type LabelProblem } from '../meta/drive-labels.js';
+import { formatVersion } from '../meta/checksum.js';
 import { MetadataStore, type CopyReport, type QuorumLayout } from '../meta/metadata-store.js';
 import { applyMetadataOp, driveStateOf, type LunRecord, type MetadataOp, type PoolMetadata, type RaidLevel } from '../meta/pool-metadata.js';
 import { DriveHealth } from '../raid/drive-health.js';
@@ -23,6 +25,7 @@ import { makeUuid, type Clock } from '../util/clock.js';
 import { LunfsError } from '../util/errors.js';
 import type { Logger } from '../util/logger.js';
 import { Mutex } from '../util/mutex.js';
+import { identifyDrives } from './drive-identity.js';
 import {
   checkGeometry, defaultAllocationUnitBytes, defaultPsegSizeBytes, defaultRssSize, defaultStripeUnitBytes, lmapEntryCount, maxQuorumCopies, planLayout, planRedundancySets, psegCountFor, snapshotRecordBytes,
 } from './pool-layout.js';
@@ -92,6 +95,11 @@ export class Pool implements MapSpace {
   private closed = false;
   private sessionStarted = false;
   private stopping = false;
+  /**
+   * Per drive: its labels found damaged at open (src/meta/drive-labels.ts), as status reports them;
+   * rewritten from the good one when the write session starts.
+   */
+  labelDamage: LabelProblem[][] = [];
   /** While Pool.open runs: drives found missing are reported once it has decided to open. */
   private opening = true;
 
@@ -149,10 +157,10 @@ export class Pool implements MapSpace {
     const quorumCount = Math.min(maxQuorumCopies, drives.length);
     const headers: DriveHeader[] = drives.map((drive, driveIndex) => {
       const psegCount = psegCountFor(drive.sizeBytes, layout, psegSizeBytes);
-      if (psegCount < 1) throw new LunfsError('EINVAL', `drive ${drive.path} (${drive.sizeBytes} bytes) is too small: it needs at least ${layout.psegAreaOffsetBytes + psegSizeBytes} bytes`);
+      if (psegCount < 1) throw new LunfsError('EINVAL', `drive ${drive.path} (${drive.sizeBytes} bytes) is too small: it needs at least ${layout.psegAreaOffsetBytes + psegSizeBytes + driveHeaderBytes} bytes (the last 4 KiB hold its tail label)`);
       return {
         poolUuid, driveUuid: makeUuid(options.random), driveIndex, driveCount: drives.length, driveSizeBytes: drive.sizeBytes,
-        psegSizeBytes, psegCount, ...layout, holdsQuorumCopy: driveIndex < quorumCount, createdAtMs,
+        psegSizeBytes, psegCount, ...layout, holdsQuorumCopy: driveIndex < quorumCount, createdAtMs, formatVersion,
       };
     });
     const metadata: PoolMetadata = {
@@ -169,10 +177,7 @@ export class Pool implements MapSpace {
       nextSnapshotId: 1,
       cleanShutdown: true,
     };
-    await Promise.all(drives.map(async (drive, index) => {
-      await drive.write(0, encodeDriveHeader(headers[index]!));
-      await drive.flush();
-    }));
+    await Promise.all(drives.map((drive, index) => writeLabels(drive, headers[index]!)));
     const copies = drives.slice(0, quorumCount).map((drive, driveIndex) => ({ drive, driveIndex }));
     await MetadataStore.format(copies, quorumLayoutOf(headers[0]!), metadata, options.log);
     await DegradedRowLog.format(copies, layout.rowLogOffsetBytes, layout.rowLogBytes);
@@ -185,19 +190,22 @@ export class Pool implements MapSpace {
    * degraded when every RStore keeps its data without it, and refuses otherwise.
    */
   static async open(givenDrives: Drive[], options: PoolOpenOptions): Promise<Pool> {
-    const drives = await standInForDeadDrives(givenDrives);
-    const headers = await readHeaders(drives);
+    const { drives, headers, labelDamage } = await identifyDrives(givenDrives);
     const first = headers.find((header) => header !== undefined)!;
     const copies = headers.flatMap((header, index) => (header?.holdsQuorumCopy ? [{ drive: drives[index]!, driveIndex: index }] : []));
     if (copies.length === 0) throw new LunfsError('ECORRUPT', `no drive holding a metadata copy is present (missing: ${drives.filter(isMissingDrive).map((drive) => drive.path).join(', ')})`);
     const { store, metadata, reports } = await MetadataStore.open(copies, quorumLayoutOf(first), options.log);
-    metadata.drives.forEach((record, index) => {
+    if (metadata.config.poolUuid !== first.poolUuid) throw new LunfsError('ECORRUPT', `the pool metadata is of pool ${metadata.config.poolUuid}, but the drive labels name pool ${first.poolUuid}`);
+    for (const [index, record] of metadata.drives.entries()) {
       const header = headers[index];
-      if (header && header.driveUuid !== record.uuid) {
-        if (driveStateOf(record) === 'failed') return; // the drive a replacement took the place of
-        throw new LunfsError('ECORRUPT', `drive ${drives[index]!.path} does not match the pool metadata for drive ${index}`);
-      }
-    });
+      if (!header || header.driveUuid === record.uuid || driveStateOf(record) === 'failed') continue; // failed: the drive a replacement took the place of
+      // An older label of this pool: the drive that was at this index before a replacement (or
+      // a copy of it). Its contents are not this drive's: it is failed, never read.
+      await drives[index]!.close().catch(() => undefined);
+      drives[index] = new MissingDrive(drives[index]!.path, `its label names drive ${header.driveUuid}, but the pool metadata has drive ${record.uuid} at index ${index} (an older label of this pool: the drive was replaced since)`, 0, 'unusable');
+      headers[index] = undefined;
+      labelDamage[index] = [];
+    }
     const returning = decideReturns(metadata, drives, headers, options);
     const geometry = drives.map((drive, index) => {
       const header = headers[index];
@@ -206,6 +214,10 @@ export class Pool implements MapSpace {
       return { drive: dataDrive, psegAreaOffsetBytes: first.psegAreaOffsetBytes, psegSizeBytes: first.psegSizeBytes };
     });
     const pool = new Pool(drives, geometry, metadata, store, reports, options, headers);
+    pool.labelDamage = labelDamage;
+    for (const [index, damaged] of labelDamage.entries()) {
+      if (damaged.length > 0) options.log.warn({ driveIndex: index, drive: drives[index]!.path, damaged }, 'drive label damaged: the good one names the drive; the damaged one is rewritten when the write session starts');
+    }
     if (!options.readOnly) await pool.takeBack(returning);
     const newlyMissing = pool.markMissingDrives();
     pool.refuseIfDirtyDegraded(newlyMissing);
@@ -248,7 +260,7 @@ export class Pool implements MapSpace {
         drive.sizeBytes = record.sizeBytes;
         if (driveStateOf(record) !== 'failed') {
           newlyMissing.push(index);
-          this.health.fail(index, new Error(`missing when the pool was opened: ${drive.reason}`), { absent: drive.cause === 'absent' });
+          this.health.fail(index, new Error(`${drive.cause === 'unusable' ? 'unusable' : 'missing'} when the pool was opened: ${drive.reason}`), { absent: drive.cause === 'absent' });
         }
       }
       if (driveStateOf(record) === 'failed') this.store.dropCopy(index);
@@ -545,9 +557,7 @@ export class Pool implements MapSpace {
 
   private async rewriteHeader(driveIndex: number, change: Partial<DriveHeader>): Promise<void> {
     const header = { ...this.headers[driveIndex]!, ...change };
-    const drive = this.drives[driveIndex]!;
-    await drive.write(0, encodeDriveHeader(header));
-    await drive.flush();
+    await writeLabels(this.drives[driveIndex]!, header);
     (this.headers as Array<DriveHeader | undefined>)[driveIndex] = header;
   }
 
@@ -560,15 +570,14 @@ export class Pool implements MapSpace {
     this.replaceDriveCheck(driveIndex);
     const record = this.metadata.drives[driveIndex]!;
     const layout = this.layoutHeader;
-    const psegCount = psegCountFor(newDrive.sizeBytes, layout, layout.psegSizeBytes);
+    const psegCount = psegCountFor(newDrive.sizeBytes, layout, layout.psegSizeBytes, labelCountOf(layout) >= 2);
     if (psegCount < record.psegCount) {
-      throw new LunfsError('EINVAL', `drive ${newDrive.path} (${newDrive.sizeBytes} bytes) is too small to replace drive ${driveIndex}: it needs at least ${layout.psegAreaOffsetBytes + record.psegCount * layout.psegSizeBytes} bytes`);
+      throw new LunfsError('EINVAL', `drive ${newDrive.path} (${newDrive.sizeBytes} bytes) is too small to replace drive ${driveIndex}: it needs at least ${layout.psegAreaOffsetBytes + record.psegCount * layout.psegSizeBytes + (labelCountOf(layout) >= 2 ? driveHeaderBytes : 0)} bytes`);
     }
     const header: DriveHeader = { ...layout, driveUuid, driveIndex, driveSizeBytes: newDrive.sizeBytes, psegCount: record.psegCount, holdsQuorumCopy: false, createdAtMs: this.options.clock.nowMs() };
     const geometry = checksumGeometryOf(header);
     await newDrive.discard(geometry.tableOffsetBytes, geometry.tableBytes); // an all-zero table: no checksum known yet
-    await newDrive.write(0, encodeDriveHeader(header));
-    await newDrive.flush();
+    await writeLabels(newDrive, header);
     const old = this.drives[driveIndex]!;
     this.drives[driveIndex] = newDrive;
     (this.headers as Array<DriveHeader | undefined>)[driveIndex] = header;
@@ -778,6 +787,7 @@ export class Pool implements MapSpace {
 
   private async startSession(): Promise<void> {
     this.sessionStarted = true;
+    await this.repairLabels();
     if (!this.metadata.cleanShutdown) {
       // After a crash an unmapped RSEG may hold data whose mapping was lost: never trust it to read as zeros.
       this.options.log.warn('pool was not shut down cleanly; unmapped RSEGs will be zeroed before reuse');
@@ -785,12 +795,43 @@ export class Pool implements MapSpace {
       applyMetadataOp(this.metadata, op);
       this.queue(op);
       await this.commit();
+      await this.recomputeLostChecksums();
       await this.resyncMirrors();
     }
     await this.rowLog?.clearAll(); // replayed above (after a clean shutdown none is left)
     this.rowLogReplay = [];
     this.metadata.cleanShutdown = false;
     await this.store.checkpoint((committed) => { committed.cleanShutdown = false; });
+  }
+
+  /**
+   * After an unclean shutdown: checksum entries lost with a damaged table page
+   * (src/drive/checksum-table.ts) are taken from the data as it is, since a page torn by the power
+   * cut is the likely cause, and where the pool runs degraded or has no redundancy nothing could
+   * rebuild the blocks. (After a clean shutdown a damaged page is damage: its blocks are rebuilt
+   * from redundancy when read, and read EIO where there is none.)
+   */
+  private async recomputeLostChecksums(): Promise<void> {
+    for (const [driveIndex, geometry] of this.geometry.entries()) {
+      if (!(geometry.drive instanceof ChecksumDrive) || !this.health.writable(driveIndex)) continue;
+      const count = await geometry.drive.recomputeLost();
+      if (count > 0) this.options.log.warn({ driveIndex, drive: this.drives[driveIndex]!.path, blocks: count }, 'checksums lost with a damaged table page after an unclean shutdown: taken from the data as it is');
+    }
+  }
+
+  /** Rewrites each damaged label of a drive in service from its good one (logged, counted in integrity.labelRepairs). */
+  private async repairLabels(): Promise<void> {
+    for (const [driveIndex, damaged] of this.labelDamage.entries()) {
+      if (damaged.length === 0 || this.health.state(driveIndex) === 'failed') continue;
+      try {
+        await writeLabels(this.drives[driveIndex]!, this.headers[driveIndex]!, damaged.map((problem) => problem.position));
+      } catch (error) {
+        this.health.fail(driveIndex, error);
+        continue;
+      }
+      this.health.integrity.labelRepairs += damaged.length;
+      this.options.log.warn({ driveIndex, drive: this.drives[driveIndex]!.path, repaired: damaged }, 'drive label rewritten from the good one');
+    }
   }
 
   /**
@@ -863,55 +904,4 @@ export function checkLunName(name: string): void {
 
 function quorumLayoutOf(header: DriveHeader): QuorumLayout {
   return { quorumOffsetBytes: header.quorumOffsetBytes, checkpointSlotBytes: header.checkpointSlotBytes, journalBytes: header.journalBytes };
-}
-
-/**
- * A drive that is there but fails with EIO when its header is read (a dead disk, a file on a
- * broken file system) is as good as missing: a MissingDrive takes its place, so the pool can open
- * degraded without it.
- */
-async function standInForDeadDrives(drives: Drive[]): Promise<Drive[]> {
-  return Promise.all(drives.map(async (drive) => {
-    if (isMissingDrive(drive)) return drive;
-    try {
-      await drive.read(0, Buffer.alloc(driveHeaderBytes));
-      return drive;
-    } catch (error) {
-      if (!(error instanceof LunfsError) || error.code !== 'EIO') throw error;
-      await drive.close().catch(() => undefined);
-      return new MissingDrive(drive.path, error.message, 0, 'error');
-    }
-  }));
-}
-
-/** The header of each drive (undefined for a MissingDrive); all present drives must be of one pool, in order. */
-async function readHeaders(drives: Drive[]): Promise<Array<DriveHeader | undefined>> {
-  if (drives.length === 0) throw new LunfsError('EINVAL', 'no drives given');
-  const headers = await Promise.all(drives.map(async (drive) => {
-    if (isMissingDrive(drive)) return undefined;
-    const buffer = Buffer.alloc(driveHeaderBytes);
-    await drive.read(0, buffer);
-    const decoded = decodeDriveHeader(buffer);
-    if (!decoded.ok) throw new LunfsError('ECORRUPT', `drive ${drive.path}: ${decoded.reason}`);
-    return decoded.header;
-  }));
-  const present = headers.flatMap((header, position) => (header ? [{ header, position }] : []));
-  if (present.length === 0) throw new LunfsError('ENOENT', `none of the pool's drives is present: ${drives.map((drive) => `${drive.path} (${(drive as MissingDrive).reason})`).join(', ')}`);
-  const poolUuid = present[0]!.header.poolUuid;
-  for (const { header, position } of present) {
-    if (header.poolUuid !== poolUuid) throw new LunfsError('EINVAL', `drive ${drives[position]!.path} belongs to another pool (${header.poolUuid}, not ${poolUuid})`);
-  }
-  // The count first: with a drive left out, every drive after it would look out of order.
-  const driveCount = present[0]!.header.driveCount;
-  if (headers.length !== driveCount) {
-    const given = new Set(present.map(({ header }) => header.driveIndex));
-    const missing = [...Array(driveCount).keys()].filter((index) => !given.has(index));
-    throw new LunfsError('EINVAL', `the pool has ${driveCount} drives but ${headers.length} were given${missing.length > 0 ? `; missing drive index ${missing.join(', ')}` : ''}`);
-  }
-  for (const { header, position } of present) {
-    if (header.driveIndex !== position) {
-      throw new LunfsError('EINVAL', `drives given in the wrong order: ${drives[position]!.path} is drive ${header.driveIndex} of the pool but was given as drive ${position}`);
-    }
-  }
-  return headers;
 }

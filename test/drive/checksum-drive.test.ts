@@ -165,7 +165,7 @@ describe('ChecksumDrive', () => {
     expect(decodeTablePage(page)).toBeNull();
   });
 
-  it('a damaged table page is counted, forgotten (no throw), and rewritten sealed at the next flush', async () => {
+  it('a damaged table page is counted, its entries lost (its blocks fail their check until written), and rewritten sealed at the next flush', async () => {
     const { memory, drive } = makeDrive();
     const data = patternBytes(8 * block, 8);
     await drive.write(blockOffset(1016), data); // blocks 1016..1022 are the end of page 0, 1023 is page 1
@@ -173,13 +173,14 @@ describe('ChecksumDrive', () => {
     memory.flipBit(geometry.tableOffsetBytes + 40, 1); // page 0
 
     const damaged = reopen(memory);
-    expect((await readBack(damaged, blockOffset(1016), 8 * block)).equals(data)).toBe(true);
+    // Nothing vouches for page 0's blocks any more: a read fails (the RStore above rebuilds them
+    // from redundancy; without it the read is EIO), page 1's block still reads.
+    await expect(readBack(damaged, blockOffset(1016), 7 * block)).rejects.toThrowError(ChecksumError);
+    expect((await readBack(damaged, blockOffset(1023), block)).equals(data.subarray(7 * block))).toBe(true);
     expect(damaged.counters.tablePagesDamaged).toBe(1);
     expect(damaged.dirtyTablePageCount).toBe(1);
-    // Page 0's entries are unknown now, page 1's still hold.
-    memory.flipBit(blockOffset(1021), 0);
     memory.flipBit(blockOffset(1023), 0);
-    expect(await damaged.verify(blockOffset(1016), 8 * block)).toEqual([blockOffset(1023)]);
+    expect(await damaged.verify(blockOffset(1016), 8 * block)).toEqual([...Array(8).keys()].map((index) => blockOffset(1016 + index)));
     await damaged.write(blockOffset(1021), data.subarray(5 * block, 6 * block));
     await damaged.write(blockOffset(1023), data.subarray(7 * block, 8 * block));
     await damaged.flush();
@@ -188,11 +189,15 @@ describe('ChecksumDrive', () => {
     const rawPage = await readBack(memory, geometry.tableOffsetBytes, tablePageBytes);
     expect(decodeTablePage(rawPage)).not.toBeNull();
     const healed = reopen(memory);
-    expect((await readBack(healed, blockOffset(1016), 8 * block)).equals(data)).toBe(true);
     expect(healed.counters.tablePagesDamaged).toBe(0);
-    // The rewritten block 1021 is protected again.
+    // The lost entries stay lost across the rewrite; the rewritten blocks are protected again.
+    expect(await healed.verify(blockOffset(1016), 8 * block)).toEqual([1016, 1017, 1018, 1019, 1020, 1022].map(blockOffset));
+    expect((await readBack(healed, blockOffset(1021), block)).equals(data.subarray(5 * block, 6 * block))).toBe(true);
     memory.flipBit(blockOffset(1021) + 9, 4);
-    expect(await healed.verify(blockOffset(1016), 8 * block)).toEqual([blockOffset(1021)]);
+    expect(await healed.verify(blockOffset(1021), block)).toEqual([blockOffset(1021)]);
+    // recomputeLost takes the lost blocks' data as it is (after an unclean shutdown, no redundancy).
+    expect(await healed.recomputeLost()).toBe(entriesPerTablePage - 1); // every block of page 0 but the rewritten one
+    expect((await readBack(healed, blockOffset(1016), 5 * block)).equals(data.subarray(0, 5 * block))).toBe(true);
   });
 
   it('after a power cut, recompute makes every block verify again', async () => {
@@ -376,7 +381,10 @@ describe('pool layout with a checksum table', () => {
     // A small drive loses no PSEG to the table: it fits in the slack before the MiB boundary.
     const small = planLayout([6 * MiB, 6 * MiB, 6 * MiB], 256 * KiB, 64 * KiB, 64 * KiB);
     expect(small.psegAreaOffsetBytes).toBe(3 * MiB);
-    expect(psegCountFor(6 * MiB, small, 256 * KiB)).toBe(12);
+    // The last 4 KiB holds the tail label (a format-4 pool's PSEGs reached the end).
+    expect(psegCountFor(6 * MiB + 4096, small, 256 * KiB)).toBe(12);
+    expect(psegCountFor(6 * MiB, small, 256 * KiB)).toBe(11);
+    expect(psegCountFor(6 * MiB, small, 256 * KiB, false)).toBe(12);
   });
 
   it('checksumGeometryOf gives a geometry a ChecksumDrive accepts on every drive of the pool', async () => {

@@ -1,18 +1,18 @@
 // The drive header (first 4 KiB of every drive): it round-trips every field, and any damage is
 // caught and named: a foreign or blank drive (magic), a newer format (version), a flipped bit
-// anywhere in the 4 KiB (checksum). Through Pool.open, a damaged header refuses the pool with
-// ECORRUPT and names the drive.
+// anywhere in the 4 KiB (checksum); a format-4 header still reads (one label). Through Pool.open,
+// a damaged head label is replaced by the tail's (test/volume/label-damage.test.ts has the rest).
 
 import { describe, expect, it } from 'vitest';
-import { formatVersion } from '../../src/meta/checksum.js';
-import { decodeDriveHeader, driveHeaderBytes, encodeDriveHeader, type DriveHeader } from '../../src/meta/drive-header.js';
+import { formatVersion, oldestReadableFormatVersion } from '../../src/meta/checksum.js';
+import { decodeDriveHeader, driveHeaderBytes, encodeDriveHeader, labelCountOf, tailLabelOffsetBytes, tailLabelReserveBytes, type DriveHeader } from '../../src/meta/drive-header.js';
 import { SeededRandom } from '../../src/util/clock.js';
-import { LunfsError } from '../../src/util/errors.js';
 import { silentLogger } from '../../src/util/logger.js';
 import { Pool } from '../../src/volume/pool.js';
 import { formatMemoryPool } from '../support/memory-pool.js';
 
 const header: DriveHeader = {
+  formatVersion,
   poolUuid: '0f1e2d3c-4b5a-4978-8695-a4b3c2d1e0f9',
   driveUuid: '11111111-2222-4333-8444-555555555555',
   driveIndex: 2,
@@ -51,7 +51,7 @@ describe('drive header', () => {
 
   it('refuses a format version it does not know, and says which', () => {
     const encoded = encodeDriveHeader(header);
-    for (const version of [formatVersion - 1, formatVersion + 1]) {
+    for (const version of [oldestReadableFormatVersion - 1, formatVersion + 1]) {
       encoded.writeUInt32LE(version, 8);
       const decoded = decodeDriveHeader(encoded);
       expect(decoded.ok).toBe(false);
@@ -82,13 +82,36 @@ describe('drive header', () => {
     }
   });
 
-  it('a damaged header makes Pool.open refuse with ECORRUPT naming the drive', async () => {
+  it('reads a format-4 header (an older pool) and says it carries one label', () => {
+    const old = encodeDriveHeader({ ...header, formatVersion: 4 });
+    expect(old.readUInt32LE(8)).toBe(4);
+    expect(decodeDriveHeader(old)).toEqual({ ok: true, header: { ...header, formatVersion: 4 } });
+    expect(labelCountOf({ ...header, formatVersion: 4 })).toBe(1);
+    expect(labelCountOf(header)).toBe(2);
+  });
+
+  it('puts the tail label in the last whole 4 KiB of the drive', () => {
+    expect(tailLabelOffsetBytes(6 * 2 ** 20 + 4096)).toBe(6 * 2 ** 20);
+    expect(tailLabelOffsetBytes(6 * 2 ** 20 + 5000)).toBe(6 * 2 ** 20);
+    expect(tailLabelReserveBytes(6 * 2 ** 20 + 5000)).toBe(5000);
+  });
+
+  it('a damaged head label through Pool.open: the tail names the drive, the head is rewritten from it', async () => {
     const { pool, drives } = await formatMemoryPool({ raidLevel: 1, name: 'hdr' });
     await pool.close();
     drives[1]!.flipBit(100, 3);
     for (const drive of drives) drive.reopen();
-    const opened = Pool.open(drives, { clock: { nowMs: () => 0 }, log: silentLogger() });
-    await expect(opened).rejects.toThrowError(LunfsError);
-    await expect(opened).rejects.toMatchObject({ code: 'ECORRUPT', message: expect.stringMatching(/hdr1.*checksum mismatch/) });
+    const opened = await Pool.open(drives, { clock: { nowMs: () => 0 }, log: silentLogger() });
+    expect(opened.health.failedDrives()).toEqual([]);
+    expect(opened.labelDamage[1]).toEqual([{ position: 'head', reason: expect.stringMatching(/checksum mismatch/) }]);
+    expect(opened.health.integrity.labelRepairs).toBe(1);
+    await opened.close();
+    drives[1]!.reopen();
+    const head = Buffer.alloc(driveHeaderBytes);
+    const tail = Buffer.alloc(driveHeaderBytes);
+    await drives[1]!.read(0, head);
+    await drives[1]!.read(tailLabelOffsetBytes(drives[1]!.sizeBytes), tail);
+    expect(decodeDriveHeader(head).ok).toBe(true);
+    expect(head.equals(tail)).toBe(true);
   });
 });

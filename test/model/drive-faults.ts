@@ -209,7 +209,7 @@ export class DriveFaults {
   private replacementCount = 0;
   private pendingReplacement: SessionDrive | undefined;
   /** Integrity counters of the pools this run has closed or abandoned. */
-  private readonly integrity = { checksumMismatches: 0, repairs: 0, unrepairable: 0, parityRepairs: 0 };
+  private readonly integrity = { checksumMismatches: 0, repairs: 0, unrepairable: 0, parityRepairs: 0, labelRepairs: 0 };
   private readonly rowLog = { records: 0, replayed: 0 };
   /** A drive failed since the last beforeCrash: the pool's record of it may not be durable. */
   private failureUnrecorded = false;

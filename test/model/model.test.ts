@@ -175,7 +175,7 @@ class ModelRun {
   private async runSteps(): Promise<void> {
     // 5 MiB drives: 8 PSEGs each after the quorum area, so RAID-0 holds 6 MiB and RAID-1 3 MiB,
     // and a few LUNs of up to 3 MiB fill the pool often.
-    this.views = sessionViews(makeMemoryDrives(3, 5 * MiB, `model${this.raidLevel}-`));
+    this.views = sessionViews(makeMemoryDrives(3, 5 * MiB + 4096, `model${this.raidLevel}-`));
     this.pool = await formatPoolOn(this.views, { raidLevel: this.raidLevel, seed: this.seed }, this.clock);
     this.controller = this.makeController();
     await this.createLun();

@@ -21,6 +21,7 @@ export const smallGeometry = {
 export interface MemoryPoolOptions {
   raidLevel: RaidLevel;
   driveCount?: number;
+  /** Default 6 MiB and the 4 KiB of the tail label: 6 MiB of layout and PSEGs, as before labels at both ends. */
   driveSizeBytes?: number;
   psegSizeBytes?: number;
   allocationUnitBytes?: number;
@@ -46,7 +47,7 @@ export interface MemoryPool {
 /** Formats a pool on new MemoryDrives (which read as zeros) and returns it open. */
 export async function formatMemoryPool(options: MemoryPoolOptions): Promise<MemoryPool> {
   const clock = options.clock ?? new FakeClock();
-  const drives = makeMemoryDrives(options.driveCount ?? 3, options.driveSizeBytes ?? 6 * MiB, options.name);
+  const drives = makeMemoryDrives(options.driveCount ?? 3, options.driveSizeBytes ?? 6 * MiB + 4096, options.name);
   const pool = await formatPoolOn(drives, options, clock);
   return { pool, drives, clock };
 }
