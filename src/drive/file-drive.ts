@@ -223,7 +223,8 @@ function writeAt(fd: number, buffer: Buffer, offset: number, length: number, pos
   return new Promise((resolve, reject) => writeCallback(fd, buffer, offset, length, position, (error, bytesWritten) => (error ? reject(error) : resolve(bytesWritten))));
 }
 
-async function sizeOf(path: string, handle: FileHandle): Promise<number> {
+/** The size of an open drive file or block device (fstat says 0 for a block device). */
+export async function sizeOf(path: string, handle: FileHandle): Promise<number> {
   const info = await handle.stat();
   if (info.isFile()) return info.size;
   if (info.isBlockDevice()) {

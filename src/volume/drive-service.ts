@@ -10,8 +10,8 @@
 import { existsSync } from 'node:fs';
 import { open as openFile, rm, type FileHandle } from 'node:fs/promises';
 import type { Drive } from '../drive/drive.js';
-import { FileDrive } from '../drive/file-drive.js';
-import { describeDriveLabel, driveHeaderBytes } from '../meta/drive-header.js';
+import { FileDrive, sizeOf } from '../drive/file-drive.js';
+import { describeDriveLabel, driveHeaderBytes, tailLabelOffsetBytes } from '../meta/drive-header.js';
 import { realPathOutside } from '../util/path-outside.js';
 import type { Clock } from '../util/clock.js';
 import { makeUuid } from '../util/clock.js';
@@ -48,17 +48,24 @@ export async function openOrCreateDrive(path: string, sizeBytes: number): Promis
  * overwriting it would destroy that pool's drive (EEXIST unless --force).
  */
 async function refuseLabelledDrive(path: string): Promise<void> {
-  const header = Buffer.alloc(driveHeaderBytes);
+  // Both label places (format 5 keeps one at each end): a drive whose head label is damaged is
+  // still another pool's drive when its tail label says so.
+  const labels: Buffer[] = [];
   let handle: FileHandle | undefined;
   try {
     handle = await openFile(path, 'r');
-    await handle.read(header, 0, header.length, 0);
+    const sizeBytes = await sizeOf(path, handle);
+    for (const offset of sizeBytes >= 2 * driveHeaderBytes ? [0, tailLabelOffsetBytes(sizeBytes)] : [0]) {
+      const label = Buffer.alloc(driveHeaderBytes);
+      await handle.read(label, 0, label.length, offset);
+      labels.push(label);
+    }
   } catch {
-    return; // unreadable here: opening it as a drive reports why
+    // unreadable here: opening it as a drive reports why
   } finally {
     await handle?.close();
   }
-  const label = describeDriveLabel(header);
+  const label = labels.map((buffer) => describeDriveLabel(buffer)).find((described) => described !== undefined);
   if (label === undefined) return;
   throw new LunfsError('EEXIST', `${path} carries a lunfs drive label (${label}): it is a drive of a pool, and replacing onto it would overwrite that drive. Give --force to overwrite it anyway`);
 }

@@ -11,6 +11,7 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
 import { FileDrive } from '../../src/drive/file-drive.js';
 import { encodeDriveHeader } from '../../src/meta/drive-header.js';
+import { formatVersion } from '../../src/meta/checksum.js';
 import { isLunfsError } from '../../src/util/errors.js';
 import { MiB } from '../../src/util/sizes.js';
 
@@ -28,7 +29,7 @@ describe('FileDrive lock', () => {
     const path = join(await folder(), 'drive.img');
     const first = await FileDrive.createSparse(path, MiB);
     const header = encodeDriveHeader({
-      poolUuid: '11111111-2222-3333-4444-555555555555', driveUuid: '66666666-7777-8888-9999-000000000000', driveIndex: 1, driveCount: 2,
+      formatVersion, poolUuid: '11111111-2222-3333-4444-555555555555', driveUuid: '66666666-7777-8888-9999-000000000000', driveIndex: 1, driveCount: 2,
       driveSizeBytes: MiB, psegSizeBytes: 64 * 1024, psegCount: 1, quorumOffsetBytes: 4096, checkpointSlotBytes: 4096, journalBytes: 4096,
       psegAreaOffsetBytes: 512 * 1024, holdsQuorumCopy: false, createdAtMs: 0, checksumTableOffsetBytes: 16384, checksumTableBytes: 4096,
       rowLogOffsetBytes: 20480, rowLogBytes: 4096,
