@@ -2,8 +2,8 @@
 // by opening it here under the pool lock, acting, and closing it cleanly.
 
 import { existsSync } from 'node:fs';
-import { mkdir, rm } from 'node:fs/promises';
-import { join, resolve } from 'node:path';
+import { mkdir, rm, stat } from 'node:fs/promises';
+import { dirname, join, resolve } from 'node:path';
 import type { Drive } from '../drive/drive.js';
 import { FileDrive, type DriveIoMode } from '../drive/file-drive.js';
 import { decodeDriveHeader, driveHeaderBytes } from '../meta/drive-header.js';
@@ -33,9 +33,14 @@ export interface CreatePoolRequest {
 export async function createPool(request: CreatePoolRequest): Promise<void> {
   const directory = resolve(request.directory);
   if (existsSync(poolFilePath(directory))) throw new LunfsError('EEXIST', `a pool already exists at ${directory} (${poolFilePath(directory)})`);
-  const createdDirectory = !existsSync(directory);
-  await mkdir(directory, { recursive: true });
-  const release = await acquirePoolLock(directory, { pid: process.pid });
+  const createdDirectory = await makePoolDirectory(directory);
+  let release: () => Promise<void>;
+  try {
+    release = await acquirePoolLock(directory, { pid: process.pid });
+  } catch (error) {
+    if (createdDirectory) await rm(createdDirectory, { recursive: true, force: true });
+    throw refusedDirectory(directory, error);
+  }
   const drives: Drive[] = [];
   const createdFiles: string[] = [];
   try {
@@ -46,7 +51,8 @@ export async function createPool(request: CreatePoolRequest): Promise<void> {
       for (const path of paths) drives.push(await FileDrive.open(path));
       await refuseLunfsDrives(drives);
     } else {
-      if (!request.driveCount || !request.driveSizeBytes) throw new LunfsError('EINVAL', 'give --drives N and --drive-size SIZE, or --drive PATH for each drive');
+      if (request.driveCount === undefined || request.driveSizeBytes === undefined) throw new LunfsError('EINVAL', 'give --drives N and --drive-size SIZE, or --drive PATH for each drive');
+      if (request.driveSizeBytes === 0) throw new LunfsError('EINVAL', 'drive size must be larger than 0');
       if (request.driveSizeBytes % 512 !== 0) throw new LunfsError('EINVAL', `drive size ${request.driveSizeBytes} is not a whole number of 512-byte sectors`);
       paths = [...Array(request.driveCount).keys()].map((index) => join(directory, `drive-${index}.img`));
       for (const path of paths) {
@@ -71,10 +77,45 @@ export async function createPool(request: CreatePoolRequest): Promise<void> {
     await Promise.all(drives.map((drive) => drive.close()));
     await Promise.all(createdFiles.map((path) => rm(path, { force: true }))); // a failed create leaves nothing behind
     await release();
-    if (createdDirectory) await rm(directory, { recursive: true, force: true });
+    if (createdDirectory) await rm(createdDirectory, { recursive: true, force: true });
     throw error;
   }
   await release();
+}
+
+/**
+ * Makes the pool directory and any missing parents, one level at a time: Node's recursive mkdir
+ * spins forever under /proc (each level answers ENOENT). Returns the topmost directory it created
+ * (to remove on failure), or undefined when the directory was there already. A path that exists
+ * and is not a directory, or where no directory can be made, is refused with its reason.
+ */
+async function makePoolDirectory(directory: string): Promise<string | undefined> {
+  const missing: string[] = [];
+  for (let path = directory; ; path = dirname(path)) {
+    const kind = await stat(path).then((info) => (info.isDirectory() ? 'directory' : 'other'), (error: NodeJS.ErrnoException) => (error.code === 'ENOENT' ? 'missing' : error));
+    if (kind === 'directory') break;
+    if (kind === 'other') throw new LunfsError('EEXIST', `${path} exists and is not a directory: give a new or empty directory for the pool`);
+    if (kind !== 'missing') throw refusedDirectory(directory, kind);
+    missing.unshift(path);
+    if (dirname(path) === path) break;
+  }
+  for (const path of missing) {
+    try {
+      await mkdir(path);
+    } catch (error) {
+      if (missing[0] !== path) await rm(missing[0]!, { recursive: true, force: true });
+      throw refusedDirectory(directory, error);
+    }
+  }
+  return missing[0];
+}
+
+/** A file system error while making the pool directory or its lock: bad input, with the reason. */
+function refusedDirectory(directory: string, error: unknown): unknown {
+  const code = (error as NodeJS.ErrnoException).code;
+  if (isLunfsError(error) || typeof code !== 'string') return error;
+  const reason = (error as Error).message.split(',')[0];
+  return new LunfsError('EINVAL', `cannot create a pool in ${directory} (${reason})`, { cause: error });
 }
 
 /** Refuses drives that already carry a lunfs header: pool create never overwrites a pool. */

@@ -4,10 +4,10 @@
 // of hanging, and --version and --help say what they should. Each test ran against the code
 // before the fix and failed there.
 
-import { readdir, rename } from 'node:fs/promises';
+import { readFile, readdir, rename, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { lunfsBin, run, type RunResult } from './support.js';
+import { lunfs, lunfsBin, run, type RunResult } from './support.js';
 import { useSandbox } from './support.js';
 
 const sandbox = useSandbox('cli-usage', 'file');
@@ -16,10 +16,64 @@ function describeRun(result: RunResult): string {
   return `\`${result.command}\` exit ${result.code} signal ${result.signal}\nstdout: ${result.stdout}\nstderr: ${result.stderr}`;
 }
 
+/** Exit `code` with exactly one `lunfs: ...` line on stderr matching `message`, nothing on stdout. */
+function expectOneLineError(result: RunResult, message: RegExp, code = 2): void {
+  expect(result.code, describeRun(result)).toBe(code);
+  expect(result.stderr, describeRun(result)).toMatch(/^lunfs: [^\n]+\n$/);
+  expect(result.stderr, describeRun(result)).toMatch(message);
+  expect(result.stdout, describeRun(result)).toBe('');
+}
+
 /** `lunfs ARGS` killed after 20 s (a command that hangs shows as signal SIGKILL), run in `cwd`. */
 function lunfsWithin20s(args: string[], cwd?: string): Promise<RunResult> {
   return run(process.execPath, [lunfsBin, ...args], { timeoutMs: 20_000, cwd });
 }
+
+describe('pool create refuses paths where no pool can be', () => {
+  it('an empty path, a regular file, /proc and /sys are refused at once, and nothing is created', async () => {
+    const box = sandbox();
+    const file = box.path('a-file');
+    await writeFile(file, 'not a directory\n');
+    const before = (await readdir(box.root)).sort();
+    const create = (directory: string): Promise<RunResult> => lunfsWithin20s(['pool', 'create', directory, '--drives', '2', '--drive-size', '64M', '--raid', '0'], box.root);
+    expectOneLineError(await create(file), new RegExp(`${file} exists and is not a directory`));
+    expectOneLineError(await create(join(file, 'sub')), /cannot create a pool in .*a-file\/sub \(ENOTDIR/);
+    expectOneLineError(await create('/proc/lunfs-e2e-nowhere'), /cannot create a pool in \/proc\/lunfs-e2e-nowhere \(ENOENT/);
+    expectOneLineError(await create('/proc/lunfs-e2e-nowhere/deeper'), /cannot create a pool in \/proc\/lunfs-e2e-nowhere\/deeper/);
+    expectOneLineError(await create('/sys/lunfs-e2e-nowhere'), /cannot create a pool in \/sys\/lunfs-e2e-nowhere \((EPERM|EACCES|EROFS)/);
+    expect((await readdir(box.root)).sort()).toEqual(before);
+    expect(await readFile(file, 'utf8')).toBe('not a directory\n');
+    await expect(stat('/proc/lunfs-e2e-nowhere')).rejects.toThrow(/ENOENT/);
+  });
+
+  it('--drive-size 0 says the size is the problem', async () => {
+    const box = sandbox();
+    const directory = box.path('zero');
+    expectOneLineError(await lunfs('pool', 'create', directory, '--drives', '2', '--drive-size', '0', '--raid', '0'), /drive size must be larger than 0/);
+    await expect(stat(directory)).rejects.toThrow(/ENOENT/);
+  });
+
+  it('a create that fails after making missing parents removes them again', async () => {
+    const box = sandbox();
+    expectOneLineError(await lunfs('pool', 'create', box.path('new', 'deep', 'pool'), '--drives', '2', '--drive-size', '1M', '--raid', '0'), /too small/);
+    await expect(stat(box.path('new'))).rejects.toThrow(/ENOENT/);
+  });
+});
+
+describe('damaged pool.json', () => {
+  it('null, a number, an array or bad drive entries are refused with a message, not a stack trace', async () => {
+    const box = sandbox();
+    const directory = await box.mkdir('damaged');
+    for (const text of ['null', '5', '[]', '"x"', '{"format":"lunfs-pool","drives":null}', '{"format":"lunfs-pool","drives":[1]}', '{"format":"lunfs-pool","drives":[""]}']) {
+      await writeFile(join(directory, 'pool.json'), `${text}\n`);
+      for (const args of [['status', directory], ['lun', 'ls', directory], ['lun', 'create', directory, 'x', '--size', '1M'], ['mount', directory, box.path('mnt')]]) {
+        expectOneLineError(await lunfsWithin20s(args), /damaged\/pool\.json is not a lunfs pool file/, 1);
+      }
+      expect((await readdir(directory)).sort(), `after pool.json ${text}`).toEqual(['pool.json']);
+    }
+    await expect(stat(box.path('mnt'))).rejects.toThrow(/ENOENT/);
+  });
+});
 
 describe('long jobs on a pool that does not open', () => {
   it('scrub and drive replace print the error and exit (the progress bar no longer keeps them alive)', async () => {
