@@ -7,7 +7,7 @@
 import { readFile, readdir, rename, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { lunfs, lunfsBin, run, type RunResult } from './support.js';
+import { lunfs, lunfsBin, lunfsOk, repoRoot, run, type RunResult } from './support.js';
 import { useSandbox } from './support.js';
 
 const sandbox = useSandbox('cli-usage', 'file');
@@ -29,13 +29,58 @@ function lunfsWithin20s(args: string[], cwd?: string): Promise<RunResult> {
   return run(process.execPath, [lunfsBin, ...args], { timeoutMs: 20_000, cwd });
 }
 
+describe('usage errors', () => {
+  it('every usage error exits 2 with one line that names the help to read', async () => {
+    const cases: Array<[string[], RegExp]> = [
+      [[], /missing command: use one of pool, lun, snapshot, drive, scrub, status, mount.* \(see 'lunfs --help'\)/],
+      [['pool'], /missing command: use one of create \(see 'lunfs pool --help'\)/],
+      [['lun'], /missing command: use one of create, ls, rm, resize/],
+      [['drive'], /missing command: use one of replace/],
+      [['bogus'], /unknown command 'bogus' \(see 'lunfs --help'\)/],
+      [['stauts', 'x'], /unknown command 'stauts' \(Did you mean status\?\)/],
+      [['help', 'bogus'], /unknown command 'bogus'/],
+      [['status'], /missing required argument 'dir' \(see 'lunfs status --help'\)/],
+      [['status', 'a', 'b'], /too many arguments for 'status'/],
+      [['status', '--bad', 'x'], /unknown option '--bad' \(see 'lunfs status --help'\)/],
+      [['lun', 'create', 'x', 'y'], /required option '--size <size>' not specified \(see 'lunfs lun create --help'\)/],
+      [['pool', 'create', 'x', '--drives', '2', '--drive-size', '64M'], /required option '--raid <level>' not specified/],
+      [['--log-level', 'loud', 'status', 'x'], /argument 'loud' is invalid/],
+      [['mount', 'x', 'y', '--drive-io', 'fast'], /argument 'fast' is invalid/],
+      [['snapshot', 'x'], /missing required argument 'lun@name'/],
+      [['status', ''], /a directory argument is empty/],
+      [['lun', 'ls', ' '], /a directory argument is empty/],
+    ];
+    for (const [args, message] of cases) expectOneLineError(await lunfs(...args), message);
+  });
+
+  it('--version prints the version of package.json', async () => {
+    const { version } = JSON.parse(await readFile(join(repoRoot, 'package.json'), 'utf8')) as { version: string };
+    for (const flag of ['--version', '-V']) {
+      const result = await lunfsOk(flag);
+      expect(result.stdout).toBe(`${version}\n`);
+      expect(result.stderr).toBe('');
+    }
+  });
+
+  it('--help gives every command a description', async () => {
+    for (const group of [[], ['pool'], ['lun'], ['snapshot'], ['drive']]) {
+      const help = (await lunfsOk(...group, '--help')).stdout;
+      const commands = help.slice(help.indexOf('Commands:')).split('\n').slice(1).filter((line) => /^ {2}\S/.test(line));
+      expect(commands.length, help).toBeGreaterThan(0);
+      for (const line of commands) expect(line, `no description in \`lunfs ${group.join(' ')} --help\`:\n${help}`).toMatch(/^ {2}\S.*\S {2,}\S/);
+    }
+  });
+});
+
 describe('pool create refuses paths where no pool can be', () => {
   it('an empty path, a regular file, /proc and /sys are refused at once, and nothing is created', async () => {
     const box = sandbox();
     const file = box.path('a-file');
     await writeFile(file, 'not a directory\n');
     const before = (await readdir(box.root)).sort();
+    // In the sandbox: before the fix, '' made a pool in the current directory.
     const create = (directory: string): Promise<RunResult> => lunfsWithin20s(['pool', 'create', directory, '--drives', '2', '--drive-size', '64M', '--raid', '0'], box.root);
+    expectOneLineError(await create(''), /a directory argument is empty/);
     expectOneLineError(await create(file), new RegExp(`${file} exists and is not a directory`));
     expectOneLineError(await create(join(file, 'sub')), /cannot create a pool in .*a-file\/sub \(ENOTDIR/);
     expectOneLineError(await create('/proc/lunfs-e2e-nowhere'), /cannot create a pool in \/proc\/lunfs-e2e-nowhere \(ENOENT/);
