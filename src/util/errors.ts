@@ -10,6 +10,8 @@ export type LunfsErrorCode =
   | 'EFBIG' // larger than the pool can ever map
   | 'EIO' // a drive failed or returned an error
   | 'EBUSY' // in use: mounted, open, locked by another process
+  | 'EPERM' // not permitted on this object: chmod or chown of a file under the mountpoint
+  | 'EACCES' // opening a read-only file under the mountpoint (control/status) for writing
   | 'ECORRUPT' // on-disk structure failed its magic/version/checksum check
   | 'ENOTSUP'; // not supported (yet)
 
