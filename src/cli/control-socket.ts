@@ -7,9 +7,10 @@ import { rm } from 'node:fs/promises';
 import { isLunfsError, LunfsError, type LunfsErrorCode } from '../util/errors.js';
 import type { Logger } from '../util/logger.js';
 import type { Controller } from '../volume/controller.js';
+import { requestUnmount } from './mount-stop.js';
 
 export interface ControlRequest {
-  command: 'status' | 'lun-create' | 'lun-rm' | 'lun-resize' | 'snapshot-create' | 'snapshot-rm' | 'drive-replace' | 'scrub';
+  command: 'status' | 'lun-create' | 'lun-rm' | 'lun-resize' | 'snapshot-create' | 'snapshot-rm' | 'drive-replace' | 'scrub' | 'unmount';
   name?: string;
   sizeBytes?: number;
   reserve?: boolean;
@@ -18,6 +19,8 @@ export interface ControlRequest {
   newPath?: string;
   /** drive-replace, scrub: answer when the job has ended (a local open must), not when it started. */
   wait?: boolean;
+  /** unmount: stop although files are open through the mount. */
+  force?: boolean;
 }
 
 /** Carries out one request on a controller: the same code for the socket and for a local open. */
@@ -47,6 +50,8 @@ export async function runControlRequest(controller: Controller, request: Control
       const job = controller.drives.scrub();
       return request.wait ? controller.drives.jobs.wait(job.id) : job;
     }
+    case 'unmount':
+      return requestUnmount(controller, request.force === true);
     default:
       throw new LunfsError('EINVAL', `unknown control command ${JSON.stringify((request as { command?: unknown }).command)}`);
   }

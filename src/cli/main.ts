@@ -12,7 +12,7 @@ import { configureLogging } from '../util/logger.js';
 import { formatBytes, parseSize } from '../util/sizes.js';
 import type { StatusJson } from '../volume/controller.js';
 import type { DriveIoMode } from '../drive/file-drive.js';
-import { runMount } from './mount-command.js';
+import { runMount, runUnmount } from './mount-command.js';
 import { createPool, withPool } from './pool-access.js';
 import { runJob } from './job-progress.js';
 import type { ScrubReport } from '../volume/pool.js';
@@ -218,9 +218,15 @@ export function buildProgram(): Command {
     .option('--drive <path>', 'drive paths in order (default: from DIR/pool.json)', collect, [])
     .addOption(new Option('--drive-io <mode>', 'drive I/O: inline for files on tmpfs, thread pool otherwise (auto)').choices(['auto', 'async', 'inline']).default('auto'))
     .option('--force-degraded', 'mount although a RAID-5 drive went missing across an unclean shutdown (its data written back from parity may be wrong)')
-    .description('serve the pool under MOUNTPOINT in the foreground; SIGINT/SIGTERM flush and unmount')
+    .description('serve the pool under MOUNTPOINT in the foreground; SIGINT/SIGTERM (or lunfs unmount) flush and unmount, refused while LUN or snapshot files are open')
     .action(async (directory: string, mountpoint: string, options: { cacheSize: string; drive: string[]; driveIo: DriveIoMode; forceDegraded?: boolean }) => {
       await runMount({ directory, mountpoint, cacheBytes: parseSize(options.cacheSize, '--cache-size'), drivePaths: options.drive, ioMode: options.driveIo, forceDegraded: options.forceDegraded });
+    });
+  program.command('unmount').argument('<dir>', 'pool directory', parseDirectory)
+    .option('--force', 'stop although LUN or snapshot files are open through the mount (their users get I/O errors)')
+    .description('stop the mount of a pool cleanly, as SIGTERM does: refused while LUN or snapshot files are open through it')
+    .action(async (directory: string, options: { force?: boolean }) => {
+      console.log(`lunfs: ${await runUnmount(directory, options.force === true)}`);
     });
   oneLineUsageErrors(program, 'lunfs');
   return program;
