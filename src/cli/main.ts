@@ -6,12 +6,14 @@
 
 import { Command, CommanderError, Option, type HelpContext } from 'commander';
 import { readFileSync } from 'node:fs';
+import { totalmem } from 'node:os';
 import { resolve } from 'node:path';
 import { isLunfsError, LunfsError } from '../util/errors.js';
 import { configureLogging } from '../util/logger.js';
 import { formatBytes, parseSize } from '../util/sizes.js';
 import type { StatusJson } from '../volume/controller.js';
 import type { DriveIoMode } from '../drive/file-drive.js';
+import { cachePageBytes } from '../volume/stack.js';
 import { runMount, runUnmount } from './mount-command.js';
 import { createPool, withPool } from './pool-access.js';
 import { runJob } from './job-progress.js';
@@ -26,6 +28,18 @@ const badInputCodes = ['EINVAL', 'ENOENT', 'EEXIST', 'EFBIG', 'EPERM', 'EACCES']
 function parseDirectory(text: string): string {
   if (text.trim() === '') throw new LunfsError('EINVAL', 'a directory argument is empty');
   return text;
+}
+
+/**
+ * --cache-size: at least two cache pages (the cache's own minimum), and at most 3/4 of this
+ * machine's memory: the mount allocates and touches the whole cache when it starts.
+ */
+function parseCacheSize(text: string): number {
+  const sizeBytes = parseSize(text, '--cache-size');
+  const largestBytes = Math.floor((totalmem() * 3) / 4 / cachePageBytes) * cachePageBytes;
+  if (sizeBytes < 2 * cachePageBytes) throw new LunfsError('EINVAL', `--cache-size ${text} is too small: the cache needs at least ${formatBytes(2 * cachePageBytes)} (two ${formatBytes(cachePageBytes)} pages)`);
+  if (sizeBytes > largestBytes) throw new LunfsError('EINVAL', `--cache-size ${text} is more than this machine can give: at most ${formatBytes(largestBytes)} (3/4 of its ${formatBytes(totalmem())} of memory)`);
+  return sizeBytes;
 }
 
 /** The version of package.json (two levels up from src/cli and dist/cli alike). */
@@ -220,7 +234,7 @@ export function buildProgram(): Command {
     .option('--force-degraded', 'mount although a RAID-5 drive went missing across an unclean shutdown (its data written back from parity may be wrong)')
     .description('serve the pool under MOUNTPOINT in the foreground; SIGINT/SIGTERM (or lunfs unmount) flush and unmount, refused while LUN or snapshot files are open')
     .action(async (directory: string, mountpoint: string, options: { cacheSize: string; drive: string[]; driveIo: DriveIoMode; forceDegraded?: boolean }) => {
-      await runMount({ directory, mountpoint, cacheBytes: parseSize(options.cacheSize, '--cache-size'), drivePaths: options.drive, ioMode: options.driveIo, forceDegraded: options.forceDegraded });
+      await runMount({ directory, mountpoint, cacheBytes: parseCacheSize(options.cacheSize), drivePaths: options.drive, ioMode: options.driveIo, forceDegraded: options.forceDegraded });
     });
   program.command('unmount').argument('<dir>', 'pool directory', parseDirectory)
     .option('--force', 'stop although LUN or snapshot files are open through the mount (their users get I/O errors)')

@@ -4,7 +4,7 @@
 // unmount, write a clean-shutdown checkpoint and release the lock. A stale mount left by a killed
 // process is unmounted first.
 
-import { readFile, rm } from 'node:fs/promises';
+import { readdir, readFile, rm } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import type { DriveIoMode } from '../drive/file-drive.js';
 import { FuseFront } from '../fuse/fuse-front.js';
@@ -15,7 +15,7 @@ import { Controller } from '../volume/controller.js';
 import { acquirePoolLock, liveLockOwner, readPoolFile, socketPath } from '../volume/pool-directory.js';
 import { sendControlRequest, serveControlSocket } from './control-socket.js';
 import { MountStop, registerMountStop, type StopDecision, type StopSource } from './mount-stop.js';
-import { openPool, recordDrivePaths } from './pool-access.js';
+import { makeDirectory, openPool, recordDrivePaths } from './pool-access.js';
 
 /** How often the mount checks that its drive files are still there (a deleted one fails at once). */
 const driveWatchIntervalMs = 500;
@@ -39,6 +39,13 @@ export async function runMount(request: MountRequest): Promise<void> {
   const log = layerLogger('mount', { pool: directory, mountpoint });
   await readPoolFile(directory);
   const releaseLock = await acquirePoolLock(directory, { pid: process.pid, mountpoint });
+  let createdMountpoint: string | undefined;
+  try {
+    createdMountpoint = await prepareMountpoint(mountpoint);
+  } catch (error) {
+    await releaseLock();
+    throw error;
+  }
   let controller: Controller | undefined;
   let front: FuseFront | undefined;
   let server: Awaited<ReturnType<typeof serveControlSocket>> | undefined;
@@ -55,6 +62,7 @@ export async function runMount(request: MountRequest): Promise<void> {
     await rm(socketPath(directory), { force: true });
     if (controller) await controller.close().catch(() => undefined);
     await releaseLock();
+    if (createdMountpoint) await rm(createdMountpoint, { recursive: true, force: true });
     throw error;
   }
   log.info('mounted');
@@ -94,6 +102,28 @@ export async function runMount(request: MountRequest): Promise<void> {
     // once, and a SIGTERM before them would kill the process with no flush (seen under load).
     console.log(`lunfs: pool ${directory} mounted at ${mountpoint} (pid ${process.pid})`);
   });
+}
+
+/**
+ * Checks the mountpoint before the pool is opened, so that a bad one changes nothing: it must be
+ * an empty directory (FUSE refuses a non-empty one: mounted over the pool directory or one above
+ * it, the mount would hide its drives); a missing one is made (see makeDirectory). A stale mount
+ * of a killed process answers ENOTCONN and is left to FuseFront, which unmounts it first.
+ * Returns the topmost directory made, to remove if the mount fails.
+ */
+async function prepareMountpoint(mountpoint: string): Promise<string | undefined> {
+  let entries: string[];
+  try {
+    entries = await readdir(mountpoint);
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code === 'ENOTCONN') return undefined;
+    if (code === 'ENOTDIR') throw new LunfsError('EINVAL', `mountpoint ${mountpoint} is not a directory`);
+    if (code === 'ENOENT') return makeDirectory(mountpoint, 'the mountpoint');
+    throw new LunfsError('EINVAL', `cannot use ${mountpoint} as the mountpoint (${(error as Error).message.split(',')[0]})`, { cause: error });
+  }
+  if (entries.length > 0) throw new LunfsError('EINVAL', `mountpoint ${mountpoint} is not empty (${entries.slice(0, 3).join(', ')}${entries.length > 3 ? ', ...' : ''})`);
+  return undefined;
 }
 
 /**

@@ -33,13 +33,13 @@ export interface CreatePoolRequest {
 export async function createPool(request: CreatePoolRequest): Promise<void> {
   const directory = resolve(request.directory);
   if (existsSync(poolFilePath(directory))) throw new LunfsError('EEXIST', `a pool already exists at ${directory} (${poolFilePath(directory)})`);
-  const createdDirectory = await makePoolDirectory(directory);
+  const createdDirectory = await makeDirectory(directory, 'a pool');
   let release: () => Promise<void>;
   try {
     release = await acquirePoolLock(directory, { pid: process.pid });
   } catch (error) {
     if (createdDirectory) await rm(createdDirectory, { recursive: true, force: true });
-    throw refusedDirectory(directory, error);
+    throw refusedDirectory(directory, 'a pool', error);
   }
   const drives: Drive[] = [];
   const createdFiles: string[] = [];
@@ -84,18 +84,19 @@ export async function createPool(request: CreatePoolRequest): Promise<void> {
 }
 
 /**
- * Makes the pool directory and any missing parents, one level at a time: Node's recursive mkdir
- * spins forever under /proc (each level answers ENOENT). Returns the topmost directory it created
- * (to remove on failure), or undefined when the directory was there already. A path that exists
- * and is not a directory, or where no directory can be made, is refused with its reason.
+ * Makes a directory (the pool's, or a mountpoint) and any missing parents, one level at a time:
+ * Node's recursive mkdir spins forever under /proc (each level answers ENOENT). Returns the
+ * topmost directory it created (to remove on failure), or undefined when the directory was there
+ * already. A path that exists and is not a directory, or where no directory can be made, is
+ * refused (EEXIST, EINVAL) with its reason; `purpose` names what it is for in the message.
  */
-async function makePoolDirectory(directory: string): Promise<string | undefined> {
+export async function makeDirectory(directory: string, purpose: 'a pool' | 'the mountpoint'): Promise<string | undefined> {
   const missing: string[] = [];
   for (let path = directory; ; path = dirname(path)) {
     const kind = await stat(path).then((info) => (info.isDirectory() ? 'directory' : 'other'), (error: NodeJS.ErrnoException) => (error.code === 'ENOENT' ? 'missing' : error));
     if (kind === 'directory') break;
-    if (kind === 'other') throw new LunfsError('EEXIST', `${path} exists and is not a directory: give a new or empty directory for the pool`);
-    if (kind !== 'missing') throw refusedDirectory(directory, kind);
+    if (kind === 'other') throw new LunfsError('EEXIST', `${path} exists and is not a directory: give a new or empty directory for ${purpose}`);
+    if (kind !== 'missing') throw refusedDirectory(directory, purpose, kind);
     missing.unshift(path);
     if (dirname(path) === path) break;
   }
@@ -104,18 +105,18 @@ async function makePoolDirectory(directory: string): Promise<string | undefined>
       await mkdir(path);
     } catch (error) {
       if (missing[0] !== path) await rm(missing[0]!, { recursive: true, force: true });
-      throw refusedDirectory(directory, error);
+      throw refusedDirectory(directory, purpose, error);
     }
   }
   return missing[0];
 }
 
-/** A file system error while making the pool directory or its lock: bad input, with the reason. */
-function refusedDirectory(directory: string, error: unknown): unknown {
+/** A file system error while making the directory (or the pool's lock in it): bad input, with the reason. */
+function refusedDirectory(directory: string, purpose: 'a pool' | 'the mountpoint', error: unknown): unknown {
   const code = (error as NodeJS.ErrnoException).code;
   if (isLunfsError(error) || typeof code !== 'string') return error;
   const reason = (error as Error).message.split(',')[0];
-  return new LunfsError('EINVAL', `cannot create a pool in ${directory} (${reason})`, { cause: error });
+  return new LunfsError('EINVAL', `${purpose === 'a pool' ? 'cannot create a pool in' : 'cannot make the mountpoint'} ${directory} (${reason})`, { cause: error });
 }
 
 /** Refuses drives that already carry a lunfs header: pool create never overwrites a pool. */

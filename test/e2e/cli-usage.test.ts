@@ -7,7 +7,7 @@
 import { readFile, readdir, rename, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { lunfs, lunfsBin, lunfsOk, repoRoot, run, type RunResult } from './support.js';
+import { directoryFingerprint, lunfs, lunfsBin, lunfsOk, mountsUnder, repoRoot, run, type RunResult } from './support.js';
 import { useSandbox } from './support.js';
 
 const sandbox = useSandbox('cli-usage', 'file');
@@ -138,5 +138,29 @@ describe('long jobs on a pool that does not open', () => {
       expect(result.code, describeRun(result)).toBe(2);
       expect(result.stderr).toMatch(/no lunfs pool at/);
     }
+  });
+});
+
+describe('lunfs mount refuses a bad mountpoint or cache size before it opens the pool', () => {
+  it('/proc, /sys, a file, a non-empty directory (the pool directory, one above it), a cache too small or too large: exit 2, pool unchanged', async () => {
+    const box = sandbox();
+    const pool = await box.createPool('mountpoints', { drives: 2, driveSize: '64M', raid: 1 });
+    await lunfsOk('lun', 'create', pool, 'db', '--size', '16M');
+    const file = box.path('plain-file');
+    await writeFile(file, 'x');
+    const before = await directoryFingerprint(pool);
+    const mount = (mountpoint: string, ...extra: string[]): Promise<RunResult> => lunfsWithin20s(['mount', pool, mountpoint, ...extra]);
+    expectOneLineError(await mount('/proc/lunfs-e2e-nowhere'), /cannot make the mountpoint \/proc\/lunfs-e2e-nowhere \(ENOENT/);
+    expectOneLineError(await mount('/sys/lunfs-e2e-nowhere'), /cannot make the mountpoint \/sys\/lunfs-e2e-nowhere \((EPERM|EACCES|EROFS)/);
+    expectOneLineError(await mount(file), new RegExp(`mountpoint ${file} is not a directory`));
+    expectOneLineError(await mount(join(file, 'sub')), /is not a directory/);
+    expectOneLineError(await mount(pool), new RegExp(`mountpoint ${pool} is not empty \\(drive-0.img, drive-1.img`));
+    expectOneLineError(await mount(box.root), new RegExp(`mountpoint ${box.root} is not empty`));
+    for (const size of ['0', '128K', '255K']) expectOneLineError(await mount(box.path('mnt'), '--cache-size', size), /is too small: the cache needs at least 256 KiB/);
+    expectOneLineError(await mount(box.path('mnt'), '--cache-size', '100T'), /--cache-size 100T is more than this machine can give: at most .* \(3\/4 of its .* of memory\)/);
+    expect(await directoryFingerprint(pool)).toBe(before);
+    expect(await mountsUnder(box.root)).toEqual([]);
+    await expect(stat(box.path('mnt'))).rejects.toThrow(/ENOENT/);
+    await expect(stat('/proc/lunfs-e2e-nowhere')).rejects.toThrow(/ENOENT/);
   });
 });
