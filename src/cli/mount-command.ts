@@ -1,5 +1,5 @@
 // `lunfs mount`: takes the pool lock, opens the pool, serves the control socket and the FUSE
-// mountpoint in the foreground. SIGINT/SIGTERM (or `lunfs unmount`) flush every LUN and, unless
+// mountpoint in the foreground. SIGINT/SIGTERM/SIGHUP (or `lunfs unmount`) flush every LUN and, unless
 // LUN or snapshot files are open through the mount (then the stop is refused: mount-stop.ts),
 // unmount, write a clean-shutdown checkpoint and release the lock. A stale mount left by a killed
 // process is unmounted first.
@@ -98,6 +98,8 @@ export async function runMount(request: MountRequest): Promise<void> {
     // Not once: a signal refused while files are open leaves the mount serving, and the next one decides again.
     process.on('SIGINT', () => onSignal('SIGINT'));
     process.on('SIGTERM', () => onSignal('SIGTERM'));
+    // The terminal of a foreground mount closing: by default it killed the process with no flush.
+    process.on('SIGHUP', () => onSignal('SIGHUP'));
     // The ready line comes only once the handlers are in place: whoever waits for it may signal at
     // once, and a SIGTERM before them would kill the process with no flush (seen under load).
     console.log(`lunfs: pool ${directory} mounted at ${mountpoint} (pid ${process.pid})`);

@@ -1,4 +1,4 @@
-// When a `lunfs mount` may stop. A request to stop (SIGINT, SIGTERM, or `lunfs unmount` through
+// When a `lunfs mount` may stop. A request to stop (SIGINT, SIGTERM, SIGHUP, or `lunfs unmount` through
 // the control socket) first flushes every LUN. If LUN or snapshot files are still open through
 // the mount (a loop device, an ext4 on it, a VM), unmounting would give their users EIO and lose
 // what they have not written yet, so the request is refused: the mount logs which files are open
@@ -32,7 +32,7 @@ export interface StopDecision {
   pid: number;
 }
 
-export type StopSource = 'SIGINT' | 'SIGTERM' | 'unmount';
+export type StopSource = 'SIGINT' | 'SIGTERM' | 'SIGHUP' | 'unmount';
 
 export class MountStop {
   private readonly queue = new Mutex();

@@ -167,3 +167,24 @@ describe('signals with files open', () => {
     await lunAgain.close().catch(() => undefined);
   });
 });
+
+describe('SIGHUP (the terminal of a foreground mount closes)', () => {
+  it('stops cleanly like SIGTERM when nothing is open, and is refused while a LUN is open', async () => {
+    const box = sandbox();
+    const pool = await poolWithLun(box);
+    const mountpoint = box.path('mnt');
+    let server = await box.mount(pool, mountpoint);
+    const lun = await open(join(mountpoint, 'luns', 'db'), 'r');
+    server.child.kill('SIGHUP');
+    await stderrMatches(server, /SIGHUP refused: 1 file is open through the mount: luns\/db \(1 handle\)/);
+    expect(server.running).toBe(true);
+    await lun.close();
+    await sleep(200);
+    server.child.kill('SIGHUP');
+    expect(await server.exited, `stderr:\n${server.stderr}`).toEqual({ code: 0, signal: null });
+    expect(server.stdout).toContain('unmounted cleanly');
+    server = await box.mount(pool, mountpoint); // and the pool was shut down cleanly: no replay warning
+    expect(server.stderr).not.toMatch(/not shut down cleanly/);
+    expect(await server.stop()).toEqual({ code: 0, signal: null });
+  });
+});
