@@ -15,16 +15,17 @@ import { privateFileMode } from '../volume/pool-directory.js';
 import { isLunfsError, LunfsError, type LunfsErrorCode } from '../util/errors.js';
 import type { Logger } from '../util/logger.js';
 import type { Controller } from '../volume/controller.js';
+import { requestUnmount } from './mount-stop.js';
 
 export interface ControlRequest {
-  command: 'status' | 'lun-create' | 'lun-rm' | 'lun-resize' | 'snapshot-create' | 'snapshot-rm' | 'drive-replace' | 'scrub';
+  command: 'status' | 'lun-create' | 'lun-rm' | 'lun-resize' | 'snapshot-create' | 'snapshot-rm' | 'drive-replace' | 'scrub' | 'unmount';
   name?: string;
   sizeBytes?: number;
   reserve?: boolean;
   /** drive-replace: the failed drive (index or path) and the new drive's path. */
   old?: string;
   newPath?: string;
-  /** drive-replace: overwrite a target that carries a lunfs drive label. */
+  /** drive-replace: overwrite a target that carries a lunfs drive label. unmount: stop although files are open through the mount. */
   force?: boolean;
   /** drive-replace, scrub: answer when the job has ended (a local open must), not when it started. */
   wait?: boolean;
@@ -57,6 +58,8 @@ export async function runControlRequest(controller: Controller, request: Control
       const job = controller.drives.scrub();
       return request.wait ? controller.drives.jobs.wait(job.id) : job;
     }
+    case 'unmount':
+      return requestUnmount(controller, request.force === true);
     default:
       throw new LunfsError('EINVAL', `unknown control command ${JSON.stringify((request as { command?: unknown }).command)}`);
   }

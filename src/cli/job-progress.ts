@@ -18,26 +18,32 @@ export async function runJob(directory: string, request: ControlRequest, wait: b
   const socket = mountSocket(absolute);
   if (!wait) return (await withPool(absolute, { ...request, wait: false })) as JobStatus;
   const bar = new SingleBar({ format: `${title} [{bar}] {percentage}% | {value}/{total} MiB`, hideCursor: true, noTTYOutput: true, notTTYSchedule: 2000, stream: process.stderr }, Presets.shades_classic);
-  if (socket === undefined) {
-    // Local: the job runs in this process (withPool waits for it); the bar follows the pool's status.
-    bar.start(1, 0);
-    const job = (await withPool(absolute, { ...request, wait: true }, (status) => follow(bar, status))) as JobStatus;
-    finish(bar, job);
-    return job;
-  }
-  const started = (await sendControlRequest(socket, { ...request, wait: false })) as JobStatus;
-  bar.start(Math.max(1, mib(started.totalBytes)), 0);
-  for (;;) {
-    const status = (await sendControlRequest(socket, { command: 'status' })) as StatusJson;
-    const job = status.jobs.find((candidate) => candidate.id === started.id);
-    if (!job) throw new Error(`job ${started.id} is gone from the mount's status`);
-    bar.setTotal(Math.max(1, mib(job.totalBytes)));
-    bar.update(mib(job.doneBytes));
-    if (job.state !== 'running') {
+  // The bar's redraw timer keeps the process alive: it must stop on every way out, a pool that
+  // fails to open or a request the mount refuses included, or the CLI prints the error and hangs.
+  try {
+    if (socket === undefined) {
+      // Local: the job runs in this process (withPool waits for it); the bar follows the pool's status.
+      bar.start(1, 0);
+      const job = (await withPool(absolute, { ...request, wait: true }, (status) => follow(bar, status))) as JobStatus;
       finish(bar, job);
       return job;
     }
-    await new Promise((resolveWait) => setTimeout(resolveWait, pollIntervalMs));
+    const started = (await sendControlRequest(socket, { ...request, wait: false })) as JobStatus;
+    bar.start(Math.max(1, mib(started.totalBytes)), 0);
+    for (;;) {
+      const status = (await sendControlRequest(socket, { command: 'status' })) as StatusJson;
+      const job = status.jobs.find((candidate) => candidate.id === started.id);
+      if (!job) throw new Error(`job ${started.id} is gone from the mount's status`);
+      bar.setTotal(Math.max(1, mib(job.totalBytes)));
+      bar.update(mib(job.doneBytes));
+      if (job.state !== 'running') {
+        finish(bar, job);
+        return job;
+      }
+      await new Promise((resolveWait) => setTimeout(resolveWait, pollIntervalMs));
+    }
+  } finally {
+    bar.stop(); // idempotent after finish()
   }
 }
 

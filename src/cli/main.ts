@@ -1,20 +1,76 @@
 // The lunfs command line (commander). The only place where errors become messages and exit codes:
 // 0 success, 1 an operating error (EIO, ENOSPC, EBUSY, ECORRUPT, ...), 2 bad input (EINVAL,
-// ENOENT, EEXIST, EFBIG).
+// ENOENT, EEXIST, EFBIG, EPERM, EACCES) and every usage error commander finds (unknown command or
+// option, missing argument). Each error is one line on stderr, `lunfs: ...`; a stack trace only
+// for a bug.
 
-import { Command, Option } from 'commander';
+import { Command, CommanderError, Option, type HelpContext } from 'commander';
+import { readFileSync } from 'node:fs';
+import { totalmem } from 'node:os';
 import { resolve } from 'node:path';
 import { isLunfsError, LunfsError } from '../util/errors.js';
 import { configureLogging } from '../util/logger.js';
 import { formatBytes, parseSize } from '../util/sizes.js';
 import type { StatusJson } from '../volume/controller.js';
 import type { DriveIoMode } from '../drive/file-drive.js';
-import { runMount } from './mount-command.js';
+import { cachePageBytes } from '../volume/stack.js';
+import { runMount, runUnmount } from './mount-command.js';
 import { createPool, withPool } from './pool-access.js';
 import { runJob } from './job-progress.js';
 import type { ScrubReport } from '../volume/pool.js';
 
 const collect = (value: string, previous: string[]): string[] => previous.concat([value]);
+
+/** Error codes that mean the request itself was wrong (exit 2); every other code is exit 1. */
+const badInputCodes = ['EINVAL', 'ENOENT', 'EEXIST', 'EFBIG', 'EPERM', 'EACCES'];
+
+/** A directory argument: an empty one would silently mean the current directory. */
+function parseDirectory(text: string): string {
+  if (text.trim() === '') throw new LunfsError('EINVAL', 'a directory argument is empty');
+  return text;
+}
+
+/**
+ * --cache-size: at least two cache pages (the cache's own minimum), and at most 3/4 of this
+ * machine's memory: the mount allocates and touches the whole cache when it starts.
+ */
+function parseCacheSize(text: string): number {
+  const sizeBytes = parseSize(text, '--cache-size');
+  const largestBytes = Math.floor((totalmem() * 3) / 4 / cachePageBytes) * cachePageBytes;
+  if (sizeBytes < 2 * cachePageBytes) throw new LunfsError('EINVAL', `--cache-size ${text} is too small: the cache needs at least ${formatBytes(2 * cachePageBytes)} (two ${formatBytes(cachePageBytes)} pages)`);
+  if (sizeBytes > largestBytes) throw new LunfsError('EINVAL', `--cache-size ${text} is more than this machine can give: at most ${formatBytes(largestBytes)} (3/4 of its ${formatBytes(totalmem())} of memory)`);
+  return sizeBytes;
+}
+
+/** The version of package.json (two levels up from src/cli and dist/cli alike). */
+function packageVersion(): string {
+  return (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+}
+
+/** Commander's Command, with a one-line usage error instead of the whole help for a missing subcommand. */
+class LunfsCommand extends Command {
+  override createCommand(name?: string): Command {
+    return new LunfsCommand(name);
+  }
+
+  override help(context?: HelpContext | ((text: string) => string)): never {
+    if (context && typeof context === 'object' && context.error) {
+      // `lunfs`, `lunfs pool` or `lunfs help bogus`: commander would print the whole help on stderr.
+      const names = this.commands.map((command) => command.name());
+      const unknown = this.args.find((word) => !names.includes(word) && word !== 'help' && !word.startsWith('-'));
+      this.error(`${unknown === undefined ? 'missing command' : `unknown command '${unknown}'`}: use one of ${names.join(', ')}`, { exitCode: 2, code: 'lunfs.missingCommand' });
+    }
+    return super.help(context as HelpContext);
+  }
+}
+
+/** Every command prints commander's usage errors as one line that says where the help is. */
+function oneLineUsageErrors(command: Command, path: string): void {
+  command.configureOutput({
+    outputError: (text, write) => write(`lunfs: ${text.replace(/^error: /, '').replace(/\s*\n\s*/g, ' ').trim()} (see '${path} --help')\n`),
+  });
+  for (const subcommand of command.commands) oneLineUsageErrors(subcommand, `${path} ${subcommand.name()}`);
+}
 
 function parseRaid(text: string): 0 | 1 | 5 {
   if (text === '0' || text === '1' || text === '5') return Number(text) as 0 | 1 | 5;
@@ -61,17 +117,18 @@ function printStatus(directory: string, status: StatusJson): void {
 }
 
 export function buildProgram(): Command {
-  const program = new Command('lunfs')
+  const program = new LunfsCommand('lunfs')
     .description('RAID-protected pool of thin virtual disks, served as files through FUSE')
+    .exitOverride() // before the subcommands, which inherit it: main() maps every exit to a code
+    .version(packageVersion(), '-V, --version', 'print the version of lunfs')
     .addOption(new Option('--log-level <level>', 'pino log level').choices(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('warn'))
     .hook('preAction', (command) => {
       configureLogging(command.optsWithGlobals().logLevel as string);
-    })
-    .showHelpAfterError();
+    });
 
   const pool = program.command('pool').description('create pools');
-  pool.command('create')
-    .argument('<dir>', 'pool directory (holds pool.json and, for --drives, the drive files)')
+  pool.command('create').description('format drives into a new pool (sparse files in DIR, or the --drive paths)')
+    .argument('<dir>', 'pool directory (holds pool.json and, for --drives, the drive files)', parseDirectory)
     .option('--drives <n>', 'number of sparse file drives to create in DIR')
     .option('--drive-size <size>', 'size of each created drive (e.g. 8G)')
     .option('--drive <path>', 'an existing file or block device to use as a drive (repeat, in order)', collect, [])
@@ -99,52 +156,52 @@ export function buildProgram(): Command {
     });
 
   const lun = program.command('lun').description('create, list, remove and grow LUNs');
-  lun.command('create').argument('<dir>').argument('<name>').requiredOption('--size <size>', 'LUN size (e.g. 20G); thin: nothing is allocated yet')
+  lun.command('create').description('create a thin LUN').argument('<dir>', 'pool directory', parseDirectory).argument('<name>', 'LUN name: 1-63 letters, digits, ., _ or -').requiredOption('--size <size>', 'LUN size (e.g. 20G); thin: nothing is allocated yet')
     .action(async (directory: string, name: string, options: { size: string }) => {
       const sizeBytes = parseSize(options.size, 'LUN size');
       if (sizeBytes === 0) throw new LunfsError('EINVAL', 'LUN size must be larger than 0');
       await withPool(directory, { command: 'lun-create', name, sizeBytes });
       console.log(`LUN ${name} created (${formatBytes(sizeBytes)})`);
     });
-  lun.command('ls').argument('<dir>').option('--json', 'JSON output')
+  lun.command('ls').description('list the LUNs with their size and allocated space').argument('<dir>', 'pool directory', parseDirectory).option('--json', 'JSON output')
     .action(async (directory: string, options: { json?: boolean }) => {
       const status = (await withPool(directory, { command: 'status' })) as StatusJson;
       if (options.json) console.log(JSON.stringify(status.luns, null, 2));
       else printLuns(status);
     });
-  lun.command('rm').argument('<dir>').argument('<name>')
+  lun.command('rm').description('remove a LUN and free its space (refused while it has snapshots or is open)').argument('<dir>', 'pool directory', parseDirectory).argument('<name>', 'LUN name')
     .action(async (directory: string, name: string) => {
       await withPool(directory, { command: 'lun-rm', name });
       console.log(`LUN ${name} removed`);
     });
-  lun.command('resize').argument('<dir>').argument('<name>').requiredOption('--size <size>', 'new size (grow only)')
+  lun.command('resize').description('grow a LUN').argument('<dir>', 'pool directory', parseDirectory).argument('<name>', 'LUN name').requiredOption('--size <size>', 'new size (grow only)')
     .action(async (directory: string, name: string, options: { size: string }) => {
       await withPool(directory, { command: 'lun-resize', name, sizeBytes: parseSize(options.size, 'LUN size') });
       console.log(`LUN ${name} resized to ${options.size}`);
     });
 
   const snapshot = program.command('snapshot').description('take, list and delete snapshots (LUN@NAME)');
-  snapshot.command('create', { isDefault: true }).argument('<dir>').argument('<lun@name>')
+  snapshot.command('create', { isDefault: true }).argument('<dir>', 'pool directory', parseDirectory).argument('<lun@name>', 'the LUN and a name for the snapshot')
     .option('--reserve', 'reserve space so that the snapshot can never be invalidated by a full pool')
     .description('take a snapshot of a LUN now (also: touch MOUNTPOINT/control/snapshot/LUN@NAME)')
     .action(async (directory: string, name: string, options: { reserve?: boolean }) => {
       await withPool(directory, { command: 'snapshot-create', name, reserve: options.reserve === true });
       console.log(`snapshot ${name} created${options.reserve ? ' (space reserved)' : ''}`);
     });
-  snapshot.command('ls').argument('<dir>').option('--json', 'JSON output')
+  snapshot.command('ls').description('list the snapshots with their state and the space they hold').argument('<dir>', 'pool directory', parseDirectory).option('--json', 'JSON output')
     .action(async (directory: string, options: { json?: boolean }) => {
       const status = (await withPool(directory, { command: 'status' })) as StatusJson;
       if (options.json) console.log(JSON.stringify(status.snapshots, null, 2));
       else printSnapshots(status);
     });
-  snapshot.command('rm').argument('<dir>').argument('<lun@name>')
+  snapshot.command('rm').description('delete a snapshot and free what no other snapshot needs').argument('<dir>', 'pool directory', parseDirectory).argument('<lun@name>', 'the snapshot')
     .action(async (directory: string, name: string) => {
       await withPool(directory, { command: 'snapshot-rm', name });
       console.log(`snapshot ${name} removed`);
     });
 
   const drive = program.command('drive').description('replace failed drives');
-  drive.command('replace').argument('<dir>').argument('<old>', 'the failed drive: its index (see lunfs status) or its path').argument('<new>', 'the new drive: a file or block device (a file that does not exist is created, sparse, of the old size)')
+  drive.command('replace').argument('<dir>', 'pool directory', parseDirectory).argument('<old>', 'the failed drive: its index (see lunfs status) or its path').argument('<new>', 'the new drive: a file or block device (a file that does not exist is created, sparse, of the old size)')
     .option('--no-wait', 'return once the rebuild has started')
     .option('--force', 'overwrite a new drive that carries a lunfs drive label (a drive of another pool, or an old drive of this one)')
     .description('put a new drive in the place of a failed one and rebuild it from redundancy; LUNs stay in use')
@@ -154,7 +211,7 @@ export function buildProgram(): Command {
       console.log(job.state === 'done' ? `drive ${job.drive} rebuilt onto ${resolve(newPath)}` : `rebuild of drive ${job.drive} started (job ${job.id}); lunfs status shows its progress`);
     });
 
-  program.command('scrub').argument('<dir>').option('--no-wait', 'return once the scrub has started').option('--json', 'print the report as JSON')
+  program.command('scrub').argument('<dir>', 'pool directory', parseDirectory).option('--no-wait', 'return once the scrub has started').option('--json', 'print the report as JSON')
     .description('read every drive, verify checksums, parity and mirrors, repair what redundancy allows, report')
     .action(async (directory: string, options: { wait: boolean; json?: boolean }) => {
       const job = await runJob(directory, { command: 'scrub' }, options.wait, 'scrub');
@@ -169,22 +226,29 @@ export function buildProgram(): Command {
       if (report.unrepairable > 0) process.exitCode = 1;
     });
 
-  program.command('status').argument('<dir>').option('--json', 'JSON output (documented in README)')
+  program.command('status').description('print the pool, its drives, LUNs, snapshots, jobs and integrity counters').argument('<dir>', 'pool directory', parseDirectory).option('--json', 'JSON output (documented in README)')
     .action(async (directory: string, options: { json?: boolean }) => {
       const status = (await withPool(directory, { command: 'status' })) as StatusJson;
       if (options.json) console.log(JSON.stringify(status, null, 2));
       else printStatus(directory, status);
     });
 
-  program.command('mount').argument('<dir>').argument('<mountpoint>')
+  program.command('mount').argument('<dir>', 'pool directory', parseDirectory).argument('<mountpoint>', 'an empty directory (created if missing)', parseDirectory)
     .option('--cache-size <size>', 'write-back cache size', '256M')
     .option('--drive <path>', 'drive paths in order (default: from DIR/pool.json)', collect, [])
     .addOption(new Option('--drive-io <mode>', 'drive I/O: inline for files on tmpfs, thread pool otherwise (auto)').choices(['auto', 'async', 'inline']).default('auto'))
     .option('--force-degraded', 'mount although a RAID-5 drive went missing across an unclean shutdown (its data written back from parity may be wrong), or take back a RAID-0 drive that missed writes or failed with an I/O error (accepting the loss of those writes)')
-    .description('serve the pool under MOUNTPOINT in the foreground; SIGINT/SIGTERM flush and unmount')
+    .description('serve the pool under MOUNTPOINT in the foreground; SIGINT/SIGTERM (or lunfs unmount) flush and unmount, refused while LUN or snapshot files are open')
     .action(async (directory: string, mountpoint: string, options: { cacheSize: string; drive: string[]; driveIo: DriveIoMode; forceDegraded?: boolean }) => {
-      await runMount({ directory, mountpoint, cacheBytes: parseSize(options.cacheSize, '--cache-size'), drivePaths: options.drive, ioMode: options.driveIo, forceDegraded: options.forceDegraded });
+      await runMount({ directory, mountpoint, cacheBytes: parseCacheSize(options.cacheSize), drivePaths: options.drive, ioMode: options.driveIo, forceDegraded: options.forceDegraded });
     });
+  program.command('unmount').argument('<dir>', 'pool directory', parseDirectory)
+    .option('--force', 'stop although LUN or snapshot files are open through the mount (their users get I/O errors)')
+    .description('stop the mount of a pool cleanly, as SIGTERM does: refused while LUN or snapshot files are open through it')
+    .action(async (directory: string, options: { force?: boolean }) => {
+      console.log(`lunfs: ${await runUnmount(directory, options.force === true)}`);
+    });
+  oneLineUsageErrors(program, 'lunfs');
   return program;
 }
 
@@ -206,12 +270,12 @@ export async function main(argv: string[]): Promise<number> {
     await program.parseAsync(argv);
     return 0;
   } catch (error) {
-    if (error && typeof error === 'object' && 'exitCode' in error && typeof (error as { exitCode: unknown }).exitCode === 'number' && !isLunfsError(error)) {
-      return (error as { exitCode: number }).exitCode; // commander already printed help or the usage error
+    if (error instanceof CommanderError) {
+      return error.exitCode === 0 ? 0 : 2; // commander printed the help, the version or the one-line usage error
     }
     if (isLunfsError(error)) {
       console.error(`lunfs: ${error.message}`);
-      return ['EINVAL', 'ENOENT', 'EEXIST', 'EFBIG'].includes(error.code) ? 2 : 1;
+      return badInputCodes.includes(error.code) ? 2 : 1;
     }
     console.error(`lunfs: unexpected error: ${(error as Error).stack ?? String(error)}`);
     return 1;

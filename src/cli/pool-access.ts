@@ -41,13 +41,15 @@ const poolPollMs = 50;
 export async function createPool(request: CreatePoolRequest): Promise<string[]> {
   const directory = resolve(request.directory);
   if (existsSync(poolFilePath(directory))) throw new LunfsError('EEXIST', `a pool already exists at ${directory} (${poolFilePath(directory)})`);
-  const createdDirectory = !existsSync(directory);
-  if (createdDirectory) {
-    await mkdir(dirname(directory), { recursive: true }); // parents as the umask says; the pool itself is private
-    await mkdir(directory, { mode: privateDirectoryMode });
-    await chmod(directory, privateDirectoryMode); // exactly 0700, whatever the umask took away
+  const createdDirectory = await makeDirectory(directory, 'a pool');
+  if (createdDirectory !== undefined) await chmod(directory, privateDirectoryMode); // the pool itself is private, whatever the umask
+  let lock: HeldPoolLock;
+  try {
+    lock = await acquirePoolLock(directory, { pid: process.pid });
+  } catch (error) {
+    if (createdDirectory) await rm(createdDirectory, { recursive: true, force: true });
+    throw refusedDirectory(directory, 'a pool', error);
   }
-  const lock = await acquirePoolLock(directory, { pid: process.pid });
   const release = (): Promise<void> => lock.release();
   const drives: Drive[] = [];
   const createdFiles: string[] = [];
@@ -59,7 +61,8 @@ export async function createPool(request: CreatePoolRequest): Promise<string[]> 
       for (const path of paths) drives.push(await FileDrive.open(path));
       await refuseLunfsDrives(drives);
     } else {
-      if (!request.driveCount || !request.driveSizeBytes) throw new LunfsError('EINVAL', 'give --drives N and --drive-size SIZE, or --drive PATH for each drive');
+      if (request.driveCount === undefined || request.driveSizeBytes === undefined) throw new LunfsError('EINVAL', 'give --drives N and --drive-size SIZE, or --drive PATH for each drive');
+      if (request.driveSizeBytes === 0) throw new LunfsError('EINVAL', 'drive size must be larger than 0');
       if (request.driveSizeBytes % 512 !== 0) throw new LunfsError('EINVAL', `drive size ${request.driveSizeBytes} is not a whole number of 512-byte sectors`);
       paths = [...Array(request.driveCount).keys()].map((index) => join(directory, `drive-${index}.img`));
       for (const path of paths) {
@@ -85,11 +88,47 @@ export async function createPool(request: CreatePoolRequest): Promise<string[]> 
     await Promise.all(drives.map((drive) => drive.close()));
     await Promise.all(createdFiles.map((path) => rm(path, { force: true }))); // a failed create leaves nothing behind
     await release();
-    if (createdDirectory) await rm(directory, { recursive: true, force: true });
+    if (createdDirectory) await rm(createdDirectory, { recursive: true, force: true });
     throw error;
   }
   await release();
   return poolPermissionWarnings(directory, paths);
+}
+
+/**
+ * Makes a directory (the pool's, or a mountpoint) and any missing parents, one level at a time:
+ * Node's recursive mkdir spins forever under /proc (each level answers ENOENT). Returns the
+ * topmost directory it created (to remove on failure), or undefined when the directory was there
+ * already. A path that exists and is not a directory, or where no directory can be made, is
+ * refused (EEXIST, EINVAL) with its reason; `purpose` names what it is for in the message.
+ */
+export async function makeDirectory(directory: string, purpose: 'a pool' | 'the mountpoint'): Promise<string | undefined> {
+  const missing: string[] = [];
+  for (let path = directory; ; path = dirname(path)) {
+    const kind = await stat(path).then((info) => (info.isDirectory() ? 'directory' : 'other'), (error: NodeJS.ErrnoException) => (error.code === 'ENOENT' ? 'missing' : error));
+    if (kind === 'directory') break;
+    if (kind === 'other') throw new LunfsError('EEXIST', `${path} exists and is not a directory: give a new or empty directory for ${purpose}`);
+    if (kind !== 'missing') throw refusedDirectory(directory, purpose, kind);
+    missing.unshift(path);
+    if (dirname(path) === path) break;
+  }
+  for (const path of missing) {
+    try {
+      await mkdir(path);
+    } catch (error) {
+      if (missing[0] !== path) await rm(missing[0]!, { recursive: true, force: true });
+      throw refusedDirectory(directory, purpose, error);
+    }
+  }
+  return missing[0];
+}
+
+/** A file system error while making the directory (or the pool's lock in it): bad input, with the reason. */
+function refusedDirectory(directory: string, purpose: 'a pool' | 'the mountpoint', error: unknown): unknown {
+  const code = (error as NodeJS.ErrnoException).code;
+  if (isLunfsError(error) || typeof code !== 'string') return error;
+  const reason = (error as Error).message.split(',')[0];
+  return new LunfsError('EINVAL', `${purpose === 'a pool' ? 'cannot create a pool in' : 'cannot make the mountpoint'} ${directory} (${reason})`, { cause: error });
 }
 
 /** Refuses drives that already carry a lunfs header: pool create never overwrites a pool. */

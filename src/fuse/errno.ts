@@ -12,6 +12,8 @@ const errnoByCode: Record<string, number> = {
   EFBIG: Fuse.EFBIG,
   EIO: Fuse.EIO,
   EBUSY: Fuse.EBUSY,
+  EPERM: Fuse.EPERM,
+  EACCES: Fuse.EACCES,
   ECORRUPT: Fuse.EIO,
   ENOTSUP: Fuse.EOPNOTSUPP,
 };

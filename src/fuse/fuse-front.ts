@@ -3,8 +3,14 @@
 //   /luns/NAME        a LUN as a file (read/write; truncate -s creates one, rm removes it)
 //   /snapshots/LUN@NAME  a snapshot as a file (read/write: a writable snapshot; rm deletes it)
 //   /clones/          snapclones (filled by a later issue)
-//   /control/status   the status JSON, the same as `lunfs status --json`
-//   /control/snapshot/   creating LUN@NAME here (touch) takes a snapshot; the directory stays empty
+//   /control/status   the status JSON, the same as `lunfs status --json` (read-only: EACCES)
+//   /control/snapshot/   creating LUN@NAME here (touch, echo >) takes a snapshot; lists the
+//                     snapshots taken, as empty files that take (and ignore) writes
+// A LUN needs a size, so a file created under luns/ is only pending until truncate gives it one:
+// `truncate -s 10G luns/x` (create, then ftruncate) makes a thin LUN; `touch luns/x` fails at
+// close with EINVAL and leaves nothing. Files keep the mode and owner they are served with: chmod
+// and chown that would change them are EPERM. The front counts the LUN and snapshot files open
+// through it, so that `lunfs mount` can refuse to stop under their users (openFiles()).
 // Handlers answer asynchronously; fuse-native's per-request timeout is off, `big_writes` is passed
 // through its fsname option so writes arrive in 128 KiB requests, not 4 KiB.
 
@@ -13,6 +19,7 @@ import type { BlockDevice } from '../block/block-device.js';
 import { LunfsError } from '../util/errors.js';
 import type { Logger } from '../util/logger.js';
 import type { Controller } from '../volume/controller.js';
+import { checkLunName } from '../volume/pool.js';
 import { errnoFor } from './errno.js';
 
 type Callback = (code: number, ...results: unknown[]) => void;
@@ -20,7 +27,13 @@ type Callback = (code: number, ...results: unknown[]) => void;
 const directoryMode = 0o40755;
 const lunFileMode = 0o100644;
 const controlFileMode = 0o100444;
+const requestFileMode = 0o100644;
 const topDirectories = ['luns', 'snapshots', 'clones', 'control'];
+/** open(2) flags: the access mode bits and the read-only value. */
+const accessModeMask = 3;
+const readOnlyAccess = 0;
+/** chown(2)'s "leave unchanged", as fuse-native passes it (unsigned) or as a signed -1. */
+const unchangedId = [0xffffffff, -1];
 
 type Target =
   | { kind: 'directory'; entries: () => string[] }
@@ -28,13 +41,18 @@ type Target =
   | { kind: 'snapshot'; name: string }
   | { kind: 'status' }
   | { kind: 'snapshot-request'; name: string }
+  | { kind: 'pending-lun'; name: string }
   | { kind: 'none' };
 
 /** What an open handle serves. */
 interface Handle {
   lun?: string;
   snapshot?: string;
+  /** Created under luns/ and not yet given a size: no LUN exists yet. */
+  pendingLun?: string;
   text?: Buffer;
+  /** A control/snapshot request: writes are taken and ignored (`echo > control/snapshot/L@N`). */
+  discardsWrites?: boolean;
 }
 
 export interface FuseFrontOptions {
@@ -49,6 +67,12 @@ export class FuseFront {
   private nextHandle = 10;
   /** Per open handle: the LUN it belongs to, or the status text frozen at open. */
   private readonly handles = new Map<number, Handle>();
+  /** Names created under luns/ that wait for a size, with their open handle counts. */
+  private readonly pendingLuns = new Map<string, number>();
+  /** Rises each time the last LUN or snapshot file open through the front is closed. */
+  private idleCount = 0;
+  /** Set once the mount stops: new opens of LUN and snapshot files are refused (EBUSY). */
+  private closing = false;
 
   constructor(private readonly options: FuseFrontOptions) {
     this.fuse = new Fuse(options.mountpoint, this.operations() as never, {
@@ -67,16 +91,37 @@ export class FuseFront {
     return new Promise((resolve, reject) => this.fuse.unmount((error) => (error ? reject(error) : resolve())));
   }
 
+  /** The LUN and snapshot files open through the mount, as 'luns/db (2 handles)', sorted. */
+  openFiles(): string[] {
+    const counts = new Map<string, number>();
+    for (const handle of this.handles.values()) {
+      const path = handle.lun !== undefined ? `luns/${handle.lun}` : handle.snapshot !== undefined ? `snapshots/${handle.snapshot}` : undefined;
+      if (path !== undefined) counts.set(path, (counts.get(path) ?? 0) + 1);
+    }
+    return [...counts.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([path, count]) => `${path} (${count} handle${count === 1 ? '' : 's'})`);
+  }
+
+  /** How many times every LUN and snapshot file was closed: equal counts mean none was idle in between. */
+  get idleGeneration(): number {
+    return this.idleCount;
+  }
+
+  /** From now on, opening a LUN or snapshot file fails with EBUSY: the mount is stopping. */
+  refuseNewOpens(): void {
+    this.closing = true;
+  }
+
   private resolve(path: string): Target {
     const controller = this.options.controller;
     if (path === '/') return { kind: 'directory', entries: () => topDirectories };
-    if (path === '/luns') return { kind: 'directory', entries: () => controller.pool.userLuns().map((lun) => lun.name) };
-    if (path === '/snapshots') return { kind: 'directory', entries: () => controller.listSnapshots().map((snapshot) => snapshot.name) };
-    if (path === '/clones' || path === '/control/snapshot') return { kind: 'directory', entries: () => [] };
+    if (path === '/luns') return { kind: 'directory', entries: () => [...new Set([...controller.pool.userLuns().map((lun) => lun.name), ...this.pendingLuns.keys()])] };
+    if (path === '/snapshots' || path === '/control/snapshot') return { kind: 'directory', entries: () => controller.listSnapshots().map((snapshot) => snapshot.name) };
+    if (path === '/clones') return { kind: 'directory', entries: () => [] };
     if (path === '/control') return { kind: 'directory', entries: () => ['status', 'snapshot'] };
     if (path === '/control/status') return { kind: 'status' };
     const match = /^\/luns\/([^/]+)$/.exec(path);
     if (match && controller.pool.hasLun(match[1]!)) return { kind: 'lun', name: match[1]! };
+    if (match && this.pendingLuns.has(match[1]!)) return { kind: 'pending-lun', name: match[1]! };
     const snapshot = /^\/snapshots\/([^/]+)$/.exec(path);
     if (snapshot && controller.hasSnapshot(snapshot[1]!)) return { kind: 'snapshot', name: snapshot[1]! };
     // After touch created it, the request shows as an empty file while the snapshot exists.
@@ -101,7 +146,8 @@ export class FuseFront {
       case 'lun': return this.stat(lunFileMode, this.options.controller.pool.lunByName(target.name).sizeBytes);
       case 'snapshot': return this.stat(lunFileMode, this.options.controller.snapshotVolume(target.name).sizeBytes);
       case 'status': return this.stat(controlFileMode, this.statusText().length);
-      case 'snapshot-request': return this.stat(controlFileMode, 0);
+      case 'snapshot-request': return this.stat(requestFileMode, 0);
+      case 'pending-lun': return this.stat(lunFileMode, 0);
       case 'none': return undefined;
     }
   }
@@ -143,8 +189,9 @@ export class FuseFront {
         const free = controller.pool.freeBytes() / 4096;
         return [{ bsize: 4096, frsize: 4096, blocks: total, bfree: free, bavail: free, files: 1000, ffree: 1000, favail: 1000, fsid: 0, flag: 0, namemax: 63 }];
       }),
-      open: (path: string, _flags: number, cb: Callback) => this.answer(cb, { op: 'open', path }, () => {
+      open: (path: string, flags: number, cb: Callback) => this.answer(cb, { op: 'open', path }, () => {
         const target = this.resolve(path);
+        if ((target.kind === 'lun' || target.kind === 'snapshot') && this.closing) throw new LunfsError('EBUSY', `${path}: the pool is being unmounted`);
         const handle = this.nextHandle++;
         if (target.kind === 'lun') {
           controller.stack(target.name);
@@ -155,9 +202,13 @@ export class FuseFront {
           controller.opened(target.name);
           this.handles.set(handle, { snapshot: target.name });
         } else if (target.kind === 'status') {
+          if ((flags & accessModeMask) !== readOnlyAccess) throw new LunfsError('EACCES', `${path} is read-only`);
           this.handles.set(handle, { text: this.statusText() });
         } else if (target.kind === 'snapshot-request') {
-          this.handles.set(handle, { text: Buffer.alloc(0) });
+          this.handles.set(handle, { text: Buffer.alloc(0), discardsWrites: true });
+        } else if (target.kind === 'pending-lun') {
+          this.pendingLuns.set(target.name, (this.pendingLuns.get(target.name) ?? 0) + 1);
+          this.handles.set(handle, { pendingLun: target.name });
         } else {
           throw new LunfsError('ENOENT', `${path} does not exist`);
         }
@@ -166,17 +217,20 @@ export class FuseFront {
       create: (path: string, _mode: number, cb: Callback) => this.answer(cb, { op: 'create', path }, async () => {
         const request = /^\/control\/snapshot\/([^/]+)$/.exec(path);
         if (request) {
-          // touch control/snapshot/LUN@NAME: the snapshot is taken; the handle reads as empty.
+          // touch (or echo >) control/snapshot/LUN@NAME: the snapshot is taken; the handle reads as empty.
           await controller.createSnapshot(request[1]!);
           const handle = this.nextHandle++;
-          this.handles.set(handle, { text: Buffer.alloc(0) });
+          this.handles.set(handle, { text: Buffer.alloc(0), discardsWrites: true });
           return [handle];
         }
+        // A LUN is made by the truncate that gives it a size; until then the name is pending.
         const name = lunNameOf(path);
-        await controller.createLun(name, 0);
+        checkLunName(name);
+        if (controller.pool.hasLun(name)) throw new LunfsError('EEXIST', `a LUN named '${name}' exists already`);
+        if (this.closing) throw new LunfsError('EBUSY', `${path}: the pool is being unmounted`);
         const handle = this.nextHandle++;
-        controller.opened(name);
-        this.handles.set(handle, { lun: name });
+        this.pendingLuns.set(name, (this.pendingLuns.get(name) ?? 0) + 1);
+        this.handles.set(handle, { pendingLun: name });
         return [handle];
       }),
       release: (_path: string, fd: number, cb: Callback) => {
@@ -184,6 +238,8 @@ export class FuseFront {
         this.handles.delete(fd);
         if (handle?.lun) controller.released(handle.lun);
         if (handle?.snapshot) controller.released(handle.snapshot);
+        if (handle?.pendingLun !== undefined) this.dropPending(handle.pendingLun);
+        if ((handle?.lun !== undefined || handle?.snapshot !== undefined) && this.openFiles().length === 0) this.idleCount += 1;
         cb(0);
       },
       read: (path: string, fd: number, buffer: Buffer, length: number, position: number, cb: (result: number) => void) => {
@@ -210,7 +266,17 @@ export class FuseFront {
         );
       },
       write: (path: string, fd: number, buffer: Buffer, length: number, position: number, cb: (result: number) => void) => {
-        const device = this.deviceOf(this.handles.get(fd));
+        const handle = this.handles.get(fd);
+        if (handle?.discardsWrites) {
+          cb(length);
+          return;
+        }
+        if (handle?.pendingLun !== undefined) {
+          log.debug({ path, position, length }, 'write to a LUN that has no size yet');
+          cb(Fuse.EFBIG);
+          return;
+        }
+        const device = this.deviceOf(handle);
         if (!device) {
           cb(Fuse.EBADF);
           return;
@@ -226,7 +292,10 @@ export class FuseFront {
         );
       },
       flush: (path: string, fd: number, cb: Callback) => this.answer(cb, { op: 'flush', path }, async () => {
-        await this.deviceOf(this.handles.get(fd))?.flush();
+        const handle = this.handles.get(fd);
+        // close(2) of a file created under luns/ and never given a size: `touch luns/x` fails here.
+        if (handle?.pendingLun !== undefined) throw new LunfsError('EINVAL', `LUN '${handle.pendingLun}' was not created: a LUN needs a size (truncate -s SIZE ${path.slice(1)})`);
+        await this.deviceOf(handle)?.flush();
         return [];
       }),
       fsync: (path: string, _datasync: boolean, fd: number, cb: Callback) => this.answer(cb, { op: 'fsync', path }, async () => {
@@ -242,15 +311,38 @@ export class FuseFront {
         return [];
       }),
       unlink: (path: string, cb: Callback) => this.answer(cb, { op: 'unlink', path }, async () => {
-        const snapshot = /^\/snapshots\/([^/]+)$/.exec(path);
-        if (snapshot) await controller.removeSnapshot(snapshot[1]!);
+        const target = this.resolve(path);
+        if (target.kind === 'pending-lun') this.pendingLuns.delete(target.name);
+        else if (target.kind === 'snapshot') await controller.removeSnapshot(target.name);
+        else if (target.kind === 'status' || target.kind === 'snapshot-request') throw new LunfsError('EPERM', `${path} cannot be removed${target.kind === 'snapshot-request' ? `: remove snapshots/${target.name}` : ''}`);
         else await controller.removeLun(lunNameOf(path));
         return [];
       }),
       utimens: (_path: string, _atime: unknown, _mtime: unknown, cb: Callback) => cb(0),
-      chmod: (_path: string, _mode: number, cb: Callback) => cb(0),
-      chown: (_path: string, _uid: number, _gid: number, cb: Callback) => cb(0),
+      chmod: (path: string, mode: number, cb: Callback) => this.answer(cb, { op: 'chmod', path, mode }, () => {
+        const current = this.existingAttributes(path).mode as number;
+        if ((mode & 0o7777) !== (current & 0o7777)) throw new LunfsError('EPERM', `${path} keeps mode ${(current & 0o7777).toString(8)}`);
+        return [];
+      }),
+      chown: (path: string, uid: number, gid: number, cb: Callback) => this.answer(cb, { op: 'chown', path, uid, gid }, () => {
+        const current = this.existingAttributes(path);
+        if ((!unchangedId.includes(uid) && uid !== current.uid) || (!unchangedId.includes(gid) && gid !== current.gid)) throw new LunfsError('EPERM', `${path} keeps owner ${String(current.uid)}:${String(current.gid)}`);
+        return [];
+      }),
     };
+  }
+
+  private existingAttributes(path: string): Record<string, unknown> {
+    const attributes = this.attributes(path);
+    if (!attributes) throw new LunfsError('ENOENT', `${path} does not exist`);
+    return attributes;
+  }
+
+  /** One handle of a pending LUN is closed (or the LUN was made): forget the name with its last one. */
+  private dropPending(name: string): void {
+    const count = (this.pendingLuns.get(name) ?? 0) - 1;
+    if (count > 0) this.pendingLuns.set(name, count);
+    else this.pendingLuns.delete(name);
   }
 
   /** The block device a handle reads and writes: a LUN's cache, or a snapshot volume. */
@@ -266,7 +358,26 @@ export class FuseFront {
       if (sizeBytes === this.options.controller.snapshotVolume(target.name).sizeBytes) return; // O_TRUNC-free opens of the same size
       throw new LunfsError('EINVAL', `${path} is a snapshot: its size is fixed`);
     }
+    if (target.kind === 'snapshot-request' && sizeBytes === 0) return; // `echo > control/snapshot/L@N` again: O_TRUNC of the empty file
+    if (target.kind === 'status') throw new LunfsError('EACCES', `${path} is read-only`);
+    if (target.kind === 'pending-lun') {
+      await this.createPendingLun(target.name, sizeBytes);
+      return;
+    }
     if (target.kind !== 'lun') throw new LunfsError(target.kind === 'none' ? 'ENOENT' : 'EINVAL', `${path} is not a LUN`);
     await this.options.controller.resizeLun(target.name, sizeBytes);
+  }
+
+  /** The truncate that gives a pending name its size makes the LUN; its open handles become the LUN's. */
+  private async createPendingLun(name: string, sizeBytes: number): Promise<void> {
+    if (sizeBytes === 0) throw new LunfsError('EINVAL', 'LUN size must be larger than 0');
+    await this.options.controller.createLun(name, sizeBytes);
+    for (const handle of this.handles.values()) {
+      if (handle.pendingLun !== name) continue;
+      delete handle.pendingLun;
+      handle.lun = name;
+      this.options.controller.opened(name);
+    }
+    this.pendingLuns.delete(name);
   }
 }

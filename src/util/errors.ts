@@ -10,7 +10,8 @@ export type LunfsErrorCode =
   | 'EFBIG' // larger than the pool can ever map
   | 'EIO' // a drive failed or returned an error
   | 'EBUSY' // in use: mounted, open, locked by another process
-  | 'EACCES' // permission denied: the pool or its control socket belongs to another user
+  | 'EPERM' // not permitted on this object: chmod or chown of a file under the mountpoint
+  | 'EACCES' // permission denied: the pool or its control socket belongs to another user; control/status opened for writing
   | 'ECORRUPT' // on-disk structure failed its magic/version/checksum check
   | 'ENOTSUP'; // not supported (yet)
 

@@ -98,7 +98,7 @@ export async function readPoolFile(directory: string): Promise<string[]> {
   } catch {
     throw new LunfsError('ECORRUPT', `${poolFilePath(directory)} is not valid JSON`);
   }
-  if (parsed.format !== 'lunfs-pool' || !Array.isArray(parsed.drives)) throw new LunfsError('ECORRUPT', `${poolFilePath(directory)} is not a lunfs pool file`);
+  if (parsed?.format !== 'lunfs-pool' || !Array.isArray(parsed.drives) || !parsed.drives.every((path) => typeof path === 'string' && path !== '')) throw new LunfsError('ECORRUPT', `${poolFilePath(directory)} is not a lunfs pool file`);
   return parsed.drives.map((path) => (isAbsolute(path) ? path : join(directory, path)));
 }
 
