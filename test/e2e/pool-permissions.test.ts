@@ -82,13 +82,13 @@ describe('pool permissions', () => {
     const drive = await asNobody('head', ['-c', '4096', join(pool, 'drive-0.img')]);
     expect(drive.code, describeRun(drive)).not.toBe(0);
     expect(drive.stderr).toMatch(/Permission denied/);
-    // The CLI: a clear message, no stack trace, nothing removed.
+    // The CLI: a clear message, no stack trace, nothing removed; EACCES is exit 2 (the README table).
     const status = await asNobody(process.execPath, [lunfsBin, 'status', pool]);
-    expect(status.code, describeRun(status)).toBe(1);
+    expect(status.code, describeRun(status)).toBe(2);
     expect(status.stderr).toMatch(/^lunfs: permission denied reading .*pool\.json: the pool belongs to another user/);
     expect(status.stderr).not.toMatch(/\n\s+at /);
     const remove = await asNobody(process.execPath, [lunfsBin, 'lun', 'rm', pool, 'db']);
-    expect(remove.code, describeRun(remove)).toBe(1);
+    expect(remove.code, describeRun(remove)).toBe(2);
     expect(remove.stderr).toMatch(/^lunfs: permission denied/);
     // The mount: FUSE without allow_other refuses every other user.
     const listing = await asNobody('stat', [join(mountpoint, 'luns')]);
