@@ -115,8 +115,14 @@ export class Controller {
     };
   }
 
-  /** Opens the snapshot target volumes of every LUN that has one (reads bitmaps and log files). */
+  /**
+   * Opens the snapshot target volumes of every LUN that has one (reads bitmaps and log files), after
+   * the crash recovery when the pool was not shut down cleanly: a CLI command that opens a crashed
+   * pool itself (deferSession) read the targets before it, and wrote that view back (test:
+   * test/e2e/offline-after-crash.test.ts, found by the crash soak).
+   */
   async openSnapshots(readOnly = false): Promise<void> {
+    if (!readOnly) await this.pool.recoverIfUnclean();
     for (const lun of this.pool.userLuns()) if (this.pool.targetOf(lun.id)) await this.snapshotSet(lun.name).open(readOnly);
   }
 

@@ -785,6 +785,17 @@ export class Pool implements MapSpace {
     return this.store.journalFillRatio;
   }
 
+  /**
+   * Runs the crash recovery now when the pool was not shut down cleanly and the open is for
+   * writing (with deferSession it would otherwise wait for the first commit). Whatever reads the
+   * pool's data to act on it (the snapshot target volumes at open) must come after it: before the
+   * resync a block torn by the crash fails its checksum and is "repaired" from a parity that is
+   * not yet consistent, and the result is written back.
+   */
+  async recoverIfUnclean(): Promise<void> {
+    if (!this.options.readOnly && !this.sessionStarted && !this.metadata.cleanShutdown) await this.startSession();
+  }
+
   private async startSession(): Promise<void> {
     this.sessionStarted = true;
     await this.repairLabels();
