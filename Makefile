@@ -1,4 +1,5 @@
-# lunfs: make demo (the main job), make test (the suite), make bench (fio beside the peers).
+# lunfs: make demo (the main job), make test (the suite), make bench (fio beside the peers),
+# make soak (the crash soak: COUNT=N cycles of load, SIGKILL, remount, verify; SEED=S replays).
 # Every target installs what it needs on a fresh Debian machine (run as root).
 
 SHELL := /bin/bash
@@ -7,7 +8,7 @@ BENCH_APT_PACKAGES := fio qemu-utils qemu-system-common strace
 # The drive-failure end-to-end test drives its write load with fio (as issue 4 asks).
 TEST_APT_PACKAGES := fio
 
-.PHONY: all deps system-deps build native demo test bench clean
+.PHONY: all deps system-deps build native demo test soak bench clean
 
 all: build
 
@@ -42,6 +43,11 @@ test: build
 	@mkdir -p test-results
 	@set +e; npx --no-install vitest run --reporter=default --reporter=json --outputFile.json=test-results/vitest.json; status=$$?; \
 	  node test/support/print-summary.mjs test-results/vitest.json; exit $$status
+
+# COUNT cycles (default 100) of test/soak/soak.test.ts; a random seed unless SEED is given.
+COUNT ?= 100
+soak: build
+	LUNFS_SOAK_CYCLES=$(COUNT) $(if $(SEED),LUNFS_SOAK_SEED=$(SEED)) npx --no-install vitest run test/soak/soak.test.ts
 
 bench: build
 	@if ! dpkg -s $(BENCH_APT_PACKAGES) >/dev/null 2>&1; then \

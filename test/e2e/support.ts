@@ -237,7 +237,7 @@ async function lazyUnmountFuse(mountpoint: string): Promise<void> {
 export interface PoolOptions {
   drives?: number;
   driveSize?: string;
-  raid: 0 | 1;
+  raid: 0 | 1 | 5;
   extra?: string[];
 }
 
