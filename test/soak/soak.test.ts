@@ -101,16 +101,19 @@ function fileSizeOf(path: string): number {
 
 /**
  * Checks an image of the raw region against the record. For each block, the lower bound is the
- * last write whose `bound` line (W: completed, S: synced) lies before `boundBytes` of the record;
- * the block must hold that write or one issued (I line before `issuedBytes`) after it; zeros only
- * if there is no lower bound. Returns the problems found (empty: all good).
+ * last write that the image must hold or supersede: one of cycle `completedFromCycle` or later
+ * whose W line (completed) lies before `boundBytes` of the record, or one of an earlier cycle whose
+ * S line (synced) does: a write of an earlier cycle that completed but was not synced before that
+ * cycle's kill may have been lost. The block must hold that write or one issued (I line before
+ * `issuedBytes`) after it; zeros only if there is no lower bound. Returns the problems found.
  */
-function checkRawImage(image: Buffer, record: Awaited<ReturnType<typeof readRawRecord>>, bound: 'writtenAt' | 'syncedAt', boundBytes: number, issuedBytes: number): string[] {
+function checkRawImage(image: Buffer, record: Awaited<ReturnType<typeof readRawRecord>>, completedFromCycle: number, boundBytes: number, issuedBytes: number): string[] {
   const lower = new Array<number>(regionBlocks).fill(0);
   const allowed: Array<Set<number>> = Array.from({ length: regionBlocks }, () => new Set());
   for (const write of record) {
     for (let block = write.first; block < write.first + write.count; block += 1) {
-      if (write[bound] < boundBytes) {
+      const boundAt = Math.floor(write.key / 1e6) >= completedFromCycle ? write.writtenAt : write.syncedAt;
+      if (boundAt < boundBytes) {
         lower[block] = write.key;
         allowed[block]!.clear();
       }
@@ -132,7 +135,7 @@ function checkRawImage(image: Buffer, record: Awaited<ReturnType<typeof readRawR
     }
     if (key === lower[block]) continue;
     if (key > lower[block]! && allowed[block]!.has(key)) continue;
-    problems.push(`block ${block}: holds ${key === 0 ? 'zeros' : `write ${Math.floor(key / 1e6)}/${key % 1e6}`}, but the last ${bound === 'syncedAt' ? 'synced' : 'completed'} write was ${Math.floor(lower[block]! / 1e6)}/${lower[block]! % 1e6} and later ones issued: [${[...allowed[block]!].filter((other) => other > lower[block]!).map((other) => `${Math.floor(other / 1e6)}/${other % 1e6}`).join(' ')}]`);
+    problems.push(`block ${block}: holds ${key === 0 ? 'zeros' : `write ${Math.floor(key / 1e6)}/${key % 1e6}`}, but the last write it must hold or supersede was ${Math.floor(lower[block]! / 1e6)}/${lower[block]! % 1e6} and later ones issued: [${[...allowed[block]!].filter((other) => other > lower[block]!).map((other) => `${Math.floor(other / 1e6)}/${other % 1e6}`).join(' ')}]`);
   }
   return problems;
 }
@@ -143,6 +146,8 @@ function checkRawImage(image: Buffer, record: Awaited<ReturnType<typeof readRawR
 interface SnapshotEntry {
   name: string;
   lun: 'db' | 'raw';
+  /** The cycle it was taken in. */
+  cycle: number;
   /** creating / deleting: the command was running when the server was killed. */
   state: 'creating' | 'live' | 'deleting';
   /** sha256 of the whole snapshot file, read right after it was taken (absent: not read yet). */
@@ -204,7 +209,8 @@ class Soak {
     load.stderr!.setEncoding('utf8').on('data', (chunk: string) => (loadOutput += chunk));
     const loadExit = new Promise<number | null>((resolve) => load.on('exit', (code) => resolve(code)));
     let killed = false;
-    const operations = this.snapshotOperations(operationDelaysMs, schedule, () => killed);
+    // A fault found by an operation is thrown after the kill (caught here so that it is not unhandled meanwhile).
+    const operations = this.snapshotOperations(operationDelaysMs, schedule, () => killed).then(() => undefined, (error: unknown) => error);
     await sleep(killDelayMs);
     if (load.exitCode !== null) this.fault(`the load exited (${load.exitCode}) before the kill:\n${loadOutput}`);
     killed = true;
@@ -213,7 +219,8 @@ class Soak {
     load.kill('SIGKILL');
     await this.server.kill(); // waits for the exit, lazily unmounts the dead FUSE mount
     await loadExit;
-    await operations;
+    const operationError = await operations;
+    if (operationError) throw operationError;
     await this.box.umount(this.data, { lazy: true });
     await this.box.detachLoop(this.loop);
     this.server = await this.box.mount(this.pool, this.mountpoint);
@@ -243,7 +250,7 @@ class Soak {
 
   async takeSnapshot(lun: 'db' | 'raw', byCli: boolean): Promise<void> {
     const name = `${lun}@c${this.cycle}-${this.figures.snapshotsTaken + 1}`;
-    const entry: SnapshotEntry = { name, lun, state: 'creating', cutBefore: fileSizeOf(this.records.raw), cutAfter: Infinity };
+    const entry: SnapshotEntry = { name, lun, cycle: this.cycle, state: 'creating', cutBefore: fileSizeOf(this.records.raw), cutAfter: Infinity };
     this.snapshots.set(name, entry);
     this.figures.snapshotsTaken += 1;
     if (byCli) await lunfsOk('snapshot', 'create', this.pool, name);
@@ -262,7 +269,7 @@ class Soak {
     }
     const image = await readFile(path);
     if (image.length !== rawLunBytes) this.fault(`snapshot ${entry.name} reads ${image.length} bytes, not ${rawLunBytes}`);
-    const problems = checkRawImage(image, await readRawRecord(this.records.raw), 'writtenAt', entry.cutBefore, entry.cutAfter);
+    const problems = checkRawImage(image, await readRawRecord(this.records.raw), entry.cycle, entry.cutBefore, entry.cutAfter);
     if (problems.length > 0) this.fault(`snapshot ${entry.name} does not hold its instant:\n  ${problems.join('\n  ')}`);
     if (image.subarray(regionBlocks * blockBytes).some((byte) => byte !== 0)) this.fault(`snapshot ${entry.name}: the raw LUN past the written region is not zero`);
     entry.fingerprint = sha256(image);
@@ -325,7 +332,7 @@ class Soak {
     } finally {
       await handle.close();
     }
-    const problems = checkRawImage(image, await readRawRecord(this.records.raw), 'syncedAt', Infinity, Infinity);
+    const problems = checkRawImage(image, await readRawRecord(this.records.raw), Infinity, Infinity, Infinity);
     if (problems.length > 0) this.fault(`the raw LUN lost fdatasync'ed writes or holds a block no write wrote:\n  ${problems.join('\n  ')}`);
     this.figures.rawBlocksChecked += regionBlocks;
   }
