@@ -33,7 +33,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import type { StatusJson } from '../../src/volume/controller.js';
-import { MiB, lunfs, lunfsOk, runOk, sha256, sha256File, sleep, useSandbox, type LoopDevice, type MountServer, type Sandbox } from '../e2e/support.js';
+import { MiB, lunfs, lunfsOk, runOk, sha256, sleep, useSandbox, type LoopDevice, type MountServer, type Sandbox } from '../e2e/support.js';
 // @ts-expect-error: a plain ES module without types (the load process runs it with node).
 import { blockBytes, blockMagic, deriveSeed, fileContent, generator, headerBytes, rawBlock } from './soak-load.mjs';
 
@@ -140,6 +140,22 @@ function checkRawImage(image: Buffer, record: Awaited<ReturnType<typeof readRawR
   return problems;
 }
 
+const chunkBytes = 128 * 1024;
+
+function chunkHashes(image: Buffer): string[] {
+  return Array.from({ length: Math.ceil(image.length / chunkBytes) }, (_, chunk) => sha256(image.subarray(chunk * chunkBytes, (chunk + 1) * chunkBytes)));
+}
+
+/** What a raw block holds, for a fault message: zeros, a write (cycle/sequence), or neither. */
+function describeBlock(block: Buffer): string {
+  if (block.every((byte) => byte === 0)) return 'zeros';
+  if (!block.subarray(0, 8).equals(blockMagic)) return `no write's block (starts ${block.subarray(0, 16).toString('hex')})`;
+  const cycle = block.readUInt32LE(12);
+  const sequence = block.readUInt32LE(16);
+  const whole = block.equals(rawBlockOf(block.readUInt32LE(8), cycle, sequence, block.readUInt32LE(20)));
+  return `write ${cycle}/${sequence} for block ${block.readUInt32LE(20)}${whole ? '' : ' (torn)'}`;
+}
+
 // ---------------------------------------------------------------------------------------------
 // The soak
 
@@ -152,6 +168,9 @@ interface SnapshotEntry {
   state: 'creating' | 'live' | 'deleting';
   /** sha256 of the whole snapshot file, read right after it was taken (absent: not read yet). */
   fingerprint?: string;
+  /** What it read then, to tell after a mismatch what changed: the image (raw) or sha256 per 128 KiB chunk (db). */
+  image?: Buffer;
+  chunkHashes?: string[];
   /** Raw record size before the snapshot command and after it returned (raw snapshots). */
   cutBefore: number;
   cutAfter: number;
@@ -167,6 +186,9 @@ class Soak {
   loop!: LoopDevice;
   readonly snapshots = new Map<string, SnapshotEntry>();
   cycle = 0;
+  /** What the soak did lately (operations, kills, restarts), printed with a fault. */
+  readonly history: string[] = [];
+  cycleStartMs = Date.now();
   readonly figures = { kills: 0, fsckRuns: 0, filesChecked: 0, rawBlocksChecked: 0, snapshotsTaken: 0, snapshotsDeleted: 0, snapshotChecks: 0, uncertainSnapshots: 0, spaceChecks: 0, allocatedBytesMax: 0 };
 
   constructor(readonly box: Sandbox, readonly pool: string) {
@@ -176,7 +198,12 @@ class Soak {
   }
 
   fault(message: string): never {
-    throw new SoakFault(`soak FAULT at cycle ${this.cycle} of ${cycleCount} (seed ${seed}; replay: make soak COUNT=${cycleCount} SEED=${seed}): ${message}`);
+    throw new SoakFault(`soak FAULT at cycle ${this.cycle} of ${cycleCount} (seed ${seed}; replay: make soak COUNT=${cycleCount} SEED=${seed}): ${message}\nlast events:\n  ${this.history.join('\n  ')}`);
+  }
+
+  note(event: string): void {
+    this.history.push(`cycle ${this.cycle} +${Date.now() - this.cycleStartMs} ms: ${event}`);
+    if (this.history.length > 60) this.history.shift();
   }
 
   lunFile(lun: string): string {
@@ -200,6 +227,7 @@ class Soak {
 
   /** One cycle: the load and snapshot operations, SIGKILL at the seeded instant, clear, remount. */
   async crashCycle(): Promise<{ killDelayMs: number }> {
+    this.cycleStartMs = Date.now();
     const schedule = makeGenerator(deriveSeedOf(seed, 'cycle', this.cycle));
     const killDelayMs = Math.round(killDelayMsMin + schedule() * (killDelayMsMax - killDelayMsMin));
     const operationDelaysMs = Array.from({ length: Math.floor(schedule() * 3) }, () => Math.round(schedule() * killDelayMs));
@@ -209,11 +237,13 @@ class Soak {
     load.stderr!.setEncoding('utf8').on('data', (chunk: string) => (loadOutput += chunk));
     const loadExit = new Promise<number | null>((resolve) => load.on('exit', (code) => resolve(code)));
     let killed = false;
+    this.note(`load started; SIGKILL planned at ${killDelayMs} ms, snapshot operations at [${operationDelaysMs.join(', ')}] ms`);
     // A fault found by an operation is thrown after the kill (caught here so that it is not unhandled meanwhile).
     const operations = this.snapshotOperations(operationDelaysMs, schedule, () => killed).then(() => undefined, (error: unknown) => error);
     await sleep(killDelayMs);
     if (load.exitCode !== null) this.fault(`the load exited (${load.exitCode}) before the kill:\n${loadOutput}`);
     killed = true;
+    this.note(`SIGKILL (planned at ${killDelayMs} ms)`);
     this.server.child.kill('SIGKILL');
     this.figures.kills += 1;
     load.kill('SIGKILL');
@@ -224,6 +254,7 @@ class Soak {
     await this.box.umount(this.data, { lazy: true });
     await this.box.detachLoop(this.loop);
     this.server = await this.box.mount(this.pool, this.mountpoint);
+    this.note('mounted again');
     return { killDelayMs };
   }
 
@@ -243,6 +274,7 @@ class Soak {
         }
       } catch (error) {
         if (error instanceof SoakFault || !killed()) throw error;
+        this.note(`the operation failed under the kill: ${String(error).split('\n')[0]}`);
         return; // the server died under the command: its outcome is checked after the restart
       }
     }
@@ -253,34 +285,61 @@ class Soak {
     const entry: SnapshotEntry = { name, lun, cycle: this.cycle, state: 'creating', cutBefore: fileSizeOf(this.records.raw), cutAfter: Infinity };
     this.snapshots.set(name, entry);
     this.figures.snapshotsTaken += 1;
+    this.note(`take ${name} (${byCli ? 'lunfs snapshot create' : 'touch'}), raw record at ${entry.cutBefore} bytes`);
     if (byCli) await lunfsOk('snapshot', 'create', this.pool, name);
     else await runOk('touch', [join(this.mountpoint, 'control', 'snapshot', name)]);
     entry.cutAfter = fileSizeOf(this.records.raw);
     entry.state = 'live';
+    this.note(`${name} taken, raw record at ${entry.cutAfter} bytes`);
     await this.fingerprint(entry);
+    this.note(`${name} read: sha256 ${entry.fingerprint!.slice(0, 16)}`);
   }
 
   /** Reads a new snapshot whole: its sha256, and for a raw one the check of its instant. */
   async fingerprint(entry: SnapshotEntry): Promise<void> {
     const path = join(this.mountpoint, 'snapshots', entry.name);
+    const image = await readFile(path);
     if (entry.lun === 'db') {
-      entry.fingerprint = await sha256File(path);
+      entry.fingerprint = sha256(image);
+      entry.chunkHashes = chunkHashes(image);
       return;
     }
-    const image = await readFile(path);
     if (image.length !== rawLunBytes) this.fault(`snapshot ${entry.name} reads ${image.length} bytes, not ${rawLunBytes}`);
     const problems = checkRawImage(image, await readRawRecord(this.records.raw), entry.cycle, entry.cutBefore, entry.cutAfter);
     if (problems.length > 0) this.fault(`snapshot ${entry.name} does not hold its instant:\n  ${problems.join('\n  ')}`);
     if (image.subarray(regionBlocks * blockBytes).some((byte) => byte !== 0)) this.fault(`snapshot ${entry.name}: the raw LUN past the written region is not zero`);
     entry.fingerprint = sha256(image);
+    entry.image = image;
+  }
+
+  /** A snapshot read again after a restart: the same bytes as when it was taken, or a fault saying what changed. */
+  async checkFingerprint(entry: SnapshotEntry): Promise<void> {
+    const image = await readFile(join(this.mountpoint, 'snapshots', entry.name));
+    const now = sha256(image);
+    if (now === entry.fingerprint) return;
+    const changes: string[] = [];
+    if (entry.image) {
+      for (let block = 0; block < rawLunBytes / blockBytes; block += 1) {
+        const was = entry.image.subarray(block * blockBytes, (block + 1) * blockBytes);
+        const got = image.subarray(block * blockBytes, (block + 1) * blockBytes);
+        if (!was.equals(got)) changes.push(`block ${block}: was ${describeBlock(was)}, now ${describeBlock(got)}`);
+      }
+    } else if (entry.chunkHashes) {
+      chunkHashes(image).forEach((hash, chunk) => {
+        if (hash !== entry.chunkHashes![chunk]) changes.push(`128 KiB chunk ${chunk}${image.subarray(chunk * chunkBytes, (chunk + 1) * chunkBytes).every((byte) => byte === 0) ? ' (now all zeros)' : ''}`);
+      });
+    }
+    this.fault(`snapshot ${entry.name} (taken in cycle ${entry.cycle}) reads differently than when it was taken (sha256 ${now}, was ${entry.fingerprint}); ${changes.length} ${entry.image ? 'blocks' : 'chunks'} differ:\n  ${changes.slice(0, 12).join('\n  ')}`);
   }
 
   async deleteSnapshot(entry: SnapshotEntry, byCli: boolean): Promise<void> {
     entry.state = 'deleting';
+    this.note(`delete ${entry.name}`);
     if (byCli) await lunfsOk('snapshot', 'rm', this.pool, entry.name);
     else await unlink(join(this.mountpoint, 'snapshots', entry.name));
     this.snapshots.delete(entry.name);
     this.figures.snapshotsDeleted += 1;
+    this.note(`${entry.name} deleted (${byCli ? 'lunfs snapshot rm' : 'unlink'})`);
   }
 
   /** Everything checked after a restart; ends with the ext4 mounted again for the next load. */
@@ -354,8 +413,7 @@ class Soak {
         entry.state = entry.state === 'deleting' ? 'deleting' : 'live';
         await this.fingerprint(entry); // taken under the kill, or not read before it: read it now
       } else {
-        const now = await sha256File(join(this.mountpoint, 'snapshots', entry.name));
-        if (now !== entry.fingerprint) this.fault(`snapshot ${entry.name} reads differently than when it was taken (sha256 ${now}, was ${entry.fingerprint})`);
+        await this.checkFingerprint(entry);
       }
       this.figures.snapshotChecks += 1;
       if (entry.state === 'deleting') await this.deleteSnapshot(entry, false); // finish the deletion the kill cut
