@@ -18,6 +18,8 @@
 //     (pool.allocatedBytes) equals what the LUNs alone hold (the sum of luns[].allocatedBytes), so
 //     no RSEG is leaked by a crash (an allocation not yet mapped, a snapshot's copy, a half-deleted
 //     snapshot).
+// A `lunfs snapshot create/rm` that the kill overtakes before it reaches the control socket opens
+// the pool itself (no live mount): so the soak also runs the CLI's own crash recovery path.
 // The schedule (kill instants, snapshot operations, what the load writes) comes from one seed,
 // printed at the start; on a fault the seed and the cycle are printed. The interleaving of the load
 // with the kill is the machine's, as in ztest: a replay runs the same schedule, not the same race.
