@@ -44,10 +44,11 @@ test: build
 	@set +e; npx --no-install vitest run --reporter=default --reporter=json --outputFile.json=test-results/vitest.json; status=$$?; \
 	  node test/support/print-summary.mjs test-results/vitest.json; exit $$status
 
-# COUNT cycles (default 100) of test/soak/soak.test.ts; a random seed unless SEED is given.
+# COUNT cycles (default 100) of test/soak/soak.test.ts; a random seed unless SEED is given;
+# CLI=0 takes and deletes snapshots through the mount's files only.
 COUNT ?= 100
 soak: build
-	LUNFS_SOAK_CYCLES=$(COUNT) $(if $(SEED),LUNFS_SOAK_SEED=$(SEED)) npx --no-install vitest run test/soak/soak.test.ts
+	LUNFS_SOAK_CYCLES=$(COUNT) $(if $(SEED),LUNFS_SOAK_SEED=$(SEED)) $(if $(CLI),LUNFS_SOAK_CLI=$(CLI)) npx --no-install vitest run test/soak/soak.test.ts
 
 bench: build
 	@if ! dpkg -s $(BENCH_APT_PACKAGES) >/dev/null 2>&1; then \
