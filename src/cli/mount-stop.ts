@@ -62,7 +62,9 @@ export class MountStop {
       if (this.stopping) return { stopping: true, forcedOpenFiles: [], pid: process.pid };
       const { files, controller, log } = this.settings;
       log.info({ source, force: options.force === true }, 'stop requested: flushing');
-      await controller.flushAll();
+      // A flush that cannot complete (writes for a RAID-0 drive out of service) does not block the
+      // stop: the shutdown flushes again, drops what no drive can take and names it.
+      await controller.flushAll().catch((error: unknown) => log.error({ err: error, source }, 'flush before the stop failed; the stop goes on'));
       let open = files.openFiles();
       const repeated = source !== 'unmount' && open.length > 0 && this.refusedAtGeneration === files.idleGeneration;
       const force = options.force === true || repeated;
