@@ -12,7 +12,7 @@ import { describe, expect, it } from 'vitest';
 import { MiB, lunfsOk, runOk, sha256, sleep, useSandbox } from './support.js';
 
 const chunkBytes = 128 * 1024;
-const rounds = 3;
+const rounds = 4;
 
 describe('an offline command after a crash', () => {
   const sandbox = useSandbox('offline-after-crash');
