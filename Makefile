@@ -3,7 +3,7 @@
 # Every target installs what it needs on a fresh Debian machine (run as root).
 
 SHELL := /bin/bash
-APT_PACKAGES := libfuse2 fuse3 e2fsprogs
+APT_PACKAGES := libfuse2 fuse3 libfuse3-dev pkg-config e2fsprogs
 BENCH_APT_PACKAGES := fio qemu-utils qemu-system-common strace
 # The drive-failure end-to-end test drives its write load with fio (as issue 4 asks).
 TEST_APT_PACKAGES := fio
@@ -28,6 +28,9 @@ native: deps
 	@npx --no-install node-gyp rebuild --directory native --loglevel=error >/dev/null 2>&1 \
 	  && echo "native kernels built (native/build/Release/lunfs_native.node)" \
 	  || echo "native kernels NOT built: the TypeScript fallback will be used"
+	@npx --no-install node-gyp rebuild --directory native/fuse --loglevel=error >/dev/null 2>&1 \
+	  && echo "native FUSE front built (native/fuse/build/Release/lunfs_fuse.node)" \
+	  || echo "native FUSE front NOT built (libfuse3-dev missing?): lunfs mount uses fuse-native"
 
 build: deps native
 	npx --no-install tsc -p tsconfig.json
@@ -57,4 +60,4 @@ bench: build
 	bash bench/run.sh
 
 clean:
-	rm -rf dist native/build test-results demo
+	rm -rf dist native/build native/fuse/build test-results demo
