@@ -46,6 +46,7 @@ struct request {
   uint64_t size;
   uint32_t mode;   // create: the file mode; fallocate: the mode bits; setattr: the new mode
   uint32_t flags;  // open/create: open flags; setattr: the to_set mask; fsync: datasync
+  uint32_t uid, gid; // setattr: the new owner
   char *name;
   char *data;      // write payload (ownership passes to the JS Buffer when drained)
   struct fuse_file_info file_info;
@@ -163,6 +164,8 @@ static void op_setattr(fuse_req_t r, fuse_ino_t ino, struct stat *attr, int to_s
   request->flags = (uint32_t)to_set;
   request->size = (to_set & FUSE_SET_ATTR_SIZE) ? (uint64_t)attr->st_size : 0;
   request->mode = (uint32_t)attr->st_mode;
+  request->uid = (uint32_t)attr->st_uid;
+  request->gid = (uint32_t)attr->st_gid;
   if (fi) request->handle = fi->fh;
   enqueue(front_of(r), request);
 }
@@ -313,6 +316,10 @@ static void call_js(napi_env env, napi_value callback, void *context, void *data
     set_number(env, item, "size", (double)request->size);
     set_number(env, item, "mode", request->mode);
     set_number(env, item, "flags", request->flags);
+    if (request->operation == OP_SETATTR) {
+      set_number(env, item, "uid", request->uid);
+      set_number(env, item, "gid", request->gid);
+    }
     if (request->name) {
       napi_value name;
       napi_create_string_utf8(env, request->name, NAPI_AUTO_LENGTH, &name);

@@ -8,7 +8,8 @@
 import { readdir, readFile, realpath, rm } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import type { DriveIoMode } from '../drive/file-drive.js';
-import { FuseFront } from '../fuse/fuse-front.js';
+import { FuseFront, type MountedFront } from '../fuse/fuse-front.js';
+import { NativeFront } from '../fuse/native-front.js';
 import { systemClock } from '../util/clock.js';
 import { isLunfsError, LunfsError } from '../util/errors.js';
 import { layerLogger } from '../util/logger.js';
@@ -34,7 +35,11 @@ export interface MountRequest {
   ioMode: DriveIoMode;
   /** Open a pool that refuses to open dirty and degraded (Pool.refuseIfDirtyDegraded). */
   forceDegraded?: boolean;
+  /** Which FUSE front serves the mountpoint (default fuse-native). */
+  front?: FrontKind;
 }
+
+export type FrontKind = 'fuse-native' | 'native';
 
 export async function runMount(request: MountRequest): Promise<void> {
   const directory = resolve(request.directory);
@@ -52,7 +57,7 @@ export async function runMount(request: MountRequest): Promise<void> {
     throw error;
   }
   let controller: Controller | undefined;
-  let front: FuseFront | undefined;
+  let front: MountedFront | undefined;
   let server: Awaited<ReturnType<typeof serveControlSocket>> | undefined;
   try {
     const pool = await openPool(directory, { drivePaths: request.drivePaths, ioMode: request.ioMode, forceDegraded: request.forceDegraded });
@@ -63,7 +68,8 @@ export async function runMount(request: MountRequest): Promise<void> {
     prepareSocketDirectory(socket, directory);
     server = await serveControlSocket(socket, controller, log);
     lock.record({ pid: process.pid, mountpoint, socket }); // CLI commands now go to the socket
-    front = new FuseFront({ mountpoint, controller, log: layerLogger('fuse'), mountedAt: new Date(systemClock.nowMs()) });
+    const frontOptions = { mountpoint, controller, log: layerLogger('fuse'), mountedAt: new Date(systemClock.nowMs()) };
+    front = request.front === 'native' ? new NativeFront(frontOptions) : new FuseFront(frontOptions);
     await front.mount();
   } catch (error) {
     server?.close();
@@ -84,6 +90,11 @@ export async function runMount(request: MountRequest): Promise<void> {
       const flushFailure = await controller!.flushAll().then(() => undefined, (error: unknown) => error as Error);
       if (flushFailure) log.error({ err: flushFailure }, 'flush before unmount failed');
       await front!.unmount().catch((error: unknown) => log.warn({ err: error }, 'unmount failed'));
+      if (front instanceof NativeFront) {
+        // A debug line (issue 12): shows that 1 MiB requests were negotiated and batches formed.
+        const stats = front.stats();
+        console.log(`lunfs: native front served ${stats.requests} requests in ${stats.batches} batches; largest write ${stats.largestWriteBytes} bytes (${stats.writesOfMaxSize} of 1 MiB), largest read ${stats.largestReadBytes} bytes`);
+      }
       lock.record({ pid: process.pid, mountpoint }); // no socket: CLI commands wait for the lock instead
       server!.close();
       await rm(socket, { force: true });

@@ -14,6 +14,7 @@ const errnoByCode: Record<string, number> = {
   EBUSY: Fuse.EBUSY,
   EPERM: Fuse.EPERM,
   EACCES: Fuse.EACCES,
+  EBADF: Fuse.EBADF,
   ECORRUPT: Fuse.EIO,
   ENOTSUP: Fuse.EOPNOTSUPP,
 };

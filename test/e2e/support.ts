@@ -164,6 +164,16 @@ export async function listLoops(): Promise<Array<{ device: string; backingFile: 
 // ---------------------------------------------------------------------------------------------
 // A `lunfs mount` process
 
+/**
+ * LUNFS_TEST_FRONT=native (or fuse-native) runs every mount of the e2e suite on that FUSE front,
+ * so that one suite proves both fronts (issue 12); a test that names its front keeps it.
+ */
+export const testFront = process.env['LUNFS_TEST_FRONT'];
+
+function withTestFront(args: string[]): string[] {
+  return testFront === undefined || args.includes('--front') ? args : [...args, '--front', testFront];
+}
+
 export class MountServer {
   readonly child: ChildProcess;
   stdout = '';
@@ -280,7 +290,7 @@ export class Sandbox {
 
   /** Starts `lunfs mount` without waiting (for mounts expected to fail). */
   spawnMount(poolDirectory: string, mountpoint: string, args: string[] = []): MountServer {
-    const server = new MountServer(poolDirectory, mountpoint, args);
+    const server = new MountServer(poolDirectory, mountpoint, withTestFront(args));
     this.servers.add(server);
     return server;
   }
