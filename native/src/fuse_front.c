@@ -30,6 +30,7 @@
 #define REQUEST_MAGIC 0x6c756e66u
 #define MAX_REQUEST_BYTES (1u << 20)
 #define LOOP_THREADS 4
+#define MAX_SLOTS 64
 
 enum operation {
   OP_LOOKUP = 1, OP_GETATTR, OP_SETATTR, OP_READDIR, OP_OPEN, OP_RELEASE, OP_READ, OP_WRITE,
@@ -49,6 +50,7 @@ struct request {
   uint32_t uid, gid; // setattr: the new owner
   char *name;
   char *data;      // write payload (ownership passes to the JS Buffer when drained)
+  int slot;        // write payload copied into JS's slot buffer number slot instead (-1: none)
   struct fuse_file_info file_info;
   struct request *next;
 };
@@ -62,6 +64,11 @@ struct front {
   struct request *head, *tail;
   int wake_pending;
   int stopped;
+  // Write payload slots: Buffers JS made once (MAX_REQUEST_BYTES each) and keeps alive for the
+  // mount. A write copies into a free one, so no per-write allocation or finalizer for V8's GC.
+  char *slots[MAX_SLOTS];
+  int slot_used[MAX_SLOTS];
+  int slot_count;
   // Debug counters, read by stats(): how many requests, and how many bytes the largest write/read had.
   uint64_t requests, batches, largest_write, largest_read, writes_of_max_size;
 };
@@ -193,6 +200,25 @@ static void op_write(fuse_req_t r, fuse_ino_t ino, const char *data, size_t size
   if (!request) return;
   // libfuse reuses this buffer for the thread's next request once we return: one copy, kept until
   // JS's Buffer over it is collected.
+  struct front *front = front_of(r);
+  request->slot = -1;
+  pthread_mutex_lock(&front->lock);
+  for (int index = 0; index < front->slot_count && size <= MAX_REQUEST_BYTES; index++) {
+    if (!front->slot_used[index]) {
+      front->slot_used[index] = 1;
+      request->slot = index;
+      break;
+    }
+  }
+  pthread_mutex_unlock(&front->lock);
+  if (request->slot >= 0) {
+    memcpy(front->slots[request->slot], data, size);
+    request->size = size;
+    request->offset = offset;
+    request->handle = fi->fh;
+    enqueue(front, request);
+    return;
+  }
   request->data = malloc(size ? size : 1);
   if (!request->data) {
     free(request);
@@ -325,6 +351,11 @@ static void call_js(napi_env env, napi_value callback, void *context, void *data
       napi_create_string_utf8(env, request->name, NAPI_AUTO_LENGTH, &name);
       napi_set_named_property(env, item, "name", name);
     }
+    if (request->operation == OP_WRITE && request->slot >= 0) {
+      set_number(env, item, "slot", request->slot);
+      if (request->size > front->largest_write) front->largest_write = request->size;
+      if (request->size == MAX_REQUEST_BYTES) front->writes_of_max_size++;
+    }
     if (request->data) {
       napi_value buffer;
       if (request->size > front->largest_write) front->largest_write = request->size;
@@ -430,6 +461,11 @@ static napi_value js_reply(napi_env env, napi_callback_info info) {
   }
   request->magic = 0;
   struct front *front = the_front;
+  if (front && request->operation == OP_WRITE && request->slot >= 0) {
+    pthread_mutex_lock(&front->lock);
+    front->slot_used[request->slot] = 0;
+    pthread_mutex_unlock(&front->lock);
+  }
   fuse_req_t r = request->fuse_request;
   if (front && front->stopped) goto done; // the session is gone: nothing to answer
   if (error != 0) {
@@ -522,10 +558,10 @@ done:
   return NULL;
 }
 
-/** start(mountpoint, options string, onBatch): mounts and starts the loop threads. */
+/** start(mountpoint, options string, onBatch, slots): mounts and starts the loop threads; slots: 1 MiB Buffers JS keeps alive until stop(). */
 static napi_value js_start(napi_env env, napi_callback_info info) {
-  size_t argc = 3;
-  napi_value argv[3];
+  size_t argc = 4;
+  napi_value argv[4];
   CHECK(napi_get_cb_info(env, info, &argc, argv, NULL, NULL));
   if (the_front) {
     napi_throw_error(env, NULL, "lunfs_fuse: already mounted in this process");
@@ -543,6 +579,17 @@ static napi_value js_start(napi_env env, napi_callback_info info) {
     return NULL;
   }
   pthread_mutex_init(&front->lock, NULL);
+  uint32_t slot_total = 0;
+  if (argc >= 4 && napi_get_array_length(env, argv[3], &slot_total) == napi_ok) {
+    for (uint32_t index = 0; index < slot_total && front->slot_count < MAX_SLOTS; index++) {
+      napi_value element;
+      void *data = NULL;
+      size_t length = 0;
+      if (napi_get_element(env, argv[3], index, &element) == napi_ok && napi_get_buffer_info(env, element, &data, &length) == napi_ok && length >= MAX_REQUEST_BYTES) {
+        front->slots[front->slot_count++] = data;
+      }
+    }
+  }
   napi_value resource_name;
   napi_create_string_utf8(env, "lunfs-fuse", NAPI_AUTO_LENGTH, &resource_name);
   if (napi_create_threadsafe_function(env, argv[2], NULL, resource_name, 0, 1, NULL, NULL, front, call_js, &front->wake) != napi_ok) {

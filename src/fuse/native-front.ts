@@ -41,6 +41,8 @@ interface NativeRequest {
   gid?: number;
   name?: string;
   data?: Buffer;
+  /** A write's payload is in slots[slot] (its first size bytes) rather than in data. */
+  slot?: number;
 }
 
 export interface NativeFrontStats {
@@ -52,7 +54,7 @@ export interface NativeFrontStats {
 }
 
 interface FuseAddon {
-  start(mountpoint: string, options: string, onBatch: (batch: NativeRequest[]) => void): void;
+  start(mountpoint: string, options: string, onBatch: (batch: NativeRequest[]) => void, slots: Buffer[]): void;
   stop(): boolean;
   reply(id: number, errno: number, value?: unknown, handle?: number, directIo?: boolean): void;
   stats(): NativeFrontStats;
@@ -61,6 +63,9 @@ interface FuseAddon {
 
 const addonRelativePath = join('native', 'fuse', 'build', 'Release', 'lunfs_fuse.node');
 const rootInode = 1;
+const maxRequestBytes = 1024 * 1024;
+/** Write payload buffers lent to C (see fuse_front.c): as many writes as may be in flight at once without an allocation. */
+const writeSlotCount = 32;
 
 let loaded: { addon?: FuseAddon; reason?: string } | undefined;
 
@@ -118,6 +123,8 @@ export class NativeFront implements MountedFront {
   private inFlight = 0;
   private mounted = false;
   private lastStats: NativeFrontStats | undefined;
+  /** Kept alive here for the whole mount: C copies write payloads into them. */
+  private readonly writeSlots = Array.from({ length: writeSlotCount }, () => Buffer.alloc(maxRequestBytes));
 
   constructor(private readonly options: FuseFrontOptions) {
     const { addon, reason } = loadFuseAddon();
@@ -135,7 +142,7 @@ export class NativeFront implements MountedFront {
       if (errno !== 0) throw new LunfsError('EBUSY', `the stale mount at ${mountpoint} could not be detached (errno ${errno})`);
     }
     try {
-      this.addon.start(mountpoint, 'fsname=lunfs,subtype=lunfs', (batch) => this.onBatch(batch));
+      this.addon.start(mountpoint, 'fsname=lunfs,subtype=lunfs', (batch) => this.onBatch(batch), this.writeSlots);
     } catch (error) {
       throw new LunfsError('EIO', `mount at ${mountpoint} failed: ${(error as Error).message}`, { cause: error });
     }
@@ -241,7 +248,11 @@ export class NativeFront implements MountedFront {
         const count = await names.read(request.fh, buffer, request.offset);
         return [buffer.subarray(0, count)];
       })();
-      case Operation.Write: return names.write(request.fh, request.data!, request.offset).then((count) => [count]);
+      case Operation.Write: {
+        // A slot is C's again once reply() runs: the BlockDevice contract is that write() keeps no reference after it settles.
+        const data = request.slot !== undefined ? this.writeSlots[request.slot]!.subarray(0, request.size) : request.data!;
+        return names.write(request.fh, data, request.offset).then((count) => [count]);
+      }
       case Operation.Flush: return names.flush(request.fh, this.inodes.pathOf(request.ino)).then(() => []);
       case Operation.Fsync: return names.fsync(request.fh).then(() => []);
       case Operation.Unlink: return names.unlink(this.inodes.child(request.ino, request.name!)).then(() => []);
