@@ -125,6 +125,8 @@ export class NativeFront implements MountedFront {
   private lastStats: NativeFrontStats | undefined;
   /** Kept alive here for the whole mount: C copies write payloads into them. */
   private readonly writeSlots = Array.from({ length: writeSlotCount }, () => Buffer.alloc(maxRequestBytes));
+  /** Read buffers of 1 MiB, reused: reply() copies the data out at once, so each is free again after it. */
+  private readonly readBuffers: Buffer[] = [];
 
   constructor(private readonly options: FuseFrontOptions) {
     const { addon, reason } = loadFuseAddon();
@@ -183,6 +185,10 @@ export class NativeFront implements MountedFront {
 
   private serve(request: NativeRequest): void {
     this.inFlight += 1;
+    if (request.op === Operation.Read && request.size > 64 * 1024) {
+      this.serveLargeRead(request);
+      return;
+    }
     let result: unknown[] | Promise<unknown[]>;
     try {
       result = this.handle(request);
@@ -192,6 +198,18 @@ export class NativeFront implements MountedFront {
     }
     if (Array.isArray(result)) this.succeed(request, result);
     else result.then((values) => this.succeed(request, values), (error: unknown) => this.fail(request, error));
+  }
+
+  /** A read into a reused 1 MiB buffer: a new one per request cost the JS thread its GC time. */
+  private serveLargeRead(request: NativeRequest): void {
+    const buffer = this.readBuffers.pop() ?? Buffer.allocUnsafe(maxRequestBytes);
+    const target = buffer.subarray(0, Math.min(request.size, maxRequestBytes));
+    this.namespace.read(request.fh, target, request.offset).then(
+      (count) => this.succeed(request, [target.subarray(0, count)]),
+      (error: unknown) => this.fail(request, error),
+    ).finally(() => {
+      if (this.readBuffers.length < writeSlotCount) this.readBuffers.push(buffer);
+    });
   }
 
   private succeed(request: NativeRequest, values: unknown[]): void {
