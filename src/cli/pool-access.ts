@@ -225,7 +225,7 @@ export function mountSocket(directory: string): string | undefined {
  * the lock but serves no socket), is waited for, up to poolWaitMs; then EBUSY names the holder.
  */
 async function reachPool(directory: string, readOnly: boolean): Promise<{ socket?: string; lock?: HeldPoolLock }> {
-  const deadline = Date.now() + poolWaitMs;
+  const deadline = systemClock.nowMs() + poolWaitMs;
   for (;;) {
     const state = poolLockState(directory);
     let holder = state.held ? state.owner : undefined;
@@ -236,7 +236,7 @@ async function reachPool(directory: string, readOnly: boolean): Promise<{ socket
       if (attempt.acquired) return { lock: attempt.lock };
       holder = attempt.owner;
     }
-    if (Date.now() >= deadline) throw busyError(directory, holder);
+    if (systemClock.nowMs() >= deadline) throw busyError(directory, holder);
     await sleep(poolPollMs);
   }
 }

@@ -11,6 +11,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { systemClock } from '../util/clock.js';
 import { LunfsError } from '../util/errors.js';
 import type { Logger } from '../util/logger.js';
 import { errnoFor } from './errno.js';
@@ -154,8 +155,8 @@ export class NativeFront implements MountedFront {
   async unmount(): Promise<void> {
     if (!this.mounted) return;
     // Answer what JS holds before the session goes (a reply after stop() reaches nobody).
-    const deadline = Date.now() + 5000;
-    while (this.inFlight > 0 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 5));
+    const deadline = systemClock.nowMs() + 5000;
+    while (this.inFlight > 0 && systemClock.nowMs() < deadline) await new Promise((resolve) => setTimeout(resolve, 5));
     this.lastStats = this.addon.stats();
     const joined = this.addon.stop();
     this.mounted = false;
