@@ -8,7 +8,6 @@
 // tail), so its tail is never read as a label. A tail is taken only at format 5 or later and only
 // where a label of its recorded drive size would lie.
 
-import type { Drive } from '../drive/drive.js';
 import { isLunfsError } from '../util/errors.js';
 import { decodeDriveHeader, driveHeaderBytes, encodeDriveHeader, labelCountOf, tailLabelOffsetBytes, type DriveHeader } from './drive-header.js';
 
@@ -33,7 +32,18 @@ export function labelOffsetBytes(position: LabelPosition, driveSizeBytes: number
 }
 
 /** Reads both labels of a drive and says which one names it. */
-export async function readLabels(drive: Drive): Promise<LabelScan> {
+/**
+ * What the labels need of a drive: the part of the drive interface (src/drive/drive.ts) they use,
+ * stated here so that meta/ does not import from drive/, the layer that depends on it.
+ */
+export interface LabelDrive {
+  readonly sizeBytes: number;
+  read(offsetBytes: number, target: Buffer): Promise<void>;
+  write(offsetBytes: number, source: Buffer): Promise<void>;
+  flush(): Promise<void>;
+}
+
+export async function readLabels(drive: LabelDrive): Promise<LabelScan> {
   const head = await readLabel(drive, 'head');
   const tail = drive.sizeBytes >= 2 * driveHeaderBytes ? await readLabel(drive, 'tail') : { raw: undefined, reason: 'the drive is too small for a tail label', eio: false };
   const tailHeader = tail.raw ? decodeTail(tail.raw, drive.sizeBytes) : undefined;
@@ -56,7 +66,7 @@ export async function readLabels(drive: Drive): Promise<LabelScan> {
 }
 
 /** Writes the drive's labels (the head, flushed, then the tail, flushed), or only those at `only`. */
-export async function writeLabels(drive: Drive, header: DriveHeader, only?: LabelPosition[]): Promise<void> {
+export async function writeLabels(drive: LabelDrive, header: DriveHeader, only?: LabelPosition[]): Promise<void> {
   const encoded = encodeDriveHeader(header);
   const positions: LabelPosition[] = labelCountOf(header) >= 2 ? ['head', 'tail'] : ['head'];
   for (const position of positions) {
@@ -66,7 +76,7 @@ export async function writeLabels(drive: Drive, header: DriveHeader, only?: Labe
   }
 }
 
-async function readLabel(drive: Drive, position: LabelPosition): Promise<{ raw?: Buffer; reason: string; eio: boolean }> {
+async function readLabel(drive: LabelDrive, position: LabelPosition): Promise<{ raw?: Buffer; reason: string; eio: boolean }> {
   const raw = Buffer.alloc(driveHeaderBytes);
   try {
     await drive.read(labelOffsetBytes(position, drive.sizeBytes), raw);
