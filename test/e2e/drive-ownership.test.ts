@@ -106,6 +106,23 @@ async function waitForStatus(pool: string, what: string, ready: (status: StatusJ
 }
 
 /** sha256 of every drive file of a pool. */
+/**
+ * A mounted RAID-0 pool with 4 MiB written and synced to LUN db, whose drive 1 file is then moved
+ * away while mounted, until the status shows the drive failed.
+ */
+async function mountAndMoveDriveAway(box: Sandbox, name: string): Promise<{ pool: string; mountpoint: string; server: MountServer; lunFile: string; data: Buffer; moved: string }> {
+  const pool = await smallPool(box, name, 0);
+  const mountpoint = box.path('mnt');
+  const server = await box.mount(pool, mountpoint);
+  const lunFile = join(mountpoint, 'luns', 'db');
+  const data = randomBytes(4 * MiB);
+  expect(await writeSynced(lunFile, 0, data)).toBeUndefined();
+  const moved = box.path('drive-1.away');
+  await rename(driveFile(pool, 1), moved);
+  await waitForStatus(pool, 'drive 1 failed', (status) => status.drives[1]!.state === 'failed');
+  return { pool, mountpoint, server, lunFile, data, moved };
+}
+
 async function driveChecksums(pool: string, count = 2): Promise<string[]> {
   return Promise.all([...Array(count).keys()].map((index) => sha256File(driveFile(pool, index))));
 }
@@ -201,16 +218,8 @@ describe('drive replace refuses targets it must not overwrite', () => {
 describe('RAID-0: a drive that leaves while mounted', () => {
   it('moved away and put back: in service again at the next mount, every byte intact', async () => {
     const box = sandbox();
-    const pool = await smallPool(box, 'back', 0);
-    const mountpoint = box.path('mnt');
-    let server = await box.mount(pool, mountpoint);
-    const lunFile = join(mountpoint, 'luns', 'db');
-    const data = randomBytes(4 * MiB);
-    expect(await writeSynced(lunFile, 0, data)).toBeUndefined();
-
-    const moved = box.path('drive-1.away');
-    await rename(driveFile(pool, 1), moved);
-    await waitForStatus(pool, 'drive 1 failed', (status) => status.drives[1]!.state === 'failed');
+    const { pool, mountpoint, server: first, lunFile, data, moved } = await mountAndMoveDriveAway(box, 'back');
+    let server = first;
     await rename(moved, driveFile(pool, 1));
     await expectCleanStop(server);
 
@@ -230,16 +239,7 @@ describe('RAID-0: a drive that leaves while mounted', () => {
 
   it('one that missed a write is refused at the next mount, naming the LUN; --force-degraded takes it back and reports the loss', async () => {
     const box = sandbox();
-    const pool = await smallPool(box, 'missed', 0);
-    const mountpoint = box.path('mnt');
-    const server = await box.mount(pool, mountpoint);
-    const lunFile = join(mountpoint, 'luns', 'db');
-    const data = randomBytes(4 * MiB);
-    expect(await writeSynced(lunFile, 0, data)).toBeUndefined();
-
-    const moved = box.path('drive-1.away');
-    await rename(driveFile(pool, 1), moved);
-    await waitForStatus(pool, 'drive 1 failed', (status) => status.drives[1]!.state === 'failed');
+    const { pool, mountpoint, server, lunFile, data, moved } = await mountAndMoveDriveAway(box, 'missed');
     // Half of this write's stripe units are on drive 1: they miss it, and fsync says so.
     expect(await writeSynced(lunFile, 0, randomBytes(MiB))).toBe('EIO');
     await waitForStatus(pool, 'the missed write', (status) => status.drives[1]!.missedWriteLuns?.includes('db') === true);
