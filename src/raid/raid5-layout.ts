@@ -31,6 +31,12 @@ export interface MemberIo {
   /** Whether the member may be read over this range (online, or rebuilt past its end). */
   readable(memberIndex: number, memberOffsetBytes: number, lengthBytes?: number): boolean;
   writable(memberIndex: number): boolean;
+  /**
+   * Whether the member is a replacement being rebuilt: written like an online member, but after a
+   * power cut none of it is read until the rebuild has passed it again (its watermark is not
+   * durable), so its data then lives only in the XOR of the row, as for a member out of service.
+   */
+  rebuilding(memberIndex: number): boolean;
   /** The member returned an I/O error (not a checksum mismatch): it leaves service. */
   failed(memberIndex: number, error: unknown): void;
   /** Takes the member's data over this range as it is and records fresh checksums for it (resync after a crash). */
@@ -284,9 +290,20 @@ export class Raid5Layout {
     }
   }
 
-  /** The member out of service that holds data (not the parity) of this row, if any. */
+  /**
+   * The data member (not the parity) of this row whose contents a power cut in the middle of a
+   * write would leave only in the row's XOR, if any: one out of service, or one on a replacement
+   * being rebuilt even where the rebuild has passed (after the power cut the rebuild starts over
+   * and reads it from the other members, whose parity a torn write left stale). Its contents go
+   * to the row log before the row is written.
+   */
   private missingDataMember(row: number): number | undefined {
     const missing = this.unreadableMembers(row * this.stripeUnitBytes);
+    if (missing.length === 0) {
+      const parityMember = this.parityMember(row);
+      const rebuilding = [...Array(this.memberCount).keys()].filter((index) => index !== parityMember && this.io.rebuilding(index));
+      return rebuilding.length === 1 ? rebuilding[0] : undefined;
+    }
     return missing.length === 1 && missing[0] !== this.parityMember(row) ? missing[0] : undefined;
   }
 
@@ -298,9 +315,9 @@ export class Raid5Layout {
   private async writeRowUncached(row: number, pieces: DataPiece[], data: Buffer, reservation?: () => void): Promise<boolean> {
     const unreadable = this.unreadableMembers(row * this.stripeUnitBytes);
     if (unreadable.length > 1) throw this.lost(row, unreadable, 'too many members out of service to write');
-    const missing = unreadable[0];
+    const missing = this.missingDataMember(row);
     const log = this.io.rowLog;
-    if (!log || missing === undefined || missing === this.parityMember(row)) {
+    if (!log || missing === undefined) {
       await this.writeRowUnlogged(row, pieces, data, unreadable);
       return false;
     }
@@ -556,6 +573,9 @@ export class Raid5Layout {
   private reserveWhilePending(known: KnownRow): boolean {
     const log = this.io.rowLog;
     if (!log) return true;
+    // With a data member out of service or being rebuilt, a power cut before the write-back would
+    // leave that member's contents in no place but a stale XOR: the parity goes with the data.
+    if (this.missingDataMember(known.row) !== undefined) return false;
     known.reservation ??= log.tryReserve(this.stripeUnitBytes);
     return known.reservation !== undefined;
   }

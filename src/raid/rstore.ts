@@ -77,6 +77,7 @@ export class RStore implements BlockDevice {
       write: (memberIndex, memberOffsetBytes, data) => this.memberDrive(memberIndex).write(this.physicalOffset(memberIndex, memberOffsetBytes), data),
       readable: (memberIndex, memberOffsetBytes, lengthBytes) => health.readable(driveIndexOf(memberIndex), record.id, memberOffsetBytes, lengthBytes),
       writable: (memberIndex) => health.writable(driveIndexOf(memberIndex)),
+      rebuilding: (memberIndex) => health.state(driveIndexOf(memberIndex)) === 'rebuilding',
       failed: (memberIndex, error) => health.fail(driveIndexOf(memberIndex), error),
       badBlocks: async (memberIndex, memberOffsetBytes, lengthBytes) => {
         const drive = this.memberDrive(memberIndex);

@@ -52,6 +52,7 @@ import { isChecksumError } from '../../src/drive/checksum-drive.js';
 import type { RaidLevel } from '../../src/meta/pool-metadata.js';
 import { SeededRandom } from '../../src/util/clock.js';
 import { isLunfsError } from '../../src/util/errors.js';
+import { pino } from 'pino';
 import { silentLogger } from '../../src/util/logger.js';
 import { KiB, MiB } from '../../src/util/sizes.js';
 import { Controller } from '../../src/volume/controller.js';
@@ -104,7 +105,8 @@ async function turns(count: number): Promise<void> {
 class ModelRun {
   private readonly random: SeededRandom;
   private readonly clock = new FakeClock();
-  private readonly log = silentLogger();
+  // LUNFS_MODEL_LOG=warn (or info, debug) prints the stack's own log lines, to follow a failing seed.
+  private readonly log = process.env['LUNFS_MODEL_LOG'] ? pino({ level: process.env['LUNFS_MODEL_LOG'] }, pino.destination({ fd: 1, sync: true })) : silentLogger();
   private views: SessionDrive[] = [];
   private pool!: Pool;
   private controller!: Controller;
