@@ -238,7 +238,7 @@ export function buildProgram(): Command {
     .option('--drive <path>', 'drive paths in order (default: from DIR/pool.json)', collect, [])
     .addOption(new Option('--drive-io <mode>', 'drive I/O: inline for files on tmpfs, thread pool otherwise (auto)').choices(['auto', 'async', 'inline']).default('auto'))
     .option('--force-degraded', 'mount although a RAID-5 drive went missing across an unclean shutdown (its data written back from parity may be wrong), or take back a RAID-0 drive that missed writes or failed with an I/O error (accepting the loss of those writes)')
-    .addOption(new Option('--front <front>', "FUSE front: fuse-native (libfuse 2), or native (lunfs's own on libfuse3: 1 MiB requests, discard)").choices(['fuse-native', 'native']).default('fuse-native'))
+    .addOption(new Option('--front <front>', "FUSE front: native (lunfs's own on libfuse3: parallel, 1 MiB requests, discard), fuse-native (libfuse 2), or auto: native where it is built, else fuse-native").choices(['auto', 'native', 'fuse-native']).default('auto'))
     .description('serve the pool under MOUNTPOINT in the foreground; SIGINT/SIGTERM (or lunfs unmount) flush and unmount, refused while LUN or snapshot files are open')
     .action(async (directory: string, mountpoint: string, options: { cacheSize: string; drive: string[]; driveIo: DriveIoMode; forceDegraded?: boolean; front: FrontKind }) => {
       await runMount({ directory, mountpoint, cacheBytes: parseCacheSize(options.cacheSize), drivePaths: options.drive, ioMode: options.driveIo, forceDegraded: options.forceDegraded, front: options.front });

@@ -9,10 +9,10 @@ import { readdir, readFile, realpath, rm } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import type { DriveIoMode } from '../drive/file-drive.js';
 import { FuseFront, type MountedFront } from '../fuse/fuse-front.js';
-import { NativeFront } from '../fuse/native-front.js';
+import { loadFuseAddon, NativeFront } from '../fuse/native-front.js';
 import { systemClock } from '../util/clock.js';
 import { isLunfsError, LunfsError } from '../util/errors.js';
-import { layerLogger } from '../util/logger.js';
+import { layerLogger, type Logger } from '../util/logger.js';
 import { Controller } from '../volume/controller.js';
 import { prepareSocketDirectory, readPoolFile, socketPath } from '../volume/pool-directory.js';
 import { acquirePoolLock, poolLockState } from '../volume/pool-lock.js';
@@ -35,11 +35,24 @@ export interface MountRequest {
   ioMode: DriveIoMode;
   /** Open a pool that refuses to open dirty and degraded (Pool.refuseIfDirtyDegraded). */
   forceDegraded?: boolean;
-  /** Which FUSE front serves the mountpoint (default fuse-native). */
+  /** Which FUSE front serves the mountpoint (default auto: native where its addon loads). */
   front?: FrontKind;
 }
 
-export type FrontKind = 'fuse-native' | 'native';
+export type FrontKind = 'auto' | 'fuse-native' | 'native';
+
+/**
+ * The front auto picks: lunfs's own (native/fuse, libfuse3) where its addon is built and loads,
+ * else fuse-native, saying why on stderr (macOS, or a machine without libfuse3-dev at build time).
+ */
+export function chooseFront(requested: FrontKind | undefined, log: Logger): 'fuse-native' | 'native' {
+  if (requested === 'native' || requested === 'fuse-native') return requested;
+  const { addon, reason } = loadFuseAddon();
+  if (addon) return 'native';
+  log.warn({ reason }, 'native FUSE front unavailable: serving through fuse-native');
+  console.error(`lunfs: the native FUSE front cannot be used (${reason}); serving through fuse-native (128 KiB requests, no discard)`);
+  return 'fuse-native';
+}
 
 export async function runMount(request: MountRequest): Promise<void> {
   const directory = resolve(request.directory);
@@ -69,7 +82,7 @@ export async function runMount(request: MountRequest): Promise<void> {
     server = await serveControlSocket(socket, controller, log);
     lock.record({ pid: process.pid, mountpoint, socket }); // CLI commands now go to the socket
     const frontOptions = { mountpoint, controller, log: layerLogger('fuse'), mountedAt: new Date(systemClock.nowMs()) };
-    front = request.front === 'native' ? new NativeFront(frontOptions) : new FuseFront(frontOptions);
+    front = chooseFront(request.front, log) === 'native' ? new NativeFront(frontOptions) : new FuseFront(frontOptions);
     await front.mount();
   } catch (error) {
     server?.close();

@@ -58,10 +58,12 @@ async function expectCleanStop(server: MountServer): Promise<void> {
   expect(await mountEntriesAt(server.mountpoint)).toEqual([]);
 }
 
+// The default front (auto: the native one where it is built) on RAID-0, fuse-native named on
+// RAID-1: both fronts keep the contract in every run (LUNFS_TEST_FRONT runs all of the suite on one).
 describe.each([
-  { raid: 0 as const, leaveStaleMount: true },
-  { raid: 1 as const, leaveStaleMount: false },
-])('ext4 on a RAID-$raid LUN', ({ raid, leaveStaleMount }) => {
+  { raid: 0 as const, leaveStaleMount: true, frontArgs: [] as string[] },
+  { raid: 1 as const, leaveStaleMount: false, frontArgs: ['--front', 'fuse-native'] },
+])('ext4 on a RAID-$raid LUN (front: $frontArgs)', ({ raid, leaveStaleMount, frontArgs }) => {
   const sandbox = useSandbox(`ext4-raid${raid}`);
 
   it(`keeps every file across a clean restart and, for synced data, across kill -9 (stale FUSE mount ${leaveStaleMount ? 'left for lunfs mount to clean' : 'removed with fusermount -uz'})`, async () => {
@@ -79,7 +81,7 @@ describe.each([
     const sums = new Map<string, string>();
 
     // ---- first server: mkfs, write, clean stop
-    const first = await box.mount(pool, mountpoint);
+    const first = await box.mount(pool, mountpoint, frontArgs);
     expect((await stat(lunFile)).size).toBe(lunSize);
     let loop = await box.attachLoop(lunFile);
     await box.mkfsExt4(loop);
@@ -94,7 +96,7 @@ describe.each([
     expect(offline.luns.find((lun) => lun.name === 'db')!.allocatedBytes).toBeGreaterThanOrEqual(32 * MiB);
 
     // ---- second server (a new process): fsck clean, every checksum; then write more, sync, kill -9
-    const second = await box.mount(pool, mountpoint);
+    const second = await box.mount(pool, mountpoint, frontArgs);
     expect(second.pid).not.toBe(first.pid);
     loop = await box.attachLoop(lunFile);
     const fsckAfterCleanStop = await box.fsckExt4(loop);
@@ -123,7 +125,7 @@ describe.each([
     expect((await mountEntriesAt(mountpoint)).length, 'stale FUSE mount of the killed server').toBe(leaveStaleMount ? 1 : 0);
 
     // ---- third server: it must replace a stale mount itself; synced files intact; fsck clean
-    const third = await box.mount(pool, mountpoint);
+    const third = await box.mount(pool, mountpoint, frontArgs);
     const entries = await mountEntriesAt(mountpoint);
     expect(entries.map((entry) => entry.type), 'exactly one live lunfs mount at the mountpoint').toEqual(['fuse.lunfs']);
     const status = JSON.parse(await readFile(join(mountpoint, 'control', 'status'), 'utf8')) as { luns: Array<{ name: string }> };

@@ -181,8 +181,9 @@ export class MountServer {
   readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
   private exitStatus: { code: number | null; signal: NodeJS.Signals | null } | undefined;
 
-  constructor(readonly poolDirectory: string, readonly mountpoint: string, args: string[]) {
-    this.child = spawn(process.execPath, [lunfsBin, 'mount', poolDirectory, mountpoint, ...args], { cwd: repoRoot, stdio: ['ignore', 'pipe', 'pipe'] });
+  /** bin: the CLI to run (another build of lunfs; default this checkout's bin/lunfs). */
+  constructor(readonly poolDirectory: string, readonly mountpoint: string, args: string[], bin = lunfsBin) {
+    this.child = spawn(process.execPath, [bin, 'mount', poolDirectory, mountpoint, ...args], { cwd: repoRoot, stdio: ['ignore', 'pipe', 'pipe'] });
     liveChildren.add(this.child);
     this.child.stdout!.setEncoding('utf8').on('data', (chunk: string) => (this.stdout += chunk));
     this.child.stderr!.setEncoding('utf8').on('data', (chunk: string) => (this.stderr += chunk));
@@ -282,15 +283,15 @@ export class Sandbox {
   }
 
   /** Starts `lunfs mount` in the background and waits for its ready line. */
-  async mount(poolDirectory: string, mountpoint: string, args: string[] = []): Promise<MountServer> {
-    const server = this.spawnMount(poolDirectory, mountpoint, args);
+  async mount(poolDirectory: string, mountpoint: string, args: string[] = [], bin?: string): Promise<MountServer> {
+    const server = this.spawnMount(poolDirectory, mountpoint, args, bin);
     await server.ready();
     return server;
   }
 
   /** Starts `lunfs mount` without waiting (for mounts expected to fail). */
-  spawnMount(poolDirectory: string, mountpoint: string, args: string[] = []): MountServer {
-    const server = new MountServer(poolDirectory, mountpoint, withTestFront(args));
+  spawnMount(poolDirectory: string, mountpoint: string, args: string[] = [], bin?: string): MountServer {
+    const server = new MountServer(poolDirectory, mountpoint, withTestFront(args), bin);
     this.servers.add(server);
     return server;
   }
