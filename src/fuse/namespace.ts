@@ -78,6 +78,13 @@ export class Namespace {
   private readonly handles = new Map<number, Handle>();
   /** Names created under luns/ that wait for a size, with their open handle counts. */
   private readonly pendingLuns = new Map<string, number>();
+  /**
+   * The status text the newest open handle of control/status froze, while it is open: its size is
+   * what getattr reports then. A reader opens, then stats for the size, then reads that many bytes
+   * (Node's readFile, and the page cache of a front without direct I/O): a size taken from the
+   * status as it is a moment later would cut the text it reads, or pad it with zeros.
+   */
+  private openStatus: { fd: number; text: Buffer } | undefined;
   /** Rises each time the last LUN or snapshot file open through the front is closed. */
   private idleCount = 0;
   /** Set once the mount stops: new opens of LUN and snapshot files are refused (EBUSY). */
@@ -139,7 +146,7 @@ export class Namespace {
       case 'directory': return this.stat(directoryMode, 4096);
       case 'lun': return this.stat(lunFileMode, this.controller.pool.lunByName(target.name).sizeBytes);
       case 'snapshot': return this.stat(lunFileMode, this.controller.snapshotVolume(target.name).sizeBytes);
-      case 'status': return this.stat(controlFileMode, this.statusText().length);
+      case 'status': return this.stat(controlFileMode, (this.openStatus?.text ?? this.statusText()).length);
       case 'snapshot-request': return this.stat(requestFileMode, 0);
       case 'pending-lun': return this.stat(lunFileMode, 0);
       case 'none': return undefined;
@@ -177,7 +184,9 @@ export class Namespace {
       this.handles.set(handle, { snapshot: target.name });
     } else if (target.kind === 'status') {
       if ((flags & accessModeMask) !== readOnlyAccess) throw new LunfsError('EACCES', `${path} is read-only`);
-      this.handles.set(handle, { text: this.statusText() });
+      const text = this.statusText();
+      this.handles.set(handle, { text });
+      this.openStatus = { fd: handle, text };
     } else if (target.kind === 'snapshot-request') {
       this.handles.set(handle, { text: Buffer.alloc(0), discardsWrites: true });
     } else if (target.kind === 'pending-lun') {
@@ -218,6 +227,7 @@ export class Namespace {
   release(fd: number): void {
     const handle = this.handles.get(fd);
     this.handles.delete(fd);
+    if (this.openStatus?.fd === fd) this.openStatus = undefined;
     if (handle?.lun) this.controller.released(handle.lun);
     if (handle?.snapshot) this.controller.released(handle.snapshot);
     if (handle?.pendingLun !== undefined) this.dropPending(handle.pendingLun);

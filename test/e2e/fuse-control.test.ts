@@ -97,6 +97,49 @@ describe('control/status', () => {
   });
 });
 
+describe.each([{ front: 'native' }, { front: 'fuse-native' }])('control/status on the $front front', ({ front }) => {
+  it('reads whole, as JSON, while writes change it between reads', async () => {
+    const box = sandbox();
+    poolCounter += 1;
+    const pool = await box.createPool(`pool${poolCounter}`, { drives: 2, driveSize: '64M', raid: 0, extra: ['--pseg-size', '1M', '--allocation-unit', '1M'] });
+    await lunfsOk('lun', 'create', pool, 'db', '--size', '48M');
+    const mountpoint = box.path(`mnt${poolCounter}`);
+    const server = await box.mount(pool, mountpoint, ['--front', front]);
+    const status = join(mountpoint, 'control', 'status');
+    // The writer changes the status's counters (allocated bytes, cache counters) all along, and
+    // with them the length of its text: a read must never end at a length the file had before.
+    let writing = true;
+    const lun = await open(join(mountpoint, 'luns', 'db'), 'r+');
+    const writer = (async () => {
+      const block = Buffer.alloc(64 * 1024, 7);
+      for (let index = 0; writing; index = (index + 1) % (48 * 16)) {
+        await lun.write(block, 0, block.length, index * block.length);
+        if (index % 8 === 0) await lun.sync(); // the dirty counters fall back: the text shrinks too
+      }
+    })();
+    const failures: string[] = [];
+    const lengths = new Set<number>();
+    try {
+      for (let attempt = 0; attempt < 300; attempt += 1) {
+        const text = await readFile(status, 'utf8');
+        lengths.add(text.length);
+        try {
+          JSON.parse(text);
+        } catch (error) {
+          failures.push(`read ${attempt}: ${String(error)}: ${text.length} bytes, ending ${JSON.stringify(text.slice(-40))}`);
+        }
+      }
+    } finally {
+      writing = false;
+      await writer;
+      await lun.close();
+    }
+    expect(failures, 'reads of control/status that were not whole JSON').toEqual([]);
+    expect(lengths.size, `the status text changed length between reads (lengths seen: ${[...lengths].join(' ')})`).toBeGreaterThan(1);
+    await expectClean(server);
+  });
+});
+
 describe('modes and owners', () => {
   it('chmod and chown that would change a file are EPERM and change nothing; the same values pass', async () => {
     const { pool, mountpoint, server } = await mountedPool(sandbox());
