@@ -441,7 +441,7 @@ if (threadRows.length) {
 if (profT.length || profile) {
   L.push('### JS profile (node --cpu-prof)');
   L.push('');
-  L.push('The `prof_*` targets repeat the jobs on `fnmem` and `lunfs_r0` with the server under `node --cpu-prof` (slower than the rows above, which are the measured figures; these only show how the JS thread splits its time). Time is counted over the I/O window of each profile (first to last sample inside a fuse-native read/write handler); "% of busy" is the share of the non-idle samples of the JS thread (the FUSE and libuv threads are not in a V8 profile). Positions are src/*.ts lines through the source maps. Full tables: `node bench/cpuprofile-top.mjs .bench/latest/cpuprof`.');
+  L.push('The `prof_*` targets repeat the jobs on `fnmem` and `lunfs_r0` with the server under `node --cpu-prof` (slower than the rows above, which are the measured figures; these only show how the JS thread splits its time). Time is counted over the I/O window of each profile (first to last sample inside a fuse-native read/write handler or the native front\'s onBatch; `prof_lunfs_r0` runs `--front native`); "% of busy" is the share of the non-idle samples of the JS thread (the FUSE and libuv threads are not in a V8 profile). Positions are src/*.ts lines through the source maps. Full tables: `node bench/cpuprofile-top.mjs .bench/latest/cpuprof`.');
   L.push('');
   if (profT.length) {
     L.push('| profiled target | ' + jobNames.join(' | ') + ' |');
