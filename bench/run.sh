@@ -8,7 +8,7 @@
 # BENCHMARKS.md with the ratios (bench/report.mjs). Then the snapshot measurements
 # (bench/snapshots.sh, records in <run>/snapshots/, the "Snapshots" section of the report).
 #
-#   sudo make bench                                    # full run (about 25 + 6 min on 2 cores)
+#   sudo make bench                                    # full run (about 30 + 6 min on 2 cores)
 #   RAND_RUNTIME=5 bash bench/run.sh                   # quicker
 #   TARGETS="fnmem lunfs_r0" JOBS="randread4k" RAND_RUNTIME=5 PROFILE=0 bash bench/run.sh
 #   SNAPSHOTS_ONLY=1 bash bench/run.sh                 # only the snapshot part (bench/snapshots.sh)
