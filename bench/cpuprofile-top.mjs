@@ -1,9 +1,9 @@
 #!/usr/bin/env node
 // Summarises V8 .cpuprofile files (node --cpu-prof) of FUSE servers: per profile, the top
 // self-time functions and the time per source file ("area"), over the I/O window only (from the
-// first to the last sample taken inside a fuse-native _op_read/_op_write handler), so mount,
-// pool open and unmount do not count. dist/*.js positions are mapped back to src/*.ts through
-// the source maps next to them.
+// first to the last sample taken inside a fuse-native _op_read/_op_write handler or a native
+// front's onBatch), so mount, pool open and unmount do not count. dist/*.js positions are mapped
+// back to src/*.ts through the source maps next to them.
 //
 //   node bench/cpuprofile-top.mjs [--top N] [--json out.json] [--md out.md] DIR|FILE...
 // A DIR is searched for *.cpuprofile (bench/run.sh puts one folder per <target>-<job>).
@@ -107,7 +107,10 @@ function summarise(file) {
     if (inHandler.has(id)) return inHandler.get(id);
     const n = nodes.get(id);
     const fn = n.callFrame.functionName;
-    const v = ((fn === '_op_read' || fn === '_op_write') && n.callFrame.url.includes('fuse-native')) || (parent.has(id) && isHandler(parent.get(id)));
+    const url = n.callFrame.url;
+    const v = ((fn === '_op_read' || fn === '_op_write') && url.includes('fuse-native'))
+      || (fn === 'onBatch' && (url.includes('native-front') || url.includes('nfmem-server'))) // the native front's batches
+      || (parent.has(id) && isHandler(parent.get(id)));
     inHandler.set(id, v);
     return v;
   };

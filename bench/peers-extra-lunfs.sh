@@ -5,9 +5,14 @@
 #   PEERS_EXTRA=$PWD/bench/peers-extra-lunfs.sh TARGETS="fnmem lunfs_r0" OUT_MD=/tmp/x.md \
 #     bash ../shared/bench/peers.sh
 #
-# Targets:
+# Targets (every lunfs target names its FUSE front: `lunfs mount --front native`, lunfs's own
+# front on libfuse3, unless the id ends in _fn: `--front fuse-native`):
 #   lunfs_r0 / lunfs_r1     a pool of 4 drive files on /dev/shm (RAID-0 / RAID-1 mirrored pairs),
 #                           one LUN of SIZE_BYTES, mounted with `lunfs mount`; fio on luns/lun0
+#   lunfs_r0_fn             lunfs_r0 served through fuse-native (libfuse2), to compare the fronts
+#   nfmem                   the native front's ceiling: bench/nfmem-server.mjs, lunfs's FUSE addon
+#                           (the build of LUNFS_BIN) serving an in-memory file, as fnmem does on
+#                           fuse-native; loop_nfmem / ext4_nfmem: the loop / ext4 stackings on it
 #   lunfs_r5                the same with RAID-5 (rotating parity over the 4 drives)
 #   lunfs_r1_deg / _r5_deg  lunfs_r1 / lunfs_r5 degraded: the fresh copy of the (healthy, prefilled)
 #                           template loses drive-1.img (`rm POOL/drive-1.img`) before the mount, so
@@ -44,6 +49,7 @@ LUNFS_CACHE_SIZE=${LUNFS_CACHE_SIZE:-}
 LUNFS_NODE_FLAGS=${LUNFS_NODE_FLAGS:-}
 LUNFS_PROF_DIR=${LUNFS_PROF_DIR:-$LUNFS_REPO/.bench/cpuprof}
 LUNFS_SHM=${LUNFS_SHM:-/dev/shm}
+LUNFS_FRONT=native # the front of the next lunfs_start (the _fn setups set fuse-native for their call)
 LUNFS_CLEAN_DIRS=()
 
 [ -f "$LUNFS_BIN" ] || die "lunfs is not built ($LUNFS_BIN missing): run make build"
@@ -58,6 +64,10 @@ LABEL[loop_lunfs_r1]="DL1 loop → L1"
 LABEL[loopdio_lunfs_r0]="DL0' loop dio=on → L0"
 LABEL[ext4_lunfs_r0]="EL0 ext4 → loop → L0"
 LABEL[ext4_lunfs_r1]="EL1 ext4 → loop → L1"
+LABEL[lunfs_r0_fn]="L0fn lunfs RAID-0 on fuse-native ($LUNFS_DRIVES drives on /dev/shm)"
+LABEL[nfmem]="N native-front-mem (lunfs's FUSE addon, in-memory file)"
+LABEL[loop_nfmem]="DN loop → N"
+LABEL[ext4_nfmem]="EN ext4 → loop → N"
 LABEL[prof_lunfs_r0]="P-L0 lunfs RAID-0 under node --cpu-prof"
 LABEL[prof_fnmem]="P-B fuse-native-mem under node --cpu-prof"
 
@@ -85,7 +95,7 @@ lunfs_start() { # pooldir mountpoint log [node flags...]
   mkdir -p "$mnt"
   : > "$logf"
   # shellcheck disable=SC2086
-  node $LUNFS_NODE_FLAGS "$@" "$LUNFS_BIN" mount "$dir" "$mnt" "${cache[@]}" >>"$logf" 2>&1 &
+  node $LUNFS_NODE_FLAGS "$@" "$LUNFS_BIN" mount "$dir" "$mnt" --front "$LUNFS_FRONT" "${cache[@]}" >>"$logf" 2>&1 &
   LUNFS_PID=$!
   CLEAN_PIDS+=("$LUNFS_PID"); CLEAN_FUSE+=("$mnt")
   for ((i = 0; i < 600; i++)); do
@@ -158,7 +168,7 @@ start_lunfs_pool() { # raid drive-to-remove ("" = none) [node flags...]
   mnt="$WORK/lunfs.mnt"
   lunfs_start "$dir" "$mnt" "$WORK/lunfs.log" "$@" || return 1
   T_FILE="$mnt/luns/lun0"; T_PID=$LUNFS_PID; T_REGION=$SIZE_BYTES; T_STATS=""
-  T_NOTE+="RAID-$raid ${LUNFS_DRIVES}×$(( drive >> 20 )) MiB drives on $LUNFS_SHM"
+  T_NOTE+="front $LUNFS_FRONT, RAID-$raid ${LUNFS_DRIVES}×$(( drive >> 20 )) MiB drives on $LUNFS_SHM"
   T_NOTE+=", cache ${LUNFS_CACHE_SIZE:-default}, LUN $([ "$LUNFS_PREFILL" = 1 ] && echo 'prefilled' || echo 'empty (thin)'); "
   if [ -n "$gone" ]; then
     # what the mounted pool says about itself (through its control socket)
@@ -238,6 +248,7 @@ if [ -n "$LUNFS_THREADS_DIR" ] && declare -F fnmem_stats_reset >/dev/null && ! d
 fi
 
 setup_lunfs_r0() { start_lunfs 0; }
+setup_lunfs_r0_fn() { LUNFS_FRONT=fuse-native start_lunfs 0; }
 setup_lunfs_r1() { start_lunfs 1; }
 setup_lunfs_r5() { start_lunfs 5; }
 setup_lunfs_r1_deg() { start_lunfs_degraded 1 1; }
@@ -247,6 +258,21 @@ setup_loop_lunfs_r1() { setup_lunfs_r1 && attach_loop off; }
 setup_loopdio_lunfs_r0() { setup_lunfs_r0 && attach_loop on; }
 setup_ext4_lunfs_r0() { setup_loop_lunfs_r0 && mount_ext4; }
 setup_ext4_lunfs_r1() { setup_loop_lunfs_r1 && mount_ext4; }
+
+# The native front's ceiling: lunfs's FUSE addon (of the LUNFS_BIN build) over an in-memory file.
+setup_nfmem() {
+  local mnt="$WORK/nfmem.mnt" pid
+  mkdir -p "$mnt"
+  T_STATS="$WORK/nfmem.stats.json"
+  node "$LUNFS_REPO/bench/nfmem-server.mjs" "$mnt" "$SIZE_BYTES" "$T_STATS" "$(dirname "$LUNFS_BIN")" >>"$WORK/nfmem.log" 2>&1 &
+  pid=$!
+  CLEAN_PIDS+=("$pid"); CLEAN_FUSE+=("$mnt")
+  wait_size "$mnt/disk.img" "$SIZE_BYTES" 60 || { log "nfmem did not come up: $(tail -n 3 "$WORK/nfmem.log")"; return 1; }
+  T_FILE="$mnt/disk.img"; T_PID=$pid; T_REGION=$SIZE_BYTES
+  T_NOTE+="lunfs's native FUSE addon (libfuse3), in-memory file; "
+}
+setup_loop_nfmem() { setup_nfmem && attach_loop off; }
+setup_ext4_nfmem() { setup_loop_nfmem && mount_ext4; }
 
 # Profiled variants. run_one's local $job is visible here (bash locals are dynamically scoped),
 # so each job's profile lands in a folder of its own.

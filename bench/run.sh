@@ -1,21 +1,23 @@
 #!/usr/bin/env bash
 # make bench: fio through a mounted lunfs LUN (RAID-0, RAID-1 and RAID-5 pools whose drive files
-# sit on /dev/shm, RAID-1 and RAID-5 also with one drive removed) beside the ceiling (trivial
-# fuse-native file) and the peer (qemu-storage-daemon qcow2 FUSE export) of
+# sit on /dev/shm, RAID-1 and RAID-5 also with one drive removed; lunfs's own native FUSE front,
+# and RAID-0 once more on fuse-native) beside the two ceilings (a trivial in-memory file on
+# fuse-native, fnmem, and on lunfs's native front addon, nfmem) and the peer (qemu-storage-daemon qcow2 FUSE export) of
 # ../shared/bench/peers.sh: same jobs, same run. Writes the raw report and
 # records under .bench/run-<UTC time>/ (gitignored; .bench/latest points at the last one), then
 # BENCHMARKS.md with the ratios (bench/report.mjs). Then the snapshot measurements
 # (bench/snapshots.sh, records in <run>/snapshots/, the "Snapshots" section of the report).
 #
-#   sudo make bench                                    # full run (about 11 + 6 min on 2 cores)
+#   sudo make bench                                    # full run (about 30 + 6 min on 2 cores)
 #   RAND_RUNTIME=5 bash bench/run.sh                   # quicker
 #   TARGETS="fnmem lunfs_r0" JOBS="randread4k" RAND_RUNTIME=5 PROFILE=0 bash bench/run.sh
 #   SNAPSHOTS_ONLY=1 bash bench/run.sh                 # only the snapshot part (bench/snapshots.sh)
-#   RAID_ONLY=1 bash bench/run.sh                      # only the RAID-level comparison (~6-8 min)
+#   RAID_ONLY=1 bash bench/run.sh                      # only the RAID-level comparison (~12-15 min)
 #
 # Environment (all optional):
 #   TARGETS       peers.sh target ids (default below; lunfs ids: see bench/peers-extra-lunfs.sh)
-#   JOBS          seqwrite seqread randwrite4k randread4k (peers.sh's default)
+#   JOBS          seqwrite seqread randwrite4k randread4k randwrite4k_qd16 randread4k_qd16
+#                 (peers.sh's four psync QD1 jobs plus its optional libaio QD16 ones)
 #   RAND_RUNTIME  seconds for the 4k jobs (20)     SIZE_MIB / SEQ_MIB / RANDW_MIB: peers.sh's
 #   PROFILE       1 (default): also run prof_fnmem and prof_lunfs_r0 (node --cpu-prof) and put
 #                 the top self-time functions per job in BENCHMARKS.md; 0: skip
@@ -31,7 +33,7 @@
 #                 to the report; 0: skip
 #   SNAPSHOTS_ONLY 1: skip peers.sh, run only bench/snapshots.sh and replace (or add) the
 #                 "Snapshots" section of the existing BENCHMARKS_MD, leaving the rest as it is
-#   RAID_ONLY     1: run peers.sh on the RAID comparison only (TARGETS default "fnmem qcow2
+#   RAID_ONLY     1: run peers.sh on the RAID comparison only (TARGETS default "fnmem nfmem qcow2
 #                 lunfs_r0 lunfs_r1 lunfs_r5 lunfs_r1_deg lunfs_r5_deg", PROFILE default 0, no
 #                 snapshot part) and replace (or add) the "RAID levels on the same drives" section
 #                 of the existing BENCHMARKS_MD, leaving the rest as it is; .bench/latest-raid points
@@ -62,15 +64,15 @@ fi
 [ -f "$REPO/dist/bin.js" ] || die "lunfs is not built: run make build (or make bench)"
 
 RAID_ONLY=${RAID_ONLY:-0}
-RAID_TARGETS="fnmem qcow2 lunfs_r0 lunfs_r1 lunfs_r5 lunfs_r1_deg lunfs_r5_deg"
+RAID_TARGETS="fnmem nfmem qcow2 lunfs_r0 lunfs_r1 lunfs_r5 lunfs_r1_deg lunfs_r5_deg"
 if [ "$RAID_ONLY" = 1 ]; then
   [ "${SNAPSHOTS_ONLY:-0}" = 1 ] && die "RAID_ONLY=1 and SNAPSHOTS_ONLY=1 exclude each other"
   TARGETS=${TARGETS:-$RAID_TARGETS}
   PROFILE=${PROFILE:-0}
   SNAPSHOTS=0
 fi
-TARGETS=${TARGETS:-"raw fnmem qcow2 lunfs_r0 lunfs_r1 lunfs_r5 lunfs_r1_deg lunfs_r5_deg loop_fnmem loop_qcow2 loop_lunfs_r0 ext4_fnmem ext4_qcow2 ext4_lunfs_r0"}
-JOBS=${JOBS:-"seqwrite seqread randwrite4k randread4k"}
+TARGETS=${TARGETS:-"raw fnmem nfmem qcow2 lunfs_r0 lunfs_r0_fn lunfs_r1 lunfs_r5 lunfs_r1_deg lunfs_r5_deg loop_fnmem loop_nfmem loop_qcow2 loop_lunfs_r0 ext4_fnmem ext4_nfmem ext4_qcow2 ext4_lunfs_r0"}
+JOBS=${JOBS:-"seqwrite seqread randwrite4k randread4k randwrite4k_qd16 randread4k_qd16"}
 RAND_RUNTIME=${RAND_RUNTIME:-20}
 PROFILE=${PROFILE:-1}
 PROBES=${PROBES:-0}
@@ -112,12 +114,15 @@ peers_cmd() {
 # addon) in the run folder, so a rebuild by someone else while the run goes does not mix builds.
 if [ -z "${LUNFS_BIN:-}" ]; then
   B="$RUN_DIR/build"
-  mkdir -p "$B/native/build/Release"
+  mkdir -p "$B/native/build/Release" "$B/native/fuse/build/Release"
   cp -a "$REPO/dist" "$B/dist"
   cp -a "$REPO/src" "$B/src"
   cp "$REPO/package.json" "$B/"
   ln -s "$REPO/node_modules" "$B/node_modules"
   cp "$REPO"/native/build/Release/*.node "$B/native/build/Release/" 2>/dev/null || true
+  # the native FUSE front's addon (lunfs mount --front native, and the nfmem ceiling load it)
+  cp "$REPO"/native/fuse/build/Release/*.node "$B/native/fuse/build/Release/" 2>/dev/null \
+    || log "WARNING: native/fuse/build/Release/*.node missing: the native-front targets will fail"
   export LUNFS_BIN="$B/dist/bin.js"
 fi
 dist_sha=$(cd "$(dirname "$LUNFS_BIN")" && find . -name '*.js' -type f | LC_ALL=C sort | xargs cat | sha1sum | cut -c1-12)

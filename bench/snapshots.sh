@@ -145,7 +145,8 @@ lunfs_up() {
   mkdir -p "$MNT"
   [ -n "$LUNFS_CACHE_SIZE" ] && cache=(--cache-size "$LUNFS_CACHE_SIZE")
   # shellcheck disable=SC2086
-  node $LUNFS_NODE_FLAGS "$LUNFS_BIN" mount "$dir" "$MNT" "${cache[@]}" >"$logf" 2>&1 &
+  # the front named, as for peers-extra-lunfs.sh's targets (not whatever --front auto finds)
+  node $LUNFS_NODE_FLAGS "$LUNFS_BIN" mount "$dir" "$MNT" --front native "${cache[@]}" >"$logf" 2>&1 &
   SRV_PID=$!
   PIDS+=("$SRV_PID"); MOUNTS+=("$MNT")
   for ((i = 0; i < 600; i++)); do
