@@ -467,7 +467,7 @@ describe('drive failures', () => {
     const integrity = (await statusJson(pool)).integrity;
     expect(integrity.unrepairable, `integrity ${JSON.stringify(integrity)}`).toBe(0);
     await expectCleanStop(second);
-  }, 150_000);
+  }, 240_000);
 
   it.each([1, 5] as const)('RAID-%s: a degraded pool takes writes to parts of a thin LUN never written before', async (raid) => {
     const box = sandbox();
@@ -496,7 +496,7 @@ describe('drive failures', () => {
     expect((await readAt(lunFile, 0, before.length)).equals(before), 'the data written before the failure').toBe(true);
     expect((await readAt(lunFile, 40 * MiB, after.length)).equals(after), 'the data written while degraded').toBe(true);
     await expectCleanStop(server);
-  }, 60_000);
+  }, 240_000);
 
   it('RAID-1: after kill -9 and a drive file deleted, the pool mounts degraded, every synced file is there, and the drive is replaced', async () => {
     const box = sandbox();
@@ -551,7 +551,7 @@ describe('drive failures', () => {
     await box.detachLoop(loop);
     expect((await statusJson(pool)).integrity.unrepairable).toBe(0);
     await expectCleanStop(second);
-  }, 90_000);
+  }, 240_000);
 
   it('RAID-5: kill -9 with writes in flight and a drive file gone before the next mount: refused, naming the drive; --force-degraded mounts it degraded', async () => {
     const box = sandbox();
@@ -579,7 +579,7 @@ describe('drive failures', () => {
     expect(status.drives[1]!.state).toBe('failed');
     expect((await readAt(join(mountpoint, 'luns', 'db'), 0, 4096)).length).toBe(4096);
     await expectCleanStop(forced);
-  }, 60_000);
+  }, 240_000);
 
   it.each([
     ['RAID-0', 'drive 1 of 2', 0, 2, [1]],
@@ -605,7 +605,7 @@ describe('drive failures', () => {
     expect(refused.stdout).not.toMatch(/mounted at/);
     expect(await mountEntriesAt(mountpoint), 'nothing mounted').toEqual([]);
     expect(existsSync(join(pool, 'lunfs.sock')), 'no control socket left behind').toBe(false);
-  }, 60_000);
+  }, 240_000);
 
   it('RAID-5: flipped bits in a drive file are found by their checksums, repaired on read and by scrub', async () => {
     const box = sandbox();
@@ -658,5 +658,5 @@ describe('drive failures', () => {
     const clean = (await statusJson(pool)).integrity;
     expect(clean, 'nothing left for a read to find').toMatchObject({ checksumMismatches: 0, unrepairable: 0 });
     await expectCleanStop(third);
-  }, 90_000);
+  }, 240_000);
 });

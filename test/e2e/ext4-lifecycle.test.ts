@@ -148,5 +148,5 @@ describe.each([
     expect(fsckAfterKill.code, `fsck.ext4 -fn after kill -9 and journal replay:\n${fsckAfterKill.stdout}${fsckAfterKill.stderr}`).toBe(0);
     await box.detachLoop(loop);
     await expectCleanStop(third);
-  }, 150_000);
+  }, 240_000);
 });

@@ -213,7 +213,7 @@ describe('snapshots of a mounted ext4', () => {
     expect(await snapshotTree(box, snapshotFile, snapshotMount), 'the written snapshot after a restart').toEqual(snapshotWritten);
     expect(await sha256File(lunFile), 'the LUN after a restart').toBe(lunBytesAtStop);
     await expectCleanStop(second);
-  }, 120_000);
+  }, 240_000);
 
   it('after kill -9 and a mount in a new process the snapshot reads exactly as before; the LUN keeps its synced files', async () => {
     const box = sandbox();
@@ -294,7 +294,7 @@ describe('snapshots of a mounted ext4', () => {
     await expectFsckClean(box, snapshotLoop, 'the snapshot after kill -9 and journal replay');
     await box.detachLoop(snapshotLoop);
     await expectCleanStop(second);
-  }, 120_000);
+  }, 240_000);
 });
 
 describe('snapshot management and bad input', () => {
@@ -473,5 +473,5 @@ describe('snapshot management and bad input', () => {
     await lunfsOk('lun', 'rm', pool, 'db'); // no snapshot left: the LUN can go
     expect((await statusJson(pool)).luns.map((entry) => entry.name)).toEqual(['other']);
     await expectCleanStop(again);
-  }, 120_000);
+  }, 240_000);
 });

@@ -369,5 +369,5 @@ describe('snapshots under a running write load', () => {
     const lunAfterKill = verifySnapshot(await readRegion(lunFile), secondHistory, { name: 'the LUN after kill -9', before: lastCut.before, after: Infinity }, finalHistory).problems;
     expect(lunAfterKill.length, `LUN blocks after kill -9:\n${summarize(lunAfterKill)}`).toBe(0);
     await expectCleanStop(server);
-  }, 170_000);
+  }, 240_000);
 });
