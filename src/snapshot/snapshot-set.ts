@@ -197,11 +197,18 @@ export class SnapshotSet {
   async invalidate(given: SnapshotRecord[], reason: string): Promise<void> {
     // A snapshot removed meanwhile (a preservation for it was under way) has nothing left to invalidate.
     const snapshots = given.filter((snapshot) => this.pool.metadata.snapshots.get(snapshot.id) === snapshot);
+    let committed = false;
     for (const snapshot of snapshots) {
       if (snapshot.state !== 'valid') continue;
       await this.pool.commitOp({ kind: 'snapshot-invalidate', snapshotId: snapshot.id, reason });
+      committed = true;
       this.log.warn({ snapshot: `${this.lun.name}@${snapshot.name}`, reason }, 'snapshot invalidated');
     }
+    // A snapshot found invalid already may be so only in memory: another preservation's
+    // invalidation of it can still be on its way to the pool metadata. The drop of its image must
+    // never be durable before that (after a crash the snapshot would be valid and read the source
+    // where its originals were), so this waits for a commit that follows it.
+    if (!committed && snapshots.length > 0) await this.pool.commit();
     this.updateReservationUse();
     try {
       await this.target?.drop(snapshots.map((snapshot) => snapshot.id)); // its space goes back to the pool
