@@ -300,9 +300,15 @@ export class Raid5Layout {
   private missingDataMember(row: number): number | undefined {
     const missing = this.unreadableMembers(row * this.stripeUnitBytes);
     if (missing.length === 0) {
+      // Every row write asks: a plain loop, no array made (a second member rebuilt is not covered).
       const parityMember = this.parityMember(row);
-      const rebuilding = [...Array(this.memberCount).keys()].filter((index) => index !== parityMember && this.io.rebuilding(index));
-      return rebuilding.length === 1 ? rebuilding[0] : undefined;
+      let rebuilding: number | undefined;
+      for (let index = 0; index < this.memberCount; index += 1) {
+        if (index === parityMember || !this.io.rebuilding(index)) continue;
+        if (rebuilding !== undefined) return undefined;
+        rebuilding = index;
+      }
+      return rebuilding;
     }
     return missing.length === 1 && missing[0] !== this.parityMember(row) ? missing[0] : undefined;
   }
