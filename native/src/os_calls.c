@@ -9,6 +9,10 @@
 //                                                    description holds a conflicting lock
 //   unflock(fd: number): void
 //   peerCredentials(fd: number): { pid, uid, gid }   Linux only; throws elsewhere
+//   allocHugePages(bytes: number): Buffer | null     zeroed memory in 2 MiB huge pages where the
+//                                                    kernel grants them (Linux THP, madvise mode);
+//                                                    null where it cannot be had (not Linux, mmap
+//                                                    refused). Freed by the Buffer's finalizer.
 
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -23,6 +27,8 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/mman.h>
+#include <stdint.h>
 #include <sys/socket.h>
 #include <sys/types.h>
 
@@ -120,6 +126,53 @@ static napi_value peer_credentials_export(napi_env env, napi_callback_info info)
 #endif
 }
 
+// Cache memory in huge pages. On this project's reference machine (a paravirtualized VM) a 4 KiB
+// pwrite from a page of a 256 MiB cache costs 6-14 us when the cache is in 4 KiB pages and ~3 us
+// in 2 MiB pages: the kernel's copy from user memory misses the TLB on every cold 4 KiB page.
+#define HUGE_PAGE_BYTES ((size_t)2 << 20)
+
+static void unmap_huge(napi_env env, void *data, void *hint) {
+  munmap(data, (size_t)(uintptr_t)hint);
+  napi_adjust_external_memory(env, -(int64_t)(uintptr_t)hint, NULL);
+}
+
+static napi_value alloc_huge_pages_export(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  double requested;
+  if (napi_get_cb_info(env, info, &argc, argv, NULL, NULL) != napi_ok || argc < 1 ||
+      napi_get_value_double(env, argv[0], &requested) != napi_ok || !(requested > 0) || requested > (double)((size_t)1 << 40)) {
+    napi_throw_type_error(env, NULL, "allocHugePages(bytes) takes a positive byte count");
+    return NULL;
+  }
+  napi_value result;
+#if defined(__linux__) && defined(MADV_HUGEPAGE)
+  size_t bytes = ((size_t)requested + HUGE_PAGE_BYTES - 1) & ~(HUGE_PAGE_BYTES - 1);
+  // Map one huge page more and trim both ends, so the region starts on a 2 MiB boundary.
+  size_t mapped = bytes + HUGE_PAGE_BYTES;
+  char *raw = mmap(NULL, mapped, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (raw == MAP_FAILED) {
+    napi_get_null(env, &result);
+    return result;
+  }
+  char *start = (char *)(((uintptr_t)raw + HUGE_PAGE_BYTES - 1) & ~(uintptr_t)(HUGE_PAGE_BYTES - 1));
+  if (start > raw) munmap(raw, (size_t)(start - raw));
+  char *end = start + bytes;
+  if (raw + mapped > end) munmap(end, (size_t)(raw + mapped - end));
+  madvise(start, bytes, MADV_HUGEPAGE); // advice only: 4 KiB pages where the kernel says no
+  if (napi_create_external_buffer(env, bytes, start, unmap_huge, (void *)(uintptr_t)bytes, &result) != napi_ok) {
+    munmap(start, bytes);
+    napi_throw_error(env, NULL, "allocHugePages: could not wrap the mapping in a Buffer");
+    return NULL;
+  }
+  napi_adjust_external_memory(env, (int64_t)bytes, NULL);
+  return result;
+#else
+  napi_get_null(env, &result);
+  return result;
+#endif
+}
+
 static bool export_os_call(napi_env env, napi_value exports, const char *name, napi_callback callback) {
   napi_value function;
   return napi_create_function(env, name, NAPI_AUTO_LENGTH, callback, NULL, &function) == napi_ok &&
@@ -129,5 +182,6 @@ static bool export_os_call(napi_env env, napi_value exports, const char *name, n
 bool lunfs_register_os_calls(napi_env env, napi_value exports) {
   return export_os_call(env, exports, "flock", flock_export) &&
          export_os_call(env, exports, "unflock", unflock_export) &&
-         export_os_call(env, exports, "peerCredentials", peer_credentials_export);
+         export_os_call(env, exports, "peerCredentials", peer_credentials_export) &&
+         export_os_call(env, exports, "allocHugePages", alloc_huge_pages_export);
 }

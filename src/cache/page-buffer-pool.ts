@@ -1,8 +1,10 @@
 // Recycled page buffers for the cache. Allocating each 128 KiB page on its own costs an mmap, page
 // faults and an munmap (glibc serves allocations of 128 KiB and more with mmap), which more than
 // halved first-write throughput through FUSE. Buffers come from slabs and return to a free list;
-// the pool never holds more than the peak number of pages in use.
+// the pool never holds more than the peak number of pages in use. Slabs are in 2 MiB huge pages
+// where the kernel grants them (allocateIoMemory): fewer TLB misses when the kernel copies a page.
 
+import { allocateIoMemory } from '../native/os-calls.js';
 import { assert } from '../util/assert.js';
 
 const pagesPerSlab = 64;
@@ -27,8 +29,7 @@ export class PageBufferPool {
   }
 
   private addSlab(): void {
-    const slab = Buffer.allocUnsafeSlow(this.pageBytes * pagesPerSlab);
-    slab.fill(0); // touch every page now
+    const slab = allocateIoMemory(this.pageBytes * pagesPerSlab); // touched, in huge pages where possible
     for (let index = pagesPerSlab - 1; index >= 0; index -= 1) this.free.push(slab.subarray(index * this.pageBytes, (index + 1) * this.pageBytes));
   }
 

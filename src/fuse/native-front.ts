@@ -11,6 +11,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { allocateIoMemory } from '../native/os-calls.js';
 import { systemClock } from '../util/clock.js';
 import { LunfsError } from '../util/errors.js';
 import type { Logger } from '../util/logger.js';
@@ -125,7 +126,9 @@ export class NativeFront implements MountedFront {
   private mounted = false;
   private lastStats: NativeFrontStats | undefined;
   /** Kept alive here for the whole mount: C copies write payloads into them. */
-  private readonly writeSlots = Array.from({ length: writeSlotCount }, () => Buffer.alloc(maxRequestBytes));
+  // One region for all slots, in huge pages where possible (see allocateIoMemory).
+  private readonly writeSlotMemory = allocateIoMemory(writeSlotCount * maxRequestBytes);
+  private readonly writeSlots = Array.from({ length: writeSlotCount }, (_, index) => this.writeSlotMemory.subarray(index * maxRequestBytes, (index + 1) * maxRequestBytes));
   /** Read buffers of 1 MiB, reused: reply() copies the data out at once, so each is free again after it. */
   private readonly readBuffers: Buffer[] = [];
 

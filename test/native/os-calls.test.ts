@@ -2,13 +2,13 @@
 // belong to the open file description, so two opens conflict like two processes do), and
 // SO_PEERCRED on a connected Unix socket pair.
 
-import { mkdtempSync, openSync, closeSync, rmSync } from 'node:fs';
+import { mkdtempSync, openSync, closeSync, readFileSync, rmSync } from 'node:fs';
 import { createServer, connect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { osCallsAvailable, peerCredentials, tryFlock, unflock } from '../../src/native/os-calls.js';
-import { nativeUnavailableReason } from '../../src/native/native-kernels.js';
+import { allocateIoMemory, osCallsAvailable, peerCredentials, tryFlock, unflock } from '../../src/native/os-calls.js';
+import { nativeAddonOrNull, nativeUnavailableReason } from '../../src/native/native-kernels.js';
 
 const folder = mkdtempSync(join(tmpdir(), 'lunfs-os-calls-'));
 afterAll(() => rmSync(folder, { recursive: true, force: true }));
@@ -65,5 +65,36 @@ describe('native OS calls', () => {
     expect(peerCredentials(fd)).toEqual({ pid: process.pid, uid: process.getuid!(), gid: process.getgid!() });
     client.destroy();
     socket.destroy();
+  });
+
+  it('allocateIoMemory: zeroed, writable memory of the asked length, in huge pages where THP allows them', () => {
+    const anonHugeKiB = (): number => Number(/AnonHugePages:\s+(\d+)/.exec(readFileSync('/proc/self/smaps_rollup', 'utf8'))?.[1] ?? 0);
+    const thp = readFileSync('/sys/kernel/mm/transparent_hugepage/enabled', 'utf8');
+    const before = anonHugeKiB();
+    const memory = allocateIoMemory(8 * 1024 * 1024 + 123);
+    expect(memory.length).toBe(8 * 1024 * 1024 + 123);
+    expect(memory.every((byte) => byte === 0)).toBe(true);
+    memory.fill(0xa5, 4096, 8192);
+    expect(memory[4096]).toBe(0xa5);
+    expect(memory[8191]).toBe(0xa5);
+    expect(memory[8192]).toBe(0);
+    // 8 MiB in 2 MiB pages: at least three of them huge (the kernel may split one under pressure).
+    if (!thp.includes('[never]')) expect(anonHugeKiB() - before).toBeGreaterThanOrEqual(3 * 2048);
+  });
+
+  it('allocateIoMemory: LUNFS_NO_HUGEPAGES=1 gives ordinary, zeroed memory', () => {
+    process.env['LUNFS_NO_HUGEPAGES'] = '1';
+    try {
+      const memory = allocateIoMemory(3 * 4096);
+      expect(memory.length).toBe(3 * 4096);
+      expect(memory.every((byte) => byte === 0)).toBe(true);
+    } finally {
+      delete process.env['LUNFS_NO_HUGEPAGES'];
+    }
+  });
+
+  it('allocHugePages refuses a byte count that is not positive', () => {
+    const allocHugePages = nativeAddonOrNull?.['allocHugePages'] as (bytes: unknown) => unknown;
+    for (const bad of [0, -1, Number.NaN, 'x']) expect(() => allocHugePages(bad)).toThrow(/positive byte count/);
   });
 });
