@@ -106,7 +106,7 @@ export async function runMount(request: MountRequest): Promise<void> {
       if (front instanceof NativeFront) {
         // A debug line (issue 12): shows that 1 MiB requests were negotiated and batches formed.
         const stats = front.stats();
-        console.log(`lunfs: native front served ${stats.requests} requests in ${stats.batches} batches; largest write ${stats.largestWriteBytes} bytes (${stats.writesOfMaxSize} of 1 MiB), largest read ${stats.largestReadBytes} bytes`);
+        console.log(`lunfs: native front served ${stats.requests} requests in ${stats.batches} batches (${stats.polledBatches ?? 0} found by polling); largest write ${stats.largestWriteBytes} bytes (${stats.writesOfMaxSize} of 1 MiB), largest read ${stats.largestReadBytes} bytes`);
       }
       lock.record({ pid: process.pid, mountpoint }); // no socket: CLI commands wait for the lock instead
       server!.close();

@@ -6,12 +6,15 @@
 //   3. `blkdiscard -o X -l Y` on a loop device over a LUN reaches lunfs as a FUSE fallocate
 //      (punch-hole): the range reads back as zeros, its neighbours keep their data, and `lunfs
 //      status` shows the space freed;
-//   4. an fallocate mode lunfs does not serve (plain preallocation) fails with EOPNOTSUPP.
+//   4. an fallocate mode lunfs does not serve (plain preallocation) fails with EOPNOTSUPP;
+//   5. the JS thread's polling (it spins briefly for the next request instead of sleeping) takes
+//      requests at queue depth 1 and loses none; LUNFS_FUSE_POLL_US=0 turns it off, a bad value
+//      is refused before anything is mounted.
 
 import { open } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { MiB, lunfsOk, mountEntriesAt, run, runOk, sha256, sha256File, statusJson, useSandbox, writeRandomFile, type MountServer } from './support.js';
+import { MiB, lunfsOk, mountEntriesAt, repoRoot, run, runOk, sha256, sha256File, statusJson, useSandbox, writeRandomFile, type MountServer } from './support.js';
 
 async function expectCleanStop(server: MountServer): Promise<void> {
   const exit = await server.stop();
@@ -20,9 +23,29 @@ async function expectCleanStop(server: MountServer): Promise<void> {
   expect(await mountEntriesAt(server.mountpoint)).toEqual([]);
 }
 
+/** The batches the JS thread found by polling, from the debug line printed at stop. */
+function polledBatches(server: MountServer): number {
+  const match = /native front served (\d+) requests in (\d+) batches \((\d+) found by polling\)/.exec(server.stdout);
+  expect(match, `native front debug line in:\n${server.stdout}`).not.toBeNull();
+  return Number(match![3]);
+}
+
+/** Mounts with LUNFS_FUSE_POLL_US set to value (undefined: unset) in the server's environment. */
+async function mountWithPoll(box: ReturnType<ReturnType<typeof useSandbox>>, pool: string, mountpoint: string, value: string | undefined): Promise<MountServer> {
+  const before = process.env['LUNFS_FUSE_POLL_US'];
+  if (value === undefined) delete process.env['LUNFS_FUSE_POLL_US'];
+  else process.env['LUNFS_FUSE_POLL_US'] = value;
+  try {
+    return await box.mount(pool, mountpoint, ['--front', 'native']);
+  } finally {
+    if (before === undefined) delete process.env['LUNFS_FUSE_POLL_US'];
+    else process.env['LUNFS_FUSE_POLL_US'] = before;
+  }
+}
+
 /** The counts in the native front's debug line printed at stop. */
 function frontStats(server: MountServer): { largestWrite: number; fullWrites: number } {
-  const match = /native front served \d+ requests in \d+ batches; largest write (\d+) bytes \((\d+) of 1 MiB\)/.exec(server.stdout);
+  const match = /native front served \d+ requests in \d+ batches \(\d+ found by polling\); largest write (\d+) bytes \((\d+) of 1 MiB\)/.exec(server.stdout);
   expect(match, `native front debug line in:\n${server.stdout}`).not.toBeNull();
   return { largestWrite: Number(match![1]), fullWrites: Number(match![2]) };
 }
@@ -103,4 +126,41 @@ describe('the native FUSE front', () => {
     expect(preallocate.stderr).toMatch(/not supported/i);
     await expectCleanStop(second);
   });
+
+  it('polls for the next request at queue depth 1 without losing one; LUNFS_FUSE_POLL_US=0 turns it off, a bad value is refused', async () => {
+    const box = sandbox();
+    const pool = await box.createPool('pool', { drives: 2, driveSize: '64M', raid: 1 });
+    await lunfsOk('lun', 'create', pool, 'db', '--size', '16M');
+    const mountpoint = box.path('mnt');
+    const lunFile = join(mountpoint, 'luns', 'db');
+    const source = box.path('source.bin');
+    await writeRandomFile(source, 8 * MiB);
+    const expected = await sha256File(source);
+
+    // 2048 writes of 4 KiB, one at a time (O_DIRECT): each next one comes right after a reply.
+    const polling = await mountWithPoll(box, pool, mountpoint, undefined);
+    await runOk('dd', [`if=${source}`, `of=${lunFile}`, 'bs=4k', 'oflag=direct', 'conv=notrunc,fsync', 'status=none']);
+    const readBack = await run('cmp', ['-n', String(8 * MiB), source, lunFile]);
+    expect(readBack.code, `the LUN holds what was written: ${readBack.stdout}${readBack.stderr}`).toBe(0);
+    await expectCleanStop(polling);
+    expect(polledBatches(polling), 'batches the JS thread took by polling').toBeGreaterThan(100);
+
+    // Off: no batch is polled, and the data is still all there.
+    const sleeping = await mountWithPoll(box, pool, mountpoint, '0');
+    await runOk('dd', [`if=${lunFile}`, `of=${box.path('back.bin')}`, 'bs=4k', 'count=2048', 'iflag=direct', 'status=none']);
+    expect(await sha256File(box.path('back.bin'))).toBe(expected);
+    await expectCleanStop(sleeping);
+    expect(polledBatches(sleeping)).toBe(0);
+
+    // A bad value: exit 2 with a message naming it, nothing mounted.
+    process.env['LUNFS_FUSE_POLL_US'] = '20us';
+    try {
+      const refused = await run(process.execPath, [join(repoRoot, 'dist', 'bin.js'), 'mount', pool, mountpoint, '--front', 'native'], { timeoutMs: 30_000 });
+      expect(refused.code, refused.stderr).toBe(2);
+      expect(refused.stderr).toContain('LUNFS_FUSE_POLL_US must be a whole number of microseconds');
+    } finally {
+      delete process.env['LUNFS_FUSE_POLL_US'];
+    }
+    expect(await mountEntriesAt(mountpoint)).toEqual([]);
+  }, 120_000);
 });
