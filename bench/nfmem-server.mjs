@@ -41,7 +41,7 @@ const ENOENT = 2, EPERM = 1, EFBIG = 27, ENOSPC = 28, EOPNOTSUPP = 95;
 const setSizeBit = 1 << 3; // FUSE_SET_ATTR_SIZE
 const punchHole = 0x02; // FALLOC_FL_PUNCH_HOLE (with KEEP_SIZE, the only discard the kernel sends)
 const maxRequestBytes = 1024 * 1024;
-const writeSlotCount = 32; // as NativeFront
+const writeSlotCount = 36; // as NativeFront
 
 const capacity = Number(sizeArgument);
 const fileName = 'disk.img';
@@ -51,7 +51,8 @@ const memory = Buffer.allocUnsafeSlow(capacity);
 memory.fill(0x5a);
 let size = capacity;
 const seconds = Math.floor(Date.now() / 1000);
-const writeSlots = Array.from({ length: writeSlotCount }, () => Buffer.alloc(maxRequestBytes));
+const slotBytes = addon.slotBytes ?? maxRequestBytes; // a header page and 1 MiB: C reads requests into them
+const writeSlots = Array.from({ length: writeSlotCount }, () => Buffer.alloc(slotBytes));
 
 let stats;
 let addonBefore = { requests: 0, batches: 0 };
@@ -107,8 +108,9 @@ function serve(request) {
       histogram(stats.writeSizes, request.size);
       if (request.offset % 4096 !== 0 || request.size % 4096 !== 0) stats.unalignedWrites++;
       if (request.offset + request.size > capacity) return addon.reply(request.id, ENOSPC);
+      const start = request.slot !== undefined ? (request.slotOffset ?? 0) : 0;
       const data = request.slot !== undefined ? writeSlots[request.slot] : request.data;
-      data.copy(memory, request.offset, 0, request.size);
+      data.copy(memory, request.offset, start, start + request.size);
       if (request.offset + request.size > size) size = request.offset + request.size;
       stats.writeBytes += request.size;
       return addon.reply(request.id, 0, request.size);
@@ -129,8 +131,19 @@ function serve(request) {
   }
 }
 
+// As NativeFront: after a batch, spin up to pollMicros for the next requests (LUNFS_FUSE_POLL_US).
+const pollMicros = typeof addon.poll === 'function' ? Number(process.env.LUNFS_FUSE_POLL_US ?? 50) : 0;
+let pollScheduled = false;
 function onBatch(batch) {
   for (const request of batch) serve(request);
+  if (pollMicros > 0 && !pollScheduled) {
+    pollScheduled = true;
+    setImmediate(() => setImmediate(() => {
+      pollScheduled = false;
+      const next = addon.poll(pollMicros);
+      if (next !== undefined) onBatch(next);
+    }));
+  }
 }
 
 fs.mkdirSync(mountpoint, { recursive: true });

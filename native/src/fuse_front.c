@@ -1,16 +1,18 @@
 // lunfs's own FUSE front, the C half (issue 12): libfuse3's low-level API under N-API.
 //
-// Several libfuse threads (fuse_session_loop_mt) read requests from /dev/fuse. Each request becomes
-// a small struct on one queue and the thread goes back to reading at once: no FUSE thread ever
+// Several loop threads (receive_loop: libfuse's receive/process cycle) read requests from
+// /dev/fuse. Each request becomes a small struct on one queue and the thread goes back to reading at once: no FUSE thread ever
 // waits for JavaScript. The first request queued after a drain wakes the JS thread once
 // (napi_threadsafe_function); JS then takes every queued request in one batch. JS answers each with
 // reply(id, errno, ...), which calls fuse_reply_* from the JS thread (libfuse allows replies from
 // any thread). C keeps no file-system state: inode numbers, names and handles are JS's.
 //
 // Invariants: a request struct is owned by the queue until drained, then by JS until reply(); a
-// reply frees it, and a second reply with the same id is refused (the magic is cleared). A write's
-// payload is copied once out of libfuse's buffer (which the reading thread reuses as soon as the
-// op returns) and reaches JS as an external Buffer over that copy, freed by the Buffer's finalizer.
+// reply frees it, and a second reply with the same id is refused (the magic is cleared). Loop
+// threads read requests straight into slots, buffers JS lent for the mount, so a write's payload
+// reaches JS where the kernel put it, with no copy; only when every slot is lent out is a request
+// read into a thread's own buffer and its payload copied (into a slot freed meanwhile, or into
+// memory of its own that JS's Buffer frees).
 // After stop() no reply reaches libfuse any more. Requests are 1 MiB at most (max_write, and the
 // kernel's max_pages that libfuse derives from it).
 
@@ -22,6 +24,8 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mount.h>
@@ -31,6 +35,13 @@
 #define MAX_REQUEST_BYTES (1u << 20)
 #define LOOP_THREADS 4
 #define MAX_SLOTS 64
+// A slot is one request's receive buffer: a 4 KiB page of room for the headers, then 1 MiB. A
+// loop thread reads /dev/fuse at SLOT_HEADER_ROOM - WRITE_HEADERS into its slot, so that a
+// write's payload (after fuse_in_header and fuse_write_in, 40 + 40 bytes) starts on the page
+// boundary, and hands the slot itself to JS: the payload is never copied in user space.
+#define SLOT_HEADER_ROOM 4096u
+#define WRITE_HEADERS 80u
+#define SLOT_BYTES (SLOT_HEADER_ROOM + MAX_REQUEST_BYTES)
 
 enum operation {
   OP_LOOKUP = 1, OP_GETATTR, OP_SETATTR, OP_READDIR, OP_OPEN, OP_RELEASE, OP_READ, OP_WRITE,
@@ -50,7 +61,8 @@ struct request {
   uint32_t uid, gid; // setattr: the new owner
   char *name;
   char *data;      // write payload (ownership passes to the JS Buffer when drained)
-  int slot;        // write payload copied into JS's slot buffer number slot instead (-1: none)
+  int slot;        // write payload in JS's slot buffer number slot instead (-1: none)
+  uint32_t slot_offset; // where in that slot the payload starts
   struct fuse_file_info file_info;
   struct request *next;
 };
@@ -65,8 +77,9 @@ struct front {
   int wake_pending;
   int spinning;    // the JS thread is in poll(): it drains the queue itself, no wake needed
   int stopped;
-  // Write payload slots: Buffers JS made once (MAX_REQUEST_BYTES each) and keeps alive for the
-  // mount. A write copies into a free one, so no per-write allocation or finalizer for V8's GC.
+  // Write payload slots: Buffers JS made once (SLOT_BYTES each) and keeps alive for the mount. Each
+  // loop thread receives requests into a free one; a write keeps it (JS frees it with reply()),
+  // so no copy, no per-write allocation and no finalizer for V8's GC.
   char *slots[MAX_SLOTS];
   int slot_used[MAX_SLOTS];
   int slot_count;
@@ -196,13 +209,31 @@ static void op_read(fuse_req_t r, fuse_ino_t ino, size_t size, off_t offset, str
   enqueue(front_of(r), request);
 }
 
+// The slot the calling loop thread received the current request into (-1: its own heap buffer),
+// and whether a write took it (the thread then takes another before its next read).
+static __thread int receiving_slot = -1;
+static __thread int receiving_slot_taken;
+
 static void op_write(fuse_req_t r, fuse_ino_t ino, const char *data, size_t size, off_t offset, struct fuse_file_info *fi) {
   struct request *request = new_request(r, OP_WRITE, ino);
   if (!request) return;
-  // libfuse reuses this buffer for the thread's next request once we return: one copy, kept until
-  // JS's Buffer over it is collected.
   struct front *front = front_of(r);
   request->slot = -1;
+  request->size = size;
+  request->offset = offset;
+  request->handle = fi->fh;
+  if (receiving_slot >= 0 && size <= MAX_REQUEST_BYTES) {
+    char *base = front->slots[receiving_slot];
+    if (data >= base && data + size <= base + SLOT_BYTES) { // the payload is in the slot: lend it to JS
+      request->slot = receiving_slot;
+      request->slot_offset = (uint32_t)(data - base);
+      receiving_slot_taken = 1;
+      enqueue(front, request);
+      return;
+    }
+  }
+  // Received into the thread's heap buffer (every slot was lent out): copy once, into a free slot
+  // if one came back meanwhile, else into memory of its own that JS's Buffer frees.
   pthread_mutex_lock(&front->lock);
   for (int index = 0; index < front->slot_count && size <= MAX_REQUEST_BYTES; index++) {
     if (!front->slot_used[index]) {
@@ -213,10 +244,8 @@ static void op_write(fuse_req_t r, fuse_ino_t ino, const char *data, size_t size
   }
   pthread_mutex_unlock(&front->lock);
   if (request->slot >= 0) {
-    memcpy(front->slots[request->slot], data, size);
-    request->size = size;
-    request->offset = offset;
-    request->handle = fi->fh;
+    request->slot_offset = SLOT_HEADER_ROOM;
+    memcpy(front->slots[request->slot] + SLOT_HEADER_ROOM, data, size);
     enqueue(front, request);
     return;
   }
@@ -227,10 +256,7 @@ static void op_write(fuse_req_t r, fuse_ino_t ino, const char *data, size_t size
     return;
   }
   memcpy(request->data, data, size);
-  request->size = size;
-  request->offset = offset;
-  request->handle = fi->fh;
-  enqueue(front_of(r), request);
+  enqueue(front, request);
 }
 
 static void op_create(fuse_req_t r, fuse_ino_t parent, const char *name, mode_t mode, struct fuse_file_info *fi) {
@@ -282,17 +308,85 @@ static const struct fuse_lowlevel_ops operations = {
   .fallocate = op_fallocate,
 };
 
+/** A free slot, now marked used, or -1. */
+static int take_free_slot(struct front *front) {
+  int slot = -1;
+  pthread_mutex_lock(&front->lock);
+  for (int index = 0; index < front->slot_count; index++) {
+    if (!front->slot_used[index]) {
+      front->slot_used[index] = 1;
+      slot = index;
+      break;
+    }
+  }
+  pthread_mutex_unlock(&front->lock);
+  return slot;
+}
+
+/**
+ * One loop thread: reads a request from /dev/fuse into a slot and lets libfuse dispatch it to the
+ * op_* functions above (which only queue it). libfuse's own fuse_session_loop_mt reads into a
+ * buffer of its own, which a write would have to be copied out of; this loop is the same
+ * receive/process cycle with the buffer chosen here.
+ */
+static void *receive_loop(void *argument) {
+  struct front *front = argument;
+  int fd = fuse_session_fd(front->session);
+  char *heap = NULL; // used only while every slot is lent out
+  int slot = -1;
+  while (!fuse_session_exited(front->session)) {
+    if (slot < 0) slot = take_free_slot(front);
+    char *base;
+    if (slot >= 0) base = front->slots[slot];
+    else {
+      if (!heap && !(heap = malloc(SLOT_BYTES))) {
+        perror("lunfs_fuse: receive buffer");
+        break;
+      }
+      base = heap;
+    }
+    char *start = base + SLOT_HEADER_ROOM - WRITE_HEADERS;
+    receiving_slot = slot;
+    receiving_slot_taken = 0;
+    ssize_t count = read(fd, start, SLOT_BYTES - (SLOT_HEADER_ROOM - WRITE_HEADERS));
+    if (count < 0) {
+      int error = errno;
+      if (error == EINTR || error == EAGAIN || error == ENOENT) continue; // ENOENT: the request was interrupted
+      if (error != ENODEV) fprintf(stderr, "lunfs_fuse: read from /dev/fuse: %s\n", strerror(error));
+      fuse_session_exit(front->session); // ENODEV: unmounted
+      break;
+    }
+    if (count == 0) {
+      fuse_session_exit(front->session);
+      break;
+    }
+    struct fuse_buf buffer = { .size = (size_t)count, .flags = 0, .mem = start, .fd = -1, .pos = 0 };
+    fuse_session_process_buf(front->session, &buffer);
+    if (receiving_slot_taken) slot = -1; // JS holds it until reply()
+  }
+  receiving_slot = -1;
+  if (slot >= 0) {
+    pthread_mutex_lock(&front->lock);
+    front->slot_used[slot] = 0;
+    pthread_mutex_unlock(&front->lock);
+  }
+  free(heap);
+  return NULL;
+}
+
 static void *loop_main(void *argument) {
   struct front *front = argument;
-  // Signals belong to Node's thread; the loop's workers inherit this mask.
+  // Signals belong to Node's thread; the loop threads inherit this mask.
   sigset_t all;
   sigfillset(&all);
   pthread_sigmask(SIG_BLOCK, &all, NULL);
-  struct fuse_loop_config *config = fuse_loop_cfg_create();
-  fuse_loop_cfg_set_clone_fd(config, 0);
-  fuse_loop_cfg_set_max_threads(config, LOOP_THREADS);
-  fuse_session_loop_mt(front->session, config);
-  fuse_loop_cfg_destroy(config);
+  pthread_t others[LOOP_THREADS - 1];
+  int started = 0;
+  for (int index = 0; index < LOOP_THREADS - 1; index++) {
+    if (pthread_create(&others[started], NULL, receive_loop, front) == 0) started++;
+  }
+  receive_loop(front);
+  for (int index = 0; index < started; index++) pthread_join(others[index], NULL);
   return NULL;
 }
 
@@ -356,6 +450,7 @@ static napi_value batch_of(napi_env env, struct front *front, struct request *li
     }
     if (request->operation == OP_WRITE && request->slot >= 0) {
       set_number(env, item, "slot", request->slot);
+      set_number(env, item, "slotOffset", request->slot_offset);
       if (request->size > front->largest_write) front->largest_write = request->size;
       if (request->size == MAX_REQUEST_BYTES) front->writes_of_max_size++;
     }
@@ -618,7 +713,7 @@ done:
   return NULL;
 }
 
-/** start(mountpoint, options string, onBatch, slots): mounts and starts the loop threads; slots: 1 MiB Buffers JS keeps alive until stop(). */
+/** start(mountpoint, options string, onBatch, slots): mounts and starts the loop threads; slots: Buffers of slotBytes (4 KiB + 1 MiB) JS keeps alive until stop(). */
 static napi_value js_start(napi_env env, napi_callback_info info) {
   size_t argc = 4;
   napi_value argv[4];
@@ -645,7 +740,7 @@ static napi_value js_start(napi_env env, napi_callback_info info) {
       napi_value element;
       void *data = NULL;
       size_t length = 0;
-      if (napi_get_element(env, argv[3], index, &element) == napi_ok && napi_get_buffer_info(env, element, &data, &length) == napi_ok && length >= MAX_REQUEST_BYTES) {
+      if (napi_get_element(env, argv[3], index, &element) == napi_ok && napi_get_buffer_info(env, element, &data, &length) == napi_ok && length >= SLOT_BYTES) {
         front->slots[front->slot_count++] = data;
       }
     }
@@ -767,6 +862,7 @@ static napi_value init(napi_env env, napi_value exports) {
     {"poll", NULL, js_poll, NULL, NULL, NULL, napi_default, NULL},
   };
   napi_define_properties(env, exports, sizeof properties / sizeof properties[0], properties);
+  napi_set_named_property(env, exports, "slotBytes", number(env, SLOT_BYTES));
   return exports;
 }
 

@@ -43,8 +43,9 @@ interface NativeRequest {
   gid?: number;
   name?: string;
   data?: Buffer;
-  /** A write's payload is in slots[slot] (its first size bytes) rather than in data. */
+  /** A write's payload is in slots[slot], size bytes from slotOffset, rather than in data. */
   slot?: number;
+  slotOffset?: number;
 }
 
 export interface NativeFrontStats {
@@ -63,6 +64,8 @@ interface FuseAddon {
   reply(id: number, errno: number, value?: unknown, handle?: number, directIo?: boolean): void;
   stats(): NativeFrontStats;
   detach(path: string): number;
+  /** The bytes of one write slot (a header page and 1 MiB); absent in an older build (1 MiB slots). */
+  readonly slotBytes?: number;
   /** Spins up to spinMicros for the next requests (see js_poll in fuse_front.c); absent in an older build. */
   poll?(spinMicros: number): NativeRequest[] | undefined;
 }
@@ -70,8 +73,11 @@ interface FuseAddon {
 const addonRelativePath = join('native', 'fuse', 'build', 'Release', 'lunfs_fuse.node');
 const rootInode = 1;
 const maxRequestBytes = 1024 * 1024;
-/** Write payload buffers lent to C (see fuse_front.c): as many writes as may be in flight at once without an allocation. */
-const writeSlotCount = 32;
+/**
+ * Receive buffers lent to C (see fuse_front.c): each of the 4 loop threads reads into one, and a
+ * write keeps its slot until it is answered, so 32 writes may be in flight with no copy.
+ */
+const writeSlotCount = 36;
 /**
  * How long the JS thread spins for the next request after serving a batch, instead of sleeping
  * until a loop thread wakes it. At queue depth 1 the next request comes a few tens of µs after a
@@ -81,6 +87,15 @@ const writeSlotCount = 32;
  * LUNFS_FUSE_POLL_US overrides it (0 turns it off).
  */
 const defaultPollMicros = 50;
+
+/** LUNFS_FUSE_SLOTS (0 to 64) replaces writeSlotCount: with fewer slots than loop threads, writes take the copying paths of fuse_front.c (the tests use it). */
+function slotCountFromEnvironment(): number {
+  const text = process.env['LUNFS_FUSE_SLOTS'];
+  if (text === undefined || text === '') return writeSlotCount;
+  const value = Number(text);
+  if (!Number.isInteger(value) || value < 0 || value > 64) throw new LunfsError('EINVAL', `LUNFS_FUSE_SLOTS must be a whole number from 0 to 64, not ${JSON.stringify(text)}`);
+  return value;
+}
 
 function pollMicrosFromEnvironment(): number {
   const text = process.env['LUNFS_FUSE_POLL_US'];
@@ -150,10 +165,8 @@ export class NativeFront implements MountedFront {
   private lastStats: NativeFrontStats | undefined;
   private readonly pollMicros: number;
   private pollScheduled = false;
-  /** Kept alive here for the whole mount: C copies write payloads into them. */
-  // One region for all slots, in huge pages where possible (see allocateIoMemory).
-  private readonly writeSlotMemory = allocateIoMemory(writeSlotCount * maxRequestBytes);
-  private readonly writeSlots = Array.from({ length: writeSlotCount }, (_, index) => this.writeSlotMemory.subarray(index * maxRequestBytes, (index + 1) * maxRequestBytes));
+  /** Kept alive here for the whole mount: C reads requests into them. One region, in huge pages where possible (allocateIoMemory). */
+  private readonly writeSlots: Buffer[];
   /** Read buffers of 1 MiB, reused: reply() copies the data out at once, so each is free again after it. */
   private readonly readBuffers: Buffer[] = [];
 
@@ -161,6 +174,10 @@ export class NativeFront implements MountedFront {
     const { addon, reason } = loadFuseAddon();
     if (!addon) throw new LunfsError('ENOTSUP', `the native FUSE front is not available: ${reason}`);
     this.addon = addon;
+    const slotBytes = addon.slotBytes ?? maxRequestBytes;
+    const slotCount = slotCountFromEnvironment();
+    const slotMemory = allocateIoMemory(Math.max(1, slotCount) * slotBytes);
+    this.writeSlots = Array.from({ length: slotCount }, (_, index) => slotMemory.subarray(index * slotBytes, (index + 1) * slotBytes));
     this.pollMicros = typeof addon.poll === 'function' ? pollMicrosFromEnvironment() : 0;
     this.log = options.log;
     this.namespace = new Namespace(options.controller, options.mountedAt);
@@ -315,7 +332,8 @@ export class NativeFront implements MountedFront {
       })();
       case Operation.Write: {
         // A slot is C's again once reply() runs: the BlockDevice contract is that write() keeps no reference after it settles.
-        const data = request.slot !== undefined ? this.writeSlots[request.slot]!.subarray(0, request.size) : request.data!;
+        const start = request.slotOffset ?? 0;
+        const data = request.slot !== undefined ? this.writeSlots[request.slot]!.subarray(start, start + request.size) : request.data!;
         return names.write(request.fh, data, request.offset).then((count) => [count]);
       }
       case Operation.Flush: return names.flush(request.fh, this.inodes.pathOf(request.ino)).then(() => []);

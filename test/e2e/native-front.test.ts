@@ -9,7 +9,10 @@
 //   4. an fallocate mode lunfs does not serve (plain preallocation) fails with EOPNOTSUPP;
 //   5. the JS thread's polling (it spins briefly for the next request instead of sleeping) takes
 //      requests at queue depth 1 and loses none; LUNFS_FUSE_POLL_US=0 turns it off, a bad value
-//      is refused before anything is mounted.
+//      is refused before anything is mounted;
+//   6. writes arrive intact whichever buffer a loop thread read them into: a slot lent to JS (no
+//      copy), or, with every slot lent out (LUNFS_FUSE_SLOTS=0 and 2), the thread's own buffer,
+//      copied into a slot freed meanwhile or into memory of its own.
 
 import { open } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -30,18 +33,21 @@ function polledBatches(server: MountServer): number {
   return Number(match![3]);
 }
 
-/** Mounts with LUNFS_FUSE_POLL_US set to value (undefined: unset) in the server's environment. */
-async function mountWithPoll(box: ReturnType<ReturnType<typeof useSandbox>>, pool: string, mountpoint: string, value: string | undefined): Promise<MountServer> {
-  const before = process.env['LUNFS_FUSE_POLL_US'];
-  if (value === undefined) delete process.env['LUNFS_FUSE_POLL_US'];
-  else process.env['LUNFS_FUSE_POLL_US'] = value;
+/** Mounts with the environment variable name set to value (undefined: unset) in the server's environment. */
+async function mountWithEnv(box: ReturnType<ReturnType<typeof useSandbox>>, pool: string, mountpoint: string, name: string, value: string | undefined): Promise<MountServer> {
+  const before = process.env[name];
+  if (value === undefined) delete process.env[name];
+  else process.env[name] = value;
   try {
     return await box.mount(pool, mountpoint, ['--front', 'native']);
   } finally {
-    if (before === undefined) delete process.env['LUNFS_FUSE_POLL_US'];
-    else process.env['LUNFS_FUSE_POLL_US'] = before;
+    if (before === undefined) delete process.env[name];
+    else process.env[name] = before;
   }
 }
+
+const mountWithPoll = (box: ReturnType<ReturnType<typeof useSandbox>>, pool: string, mountpoint: string, value: string | undefined): Promise<MountServer> =>
+  mountWithEnv(box, pool, mountpoint, 'LUNFS_FUSE_POLL_US', value);
 
 /** The counts in the native front's debug line printed at stop. */
 function frontStats(server: MountServer): { largestWrite: number; fullWrites: number } {
@@ -163,4 +169,23 @@ describe('the native FUSE front', () => {
     }
     expect(await mountEntriesAt(mountpoint)).toEqual([]);
   }, 120_000);
+
+  it('takes writes intact into slots lent to JS and, when every slot is lent out, through its copying paths', async () => {
+    const box = sandbox();
+    const pool = await box.createPool('pool', { drives: 2, driveSize: '96M', raid: 0 });
+    await lunfsOk('lun', 'create', pool, 'db', '--size', '64M');
+    const mountpoint = box.path('mnt');
+    const lunFile = join(mountpoint, 'luns', 'db');
+    const source = box.path('source.bin');
+    for (const slots of [undefined, '0', '2']) {
+      const expected = await writeRandomFile(source, 64 * MiB); // new data each round
+      const server = await mountWithEnv(box, pool, mountpoint, 'LUNFS_FUSE_SLOTS', slots);
+      // Four writers at once, 1 MiB and 4 KiB requests mixed, each on its own quarter.
+      await Promise.all([0, 1, 2, 3].map((quarter) => runOk('dd', [`if=${source}`, `of=${lunFile}`, `bs=${quarter % 2 === 0 ? '1M' : '4k'}`,
+        `skip=${quarter * 16}M`, `seek=${quarter * 16}M`, 'count=16M', 'iflag=skip_bytes,count_bytes', 'oflag=direct,seek_bytes', 'conv=notrunc', 'status=none'])));
+      await runOk('dd', [`if=${lunFile}`, `of=${box.path('back.bin')}`, 'bs=1M', 'iflag=direct', 'status=none']);
+      expect(await sha256File(box.path('back.bin')), `LUN read back, LUNFS_FUSE_SLOTS=${slots ?? '(default)'}`).toBe(expected);
+      await expectCleanStop(server);
+    }
+  }, 180_000);
 });
