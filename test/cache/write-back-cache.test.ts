@@ -83,7 +83,7 @@ class GrowingDevice extends PassThrough {
     return this.size;
   }
 
-  set sizeBytes(bytes: number) {
+  override set sizeBytes(bytes: number) {
     this.size = bytes;
   }
 }

@@ -10,6 +10,7 @@ import { checksumBlockBytes, checksumTableBytesFor, decodeTablePage, encodeTable
 import type { Drive } from '../../src/drive/drive.js';
 import { MemoryDrive } from '../../src/drive/memory-drive.js';
 import type { DriveHeader } from '../../src/meta/drive-header.js';
+import { formatVersion } from '../../src/meta/checksum.js';
 import { crc32c } from '../../src/native/native-kernels.js';
 import { SeededRandom } from '../../src/util/clock.js';
 import { isLunfsError, LunfsError } from '../../src/util/errors.js';
@@ -394,7 +395,7 @@ describe('pool layout with a checksum table', () => {
     for (const sizeBytes of sizes) {
       const header: DriveHeader = {
         poolUuid: 'p', driveUuid: 'd', driveIndex: 0, driveCount: 2, driveSizeBytes: sizeBytes, psegSizeBytes, psegCount: psegCountFor(sizeBytes, layout, psegSizeBytes),
-        ...layout, holdsQuorumCopy: true, createdAtMs: 0,
+        ...layout, holdsQuorumCopy: true, createdAtMs: 0, formatVersion,
       };
       const drivesGeometry = checksumGeometryOf(header);
       expect(drivesGeometry).toEqual({ dataOffsetBytes: layout.psegAreaOffsetBytes, dataBytes: header.psegCount * psegSizeBytes, tableOffsetBytes: layout.checksumTableOffsetBytes, tableBytes: layout.checksumTableBytes });

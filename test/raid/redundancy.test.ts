@@ -45,12 +45,6 @@ async function writeLun(controller: Controller, seed: number): Promise<Buffer> {
   return data;
 }
 
-async function readLun(controller: Controller): Promise<Buffer> {
-  const target = Buffer.alloc(lunBytes);
-  await controller.stack('db').cache.read(0, target);
-  return target;
-}
-
 /** Reads the LUN below its cache (so the RStores and drives are really read). */
 async function readBelowCache(controller: Controller): Promise<Buffer> {
   const target = Buffer.alloc(lunBytes);
