@@ -13,7 +13,7 @@ import { checkRange, forEachPiece, type BlockDevice } from '../block/block-devic
 import type { LunRecord, MetadataOp } from '../meta/pool-metadata.js';
 import type { RStore } from '../raid/rstore.js';
 import { assert } from '../util/assert.js';
-import type { LmapEntry } from './lmap.js';
+import type { LmapEntry } from '../meta/lmap.js';
 import type { RsegAllocation, RsegRef } from './rseg-allocator.js';
 
 /** What a thin volume needs from the pool that holds it. */

@@ -4,7 +4,7 @@
 // rebuilds exactly the state that was committed. encodeCheckpoint/decodeCheckpoint give the
 // full image written to a checkpoint slot (docs/on-disk-format.md).
 
-import { L2map } from '../map/l2map.js';
+import { L2map } from './l2map.js';
 import { assert } from '../util/assert.js';
 import { LunfsError } from '../util/errors.js';
 

@@ -19,7 +19,7 @@
 import { forEachPiece } from '../block/block-device.js';
 import { isChecksumError } from '../drive/checksum-drive.js';
 import { xorInto } from '../native/native-kernels.js';
-import { ChunkLockManager } from '../snapshot/lock-manager.js';
+import { ChunkLockManager } from '../util/chunk-locks.js';
 import { assert } from '../util/assert.js';
 import { LunfsError } from '../util/errors.js';
 import type { IntegrityCounters } from './drive-health.js';

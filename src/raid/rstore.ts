@@ -17,7 +17,7 @@ import type { RStoreRecord } from '../meta/pool-metadata.js';
 import { assert } from '../util/assert.js';
 import { ChecksumDrive, isChecksumError } from '../drive/checksum-drive.js';
 import type { DriveRecord } from '../meta/pool-metadata.js';
-import { ChunkLockManager } from '../snapshot/lock-manager.js';
+import { ChunkLockManager } from '../util/chunk-locks.js';
 import { LunfsError } from '../util/errors.js';
 import { Mutex } from '../util/mutex.js';
 import { DriveHealth } from './drive-health.js';

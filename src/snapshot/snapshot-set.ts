@@ -9,13 +9,12 @@
 // except for cached writes tagged below S.epoch that are not yet destaged.
 
 import { forEachPiece } from '../block/block-device.js';
-import type { ThinVolume } from '../map/thin-volume.js';
-import type { LunRecord, SnapshotRecord } from '../meta/pool-metadata.js';
+import type { MapSpace, ThinVolume } from '../map/thin-volume.js';
+import type { LunRecord, MetadataOp, PoolMetadata, SnapshotRecord } from '../meta/pool-metadata.js';
 import { assert } from '../util/assert.js';
 import { LunfsError } from '../util/errors.js';
 import type { Logger } from '../util/logger.js';
-import type { Pool } from '../volume/pool.js';
-import { ChunkLockManager } from './lock-manager.js';
+import { ChunkLockManager } from '../util/chunk-locks.js';
 import { zeroSlot } from './log-file.js';
 import type { SnapshotImage } from './target-metadata.js';
 import { maxSnapshotsPerLun, planTarget, TargetStore } from './target-store.js';
@@ -26,6 +25,23 @@ export const defaultChunkBytes = 128 * 1024;
 /** What a snapshot read needs from the LUN's cache: its writes older than an epoch. */
 export interface EpochOverlay {
   overlayBefore(offsetBytes: number, target: Buffer, epoch: number): void;
+}
+
+/**
+ * What the snapshot layer needs of the pool, which sits above it (src/volume/pool.ts provides it):
+ * the map space its target volume lives in, the snapshot records, and the creation, removal and
+ * commit of the target volume's record. A narrow view, so that snapshot/ imports nothing from
+ * volume/ (issue 13: folders import only from below).
+ */
+export interface SnapshotSpace extends MapSpace {
+  readonly allocationUnitBytes: number;
+  readonly metadata: Pick<PoolMetadata, 'snapshots'>;
+  capacityBytes(): number;
+  targetOf(lunId: number): LunRecord | undefined;
+  createTarget(owner: LunRecord, sizeBytes: number): Promise<LunRecord>;
+  removeTarget(target: LunRecord, releaseUnwritten: () => void): Promise<void>;
+  commitOp(op: MetadataOp): Promise<void>;
+  commit(): Promise<void>;
 }
 
 export class SnapshotSet {
@@ -50,7 +66,7 @@ export class SnapshotSet {
   private idleWaiters: Array<() => void> = [];
 
   constructor(
-    private readonly pool: Pool,
+    private readonly pool: SnapshotSpace,
     readonly lun: LunRecord,
     readonly chunkBytes: number,
     private readonly log: Logger,

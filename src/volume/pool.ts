@@ -16,7 +16,7 @@ import { DriveHealth } from '../raid/drive-health.js';
 import { decideReturns, lunsOnRstores, type DriveReturn } from './drive-return.js';
 import { DegradedRowLog, type RowLogCounters, type RowLogEntry } from '../raid/row-log.js';
 import { WriteIntent } from '../raid/write-intent.js';
-import type { LmapEntry } from '../map/lmap.js';
+import type { LmapEntry } from '../meta/lmap.js';
 import { RsegAllocator, type RsegAllocation, type RsegRef } from '../map/rseg-allocator.js';
 import type { MapSpace } from '../map/thin-volume.js';
 import { RStore, rstoreDataBytes, type DriveGeometry } from '../raid/rstore.js';

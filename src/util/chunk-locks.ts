@@ -1,8 +1,9 @@
-// The lock mechanism of seed 002 (claims 4-5, 9-10, 13-14): one lock per chunk of a LUN, kept
-// apart from both the LUN's image and the snapshots' images. It serialises, chunk by chunk, a
-// destage to the LUN (with its copy-on-write into the target), a read of a snapshot that still
-// takes the chunk from the LUN, and a write to a snapshot. Locks exist only while held or waited
-// for; acquiring a free lock costs a map lookup.
+// Per-index locks: one promise chain per numbered chunk (or row, or block), held only while
+// someone holds or waits for it; acquiring a free lock costs a map lookup. A generic tool, so it
+// lives in util/: the snapshot layer uses one per LUN as seed 002's lock mechanism (claims 4-5,
+// 9-10, 13-14: kept apart from both the LUN's image and the snapshots' images, it serialises a
+// destage with its copy-on-write, a snapshot read that still takes the chunk from the LUN, and a
+// write to a snapshot); the RAID layer uses them for rows and stripes.
 
 export class ChunkLockManager {
   private readonly tails = new Map<number, Promise<void>>();
