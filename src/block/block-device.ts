@@ -35,12 +35,28 @@ export interface BlockDevice {
 }
 
 /** Throws EINVAL unless [offsetBytes, offsetBytes + lengthBytes) lies inside a device of sizeBytes. */
-export function checkRange(device: { readonly sizeBytes: number }, offsetBytes: number, lengthBytes: number, what = 'request'): void {
-  if (!Number.isSafeInteger(offsetBytes) || offsetBytes < 0 || !Number.isSafeInteger(lengthBytes) || lengthBytes < 0) {
-    throw new LunfsError('EINVAL', `${what}: invalid range offset=${offsetBytes} length=${lengthBytes}`);
+export function checkRange(
+  device: { readonly sizeBytes: number },
+  offsetBytes: number,
+  lengthBytes: number,
+  what = 'request',
+): void {
+  if (
+    !Number.isSafeInteger(offsetBytes) ||
+    offsetBytes < 0 ||
+    !Number.isSafeInteger(lengthBytes) ||
+    lengthBytes < 0
+  ) {
+    throw new LunfsError(
+      'EINVAL',
+      `${what}: invalid range offset=${offsetBytes} length=${lengthBytes}`,
+    );
   }
   if (offsetBytes + lengthBytes > device.sizeBytes) {
-    throw new LunfsError('EINVAL', `${what}: range ${offsetBytes}+${lengthBytes} ends past the device end ${device.sizeBytes}`);
+    throw new LunfsError(
+      'EINVAL',
+      `${what}: range ${offsetBytes}+${lengthBytes} ends past the device end ${device.sizeBytes}`,
+    );
   }
 }
 
@@ -49,7 +65,12 @@ export function forEachPiece(
   offsetBytes: number,
   lengthBytes: number,
   unitBytes: number,
-  visit: (unitIndex: number, offsetInUnitBytes: number, pieceLengthBytes: number, offsetInRequestBytes: number) => void,
+  visit: (
+    unitIndex: number,
+    offsetInUnitBytes: number,
+    pieceLengthBytes: number,
+    offsetInRequestBytes: number,
+  ) => void,
 ): void {
   let done = 0;
   while (done < lengthBytes) {

@@ -127,7 +127,14 @@ export class WriteBackCache implements BlockDevice {
   /** Pages a cached write is preparing (reading partial sectors, waiting): no write-through there. */
   private readonly preparing = new Map<number, number>();
   private closed = false;
-  readonly stats = { readHits: 0, readMisses: 0, writes: 0, destagedBytes: 0, destageErrors: 0, writtenThroughBytes: 0 };
+  readonly stats = {
+    readHits: 0,
+    readMisses: 0,
+    writes: 0,
+    destagedBytes: 0,
+    destageErrors: 0,
+    writtenThroughBytes: 0,
+  };
 
   constructor(
     private readonly below: BlockDevice,
@@ -136,10 +143,22 @@ export class WriteBackCache implements BlockDevice {
     assert(options.pageBytes % cacheSectorBytes === 0, 'cache page must be whole sectors');
     this.sectorsPerPage = options.pageBytes / cacheSectorBytes;
     assert(this.sectorsPerPage <= 32, 'cache page holds at most 32 sectors (one 32-bit mask)');
-    assert(options.dirtyLimitBytes <= options.budget.capacityBytes, 'dirty limit exceeds the cache capacity');
-    assert(options.dirtyBackgroundBytes <= options.dirtyLimitBytes, 'background threshold exceeds the dirty limit');
-    assert(options.budget.capacityBytes >= 2 * options.pageBytes, 'cache must hold at least two pages');
-    assert(options.budget.pageBuffers.pageBytes === options.pageBytes, 'cache budget and cache disagree on the page size');
+    assert(
+      options.dirtyLimitBytes <= options.budget.capacityBytes,
+      'dirty limit exceeds the cache capacity',
+    );
+    assert(
+      options.dirtyBackgroundBytes <= options.dirtyLimitBytes,
+      'background threshold exceeds the dirty limit',
+    );
+    assert(
+      options.budget.capacityBytes >= 2 * options.pageBytes,
+      'cache must hold at least two pages',
+    );
+    assert(
+      options.budget.pageBuffers.pageBytes === options.pageBytes,
+      'cache budget and cache disagree on the page size',
+    );
     const pageBuffers = options.budget.pageBuffers;
     this.cleanPages = new LRUCache<number, CachePage>({
       max: Math.floor(options.budget.capacityBytes / options.pageBytes),
@@ -167,18 +186,27 @@ export class WriteBackCache implements BlockDevice {
     checkRange(this, offsetBytes, target.length, 'read');
     if (this.writingThrough.size > 0) await this.waitForWriteThrough(offsetBytes, target.length);
     const misses: Promise<void>[] = [];
-    forEachPiece(offsetBytes, target.length, this.options.pageBytes, (pageIndex, inPage, length, inRequest) => {
-      const slice = target.subarray(inRequest, inRequest + length);
-      const page = this.lookup(pageIndex);
-      const mask = sectorMask(inPage, length);
-      if (page && ((page.valid & mask) >>> 0) === mask) {
-        page.buffer.copy(slice, 0, inPage, inPage + length);
-        this.stats.readHits += 1;
-        return;
-      }
-      this.stats.readMisses += 1;
-      misses.push(!page && length === this.options.pageBytes ? this.readStreaming(pageIndex, slice) : this.readMiss(pageIndex, inPage, slice));
-    });
+    forEachPiece(
+      offsetBytes,
+      target.length,
+      this.options.pageBytes,
+      (pageIndex, inPage, length, inRequest) => {
+        const slice = target.subarray(inRequest, inRequest + length);
+        const page = this.lookup(pageIndex);
+        const mask = sectorMask(inPage, length);
+        if (page && (page.valid & mask) >>> 0 === mask) {
+          page.buffer.copy(slice, 0, inPage, inPage + length);
+          this.stats.readHits += 1;
+          return;
+        }
+        this.stats.readMisses += 1;
+        misses.push(
+          !page && length === this.options.pageBytes
+            ? this.readStreaming(pageIndex, slice)
+            : this.readMiss(pageIndex, inPage, slice),
+        );
+      },
+    );
     if (misses.length === 1) return misses[0];
     await Promise.all(misses);
   }
@@ -216,8 +244,11 @@ export class WriteBackCache implements BlockDevice {
       return;
     }
     const firstPage = Math.floor(offsetBytes / this.options.pageBytes);
-    const lastPage = Math.floor((offsetBytes + Math.max(1, data.length) - 1) / this.options.pageBytes);
-    for (let index = firstPage; index <= lastPage; index += 1) this.preparing.set(index, (this.preparing.get(index) ?? 0) + 1);
+    const lastPage = Math.floor(
+      (offsetBytes + Math.max(1, data.length) - 1) / this.options.pageBytes,
+    );
+    for (let index = firstPage; index <= lastPage; index += 1)
+      this.preparing.set(index, (this.preparing.get(index) ?? 0) + 1);
     try {
       await this.writeIntoPages(offsetBytes, data, seq);
     } finally {
@@ -228,16 +259,27 @@ export class WriteBackCache implements BlockDevice {
       }
     }
     this.kickDestagerSoon();
-    if (this.options.budget.dirtyBytes() > this.options.dirtyLimitBytes) await this.waitForDirtyBelow(this.options.dirtyLimitBytes);
+    if (this.options.budget.dirtyBytes() > this.options.dirtyLimitBytes)
+      await this.waitForDirtyBelow(this.options.dirtyLimitBytes);
   }
 
   /** Whole pages, none dirty, in flight or being prepared by another write: they may go straight below. */
   private mayWriteThrough(offsetBytes: number, lengthBytes: number): boolean {
     const pageBytes = this.options.pageBytes;
-    if (lengthBytes === 0 || offsetBytes % pageBytes !== 0 || (lengthBytes % pageBytes !== 0 && offsetBytes + lengthBytes !== this.sizeBytes)) return false;
+    if (
+      lengthBytes === 0 ||
+      offsetBytes % pageBytes !== 0 ||
+      (lengthBytes % pageBytes !== 0 && offsetBytes + lengthBytes !== this.sizeBytes)
+    )
+      return false;
     if (!this.options.writeThrough?.()) return false;
-    for (let index = offsetBytes / pageBytes; index * pageBytes < offsetBytes + lengthBytes; index += 1) {
-      if (this.dirtyPages.has(index) || this.preparing.has(index) || this.writingThrough.has(index)) return false;
+    for (
+      let index = offsetBytes / pageBytes;
+      index * pageBytes < offsetBytes + lengthBytes;
+      index += 1
+    ) {
+      if (this.dirtyPages.has(index) || this.preparing.has(index) || this.writingThrough.has(index))
+        return false;
     }
     return true;
   }
@@ -250,7 +292,12 @@ export class WriteBackCache implements BlockDevice {
   private async writeThroughPages(offsetBytes: number, data: Buffer): Promise<void> {
     const pageBytes = this.options.pageBytes;
     const indexes: number[] = [];
-    for (let index = offsetBytes / pageBytes; index * pageBytes < offsetBytes + data.length; index += 1) indexes.push(index);
+    for (
+      let index = offsetBytes / pageBytes;
+      index * pageBytes < offsetBytes + data.length;
+      index += 1
+    )
+      indexes.push(index);
     for (const index of indexes) {
       const page = this.cleanPages.get(index);
       if (!page) continue;
@@ -258,13 +305,17 @@ export class WriteBackCache implements BlockDevice {
       this.options.budget.pageBuffers.give(page.buffer);
     }
     const sent = this.below.write(offsetBytes, data, this.currentEpoch());
-    const settled = sent.then(() => undefined, () => undefined);
+    const settled = sent.then(
+      () => undefined,
+      () => undefined,
+    );
     for (const index of indexes) this.writingThrough.set(index, settled);
     try {
       await sent;
       this.stats.writtenThroughBytes += data.length;
     } finally {
-      for (const index of indexes) if (this.writingThrough.get(index) === settled) this.writingThrough.delete(index);
+      for (const index of indexes)
+        if (this.writingThrough.get(index) === settled) this.writingThrough.delete(index);
       this.notifyProgress();
     }
   }
@@ -273,7 +324,11 @@ export class WriteBackCache implements BlockDevice {
     const pageBytes = this.options.pageBytes;
     for (;;) {
       let pending: Promise<void> | undefined;
-      for (let index = Math.floor(offsetBytes / pageBytes); index * pageBytes < offsetBytes + Math.max(1, lengthBytes); index += 1) {
+      for (
+        let index = Math.floor(offsetBytes / pageBytes);
+        index * pageBytes < offsetBytes + Math.max(1, lengthBytes);
+        index += 1
+      ) {
         pending = this.writingThrough.get(index);
         if (pending) break;
       }
@@ -284,15 +339,21 @@ export class WriteBackCache implements BlockDevice {
 
   /** Waits until no write-through is on its way (a snapshot is about to be taken). */
   async quiesceWriteThrough(): Promise<void> {
-    while (this.writingThrough.size > 0) await Promise.all([...new Set(this.writingThrough.values())]);
+    while (this.writingThrough.size > 0)
+      await Promise.all([...new Set(this.writingThrough.values())]);
   }
 
   private async writeIntoPages(offsetBytes: number, data: Buffer, seq: number): Promise<void> {
     const pieces: Array<[pageIndex: number, inPage: number, piece: Buffer, partial: boolean]> = [];
-    forEachPiece(offsetBytes, data.length, this.options.pageBytes, (pageIndex, inPage, length, inRequest) => {
-      const partial = inPage % cacheSectorBytes !== 0 || length % cacheSectorBytes !== 0;
-      pieces.push([pageIndex, inPage, data.subarray(inRequest, inRequest + length), partial]);
-    });
+    forEachPiece(
+      offsetBytes,
+      data.length,
+      this.options.pageBytes,
+      (pageIndex, inPage, length, inRequest) => {
+        const partial = inPage % cacheSectorBytes !== 0 || length % cacheSectorBytes !== 0;
+        pieces.push([pageIndex, inPage, data.subarray(inRequest, inRequest + length), partial]);
+      },
+    );
     // Wait until every piece can be applied without waiting (partial sectors read from below,
     // older-epoch dirty data destaged), then apply them all in one go under one epoch, so the
     // write is wholly in or wholly out of a snapshot taken meanwhile.
@@ -314,7 +375,13 @@ export class WriteBackCache implements BlockDevice {
         }
       }
       if (waited && (rounds += 1) < 3) continue;
-      if (waited || pieces.some(([pageIndex, inPage, piece, partial]) => partial && !this.sectorsValid(pageIndex, inPage, piece.length))) {
+      if (
+        waited ||
+        pieces.some(
+          ([pageIndex, inPage, piece, partial]) =>
+            partial && !this.sectorsValid(pageIndex, inPage, piece.length),
+        )
+      ) {
         // A cache too small to hold every page of the write at once (filling one evicted
         // another): apply piece by piece. Only here can a snapshot taken during this very write
         // see part of it.
@@ -325,8 +392,10 @@ export class WriteBackCache implements BlockDevice {
       // trimming until all are applied, so no page of this write is evicted half-way.
       this.applying = true;
       try {
-        for (const [pageIndex, inPage, piece, partial] of pieces) if (partial) this.applyPiece(pageIndex, inPage, piece, seq, epoch);
-        for (const [pageIndex, inPage, piece, partial] of pieces) if (!partial) this.applyPiece(pageIndex, inPage, piece, seq, epoch);
+        for (const [pageIndex, inPage, piece, partial] of pieces)
+          if (partial) this.applyPiece(pageIndex, inPage, piece, seq, epoch);
+        for (const [pageIndex, inPage, piece, partial] of pieces)
+          if (!partial) this.applyPiece(pageIndex, inPage, piece, seq, epoch);
       } finally {
         this.applying = false;
       }
@@ -335,10 +404,14 @@ export class WriteBackCache implements BlockDevice {
     }
   }
 
-  private async applyPieceByPiece(pieces: Array<[number, number, Buffer, boolean]>, seq: number): Promise<void> {
+  private async applyPieceByPiece(
+    pieces: Array<[number, number, Buffer, boolean]>,
+    seq: number,
+  ): Promise<void> {
     for (const [pageIndex, inPage, piece, partial] of pieces) {
       for (;;) {
-        if (partial && !this.sectorsValid(pageIndex, inPage, piece.length)) await this.fillPartialSectors(pageIndex, inPage, piece.length);
+        if (partial && !this.sectorsValid(pageIndex, inPage, piece.length))
+          await this.fillPartialSectors(pageIndex, inPage, piece.length);
         const epoch = this.currentEpoch();
         const page = this.dirtyPages.get(pageIndex);
         if (page && holdsOlderEpoch(page, epoch)) {
@@ -359,7 +432,7 @@ export class WriteBackCache implements BlockDevice {
   private sectorsValid(pageIndex: number, inPage: number, length: number): boolean {
     const page = this.lookup(pageIndex);
     const mask = sectorMask(inPage, length);
-    return page !== undefined && ((page.valid & mask) >>> 0) === mask;
+    return page !== undefined && (page.valid & mask) >>> 0 === mask;
   }
 
   /**
@@ -372,7 +445,11 @@ export class WriteBackCache implements BlockDevice {
     while (this.dirtyPages.get(page.index) === page && holdsOlderEpoch(page, epoch)) {
       if (page.inflight === 0) void this.destagePage(page);
       await this.nextProgress();
-      if (this.stats.destageErrors !== errorsBefore) throw new LunfsError('EIO', `destage of cache page ${page.index} failed; the write was not applied`);
+      if (this.stats.destageErrors !== errorsBefore)
+        throw new LunfsError(
+          'EIO',
+          `destage of cache page ${page.index} failed; the write was not applied`,
+        );
     }
   }
 
@@ -381,20 +458,26 @@ export class WriteBackCache implements BlockDevice {
    * epoch (dirty, or on their way below): what a snapshot of that epoch holds there.
    */
   overlayBefore(offsetBytes: number, target: Buffer, epoch: number): void {
-    forEachPiece(offsetBytes, target.length, this.options.pageBytes, (pageIndex, inPage, length, inRequest) => {
-      const page = this.dirtyPages.get(pageIndex);
-      if (!page) return;
-      const overlay = (buffer: Buffer | undefined, mask: number): void => {
-        if (!buffer) return;
-        for (const [firstSector, sectorCount] of sectorRuns(mask)) {
-          const from = Math.max(firstSector * cacheSectorBytes, inPage);
-          const to = Math.min((firstSector + sectorCount) * cacheSectorBytes, inPage + length);
-          if (from < to) buffer.copy(target, inRequest + from - inPage, from, to);
-        }
-      };
-      if (page.inflight !== 0 && page.inflightEpoch < epoch) overlay(page.destageBuffer, page.inflight);
-      if (page.dirty !== 0 && page.dirtyEpoch < epoch) overlay(page.buffer, page.dirty);
-    });
+    forEachPiece(
+      offsetBytes,
+      target.length,
+      this.options.pageBytes,
+      (pageIndex, inPage, length, inRequest) => {
+        const page = this.dirtyPages.get(pageIndex);
+        if (!page) return;
+        const overlay = (buffer: Buffer | undefined, mask: number): void => {
+          if (!buffer) return;
+          for (const [firstSector, sectorCount] of sectorRuns(mask)) {
+            const from = Math.max(firstSector * cacheSectorBytes, inPage);
+            const to = Math.min((firstSector + sectorCount) * cacheSectorBytes, inPage + length);
+            if (from < to) buffer.copy(target, inRequest + from - inPage, from, to);
+          }
+        };
+        if (page.inflight !== 0 && page.inflightEpoch < epoch)
+          overlay(page.destageBuffer, page.inflight);
+        if (page.dirty !== 0 && page.dirtyEpoch < epoch) overlay(page.buffer, page.dirty);
+      },
+    );
   }
 
   /** Drops the least recently used clean page; false when there is none. */
@@ -436,7 +519,10 @@ export class WriteBackCache implements BlockDevice {
     const endBytes = offsetBytes + lengthBytes;
     const innerStart = Math.ceil(offsetBytes / cacheSectorBytes) * cacheSectorBytes;
     // A last sector cut short by the device end is whole when the range reaches the end.
-    const innerEnd = endBytes === this.sizeBytes ? endBytes : Math.floor(endBytes / cacheSectorBytes) * cacheSectorBytes;
+    const innerEnd =
+      endBytes === this.sizeBytes
+        ? endBytes
+        : Math.floor(endBytes / cacheSectorBytes) * cacheSectorBytes;
     if (innerEnd <= innerStart) {
       await this.writeZeros(offsetBytes, lengthBytes);
       return;
@@ -456,7 +542,10 @@ export class WriteBackCache implements BlockDevice {
    * turn between them would let a snapshot instant fall there, and the discard below would then
    * preserve for that snapshot an original without the data the cache just dropped.
    */
-  private async forgetAndDiscardWholeSectors(offsetBytes: number, lengthBytes: number): Promise<void> {
+  private async forgetAndDiscardWholeSectors(
+    offsetBytes: number,
+    lengthBytes: number,
+  ): Promise<void> {
     const pageBytes = this.options.pageBytes;
     const first = Math.floor(offsetBytes / pageBytes);
     const last = Math.floor((offsetBytes + lengthBytes - 1) / pageBytes);
@@ -481,7 +570,10 @@ export class WriteBackCache implements BlockDevice {
     forEachPiece(offsetBytes, lengthBytes, pageBytes, (pageIndex, inPage, length) => {
       const page = this.lookup(pageIndex);
       if (!page) return;
-      if (inPage === 0 && (length === pageBytes || pageIndex * pageBytes + length === this.sizeBytes)) {
+      if (
+        inPage === 0 &&
+        (length === pageBytes || pageIndex * pageBytes + length === this.sizeBytes)
+      ) {
         this.dirtyPages.delete(pageIndex);
         this.cleanPages.delete(pageIndex);
         this.options.budget.pageBuffers.give(page.buffer);
@@ -506,7 +598,6 @@ export class WriteBackCache implements BlockDevice {
   private async writeZeros(offsetBytes: number, lengthBytes: number): Promise<void> {
     await this.writeData(offsetBytes, Buffer.alloc(lengthBytes), false);
   }
-
 
   /** Flushes, then stops the expiry timer and leaves the budget. */
   async close(): Promise<void> {
@@ -568,7 +659,12 @@ export class WriteBackCache implements BlockDevice {
     const readMask = wholeSectorMask(inPage, slice.length) & ~current.valid;
     for (const [firstSector, sectorCount] of sectorRuns(readMask)) {
       const start = firstSector * cacheSectorBytes;
-      slice.copy(current.buffer, start, start - inPage, start - inPage + sectorCount * cacheSectorBytes);
+      slice.copy(
+        current.buffer,
+        start,
+        start - inPage,
+        start - inPage + sectorCount * cacheSectorBytes,
+      );
     }
     current.valid = (current.valid | readMask) >>> 0;
   }
@@ -581,10 +677,20 @@ export class WriteBackCache implements BlockDevice {
     page.buffer = own;
   }
 
-  private applyPiece(pageIndex: number, inPage: number, piece: Buffer, seq: number, epoch: number): void {
+  private applyPiece(
+    pageIndex: number,
+    inPage: number,
+    piece: Buffer,
+    seq: number,
+    epoch: number,
+  ): void {
     const page = this.lookupOrCreate(pageIndex);
     const mask = sectorMask(inPage, piece.length);
-    assert((mask & ~page.valid) === 0 || (inPage % cacheSectorBytes === 0 && piece.length % cacheSectorBytes === 0), 'partial sector applied to a page that lacks it');
+    assert(
+      (mask & ~page.valid) === 0 ||
+        (inPage % cacheSectorBytes === 0 && piece.length % cacheSectorBytes === 0),
+      'partial sector applied to a page that lacks it',
+    );
     this.unshare(page);
     piece.copy(page.buffer, inPage);
     page.valid = (page.valid | mask) >>> 0;
@@ -592,7 +698,11 @@ export class WriteBackCache implements BlockDevice {
   }
 
   /** A write that covers part of a sector: the rest of the sector must come from below first. */
-  private async fillPartialSectors(pageIndex: number, inPage: number, length: number): Promise<void> {
+  private async fillPartialSectors(
+    pageIndex: number,
+    inPage: number,
+    length: number,
+  ): Promise<void> {
     const mask = sectorMask(inPage, length);
     let page = this.lookupOrCreate(pageIndex);
     while ((mask & ~page.valid) !== 0) {
@@ -601,7 +711,10 @@ export class WriteBackCache implements BlockDevice {
       const fromBelow = Buffer.alloc(to - from);
       // The last sector of a device whose size is not a multiple of the sector ends early.
       const pageStart = pageIndex * this.options.pageBytes;
-      await this.below.read(pageStart + from, fromBelow.subarray(0, Math.min(to, this.sizeBytes - pageStart) - from));
+      await this.below.read(
+        pageStart + from,
+        fromBelow.subarray(0, Math.min(to, this.sizeBytes - pageStart) - from),
+      );
       const current = this.lookupOrCreate(pageIndex);
       if (current !== page) {
         // Evicted while reading: a write may have reached below since the read, so the data read
@@ -612,7 +725,12 @@ export class WriteBackCache implements BlockDevice {
       for (let sector = from / cacheSectorBytes; sector < to / cacheSectorBytes; sector += 1) {
         const bit = 1 << sector;
         if ((page.valid & bit) !== 0) continue;
-        fromBelow.copy(page.buffer, sector * cacheSectorBytes, sector * cacheSectorBytes - from, sector * cacheSectorBytes - from + cacheSectorBytes);
+        fromBelow.copy(
+          page.buffer,
+          sector * cacheSectorBytes,
+          sector * cacheSectorBytes - from,
+          sector * cacheSectorBytes - from + cacheSectorBytes,
+        );
         page.valid = (page.valid | bit) >>> 0;
       }
     }
@@ -670,7 +788,8 @@ export class WriteBackCache implements BlockDevice {
     if (this.closed && this.flushWaiters === 0) return;
     if (this.inflightDestages >= this.options.maxInflightDestages) return;
     const now = this.options.clock.nowMs();
-    const urgent = this.flushWaiters > 0 || this.options.budget.dirtyBytes() > this.options.dirtyBackgroundBytes;
+    const urgent =
+      this.flushWaiters > 0 || this.options.budget.dirtyBytes() > this.options.dirtyBackgroundBytes;
     for (const page of this.dirtyPages.values()) {
       if (this.inflightDestages >= this.options.maxInflightDestages) return;
       if (page.dirty === 0 || page.inflight !== 0) continue;
@@ -684,10 +803,13 @@ export class WriteBackCache implements BlockDevice {
 
   private armExpireTimer(delayMs: number): void {
     if (this.expireTimer || this.closed) return;
-    this.expireTimer = setTimeout(() => {
-      this.expireTimer = undefined;
-      this.kickDestager();
-    }, Math.max(1, delayMs));
+    this.expireTimer = setTimeout(
+      () => {
+        this.expireTimer = undefined;
+        this.kickDestager();
+      },
+      Math.max(1, delayMs),
+    );
     this.expireTimer.unref();
   }
 
@@ -710,21 +832,38 @@ export class WriteBackCache implements BlockDevice {
       for (const [firstSector, sectorCount] of sectorRuns(mask)) {
         const start = firstSector * cacheSectorBytes;
         // The last sector of a device whose size is not a multiple of the sector ends early.
-        const end = Math.min(start + sectorCount * cacheSectorBytes, this.sizeBytes - page.index * this.options.pageBytes);
-        writes.push(this.below.write(page.index * this.options.pageBytes + start, buffer.subarray(start, end), page.inflightEpoch));
+        const end = Math.min(
+          start + sectorCount * cacheSectorBytes,
+          this.sizeBytes - page.index * this.options.pageBytes,
+        );
+        writes.push(
+          this.below.write(
+            page.index * this.options.pageBytes + start,
+            buffer.subarray(start, end),
+            page.inflightEpoch,
+          ),
+        );
         this.stats.destagedBytes += end - start;
       }
       // Wait for every run, even after a failure: the buffer goes back to the pool only when unused.
       const results = await Promise.allSettled(writes);
-      const failure = results.find((result): result is PromiseRejectedResult => result.status === 'rejected');
+      const failure = results.find(
+        (result): result is PromiseRejectedResult => result.status === 'rejected',
+      );
       if (failure) throw failure.reason;
     } catch (error) {
       this.stats.destageErrors += 1;
       this.destageError = error;
-      this.options.log.error({ err: error, page: page.index }, 'destage failed; data stays dirty in the cache');
+      this.options.log.error(
+        { err: error, page: page.index },
+        'destage failed; data stays dirty in the cache',
+      );
       // Back under the epoch it was written in: writes since the destage began share it (a
       // write of a newer epoch waits for this destage to end, see destageOlderEpoch).
-      assert(page.dirty === 0 || page.dirtyEpoch === page.inflightEpoch, 'a failed destage of an older epoch under newer dirty data');
+      assert(
+        page.dirty === 0 || page.dirtyEpoch === page.inflightEpoch,
+        'a failed destage of an older epoch under newer dirty data',
+      );
       page.dirty = (page.dirty | mask) >>> 0;
       page.dirtyEpoch = page.inflightEpoch;
       page.dirtySinceSeq = Math.min(page.dirtySinceSeq, page.inflightSinceSeq);
@@ -769,7 +908,10 @@ export class WriteBackCache implements BlockDevice {
 
 /** Whether the page holds data of an epoch below epoch: dirty, or being destaged. */
 function holdsOlderEpoch(page: CachePage, epoch: number): boolean {
-  return (page.dirty !== 0 && page.dirtyEpoch < epoch) || (page.inflight !== 0 && page.inflightEpoch < epoch);
+  return (
+    (page.dirty !== 0 && page.dirtyEpoch < epoch) ||
+    (page.inflight !== 0 && page.inflightEpoch < epoch)
+  );
 }
 
 /** Bits of the sectors that [inPage, inPage + length) touches. */

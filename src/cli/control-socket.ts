@@ -18,7 +18,16 @@ import type { Controller } from '../volume/controller.js';
 import { requestUnmount } from './mount-stop.js';
 
 export interface ControlRequest {
-  command: 'status' | 'lun-create' | 'lun-rm' | 'lun-resize' | 'snapshot-create' | 'snapshot-rm' | 'drive-replace' | 'scrub' | 'unmount';
+  command:
+    | 'status'
+    | 'lun-create'
+    | 'lun-rm'
+    | 'lun-resize'
+    | 'snapshot-create'
+    | 'snapshot-rm'
+    | 'drive-replace'
+    | 'scrub'
+    | 'unmount';
   name?: string;
   sizeBytes?: number;
   reserve?: boolean;
@@ -32,7 +41,10 @@ export interface ControlRequest {
 }
 
 /** Carries out one request on a controller: the same code for the socket and for a local open. */
-export async function runControlRequest(controller: Controller, request: ControlRequest): Promise<unknown> {
+export async function runControlRequest(
+  controller: Controller,
+  request: ControlRequest,
+): Promise<unknown> {
   switch (request.command) {
     case 'status':
       return controller.status();
@@ -51,7 +63,9 @@ export async function runControlRequest(controller: Controller, request: Control
       await controller.removeSnapshot(String(request.name));
       return null;
     case 'drive-replace': {
-      const job = await controller.drives.replace(String(request.old), String(request.newPath), { force: request.force === true });
+      const job = await controller.drives.replace(String(request.old), String(request.newPath), {
+        force: request.force === true,
+      });
       return request.wait ? controller.drives.jobs.wait(job.id) : job;
     }
     case 'scrub': {
@@ -61,13 +75,21 @@ export async function runControlRequest(controller: Controller, request: Control
     case 'unmount':
       return requestUnmount(controller, request.force === true);
     default:
-      throw new LunfsError('EINVAL', `unknown control command ${JSON.stringify((request as { command?: unknown }).command)}`);
+      throw new LunfsError(
+        'EINVAL',
+        `unknown control command ${JSON.stringify((request as { command?: unknown }).command)}`,
+      );
   }
 }
 
-type ControlAnswer = { ok: true; result: unknown } | { ok: false; code: LunfsErrorCode; message: string };
+type ControlAnswer =
+  { ok: true; result: unknown } | { ok: false; code: LunfsErrorCode; message: string };
 
-export async function serveControlSocket(path: string, controller: Controller, log: Logger): Promise<Server> {
+export async function serveControlSocket(
+  path: string,
+  controller: Controller,
+  log: Logger,
+): Promise<Server> {
   await rm(path, { force: true }); // left by a killed mount: we hold the pool lock, so it is not in use
   const ownerUid = process.getuid?.() ?? 0;
   const server = createServer((socket) => {
@@ -90,7 +112,13 @@ export async function serveControlSocket(path: string, controller: Controller, l
     });
   });
   await new Promise<void>((resolve, reject) => {
-    server.once('error', (error: NodeJS.ErrnoException) => reject(new LunfsError('EBUSY', `cannot serve the control socket ${path}: ${error.message}`, { cause: error })));
+    server.once('error', (error: NodeJS.ErrnoException) =>
+      reject(
+        new LunfsError('EBUSY', `cannot serve the control socket ${path}: ${error.message}`, {
+          cause: error,
+        }),
+      ),
+    );
     // The bind creates the socket file with the process umask: owner-only from the start, so
     // there is no moment where another user could connect (the peer check would refuse them too).
     const umask = process.umask(0o177);
@@ -105,7 +133,11 @@ export async function serveControlSocket(path: string, controller: Controller, l
 }
 
 /** An EACCES answer for a peer that is neither the owner nor root; undefined to serve it. */
-function refuseStranger(socket: Socket, ownerUid: number, path: string): { answer: ControlAnswer; peer: unknown } | undefined {
+function refuseStranger(
+  socket: Socket,
+  ownerUid: number,
+  path: string,
+): { answer: ControlAnswer; peer: unknown } | undefined {
   const fd = (socket as unknown as { _handle?: { fd?: number } })._handle?.fd;
   let peer: ReturnType<typeof peerCredentials>;
   try {
@@ -113,12 +145,23 @@ function refuseStranger(socket: Socket, ownerUid: number, path: string): { answe
     peer = peerCredentials(fd);
   } catch (error) {
     // Fail closed: a peer we cannot name is not served (it may also just have gone away).
-    return { peer: (error as Error).message, answer: { ok: false, code: 'EACCES', message: `permission denied: the control socket ${path} could not check who is connecting (${(error as Error).message})` } };
+    return {
+      peer: (error as Error).message,
+      answer: {
+        ok: false,
+        code: 'EACCES',
+        message: `permission denied: the control socket ${path} could not check who is connecting (${(error as Error).message})`,
+      },
+    };
   }
   if (peer === null || peer.uid === ownerUid || peer.uid === 0) return undefined;
   return {
     peer,
-    answer: { ok: false, code: 'EACCES', message: `permission denied: the control socket ${path} serves uid ${ownerUid} (the user that mounted the pool) and root only, not uid ${peer.uid}` },
+    answer: {
+      ok: false,
+      code: 'EACCES',
+      message: `permission denied: the control socket ${path} serves uid ${ownerUid} (the user that mounted the pool) and root only, not uid ${peer.uid}`,
+    },
   };
 }
 
@@ -139,7 +182,14 @@ export function sendControlRequest(path: string, request: ControlRequest): Promi
     socket.setEncoding('utf8');
     socket.on('connect', () => socket.write(JSON.stringify(request) + '\n'));
     socket.on('data', (chunk: string) => (text += chunk));
-    socket.on('error', (error) => reject(new LunfsError('EBUSY', `the pool is mounted but its control socket ${path} does not answer: ${error.message}`)));
+    socket.on('error', (error) =>
+      reject(
+        new LunfsError(
+          'EBUSY',
+          `the pool is mounted but its control socket ${path} does not answer: ${error.message}`,
+        ),
+      ),
+    );
     socket.on('end', () => {
       try {
         const reply = JSON.parse(text) as ControlAnswer;

@@ -13,18 +13,34 @@ import { mountSocket, withPool } from './pool-access.js';
 const pollIntervalMs = 250;
 
 /** Runs a job request; with wait, shows its progress until it ends and returns its final status. */
-export async function runJob(directory: string, request: ControlRequest, wait: boolean, title: string): Promise<JobStatus> {
+export async function runJob(
+  directory: string,
+  request: ControlRequest,
+  wait: boolean,
+  title: string,
+): Promise<JobStatus> {
   const absolute = resolve(directory);
   const socket = mountSocket(absolute);
   if (!wait) return (await withPool(absolute, { ...request, wait: false })) as JobStatus;
-  const bar = new SingleBar({ format: `${title} [{bar}] {percentage}% | {value}/{total} MiB`, hideCursor: true, noTTYOutput: true, notTTYSchedule: 2000, stream: process.stderr }, Presets.shades_classic);
+  const bar = new SingleBar(
+    {
+      format: `${title} [{bar}] {percentage}% | {value}/{total} MiB`,
+      hideCursor: true,
+      noTTYOutput: true,
+      notTTYSchedule: 2000,
+      stream: process.stderr,
+    },
+    Presets.shades_classic,
+  );
   // The bar's redraw timer keeps the process alive: it must stop on every way out, a pool that
   // fails to open or a request the mount refuses included, or the CLI prints the error and hangs.
   try {
     if (socket === undefined) {
       // Local: the job runs in this process (withPool waits for it); the bar follows the pool's status.
       bar.start(1, 0);
-      const job = (await withPool(absolute, { ...request, wait: true }, (status) => follow(bar, status))) as JobStatus;
+      const job = (await withPool(absolute, { ...request, wait: true }, (status) =>
+        follow(bar, status),
+      )) as JobStatus;
       finish(bar, job);
       return job;
     }

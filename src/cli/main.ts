@@ -37,14 +37,26 @@ function parseDirectory(text: string): string {
 function parseCacheSize(text: string): number {
   const sizeBytes = parseSize(text, '--cache-size');
   const largestBytes = Math.floor((totalmem() * 3) / 4 / cachePageBytes) * cachePageBytes;
-  if (sizeBytes < 2 * cachePageBytes) throw new LunfsError('EINVAL', `--cache-size ${text} is too small: the cache needs at least ${formatBytes(2 * cachePageBytes)} (two ${formatBytes(cachePageBytes)} pages)`);
-  if (sizeBytes > largestBytes) throw new LunfsError('EINVAL', `--cache-size ${text} is more than this machine can give: at most ${formatBytes(largestBytes)} (3/4 of its ${formatBytes(totalmem())} of memory)`);
+  if (sizeBytes < 2 * cachePageBytes)
+    throw new LunfsError(
+      'EINVAL',
+      `--cache-size ${text} is too small: the cache needs at least ${formatBytes(2 * cachePageBytes)} (two ${formatBytes(cachePageBytes)} pages)`,
+    );
+  if (sizeBytes > largestBytes)
+    throw new LunfsError(
+      'EINVAL',
+      `--cache-size ${text} is more than this machine can give: at most ${formatBytes(largestBytes)} (3/4 of its ${formatBytes(totalmem())} of memory)`,
+    );
   return sizeBytes;
 }
 
 /** The version of package.json (two levels up from src/cli and dist/cli alike). */
 function packageVersion(): string {
-  return (JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+  return (
+    JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as {
+      version: string;
+    }
+  ).version;
 }
 
 /** Commander's Command, with a one-line usage error instead of the whole help for a missing subcommand. */
@@ -57,8 +69,13 @@ class LunfsCommand extends Command {
     if (context && typeof context === 'object' && context.error) {
       // `lunfs`, `lunfs pool` or `lunfs help bogus`: commander would print the whole help on stderr.
       const names = this.commands.map((command) => command.name());
-      const unknown = this.args.find((word) => !names.includes(word) && word !== 'help' && !word.startsWith('-'));
-      this.error(`${unknown === undefined ? 'missing command' : `unknown command '${unknown}'`}: use one of ${names.join(', ')}`, { exitCode: 2, code: 'lunfs.missingCommand' });
+      const unknown = this.args.find(
+        (word) => !names.includes(word) && word !== 'help' && !word.startsWith('-'),
+      );
+      this.error(
+        `${unknown === undefined ? 'missing command' : `unknown command '${unknown}'`}: use one of ${names.join(', ')}`,
+        { exitCode: 2, code: 'lunfs.missingCommand' },
+      );
     }
     return super.help(context as HelpContext);
   }
@@ -67,9 +84,16 @@ class LunfsCommand extends Command {
 /** Every command prints commander's usage errors as one line that says where the help is. */
 function oneLineUsageErrors(command: Command, path: string): void {
   command.configureOutput({
-    outputError: (text, write) => write(`lunfs: ${text.replace(/^error: /, '').replace(/\s*\n\s*/g, ' ').trim()} (see '${path} --help')\n`),
+    outputError: (text, write) =>
+      write(
+        `lunfs: ${text
+          .replace(/^error: /, '')
+          .replace(/\s*\n\s*/g, ' ')
+          .trim()} (see '${path} --help')\n`,
+      ),
   });
-  for (const subcommand of command.commands) oneLineUsageErrors(subcommand, `${path} ${subcommand.name()}`);
+  for (const subcommand of command.commands)
+    oneLineUsageErrors(subcommand, `${path} ${subcommand.name()}`);
 }
 
 function parseRaid(text: string): 0 | 1 | 5 {
@@ -78,7 +102,8 @@ function parseRaid(text: string): 0 | 1 | 5 {
 }
 
 function parseCount(text: string, what: string): number {
-  if (!/^\d+$/.test(text) || Number(text) < 1) throw new LunfsError('EINVAL', `invalid ${what} '${text}': expected a positive whole number`);
+  if (!/^\d+$/.test(text) || Number(text) < 1)
+    throw new LunfsError('EINVAL', `invalid ${what} '${text}': expected a positive whole number`);
   return Number(text);
 }
 
@@ -88,28 +113,54 @@ function printLuns(status: StatusJson): void {
     return;
   }
   console.log(['NAME'.padEnd(24), 'SIZE'.padStart(12), 'ALLOCATED'.padStart(12)].join(' '));
-  for (const lun of status.luns) console.log([lun.name.padEnd(24), formatBytes(lun.sizeBytes).padStart(12), formatBytes(lun.allocatedBytes).padStart(12)].join(' '));
+  for (const lun of status.luns)
+    console.log(
+      [
+        lun.name.padEnd(24),
+        formatBytes(lun.sizeBytes).padStart(12),
+        formatBytes(lun.allocatedBytes).padStart(12),
+      ].join(' '),
+    );
 }
 
 function printStatus(directory: string, status: StatusJson): void {
   const pool = status.pool;
   console.log(`pool ${resolve(directory)}  ${pool.raid}  ${pool.state}  uuid ${pool.uuid}`);
-  if (pool.lostLuns.length > 0) console.log(`lost (drives failed beyond redundancy: their data there reads as EIO): ${pool.lostLuns.join(', ')}`);
+  if (pool.lostLuns.length > 0)
+    console.log(
+      `lost (drives failed beyond redundancy: their data there reads as EIO): ${pool.lostLuns.join(', ')}`,
+    );
   for (const warning of status.warnings ?? []) console.log(`warning: ${warning}`);
-  if (pool.atRiskLuns.length > 0) console.log(`at risk (one more drive failure loses data): ${pool.atRiskLuns.join(', ')}`);
-  console.log(`space: ${formatBytes(pool.totalBytes)} total, ${formatBytes(pool.allocatedBytes)} allocated, ${formatBytes(pool.freeBytes)} free`);
+  if (pool.atRiskLuns.length > 0)
+    console.log(`at risk (one more drive failure loses data): ${pool.atRiskLuns.join(', ')}`);
+  console.log(
+    `space: ${formatBytes(pool.totalBytes)} total, ${formatBytes(pool.allocatedBytes)} allocated, ${formatBytes(pool.freeBytes)} free`,
+  );
   console.log(`kernels: ${status.kernels}`);
   console.log('drives:');
   for (const drive of status.drives) {
     const copy = drive.holdsMetadataCopy ? `  metadata copy: ${drive.metadataCopy}` : '';
-    const why = (drive.failedReason ? `  (${drive.failedReason})` : '') + (drive.missedWriteLuns ? `  missed writes of: ${drive.missedWriteLuns.join(', ') || 'no LUN'}` : '');
+    const why =
+      (drive.failedReason ? `  (${drive.failedReason})` : '') +
+      (drive.missedWriteLuns
+        ? `  missed writes of: ${drive.missedWriteLuns.join(', ') || 'no LUN'}`
+        : '');
     const labels = drive.labelCopies === 1 ? '  labels: 1 (format 4: head only)' : '';
-    const repaired = drive.labelsDamagedAtOpen ? `  labels damaged at open: ${drive.labelsDamagedAtOpen.join('; ')}` : '';
-    console.log(`  ${String(drive.index).padStart(2)}  ${drive.path}  ${formatBytes(drive.sizeBytes)}  ${drive.state}  rss ${drive.rss}  io ${drive.io}${copy}${labels}${repaired}${why}`);
+    const repaired = drive.labelsDamagedAtOpen
+      ? `  labels damaged at open: ${drive.labelsDamagedAtOpen.join('; ')}`
+      : '';
+    console.log(
+      `  ${String(drive.index).padStart(2)}  ${drive.path}  ${formatBytes(drive.sizeBytes)}  ${drive.state}  rss ${drive.rss}  io ${drive.io}${copy}${labels}${repaired}${why}`,
+    );
   }
   const integrity = status.integrity;
-  console.log(`checksums: ${integrity.checksumMismatches} mismatches, ${integrity.repairs} repaired, ${integrity.unrepairable} unrepairable, ${integrity.parityRepairs} parity/mirror repairs, ${integrity.labelRepairs} drive labels rewritten`);
-  for (const job of status.jobs) console.log(`job ${job.id}: ${job.kind}${job.drive !== undefined ? ` of drive ${job.drive}` : ''} ${job.state} ${(job.progress * 100).toFixed(1)}%${job.error ? ` (${job.error})` : ''}`);
+  console.log(
+    `checksums: ${integrity.checksumMismatches} mismatches, ${integrity.repairs} repaired, ${integrity.unrepairable} unrepairable, ${integrity.parityRepairs} parity/mirror repairs, ${integrity.labelRepairs} drive labels rewritten`,
+  );
+  for (const job of status.jobs)
+    console.log(
+      `job ${job.id}: ${job.kind}${job.drive !== undefined ? ` of drive ${job.drive}` : ''} ${job.state} ${(job.progress * 100).toFixed(1)}%${job.error ? ` (${job.error})` : ''}`,
+    );
   console.log('LUNs:');
   printLuns(status);
   console.log('snapshots:');
@@ -121,34 +172,67 @@ export function buildProgram(): Command {
     .description('RAID-protected pool of thin virtual disks, served as files through FUSE')
     .exitOverride() // before the subcommands, which inherit it: main() maps every exit to a code
     .version(packageVersion(), '-V, --version', 'print the version of lunfs')
-    .addOption(new Option('--log-level <level>', 'pino log level').choices(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent']).default('warn'))
+    .addOption(
+      new Option('--log-level <level>', 'pino log level')
+        .choices(['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'])
+        .default('warn'),
+    )
     .hook('preAction', (command) => {
       configureLogging(command.optsWithGlobals().logLevel as string);
     });
 
   const pool = program.command('pool').description('create pools');
-  pool.command('create').description('format drives into a new pool (sparse files in DIR, or the --drive paths)')
-    .argument('<dir>', 'pool directory (holds pool.json and, for --drives, the drive files)', parseDirectory)
+  pool
+    .command('create')
+    .description('format drives into a new pool (sparse files in DIR, or the --drive paths)')
+    .argument(
+      '<dir>',
+      'pool directory (holds pool.json and, for --drives, the drive files)',
+      parseDirectory,
+    )
     .option('--drives <n>', 'number of sparse file drives to create in DIR')
     .option('--drive-size <size>', 'size of each created drive (e.g. 8G)')
-    .option('--drive <path>', 'an existing file or block device to use as a drive (repeat, in order)', collect, [])
-    .requiredOption('--raid <level>', 'RAID level: 0 (striped), 1 (mirrored) or 5 (striped with rotating parity, 3 drives or more per set)')
+    .option(
+      '--drive <path>',
+      'an existing file or block device to use as a drive (repeat, in order)',
+      collect,
+      [],
+    )
+    .requiredOption(
+      '--raid <level>',
+      'RAID level: 0 (striped), 1 (mirrored) or 5 (striped with rotating parity, 3 drives or more per set)',
+    )
     .option('--pseg-size <size>', 'PSEG size (default 2M)')
     .option('--allocation-unit <size>', 'thin allocation unit (default 1M)')
     .option('--stripe-unit <size>', 'RAID-0 stripe unit (default 128K)')
-    .option('--rss-size <n>', 'drives per redundancy set (default 8); more drives form several sets, each RStore stays inside one')
+    .option(
+      '--rss-size <n>',
+      'drives per redundancy set (default 8); more drives form several sets, each RStore stays inside one',
+    )
     .action(async (directory: string, options: Record<string, string | string[] | undefined>) => {
       const drivePaths = options.drive as string[];
-      if (drivePaths.length > 0 && (options.drives || options.driveSize)) throw new LunfsError('EINVAL', 'give either --drive PATH ... or --drives N --drive-size SIZE, not both');
+      if (drivePaths.length > 0 && (options.drives || options.driveSize))
+        throw new LunfsError(
+          'EINVAL',
+          'give either --drive PATH ... or --drives N --drive-size SIZE, not both',
+        );
       const warnings = await createPool({
         directory,
         drivePaths,
         driveCount: options.drives ? parseCount(options.drives as string, '--drives') : undefined,
-        driveSizeBytes: options.driveSize ? parseSize(options.driveSize as string, '--drive-size') : undefined,
+        driveSizeBytes: options.driveSize
+          ? parseSize(options.driveSize as string, '--drive-size')
+          : undefined,
         raidLevel: parseRaid(options.raid as string),
-        psegSizeBytes: options.psegSize ? parseSize(options.psegSize as string, '--pseg-size') : undefined,
-        allocationUnitBytes: options.allocationUnit ? parseSize(options.allocationUnit as string, '--allocation-unit') : undefined,
-        stripeUnitBytes: options.stripeUnit ? parseSize(options.stripeUnit as string, '--stripe-unit') : undefined,
+        psegSizeBytes: options.psegSize
+          ? parseSize(options.psegSize as string, '--pseg-size')
+          : undefined,
+        allocationUnitBytes: options.allocationUnit
+          ? parseSize(options.allocationUnit as string, '--allocation-unit')
+          : undefined,
+        stripeUnitBytes: options.stripeUnit
+          ? parseSize(options.stripeUnit as string, '--stripe-unit')
+          : undefined,
         rssSize: options.rssSize ? parseCount(options.rssSize as string, '--rss-size') : undefined,
       });
       console.log(`pool created at ${resolve(directory)}`);
@@ -156,63 +240,144 @@ export function buildProgram(): Command {
     });
 
   const lun = program.command('lun').description('create, list, remove and grow LUNs');
-  lun.command('create').description('create a thin LUN').argument('<dir>', 'pool directory', parseDirectory).argument('<name>', 'LUN name: 1-63 letters, digits, ., _ or -').requiredOption('--size <size>', 'LUN size (e.g. 20G); thin: nothing is allocated yet')
+  lun
+    .command('create')
+    .description('create a thin LUN')
+    .argument('<dir>', 'pool directory', parseDirectory)
+    .argument('<name>', 'LUN name: 1-63 letters, digits, ., _ or -')
+    .requiredOption('--size <size>', 'LUN size (e.g. 20G); thin: nothing is allocated yet')
     .action(async (directory: string, name: string, options: { size: string }) => {
       const sizeBytes = parseSize(options.size, 'LUN size');
       if (sizeBytes === 0) throw new LunfsError('EINVAL', 'LUN size must be larger than 0');
       await withPool(directory, { command: 'lun-create', name, sizeBytes });
       console.log(`LUN ${name} created (${formatBytes(sizeBytes)})`);
     });
-  lun.command('ls').description('list the LUNs with their size and allocated space').argument('<dir>', 'pool directory', parseDirectory).option('--json', 'JSON output')
+  lun
+    .command('ls')
+    .description('list the LUNs with their size and allocated space')
+    .argument('<dir>', 'pool directory', parseDirectory)
+    .option('--json', 'JSON output')
     .action(async (directory: string, options: { json?: boolean }) => {
       const status = (await withPool(directory, { command: 'status' })) as StatusJson;
       if (options.json) console.log(JSON.stringify(status.luns, null, 2));
       else printLuns(status);
     });
-  lun.command('rm').description('remove a LUN and free its space (refused while it has snapshots or is open)').argument('<dir>', 'pool directory', parseDirectory).argument('<name>', 'LUN name')
+  lun
+    .command('rm')
+    .description('remove a LUN and free its space (refused while it has snapshots or is open)')
+    .argument('<dir>', 'pool directory', parseDirectory)
+    .argument('<name>', 'LUN name')
     .action(async (directory: string, name: string) => {
       await withPool(directory, { command: 'lun-rm', name });
       console.log(`LUN ${name} removed`);
     });
-  lun.command('resize').description('grow a LUN').argument('<dir>', 'pool directory', parseDirectory).argument('<name>', 'LUN name').requiredOption('--size <size>', 'new size (grow only)')
+  lun
+    .command('resize')
+    .description('grow a LUN')
+    .argument('<dir>', 'pool directory', parseDirectory)
+    .argument('<name>', 'LUN name')
+    .requiredOption('--size <size>', 'new size (grow only)')
     .action(async (directory: string, name: string, options: { size: string }) => {
-      await withPool(directory, { command: 'lun-resize', name, sizeBytes: parseSize(options.size, 'LUN size') });
+      await withPool(directory, {
+        command: 'lun-resize',
+        name,
+        sizeBytes: parseSize(options.size, 'LUN size'),
+      });
       console.log(`LUN ${name} resized to ${options.size}`);
     });
 
-  const snapshot = program.command('snapshot').description('take, list and delete snapshots (LUN@NAME)');
-  snapshot.command('create', { isDefault: true }).argument('<dir>', 'pool directory', parseDirectory).argument('<lun@name>', 'the LUN and a name for the snapshot')
-    .option('--reserve', 'reserve space so that the snapshot can never be invalidated by a full pool')
+  const snapshot = program
+    .command('snapshot')
+    .description('take, list and delete snapshots (LUN@NAME)');
+  snapshot
+    .command('create', { isDefault: true })
+    .argument('<dir>', 'pool directory', parseDirectory)
+    .argument('<lun@name>', 'the LUN and a name for the snapshot')
+    .option(
+      '--reserve',
+      'reserve space so that the snapshot can never be invalidated by a full pool',
+    )
     .description('take a snapshot of a LUN now (also: touch MOUNTPOINT/control/snapshot/LUN@NAME)')
     .action(async (directory: string, name: string, options: { reserve?: boolean }) => {
-      await withPool(directory, { command: 'snapshot-create', name, reserve: options.reserve === true });
+      await withPool(directory, {
+        command: 'snapshot-create',
+        name,
+        reserve: options.reserve === true,
+      });
       console.log(`snapshot ${name} created${options.reserve ? ' (space reserved)' : ''}`);
     });
-  snapshot.command('ls').description('list the snapshots with their state and the space they hold').argument('<dir>', 'pool directory', parseDirectory).option('--json', 'JSON output')
+  snapshot
+    .command('ls')
+    .description('list the snapshots with their state and the space they hold')
+    .argument('<dir>', 'pool directory', parseDirectory)
+    .option('--json', 'JSON output')
     .action(async (directory: string, options: { json?: boolean }) => {
       const status = (await withPool(directory, { command: 'status' })) as StatusJson;
       if (options.json) console.log(JSON.stringify(status.snapshots, null, 2));
       else printSnapshots(status);
     });
-  snapshot.command('rm').description('delete a snapshot and free what no other snapshot needs').argument('<dir>', 'pool directory', parseDirectory).argument('<lun@name>', 'the snapshot')
+  snapshot
+    .command('rm')
+    .description('delete a snapshot and free what no other snapshot needs')
+    .argument('<dir>', 'pool directory', parseDirectory)
+    .argument('<lun@name>', 'the snapshot')
     .action(async (directory: string, name: string) => {
       await withPool(directory, { command: 'snapshot-rm', name });
       console.log(`snapshot ${name} removed`);
     });
 
   const drive = program.command('drive').description('replace failed drives');
-  drive.command('replace').argument('<dir>', 'pool directory', parseDirectory).argument('<old>', 'the failed drive: its index (see lunfs status) or its path').argument('<new>', 'the new drive: a file or block device (a file that does not exist is created, sparse, of the old size)')
+  drive
+    .command('replace')
+    .argument('<dir>', 'pool directory', parseDirectory)
+    .argument('<old>', 'the failed drive: its index (see lunfs status) or its path')
+    .argument(
+      '<new>',
+      'the new drive: a file or block device (a file that does not exist is created, sparse, of the old size)',
+    )
     .option('--no-wait', 'return once the rebuild has started')
-    .option('--force', 'overwrite a new drive that carries a lunfs drive label (a drive of another pool, or an old drive of this one)')
-    .description('put a new drive in the place of a failed one and rebuild it from redundancy; LUNs stay in use')
-    .action(async (directory: string, old: string, newPath: string, options: { wait: boolean; force?: boolean }) => {
-      const job = await runJob(directory, { command: 'drive-replace', old, newPath: resolve(newPath), force: options.force === true }, options.wait, `rebuild of drive ${old}`);
-      if (job.state === 'failed') throw new LunfsError('EIO', `rebuild failed: ${job.error}`);
-      console.log(job.state === 'done' ? `drive ${job.drive} rebuilt onto ${resolve(newPath)}` : `rebuild of drive ${job.drive} started (job ${job.id}); lunfs status shows its progress`);
-    });
+    .option(
+      '--force',
+      'overwrite a new drive that carries a lunfs drive label (a drive of another pool, or an old drive of this one)',
+    )
+    .description(
+      'put a new drive in the place of a failed one and rebuild it from redundancy; LUNs stay in use',
+    )
+    .action(
+      async (
+        directory: string,
+        old: string,
+        newPath: string,
+        options: { wait: boolean; force?: boolean },
+      ) => {
+        const job = await runJob(
+          directory,
+          {
+            command: 'drive-replace',
+            old,
+            newPath: resolve(newPath),
+            force: options.force === true,
+          },
+          options.wait,
+          `rebuild of drive ${old}`,
+        );
+        if (job.state === 'failed') throw new LunfsError('EIO', `rebuild failed: ${job.error}`);
+        console.log(
+          job.state === 'done'
+            ? `drive ${job.drive} rebuilt onto ${resolve(newPath)}`
+            : `rebuild of drive ${job.drive} started (job ${job.id}); lunfs status shows its progress`,
+        );
+      },
+    );
 
-  program.command('scrub').argument('<dir>', 'pool directory', parseDirectory).option('--no-wait', 'return once the scrub has started').option('--json', 'print the report as JSON')
-    .description('read every drive, verify checksums, parity and mirrors, repair what redundancy allows, report')
+  program
+    .command('scrub')
+    .argument('<dir>', 'pool directory', parseDirectory)
+    .option('--no-wait', 'return once the scrub has started')
+    .option('--json', 'print the report as JSON')
+    .description(
+      'read every drive, verify checksums, parity and mirrors, repair what redundancy allows, report',
+    )
     .action(async (directory: string, options: { wait: boolean; json?: boolean }) => {
       const job = await runJob(directory, { command: 'scrub' }, options.wait, 'scrub');
       if (job.state === 'failed') throw new LunfsError('EIO', `scrub failed: ${job.error}`);
@@ -222,30 +387,86 @@ export function buildProgram(): Command {
       }
       const report = job.result as ScrubReport;
       if (options.json) console.log(JSON.stringify(report, null, 2));
-      else console.log(`scrub: ${report.rstores} RStores, ${report.rows} rows checked${report.degradedRows > 0 ? ` (${report.degradedRows} not checked: a member is out of service)` : ''}; ${report.checksumRepairs} checksum repairs, ${report.parityRepairs} parity/mirror repairs, ${report.unrepairable} unrepairable`);
+      else
+        console.log(
+          `scrub: ${report.rstores} RStores, ${report.rows} rows checked${report.degradedRows > 0 ? ` (${report.degradedRows} not checked: a member is out of service)` : ''}; ${report.checksumRepairs} checksum repairs, ${report.parityRepairs} parity/mirror repairs, ${report.unrepairable} unrepairable`,
+        );
       if (report.unrepairable > 0) process.exitCode = 1;
     });
 
-  program.command('status').description('print the pool, its drives, LUNs, snapshots, jobs and integrity counters').argument('<dir>', 'pool directory', parseDirectory).option('--json', 'JSON output (documented in README)')
+  program
+    .command('status')
+    .description('print the pool, its drives, LUNs, snapshots, jobs and integrity counters')
+    .argument('<dir>', 'pool directory', parseDirectory)
+    .option('--json', 'JSON output (documented in README)')
     .action(async (directory: string, options: { json?: boolean }) => {
       const status = (await withPool(directory, { command: 'status' })) as StatusJson;
       if (options.json) console.log(JSON.stringify(status, null, 2));
       else printStatus(directory, status);
     });
 
-  program.command('mount').argument('<dir>', 'pool directory', parseDirectory).argument('<mountpoint>', 'an empty directory (created if missing)', parseDirectory)
+  program
+    .command('mount')
+    .argument('<dir>', 'pool directory', parseDirectory)
+    .argument('<mountpoint>', 'an empty directory (created if missing)', parseDirectory)
     .option('--cache-size <size>', 'write-back cache size', '256M')
     .option('--drive <path>', 'drive paths in order (default: from DIR/pool.json)', collect, [])
-    .addOption(new Option('--drive-io <mode>', 'drive I/O: inline for files on tmpfs, thread pool otherwise (auto)').choices(['auto', 'async', 'inline']).default('auto'))
-    .option('--force-degraded', 'mount although a RAID-5 drive went missing across an unclean shutdown (its data written back from parity may be wrong), or take back a RAID-0 drive that missed writes or failed with an I/O error (accepting the loss of those writes)')
-    .addOption(new Option('--front <front>', "FUSE front: native (lunfs's own on libfuse3: parallel, 1 MiB requests, discard), fuse-native (libfuse 2), or auto: native where it is built, else fuse-native").choices(['auto', 'native', 'fuse-native']).default('auto'))
-    .description('serve the pool under MOUNTPOINT in the foreground; SIGINT/SIGTERM (or lunfs unmount) flush and unmount, refused while LUN or snapshot files are open')
-    .action(async (directory: string, mountpoint: string, options: { cacheSize: string; drive: string[]; driveIo: DriveIoMode; forceDegraded?: boolean; front: FrontKind }) => {
-      await runMount({ directory, mountpoint, cacheBytes: parseCacheSize(options.cacheSize), drivePaths: options.drive, ioMode: options.driveIo, forceDegraded: options.forceDegraded, front: options.front });
-    });
-  program.command('unmount').argument('<dir>', 'pool directory', parseDirectory)
-    .option('--force', 'stop although LUN or snapshot files are open through the mount (their users get I/O errors)')
-    .description('stop the mount of a pool cleanly, as SIGTERM does: refused while LUN or snapshot files are open through it')
+    .addOption(
+      new Option(
+        '--drive-io <mode>',
+        'drive I/O: inline for files on tmpfs, thread pool otherwise (auto)',
+      )
+        .choices(['auto', 'async', 'inline'])
+        .default('auto'),
+    )
+    .option(
+      '--force-degraded',
+      'mount although a RAID-5 drive went missing across an unclean shutdown (its data written back from parity may be wrong), or take back a RAID-0 drive that missed writes or failed with an I/O error (accepting the loss of those writes)',
+    )
+    .addOption(
+      new Option(
+        '--front <front>',
+        "FUSE front: native (lunfs's own on libfuse3: parallel, 1 MiB requests, discard), fuse-native (libfuse 2), or auto: native where it is built, else fuse-native",
+      )
+        .choices(['auto', 'native', 'fuse-native'])
+        .default('auto'),
+    )
+    .description(
+      'serve the pool under MOUNTPOINT in the foreground; SIGINT/SIGTERM (or lunfs unmount) flush and unmount, refused while LUN or snapshot files are open',
+    )
+    .action(
+      async (
+        directory: string,
+        mountpoint: string,
+        options: {
+          cacheSize: string;
+          drive: string[];
+          driveIo: DriveIoMode;
+          forceDegraded?: boolean;
+          front: FrontKind;
+        },
+      ) => {
+        await runMount({
+          directory,
+          mountpoint,
+          cacheBytes: parseCacheSize(options.cacheSize),
+          drivePaths: options.drive,
+          ioMode: options.driveIo,
+          forceDegraded: options.forceDegraded,
+          front: options.front,
+        });
+      },
+    );
+  program
+    .command('unmount')
+    .argument('<dir>', 'pool directory', parseDirectory)
+    .option(
+      '--force',
+      'stop although LUN or snapshot files are open through the mount (their users get I/O errors)',
+    )
+    .description(
+      'stop the mount of a pool cleanly, as SIGTERM does: refused while LUN or snapshot files are open through it',
+    )
     .action(async (directory: string, options: { force?: boolean }) => {
       console.log(`lunfs: ${await runUnmount(directory, options.force === true)}`);
     });
@@ -258,9 +479,29 @@ function printSnapshots(status: StatusJson): void {
     console.log('no snapshots');
     return;
   }
-  console.log(['SNAPSHOT'.padEnd(32), 'SIZE'.padStart(10), 'CREATED'.padEnd(24), 'STATE'.padEnd(8), 'EXCLUSIVE'.padStart(10), 'SHARED'.padStart(10), 'RESERVED'].join(' '));
+  console.log(
+    [
+      'SNAPSHOT'.padEnd(32),
+      'SIZE'.padStart(10),
+      'CREATED'.padEnd(24),
+      'STATE'.padEnd(8),
+      'EXCLUSIVE'.padStart(10),
+      'SHARED'.padStart(10),
+      'RESERVED',
+    ].join(' '),
+  );
   for (const entry of status.snapshots) {
-    console.log([entry.name.padEnd(32), formatBytes(entry.sizeBytes).padStart(10), entry.createdAt.padEnd(24), entry.state.padEnd(8), formatBytes(entry.exclusiveBytes).padStart(10), formatBytes(entry.sharedBytes).padStart(10), entry.reserved ? 'yes' : 'no'].join(' ') + (entry.invalidReason ? `  (${entry.invalidReason})` : ''));
+    console.log(
+      [
+        entry.name.padEnd(32),
+        formatBytes(entry.sizeBytes).padStart(10),
+        entry.createdAt.padEnd(24),
+        entry.state.padEnd(8),
+        formatBytes(entry.exclusiveBytes).padStart(10),
+        formatBytes(entry.sharedBytes).padStart(10),
+        entry.reserved ? 'yes' : 'no',
+      ].join(' ') + (entry.invalidReason ? `  (${entry.invalidReason})` : ''),
+    );
   }
 }
 

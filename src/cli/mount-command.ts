@@ -45,12 +45,17 @@ export type FrontKind = 'auto' | 'fuse-native' | 'native';
  * The front auto picks: lunfs's own (native/fuse, libfuse3) where its addon is built and loads,
  * else fuse-native, saying why on stderr (macOS, or a machine without libfuse3-dev at build time).
  */
-export function chooseFront(requested: FrontKind | undefined, log: Logger): 'fuse-native' | 'native' {
+export function chooseFront(
+  requested: FrontKind | undefined,
+  log: Logger,
+): 'fuse-native' | 'native' {
   if (requested === 'native' || requested === 'fuse-native') return requested;
   const { addon, reason } = loadFuseAddon();
   if (addon) return 'native';
   log.warn({ reason }, 'native FUSE front unavailable: serving through fuse-native');
-  console.error(`lunfs: the native FUSE front cannot be used (${reason}); serving through fuse-native (128 KiB requests, no discard)`);
+  console.error(
+    `lunfs: the native FUSE front cannot be used (${reason}); serving through fuse-native (128 KiB requests, no discard)`,
+  );
   return 'fuse-native';
 }
 
@@ -73,16 +78,37 @@ export async function runMount(request: MountRequest): Promise<void> {
   let front: MountedFront | undefined;
   let server: Awaited<ReturnType<typeof serveControlSocket>> | undefined;
   try {
-    const pool = await openPool(directory, { drivePaths: request.drivePaths, ioMode: request.ioMode, forceDegraded: request.forceDegraded });
+    const pool = await openPool(directory, {
+      drivePaths: request.drivePaths,
+      ioMode: request.ioMode,
+      forceDegraded: request.forceDegraded,
+    });
     const realMountpoint = await realPathBeforeMount(mountpoint);
-    controller = new Controller(pool, { cacheBytes: request.cacheBytes, clock: systemClock, log: layerLogger('controller'), driveSettings: { onDrivePathsChanged: (paths) => recordDrivePaths(directory, paths), mountpoint: realMountpoint }, warnings: (drivePaths) => poolPermissionWarnings(directory, drivePaths) });
+    controller = new Controller(pool, {
+      cacheBytes: request.cacheBytes,
+      clock: systemClock,
+      log: layerLogger('controller'),
+      driveSettings: {
+        onDrivePathsChanged: (paths) => recordDrivePaths(directory, paths),
+        mountpoint: realMountpoint,
+      },
+      warnings: (drivePaths) => poolPermissionWarnings(directory, drivePaths),
+    });
     await controller.openSnapshots();
     await controller.drives.start({ watchIntervalMs: driveWatchIntervalMs });
     prepareSocketDirectory(socket, directory);
     server = await serveControlSocket(socket, controller, log);
     lock.record({ pid: process.pid, mountpoint, socket }); // CLI commands now go to the socket
-    const frontOptions = { mountpoint, controller, log: layerLogger('fuse'), mountedAt: new Date(systemClock.nowMs()) };
-    front = chooseFront(request.front, log) === 'native' ? new NativeFront(frontOptions) : new FuseFront(frontOptions);
+    const frontOptions = {
+      mountpoint,
+      controller,
+      log: layerLogger('fuse'),
+      mountedAt: new Date(systemClock.nowMs()),
+    };
+    front =
+      chooseFront(request.front, log) === 'native'
+        ? new NativeFront(frontOptions)
+        : new FuseFront(frontOptions);
     await front.mount();
   } catch (error) {
     server?.close();
@@ -100,13 +126,18 @@ export async function runMount(request: MountRequest): Promise<void> {
     const shutdown = async (forcedOpenFiles: string[]): Promise<void> => {
       // A flush that fails (RAID-0 with a drive out: writes that no drive can take) does not keep
       // the pool mounted for ever: the stop goes on, and the writes lost are named.
-      const flushFailure = await controller!.flushAll().then(() => undefined, (error: unknown) => error as Error);
+      const flushFailure = await controller!.flushAll().then(
+        () => undefined,
+        (error: unknown) => error as Error,
+      );
       if (flushFailure) log.error({ err: flushFailure }, 'flush before unmount failed');
       await front!.unmount().catch((error: unknown) => log.warn({ err: error }, 'unmount failed'));
       if (front instanceof NativeFront) {
         // A debug line (issue 12): shows that 1 MiB requests were negotiated and batches formed.
         const stats = front.stats();
-        console.log(`lunfs: native front served ${stats.requests} requests in ${stats.batches} batches (${stats.polledBatches ?? 0} found by polling); largest write ${stats.largestWriteBytes} bytes (${stats.writesOfMaxSize} of 1 MiB), largest read ${stats.largestReadBytes} bytes`);
+        console.log(
+          `lunfs: native front served ${stats.requests} requests in ${stats.batches} batches (${stats.polledBatches ?? 0} found by polling); largest write ${stats.largestWriteBytes} bytes (${stats.writesOfMaxSize} of 1 MiB), largest read ${stats.largestReadBytes} bytes`,
+        );
       }
       lock.record({ pid: process.pid, mountpoint }); // no socket: CLI commands wait for the lock instead
       server!.close();
@@ -114,11 +145,19 @@ export async function runMount(request: MountRequest): Promise<void> {
       const lost = await controller!.close({ dropUnwritable: flushFailure !== undefined });
       await releaseLock();
       if (lost.length > 0) {
-        const what = lost.map(({ lun, bytes, reason }) => `${bytes} bytes of writes to LUN ${lun} acknowledged but not yet flushed could not be written and are lost: ${reason}`).join('; ');
+        const what = lost
+          .map(
+            ({ lun, bytes, reason }) =>
+              `${bytes} bytes of writes to LUN ${lun} acknowledged but not yet flushed could not be written and are lost: ${reason}`,
+          )
+          .join('; ');
         throw new LunfsError('EIO', `pool ${directory} unmounted, but ${what}`);
       }
       if (forcedOpenFiles.length === 0) console.log(`lunfs: pool ${directory} unmounted cleanly`);
-      else console.log(`lunfs: pool ${directory} unmounted with files open (forced): ${forcedOpenFiles.join(', ')}`);
+      else
+        console.log(
+          `lunfs: pool ${directory} unmounted with files open (forced): ${forcedOpenFiles.join(', ')}`,
+        );
     };
     const stop = new MountStop({
       files: front!,
@@ -135,7 +174,9 @@ export async function runMount(request: MountRequest): Promise<void> {
     });
     registerMountStop(controller!, stop);
     const onSignal = (signal: StopSource): void => {
-      stop.request(signal).catch((error: unknown) => log.error({ err: error, signal }, 'stop request failed'));
+      stop
+        .request(signal)
+        .catch((error: unknown) => log.error({ err: error, signal }, 'stop request failed'));
     };
     // Not once: a signal refused while files are open leaves the mount serving, and the next one decides again.
     process.on('SIGINT', () => onSignal('SIGINT'));
@@ -158,7 +199,10 @@ async function realPathBeforeMount(mountpoint: string): Promise<string> {
   try {
     return await realpath(mountpoint);
   } catch {
-    return join(await realpath(dirname(mountpoint)).catch(() => dirname(mountpoint)), basename(mountpoint));
+    return join(
+      await realpath(dirname(mountpoint)).catch(() => dirname(mountpoint)),
+      basename(mountpoint),
+    );
   }
 }
 
@@ -176,11 +220,20 @@ async function prepareMountpoint(mountpoint: string): Promise<string | undefined
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code;
     if (code === 'ENOTCONN') return undefined;
-    if (code === 'ENOTDIR') throw new LunfsError('EINVAL', `mountpoint ${mountpoint} is not a directory`);
+    if (code === 'ENOTDIR')
+      throw new LunfsError('EINVAL', `mountpoint ${mountpoint} is not a directory`);
     if (code === 'ENOENT') return makeDirectory(mountpoint, 'the mountpoint');
-    throw new LunfsError('EINVAL', `cannot use ${mountpoint} as the mountpoint (${(error as Error).message.split(',')[0]})`, { cause: error });
+    throw new LunfsError(
+      'EINVAL',
+      `cannot use ${mountpoint} as the mountpoint (${(error as Error).message.split(',')[0]})`,
+      { cause: error },
+    );
   }
-  if (entries.length > 0) throw new LunfsError('EINVAL', `mountpoint ${mountpoint} is not empty (${entries.slice(0, 3).join(', ')}${entries.length > 3 ? ', ...' : ''})`);
+  if (entries.length > 0)
+    throw new LunfsError(
+      'EINVAL',
+      `mountpoint ${mountpoint} is not empty (${entries.slice(0, 3).join(', ')}${entries.length > 3 ? ', ...' : ''})`,
+    );
   return undefined;
 }
 
@@ -195,31 +248,51 @@ export async function runUnmount(directory: string, force: boolean): Promise<str
     await readPoolFile(absolute);
   } catch (error) {
     if (isLunfsError(error, 'ENOENT') && (await isLunfsMountpoint(absolute))) {
-      throw new LunfsError('EINVAL', `${absolute} is where a pool is mounted: give the pool's directory (the DIR of lunfs mount DIR ${absolute})`);
+      throw new LunfsError(
+        'EINVAL',
+        `${absolute} is where a pool is mounted: give the pool's directory (the DIR of lunfs mount DIR ${absolute})`,
+      );
     }
     throw error;
   }
   const state = poolLockState(absolute);
   const owner = state.held ? state.owner : undefined;
   if (!state.held) throw new LunfsError('EINVAL', `pool ${absolute} is not mounted`);
-  if (owner?.mountpoint === undefined || owner.socket === undefined) throw new LunfsError('EINVAL', `pool ${absolute} is not mounted (${owner ? `process ${owner.pid}` : 'another process'} holds it for another lunfs command, or a mount that is starting or stopping)`);
-  const decision = (await sendControlRequest(owner.socket, { command: 'unmount', force })) as StopDecision;
+  if (owner?.mountpoint === undefined || owner.socket === undefined)
+    throw new LunfsError(
+      'EINVAL',
+      `pool ${absolute} is not mounted (${owner ? `process ${owner.pid}` : 'another process'} holds it for another lunfs command, or a mount that is starting or stopping)`,
+    );
+  const decision = (await sendControlRequest(owner.socket, {
+    command: 'unmount',
+    force,
+  })) as StopDecision;
   const stillHeld = (): boolean => {
     const now = poolLockState(absolute);
     return now.held && now.owner?.pid === decision.pid;
   };
   for (let waitedMs = 0; stillHeld(); waitedMs += unmountPollMs) {
-    if (waitedMs >= unmountWaitMsMax) throw new LunfsError('EBUSY', `the mount's process ${decision.pid} is still stopping after ${unmountWaitMsMax / 1000} s`);
+    if (waitedMs >= unmountWaitMsMax)
+      throw new LunfsError(
+        'EBUSY',
+        `the mount's process ${decision.pid} is still stopping after ${unmountWaitMsMax / 1000} s`,
+      );
     await new Promise((resolveWait) => setTimeout(resolveWait, unmountPollMs));
   }
-  const forced = decision.forcedOpenFiles.length > 0 ? ` with files open (forced): ${decision.forcedOpenFiles.join(', ')}` : '';
+  const forced =
+    decision.forcedOpenFiles.length > 0
+      ? ` with files open (forced): ${decision.forcedOpenFiles.join(', ')}`
+      : '';
   return `pool ${absolute} unmounted from ${owner.mountpoint}${forced}`;
 }
 
 /** Whether a lunfs FUSE mount is at this path (/proc/mounts, type fuse.lunfs). */
 async function isLunfsMountpoint(path: string): Promise<boolean> {
   const mounts = await readFile('/proc/mounts', 'utf8').catch(() => '');
-  const escaped = path.replace(/[ \t\n\\]/g, (character) => `\\${character.charCodeAt(0).toString(8).padStart(3, '0')}`);
+  const escaped = path.replace(
+    /[ \t\n\\]/g,
+    (character) => `\\${character.charCodeAt(0).toString(8).padStart(3, '0')}`,
+  );
   return mounts.split('\n').some((line) => {
     const [, mountpoint, type] = line.split(' ');
     return mountpoint === escaped && type === 'fuse.lunfs';

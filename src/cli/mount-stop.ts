@@ -64,18 +64,33 @@ export class MountStop {
       log.info({ source, force: options.force === true }, 'stop requested: flushing');
       // A flush that cannot complete (writes for a RAID-0 drive out of service) does not block the
       // stop: the shutdown flushes again, drops what no drive can take and names it.
-      await controller.flushAll().catch((error: unknown) => log.error({ err: error, source }, 'flush before the stop failed; the stop goes on'));
+      await controller
+        .flushAll()
+        .catch((error: unknown) =>
+          log.error({ err: error, source }, 'flush before the stop failed; the stop goes on'),
+        );
       let open = files.openFiles();
-      const repeated = source !== 'unmount' && open.length > 0 && this.refusedAtGeneration === files.idleGeneration;
+      const repeated =
+        source !== 'unmount' &&
+        open.length > 0 &&
+        this.refusedAtGeneration === files.idleGeneration;
       const force = options.force === true || repeated;
-      for (let waitedMs = 0; open.length > 0 && !force && waitedMs < releaseGraceMs; waitedMs += releasePollMs) {
+      for (
+        let waitedMs = 0;
+        open.length > 0 && !force && waitedMs < releaseGraceMs;
+        waitedMs += releasePollMs
+      ) {
         await new Promise((resolve) => setTimeout(resolve, releasePollMs));
         open = files.openFiles();
       }
       if (open.length > 0 && !force) return this.refuse(source, open);
       this.stopping = true;
       files.refuseNewOpens();
-      if (open.length > 0) log.warn({ source, openFiles: open }, 'forced stop with files open: their users get I/O errors');
+      if (open.length > 0)
+        log.warn(
+          { source, openFiles: open },
+          'forced stop with files open: their users get I/O errors',
+        );
       else log.info({ source }, 'stopping: nothing is open');
       setImmediate(() => this.settings.shutdown(open)); // after the answer to `lunfs unmount` is on its way
       return { stopping: true, forcedOpenFiles: open, pid: process.pid };
@@ -87,10 +102,15 @@ export class MountStop {
     const list = `${open.length} file${open.length === 1 ? ' is' : 's are'} open through the mount: ${open.join(', ')}`;
     log.info({ source, openFiles: open }, 'stop refused: files are open');
     if (source === 'unmount') {
-      throw new LunfsError('EBUSY', `not unmounted: ${list}. Close them (umount the file system on them, losetup -d) first, or use --force (their users get I/O errors)`);
+      throw new LunfsError(
+        'EBUSY',
+        `not unmounted: ${list}. Close them (umount the file system on them, losetup -d) first, or use --force (their users get I/O errors)`,
+      );
     }
     this.refusedAtGeneration = files.idleGeneration;
-    console.error(`lunfs: ${source} refused: ${list}. The cache is flushed and the pool keeps serving. Close them (umount the file system on them, losetup -d) and signal again to stop; another signal while they are open, or lunfs unmount ${poolDirectory} --force, stops anyway (their users get I/O errors).`);
+    console.error(
+      `lunfs: ${source} refused: ${list}. The cache is flushed and the pool keeps serving. Close them (umount the file system on them, losetup -d) and signal again to stop; another signal while they are open, or lunfs unmount ${poolDirectory} --force, stops anyway (their users get I/O errors).`,
+    );
     return { stopping: false, forcedOpenFiles: [], pid: process.pid };
   }
 }

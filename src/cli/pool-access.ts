@@ -14,8 +14,20 @@ import { isLunfsError, LunfsError } from '../util/errors.js';
 import { MissingDrive } from '../drive/missing-drive.js';
 import { layerLogger } from '../util/logger.js';
 import { Controller, type StatusJson } from '../volume/controller.js';
-import { poolFilePath, privateDirectoryMode, privateFileMode, readPoolFile, writePoolFile } from '../volume/pool-directory.js';
-import { acquirePoolLock, busyError, poolLockState, tryAcquirePoolLock, type HeldPoolLock } from '../volume/pool-lock.js';
+import {
+  poolFilePath,
+  privateDirectoryMode,
+  privateFileMode,
+  readPoolFile,
+  writePoolFile,
+} from '../volume/pool-directory.js';
+import {
+  acquirePoolLock,
+  busyError,
+  poolLockState,
+  tryAcquirePoolLock,
+  type HeldPoolLock,
+} from '../volume/pool-lock.js';
 import { poolPermissionWarnings } from '../volume/pool-permissions.js';
 import { Pool } from '../volume/pool.js';
 import { defaultCacheBytes } from '../volume/stack.js';
@@ -40,7 +52,11 @@ const poolPollMs = 50;
 /** Creates a pool; returns warnings about its permissions (a directory the user made open to others). */
 export async function createPool(request: CreatePoolRequest): Promise<string[]> {
   const directory = resolve(request.directory);
-  if (existsSync(poolFilePath(directory))) throw new LunfsError('EEXIST', `a pool already exists at ${directory} (${poolFilePath(directory)})`);
+  if (existsSync(poolFilePath(directory)))
+    throw new LunfsError(
+      'EEXIST',
+      `a pool already exists at ${directory} (${poolFilePath(directory)})`,
+    );
   const createdDirectory = await makeDirectory(directory, 'a pool');
   if (createdDirectory !== undefined) await chmod(directory, privateDirectoryMode); // the pool itself is private, whatever the umask
   let lock: HeldPoolLock;
@@ -57,14 +73,26 @@ export async function createPool(request: CreatePoolRequest): Promise<string[]> 
   try {
     if (request.drivePaths.length > 0) {
       paths = request.drivePaths.map((path) => resolve(path));
-      if (new Set(paths).size !== paths.length) throw new LunfsError('EINVAL', 'the same drive is given twice');
+      if (new Set(paths).size !== paths.length)
+        throw new LunfsError('EINVAL', 'the same drive is given twice');
       for (const path of paths) drives.push(await FileDrive.open(path));
       await refuseLunfsDrives(drives);
     } else {
-      if (request.driveCount === undefined || request.driveSizeBytes === undefined) throw new LunfsError('EINVAL', 'give --drives N and --drive-size SIZE, or --drive PATH for each drive');
-      if (request.driveSizeBytes === 0) throw new LunfsError('EINVAL', 'drive size must be larger than 0');
-      if (request.driveSizeBytes % 512 !== 0) throw new LunfsError('EINVAL', `drive size ${request.driveSizeBytes} is not a whole number of 512-byte sectors`);
-      paths = [...Array(request.driveCount).keys()].map((index) => join(directory, `drive-${index}.img`));
+      if (request.driveCount === undefined || request.driveSizeBytes === undefined)
+        throw new LunfsError(
+          'EINVAL',
+          'give --drives N and --drive-size SIZE, or --drive PATH for each drive',
+        );
+      if (request.driveSizeBytes === 0)
+        throw new LunfsError('EINVAL', 'drive size must be larger than 0');
+      if (request.driveSizeBytes % 512 !== 0)
+        throw new LunfsError(
+          'EINVAL',
+          `drive size ${request.driveSizeBytes} is not a whole number of 512-byte sectors`,
+        );
+      paths = [...Array(request.driveCount).keys()].map((index) =>
+        join(directory, `drive-${index}.img`),
+      );
       for (const path of paths) {
         drives.push(await FileDrive.createSparse(path, request.driveSizeBytes));
         createdFiles.push(path);
@@ -82,7 +110,10 @@ export async function createPool(request: CreatePoolRequest): Promise<string[]> 
       random: Math.random,
       log: layerLogger('pool'),
     });
-    await writePoolFile(directory, request.drivePaths.length > 0 ? paths : paths.map((path) => path.slice(directory.length + 1)));
+    await writePoolFile(
+      directory,
+      request.drivePaths.length > 0 ? paths : paths.map((path) => path.slice(directory.length + 1)),
+    );
     await pool.close();
   } catch (error) {
     await Promise.all(drives.map((drive) => drive.close()));
@@ -102,12 +133,22 @@ export async function createPool(request: CreatePoolRequest): Promise<string[]> 
  * already. A path that exists and is not a directory, or where no directory can be made, is
  * refused (EEXIST, EINVAL) with its reason; `purpose` names what it is for in the message.
  */
-export async function makeDirectory(directory: string, purpose: 'a pool' | 'the mountpoint'): Promise<string | undefined> {
+export async function makeDirectory(
+  directory: string,
+  purpose: 'a pool' | 'the mountpoint',
+): Promise<string | undefined> {
   const missing: string[] = [];
   for (let path = directory; ; path = dirname(path)) {
-    const kind = await stat(path).then((info) => (info.isDirectory() ? 'directory' : 'other'), (error: NodeJS.ErrnoException) => (error.code === 'ENOENT' ? 'missing' : error));
+    const kind = await stat(path).then(
+      (info) => (info.isDirectory() ? 'directory' : 'other'),
+      (error: NodeJS.ErrnoException) => (error.code === 'ENOENT' ? 'missing' : error),
+    );
     if (kind === 'directory') break;
-    if (kind === 'other') throw new LunfsError('EEXIST', `${path} exists and is not a directory: give a new or empty directory for ${purpose}`);
+    if (kind === 'other')
+      throw new LunfsError(
+        'EEXIST',
+        `${path} exists and is not a directory: give a new or empty directory for ${purpose}`,
+      );
     if (kind !== 'missing') throw refusedDirectory(directory, purpose, kind);
     missing.unshift(path);
     if (dirname(path) === path) break;
@@ -124,11 +165,19 @@ export async function makeDirectory(directory: string, purpose: 'a pool' | 'the 
 }
 
 /** A file system error while making the directory (or the pool's lock in it): bad input, with the reason. */
-function refusedDirectory(directory: string, purpose: 'a pool' | 'the mountpoint', error: unknown): unknown {
+function refusedDirectory(
+  directory: string,
+  purpose: 'a pool' | 'the mountpoint',
+  error: unknown,
+): unknown {
   const code = (error as NodeJS.ErrnoException).code;
   if (isLunfsError(error) || typeof code !== 'string') return error;
   const reason = (error as Error).message.split(',')[0];
-  return new LunfsError('EINVAL', `${purpose === 'a pool' ? 'cannot create a pool in' : 'cannot make the mountpoint'} ${directory} (${reason})`, { cause: error });
+  return new LunfsError(
+    'EINVAL',
+    `${purpose === 'a pool' ? 'cannot create a pool in' : 'cannot make the mountpoint'} ${directory} (${reason})`,
+    { cause: error },
+  );
 }
 
 /** Refuses drives that already carry a lunfs header: pool create never overwrites a pool. */
@@ -136,14 +185,29 @@ async function refuseLunfsDrives(drives: Drive[]): Promise<void> {
   for (const drive of drives) {
     const { header } = await readLabels(drive);
     if (header) {
-      throw new LunfsError('EEXIST', `drive ${drive.path} already belongs to lunfs pool ${header.poolUuid} (drive ${header.driveIndex}); clear its first and last 4 KiB to reuse it`);
+      throw new LunfsError(
+        'EEXIST',
+        `drive ${drive.path} already belongs to lunfs pool ${header.poolUuid} (drive ${header.driveIndex}); clear its first and last 4 KiB to reuse it`,
+      );
     }
   }
 }
 
 /** Opens the drives of a pool directory (or the paths given) and the pool on them. */
-export async function openPool(directory: string, options: { drivePaths?: string[]; readOnly?: boolean; deferSession?: boolean; ioMode?: DriveIoMode; forceDegraded?: boolean }): Promise<Pool> {
-  const paths = options.drivePaths && options.drivePaths.length > 0 ? options.drivePaths.map((path) => resolve(path)) : await readPoolFile(directory);
+export async function openPool(
+  directory: string,
+  options: {
+    drivePaths?: string[];
+    readOnly?: boolean;
+    deferSession?: boolean;
+    ioMode?: DriveIoMode;
+    forceDegraded?: boolean;
+  },
+): Promise<Pool> {
+  const paths =
+    options.drivePaths && options.drivePaths.length > 0
+      ? options.drivePaths.map((path) => resolve(path))
+      : await readPoolFile(directory);
   await refuseDuplicateDrives(paths);
   const drives: Drive[] = [];
   try {
@@ -152,10 +216,23 @@ export async function openPool(directory: string, options: { drivePaths?: string
         drives.push(await FileDrive.open(path, options.ioMode));
       } catch (error) {
         if (!isLunfsError(error, 'ENOENT') && !isLunfsError(error, 'EIO')) throw error;
-        drives.push(new MissingDrive(path, (error as Error).message, 0, isLunfsError(error, 'ENOENT') ? 'absent' : 'error')); // the pool decides whether it can do without it
+        drives.push(
+          new MissingDrive(
+            path,
+            (error as Error).message,
+            0,
+            isLunfsError(error, 'ENOENT') ? 'absent' : 'error',
+          ),
+        ); // the pool decides whether it can do without it
       }
     }
-    return await Pool.open(drives, { clock: systemClock, log: layerLogger('pool'), readOnly: options.readOnly, deferSession: options.deferSession, forceDegraded: options.forceDegraded });
+    return await Pool.open(drives, {
+      clock: systemClock,
+      log: layerLogger('pool'),
+      readOnly: options.readOnly,
+      deferSession: options.deferSession,
+      forceDegraded: options.forceDegraded,
+    });
   } catch (error) {
     await Promise.all(drives.map((drive) => drive.close()));
     throw error;
@@ -169,9 +246,16 @@ export async function openPool(directory: string, options: { drivePaths?: string
 async function refuseDuplicateDrives(paths: string[]): Promise<void> {
   const seen = new Map<string, number>();
   for (const [position, path] of paths.entries()) {
-    const identity = await stat(path).then((info) => `${info.dev}:${info.ino}`, () => `path:${path}`);
+    const identity = await stat(path).then(
+      (info) => `${info.dev}:${info.ino}`,
+      () => `path:${path}`,
+    );
     const first = seen.get(identity);
-    if (first !== undefined) throw new LunfsError('EINVAL', `the same drive is given twice: ${path} as drive ${position} is ${paths[first]} (drive ${first})`);
+    if (first !== undefined)
+      throw new LunfsError(
+        'EINVAL',
+        `the same drive is given twice: ${path} as drive ${position} is ${paths[first]} (drive ${first})`,
+      );
     seen.set(identity, position);
   }
 }
@@ -180,7 +264,11 @@ async function refuseDuplicateDrives(paths: string[]): Promise<void> {
  * Runs a request against the pool: through the mount's control socket when a mount holds the
  * pool, otherwise by opening the pool here (read-only for status), under the pool lock.
  */
-export async function withPool(directory: string, request: ControlRequest, onProgress?: (status: StatusJson) => void): Promise<unknown> {
+export async function withPool(
+  directory: string,
+  request: ControlRequest,
+  onProgress?: (status: StatusJson) => void,
+): Promise<unknown> {
   const absolute = resolve(directory);
   await readPoolFile(absolute); // ENOENT for a directory that holds no pool
   const readOnly = request.command === 'status';
@@ -198,7 +286,9 @@ export async function withPool(directory: string, request: ControlRequest, onPro
     try {
       await controller.openSnapshots(readOnly);
       if (!readOnly) await controller.drives.start();
-      const ticker = onProgress ? setInterval(() => onProgress(controller.status()), 200) : undefined;
+      const ticker = onProgress
+        ? setInterval(() => onProgress(controller.status()), 200)
+        : undefined;
       try {
         return await runControlRequest(controller, request);
       } finally {
@@ -224,7 +314,10 @@ export function mountSocket(directory: string): string | undefined {
  * process. Another lunfs command holding it, or a mount that is starting or stopping (it holds
  * the lock but serves no socket), is waited for, up to poolWaitMs; then EBUSY names the holder.
  */
-async function reachPool(directory: string, readOnly: boolean): Promise<{ socket?: string; lock?: HeldPoolLock }> {
+async function reachPool(
+  directory: string,
+  readOnly: boolean,
+): Promise<{ socket?: string; lock?: HeldPoolLock }> {
   const deadline = systemClock.nowMs() + poolWaitMs;
   for (;;) {
     const state = poolLockState(directory);
@@ -244,5 +337,8 @@ async function reachPool(directory: string, readOnly: boolean): Promise<{ socket
 /** Writes the pool's drive paths to pool.json (relative to the pool directory where they lie in it). */
 export async function recordDrivePaths(directory: string, paths: string[]): Promise<void> {
   const absolute = resolve(directory);
-  await writePoolFile(absolute, paths.map((path) => (path.startsWith(absolute + '/') ? path.slice(absolute.length + 1) : path)));
+  await writePoolFile(
+    absolute,
+    paths.map((path) => (path.startsWith(absolute + '/') ? path.slice(absolute.length + 1) : path)),
+  );
 }

@@ -31,7 +31,9 @@ export class DestagePipeline implements BlockDevice {
     if (!this.snapshots.active) return this.below.write(offsetBytes, data);
     checkRange(this, offsetBytes, data.length, 'destage');
     const dataEpoch = epoch ?? this.snapshots.epoch;
-    return this.preservingChunks(offsetBytes, data.length, dataEpoch, () => this.below.write(offsetBytes, data));
+    return this.preservingChunks(offsetBytes, data.length, dataEpoch, () =>
+      this.below.write(offsetBytes, data),
+    );
   }
 
   flush(): Promise<void> {
@@ -40,19 +42,32 @@ export class DestagePipeline implements BlockDevice {
 
   /** A discard changes the source too: originals are preserved first, as for a write of now. */
   discard(offsetBytes: number, lengthBytes: number): Promise<void> {
-    if (!this.snapshots.active || lengthBytes === 0) return this.below.discard(offsetBytes, lengthBytes);
+    if (!this.snapshots.active || lengthBytes === 0)
+      return this.below.discard(offsetBytes, lengthBytes);
     checkRange(this, offsetBytes, lengthBytes, 'discard');
-    return this.preservingChunks(offsetBytes, lengthBytes, this.snapshots.epoch, () => this.below.discard(offsetBytes, lengthBytes));
+    return this.preservingChunks(offsetBytes, lengthBytes, this.snapshots.epoch, () =>
+      this.below.discard(offsetBytes, lengthBytes),
+    );
   }
 
   prepareWrite(offsetBytes: number, lengthBytes: number): void {
     this.below.prepareWrite(offsetBytes, lengthBytes);
   }
 
-  private preservingChunks(offsetBytes: number, lengthBytes: number, epoch: number, change: () => Promise<void>): Promise<void> {
+  private preservingChunks(
+    offsetBytes: number,
+    lengthBytes: number,
+    epoch: number,
+    change: () => Promise<void>,
+  ): Promise<void> {
     const chunkBytes = this.snapshots.chunkBytes;
     const chunks: number[] = [];
-    for (let chunk = Math.floor(offsetBytes / chunkBytes); chunk * chunkBytes < offsetBytes + lengthBytes; chunk += 1) chunks.push(chunk);
+    for (
+      let chunk = Math.floor(offsetBytes / chunkBytes);
+      chunk * chunkBytes < offsetBytes + lengthBytes;
+      chunk += 1
+    )
+      chunks.push(chunk);
     return this.snapshots.locks.withChunks(chunks, async () => {
       for (const chunk of chunks) await this.snapshots.preserve(chunk, epoch, this.below);
       await change();

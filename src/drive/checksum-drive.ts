@@ -22,7 +22,12 @@ import type { DriveHeader } from '../meta/drive-header.js';
 import { assert } from '../util/assert.js';
 import { LunfsError } from '../util/errors.js';
 import { Mutex } from '../util/mutex.js';
-import { ChecksumTable, checksumBlockBytes, storedChecksum, unknownChecksum } from './checksum-table.js';
+import {
+  ChecksumTable,
+  checksumBlockBytes,
+  storedChecksum,
+  unknownChecksum,
+} from './checksum-table.js';
 import type { Drive } from './drive.js';
 
 /** Where the protected data and its table lie on the drive, in drive byte offsets. */
@@ -61,11 +66,17 @@ export class ChecksumError extends LunfsError {
   /** Drive byte offsets of every bad 4 KiB block, ascending. */
   readonly badBlocks: number[];
 
-  constructor(readonly drivePath: string, badBlocks: readonly number[]) {
+  constructor(
+    readonly drivePath: string,
+    badBlocks: readonly number[],
+  ) {
     assert(badBlocks.length > 0, 'a ChecksumError names at least one bad block');
     const first = badBlocks[0]!;
     const last = badBlocks[badBlocks.length - 1]!;
-    super('EIO', `checksum mismatch on drive ${drivePath}: ${badBlocks.length} bad 4 KiB block(s) between drive offsets ${first} and ${last + checksumBlockBytes}`);
+    super(
+      'EIO',
+      `checksum mismatch on drive ${drivePath}: ${badBlocks.length} bad 4 KiB block(s) between drive offsets ${first} and ${last + checksumBlockBytes}`,
+    );
     this.name = 'ChecksumError';
     this.driveOffsetBytes = first;
     this.lengthBytes = last + checksumBlockBytes - first;
@@ -93,14 +104,29 @@ export class ChecksumDrive implements Drive {
   ) {
     const { dataOffsetBytes, dataBytes, tableOffsetBytes, tableBytes } = geometry;
     for (const [name, value] of Object.entries(geometry)) {
-      assert(Number.isSafeInteger(value) && value >= 0 && value % checksumBlockBytes === 0, `checksum geometry ${name} ${value} is not a whole number of 4 KiB blocks`);
+      assert(
+        Number.isSafeInteger(value) && value >= 0 && value % checksumBlockBytes === 0,
+        `checksum geometry ${name} ${value} is not a whole number of 4 KiB blocks`,
+      );
     }
     this.dataEndBytes = dataOffsetBytes + dataBytes;
-    assert(tableOffsetBytes + tableBytes <= dataOffsetBytes || this.dataEndBytes <= tableOffsetBytes, 'the checksum table overlaps the data it protects');
+    assert(
+      tableOffsetBytes + tableBytes <= dataOffsetBytes || this.dataEndBytes <= tableOffsetBytes,
+      'the checksum table overlaps the data it protects',
+    );
     if (Math.max(this.dataEndBytes, tableOffsetBytes + tableBytes) > child.sizeBytes) {
-      throw new LunfsError('EINVAL', `drive ${child.path} (${child.sizeBytes} bytes) is too small for its data area and checksum table`);
+      throw new LunfsError(
+        'EINVAL',
+        `drive ${child.path} (${child.sizeBytes} bytes) is too small for its data area and checksum table`,
+      );
     }
-    this.table = new ChecksumTable(child, tableOffsetBytes, tableBytes, dataBytes / checksumBlockBytes, this.counters);
+    this.table = new ChecksumTable(
+      child,
+      tableOffsetBytes,
+      tableBytes,
+      dataBytes / checksumBlockBytes,
+      this.counters,
+    );
   }
 
   get sizeBytes(): number {
@@ -134,7 +160,9 @@ export class ChecksumDrive implements Drive {
     this.refuseTableArea(offsetBytes, data.length, 'write');
     await this.eachPart(offsetBytes, data.length, (partOffsetBytes, from, to, inData) => {
       const part = data.subarray(from, to);
-      return inData ? this.writeData(partOffsetBytes, part) : this.child.write(partOffsetBytes, part);
+      return inData
+        ? this.writeData(partOffsetBytes, part)
+        : this.child.write(partOffsetBytes, part);
     });
   }
 
@@ -152,7 +180,9 @@ export class ChecksumDrive implements Drive {
     this.refuseTableArea(offsetBytes, lengthBytes, 'discard');
     await this.eachPart(offsetBytes, lengthBytes, (partOffsetBytes, from, to, inData) => {
       if (!inData) return this.child.discard(partOffsetBytes, to - from);
-      return this.eachPiece(partOffsetBytes, to - from, (pieceOffsetBytes, pieceBytes) => this.discardData(pieceOffsetBytes, pieceBytes));
+      return this.eachPiece(partOffsetBytes, to - from, (pieceOffsetBytes, pieceBytes) =>
+        this.discardData(pieceOffsetBytes, pieceBytes),
+      );
     });
   }
 
@@ -181,7 +211,8 @@ export class ChecksumDrive implements Drive {
   async recomputeLost(): Promise<number> {
     await this.table.loadDamaged();
     const lost = this.table.lostBlocks();
-    for (const block of lost) await this.recompute(this.blockOffsetBytes(block), checksumBlockBytes);
+    for (const block of lost)
+      await this.recompute(this.blockOffsetBytes(block), checksumBlockBytes);
     return lost.length;
   }
 
@@ -235,7 +266,9 @@ export class ChecksumDrive implements Drive {
   private async writeData(offsetBytes: number, data: Buffer): Promise<void> {
     const { firstBlock, blockCount, aligned } = this.blocksOf(offsetBytes, data.length);
     await this.locked(firstBlock, blockCount, async () => {
-      const blocks = aligned ? data : await this.mergedBlocks(offsetBytes, data, firstBlock, blockCount);
+      const blocks = aligned
+        ? data
+        : await this.mergedBlocks(offsetBytes, data, firstBlock, blockCount);
       this.recordChecksums(firstBlock, blocks);
       await this.writeChild(firstBlock, blockCount, () => this.child.write(offsetBytes, data));
     });
@@ -247,9 +280,14 @@ export class ChecksumDrive implements Drive {
       if (aligned) {
         this.table.fill(firstBlock, blockCount, zeroBlockChecksum);
       } else {
-        this.recordChecksums(firstBlock, await this.mergedBlocks(offsetBytes, Buffer.alloc(lengthBytes), firstBlock, blockCount));
+        this.recordChecksums(
+          firstBlock,
+          await this.mergedBlocks(offsetBytes, Buffer.alloc(lengthBytes), firstBlock, blockCount),
+        );
       }
-      await this.writeChild(firstBlock, blockCount, () => this.child.discard(offsetBytes, lengthBytes));
+      await this.writeChild(firstBlock, blockCount, () =>
+        this.child.discard(offsetBytes, lengthBytes),
+      );
     });
   }
 
@@ -258,7 +296,12 @@ export class ChecksumDrive implements Drive {
    * edge blocks are read and checked first (a bad one throws ChecksumError and nothing is
    * written), then data is laid over them.
    */
-  private async mergedBlocks(offsetBytes: number, data: Buffer, firstBlock: number, blockCount: number): Promise<Buffer> {
+  private async mergedBlocks(
+    offsetBytes: number,
+    data: Buffer,
+    firstBlock: number,
+    blockCount: number,
+  ): Promise<Buffer> {
     const blocks = Buffer.allocUnsafe(blockCount * checksumBlockBytes);
     const endBytes = offsetBytes + data.length;
     const lastBlock = firstBlock + blockCount - 1;
@@ -266,18 +309,31 @@ export class ChecksumDrive implements Drive {
     if (offsetBytes % checksumBlockBytes !== 0) edges.add(firstBlock);
     if (endBytes % checksumBlockBytes !== 0) edges.add(lastBlock);
     const bad: number[] = [];
-    await Promise.all([...edges].map(async (block) => {
-      const edge = blocks.subarray((block - firstBlock) * checksumBlockBytes, (block - firstBlock + 1) * checksumBlockBytes);
-      await this.child.read(this.blockOffsetBytes(block), edge);
-      bad.push(...this.badBlocksIn(block, edge));
-    }));
-    if (bad.length > 0) throw new ChecksumError(this.path, bad.sort((a, b) => a - b));
+    await Promise.all(
+      [...edges].map(async (block) => {
+        const edge = blocks.subarray(
+          (block - firstBlock) * checksumBlockBytes,
+          (block - firstBlock + 1) * checksumBlockBytes,
+        );
+        await this.child.read(this.blockOffsetBytes(block), edge);
+        bad.push(...this.badBlocksIn(block, edge));
+      }),
+    );
+    if (bad.length > 0)
+      throw new ChecksumError(
+        this.path,
+        bad.sort((a, b) => a - b),
+      );
     data.copy(blocks, offsetBytes - this.blockOffsetBytes(firstBlock));
     return blocks;
   }
 
   /** Runs the child's write; if it fails, what reached the blocks is unknown, and so are their entries. */
-  private async writeChild(firstBlock: number, blockCount: number, write: () => Promise<void>): Promise<void> {
+  private async writeChild(
+    firstBlock: number,
+    blockCount: number,
+    write: () => Promise<void>,
+  ): Promise<void> {
     try {
       await write();
     } catch (error) {
@@ -308,7 +364,11 @@ export class ChecksumDrive implements Drive {
   }
 
   /** Holds the blocks' locks and their table pages loaded while task runs. */
-  private async locked(firstBlock: number, blockCount: number, task: () => Promise<void>): Promise<void> {
+  private async locked(
+    firstBlock: number,
+    blockCount: number,
+    task: () => Promise<void>,
+  ): Promise<void> {
     const held = this.locks.acquire(firstBlock, firstBlock + blockCount - 1);
     const release = typeof held === 'function' ? held : await held;
     try {
@@ -321,12 +381,21 @@ export class ChecksumDrive implements Drive {
   }
 
   /** The data blocks a non-empty range of the data area touches, and whether it is whole blocks. */
-  private blocksOf(offsetBytes: number, lengthBytes: number): { firstBlock: number; blockCount: number; aligned: boolean } {
-    assert(lengthBytes > 0 && offsetBytes >= this.geometry.dataOffsetBytes && offsetBytes + lengthBytes <= this.dataEndBytes, `range ${offsetBytes}+${lengthBytes} is not inside the data area`);
+  private blocksOf(
+    offsetBytes: number,
+    lengthBytes: number,
+  ): { firstBlock: number; blockCount: number; aligned: boolean } {
+    assert(
+      lengthBytes > 0 &&
+        offsetBytes >= this.geometry.dataOffsetBytes &&
+        offsetBytes + lengthBytes <= this.dataEndBytes,
+      `range ${offsetBytes}+${lengthBytes} is not inside the data area`,
+    );
     const relativeBytes = offsetBytes - this.geometry.dataOffsetBytes;
     const firstBlock = Math.floor(relativeBytes / checksumBlockBytes);
     const endBlock = Math.ceil((relativeBytes + lengthBytes) / checksumBlockBytes);
-    const aligned = relativeBytes % checksumBlockBytes === 0 && lengthBytes % checksumBlockBytes === 0;
+    const aligned =
+      relativeBytes % checksumBlockBytes === 0 && lengthBytes % checksumBlockBytes === 0;
     return { firstBlock, blockCount: endBlock - firstBlock, aligned };
   }
 
@@ -338,9 +407,18 @@ export class ChecksumDrive implements Drive {
    * Cuts a request at the edges of the data area and runs visit on each non-empty part, all at
    * once: from and to are the part's bounds inside the request.
    */
-  private async eachPart(offsetBytes: number, lengthBytes: number, visit: (partOffsetBytes: number, from: number, to: number, inData: boolean) => Promise<void>): Promise<void> {
+  private async eachPart(
+    offsetBytes: number,
+    lengthBytes: number,
+    visit: (partOffsetBytes: number, from: number, to: number, inData: boolean) => Promise<void>,
+  ): Promise<void> {
     const endBytes = offsetBytes + lengthBytes;
-    const cuts = [offsetBytes, clamp(this.geometry.dataOffsetBytes, offsetBytes, endBytes), clamp(this.dataEndBytes, offsetBytes, endBytes), endBytes];
+    const cuts = [
+      offsetBytes,
+      clamp(this.geometry.dataOffsetBytes, offsetBytes, endBytes),
+      clamp(this.dataEndBytes, offsetBytes, endBytes),
+      endBytes,
+    ];
     const parts: Array<Promise<void>> = [];
     for (let index = 0; index < 3; index += 1) {
       const from = cuts[index]!;
@@ -352,14 +430,21 @@ export class ChecksumDrive implements Drive {
   }
 
   /** Runs visit, one after the other, on pieces of at most maxBlocksPerPiece blocks of the range. */
-  private async eachPiece(offsetBytes: number, lengthBytes: number, visit: (pieceOffsetBytes: number, pieceBytes: number) => Promise<void>): Promise<void> {
+  private async eachPiece(
+    offsetBytes: number,
+    lengthBytes: number,
+    visit: (pieceOffsetBytes: number, pieceBytes: number) => Promise<void>,
+  ): Promise<void> {
     const pieceBytesMax = maxBlocksPerPiece * checksumBlockBytes;
     let position = offsetBytes;
     const endBytes = offsetBytes + lengthBytes;
     while (position < endBytes) {
       // Pieces end on piece boundaries of the data area, so each stays within maxBlocksPerPiece blocks.
       const relative = position - this.geometry.dataOffsetBytes;
-      const pieceEnd = Math.min(endBytes, this.geometry.dataOffsetBytes + (Math.floor(relative / pieceBytesMax) + 1) * pieceBytesMax);
+      const pieceEnd = Math.min(
+        endBytes,
+        this.geometry.dataOffsetBytes + (Math.floor(relative / pieceBytesMax) + 1) * pieceBytesMax,
+      );
       await visit(position, pieceEnd - position);
       position = pieceEnd;
     }
@@ -367,15 +452,28 @@ export class ChecksumDrive implements Drive {
 
   private checkDataRange(offsetBytes: number, lengthBytes: number, what: string): void {
     checkRange(this, offsetBytes, lengthBytes, `${what} of ${this.path}`);
-    if (offsetBytes < this.geometry.dataOffsetBytes || offsetBytes + lengthBytes > this.dataEndBytes) {
-      throw new LunfsError('EINVAL', `${what} of ${this.path}: range ${offsetBytes}+${lengthBytes} is not inside the data area ${this.geometry.dataOffsetBytes}+${this.geometry.dataBytes}`);
+    if (
+      offsetBytes < this.geometry.dataOffsetBytes ||
+      offsetBytes + lengthBytes > this.dataEndBytes
+    ) {
+      throw new LunfsError(
+        'EINVAL',
+        `${what} of ${this.path}: range ${offsetBytes}+${lengthBytes} is not inside the data area ${this.geometry.dataOffsetBytes}+${this.geometry.dataBytes}`,
+      );
     }
   }
 
   private refuseTableArea(offsetBytes: number, lengthBytes: number, what: string): void {
     const { tableOffsetBytes, tableBytes } = this.geometry;
-    if (lengthBytes > 0 && offsetBytes < tableOffsetBytes + tableBytes && tableOffsetBytes < offsetBytes + lengthBytes) {
-      throw new LunfsError('EINVAL', `${what} of ${this.path}: range ${offsetBytes}+${lengthBytes} overlaps the checksum table, which only the checksum layer writes`);
+    if (
+      lengthBytes > 0 &&
+      offsetBytes < tableOffsetBytes + tableBytes &&
+      tableOffsetBytes < offsetBytes + lengthBytes
+    ) {
+      throw new LunfsError(
+        'EINVAL',
+        `${what} of ${this.path}: range ${offsetBytes}+${lengthBytes} overlaps the checksum table, which only the checksum layer writes`,
+      );
     }
   }
 }
@@ -408,7 +506,8 @@ class BlockLocks {
       this.holders.set(block, holder);
     }
     const release = (): void => {
-      for (let block = firstBlock; block <= lastBlock; block += 1) if (this.holders.get(block) === holder) this.holders.delete(block);
+      for (let block = firstBlock; block <= lastBlock; block += 1)
+        if (this.holders.get(block) === holder) this.holders.delete(block);
       holder.wake?.();
     };
     if (!earlier) return release;

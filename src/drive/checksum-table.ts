@@ -46,22 +46,33 @@ const littleEndianHost = endianness() === 'LE';
 
 /** A 4 KiB table page: the entries, little-endian, then crc32c of the first 4092 bytes. */
 export function encodeTablePage(entries: Uint32Array): Buffer {
-  assert(entries.length === entriesPerTablePage, `a table page has ${entriesPerTablePage} entries, got ${entries.length}`);
+  assert(
+    entries.length === entriesPerTablePage,
+    `a table page has ${entriesPerTablePage} entries, got ${entries.length}`,
+  );
   const page = Buffer.allocUnsafe(tablePageBytes);
-  if (littleEndianHost) page.set(new Uint8Array(entries.buffer, entries.byteOffset, sealOffsetBytes));
-  else for (let index = 0; index < entriesPerTablePage; index += 1) page.writeUInt32LE(entries[index]!, index * 4);
+  if (littleEndianHost)
+    page.set(new Uint8Array(entries.buffer, entries.byteOffset, sealOffsetBytes));
+  else
+    for (let index = 0; index < entriesPerTablePage; index += 1)
+      page.writeUInt32LE(entries[index]!, index * 4);
   page.writeUInt32LE(crc32c(page.subarray(0, sealOffsetBytes)), sealOffsetBytes);
   return page;
 }
 
 /** The entries of a page read from the drive, or null when it fails its seal. All zeros is valid. */
 export function decodeTablePage(page: Buffer): Uint32Array | null {
-  assert(page.length === tablePageBytes, `a table page is ${tablePageBytes} bytes, got ${page.length}`);
+  assert(
+    page.length === tablePageBytes,
+    `a table page is ${tablePageBytes} bytes, got ${page.length}`,
+  );
   const entries = new Uint32Array(entriesPerTablePage);
   if (isAllZero(page)) return entries;
   if (page.readUInt32LE(sealOffsetBytes) !== crc32c(page.subarray(0, sealOffsetBytes))) return null;
   if (littleEndianHost) new Uint8Array(entries.buffer).set(page.subarray(0, sealOffsetBytes));
-  else for (let index = 0; index < entriesPerTablePage; index += 1) entries[index] = page.readUInt32LE(index * 4);
+  else
+    for (let index = 0; index < entriesPerTablePage; index += 1)
+      entries[index] = page.readUInt32LE(index * 4);
   return entries;
 }
 
@@ -89,8 +100,14 @@ export class ChecksumTable {
     private readonly counters: { tablePagesDamaged: number },
   ) {
     this.pageCount = Math.ceil(blockCount / entriesPerTablePage);
-    assert(this.pageCount * tablePageBytes <= tableBytes, `a checksum table of ${tableBytes} bytes cannot hold ${blockCount} entries`);
-    assert(tableOffsetBytes % tablePageBytes === 0, `checksum table offset ${tableOffsetBytes} is not 4 KiB aligned`);
+    assert(
+      this.pageCount * tablePageBytes <= tableBytes,
+      `a checksum table of ${tableBytes} bytes cannot hold ${blockCount} entries`,
+    );
+    assert(
+      tableOffsetBytes % tablePageBytes === 0,
+      `checksum table offset ${tableOffsetBytes} is not 4 KiB aligned`,
+    );
   }
 
   /**
@@ -98,7 +115,10 @@ export class ChecksumTable {
    * when they are all in memory already (the common case, which then costs no await).
    */
   load(firstBlock: number, lastBlock: number): Promise<void> | undefined {
-    assert(firstBlock >= 0 && firstBlock <= lastBlock && lastBlock < this.blockCount, `blocks ${firstBlock}..${lastBlock} outside 0..${this.blockCount - 1}`);
+    assert(
+      firstBlock >= 0 && firstBlock <= lastBlock && lastBlock < this.blockCount,
+      `blocks ${firstBlock}..${lastBlock} outside 0..${this.blockCount - 1}`,
+    );
     const lastPage = Math.floor(lastBlock / entriesPerTablePage);
     let loads: Array<Promise<Uint32Array>> | undefined;
     for (let page = Math.floor(firstBlock / entriesPerTablePage); page <= lastPage; page += 1) {
@@ -111,7 +131,8 @@ export class ChecksumTable {
   countKnown(firstBlock: number, blockCount: number): number {
     let known = 0;
     this.eachRun(firstBlock, blockCount, false, (entries, from, to) => {
-      for (let index = from; index < to; index += 1) if (entries[index] !== unknownChecksum) known += 1;
+      for (let index = from; index < to; index += 1)
+        if (entries[index] !== unknownChecksum) known += 1;
     });
     return known;
   }
@@ -120,13 +141,17 @@ export class ChecksumTable {
   record(firstBlock: number, crcs: Uint32Array, blockCount: number): void {
     assert(crcs.length >= blockCount, 'fewer checksums than blocks');
     this.eachRun(firstBlock, blockCount, true, (entries, from, to, done) => {
-      for (let index = from; index < to; index += 1) entries[index] = storedChecksum(crcs[done + index - from]!);
+      for (let index = from; index < to; index += 1)
+        entries[index] = storedChecksum(crcs[done + index - from]!);
     });
   }
 
   /** Sets the entries of the blocks to one value (unknownChecksum, or a discarded block's). */
   fill(firstBlock: number, blockCount: number, value: number): void {
-    assert(Number.isInteger(value) && value >= 0 && value <= 0xffffffff, `checksum table entry ${value} is not a u32`);
+    assert(
+      Number.isInteger(value) && value >= 0 && value <= 0xffffffff,
+      `checksum table entry ${value} is not a u32`,
+    );
     this.eachRun(firstBlock, blockCount, true, (entries, from, to) => {
       entries.fill(value, from, to);
     });
@@ -138,7 +163,8 @@ export class ChecksumTable {
     this.eachRun(firstBlock, blockCount, false, (entries, from, to, done) => {
       for (let index = from; index < to; index += 1) {
         const expected = entries[index]!;
-        if (expected !== unknownChecksum && expected !== storedChecksum(crcs[done + index - from]!)) bad.push(firstBlock + done + index - from);
+        if (expected !== unknownChecksum && expected !== storedChecksum(crcs[done + index - from]!))
+          bad.push(firstBlock + done + index - from);
       }
     });
     return bad;
@@ -156,7 +182,12 @@ export class ChecksumTable {
       await this.child.read(this.pageOffsetBytes(first), raw);
       for (let index = 0; index < count; index += 1) {
         const pageIndex = first + index;
-        if (this.pages.has(pageIndex) || decodeTablePage(raw.subarray(index * tablePageBytes, (index + 1) * tablePageBytes)) !== null) continue;
+        if (
+          this.pages.has(pageIndex) ||
+          decodeTablePage(raw.subarray(index * tablePageBytes, (index + 1) * tablePageBytes)) !==
+            null
+        )
+          continue;
         await this.loadPage(pageIndex);
       }
     }
@@ -166,7 +197,8 @@ export class ChecksumTable {
   lostBlocks(): number[] {
     const lost: number[] = [];
     for (const [pageIndex, entries] of this.pages) {
-      for (let index = 0; index < entriesPerTablePage; index += 1) if (entries[index] === lostChecksum) lost.push(pageIndex * entriesPerTablePage + index);
+      for (let index = 0; index < entriesPerTablePage; index += 1)
+        if (entries[index] === lostChecksum) lost.push(pageIndex * entriesPerTablePage + index);
     }
     return lost.sort((a, b) => a - b);
   }
@@ -191,7 +223,9 @@ export class ChecksumTable {
       });
     });
     const outcomes = await Promise.allSettled(writes);
-    const failure = outcomes.find((outcome): outcome is PromiseRejectedResult => outcome.status === 'rejected');
+    const failure = outcomes.find(
+      (outcome): outcome is PromiseRejectedResult => outcome.status === 'rejected',
+    );
     if (failure) throw failure.reason;
   }
 
@@ -205,8 +239,16 @@ export class ChecksumTable {
    * Calls visit once per page the blocks span, with the page's entries, the run [from, to) of
    * entry indexes in it and the blocks done before the run; marks the pages dirty if asked.
    */
-  private eachRun(firstBlock: number, blockCount: number, dirty: boolean, visit: (entries: Uint32Array, from: number, to: number, done: number) => void): void {
-    assert(firstBlock >= 0 && blockCount >= 0 && firstBlock + blockCount <= this.blockCount, `blocks ${firstBlock}+${blockCount} outside the table`);
+  private eachRun(
+    firstBlock: number,
+    blockCount: number,
+    dirty: boolean,
+    visit: (entries: Uint32Array, from: number, to: number, done: number) => void,
+  ): void {
+    assert(
+      firstBlock >= 0 && blockCount >= 0 && firstBlock + blockCount <= this.blockCount,
+      `blocks ${firstBlock}+${blockCount} outside the table`,
+    );
     let done = 0;
     while (done < blockCount) {
       const block = firstBlock + done;
@@ -236,7 +278,10 @@ export class ChecksumTable {
         // are intact. They fail their check until written again; the page is rewritten sealed,
         // lost entries and all, at the next flush.
         entries = new Uint32Array(entriesPerTablePage).fill(lostChecksum);
-        const blocksInPage = Math.min(entriesPerTablePage, this.blockCount - pageIndex * entriesPerTablePage);
+        const blocksInPage = Math.min(
+          entriesPerTablePage,
+          this.blockCount - pageIndex * entriesPerTablePage,
+        );
         entries.fill(unknownChecksum, blocksInPage); // past the last block: no block, nothing lost
         this.counters.tablePagesDamaged += 1;
         this.dirtyPages.add(pageIndex);

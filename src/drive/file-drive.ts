@@ -14,7 +14,15 @@
 // byte). The kernel drops the lock when the descriptor is closed or the process dies. Without the
 // native addon there is no lock; a warning says so once.
 
-import { read as readCallback, write as writeCallback, fdatasync as fdatasyncCallback, readSync, writeSync, fdatasyncSync, statfsSync } from 'node:fs';
+import {
+  read as readCallback,
+  write as writeCallback,
+  fdatasync as fdatasyncCallback,
+  readSync,
+  writeSync,
+  fdatasyncSync,
+  statfsSync,
+} from 'node:fs';
 import { open, stat, readFile, type FileHandle } from 'node:fs/promises';
 import { basename } from 'node:path';
 import { checkRange } from '../block/block-device.js';
@@ -51,7 +59,8 @@ export class FileDrive implements Drive {
       handle = await open(path, 'r+');
     } catch (error) {
       const code = (error as NodeJS.ErrnoException).code;
-      if (code === 'ENOENT') throw new LunfsError('ENOENT', `drive ${path} does not exist`, { cause: error });
+      if (code === 'ENOENT')
+        throw new LunfsError('ENOENT', `drive ${path} does not exist`, { cause: error });
       throw driveError('open', path, error);
     }
     try {
@@ -65,7 +74,11 @@ export class FileDrive implements Drive {
   }
 
   /** Creates a sparse file of sizeBytes (fails if it exists) and opens it. */
-  static async createSparse(path: string, sizeBytes: number, ioMode: DriveIoMode = 'auto'): Promise<FileDrive> {
+  static async createSparse(
+    path: string,
+    sizeBytes: number,
+    ioMode: DriveIoMode = 'auto',
+  ): Promise<FileDrive> {
     let handle: FileHandle | undefined;
     try {
       handle = await open(path, 'wx+');
@@ -75,7 +88,8 @@ export class FileDrive implements Drive {
       await handle?.close();
       if (isLunfsError(error, 'EBUSY')) throw error; // another process opened the new file meanwhile: leave it to them
       const code = (error as NodeJS.ErrnoException).code;
-      if (code === 'EEXIST') throw new LunfsError('EEXIST', `drive file ${path} already exists`, { cause: error });
+      if (code === 'EEXIST')
+        throw new LunfsError('EEXIST', `drive file ${path} already exists`, { cause: error });
       throw driveError('create', path, error);
     }
     return new FileDrive(path, handle, sizeBytes, await chooseInline(path, handle, ioMode));
@@ -121,7 +135,10 @@ export class FileDrive implements Drive {
     this.checkOpen();
     try {
       if (this.inline) fdatasyncSync(this.fd);
-      else await new Promise<void>((resolve, reject) => fdatasyncCallback(this.fd, (error) => (error ? reject(error) : resolve())));
+      else
+        await new Promise<void>((resolve, reject) =>
+          fdatasyncCallback(this.fd, (error) => (error ? reject(error) : resolve())),
+        );
     } catch (error) {
       throw driveError('flush', this.path, error);
     }
@@ -146,7 +163,8 @@ export class FileDrive implements Drive {
     if (this.closed) return undefined;
     try {
       const [byPath, open] = await Promise.all([stat(this.path), this.handle.stat()]);
-      if (byPath.ino !== open.ino || byPath.dev !== open.dev) return `drive ${this.path} was replaced by another file while in use`;
+      if (byPath.ino !== open.ino || byPath.dev !== open.dev)
+        return `drive ${this.path} was replaced by another file while in use`;
       return undefined;
     } catch (error) {
       const code = (error as NodeJS.ErrnoException).code;
@@ -189,7 +207,9 @@ async function takeOwnership(path: string, handle: FileHandle): Promise<void> {
   if (outcome === 'unsupported') {
     if (!warnedNoLock) {
       warnedNoLock = true;
-      layerLogger('drive').warn('the native addon is not available: drives are not locked, so nothing stops two pools from opening the same drive');
+      layerLogger('drive').warn(
+        'the native addon is not available: drives are not locked, so nothing stops two pools from opening the same drive',
+      );
     }
     return;
   }
@@ -202,10 +222,17 @@ async function takeOwnership(path: string, handle: FileHandle): Promise<void> {
   } catch {
     pool = undefined; // unreadable: the message names the path alone
   }
-  throw new LunfsError('EBUSY', `drive ${path}${pool ? ` belongs to pool ${pool} and` : ''} is in use by another process`);
+  throw new LunfsError(
+    'EBUSY',
+    `drive ${path}${pool ? ` belongs to pool ${pool} and` : ''} is in use by another process`,
+  );
 }
 
-async function chooseInline(path: string, handle: FileHandle, ioMode: DriveIoMode): Promise<boolean> {
+async function chooseInline(
+  path: string,
+  handle: FileHandle,
+  ioMode: DriveIoMode,
+): Promise<boolean> {
   if (ioMode !== 'auto') return ioMode === 'inline';
   if (!(await handle.stat()).isFile()) return false; // /dev is tmpfs too, but a block device has latency
   try {
@@ -215,12 +242,32 @@ async function chooseInline(path: string, handle: FileHandle, ioMode: DriveIoMod
   }
 }
 
-function readAt(fd: number, buffer: Buffer, offset: number, length: number, position: number): Promise<number> {
-  return new Promise((resolve, reject) => readCallback(fd, buffer, offset, length, position, (error, bytesRead) => (error ? reject(error) : resolve(bytesRead))));
+function readAt(
+  fd: number,
+  buffer: Buffer,
+  offset: number,
+  length: number,
+  position: number,
+): Promise<number> {
+  return new Promise((resolve, reject) =>
+    readCallback(fd, buffer, offset, length, position, (error, bytesRead) =>
+      error ? reject(error) : resolve(bytesRead),
+    ),
+  );
 }
 
-function writeAt(fd: number, buffer: Buffer, offset: number, length: number, position: number): Promise<number> {
-  return new Promise((resolve, reject) => writeCallback(fd, buffer, offset, length, position, (error, bytesWritten) => (error ? reject(error) : resolve(bytesWritten))));
+function writeAt(
+  fd: number,
+  buffer: Buffer,
+  offset: number,
+  length: number,
+  position: number,
+): Promise<number> {
+  return new Promise((resolve, reject) =>
+    writeCallback(fd, buffer, offset, length, position, (error, bytesWritten) =>
+      error ? reject(error) : resolve(bytesWritten),
+    ),
+  );
 }
 
 /** The size of an open drive file or block device (fstat says 0 for a block device). */

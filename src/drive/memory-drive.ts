@@ -91,7 +91,10 @@ export class MemoryDrive implements Drive {
     // and writes the sectors it touches. So what may reach the medium is whole aligned sectors as
     // they are now, and a torn write tears at the drive's sector boundaries, never inside one.
     const fromBytes = Math.floor(offsetBytes / sectorBytes) * sectorBytes;
-    const toBytes = Math.min(Math.ceil((offsetBytes + data.length) / sectorBytes) * sectorBytes, this.sizeBytes);
+    const toBytes = Math.min(
+      Math.ceil((offsetBytes + data.length) / sectorBytes) * sectorBytes,
+      this.sizeBytes,
+    );
     const sectors = Buffer.alloc(toBytes - fromBytes);
     this.current.read(fromBytes, sectors);
     this.unflushed.push({ offsetBytes: fromBytes, data: sectors });
@@ -132,7 +135,10 @@ export class MemoryDrive implements Drive {
         for (let sector = 0; sector * sectorBytes < write.data.length; sector += 1) {
           if (!random.chance(0.5)) continue;
           const start = sector * sectorBytes;
-          this.durable.write(write.offsetBytes + start, write.data.subarray(start, Math.min(start + sectorBytes, write.data.length)));
+          this.durable.write(
+            write.offsetBytes + start,
+            write.data.subarray(start, Math.min(start + sectorBytes, write.data.length)),
+          );
         }
         outcome.tornWrites += 1;
       }
@@ -164,7 +170,11 @@ export class MemoryDrive implements Drive {
   }
 
   private checkUsable(operation: string): void {
-    if (this.failed) throw new LunfsError('EIO', `${operation} failed on drive ${this.path}: simulated drive failure`);
+    if (this.failed)
+      throw new LunfsError(
+        'EIO',
+        `${operation} failed on drive ${this.path}: simulated drive failure`,
+      );
     if (this.closed) throw new LunfsError('EIO', `drive ${this.path} is closed`);
   }
 }

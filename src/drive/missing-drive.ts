@@ -45,7 +45,10 @@ export class MissingDrive implements Drive {
   async close(): Promise<void> {}
 
   private error(operation: string): LunfsError {
-    return new LunfsError('EIO', `${operation} failed on drive ${this.path}: the drive is ${this.unusable ? 'unusable' : 'missing'} (${this.reason})`);
+    return new LunfsError(
+      'EIO',
+      `${operation} failed on drive ${this.path}: the drive is ${this.unusable ? 'unusable' : 'missing'} (${this.reason})`,
+    );
   }
 }
 

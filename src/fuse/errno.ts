@@ -22,7 +22,8 @@ const errnoByCode: Record<string, number> = {
 /** A negative errno for FUSE; unexpected errors are logged and become EIO. */
 export function errnoFor(error: unknown, log: Logger, context: Record<string, unknown>): number {
   if (isLunfsError(error)) {
-    if (error.code === 'EIO' || error.code === 'ECORRUPT') log.error({ ...context, err: error }, error.message);
+    if (error.code === 'EIO' || error.code === 'ECORRUPT')
+      log.error({ ...context, err: error }, error.message);
     else log.debug({ ...context, code: error.code }, error.message);
     return errnoByCode[error.code] ?? Fuse.EIO;
   }

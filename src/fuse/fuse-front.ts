@@ -45,11 +45,21 @@ export class FuseFront implements MountedFront {
   }
 
   mount(): Promise<void> {
-    return new Promise((resolve, reject) => this.fuse.mount((error) => (error ? reject(new LunfsError('EIO', `mount at ${this.options.mountpoint} failed: ${error.message}`)) : resolve())));
+    return new Promise((resolve, reject) =>
+      this.fuse.mount((error) =>
+        error
+          ? reject(
+              new LunfsError('EIO', `mount at ${this.options.mountpoint} failed: ${error.message}`),
+            )
+          : resolve(),
+      ),
+    );
   }
 
   unmount(): Promise<void> {
-    return new Promise((resolve, reject) => this.fuse.unmount((error) => (error ? reject(error) : resolve())));
+    return new Promise((resolve, reject) =>
+      this.fuse.unmount((error) => (error ? reject(error) : resolve())),
+    );
   }
 
   /** The LUN and snapshot files open through the mount, as 'luns/db (2 handles)', sorted. */
@@ -68,73 +78,140 @@ export class FuseFront implements MountedFront {
   }
 
   /** Runs an async handler and answers cb(0, ...results) or cb(errno). */
-  private answer(cb: Callback, context: Record<string, unknown>, work: () => Promise<unknown[]> | unknown[]): void {
+  private answer(
+    cb: Callback,
+    context: Record<string, unknown>,
+    work: () => Promise<unknown[]> | unknown[],
+  ): void {
     Promise.resolve()
       .then(work)
-      .then((results) => cb(0, ...results), (error: unknown) => cb(errnoFor(error, this.options.log, context)));
+      .then(
+        (results) => cb(0, ...results),
+        (error: unknown) => cb(errnoFor(error, this.options.log, context)),
+      );
   }
 
   /** Runs an async handler whose answer is a count (read, write): cb(count) or cb(errno). */
-  private answerCount(cb: (result: number) => void, context: Record<string, unknown>, work: () => Promise<number>): void {
+  private answerCount(
+    cb: (result: number) => void,
+    context: Record<string, unknown>,
+    work: () => Promise<number>,
+  ): void {
     Promise.resolve()
       .then(work)
-      .then((count) => cb(count), (error: unknown) => cb(errnoFor(error, this.options.log, context)));
+      .then(
+        (count) => cb(count),
+        (error: unknown) => cb(errnoFor(error, this.options.log, context)),
+      );
   }
 
   private operations(): Record<string, (...args: never[]) => void> {
     const names = this.namespace;
     const stat = (attributes: Attributes): Record<string, unknown> => ({
-      mtime: attributes.time, atime: attributes.time, ctime: attributes.time, nlink: attributes.nlink, size: attributes.sizeBytes, mode: attributes.mode,
-      uid: attributes.uid, gid: attributes.gid, blksize: 4096, blocks: Math.ceil(attributes.sizeBytes / 512),
+      mtime: attributes.time,
+      atime: attributes.time,
+      ctime: attributes.time,
+      nlink: attributes.nlink,
+      size: attributes.sizeBytes,
+      mode: attributes.mode,
+      uid: attributes.uid,
+      gid: attributes.gid,
+      blksize: 4096,
+      blocks: Math.ceil(attributes.sizeBytes / 512),
     });
     return {
       init: (cb: Callback) => cb(0),
-      getattr: (path: string, cb: Callback) => this.answer(cb, { op: 'getattr', path }, () => [stat(names.existingAttributes(path))]),
-      fgetattr: (path: string, _fd: number, cb: Callback) => this.answer(cb, { op: 'fgetattr', path }, () => [stat(names.existingAttributes(path))]),
-      readdir: (path: string, cb: Callback) => this.answer(cb, { op: 'readdir', path }, () => [names.readdir(path)]),
-      statfs: (_path: string, cb: Callback) => this.answer(cb, { op: 'statfs' }, () => {
-        const stats = names.statfs();
-        return [{ bsize: stats.blockBytes, frsize: stats.blockBytes, blocks: stats.blocks, bfree: stats.freeBlocks, bavail: stats.freeBlocks, files: stats.files, ffree: stats.files, favail: stats.files, fsid: 0, flag: 0, namemax: stats.nameMax }];
-      }),
-      open: (path: string, flags: number, cb: Callback) => this.answer(cb, { op: 'open', path }, () => [names.open(path, flags)]),
-      create: (path: string, _mode: number, cb: Callback) => this.answer(cb, { op: 'create', path }, async () => [await names.create(path)]),
+      getattr: (path: string, cb: Callback) =>
+        this.answer(cb, { op: 'getattr', path }, () => [stat(names.existingAttributes(path))]),
+      fgetattr: (path: string, _fd: number, cb: Callback) =>
+        this.answer(cb, { op: 'fgetattr', path }, () => [stat(names.existingAttributes(path))]),
+      readdir: (path: string, cb: Callback) =>
+        this.answer(cb, { op: 'readdir', path }, () => [names.readdir(path)]),
+      statfs: (_path: string, cb: Callback) =>
+        this.answer(cb, { op: 'statfs' }, () => {
+          const stats = names.statfs();
+          return [
+            {
+              bsize: stats.blockBytes,
+              frsize: stats.blockBytes,
+              blocks: stats.blocks,
+              bfree: stats.freeBlocks,
+              bavail: stats.freeBlocks,
+              files: stats.files,
+              ffree: stats.files,
+              favail: stats.files,
+              fsid: 0,
+              flag: 0,
+              namemax: stats.nameMax,
+            },
+          ];
+        }),
+      open: (path: string, flags: number, cb: Callback) =>
+        this.answer(cb, { op: 'open', path }, () => [names.open(path, flags)]),
+      create: (path: string, _mode: number, cb: Callback) =>
+        this.answer(cb, { op: 'create', path }, async () => [await names.create(path)]),
       release: (_path: string, fd: number, cb: Callback) => {
         names.release(fd);
         cb(0);
       },
-      read: (path: string, fd: number, buffer: Buffer, length: number, position: number, cb: (result: number) => void) =>
-        this.answerCount(cb, { op: 'read', path, position, length }, () => names.read(fd, buffer.subarray(0, length), position)),
-      write: (path: string, fd: number, buffer: Buffer, length: number, position: number, cb: (result: number) => void) =>
-        this.answerCount(cb, { op: 'write', path, position, length }, () => names.write(fd, buffer.subarray(0, length), position)),
-      flush: (path: string, fd: number, cb: Callback) => this.answer(cb, { op: 'flush', path }, async () => {
-        await names.flush(fd, path);
-        return [];
-      }),
-      fsync: (path: string, _datasync: boolean, fd: number, cb: Callback) => this.answer(cb, { op: 'fsync', path }, async () => {
-        await names.fsync(fd);
-        return [];
-      }),
-      truncate: (path: string, size: number, cb: Callback) => this.answer(cb, { op: 'truncate', path, size }, async () => {
-        await names.truncate(path, size);
-        return [];
-      }),
-      ftruncate: (path: string, _fd: number, size: number, cb: Callback) => this.answer(cb, { op: 'ftruncate', path, size }, async () => {
-        await names.truncate(path, size);
-        return [];
-      }),
-      unlink: (path: string, cb: Callback) => this.answer(cb, { op: 'unlink', path }, async () => {
-        await names.unlink(path);
-        return [];
-      }),
+      read: (
+        path: string,
+        fd: number,
+        buffer: Buffer,
+        length: number,
+        position: number,
+        cb: (result: number) => void,
+      ) =>
+        this.answerCount(cb, { op: 'read', path, position, length }, () =>
+          names.read(fd, buffer.subarray(0, length), position),
+        ),
+      write: (
+        path: string,
+        fd: number,
+        buffer: Buffer,
+        length: number,
+        position: number,
+        cb: (result: number) => void,
+      ) =>
+        this.answerCount(cb, { op: 'write', path, position, length }, () =>
+          names.write(fd, buffer.subarray(0, length), position),
+        ),
+      flush: (path: string, fd: number, cb: Callback) =>
+        this.answer(cb, { op: 'flush', path }, async () => {
+          await names.flush(fd, path);
+          return [];
+        }),
+      fsync: (path: string, _datasync: boolean, fd: number, cb: Callback) =>
+        this.answer(cb, { op: 'fsync', path }, async () => {
+          await names.fsync(fd);
+          return [];
+        }),
+      truncate: (path: string, size: number, cb: Callback) =>
+        this.answer(cb, { op: 'truncate', path, size }, async () => {
+          await names.truncate(path, size);
+          return [];
+        }),
+      ftruncate: (path: string, _fd: number, size: number, cb: Callback) =>
+        this.answer(cb, { op: 'ftruncate', path, size }, async () => {
+          await names.truncate(path, size);
+          return [];
+        }),
+      unlink: (path: string, cb: Callback) =>
+        this.answer(cb, { op: 'unlink', path }, async () => {
+          await names.unlink(path);
+          return [];
+        }),
       utimens: (_path: string, _atime: unknown, _mtime: unknown, cb: Callback) => cb(0),
-      chmod: (path: string, mode: number, cb: Callback) => this.answer(cb, { op: 'chmod', path, mode }, () => {
-        names.chmod(path, mode);
-        return [];
-      }),
-      chown: (path: string, uid: number, gid: number, cb: Callback) => this.answer(cb, { op: 'chown', path, uid, gid }, () => {
-        names.chown(path, uid, gid);
-        return [];
-      }),
+      chmod: (path: string, mode: number, cb: Callback) =>
+        this.answer(cb, { op: 'chmod', path, mode }, () => {
+          names.chmod(path, mode);
+          return [];
+        }),
+      chown: (path: string, uid: number, gid: number, cb: Callback) =>
+        this.answer(cb, { op: 'chown', path, uid, gid }, () => {
+          names.chown(path, uid, gid);
+          return [];
+        }),
     };
   }
 }

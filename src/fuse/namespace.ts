@@ -90,16 +90,26 @@ export class Namespace {
   /** Set once the mount stops: new opens of LUN and snapshot files are refused (EBUSY). */
   private closing = false;
 
-  constructor(private readonly controller: Controller, private readonly mountedAt: Date) {}
+  constructor(
+    private readonly controller: Controller,
+    private readonly mountedAt: Date,
+  ) {}
 
   /** The LUN and snapshot files open through the mount, as 'luns/db (2 handles)', sorted. */
   openFiles(): string[] {
     const counts = new Map<string, number>();
     for (const handle of this.handles.values()) {
-      const path = handle.lun !== undefined ? `luns/${handle.lun}` : handle.snapshot !== undefined ? `snapshots/${handle.snapshot}` : undefined;
+      const path =
+        handle.lun !== undefined
+          ? `luns/${handle.lun}`
+          : handle.snapshot !== undefined
+            ? `snapshots/${handle.snapshot}`
+            : undefined;
       if (path !== undefined) counts.set(path, (counts.get(path) ?? 0) + 1);
     }
-    return [...counts.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([path, count]) => `${path} (${count} handle${count === 1 ? '' : 's'})`);
+    return [...counts.entries()]
+      .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
+      .map(([path, count]) => `${path} (${count} handle${count === 1 ? '' : 's'})`);
   }
 
   /** How many times every LUN and snapshot file was closed: equal counts mean none was idle in between. */
@@ -115,8 +125,21 @@ export class Namespace {
   private resolve(path: string): Target {
     const controller = this.controller;
     if (path === '/') return { kind: 'directory', entries: () => topDirectories };
-    if (path === '/luns') return { kind: 'directory', entries: () => [...new Set([...controller.pool.userLuns().map((lun) => lun.name), ...this.pendingLuns.keys()])] };
-    if (path === '/snapshots' || path === '/control/snapshot') return { kind: 'directory', entries: () => controller.listSnapshots().map((snapshot) => snapshot.name) };
+    if (path === '/luns')
+      return {
+        kind: 'directory',
+        entries: () => [
+          ...new Set([
+            ...controller.pool.userLuns().map((lun) => lun.name),
+            ...this.pendingLuns.keys(),
+          ]),
+        ],
+      };
+    if (path === '/snapshots' || path === '/control/snapshot')
+      return {
+        kind: 'directory',
+        entries: () => controller.listSnapshots().map((snapshot) => snapshot.name),
+      };
     if (path === '/clones') return { kind: 'directory', entries: () => [] };
     if (path === '/control') return { kind: 'directory', entries: () => ['status', 'snapshot'] };
     if (path === '/control/status') return { kind: 'status' };
@@ -124,10 +147,12 @@ export class Namespace {
     if (match && controller.pool.hasLun(match[1]!)) return { kind: 'lun', name: match[1]! };
     if (match && this.pendingLuns.has(match[1]!)) return { kind: 'pending-lun', name: match[1]! };
     const snapshot = /^\/snapshots\/([^/]+)$/.exec(path);
-    if (snapshot && controller.hasSnapshot(snapshot[1]!)) return { kind: 'snapshot', name: snapshot[1]! };
+    if (snapshot && controller.hasSnapshot(snapshot[1]!))
+      return { kind: 'snapshot', name: snapshot[1]! };
     // After touch created it, the request shows as an empty file while the snapshot exists.
     const request = /^\/control\/snapshot\/([^/]+)$/.exec(path);
-    if (request && controller.hasSnapshot(request[1]!)) return { kind: 'snapshot-request', name: request[1]! };
+    if (request && controller.hasSnapshot(request[1]!))
+      return { kind: 'snapshot-request', name: request[1]! };
     return { kind: 'none' };
   }
 
@@ -136,20 +161,34 @@ export class Namespace {
   }
 
   private stat(mode: number, sizeBytes: number): Attributes {
-    return { mode, sizeBytes, nlink: mode === directoryMode ? 2 : 1, uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0, time: this.mountedAt };
+    return {
+      mode,
+      sizeBytes,
+      nlink: mode === directoryMode ? 2 : 1,
+      uid: process.getuid?.() ?? 0,
+      gid: process.getgid?.() ?? 0,
+      time: this.mountedAt,
+    };
   }
 
   /** The attributes of path, or undefined when nothing is there. */
   attributes(path: string): Attributes | undefined {
     const target = this.resolve(path);
     switch (target.kind) {
-      case 'directory': return this.stat(directoryMode, 4096);
-      case 'lun': return this.stat(lunFileMode, this.controller.pool.lunByName(target.name).sizeBytes);
-      case 'snapshot': return this.stat(lunFileMode, this.controller.snapshotVolume(target.name).sizeBytes);
-      case 'status': return this.stat(controlFileMode, (this.openStatus?.text ?? this.statusText()).length);
-      case 'snapshot-request': return this.stat(requestFileMode, 0);
-      case 'pending-lun': return this.stat(lunFileMode, 0);
-      case 'none': return undefined;
+      case 'directory':
+        return this.stat(directoryMode, 4096);
+      case 'lun':
+        return this.stat(lunFileMode, this.controller.pool.lunByName(target.name).sizeBytes);
+      case 'snapshot':
+        return this.stat(lunFileMode, this.controller.snapshotVolume(target.name).sizeBytes);
+      case 'status':
+        return this.stat(controlFileMode, (this.openStatus?.text ?? this.statusText()).length);
+      case 'snapshot-request':
+        return this.stat(requestFileMode, 0);
+      case 'pending-lun':
+        return this.stat(lunFileMode, 0);
+      case 'none':
+        return undefined;
     }
   }
 
@@ -166,13 +205,20 @@ export class Namespace {
   }
 
   statfs(): FileSystemStats {
-    return { blockBytes: 4096, blocks: this.controller.pool.capacityBytes() / 4096, freeBlocks: this.controller.pool.freeBytes() / 4096, files: 1000, nameMax: 63 };
+    return {
+      blockBytes: 4096,
+      blocks: this.controller.pool.capacityBytes() / 4096,
+      freeBlocks: this.controller.pool.freeBytes() / 4096,
+      files: 1000,
+      nameMax: 63,
+    };
   }
 
   open(path: string, flags: number): number {
     const controller = this.controller;
     const target = this.resolve(path);
-    if ((target.kind === 'lun' || target.kind === 'snapshot') && this.closing) throw new LunfsError('EBUSY', `${path}: the pool is being unmounted`);
+    if ((target.kind === 'lun' || target.kind === 'snapshot') && this.closing)
+      throw new LunfsError('EBUSY', `${path}: the pool is being unmounted`);
     const handle = this.nextHandle++;
     if (target.kind === 'lun') {
       controller.stack(target.name);
@@ -183,7 +229,8 @@ export class Namespace {
       controller.opened(target.name);
       this.handles.set(handle, { snapshot: target.name });
     } else if (target.kind === 'status') {
-      if ((flags & accessModeMask) !== readOnlyAccess) throw new LunfsError('EACCES', `${path} is read-only`);
+      if ((flags & accessModeMask) !== readOnlyAccess)
+        throw new LunfsError('EACCES', `${path} is read-only`);
       const text = this.statusText();
       this.handles.set(handle, { text });
       this.openStatus = { fd: handle, text };
@@ -216,7 +263,8 @@ export class Namespace {
     // A LUN is made by the truncate that gives it a size; until then the name is pending.
     const name = lunNameOf(path);
     checkLunName(name);
-    if (controller.pool.hasLun(name)) throw new LunfsError('EEXIST', `a LUN named '${name}' exists already`);
+    if (controller.pool.hasLun(name))
+      throw new LunfsError('EEXIST', `a LUN named '${name}' exists already`);
     if (this.closing) throw new LunfsError('EBUSY', `${path}: the pool is being unmounted`);
     const handle = this.nextHandle++;
     this.pendingLuns.set(name, (this.pendingLuns.get(name) ?? 0) + 1);
@@ -231,7 +279,11 @@ export class Namespace {
     if (handle?.lun) this.controller.released(handle.lun);
     if (handle?.snapshot) this.controller.released(handle.snapshot);
     if (handle?.pendingLun !== undefined) this.dropPending(handle.pendingLun);
-    if ((handle?.lun !== undefined || handle?.snapshot !== undefined) && this.openFiles().length === 0) this.idleCount += 1;
+    if (
+      (handle?.lun !== undefined || handle?.snapshot !== undefined) &&
+      this.openFiles().length === 0
+    )
+      this.idleCount += 1;
   }
 
   /** Reads into target (at most its length) at position; returns the count read (0 at the end). */
@@ -252,9 +304,14 @@ export class Namespace {
   async write(fd: number, data: Buffer, position: number): Promise<number> {
     const handle = this.handles.get(fd);
     if (handle?.discardsWrites) return data.length;
-    if (handle?.pendingLun !== undefined) throw new LunfsError('EFBIG', `LUN '${handle.pendingLun}' has no size yet`);
+    if (handle?.pendingLun !== undefined)
+      throw new LunfsError('EFBIG', `LUN '${handle.pendingLun}' has no size yet`);
     const device = this.deviceOf(fd);
-    if (position + data.length > device.sizeBytes) throw new LunfsError('EFBIG', `write of ${data.length} bytes at ${position} past the end of the volume`);
+    if (position + data.length > device.sizeBytes)
+      throw new LunfsError(
+        'EFBIG',
+        `write of ${data.length} bytes at ${position} past the end of the volume`,
+      );
     await device.write(position, data);
     return data.length;
   }
@@ -266,46 +323,72 @@ export class Namespace {
   async fallocate(fd: number, mode: number, position: number, lengthBytes: number): Promise<void> {
     const isPunch = mode === (fallocatePunchHole | fallocateKeepSize);
     const isZero = mode === fallocateZeroRange || mode === (fallocateZeroRange | fallocateKeepSize);
-    if (!isPunch && !isZero) throw new LunfsError('ENOTSUP', `fallocate mode 0x${mode.toString(16)} is not supported (only punch-hole with keep-size, and zero-range)`);
+    if (!isPunch && !isZero)
+      throw new LunfsError(
+        'ENOTSUP',
+        `fallocate mode 0x${mode.toString(16)} is not supported (only punch-hole with keep-size, and zero-range)`,
+      );
     const device = this.deviceOf(fd);
     if (position >= device.sizeBytes) {
       if (isPunch) return; // nothing there to punch
       throw new LunfsError('EFBIG', `zero-range at ${position} past the end of the volume`);
     }
     const end = Math.min(device.sizeBytes, position + lengthBytes);
-    if (isZero && position + lengthBytes > device.sizeBytes && (mode & fallocateKeepSize) === 0) throw new LunfsError('EFBIG', 'zero-range past the end of the volume: a LUN does not grow by fallocate');
+    if (isZero && position + lengthBytes > device.sizeBytes && (mode & fallocateKeepSize) === 0)
+      throw new LunfsError(
+        'EFBIG',
+        'zero-range past the end of the volume: a LUN does not grow by fallocate',
+      );
     await device.discard(position, end - position);
   }
 
   async flush(fd: number, path: string): Promise<void> {
     const handle = this.handles.get(fd);
     // close(2) of a file created under luns/ and never given a size: `touch luns/x` fails here.
-    if (handle?.pendingLun !== undefined) throw new LunfsError('EINVAL', `LUN '${handle.pendingLun}' was not created: a LUN needs a size (truncate -s SIZE ${path.slice(1)})`);
-    if (handle?.lun !== undefined || handle?.snapshot !== undefined) await this.deviceOf(fd).flush();
+    if (handle?.pendingLun !== undefined)
+      throw new LunfsError(
+        'EINVAL',
+        `LUN '${handle.pendingLun}' was not created: a LUN needs a size (truncate -s SIZE ${path.slice(1)})`,
+      );
+    if (handle?.lun !== undefined || handle?.snapshot !== undefined)
+      await this.deviceOf(fd).flush();
   }
 
   async fsync(fd: number): Promise<void> {
     const handle = this.handles.get(fd);
-    if (handle?.lun !== undefined || handle?.snapshot !== undefined) await this.deviceOf(fd).flush();
+    if (handle?.lun !== undefined || handle?.snapshot !== undefined)
+      await this.deviceOf(fd).flush();
   }
 
   async unlink(path: string): Promise<void> {
     const target = this.resolve(path);
     if (target.kind === 'pending-lun') this.pendingLuns.delete(target.name);
     else if (target.kind === 'snapshot') await this.controller.removeSnapshot(target.name);
-    else if (target.kind === 'status' || target.kind === 'snapshot-request') throw new LunfsError('EPERM', `${path} cannot be removed${target.kind === 'snapshot-request' ? `: remove snapshots/${target.name}` : ''}`);
+    else if (target.kind === 'status' || target.kind === 'snapshot-request')
+      throw new LunfsError(
+        'EPERM',
+        `${path} cannot be removed${target.kind === 'snapshot-request' ? `: remove snapshots/${target.name}` : ''}`,
+      );
     else await this.controller.removeLun(lunNameOf(path));
   }
 
   chmod(path: string, mode: number): void {
     const current = this.existingAttributes(path).mode;
-    if ((mode & 0o7777) !== (current & 0o7777)) throw new LunfsError('EPERM', `${path} keeps mode ${(current & 0o7777).toString(8)}`);
+    if ((mode & 0o7777) !== (current & 0o7777))
+      throw new LunfsError('EPERM', `${path} keeps mode ${(current & 0o7777).toString(8)}`);
   }
 
   /** uid or gid of -1 (or its unsigned form) leaves that id alone. */
   chown(path: string, uid: number, gid: number): void {
     const current = this.existingAttributes(path);
-    if ((!unchangedId.includes(uid) && uid !== current.uid) || (!unchangedId.includes(gid) && gid !== current.gid)) throw new LunfsError('EPERM', `${path} keeps owner ${String(current.uid)}:${String(current.gid)}`);
+    if (
+      (!unchangedId.includes(uid) && uid !== current.uid) ||
+      (!unchangedId.includes(gid) && gid !== current.gid)
+    )
+      throw new LunfsError(
+        'EPERM',
+        `${path} keeps owner ${String(current.uid)}:${String(current.gid)}`,
+      );
   }
 
   async truncate(path: string, sizeBytes: number): Promise<void> {
@@ -320,7 +403,8 @@ export class Namespace {
       await this.createPendingLun(target.name, sizeBytes);
       return;
     }
-    if (target.kind !== 'lun') throw new LunfsError(target.kind === 'none' ? 'ENOENT' : 'EINVAL', `${path} is not a LUN`);
+    if (target.kind !== 'lun')
+      throw new LunfsError(target.kind === 'none' ? 'ENOENT' : 'EINVAL', `${path} is not a LUN`);
     await this.controller.resizeLun(target.name, sizeBytes);
   }
 

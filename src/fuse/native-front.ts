@@ -21,7 +21,20 @@ import { type Attributes, directoryMode, Namespace } from './namespace.js';
 
 /** The operation numbers of fuse_front.c's enum operation. */
 const enum Operation {
-  Lookup = 1, Getattr, Setattr, Readdir, Open, Release, Read, Write, Flush, Fsync, Create, Unlink, Statfs, Fallocate,
+  Lookup = 1,
+  Getattr,
+  Setattr,
+  Readdir,
+  Open,
+  Release,
+  Read,
+  Write,
+  Flush,
+  Fsync,
+  Create,
+  Unlink,
+  Statfs,
+  Fallocate,
 }
 
 /** FUSE_SET_ATTR_* bits of a setattr's mask. */
@@ -59,7 +72,12 @@ export interface NativeFrontStats {
 }
 
 interface FuseAddon {
-  start(mountpoint: string, options: string, onBatch: (batch: NativeRequest[]) => void, slots: Buffer[]): void;
+  start(
+    mountpoint: string,
+    options: string,
+    onBatch: (batch: NativeRequest[]) => void,
+    slots: Buffer[],
+  ): void;
   stop(): boolean;
   reply(id: number, errno: number, value?: unknown, handle?: number, directIo?: boolean): void;
   stats(): NativeFrontStats;
@@ -93,7 +111,11 @@ function slotCountFromEnvironment(): number {
   const text = process.env['LUNFS_FUSE_SLOTS'];
   if (text === undefined || text === '') return writeSlotCount;
   const value = Number(text);
-  if (!Number.isInteger(value) || value < 0 || value > 64) throw new LunfsError('EINVAL', `LUNFS_FUSE_SLOTS must be a whole number from 0 to 64, not ${JSON.stringify(text)}`);
+  if (!Number.isInteger(value) || value < 0 || value > 64)
+    throw new LunfsError(
+      'EINVAL',
+      `LUNFS_FUSE_SLOTS must be a whole number from 0 to 64, not ${JSON.stringify(text)}`,
+    );
   return value;
 }
 
@@ -102,7 +124,10 @@ function pollMicrosFromEnvironment(): number {
   if (text === undefined || text === '') return defaultPollMicros;
   const value = Number(text);
   if (!Number.isInteger(value) || value < 0 || value > 10_000) {
-    throw new LunfsError('EINVAL', `LUNFS_FUSE_POLL_US must be a whole number of microseconds from 0 to 10000, not ${JSON.stringify(text)}`);
+    throw new LunfsError(
+      'EINVAL',
+      `LUNFS_FUSE_POLL_US must be a whole number of microseconds from 0 to 10000, not ${JSON.stringify(text)}`,
+    );
   }
   return value;
 }
@@ -113,9 +138,13 @@ let loaded: { addon?: FuseAddon; reason?: string } | undefined;
 export function loadFuseAddon(): { addon?: FuseAddon; reason?: string } {
   if (loaded) return loaded;
   let directory = dirname(fileURLToPath(import.meta.url));
-  while (!existsSync(join(directory, 'package.json')) && dirname(directory) !== directory) directory = dirname(directory);
+  while (!existsSync(join(directory, 'package.json')) && dirname(directory) !== directory)
+    directory = dirname(directory);
   const path = join(directory, addonRelativePath);
-  if (!existsSync(path)) loaded = { reason: `${path} does not exist (build it with: npx node-gyp rebuild --directory native/fuse; it needs libfuse3-dev)` };
+  if (!existsSync(path))
+    loaded = {
+      reason: `${path} does not exist (build it with: npx node-gyp rebuild --directory native/fuse; it needs libfuse3-dev)`,
+    };
   else {
     try {
       loaded = { addon: createRequire(import.meta.url)(path) as FuseAddon };
@@ -172,12 +201,15 @@ export class NativeFront implements MountedFront {
 
   constructor(private readonly options: FuseFrontOptions) {
     const { addon, reason } = loadFuseAddon();
-    if (!addon) throw new LunfsError('ENOTSUP', `the native FUSE front is not available: ${reason}`);
+    if (!addon)
+      throw new LunfsError('ENOTSUP', `the native FUSE front is not available: ${reason}`);
     this.addon = addon;
     const slotBytes = addon.slotBytes ?? maxRequestBytes;
     const slotCount = slotCountFromEnvironment();
     const slotMemory = allocateIoMemory(Math.max(1, slotCount) * slotBytes);
-    this.writeSlots = Array.from({ length: slotCount }, (_, index) => slotMemory.subarray(index * slotBytes, (index + 1) * slotBytes));
+    this.writeSlots = Array.from({ length: slotCount }, (_, index) =>
+      slotMemory.subarray(index * slotBytes, (index + 1) * slotBytes),
+    );
     this.pollMicros = typeof addon.poll === 'function' ? pollMicrosFromEnvironment() : 0;
     this.log = options.log;
     this.namespace = new Namespace(options.controller, options.mountedAt);
@@ -188,12 +220,23 @@ export class NativeFront implements MountedFront {
     // A mount left by a killed server answers nothing (ENOTCONN): detach it, as fuse-native's force does.
     if (staleFuseMountAt(mountpoint)) {
       const errno = this.addon.detach(mountpoint);
-      if (errno !== 0) throw new LunfsError('EBUSY', `the stale mount at ${mountpoint} could not be detached (errno ${errno})`);
+      if (errno !== 0)
+        throw new LunfsError(
+          'EBUSY',
+          `the stale mount at ${mountpoint} could not be detached (errno ${errno})`,
+        );
     }
     try {
-      this.addon.start(mountpoint, 'fsname=lunfs,subtype=lunfs', (batch) => this.onBatch(batch), this.writeSlots);
+      this.addon.start(
+        mountpoint,
+        'fsname=lunfs,subtype=lunfs',
+        (batch) => this.onBatch(batch),
+        this.writeSlots,
+      );
     } catch (error) {
-      throw new LunfsError('EIO', `mount at ${mountpoint} failed: ${(error as Error).message}`, { cause: error });
+      throw new LunfsError('EIO', `mount at ${mountpoint} failed: ${(error as Error).message}`, {
+        cause: error,
+      });
     }
     this.mounted = true;
   }
@@ -202,11 +245,16 @@ export class NativeFront implements MountedFront {
     if (!this.mounted) return;
     // Answer what JS holds before the session goes (a reply after stop() reaches nobody).
     const deadline = systemClock.nowMs() + 5000;
-    while (this.inFlight > 0 && systemClock.nowMs() < deadline) await new Promise((resolve) => setTimeout(resolve, 5));
+    while (this.inFlight > 0 && systemClock.nowMs() < deadline)
+      await new Promise((resolve) => setTimeout(resolve, 5));
     this.lastStats = this.addon.stats();
     const joined = this.addon.stop();
     this.mounted = false;
-    if (!joined) this.log.warn({ mountpoint: this.options.mountpoint }, 'FUSE loop threads still waiting after unmount (files open on the detached mount)');
+    if (!joined)
+      this.log.warn(
+        { mountpoint: this.options.mountpoint },
+        'FUSE loop threads still waiting after unmount (files open on the detached mount)',
+      );
   }
 
   /** The debug counters: requests, batches, the largest write and read (1 MiB when negotiated). */
@@ -264,19 +312,26 @@ export class NativeFront implements MountedFront {
       return;
     }
     if (Array.isArray(result)) this.succeed(request, result);
-    else result.then((values) => this.succeed(request, values), (error: unknown) => this.fail(request, error));
+    else
+      result.then(
+        (values) => this.succeed(request, values),
+        (error: unknown) => this.fail(request, error),
+      );
   }
 
   /** A read into a reused 1 MiB buffer: a new one per request cost the JS thread its GC time. */
   private serveLargeRead(request: NativeRequest): void {
     const buffer = this.readBuffers.pop() ?? Buffer.allocUnsafe(maxRequestBytes);
     const target = buffer.subarray(0, Math.min(request.size, maxRequestBytes));
-    this.namespace.read(request.fh, target, request.offset).then(
-      (count) => this.succeed(request, [target.subarray(0, count)]),
-      (error: unknown) => this.fail(request, error),
-    ).finally(() => {
-      if (this.readBuffers.length < writeSlotCount) this.readBuffers.push(buffer);
-    });
+    this.namespace
+      .read(request.fh, target, request.offset)
+      .then(
+        (count) => this.succeed(request, [target.subarray(0, count)]),
+        (error: unknown) => this.fail(request, error),
+      )
+      .finally(() => {
+        if (this.readBuffers.length < writeSlotCount) this.readBuffers.push(buffer);
+      });
   }
 
   private succeed(request: NativeRequest, values: unknown[]): void {
@@ -286,13 +341,27 @@ export class NativeFront implements MountedFront {
 
   private fail(request: NativeRequest, error: unknown): void {
     this.inFlight -= 1;
-    const errno = -errnoFor(error, this.log, { op: operationName(request.op), ino: request.ino, name: request.name, offset: request.offset, size: request.size });
+    const errno = -errnoFor(error, this.log, {
+      op: operationName(request.op),
+      ino: request.ino,
+      name: request.name,
+      offset: request.offset,
+      size: request.size,
+    });
     this.addon.reply(request.id, errno);
   }
 
   /** [ino, mode, nlink, size, uid, gid, seconds]: the attribute array fuse_front.c reads. */
   private attributeArray(path: string, attributes: Attributes): number[] {
-    return [this.inodes.inodeOf(path), attributes.mode, attributes.nlink, attributes.sizeBytes, attributes.uid, attributes.gid, Math.floor(attributes.time.getTime() / 1000)];
+    return [
+      this.inodes.inodeOf(path),
+      attributes.mode,
+      attributes.nlink,
+      attributes.sizeBytes,
+      attributes.uid,
+      attributes.gid,
+      Math.floor(attributes.time.getTime() / 1000),
+    ];
   }
 
   private existing(path: string): number[] {
@@ -303,16 +372,26 @@ export class NativeFront implements MountedFront {
   private handle(request: NativeRequest): unknown[] | Promise<unknown[]> {
     const names = this.namespace;
     switch (request.op) {
-      case Operation.Lookup: return [this.existing(this.inodes.child(request.ino, request.name!))];
-      case Operation.Getattr: return [this.existing(this.inodes.pathOf(request.ino))];
-      case Operation.Setattr: return this.setattr(request);
+      case Operation.Lookup:
+        return [this.existing(this.inodes.child(request.ino, request.name!))];
+      case Operation.Getattr:
+        return [this.existing(this.inodes.pathOf(request.ino))];
+      case Operation.Setattr:
+        return this.setattr(request);
       case Operation.Readdir: {
         const path = this.inodes.pathOf(request.ino);
         const parent = path === '/' ? '/' : dirname(path);
-        const entries: Array<[string, number, number]> = [['.', request.ino, directoryMode], ['..', this.inodes.inodeOf(parent), directoryMode]];
+        const entries: Array<[string, number, number]> = [
+          ['.', request.ino, directoryMode],
+          ['..', this.inodes.inodeOf(parent), directoryMode],
+        ];
         for (const name of names.readdir(path)) {
           const child = this.inodes.child(request.ino, name);
-          entries.push([name, this.inodes.inodeOf(child), names.attributes(child)?.mode ?? 0o100644]);
+          entries.push([
+            name,
+            this.inodes.inodeOf(child),
+            names.attributes(child)?.mode ?? 0o100644,
+          ]);
         }
         return [entries];
       }
@@ -320,48 +399,93 @@ export class NativeFront implements MountedFront {
         const handle = names.open(this.inodes.pathOf(request.ino), request.flags);
         return [undefined, handle, names.servesText(handle)];
       }
-      case Operation.Create: return (async () => {
-        const path = this.inodes.child(request.ino, request.name!);
-        const handle = await names.create(path);
-        return [this.existing(path), handle, names.servesText(handle)];
-      })();
+      case Operation.Create:
+        return (async () => {
+          const path = this.inodes.child(request.ino, request.name!);
+          const handle = await names.create(path);
+          return [this.existing(path), handle, names.servesText(handle)];
+        })();
       case Operation.Release:
         names.release(request.fh);
         return [];
-      case Operation.Read: return (async () => {
-        const buffer = Buffer.allocUnsafe(request.size);
-        const count = await names.read(request.fh, buffer, request.offset);
-        return [buffer.subarray(0, count)];
-      })();
+      case Operation.Read:
+        return (async () => {
+          const buffer = Buffer.allocUnsafe(request.size);
+          const count = await names.read(request.fh, buffer, request.offset);
+          return [buffer.subarray(0, count)];
+        })();
       case Operation.Write: {
         // A slot is C's again once reply() runs: the BlockDevice contract is that write() keeps no reference after it settles.
         const start = request.slotOffset ?? 0;
-        const data = request.slot !== undefined ? this.writeSlots[request.slot]!.subarray(start, start + request.size) : request.data!;
+        const data =
+          request.slot !== undefined
+            ? this.writeSlots[request.slot]!.subarray(start, start + request.size)
+            : request.data!;
         return names.write(request.fh, data, request.offset).then((count) => [count]);
       }
-      case Operation.Flush: return names.flush(request.fh, this.inodes.pathOf(request.ino)).then(() => []);
-      case Operation.Fsync: return names.fsync(request.fh).then(() => []);
-      case Operation.Unlink: return names.unlink(this.inodes.child(request.ino, request.name!)).then(() => []);
+      case Operation.Flush:
+        return names.flush(request.fh, this.inodes.pathOf(request.ino)).then(() => []);
+      case Operation.Fsync:
+        return names.fsync(request.fh).then(() => []);
+      case Operation.Unlink:
+        return names.unlink(this.inodes.child(request.ino, request.name!)).then(() => []);
       case Operation.Statfs: {
         const stats = names.statfs();
-        return [[stats.blockBytes, stats.blocks, stats.freeBlocks, stats.freeBlocks, stats.files, stats.files, stats.nameMax]];
+        return [
+          [
+            stats.blockBytes,
+            stats.blocks,
+            stats.freeBlocks,
+            stats.freeBlocks,
+            stats.files,
+            stats.files,
+            stats.nameMax,
+          ],
+        ];
       }
-      case Operation.Fallocate: return names.fallocate(request.fh, request.mode, request.offset, request.size).then(() => []);
-      default: throw new LunfsError('ENOTSUP', `FUSE operation ${String(request.op)} is not served`);
+      case Operation.Fallocate:
+        return names
+          .fallocate(request.fh, request.mode, request.offset, request.size)
+          .then(() => []);
+      default:
+        throw new LunfsError('ENOTSUP', `FUSE operation ${String(request.op)} is not served`);
     }
   }
 
   private async setattr(request: NativeRequest): Promise<unknown[]> {
     const path = this.inodes.pathOf(request.ino);
     if (request.flags & setMode) this.namespace.chmod(path, request.mode);
-    if (request.flags & (setUid | setGid)) this.namespace.chown(path, request.flags & setUid ? request.uid! : -1, request.flags & setGid ? request.gid! : -1);
+    if (request.flags & (setUid | setGid))
+      this.namespace.chown(
+        path,
+        request.flags & setUid ? request.uid! : -1,
+        request.flags & setGid ? request.gid! : -1,
+      );
     if (request.flags & setSize) await this.namespace.truncate(path, request.size);
     return [this.existing(path)]; // times (touch) are accepted and not kept, as with fuse-native
   }
 }
 
 function operationName(op: Operation): string {
-  return ['', 'lookup', 'getattr', 'setattr', 'readdir', 'open', 'release', 'read', 'write', 'flush', 'fsync', 'create', 'unlink', 'statfs', 'fallocate'][op] ?? String(op);
+  return (
+    [
+      '',
+      'lookup',
+      'getattr',
+      'setattr',
+      'readdir',
+      'open',
+      'release',
+      'read',
+      'write',
+      'flush',
+      'fsync',
+      'create',
+      'unlink',
+      'statfs',
+      'fallocate',
+    ][op] ?? String(op)
+  );
 }
 
 /** Whether /proc/mounts has a FUSE mount exactly at mountpoint (runMount reaches here only when it answered ENOTCONN: stale). */
@@ -372,9 +496,15 @@ function staleFuseMountAt(mountpoint: string): boolean {
   } catch {
     return false;
   }
-  const unescape = (field: string): string => field.replace(/\\([0-7]{3})/g, (_, octal: string) => String.fromCharCode(parseInt(octal, 8)));
+  const unescape = (field: string): string =>
+    field.replace(/\\([0-7]{3})/g, (_, octal: string) => String.fromCharCode(parseInt(octal, 8)));
   return text.split('\n').some((line) => {
     const [, point, type] = line.split(' ');
-    return point !== undefined && unescape(point) === mountpoint && type !== undefined && type.startsWith('fuse');
+    return (
+      point !== undefined &&
+      unescape(point) === mountpoint &&
+      type !== undefined &&
+      type.startsWith('fuse')
+    );
   });
 }

@@ -36,7 +36,8 @@ export class RsegAllocator {
   constructor(private readonly metadata: PoolMetadata) {
     this.psegs = new PsegAllocator(metadata.drives, metadata.rstores.values());
     for (const rstore of metadata.rstores.values()) this.track(rstore);
-    for (const lun of metadata.luns.values()) lun.map.forEachMapped((_, entry) => this.markUsed(entry));
+    for (const lun of metadata.luns.values())
+      lun.map.forEachMapped((_, entry) => this.markUsed(entry));
   }
 
   /** Allocates an RSEG, near hint when possible. Throws ENOSPC when the pool is full. */
@@ -53,7 +54,11 @@ export class RsegAllocator {
       return this.take(rstoreId, index);
     }
     const created = this.createRstore();
-    if (!created) throw new LunfsError('ENOSPC', 'the pool is full: no free RSEG and too few free PSEGs for a new RStore');
+    if (!created)
+      throw new LunfsError(
+        'ENOSPC',
+        'the pool is full: no free RSEG and too few free PSEGs for a new RStore',
+      );
     return { ...this.take(created.id, 0), createdRstore: created };
   }
 
@@ -61,7 +66,10 @@ export class RsegAllocator {
   release(entries: RsegRef[]): void {
     for (const entry of entries) {
       const used = this.usedRsegs.get(entry.rstoreId);
-      assert(used !== undefined && used[entry.rsegIndex] === 1, `release of an RSEG not in use: ${entry.rstoreId}:${entry.rsegIndex}`);
+      assert(
+        used !== undefined && used[entry.rsegIndex] === 1,
+        `release of an RSEG not in use: ${entry.rstoreId}:${entry.rsegIndex}`,
+      );
       used[entry.rsegIndex] = 0;
       this.freeRsegCount += 1;
       this.rstoresWithFree.add(entry.rstoreId);
@@ -74,7 +82,15 @@ export class RsegAllocator {
     let bytes = this.freeRsegCount * allocationUnitBytes;
     for (const rss of this.metadata.rss) {
       const possible = this.psegs.rstoresStillPossible(raidLevel, rss);
-      bytes += possible * rstoreDataBytes({ raidLevel, members: rss.driveIndexes.map((driveIndex) => ({ driveIndex, psegIndex: 0 })) } as RStoreRecord, psegSizeBytes);
+      bytes +=
+        possible *
+        rstoreDataBytes(
+          {
+            raidLevel,
+            members: rss.driveIndexes.map((driveIndex) => ({ driveIndex, psegIndex: 0 })),
+          } as RStoreRecord,
+          psegSizeBytes,
+        );
     }
     return bytes;
   }
@@ -108,7 +124,9 @@ export class RsegAllocator {
       const members = this.psegs.choose(raidLevel, rss);
       if (!members) continue;
       for (const member of members) this.psegs.markUsed(member);
-      const zeroed = members.every((member) => this.metadata.drives[member.driveIndex]!.zeroedAtCreation);
+      const zeroed = members.every(
+        (member) => this.metadata.drives[member.driveIndex]!.zeroedAtCreation,
+      );
       const partial = { raidLevel, members } as RStoreRecord;
       const rsegCount = rstoreDataBytes(partial, psegSizeBytes) / allocationUnitBytes;
       const rstore: RStoreRecord = {

@@ -57,7 +57,11 @@ export class ThinVolume implements BlockDevice {
   /** Whether the allocation unit holding offsetBytes has data (mapped, or its first write is on its way). */
   holdsData(offsetBytes: number): boolean {
     const unitIndex = Math.floor(offsetBytes / this.unitBytes);
-    return this.lun.map.has(unitIndex) || this.allocatedUnwritten.has(unitIndex) || this.initializing.has(unitIndex);
+    return (
+      this.lun.map.has(unitIndex) ||
+      this.allocatedUnwritten.has(unitIndex) ||
+      this.initializing.has(unitIndex)
+    );
   }
 
   /** Visits every mapped unit. */
@@ -78,8 +82,16 @@ export class ThinVolume implements BlockDevice {
     let taken: Array<[number, RsegAllocation]> | undefined;
     try {
       for (let unitIndex = firstUnit; unitIndex <= lastUnit; unitIndex += 1) {
-        if (this.lun.map.has(unitIndex) || this.allocatedUnwritten.has(unitIndex) || this.initializing.has(unitIndex)) continue;
-        const previous = unitIndex > 0 ? (this.lun.map.get(unitIndex - 1) ?? this.allocatedUnwritten.get(unitIndex - 1)) : undefined;
+        if (
+          this.lun.map.has(unitIndex) ||
+          this.allocatedUnwritten.has(unitIndex) ||
+          this.initializing.has(unitIndex)
+        )
+          continue;
+        const previous =
+          unitIndex > 0
+            ? (this.lun.map.get(unitIndex - 1) ?? this.allocatedUnwritten.get(unitIndex - 1))
+            : undefined;
         const allocation = this.space.allocate(previous, this.useReservation);
         (taken ??= []).push([unitIndex, allocation]);
         this.allocatedUnwritten.set(unitIndex, allocation); // visible as the next unit's hint
@@ -97,11 +109,19 @@ export class ThinVolume implements BlockDevice {
     checkRange(this, offsetBytes, target.length, `read of LUN ${this.lun.name}`);
     if (target.length === 0) return; // past the last unit when offsetBytes is the end
     const inUnit = offsetBytes % this.unitBytes;
-    if (inUnit + target.length <= this.unitBytes) return this.readUnit(Math.floor(offsetBytes / this.unitBytes), inUnit, target); // the common case
+    if (inUnit + target.length <= this.unitBytes)
+      return this.readUnit(Math.floor(offsetBytes / this.unitBytes), inUnit, target); // the common case
     const pieces: Promise<void>[] = [];
-    forEachPiece(offsetBytes, target.length, this.unitBytes, (unitIndex, inUnit, length, inRequest) => {
-      pieces.push(this.readUnit(unitIndex, inUnit, target.subarray(inRequest, inRequest + length)));
-    });
+    forEachPiece(
+      offsetBytes,
+      target.length,
+      this.unitBytes,
+      (unitIndex, inUnit, length, inRequest) => {
+        pieces.push(
+          this.readUnit(unitIndex, inUnit, target.subarray(inRequest, inRequest + length)),
+        );
+      },
+    );
     await Promise.all(pieces);
   }
 
@@ -109,11 +129,19 @@ export class ThinVolume implements BlockDevice {
     checkRange(this, offsetBytes, data.length, `write to LUN ${this.lun.name}`);
     if (data.length === 0) return; // nothing to allocate, and past the last unit when offsetBytes is the end
     const inUnit = offsetBytes % this.unitBytes;
-    if (inUnit + data.length <= this.unitBytes) return this.writeUnit(Math.floor(offsetBytes / this.unitBytes), inUnit, data); // the common case
+    if (inUnit + data.length <= this.unitBytes)
+      return this.writeUnit(Math.floor(offsetBytes / this.unitBytes), inUnit, data); // the common case
     const pieces: Promise<void>[] = [];
-    forEachPiece(offsetBytes, data.length, this.unitBytes, (unitIndex, inUnit, length, inRequest) => {
-      pieces.push(this.writeUnit(unitIndex, inUnit, data.subarray(inRequest, inRequest + length)));
-    });
+    forEachPiece(
+      offsetBytes,
+      data.length,
+      this.unitBytes,
+      (unitIndex, inUnit, length, inRequest) => {
+        pieces.push(
+          this.writeUnit(unitIndex, inUnit, data.subarray(inRequest, inRequest + length)),
+        );
+      },
+    );
     await Promise.all(pieces);
   }
 
@@ -128,14 +156,20 @@ export class ThinVolume implements BlockDevice {
     forEachPiece(offsetBytes, lengthBytes, this.unitBytes, (unitIndex, inUnit, length) => {
       // A unit with no RSEG, none taken and no first write on its way reads as zeros already
       // (so a discard of a large, mostly empty range costs no await per unit).
-      if (!this.lun.map.has(unitIndex) && !this.allocatedUnwritten.has(unitIndex) && !this.initializing.has(unitIndex)) return;
+      if (
+        !this.lun.map.has(unitIndex) &&
+        !this.allocatedUnwritten.has(unitIndex) &&
+        !this.initializing.has(unitIndex)
+      )
+        return;
       if (length === this.unitBytes) whole.push(unitIndex);
       else partial.push([unitIndex, inUnit, length]);
     });
     for (const unitIndex of whole) await this.unmapUnit(unitIndex);
     for (const [unitIndex, inUnit, length] of partial) {
       await this.initializing.get(unitIndex);
-      if (this.lun.map.get(unitIndex)) await this.writeUnit(unitIndex, inUnit, Buffer.alloc(length));
+      if (this.lun.map.get(unitIndex))
+        await this.writeUnit(unitIndex, inUnit, Buffer.alloc(length));
     }
   }
 
@@ -164,7 +198,9 @@ export class ThinVolume implements BlockDevice {
     }
     const entry = this.lun.map.get(unitIndex);
     if (entry) {
-      await this.space.rstore(entry.rstoreId).write(entry.rsegIndex * this.unitBytes + inUnit, piece);
+      await this.space
+        .rstore(entry.rstoreId)
+        .write(entry.rsegIndex * this.unitBytes + inUnit, piece);
       return;
     }
     let allocation = this.allocatedUnwritten.get(unitIndex);
@@ -176,7 +212,10 @@ export class ThinVolume implements BlockDevice {
     }
     this.allocatedUnwritten.delete(unitIndex);
     const first = this.firstWrite(unitIndex, allocation, inUnit, piece);
-    this.initializing.set(unitIndex, first.catch(() => undefined));
+    this.initializing.set(
+      unitIndex,
+      first.catch(() => undefined),
+    );
     try {
       await first;
     } finally {
@@ -184,7 +223,12 @@ export class ThinVolume implements BlockDevice {
     }
   }
 
-  private async firstWrite(unitIndex: number, allocation: RsegAllocation, inUnit: number, piece: Buffer): Promise<void> {
+  private async firstWrite(
+    unitIndex: number,
+    allocation: RsegAllocation,
+    inUnit: number,
+    piece: Buffer,
+  ): Promise<void> {
     const rstore = this.space.rstore(allocation.rstoreId);
     const unitStart = allocation.rsegIndex * this.unitBytes;
     try {
@@ -199,7 +243,11 @@ export class ThinVolume implements BlockDevice {
       this.space.abandon(allocation);
       throw error;
     }
-    const entry: LmapEntry = { rstoreId: allocation.rstoreId, rsegIndex: allocation.rsegIndex, flags: 0 };
+    const entry: LmapEntry = {
+      rstoreId: allocation.rstoreId,
+      rsegIndex: allocation.rsegIndex,
+      flags: 0,
+    };
     this.lun.map.set(unitIndex, entry);
     this.space.queue({ kind: 'map', lunId: this.lun.id, unitIndex, ...entry });
   }
@@ -215,7 +263,9 @@ export class ThinVolume implements BlockDevice {
     if (!entry) return;
     this.lun.map.clear(unitIndex);
     assert(this.lun.map.get(unitIndex) === undefined, 'unmap did not clear the entry');
-    this.space.queue({ kind: 'unmap', lunId: this.lun.id, unitIndex }, () => this.space.abandon({ ...entry, fresh: false }));
+    this.space.queue({ kind: 'unmap', lunId: this.lun.id, unitIndex }, () =>
+      this.space.abandon({ ...entry, fresh: false }),
+    );
   }
 }
 

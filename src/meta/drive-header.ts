@@ -4,7 +4,14 @@
 // it twice, the same bytes at the drive's start and in its last 4 KiB (src/meta/drive-labels.ts);
 // a format-4 drive has only the first. Byte layout in docs/on-disk-format.md.
 
-import { checkSeal, formatVersion, isReadableFormatVersion, hasMagic, seal, writeMagic } from './checksum.js';
+import {
+  checkSeal,
+  formatVersion,
+  isReadableFormatVersion,
+  hasMagic,
+  seal,
+  writeMagic,
+} from './checksum.js';
 
 export const driveHeaderBytes = 4096;
 const magic = 'LUNFSDRV';
@@ -58,15 +65,19 @@ export function encodeDriveHeader(header: DriveHeader): Buffer {
   return buffer;
 }
 
-export type DecodedDriveHeader =
-  | { ok: true; header: DriveHeader }
-  | { ok: false; reason: string };
+export type DecodedDriveHeader = { ok: true; header: DriveHeader } | { ok: false; reason: string };
 
 export function decodeDriveHeader(buffer: Buffer): DecodedDriveHeader {
-  if (!hasMagic(buffer, magic)) return { ok: false, reason: 'no lunfs drive header (wrong magic): not a lunfs drive' };
+  if (!hasMagic(buffer, magic))
+    return { ok: false, reason: 'no lunfs drive header (wrong magic): not a lunfs drive' };
   const version = buffer.readUInt32LE(8);
-  if (!isReadableFormatVersion(version)) return { ok: false, reason: `drive header format version ${version} is not supported (expected ${formatVersion})` };
-  if (!checkSeal(buffer, 12)) return { ok: false, reason: 'drive header checksum mismatch: header is damaged' };
+  if (!isReadableFormatVersion(version))
+    return {
+      ok: false,
+      reason: `drive header format version ${version} is not supported (expected ${formatVersion})`,
+    };
+  if (!checkSeal(buffer, 12))
+    return { ok: false, reason: 'drive header checksum mismatch: header is damaged' };
   return {
     ok: true,
     header: {

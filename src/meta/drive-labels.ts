@@ -9,7 +9,14 @@
 // where a label of its recorded drive size would lie.
 
 import { isLunfsError } from '../util/errors.js';
-import { decodeDriveHeader, driveHeaderBytes, encodeDriveHeader, labelCountOf, tailLabelOffsetBytes, type DriveHeader } from './drive-header.js';
+import {
+  decodeDriveHeader,
+  driveHeaderBytes,
+  encodeDriveHeader,
+  labelCountOf,
+  tailLabelOffsetBytes,
+  type DriveHeader,
+} from './drive-header.js';
 
 export type LabelPosition = 'head' | 'tail';
 
@@ -45,28 +52,51 @@ export interface LabelDrive {
 
 export async function readLabels(drive: LabelDrive): Promise<LabelScan> {
   const head = await readLabel(drive, 'head');
-  const tail = drive.sizeBytes >= 2 * driveHeaderBytes ? await readLabel(drive, 'tail') : { raw: undefined, reason: 'the drive is too small for a tail label', eio: false };
+  const tail =
+    drive.sizeBytes >= 2 * driveHeaderBytes
+      ? await readLabel(drive, 'tail')
+      : { raw: undefined, reason: 'the drive is too small for a tail label', eio: false };
   const tailHeader = tail.raw ? decodeTail(tail.raw, drive.sizeBytes) : undefined;
-  const tailProblem: LabelProblem = { position: 'tail', reason: tail.raw === undefined ? tail.reason : tailHeader && 'reason' in tailHeader ? tailHeader.reason : '' };
+  const tailProblem: LabelProblem = {
+    position: 'tail',
+    reason:
+      tail.raw === undefined
+        ? tail.reason
+        : tailHeader && 'reason' in tailHeader
+          ? tailHeader.reason
+          : '',
+  };
   if (head.raw) {
     const decoded = decodeDriveHeader(head.raw);
     if (decoded.ok) {
-      if (labelCountOf(decoded.header) < 2) return { header: decoded.header, damaged: [], unreadable: false };
+      if (labelCountOf(decoded.header) < 2)
+        return { header: decoded.header, damaged: [], unreadable: false };
       if (tailHeader && 'header' in tailHeader) {
         const same = tail.raw!.equals(head.raw);
-        return { header: decoded.header, damaged: same ? [] : [{ position: 'tail', reason: 'differs from the head label (written before it)' }], unreadable: false };
+        return {
+          header: decoded.header,
+          damaged: same
+            ? []
+            : [{ position: 'tail', reason: 'differs from the head label (written before it)' }],
+          unreadable: false,
+        };
       }
       return { header: decoded.header, damaged: [tailProblem], unreadable: false };
     }
     head.reason = decoded.reason;
   }
   const damaged: LabelProblem[] = [{ position: 'head', reason: head.reason }];
-  if (tailHeader && 'header' in tailHeader) return { header: tailHeader.header, damaged, unreadable: false };
+  if (tailHeader && 'header' in tailHeader)
+    return { header: tailHeader.header, damaged, unreadable: false };
   return { damaged: [...damaged, tailProblem], unreadable: head.eio && tail.eio };
 }
 
 /** Writes the drive's labels (the head, flushed, then the tail, flushed), or only those at `only`. */
-export async function writeLabels(drive: LabelDrive, header: DriveHeader, only?: LabelPosition[]): Promise<void> {
+export async function writeLabels(
+  drive: LabelDrive,
+  header: DriveHeader,
+  only?: LabelPosition[],
+): Promise<void> {
   const encoded = encodeDriveHeader(header);
   const positions: LabelPosition[] = labelCountOf(header) >= 2 ? ['head', 'tail'] : ['head'];
   for (const position of positions) {
@@ -76,7 +106,10 @@ export async function writeLabels(drive: LabelDrive, header: DriveHeader, only?:
   }
 }
 
-async function readLabel(drive: LabelDrive, position: LabelPosition): Promise<{ raw?: Buffer; reason: string; eio: boolean }> {
+async function readLabel(
+  drive: LabelDrive,
+  position: LabelPosition,
+): Promise<{ raw?: Buffer; reason: string; eio: boolean }> {
   const raw = Buffer.alloc(driveHeaderBytes);
   try {
     await drive.read(labelOffsetBytes(position, drive.sizeBytes), raw);
@@ -88,12 +121,22 @@ async function readLabel(drive: LabelDrive, position: LabelPosition): Promise<{ 
 }
 
 /** A tail label counts only at format 5 or later, and only where its own drive size puts it. */
-function decodeTail(raw: Buffer, driveSizeBytes: number): { header: DriveHeader } | { reason: string } {
+function decodeTail(
+  raw: Buffer,
+  driveSizeBytes: number,
+): { header: DriveHeader } | { reason: string } {
   const decoded = decodeDriveHeader(raw);
   if (!decoded.ok) return { reason: decoded.reason };
-  if (labelCountOf(decoded.header) < 2) return { reason: `a format-${decoded.header.formatVersion} label, which is never kept at the tail` };
-  if (tailLabelOffsetBytes(decoded.header.driveSizeBytes) !== tailLabelOffsetBytes(driveSizeBytes)) {
-    return { reason: `a label for a drive of ${decoded.header.driveSizeBytes} bytes, not ${driveSizeBytes}` };
+  if (labelCountOf(decoded.header) < 2)
+    return {
+      reason: `a format-${decoded.header.formatVersion} label, which is never kept at the tail`,
+    };
+  if (
+    tailLabelOffsetBytes(decoded.header.driveSizeBytes) !== tailLabelOffsetBytes(driveSizeBytes)
+  ) {
+    return {
+      reason: `a label for a drive of ${decoded.header.driveSizeBytes} bytes, not ${driveSizeBytes}`,
+    };
   }
   return { header: decoded.header };
 }

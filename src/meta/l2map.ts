@@ -27,17 +27,29 @@ export class L2map {
   }
 
   get(unitIndex: number): LmapEntry | undefined {
-    assert(unitIndex >= 0 && unitIndex < this.unitCount, `L2MAP unit ${unitIndex} outside 0..${this.unitCount}`);
-    return this.slots[Math.floor(unitIndex / this.lmapEntryCount)]?.get(unitIndex % this.lmapEntryCount);
+    assert(
+      unitIndex >= 0 && unitIndex < this.unitCount,
+      `L2MAP unit ${unitIndex} outside 0..${this.unitCount}`,
+    );
+    return this.slots[Math.floor(unitIndex / this.lmapEntryCount)]?.get(
+      unitIndex % this.lmapEntryCount,
+    );
   }
 
   /** Whether the unit is allocated (no entry object is made). */
   has(unitIndex: number): boolean {
-    return this.slots[Math.floor(unitIndex / this.lmapEntryCount)]?.has(unitIndex % this.lmapEntryCount) ?? false;
+    return (
+      this.slots[Math.floor(unitIndex / this.lmapEntryCount)]?.has(
+        unitIndex % this.lmapEntryCount,
+      ) ?? false
+    );
   }
 
   set(unitIndex: number, entry: LmapEntry): void {
-    assert(unitIndex >= 0 && unitIndex < this.unitCount, `L2MAP unit ${unitIndex} outside 0..${this.unitCount}`);
+    assert(
+      unitIndex >= 0 && unitIndex < this.unitCount,
+      `L2MAP unit ${unitIndex} outside 0..${this.unitCount}`,
+    );
     const slotIndex = Math.floor(unitIndex / this.lmapEntryCount);
     let lmap = this.slots[slotIndex];
     if (!lmap) {

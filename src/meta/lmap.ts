@@ -38,8 +38,14 @@ export class Lmap {
   }
 
   set(index: number, entry: LmapEntry): void {
-    assert(entry.rstoreId > 0 && entry.rstoreId <= 0xffffffff, `LMAP rstoreId ${entry.rstoreId} out of range`);
-    assert(entry.rsegIndex >= 0 && entry.rsegIndex <= 0xffff, `LMAP rsegIndex ${entry.rsegIndex} out of range`);
+    assert(
+      entry.rstoreId > 0 && entry.rstoreId <= 0xffffffff,
+      `LMAP rstoreId ${entry.rstoreId} out of range`,
+    );
+    assert(
+      entry.rsegIndex >= 0 && entry.rsegIndex <= 0xffff,
+      `LMAP rsegIndex ${entry.rsegIndex} out of range`,
+    );
     assert(entry.flags >= 0 && entry.flags <= 0xffff, `LMAP flags ${entry.flags} out of range`);
     if (this.words[index * 2] === 0) this.mappedCount += 1;
     this.words[index * 2] = entry.rstoreId;

@@ -14,8 +14,21 @@ import type { Logger } from '../util/logger.js';
 import { Mutex } from '../util/mutex.js';
 import { alignUp } from '../util/sizes.js';
 import { crc32c } from '../native/native-kernels.js';
-import { checkSeal, formatVersion, hasMagic, isReadableFormatVersion, seal, writeMagic } from './checksum.js';
-import { applyMetadataOp, decodeCheckpoint, encodeCheckpoint, type MetadataOp, type PoolMetadata } from './pool-metadata.js';
+import {
+  checkSeal,
+  formatVersion,
+  hasMagic,
+  isReadableFormatVersion,
+  seal,
+  writeMagic,
+} from './checksum.js';
+import {
+  applyMetadataOp,
+  decodeCheckpoint,
+  encodeCheckpoint,
+  type MetadataOp,
+  type PoolMetadata,
+} from './pool-metadata.js';
 
 export const recordHeaderBytes = 64;
 export const journalRecordAlignBytes = 4096;
@@ -96,34 +109,85 @@ export class MetadataStore<State = PoolMetadata, Op = MetadataOp> {
   }
 
   /** Writes the first checkpoint (generation 1) to every copy of a new pool. */
-  static async format<S = PoolMetadata, O = MetadataOp>(copies: QuorumCopy[], layout: QuorumLayout, metadata: S, log: Logger, codec: StoreCodec<S, O> = poolMetadataCodec as unknown as StoreCodec<S, O>): Promise<MetadataStore<S, O>> {
-    const store = new MetadataStore<S, O>(copies, layout, log, 0, 1, 0, 0, codec.decode(codec.encode(metadata)), codec);
+  static async format<S = PoolMetadata, O = MetadataOp>(
+    copies: QuorumCopy[],
+    layout: QuorumLayout,
+    metadata: S,
+    log: Logger,
+    codec: StoreCodec<S, O> = poolMetadataCodec as unknown as StoreCodec<S, O>,
+  ): Promise<MetadataStore<S, O>> {
+    const store = new MetadataStore<S, O>(
+      copies,
+      layout,
+      log,
+      0,
+      1,
+      0,
+      0,
+      codec.decode(codec.encode(metadata)),
+      codec,
+    );
     // Drives that held an earlier pool still carry its checkpoints and journal records, with
     // generations this pool will reach too: none of it may ever be read as ours.
-    await Promise.all(copies.map((copy) => copy.drive.discard(layout.quorumOffsetBytes, 2 * layout.checkpointSlotBytes + layout.journalBytes)));
+    await Promise.all(
+      copies.map((copy) =>
+        copy.drive.discard(
+          layout.quorumOffsetBytes,
+          2 * layout.checkpointSlotBytes + layout.journalBytes,
+        ),
+      ),
+    );
     await store.checkpoint();
     return store;
   }
 
   /** Reads every copy, recovers the newest consistent metadata and reports on each copy. */
   static async open<S = PoolMetadata, O = MetadataOp>(
-    copies: QuorumCopy[], layout: QuorumLayout, log: Logger, codec: StoreCodec<S, O> = poolMetadataCodec as unknown as StoreCodec<S, O>,
-  ): Promise<{ store: MetadataStore<S, O>; metadata: S; reports: CopyReport[]; lastRecordOps: O[] }> {
+    copies: QuorumCopy[],
+    layout: QuorumLayout,
+    log: Logger,
+    codec: StoreCodec<S, O> = poolMetadataCodec as unknown as StoreCodec<S, O>,
+  ): Promise<{
+    store: MetadataStore<S, O>;
+    metadata: S;
+    reports: CopyReport[];
+    lastRecordOps: O[];
+  }> {
     assert(copies.length > 0, 'metadata store needs at least one copy');
-    const scans = await Promise.all(copies.map((copy) => scanCopy<O>(copy, layout, codec.checkpointMagic, codec.journalMagic)));
+    const scans = await Promise.all(
+      copies.map((copy) => scanCopy<O>(copy, layout, codec.checkpointMagic, codec.journalMagic)),
+    );
     const usable = scans.filter((scan) => scan.checkpointPayload !== undefined);
     if (usable.length === 0) {
-      const detail = scans.map((scan) => `${scan.copy.drive.path}: ${scan.problems.join('; ')}`).join(' | ');
+      const detail = scans
+        .map((scan) => `${scan.copy.drive.path}: ${scan.problems.join('; ')}`)
+        .join(' | ');
       throw new LunfsError('ECORRUPT', `no good metadata copy in any quorum area: ${detail}`);
     }
-    const best = usable.reduce((a, b) => (b.generation > a.generation || (b.generation === a.generation && b.sequence > a.sequence) ? b : a));
+    const best = usable.reduce((a, b) =>
+      b.generation > a.generation || (b.generation === a.generation && b.sequence > a.sequence)
+        ? b
+        : a,
+    );
     // Never open an older state when newer committed metadata is known to exist but no copy can
     // replay it (its checkpoint or a record before it is damaged on every copy).
     for (const scan of scans) {
       const newer = scan.newerRecord;
-      if (newer && (newer.generation > best.generation || (newer.generation === best.generation && newer.sequence > best.sequence))) {
-        const detail = scans.map((other) => `${other.copy.drive.path}: ${other.problems.join('; ') || 'no problem found'}`).join(' | ');
-        throw new LunfsError('ECORRUPT', `newer metadata exists (record ${newer.sequence} of generation ${newer.generation} on ${scan.copy.drive.path}) than any quorum copy can replay (generation ${best.generation}, record ${best.sequence}); refusing to open an older state: ${detail}`);
+      if (
+        newer &&
+        (newer.generation > best.generation ||
+          (newer.generation === best.generation && newer.sequence > best.sequence))
+      ) {
+        const detail = scans
+          .map(
+            (other) =>
+              `${other.copy.drive.path}: ${other.problems.join('; ') || 'no problem found'}`,
+          )
+          .join(' | ');
+        throw new LunfsError(
+          'ECORRUPT',
+          `newer metadata exists (record ${newer.sequence} of generation ${newer.generation} on ${scan.copy.drive.path}) than any quorum copy can replay (generation ${best.generation}, record ${best.sequence}); refusing to open an older state: ${detail}`,
+        );
       }
     }
     const metadata = codec.decode(best.checkpointPayload!);
@@ -131,17 +195,34 @@ export class MetadataStore<State = PoolMetadata, Op = MetadataOp> {
     const reports: CopyReport[] = scans.map((scan) => ({
       driveIndex: scan.copy.driveIndex,
       path: scan.copy.drive.path,
-      state: scan.checkpointPayload === undefined || (scan.newerRecord?.generation ?? 0) > scan.generation ? 'bad' : scan.generation === best.generation && scan.sequence === best.sequence ? 'good' : 'stale',
+      state:
+        scan.checkpointPayload === undefined ||
+        (scan.newerRecord?.generation ?? 0) > scan.generation
+          ? 'bad'
+          : scan.generation === best.generation && scan.sequence === best.sequence
+            ? 'good'
+            : 'stale',
       generation: scan.generation,
       sequence: scan.sequence,
       problems: scan.problems,
     }));
     for (const report of reports) {
-      if (report.state !== 'good') log.warn({ copy: report }, `metadata copy on ${report.path} is ${report.state}`);
+      if (report.state !== 'good')
+        log.warn({ copy: report }, `metadata copy on ${report.path} is ${report.state}`);
     }
     const committed = codec.decode(best.checkpointPayload!);
     for (const op of best.ops) codec.apply(committed, op);
-    const store = new MetadataStore<S, O>(copies, layout, log, best.generation, best.slot, best.sequence, best.journalEndBytes, committed, codec);
+    const store = new MetadataStore<S, O>(
+      copies,
+      layout,
+      log,
+      best.generation,
+      best.slot,
+      best.sequence,
+      best.journalEndBytes,
+      committed,
+      codec,
+    );
     return { store, metadata, reports, lastRecordOps: best.lastRecordOps };
   }
 
@@ -207,8 +288,14 @@ export class MetadataStore<State = PoolMetadata, Op = MetadataOp> {
    */
   addCopy(copy: QuorumCopy): Promise<void> {
     return this.mutex.run(async () => {
-      assert(!this.copies.some((existing) => existing.driveIndex === copy.driveIndex), `drive ${copy.driveIndex} holds a metadata copy already`);
-      await copy.drive.discard(this.layout.quorumOffsetBytes, 2 * this.layout.checkpointSlotBytes + this.layout.journalBytes);
+      assert(
+        !this.copies.some((existing) => existing.driveIndex === copy.driveIndex),
+        `drive ${copy.driveIndex} holds a metadata copy already`,
+      );
+      await copy.drive.discard(
+        this.layout.quorumOffsetBytes,
+        2 * this.layout.checkpointSlotBytes + this.layout.journalBytes,
+      );
       await copy.drive.flush();
       this.copies = [...this.copies, copy];
       await this.writeCheckpoint(this.committed);
@@ -222,7 +309,10 @@ export class MetadataStore<State = PoolMetadata, Op = MetadataOp> {
   private async writeCheckpoint(state: State): Promise<void> {
     const payload = this.codec.encode(state);
     if (recordHeaderBytes + payload.length > this.layout.checkpointSlotBytes) {
-      throw new LunfsError('ENOSPC', `metadata (${payload.length} bytes) no longer fits its checkpoint slot (${this.layout.checkpointSlotBytes} bytes)`);
+      throw new LunfsError(
+        'ENOSPC',
+        `metadata (${payload.length} bytes) no longer fits its checkpoint slot (${this.layout.checkpointSlotBytes} bytes)`,
+      );
     }
     const generation = this.generation + 1;
     const slot = this.activeSlot ^ 1;
@@ -238,29 +328,42 @@ export class MetadataStore<State = PoolMetadata, Op = MetadataOp> {
     this.activeSlot = slot;
     this.sequence = 0;
     this.journalOffsetBytes = 0;
-    this.log.debug({ generation, slot, payloadBytes: payload.length }, 'metadata checkpoint written');
+    this.log.debug(
+      { generation, slot, payloadBytes: payload.length },
+      'metadata checkpoint written',
+    );
   }
 
   /** Writes to every copy and flushes; a copy that fails is dropped (EIO only if none is left). */
   private async writeAllCopies(offsetBytes: number, data: Buffer): Promise<void> {
     // The list as it was: a drive failure may drop a copy from this.copies meanwhile.
     const copies = this.copies;
-    const results = await Promise.allSettled(copies.map(async (copy) => {
-      await copy.drive.write(offsetBytes, data);
-      await copy.drive.flush();
-    }));
+    const results = await Promise.allSettled(
+      copies.map(async (copy) => {
+        await copy.drive.write(offsetBytes, data);
+        await copy.drive.flush();
+      }),
+    );
     const failed = copies.filter((_, index) => results[index]!.status === 'rejected');
     if (failed.length === 0) return;
     if (failed.length === copies.length) {
       // Nothing was written anywhere: keep the copies (a full target volume, say, may have room
       // again later) and report why.
-      const reason = (results.find((result) => result.status === 'rejected') as PromiseRejectedResult).reason;
+      const reason = (
+        results.find((result) => result.status === 'rejected') as PromiseRejectedResult
+      ).reason;
       if (reason instanceof LunfsError && reason.code === 'ENOSPC') throw reason;
-      throw new LunfsError('EIO', `metadata could not be written to any copy: ${(reason as Error).message}`, { cause: reason });
+      throw new LunfsError(
+        'EIO',
+        `metadata could not be written to any copy: ${(reason as Error).message}`,
+        { cause: reason },
+      );
     }
-    for (const copy of failed) this.log.error({ drive: copy.drive.path }, 'metadata copy write failed; copy dropped');
+    for (const copy of failed)
+      this.log.error({ drive: copy.drive.path }, 'metadata copy write failed; copy dropped');
     this.copies = this.copies.filter((copy) => !failed.includes(copy));
-    if (this.copies.length === 0) throw new LunfsError('EIO', 'metadata could not be written to any quorum copy');
+    if (this.copies.length === 0)
+      throw new LunfsError('EIO', 'metadata could not be written to any quorum copy');
   }
 
   private slotOffsetBytes(slot: number): number {
@@ -272,14 +375,34 @@ export class MetadataStore<State = PoolMetadata, Op = MetadataOp> {
   }
 }
 
-async function scanCopy<Op>(copy: QuorumCopy, layout: QuorumLayout, checkpointMagic: string, journalMagic: string): Promise<CopyScan<Op>> {
-  const scan: CopyScan<Op> = { copy, generation: 0, slot: 0, sequence: 0, ops: [], lastRecordOps: [], journalEndBytes: 0, problems: [] };
+async function scanCopy<Op>(
+  copy: QuorumCopy,
+  layout: QuorumLayout,
+  checkpointMagic: string,
+  journalMagic: string,
+): Promise<CopyScan<Op>> {
+  const scan: CopyScan<Op> = {
+    copy,
+    generation: 0,
+    slot: 0,
+    sequence: 0,
+    ops: [],
+    lastRecordOps: [],
+    journalEndBytes: 0,
+    problems: [],
+  };
   let unreadable = false;
   for (const slot of [0, 1]) {
     try {
-      const found = await readCheckpointSlot(copy.drive, layout.quorumOffsetBytes + slot * layout.checkpointSlotBytes, layout.checkpointSlotBytes, checkpointMagic);
+      const found = await readCheckpointSlot(
+        copy.drive,
+        layout.quorumOffsetBytes + slot * layout.checkpointSlotBytes,
+        layout.checkpointSlotBytes,
+        checkpointMagic,
+      );
       if ('problem' in found) {
-        if (found.problem !== 'empty') scan.problems.push(`checkpoint slot ${slot}: ${found.problem}`);
+        if (found.problem !== 'empty')
+          scan.problems.push(`checkpoint slot ${slot}: ${found.problem}`);
         continue;
       }
       if (found.generation > scan.generation) {
@@ -309,12 +432,24 @@ async function scanCopy<Op>(copy: QuorumCopy, layout: QuorumLayout, checkpointMa
     let position = 0;
     while (position + recordHeaderBytes <= journal.length) {
       const header = journal.subarray(position, position + recordHeaderBytes);
-      if (!hasMagic(header, journalMagic) || !isReadableFormatVersion(header.readUInt32LE(8)) || !checkSeal(header, 12)) break;
-      if (Number(header.readBigUInt64LE(16)) !== scan.generation || Number(header.readBigUInt64LE(24)) !== scan.sequence + 1) break;
+      if (
+        !hasMagic(header, journalMagic) ||
+        !isReadableFormatVersion(header.readUInt32LE(8)) ||
+        !checkSeal(header, 12)
+      )
+        break;
+      if (
+        Number(header.readBigUInt64LE(16)) !== scan.generation ||
+        Number(header.readBigUInt64LE(24)) !== scan.sequence + 1
+      )
+        break;
       const payloadBytes = header.readUInt32LE(32);
       const recordBytes = alignUp(recordHeaderBytes + payloadBytes, journalRecordAlignBytes);
       if (position + recordBytes > journal.length) break;
-      const payload = journal.subarray(position + recordHeaderBytes, position + recordHeaderBytes + payloadBytes);
+      const payload = journal.subarray(
+        position + recordHeaderBytes,
+        position + recordHeaderBytes + payloadBytes,
+      );
       if (crc32c(payload) !== header.readUInt32LE(36)) break; // torn record: it was never acknowledged
       scan.lastRecordOps = JSON.parse(payload.toString('utf8')) as Op[];
       scan.ops.push(...scan.lastRecordOps);
@@ -322,12 +457,20 @@ async function scanCopy<Op>(copy: QuorumCopy, layout: QuorumLayout, checkpointMa
       position += recordBytes;
     }
     scan.journalEndBytes = position;
-    scan.newerRecord = findNewerRecord(journal, position, scan.generation, scan.sequence, journalMagic);
+    scan.newerRecord = findNewerRecord(
+      journal,
+      position,
+      scan.generation,
+      scan.sequence,
+      journalMagic,
+    );
     if (scan.newerRecord) {
       const { generation, sequence } = scan.newerRecord;
-      scan.problems.push(generation > scan.generation
-        ? `journal holds record ${sequence} of generation ${generation}, newer than the newest readable checkpoint (generation ${scan.generation}): the newer checkpoint is damaged`
-        : `journal record ${scan.sequence + 1} of generation ${generation} is damaged or missing, but record ${sequence} follows it`);
+      scan.problems.push(
+        generation > scan.generation
+          ? `journal holds record ${sequence} of generation ${generation}, newer than the newest readable checkpoint (generation ${scan.generation}): the newer checkpoint is damaged`
+          : `journal record ${scan.sequence + 1} of generation ${generation} is damaged or missing, but record ${sequence} follows it`,
+      );
     }
   } catch (error) {
     // Replay would stop short of records that may be there: the copy is bad, not older.
@@ -342,34 +485,69 @@ async function scanCopy<Op>(copy: QuorumCopy, layout: QuorumLayout, checkpointMa
  * proof that replay stopped early because of damage, not at the torn end of a crash (a torn
  * record is never complete, and no record follows it).
  */
-function findNewerRecord(journal: Buffer, fromBytes: number, generation: number, sequence: number, journalMagic: string): { generation: number; sequence: number } | undefined {
+function findNewerRecord(
+  journal: Buffer,
+  fromBytes: number,
+  generation: number,
+  sequence: number,
+  journalMagic: string,
+): { generation: number; sequence: number } | undefined {
   let newest: { generation: number; sequence: number } | undefined;
-  for (let position = fromBytes; position + recordHeaderBytes <= journal.length; position += journalRecordAlignBytes) {
+  for (
+    let position = fromBytes;
+    position + recordHeaderBytes <= journal.length;
+    position += journalRecordAlignBytes
+  ) {
     const header = journal.subarray(position, position + recordHeaderBytes);
-    if (!hasMagic(header, journalMagic) || !isReadableFormatVersion(header.readUInt32LE(8)) || !checkSeal(header, 12)) continue;
+    if (
+      !hasMagic(header, journalMagic) ||
+      !isReadableFormatVersion(header.readUInt32LE(8)) ||
+      !checkSeal(header, 12)
+    )
+      continue;
     const recordGeneration = Number(header.readBigUInt64LE(16));
     const recordSequence = Number(header.readBigUInt64LE(24));
-    if (recordGeneration < generation || (recordGeneration === generation && recordSequence <= sequence)) continue;
+    if (
+      recordGeneration < generation ||
+      (recordGeneration === generation && recordSequence <= sequence)
+    )
+      continue;
     const payloadEnd = position + recordHeaderBytes + header.readUInt32LE(32);
-    if (payloadEnd > journal.length || crc32c(journal.subarray(position + recordHeaderBytes, payloadEnd)) !== header.readUInt32LE(36)) continue;
-    if (!newest || recordGeneration > newest.generation || (recordGeneration === newest.generation && recordSequence > newest.sequence)) {
+    if (
+      payloadEnd > journal.length ||
+      crc32c(journal.subarray(position + recordHeaderBytes, payloadEnd)) !== header.readUInt32LE(36)
+    )
+      continue;
+    if (
+      !newest ||
+      recordGeneration > newest.generation ||
+      (recordGeneration === newest.generation && recordSequence > newest.sequence)
+    ) {
       newest = { generation: recordGeneration, sequence: recordSequence };
     }
   }
   return newest;
 }
 
-async function readCheckpointSlot(drive: BlockDevice, offsetBytes: number, slotBytes: number, checkpointMagic: string): Promise<{ generation: number; payload: Buffer } | { problem: string }> {
+async function readCheckpointSlot(
+  drive: BlockDevice,
+  offsetBytes: number,
+  slotBytes: number,
+  checkpointMagic: string,
+): Promise<{ generation: number; payload: Buffer } | { problem: string }> {
   const header = Buffer.alloc(recordHeaderBytes);
   await drive.read(offsetBytes, header);
   if (header.every((byte) => byte === 0)) return { problem: 'empty' };
   if (!hasMagic(header, checkpointMagic)) return { problem: 'wrong magic (damaged)' };
-  if (!isReadableFormatVersion(header.readUInt32LE(8))) return { problem: `unsupported format version ${header.readUInt32LE(8)}` };
+  if (!isReadableFormatVersion(header.readUInt32LE(8)))
+    return { problem: `unsupported format version ${header.readUInt32LE(8)}` };
   if (!checkSeal(header, 12)) return { problem: 'header checksum mismatch (damaged)' };
   const payloadBytes = Number(header.readBigUInt64LE(24));
-  if (recordHeaderBytes + payloadBytes > slotBytes) return { problem: 'payload length past the slot (damaged)' };
+  if (recordHeaderBytes + payloadBytes > slotBytes)
+    return { problem: 'payload length past the slot (damaged)' };
   const payload = Buffer.alloc(payloadBytes);
   await drive.read(offsetBytes + recordHeaderBytes, payload);
-  if (crc32c(payload) !== header.readUInt32LE(32)) return { problem: 'payload checksum mismatch (damaged)' };
+  if (crc32c(payload) !== header.readUInt32LE(32))
+    return { problem: 'payload checksum mismatch (damaged)' };
   return { generation: Number(header.readBigUInt64LE(16)), payload };
 }

@@ -136,9 +136,24 @@ export interface PoolMetadata {
 
 export type MetadataOp =
   | { kind: 'rstore-create'; rstore: RStoreRecord }
-  | { kind: 'map'; lunId: number; unitIndex: number; rstoreId: number; rsegIndex: number; flags: number }
+  | {
+      kind: 'map';
+      lunId: number;
+      unitIndex: number;
+      rstoreId: number;
+      rsegIndex: number;
+      flags: number;
+    }
   | { kind: 'unmap'; lunId: number; unitIndex: number }
-  | { kind: 'lun-create'; lunId: number; name: string; sizeBytes: number; createdAtMs: number; role?: 'target'; ownerLunId?: number }
+  | {
+      kind: 'lun-create';
+      lunId: number;
+      name: string;
+      sizeBytes: number;
+      createdAtMs: number;
+      role?: 'target';
+      ownerLunId?: number;
+    }
   | { kind: 'lun-remove'; lunId: number }
   | { kind: 'lun-resize'; lunId: number; sizeBytes: number }
   | { kind: 'snapshot-create'; snapshot: SnapshotRecord }
@@ -157,7 +172,13 @@ export type MetadataOp =
   /** A RAID-0 drive that had failed is back with its own label and returns to service as it is. */
   | { kind: 'drive-return'; driveIndex: number }
   /** A new drive takes the place of a failed one and is rebuilt from redundancy. */
-  | { kind: 'drive-replace'; driveIndex: number; uuid: string; sizeBytes: number; psegCount: number }
+  | {
+      kind: 'drive-replace';
+      driveIndex: number;
+      uuid: string;
+      sizeBytes: number;
+      psegCount: number;
+    }
   /** The rebuild of a replacement drive finished: it is in service. */
   | { kind: 'drive-rebuilt'; driveIndex: number };
 
@@ -169,7 +190,10 @@ export function applyMetadataOp(metadata: PoolMetadata, op: MetadataOp): void {
   switch (op.kind) {
     case 'rstore-create': {
       assert(!metadata.rstores.has(op.rstore.id), `RStore ${op.rstore.id} exists already`);
-      metadata.rstores.set(op.rstore.id, { ...op.rstore, members: op.rstore.members.map((member) => ({ ...member })) });
+      metadata.rstores.set(op.rstore.id, {
+        ...op.rstore,
+        members: op.rstore.members.map((member) => ({ ...member })),
+      });
       metadata.nextRstoreId = Math.max(metadata.nextRstoreId, op.rstore.id + 1);
       return;
     }
@@ -177,8 +201,15 @@ export function applyMetadataOp(metadata: PoolMetadata, op: MetadataOp): void {
       const lun = lunById(metadata, op.lunId);
       const rstore = metadata.rstores.get(op.rstoreId);
       assert(rstore !== undefined, `map names unknown RStore ${op.rstoreId}`);
-      assert(op.rsegIndex < rstore.rsegCount, `map names RSEG ${op.rsegIndex} past RStore ${op.rstoreId}`);
-      lun.map.set(op.unitIndex, { rstoreId: op.rstoreId, rsegIndex: op.rsegIndex, flags: op.flags });
+      assert(
+        op.rsegIndex < rstore.rsegCount,
+        `map names RSEG ${op.rsegIndex} past RStore ${op.rstoreId}`,
+      );
+      lun.map.set(op.unitIndex, {
+        rstoreId: op.rstoreId,
+        rsegIndex: op.rsegIndex,
+        flags: op.flags,
+      });
       markRsegUsed(rstore, op.rsegIndex);
       return;
     }
@@ -187,15 +218,27 @@ export function applyMetadataOp(metadata: PoolMetadata, op: MetadataOp): void {
       return;
     case 'lun-create': {
       assert(!metadata.luns.has(op.lunId), `LUN id ${op.lunId} exists already`);
-      const map = new L2map(allocationUnitsFor(op.sizeBytes, metadata.config), metadata.config.lmapEntryCount);
-      const record: LunRecord = { id: op.lunId, name: op.name, sizeBytes: op.sizeBytes, createdAtMs: op.createdAtMs, map };
+      const map = new L2map(
+        allocationUnitsFor(op.sizeBytes, metadata.config),
+        metadata.config.lmapEntryCount,
+      );
+      const record: LunRecord = {
+        id: op.lunId,
+        name: op.name,
+        sizeBytes: op.sizeBytes,
+        createdAtMs: op.createdAtMs,
+        map,
+      };
       if (op.role) Object.assign(record, { role: op.role, ownerLunId: op.ownerLunId });
       metadata.luns.set(op.lunId, record);
       metadata.nextLunId = Math.max(metadata.nextLunId, op.lunId + 1);
       return;
     }
     case 'snapshot-create':
-      assert(!metadata.snapshots.has(op.snapshot.id), `snapshot id ${op.snapshot.id} exists already`);
+      assert(
+        !metadata.snapshots.has(op.snapshot.id),
+        `snapshot id ${op.snapshot.id} exists already`,
+      );
       lunById(metadata, op.snapshot.lunId);
       metadata.snapshots.set(op.snapshot.id, { ...op.snapshot });
       metadata.nextSnapshotId = Math.max(metadata.nextSnapshotId, op.snapshot.id + 1);
@@ -208,14 +251,18 @@ export function applyMetadataOp(metadata: PoolMetadata, op: MetadataOp): void {
       return;
     }
     case 'snapshot-remove':
-      assert(metadata.snapshots.delete(op.snapshotId), `snapshot-remove names unknown snapshot ${op.snapshotId}`);
+      assert(
+        metadata.snapshots.delete(op.snapshotId),
+        `snapshot-remove names unknown snapshot ${op.snapshotId}`,
+      );
       return;
     case 'lun-remove':
       assert(metadata.luns.delete(op.lunId), `lun-remove names unknown LUN ${op.lunId}`);
       return;
     case 'forget-fresh':
       // Also the drives: PSEGs of an RStore whose creation was lost in the crash may hold data.
-      for (const rstore of metadata.rstores.values()) rstore.rsegFresh = '0'.repeat(rstore.rsegCount);
+      for (const rstore of metadata.rstores.values())
+        rstore.rsegFresh = '0'.repeat(rstore.rsegCount);
       for (const drive of metadata.drives) drive.zeroedAtCreation = false;
       return;
     case 'rstore-parity-set': {
@@ -244,7 +291,9 @@ export function applyMetadataOp(metadata: PoolMetadata, op: MetadataOp): void {
     case 'drive-missed-writes': {
       const drive = metadata.drives[op.driveIndex];
       assert(drive !== undefined, `drive-missed-writes names unknown drive ${op.driveIndex}`);
-      drive.missedWriteRstores = [...new Set([...(drive.missedWriteRstores ?? []), ...op.rstoreIds])].sort((a, b) => a - b);
+      drive.missedWriteRstores = [
+        ...new Set([...(drive.missedWriteRstores ?? []), ...op.rstoreIds]),
+      ].sort((a, b) => a - b);
       return;
     }
     case 'drive-return': {
@@ -260,7 +309,10 @@ export function applyMetadataOp(metadata: PoolMetadata, op: MetadataOp): void {
     case 'drive-replace': {
       const drive = metadata.drives[op.driveIndex];
       assert(drive !== undefined, `drive-replace names unknown drive ${op.driveIndex}`);
-      assert(op.psegCount >= drive.psegCount, 'a replacement drive holds at least the PSEGs of the drive it replaces');
+      assert(
+        op.psegCount >= drive.psegCount,
+        'a replacement drive holds at least the PSEGs of the drive it replaces',
+      );
       drive.uuid = op.uuid;
       drive.sizeBytes = op.sizeBytes;
       drive.state = 'rebuilding';
@@ -293,7 +345,8 @@ export function driveStateOf(drive: DriveRecord): DriveState {
 
 export function markRsegUsed(rstore: RStoreRecord, rsegIndex: number): void {
   if (rstore.rsegFresh[rsegIndex] === '0') return;
-  rstore.rsegFresh = rstore.rsegFresh.slice(0, rsegIndex) + '0' + rstore.rsegFresh.slice(rsegIndex + 1);
+  rstore.rsegFresh =
+    rstore.rsegFresh.slice(0, rsegIndex) + '0' + rstore.rsegFresh.slice(rsegIndex + 1);
 }
 
 function lunById(metadata: PoolMetadata, lunId: number): LunRecord {
@@ -305,18 +358,20 @@ function lunById(metadata: PoolMetadata, lunId: number): LunRecord {
 /** Checkpoint payload: u32 JSON length, the JSON of everything but the maps, then each LUN's map entries. */
 export function encodeCheckpoint(metadata: PoolMetadata): Buffer {
   const luns = [...metadata.luns.values()];
-  const json = Buffer.from(JSON.stringify({
-    config: metadata.config,
-    drives: metadata.drives,
-    rss: metadata.rss,
-    rstores: [...metadata.rstores.values()],
-    luns: luns.map(({ map, ...rest }) => ({ ...rest, mappedCount: map.mappedCount })),
-    snapshots: [...metadata.snapshots.values()],
-    nextLunId: metadata.nextLunId,
-    nextRstoreId: metadata.nextRstoreId,
-    nextSnapshotId: metadata.nextSnapshotId,
-    cleanShutdown: metadata.cleanShutdown,
-  }));
+  const json = Buffer.from(
+    JSON.stringify({
+      config: metadata.config,
+      drives: metadata.drives,
+      rss: metadata.rss,
+      rstores: [...metadata.rstores.values()],
+      luns: luns.map(({ map, ...rest }) => ({ ...rest, mappedCount: map.mappedCount })),
+      snapshots: [...metadata.snapshots.values()],
+      nextLunId: metadata.nextLunId,
+      nextRstoreId: metadata.nextRstoreId,
+      nextSnapshotId: metadata.nextSnapshotId,
+      cleanShutdown: metadata.cleanShutdown,
+    }),
+  );
   const entryBytes = 12;
   const mapBytes = luns.reduce((sum, lun) => sum + lun.map.mappedCount * entryBytes, 0);
   const buffer = Buffer.alloc(4 + json.length + mapBytes);
@@ -340,10 +395,16 @@ export function decodeCheckpoint(payload: Buffer): PoolMetadata {
   try {
     const jsonLength = payload.readUInt32LE(0);
     const parsed = JSON.parse(payload.toString('utf8', 4, 4 + jsonLength)) as {
-      config: PoolConfig; drives: DriveRecord[]; rss: RssRecord[]; rstores: RStoreRecord[];
+      config: PoolConfig;
+      drives: DriveRecord[];
+      rss: RssRecord[];
+      rstores: RStoreRecord[];
       luns: Array<Omit<LunRecord, 'map'> & { mappedCount: number }>;
       snapshots?: SnapshotRecord[];
-      nextLunId: number; nextRstoreId: number; nextSnapshotId?: number; cleanShutdown: boolean;
+      nextLunId: number;
+      nextRstoreId: number;
+      nextSnapshotId?: number;
+      cleanShutdown: boolean;
     };
     const metadata: PoolMetadata = {
       config: parsed.config,
@@ -359,7 +420,10 @@ export function decodeCheckpoint(payload: Buffer): PoolMetadata {
     };
     let position = 4 + jsonLength;
     for (const { mappedCount, ...lun } of parsed.luns) {
-      const map = new L2map(allocationUnitsFor(lun.sizeBytes, parsed.config), parsed.config.lmapEntryCount);
+      const map = new L2map(
+        allocationUnitsFor(lun.sizeBytes, parsed.config),
+        parsed.config.lmapEntryCount,
+      );
       for (let index = 0; index < mappedCount; index += 1) {
         map.set(payload.readUInt32LE(position), {
           rstoreId: payload.readUInt32LE(position + 4),
@@ -372,6 +436,10 @@ export function decodeCheckpoint(payload: Buffer): PoolMetadata {
     }
     return metadata;
   } catch (error) {
-    throw new LunfsError('ECORRUPT', `checkpoint payload does not decode: ${(error as Error).message}`, { cause: error });
+    throw new LunfsError(
+      'ECORRUPT',
+      `checkpoint payload does not decode: ${(error as Error).message}`,
+      { cause: error },
+    );
   }
 }

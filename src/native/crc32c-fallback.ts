@@ -57,22 +57,35 @@ export function crc32cTypescript(data: Uint8Array, seed = 0): number {
  * of the addon's crc32cBlocks. data.length must be a multiple of blockBytes; out needs at least
  * one entry per block (later entries are left alone). Throws the addon's TypeErrors otherwise.
  */
-export function crc32cBlocksTypescript(data: Uint8Array, blockBytes: number, out: Uint32Array): void {
+export function crc32cBlocksTypescript(
+  data: Uint8Array,
+  blockBytes: number,
+  out: Uint32Array,
+): void {
   if (!isUint8Array(data)) {
     throw new TypeError('crc32cBlocks: data must be a Buffer or Uint8Array');
   }
-  if (typeof blockBytes !== 'number' || !Number.isInteger(blockBytes) || blockBytes < 1 || blockBytes > 0xffffffff) {
+  if (
+    typeof blockBytes !== 'number' ||
+    !Number.isInteger(blockBytes) ||
+    blockBytes < 1 ||
+    blockBytes > 0xffffffff
+  ) {
     throw new TypeError('crc32cBlocks: blockBytes must be an integer from 1 to 4294967295');
   }
   if (!isUint32Array(out)) {
     throw new TypeError('crc32cBlocks: out must be a Uint32Array');
   }
   if (data.length % blockBytes !== 0) {
-    throw new TypeError(`crc32cBlocks: data length ${data.length} is not a multiple of blockBytes ${blockBytes}`);
+    throw new TypeError(
+      `crc32cBlocks: data length ${data.length} is not a multiple of blockBytes ${blockBytes}`,
+    );
   }
   const blockCount = data.length / blockBytes;
   if (out.length < blockCount) {
-    throw new TypeError(`crc32cBlocks: out has ${out.length} entries, fewer than the ${blockCount} blocks of data`);
+    throw new TypeError(
+      `crc32cBlocks: out has ${out.length} entries, fewer than the ${blockCount} blocks of data`,
+    );
   }
   for (let block = 0; block < blockCount; block++) {
     const start = block * blockBytes;
@@ -81,7 +94,12 @@ export function crc32cBlocksTypescript(data: Uint8Array, blockBytes: number, out
 }
 
 /** Feeds data[start, end) into a raw (inverted) CRC register and returns the new register. */
-function updateRegister(initialRegister: number, data: Uint8Array, start: number, end: number): number {
+function updateRegister(
+  initialRegister: number,
+  data: Uint8Array,
+  start: number,
+  end: number,
+): number {
   const tables = slicingTables;
   let register = initialRegister;
   let index = start;

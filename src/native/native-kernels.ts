@@ -127,7 +127,8 @@ function loadNativeKernels(): NativeLoadResult {
   }
   // The addon validates its own arguments and treats a missing seed as 0, so its functions are
   // used as they are, without a wrapper. An addon built before crc32cBlocks existed lacks it.
-  const crc32cBlocksKernel = typeof addon.crc32cBlocks === 'function' ? addon.crc32cBlocks : crc32cBlocksTypescript;
+  const crc32cBlocksKernel =
+    typeof addon.crc32cBlocks === 'function' ? addon.crc32cBlocks : crc32cBlocksTypescript;
   return {
     kernels: { crc32c: addon.crc32c, crc32cBlocks: crc32cBlocksKernel, xorInto: addon.xorInto },
     unavailableReason: null,

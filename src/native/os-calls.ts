@@ -59,9 +59,14 @@ export function peerCredentials(fd: number): PeerCredentials | null {
  * cache page for a 4 KiB pwrite cost 6-14 us on the reference VM, with 2 MiB pages ~3 us.
  */
 export function allocateIoMemory(bytes: number): Buffer {
-  const huge = process.env['LUNFS_NO_HUGEPAGES'] !== '1' && nativeAddonOrNull !== null && typeof nativeAddonOrNull['allocHugePages'] === 'function'
-    ? (nativeAddonOrNull as unknown as Required<Pick<OsCallExports, 'allocHugePages'>>).allocHugePages(bytes)
-    : null;
+  const huge =
+    process.env['LUNFS_NO_HUGEPAGES'] !== '1' &&
+    nativeAddonOrNull !== null &&
+    typeof nativeAddonOrNull['allocHugePages'] === 'function'
+      ? (
+          nativeAddonOrNull as unknown as Required<Pick<OsCallExports, 'allocHugePages'>>
+        ).allocHugePages(bytes)
+      : null;
   const memory = huge === null ? Buffer.allocUnsafeSlow(bytes) : huge.subarray(0, bytes);
   memory.fill(0); // fault every page in now (a fresh mapping is zero but not yet present)
   return memory;

@@ -26,7 +26,8 @@ export function xorIntoTypescript(target: Uint8Array, source: Uint8Array): void 
   let sourceBytes = source;
   if (target.buffer === source.buffer && target.byteOffset !== source.byteOffset) {
     const overlap =
-      target.byteOffset < source.byteOffset + length && source.byteOffset < target.byteOffset + length;
+      target.byteOffset < source.byteOffset + length &&
+      source.byteOffset < target.byteOffset + length;
     if (overlap) sourceBytes = source.slice();
   }
 

@@ -26,7 +26,13 @@ export interface IntegrityCounters {
 }
 
 export class DriveHealth {
-  readonly integrity: IntegrityCounters = { checksumMismatches: 0, repairs: 0, unrepairable: 0, parityRepairs: 0, labelRepairs: 0 };
+  readonly integrity: IntegrityCounters = {
+    checksumMismatches: 0,
+    repairs: 0,
+    unrepairable: 0,
+    parityRepairs: 0,
+    labelRepairs: 0,
+  };
   /** Per RStore id: member bytes already rebuilt on the rebuilding drive (reads below it are served). */
   private readonly rebuiltBytes = new Map<number, number>();
 
@@ -43,7 +49,12 @@ export class DriveHealth {
   }
 
   /** Whether the member on driveIndex may be read over [memberOffsetBytes, + lengthBytes) inside RStore rstoreId. */
-  readable(driveIndex: number, rstoreId: number, memberOffsetBytes: number, lengthBytes = 1): boolean {
+  readable(
+    driveIndex: number,
+    rstoreId: number,
+    memberOffsetBytes: number,
+    lengthBytes = 1,
+  ): boolean {
     const state = this.state(driveIndex);
     if (state === 'online') return true;
     if (state === 'failed') return false;

@@ -4,7 +4,14 @@
 // the RSS; RAID-1 takes a mirrored pair on the two drives with the most free PSEGs, online drives
 // first. See choose() for RStores made while a drive is out of service.
 
-import { driveStateOf, type DriveRecord, type PsegRef, type RaidLevel, type RssRecord, type RStoreRecord } from '../meta/pool-metadata.js';
+import {
+  driveStateOf,
+  type DriveRecord,
+  type PsegRef,
+  type RaidLevel,
+  type RssRecord,
+  type RStoreRecord,
+} from '../meta/pool-metadata.js';
 import { assert } from '../util/assert.js';
 
 export class PsegAllocator {
@@ -70,7 +77,10 @@ export class PsegAllocator {
   }
 
   markUsed(member: PsegRef): void {
-    assert(this.used[member.driveIndex]![member.psegIndex] === 0, `PSEG ${member.driveIndex}:${member.psegIndex} used twice`);
+    assert(
+      this.used[member.driveIndex]![member.psegIndex] === 0,
+      `PSEG ${member.driveIndex}:${member.psegIndex} used twice`,
+    );
     this.used[member.driveIndex]![member.psegIndex] = 1;
     this.freeCounts[member.driveIndex]! -= 1;
   }
@@ -82,7 +92,10 @@ export class PsegAllocator {
     if (raidLevel === 0) return out > 0 ? 0 : Math.min(...free);
     if (raidLevel === 5) return out > 1 ? 0 : Math.min(...free);
     const total = free.reduce((a, b) => a + b, 0);
-    const onlineFree = rss.driveIndexes.reduce((sum, index) => sum + (this.online(index) ? this.freeCounts[index]! : 0), 0);
+    const onlineFree = rss.driveIndexes.reduce(
+      (sum, index) => sum + (this.online(index) ? this.freeCounts[index]! : 0),
+      0,
+    );
     return Math.min(Math.floor(total / 2), total - Math.max(...free), onlineFree);
   }
 
@@ -110,6 +123,7 @@ export class PsegAllocator {
 
 /** Lexicographic comparison of two keys of equal length. */
 function compareKeys(a: number[], b: number[]): number {
-  for (let index = 0; index < a.length; index += 1) if (a[index] !== b[index]) return a[index]! - b[index]!;
+  for (let index = 0; index < a.length; index += 1)
+    if (a[index] !== b[index]) return a[index]! - b[index]!;
   return 0;
 }

@@ -190,21 +190,39 @@ export class Raid5Layout {
       const slice = target.subarray(piece.requestOffset, piece.requestOffset + piece.lengthBytes);
       const memberOffset = piece.row * this.stripeUnitBytes + piece.offsetInUnit;
       if (!this.io.readable(piece.memberIndex, memberOffset)) {
-        pending.push(this.rowLocks.withChunks([piece.row], () => this.reconstruct(piece.row, piece.memberIndex, memberOffset, slice)));
+        pending.push(
+          this.rowLocks.withChunks([piece.row], () =>
+            this.reconstruct(piece.row, piece.memberIndex, memberOffset, slice),
+          ),
+        );
         continue;
       }
       if (this.held.has(piece.row)) {
         // Units held back reach the members first (settle), then the read goes on as usual.
-        pending.push(this.rowLocks.withChunks([piece.row], () => this.settle(piece.row)).then(() => this.io.read(piece.memberIndex, memberOffset, slice)).catch((error: unknown) => this.recoverRead(piece, memberOffset, slice, error)));
+        pending.push(
+          this.rowLocks
+            .withChunks([piece.row], () => this.settle(piece.row))
+            .then(() => this.io.read(piece.memberIndex, memberOffset, slice))
+            .catch((error: unknown) => this.recoverRead(piece, memberOffset, slice, error)),
+        );
         continue;
       }
-      pending.push(this.io.read(piece.memberIndex, memberOffset, slice).catch((error: unknown) => this.recoverRead(piece, memberOffset, slice, error)));
+      pending.push(
+        this.io
+          .read(piece.memberIndex, memberOffset, slice)
+          .catch((error: unknown) => this.recoverRead(piece, memberOffset, slice, error)),
+      );
     }
     await Promise.all(pending);
   }
 
   /** A member's read failed: its range is rebuilt from the other members, and written back when only its data was bad. */
-  private recoverRead(piece: DataPiece, memberOffset: number, slice: Buffer, error: unknown): Promise<void> {
+  private recoverRead(
+    piece: DataPiece,
+    memberOffset: number,
+    slice: Buffer,
+    error: unknown,
+  ): Promise<void> {
     const corrupt = this.noteReadError(piece.memberIndex, error);
     return this.rowLocks.withChunks([piece.row], async () => {
       if (!corrupt) {
@@ -214,10 +232,15 @@ export class Raid5Layout {
       // A checksum covers a whole 4 KiB block: rebuild and rewrite whole blocks (a stripe unit is
       // a multiple of 4 KiB, so they stay inside the unit).
       const start = Math.floor(memberOffset / checksumBlockBytes) * checksumBlockBytes;
-      const end = Math.ceil((memberOffset + slice.length) / checksumBlockBytes) * checksumBlockBytes;
-      const whole = start === memberOffset && end === memberOffset + slice.length ? slice : Buffer.allocUnsafe(end - start);
+      const end =
+        Math.ceil((memberOffset + slice.length) / checksumBlockBytes) * checksumBlockBytes;
+      const whole =
+        start === memberOffset && end === memberOffset + slice.length
+          ? slice
+          : Buffer.allocUnsafe(end - start);
       await this.reconstruct(piece.row, piece.memberIndex, start, whole);
-      if (whole !== slice) whole.copy(slice, 0, memberOffset - start, memberOffset - start + slice.length);
+      if (whole !== slice)
+        whole.copy(slice, 0, memberOffset - start, memberOffset - start + slice.length);
       await this.repair(piece.memberIndex, start, whole);
     });
   }
@@ -226,19 +249,32 @@ export class Raid5Layout {
    * The data of memberIndex at memberOffset is the XOR of the same range on every other member of
    * the row (data and parity). The caller holds the row lock. A second unreadable member is EIO.
    */
-  private async reconstruct(row: number, memberIndex: number, memberOffset: number, slice: Buffer): Promise<void> {
+  private async reconstruct(
+    row: number,
+    memberIndex: number,
+    memberOffset: number,
+    slice: Buffer,
+  ): Promise<void> {
     await this.settle(row); // the parity on the member must be the row's
     const other = Buffer.allocUnsafe(slice.length);
     slice.fill(0);
     for (let index = 0; index < this.memberCount; index += 1) {
       if (index === memberIndex) continue;
-      if (!this.io.readable(index, memberOffset)) throw this.lost(row, [memberIndex, index], 'both unreadable');
+      if (!this.io.readable(index, memberOffset))
+        throw this.lost(row, [memberIndex, index], 'both unreadable');
       await this.xorMemberInto(slice, other, row, index, memberOffset, memberIndex);
     }
   }
 
   /** target ^= member index's bytes at memberOffset (read into scratch); a failed read is EIO naming it and the member already out. */
-  private async xorMemberInto(target: Buffer, scratch: Buffer, row: number, index: number, memberOffset: number, out: number): Promise<void> {
+  private async xorMemberInto(
+    target: Buffer,
+    scratch: Buffer,
+    row: number,
+    index: number,
+    memberOffset: number,
+    out: number,
+  ): Promise<void> {
     try {
       await this.io.read(index, memberOffset, scratch);
     } catch (error) {
@@ -265,9 +301,14 @@ export class Raid5Layout {
    */
   private async writeRowWithRoom(row: number, pieces: DataPiece[], data: Buffer): Promise<void> {
     const log = this.io.rowLog;
-    let reservation = log && this.missingDataMember(row) !== undefined ? await log.reserve(this.stripeUnitBytes) : undefined;
+    let reservation =
+      log && this.missingDataMember(row) !== undefined
+        ? await log.reserve(this.stripeUnitBytes)
+        : undefined;
     try {
-      while (await this.rowLocks.withChunks([row], () => this.writeRow(row, pieces, data, reservation))) {
+      while (
+        await this.rowLocks.withChunks([row], () => this.writeRow(row, pieces, data, reservation))
+      ) {
         reservation ??= await log!.reserve(this.stripeUnitBytes);
       }
     } finally {
@@ -276,7 +317,12 @@ export class Raid5Layout {
   }
 
   /** True, having written nothing, when the row needs room in the row log that the caller has not reserved. */
-  private async writeRow(row: number, pieces: DataPiece[], data: Buffer, reservation: (() => void) | undefined): Promise<boolean> {
+  private async writeRow(
+    row: number,
+    pieces: DataPiece[],
+    data: Buffer,
+    reservation: (() => void) | undefined,
+  ): Promise<boolean> {
     try {
       if (await this.hold(row, pieces, data)) return false;
       if (this.held.has(row)) await this.settle(row);
@@ -318,9 +364,15 @@ export class Raid5Layout {
    * written go to the row log first (durably), and the record is done once the writes are over.
    * True, having written nothing, when that needs room and none is reserved or free.
    */
-  private async writeRowUncached(row: number, pieces: DataPiece[], data: Buffer, reservation?: () => void): Promise<boolean> {
+  private async writeRowUncached(
+    row: number,
+    pieces: DataPiece[],
+    data: Buffer,
+    reservation?: () => void,
+  ): Promise<boolean> {
     const unreadable = this.unreadableMembers(row * this.stripeUnitBytes);
-    if (unreadable.length > 1) throw this.lost(row, unreadable, 'too many members out of service to write');
+    if (unreadable.length > 1)
+      throw this.lost(row, unreadable, 'too many members out of service to write');
     const missing = this.missingDataMember(row);
     const log = this.io.rowLog;
     if (!log || missing === undefined) {
@@ -348,29 +400,66 @@ export class Raid5Layout {
    * member's contents over the whole 4 KiB blocks the pieces span, as the other members give them
    * now, with the pieces that fall on it applied.
    */
-  private async logMissing(row: number, missing: number, pieces: DataPiece[], data: Buffer): Promise<number> {
-    const from = Math.floor(Math.min(...pieces.map((piece) => piece.offsetInUnit)) / checksumBlockBytes) * checksumBlockBytes;
-    const to = Math.ceil(Math.max(...pieces.map((piece) => piece.offsetInUnit + piece.lengthBytes)) / checksumBlockBytes) * checksumBlockBytes;
+  private async logMissing(
+    row: number,
+    missing: number,
+    pieces: DataPiece[],
+    data: Buffer,
+  ): Promise<number> {
+    const from =
+      Math.floor(Math.min(...pieces.map((piece) => piece.offsetInUnit)) / checksumBlockBytes) *
+      checksumBlockBytes;
+    const to =
+      Math.ceil(
+        Math.max(...pieces.map((piece) => piece.offsetInUnit + piece.lengthBytes)) /
+          checksumBlockBytes,
+      ) * checksumBlockBytes;
     const contents = Buffer.allocUnsafe(to - from);
     const onMissing = pieces.filter((piece) => piece.memberIndex === missing);
     const covered = onMissing.reduce((sum, piece) => sum + piece.lengthBytes, 0) === to - from;
     if (!covered) await this.reconstruct(row, missing, row * this.stripeUnitBytes + from, contents);
-    for (const piece of onMissing) data.copy(contents, piece.offsetInUnit - from, piece.requestOffset, piece.requestOffset + piece.lengthBytes);
+    for (const piece of onMissing)
+      data.copy(
+        contents,
+        piece.offsetInUnit - from,
+        piece.requestOffset,
+        piece.requestOffset + piece.lengthBytes,
+      );
     return this.io.rowLog!.append(row, missing, from, contents);
   }
 
-  private async writeRowUnlogged(row: number, pieces: DataPiece[], data: Buffer, unreadable: number[]): Promise<void> {
+  private async writeRowUnlogged(
+    row: number,
+    pieces: DataPiece[],
+    data: Buffer,
+    unreadable: number[],
+  ): Promise<void> {
     const unitBytes = this.stripeUnitBytes;
     const rowOffset = row * unitBytes;
     const parityMember = this.parityMember(row);
-    const wholeRow = pieces.length === this.memberCount - 1 && pieces.every((piece) => piece.lengthBytes === unitBytes);
+    const wholeRow =
+      pieces.length === this.memberCount - 1 &&
+      pieces.every((piece) => piece.lengthBytes === unitBytes);
     if (wholeRow) {
       const parity = spareBuffers.take(unitBytes);
       data.copy(parity, 0, pieces[0]!.requestOffset, pieces[0]!.requestOffset + unitBytes);
-      for (const piece of pieces.slice(1)) xorInto(parity, data.subarray(piece.requestOffset, piece.requestOffset + unitBytes));
+      for (const piece of pieces.slice(1))
+        xorInto(parity, data.subarray(piece.requestOffset, piece.requestOffset + unitBytes));
       this.dropKnown(row); // the new parity replaces any pending one
       try {
-        await this.writeUnits(row, pieces.map((piece) => [piece.memberIndex, rowOffset, data.subarray(piece.requestOffset, piece.requestOffset + unitBytes)] as const), parity, unreadable);
+        await this.writeUnits(
+          row,
+          pieces.map(
+            (piece) =>
+              [
+                piece.memberIndex,
+                rowOffset,
+                data.subarray(piece.requestOffset, piece.requestOffset + unitBytes),
+              ] as const,
+          ),
+          parity,
+          unreadable,
+        );
       } finally {
         spareBuffers.give(parity); // the writes are over: nothing refers to it
       }
@@ -380,7 +469,19 @@ export class Raid5Layout {
     if (missing !== undefined) await this.forgetRow(row); // degraded rows are not kept in memory
     if (missing === parityMember) {
       // No parity to keep: write the data alone.
-      await this.writeUnits(row, pieces.map((piece) => [piece.memberIndex, rowOffset + piece.offsetInUnit, data.subarray(piece.requestOffset, piece.requestOffset + piece.lengthBytes)] as const), undefined, unreadable);
+      await this.writeUnits(
+        row,
+        pieces.map(
+          (piece) =>
+            [
+              piece.memberIndex,
+              rowOffset + piece.offsetInUnit,
+              data.subarray(piece.requestOffset, piece.requestOffset + piece.lengthBytes),
+            ] as const,
+        ),
+        undefined,
+        unreadable,
+      );
       return;
     }
     if (missing === undefined || !pieces.some((piece) => piece.memberIndex === missing)) {
@@ -402,7 +503,8 @@ export class Raid5Layout {
    */
   private async hold(row: number, pieces: DataPiece[], data: Buffer): Promise<boolean> {
     const unitBytes = this.stripeUnitBytes;
-    if (!pieces.every((piece) => piece.offsetInUnit === 0 && piece.lengthBytes === unitBytes)) return false;
+    if (!pieces.every((piece) => piece.offsetInUnit === 0 && piece.lengthBytes === unitBytes))
+      return false;
     let held = this.held.get(row);
     if (!held) {
       if (this.known.has(row) || pieces.length === this.memberCount - 1) return false;
@@ -414,7 +516,11 @@ export class Raid5Layout {
     if (!held) {
       const reservation = this.io.rowLog?.tryReserve(unitBytes);
       if (this.io.rowLog && !reservation) return false; // no room to cover the row if a member left before its write
-      held = { data: spareBuffers.take((this.memberCount - 1) * unitBytes), pieces: new Map(), reservation };
+      held = {
+        data: spareBuffers.take((this.memberCount - 1) * unitBytes),
+        pieces: new Map(),
+        reservation,
+      };
     }
     for (const piece of pieces) {
       const requestOffset = this.unitInRow(row, piece.memberIndex) * unitBytes;
@@ -457,12 +563,20 @@ export class Raid5Layout {
    * and FUSE send them (128 KiB), reads neither the parity again nor, for the row's last unit,
    * any old data: the parity is then the XOR of the known units and the new one.
    */
-  private async readModifyWrite(row: number, pieces: DataPiece[], data: Buffer, unreadable: number[]): Promise<boolean> {
+  private async readModifyWrite(
+    row: number,
+    pieces: DataPiece[],
+    data: Buffer,
+    unreadable: number[],
+  ): Promise<boolean> {
     const unitBytes = this.stripeUnitBytes;
     const rowOffset = row * unitBytes;
     const recent = unreadable.length === 0 ? this.known.get(row) : undefined;
-    const pieceData = (piece: DataPiece): Buffer => data.subarray(piece.requestOffset, piece.requestOffset + piece.lengthBytes);
-    const dataWrites = pieces.map((piece) => [piece.memberIndex, rowOffset + piece.offsetInUnit, pieceData(piece)] as const);
+    const pieceData = (piece: DataPiece): Buffer =>
+      data.subarray(piece.requestOffset, piece.requestOffset + piece.lengthBytes);
+    const dataWrites = pieces.map(
+      (piece) => [piece.memberIndex, rowOffset + piece.offsetInUnit, pieceData(piece)] as const,
+    );
     if (recent && this.knowsRowWith(recent, row, pieces)) {
       // Reconstruct-write from memory: every data unit is known or written whole now.
       const units = new Map<number, Buffer>();
@@ -470,7 +584,8 @@ export class Raid5Layout {
         const memberIndex = this.dataMember(row, unitInRow);
         units.set(memberIndex, recent.units.get(memberIndex) ?? Buffer.allocUnsafe(unitBytes));
       }
-      for (const piece of pieces) pieceData(piece).copy(units.get(piece.memberIndex)!, piece.offsetInUnit);
+      for (const piece of pieces)
+        pieceData(piece).copy(units.get(piece.memberIndex)!, piece.offsetInUnit);
       let first = true;
       for (const unit of units.values()) {
         if (first) unit.copy(recent.parity);
@@ -480,11 +595,17 @@ export class Raid5Layout {
       recent.units = units;
       // The parity is written back later, once for the row (with room in the row log, else now).
       recent.parityPending = this.reserveWhilePending(recent);
-      await this.writeUnits(row, dataWrites, recent.parityPending ? undefined : recent.parity, unreadable);
+      await this.writeUnits(
+        row,
+        dataWrites,
+        recent.parityPending ? undefined : recent.parity,
+        unreadable,
+      );
       this.keep(recent);
       return true;
     }
-    if (!recent && !pieces.some((piece) => piece.lengthBytes === unitBytes)) return this.readModifyWriteSpan(row, pieces, data, unreadable);
+    if (!recent && !pieces.some((piece) => piece.lengthBytes === unitBytes))
+      return this.readModifyWriteSpan(row, pieces, data, unreadable);
     const parity = recent ? recent.parity : Buffer.allocUnsafe(unitBytes);
     const olds = await this.readOld(row, pieces, recent ? undefined : parity, 0, recent);
     if (!olds) {
@@ -503,7 +624,8 @@ export class Raid5Layout {
     for (const piece of pieces) {
       const unit = row_.units.get(piece.memberIndex);
       if (unit) pieceData(piece).copy(unit, piece.offsetInUnit);
-      else if (piece.offsetInUnit === 0 && piece.lengthBytes === unitBytes) row_.units.set(piece.memberIndex, copyOf(pieceData(piece)));
+      else if (piece.offsetInUnit === 0 && piece.lengthBytes === unitBytes)
+        row_.units.set(piece.memberIndex, copyOf(pieceData(piece)));
     }
     this.keep(row_);
     return true;
@@ -515,22 +637,38 @@ export class Raid5Layout {
    * row is not kept (a 4 KiB write costs two 4 KiB reads and two 4 KiB writes, not a whole unit
    * of parity read and written back).
    */
-  private async readModifyWriteSpan(row: number, pieces: DataPiece[], data: Buffer, unreadable: number[]): Promise<boolean> {
+  private async readModifyWriteSpan(
+    row: number,
+    pieces: DataPiece[],
+    data: Buffer,
+    unreadable: number[],
+  ): Promise<boolean> {
     const rowOffset = row * this.stripeUnitBytes;
     const parityMember = this.parityMember(row);
     const from = Math.min(...pieces.map((piece) => piece.offsetInUnit));
     const to = Math.max(...pieces.map((piece) => piece.offsetInUnit + piece.lengthBytes));
     const parity = Buffer.allocUnsafe(to - from);
-    const pieceData = (piece: DataPiece): Buffer => data.subarray(piece.requestOffset, piece.requestOffset + piece.lengthBytes);
+    const pieceData = (piece: DataPiece): Buffer =>
+      data.subarray(piece.requestOffset, piece.requestOffset + piece.lengthBytes);
     const olds = await this.readOld(row, pieces, parity, from);
     if (!olds) return false;
     pieces.forEach((piece, index) => {
       const old = olds[index]!;
       xorInto(old, pieceData(piece));
-      xorInto(parity.subarray(piece.offsetInUnit - from, piece.offsetInUnit - from + piece.lengthBytes), old);
+      xorInto(
+        parity.subarray(piece.offsetInUnit - from, piece.offsetInUnit - from + piece.lengthBytes),
+        old,
+      );
     });
-    const writes = pieces.map((piece) => [piece.memberIndex, rowOffset + piece.offsetInUnit, pieceData(piece)] as const);
-    await this.writeUnits(row, [...writes, [parityMember, rowOffset + from, parity] as const], undefined, unreadable);
+    const writes = pieces.map(
+      (piece) => [piece.memberIndex, rowOffset + piece.offsetInUnit, pieceData(piece)] as const,
+    );
+    await this.writeUnits(
+      row,
+      [...writes, [parityMember, rowOffset + from, parity] as const],
+      undefined,
+      unreadable,
+    );
     return true;
   }
 
@@ -539,14 +677,21 @@ export class Raid5Layout {
    * undefined: it is known) and each piece's old data (from known's units where it holds them).
    * Undefined, with the failure recorded, when any read fails.
    */
-  private async readOld(row: number, pieces: DataPiece[], parity: Buffer | undefined, parityFromBytes: number, known?: KnownRow): Promise<Buffer[] | undefined> {
+  private async readOld(
+    row: number,
+    pieces: DataPiece[],
+    parity: Buffer | undefined,
+    parityFromBytes: number,
+    known?: KnownRow,
+  ): Promise<Buffer[] | undefined> {
     const rowOffset = row * this.stripeUnitBytes;
     const parityMember = this.parityMember(row);
     const reads = await Promise.allSettled([
       parity ? this.io.read(parityMember, rowOffset + parityFromBytes, parity) : Promise.resolve(),
       ...pieces.map(async (piece) => {
         const unit = known?.units.get(piece.memberIndex);
-        if (unit) return copyOf(unit.subarray(piece.offsetInUnit, piece.offsetInUnit + piece.lengthBytes));
+        if (unit)
+          return copyOf(unit.subarray(piece.offsetInUnit, piece.offsetInUnit + piece.lengthBytes));
         const old = Buffer.allocUnsafe(piece.lengthBytes);
         await this.io.read(piece.memberIndex, rowOffset + piece.offsetInUnit, old);
         return old;
@@ -569,7 +714,12 @@ export class Raid5Layout {
     for (let unitInRow = 0; unitInRow < this.memberCount - 1; unitInRow += 1) {
       const memberIndex = this.dataMember(row, unitInRow);
       if (recent.units.has(memberIndex)) continue;
-      const whole = pieces.some((piece) => piece.memberIndex === memberIndex && piece.offsetInUnit === 0 && piece.lengthBytes === this.stripeUnitBytes);
+      const whole = pieces.some(
+        (piece) =>
+          piece.memberIndex === memberIndex &&
+          piece.offsetInUnit === 0 &&
+          piece.lengthBytes === this.stripeUnitBytes,
+      );
       if (!whole) return false;
     }
     return true;
@@ -631,7 +781,10 @@ export class Raid5Layout {
       // A data member that left service since: the parity about to be written is the only
       // place its data lives, so it is logged first.
       const missing = this.missingDataMember(row);
-      const seq = missing !== undefined && this.io.rowLog ? await this.logPendingParity(row, missing, known) : undefined;
+      const seq =
+        missing !== undefined && this.io.rowLog
+          ? await this.logPendingParity(row, missing, known)
+          : undefined;
       try {
         await this.io.write(parityMember, row * this.stripeUnitBytes, known.parity);
       } catch (error) {
@@ -647,7 +800,10 @@ export class Raid5Layout {
 
   /** The row log record of a pending parity once data member `missing` left service: its unit is the parity XOR the other data units. */
   private async logPendingParity(row: number, missing: number, known: KnownRow): Promise<number> {
-    assert(known.reservation !== undefined, `RAID-5 row ${row}: a pending parity without room in the row log`);
+    assert(
+      known.reservation !== undefined,
+      `RAID-5 row ${row}: a pending parity without room in the row log`,
+    );
     const rowOffset = row * this.stripeUnitBytes;
     const contents = copyOf(known.parity);
     const unit = Buffer.allocUnsafe(this.stripeUnitBytes);
@@ -669,7 +825,8 @@ export class Raid5Layout {
 
   /** Writes back every pending parity (before the drives are flushed) and drops the rows. */
   async writeBackKnownRows(): Promise<void> {
-    for (const row of new Set([...this.held.keys(), ...this.known.keys()])) await this.rowLocks.withChunks([row], () => this.forgetRow(row));
+    for (const row of new Set([...this.held.keys(), ...this.known.keys()]))
+      await this.rowLocks.withChunks([row], () => this.forgetRow(row));
     if (this.known.size === 0 && this.held.size === 0) knownRowHolders.holders.delete(this);
   }
 
@@ -723,11 +880,20 @@ export class Raid5Layout {
       for (const [index, unit] of units) if (index !== derive) xorInto(derived, unit);
     }
     const touched = new Set<number>(pieces.map((piece) => piece.memberIndex));
-    for (const piece of pieces) data.copy(units.get(piece.memberIndex)!, piece.offsetInUnit, piece.requestOffset, piece.requestOffset + piece.lengthBytes);
+    for (const piece of pieces)
+      data.copy(
+        units.get(piece.memberIndex)!,
+        piece.offsetInUnit,
+        piece.requestOffset,
+        piece.requestOffset + piece.lengthBytes,
+      );
     if (corrupt && derive !== undefined) touched.add(derive);
     const parity = Buffer.alloc(unitBytes);
-    for (let unitInRow = 0; unitInRow < this.memberCount - 1; unitInRow += 1) xorInto(parity, units.get(this.dataMember(row, unitInRow))!);
-    const writes = [...touched].filter((index) => index !== this.parityMember(row)).map((index) => [index, rowOffset, units.get(index)!] as const);
+    for (let unitInRow = 0; unitInRow < this.memberCount - 1; unitInRow += 1)
+      xorInto(parity, units.get(this.dataMember(row, unitInRow))!);
+    const writes = [...touched]
+      .filter((index) => index !== this.parityMember(row))
+      .map((index) => [index, rowOffset, units.get(index)!] as const);
     const skip = derive !== undefined && !corrupt ? [derive] : [];
     await this.writeUnits(row, writes, parity, skip);
     if (corrupt) this.io.integrity.repairs += 1;
@@ -738,16 +904,25 @@ export class Raid5Layout {
    * are skipped. A member whose write fails leaves service; the row survives one such member in
    * all (counting those already out), more is EIO.
    */
-  private async writeUnits(row: number, writes: ReadonlyArray<readonly [number, number, Buffer]>, parity: Buffer | undefined, outOfService: number[]): Promise<void> {
-    const all = parity ? [...writes, [this.parityMember(row), row * this.stripeUnitBytes, parity] as const] : writes;
+  private async writeUnits(
+    row: number,
+    writes: ReadonlyArray<readonly [number, number, Buffer]>,
+    parity: Buffer | undefined,
+    outOfService: number[],
+  ): Promise<void> {
+    const all = parity
+      ? [...writes, [this.parityMember(row), row * this.stripeUnitBytes, parity] as const]
+      : writes;
     const lost = new Set(outOfService);
-    const results = await Promise.allSettled(all.map(async ([memberIndex, offset, bytes]) => {
-      if (!this.io.writable(memberIndex)) {
-        lost.add(memberIndex);
-        return;
-      }
-      await this.io.write(memberIndex, offset, bytes);
-    }));
+    const results = await Promise.allSettled(
+      all.map(async ([memberIndex, offset, bytes]) => {
+        if (!this.io.writable(memberIndex)) {
+          lost.add(memberIndex);
+          return;
+        }
+        await this.io.write(memberIndex, offset, bytes);
+      }),
+    );
     results.forEach((result, index) => {
       if (result.status === 'rejected') {
         const memberIndex = all[index]![0];
@@ -762,7 +937,12 @@ export class Raid5Layout {
    * Rebuild of member memberIndex for rows [firstRow, endRow): each row's unit is computed from
    * the other members and written, under the row lock (writes to the row wait meanwhile).
    */
-  async rebuildRows(memberIndex: number, firstRow: number, endRow: number, rebuilt: (row: number) => void): Promise<void> {
+  async rebuildRows(
+    memberIndex: number,
+    firstRow: number,
+    endRow: number,
+    rebuilt: (row: number) => void,
+  ): Promise<void> {
     const unit = Buffer.alloc(this.stripeUnitBytes);
     for (let row = firstRow; row < endRow; row += 1) {
       await this.rowLocks.withChunks([row], async () => {
@@ -780,11 +960,21 @@ export class Raid5Layout {
    * reads back as logged. False (nothing written) when the member is in service again, or the
    * parity or another data unit of the row cannot be read or written.
    */
-  async replayRowLog(row: number, memberIndex: number, offsetInUnit: number, contents: Buffer): Promise<boolean> {
+  async replayRowLog(
+    row: number,
+    memberIndex: number,
+    offsetInUnit: number,
+    contents: Buffer,
+  ): Promise<boolean> {
     return this.rowLocks.withChunks([row], async () => {
       const rowOffset = row * this.stripeUnitBytes;
       const parityMember = this.parityMember(row);
-      if (memberIndex === parityMember || this.io.readable(memberIndex, rowOffset) || !this.io.writable(parityMember)) return false;
+      if (
+        memberIndex === parityMember ||
+        this.io.readable(memberIndex, rowOffset) ||
+        !this.io.writable(parityMember)
+      )
+        return false;
       const parity = copyOf(contents);
       const other = Buffer.allocUnsafe(contents.length);
       for (let index = 0; index < this.memberCount; index += 1) {
@@ -820,8 +1010,18 @@ export class Raid5Layout {
    * out as a value written there), several failing units of a row are taken as they are, and the
    * parity is recomputed, none of it counted as a repair.
    */
-  async scrubRows(firstRow: number, endRow: number, options: { trustData?: boolean } = {}): Promise<RowScrubReport> {
-    const report: RowScrubReport = { rows: 0, degradedRows: 0, checksumRepairs: 0, parityRepairs: 0, unrepairable: 0 };
+  async scrubRows(
+    firstRow: number,
+    endRow: number,
+    options: { trustData?: boolean } = {},
+  ): Promise<RowScrubReport> {
+    const report: RowScrubReport = {
+      rows: 0,
+      degradedRows: 0,
+      checksumRepairs: 0,
+      parityRepairs: 0,
+      unrepairable: 0,
+    };
     const unitBytes = this.stripeUnitBytes;
     for (let row = firstRow; row < endRow; row += 1) {
       await this.rowLocks.withChunks([row], async () => {
@@ -863,7 +1063,10 @@ export class Raid5Layout {
             const member = members[0]!;
             const block = units[member]!.subarray(inUnit, inUnit + checksumBlockBytes);
             block.fill(0);
-            units.forEach((unit, index) => { if (index !== member) xorInto(block, unit.subarray(inUnit, inUnit + checksumBlockBytes)); });
+            units.forEach((unit, index) => {
+              if (index !== member)
+                xorInto(block, unit.subarray(inUnit, inUnit + checksumBlockBytes));
+            });
             if (this.io.writable(member)) await this.io.write(member, rowOffset + inUnit, block);
           }
           bad.length = 0;
@@ -876,14 +1079,18 @@ export class Raid5Layout {
         if (bad.length === 1) {
           const derived = units[bad[0]!]!;
           derived.fill(0);
-          units.forEach((unit, index) => { if (index !== bad[0]) xorInto(derived, unit); });
+          units.forEach((unit, index) => {
+            if (index !== bad[0]) xorInto(derived, unit);
+          });
           if (this.io.writable(bad[0]!)) await this.repair(bad[0]!, rowOffset, derived);
           if (!options.trustData) report.checksumRepairs += 1;
           return;
         }
         const parityMember = this.parityMember(row);
         const parity = Buffer.alloc(unitBytes);
-        units.forEach((unit, index) => { if (index !== parityMember) xorInto(parity, unit); });
+        units.forEach((unit, index) => {
+          if (index !== parityMember) xorInto(parity, unit);
+        });
         if (!parity.equals(units[parityMember]!)) {
           await this.io.write(parityMember, rowOffset, parity);
           if (!options.trustData) {
@@ -914,7 +1121,8 @@ export class Raid5Layout {
 
   private unreadableMembers(memberOffset: number): number[] {
     const unreadable: number[] = [];
-    for (let index = 0; index < this.memberCount; index += 1) if (!this.io.readable(index, memberOffset)) unreadable.push(index);
+    for (let index = 0; index < this.memberCount; index += 1)
+      if (!this.io.readable(index, memberOffset)) unreadable.push(index);
     return unreadable;
   }
 
@@ -941,16 +1149,30 @@ export class Raid5Layout {
 
   private lost(row: number, members: number[], detail: string): LunfsError {
     this.io.integrity.unrepairable += 1;
-    return new LunfsError('EIO', `${this.io.name} row ${row}: members ${[...new Set(members)].join(' and ')} cannot be read (${detail}); RAID-5 holds one lost member per row`);
+    return new LunfsError(
+      'EIO',
+      `${this.io.name} row ${row}: members ${[...new Set(members)].join(' and ')} cannot be read (${detail}); RAID-5 holds one lost member per row`,
+    );
   }
 
   private pieces(offsetBytes: number, lengthBytes: number): DataPiece[] {
     const pieces: DataPiece[] = [];
     const dataUnitsPerRow = this.memberCount - 1;
-    forEachPiece(offsetBytes, lengthBytes, this.stripeUnitBytes, (unitIndex, offsetInUnit, length, requestOffset) => {
-      const row = Math.floor(unitIndex / dataUnitsPerRow);
-      pieces.push({ row, memberIndex: this.dataMember(row, unitIndex % dataUnitsPerRow), offsetInUnit, lengthBytes: length, requestOffset });
-    });
+    forEachPiece(
+      offsetBytes,
+      lengthBytes,
+      this.stripeUnitBytes,
+      (unitIndex, offsetInUnit, length, requestOffset) => {
+        const row = Math.floor(unitIndex / dataUnitsPerRow);
+        pieces.push({
+          row,
+          memberIndex: this.dataMember(row, unitIndex % dataUnitsPerRow),
+          offsetInUnit,
+          lengthBytes: length,
+          requestOffset,
+        });
+      },
+    );
     return pieces;
   }
 }

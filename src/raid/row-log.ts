@@ -27,7 +27,14 @@
 
 import { randomBytes } from 'node:crypto';
 import type { BlockDevice } from '../block/block-device.js';
-import { checkSeal, formatVersion, hasMagic, isReadableFormatVersion, seal, writeMagic } from '../meta/checksum.js';
+import {
+  checkSeal,
+  formatVersion,
+  hasMagic,
+  isReadableFormatVersion,
+  seal,
+  writeMagic,
+} from '../meta/checksum.js';
 import { crc32c } from '../native/native-kernels.js';
 import { assert } from '../util/assert.js';
 import { LunfsError } from '../util/errors.js';
@@ -131,18 +138,26 @@ export class DegradedRowLog {
   /** A new pool: an empty ring and a header on every copy. */
   static async format(copies: RowLogCopy[], offsetBytes: number, areaBytes: number): Promise<void> {
     const nonce = randomBytes(8).readBigUInt64LE(0);
-    await Promise.all(copies.map(async (copy) => {
-      await copy.drive.discard(offsetBytes, areaBytes);
-      await copy.drive.write(offsetBytes, encodeHeader(1, 0, nonce));
-      await copy.drive.flush();
-    }));
+    await Promise.all(
+      copies.map(async (copy) => {
+        await copy.drive.discard(offsetBytes, areaBytes);
+        await copy.drive.write(offsetBytes, encodeHeader(1, 0, nonce));
+        await copy.drive.flush();
+      }),
+    );
   }
 
   /**
    * Reads every copy: the highest watermark, and the records past it whose header and data
    * check (a record on any copy was complete there; its write started only once all copies had it).
    */
-  static async open(copies: RowLogCopy[], offsetBytes: number, areaBytes: number, log: Logger, flushData: () => Promise<void>): Promise<{ rowLog: DegradedRowLog; entries: RowLogEntry[] }> {
+  static async open(
+    copies: RowLogCopy[],
+    offsetBytes: number,
+    areaBytes: number,
+    log: Logger,
+    flushData: () => Promise<void>,
+  ): Promise<{ rowLog: DegradedRowLog; entries: RowLogEntry[] }> {
     let generation = 0;
     let clearedSeq = 0;
     let nonce = 0n;
@@ -153,15 +168,24 @@ export class DegradedRowLog {
         await copy.drive.read(offsetBytes, area);
         areas.push(area);
       } catch (error) {
-        log.warn({ drive: copy.drive.path, error: (error as Error).message }, 'degraded-row log copy unreadable');
+        log.warn(
+          { drive: copy.drive.path, error: (error as Error).message },
+          'degraded-row log copy unreadable',
+        );
         continue;
       }
       for (const slot of [0, 1]) {
-        const header = decodeHeader(areas[areas.length - 1]!.subarray(slot * headerSlotBytes, (slot + 1) * headerSlotBytes));
+        const header = decodeHeader(
+          areas[areas.length - 1]!.subarray(slot * headerSlotBytes, (slot + 1) * headerSlotBytes),
+        );
         if (header && header.generation > generation) ({ generation, clearedSeq, nonce } = header);
       }
     }
-    if (generation === 0 && copies.length > 0) throw new LunfsError('ECORRUPT', `no degraded-row log header on ${copies.map((copy) => copy.drive.path).join(', ')}`);
+    if (generation === 0 && copies.length > 0)
+      throw new LunfsError(
+        'ECORRUPT',
+        `no degraded-row log header on ${copies.map((copy) => copy.drive.path).join(', ')}`,
+      );
     const found = new Map<number, RowLogEntry>();
     let maxSeq = 0;
     for (const area of areas) {
@@ -177,8 +201,21 @@ export class DegradedRowLog {
         position += recordHeaderBytes + record.entry.data.length; // past the end when its data wrapped
       }
     }
-    const entries = [...found].filter(([seq]) => seq > clearedSeq).sort(([a], [b]) => a - b).map(([, entry]) => entry);
-    const rowLog = new DegradedRowLog(copies, offsetBytes, areaBytes, nonce, log, generation, clearedSeq, Math.max(maxSeq, clearedSeq) + 1, flushData);
+    const entries = [...found]
+      .filter(([seq]) => seq > clearedSeq)
+      .sort(([a], [b]) => a - b)
+      .map(([, entry]) => entry);
+    const rowLog = new DegradedRowLog(
+      copies,
+      offsetBytes,
+      areaBytes,
+      nonce,
+      log,
+      generation,
+      clearedSeq,
+      Math.max(maxSeq, clearedSeq) + 1,
+      flushData,
+    );
     return { rowLog, entries };
   }
 
@@ -192,7 +229,10 @@ export class DegradedRowLog {
    * and a flush writes back rows under their locks). Returns its release.
    */
   async reserve(dataBytes: number): Promise<() => void> {
-    assert(DegradedRowLog.recordBytes(dataBytes) <= this.ringBytes, `a row log record of ${dataBytes} bytes does not fit the ring`);
+    assert(
+      DegradedRowLog.recordBytes(dataBytes) <= this.ringBytes,
+      `a row log record of ${dataBytes} bytes does not fit the ring`,
+    );
     for (;;) {
       const release = this.tryReserve(dataBytes);
       if (release) return release;
@@ -222,8 +262,13 @@ export class DegradedRowLog {
    * caller holds a reservation and tells done(seq) once the row's member writes have finished.
    */
   append(entry: RowLogEntry): Promise<number> {
-    assert(entry.data.length > 0 && entry.data.length % 4096 === 0 && entry.offsetInUnit % 4096 === 0, 'row log records cover whole 4 KiB blocks');
-    const promise = new Promise<number>((resolve, reject) => this.waiting.push({ entry, resolve, reject }));
+    assert(
+      entry.data.length > 0 && entry.data.length % 4096 === 0 && entry.offsetInUnit % 4096 === 0,
+      'row log records cover whole 4 KiB blocks',
+    );
+    const promise = new Promise<number>((resolve, reject) =>
+      this.waiting.push({ entry, resolve, reject }),
+    );
     if (!this.writing) void this.writeWaiting();
     return promise;
   }
@@ -274,7 +319,10 @@ export class DegradedRowLog {
     return this.clearMutex.run(async () => {
       if (this.copies.some((existing) => existing.driveIndex === copy.driveIndex)) return;
       await copy.drive.discard(this.offsetBytes, 2 * headerSlotBytes + this.ringBytes);
-      await copy.drive.write(this.offsetBytes + (this.generation % 2) * headerSlotBytes, encodeHeader(this.generation, this.clearedSeq, this.nonce));
+      await copy.drive.write(
+        this.offsetBytes + (this.generation % 2) * headerSlotBytes,
+        encodeHeader(this.generation, this.clearedSeq, this.nonce),
+      );
       await copy.drive.flush();
       this.copies = [...this.copies, copy];
     });
@@ -318,8 +366,19 @@ export class DegradedRowLog {
       head += record.length;
     }
     const oldest = this.live[0]?.start ?? placed[0]!.start;
-    assert(head - oldest <= this.ringBytes, 'row log records written over records not yet cleared (a write without a reservation)');
-    await Promise.all(writes.map((write) => this.writeAllCopies(this.offsetBytes + 2 * headerSlotBytes + write.position, write.bytes, false)));
+    assert(
+      head - oldest <= this.ringBytes,
+      'row log records written over records not yet cleared (a write without a reservation)',
+    );
+    await Promise.all(
+      writes.map((write) =>
+        this.writeAllCopies(
+          this.offsetBytes + 2 * headerSlotBytes + write.position,
+          write.bytes,
+          false,
+        ),
+      ),
+    );
     await this.flushAllCopies();
     this.nextSeq += placed.length;
     this.head = head;
@@ -329,10 +388,12 @@ export class DegradedRowLog {
 
   private async writeAllCopies(offsetBytes: number, data: Buffer, flush = true): Promise<void> {
     const copies = this.copies;
-    const results = await Promise.allSettled(copies.map(async (copy) => {
-      await copy.drive.write(offsetBytes, data);
-      if (flush) await copy.drive.flush();
-    }));
+    const results = await Promise.allSettled(
+      copies.map(async (copy) => {
+        await copy.drive.write(offsetBytes, data);
+        if (flush) await copy.drive.flush();
+      }),
+    );
     this.dropFailed(copies, results);
   }
 
@@ -348,11 +409,18 @@ export class DegradedRowLog {
   private dropFailed(copies: RowLogCopy[], results: PromiseSettledResult<unknown>[]): void {
     const failed = copies.filter((_, index) => results[index]!.status === 'rejected');
     if (failed.length === 0) return;
-    for (const copy of failed) this.log.error({ drive: copy.drive.path }, 'degraded-row log write failed; copy dropped');
+    for (const copy of failed)
+      this.log.error({ drive: copy.drive.path }, 'degraded-row log write failed; copy dropped');
     this.copies = this.copies.filter((copy) => !failed.includes(copy));
     if (failed.length === copies.length) {
-      const reason = (results.find((result) => result.status === 'rejected') as PromiseRejectedResult).reason as Error;
-      throw new LunfsError('EIO', `the degraded-row log could not be written to any copy: ${reason.message}`, { cause: reason });
+      const reason = (
+        results.find((result) => result.status === 'rejected') as PromiseRejectedResult
+      ).reason as Error;
+      throw new LunfsError(
+        'EIO',
+        `the degraded-row log could not be written to any copy: ${reason.message}`,
+        { cause: reason },
+      );
     }
   }
 
@@ -380,9 +448,20 @@ function encodeHeader(generation: number, clearedSeq: number, nonce: bigint): Bu
   return buffer;
 }
 
-function decodeHeader(buffer: Buffer): { generation: number; clearedSeq: number; nonce: bigint } | undefined {
-  if (!hasMagic(buffer, headerMagic) || !isReadableFormatVersion(buffer.readUInt32LE(8)) || !checkSeal(buffer, 12)) return undefined;
-  return { generation: Number(buffer.readBigUInt64LE(16)), clearedSeq: Number(buffer.readBigUInt64LE(24)), nonce: buffer.readBigUInt64LE(32) };
+function decodeHeader(
+  buffer: Buffer,
+): { generation: number; clearedSeq: number; nonce: bigint } | undefined {
+  if (
+    !hasMagic(buffer, headerMagic) ||
+    !isReadableFormatVersion(buffer.readUInt32LE(8)) ||
+    !checkSeal(buffer, 12)
+  )
+    return undefined;
+  return {
+    generation: Number(buffer.readBigUInt64LE(16)),
+    clearedSeq: Number(buffer.readBigUInt64LE(24)),
+    nonce: buffer.readBigUInt64LE(32),
+  };
 }
 
 function encodeRecordHeader(seq: number, entry: RowLogEntry, nonce: bigint): Buffer {
@@ -401,12 +480,22 @@ function encodeRecordHeader(seq: number, entry: RowLogEntry, nonce: bigint): Buf
   return buffer;
 }
 
-function decodeRecord(ring: Buffer, position: number, nonce: bigint): { seq: number; entry: RowLogEntry } | undefined {
+function decodeRecord(
+  ring: Buffer,
+  position: number,
+  nonce: bigint,
+): { seq: number; entry: RowLogEntry } | undefined {
   const header = ring.subarray(position, position + recordHeaderBytes);
-  if (!hasMagic(header, recordMagic) || !isReadableFormatVersion(header.readUInt32LE(8)) || !checkSeal(header, 12)) return undefined;
+  if (
+    !hasMagic(header, recordMagic) ||
+    !isReadableFormatVersion(header.readUInt32LE(8)) ||
+    !checkSeal(header, 12)
+  )
+    return undefined;
   if (header.readBigUInt64LE(48) !== nonce) return undefined;
   const length = header.readUInt32LE(40);
-  if (length === 0 || length % 4096 !== 0 || recordHeaderBytes + length > ring.length) return undefined;
+  if (length === 0 || length % 4096 !== 0 || recordHeaderBytes + length > ring.length)
+    return undefined;
   const data = Buffer.allocUnsafe(length);
   const dataStart = (position + recordHeaderBytes) % ring.length;
   const first = Math.min(length, ring.length - dataStart);
@@ -415,6 +504,12 @@ function decodeRecord(ring: Buffer, position: number, nonce: bigint): { seq: num
   if (crc32c(data) !== header.readUInt32LE(44)) return undefined;
   return {
     seq: Number(header.readBigUInt64LE(16)),
-    entry: { rstoreId: header.readUInt32LE(24), row: header.readUInt32LE(28), memberIndex: header.readUInt32LE(32), offsetInUnit: header.readUInt32LE(36), data },
+    entry: {
+      rstoreId: header.readUInt32LE(24),
+      row: header.readUInt32LE(28),
+      memberIndex: header.readUInt32LE(32),
+      offsetInUnit: header.readUInt32LE(36),
+      data,
+    },
   };
 }

@@ -73,9 +73,18 @@ export class RStore implements BlockDevice {
     this.sizeBytes = rstoreDataBytes(record, this.psegSizeBytes);
     const driveIndexOf = (memberIndex: number): number => record.members[memberIndex]!.driveIndex;
     this.memberIo = {
-      read: (memberIndex, memberOffsetBytes, target) => this.memberDrive(memberIndex).read(this.physicalOffset(memberIndex, memberOffsetBytes), target),
-      write: (memberIndex, memberOffsetBytes, data) => this.memberDrive(memberIndex).write(this.physicalOffset(memberIndex, memberOffsetBytes), data),
-      readable: (memberIndex, memberOffsetBytes, lengthBytes) => health.readable(driveIndexOf(memberIndex), record.id, memberOffsetBytes, lengthBytes),
+      read: (memberIndex, memberOffsetBytes, target) =>
+        this.memberDrive(memberIndex).read(
+          this.physicalOffset(memberIndex, memberOffsetBytes),
+          target,
+        ),
+      write: (memberIndex, memberOffsetBytes, data) =>
+        this.memberDrive(memberIndex).write(
+          this.physicalOffset(memberIndex, memberOffsetBytes),
+          data,
+        ),
+      readable: (memberIndex, memberOffsetBytes, lengthBytes) =>
+        health.readable(driveIndexOf(memberIndex), record.id, memberOffsetBytes, lengthBytes),
       writable: (memberIndex) => health.writable(driveIndexOf(memberIndex)),
       rebuilding: (memberIndex) => health.state(driveIndexOf(memberIndex)) === 'rebuilding',
       failed: (memberIndex, error) => health.fail(driveIndexOf(memberIndex), error),
@@ -83,18 +92,22 @@ export class RStore implements BlockDevice {
         const drive = this.memberDrive(memberIndex);
         if (!(drive instanceof ChecksumDrive)) return [];
         const start = this.physicalOffset(memberIndex, 0);
-        return (await drive.verify(this.physicalOffset(memberIndex, memberOffsetBytes), lengthBytes)).map((offset) => offset - start);
+        return (
+          await drive.verify(this.physicalOffset(memberIndex, memberOffsetBytes), lengthBytes)
+        ).map((offset) => offset - start);
       },
       recompute: async (memberIndex, memberOffsetBytes, lengthBytes) => {
         const drive = this.memberDrive(memberIndex);
-        if (drive instanceof ChecksumDrive) await drive.recompute(this.physicalOffset(memberIndex, memberOffsetBytes), lengthBytes);
+        if (drive instanceof ChecksumDrive)
+          await drive.recompute(this.physicalOffset(memberIndex, memberOffsetBytes), lengthBytes);
       },
       integrity: health.integrity,
       name: `RStore ${record.id}`,
       rowLog: rowLog && {
         reserve: (dataBytes) => rowLog.reserve(dataBytes),
         tryReserve: (dataBytes) => rowLog.tryReserve(dataBytes),
-        append: (row, memberIndex, offsetInUnit, data) => rowLog.append({ rstoreId: record.id, row, memberIndex, offsetInUnit, data }),
+        append: (row, memberIndex, offsetInUnit, data) =>
+          rowLog.append({ rstoreId: record.id, row, memberIndex, offsetInUnit, data }),
         done: (seq) => rowLog.done(seq),
       },
     };
@@ -117,9 +130,19 @@ export class RStore implements BlockDevice {
       return this.readStriped(memberIndex, memberOffset, target); // the common case
     }
     const pending: Promise<void>[] = [];
-    this.forEachStripePiece(offsetBytes, target.length, (memberIndex, memberOffset, length, requestOffset) => {
-      pending.push(this.readStriped(memberIndex, memberOffset, target.subarray(requestOffset, requestOffset + length)));
-    });
+    this.forEachStripePiece(
+      offsetBytes,
+      target.length,
+      (memberIndex, memberOffset, length, requestOffset) => {
+        pending.push(
+          this.readStriped(
+            memberIndex,
+            memberOffset,
+            target.subarray(requestOffset, requestOffset + length),
+          ),
+        );
+      },
+    );
     await Promise.all(pending);
   }
 
@@ -128,7 +151,10 @@ export class RStore implements BlockDevice {
     if (data.length === 0) return;
     const start = Math.floor(offsetBytes / repairBlockBytes) * repairBlockBytes;
     const end = Math.ceil((offsetBytes + data.length) / repairBlockBytes) * repairBlockBytes;
-    const blocks = (): number[] => [...Array((end - start) / repairBlockBytes).keys()].map((index) => start / repairBlockBytes + index);
+    const blocks = (): number[] =>
+      [...Array((end - start) / repairBlockBytes).keys()].map(
+        (index) => start / repairBlockBytes + index,
+      );
     if (start !== offsetBytes || end !== offsetBytes + data.length) {
       // A write of part of a 4 KiB block (a snapshot write at a sector offset): the block is read
       // here, verified and, if it fails its checksum, repaired from redundancy, then written whole.
@@ -149,7 +175,8 @@ export class RStore implements BlockDevice {
       }
       return;
     }
-    if (this.mergesUnderWay > 0) return this.blockLocks.withChunks(blocks(), () => this.writeBlocks(offsetBytes, data));
+    if (this.mergesUnderWay > 0)
+      return this.blockLocks.withChunks(blocks(), () => this.writeBlocks(offsetBytes, data));
     await awaitTracked(this.wholeBlockWrites, this.writeBlocks(offsetBytes, data));
   }
 
@@ -202,9 +229,19 @@ export class RStore implements BlockDevice {
       return this.writeStriped(memberIndex, memberOffset, data); // the common case
     }
     const pending: Promise<void>[] = [];
-    this.forEachStripePiece(offsetBytes, data.length, (memberIndex, memberOffset, length, requestOffset) => {
-      pending.push(this.writeStriped(memberIndex, memberOffset, data.subarray(requestOffset, requestOffset + length)));
-    });
+    this.forEachStripePiece(
+      offsetBytes,
+      data.length,
+      (memberIndex, memberOffset, length, requestOffset) => {
+        pending.push(
+          this.writeStriped(
+            memberIndex,
+            memberOffset,
+            data.subarray(requestOffset, requestOffset + length),
+          ),
+        );
+      },
+    );
     await Promise.all(pending);
   }
 
@@ -220,7 +257,11 @@ export class RStore implements BlockDevice {
 
   async flush(): Promise<void> {
     await this.writeBackParity();
-    await Promise.all(this.record.members.map((_, memberIndex) => (this.memberIo.writable(memberIndex) ? this.memberDrive(memberIndex).flush() : undefined)));
+    await Promise.all(
+      this.record.members.map((_, memberIndex) =>
+        this.memberIo.writable(memberIndex) ? this.memberDrive(memberIndex).flush() : undefined,
+      ),
+    );
   }
 
   async discard(offsetBytes: number, lengthBytes: number): Promise<void> {
@@ -246,7 +287,9 @@ export class RStore implements BlockDevice {
 
   /** Whether the RStore has lost data: more members out of service than its redundancy covers. */
   get lost(): boolean {
-    const out = this.record.members.filter((_, memberIndex) => !this.memberIo.writable(memberIndex)).length;
+    const out = this.record.members.filter(
+      (_, memberIndex) => !this.memberIo.writable(memberIndex),
+    ).length;
     if (this.record.raidLevel === 0) return out > 0;
     if (this.record.raidLevel === 1) return out === this.record.members.length;
     return out > 1;
@@ -262,7 +305,9 @@ export class RStore implements BlockDevice {
     const rows = this.psegSizeBytes / unitBytes;
     if (this.raid5) {
       for (let row = 0; row < rows; row += 1) {
-        await this.raid5.rebuildRows(memberIndex, row, row + 1, (done) => this.health.setRebuilt(this.record.id, (done + 1) * unitBytes));
+        await this.raid5.rebuildRows(memberIndex, row, row + 1, (done) =>
+          this.health.setRebuilt(this.record.id, (done + 1) * unitBytes),
+        );
         progress(unitBytes);
       }
       return;
@@ -285,10 +330,19 @@ export class RStore implements BlockDevice {
    * Scrub: reads every member unit, verifies checksums, repairs what fails from redundancy;
    * RAID-5 parity and RAID-1 mirrors are compared and made consistent again.
    */
-  async scrub(progress: (bytes: number) => void = () => {}, options: { trustData?: boolean } = {}): Promise<RowScrubReport> {
+  async scrub(
+    progress: (bytes: number) => void = () => {},
+    options: { trustData?: boolean } = {},
+  ): Promise<RowScrubReport> {
     const unitBytes = this.stripeUnitBytes;
     const rows = this.psegSizeBytes / unitBytes;
-    const total: RowScrubReport = { rows: 0, degradedRows: 0, checksumRepairs: 0, parityRepairs: 0, unrepairable: 0 };
+    const total: RowScrubReport = {
+      rows: 0,
+      degradedRows: 0,
+      checksumRepairs: 0,
+      parityRepairs: 0,
+      unrepairable: 0,
+    };
     const add = (report: RowScrubReport): void => {
       total.rows += report.rows;
       total.degradedRows += report.degradedRows;
@@ -305,7 +359,11 @@ export class RStore implements BlockDevice {
     }
     await this.withExclusiveCopy(async () => {
       for (let index = 0; index < rows; index += 1) {
-        add(await this.unitLocks.withChunks([index], () => this.scrubUnit(index, options.trustData === true)));
+        add(
+          await this.unitLocks.withChunks([index], () =>
+            this.scrubUnit(index, options.trustData === true),
+          ),
+        );
         progress(unitBytes * this.record.members.length);
       }
     });
@@ -314,7 +372,10 @@ export class RStore implements BlockDevice {
 
   /** RAID-5: replays a degraded-row log record after an unclean shutdown (see Raid5Layout.replayRowLog). */
   replayRowLog(entry: RowLogEntry): Promise<boolean> {
-    assert(this.raid5 !== undefined, `a row log record for RStore ${this.record.id}, which is not RAID-5`);
+    assert(
+      this.raid5 !== undefined,
+      `a row log record for RStore ${this.record.id}, which is not RAID-5`,
+    );
     return this.raid5.replayRowLog(entry.row, entry.memberIndex, entry.offsetInUnit, entry.data);
   }
 
@@ -355,7 +416,13 @@ export class RStore implements BlockDevice {
    * RAID-0), the data is taken as it is; mirrors that differ are made equal; nothing is counted.
    */
   private async scrubUnit(index: number, trustData = false): Promise<RowScrubReport> {
-    const report: RowScrubReport = { rows: 1, degradedRows: 0, checksumRepairs: 0, parityRepairs: 0, unrepairable: 0 };
+    const report: RowScrubReport = {
+      rows: 1,
+      degradedRows: 0,
+      checksumRepairs: 0,
+      parityRepairs: 0,
+      unrepairable: 0,
+    };
     const offset = index * this.stripeUnitBytes;
     if (this.record.raidLevel === 0) {
       const unit = Buffer.alloc(this.stripeUnitBytes);
@@ -431,10 +498,17 @@ export class RStore implements BlockDevice {
     return report;
   }
 
-  private async readStriped(memberIndex: number, memberOffset: number, target: Buffer): Promise<void> {
+  private async readStriped(
+    memberIndex: number,
+    memberOffset: number,
+    target: Buffer,
+  ): Promise<void> {
     if (!this.memberIo.readable(memberIndex, memberOffset)) {
       this.health.integrity.unrepairable += 1;
-      throw new LunfsError('EIO', `RStore ${this.record.id} (RAID-0): drive ${this.record.members[memberIndex]!.driveIndex} is out of service and RAID-0 has no redundancy`);
+      throw new LunfsError(
+        'EIO',
+        `RStore ${this.record.id} (RAID-0): drive ${this.record.members[memberIndex]!.driveIndex} is out of service and RAID-0 has no redundancy`,
+      );
     }
     try {
       await this.memberIo.read(memberIndex, memberOffset, target);
@@ -442,7 +516,11 @@ export class RStore implements BlockDevice {
       if (isChecksumError(error)) this.health.integrity.checksumMismatches += 1;
       else this.memberIo.failed(memberIndex, error);
       this.health.integrity.unrepairable += 1;
-      throw new LunfsError('EIO', `RStore ${this.record.id} (RAID-0): ${(error as Error).message}; no redundancy to repair from`, { cause: error });
+      throw new LunfsError(
+        'EIO',
+        `RStore ${this.record.id} (RAID-0): ${(error as Error).message}; no redundancy to repair from`,
+        { cause: error },
+      );
     }
   }
 
@@ -451,11 +529,18 @@ export class RStore implements BlockDevice {
    * service (its final flush may have come first), is a missed write on that drive: the drive may
    * come back, and then these blocks may hold older data (DriveHealth.missedWrite records it).
    */
-  private async writeStriped(memberIndex: number, memberOffset: number, data: Buffer): Promise<void> {
+  private async writeStriped(
+    memberIndex: number,
+    memberOffset: number,
+    data: Buffer,
+  ): Promise<void> {
     const driveIndex = this.record.members[memberIndex]!.driveIndex;
     if (!this.memberIo.writable(memberIndex)) {
       this.health.missedWrite(driveIndex, this.record.id);
-      throw new LunfsError('EIO', `RStore ${this.record.id} (RAID-0): drive ${driveIndex} is out of service and RAID-0 has no redundancy`);
+      throw new LunfsError(
+        'EIO',
+        `RStore ${this.record.id} (RAID-0): drive ${driveIndex} is out of service and RAID-0 has no redundancy`,
+      );
     }
     try {
       await this.memberIo.write(memberIndex, memberOffset, data);
@@ -468,16 +553,25 @@ export class RStore implements BlockDevice {
   }
 
   private async writeMirrors(offsetBytes: number, data: Buffer): Promise<void> {
-    const targets = this.record.members.map((_, memberIndex) => memberIndex).filter((memberIndex) => this.memberIo.writable(memberIndex));
-    const results = await Promise.allSettled(targets.map((memberIndex) => this.memberIo.write(memberIndex, offsetBytes, data)));
+    const targets = this.record.members
+      .map((_, memberIndex) => memberIndex)
+      .filter((memberIndex) => this.memberIo.writable(memberIndex));
+    const results = await Promise.allSettled(
+      targets.map((memberIndex) => this.memberIo.write(memberIndex, offsetBytes, data)),
+    );
     let written = 0;
     results.forEach((result, index) => {
       if (result.status === 'fulfilled') written += 1;
       else this.memberIo.failed(targets[index]!, result.reason);
     });
     if (written === 0) {
-      const reason = results.find((result) => result.status === 'rejected') as PromiseRejectedResult | undefined;
-      throw new LunfsError('EIO', `every mirror of RStore ${this.record.id} failed to write${reason ? `: ${(reason.reason as Error).message}` : ' (none in service)'}`, { cause: reason?.reason });
+      const reason = results.find((result) => result.status === 'rejected') as
+        PromiseRejectedResult | undefined;
+      throw new LunfsError(
+        'EIO',
+        `every mirror of RStore ${this.record.id} failed to write${reason ? `: ${(reason.reason as Error).message}` : ' (none in service)'}`,
+        { cause: reason?.reason },
+      );
     }
   }
 
@@ -485,7 +579,11 @@ export class RStore implements BlockDevice {
    * Reads from the mirrors in turn (spreading reads), skipping those out of service. A mirror
    * whose data fails its checksum is rewritten from the one that verifies.
    */
-  private async readMirror(offsetBytes: number, target: Buffer, excludeMember?: number): Promise<void> {
+  private async readMirror(
+    offsetBytes: number,
+    target: Buffer,
+    excludeMember?: number,
+  ): Promise<void> {
     const memberCount = this.record.members.length;
     const first = this.nextMirror;
     this.nextMirror = (this.nextMirror + 1) % memberCount;
@@ -493,7 +591,11 @@ export class RStore implements BlockDevice {
     const corrupt: number[] = [];
     for (let attempt = 0; attempt < memberCount; attempt += 1) {
       const memberIndex = (first + attempt) % memberCount;
-      if (memberIndex === excludeMember || !this.memberIo.readable(memberIndex, offsetBytes, target.length)) continue;
+      if (
+        memberIndex === excludeMember ||
+        !this.memberIo.readable(memberIndex, offsetBytes, target.length)
+      )
+        continue;
       try {
         await this.memberIo.read(memberIndex, offsetBytes, target);
       } catch (error) {
@@ -510,8 +612,13 @@ export class RStore implements BlockDevice {
       return;
     }
     this.health.integrity.unrepairable += 1;
-    if (lastError === undefined) throw new LunfsError('EIO', `RStore ${this.record.id}: no mirror in service`);
-    throw new LunfsError('EIO', `every mirror of RStore ${this.record.id} failed: ${(lastError as Error).message}`, { cause: lastError });
+    if (lastError === undefined)
+      throw new LunfsError('EIO', `RStore ${this.record.id}: no mirror in service`);
+    throw new LunfsError(
+      'EIO',
+      `every mirror of RStore ${this.record.id} failed: ${(lastError as Error).message}`,
+      { cause: lastError },
+    );
   }
 
   /**
@@ -519,9 +626,17 @@ export class RStore implements BlockDevice {
    * whole 4 KiB block, so a read that covered part of one repairs the whole block (read again
    * from the good mirror): a partial write over a bad block could not be checked.
    */
-  private async repairMirrors(corrupt: number[], good: number, offsetBytes: number, data: Buffer): Promise<void> {
+  private async repairMirrors(
+    corrupt: number[],
+    good: number,
+    offsetBytes: number,
+    data: Buffer,
+  ): Promise<void> {
     const start = Math.floor(offsetBytes / repairBlockBytes) * repairBlockBytes;
-    const end = Math.min(this.psegSizeBytes, Math.ceil((offsetBytes + data.length) / repairBlockBytes) * repairBlockBytes);
+    const end = Math.min(
+      this.psegSizeBytes,
+      Math.ceil((offsetBytes + data.length) / repairBlockBytes) * repairBlockBytes,
+    );
     let whole = data;
     if (start !== offsetBytes || end !== offsetBytes + data.length) {
       whole = Buffer.allocUnsafe(end - start);
@@ -534,7 +649,11 @@ export class RStore implements BlockDevice {
     for (const bad of corrupt) await this.repairMember(bad, start, whole);
   }
 
-  private async repairMember(memberIndex: number, memberOffset: number, data: Buffer): Promise<void> {
+  private async repairMember(
+    memberIndex: number,
+    memberOffset: number,
+    data: Buffer,
+  ): Promise<void> {
     try {
       await this.memberIo.write(memberIndex, memberOffset, data);
       this.health.integrity.repairs += 1;
@@ -543,20 +662,39 @@ export class RStore implements BlockDevice {
     }
   }
 
-  private forEachStripePiece(offsetBytes: number, lengthBytes: number, visit: (memberIndex: number, memberOffsetBytes: number, lengthBytes: number, requestOffsetBytes: number) => void): void {
+  private forEachStripePiece(
+    offsetBytes: number,
+    lengthBytes: number,
+    visit: (
+      memberIndex: number,
+      memberOffsetBytes: number,
+      lengthBytes: number,
+      requestOffsetBytes: number,
+    ) => void,
+  ): void {
     const memberCount = this.record.members.length;
-    forEachPiece(offsetBytes, lengthBytes, this.stripeUnitBytes, (stripeIndex, offsetInUnit, length, requestOffset) => {
-      const memberIndex = stripeIndex % memberCount;
-      const memberOffset = Math.floor(stripeIndex / memberCount) * this.stripeUnitBytes + offsetInUnit;
-      visit(memberIndex, memberOffset, length, requestOffset);
-    });
+    forEachPiece(
+      offsetBytes,
+      lengthBytes,
+      this.stripeUnitBytes,
+      (stripeIndex, offsetInUnit, length, requestOffset) => {
+        const memberIndex = stripeIndex % memberCount;
+        const memberOffset =
+          Math.floor(stripeIndex / memberCount) * this.stripeUnitBytes + offsetInUnit;
+        visit(memberIndex, memberOffset, length, requestOffset);
+      },
+    );
   }
 
   /** [member, offset in the member] of a data offset under RAID-0 striping. */
   private stripeLocation(offsetBytes: number): [number, number] {
     const memberCount = this.record.members.length;
     const stripeIndex = Math.floor(offsetBytes / this.stripeUnitBytes);
-    return [stripeIndex % memberCount, Math.floor(stripeIndex / memberCount) * this.stripeUnitBytes + (offsetBytes - stripeIndex * this.stripeUnitBytes)];
+    return [
+      stripeIndex % memberCount,
+      Math.floor(stripeIndex / memberCount) * this.stripeUnitBytes +
+        (offsetBytes - stripeIndex * this.stripeUnitBytes),
+    ];
   }
 
   private memberDrive(memberIndex: number): Drive {
@@ -566,7 +704,9 @@ export class RStore implements BlockDevice {
   private physicalOffset(memberIndex: number, memberOffsetBytes: number): number {
     const member = this.record.members[memberIndex]!;
     const geometry = this.drives[member.driveIndex]!;
-    return geometry.psegAreaOffsetBytes + member.psegIndex * geometry.psegSizeBytes + memberOffsetBytes;
+    return (
+      geometry.psegAreaOffsetBytes + member.psegIndex * geometry.psegSizeBytes + memberOffsetBytes
+    );
   }
 }
 

@@ -36,7 +36,8 @@ export class WriteIntent {
     /** Queues the op and commits it; resolves once it is durable. */
     private readonly commitIntent: (rstoreIds: number[], dirty: boolean) => Promise<void>,
   ) {
-    for (const rstoreId of dirtyAtOpen) this.intents.set(rstoreId, { state: 'dirty', inFlight: 0, lastWriteMs: clock.nowMs() });
+    for (const rstoreId of dirtyAtOpen)
+      this.intents.set(rstoreId, { state: 'dirty', inFlight: 0, lastWriteMs: clock.nowMs() });
   }
 
   /** Call before writing an RStore; undefined (no wait) when it is durably dirty already. */
@@ -67,7 +68,12 @@ export class WriteIntent {
     let settle!: () => void;
     const transition = new Promise<void>((resolve) => (settle = resolve));
     for (const [rstoreId, intent] of this.intents) {
-      if (intent.state !== 'dirty' || intent.inFlight > 0 || now - intent.lastWriteMs < intentCleanAfterMs) continue;
+      if (
+        intent.state !== 'dirty' ||
+        intent.inFlight > 0 ||
+        now - intent.lastWriteMs < intentCleanAfterMs
+      )
+        continue;
       intent.state = 'clearing';
       intent.transition = transition;
       picked.push(rstoreId);
@@ -101,7 +107,10 @@ export class WriteIntent {
       }
       intent.state = 'marking';
       const transition = this.commitIntent([rstoreId], true);
-      intent.transition = transition.then(() => {}, () => {});
+      intent.transition = transition.then(
+        () => {},
+        () => {},
+      );
       try {
         await transition;
         intent.state = 'dirty';
@@ -117,7 +126,8 @@ export class WriteIntent {
 
   private intentOf(rstoreId: number): RstoreIntent {
     let intent = this.intents.get(rstoreId);
-    if (!intent) this.intents.set(rstoreId, (intent = { state: 'clean', inFlight: 0, lastWriteMs: 0 }));
+    if (!intent)
+      this.intents.set(rstoreId, (intent = { state: 'clean', inFlight: 0, lastWriteMs: 0 }));
     return intent;
   }
 }

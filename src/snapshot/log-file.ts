@@ -20,7 +20,8 @@ export class LogFile {
 
   /** The target slot of the chunk, zeroSlot, or undefined when the log has no pointer for it. */
   get(chunkIndex: number): number | undefined {
-    const value = this.pages.get(Math.floor(chunkIndex / pageEntries))?.[chunkIndex % pageEntries] ?? 0;
+    const value =
+      this.pages.get(Math.floor(chunkIndex / pageEntries))?.[chunkIndex % pageEntries] ?? 0;
     return value === 0 ? undefined : value - 1;
   }
 
@@ -52,7 +53,8 @@ export class LogFile {
   forEach(visit: (chunkIndex: number, slot: number) => void): void {
     for (const pageIndex of [...this.pages.keys()].sort((a, b) => a - b)) {
       const page = this.pages.get(pageIndex)!;
-      for (let index = 0; index < pageEntries; index += 1) if (page[index] !== 0) visit(pageIndex * pageEntries + index, page[index]! - 1);
+      for (let index = 0; index < pageEntries; index += 1)
+        if (page[index] !== 0) visit(pageIndex * pageEntries + index, page[index]! - 1);
     }
   }
 }

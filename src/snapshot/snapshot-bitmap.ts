@@ -60,7 +60,8 @@ export class SnapshotBitmap {
     for (let byteIndex = 0; byteIndex < bytes.length; byteIndex += 1) {
       const byte = bytes[byteIndex]!;
       if (byte === 0) continue;
-      for (let bit = 0; bit < 8; bit += 1) if ((byte & (1 << bit)) !== 0) bitmap.set(byteIndex * 8 + bit);
+      for (let bit = 0; bit < 8; bit += 1)
+        if ((byte & (1 << bit)) !== 0) bitmap.set(byteIndex * 8 + bit);
     }
     return bitmap;
   }

@@ -86,8 +86,14 @@ export class SnapshotSet {
       if (!readOnly) await this.pool.removeTarget(record, () => {});
       return;
     }
-    const live = new Set(this.all().filter((snapshot) => snapshot.state === 'valid').map((snapshot) => snapshot.id));
-    this.target = await TargetStore.open(this.pool, record, live, this.log, readOnly, (id) => this.isLive(id));
+    const live = new Set(
+      this.all()
+        .filter((snapshot) => snapshot.state === 'valid')
+        .map((snapshot) => snapshot.id),
+    );
+    this.target = await TargetStore.open(this.pool, record, live, this.log, readOnly, (id) =>
+      this.isLive(id),
+    );
     this.updateReservationUse();
   }
 
@@ -97,12 +103,15 @@ export class SnapshotSet {
 
   /** The LUN's snapshots, oldest first. */
   all(): SnapshotRecord[] {
-    return [...this.pool.metadata.snapshots.values()].filter((snapshot) => snapshot.lunId === this.lun.id).sort((a, b) => a.epoch - b.epoch);
+    return [...this.pool.metadata.snapshots.values()]
+      .filter((snapshot) => snapshot.lunId === this.lun.id)
+      .sort((a, b) => a.epoch - b.epoch);
   }
 
   byName(name: string): SnapshotRecord {
     const found = this.all().find((snapshot) => snapshot.name === name);
-    if (!found) throw new LunfsError('ENOENT', `LUN '${this.lun.name}' has no snapshot named '${name}'`);
+    if (!found)
+      throw new LunfsError('ENOENT', `LUN '${this.lun.name}' has no snapshot named '${name}'`);
     return found;
   }
 
@@ -112,7 +121,8 @@ export class SnapshotSet {
 
   /** Whether destages must look for originals to preserve. */
   get active(): boolean {
-    for (const snapshot of this.pool.metadata.snapshots.values()) if (snapshot.lunId === this.lun.id && snapshot.state === 'valid') return true;
+    for (const snapshot of this.pool.metadata.snapshots.values())
+      if (snapshot.lunId === this.lun.id && snapshot.state === 'valid') return true;
     return false;
   }
 
@@ -127,10 +137,16 @@ export class SnapshotSet {
   async ensureTarget(): Promise<TargetStore> {
     if (this.target) return this.target;
     this.targetCreation ??= (async () => {
-      const { geometry, sizeBytes } = planTarget(this.chunkBytes, this.pool.allocationUnitBytes, this.pool.capacityBytes());
+      const { geometry, sizeBytes } = planTarget(
+        this.chunkBytes,
+        this.pool.allocationUnitBytes,
+        this.pool.capacityBytes(),
+      );
       const record = await this.pool.createTarget(this.lun, sizeBytes);
       try {
-        this.target = await TargetStore.format(this.pool, record, geometry, this.log, (id) => this.isLive(id));
+        this.target = await TargetStore.format(this.pool, record, geometry, this.log, (id) =>
+          this.isLive(id),
+        );
       } catch (error) {
         await this.pool.removeTarget(record, () => {}); // e.g. ENOSPC: nothing is left behind
         throw error;
@@ -143,16 +159,32 @@ export class SnapshotSet {
   /** The snapshot instant: a new record at the next epoch (the caller makes it durable). */
   take(id: number, name: string, reservedBytes: number, createdAtMs: number): SnapshotRecord {
     assert(this.target !== undefined, 'snapshot taken before its target exists');
-    if (this.all().length >= maxSnapshotsPerLun) throw new LunfsError('ENOSPC', `LUN '${this.lun.name}' has ${maxSnapshotsPerLun} snapshots, the most one LUN may have`);
+    if (this.all().length >= maxSnapshotsPerLun)
+      throw new LunfsError(
+        'ENOSPC',
+        `LUN '${this.lun.name}' has ${maxSnapshotsPerLun} snapshots, the most one LUN may have`,
+      );
     this.epoch += 1;
-    return { id, lunId: this.lun.id, name, epoch: this.epoch, createdAtMs, sizeBytes: this.lun.sizeBytes, reservedBytes, state: 'valid', predecessorKind: 'lun', predecessorId: this.lun.id };
+    return {
+      id,
+      lunId: this.lun.id,
+      name,
+      epoch: this.epoch,
+      createdAtMs,
+      sizeBytes: this.lun.sizeBytes,
+      reservedBytes,
+      state: 'valid',
+      predecessorKind: 'lun',
+      predecessorId: this.lun.id,
+    };
   }
 
   /** Valid snapshots that need chunk's current source data preserved before data of epoch is written over it. */
   needing(chunkIndex: number, epoch: number): SnapshotRecord[] {
     const found: SnapshotRecord[] = [];
     for (const snapshot of this.pool.metadata.snapshots.values()) {
-      if (snapshot.lunId !== this.lun.id || snapshot.state !== 'valid' || snapshot.epoch > epoch) continue;
+      if (snapshot.lunId !== this.lun.id || snapshot.state !== 'valid' || snapshot.epoch > epoch)
+        continue;
       if (chunkIndex * this.chunkBytes >= snapshot.sizeBytes) continue;
       if (this.image(snapshot.id)?.bitmap.get(chunkIndex)) continue;
       found.push(snapshot);
@@ -169,14 +201,20 @@ export class SnapshotSet {
   async preserve(chunkIndex: number, epoch: number, source: ThinVolume): Promise<void> {
     if (this.cover.covers(chunkIndex, this.epoch)) return; // every snapshot holds it already
     const needing = this.needing(chunkIndex, epoch);
-    if (needing.length > 0) await this.whileBusy(() => this.preserveFor(needing, chunkIndex, source));
+    if (needing.length > 0)
+      await this.whileBusy(() => this.preserveFor(needing, chunkIndex, source));
     // Held by every valid snapshot, newer ones than the data's epoch included: the search just
     // made says so when it covered them all and found none; otherwise search once more.
     const searchedAll = needing.length === 0 && epoch >= this.epoch;
-    if (searchedAll || this.needing(chunkIndex, Number.POSITIVE_INFINITY).length === 0) this.cover.set(chunkIndex, this.epoch);
+    if (searchedAll || this.needing(chunkIndex, Number.POSITIVE_INFINITY).length === 0)
+      this.cover.set(chunkIndex, this.epoch);
   }
 
-  private async preserveFor(needing: SnapshotRecord[], chunkIndex: number, source: ThinVolume): Promise<void> {
+  private async preserveFor(
+    needing: SnapshotRecord[],
+    chunkIndex: number,
+    source: ThinVolume,
+  ): Promise<void> {
     const target = this.target;
     assert(target !== undefined, 'snapshots without a target volume');
     const startBytes = chunkIndex * this.chunkBytes;
@@ -199,10 +237,19 @@ export class SnapshotSet {
     }
     const reserved = needing.some((snapshot) => snapshot.reservedBytes > 0);
     try {
-      await target.preserve(chunkIndex, original, needing.map((snapshot) => snapshot.id), reserved);
+      await target.preserve(
+        chunkIndex,
+        original,
+        needing.map((snapshot) => snapshot.id),
+        reserved,
+      );
     } catch (error) {
       if (!(error instanceof LunfsError) || error.code !== 'ENOSPC') throw error;
-      if (reserved) this.log.error({ chunk: chunkIndex }, 'a reserved snapshot could not preserve data: its reservation was too small');
+      if (reserved)
+        this.log.error(
+          { chunk: chunkIndex },
+          'a reserved snapshot could not preserve data: its reservation was too small',
+        );
       await this.invalidate(needing, 'the pool ran out of space to preserve original data');
     } finally {
       // The slot write has completed (or failed): the buffer is free again.
@@ -212,13 +259,18 @@ export class SnapshotSet {
 
   async invalidate(given: SnapshotRecord[], reason: string): Promise<void> {
     // A snapshot removed meanwhile (a preservation for it was under way) has nothing left to invalidate.
-    const snapshots = given.filter((snapshot) => this.pool.metadata.snapshots.get(snapshot.id) === snapshot);
+    const snapshots = given.filter(
+      (snapshot) => this.pool.metadata.snapshots.get(snapshot.id) === snapshot,
+    );
     let committed = false;
     for (const snapshot of snapshots) {
       if (snapshot.state !== 'valid') continue;
       await this.pool.commitOp({ kind: 'snapshot-invalidate', snapshotId: snapshot.id, reason });
       committed = true;
-      this.log.warn({ snapshot: `${this.lun.name}@${snapshot.name}`, reason }, 'snapshot invalidated');
+      this.log.warn(
+        { snapshot: `${this.lun.name}@${snapshot.name}`, reason },
+        'snapshot invalidated',
+      );
     }
     // A snapshot found invalid already may be so only in memory: another preservation's
     // invalidation of it can still be on its way to the pool metadata. The drop of its image must
@@ -237,31 +289,70 @@ export class SnapshotSet {
 
   /** Target metadata writes may use reserved space while a valid reserved snapshot exists. */
   updateReservationUse(): void {
-    if (this.target) this.target.reservation.use = this.all().some((snapshot) => snapshot.state === 'valid' && snapshot.reservedBytes > 0);
+    if (this.target)
+      this.target.reservation.use = this.all().some(
+        (snapshot) => snapshot.state === 'valid' && snapshot.reservedBytes > 0,
+      );
   }
 
   /** Reads snapshot data: from the target where the bitmap says so, else the source as of the snapshot instant. */
-  async read(snapshot: SnapshotRecord, offsetBytes: number, target: Buffer, source: ThinVolume, cache: EpochOverlay): Promise<void> {
+  async read(
+    snapshot: SnapshotRecord,
+    offsetBytes: number,
+    target: Buffer,
+    source: ThinVolume,
+    cache: EpochOverlay,
+  ): Promise<void> {
     this.checkUsable(snapshot);
     const pieces: Promise<void>[] = [];
-    forEachPiece(offsetBytes, target.length, this.chunkBytes, (chunkIndex, inChunk, length, inRequest) => {
-      const slice = target.subarray(inRequest, inRequest + length);
-      pieces.push(this.whileBusy(() => this.locks.withChunks([chunkIndex], () => this.readChunk(snapshot, chunkIndex, inChunk, slice, source, cache))));
-    });
+    forEachPiece(
+      offsetBytes,
+      target.length,
+      this.chunkBytes,
+      (chunkIndex, inChunk, length, inRequest) => {
+        const slice = target.subarray(inRequest, inRequest + length);
+        pieces.push(
+          this.whileBusy(() =>
+            this.locks.withChunks([chunkIndex], () =>
+              this.readChunk(snapshot, chunkIndex, inChunk, slice, source, cache),
+            ),
+          ),
+        );
+      },
+    );
     await Promise.all(pieces);
     this.checkUsable(snapshot); // invalidated while reading: the data may be incomplete
   }
 
   /** Writes to a snapshot land in its own image in the target (seed 002, claims 1-10). */
-  async write(snapshot: SnapshotRecord, offsetBytes: number, data: Buffer, source: ThinVolume, cache: EpochOverlay): Promise<void> {
+  async write(
+    snapshot: SnapshotRecord,
+    offsetBytes: number,
+    data: Buffer,
+    source: ThinVolume,
+    cache: EpochOverlay,
+  ): Promise<void> {
     this.checkUsable(snapshot);
     const pieces: Promise<void>[] = [];
-    forEachPiece(offsetBytes, data.length, this.chunkBytes, (chunkIndex, inChunk, length, inRequest) => {
-      const piece = data.subarray(inRequest, inRequest + length);
-      pieces.push(this.whileBusy(() => this.locks.withChunks([chunkIndex], () => this.writeChunk(snapshot, chunkIndex, inChunk, piece, source, cache))));
-    });
+    forEachPiece(
+      offsetBytes,
+      data.length,
+      this.chunkBytes,
+      (chunkIndex, inChunk, length, inRequest) => {
+        const piece = data.subarray(inRequest, inRequest + length);
+        pieces.push(
+          this.whileBusy(() =>
+            this.locks.withChunks([chunkIndex], () =>
+              this.writeChunk(snapshot, chunkIndex, inChunk, piece, source, cache),
+            ),
+          ),
+        );
+      },
+    );
     const results = await Promise.allSettled(pieces);
-    const failure = results.find((result): result is PromiseRejectedResult => result.status === 'rejected');
+    const failure = results.find(
+      (result): result is PromiseRejectedResult => result.status === 'rejected',
+    );
     if (failure) throw failure.reason;
   }
 
@@ -283,12 +374,22 @@ export class SnapshotSet {
     while (this.busyCount > 0) await new Promise<void>((resolve) => this.idleWaiters.push(resolve));
   }
 
-  private async readChunk(snapshot: SnapshotRecord, chunkIndex: number, inChunk: number, slice: Buffer, source: ThinVolume, cache: EpochOverlay): Promise<void> {
+  private async readChunk(
+    snapshot: SnapshotRecord,
+    chunkIndex: number,
+    inChunk: number,
+    slice: Buffer,
+    source: ThinVolume,
+    cache: EpochOverlay,
+  ): Promise<void> {
     this.checkUsable(snapshot); // it may have gone while this waited for the chunk's lock
     const image = this.image(snapshot.id);
     if (image?.bitmap.get(chunkIndex)) {
       const slot = image.log.get(chunkIndex);
-      assert(slot !== undefined, `snapshot ${snapshot.id}: bit set for chunk ${chunkIndex} without a log pointer`);
+      assert(
+        slot !== undefined,
+        `snapshot ${snapshot.id}: bit set for chunk ${chunkIndex} without a log pointer`,
+      );
       await this.target!.readSlot(slot, inChunk, slice);
       return;
     }
@@ -297,7 +398,14 @@ export class SnapshotSet {
     cache.overlayBefore(offsetBytes, slice, snapshot.epoch);
   }
 
-  private async writeChunk(snapshot: SnapshotRecord, chunkIndex: number, inChunk: number, piece: Buffer, source: ThinVolume, cache: EpochOverlay): Promise<void> {
+  private async writeChunk(
+    snapshot: SnapshotRecord,
+    chunkIndex: number,
+    inChunk: number,
+    piece: Buffer,
+    source: ThinVolume,
+    cache: EpochOverlay,
+  ): Promise<void> {
     this.checkUsable(snapshot); // it may have gone while this waited for the chunk's lock
     const target = this.target!;
     const image = this.image(snapshot.id);
@@ -308,14 +416,20 @@ export class SnapshotSet {
     }
     const whole = Buffer.alloc(this.chunkBytes);
     const viewBytes = Math.min(this.chunkBytes, snapshot.sizeBytes - chunkIndex * this.chunkBytes);
-    if (inChunk > 0 || piece.length < viewBytes) await this.readChunk(snapshot, chunkIndex, 0, whole.subarray(0, viewBytes), source, cache);
+    if (inChunk > 0 || piece.length < viewBytes)
+      await this.readChunk(snapshot, chunkIndex, 0, whole.subarray(0, viewBytes), source, cache);
     piece.copy(whole, inChunk);
     await target.redirect(snapshot.id, chunkIndex, whole, snapshot.reservedBytes > 0);
   }
 
   private checkUsable(snapshot: SnapshotRecord): void {
-    if (!this.pool.metadata.snapshots.has(snapshot.id)) throw new LunfsError('ENOENT', `snapshot ${this.lun.name}@${snapshot.name} was deleted`);
-    if (snapshot.state !== 'valid') throw new LunfsError('EIO', `snapshot ${this.lun.name}@${snapshot.name} is invalid: ${snapshot.invalidReason ?? 'unknown reason'}`);
+    if (!this.pool.metadata.snapshots.has(snapshot.id))
+      throw new LunfsError('ENOENT', `snapshot ${this.lun.name}@${snapshot.name} was deleted`);
+    if (snapshot.state !== 'valid')
+      throw new LunfsError(
+        'EIO',
+        `snapshot ${this.lun.name}@${snapshot.name} is invalid: ${snapshot.invalidReason ?? 'unknown reason'}`,
+      );
   }
 
   /** Units of free space the LUN's reserved snapshots may still need. */
@@ -329,7 +443,10 @@ export class SnapshotSet {
       any = true;
       const chunks = Math.ceil(snapshot.sizeBytes / this.chunkBytes);
       const done = this.image(snapshot.id)?.bitmap.count ?? 0;
-      units += Math.ceil((chunks - done) / chunksPerUnit) + 1 + reservationMetadataUnits(snapshot.sizeBytes, this.chunkBytes, unitBytes);
+      units +=
+        Math.ceil((chunks - done) / chunksPerUnit) +
+        1 +
+        reservationMetadataUnits(snapshot.sizeBytes, this.chunkBytes, unitBytes);
     }
     return any ? units + Math.ceil((this.target?.geometry.journalBytes ?? 0) / unitBytes) + 2 : 0;
   }
@@ -357,7 +474,9 @@ export class SnapshotSet {
       this.target = undefined;
       await this.idle(); // preservations that began before the removal end first
       await target.quiesce();
-      await this.pool.removeTarget(this.pool.targetOf(this.lun.id)!, () => target.thin.releaseAll());
+      await this.pool.removeTarget(this.pool.targetOf(this.lun.id)!, () =>
+        target.thin.releaseAll(),
+      );
     }
   }
 
@@ -369,7 +488,11 @@ export class SnapshotSet {
 }
 
 /** Metadata room a reserved snapshot may need in the target: its bitmap and log in both checkpoint slots. */
-function reservationMetadataUnits(sizeBytes: number, chunkBytes: number, unitBytes: number): number {
+function reservationMetadataUnits(
+  sizeBytes: number,
+  chunkBytes: number,
+  unitBytes: number,
+): number {
   const chunks = Math.ceil(sizeBytes / chunkBytes);
   return 2 * Math.ceil((chunks / 8 + chunks * 8) / unitBytes);
 }

@@ -22,7 +22,10 @@ export interface TargetState {
 export type TargetOp =
   /** One preserved copy of a chunk's original data serves every snapshot in ids (claims 1, 13, 22). */
   | {
-      kind: 'preserve'; chunk: number; slot: number; ids: number[];
+      kind: 'preserve';
+      chunk: number;
+      slot: number;
+      ids: number[];
       /**
        * crc32c of the slot's data, when the record was written before that data was flushed (one
        * flush for both): if the record is the journal's last and the slot does not match after a
@@ -38,7 +41,12 @@ export type TargetOp =
   | { kind: 'drop'; ids: number[] };
 
 /** Applies op; calls replaced(slot) for every pointer it drops or overwrites (slot reference counts). */
-export function applyTargetOp(state: TargetState, op: TargetOp, replaced?: (slot: number) => void, added?: (slot: number) => void): void {
+export function applyTargetOp(
+  state: TargetState,
+  op: TargetOp,
+  replaced?: (slot: number) => void,
+  added?: (slot: number) => void,
+): void {
   switch (op.kind) {
     case 'preserve':
       for (const id of op.ids) point(state, id, op.chunk, op.slot, replaced, added);
@@ -66,7 +74,14 @@ export function applyTargetOp(state: TargetState, op: TargetOp, replaced?: (slot
   }
 }
 
-function point(state: TargetState, id: number, chunk: number, slot: number, replaced?: (slot: number) => void, added?: (slot: number) => void): void {
+function point(
+  state: TargetState,
+  id: number,
+  chunk: number,
+  slot: number,
+  replaced?: (slot: number) => void,
+  added?: (slot: number) => void,
+): void {
   let image = state.snapshots.get(id);
   if (!image) {
     image = { bitmap: new SnapshotBitmap(), log: new LogFile() };
@@ -108,7 +123,11 @@ export function encodeTargetState(state: TargetState): Buffer {
 export function decodeTargetState(payload: Buffer): TargetState {
   try {
     const jsonLength = payload.readUInt32LE(0);
-    const index = JSON.parse(payload.toString('utf8', 4, 4 + jsonLength)) as Array<{ id: number; bitmapBytes: number; pointerCount: number }>;
+    const index = JSON.parse(payload.toString('utf8', 4, 4 + jsonLength)) as Array<{
+      id: number;
+      bitmapBytes: number;
+      pointerCount: number;
+    }>;
     const state: TargetState = { snapshots: new Map() };
     let position = 4 + jsonLength;
     for (const { id, bitmapBytes, pointerCount } of index) {
@@ -121,10 +140,15 @@ export function decodeTargetState(payload: Buffer): TargetState {
       }
       state.snapshots.set(id, { bitmap, log });
     }
-    if (position !== payload.length) throw new Error(`${payload.length - position} bytes past the last snapshot`);
+    if (position !== payload.length)
+      throw new Error(`${payload.length - position} bytes past the last snapshot`);
     return state;
   } catch (error) {
-    throw new LunfsError('ECORRUPT', `snapshot target checkpoint does not decode: ${(error as Error).message}`, { cause: error });
+    throw new LunfsError(
+      'ECORRUPT',
+      `snapshot target checkpoint does not decode: ${(error as Error).message}`,
+      { cause: error },
+    );
   }
 }
 

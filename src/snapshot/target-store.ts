@@ -28,7 +28,14 @@
 import type { BlockDevice } from '../block/block-device.js';
 import { crc32c } from '../native/native-kernels.js';
 import { MetadataStore, type QuorumLayout } from '../meta/metadata-store.js';
-import { checkSeal, formatVersion, hasMagic, isReadableFormatVersion, seal, writeMagic } from '../meta/checksum.js';
+import {
+  checkSeal,
+  formatVersion,
+  hasMagic,
+  isReadableFormatVersion,
+  seal,
+  writeMagic,
+} from '../meta/checksum.js';
 import type { LunRecord } from '../meta/pool-metadata.js';
 import { ThinVolume, type MapSpace } from '../map/thin-volume.js';
 import { assert } from '../util/assert.js';
@@ -36,7 +43,12 @@ import { LunfsError } from '../util/errors.js';
 import type { Logger } from '../util/logger.js';
 import { alignUp, MiB } from '../util/sizes.js';
 import { zeroSlot } from './log-file.js';
-import { applyTargetOp, targetStateCodec, type TargetOp, type TargetState } from './target-metadata.js';
+import {
+  applyTargetOp,
+  targetStateCodec,
+  type TargetOp,
+  type TargetState,
+} from './target-metadata.js';
 
 export const targetHeaderBytes = 4096;
 /** The journal holds at most this much; small pools get a smaller one (1/64 of the pool). */
@@ -54,16 +66,32 @@ export interface TargetGeometry {
 }
 
 /** The geometry for a pool of poolCapacityBytes, and the target's virtual size. */
-export function planTarget(chunkBytes: number, unitBytes: number, poolCapacityBytes: number): { geometry: TargetGeometry; sizeBytes: number } {
+export function planTarget(
+  chunkBytes: number,
+  unitBytes: number,
+  poolCapacityBytes: number,
+): { geometry: TargetGeometry; sizeBytes: number } {
   const chunks = Math.ceil(poolCapacityBytes / chunkBytes);
-  const checkpointSlotBytes = alignUp(MiB + maxSnapshotsPerLun * (Math.ceil(chunks / 8) + chunks * 8 + 64), unitBytes);
+  const checkpointSlotBytes = alignUp(
+    MiB + maxSnapshotsPerLun * (Math.ceil(chunks / 8) + chunks * 8 + 64),
+    unitBytes,
+  );
   const quorumOffsetBytes = unitBytes;
-  const journalBytes = alignUp(Math.min(targetJournalBytesMax, Math.max(256 * 1024, Math.floor(poolCapacityBytes / 64))), unitBytes);
-  const dataStartBytes = alignUp(quorumOffsetBytes + 2 * checkpointSlotBytes + journalBytes, unitBytes);
+  const journalBytes = alignUp(
+    Math.min(targetJournalBytesMax, Math.max(256 * 1024, Math.floor(poolCapacityBytes / 64))),
+    unitBytes,
+  );
+  const dataStartBytes = alignUp(
+    quorumOffsetBytes + 2 * checkpointSlotBytes + journalBytes,
+    unitBytes,
+  );
   // Room for twice the pool: a target can never hold more than the pool, and slots are reused
   // lowest first, so the used part of the range stays compact.
   const sizeBytes = dataStartBytes + alignUp(2 * poolCapacityBytes, unitBytes);
-  return { geometry: { chunkBytes, quorumOffsetBytes, checkpointSlotBytes, journalBytes, dataStartBytes }, sizeBytes };
+  return {
+    geometry: { chunkBytes, quorumOffsetBytes, checkpointSlotBytes, journalBytes, dataStartBytes },
+    sizeBytes,
+  };
 }
 
 function encodeHeader(geometry: TargetGeometry, ownerLunId: number): Buffer {
@@ -81,10 +109,26 @@ function encodeHeader(geometry: TargetGeometry, ownerLunId: number): Buffer {
 }
 
 function decodeHeader(header: Buffer, ownerLunId: number): TargetGeometry {
-  if (!hasMagic(header, targetMagic)) throw new LunfsError('ECORRUPT', `snapshot target of LUN ${ownerLunId}: header has the wrong magic (damaged)`);
-  if (!isReadableFormatVersion(header.readUInt32LE(8))) throw new LunfsError('ECORRUPT', `snapshot target of LUN ${ownerLunId}: unsupported format version ${header.readUInt32LE(8)}`);
-  if (!checkSeal(header, 12)) throw new LunfsError('ECORRUPT', `snapshot target of LUN ${ownerLunId}: header checksum mismatch (damaged)`);
-  if (header.readUInt32LE(16) !== ownerLunId) throw new LunfsError('ECORRUPT', `snapshot target of LUN ${ownerLunId}: header names LUN ${header.readUInt32LE(16)}`);
+  if (!hasMagic(header, targetMagic))
+    throw new LunfsError(
+      'ECORRUPT',
+      `snapshot target of LUN ${ownerLunId}: header has the wrong magic (damaged)`,
+    );
+  if (!isReadableFormatVersion(header.readUInt32LE(8)))
+    throw new LunfsError(
+      'ECORRUPT',
+      `snapshot target of LUN ${ownerLunId}: unsupported format version ${header.readUInt32LE(8)}`,
+    );
+  if (!checkSeal(header, 12))
+    throw new LunfsError(
+      'ECORRUPT',
+      `snapshot target of LUN ${ownerLunId}: header checksum mismatch (damaged)`,
+    );
+  if (header.readUInt32LE(16) !== ownerLunId)
+    throw new LunfsError(
+      'ECORRUPT',
+      `snapshot target of LUN ${ownerLunId}: header names LUN ${header.readUInt32LE(16)}`,
+    );
   return {
     chunkBytes: header.readUInt32LE(20),
     quorumOffsetBytes: Number(header.readBigUInt64LE(24)),
@@ -173,52 +217,105 @@ export class TargetStore {
   ) {
     this.state = state;
     this.slotsPerUnit = thin.unitBytesOf() / geometry.chunkBytes;
-    for (const image of state.snapshots.values()) image.log.forEach((_, slot) => this.reference(slot));
+    for (const image of state.snapshots.values())
+      image.log.forEach((_, slot) => this.reference(slot));
     let highest = -1;
     for (const slot of this.references.keys()) highest = Math.max(highest, slot);
     this.nextSlot = highest + 1;
-    for (let slot = 0; slot < this.nextSlot; slot += 1) if (!this.references.has(slot)) this.markFree(slot);
+    for (let slot = 0; slot < this.nextSlot; slot += 1)
+      if (!this.references.has(slot)) this.markFree(slot);
   }
 
   /** Makes a new target in the (already created) internal volume record. */
-  static async format(space: MapSpace, record: LunRecord, geometry: TargetGeometry, log: Logger, isLive: (snapshotId: number) => boolean): Promise<TargetStore> {
+  static async format(
+    space: MapSpace,
+    record: LunRecord,
+    geometry: TargetGeometry,
+    log: Logger,
+    isLive: (snapshotId: number) => boolean,
+  ): Promise<TargetStore> {
     const thin = new ThinVolume(space, record);
     await thin.write(0, encodeHeader(geometry, record.ownerLunId!));
     const reservation = { use: false };
     const copies = [{ drive: targetDevice(thin, record, reservation), driveIndex: 0 }];
     const state: TargetState = { snapshots: new Map() };
-    const store = await MetadataStore.format(copies, quorumLayout(geometry), state, log, targetStateCodec);
+    const store = await MetadataStore.format(
+      copies,
+      quorumLayout(geometry),
+      state,
+      log,
+      targetStateCodec,
+    );
     // The journal is allocated now, so that appending a record never needs new space.
     const journalStart = geometry.quorumOffsetBytes + 2 * geometry.checkpointSlotBytes;
     thin.prepareWrite(journalStart, geometry.journalBytes);
     await thin.write(journalStart, Buffer.alloc(geometry.journalBytes));
     await thin.flush();
-    return new TargetStore(thin, geometry, store, { snapshots: new Map() }, log, isLive, reservation);
+    return new TargetStore(
+      thin,
+      geometry,
+      store,
+      { snapshots: new Map() },
+      log,
+      isLive,
+      reservation,
+    );
   }
 
   /** Reads the header, the checkpoint and the journal (claim 14: bitmaps and logs into host memory). */
-  static async open(space: MapSpace, record: LunRecord, liveSnapshotIds: Set<number>, log: Logger, readOnly: boolean, isLive: (snapshotId: number) => boolean): Promise<TargetStore> {
+  static async open(
+    space: MapSpace,
+    record: LunRecord,
+    liveSnapshotIds: Set<number>,
+    log: Logger,
+    readOnly: boolean,
+    isLive: (snapshotId: number) => boolean,
+  ): Promise<TargetStore> {
     const thin = new ThinVolume(space, record);
     const header = Buffer.alloc(targetHeaderBytes);
     await thin.read(0, header);
     const geometry = decodeHeader(header, record.ownerLunId!);
     const reservation = { use: false };
     const copies = [{ drive: targetDevice(thin, record, reservation), driveIndex: 0 }];
-    const { store, metadata, reports, lastRecordOps } = await MetadataStore.open(copies, quorumLayout(geometry), log, targetStateCodec);
-    if (reports[0]!.state !== 'good') throw new LunfsError('ECORRUPT', `snapshot target of LUN ${record.ownerLunId}: ${reports[0]!.problems.join('; ')}`);
+    const { store, metadata, reports, lastRecordOps } = await MetadataStore.open(
+      copies,
+      quorumLayout(geometry),
+      log,
+      targetStateCodec,
+    );
+    if (reports[0]!.state !== 'good')
+      throw new LunfsError(
+        'ECORRUPT',
+        `snapshot target of LUN ${record.ownerLunId}: ${reports[0]!.problems.join('; ')}`,
+      );
     const target = new TargetStore(thin, geometry, store, metadata, log, isLive, reservation);
     const undo = await target.unarrivedCopies(lastRecordOps, liveSnapshotIds);
     target.lastRecordSlots = crcSlotsOf(lastRecordOps);
     if (undo.length > 0) {
-      log.warn({ chunks: undo.map((op) => op.chunk) }, 'preserved copies that did not reach the target before a crash are undone; the snapshots read the source there');
-      if (readOnly) for (const op of undo) applyTargetOp(target.state, op, (slot) => target.unreference(slot), (slot) => target.reference(slot));
+      log.warn(
+        { chunks: undo.map((op) => op.chunk) },
+        'preserved copies that did not reach the target before a crash are undone; the snapshots read the source there',
+      );
+      if (readOnly)
+        for (const op of undo)
+          applyTargetOp(
+            target.state,
+            op,
+            (slot) => target.unreference(slot),
+            (slot) => target.reference(slot),
+          );
       else await target.applyAndRecord(undo, 'the undoing of preserved copies');
     }
     // Snapshots removed (or never committed) before a crash may still have images here.
     const stale = [...metadata.snapshots.keys()].filter((id) => !liveSnapshotIds.has(id));
     if (readOnly) {
       // Not recorded (nothing is written), but status must not count them.
-      applyTargetOp(target.state, { kind: 'drop', ids: stale }, (slot) => target.unreference(slot), (slot) => target.reference(slot));
+      applyTargetOp(
+        target.state,
+        { kind: 'drop', ids: stale },
+        (slot) => target.unreference(slot),
+        (slot) => target.reference(slot),
+      );
       return target;
     }
     if (stale.length > 0) await target.drop(stale);
@@ -231,13 +328,19 @@ export class TargetStore {
   }
 
   /** The preserves of the journal's last record whose slot does not hold the data its crc names. */
-  private async unarrivedCopies(lastRecordOps: TargetOp[], liveSnapshotIds: Set<number>): Promise<Array<Extract<TargetOp, { kind: 'unpreserve' }>>> {
+  private async unarrivedCopies(
+    lastRecordOps: TargetOp[],
+    liveSnapshotIds: Set<number>,
+  ): Promise<Array<Extract<TargetOp, { kind: 'unpreserve' }>>> {
     const undo: Array<Extract<TargetOp, { kind: 'unpreserve' }>> = [];
     const data = Buffer.alloc(this.geometry.chunkBytes);
     for (const op of lastRecordOps) {
       if (op.kind !== 'preserve' || op.crc === undefined || op.slot === zeroSlot) continue;
       // Images of snapshots that are gone are dropped anyway (and their slots may be reused).
-      const ids = op.ids.filter((id) => liveSnapshotIds.has(id) && this.state.snapshots.get(id)?.log.get(op.chunk) === op.slot);
+      const ids = op.ids.filter(
+        (id) =>
+          liveSnapshotIds.has(id) && this.state.snapshots.get(id)?.log.get(op.chunk) === op.slot,
+      );
       if (ids.length === 0) continue;
       let arrived = false;
       try {
@@ -265,15 +368,26 @@ export class TargetStore {
    * snapshots in ids, and returns once the pointers are durable. Throws ENOSPC and changes
    * nothing when the target cannot grow.
    */
-  async preserve(chunkIndex: number, original: Buffer | undefined, ids: number[], useReservation: boolean): Promise<void> {
-    if (!original) return this.commit([{ kind: 'preserve', chunk: chunkIndex, slot: zeroSlot, ids }]);
+  async preserve(
+    chunkIndex: number,
+    original: Buffer | undefined,
+    ids: number[],
+    useReservation: boolean,
+  ): Promise<void> {
+    if (!original)
+      return this.commit([{ kind: 'preserve', chunk: chunkIndex, slot: zeroSlot, ids }]);
     const crc = crc32c(original);
     const slot = await this.writeNewSlot(original, useReservation);
     await this.commit([{ kind: 'preserve', chunk: chunkIndex, slot, ids, crc }]);
   }
 
   /** Gives snapshot id its own copy of the chunk, holding data (a whole chunk). */
-  async redirect(id: number, chunkIndex: number, data: Buffer, useReservation: boolean): Promise<void> {
+  async redirect(
+    id: number,
+    chunkIndex: number,
+    data: Buffer,
+    useReservation: boolean,
+  ): Promise<void> {
     const slot = await this.writeNewSlot(data, useReservation);
     await this.commit([{ kind: 'redirect', id, chunk: chunkIndex, slot }]);
   }
@@ -286,7 +400,10 @@ export class TargetStore {
    */
   async drop(ids: number[]): Promise<void> {
     if (ids.length === 0) return;
-    await this.applyAndRecord([{ kind: 'drop', ids }], `the drop of snapshot images ${ids.join(', ')}`);
+    await this.applyAndRecord(
+      [{ kind: 'drop', ids }],
+      `the drop of snapshot images ${ids.join(', ')}`,
+    );
     await this.releaseEmptyUnits();
   }
 
@@ -296,7 +413,12 @@ export class TargetStore {
    */
   private async applyAndRecord(ops: TargetOp[], what: string): Promise<void> {
     for (const op of ops) {
-      applyTargetOp(this.state, op, (slot) => this.unreference(slot), (slot) => this.reference(slot));
+      applyTargetOp(
+        this.state,
+        op,
+        (slot) => this.unreference(slot),
+        (slot) => this.reference(slot),
+      );
       this.appliedLive.add(op);
     }
     try {
@@ -304,7 +426,9 @@ export class TargetStore {
     } catch (error) {
       if (!(error instanceof LunfsError) || error.code !== 'ENOSPC') throw error;
       this.unrecorded.push(...ops);
-      this.log.warn(`${what} is not recorded yet (the target is full); retried with the next commit`);
+      this.log.warn(
+        `${what} is not recorded yet (the target is full); retried with the next commit`,
+      );
     }
   }
 
@@ -394,7 +518,10 @@ export class TargetStore {
     if (!this.queued) {
       let resolve!: () => void;
       let reject!: (error: unknown) => void;
-      const promise = new Promise<void>((res, rej) => { resolve = res; reject = rej; });
+      const promise = new Promise<void>((res, rej) => {
+        resolve = res;
+        reject = rej;
+      });
       this.queued = { ops: [], promise, resolve, reject };
       void this.runBatches();
     }
@@ -440,15 +567,24 @@ export class TargetStore {
           // Steps 2-3: the pointers and bits; the store's flush makes the slots durable with them.
           await this.store.commit(batch.ops, () => this.thin.flush());
           this.lastRecordSlots = crcSlotsOf(batch.ops);
-          for (const op of batch.ops) if (!this.appliedLive.has(op)) applyTargetOp(this.state, op, (slot) => this.unreference(slot), (slot) => this.reference(slot));
-          for (const op of batch.ops) if (op.kind === 'preserve' || op.kind === 'redirect') this.pendingSlots.delete(op.slot);
+          for (const op of batch.ops)
+            if (!this.appliedLive.has(op))
+              applyTargetOp(
+                this.state,
+                op,
+                (slot) => this.unreference(slot),
+                (slot) => this.reference(slot),
+              );
+          for (const op of batch.ops)
+            if (op.kind === 'preserve' || op.kind === 'redirect') this.pendingSlots.delete(op.slot);
           batch.resolve();
         } catch (error) {
           this.log.error({ err: error }, 'snapshot target commit failed');
           this.unrecorded = [...retried, ...this.unrecorded];
           // The slots written for the failed preservations hold nothing anyone points at.
           for (const op of batch.ops) {
-            if ((op.kind !== 'preserve' && op.kind !== 'redirect') || op.slot === zeroSlot) continue;
+            if ((op.kind !== 'preserve' && op.kind !== 'redirect') || op.slot === zeroSlot)
+              continue;
             this.pendingSlots.delete(op.slot);
             this.markFree(op.slot);
           }
@@ -465,7 +601,8 @@ export class TargetStore {
     const unitBytes = this.thin.unitBytesOf();
     const firstDataUnit = this.geometry.dataStartBytes / unitBytes;
     const usedUnits = new Set<number>();
-    for (const slot of [...this.references.keys(), ...this.pendingSlots]) usedUnits.add(firstDataUnit + Math.floor(slot / this.slotsPerUnit));
+    for (const slot of [...this.references.keys(), ...this.pendingSlots])
+      usedUnits.add(firstDataUnit + Math.floor(slot / this.slotsPerUnit));
     const empty: number[] = [];
     this.thin.forEachMappedUnit((unitIndex) => {
       if (unitIndex >= firstDataUnit && !usedUnits.has(unitIndex)) empty.push(unitIndex);
@@ -473,7 +610,12 @@ export class TargetStore {
     for (const unitIndex of empty) await this.thin.discard(unitIndex * unitBytes, unitBytes);
     if (empty.length > 0) await this.thin.flush(); // the units are free once the unmapping is committed
     // Trim the high-water mark so new slots fill the lowest free ones first.
-    while (this.nextSlot > 0 && this.freeSet.has(this.nextSlot - 1) && !this.references.has(this.nextSlot - 1) && !this.pendingSlots.has(this.nextSlot - 1)) {
+    while (
+      this.nextSlot > 0 &&
+      this.freeSet.has(this.nextSlot - 1) &&
+      !this.references.has(this.nextSlot - 1) &&
+      !this.pendingSlots.has(this.nextSlot - 1)
+    ) {
       this.nextSlot -= 1;
       this.freeSet.delete(this.nextSlot);
     }
@@ -489,11 +631,17 @@ export class TargetStore {
 
 /** The slots that preserves written before their data was flushed (with a crc) name. */
 function crcSlotsOf(ops: TargetOp[]): Set<number> {
-  return new Set(ops.flatMap((op) => (op.kind === 'preserve' && op.crc !== undefined ? [op.slot] : [])));
+  return new Set(
+    ops.flatMap((op) => (op.kind === 'preserve' && op.crc !== undefined ? [op.slot] : [])),
+  );
 }
 
 function quorumLayout(geometry: TargetGeometry): QuorumLayout {
-  return { quorumOffsetBytes: geometry.quorumOffsetBytes, checkpointSlotBytes: geometry.checkpointSlotBytes, journalBytes: geometry.journalBytes };
+  return {
+    quorumOffsetBytes: geometry.quorumOffsetBytes,
+    checkpointSlotBytes: geometry.checkpointSlotBytes,
+    journalBytes: geometry.journalBytes,
+  };
 }
 
 /**
@@ -501,7 +649,11 @@ function quorumLayout(geometry: TargetGeometry): QuorumLayout {
  * (from the reservation of reserved snapshots, when there are some), so ENOSPC comes before any
  * byte is written.
  */
-function targetDevice(thin: ThinVolume, record: LunRecord, reservation: { use: boolean }): BlockDevice & { path: string } {
+function targetDevice(
+  thin: ThinVolume,
+  record: LunRecord,
+  reservation: { use: boolean },
+): BlockDevice & { path: string } {
   return {
     path: `snapshot target of LUN ${record.ownerLunId}`,
     get sizeBytes() {

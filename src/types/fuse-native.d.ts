@@ -12,7 +12,11 @@ declare module 'fuse-native' {
     autoUnmount?: boolean;
   }
   class Fuse {
-    constructor(mountpoint: string, operations: Record<string, (...args: never[]) => void>, options?: FuseOptions);
+    constructor(
+      mountpoint: string,
+      operations: Record<string, (...args: never[]) => void>,
+      options?: FuseOptions,
+    );
     mount(callback: (error: Error | null) => void): void;
     unmount(callback: (error: Error | null) => void): void;
     static unmount(mountpoint: string, callback: (error: Error | null) => void): void;

@@ -26,7 +26,8 @@ export class ChunkLockManager {
   async withChunks<T>(chunkIndexes: number[], task: () => Promise<T>): Promise<T> {
     const releases: Array<() => void> = [];
     try {
-      for (const chunkIndex of [...chunkIndexes].sort((a, b) => a - b)) releases.push(await this.acquire(chunkIndex));
+      for (const chunkIndex of [...chunkIndexes].sort((a, b) => a - b))
+        releases.push(await this.acquire(chunkIndex));
       return await task();
     } finally {
       for (const release of releases.reverse()) release();

@@ -4,7 +4,10 @@ import { pino, type Logger } from 'pino';
 
 export type { Logger };
 
-let rootLogger: Logger = pino({ level: process.env.LUNFS_LOG_LEVEL ?? 'silent' }, pino.destination(2));
+let rootLogger: Logger = pino(
+  { level: process.env.LUNFS_LOG_LEVEL ?? 'silent' },
+  pino.destination(2),
+);
 
 export function configureLogging(level: string): Logger {
   rootLogger = pino({ level, base: { pid: process.pid } }, pino.destination({ fd: 2, sync: true }));

@@ -16,8 +16,13 @@ const symlinkHopsMax = 40;
  * written), or EINVAL when it is `fence` or lies under it. `fence` must be a real path.
  */
 export async function realPathOutside(path: string, fence: string, what: string): Promise<string> {
-  const inside = (candidate: string): boolean => candidate === fence || candidate.startsWith(fence + sep);
-  const refuse = (): LunfsError => new LunfsError('EINVAL', `${what} ${path} lies inside the pool's own mountpoint ${fence}: a drive must live outside the pool it serves`);
+  const inside = (candidate: string): boolean =>
+    candidate === fence || candidate.startsWith(fence + sep);
+  const refuse = (): LunfsError =>
+    new LunfsError(
+      'EINVAL',
+      `${what} ${path} lies inside the pool's own mountpoint ${fence}: a drive must live outside the pool it serves`,
+    );
   let pending = resolve(path).split(sep).filter(Boolean);
   let current: string = sep;
   let hops = 0;
@@ -40,7 +45,8 @@ export async function realPathOutside(path: string, fence: string, what: string)
       continue;
     }
     hops += 1;
-    if (hops > symlinkHopsMax) throw new LunfsError('EINVAL', `${what} ${path}: too many symbolic links`);
+    if (hops > symlinkHopsMax)
+      throw new LunfsError('EINVAL', `${what} ${path}: too many symbolic links`);
     const target = await readlink(candidate);
     pending = [...target.split(sep).filter(Boolean), ...pending];
     if (isAbsolute(target)) current = sep;

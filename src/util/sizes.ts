@@ -8,11 +8,20 @@ export const GiB = 1024 * MiB;
 export const TiB = 1024 * GiB;
 
 const unitBytes: Record<string, number> = {
-  '': 1, B: 1,
-  K: KiB, KB: KiB, KIB: KiB,
-  M: MiB, MB: MiB, MIB: MiB,
-  G: GiB, GB: GiB, GIB: GiB,
-  T: TiB, TB: TiB, TIB: TiB,
+  '': 1,
+  B: 1,
+  K: KiB,
+  KB: KiB,
+  KIB: KiB,
+  M: MiB,
+  MB: MiB,
+  MIB: MiB,
+  G: GiB,
+  GB: GiB,
+  GIB: GiB,
+  T: TiB,
+  TB: TiB,
+  TIB: TiB,
   S: 512, // sectors
 };
 
@@ -21,10 +30,14 @@ export function parseSize(text: string, what = 'size'): number {
   const match = /^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$/.exec(text);
   const unit = match ? unitBytes[match[2]!.toUpperCase()] : undefined;
   if (!match || unit === undefined) {
-    throw new LunfsError('EINVAL', `invalid ${what} '${text}': expected a number with an optional unit K, M, G, T (binary) or s (512-byte sectors)`);
+    throw new LunfsError(
+      'EINVAL',
+      `invalid ${what} '${text}': expected a number with an optional unit K, M, G, T (binary) or s (512-byte sectors)`,
+    );
   }
   const bytes = Math.round(Number(match[1]) * unit);
-  if (!Number.isSafeInteger(bytes)) throw new LunfsError('EINVAL', `invalid ${what} '${text}': too large`);
+  if (!Number.isSafeInteger(bytes))
+    throw new LunfsError('EINVAL', `invalid ${what} '${text}': too large`);
   return bytes;
 }
 

@@ -32,9 +32,24 @@ export class BackgroundJobs {
   constructor(private readonly clock: Clock) {}
 
   /** Starts task in the background; progress(bytes) adds to doneBytes. */
-  start(kind: JobKind, totalBytes: number, extra: { drive?: number }, task: (progress: (bytes: number) => void) => Promise<unknown>): JobStatus {
-    if (this.jobs.some((job) => job.kind === kind && job.state === 'running')) throw new LunfsError('EBUSY', `a ${kind} is running already`);
-    const job: JobStatus = { id: this.nextId++, kind, ...extra, state: 'running', doneBytes: 0, totalBytes, progress: totalBytes === 0 ? 1 : 0, startedAt: new Date(this.clock.nowMs()).toISOString() };
+  start(
+    kind: JobKind,
+    totalBytes: number,
+    extra: { drive?: number },
+    task: (progress: (bytes: number) => void) => Promise<unknown>,
+  ): JobStatus {
+    if (this.jobs.some((job) => job.kind === kind && job.state === 'running'))
+      throw new LunfsError('EBUSY', `a ${kind} is running already`);
+    const job: JobStatus = {
+      id: this.nextId++,
+      kind,
+      ...extra,
+      state: 'running',
+      doneBytes: 0,
+      totalBytes,
+      progress: totalBytes === 0 ? 1 : 0,
+      startedAt: new Date(this.clock.nowMs()).toISOString(),
+    };
     this.jobs.push(job);
     const progress = (bytes: number): void => {
       job.doneBytes = Math.min(job.totalBytes, job.doneBytes + bytes);

@@ -40,11 +40,16 @@ export interface SnapshotStatus {
 /** Splits LUN@NAME; EINVAL for anything else. */
 export function parseSnapshotName(fullName: string): { lun: string; snapshot: string } {
   const at = fullName.indexOf('@');
-  if (at <= 0 || at === fullName.length - 1) throw new LunfsError('EINVAL', `'${fullName}' is not a snapshot name: use LUN@NAME`);
+  if (at <= 0 || at === fullName.length - 1)
+    throw new LunfsError('EINVAL', `'${fullName}' is not a snapshot name: use LUN@NAME`);
   const lun = fullName.slice(0, at);
   const snapshot = fullName.slice(at + 1);
   checkLunName(lun);
-  if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/.test(snapshot)) throw new LunfsError('EINVAL', `invalid snapshot name '${snapshot}': use 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit`);
+  if (!/^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/.test(snapshot))
+    throw new LunfsError(
+      'EINVAL',
+      `invalid snapshot name '${snapshot}': use 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit`,
+    );
   return { lun, snapshot };
 }
 
@@ -74,9 +79,34 @@ export interface StatusJson {
    * drive not taken at open). labelsDamagedAtOpen: which were found damaged (position: reason);
    * rewritten from the good one when the write session starts (integrity.labelRepairs).
    */
-  drives: Array<{ labelCopies: number; labelsDamagedAtOpen?: string[]; index: number; path: string; sizeBytes: number; state: 'online' | 'failed' | 'rebuilding'; failedReason?: string; failedAt?: string; missedWriteLuns?: string[]; io: 'inline' | 'async' | 'missing'; psegCount: number; rss: number; holdsMetadataCopy: boolean; metadataCopy?: string }>;
+  drives: Array<{
+    labelCopies: number;
+    labelsDamagedAtOpen?: string[];
+    index: number;
+    path: string;
+    sizeBytes: number;
+    state: 'online' | 'failed' | 'rebuilding';
+    failedReason?: string;
+    failedAt?: string;
+    missedWriteLuns?: string[];
+    io: 'inline' | 'async' | 'missing';
+    psegCount: number;
+    rss: number;
+    holdsMetadataCopy: boolean;
+    metadataCopy?: string;
+  }>;
   /** successors: the LUN's snapshots (LUN@NAME), oldest first: its children in the sharing tree. atRisk: see pool.atRiskLuns. */
-  luns: Array<{ name: string; sizeBytes: number; allocatedBytes: number; createdAt: string; open: number; snapshots: number; successors: string[]; atRisk: boolean; lost: boolean }>;
+  luns: Array<{
+    name: string;
+    sizeBytes: number;
+    allocatedBytes: number;
+    createdAt: string;
+    open: number;
+    snapshots: number;
+    successors: string[];
+    atRisk: boolean;
+    lost: boolean;
+  }>;
   /** What the data checksums found since the mount, and what was repaired from redundancy. */
   integrity: IntegrityCounters;
   /** Rebuilds and scrubs of this mount, with their progress. */
@@ -85,7 +115,12 @@ export interface StatusJson {
   writeIntent: { dirtyRstores: number };
   snapshots: SnapshotStatus[];
   /** writtenThroughBytes: whole-page writes sent straight to memory drives since the mount. */
-  cache: { capacityBytes: number; cachedBytes: number; dirtyBytes: number; writtenThroughBytes: number };
+  cache: {
+    capacityBytes: number;
+    cachedBytes: number;
+    dirtyBytes: number;
+    writtenThroughBytes: number;
+  };
   metadata: { journalFillRatio: number };
   kernels: string;
   /** Things the owner should fix, e.g. a drive file other users can read (pool-permissions.ts). */
@@ -104,10 +139,23 @@ export class Controller {
   constructor(
     readonly pool: Pool,
     /** writeThrough: see CacheSettings (default: decided by the drives). */
-    private readonly settings: { cacheBytes: number; clock: Clock; log: Logger; writeThrough?: boolean; random?: () => number; driveSettings?: Partial<DriveServiceSettings>; warnings?: (drivePaths: string[]) => string[] },
+    private readonly settings: {
+      cacheBytes: number;
+      clock: Clock;
+      log: Logger;
+      writeThrough?: boolean;
+      random?: () => number;
+      driveSettings?: Partial<DriveServiceSettings>;
+      warnings?: (drivePaths: string[]) => string[];
+    },
   ) {
     this.budget = makeCacheBudget(settings.cacheBytes);
-    this.drives = new DriveService(pool, { clock: settings.clock, log: settings.log, random: settings.random ?? Math.random, ...settings.driveSettings });
+    this.drives = new DriveService(pool, {
+      clock: settings.clock,
+      log: settings.log,
+      random: settings.random ?? Math.random,
+      ...settings.driveSettings,
+    });
     pool.reservedUnits = () => {
       let units = 0;
       for (const set of this.snapshotSets.values()) units += set.reservedUnits();
@@ -123,7 +171,8 @@ export class Controller {
    */
   async openSnapshots(readOnly = false): Promise<void> {
     if (!readOnly) await this.pool.recoverIfUnclean();
-    for (const lun of this.pool.userLuns()) if (this.pool.targetOf(lun.id)) await this.snapshotSet(lun.name).open(readOnly);
+    for (const lun of this.pool.userLuns())
+      if (this.pool.targetOf(lun.id)) await this.snapshotSet(lun.name).open(readOnly);
   }
 
   /** The LUN's snapshot set (its target must have been opened by openSnapshots). */
@@ -131,7 +180,12 @@ export class Controller {
     const lun = this.pool.lunByName(lunName);
     let set = this.snapshotSets.get(lun.id);
     if (!set) {
-      set = new SnapshotSet(this.pool, lun, Math.min(defaultChunkBytes, this.pool.allocationUnitBytes), this.settings.log.child({ lun: lun.name }));
+      set = new SnapshotSet(
+        this.pool,
+        lun,
+        Math.min(defaultChunkBytes, this.pool.allocationUnitBytes),
+        this.settings.log.child({ lun: lun.name }),
+      );
       this.snapshotSets.set(lun.id, set);
     }
     return set;
@@ -141,7 +195,16 @@ export class Controller {
   stack(name: string): LunStack {
     let stack = this.stacks.get(name);
     if (!stack) {
-      stack = assembleLunStack(this.pool, this.pool.lunByName(name), { budget: this.budget, clock: this.settings.clock, writeThrough: this.settings.writeThrough }, this.snapshotSet(name));
+      stack = assembleLunStack(
+        this.pool,
+        this.pool.lunByName(name),
+        {
+          budget: this.budget,
+          clock: this.settings.clock,
+          writeThrough: this.settings.writeThrough,
+        },
+        this.snapshotSet(name),
+      );
       this.stacks.set(name, stack);
     }
     return stack;
@@ -154,19 +217,35 @@ export class Controller {
    * before the call are in it, writes issued after are not; it returns once the snapshot and the
    * data it holds are durable.
    */
-  async createSnapshot(fullName: string, options: { reserve?: boolean } = {}): Promise<SnapshotStatus> {
+  async createSnapshot(
+    fullName: string,
+    options: { reserve?: boolean } = {},
+  ): Promise<SnapshotStatus> {
     const names = parseSnapshotName(fullName);
     const lun = this.pool.lunByName(names.lun);
     const set = this.snapshotSet(names.lun);
-    if (set.all().some((snapshot) => snapshot.name === names.snapshot)) throw new LunfsError('EEXIST', `snapshot ${fullName} exists already`);
-    if (!this.pool.hasRoomForSnapshotRecord()) throw new LunfsError('ENOSPC', `the pool metadata has no room for another snapshot (${this.pool.metadata.snapshots.size} exist); delete some first`);
+    if (set.all().some((snapshot) => snapshot.name === names.snapshot))
+      throw new LunfsError('EEXIST', `snapshot ${fullName} exists already`);
+    if (!this.pool.hasRoomForSnapshotRecord())
+      throw new LunfsError(
+        'ENOSPC',
+        `the pool metadata has no room for another snapshot (${this.pool.metadata.snapshots.size} exist); delete some first`,
+      );
     let reservedBytes = 0;
     if (options.reserve) {
       reservedBytes = lun.sizeBytes;
       const unitBytes = this.pool.allocationUnitBytes;
-      const neededUnits = Math.ceil(lun.sizeBytes / unitBytes) + 16 + 2 * Math.ceil(((lun.sizeBytes / set.chunkBytes) * 8.2) / unitBytes);
-      const availableUnits = Math.floor(this.pool.freeBytes() / unitBytes) - this.pool.reservedUnits();
-      if (neededUnits > availableUnits) throw new LunfsError('ENOSPC', `a reservation for ${fullName} needs ${neededUnits * unitBytes} bytes; the pool has ${Math.max(0, availableUnits) * unitBytes} bytes not yet reserved`);
+      const neededUnits =
+        Math.ceil(lun.sizeBytes / unitBytes) +
+        16 +
+        2 * Math.ceil(((lun.sizeBytes / set.chunkBytes) * 8.2) / unitBytes);
+      const availableUnits =
+        Math.floor(this.pool.freeBytes() / unitBytes) - this.pool.reservedUnits();
+      if (neededUnits > availableUnits)
+        throw new LunfsError(
+          'ENOSPC',
+          `a reservation for ${fullName} needs ${neededUnits * unitBytes} bytes; the pool has ${Math.max(0, availableUnits) * unitBytes} bytes not yet reserved`,
+        );
     }
     const stack = this.stack(names.lun);
     set.creating += 1;
@@ -174,9 +253,15 @@ export class Controller {
     try {
       await stack.cache.quiesceWriteThrough();
       await set.ensureTarget();
-      if (set.all().some((snapshot) => snapshot.name === names.snapshot)) throw new LunfsError('EEXIST', `snapshot ${fullName} exists already`);
+      if (set.all().some((snapshot) => snapshot.name === names.snapshot))
+        throw new LunfsError('EEXIST', `snapshot ${fullName} exists already`);
       // The snapshot instant: from here on, new writes carry the next epoch.
-      record = set.take(this.pool.metadata.nextSnapshotId, names.snapshot, reservedBytes, this.settings.clock.nowMs());
+      record = set.take(
+        this.pool.metadata.nextSnapshotId,
+        names.snapshot,
+        reservedBytes,
+        this.settings.clock.nowMs(),
+      );
       this.pool.metadata.snapshots.set(record.id, record);
       this.pool.metadata.nextSnapshotId += 1;
       set.updateReservationUse();
@@ -191,7 +276,10 @@ export class Controller {
       await set.abandon(record);
       throw error;
     }
-    this.settings.log.info({ snapshot: fullName, epoch: record.epoch, reservedBytes }, 'snapshot created');
+    this.settings.log.info(
+      { snapshot: fullName, epoch: record.epoch, reservedBytes },
+      'snapshot created',
+    );
     return this.snapshotStatus(set, record);
   }
 
@@ -199,7 +287,11 @@ export class Controller {
     const names = parseSnapshotName(fullName);
     const set = this.snapshotSet(names.lun);
     const record = set.byName(names.snapshot);
-    if ((this.openCounts.get(fullName) ?? 0) > 0) throw new LunfsError('EBUSY', `snapshot ${fullName} is open; close it (detach loop devices) first`);
+    if ((this.openCounts.get(fullName) ?? 0) > 0)
+      throw new LunfsError(
+        'EBUSY',
+        `snapshot ${fullName} is open; close it (detach loop devices) first`,
+      );
     await set.remove(record);
     this.settings.log.info({ snapshot: fullName }, 'snapshot removed');
   }
@@ -223,7 +315,12 @@ export class Controller {
   hasSnapshot(fullName: string): boolean {
     try {
       const names = parseSnapshotName(fullName);
-      return this.pool.hasLun(names.lun) && this.snapshotSet(names.lun).all().some((snapshot) => snapshot.name === names.snapshot);
+      return (
+        this.pool.hasLun(names.lun) &&
+        this.snapshotSet(names.lun)
+          .all()
+          .some((snapshot) => snapshot.name === names.snapshot)
+      );
     } catch {
       return false;
     }
@@ -265,8 +362,13 @@ export class Controller {
   async removeLun(name: string): Promise<void> {
     this.pool.lunByName(name); // ENOENT first
     const snapshots = this.snapshotSet(name).all().length;
-    if (snapshots > 0) throw new LunfsError('EBUSY', `LUN '${name}' has ${snapshots} snapshot(s); delete them first`);
-    if ((this.openCounts.get(name) ?? 0) > 0) throw new LunfsError('EBUSY', `LUN '${name}' is open; close it (detach loop devices) first`);
+    if (snapshots > 0)
+      throw new LunfsError(
+        'EBUSY',
+        `LUN '${name}' has ${snapshots} snapshot(s); delete them first`,
+      );
+    if ((this.openCounts.get(name) ?? 0) > 0)
+      throw new LunfsError('EBUSY', `LUN '${name}' is open; close it (detach loop devices) first`);
     const stack = this.stacks.get(name);
     this.stacks.delete(name);
     if (stack) await stack.cache.drop();
@@ -286,12 +388,28 @@ export class Controller {
     const metadata = pool.metadata;
     const atRisk = this.drives.lunsAtRisk();
     const lost = this.drives.lunsLost();
-    const names = (list: string[], lun: string): boolean => list.some((name) => name === lun || name === `${lun} (snapshots)`);
+    const names = (list: string[], lun: string): boolean =>
+      list.some((name) => name === lun || name === `${lun} (snapshots)`);
     const luns = pool.userLuns().map((lun) => {
       const stack = this.stacks.get(lun.name);
-      const allocatedBytes = stack ? stack.thin.allocatedBytes : lun.map.mappedCount * metadata.config.allocationUnitBytes;
-      const successors = [...metadata.snapshots.values()].filter((snapshot) => snapshot.predecessorId === lun.id).sort((a, b) => a.epoch - b.epoch).map((snapshot) => `${lun.name}@${snapshot.name}`);
-      return { name: lun.name, sizeBytes: lun.sizeBytes, allocatedBytes, createdAt: new Date(lun.createdAtMs).toISOString(), open: this.openCounts.get(lun.name) ?? 0, snapshots: successors.length, successors, atRisk: names(atRisk, lun.name), lost: names(lost, lun.name) };
+      const allocatedBytes = stack
+        ? stack.thin.allocatedBytes
+        : lun.map.mappedCount * metadata.config.allocationUnitBytes;
+      const successors = [...metadata.snapshots.values()]
+        .filter((snapshot) => snapshot.predecessorId === lun.id)
+        .sort((a, b) => a.epoch - b.epoch)
+        .map((snapshot) => `${lun.name}@${snapshot.name}`);
+      return {
+        name: lun.name,
+        sizeBytes: lun.sizeBytes,
+        allocatedBytes,
+        createdAt: new Date(lun.createdAtMs).toISOString(),
+        open: this.openCounts.get(lun.name) ?? 0,
+        snapshots: successors.length,
+        successors,
+        atRisk: names(atRisk, lun.name),
+        lost: names(lost, lun.name),
+      };
     });
     const totalBytes = pool.capacityBytes();
     const freeBytes = pool.freeBytes();
@@ -304,7 +422,10 @@ export class Controller {
         lostLuns: lost,
         totalBytes,
         freeBytes,
-        reservedBytes: Math.min(freeBytes, pool.reservedUnits() * metadata.config.allocationUnitBytes),
+        reservedBytes: Math.min(
+          freeBytes,
+          pool.reservedUnits() * metadata.config.allocationUnitBytes,
+        ),
         allocatedBytes: totalBytes - freeBytes,
         psegSizeBytes: metadata.config.psegSizeBytes,
         allocationUnitBytes: metadata.config.allocationUnitBytes,
@@ -320,14 +441,31 @@ export class Controller {
         const damaged = pool.labelDamage[drive.index] ?? [];
         return {
           labelCopies: header ? labelCountOf(header) : 0,
-          ...(damaged.length > 0 ? { labelsDamagedAtOpen: damaged.map((problem) => `${problem.position}: ${problem.reason}`) } : {}),
+          ...(damaged.length > 0
+            ? {
+                labelsDamagedAtOpen: damaged.map(
+                  (problem) => `${problem.position}: ${problem.reason}`,
+                ),
+              }
+            : {}),
           index: drive.index,
           path: opened.path,
           sizeBytes: drive.sizeBytes,
           state,
-          ...(state === 'failed' ? { failedReason: drive.failedReason ?? 'failed', ...(drive.failedAtMs ? { failedAt: new Date(drive.failedAtMs).toISOString() } : {}) } : {}),
-          ...(drive.missedWriteRstores?.length ? { missedWriteLuns: pool.lunsOn(drive.missedWriteRstores) } : {}),
-          io: isMissingDrive(opened) ? ('missing' as const) : (opened as { inline?: boolean }).inline ? ('inline' as const) : ('async' as const),
+          ...(state === 'failed'
+            ? {
+                failedReason: drive.failedReason ?? 'failed',
+                ...(drive.failedAtMs ? { failedAt: new Date(drive.failedAtMs).toISOString() } : {}),
+              }
+            : {}),
+          ...(drive.missedWriteRstores?.length
+            ? { missedWriteLuns: pool.lunsOn(drive.missedWriteRstores) }
+            : {}),
+          io: isMissingDrive(opened)
+            ? ('missing' as const)
+            : (opened as { inline?: boolean }).inline
+              ? ('inline' as const)
+              : ('async' as const),
           psegCount: drive.psegCount,
           rss: drive.rssId,
           holdsMetadataCopy: holds,
@@ -341,7 +479,10 @@ export class Controller {
         capacityBytes: this.budget.capacityBytes,
         cachedBytes: this.budget.cachedBytes(),
         dirtyBytes: this.budget.dirtyBytes(),
-        writtenThroughBytes: [...this.stacks.values()].reduce((sum, stack) => sum + stack.cache.stats.writtenThroughBytes, 0),
+        writtenThroughBytes: [...this.stacks.values()].reduce(
+          (sum, stack) => sum + stack.cache.stats.writtenThroughBytes,
+          0,
+        ),
       },
       integrity: { ...pool.health.integrity },
       jobs: this.drives.jobs.list(),
@@ -359,7 +500,9 @@ export class Controller {
    * cache cannot be written drops its dirty data instead of failing the close, so the pool still
    * closes and records what its drives missed; the result names each LUN and the bytes lost.
    */
-  async close(options: { dropUnwritable?: boolean } = {}): Promise<Array<{ lun: string; bytes: number; reason: string }>> {
+  async close(
+    options: { dropUnwritable?: boolean } = {},
+  ): Promise<Array<{ lun: string; bytes: number; reason: string }>> {
     const lost: Array<{ lun: string; bytes: number; reason: string }> = [];
     await this.drives.close();
     for (const [name, stack] of this.stacks) {

@@ -25,15 +25,23 @@ export interface IdentifiedDrives {
 
 export async function identifyDrives(given: Drive[]): Promise<IdentifiedDrives> {
   if (given.length === 0) throw new LunfsError('EINVAL', 'no drives given');
-  const scans = await Promise.all(given.map((drive) => (isMissingDrive(drive) ? undefined : readLabels(drive))));
+  const scans = await Promise.all(
+    given.map((drive) => (isMissingDrive(drive) ? undefined : readLabels(drive))),
+  );
   const drives = [...given];
-  const standIn = async (position: number, reason: string, cause: 'error' | 'unusable'): Promise<void> => {
+  const standIn = async (
+    position: number,
+    reason: string,
+    cause: 'error' | 'unusable',
+  ): Promise<void> => {
     await drives[position]!.close().catch(() => undefined);
     drives[position] = new MissingDrive(given[position]!.path, reason, 0, cause);
   };
   for (const [position, scan] of scans.entries()) {
     if (!scan || scan.header) continue;
-    const detail = scan.damaged.map((problem) => `${problem.position}: ${problem.reason}`).join('; ');
+    const detail = scan.damaged
+      .map((problem) => `${problem.position}: ${problem.reason}`)
+      .join('; ');
     if (scan.unreadable) await standIn(position, detail, 'error');
     else await standIn(position, `no good lunfs label (${detail})`, 'unusable');
   }
@@ -43,7 +51,11 @@ export async function identifyDrives(given: Drive[]): Promise<IdentifiedDrives> 
     const header = scan?.header;
     if (!header) continue;
     if (header.poolUuid !== poolUuid) {
-      await standIn(position, `carries the label of another pool (${header.poolUuid}, drive ${header.driveIndex}), not of pool ${poolUuid}`, 'unusable');
+      await standIn(
+        position,
+        `carries the label of another pool (${header.poolUuid}, drive ${header.driveIndex}), not of pool ${poolUuid}`,
+        'unusable',
+      );
       continue;
     }
     headers[position] = header;
@@ -54,30 +66,50 @@ export async function identifyDrives(given: Drive[]): Promise<IdentifiedDrives> 
   if (given.length !== driveCount) {
     const seen = new Set(present.map(({ header }) => header.driveIndex));
     const missing = [...Array(driveCount).keys()].filter((index) => !seen.has(index));
-    throw new LunfsError('EINVAL', `the pool has ${driveCount} drives but ${given.length} were given${missing.length > 0 ? `; missing drive index ${missing.join(', ')}` : ''}`);
+    throw new LunfsError(
+      'EINVAL',
+      `the pool has ${driveCount} drives but ${given.length} were given${missing.length > 0 ? `; missing drive index ${missing.join(', ')}` : ''}`,
+    );
   }
   for (const { header, position } of present) {
     if (header.driveIndex !== position) {
-      throw new LunfsError('EINVAL', `drives given in the wrong order: ${given[position]!.path} is drive ${header.driveIndex} of the pool but was given as drive ${position}`);
+      throw new LunfsError(
+        'EINVAL',
+        `drives given in the wrong order: ${given[position]!.path} is drive ${header.driveIndex} of the pool but was given as drive ${position}`,
+      );
     }
   }
-  return { drives, headers, labelDamage: scans.map((scan, position) => (headers[position] ? scan!.damaged : [])) };
+  return {
+    drives,
+    headers,
+    labelDamage: scans.map((scan, position) => (headers[position] ? scan!.damaged : [])),
+  };
 }
 
 /** The pool a strict majority of the good labels name; refused when there is none or a tie. */
 function choosePool(given: Drive[], scans: Array<{ header?: DriveHeader } | undefined>): string {
   const votes = new Map<string, number[]>();
   scans.forEach((scan, position) => {
-    if (scan?.header) votes.set(scan.header.poolUuid, [...(votes.get(scan.header.poolUuid) ?? []), position]);
+    if (scan?.header)
+      votes.set(scan.header.poolUuid, [...(votes.get(scan.header.poolUuid) ?? []), position]);
   });
   if (votes.size === 0) {
-    const why = given.map((drive, position) => `${drive.path} (${scans[position] === undefined ? (drive as MissingDrive).reason : 'no good lunfs label'})`);
+    const why = given.map(
+      (drive, position) =>
+        `${drive.path} (${scans[position] === undefined ? (drive as MissingDrive).reason : 'no good lunfs label'})`,
+    );
     throw new LunfsError('ENOENT', `none of the pool's drives is present: ${why.join(', ')}`);
   }
   const ranked = [...votes].sort((a, b) => b[1].length - a[1].length);
   if (ranked.length > 1 && ranked[0]![1].length === ranked[1]![1].length) {
-    const sides = ranked.map(([uuid, positions]) => `pool ${uuid} on ${positions.map((position) => given[position]!.path).join(', ')}`);
-    throw new LunfsError('EINVAL', `the drives given carry labels of different pools (${sides.join('; ')}) and none has a majority: cannot tell which pool this is`);
+    const sides = ranked.map(
+      ([uuid, positions]) =>
+        `pool ${uuid} on ${positions.map((position) => given[position]!.path).join(', ')}`,
+    );
+    throw new LunfsError(
+      'EINVAL',
+      `the drives given carry labels of different pools (${sides.join('; ')}) and none has a majority: cannot tell which pool this is`,
+    );
   }
   return ranked[0]![0];
 }

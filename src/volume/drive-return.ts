@@ -16,7 +16,9 @@ export function lunsOnRstores(metadata: PoolMetadata, rstoreIds: number[]): stri
   const names = new Set<string>();
   for (const lun of metadata.luns.values()) {
     let hit = false;
-    lun.map.forEachMapped((_, entry) => { if (ids.has(entry.rstoreId)) hit = true; });
+    lun.map.forEachMapped((_, entry) => {
+      if (ids.has(entry.rstoreId)) hit = true;
+    });
     if (!hit) continue;
     const owner = lun.role === 'target' ? metadata.luns.get(lun.ownerLunId!) : lun;
     if (owner) names.add(lun.role === 'target' ? `${owner.name} (snapshots)` : owner.name);
@@ -38,22 +40,36 @@ export interface DriveReturn {
  * with a message saying which LUNs are affected and how to proceed. A read-only open takes back
  * only the clean ones and refuses nothing. RAID-1/5 rebuild a failed drive instead (drive replace).
  */
-export function decideReturns(metadata: PoolMetadata, drives: Drive[], headers: ReadonlyArray<DriveHeader | undefined>, options: PoolOpenOptions): DriveReturn[] {
+export function decideReturns(
+  metadata: PoolMetadata,
+  drives: Drive[],
+  headers: ReadonlyArray<DriveHeader | undefined>,
+  options: PoolOpenOptions,
+): DriveReturn[] {
   if (metadata.config.raidLevel !== 0) return [];
   const returning: DriveReturn[] = [];
   for (const [driveIndex, record] of metadata.drives.entries()) {
     const header = headers[driveIndex];
-    if (driveStateOf(record) !== 'failed' || header === undefined || header.driveUuid !== record.uuid) continue;
+    if (
+      driveStateOf(record) !== 'failed' ||
+      header === undefined ||
+      header.driveUuid !== record.uuid
+    )
+      continue;
     const missed = record.missedWriteRstores ?? [];
     const clean = record.failedAbsent === true && missed.length === 0;
     if (!clean && (options.readOnly || !options.forceDegraded)) {
       if (options.readOnly) continue;
       const path = drives[driveIndex]!.path;
       const luns = lunsOnRstores(metadata, missed);
-      const why = missed.length > 0
-        ? `writes meant for it were missed while it was out of service (RStore(s) ${missed.join(', ')}${luns.length > 0 ? `, data of LUN(s) ${luns.join(', ')}` : ''}): those blocks on it hold older data`
-        : `it left service after an I/O error (${record.failedReason ?? 'failed'}), so what it holds cannot be trusted as current`;
-      throw new LunfsError('EIO', `drive ${driveIndex} (${path}) is back with its own label, but ${why}. Mount with --force-degraded to take it back into service and accept the loss of those writes${luns.length > 0 ? ` in ${luns.join(', ')}` : ''}.`);
+      const why =
+        missed.length > 0
+          ? `writes meant for it were missed while it was out of service (RStore(s) ${missed.join(', ')}${luns.length > 0 ? `, data of LUN(s) ${luns.join(', ')}` : ''}): those blocks on it hold older data`
+          : `it left service after an I/O error (${record.failedReason ?? 'failed'}), so what it holds cannot be trusted as current`;
+      throw new LunfsError(
+        'EIO',
+        `drive ${driveIndex} (${path}) is back with its own label, but ${why}. Mount with --force-degraded to take it back into service and accept the loss of those writes${luns.length > 0 ? ` in ${luns.join(', ')}` : ''}.`,
+      );
     }
     applyMetadataOp(metadata, { kind: 'drive-return', driveIndex });
     returning.push({ driveIndex, lossyRstoreIds: clean ? [] : missed });

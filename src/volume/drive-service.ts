@@ -11,7 +11,11 @@ import { existsSync } from 'node:fs';
 import { open as openFile, rm, type FileHandle } from 'node:fs/promises';
 import type { Drive } from '../drive/drive.js';
 import { FileDrive, sizeOf } from '../drive/file-drive.js';
-import { describeDriveLabel, driveHeaderBytes, tailLabelOffsetBytes } from '../meta/drive-header.js';
+import {
+  describeDriveLabel,
+  driveHeaderBytes,
+  tailLabelOffsetBytes,
+} from '../meta/drive-header.js';
 import { realPathOutside } from '../util/path-outside.js';
 import type { Clock } from '../util/clock.js';
 import { makeUuid } from '../util/clock.js';
@@ -55,7 +59,9 @@ async function refuseLabelledDrive(path: string): Promise<void> {
   try {
     handle = await openFile(path, 'r');
     const sizeBytes = await sizeOf(path, handle);
-    for (const offset of sizeBytes >= 2 * driveHeaderBytes ? [0, tailLabelOffsetBytes(sizeBytes)] : [0]) {
+    for (const offset of sizeBytes >= 2 * driveHeaderBytes
+      ? [0, tailLabelOffsetBytes(sizeBytes)]
+      : [0]) {
       const label = Buffer.alloc(driveHeaderBytes);
       await handle.read(label, 0, label.length, offset);
       labels.push(label);
@@ -65,9 +71,14 @@ async function refuseLabelledDrive(path: string): Promise<void> {
   } finally {
     await handle?.close();
   }
-  const label = labels.map((buffer) => describeDriveLabel(buffer)).find((described) => described !== undefined);
+  const label = labels
+    .map((buffer) => describeDriveLabel(buffer))
+    .find((described) => described !== undefined);
   if (label === undefined) return;
-  throw new LunfsError('EEXIST', `${path} carries a lunfs drive label (${label}): it is a drive of a pool, and replacing onto it would overwrite that drive. Give --force to overwrite it anyway`);
+  throw new LunfsError(
+    'EEXIST',
+    `${path} carries a lunfs drive label (${label}): it is a drive of a pool, and replacing onto it would overwrite that drive. Give --force to overwrite it anyway`,
+  );
 }
 
 export class DriveService {
@@ -145,16 +156,22 @@ export class DriveService {
    */
   async replace(old: string, newPath: string, options: ReplaceOptions = {}): Promise<JobStatus> {
     const driveIndex = this.driveIndexOf(old);
-    if (this.pool.drives.some((drive, index) => index !== driveIndex && drive.path === newPath)) throw new LunfsError('EINVAL', `${newPath} is drive ${this.pool.drives.findIndex((drive) => drive.path === newPath)} of this pool already`);
+    if (this.pool.drives.some((drive, index) => index !== driveIndex && drive.path === newPath))
+      throw new LunfsError(
+        'EINVAL',
+        `${newPath} is drive ${this.pool.drives.findIndex((drive) => drive.path === newPath)} of this pool already`,
+      );
     this.pool.replaceDriveCheck(driveIndex); // refuse before any file is made
     // Never stat a path inside our own mountpoint: that request would wait for this very process.
-    if (this.settings.mountpoint !== undefined) await realPathOutside(newPath, this.settings.mountpoint, 'the new drive');
+    if (this.settings.mountpoint !== undefined)
+      await realPathOutside(newPath, this.settings.mountpoint, 'the new drive');
     const open = this.settings.openDrive ?? openOrCreateDrive;
     const created = !existsSync(newPath);
     // The failed drive's own file again, under its path or another (--force to rebuild onto it):
     // this pool still holds its lock, so it is let go first. A failed drive is never used again.
     const failed = this.pool.drives[driveIndex]!;
-    if (options.force && failed instanceof FileDrive && (await failed.isFile(newPath))) await failed.close();
+    if (options.force && failed instanceof FileDrive && (await failed.isFile(newPath)))
+      await failed.close();
     if (!created && !options.force) await refuseLabelledDrive(newPath); // before the lock: the label says whose it is
     // Opening takes the drive's lock: a target another pool has open is refused (EBUSY) here.
     const drive = await open(newPath, this.pool.metadata.drives[driveIndex]!.sizeBytes);
@@ -170,23 +187,38 @@ export class DriveService {
   }
 
   private startRebuild(driveIndex: number): JobStatus {
-    return this.jobs.start('rebuild', this.pool.rebuildBytes(driveIndex), { drive: driveIndex }, (progress) => this.pool.rebuildDrive(driveIndex, progress));
+    return this.jobs.start(
+      'rebuild',
+      this.pool.rebuildBytes(driveIndex),
+      { drive: driveIndex },
+      (progress) => this.pool.rebuildDrive(driveIndex, progress),
+    );
   }
 
   /** Starts a scrub of every RStore. */
   scrub(): JobStatus {
-    return this.jobs.start('scrub', this.pool.scrubBytes(), {}, (progress): Promise<ScrubReport> => this.pool.scrub(progress));
+    return this.jobs.start('scrub', this.pool.scrubBytes(), {}, (progress): Promise<ScrubReport> =>
+      this.pool.scrub(progress),
+    );
   }
 
   /** A drive named by its index or its path. */
   driveIndexOf(name: string): number {
     if (/^\d+$/.test(name)) {
       const index = Number(name);
-      if (index >= this.pool.drives.length) throw new LunfsError('ENOENT', `the pool has no drive ${index} (drives 0-${this.pool.drives.length - 1})`);
+      if (index >= this.pool.drives.length)
+        throw new LunfsError(
+          'ENOENT',
+          `the pool has no drive ${index} (drives 0-${this.pool.drives.length - 1})`,
+        );
       return index;
     }
     const index = this.pool.drives.findIndex((drive) => drive.path === name);
-    if (index < 0) throw new LunfsError('ENOENT', `no drive of this pool is at ${name} (drives: ${this.pool.drives.map((drive) => drive.path).join(', ')})`);
+    if (index < 0)
+      throw new LunfsError(
+        'ENOENT',
+        `no drive of this pool is at ${name} (drives: ${this.pool.drives.map((drive) => drive.path).join(', ')})`,
+      );
     return index;
   }
 
@@ -202,7 +234,9 @@ export class DriveService {
   /** LUNs with data on an RStore that runs without a member: one more failure there loses data. */
   lunsAtRisk(): string[] {
     const lost = new Set(this.lunsLost());
-    return this.pool.lunsOn(this.pool.degradedRstores().map((rstore) => rstore.record.id)).filter((name) => !lost.has(name));
+    return this.pool
+      .lunsOn(this.pool.degradedRstores().map((rstore) => rstore.record.id))
+      .filter((name) => !lost.has(name));
   }
 
   /** LUNs with data on an RStore that lost more members than its redundancy covers: that data is gone (reads fail with EIO). */

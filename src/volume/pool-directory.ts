@@ -50,7 +50,10 @@ export function socketPath(directory: string): string {
   const name = createHash('sha256').update(realPath).digest('hex').slice(0, 32) + '.sock';
   const path = join(shortSocketDirectory(), name);
   if (Buffer.byteLength(path) > socketPathBytesMax) {
-    throw new LunfsError('EINVAL', `no place for the control socket of pool ${directory}: ${path} is longer than a socket address (${socketPathBytesMax} bytes); set TMPDIR to a shorter directory`);
+    throw new LunfsError(
+      'EINVAL',
+      `no place for the control socket of pool ${directory}: ${path} is longer than a socket address (${socketPathBytesMax} bytes); set TMPDIR to a shorter directory`,
+    );
   }
   return path;
 }
@@ -78,7 +81,10 @@ export function prepareSocketDirectory(socket: string, directory: string): void 
   const info = lstatSync(parent);
   const uid = process.getuid?.() ?? 0;
   if (!info.isDirectory() || info.uid !== uid || (info.mode & 0o077) !== 0) {
-    throw new LunfsError('EACCES', `refusing to serve the control socket in ${parent}: it must be a directory of uid ${uid} with mode 0700 (it is ${info.isDirectory() ? `uid ${info.uid}, mode 0${(info.mode & 0o777).toString(8)}` : 'not a directory'})`);
+    throw new LunfsError(
+      'EACCES',
+      `refusing to serve the control socket in ${parent}: it must be a directory of uid ${uid} with mode 0700 (it is ${info.isDirectory() ? `uid ${info.uid}, mode 0${(info.mode & 0o777).toString(8)}` : 'not a directory'})`,
+    );
   }
 }
 
@@ -88,8 +94,14 @@ export async function readPoolFile(directory: string): Promise<string[]> {
     text = await readFile(poolFilePath(directory), 'utf8');
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code;
-    if (code === 'ENOENT') throw new LunfsError('ENOENT', `no lunfs pool at ${directory} (no pool.json)`);
-    if (code === 'EACCES' || code === 'EPERM') throw new LunfsError('EACCES', `permission denied reading ${poolFilePath(directory)}: the pool belongs to another user`, { cause: error });
+    if (code === 'ENOENT')
+      throw new LunfsError('ENOENT', `no lunfs pool at ${directory} (no pool.json)`);
+    if (code === 'EACCES' || code === 'EPERM')
+      throw new LunfsError(
+        'EACCES',
+        `permission denied reading ${poolFilePath(directory)}: the pool belongs to another user`,
+        { cause: error },
+      );
     throw error;
   }
   let parsed: PoolDirectoryFile;
@@ -98,7 +110,12 @@ export async function readPoolFile(directory: string): Promise<string[]> {
   } catch {
     throw new LunfsError('ECORRUPT', `${poolFilePath(directory)} is not valid JSON`);
   }
-  if (parsed?.format !== 'lunfs-pool' || !Array.isArray(parsed.drives) || !parsed.drives.every((path) => typeof path === 'string' && path !== '')) throw new LunfsError('ECORRUPT', `${poolFilePath(directory)} is not a lunfs pool file`);
+  if (
+    parsed?.format !== 'lunfs-pool' ||
+    !Array.isArray(parsed.drives) ||
+    !parsed.drives.every((path) => typeof path === 'string' && path !== '')
+  )
+    throw new LunfsError('ECORRUPT', `${poolFilePath(directory)} is not a lunfs pool file`);
   return parsed.drives.map((path) => (isAbsolute(path) ? path : join(directory, path)));
 }
 

@@ -36,14 +36,28 @@ export interface DriveLayout {
 }
 
 /** Sizes the quorum area for a pool whose drives have these sizes. */
-export function planLayout(driveSizesBytes: number[], psegSizeBytes: number, allocationUnitBytes: number, stripeUnitBytes: number): DriveLayout {
+export function planLayout(
+  driveSizesBytes: number[],
+  psegSizeBytes: number,
+  allocationUnitBytes: number,
+  stripeUnitBytes: number,
+): DriveLayout {
   const totalBytes = driveSizesBytes.reduce((a, b) => a + b, 0);
   const maxUnits = Math.ceil(totalBytes / allocationUnitBytes);
   const maxRstores = Math.ceil(totalBytes / psegSizeBytes);
   // Per unit: a 12-byte map entry plus room; per RStore: its RSD in JSON; per snapshot record
   // (about 300 bytes of JSON) room for a quarter as many snapshots as units, 64 to 4096.
-  const checkpointSlotBytes = alignUp(256 * KiB + maxUnits * 16 + maxRstores * 160 + snapshotRecordRoom(maxUnits) * snapshotRecordBytes, 64 * KiB);
-  const journalBytes = Math.min(64 * MiB, alignUp(Math.max(2 * MiB, checkpointSlotBytes), 64 * KiB));
+  const checkpointSlotBytes = alignUp(
+    256 * KiB +
+      maxUnits * 16 +
+      maxRstores * 160 +
+      snapshotRecordRoom(maxUnits) * snapshotRecordBytes,
+    64 * KiB,
+  );
+  const journalBytes = Math.min(
+    64 * MiB,
+    alignUp(Math.max(2 * MiB, checkpointSlotBytes), 64 * KiB),
+  );
   const quorumOffsetBytes = driveHeaderBytes;
   // The table starts right where the journal ends (4 KiB aligned, as slots and journal are 64 KiB
   // multiples after the 4 KiB header) and the PSEG area at the next MiB boundary after it, so a
@@ -54,10 +68,24 @@ export function planLayout(driveSizesBytes: number[], psegSizeBytes: number, all
   const rowLogBytes = rowLogBytesFor(stripeUnitBytes, Math.min(...driveSizesBytes));
   const checksumTableOffsetBytes = rowLogOffsetBytes + rowLogBytes;
   const largestDriveBytes = Math.max(0, ...driveSizesBytes);
-  const checksumTableBytes = checksumTableBytesFor(Math.max(0, largestDriveBytes - checksumTableOffsetBytes));
+  const checksumTableBytes = checksumTableBytesFor(
+    Math.max(0, largestDriveBytes - checksumTableOffsetBytes),
+  );
   const psegAreaOffsetBytes = alignUp(checksumTableOffsetBytes + checksumTableBytes, MiB);
-  assert(checksumTableOffsetBytes % tablePageBytes === 0, `checksum table offset ${checksumTableOffsetBytes} is not 4 KiB aligned`);
-  return { quorumOffsetBytes, checkpointSlotBytes, journalBytes, rowLogOffsetBytes, rowLogBytes, checksumTableOffsetBytes, checksumTableBytes, psegAreaOffsetBytes };
+  assert(
+    checksumTableOffsetBytes % tablePageBytes === 0,
+    `checksum table offset ${checksumTableOffsetBytes} is not 4 KiB aligned`,
+  );
+  return {
+    quorumOffsetBytes,
+    checkpointSlotBytes,
+    journalBytes,
+    rowLogOffsetBytes,
+    rowLogBytes,
+    checksumTableOffsetBytes,
+    checksumTableBytes,
+    psegAreaOffsetBytes,
+  };
 }
 
 /** Room reserved in a checkpoint slot per snapshot record. */
@@ -68,7 +96,12 @@ export function snapshotRecordRoom(maxUnits: number): number {
 }
 
 /** PSEGs that fit a drive between the PSEG area's start and its tail label (format 4: the drive's end). */
-export function psegCountFor(driveSizeBytes: number, layout: DriveLayout, psegSizeBytes: number, tailLabel = true): number {
+export function psegCountFor(
+  driveSizeBytes: number,
+  layout: DriveLayout,
+  psegSizeBytes: number,
+  tailLabel = true,
+): number {
   const endBytes = driveSizeBytes - (tailLabel ? tailLabelReserveBytes(driveSizeBytes) : 0);
   return Math.max(0, Math.floor((endBytes - layout.psegAreaOffsetBytes) / psegSizeBytes));
 }
@@ -77,8 +110,16 @@ export function psegCountFor(driveSizeBytes: number, layout: DriveLayout, psegSi
  * Splits drives 0..driveCount-1 into redundancy sets of at most rssSize drives, as even as
  * possible, in drive order. Each set must hold the drives one RStore of the RAID level needs.
  */
-export function planRedundancySets(driveCount: number, rssSize: number, minimumPerSet: number): number[][] {
-  if (!Number.isSafeInteger(rssSize) || rssSize < 1 || rssSize > maxRssSize) throw new LunfsError('EINVAL', `RSS size ${rssSize} must be a whole number from 1 to ${maxRssSize}`);
+export function planRedundancySets(
+  driveCount: number,
+  rssSize: number,
+  minimumPerSet: number,
+): number[][] {
+  if (!Number.isSafeInteger(rssSize) || rssSize < 1 || rssSize > maxRssSize)
+    throw new LunfsError(
+      'EINVAL',
+      `RSS size ${rssSize} must be a whole number from 1 to ${maxRssSize}`,
+    );
   const setCount = Math.ceil(driveCount / rssSize);
   const base = Math.floor(driveCount / setCount);
   const larger = driveCount % setCount;
@@ -86,16 +127,37 @@ export function planRedundancySets(driveCount: number, rssSize: number, minimumP
   let next = 0;
   for (let index = 0; index < setCount; index += 1) {
     const size = base + (index < larger ? 1 : 0);
-    if (size < minimumPerSet) throw new LunfsError('EINVAL', `${driveCount} drives in redundancy sets of at most ${rssSize} leave a set of ${size} drive(s); this RAID level needs ${minimumPerSet} per set`);
+    if (size < minimumPerSet)
+      throw new LunfsError(
+        'EINVAL',
+        `${driveCount} drives in redundancy sets of at most ${rssSize} leave a set of ${size} drive(s); this RAID level needs ${minimumPerSet} per set`,
+      );
     sets.push([...Array(size).keys()].map((offset) => next + offset));
     next += size;
   }
   return sets;
 }
 
-export function checkGeometry(psegSizeBytes: number, allocationUnitBytes: number, stripeUnitBytes: number): void {
-  const powerOfTwo = (value: number): boolean => Number.isSafeInteger(value) && value > 0 && (value & (value - 1)) === 0;
-  if (!powerOfTwo(stripeUnitBytes) || stripeUnitBytes < 4 * KiB) throw new LunfsError('EINVAL', `stripe unit ${stripeUnitBytes} must be a power of two of at least 4 KiB`);
-  if (!powerOfTwo(allocationUnitBytes) || allocationUnitBytes < stripeUnitBytes) throw new LunfsError('EINVAL', `allocation unit ${allocationUnitBytes} must be a power of two and at least the stripe unit`);
-  if (!powerOfTwo(psegSizeBytes) || psegSizeBytes < allocationUnitBytes) throw new LunfsError('EINVAL', `PSEG size ${psegSizeBytes} must be a power of two and at least the allocation unit`);
+export function checkGeometry(
+  psegSizeBytes: number,
+  allocationUnitBytes: number,
+  stripeUnitBytes: number,
+): void {
+  const powerOfTwo = (value: number): boolean =>
+    Number.isSafeInteger(value) && value > 0 && (value & (value - 1)) === 0;
+  if (!powerOfTwo(stripeUnitBytes) || stripeUnitBytes < 4 * KiB)
+    throw new LunfsError(
+      'EINVAL',
+      `stripe unit ${stripeUnitBytes} must be a power of two of at least 4 KiB`,
+    );
+  if (!powerOfTwo(allocationUnitBytes) || allocationUnitBytes < stripeUnitBytes)
+    throw new LunfsError(
+      'EINVAL',
+      `allocation unit ${allocationUnitBytes} must be a power of two and at least the stripe unit`,
+    );
+  if (!powerOfTwo(psegSizeBytes) || psegSizeBytes < allocationUnitBytes)
+    throw new LunfsError(
+      'EINVAL',
+      `PSEG size ${psegSizeBytes} must be a power of two and at least the allocation unit`,
+    );
 }

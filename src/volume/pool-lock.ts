@@ -13,7 +13,18 @@
 // - Without the native addon (no flock), the lock falls back to the old exclusive-create file
 //   (O_EXCL) with the pid check, which races when a stale file is taken over: a warning says so.
 
-import { closeSync, constants, fchmodSync, fstatSync, ftruncateSync, lstatSync, openSync, readFileSync, unlinkSync, writeSync } from 'node:fs';
+import {
+  closeSync,
+  constants,
+  fchmodSync,
+  fstatSync,
+  ftruncateSync,
+  lstatSync,
+  openSync,
+  readFileSync,
+  unlinkSync,
+  writeSync,
+} from 'node:fs';
 import { join } from 'node:path';
 import { osCallsAvailable, tryFlock, unflock } from '../native/os-calls.js';
 import { LunfsError } from '../util/errors.js';
@@ -65,7 +76,10 @@ export async function acquirePoolLock(directory: string, owner: LockOwner): Prom
 }
 
 /** Takes the pool lock without waiting: the lock, or who holds it. */
-export function tryAcquirePoolLock(directory: string, owner: LockOwner): { acquired: true; lock: HeldPoolLock } | { acquired: false; owner: LockOwner | undefined } {
+export function tryAcquirePoolLock(
+  directory: string,
+  owner: LockOwner,
+): { acquired: true; lock: HeldPoolLock } | { acquired: false; owner: LockOwner | undefined } {
   if (!osCallsAvailable) return tryExclusiveCreateLock(directory, owner);
   const path = lockPath(directory);
   for (let attempt = 0; attempt < reopenAttemptsMax; attempt += 1) {
@@ -127,7 +141,8 @@ export function readLockOwner(directory: string): LockOwner | undefined {
 
 /** EBUSY naming the holder as far as the lock file tells. */
 export function busyError(directory: string, owner: LockOwner | undefined): LunfsError {
-  if (owner === undefined) return new LunfsError('EBUSY', `pool ${directory} is in use by another lunfs process`);
+  if (owner === undefined)
+    return new LunfsError('EBUSY', `pool ${directory} is in use by another lunfs process`);
   const where = owner.mountpoint ? ` (mounted at ${owner.mountpoint})` : ' (a lunfs command)';
   return new LunfsError('EBUSY', `pool ${directory} is in use by process ${owner.pid}${where}`);
 }
@@ -139,8 +154,16 @@ function openLockFile(path: string, flags: number): number {
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code;
     if (code === 'ENOENT') throw new LunfsError('ENOENT', `no lock file ${path}`, { cause: error });
-    if (code === 'EACCES' || code === 'EPERM') throw new LunfsError('EACCES', `permission denied opening the pool lock ${path}: the pool belongs to another user`, { cause: error });
-    if (code === 'ELOOP') throw new LunfsError('EINVAL', `the pool lock ${path} is a symbolic link; remove it`, { cause: error });
+    if (code === 'EACCES' || code === 'EPERM')
+      throw new LunfsError(
+        'EACCES',
+        `permission denied opening the pool lock ${path}: the pool belongs to another user`,
+        { cause: error },
+      );
+    if (code === 'ELOOP')
+      throw new LunfsError('EINVAL', `the pool lock ${path} is a symbolic link; remove it`, {
+        cause: error,
+      });
     throw error;
   }
 }
@@ -184,15 +207,24 @@ function flockHeldLock(path: string, fd: number): HeldPoolLock {
 
 let fallbackWarned = false;
 
-function tryExclusiveCreateLock(directory: string, owner: LockOwner): { acquired: true; lock: HeldPoolLock } | { acquired: false; owner: LockOwner | undefined } {
+function tryExclusiveCreateLock(
+  directory: string,
+  owner: LockOwner,
+): { acquired: true; lock: HeldPoolLock } | { acquired: false; owner: LockOwner | undefined } {
   if (!fallbackWarned) {
     fallbackWarned = true;
-    layerLogger('pool-lock').warn('the native addon is missing: the pool lock falls back to an exclusive-create file, which two commands taking over a stale lock at once can both believe they hold');
+    layerLogger('pool-lock').warn(
+      'the native addon is missing: the pool lock falls back to an exclusive-create file, which two commands taking over a stale lock at once can both believe they hold',
+    );
   }
   const path = lockPath(directory);
   for (let attempt = 0; attempt < 3; attempt += 1) {
     try {
-      const fd = openSync(path, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, lockFileMode);
+      const fd = openSync(
+        path,
+        constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW,
+        lockFileMode,
+      );
       writeOwner(fd, owner);
       closeSync(fd);
       let released = false;
@@ -216,7 +248,8 @@ function tryExclusiveCreateLock(directory: string, owner: LockOwner): { acquired
       if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
     }
     const holder = readLockOwner(directory);
-    if (holder && isAlive(holder.pid) && holder.pid !== process.pid) return { acquired: false, owner: holder };
+    if (holder && isAlive(holder.pid) && holder.pid !== process.pid)
+      return { acquired: false, owner: holder };
     try {
       unlinkSync(path); // stale: its process is gone (the race this fallback keeps)
     } catch (error) {

@@ -21,7 +21,9 @@ export function poolPermissionWarnings(directory: string, drivePaths: readonly s
     const opened = info.mode & (device ? 0o007 : 0o077);
     if (opened === 0) return;
     const mode = `0${(info.mode & 0o777).toString(8)}`;
-    warnings.push(`${what} ${path} can be ${accessWords(opened, info.isDirectory())} by ${device ? 'other users' : 'its group or other users'} (mode ${mode}): chmod ${device ? 'o-rwx' : 'go-rwx'} ${path}`);
+    warnings.push(
+      `${what} ${path} can be ${accessWords(opened, info.isDirectory())} by ${device ? 'other users' : 'its group or other users'} (mode ${mode}): chmod ${device ? 'o-rwx' : 'go-rwx'} ${path}`,
+    );
   };
   check(directory, 'pool directory');
   check(poolFilePath(directory), 'pool file');

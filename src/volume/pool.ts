@@ -11,7 +11,14 @@ import { driveHeaderBytes, labelCountOf, type DriveHeader } from '../meta/drive-
 import { writeLabels, type LabelProblem } from '../meta/drive-labels.js';
 import { formatVersion } from '../meta/checksum.js';
 import { MetadataStore, type CopyReport, type QuorumLayout } from '../meta/metadata-store.js';
-import { applyMetadataOp, driveStateOf, type LunRecord, type MetadataOp, type PoolMetadata, type RaidLevel } from '../meta/pool-metadata.js';
+import {
+  applyMetadataOp,
+  driveStateOf,
+  type LunRecord,
+  type MetadataOp,
+  type PoolMetadata,
+  type RaidLevel,
+} from '../meta/pool-metadata.js';
 import { DriveHealth } from '../raid/drive-health.js';
 import { decideReturns, lunsOnRstores, type DriveReturn } from './drive-return.js';
 import { DegradedRowLog, type RowLogCounters, type RowLogEntry } from '../raid/row-log.js';
@@ -27,7 +34,17 @@ import type { Logger } from '../util/logger.js';
 import { Mutex } from '../util/mutex.js';
 import { identifyDrives } from './drive-identity.js';
 import {
-  checkGeometry, defaultAllocationUnitBytes, defaultPsegSizeBytes, defaultRssSize, defaultStripeUnitBytes, lmapEntryCount, maxQuorumCopies, planLayout, planRedundancySets, psegCountFor, snapshotRecordBytes,
+  checkGeometry,
+  defaultAllocationUnitBytes,
+  defaultPsegSizeBytes,
+  defaultRssSize,
+  defaultStripeUnitBytes,
+  lmapEntryCount,
+  maxQuorumCopies,
+  planLayout,
+  planRedundancySets,
+  psegCountFor,
+  snapshotRecordBytes,
 } from './pool-layout.js';
 
 export const sectorBytes = 512;
@@ -115,8 +132,14 @@ export class Pool implements MapSpace {
     readonly headers: ReadonlyArray<DriveHeader | undefined>,
   ) {
     this.allocator = new RsegAllocator(metadata);
-    this.health = new DriveHealth(metadata.drives, (driveIndex, reason, absent) => this.recordDriveFailure(driveIndex, reason, absent), (driveIndex, rstoreId) => this.recordMissedWrite(driveIndex, rstoreId));
-    const dirtyAtOpen = [...metadata.rstores.values()].filter((rstore) => rstore.dirty).map((rstore) => rstore.id);
+    this.health = new DriveHealth(
+      metadata.drives,
+      (driveIndex, reason, absent) => this.recordDriveFailure(driveIndex, reason, absent),
+      (driveIndex, rstoreId) => this.recordMissedWrite(driveIndex, rstoreId),
+    );
+    const dirtyAtOpen = [...metadata.rstores.values()]
+      .filter((rstore) => rstore.dirty)
+      .map((rstore) => rstore.id);
     this.intent = new WriteIntent(dirtyAtOpen, options.clock, async (rstoreIds, dirty) => {
       const op: MetadataOp = { kind: 'rstore-intent', rstoreIds, dirty };
       applyMetadataOp(this.metadata, op);
@@ -149,24 +172,63 @@ export class Pool implements MapSpace {
     const stripeUnitBytes = options.stripeUnitBytes ?? defaultStripeUnitBytes;
     checkGeometry(psegSizeBytes, allocationUnitBytes, stripeUnitBytes);
     const minimumDrives = options.raidLevel === 5 ? 3 : options.raidLevel === 1 ? 2 : 1;
-    if (drives.length < minimumDrives) throw new LunfsError('EINVAL', `RAID-${options.raidLevel} needs at least ${minimumDrives} drives, got ${drives.length}`);
-    const sets = planRedundancySets(drives.length, options.rssSize ?? defaultRssSize, minimumDrives);
-    const layout = planLayout(drives.map((drive) => drive.sizeBytes), psegSizeBytes, allocationUnitBytes, stripeUnitBytes);
+    if (drives.length < minimumDrives)
+      throw new LunfsError(
+        'EINVAL',
+        `RAID-${options.raidLevel} needs at least ${minimumDrives} drives, got ${drives.length}`,
+      );
+    const sets = planRedundancySets(
+      drives.length,
+      options.rssSize ?? defaultRssSize,
+      minimumDrives,
+    );
+    const layout = planLayout(
+      drives.map((drive) => drive.sizeBytes),
+      psegSizeBytes,
+      allocationUnitBytes,
+      stripeUnitBytes,
+    );
     const poolUuid = makeUuid(options.random);
     const createdAtMs = options.clock.nowMs();
     const quorumCount = Math.min(maxQuorumCopies, drives.length);
     const headers: DriveHeader[] = drives.map((drive, driveIndex) => {
       const psegCount = psegCountFor(drive.sizeBytes, layout, psegSizeBytes);
-      if (psegCount < 1) throw new LunfsError('EINVAL', `drive ${drive.path} (${drive.sizeBytes} bytes) is too small: it needs at least ${layout.psegAreaOffsetBytes + psegSizeBytes + driveHeaderBytes} bytes (the last 4 KiB hold its tail label)`);
+      if (psegCount < 1)
+        throw new LunfsError(
+          'EINVAL',
+          `drive ${drive.path} (${drive.sizeBytes} bytes) is too small: it needs at least ${layout.psegAreaOffsetBytes + psegSizeBytes + driveHeaderBytes} bytes (the last 4 KiB hold its tail label)`,
+        );
       return {
-        poolUuid, driveUuid: makeUuid(options.random), driveIndex, driveCount: drives.length, driveSizeBytes: drive.sizeBytes,
-        psegSizeBytes, psegCount, ...layout, holdsQuorumCopy: driveIndex < quorumCount, createdAtMs, formatVersion,
+        poolUuid,
+        driveUuid: makeUuid(options.random),
+        driveIndex,
+        driveCount: drives.length,
+        driveSizeBytes: drive.sizeBytes,
+        psegSizeBytes,
+        psegCount,
+        ...layout,
+        holdsQuorumCopy: driveIndex < quorumCount,
+        createdAtMs,
+        formatVersion,
       };
     });
     const metadata: PoolMetadata = {
-      config: { poolUuid, createdAtMs, raidLevel: options.raidLevel, psegSizeBytes, allocationUnitBytes, stripeUnitBytes, lmapEntryCount },
+      config: {
+        poolUuid,
+        createdAtMs,
+        raidLevel: options.raidLevel,
+        psegSizeBytes,
+        allocationUnitBytes,
+        stripeUnitBytes,
+        lmapEntryCount,
+      },
       drives: headers.map((header) => ({
-        index: header.driveIndex, uuid: header.driveUuid, sizeBytes: header.driveSizeBytes, psegCount: header.psegCount, zeroedAtCreation: options.drivesZeroed, rssId: sets.findIndex((set) => set.includes(header.driveIndex)),
+        index: header.driveIndex,
+        uuid: header.driveUuid,
+        sizeBytes: header.driveSizeBytes,
+        psegCount: header.psegCount,
+        zeroedAtCreation: options.drivesZeroed,
+        rssId: sets.findIndex((set) => set.includes(header.driveIndex)),
       })),
       rss: sets.map((driveIndexes, id) => ({ id, driveIndexes })),
       rstores: new Map(),
@@ -192,31 +254,65 @@ export class Pool implements MapSpace {
   static async open(givenDrives: Drive[], options: PoolOpenOptions): Promise<Pool> {
     const { drives, headers, labelDamage } = await identifyDrives(givenDrives);
     const first = headers.find((header) => header !== undefined)!;
-    const copies = headers.flatMap((header, index) => (header?.holdsQuorumCopy ? [{ drive: drives[index]!, driveIndex: index }] : []));
-    if (copies.length === 0) throw new LunfsError('ECORRUPT', `no drive holding a metadata copy is present (missing: ${drives.filter(isMissingDrive).map((drive) => drive.path).join(', ')})`);
-    const { store, metadata, reports } = await MetadataStore.open(copies, quorumLayoutOf(first), options.log);
-    if (metadata.config.poolUuid !== first.poolUuid) throw new LunfsError('ECORRUPT', `the pool metadata is of pool ${metadata.config.poolUuid}, but the drive labels name pool ${first.poolUuid}`);
+    const copies = headers.flatMap((header, index) =>
+      header?.holdsQuorumCopy ? [{ drive: drives[index]!, driveIndex: index }] : [],
+    );
+    if (copies.length === 0)
+      throw new LunfsError(
+        'ECORRUPT',
+        `no drive holding a metadata copy is present (missing: ${drives
+          .filter(isMissingDrive)
+          .map((drive) => drive.path)
+          .join(', ')})`,
+      );
+    const { store, metadata, reports } = await MetadataStore.open(
+      copies,
+      quorumLayoutOf(first),
+      options.log,
+    );
+    if (metadata.config.poolUuid !== first.poolUuid)
+      throw new LunfsError(
+        'ECORRUPT',
+        `the pool metadata is of pool ${metadata.config.poolUuid}, but the drive labels name pool ${first.poolUuid}`,
+      );
     for (const [index, record] of metadata.drives.entries()) {
       const header = headers[index];
-      if (!header || header.driveUuid === record.uuid || driveStateOf(record) === 'failed') continue; // failed: the drive a replacement took the place of
+      if (!header || header.driveUuid === record.uuid || driveStateOf(record) === 'failed')
+        continue; // failed: the drive a replacement took the place of
       // An older label of this pool: the drive that was at this index before a replacement (or
       // a copy of it). Its contents are not this drive's: it is failed, never read.
       await drives[index]!.close().catch(() => undefined);
-      drives[index] = new MissingDrive(drives[index]!.path, `its label names drive ${header.driveUuid}, but the pool metadata has drive ${record.uuid} at index ${index} (an older label of this pool: the drive was replaced since)`, 0, 'unusable');
+      drives[index] = new MissingDrive(
+        drives[index]!.path,
+        `its label names drive ${header.driveUuid}, but the pool metadata has drive ${record.uuid} at index ${index} (an older label of this pool: the drive was replaced since)`,
+        0,
+        'unusable',
+      );
       headers[index] = undefined;
       labelDamage[index] = [];
     }
     const returning = decideReturns(metadata, drives, headers, options);
     const geometry = drives.map((drive, index) => {
       const header = headers[index];
-      const usable = header !== undefined && header.driveUuid === metadata.drives[index]!.uuid && driveStateOf(metadata.drives[index]!) !== 'failed';
+      const usable =
+        header !== undefined &&
+        header.driveUuid === metadata.drives[index]!.uuid &&
+        driveStateOf(metadata.drives[index]!) !== 'failed';
       const dataDrive = usable ? new ChecksumDrive(drive, checksumGeometryOf(header)) : drive;
-      return { drive: dataDrive, psegAreaOffsetBytes: first.psegAreaOffsetBytes, psegSizeBytes: first.psegSizeBytes };
+      return {
+        drive: dataDrive,
+        psegAreaOffsetBytes: first.psegAreaOffsetBytes,
+        psegSizeBytes: first.psegSizeBytes,
+      };
     });
     const pool = new Pool(drives, geometry, metadata, store, reports, options, headers);
     pool.labelDamage = labelDamage;
     for (const [index, damaged] of labelDamage.entries()) {
-      if (damaged.length > 0) options.log.warn({ driveIndex: index, drive: drives[index]!.path, damaged }, 'drive label damaged: the good one names the drive; the damaged one is rewritten when the write session starts');
+      if (damaged.length > 0)
+        options.log.warn(
+          { driveIndex: index, drive: drives[index]!.path, damaged },
+          'drive label damaged: the good one names the drive; the damaged one is rewritten when the write session starts',
+        );
     }
     if (!options.readOnly) await pool.takeBack(returning);
     const newlyMissing = pool.markMissingDrives();
@@ -225,7 +321,15 @@ export class Pool implements MapSpace {
     if (!options.readOnly) pool.refuseIfDataLost();
     pool.opening = false;
     for (const index of pool.health.failedDrives()) {
-      if (!options.readOnly) options.log.warn({ driveIndex: index, drive: drives[index]!.path, reason: metadata.drives[index]!.failedReason }, 'drive out of service: the pool runs degraded');
+      if (!options.readOnly)
+        options.log.warn(
+          {
+            driveIndex: index,
+            drive: drives[index]!.path,
+            reason: metadata.drives[index]!.failedReason,
+          },
+          'drive out of service: the pool runs degraded',
+        );
     }
     if (!options.readOnly && !options.deferSession) await pool.startSession();
     return pool;
@@ -237,8 +341,17 @@ export class Pool implements MapSpace {
    */
   private async openRowLog(): Promise<void> {
     const header = this.layoutHeader;
-    const copies = this.store.copyDriveIndexes.map((driveIndex) => ({ drive: this.drives[driveIndex]!, driveIndex }));
-    const { rowLog, entries } = await DegradedRowLog.open(copies, header.rowLogOffsetBytes, header.rowLogBytes, this.options.log, () => this.flushDataDrives());
+    const copies = this.store.copyDriveIndexes.map((driveIndex) => ({
+      drive: this.drives[driveIndex]!,
+      driveIndex,
+    }));
+    const { rowLog, entries } = await DegradedRowLog.open(
+      copies,
+      header.rowLogOffsetBytes,
+      header.rowLogBytes,
+      this.options.log,
+      () => this.flushDataDrives(),
+    );
     this.rowLog = rowLog;
     this.rowLogReplay = entries;
   }
@@ -260,7 +373,13 @@ export class Pool implements MapSpace {
         drive.sizeBytes = record.sizeBytes;
         if (driveStateOf(record) !== 'failed') {
           newlyMissing.push(index);
-          this.health.fail(index, new Error(`${drive.cause === 'unusable' ? 'unusable' : 'missing'} when the pool was opened: ${drive.reason}`), { absent: drive.cause === 'absent' });
+          this.health.fail(
+            index,
+            new Error(
+              `${drive.cause === 'unusable' ? 'unusable' : 'missing'} when the pool was opened: ${drive.reason}`,
+            ),
+            { absent: drive.cause === 'absent' },
+          );
         }
       }
       if (driveStateOf(record) === 'failed') this.store.dropCopy(index);
@@ -278,16 +397,27 @@ export class Pool implements MapSpace {
    */
   private refuseIfDirtyDegraded(newlyMissing: number[]): void {
     if (this.metadata.cleanShutdown || newlyMissing.length === 0) return;
-    const atRisk = [...this.metadata.rstores.values()].filter((record) => record.raidLevel === 5 && record.dirty && record.members.some((member) => newlyMissing.includes(member.driveIndex)));
+    const atRisk = [...this.metadata.rstores.values()].filter(
+      (record) =>
+        record.raidLevel === 5 &&
+        record.dirty &&
+        record.members.some((member) => newlyMissing.includes(member.driveIndex)),
+    );
     if (atRisk.length === 0) return;
     const drives = newlyMissing.map((index) => `${index} (${this.drives[index]!.path})`).join(', ');
     const luns = this.lunsOn(atRisk.map((record) => record.id));
     const what = `the pool was not shut down cleanly while RAID-5 RStore(s) ${atRisk.map((record) => record.id).join(', ')}${luns.length > 0 ? ` (data of ${luns.join(', ')})` : ''} had writes in flight, and drive(s) ${drives}, in service then, are missing now: without them the parity of those writes cannot be made consistent, and their data rebuilt from it could be wrong`;
     if (this.options.forceDegraded || this.options.readOnly) {
-      this.options.log.error({ rstores: atRisk.map((record) => record.id), drives: newlyMissing }, `${what}; opened anyway (--force-degraded)`);
+      this.options.log.error(
+        { rstores: atRisk.map((record) => record.id), drives: newlyMissing },
+        `${what}; opened anyway (--force-degraded)`,
+      );
       return;
     }
-    throw new LunfsError('ENOENT', `${what}. Bring the drive(s) back and mount again, or mount with --force-degraded to accept that risk.`);
+    throw new LunfsError(
+      'ENOENT',
+      `${what}. Bring the drive(s) back and mount again, or mount with --force-degraded to accept that risk.`,
+    );
   }
 
   /** EIO naming what is lost when some RStore has more members out of service than its RAID level covers. */
@@ -297,11 +427,21 @@ export class Pool implements MapSpace {
     // new RStore could be made either, so the pool is refused even before any data lies there.
     // Likewise a redundancy set with more drives out than its level covers.
     if (lost.length === 0 && !this.setBeyondRedundancy()) return;
-    const failed = this.health.failedDrives().map((index) => `${index} (${this.drives[index]!.path}: ${this.metadata.drives[index]!.failedReason ?? 'failed'})`);
+    const failed = this.health
+      .failedDrives()
+      .map(
+        (index) =>
+          `${index} (${this.drives[index]!.path}: ${this.metadata.drives[index]!.failedReason ?? 'failed'})`,
+      );
     const luns = this.lunsOn(lost.map((rstore) => rstore.record.id));
     // Drives that are simply not there are the caller's to bring back (ENOENT); drives that failed in service are EIO.
-    const code = this.health.failedDrives().every((index) => isMissingDrive(this.drives[index]!)) ? 'ENOENT' : 'EIO';
-    throw new LunfsError(code, `the pool cannot be served: RAID-${this.metadata.config.raidLevel} cannot do without drive(s) ${failed.join(', ')}; ${lost.length} RStore(s) lost members beyond their redundancy${luns.length > 0 ? `, holding data of ${luns.join(', ')}` : ''}. Bring the drive back and mount again.`);
+    const code = this.health.failedDrives().every((index) => isMissingDrive(this.drives[index]!))
+      ? 'ENOENT'
+      : 'EIO';
+    throw new LunfsError(
+      code,
+      `the pool cannot be served: RAID-${this.metadata.config.raidLevel} cannot do without drive(s) ${failed.join(', ')}; ${lost.length} RStore(s) lost members beyond their redundancy${luns.length > 0 ? `, holding data of ${luns.join(', ')}` : ''}. Bring the drive back and mount again.`,
+    );
   }
 
   /**
@@ -309,23 +449,43 @@ export class Pool implements MapSpace {
    * one, RAID-5: two): no new RStore can be made there, whether or not data lies there yet.
    */
   setBeyondRedundancy(): boolean {
-    const tolerated = this.metadata.config.raidLevel === 0 ? 0 : this.metadata.config.raidLevel === 5 ? 1 : Number.MAX_SAFE_INTEGER;
-    return this.metadata.rss.some((rss) => rss.driveIndexes.filter((index) => this.health.state(index) === 'failed').length > tolerated);
+    const tolerated =
+      this.metadata.config.raidLevel === 0
+        ? 0
+        : this.metadata.config.raidLevel === 5
+          ? 1
+          : Number.MAX_SAFE_INTEGER;
+    return this.metadata.rss.some(
+      (rss) =>
+        rss.driveIndexes.filter((index) => this.health.state(index) === 'failed').length >
+        tolerated,
+    );
   }
 
   /** The failed drives, each as 'INDEX (PATH)', for messages. */
   private failedDriveNames(): string {
-    return this.health.failedDrives().map((index) => `${index} (${this.drives[index]!.path})`).join(', ');
+    return this.health
+      .failedDrives()
+      .map((index) => `${index} (${this.drives[index]!.path})`)
+      .join(', ');
   }
 
   /** RStores with more members out of service than their redundancy covers. */
   lostRstores(): RStore[] {
-    return [...this.metadata.rstores.values()].map((record) => this.rstore(record.id)).filter((rstore) => rstore.lost);
+    return [...this.metadata.rstores.values()]
+      .map((record) => this.rstore(record.id))
+      .filter((rstore) => rstore.lost);
   }
 
   /** RStores running without a member (failed or being rebuilt). */
   degradedRstores(): RStore[] {
-    return [...this.metadata.rstores.values()].map((record) => this.rstore(record.id)).filter((rstore) => rstore.record.members.some((member) => driveStateOf(this.metadata.drives[member.driveIndex]!) !== 'online'));
+    return [...this.metadata.rstores.values()]
+      .map((record) => this.rstore(record.id))
+      .filter((rstore) =>
+        rstore.record.members.some(
+          (member) => driveStateOf(this.metadata.drives[member.driveIndex]!) !== 'online',
+        ),
+      );
   }
 
   /** Names of the user LUNs (and LUN@snapshots' owners) with data in these RStores. */
@@ -346,12 +506,24 @@ export class Pool implements MapSpace {
       for (const rstoreId of lossyRstoreIds) {
         const rstore = this.rstore(rstoreId);
         const memberIndex = rstore.memberIndexOn(driveIndex);
-        if (memberIndex !== undefined && drive instanceof ChecksumDrive) await drive.recompute(this.memberPhysicalOffset(rstore, memberIndex), rstore.memberBytes);
+        if (memberIndex !== undefined && drive instanceof ChecksumDrive)
+          await drive.recompute(this.memberPhysicalOffset(rstore, memberIndex), rstore.memberBytes);
       }
       if (lossyRstoreIds.length > 0) {
-        this.options.log.error({ driveIndex, drive: this.drives[driveIndex]!.path, rstores: lossyRstoreIds, luns: this.lunsOn(lossyRstoreIds) }, `drive ${driveIndex} taken back into service with --force-degraded: writes it missed are lost; LUNs affected: ${this.lunsOn(lossyRstoreIds).join(', ') || 'none'}`);
+        this.options.log.error(
+          {
+            driveIndex,
+            drive: this.drives[driveIndex]!.path,
+            rstores: lossyRstoreIds,
+            luns: this.lunsOn(lossyRstoreIds),
+          },
+          `drive ${driveIndex} taken back into service with --force-degraded: writes it missed are lost; LUNs affected: ${this.lunsOn(lossyRstoreIds).join(', ') || 'none'}`,
+        );
       } else {
-        this.options.log.warn({ driveIndex, drive: this.drives[driveIndex]!.path }, 'drive back with its own label and no missed writes: in service again');
+        this.options.log.warn(
+          { driveIndex, drive: this.drives[driveIndex]!.path },
+          'drive back with its own label and no missed writes: in service again',
+        );
       }
     }
   }
@@ -361,12 +533,22 @@ export class Pool implements MapSpace {
    * and durably with the next commit. Its metadata copy, if it held one, is dropped.
    */
   private recordDriveFailure(driveIndex: number, reason: string, absent: boolean): void {
-    const op: MetadataOp = { kind: 'drive-fail', driveIndex, reason, atMs: this.options.clock.nowMs(), ...(absent ? { absent } : {}) };
+    const op: MetadataOp = {
+      kind: 'drive-fail',
+      driveIndex,
+      reason,
+      atMs: this.options.clock.nowMs(),
+      ...(absent ? { absent } : {}),
+    };
     applyMetadataOp(this.metadata, op);
     this.store.dropCopy(driveIndex);
     this.rowLog?.dropCopy(driveIndex);
     if (!this.options.readOnly) this.queue(op);
-    if (!this.opening) this.options.log.error({ drive: this.drives[driveIndex]!.path, driveIndex, reason }, 'drive failed: out of service');
+    if (!this.opening)
+      this.options.log.error(
+        { drive: this.drives[driveIndex]!.path, driveIndex, reason },
+        'drive failed: out of service',
+      );
     this.onDriveFailure(driveIndex, reason);
   }
 
@@ -381,7 +563,15 @@ export class Pool implements MapSpace {
     applyMetadataOp(this.metadata, op);
     if (this.options.readOnly) return;
     this.queue(op);
-    this.options.log.error({ drive: this.drives[driveIndex]!.path, driveIndex, rstore: rstoreId, luns: this.lunsOn([rstoreId]) }, 'a write missed the drive: its blocks there are older than the pool\'s');
+    this.options.log.error(
+      {
+        drive: this.drives[driveIndex]!.path,
+        driveIndex,
+        rstore: rstoreId,
+        luns: this.lunsOn([rstoreId]),
+      },
+      "a write missed the drive: its blocks there are older than the pool's",
+    );
     this.onMissedWrite(driveIndex);
   }
 
@@ -397,9 +587,13 @@ export class Pool implements MapSpace {
     try {
       await this.geometry[driveIndex]!.drive.flush();
     } catch (error) {
-      this.options.log.warn({ err: error, driveIndex }, 'the last flush of a drive that left service failed');
+      this.options.log.warn(
+        { err: error, driveIndex },
+        'the last flush of a drive that left service failed',
+      );
       for (const record of this.metadata.rstores.values()) {
-        if (record.members.some((member) => member.driveIndex === driveIndex)) this.recordMissedWrite(driveIndex, record.id);
+        if (record.members.some((member) => member.driveIndex === driveIndex))
+          this.recordMissedWrite(driveIndex, record.id);
       }
     }
   }
@@ -418,7 +612,13 @@ export class Pool implements MapSpace {
     let mapped = 0;
     for (const lun of this.metadata.luns.values()) mapped += lun.map.mappedCount;
     const snapshotsBytes = JSON.stringify([...this.metadata.snapshots.values()]).length;
-    const estimate = 64 * 1024 + mapped * 12 + this.metadata.rstores.size * 160 + this.metadata.luns.size * 200 + snapshotsBytes + snapshotRecordBytes;
+    const estimate =
+      64 * 1024 +
+      mapped * 12 +
+      this.metadata.rstores.size * 160 +
+      this.metadata.luns.size * 200 +
+      snapshotsBytes +
+      snapshotRecordBytes;
     return estimate <= this.checkpointSlotBytes - 64;
   }
 
@@ -427,11 +627,20 @@ export class Pool implements MapSpace {
 
   allocate(hint?: RsegRef, useReservation = false): RsegAllocation {
     this.checkWritable();
-    assert(this.sessionStarted, 'allocation before the write session started (fresh RSEG flags not yet trusted)');
+    assert(
+      this.sessionStarted,
+      'allocation before the write session started (fresh RSEG flags not yet trusted)',
+    );
     if (!useReservation) {
       const reserved = this.reservedUnits();
-      if (reserved > 0 && this.allocator.freeBytes() - reserved * this.allocationUnitBytes < this.allocationUnitBytes) {
-        throw new LunfsError('ENOSPC', `the pool is full: its remaining free space is reserved for snapshots (${reserved} units)`);
+      if (
+        reserved > 0 &&
+        this.allocator.freeBytes() - reserved * this.allocationUnitBytes < this.allocationUnitBytes
+      ) {
+        throw new LunfsError(
+          'ENOSPC',
+          `the pool is full: its remaining free space is reserved for snapshots (${reserved} units)`,
+        );
       }
     }
     let allocation: RsegAllocation;
@@ -441,7 +650,11 @@ export class Pool implements MapSpace {
       // No space because drives are gone beyond redundancy is a failure, not a full pool: the
       // writer must see EIO, not ENOSPC (which says "delete something and try again").
       if (error instanceof LunfsError && error.code === 'ENOSPC' && this.setBeyondRedundancy()) {
-        throw new LunfsError('EIO', `no new space can be allocated: RAID-${this.metadata.config.raidLevel} cannot do without failed drive(s) ${this.failedDriveNames()}`, { cause: error });
+        throw new LunfsError(
+          'EIO',
+          `no new space can be allocated: RAID-${this.metadata.config.raidLevel} cannot do without failed drive(s) ${this.failedDriveNames()}`,
+          { cause: error },
+        );
       }
       throw error;
     }
@@ -449,11 +662,17 @@ export class Pool implements MapSpace {
     // the write now (EIO) rather than take it into the cache and fail it at destage.
     if (!allocation.createdRstore && this.rstore(allocation.rstoreId).lost) {
       this.allocator.release([allocation]);
-      throw new LunfsError('EIO', `RStore ${allocation.rstoreId} has lost drive(s) ${this.failedDriveNames()} beyond its redundancy: no new data can be placed there`);
+      throw new LunfsError(
+        'EIO',
+        `RStore ${allocation.rstoreId} has lost drive(s) ${this.failedDriveNames()} beyond its redundancy: no new data can be placed there`,
+      );
     }
     if (allocation.createdRstore) {
       const record = allocation.createdRstore;
-      this.queue({ kind: 'rstore-create', rstore: { ...record, members: record.members.map((member) => ({ ...member })) } });
+      this.queue({
+        kind: 'rstore-create',
+        rstore: { ...record, members: record.members.map((member) => ({ ...member })) },
+      });
     }
     return allocation;
   }
@@ -467,7 +686,14 @@ export class Pool implements MapSpace {
     if (!rstore) {
       const record = this.metadata.rstores.get(rstoreId);
       assert(record !== undefined, `unknown RStore ${rstoreId}`);
-      rstore = new RStore(record, this.geometry, this.metadata.config.stripeUnitBytes, this.health, this.options.readOnly ? undefined : this.intent, this.rowLog);
+      rstore = new RStore(
+        record,
+        this.geometry,
+        this.metadata.config.stripeUnitBytes,
+        this.health,
+        this.options.readOnly ? undefined : this.intent,
+        this.rowLog,
+      );
       rstore.onParitySet = (rstoreId) => this.queue({ kind: 'rstore-parity-set', rstoreId });
       this.rstoreCache.set(rstoreId, rstore);
     }
@@ -518,14 +744,24 @@ export class Pool implements MapSpace {
   private async flushDataDrivesOnly(): Promise<void> {
     // RAID-5 parities held in memory go to their members first: after the flush every row on the drives is consistent.
     await Promise.all([...this.rstoreCache.values()].map((rstore) => rstore.writeBackParity()));
-    const indexes = this.metadata.drives.map((_, index) => index).filter((index) => this.health.writable(index));
-    const results = await Promise.allSettled(indexes.map((index) => this.geometry[index]!.drive.flush()));
+    const indexes = this.metadata.drives
+      .map((_, index) => index)
+      .filter((index) => this.health.writable(index));
+    const results = await Promise.allSettled(
+      indexes.map((index) => this.geometry[index]!.drive.flush()),
+    );
     results.forEach((result, position) => {
       if (result.status === 'rejected') this.health.fail(indexes[position]!, result.reason);
     });
     if (results.some((result) => result.status === 'rejected') && this.lostRstores().length > 0) {
-      const reason = (results.find((result) => result.status === 'rejected') as PromiseRejectedResult).reason as Error;
-      throw new LunfsError('EIO', `flush failed and the pool has no redundancy left for it: ${reason.message}`, { cause: reason });
+      const reason = (
+        results.find((result) => result.status === 'rejected') as PromiseRejectedResult
+      ).reason as Error;
+      throw new LunfsError(
+        'EIO',
+        `flush failed and the pool has no redundancy left for it: ${reason.message}`,
+        { cause: reason },
+      );
     }
   }
 
@@ -537,16 +773,23 @@ export class Pool implements MapSpace {
    * says so. Any one good copy suffices to open the pool.
    */
   async ensureMetadataCopies(): Promise<void> {
-    const online = this.metadata.drives.map((_, index) => index).filter((index) => this.health.state(index) === 'online');
+    const online = this.metadata.drives
+      .map((_, index) => index)
+      .filter((index) => this.health.state(index) === 'online');
     const wanted = Math.min(maxQuorumCopies, online.length);
     for (const driveIndex of online) {
-      const holding = this.store.copyDriveIndexes.filter((index) => this.health.state(index) === 'online');
+      const holding = this.store.copyDriveIndexes.filter(
+        (index) => this.health.state(index) === 'online',
+      );
       if (holding.length >= wanted) return;
       if (holding.includes(driveIndex)) continue;
       await this.store.addCopy({ drive: this.drives[driveIndex]!, driveIndex });
       await this.rowLog?.addCopy({ drive: this.drives[driveIndex]!, driveIndex });
       await this.rewriteHeader(driveIndex, { holdsQuorumCopy: true });
-      this.options.log.warn({ driveIndex, drive: this.drives[driveIndex]!.path }, 'metadata copy placed on drive');
+      this.options.log.warn(
+        { driveIndex, drive: this.drives[driveIndex]!.path },
+        'metadata copy placed on drive',
+      );
     }
   }
 
@@ -570,11 +813,27 @@ export class Pool implements MapSpace {
     this.replaceDriveCheck(driveIndex);
     const record = this.metadata.drives[driveIndex]!;
     const layout = this.layoutHeader;
-    const psegCount = psegCountFor(newDrive.sizeBytes, layout, layout.psegSizeBytes, labelCountOf(layout) >= 2);
+    const psegCount = psegCountFor(
+      newDrive.sizeBytes,
+      layout,
+      layout.psegSizeBytes,
+      labelCountOf(layout) >= 2,
+    );
     if (psegCount < record.psegCount) {
-      throw new LunfsError('EINVAL', `drive ${newDrive.path} (${newDrive.sizeBytes} bytes) is too small to replace drive ${driveIndex}: it needs at least ${layout.psegAreaOffsetBytes + record.psegCount * layout.psegSizeBytes + (labelCountOf(layout) >= 2 ? driveHeaderBytes : 0)} bytes`);
+      throw new LunfsError(
+        'EINVAL',
+        `drive ${newDrive.path} (${newDrive.sizeBytes} bytes) is too small to replace drive ${driveIndex}: it needs at least ${layout.psegAreaOffsetBytes + record.psegCount * layout.psegSizeBytes + (labelCountOf(layout) >= 2 ? driveHeaderBytes : 0)} bytes`,
+      );
     }
-    const header: DriveHeader = { ...layout, driveUuid, driveIndex, driveSizeBytes: newDrive.sizeBytes, psegCount: record.psegCount, holdsQuorumCopy: false, createdAtMs: this.options.clock.nowMs() };
+    const header: DriveHeader = {
+      ...layout,
+      driveUuid,
+      driveIndex,
+      driveSizeBytes: newDrive.sizeBytes,
+      psegCount: record.psegCount,
+      holdsQuorumCopy: false,
+      createdAtMs: this.options.clock.nowMs(),
+    };
     const geometry = checksumGeometryOf(header);
     await newDrive.discard(geometry.tableOffsetBytes, geometry.tableBytes); // an all-zero table: no checksum known yet
     await writeLabels(newDrive, header);
@@ -582,22 +841,45 @@ export class Pool implements MapSpace {
     this.drives[driveIndex] = newDrive;
     (this.headers as Array<DriveHeader | undefined>)[driveIndex] = header;
     this.geometry[driveIndex]!.drive = new ChecksumDrive(newDrive, geometry);
-    await this.commitOp({ kind: 'drive-replace', driveIndex, uuid: driveUuid, sizeBytes: newDrive.sizeBytes, psegCount: record.psegCount });
+    await this.commitOp({
+      kind: 'drive-replace',
+      driveIndex,
+      uuid: driveUuid,
+      sizeBytes: newDrive.sizeBytes,
+      psegCount: record.psegCount,
+    });
     await old.close().catch(() => {});
-    this.options.log.warn({ driveIndex, drive: newDrive.path, replaced: old.path }, 'drive replaced; rebuild starts');
+    this.options.log.warn(
+      { driveIndex, drive: newDrive.path, replaced: old.path },
+      'drive replaced; rebuild starts',
+    );
   }
 
   /** Refuses a replacement of driveIndex unless it failed and the rest of the pool can rebuild it. */
   replaceDriveCheck(driveIndex: number): void {
     this.checkWritable();
     const record = this.metadata.drives[driveIndex];
-    if (!record) throw new LunfsError('ENOENT', `the pool has no drive ${driveIndex} (it has ${this.metadata.drives.length})`);
+    if (!record)
+      throw new LunfsError(
+        'ENOENT',
+        `the pool has no drive ${driveIndex} (it has ${this.metadata.drives.length})`,
+      );
     const state = this.health.state(driveIndex);
-    if (state === 'online') throw new LunfsError('EINVAL', `drive ${driveIndex} (${this.drives[driveIndex]!.path}) is in service; only a failed drive can be replaced`);
-    if (state === 'rebuilding') throw new LunfsError('EBUSY', `drive ${driveIndex} is being rebuilt already`);
-    if (this.metadata.config.raidLevel === 0) throw new LunfsError('EINVAL', 'a RAID-0 pool has no redundancy to rebuild a drive from');
+    if (state === 'online')
+      throw new LunfsError(
+        'EINVAL',
+        `drive ${driveIndex} (${this.drives[driveIndex]!.path}) is in service; only a failed drive can be replaced`,
+      );
+    if (state === 'rebuilding')
+      throw new LunfsError('EBUSY', `drive ${driveIndex} is being rebuilt already`);
+    if (this.metadata.config.raidLevel === 0)
+      throw new LunfsError('EINVAL', 'a RAID-0 pool has no redundancy to rebuild a drive from');
     const lost = this.lostRstores();
-    if (lost.length > 0) throw new LunfsError('EIO', `cannot rebuild: ${lost.length} RStore(s) have lost more members than their redundancy covers`);
+    if (lost.length > 0)
+      throw new LunfsError(
+        'EIO',
+        `cannot rebuild: ${lost.length} RStore(s) have lost more members than their redundancy covers`,
+      );
   }
 
   /** Asks running rebuilds and scrubs to stop at the next RStore (close, unmount). */
@@ -608,7 +890,8 @@ export class Pool implements MapSpace {
   /** Bytes a rebuild of driveIndex writes: one PSEG per RStore with a member there. */
   rebuildBytes(driveIndex: number): number {
     let count = 0;
-    for (const record of this.metadata.rstores.values()) if (record.members.some((member) => member.driveIndex === driveIndex)) count += 1;
+    for (const record of this.metadata.rstores.values())
+      if (record.members.some((member) => member.driveIndex === driveIndex)) count += 1;
     return count * this.metadata.config.psegSizeBytes;
   }
 
@@ -617,13 +900,20 @@ export class Pool implements MapSpace {
    * it durable, marks the drive online and restores the metadata copies.
    */
   async rebuildDrive(driveIndex: number, progress: (bytes: number) => void): Promise<void> {
-    assert(this.health.state(driveIndex) === 'rebuilding', `rebuild of drive ${driveIndex}, which is not being replaced`);
+    assert(
+      this.health.state(driveIndex) === 'rebuilding',
+      `rebuild of drive ${driveIndex}, which is not being replaced`,
+    );
     try {
       for (const record of [...this.metadata.rstores.values()]) {
         const rstore = this.rstore(record.id);
         const memberIndex = rstore.memberIndexOn(driveIndex);
         if (memberIndex === undefined) continue;
-        if (this.stopping) throw new LunfsError('EBUSY', `rebuild of drive ${driveIndex} interrupted by the shutdown; it starts again at the next mount`);
+        if (this.stopping)
+          throw new LunfsError(
+            'EBUSY',
+            `rebuild of drive ${driveIndex} interrupted by the shutdown; it starts again at the next mount`,
+          );
         await rstore.rebuildMember(memberIndex, progress);
       }
       await this.flushDataDrives();
@@ -631,13 +921,23 @@ export class Pool implements MapSpace {
     } finally {
       this.health.clearRebuilt();
     }
-    this.options.log.warn({ driveIndex, drive: this.drives[driveIndex]!.path }, 'drive rebuilt: in service');
+    this.options.log.warn(
+      { driveIndex, drive: this.drives[driveIndex]!.path },
+      'drive rebuilt: in service',
+    );
     await this.ensureMetadataCopies();
   }
 
   /** Reads every RStore member, verifies checksums, parity and mirrors, repairs what it can. */
   async scrub(progress: (bytes: number) => void = () => {}): Promise<ScrubReport> {
-    const report: ScrubReport = { rstores: 0, rows: 0, degradedRows: 0, checksumRepairs: 0, parityRepairs: 0, unrepairable: 0 };
+    const report: ScrubReport = {
+      rstores: 0,
+      rows: 0,
+      degradedRows: 0,
+      checksumRepairs: 0,
+      parityRepairs: 0,
+      unrepairable: 0,
+    };
     for (const record of [...this.metadata.rstores.values()]) {
       if (this.stopping) throw new LunfsError('EBUSY', 'scrub interrupted by the shutdown');
       const found = await this.rstore(record.id).scrub(progress);
@@ -677,14 +977,23 @@ export class Pool implements MapSpace {
 
   /** The snapshot target volume of a LUN, if it has one. */
   targetOf(lunId: number): LunRecord | undefined {
-    for (const lun of this.metadata.luns.values()) if (lun.role === 'target' && lun.ownerLunId === lunId) return lun;
+    for (const lun of this.metadata.luns.values())
+      if (lun.role === 'target' && lun.ownerLunId === lunId) return lun;
     return undefined;
   }
 
   /** Creates the internal target volume of a LUN's snapshots (committed before it returns). */
   async createTarget(owner: LunRecord, sizeBytes: number): Promise<LunRecord> {
     this.checkWritable();
-    await this.commitOp({ kind: 'lun-create', lunId: this.metadata.nextLunId, name: `.snapshot-target-${owner.id}`, sizeBytes, createdAtMs: this.options.clock.nowMs(), role: 'target', ownerLunId: owner.id });
+    await this.commitOp({
+      kind: 'lun-create',
+      lunId: this.metadata.nextLunId,
+      name: `.snapshot-target-${owner.id}`,
+      sizeBytes,
+      createdAtMs: this.options.clock.nowMs(),
+      role: 'target',
+      ownerLunId: owner.id,
+    });
     return this.targetOf(owner.id)!;
   }
 
@@ -717,7 +1026,13 @@ export class Pool implements MapSpace {
     checkLunName(name);
     if (this.hasLun(name)) throw new LunfsError('EEXIST', `a LUN named '${name}' exists already`);
     this.checkLunSize(sizeBytes);
-    await this.commitOp({ kind: 'lun-create', lunId: this.metadata.nextLunId, name, sizeBytes, createdAtMs: this.options.clock.nowMs() });
+    await this.commitOp({
+      kind: 'lun-create',
+      lunId: this.metadata.nextLunId,
+      name,
+      sizeBytes,
+      createdAtMs: this.options.clock.nowMs(),
+    });
     this.options.log.info({ lun: name, sizeBytes }, 'LUN created');
     return this.lunByName(name);
   }
@@ -733,7 +1048,11 @@ export class Pool implements MapSpace {
     this.checkWritable();
     const lun = this.lunByName(name);
     this.checkLunSize(sizeBytes);
-    if (sizeBytes < lun.sizeBytes) throw new LunfsError('EINVAL', `LUN '${name}' is ${lun.sizeBytes} bytes; shrinking to ${sizeBytes} is not supported`);
+    if (sizeBytes < lun.sizeBytes)
+      throw new LunfsError(
+        'EINVAL',
+        `LUN '${name}' is ${lun.sizeBytes} bytes; shrinking to ${sizeBytes} is not supported`,
+      );
     if (sizeBytes === lun.sizeBytes) return;
     await this.commitOp({ kind: 'lun-resize', lunId: lun.id, sizeBytes });
     this.options.log.info({ lun: name, sizeBytes }, 'LUN resized');
@@ -746,9 +1065,19 @@ export class Pool implements MapSpace {
     for (const rss of this.metadata.rss) {
       const psegs = rss.driveIndexes.map((index) => this.metadata.drives[index]!.psegCount);
       const striped = raidLevel === 0 || raidLevel === 5;
-      const rstores = striped ? Math.min(...psegs) : Math.min(Math.floor(psegs.reduce((a, b) => a + b, 0) / 2), psegs.reduce((a, b) => a + b, 0) - Math.max(...psegs));
+      const rstores = striped
+        ? Math.min(...psegs)
+        : Math.min(
+            Math.floor(psegs.reduce((a, b) => a + b, 0) / 2),
+            psegs.reduce((a, b) => a + b, 0) - Math.max(...psegs),
+          );
       const width = striped ? rss.driveIndexes.length : 2;
-      bytes += rstores * rstoreDataBytes({ raidLevel, members: new Array(width).fill({ driveIndex: 0, psegIndex: 0 }) } as never, psegSizeBytes);
+      bytes +=
+        rstores *
+        rstoreDataBytes(
+          { raidLevel, members: new Array(width).fill({ driveIndex: 0, psegIndex: 0 }) } as never,
+          psegSizeBytes,
+        );
     }
     return bytes;
   }
@@ -793,7 +1122,8 @@ export class Pool implements MapSpace {
    * not yet consistent, and the result is written back.
    */
   async recoverIfUnclean(): Promise<void> {
-    if (!this.options.readOnly && !this.sessionStarted && !this.metadata.cleanShutdown) await this.startSession();
+    if (!this.options.readOnly && !this.sessionStarted && !this.metadata.cleanShutdown)
+      await this.startSession();
   }
 
   private async startSession(): Promise<void> {
@@ -801,7 +1131,9 @@ export class Pool implements MapSpace {
     await this.repairLabels();
     if (!this.metadata.cleanShutdown) {
       // After a crash an unmapped RSEG may hold data whose mapping was lost: never trust it to read as zeros.
-      this.options.log.warn('pool was not shut down cleanly; unmapped RSEGs will be zeroed before reuse');
+      this.options.log.warn(
+        'pool was not shut down cleanly; unmapped RSEGs will be zeroed before reuse',
+      );
       const op: MetadataOp = { kind: 'forget-fresh' };
       applyMetadataOp(this.metadata, op);
       this.queue(op);
@@ -812,7 +1144,9 @@ export class Pool implements MapSpace {
     await this.rowLog?.clearAll(); // replayed above (after a clean shutdown none is left)
     this.rowLogReplay = [];
     this.metadata.cleanShutdown = false;
-    await this.store.checkpoint((committed) => { committed.cleanShutdown = false; });
+    await this.store.checkpoint((committed) => {
+      committed.cleanShutdown = false;
+    });
   }
 
   /**
@@ -826,7 +1160,11 @@ export class Pool implements MapSpace {
     for (const [driveIndex, geometry] of this.geometry.entries()) {
       if (!(geometry.drive instanceof ChecksumDrive) || !this.health.writable(driveIndex)) continue;
       const count = await geometry.drive.recomputeLost();
-      if (count > 0) this.options.log.warn({ driveIndex, drive: this.drives[driveIndex]!.path, blocks: count }, 'checksums lost with a damaged table page after an unclean shutdown: taken from the data as it is');
+      if (count > 0)
+        this.options.log.warn(
+          { driveIndex, drive: this.drives[driveIndex]!.path, blocks: count },
+          'checksums lost with a damaged table page after an unclean shutdown: taken from the data as it is',
+        );
     }
   }
 
@@ -835,13 +1173,20 @@ export class Pool implements MapSpace {
     for (const [driveIndex, damaged] of this.labelDamage.entries()) {
       if (damaged.length === 0 || this.health.state(driveIndex) === 'failed') continue;
       try {
-        await writeLabels(this.drives[driveIndex]!, this.headers[driveIndex]!, damaged.map((problem) => problem.position));
+        await writeLabels(
+          this.drives[driveIndex]!,
+          this.headers[driveIndex]!,
+          damaged.map((problem) => problem.position),
+        );
       } catch (error) {
         this.health.fail(driveIndex, error);
         continue;
       }
       this.health.integrity.labelRepairs += damaged.length;
-      this.options.log.warn({ driveIndex, drive: this.drives[driveIndex]!.path, repaired: damaged }, 'drive label rewritten from the good one');
+      this.options.log.warn(
+        { driveIndex, drive: this.drives[driveIndex]!.path, repaired: damaged },
+        'drive label rewritten from the good one',
+      );
     }
   }
 
@@ -857,11 +1202,20 @@ export class Pool implements MapSpace {
    */
   private async resyncMirrors(): Promise<void> {
     const logged = new Set(this.rowLogReplay.map((entry) => entry.rstoreId));
-    const dirty = [...this.metadata.rstores.values()].filter((record) => record.dirty || logged.has(record.id)).map((record) => this.rstore(record.id));
+    const dirty = [...this.metadata.rstores.values()]
+      .filter((record) => record.dirty || logged.has(record.id))
+      .map((record) => this.rstore(record.id));
     if (dirty.length === 0) return;
-    this.options.log.warn({ rstores: dirty.length }, 'resynchronising the RStores that had writes in flight');
+    this.options.log.warn(
+      { rstores: dirty.length },
+      'resynchronising the RStores that had writes in flight',
+    );
     for (const rstore of dirty) {
-      if (rstore.degraded) this.options.log.error({ rstore: rstore.record.id }, 'RStore had writes in flight while a member was out of service: its rows are made consistent from the degraded-row log');
+      if (rstore.degraded)
+        this.options.log.error(
+          { rstore: rstore.record.id },
+          'RStore had writes in flight while a member was out of service: its rows are made consistent from the degraded-row log',
+        );
       if (rstore.record.raidLevel !== 5) {
         await rstore.scrub(() => {}, { trustData: true });
         continue;
@@ -873,15 +1227,21 @@ export class Pool implements MapSpace {
       for (const [memberIndex, member] of rstore.record.members.entries()) {
         if (!this.health.writable(member.driveIndex)) continue;
         const drive = this.geometry[member.driveIndex]!.drive;
-        if (drive instanceof ChecksumDrive) await drive.recompute(this.memberPhysicalOffset(rstore, memberIndex), rstore.memberBytes);
+        if (drive instanceof ChecksumDrive)
+          await drive.recompute(this.memberPhysicalOffset(rstore, memberIndex), rstore.memberBytes);
       }
       // Rows written with a member out of service: their parity cannot be recomputed from the
       // data (the member is gone), but the row log says what the member held (src/raid/row-log.ts).
       let replayed = 0;
-      for (const entry of this.rowLogReplay) if (entry.rstoreId === rstore.record.id && (await rstore.replayRowLog(entry))) replayed += 1;
+      for (const entry of this.rowLogReplay)
+        if (entry.rstoreId === rstore.record.id && (await rstore.replayRowLog(entry)))
+          replayed += 1;
       if (replayed > 0) {
         this.rowLog!.noteReplayed(replayed);
-        this.options.log.warn({ rstore: rstore.record.id, records: replayed }, 'degraded rows made consistent from the row log');
+        this.options.log.warn(
+          { rstore: rstore.record.id, records: replayed },
+          'degraded rows made consistent from the row log',
+        );
       }
       await rstore.resyncParity();
     }
@@ -891,14 +1251,25 @@ export class Pool implements MapSpace {
   /** Where member memberIndex of an RStore starts on its drive. */
   memberPhysicalOffset(rstore: RStore, memberIndex: number): number {
     const member = rstore.record.members[memberIndex]!;
-    return this.layoutHeader.psegAreaOffsetBytes + member.psegIndex * this.metadata.config.psegSizeBytes;
+    return (
+      this.layoutHeader.psegAreaOffsetBytes + member.psegIndex * this.metadata.config.psegSizeBytes
+    );
   }
 
   private checkLunSize(sizeBytes: number): void {
-    if (!Number.isSafeInteger(sizeBytes) || sizeBytes < 0) throw new LunfsError('EINVAL', `invalid LUN size ${sizeBytes}`);
-    if (sizeBytes % sectorBytes !== 0) throw new LunfsError('EINVAL', `LUN size ${sizeBytes} is not a whole number of ${sectorBytes}-byte sectors`);
+    if (!Number.isSafeInteger(sizeBytes) || sizeBytes < 0)
+      throw new LunfsError('EINVAL', `invalid LUN size ${sizeBytes}`);
+    if (sizeBytes % sectorBytes !== 0)
+      throw new LunfsError(
+        'EINVAL',
+        `LUN size ${sizeBytes} is not a whole number of ${sectorBytes}-byte sectors`,
+      );
     const capacity = this.capacityBytes();
-    if (sizeBytes > capacity) throw new LunfsError('EFBIG', `LUN size ${sizeBytes} is larger than the pool can ever map (${capacity} bytes)`);
+    if (sizeBytes > capacity)
+      throw new LunfsError(
+        'EFBIG',
+        `LUN size ${sizeBytes} is larger than the pool can ever map (${capacity} bytes)`,
+      );
   }
 
   private checkWritable(): void {
@@ -909,10 +1280,17 @@ export class Pool implements MapSpace {
 
 export function checkLunName(name: string): void {
   if (!lunNamePattern.test(name)) {
-    throw new LunfsError('EINVAL', `invalid LUN name '${name}': use 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit`);
+    throw new LunfsError(
+      'EINVAL',
+      `invalid LUN name '${name}': use 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit`,
+    );
   }
 }
 
 function quorumLayoutOf(header: DriveHeader): QuorumLayout {
-  return { quorumOffsetBytes: header.quorumOffsetBytes, checkpointSlotBytes: header.checkpointSlotBytes, journalBytes: header.journalBytes };
+  return {
+    quorumOffsetBytes: header.quorumOffsetBytes,
+    checkpointSlotBytes: header.checkpointSlotBytes,
+    journalBytes: header.journalBytes,
+  };
 }

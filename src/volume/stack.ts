@@ -43,11 +43,18 @@ export function makeCacheBudget(capacityBytes: number): CacheBudget {
   return budget;
 }
 
-export function assembleLunStack(pool: Pool, record: LunRecord, settings: CacheSettings, snapshots: SnapshotSet): LunStack {
+export function assembleLunStack(
+  pool: Pool,
+  record: LunRecord,
+  settings: CacheSettings,
+  snapshots: SnapshotSet,
+): LunStack {
   const thin = new ThinVolume(pool, record);
   const pipeline = new DestagePipeline(thin, snapshots);
   const capacity = settings.budget.capacityBytes;
-  const writeThrough = settings.writeThrough ?? pool.drives.every((drive) => (drive as { inline?: boolean }).inline === true);
+  const writeThrough =
+    settings.writeThrough ??
+    pool.drives.every((drive) => (drive as { inline?: boolean }).inline === true);
   const cache = new WriteBackCache(pipeline, {
     budget: settings.budget,
     pageBytes: cachePageBytes,

@@ -115,14 +115,21 @@ class EpochRecorder extends PassThrough {
         this.held = fail;
         holding.arrived();
       });
-      throw new LunfsError('EIO', `simulated I/O error writing ${data.length} bytes at ${offsetBytes}`);
+      throw new LunfsError(
+        'EIO',
+        `simulated I/O error writing ${data.length} bytes at ${offsetBytes}`,
+      );
     }
     this.writes.push({ offsetBytes, data: Buffer.from(data), epoch });
     return this.below.write(offsetBytes, data);
   }
 }
 
-function makeCache(below: BlockDevice, budget = new CacheBudget(2 * pageBytes, pageBytes), epoch?: () => number): WriteBackCache {
+function makeCache(
+  below: BlockDevice,
+  budget = new CacheBudget(2 * pageBytes, pageBytes),
+  epoch?: () => number,
+): WriteBackCache {
   return new WriteBackCache(below, {
     budget,
     pageBytes,
@@ -173,9 +180,14 @@ describe('WriteBackCache partial-sector writes', () => {
     // Bytes 10..110 were written by both (either value is fair for concurrent writes); every other
     // byte of the sector was written only by B and must hold B's value.
     const outsideA = Buffer.concat([sector.subarray(0, 10), sector.subarray(110)]);
-    expect(outsideA.equals(Buffer.alloc(4096 - 100, 0xbb)), `sector 0 after the race: ${sector.subarray(0, 16).toString('hex')}...${sector.subarray(110, 126).toString('hex')}`).toBe(true);
+    expect(
+      outsideA.equals(Buffer.alloc(4096 - 100, 0xbb)),
+      `sector 0 after the race: ${sector.subarray(0, 16).toString('hex')}...${sector.subarray(110, 126).toString('hex')}`,
+    ).toBe(true);
     const middle = sector.subarray(10, 110);
-    expect(middle.every((byte) => byte === 0xaa) || middle.every((byte) => byte === 0xbb)).toBe(true);
+    expect(middle.every((byte) => byte === 0xaa) || middle.every((byte) => byte === 0xbb)).toBe(
+      true,
+    );
     await cache.close();
   });
 
@@ -185,7 +197,11 @@ describe('WriteBackCache partial-sector writes', () => {
     await cache.write(sizeBytes - 1, Buffer.from([0x7f]));
     await cache.write(64 * KiB, Buffer.alloc(512, 0x33));
     await cache.flush();
-    expect((await readRange(cache, 64 * KiB, 1536)).toString('hex')).toBe(Buffer.concat([Buffer.alloc(512, 0x33), Buffer.alloc(1023), Buffer.from([0x7f])]).toString('hex'));
+    expect((await readRange(cache, 64 * KiB, 1536)).toString('hex')).toBe(
+      Buffer.concat([Buffer.alloc(512, 0x33), Buffer.alloc(1023), Buffer.from([0x7f])]).toString(
+        'hex',
+      ),
+    );
     await cache.close();
   });
 
@@ -202,10 +218,15 @@ describe('WriteBackCache partial-sector writes', () => {
     await cache.write(4096, Buffer.alloc(512, 0x22)); // and dirty
     grown.sizeBytes = 64 * KiB; // the LUN grows; the new space reads zeros
     const tail = await readRange(cache, 4608, 8192 - 4608);
-    expect(tail.every((byte) => byte === 0), `cache read past the old end: ${tail.subarray(0, 8).toString('hex')}`).toBe(true);
+    expect(
+      tail.every((byte) => byte === 0),
+      `cache read past the old end: ${tail.subarray(0, 8).toString('hex')}`,
+    ).toBe(true);
     await cache.flush(); // destages the whole sector now that the device holds all of it
     const below = await readRange(grown, 4096, 4096);
-    expect(below.toString('hex')).toBe(Buffer.concat([Buffer.alloc(512, 0x22), Buffer.alloc(4096 - 512)]).toString('hex'));
+    expect(below.toString('hex')).toBe(
+      Buffer.concat([Buffer.alloc(512, 0x22), Buffer.alloc(4096 - 512)]).toString('hex'),
+    );
     await cache.close();
   });
 });
@@ -233,8 +254,14 @@ describe('WriteBackCache destage failure and snapshot epochs', () => {
       // What a snapshot of epoch 1 sees: below (zeros) with the cached data of epoch 0 laid over.
       const seen = Buffer.alloc(pageBytes);
       cache.overlayBefore(0, seen, 1);
-      expect(seen.subarray(0, 8 * KiB).equals(d0), `snapshot view of D0 after the failure: ${seen.subarray(0, 8).toString('hex')}...${seen.subarray(4096, 4104).toString('hex')}`).toBe(true);
-      expect(seen.subarray(8 * KiB).every((byte) => byte === 0), 'D1 (epoch 1) in the snapshot view').toBe(true);
+      expect(
+        seen.subarray(0, 8 * KiB).equals(d0),
+        `snapshot view of D0 after the failure: ${seen.subarray(0, 8).toString('hex')}...${seen.subarray(4096, 4104).toString('hex')}`,
+      ).toBe(true);
+      expect(
+        seen.subarray(8 * KiB).every((byte) => byte === 0),
+        'D1 (epoch 1) in the snapshot view',
+      ).toBe(true);
       await cache.flush(); // the retry
       for (const { offsetBytes, data, epoch: sentEpoch } of below.writes) {
         for (let at = 0; at < data.length; at += 4 * KiB) {
@@ -244,7 +271,10 @@ describe('WriteBackCache destage failure and snapshot epochs', () => {
           if (byte === 0xd1) expect(sentEpoch, `D1: ${where}`).toBe(1);
         }
       }
-      expect(below.writes.some(({ data }) => data[0] === 0xd0), 'D0 never reached below').toBe(true);
+      expect(
+        below.writes.some(({ data }) => data[0] === 0xd0),
+        'D0 never reached below',
+      ).toBe(true);
       const expected = Buffer.alloc(pageBytes);
       d0.copy(expected);
       if (overwritten === 'ok') d1.copy(expected, d1Sector * 4 * KiB);

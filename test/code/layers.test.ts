@@ -12,7 +12,21 @@ import { describe, expect, it } from 'vitest';
 const srcRoot = fileURLToPath(new URL('../../src/', import.meta.url));
 
 /** Bottom to top. bin.ts (the entry point) and types/ (declarations for untyped packages) stand outside. */
-export const layers = ['util', 'native', 'block', 'meta', 'drive', 'raid', 'map', 'snapshot', 'destage', 'cache', 'volume', 'fuse', 'cli'];
+export const layers = [
+  'util',
+  'native',
+  'block',
+  'meta',
+  'drive',
+  'raid',
+  'map',
+  'snapshot',
+  'destage',
+  'cache',
+  'volume',
+  'fuse',
+  'cli',
+];
 const outside = new Set(['bin.ts', 'types']);
 
 function sourceFiles(folder: string): string[] {
@@ -30,7 +44,10 @@ function folderOf(path: string): string {
 /** Every relative module specifier of a file: static imports and exports, and dynamic import(). */
 export function relativeImports(text: string): string[] {
   const found: string[] = [];
-  for (const match of text.matchAll(/(?:\bfrom\s*|\bimport\s*\(\s*|^\s*import\s+)['"](\.{1,2}\/[^'"]+)['"]/gm)) found.push(match[1]!);
+  for (const match of text.matchAll(
+    /(?:\bfrom\s*|\bimport\s*\(\s*|^\s*import\s+)['"](\.{1,2}\/[^'"]+)['"]/gm,
+  ))
+    found.push(match[1]!);
   return found;
 }
 
@@ -41,14 +58,18 @@ export function upwardImports(files: Array<{ path: string; text: string }>): str
     const from = folderOf(path);
     if (outside.has(from)) continue;
     if (!layers.includes(from)) {
-      problems.push(`${relative(srcRoot, path)}: folder ${from}/ is in no layer (add it to the order in test/code/layers.test.ts and docs/architecture.md)`);
+      problems.push(
+        `${relative(srcRoot, path)}: folder ${from}/ is in no layer (add it to the order in test/code/layers.test.ts and docs/architecture.md)`,
+      );
       continue;
     }
     for (const specifier of relativeImports(text)) {
       const to = folderOf(resolve(dirname(path), specifier));
       if (to === from || to === 'types') continue;
       if (!layers.includes(to) || layers.indexOf(to) > layers.indexOf(from)) {
-        problems.push(`${relative(srcRoot, path)} -> ${specifier} (${from}/ imports ${to}/, which is ${layers.includes(to) ? 'above it' : 'in no layer'})`);
+        problems.push(
+          `${relative(srcRoot, path)} -> ${specifier} (${from}/ imports ${to}/, which is ${layers.includes(to) ? 'above it' : 'in no layer'})`,
+        );
       }
     }
   }
@@ -63,12 +84,32 @@ describe('code rules', () => {
   });
 
   it('the rule sees an upward import, a type import, a re-export and a dynamic import', () => {
-    const at = (folder: string, text: string): { path: string; text: string } => ({ path: join(srcRoot, folder, 'x.ts'), text });
-    expect(upwardImports([at('raid', "import { SnapshotSet } from '../snapshot/snapshot-set.js';")])).toHaveLength(1);
-    expect(upwardImports([at('drive', "import type { Pool } from '../volume/pool.js';")])).toHaveLength(1);
-    expect(upwardImports([at('meta', "export { ThinVolume } from '../map/thin-volume.js';")])).toHaveLength(1);
-    expect(upwardImports([at('util', "const m = await import('../cli/main.js');")])).toHaveLength(1);
-    expect(upwardImports([at('cache', "import { x } from '../block/block-device.js';\nimport { y } from './page-buffer-pool.js';")])).toEqual([]);
-    expect(upwardImports([at('newfolder', "import { x } from '../util/assert.js';")])[0]).toMatch(/in no layer/);
+    const at = (folder: string, text: string): { path: string; text: string } => ({
+      path: join(srcRoot, folder, 'x.ts'),
+      text,
+    });
+    expect(
+      upwardImports([at('raid', "import { SnapshotSet } from '../snapshot/snapshot-set.js';")]),
+    ).toHaveLength(1);
+    expect(
+      upwardImports([at('drive', "import type { Pool } from '../volume/pool.js';")]),
+    ).toHaveLength(1);
+    expect(
+      upwardImports([at('meta', "export { ThinVolume } from '../map/thin-volume.js';")]),
+    ).toHaveLength(1);
+    expect(upwardImports([at('util', "const m = await import('../cli/main.js');")])).toHaveLength(
+      1,
+    );
+    expect(
+      upwardImports([
+        at(
+          'cache',
+          "import { x } from '../block/block-device.js';\nimport { y } from './page-buffer-pool.js';",
+        ),
+      ]),
+    ).toEqual([]);
+    expect(upwardImports([at('newfolder', "import { x } from '../util/assert.js';")])[0]).toMatch(
+      /in no layer/,
+    );
   });
 });

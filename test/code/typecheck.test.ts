@@ -10,7 +10,11 @@ const repoRoot = fileURLToPath(new URL('../../', import.meta.url));
 
 describe('code rules', () => {
   it('tsc --noEmit over src, test and vitest.config.ts (tsconfig.test.json) reports no error', () => {
-    const result = spawnSync(process.execPath, ['node_modules/typescript/bin/tsc', '-p', 'tsconfig.test.json'], { cwd: repoRoot, encoding: 'utf8', timeout: 170_000 });
+    const result = spawnSync(
+      process.execPath,
+      ['node_modules/typescript/bin/tsc', '-p', 'tsconfig.test.json'],
+      { cwd: repoRoot, encoding: 'utf8', timeout: 170_000 },
+    );
     expect(result.error, 'tsc could not be started').toBeUndefined();
     expect(result.status, `tsc -p tsconfig.test.json:\n${result.stdout}${result.stderr}`).toBe(0);
   }, 180_000);

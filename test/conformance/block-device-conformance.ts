@@ -63,22 +63,42 @@ export function interestingRanges(sizeBytes: number, boundariesBytes: readonly n
     { offsetBytes: sizeBytes - 9000, lengthBytes: 5000, label: '5000 bytes near the end' },
   ];
   for (const boundary of new Set(boundariesBytes)) {
-    for (let multiple = boundary; multiple < sizeBytes && multiple <= 3 * boundary; multiple += boundary) {
+    for (
+      let multiple = boundary;
+      multiple < sizeBytes && multiple <= 3 * boundary;
+      multiple += boundary
+    ) {
       ranges.push(
         { offsetBytes: multiple - 1, lengthBytes: 2, label: `2 bytes across ${multiple}` },
         { offsetBytes: multiple - 4096, lengthBytes: 8192, label: `8 KiB centred on ${multiple}` },
-        { offsetBytes: multiple - 700, lengthBytes: 4097 + 700, label: `4797 bytes across ${multiple}` },
+        {
+          offsetBytes: multiple - 700,
+          lengthBytes: 4097 + 700,
+          label: `4797 bytes across ${multiple}`,
+        },
         { offsetBytes: multiple, lengthBytes: 511, label: `511 bytes at ${multiple}` },
       );
     }
-    if (2 * boundary + 3 <= sizeBytes) ranges.push({ offsetBytes: 3, lengthBytes: 2 * boundary, label: `two units (${boundary}) at 3` });
+    if (2 * boundary + 3 <= sizeBytes)
+      ranges.push({
+        offsetBytes: 3,
+        lengthBytes: 2 * boundary,
+        label: `two units (${boundary}) at 3`,
+      });
   }
   return ranges
-    .map((range) => ({ ...range, lengthBytes: Math.min(range.lengthBytes, sizeBytes - range.offsetBytes) }))
+    .map((range) => ({
+      ...range,
+      lengthBytes: Math.min(range.lengthBytes, sizeBytes - range.offsetBytes),
+    }))
     .filter((range) => range.offsetBytes >= 0 && range.lengthBytes > 0);
 }
 
-export function describeBlockDeviceConformance(name: string, makeDevice: () => Promise<ConformanceSubject>, options: ConformanceOptions): void {
+export function describeBlockDeviceConformance(
+  name: string,
+  makeDevice: () => Promise<ConformanceSubject>,
+  options: ConformanceOptions,
+): void {
   describe(`${name}: BlockDevice conformance`, () => {
     let subject: ConformanceSubject;
     let device: BlockDevice;
@@ -106,11 +126,18 @@ export function describeBlockDeviceConformance(name: string, makeDevice: () => P
       expect(difference, `${name}: ${context}`).toBeUndefined();
     }
 
-    async function expectWindowMatchesShadow(offsetBytes: number, lengthBytes: number, context: string): Promise<void> {
+    async function expectWindowMatchesShadow(
+      offsetBytes: number,
+      lengthBytes: number,
+      context: string,
+    ): Promise<void> {
       const from = Math.max(0, offsetBytes - 700);
       const to = Math.min(device.sizeBytes, offsetBytes + lengthBytes + 700);
       const window = await readRange(device, from, to - from);
-      expect(firstDifference(window, shadow.subarray(from, to), from), `${name}: ${context}`).toBeUndefined();
+      expect(
+        firstDifference(window, shadow.subarray(from, to), from),
+        `${name}: ${context}`,
+      ).toBeUndefined();
     }
 
     it('has a positive whole size', () => {
@@ -133,8 +160,15 @@ export function describeBlockDeviceConformance(name: string, makeDevice: () => P
         const data = patternBytes(range.lengthBytes, 1000 + index);
         await writeAndShadow(range.offsetBytes, data);
         const back = await readRange(device, range.offsetBytes, range.lengthBytes);
-        expect(firstDifference(back, data, range.offsetBytes), `${name}: read back ${range.label}`).toBeUndefined();
-        await expectWindowMatchesShadow(range.offsetBytes, range.lengthBytes, `neighbours of ${range.label}`);
+        expect(
+          firstDifference(back, data, range.offsetBytes),
+          `${name}: read back ${range.label}`,
+        ).toBeUndefined();
+        await expectWindowMatchesShadow(
+          range.offsetBytes,
+          range.lengthBytes,
+          `neighbours of ${range.label}`,
+        );
       }
       await expectMatchesShadow('whole device after every range was written');
       await device.flush();
@@ -146,7 +180,10 @@ export function describeBlockDeviceConformance(name: string, makeDevice: () => P
       await writeAndShadow(size - 8192, patternBytes(8192, 42));
       await writeAndShadow(0, patternBytes(4096, 43));
       const bad: Array<[string, () => Promise<unknown>]> = [
-        ['write ending one byte past the end', () => device.write(size - 10, Buffer.alloc(11, 0xee))],
+        [
+          'write ending one byte past the end',
+          () => device.write(size - 10, Buffer.alloc(11, 0xee)),
+        ],
         ['write at the end', () => device.write(size, Buffer.alloc(1, 0xee))],
         ['write far past the end', () => device.write(size + (1 << 20), Buffer.alloc(4096, 0xee))],
         ['write at a negative offset', () => device.write(-1, Buffer.alloc(2, 0xee))],
@@ -168,10 +205,16 @@ export function describeBlockDeviceConformance(name: string, makeDevice: () => P
         } catch (error) {
           outcome = error;
         }
-        expect(isLunfsError(outcome, 'EINVAL'), `${name}: ${label} must reject with EINVAL, got ${String(outcome)}`).toBe(true);
+        expect(
+          isLunfsError(outcome, 'EINVAL'),
+          `${name}: ${label} must reject with EINVAL, got ${String(outcome)}`,
+        ).toBe(true);
       }
       if (device.prepareWrite) {
-        expect(() => device.prepareWrite!(size - 1, 2), `${name}: prepareWrite past the end`).toThrowError(expect.objectContaining({ code: 'EINVAL' }));
+        expect(
+          () => device.prepareWrite!(size - 1, 2),
+          `${name}: prepareWrite past the end`,
+        ).toThrowError(expect.objectContaining({ code: 'EINVAL' }));
       }
       await expectMatchesShadow('after the rejected requests');
       await device.flush();
@@ -213,7 +256,11 @@ export function describeBlockDeviceConformance(name: string, makeDevice: () => P
         if (range.offsetBytes + range.lengthBytes > size) continue;
         await device.discard(range.offsetBytes, range.lengthBytes);
         shadow.fill(0, range.offsetBytes, range.offsetBytes + range.lengthBytes);
-        await expectWindowMatchesShadow(range.offsetBytes, range.lengthBytes, `after discard of ${range.label}`);
+        await expectWindowMatchesShadow(
+          range.offsetBytes,
+          range.lengthBytes,
+          `after discard of ${range.label}`,
+        );
       }
       await expectMatchesShadow('after every discard');
       await writeAndShadow(unit + 10, patternBytes(3000, 79));
@@ -226,7 +273,12 @@ export function describeBlockDeviceConformance(name: string, makeDevice: () => P
       const unit = Math.max(...options.boundariesBytes, 4096);
       const base = Math.max(0, Math.min(unit - 5000, device.sizeBytes - 3 * 4096 - 20_000));
       const writes: Array<[number, number]> = [
-        [base, 12_000], [base + 3, 100], [base + 4000, 9000], [base + 512, 512], [base + 11_999, 2], [base, 1],
+        [base, 12_000],
+        [base + 3, 100],
+        [base + 4000, 9000],
+        [base + 512, 512],
+        [base + 11_999, 2],
+        [base, 1],
       ];
       for (const [index, [offset, length]] of writes.entries()) {
         const clipped = Math.min(length, device.sizeBytes - offset);
@@ -240,14 +292,26 @@ export function describeBlockDeviceConformance(name: string, makeDevice: () => P
       const unit = Math.max(...options.boundariesBytes, 4096);
       const base = Math.max(0, Math.min(unit - 6000, size - 40_000));
       const requests: Array<[number, number]> = [
-        [base, 20_000], [base + 100, 300], [base + 4096, 4096], [base + 2000, 15_000], [base + 19_999, 7000], [base + 511, 1026],
+        [base, 20_000],
+        [base + 100, 300],
+        [base + 4096, 4096],
+        [base + 2000, 15_000],
+        [base + 19_999, 7000],
+        [base + 511, 1026],
       ].map(([offset, length]) => [offset!, Math.min(length!, size - offset!)]);
       const fills = requests.map((_, index) => 0x21 + index * 0x1d);
       const before = Buffer.from(shadow);
-      await Promise.all(requests.map(([offset, length], index) => device.write(offset, Buffer.alloc(length, fills[index]))));
+      await Promise.all(
+        requests.map(([offset, length], index) =>
+          device.write(offset, Buffer.alloc(length, fills[index])),
+        ),
+      );
       const image = await readAll(device);
       const again = await readAll(device);
-      expect(firstDifference(again, image), `${name}: two reads after concurrent writes disagree`).toBeUndefined();
+      expect(
+        firstDifference(again, image),
+        `${name}: two reads after concurrent writes disagree`,
+      ).toBeUndefined();
       // Cut the region at every write boundary and every sector boundary: inside each piece the
       // same writes apply, so the piece must be uniformly one of their fills.
       const cuts = new Set<number>([0, size]);
@@ -257,15 +321,23 @@ export function describeBlockDeviceConformance(name: string, makeDevice: () => P
       for (let index = 0; index + 1 < sortedCuts.length; index += 1) {
         const from = sortedCuts[index]!;
         const to = sortedCuts[index + 1]!;
-        const covering = requests.flatMap(([offset, length], writeIndex) => (offset <= from && to <= offset + length ? [fills[writeIndex]!] : []));
+        const covering = requests.flatMap(([offset, length], writeIndex) =>
+          offset <= from && to <= offset + length ? [fills[writeIndex]!] : [],
+        );
         const piece = image.subarray(from, to);
         if (covering.length === 0) {
-          expect(firstDifference(piece, before.subarray(from, to), from), `${name}: bytes no write covered changed`).toBeUndefined();
+          expect(
+            firstDifference(piece, before.subarray(from, to), from),
+            `${name}: bytes no write covered changed`,
+          ).toBeUndefined();
           continue;
         }
         const value = piece[0]!;
         const uniform = piece.every((byte) => byte === value);
-        expect(uniform && covering.includes(value), `${name}: bytes ${from}..${to} hold ${piece.subarray(0, 8).toString('hex')}, not one of the fills ${covering.join(',')} written there`).toBe(true);
+        expect(
+          uniform && covering.includes(value),
+          `${name}: bytes ${from}..${to} hold ${piece.subarray(0, 8).toString('hex')}, not one of the fills ${covering.join(',')} written there`,
+        ).toBe(true);
       }
       image.copy(shadow);
       await device.flush();
@@ -273,33 +345,44 @@ export function describeBlockDeviceConformance(name: string, makeDevice: () => P
     });
 
     it('a read issued with a write sees, per byte, the old or the new value', async () => {
-      const offset = Math.max(0, Math.min(options.boundariesBytes[0] ?? 4096, device.sizeBytes - 20_000) - 3000);
+      const offset = Math.max(
+        0,
+        Math.min(options.boundariesBytes[0] ?? 4096, device.sizeBytes - 20_000) - 3000,
+      );
       const length = Math.min(10_000, device.sizeBytes - offset);
       await writeAndShadow(offset, Buffer.alloc(length, 0x5a));
       const target = Buffer.alloc(length + 2000);
       const readFrom = Math.max(0, offset - 1000);
       const readLength = Math.min(target.length, device.sizeBytes - readFrom);
-      await Promise.all([device.write(offset, Buffer.alloc(length, 0xa5)), device.read(readFrom, target.subarray(0, readLength))]);
+      await Promise.all([
+        device.write(offset, Buffer.alloc(length, 0xa5)),
+        device.read(readFrom, target.subarray(0, readLength)),
+      ]);
       for (let index = 0; index < readLength; index += 1) {
         const position = readFrom + index;
         const old = shadow[position]!;
         const inWrite = position >= offset && position < offset + length;
         const ok = target[index] === old || (inWrite && target[index] === 0xa5);
-        if (!ok) expect.fail(`${name}: byte ${position} read ${target[index]} during a write, neither old ${old} nor new 0xa5`);
+        if (!ok)
+          expect.fail(
+            `${name}: byte ${position} read ${target[index]} during a write, neither old ${old} nor new 0xa5`,
+          );
       }
       shadow.fill(0xa5, offset, offset + length);
       await expectMatchesShadow('after the write that raced a read');
     });
 
-    if (options.survivesPowerCut) it('after flush, a power cut loses nothing', async () => {
-      expect(subject.powerCycle, `${name}: survivesPowerCut needs powerCycle`).toBeDefined();
-      const ranges = interestingRanges(device.sizeBytes, options.boundariesBytes);
-      for (const [index, range] of ranges.entries()) await writeAndShadow(range.offsetBytes, patternBytes(range.lengthBytes, 5000 + index));
-      await device.discard(0, Math.min(device.sizeBytes, 4096 + 17));
-      shadow.fill(0, 0, Math.min(device.sizeBytes, 4096 + 17));
-      await device.flush();
-      device = await subject.powerCycle!();
-      await expectMatchesShadow('after a power cut that followed a flush');
-    });
+    if (options.survivesPowerCut)
+      it('after flush, a power cut loses nothing', async () => {
+        expect(subject.powerCycle, `${name}: survivesPowerCut needs powerCycle`).toBeDefined();
+        const ranges = interestingRanges(device.sizeBytes, options.boundariesBytes);
+        for (const [index, range] of ranges.entries())
+          await writeAndShadow(range.offsetBytes, patternBytes(range.lengthBytes, 5000 + index));
+        await device.discard(0, Math.min(device.sizeBytes, 4096 + 17));
+        shadow.fill(0, 0, Math.min(device.sizeBytes, 4096 + 17));
+        await device.flush();
+        device = await subject.powerCycle!();
+        await expectMatchesShadow('after a power cut that followed a flush');
+      });
   });
 }

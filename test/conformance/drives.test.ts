@@ -12,33 +12,45 @@ import { KiB, MiB } from '../../src/util/sizes.js';
 import { describeBlockDeviceConformance } from './block-device-conformance.js';
 
 for (const sizeBytes of [2 * MiB + 1536, 64 * KiB * 5 + 512]) {
-  describeBlockDeviceConformance(`MemoryDrive of ${sizeBytes} bytes`, async () => {
-    const drive = new MemoryDrive('mem-conformance', sizeBytes);
+  describeBlockDeviceConformance(
+    `MemoryDrive of ${sizeBytes} bytes`,
+    async () => {
+      const drive = new MemoryDrive('mem-conformance', sizeBytes);
+      return {
+        device: drive,
+        powerCycle: async () => {
+          drive.crash(new SeededRandom(sizeBytes));
+          return drive;
+        },
+        close: () => drive.close(),
+      };
+    },
+    {
+      readsZerosWhenUnwritten: true,
+      boundariesBytes: [512, 4096, 64 * KiB],
+      survivesPowerCut: true,
+    },
+  );
+}
+
+describeBlockDeviceConformance(
+  'FileDrive on a sparse temporary file',
+  async () => {
+    const directory = await mkdtemp(join(tmpdir(), 'lunfs-conformance-'));
+    const path = join(directory, 'drive.img');
+    let drive = await FileDrive.createSparse(path, MiB + 3 * 512);
     return {
       device: drive,
       powerCycle: async () => {
-        drive.crash(new SeededRandom(sizeBytes));
+        await drive.close();
+        drive = await FileDrive.open(path);
         return drive;
       },
-      close: () => drive.close(),
+      close: async () => {
+        await drive.close();
+        await rm(directory, { recursive: true, force: true });
+      },
     };
-  }, { readsZerosWhenUnwritten: true, boundariesBytes: [512, 4096, 64 * KiB], survivesPowerCut: true });
-}
-
-describeBlockDeviceConformance('FileDrive on a sparse temporary file', async () => {
-  const directory = await mkdtemp(join(tmpdir(), 'lunfs-conformance-'));
-  const path = join(directory, 'drive.img');
-  let drive = await FileDrive.createSparse(path, MiB + 3 * 512);
-  return {
-    device: drive,
-    powerCycle: async () => {
-      await drive.close();
-      drive = await FileDrive.open(path);
-      return drive;
-    },
-    close: async () => {
-      await drive.close();
-      await rm(directory, { recursive: true, force: true });
-    },
-  };
-}, { readsZerosWhenUnwritten: true, boundariesBytes: [512, 4096, 64 * KiB], survivesPowerCut: true });
+  },
+  { readsZerosWhenUnwritten: true, boundariesBytes: [512, 4096, 64 * KiB], survivesPowerCut: true },
+);

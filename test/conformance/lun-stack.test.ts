@@ -10,19 +10,41 @@ import { silentLogger } from '../../src/util/logger.js';
 import { KiB, MiB } from '../../src/util/sizes.js';
 import { defaultChunkBytes, SnapshotSet } from '../../src/snapshot/snapshot-set.js';
 import { Pool } from '../../src/volume/pool.js';
-import { assembleLunStack, cachePageBytes, makeCacheBudget, type LunStack } from '../../src/volume/stack.js';
+import {
+  assembleLunStack,
+  cachePageBytes,
+  makeCacheBudget,
+  type LunStack,
+} from '../../src/volume/stack.js';
 import { FakeClock } from '../support/fake-clock.js';
 import { formatPoolOn, makeMemoryDrives, powerCut, sessionViews } from '../support/memory-pool.js';
-import { describeBlockDeviceConformance, type ConformanceSubject } from './block-device-conformance.js';
+import {
+  describeBlockDeviceConformance,
+  type ConformanceSubject,
+} from './block-device-conformance.js';
 
-async function makeStackSubject(raidLevel: RaidLevel, lunSizeBytes: number, writeThrough: boolean): Promise<ConformanceSubject> {
+async function makeStackSubject(
+  raidLevel: RaidLevel,
+  lunSizeBytes: number,
+  writeThrough: boolean,
+): Promise<ConformanceSubject> {
   const clock = new FakeClock();
   let views = sessionViews(makeMemoryDrives(3, 6 * MiB, `stack${raidLevel}-`));
   let pool = await formatPoolOn(views, { raidLevel }, clock);
   await pool.createLun('conformance', lunSizeBytes);
   const assemble = (): LunStack => {
     const lun = pool.lunByName('conformance');
-    return assembleLunStack(pool, lun, { budget: makeCacheBudget(MiB), clock, writeThrough }, new SnapshotSet(pool, lun, Math.min(defaultChunkBytes, pool.allocationUnitBytes), silentLogger()));
+    return assembleLunStack(
+      pool,
+      lun,
+      { budget: makeCacheBudget(MiB), clock, writeThrough },
+      new SnapshotSet(
+        pool,
+        lun,
+        Math.min(defaultChunkBytes, pool.allocationUnitBytes),
+        silentLogger(),
+      ),
+    );
   };
   let stack = assemble();
   return {
@@ -41,11 +63,20 @@ async function makeStackSubject(raidLevel: RaidLevel, lunSizeBytes: number, writ
 }
 
 for (const raidLevel of [0, 1] as const) {
-  for (const [lunSizeBytes, writeThrough] of [[2 * MiB, false], [MiB + 64 * KiB + 1536, false], [2 * MiB, true], [MiB + 64 * KiB + 1536, true]] as const) {
-    describeBlockDeviceConformance(`LUN stack RAID-${raidLevel}, ${lunSizeBytes} bytes${writeThrough ? ', whole pages written through' : ''}`, () => makeStackSubject(raidLevel, lunSizeBytes, writeThrough), {
-      readsZerosWhenUnwritten: true,
-      boundariesBytes: [16 * KiB, 64 * KiB, cachePageBytes],
-      survivesPowerCut: true,
-    });
+  for (const [lunSizeBytes, writeThrough] of [
+    [2 * MiB, false],
+    [MiB + 64 * KiB + 1536, false],
+    [2 * MiB, true],
+    [MiB + 64 * KiB + 1536, true],
+  ] as const) {
+    describeBlockDeviceConformance(
+      `LUN stack RAID-${raidLevel}, ${lunSizeBytes} bytes${writeThrough ? ', whole pages written through' : ''}`,
+      () => makeStackSubject(raidLevel, lunSizeBytes, writeThrough),
+      {
+        readsZerosWhenUnwritten: true,
+        boundariesBytes: [16 * KiB, 64 * KiB, cachePageBytes],
+        survivesPowerCut: true,
+      },
+    );
   }
 }

@@ -17,9 +17,15 @@ import { cachePageBytes } from '../../src/volume/stack.js';
 import { firstDifference, isAllZero, patternBytes, readAll } from '../support/bytes.js';
 import { FakeClock } from '../support/fake-clock.js';
 import { formatPoolOn, makeMemoryDrives, powerCut, sessionViews } from '../support/memory-pool.js';
-import { describeBlockDeviceConformance, type ConformanceSubject } from './block-device-conformance.js';
+import {
+  describeBlockDeviceConformance,
+  type ConformanceSubject,
+} from './block-device-conformance.js';
 
-async function makeSnapshotSubject(raidLevel: RaidLevel, lunSizeBytes: number): Promise<ConformanceSubject> {
+async function makeSnapshotSubject(
+  raidLevel: RaidLevel,
+  lunSizeBytes: number,
+): Promise<ConformanceSubject> {
   const clock = new FakeClock();
   let views = sessionViews(makeMemoryDrives(3, 12 * MiB, `snapvol${raidLevel}-`));
   let pool = await formatPoolOn(views, { raidLevel }, clock);
@@ -45,8 +51,14 @@ async function makeSnapshotSubject(raidLevel: RaidLevel, lunSizeBytes: number): 
     },
     close: async () => {
       // The witness snapshot and the LUN never saw the suite's writes.
-      expect(isAllZero(await readAll(controller.snapshotVolume('conformance@witness'))), 'the second snapshot changed').toBe(true);
-      expect(firstDifference(await readAll(controller.stack('conformance').cache), lunImage), 'the LUN changed').toBeUndefined();
+      expect(
+        isAllZero(await readAll(controller.snapshotVolume('conformance@witness'))),
+        'the second snapshot changed',
+      ).toBe(true);
+      expect(
+        firstDifference(await readAll(controller.stack('conformance').cache), lunImage),
+        'the LUN changed',
+      ).toBeUndefined();
       await controller.close();
     },
   };
@@ -54,10 +66,14 @@ async function makeSnapshotSubject(raidLevel: RaidLevel, lunSizeBytes: number): 
 
 for (const raidLevel of [0, 1] as const) {
   for (const lunSizeBytes of [2 * MiB, MiB + 64 * KiB + 1536]) {
-    describeBlockDeviceConformance(`writable snapshot RAID-${raidLevel}, ${lunSizeBytes} bytes`, () => makeSnapshotSubject(raidLevel, lunSizeBytes), {
-      readsZerosWhenUnwritten: true,
-      boundariesBytes: [16 * KiB, 64 * KiB, cachePageBytes],
-      survivesPowerCut: true,
-    });
+    describeBlockDeviceConformance(
+      `writable snapshot RAID-${raidLevel}, ${lunSizeBytes} bytes`,
+      () => makeSnapshotSubject(raidLevel, lunSizeBytes),
+      {
+        readsZerosWhenUnwritten: true,
+        boundariesBytes: [16 * KiB, 64 * KiB, cachePageBytes],
+        survivesPowerCut: true,
+      },
+    );
   }
 }

@@ -10,12 +10,23 @@ import { KiB, MiB } from '../../src/util/sizes.js';
 import { Pool } from '../../src/volume/pool.js';
 import { FakeClock } from '../support/fake-clock.js';
 import { formatPoolOn, makeMemoryDrives, powerCut, sessionViews } from '../support/memory-pool.js';
-import { describeBlockDeviceConformance, type ConformanceSubject } from './block-device-conformance.js';
+import {
+  describeBlockDeviceConformance,
+  type ConformanceSubject,
+} from './block-device-conformance.js';
 
-async function makeThinSubject(raidLevel: RaidLevel, allocationUnitBytes: number, lunSizeBytes: number): Promise<ConformanceSubject> {
+async function makeThinSubject(
+  raidLevel: RaidLevel,
+  allocationUnitBytes: number,
+  lunSizeBytes: number,
+): Promise<ConformanceSubject> {
   const clock = new FakeClock();
   let views = sessionViews(makeMemoryDrives(3, 6 * MiB, `thin${raidLevel}-`));
-  let pool = await formatPoolOn(views, { raidLevel, allocationUnitBytes, stripeUnitBytes: 16 * KiB }, clock);
+  let pool = await formatPoolOn(
+    views,
+    { raidLevel, allocationUnitBytes, stripeUnitBytes: 16 * KiB },
+    clock,
+  );
   await pool.createLun('conformance', lunSizeBytes);
   let thin = new ThinVolume(pool, pool.lunByName('conformance'));
   return {
@@ -36,11 +47,14 @@ async function makeThinSubject(raidLevel: RaidLevel, allocationUnitBytes: number
 for (const raidLevel of [0, 1] as const) {
   for (const allocationUnitBytes of [64 * KiB, 128 * KiB]) {
     const lunSizeBytes = 2 * MiB - allocationUnitBytes / 2 + 1536;
-    describeBlockDeviceConformance(`ThinVolume RAID-${raidLevel}, allocation unit ${allocationUnitBytes / KiB} KiB, ${lunSizeBytes} bytes`,
-      () => makeThinSubject(raidLevel, allocationUnitBytes, lunSizeBytes), {
+    describeBlockDeviceConformance(
+      `ThinVolume RAID-${raidLevel}, allocation unit ${allocationUnitBytes / KiB} KiB, ${lunSizeBytes} bytes`,
+      () => makeThinSubject(raidLevel, allocationUnitBytes, lunSizeBytes),
+      {
         readsZerosWhenUnwritten: true,
         boundariesBytes: [16 * KiB, allocationUnitBytes, 256 * KiB],
         survivesPowerCut: true,
-      });
+      },
+    );
   }
 }

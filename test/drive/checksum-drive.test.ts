@@ -5,8 +5,22 @@
 
 import { describe, expect, it } from 'vitest';
 import { checkRange, type BlockDevice } from '../../src/block/block-device.js';
-import { ChecksumDrive, ChecksumError, checksumGeometryOf, isChecksumError, type ChecksumGeometry } from '../../src/drive/checksum-drive.js';
-import { checksumBlockBytes, checksumTableBytesFor, decodeTablePage, encodeTablePage, entriesPerTablePage, storedChecksum, tablePageBytes } from '../../src/drive/checksum-table.js';
+import {
+  ChecksumDrive,
+  ChecksumError,
+  checksumGeometryOf,
+  isChecksumError,
+  type ChecksumGeometry,
+} from '../../src/drive/checksum-drive.js';
+import {
+  checksumBlockBytes,
+  checksumTableBytesFor,
+  decodeTablePage,
+  encodeTablePage,
+  entriesPerTablePage,
+  storedChecksum,
+  tablePageBytes,
+} from '../../src/drive/checksum-table.js';
 import type { Drive } from '../../src/drive/drive.js';
 import { MemoryDrive } from '../../src/drive/memory-drive.js';
 import type { DriveHeader } from '../../src/meta/drive-header.js';
@@ -23,7 +37,12 @@ import { describeBlockDeviceConformance } from '../conformance/block-device-conf
 const block = checksumBlockBytes;
 // Header-like pass-through area, two table pages (the data area's 1024 blocks need 1023 + 1),
 // the data area, and a pass-through tail: none of it a multiple of the MemoryDrive's 64 KiB page.
-const geometry: ChecksumGeometry = { dataOffsetBytes: 128 * KiB, dataBytes: 1024 * block, tableOffsetBytes: 68 * KiB, tableBytes: 2 * tablePageBytes };
+const geometry: ChecksumGeometry = {
+  dataOffsetBytes: 128 * KiB,
+  dataBytes: 1024 * block,
+  tableOffsetBytes: 68 * KiB,
+  tableBytes: 2 * tablePageBytes,
+};
 const dataEnd = geometry.dataOffsetBytes + geometry.dataBytes;
 const driveBytes = dataEnd + 20 * KiB + 512;
 
@@ -65,15 +84,24 @@ describe('ChecksumDrive', () => {
     let seed = 1;
     for (const lengthBytes of [1, 511, 4095, 4096, 4097, 8192, 12_289, 128 * KiB, 200_000]) {
       for (const alignedStart of [true, false]) {
-        const start = alignedStart ? random.integer(geometry.dataBytes / block - 60) * block : random.integer(geometry.dataBytes - lengthBytes);
+        const start = alignedStart
+          ? random.integer(geometry.dataBytes / block - 60) * block
+          : random.integer(geometry.dataBytes - lengthBytes);
         const data = patternBytes(lengthBytes, seed++);
         await drive.write(geometry.dataOffsetBytes + start, data);
         data.copy(shadow, start);
         const back = await readBack(drive, geometry.dataOffsetBytes + start, lengthBytes);
         expect(back.equals(data), `read back ${lengthBytes} bytes at ${start}`).toBe(true);
         const window = Math.max(0, start - 5000);
-        const around = await readBack(drive, geometry.dataOffsetBytes + window, Math.min(geometry.dataBytes - window, lengthBytes + 10_000));
-        expect(around.equals(shadow.subarray(window, window + around.length)), `neighbours of ${lengthBytes} bytes at ${start}`).toBe(true);
+        const around = await readBack(
+          drive,
+          geometry.dataOffsetBytes + window,
+          Math.min(geometry.dataBytes - window, lengthBytes + 10_000),
+        );
+        expect(
+          around.equals(shadow.subarray(window, window + around.length)),
+          `neighbours of ${lengthBytes} bytes at ${start}`,
+        ).toBe(true);
       }
     }
     expect(drive.counters.mismatches).toBe(0);
@@ -81,7 +109,9 @@ describe('ChecksumDrive', () => {
     expect(drive.dirtyTablePageCount).toBe(0);
 
     const again = reopen(memory);
-    expect((await readBack(again, geometry.dataOffsetBytes, geometry.dataBytes)).equals(shadow)).toBe(true);
+    expect(
+      (await readBack(again, geometry.dataOffsetBytes, geometry.dataBytes)).equals(shadow),
+    ).toBe(true);
     expect(again.counters.verifiedBlocks).toBeGreaterThan(100);
     expect(again.counters).toMatchObject({ mismatches: 0, tablePagesDamaged: 0 });
     expect(await again.verify(geometry.dataOffsetBytes, geometry.dataBytes)).toEqual([]);
@@ -117,7 +147,11 @@ describe('ChecksumDrive', () => {
     // An unaligned read inside a bad block fails; one beside it does not.
     const inside = await caught(drive.read(blockOffset(23) + 100, Buffer.alloc(10)));
     expect((inside as ChecksumError).badBlocks).toEqual([blockOffset(23)]);
-    expect((await readBack(drive, blockOffset(24) + 1, 3 * block - 2)).equals(data.subarray(4 * block + 1, 7 * block - 1))).toBe(true);
+    expect(
+      (await readBack(drive, blockOffset(24) + 1, 3 * block - 2)).equals(
+        data.subarray(4 * block + 1, 7 * block - 1),
+      ),
+    ).toBe(true);
 
     // A partial write into a bad block needs the rest of the block: it fails and writes nothing.
     const before = await readBack(memory, blockOffset(27), block);
@@ -141,27 +175,36 @@ describe('ChecksumDrive', () => {
     const random = new SeededRandom(99);
     const flipped = new Set<number>();
     while (flipped.size < 25) flipped.add(random.integer(geometry.dataBytes / block));
-    for (const index of flipped) memory.flipBit(blockOffset(index) + random.integer(block), random.integer(8));
+    for (const index of flipped)
+      memory.flipBit(blockOffset(index) + random.integer(block), random.integer(8));
     const expected = [...flipped].sort((a, b) => a - b).map(blockOffset);
     const fresh = reopen(memory);
     expect(await fresh.verify(geometry.dataOffsetBytes, geometry.dataBytes)).toEqual(expected);
     expect(fresh.counters.mismatches).toBe(25);
     const from = blockOffset(300) + 5;
     const to = blockOffset(700) - 5;
-    expect(await fresh.verify(from, to - from)).toEqual(expected.filter((offset) => offset + block > from && offset < to));
+    expect(await fresh.verify(from, to - from)).toEqual(
+      expected.filter((offset) => offset + block > from && offset < to),
+    );
     await expect(fresh.verify(0, block)).rejects.toMatchObject({ code: 'EINVAL' });
   });
 
   it('a table page is its entries little-endian and a crc32c seal; it decodes to the same entries and fails its seal when damaged', () => {
     const random = new SeededRandom(0x7ab1e);
     const entries = new Uint32Array(entriesPerTablePage);
-    for (let index = 0; index < entries.length; index += 1) entries[index] = random.integer(0x100000000);
+    for (let index = 0; index < entries.length; index += 1)
+      entries[index] = random.integer(0x100000000);
     const page = encodeTablePage(entries);
     expect(page.length).toBe(tablePageBytes);
-    for (const index of [0, 1, 511, entriesPerTablePage - 1]) expect(page.readUInt32LE(index * 4)).toBe(entries[index]);
-    expect(page.readUInt32LE(entriesPerTablePage * 4)).toBe(crc32c(page.subarray(0, entriesPerTablePage * 4)));
+    for (const index of [0, 1, 511, entriesPerTablePage - 1])
+      expect(page.readUInt32LE(index * 4)).toBe(entries[index]);
+    expect(page.readUInt32LE(entriesPerTablePage * 4)).toBe(
+      crc32c(page.subarray(0, entriesPerTablePage * 4)),
+    );
     expect(decodeTablePage(page)).toEqual(entries);
-    expect(decodeTablePage(Buffer.alloc(tablePageBytes))).toEqual(new Uint32Array(entriesPerTablePage));
+    expect(decodeTablePage(Buffer.alloc(tablePageBytes))).toEqual(
+      new Uint32Array(entriesPerTablePage),
+    );
     page[100] = page[100]! ^ 0x10;
     expect(decodeTablePage(page)).toBeNull();
   });
@@ -176,12 +219,18 @@ describe('ChecksumDrive', () => {
     const damaged = reopen(memory);
     // Nothing vouches for page 0's blocks any more: a read fails (the RStore above rebuilds them
     // from redundancy; without it the read is EIO), page 1's block still reads.
-    await expect(readBack(damaged, blockOffset(1016), 7 * block)).rejects.toThrowError(ChecksumError);
-    expect((await readBack(damaged, blockOffset(1023), block)).equals(data.subarray(7 * block))).toBe(true);
+    await expect(readBack(damaged, blockOffset(1016), 7 * block)).rejects.toThrowError(
+      ChecksumError,
+    );
+    expect(
+      (await readBack(damaged, blockOffset(1023), block)).equals(data.subarray(7 * block)),
+    ).toBe(true);
     expect(damaged.counters.tablePagesDamaged).toBe(1);
     expect(damaged.dirtyTablePageCount).toBe(1);
     memory.flipBit(blockOffset(1023), 0);
-    expect(await damaged.verify(blockOffset(1016), 8 * block)).toEqual([...Array(8).keys()].map((index) => blockOffset(1016 + index)));
+    expect(await damaged.verify(blockOffset(1016), 8 * block)).toEqual(
+      [...Array(8).keys()].map((index) => blockOffset(1016 + index)),
+    );
     await damaged.write(blockOffset(1021), data.subarray(5 * block, 6 * block));
     await damaged.write(blockOffset(1023), data.subarray(7 * block, 8 * block));
     await damaged.flush();
@@ -192,13 +241,21 @@ describe('ChecksumDrive', () => {
     const healed = reopen(memory);
     expect(healed.counters.tablePagesDamaged).toBe(0);
     // The lost entries stay lost across the rewrite; the rewritten blocks are protected again.
-    expect(await healed.verify(blockOffset(1016), 8 * block)).toEqual([1016, 1017, 1018, 1019, 1020, 1022].map(blockOffset));
-    expect((await readBack(healed, blockOffset(1021), block)).equals(data.subarray(5 * block, 6 * block))).toBe(true);
+    expect(await healed.verify(blockOffset(1016), 8 * block)).toEqual(
+      [1016, 1017, 1018, 1019, 1020, 1022].map(blockOffset),
+    );
+    expect(
+      (await readBack(healed, blockOffset(1021), block)).equals(
+        data.subarray(5 * block, 6 * block),
+      ),
+    ).toBe(true);
     memory.flipBit(blockOffset(1021) + 9, 4);
     expect(await healed.verify(blockOffset(1021), block)).toEqual([blockOffset(1021)]);
     // recomputeLost takes the lost blocks' data as it is (after an unclean shutdown, no redundancy).
     expect(await healed.recomputeLost()).toBe(entriesPerTablePage - 1); // every block of page 0 but the rewritten one
-    expect((await readBack(healed, blockOffset(1016), 5 * block)).equals(data.subarray(0, 5 * block))).toBe(true);
+    expect(
+      (await readBack(healed, blockOffset(1016), 5 * block)).equals(data.subarray(0, 5 * block)),
+    ).toBe(true);
   });
 
   it('after a power cut, recompute makes every block verify again', async () => {
@@ -208,7 +265,8 @@ describe('ChecksumDrive', () => {
       await drive.write(geometry.dataOffsetBytes, patternBytes(64 * block, seed));
       await drive.flush();
       // Writes in flight at the power cut: data and table may disagree afterwards.
-      for (let index = 0; index < 64; index += 4) await drive.write(blockOffset(index), patternBytes(4 * block, 100 + seed * 64 + index));
+      for (let index = 0; index < 64; index += 4)
+        await drive.write(blockOffset(index), patternBytes(4 * block, 100 + seed * 64 + index));
       await drive.write(blockOffset(70) + 300, patternBytes(5000, seed + 7));
       memory.crash(new SeededRandom(seed));
 
@@ -216,14 +274,23 @@ describe('ChecksumDrive', () => {
       const bad = await after.verify(geometry.dataOffsetBytes, 80 * block);
       if (bad.length > 0) sawMismatch = true;
       await after.recompute(geometry.dataOffsetBytes, 80 * block);
-      expect(await after.verify(geometry.dataOffsetBytes, geometry.dataBytes), `seed ${seed}`).toEqual([]);
+      expect(
+        await after.verify(geometry.dataOffsetBytes, geometry.dataBytes),
+        `seed ${seed}`,
+      ).toEqual([]);
       const image = await readBack(after, geometry.dataOffsetBytes, 80 * block);
       await after.flush();
       const later = reopen(memory);
-      expect((await readBack(later, geometry.dataOffsetBytes, 80 * block)).equals(image), `seed ${seed}: after a restart`).toBe(true);
+      expect(
+        (await readBack(later, geometry.dataOffsetBytes, 80 * block)).equals(image),
+        `seed ${seed}: after a restart`,
+      ).toBe(true);
       expect(later.counters.mismatches).toBe(0);
     }
-    expect(sawMismatch, 'some power cut left data and table disagreeing (else the test shows nothing)').toBe(true);
+    expect(
+      sawMismatch,
+      'some power cut left data and table disagreeing (else the test shows nothing)',
+    ).toBe(true);
   });
 
   it('passes reads and writes outside the data area straight through, unverified, and keeps the table to itself', async () => {
@@ -249,13 +316,24 @@ describe('ChecksumDrive', () => {
     across[block + 57] = across[block + 57]! ^ 1;
     expect((await readBack(drive, dataEnd - block - 7, 3 * block)).equals(across)).toBe(true);
     memory.flipBit(dataEnd - 3, 0);
-    expect(((await caught(drive.read(dataEnd - block - 7, Buffer.alloc(3 * block)))) as ChecksumError).badBlocks).toEqual([dataEnd - block]);
+    expect(
+      ((await caught(drive.read(dataEnd - block - 7, Buffer.alloc(3 * block)))) as ChecksumError)
+        .badBlocks,
+    ).toEqual([dataEnd - block]);
 
     // The table area reads through, but only the filter writes it.
     const tablePage = await readBack(drive, geometry.tableOffsetBytes, tablePageBytes);
-    expect(tablePage.equals(await readBack(memory, geometry.tableOffsetBytes, tablePageBytes))).toBe(true);
-    for (const [offset, length] of [[geometry.tableOffsetBytes, 1], [geometry.tableOffsetBytes - 10, 11], [geometry.tableOffsetBytes + geometry.tableBytes - 1, 100]] as const) {
-      await expect(drive.write(offset, Buffer.alloc(length))).rejects.toMatchObject({ code: 'EINVAL' });
+    expect(
+      tablePage.equals(await readBack(memory, geometry.tableOffsetBytes, tablePageBytes)),
+    ).toBe(true);
+    for (const [offset, length] of [
+      [geometry.tableOffsetBytes, 1],
+      [geometry.tableOffsetBytes - 10, 11],
+      [geometry.tableOffsetBytes + geometry.tableBytes - 1, 100],
+    ] as const) {
+      await expect(drive.write(offset, Buffer.alloc(length))).rejects.toMatchObject({
+        code: 'EINVAL',
+      });
       await expect(drive.discard(offset, length)).rejects.toMatchObject({ code: 'EINVAL' });
     }
     await drive.write(geometry.tableOffsetBytes + geometry.tableBytes, Buffer.alloc(10, 1));
@@ -275,7 +353,10 @@ describe('ChecksumDrive', () => {
     expect((await readBack(again, blockOffset(0), 16 * block)).equals(expected)).toBe(true);
     memory.flipBit(blockOffset(3) + 1, 1);
     memory.flipBit(blockOffset(9) + 4000, 1);
-    expect(await again.verify(blockOffset(0), 16 * block)).toEqual([blockOffset(3), blockOffset(9)]);
+    expect(await again.verify(blockOffset(0), 16 * block)).toEqual([
+      blockOffset(3),
+      blockOffset(9),
+    ]);
 
     await again.forget(blockOffset(3), block);
     await again.forget(blockOffset(9) + 5, 1); // the whole enclosing block
@@ -327,7 +408,9 @@ describe('ChecksumDrive', () => {
     await drive.read(blockOffset(0), Buffer.alloc(4 * block));
     expect(drive.counters.mismatches).toBe(0);
     memory.fail();
-    await expect(drive.read(blockOffset(0), Buffer.alloc(block))).rejects.toSatisfy((failure: unknown) => isLunfsError(failure, 'EIO') && !isChecksumError(failure));
+    await expect(drive.read(blockOffset(0), Buffer.alloc(block))).rejects.toSatisfy(
+      (failure: unknown) => isLunfsError(failure, 'EIO') && !isChecksumError(failure),
+    );
   });
 
   it('rejects ranges past the end of the drive (or negative, or fractional) with EINVAL', async () => {
@@ -353,30 +436,55 @@ describe('ChecksumDrive', () => {
   it('refuses a geometry that does not fit the drive', () => {
     const small = new MemoryDrive('small', dataEnd - 1);
     expect(() => new ChecksumDrive(small, geometry)).toThrowError(LunfsError);
-    expect(() => new ChecksumDrive(new MemoryDrive('tiny-table', driveBytes), { ...geometry, tableBytes: tablePageBytes })).toThrowError(/cannot hold/);
+    expect(
+      () =>
+        new ChecksumDrive(new MemoryDrive('tiny-table', driveBytes), {
+          ...geometry,
+          tableBytes: tablePageBytes,
+        }),
+    ).toThrowError(/cannot hold/);
   });
 });
 
 describe('pool layout with a checksum table', () => {
   it('puts the row log right after the journal, the table right after it and the PSEG area at the next MiB, the table big enough for every PSEG of the largest drive', () => {
-    for (const sizes of [[4 * MiB], [6 * MiB], [64 * MiB, 1024 * MiB + 12_345], [3 * 1024 * MiB, 5 * 1024 * MiB + 4096, 256 * MiB], [12 * 1024 * 1024 * MiB]]) {
-      for (const [psegSizeBytes, allocationUnitBytes] of [[256 * KiB, 64 * KiB], [2 * MiB, MiB], [64 * MiB, MiB]] as const) {
+    for (const sizes of [
+      [4 * MiB],
+      [6 * MiB],
+      [64 * MiB, 1024 * MiB + 12_345],
+      [3 * 1024 * MiB, 5 * 1024 * MiB + 4096, 256 * MiB],
+      [12 * 1024 * 1024 * MiB],
+    ]) {
+      for (const [psegSizeBytes, allocationUnitBytes] of [
+        [256 * KiB, 64 * KiB],
+        [2 * MiB, MiB],
+        [64 * MiB, MiB],
+      ] as const) {
         const layout = planLayout(sizes, psegSizeBytes, allocationUnitBytes, allocationUnitBytes);
-        const journalEnd = layout.quorumOffsetBytes + 2 * layout.checkpointSlotBytes + layout.journalBytes;
+        const journalEnd =
+          layout.quorumOffsetBytes + 2 * layout.checkpointSlotBytes + layout.journalBytes;
         expect(layout.rowLogOffsetBytes).toBe(journalEnd);
         expect(layout.rowLogBytes).toBe(rowLogBytesFor(allocationUnitBytes, Math.min(...sizes)));
         expect(layout.checksumTableOffsetBytes).toBe(journalEnd + layout.rowLogBytes);
         expect(layout.checksumTableOffsetBytes % tablePageBytes).toBe(0);
         expect(layout.checksumTableBytes % tablePageBytes).toBe(0);
         expect(layout.psegAreaOffsetBytes % MiB).toBe(0);
-        expect(layout.psegAreaOffsetBytes).toBeGreaterThanOrEqual(layout.checksumTableOffsetBytes + layout.checksumTableBytes);
-        expect(layout.psegAreaOffsetBytes).toBeLessThan(layout.checksumTableOffsetBytes + layout.checksumTableBytes + MiB);
+        expect(layout.psegAreaOffsetBytes).toBeGreaterThanOrEqual(
+          layout.checksumTableOffsetBytes + layout.checksumTableBytes,
+        );
+        expect(layout.psegAreaOffsetBytes).toBeLessThan(
+          layout.checksumTableOffsetBytes + layout.checksumTableBytes + MiB,
+        );
         for (const sizeBytes of sizes) {
           const psegCount = psegCountFor(sizeBytes, layout, psegSizeBytes);
-          expect(checksumTableBytesFor(psegCount * psegSizeBytes)).toBeLessThanOrEqual(layout.checksumTableBytes);
+          expect(checksumTableBytesFor(psegCount * psegSizeBytes)).toBeLessThanOrEqual(
+            layout.checksumTableBytes,
+          );
         }
         // An upper bound, but a tight one: at most a page more than the largest drive needs.
-        expect(layout.checksumTableBytes).toBeLessThanOrEqual(checksumTableBytesFor(Math.max(...sizes)) + tablePageBytes);
+        expect(layout.checksumTableBytes).toBeLessThanOrEqual(
+          checksumTableBytesFor(Math.max(...sizes)) + tablePageBytes,
+        );
       }
     }
     // A small drive loses no PSEG to the table: it fits in the slack before the MiB boundary.
@@ -394,11 +502,25 @@ describe('pool layout with a checksum table', () => {
     const layout = planLayout(sizes, psegSizeBytes, MiB, 128 * KiB);
     for (const sizeBytes of sizes) {
       const header: DriveHeader = {
-        poolUuid: 'p', driveUuid: 'd', driveIndex: 0, driveCount: 2, driveSizeBytes: sizeBytes, psegSizeBytes, psegCount: psegCountFor(sizeBytes, layout, psegSizeBytes),
-        ...layout, holdsQuorumCopy: true, createdAtMs: 0, formatVersion,
+        poolUuid: 'p',
+        driveUuid: 'd',
+        driveIndex: 0,
+        driveCount: 2,
+        driveSizeBytes: sizeBytes,
+        psegSizeBytes,
+        psegCount: psegCountFor(sizeBytes, layout, psegSizeBytes),
+        ...layout,
+        holdsQuorumCopy: true,
+        createdAtMs: 0,
+        formatVersion,
       };
       const drivesGeometry = checksumGeometryOf(header);
-      expect(drivesGeometry).toEqual({ dataOffsetBytes: layout.psegAreaOffsetBytes, dataBytes: header.psegCount * psegSizeBytes, tableOffsetBytes: layout.checksumTableOffsetBytes, tableBytes: layout.checksumTableBytes });
+      expect(drivesGeometry).toEqual({
+        dataOffsetBytes: layout.psegAreaOffsetBytes,
+        dataBytes: header.psegCount * psegSizeBytes,
+        tableOffsetBytes: layout.checksumTableOffsetBytes,
+        tableBytes: layout.checksumTableBytes,
+      });
       const drive = new ChecksumDrive(new MemoryDrive('layout', sizeBytes), drivesGeometry);
       const last = drivesGeometry.dataOffsetBytes + drivesGeometry.dataBytes - block;
       await drive.write(last, patternBytes(block, 1));
@@ -413,32 +535,68 @@ describe('pool layout with a checksum table', () => {
 // what it wrote, but the table changes under it at each flush (and only the filter may write it):
 // so the suite gets the drive up to the table, which lies at the drive's end, through a view that
 // checks ranges against its own end. The edges of the data area lie on boundaries it writes across.
-const conformanceGeometries: Array<{ label: string; viewBytes: number; dataOffsetBytes: number; dataBytes: number; boundariesBytes: number[] }> = [
-  { label: 'data area 64 KiB..576 KiB between pass-through head and tail', viewBytes: MiB + 1536, dataOffsetBytes: 64 * KiB, dataBytes: 512 * KiB, boundariesBytes: [64 * KiB, 512, 4096, 192 * KiB] },
-  { label: 'data area from offset 0', viewBytes: 512 * KiB + 1536, dataOffsetBytes: 0, dataBytes: 128 * KiB, boundariesBytes: [64 * KiB, 512, 4096] },
+const conformanceGeometries: Array<{
+  label: string;
+  viewBytes: number;
+  dataOffsetBytes: number;
+  dataBytes: number;
+  boundariesBytes: number[];
+}> = [
+  {
+    label: 'data area 64 KiB..576 KiB between pass-through head and tail',
+    viewBytes: MiB + 1536,
+    dataOffsetBytes: 64 * KiB,
+    dataBytes: 512 * KiB,
+    boundariesBytes: [64 * KiB, 512, 4096, 192 * KiB],
+  },
+  {
+    label: 'data area from offset 0',
+    viewBytes: 512 * KiB + 1536,
+    dataOffsetBytes: 0,
+    dataBytes: 128 * KiB,
+    boundariesBytes: [64 * KiB, 512, 4096],
+  },
 ];
 
-for (const { label, viewBytes, dataOffsetBytes, dataBytes, boundariesBytes } of conformanceGeometries) {
+for (const {
+  label,
+  viewBytes,
+  dataOffsetBytes,
+  dataBytes,
+  boundariesBytes,
+} of conformanceGeometries) {
   const tableOffsetBytes = Math.ceil(viewBytes / tablePageBytes) * tablePageBytes;
-  const subjectGeometry: ChecksumGeometry = { dataOffsetBytes, dataBytes, tableOffsetBytes, tableBytes: checksumTableBytesFor(dataBytes) };
-  describeBlockDeviceConformance(`ChecksumDrive (${label})`, async () => {
-    const memory = new MemoryDrive('mem-checksum-conformance', tableOffsetBytes + subjectGeometry.tableBytes);
-    let drive = new ChecksumDrive(memory, subjectGeometry);
-    return {
-      device: new PrefixView(() => drive, viewBytes),
-      powerCycle: async () => {
-        memory.crash(new SeededRandom(viewBytes));
-        drive = new ChecksumDrive(memory, subjectGeometry);
-        return new PrefixView(() => drive, viewBytes);
-      },
-      close: async () => {
-        // Nothing the suite did may leave a block disagreeing with its checksum.
-        expect(await drive.verify(dataOffsetBytes, dataBytes)).toEqual([]);
-        expect(drive.counters.mismatches).toBe(0);
-        await drive.close();
-      },
-    };
-  }, { readsZerosWhenUnwritten: true, boundariesBytes, survivesPowerCut: true });
+  const subjectGeometry: ChecksumGeometry = {
+    dataOffsetBytes,
+    dataBytes,
+    tableOffsetBytes,
+    tableBytes: checksumTableBytesFor(dataBytes),
+  };
+  describeBlockDeviceConformance(
+    `ChecksumDrive (${label})`,
+    async () => {
+      const memory = new MemoryDrive(
+        'mem-checksum-conformance',
+        tableOffsetBytes + subjectGeometry.tableBytes,
+      );
+      let drive = new ChecksumDrive(memory, subjectGeometry);
+      return {
+        device: new PrefixView(() => drive, viewBytes),
+        powerCycle: async () => {
+          memory.crash(new SeededRandom(viewBytes));
+          drive = new ChecksumDrive(memory, subjectGeometry);
+          return new PrefixView(() => drive, viewBytes);
+        },
+        close: async () => {
+          // Nothing the suite did may leave a block disagreeing with its checksum.
+          expect(await drive.verify(dataOffsetBytes, dataBytes)).toEqual([]);
+          expect(drive.counters.mismatches).toBe(0);
+          await drive.close();
+        },
+      };
+    },
+    { readsZerosWhenUnwritten: true, boundariesBytes, survivesPowerCut: true },
+  );
 }
 
 /** The first sizeBytes of a device, with ranges checked against that end. */
@@ -515,7 +673,8 @@ function blockWithCrc32cZero(prefix: Buffer): Buffer {
   const table = new Uint32Array(256);
   for (let value = 0; value < 256; value += 1) {
     let register = value;
-    for (let bit = 0; bit < 8; bit += 1) register = register & 1 ? (register >>> 1) ^ 0x82f63b78 : register >>> 1;
+    for (let bit = 0; bit < 8; bit += 1)
+      register = register & 1 ? (register >>> 1) ^ 0x82f63b78 : register >>> 1;
     table[value] = register >>> 0;
   }
   // The register (before the final inversion) must end as 0xFFFFFFFF for a crc32c of 0.

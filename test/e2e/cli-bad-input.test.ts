@@ -10,14 +10,33 @@ import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import {
-  MiB, directoryFingerprint, lunfs, lunfsOk, mountEntriesAt, run, runOk, sha256, sha256File, sleep, statusJson, useSandbox, type MountServer, type RunResult, type Sandbox,
+  MiB,
+  directoryFingerprint,
+  lunfs,
+  lunfsOk,
+  mountEntriesAt,
+  run,
+  runOk,
+  sha256,
+  sha256File,
+  sleep,
+  statusJson,
+  useSandbox,
+  type MountServer,
+  type RunResult,
+  type Sandbox,
 } from './support.js';
 
 const sandbox = useSandbox('bad-input', 'file');
 
 /** A small pool: 2 x 64 MiB drives, RAID-0, 1 MiB PSEGs and allocation units (about 122 MiB). */
 async function smallPool(box: Sandbox, name: string): Promise<string> {
-  return box.createPool(name, { drives: 2, driveSize: '64M', raid: 0, extra: ['--pseg-size', '1M', '--allocation-unit', '1M'] });
+  return box.createPool(name, {
+    drives: 2,
+    driveSize: '64M',
+    raid: 0,
+    extra: ['--pseg-size', '1M', '--allocation-unit', '1M'],
+  });
 }
 
 let poolCounter = 0;
@@ -44,8 +63,16 @@ async function poolState(pool: string, options: { strict?: boolean } = {}): Prom
   const status = await statusJson(pool);
   const { cache: _cache, ...rest } = status;
   const fingerprint = await directoryFingerprint(pool);
-  const files = options.strict ? fingerprint : fingerprint.split('\n').map((line) => line.split(' ').slice(0, 2).join(' ')).join('\n');
-  return { status: rest, files: `${files}\npool.json ${sha256(await readFile(join(pool, 'pool.json')))}` };
+  const files = options.strict
+    ? fingerprint
+    : fingerprint
+        .split('\n')
+        .map((line) => line.split(' ').slice(0, 2).join(' '))
+        .join('\n');
+  return {
+    status: rest,
+    files: `${files}\npool.json ${sha256(await readFile(join(pool, 'pool.json')))}`,
+  };
 }
 
 function describeRun(result: RunResult): string {
@@ -62,18 +89,32 @@ function expectBadInput(result: RunResult, message: RegExp, exitCode = 2): void 
 }
 
 /** Runs `lunfs ARGS`, expects a bad-input refusal, and checks that the pool did not change. */
-async function expectRefused(pool: string, args: string[], message: RegExp, exitCode = 2): Promise<void> {
+async function expectRefused(
+  pool: string,
+  args: string[],
+  message: RegExp,
+  exitCode = 2,
+): Promise<void> {
   const before = await poolState(pool);
   expectBadInput(await lunfs(...args), message, exitCode);
   expect(await poolState(pool), `pool changed by \`lunfs ${args.join(' ')}\``).toEqual(before);
 }
 
 /** Starts `lunfs mount` and expects it to exit non-zero with `message`, mounting nothing. */
-async function expectMountRefused(box: Sandbox, pool: string, mountpoint: string, args: string[], message: RegExp): Promise<MountServer> {
+async function expectMountRefused(
+  box: Sandbox,
+  pool: string,
+  mountpoint: string,
+  args: string[],
+  message: RegExp,
+): Promise<MountServer> {
   const mountsBefore = await mountEntriesAt(mountpoint);
   const server = box.spawnMount(pool, mountpoint, args);
   const exit = await Promise.race([server.exited, sleep(20_000).then(() => undefined)]);
-  expect(exit, `lunfs mount ${args.join(' ')} should have been refused; stdout: ${server.stdout}`).toBeDefined();
+  expect(
+    exit,
+    `lunfs mount ${args.join(' ')} should have been refused; stdout: ${server.stdout}`,
+  ).toBeDefined();
   expect(exit!.code, server.stderr).not.toBe(0);
   expect(server.stderr).toMatch(/^lunfs: /);
   expect(server.stderr).toMatch(message);
@@ -110,8 +151,12 @@ describe('bad input to the CLI, pool not mounted', () => {
     const empty = await box.mkdir('empty-dir');
     for (const directory of [nowhere, empty]) {
       for (const args of [
-        ['status', directory], ['status', directory, '--json'], ['lun', 'ls', directory],
-        ['lun', 'create', directory, 'x', '--size', '1M'], ['lun', 'rm', directory, 'x'], ['lun', 'resize', directory, 'x', '--size', '2M'],
+        ['status', directory],
+        ['status', directory, '--json'],
+        ['lun', 'ls', directory],
+        ['lun', 'create', directory, 'x', '--size', '1M'],
+        ['lun', 'rm', directory, 'x'],
+        ['lun', 'resize', directory, 'x', '--size', '2M'],
         ['mount', directory, box.path('mnt-nowhere')],
       ]) {
         expectBadInput(await lunfs(...args), new RegExp(`no lunfs pool at ${directory}`));
@@ -125,25 +170,61 @@ describe('bad input to the CLI, pool not mounted', () => {
   it('an unknown LUN is refused by rm and resize', async () => {
     const pool = await poolWithLun(sandbox());
     await expectRefused(pool, ['lun', 'rm', pool, 'ghost'], /no LUN named 'ghost'/);
-    await expectRefused(pool, ['lun', 'resize', pool, 'ghost', '--size', '32M'], /no LUN named 'ghost'/);
+    await expectRefused(
+      pool,
+      ['lun', 'resize', pool, 'ghost', '--size', '32M'],
+      /no LUN named 'ghost'/,
+    );
   });
 
   it('a size that is not a whole number of 512-byte sectors, zero, or not a size is refused', async () => {
     const pool = await poolWithLun(sandbox());
-    await expectRefused(pool, ['lun', 'create', pool, 'odd', '--size', '1000'], /LUN size 1000 is not a whole number of 512-byte sectors/);
-    await expectRefused(pool, ['lun', 'create', pool, 'odd', '--size', '1.0001M'], /not a whole number of 512-byte sectors/);
-    await expectRefused(pool, ['lun', 'resize', pool, 'db', '--size', String(16 * MiB + 100)], /not a whole number of 512-byte sectors/);
-    await expectRefused(pool, ['lun', 'create', pool, 'zero', '--size', '0'], /must be larger than 0/);
-    await expectRefused(pool, ['lun', 'create', pool, 'junk', '--size', '12Q'], /invalid LUN size '12Q'/);
+    await expectRefused(
+      pool,
+      ['lun', 'create', pool, 'odd', '--size', '1000'],
+      /LUN size 1000 is not a whole number of 512-byte sectors/,
+    );
+    await expectRefused(
+      pool,
+      ['lun', 'create', pool, 'odd', '--size', '1.0001M'],
+      /not a whole number of 512-byte sectors/,
+    );
+    await expectRefused(
+      pool,
+      ['lun', 'resize', pool, 'db', '--size', String(16 * MiB + 100)],
+      /not a whole number of 512-byte sectors/,
+    );
+    await expectRefused(
+      pool,
+      ['lun', 'create', pool, 'zero', '--size', '0'],
+      /must be larger than 0/,
+    );
+    await expectRefused(
+      pool,
+      ['lun', 'create', pool, 'junk', '--size', '12Q'],
+      /invalid LUN size '12Q'/,
+    );
     await expectRefused(pool, ['lun', 'create', pool, 'junk', '--size', '-5M'], /invalid LUN size/);
   });
 
   it('a LUN larger than the pool can ever map is refused, on create and on resize', async () => {
     const pool = await poolWithLun(sandbox());
     const capacity = (await statusJson(pool)).pool.totalBytes;
-    await expectRefused(pool, ['lun', 'create', pool, 'huge', '--size', '1G'], new RegExp(`larger than the pool can ever map \\(${capacity} bytes\\)`));
-    await expectRefused(pool, ['lun', 'create', pool, 'huge', '--size', `${capacity + 512}`], /larger than the pool can ever map/);
-    await expectRefused(pool, ['lun', 'resize', pool, 'db', '--size', '1G'], /larger than the pool can ever map/);
+    await expectRefused(
+      pool,
+      ['lun', 'create', pool, 'huge', '--size', '1G'],
+      new RegExp(`larger than the pool can ever map \\(${capacity} bytes\\)`),
+    );
+    await expectRefused(
+      pool,
+      ['lun', 'create', pool, 'huge', '--size', `${capacity + 512}`],
+      /larger than the pool can ever map/,
+    );
+    await expectRefused(
+      pool,
+      ['lun', 'resize', pool, 'db', '--size', '1G'],
+      /larger than the pool can ever map/,
+    );
     // Thin provisioning: exactly the capacity is fine (and is removed again).
     await lunfsOk('lun', 'create', pool, 'max', '--size', String(capacity));
     await lunfsOk('lun', 'rm', pool, 'max');
@@ -151,35 +232,81 @@ describe('bad input to the CLI, pool not mounted', () => {
 
   it('a duplicate LUN name is refused', async () => {
     const pool = await poolWithLun(sandbox());
-    await expectRefused(pool, ['lun', 'create', pool, 'db', '--size', '1M'], /a LUN named 'db' exists already/);
-    await expectRefused(pool, ['lun', 'create', pool, 'db', '--size', '16M'], /a LUN named 'db' exists already/);
+    await expectRefused(
+      pool,
+      ['lun', 'create', pool, 'db', '--size', '1M'],
+      /a LUN named 'db' exists already/,
+    );
+    await expectRefused(
+      pool,
+      ['lun', 'create', pool, 'db', '--size', '16M'],
+      /a LUN named 'db' exists already/,
+    );
   });
 
   it('an invalid LUN name is refused', async () => {
     const pool = await poolWithLun(sandbox());
-    for (const name of ['bad/name', '.hidden', '_under', 'with space', 'x'.repeat(64), 'caf\u00e9', '..']) {
-      await expectRefused(pool, ['lun', 'create', pool, name, '--size', '1M'], /invalid LUN name .*use 1-63 letters, digits/);
+    for (const name of [
+      'bad/name',
+      '.hidden',
+      '_under',
+      'with space',
+      'x'.repeat(64),
+      'caf\u00e9',
+      '..',
+    ]) {
+      await expectRefused(
+        pool,
+        ['lun', 'create', pool, name, '--size', '1M'],
+        /invalid LUN name .*use 1-63 letters, digits/,
+      );
     }
   });
 
   it('an invalid RAID level, or RAID-5 on two drives, is refused and no pool directory is created', async () => {
     const box = sandbox();
-    for (const [level, message, code] of [['7', /invalid RAID level '7': use 0, 1 or 5/, 2], ['x', /invalid RAID level 'x'/, 2], ['5', /RAID-5 needs at least 3 drives, got 2/, 2]] as const) {
+    for (const [level, message, code] of [
+      ['7', /invalid RAID level '7': use 0, 1 or 5/, 2],
+      ['x', /invalid RAID level 'x'/, 2],
+      ['5', /RAID-5 needs at least 3 drives, got 2/, 2],
+    ] as const) {
       const directory = box.path(`raid-${level}`);
-      expectBadInput(await lunfs('pool', 'create', directory, '--drives', '2', '--drive-size', '64M', '--raid', level), message, code);
+      expectBadInput(
+        await lunfs(
+          'pool',
+          'create',
+          directory,
+          '--drives',
+          '2',
+          '--drive-size',
+          '64M',
+          '--raid',
+          level,
+        ),
+        message,
+        code,
+      );
       await expect(stat(directory)).rejects.toThrow(/ENOENT/);
     }
   });
 
   it('a shrinking resize is refused', async () => {
     const pool = await poolWithLun(sandbox());
-    await expectRefused(pool, ['lun', 'resize', pool, 'db', '--size', '8M'], /LUN 'db' is 16777216 bytes; shrinking to 8388608 is not supported/);
+    await expectRefused(
+      pool,
+      ['lun', 'resize', pool, 'db', '--size', '8M'],
+      /LUN 'db' is 16777216 bytes; shrinking to 8388608 is not supported/,
+    );
     await expectRefused(pool, ['lun', 'resize', pool, 'db', '--size', '512'], /shrinking/);
   });
 
   it('creating a pool over an existing pool directory is refused', async () => {
     const pool = await poolWithLun(sandbox());
-    await expectRefused(pool, ['pool', 'create', pool, '--drives', '2', '--drive-size', '64M', '--raid', '0'], /already exists/);
+    await expectRefused(
+      pool,
+      ['pool', 'create', pool, '--drives', '2', '--drive-size', '64M', '--raid', '0'],
+      /already exists/,
+    );
   });
 
   // A `pool create` that fails validation after creating its drive files (drives too small, bad
@@ -187,7 +314,20 @@ describe('bad input to the CLI, pool not mounted', () => {
   it('a pool create refused for too-small drives leaves nothing behind', async () => {
     const box = sandbox();
     const directory = box.path('too-small');
-    expectBadInput(await lunfs('pool', 'create', directory, '--drives', '2', '--drive-size', '1M', '--raid', '0'), /too small/);
+    expectBadInput(
+      await lunfs(
+        'pool',
+        'create',
+        directory,
+        '--drives',
+        '2',
+        '--drive-size',
+        '1M',
+        '--raid',
+        '0',
+      ),
+      /too small/,
+    );
     await expect(stat(directory)).rejects.toThrow(/ENOENT/);
   });
 
@@ -196,7 +336,15 @@ describe('bad input to the CLI, pool not mounted', () => {
     const box = sandbox();
     const victim = await poolWithLun(box);
     const before = await poolState(victim);
-    const result = await lunfs('pool', 'create', box.path('thief'), '--drive', join(victim, 'drive-0.img'), '--raid', '0');
+    const result = await lunfs(
+      'pool',
+      'create',
+      box.path('thief'),
+      '--drive',
+      join(victim, 'drive-0.img'),
+      '--raid',
+      '0',
+    );
     expect(result.code).not.toBe(0);
     expect(result.stderr).toMatch(/already belongs to lunfs pool/);
     expect(await poolState(victim)).toEqual(before);
@@ -219,11 +367,20 @@ describe('bad input through the control socket of a mounted pool', () => {
     };
     await check(['lun', 'create', pool, 'db', '--size', '1M'], /a LUN named 'db' exists already/);
     await check(['lun', 'create', pool, 'bad/name', '--size', '1M'], /invalid LUN name/);
-    await check(['lun', 'create', pool, 'odd', '--size', '1000'], /not a whole number of 512-byte sectors/);
-    await check(['lun', 'create', pool, 'huge', '--size', '1G'], /larger than the pool can ever map/);
+    await check(
+      ['lun', 'create', pool, 'odd', '--size', '1000'],
+      /not a whole number of 512-byte sectors/,
+    );
+    await check(
+      ['lun', 'create', pool, 'huge', '--size', '1G'],
+      /larger than the pool can ever map/,
+    );
     await check(['lun', 'rm', pool, 'ghost'], /no LUN named 'ghost'/);
     await check(['lun', 'resize', pool, 'ghost', '--size', '32M'], /no LUN named 'ghost'/);
-    await check(['lun', 'resize', pool, 'db', '--size', '8M'], /shrinking to 8388608 is not supported/);
+    await check(
+      ['lun', 'resize', pool, 'db', '--size', '8M'],
+      /shrinking to 8388608 is not supported/,
+    );
     await check(['lun', 'resize', pool, 'db', '--size', '1G'], /larger than the pool can ever map/);
     expect(server.running).toBe(true);
   });
@@ -243,12 +400,22 @@ describe('bad input through FUSE and to lunfs mount', () => {
     expect(await sha256File(lun)).toBe(sha256(content));
 
     // Wholly past the end.
-    const past = await dd('if=/dev/urandom', `of=${lun}`, 'bs=1M', 'count=1', 'seek=16', 'conv=notrunc');
+    const past = await dd(
+      'if=/dev/urandom',
+      `of=${lun}`,
+      'bs=1M',
+      'count=1',
+      'seek=16',
+      'conv=notrunc',
+    );
     expect(past.code, past.stderr).not.toBe(0);
     expect(past.stderr).toMatch(/File too large/);
     // Straddling the end: the in-range half rewrites the bytes the LUN holds, the rest must be refused.
     const straddle = box.path('straddle.bin');
-    await writeFile(straddle, Buffer.concat([content.subarray(16 * MiB - 512 * 1024), randomBytes(512 * 1024)]));
+    await writeFile(
+      straddle,
+      Buffer.concat([content.subarray(16 * MiB - 512 * 1024), randomBytes(512 * 1024)]),
+    );
     const across = await dd(`if=${straddle}`, `of=${lun}`, 'bs=512K', 'seek=31', 'conv=notrunc');
     expect(across.code, across.stderr).not.toBe(0);
     expect(across.stderr).toMatch(/File too large/);
@@ -262,7 +429,9 @@ describe('bad input through FUSE and to lunfs mount', () => {
     await expectCleanExit(server);
     server = await box.mount(pool, mountpoint);
     expect(await sha256File(lun)).toBe(sha256(content));
-    expect((await statusJson(pool)).luns.map((entry) => [entry.name, entry.sizeBytes])).toEqual([['db', 16 * MiB]]);
+    expect((await statusJson(pool)).luns.map((entry) => [entry.name, entry.sizeBytes])).toEqual([
+      ['db', 16 * MiB],
+    ]);
     await expectCleanExit(server);
   });
 
@@ -285,11 +454,25 @@ describe('bad input through FUSE and to lunfs mount', () => {
     const pool = await poolWithLun(box);
     const mountpoint = box.path('mnt-first');
     const first = await box.mount(pool, mountpoint);
-    await expectMountRefused(box, pool, box.path('mnt-second'), [], new RegExp(`pool ${pool} is in use by process ${first.pid} \\(mounted at ${mountpoint}\\)`));
-    await expectMountRefused(box, pool, mountpoint, [], new RegExp(`in use by process ${first.pid}`));
+    await expectMountRefused(
+      box,
+      pool,
+      box.path('mnt-second'),
+      [],
+      new RegExp(`pool ${pool} is in use by process ${first.pid} \\(mounted at ${mountpoint}\\)`),
+    );
+    await expectMountRefused(
+      box,
+      pool,
+      mountpoint,
+      [],
+      new RegExp(`in use by process ${first.pid}`),
+    );
     // The first mount still serves.
     expect(first.running).toBe(true);
-    const status = JSON.parse(await readFile(join(mountpoint, 'control', 'status'), 'utf8')) as { luns: Array<{ name: string }> };
+    const status = JSON.parse(await readFile(join(mountpoint, 'control', 'status'), 'utf8')) as {
+      luns: Array<{ name: string }>;
+    };
     expect(status.luns.map((lun) => lun.name)).toEqual(['db']);
     expect((await first.stop()).code).toBe(0);
   });
@@ -302,17 +485,45 @@ describe('bad input through FUSE and to lunfs mount', () => {
     const mountpoint = box.path('mnt-drives');
     const before = await poolState(pool, { strict: true }); // a refused mount must not even open a drive for writing
 
-    await expectMountRefused(box, pool, mountpoint, ['--drive', drive1, '--drive', drive0],
-      new RegExp(`drives given in the wrong order: ${drive1} is drive 1 of the pool but was given as drive 0`));
-    await expectMountRefused(box, pool, mountpoint, ['--drive', drive0], /the pool has 2 drives but 1 were given; missing drive index 1/);
-    await expectMountRefused(box, pool, mountpoint, ['--drive', drive0, '--drive', drive0], /the same drive is given twice/);
+    await expectMountRefused(
+      box,
+      pool,
+      mountpoint,
+      ['--drive', drive1, '--drive', drive0],
+      new RegExp(
+        `drives given in the wrong order: ${drive1} is drive 1 of the pool but was given as drive 0`,
+      ),
+    );
+    await expectMountRefused(
+      box,
+      pool,
+      mountpoint,
+      ['--drive', drive0],
+      /the pool has 2 drives but 1 were given; missing drive index 1/,
+    );
+    await expectMountRefused(
+      box,
+      pool,
+      mountpoint,
+      ['--drive', drive0, '--drive', drive0],
+      /the same drive is given twice/,
+    );
     expect(await poolState(pool, { strict: true })).toEqual(before);
 
     const moved = box.path('drive-1.moved');
     await rename(drive1, moved);
     try {
-      await expectMountRefused(box, pool, mountpoint, [], new RegExp(`drive ${drive1} does not exist`));
-      expectBadInput(await lunfs('lun', 'create', pool, 'x', '--size', '1M'), new RegExp(`drive ${drive1} does not exist`));
+      await expectMountRefused(
+        box,
+        pool,
+        mountpoint,
+        [],
+        new RegExp(`drive ${drive1} does not exist`),
+      );
+      expectBadInput(
+        await lunfs('lun', 'create', pool, 'x', '--size', '1M'),
+        new RegExp(`drive ${drive1} does not exist`),
+      );
     } finally {
       await rename(moved, drive1);
     }
@@ -338,7 +549,13 @@ describe('bad input through FUSE and to lunfs mount', () => {
     await writeFile(box.path('big.bin'), bigContent);
 
     let server = await box.mount(pool, mountpoint);
-    await runOk('dd', [`if=${box.path('keep.bin')}`, `of=${keep}`, 'bs=1M', 'conv=notrunc,fsync', 'status=none']);
+    await runOk('dd', [
+      `if=${box.path('keep.bin')}`,
+      `of=${keep}`,
+      'bs=1M',
+      'conv=notrunc,fsync',
+      'status=none',
+    ]);
     const full = await dd(`if=${box.path('big.bin')}`, `of=${big}`, 'bs=1M', 'conv=notrunc,fsync');
     expect(full.code, full.stderr).not.toBe(0);
     expect(full.stderr).toMatch(/No space left on device/);
@@ -353,7 +570,14 @@ describe('bad input through FUSE and to lunfs mount', () => {
     // Overwriting data that is already mapped still works on a full pool.
     const patch = randomBytes(MiB);
     await writeFile(box.path('patch.bin'), patch);
-    await runOk('dd', [`if=${box.path('patch.bin')}`, `of=${keep}`, 'bs=1M', 'seek=3', 'conv=notrunc,fsync', 'status=none']);
+    await runOk('dd', [
+      `if=${box.path('patch.bin')}`,
+      `of=${keep}`,
+      'bs=1M',
+      'seek=3',
+      'conv=notrunc,fsync',
+      'status=none',
+    ]);
     patch.copy(keepContent, 3 * MiB);
 
     const exit = await server.stop();
@@ -373,13 +597,24 @@ describe('LUNs through the mountpoint and the control socket', () => {
     const server = await box.mount(pool, mountpoint);
     const luns = join(mountpoint, 'luns');
     const lunList = async (): Promise<Array<[string, number]>> =>
-      (JSON.parse((await lunfsOk('lun', 'ls', pool, '--json')).stdout) as Array<{ name: string; sizeBytes: number }>).map((lun) => [lun.name, lun.sizeBytes]);
+      (
+        JSON.parse((await lunfsOk('lun', 'ls', pool, '--json')).stdout) as Array<{
+          name: string;
+          sizeBytes: number;
+        }>
+      ).map((lun) => [lun.name, lun.sizeBytes]);
 
     await runOk('truncate', ['-s', '4M', join(luns, 'new')]);
-    expect(await lunList()).toEqual([['db', 16 * MiB], ['new', 4 * MiB]]);
+    expect(await lunList()).toEqual([
+      ['db', 16 * MiB],
+      ['new', 4 * MiB],
+    ]);
     expect((await stat(join(luns, 'new'))).size).toBe(4 * MiB);
     await runOk('truncate', ['-s', '6M', join(luns, 'new')]); // grows
-    expect(await lunList()).toEqual([['db', 16 * MiB], ['new', 6 * MiB]]);
+    expect(await lunList()).toEqual([
+      ['db', 16 * MiB],
+      ['new', 6 * MiB],
+    ]);
     await runOk('rm', [join(luns, 'new')]);
     expect(await lunList()).toEqual([['db', 16 * MiB]]);
     expect((await readdir(luns)).sort()).toEqual(['db']);
@@ -393,7 +628,9 @@ describe('LUNs through the mountpoint and the control socket', () => {
     expect((await stat(join(luns, 'sock'))).size).toBe(2 * MiB);
     await lunfsOk('lun', 'resize', pool, 'sock', '--size', '3M');
     // The kernel caches FUSE attributes for 1 s (libfuse's default attr_timeout): poll for the new size.
-    expect(await eventually(async () => (await stat(join(luns, 'sock'))).size, 3 * MiB)).toBe(3 * MiB);
+    expect(await eventually(async () => (await stat(join(luns, 'sock'))).size, 3 * MiB)).toBe(
+      3 * MiB,
+    );
     await lunfsOk('lun', 'rm', pool, 'sock');
     expect((await readdir(luns)).sort()).toEqual(['db']);
     await expectCleanExit(server);
@@ -409,5 +646,8 @@ describe('LUNs through the mountpoint and the control socket', () => {
  */
 async function expectCleanExit(server: MountServer): Promise<void> {
   const exit = await server.stop();
-  expect(exit, `lunfs mount exit after SIGTERM; stderr:\n${server.stderr}\nstdout:\n${server.stdout}`).toEqual({ code: 0, signal: null });
+  expect(
+    exit,
+    `lunfs mount exit after SIGTERM; stderr:\n${server.stderr}\nstdout:\n${server.stdout}`,
+  ).toEqual({ code: 0, signal: null });
 }

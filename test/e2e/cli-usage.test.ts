@@ -7,7 +7,16 @@
 import { readFile, readdir, rename, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { directoryFingerprint, lunfs, lunfsBin, lunfsOk, mountsUnder, repoRoot, run, type RunResult } from './support.js';
+import {
+  directoryFingerprint,
+  lunfs,
+  lunfsBin,
+  lunfsOk,
+  mountsUnder,
+  repoRoot,
+  run,
+  type RunResult,
+} from './support.js';
 import { useSandbox } from './support.js';
 
 const sandbox = useSandbox('cli-usage', 'file');
@@ -32,7 +41,10 @@ function lunfsWithin20s(args: string[], cwd?: string): Promise<RunResult> {
 describe('usage errors', () => {
   it('every usage error exits 2 with one line that names the help to read', async () => {
     const cases: Array<[string[], RegExp]> = [
-      [[], /missing command: use one of pool, lun, snapshot, drive, scrub, status, mount.* \(see 'lunfs --help'\)/],
+      [
+        [],
+        /missing command: use one of pool, lun, snapshot, drive, scrub, status, mount.* \(see 'lunfs --help'\)/,
+      ],
       [['pool'], /missing command: use one of create \(see 'lunfs pool --help'\)/],
       [['lun'], /missing command: use one of create, ls, rm, resize/],
       [['drive'], /missing command: use one of replace/],
@@ -42,8 +54,14 @@ describe('usage errors', () => {
       [['status'], /missing required argument 'dir' \(see 'lunfs status --help'\)/],
       [['status', 'a', 'b'], /too many arguments for 'status'/],
       [['status', '--bad', 'x'], /unknown option '--bad' \(see 'lunfs status --help'\)/],
-      [['lun', 'create', 'x', 'y'], /required option '--size <size>' not specified \(see 'lunfs lun create --help'\)/],
-      [['pool', 'create', 'x', '--drives', '2', '--drive-size', '64M'], /required option '--raid <level>' not specified/],
+      [
+        ['lun', 'create', 'x', 'y'],
+        /required option '--size <size>' not specified \(see 'lunfs lun create --help'\)/,
+      ],
+      [
+        ['pool', 'create', 'x', '--drives', '2', '--drive-size', '64M'],
+        /required option '--raid <level>' not specified/,
+      ],
       [['--log-level', 'loud', 'status', 'x'], /argument 'loud' is invalid/],
       [['mount', 'x', 'y', '--drive-io', 'fast'], /argument 'fast' is invalid/],
       [['snapshot', 'x'], /missing required argument 'lun@name'/],
@@ -54,7 +72,9 @@ describe('usage errors', () => {
   });
 
   it('--version prints the version of package.json', async () => {
-    const { version } = JSON.parse(await readFile(join(repoRoot, 'package.json'), 'utf8')) as { version: string };
+    const { version } = JSON.parse(await readFile(join(repoRoot, 'package.json'), 'utf8')) as {
+      version: string;
+    };
     for (const flag of ['--version', '-V']) {
       const result = await lunfsOk(flag);
       expect(result.stdout).toBe(`${version}\n`);
@@ -65,9 +85,16 @@ describe('usage errors', () => {
   it('--help gives every command a description', async () => {
     for (const group of [[], ['pool'], ['lun'], ['snapshot'], ['drive']]) {
       const help = (await lunfsOk(...group, '--help')).stdout;
-      const commands = help.slice(help.indexOf('Commands:')).split('\n').slice(1).filter((line) => /^ {2}\S/.test(line));
+      const commands = help
+        .slice(help.indexOf('Commands:'))
+        .split('\n')
+        .slice(1)
+        .filter((line) => /^ {2}\S/.test(line));
       expect(commands.length, help).toBeGreaterThan(0);
-      for (const line of commands) expect(line, `no description in \`lunfs ${group.join(' ')} --help\`:\n${help}`).toMatch(/^ {2}\S.*\S {2,}\S/);
+      for (const line of commands)
+        expect(line, `no description in \`lunfs ${group.join(' ')} --help\`:\n${help}`).toMatch(
+          /^ {2}\S.*\S {2,}\S/,
+        );
     }
   });
 });
@@ -79,13 +106,29 @@ describe('pool create refuses paths where no pool can be', () => {
     await writeFile(file, 'not a directory\n');
     const before = (await readdir(box.root)).sort();
     // In the sandbox: before the fix, '' made a pool in the current directory.
-    const create = (directory: string): Promise<RunResult> => lunfsWithin20s(['pool', 'create', directory, '--drives', '2', '--drive-size', '64M', '--raid', '0'], box.root);
+    const create = (directory: string): Promise<RunResult> =>
+      lunfsWithin20s(
+        ['pool', 'create', directory, '--drives', '2', '--drive-size', '64M', '--raid', '0'],
+        box.root,
+      );
     expectOneLineError(await create(''), /a directory argument is empty/);
     expectOneLineError(await create(file), new RegExp(`${file} exists and is not a directory`));
-    expectOneLineError(await create(join(file, 'sub')), /cannot create a pool in .*a-file\/sub \(ENOTDIR/);
-    expectOneLineError(await create('/proc/lunfs-e2e-nowhere'), /cannot create a pool in \/proc\/lunfs-e2e-nowhere \(ENOENT/);
-    expectOneLineError(await create('/proc/lunfs-e2e-nowhere/deeper'), /cannot create a pool in \/proc\/lunfs-e2e-nowhere\/deeper/);
-    expectOneLineError(await create('/sys/lunfs-e2e-nowhere'), /cannot create a pool in \/sys\/lunfs-e2e-nowhere \((EPERM|EACCES|EROFS)/);
+    expectOneLineError(
+      await create(join(file, 'sub')),
+      /cannot create a pool in .*a-file\/sub \(ENOTDIR/,
+    );
+    expectOneLineError(
+      await create('/proc/lunfs-e2e-nowhere'),
+      /cannot create a pool in \/proc\/lunfs-e2e-nowhere \(ENOENT/,
+    );
+    expectOneLineError(
+      await create('/proc/lunfs-e2e-nowhere/deeper'),
+      /cannot create a pool in \/proc\/lunfs-e2e-nowhere\/deeper/,
+    );
+    expectOneLineError(
+      await create('/sys/lunfs-e2e-nowhere'),
+      /cannot create a pool in \/sys\/lunfs-e2e-nowhere \((EPERM|EACCES|EROFS)/,
+    );
     expect((await readdir(box.root)).sort()).toEqual(before);
     expect(await readFile(file, 'utf8')).toBe('not a directory\n');
     await expect(stat('/proc/lunfs-e2e-nowhere')).rejects.toThrow(/ENOENT/);
@@ -94,13 +137,29 @@ describe('pool create refuses paths where no pool can be', () => {
   it('--drive-size 0 says the size is the problem', async () => {
     const box = sandbox();
     const directory = box.path('zero');
-    expectOneLineError(await lunfs('pool', 'create', directory, '--drives', '2', '--drive-size', '0', '--raid', '0'), /drive size must be larger than 0/);
+    expectOneLineError(
+      await lunfs('pool', 'create', directory, '--drives', '2', '--drive-size', '0', '--raid', '0'),
+      /drive size must be larger than 0/,
+    );
     await expect(stat(directory)).rejects.toThrow(/ENOENT/);
   });
 
   it('a create that fails after making missing parents removes them again', async () => {
     const box = sandbox();
-    expectOneLineError(await lunfs('pool', 'create', box.path('new', 'deep', 'pool'), '--drives', '2', '--drive-size', '1M', '--raid', '0'), /too small/);
+    expectOneLineError(
+      await lunfs(
+        'pool',
+        'create',
+        box.path('new', 'deep', 'pool'),
+        '--drives',
+        '2',
+        '--drive-size',
+        '1M',
+        '--raid',
+        '0',
+      ),
+      /too small/,
+    );
     await expect(stat(box.path('new'))).rejects.toThrow(/ENOENT/);
   });
 });
@@ -109,10 +168,27 @@ describe('damaged pool.json', () => {
   it('null, a number, an array or bad drive entries are refused with a message, not a stack trace', async () => {
     const box = sandbox();
     const directory = await box.mkdir('damaged');
-    for (const text of ['null', '5', '[]', '"x"', '{"format":"lunfs-pool","drives":null}', '{"format":"lunfs-pool","drives":[1]}', '{"format":"lunfs-pool","drives":[""]}']) {
+    for (const text of [
+      'null',
+      '5',
+      '[]',
+      '"x"',
+      '{"format":"lunfs-pool","drives":null}',
+      '{"format":"lunfs-pool","drives":[1]}',
+      '{"format":"lunfs-pool","drives":[""]}',
+    ]) {
       await writeFile(join(directory, 'pool.json'), `${text}\n`);
-      for (const args of [['status', directory], ['lun', 'ls', directory], ['lun', 'create', directory, 'x', '--size', '1M'], ['mount', directory, box.path('mnt')]]) {
-        expectOneLineError(await lunfsWithin20s(args), /damaged\/pool\.json is not a lunfs pool file/, 1);
+      for (const args of [
+        ['status', directory],
+        ['lun', 'ls', directory],
+        ['lun', 'create', directory, 'x', '--size', '1M'],
+        ['mount', directory, box.path('mnt')],
+      ]) {
+        expectOneLineError(
+          await lunfsWithin20s(args),
+          /damaged\/pool\.json is not a lunfs pool file/,
+          1,
+        );
       }
       expect((await readdir(directory)).sort(), `after pool.json ${text}`).toEqual(['pool.json']);
     }
@@ -125,14 +201,23 @@ describe('long jobs on a pool that does not open', () => {
     const box = sandbox();
     const pool = await box.createPool('broken', { drives: 2, driveSize: '64M', raid: 0 });
     await rename(join(pool, 'drive-1.img'), box.path('drive-1.away'));
-    for (const args of [['scrub', pool], ['drive', 'replace', pool, '1', join(pool, 'new-1.img')], ['scrub', pool, '--json']]) {
+    for (const args of [
+      ['scrub', pool],
+      ['drive', 'replace', pool, '1', join(pool, 'new-1.img')],
+      ['scrub', pool, '--json'],
+    ]) {
       const result = await lunfsWithin20s(args);
       expect(result.signal, `\`lunfs ${args.join(' ')}\` hung:\n${describeRun(result)}`).toBeNull();
       expect(result.code, describeRun(result)).not.toBe(0);
-      expect(result.stderr).toMatch(/lunfs: the pool cannot be served: RAID-0 cannot do without drive\(s\) 1/);
+      expect(result.stderr).toMatch(
+        /lunfs: the pool cannot be served: RAID-0 cannot do without drive\(s\) 1/,
+      );
     }
     expect((await readdir(pool)).sort()).toEqual(['drive-0.img', 'pool.json']);
-    for (const args of [['scrub', box.path('nowhere')], ['drive', 'replace', box.path('nowhere'), '1', box.path('new.img')]]) {
+    for (const args of [
+      ['scrub', box.path('nowhere')],
+      ['drive', 'replace', box.path('nowhere'), '1', box.path('new.img')],
+    ]) {
       const result = await lunfsWithin20s(args);
       expect(result.signal, `\`lunfs ${args.join(' ')}\` hung:\n${describeRun(result)}`).toBeNull();
       expect(result.code, describeRun(result)).toBe(2);
@@ -149,15 +234,32 @@ describe('lunfs mount refuses a bad mountpoint or cache size before it opens the
     const file = box.path('plain-file');
     await writeFile(file, 'x');
     const before = await directoryFingerprint(pool);
-    const mount = (mountpoint: string, ...extra: string[]): Promise<RunResult> => lunfsWithin20s(['mount', pool, mountpoint, ...extra]);
-    expectOneLineError(await mount('/proc/lunfs-e2e-nowhere'), /cannot make the mountpoint \/proc\/lunfs-e2e-nowhere \(ENOENT/);
-    expectOneLineError(await mount('/sys/lunfs-e2e-nowhere'), /cannot make the mountpoint \/sys\/lunfs-e2e-nowhere \((EPERM|EACCES|EROFS)/);
+    const mount = (mountpoint: string, ...extra: string[]): Promise<RunResult> =>
+      lunfsWithin20s(['mount', pool, mountpoint, ...extra]);
+    expectOneLineError(
+      await mount('/proc/lunfs-e2e-nowhere'),
+      /cannot make the mountpoint \/proc\/lunfs-e2e-nowhere \(ENOENT/,
+    );
+    expectOneLineError(
+      await mount('/sys/lunfs-e2e-nowhere'),
+      /cannot make the mountpoint \/sys\/lunfs-e2e-nowhere \((EPERM|EACCES|EROFS)/,
+    );
     expectOneLineError(await mount(file), new RegExp(`mountpoint ${file} is not a directory`));
     expectOneLineError(await mount(join(file, 'sub')), /is not a directory/);
-    expectOneLineError(await mount(pool), new RegExp(`mountpoint ${pool} is not empty \\(drive-0.img, drive-1.img`));
+    expectOneLineError(
+      await mount(pool),
+      new RegExp(`mountpoint ${pool} is not empty \\(drive-0.img, drive-1.img`),
+    );
     expectOneLineError(await mount(box.root), new RegExp(`mountpoint ${box.root} is not empty`));
-    for (const size of ['0', '128K', '255K']) expectOneLineError(await mount(box.path('mnt'), '--cache-size', size), /is too small: the cache needs at least 256 KiB/);
-    expectOneLineError(await mount(box.path('mnt'), '--cache-size', '100T'), /--cache-size 100T is more than this machine can give: at most .* \(3\/4 of its .* of memory\)/);
+    for (const size of ['0', '128K', '255K'])
+      expectOneLineError(
+        await mount(box.path('mnt'), '--cache-size', size),
+        /is too small: the cache needs at least 256 KiB/,
+      );
+    expectOneLineError(
+      await mount(box.path('mnt'), '--cache-size', '100T'),
+      /--cache-size 100T is more than this machine can give: at most .* \(3\/4 of its .* of memory\)/,
+    );
     expect(await directoryFingerprint(pool)).toBe(before);
     expect(await mountsUnder(box.root)).toEqual([]);
     await expect(stat(box.path('mnt'))).rejects.toThrow(/ENOENT/);

@@ -38,7 +38,22 @@ import { decodeDriveHeader } from '../../src/meta/drive-header.js';
 import type { StatusJson } from '../../src/volume/controller.js';
 import type { ScrubReport } from '../../src/volume/pool.js';
 import {
-  MiB, lunfs, lunfsBin, lunfsOk, mountEntriesAt, run, runOk, sha256File, sleep, statusJson, treeChecksums, useSandbox, writeRandomFile, type LoopDevice, type MountServer, type Sandbox,
+  MiB,
+  lunfs,
+  lunfsBin,
+  lunfsOk,
+  mountEntriesAt,
+  run,
+  runOk,
+  sha256File,
+  sleep,
+  statusJson,
+  treeChecksums,
+  useSandbox,
+  writeRandomFile,
+  type LoopDevice,
+  type MountServer,
+  type Sandbox,
 } from './support.js';
 
 const blockBytes = 4096;
@@ -47,9 +62,25 @@ const blockBytes = 4096;
 // Pools and status
 
 /** `lunfs pool create DIR --drives N --drive-size SIZE --raid R` in the sandbox; the pool directory. */
-async function createPool(box: Sandbox, name: string, raid: 0 | 1 | 5, drives: number, driveSize: string): Promise<string> {
+async function createPool(
+  box: Sandbox,
+  name: string,
+  raid: 0 | 1 | 5,
+  drives: number,
+  driveSize: string,
+): Promise<string> {
   const directory = box.path(name);
-  await lunfsOk('pool', 'create', directory, '--drives', String(drives), '--drive-size', driveSize, '--raid', String(raid));
+  await lunfsOk(
+    'pool',
+    'create',
+    directory,
+    '--drives',
+    String(drives),
+    '--drive-size',
+    driveSize,
+    '--raid',
+    String(raid),
+  );
   return directory;
 }
 
@@ -58,19 +89,29 @@ function driveFile(pool: string, index: number): string {
 }
 
 /** Polls `lunfs status --json` until `ready` holds (the mount checks its drives every 500 ms). */
-async function waitForStatus(pool: string, what: string, ready: (status: StatusJson) => boolean, timeoutMs = 15_000): Promise<StatusJson> {
+async function waitForStatus(
+  pool: string,
+  what: string,
+  ready: (status: StatusJson) => boolean,
+  timeoutMs = 15_000,
+): Promise<StatusJson> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const status = await statusJson(pool);
     if (ready(status)) return status;
-    if (Date.now() > deadline) throw new Error(`status did not show ${what} within ${timeoutMs} ms:\n${JSON.stringify({ pool: status.pool, drives: status.drives, jobs: status.jobs }, null, 2)}`);
+    if (Date.now() > deadline)
+      throw new Error(
+        `status did not show ${what} within ${timeoutMs} ms:\n${JSON.stringify({ pool: status.pool, drives: status.drives, jobs: status.jobs }, null, 2)}`,
+      );
     await sleep(200);
   }
 }
 
 /** The drive paths pool.json records, resolved against the pool directory. */
 async function recordedDrives(pool: string): Promise<string[]> {
-  const recorded = JSON.parse(await readFile(join(pool, 'pool.json'), 'utf8')) as { drives: string[] };
+  const recorded = JSON.parse(await readFile(join(pool, 'pool.json'), 'utf8')) as {
+    drives: string[];
+  };
   return recorded.drives.map((path) => resolve(pool, path));
 }
 
@@ -83,7 +124,12 @@ async function expectCleanStop(server: MountServer): Promise<void> {
 
 /** The good metadata copies, by drive index: each on a drive in service. */
 function goodCopies(status: StatusJson): number[] {
-  return status.drives.filter((drive) => drive.holdsMetadataCopy && drive.metadataCopy === 'good' && drive.state === 'online').map((drive) => drive.index);
+  return status.drives
+    .filter(
+      (drive) =>
+        drive.holdsMetadataCopy && drive.metadataCopy === 'good' && drive.state === 'online',
+    )
+    .map((drive) => drive.index);
 }
 
 /**
@@ -91,13 +137,22 @@ function goodCopies(status: StatusJson): number[] {
  * and its stdout to a file. Returns the exit code, the stdout and what the terminal showed, with
  * the escape sequences taken out.
  */
-async function lunfsOnTerminal(box: Sandbox, name: string, args: string[]): Promise<{ code: number | null; stdout: string; terminal: string }> {
+async function lunfsOnTerminal(
+  box: Sandbox,
+  name: string,
+  args: string[],
+): Promise<{ code: number | null; stdout: string; terminal: string }> {
   const stdoutFile = box.path(`${name}.stdout`);
   const quote = (arg: string): string => `'${arg.replace(/'/g, `'\\''`)}'`;
   const line = `${[process.execPath, lunfsBin, ...args].map(quote).join(' ')} > ${quote(stdoutFile)}`;
   const result = await run('script', ['-qec', line, '/dev/null'], { timeoutMs: 120_000 });
+  // eslint-disable-next-line no-control-regex -- the terminal's escape sequences are what it strips
   const terminal = (result.stdout + result.stderr).replace(/\x1b\[[0-9;?]*[A-Za-z]|\x1b[78]/g, '');
-  return { code: result.code, stdout: await readFile(stdoutFile, 'utf8').catch(() => ''), terminal };
+  return {
+    code: result.code,
+    stdout: await readFile(stdoutFile, 'utf8').catch(() => ''),
+    terminal,
+  };
 }
 
 /**
@@ -109,7 +164,10 @@ async function writeAt(file: string, offset: number, data: Buffer): Promise<void
   try {
     for (let done = 0; done < data.length;) {
       const { bytesWritten } = await handle.write(data, done, data.length - done, offset + done);
-      if (bytesWritten === 0) throw new Error(`${file}: write of ${data.length - done} bytes at ${offset + done} wrote nothing`);
+      if (bytesWritten === 0)
+        throw new Error(
+          `${file}: write of ${data.length - done} bytes at ${offset + done} wrote nothing`,
+        );
       done += bytesWritten;
     }
     await handle.datasync();
@@ -156,7 +214,13 @@ interface FioRun {
 }
 
 // verify_state_save=0: no <job>-verify.state files left in the working directory.
-const fioBlock = ['--bs=4k', '--verify=crc32c', '--verify_fatal=1', '--verify_dump=0', '--verify_state_save=0'];
+const fioBlock = [
+  '--bs=4k',
+  '--verify=crc32c',
+  '--verify_fatal=1',
+  '--verify_dump=0',
+  '--verify_state_save=0',
+];
 
 function fioFiles(files: string[], fileBytes: number): string[] {
   return [`--filename=${files.join(':')}`, `--filesize=${fileBytes}`];
@@ -164,12 +228,38 @@ function fioFiles(files: string[], fileBytes: number): string[] {
 
 /** Writes every block of the files once, sequentially, with verify headers; then verifies them. */
 async function fioLayout(files: string[], fileBytes: number): Promise<void> {
-  await runOk('fio', ['--name=layout', ...fioFiles(files, fileBytes), ...fioBlock, '--rw=write', '--fallocate=none', '--do_verify=1', '--end_fsync=1', '--ioengine=psync', '--output=/dev/null'], { timeoutMs: 120_000 });
+  await runOk(
+    'fio',
+    [
+      '--name=layout',
+      ...fioFiles(files, fileBytes),
+      ...fioBlock,
+      '--rw=write',
+      '--fallocate=none',
+      '--do_verify=1',
+      '--end_fsync=1',
+      '--ioengine=psync',
+      '--output=/dev/null',
+    ],
+    { timeoutMs: 120_000 },
+  );
 }
 
 /** Reads every block with O_DIRECT and checks its verify header (crc32c, offset): exit 0 = all good. */
 async function fioVerify(files: string[], fileBytes: number, when: string): Promise<void> {
-  const result = await run('fio', ['--name=check', ...fioFiles(files, fileBytes), ...fioBlock, '--rw=read', '--direct=1', '--ioengine=psync', '--output-format=terse'], { timeoutMs: 120_000 });
+  const result = await run(
+    'fio',
+    [
+      '--name=check',
+      ...fioFiles(files, fileBytes),
+      ...fioBlock,
+      '--rw=read',
+      '--direct=1',
+      '--ioengine=psync',
+      '--output-format=terse',
+    ],
+    { timeoutMs: 120_000 },
+  );
   expect(result.code, `fio read verification ${when}:\n${result.stderr}`).toBe(0);
 }
 
@@ -181,7 +271,11 @@ class FioLoad {
   private stopping = false;
   readonly done: Promise<void>;
 
-  constructor(readonly files: string[], readonly fileBytes: number, readonly runSeconds = 2) {
+  constructor(
+    readonly files: string[],
+    readonly fileBytes: number,
+    readonly runSeconds = 2,
+  ) {
     liveLoads.add(this);
     this.done = this.loop().finally(() => liveLoads.delete(this));
   }
@@ -196,8 +290,18 @@ class FioLoad {
 
   private runOnce(index: number): Promise<FioRun> {
     const args = [
-      `--name=load${index}`, ...fioFiles(this.files, this.fileBytes), ...fioBlock, '--rw=randwrite', '--direct=1', '--ioengine=psync',
-      '--fsync=32', '--end_fsync=1', '--verify_backlog=128', '--time_based', `--runtime=${this.runSeconds}`, '--output-format=json',
+      `--name=load${index}`,
+      ...fioFiles(this.files, this.fileBytes),
+      ...fioBlock,
+      '--rw=randwrite',
+      '--direct=1',
+      '--ioengine=psync',
+      '--fsync=32',
+      '--end_fsync=1',
+      '--verify_backlog=128',
+      '--time_based',
+      `--runtime=${this.runSeconds}`,
+      '--output-format=json',
     ];
     const startedAt = Date.now();
     return new Promise((resolveRun) => {
@@ -216,13 +320,24 @@ class FioLoad {
         let writtenBytes = 0;
         const json = stdout.indexOf('{');
         try {
-          const report = JSON.parse(stdout.slice(json)) as { jobs: Array<{ error: number; write: { io_bytes: number } }> };
+          const report = JSON.parse(stdout.slice(json)) as {
+            jobs: Array<{ error: number; write: { io_bytes: number } }>;
+          };
           jobError = report.jobs[0]!.error;
           writtenBytes = report.jobs[0]!.write.io_bytes;
         } catch {
           stderr += `\n[no JSON report from fio; stdout: ${stdout.slice(0, 2000)}]`;
         }
-        resolveRun({ index, startedAt, endedAt: Date.now(), code, signal, jobError, writtenBytes, stderr });
+        resolveRun({
+          index,
+          startedAt,
+          endedAt: Date.now(),
+          code,
+          signal,
+          jobError,
+          writtenBytes,
+          stderr,
+        });
       });
     });
   }
@@ -234,7 +349,9 @@ class FioLoad {
 
   /** Every failed run, described. */
   problems(): string[] {
-    return this.runs.map((run) => this.problemOf(run)).filter((problem): problem is string => problem !== undefined);
+    return this.runs
+      .map((run) => this.problemOf(run))
+      .filter((problem): problem is string => problem !== undefined);
   }
 
   get running(): boolean {
@@ -246,7 +363,10 @@ class FioLoad {
     const deadline = Date.now() + timeoutMs;
     while (!this.runs.some((run) => run.startedAt >= since)) {
       if (!this.running) throw new Error(`the fio load stopped:\n${this.problems().join('\n')}`);
-      if (Date.now() > deadline) throw new Error(`no fio run started after ${new Date(since).toISOString()} ended within ${timeoutMs} ms`);
+      if (Date.now() > deadline)
+        throw new Error(
+          `no fio run started after ${new Date(since).toISOString()} ended within ${timeoutMs} ms`,
+        );
       await sleep(50);
     }
   }
@@ -276,8 +396,12 @@ async function psegArea(drive: string): Promise<{ start: number; bytes: number }
     const header = Buffer.alloc(4096);
     await handle.read(header, 0, header.length, 0);
     const decoded = decodeDriveHeader(header);
-    if (!decoded.ok) throw new Error(`${drive}: drive header does not decode: ${JSON.stringify(decoded)}`);
-    return { start: decoded.header.psegAreaOffsetBytes, bytes: decoded.header.psegCount * decoded.header.psegSizeBytes };
+    if (!decoded.ok)
+      throw new Error(`${drive}: drive header does not decode: ${JSON.stringify(decoded)}`);
+    return {
+      start: decoded.header.psegAreaOffsetBytes,
+      bytes: decoded.header.psegCount * decoded.header.psegSizeBytes,
+    };
   } finally {
     await handle.close();
   }
@@ -299,10 +423,14 @@ async function flipBits(drive: string, count: number, avoid: Set<number>): Promi
       const { bytesRead } = await handle.read(piece, 0, piece.length, offset);
       for (let at = 0; at + blockBytes <= bytesRead; at += blockBytes) {
         const block = offset + at;
-        if (!avoid.has(block) && piece.subarray(at, at + blockBytes).some((byte) => byte !== 0)) candidates.push(block);
+        if (!avoid.has(block) && piece.subarray(at, at + blockBytes).some((byte) => byte !== 0))
+          candidates.push(block);
       }
     }
-    if (candidates.length < count * 4) throw new Error(`${drive}: only ${candidates.length} written blocks in its PSEG area to flip bits in`);
+    if (candidates.length < count * 4)
+      throw new Error(
+        `${drive}: only ${candidates.length} written blocks in its PSEG area to flip bits in`,
+      );
     const chosen = new Set<number>();
     while (chosen.size < count) chosen.add(candidates[randomInt(candidates.length)]!);
     const one = Buffer.alloc(1);
@@ -351,7 +479,11 @@ describe('drive failures', () => {
 
     // Files that stay as they are (sha256), and fio's files (every block with a crc32c header).
     const sums = new Map<string, string>();
-    for (const [name, size] of Object.entries({ 'static-a.bin': 5 * MiB + 123, 'static-b.bin': 12 * MiB, 'static-c.bin': 7 * MiB - 4095 })) {
+    for (const [name, size] of Object.entries({
+      'static-a.bin': 5 * MiB + 123,
+      'static-b.bin': 12 * MiB,
+      'static-c.bin': 7 * MiB - 4095,
+    })) {
       sums.set(name, await writeRandomFile(join(data, name), size));
     }
     const fioFileBytes = 8 * MiB;
@@ -362,7 +494,10 @@ describe('drive failures', () => {
     const online = await statusJson(pool);
     expect(online.pool.raid).toBe('raid5');
     expect(online.pool.state).toBe('online');
-    expect(online.drives.map((drive) => drive.rss), 'one redundancy set of 4 drives').toEqual([0, 0, 0, 0]);
+    expect(
+      online.drives.map((drive) => drive.rss),
+      'one redundancy set of 4 drives',
+    ).toEqual([0, 0, 0, 0]);
 
     // ---- the writer runs; drive 1 is deleted under it
     const load = new FioLoad(fioPaths, fioFileBytes);
@@ -371,10 +506,16 @@ describe('drive failures', () => {
     const firstFailureAt = Date.now();
     await rm(driveFile(pool, 1));
     // Failed, and its metadata copy moved to another drive (just after the failure).
-    const degraded = await waitForStatus(pool, 'drive 1 failed, three good metadata copies', (status) => status.drives[1]!.state === 'failed' && goodCopies(status).length === 3);
+    const degraded = await waitForStatus(
+      pool,
+      'drive 1 failed, three good metadata copies',
+      (status) => status.drives[1]!.state === 'failed' && goodCopies(status).length === 3,
+    );
     expect(degraded.pool.state).toBe('degraded');
     expect(degraded.drives[1]!.failedReason, 'failedReason of drive 1').toMatch(/drive-1\.img/);
-    expect(degraded.drives.filter((drive) => drive.index !== 1).map((drive) => drive.state)).toEqual(['online', 'online', 'online']);
+    expect(
+      degraded.drives.filter((drive) => drive.index !== 1).map((drive) => drive.state),
+    ).toEqual(['online', 'online', 'online']);
     expect(degraded.pool.atRiskLuns).toEqual(['db']);
     expect(degraded.luns.find((lun) => lun.name === 'db')!.atRisk).toBe(true);
     // New files while degraded: new space for the thin LUN (and fsync'ed).
@@ -387,40 +528,71 @@ describe('drive failures', () => {
     await mkdir(box.path('spare'));
     const newDrive = box.path('spare', 'new-drive-1.img');
     const replaceStartedAt = Date.now();
-    const replaced = await lunfsOnTerminal(box, 'replace', ['drive', 'replace', pool, '1', newDrive]);
+    const replaced = await lunfsOnTerminal(box, 'replace', [
+      'drive',
+      'replace',
+      pool,
+      '1',
+      newDrive,
+    ]);
     expect(replaced.code, `lunfs drive replace:\n${replaced.terminal}\n${replaced.stdout}`).toBe(0);
     expect(replaced.stdout).toContain(`rebuilt onto ${newDrive}`);
-    expect(replaced.terminal, 'the progress bar on stderr (a terminal)').toMatch(/rebuild of drive 1 \[[^\]]+\] 100% \| (\d+)\/\1 MiB/);
+    expect(replaced.terminal, 'the progress bar on stderr (a terminal)').toMatch(
+      /rebuild of drive 1 \[[^\]]+\] 100% \| (\d+)\/\1 MiB/,
+    );
     const replaceEndedAt = Date.now();
-    expect(load.running, `the writer during the rebuild:\n${load.problems().join('\n')}`).toBe(true);
+    expect(load.running, `the writer during the rebuild:\n${load.problems().join('\n')}`).toBe(
+      true,
+    );
     const rebuilt = await statusJson(pool);
     expect(rebuilt.pool.state, 'pool state right after drive replace returned').toBe('online');
-    expect(rebuilt.drives[1]!).toMatchObject({ index: 1, path: newDrive, state: 'online', sizeBytes: 256 * MiB });
+    expect(rebuilt.drives[1]!).toMatchObject({
+      index: 1,
+      path: newDrive,
+      state: 'online',
+      sizeBytes: 256 * MiB,
+    });
     expect(rebuilt.drives[1]!.failedReason).toBeUndefined();
     expect(rebuilt.pool.atRiskLuns).toEqual([]);
     expect(rebuilt.luns[0]!.atRisk).toBe(false);
     expect(goodCopies(rebuilt), 'three good metadata copies after the rebuild').toHaveLength(3);
     const rebuildJobs = rebuilt.jobs.filter((job) => job.kind === 'rebuild');
     expect(rebuildJobs).toHaveLength(1);
-    expect(rebuildJobs[0]!).toMatchObject({ kind: 'rebuild', drive: 1, state: 'done', progress: 1 });
+    expect(rebuildJobs[0]!).toMatchObject({
+      kind: 'rebuild',
+      drive: 1,
+      state: 'done',
+      progress: 1,
+    });
     expect(rebuildJobs[0]!.error).toBeUndefined();
     expect(rebuildJobs[0]!.totalBytes).toBeGreaterThan(0);
     expect(rebuildJobs[0]!.doneBytes).toBe(rebuildJobs[0]!.totalBytes);
-    expect(await recordedDrives(pool), 'pool.json after the replacement').toEqual([driveFile(pool, 0), newDrive, driveFile(pool, 2), driveFile(pool, 3)]);
+    expect(await recordedDrives(pool), 'pool.json after the replacement').toEqual([
+      driveFile(pool, 0),
+      newDrive,
+      driveFile(pool, 2),
+      driveFile(pool, 3),
+    ]);
     const created = await stat(newDrive);
-    expect(created.size, 'the new drive file has the old drive\'s size').toBe(256 * MiB);
+    expect(created.size, "the new drive file has the old drive's size").toBe(256 * MiB);
     expect(created.blocks * 512, 'the new drive file is sparse').toBeLessThan(128 * MiB);
     sums.set('rebuilt.bin', await writeRandomFile(join(data, 'rebuilt.bin'), 6 * MiB));
     await load.waitForRunStartedAfter(replaceEndedAt);
     expect(load.problems(), 'fio during and after the rebuild').toEqual([]);
     // fio ran back to back through the whole replacement: no gap longer than a process start.
-    const around = load.runs.filter((run) => run.endedAt >= replaceStartedAt && run.startedAt <= replaceEndedAt);
+    const around = load.runs.filter(
+      (run) => run.endedAt >= replaceStartedAt && run.startedAt <= replaceEndedAt,
+    );
     expect(around.length, 'fio runs overlapping the replacement').toBeGreaterThan(0);
 
     // ---- delete another drive of the same redundancy set: still no error
     const secondFailureAt = Date.now();
     await rm(driveFile(pool, 2));
-    const degradedAgain = await waitForStatus(pool, 'drive 2 failed, three good metadata copies', (status) => status.drives[2]!.state === 'failed' && goodCopies(status).length === 3);
+    const degradedAgain = await waitForStatus(
+      pool,
+      'drive 2 failed, three good metadata copies',
+      (status) => status.drives[2]!.state === 'failed' && goodCopies(status).length === 3,
+    );
     expect(degradedAgain.pool.state).toBe('degraded');
     expect(degradedAgain.drives[2]!.rss).toBe(degradedAgain.drives[1]!.rss);
     expect(degradedAgain.drives[2]!.failedReason).toMatch(/drive-2\.img/);
@@ -431,7 +603,9 @@ describe('drive failures', () => {
     const runs = await load.stop();
     expect(load.problems(), 'fio after drive 2 was deleted').toEqual([]);
     const written = runs.reduce((sum, run) => sum + run.writtenBytes, 0);
-    console.info(`drive-failure RAID-5: ${runs.length} fio runs, ${(written / MiB).toFixed(0)} MiB written through ext4; rebuild ${rebuildJobs[0]!.totalBytes / MiB} MiB`);
+    console.info(
+      `drive-failure RAID-5: ${runs.length} fio runs, ${(written / MiB).toFixed(0)} MiB written through ext4; rebuild ${rebuildJobs[0]!.totalBytes / MiB} MiB`,
+    );
     expect(written, 'fio wrote something').toBeGreaterThan(4 * MiB);
 
     // ---- verify in the degraded mount: the files before the loop device is detached, then fsck,
@@ -443,7 +617,9 @@ describe('drive failures', () => {
     await box.detachLoop(loop);
     loop = await box.attachLoop(lunFile);
     await box.mountExt4(loop, data);
-    expect(await treeChecksums(data), 'every file read again through a new loop device').toEqual(tree);
+    expect(await treeChecksums(data), 'every file read again through a new loop device').toEqual(
+      tree,
+    );
     await fioVerify(fioPaths, fioFileBytes, 'in the degraded mount');
     await box.umount(data);
     await box.detachLoop(loop);
@@ -454,7 +630,12 @@ describe('drive failures', () => {
     expect(second.pid).not.toBe(first.pid);
     const remounted = await statusJson(pool);
     expect(remounted.pool.state).toBe('degraded');
-    expect(remounted.drives.map((drive) => drive.state)).toEqual(['online', 'online', 'failed', 'online']);
+    expect(remounted.drives.map((drive) => drive.state)).toEqual([
+      'online',
+      'online',
+      'failed',
+      'online',
+    ]);
     expect(remounted.drives[1]!.path).toBe(newDrive);
     expect(remounted.drives[2]!.failedReason).toMatch(/drive-2\.img/);
     loop = await box.attachLoop(lunFile);
@@ -469,34 +650,51 @@ describe('drive failures', () => {
     await expectCleanStop(second);
   }, 240_000);
 
-  it.each([1, 5] as const)('RAID-%s: a degraded pool takes writes to parts of a thin LUN never written before', async (raid) => {
-    const box = sandbox();
-    const pool = await createPool(box, 'pool', raid, 4, '128M');
-    await lunfsOk('lun', 'create', pool, 'raw', '--size', '64M');
-    const mountpoint = box.path('mnt');
-    const lunFile = join(mountpoint, 'luns', 'raw');
-    const server = await box.mount(pool, mountpoint);
-    const before = randomBytes(8 * MiB);
-    await writeAt(lunFile, 0, before);
-    const allocatedBefore = (await statusJson(pool)).luns[0]!.allocatedBytes;
-    await rm(driveFile(pool, 1));
-    await waitForStatus(pool, 'drive 1 failed', (status) => status.drives[1]!.state === 'failed' && status.pool.state === 'degraded');
+  it.each([1, 5] as const)(
+    'RAID-%s: a degraded pool takes writes to parts of a thin LUN never written before',
+    async (raid) => {
+      const box = sandbox();
+      const pool = await createPool(box, 'pool', raid, 4, '128M');
+      await lunfsOk('lun', 'create', pool, 'raw', '--size', '64M');
+      const mountpoint = box.path('mnt');
+      const lunFile = join(mountpoint, 'luns', 'raw');
+      const server = await box.mount(pool, mountpoint);
+      const before = randomBytes(8 * MiB);
+      await writeAt(lunFile, 0, before);
+      const allocatedBefore = (await statusJson(pool)).luns[0]!.allocatedBytes;
+      await rm(driveFile(pool, 1));
+      await waitForStatus(
+        pool,
+        'drive 1 failed',
+        (status) => status.drives[1]!.state === 'failed' && status.pool.state === 'degraded',
+      );
 
-    // 8 MiB at 40 MiB: allocation units the LUN never had.
-    const after = randomBytes(8 * MiB);
-    let error: unknown;
-    try {
-      await writeAt(lunFile, 40 * MiB, after);
-    } catch (caught) {
-      error = caught;
-    }
-    const status = await statusJson(pool);
-    expect(error, `write + fdatasync of 8 MiB of new space in a degraded RAID-${raid} pool (pool.freeBytes ${status.pool.freeBytes}, allocatedBytes ${status.pool.allocatedBytes} of ${status.pool.totalBytes})`).toBeUndefined();
-    expect(status.luns[0]!.allocatedBytes).toBeGreaterThanOrEqual(allocatedBefore + 8 * MiB);
-    expect((await readAt(lunFile, 0, before.length)).equals(before), 'the data written before the failure').toBe(true);
-    expect((await readAt(lunFile, 40 * MiB, after.length)).equals(after), 'the data written while degraded').toBe(true);
-    await expectCleanStop(server);
-  }, 240_000);
+      // 8 MiB at 40 MiB: allocation units the LUN never had.
+      const after = randomBytes(8 * MiB);
+      let error: unknown;
+      try {
+        await writeAt(lunFile, 40 * MiB, after);
+      } catch (caught) {
+        error = caught;
+      }
+      const status = await statusJson(pool);
+      expect(
+        error,
+        `write + fdatasync of 8 MiB of new space in a degraded RAID-${raid} pool (pool.freeBytes ${status.pool.freeBytes}, allocatedBytes ${status.pool.allocatedBytes} of ${status.pool.totalBytes})`,
+      ).toBeUndefined();
+      expect(status.luns[0]!.allocatedBytes).toBeGreaterThanOrEqual(allocatedBefore + 8 * MiB);
+      expect(
+        (await readAt(lunFile, 0, before.length)).equals(before),
+        'the data written before the failure',
+      ).toBe(true);
+      expect(
+        (await readAt(lunFile, 40 * MiB, after.length)).equals(after),
+        'the data written while degraded',
+      ).toBe(true);
+      await expectCleanStop(server);
+    },
+    240_000,
+  );
 
   it('RAID-1: after kill -9 and a drive file deleted, the pool mounts degraded, every synced file is there, and the drive is replaced', async () => {
     const box = sandbox();
@@ -510,7 +708,12 @@ describe('drive failures', () => {
     await box.mkfsExt4(loop);
     await box.mountExt4(loop, data);
     const sums = new Map<string, string>();
-    for (const [name, size] of Object.entries({ 'a.bin': 3 * MiB + 17, 'b.bin': 16 * MiB, 'c.bin': 9 * MiB })) sums.set(name, await writeRandomFile(join(data, name), size));
+    for (const [name, size] of Object.entries({
+      'a.bin': 3 * MiB + 17,
+      'b.bin': 16 * MiB,
+      'c.bin': 9 * MiB,
+    }))
+      sums.set(name, await writeRandomFile(join(data, name), size));
     await runOk('sync', ['-f', data]);
     const online = await statusJson(pool);
     expect(online.pool.raid).toBe('raid1');
@@ -525,28 +728,47 @@ describe('drive failures', () => {
     expect(second.pid).not.toBe(first.pid);
     const status = await statusJson(pool);
     expect(status.pool.state).toBe('degraded');
-    expect(status.drives.map((drive) => drive.state)).toEqual(['failed', 'online', 'online', 'online']);
+    expect(status.drives.map((drive) => drive.state)).toEqual([
+      'failed',
+      'online',
+      'online',
+      'online',
+    ]);
     expect(status.drives[0]!.failedReason).toMatch(/drive-0\.img/);
     expect(status.pool.atRiskLuns).toEqual(['db']);
     loop = await box.attachLoop(lunFile);
     await box.mountExt4(loop, data); // replays the journal
-    for (const [name, sum] of sums) expect(await sha256File(join(data, name)), `checksum of ${name}`).toBe(sum);
+    for (const [name, sum] of sums)
+      expect(await sha256File(join(data, name)), `checksum of ${name}`).toBe(sum);
     sums.set('degraded.bin', await writeRandomFile(join(data, 'degraded.bin'), 6 * MiB));
     // The missing drive named by its path this time, replaced while ext4 is mounted on the LUN.
     const newDrive = join(pool, 'new-0.img');
     const replaced = await lunfs('drive', 'replace', pool, driveFile(pool, 0), newDrive);
-    expect(replaced.code, `lunfs drive replace by path:\n${replaced.stderr}${replaced.stdout}`).toBe(0);
+    expect(
+      replaced.code,
+      `lunfs drive replace by path:\n${replaced.stderr}${replaced.stdout}`,
+    ).toBe(0);
     const rebuilt = await statusJson(pool);
     expect(rebuilt.pool.state).toBe('online');
     expect(rebuilt.drives[0]!).toMatchObject({ path: newDrive, state: 'online' });
-    expect(rebuilt.jobs.filter((job) => job.kind === 'rebuild').map((job) => [job.drive, job.state, job.progress])).toEqual([[0, 'done', 1]]);
-    expect(await recordedDrives(pool)).toEqual([newDrive, driveFile(pool, 1), driveFile(pool, 2), driveFile(pool, 3)]);
+    expect(
+      rebuilt.jobs
+        .filter((job) => job.kind === 'rebuild')
+        .map((job) => [job.drive, job.state, job.progress]),
+    ).toEqual([[0, 'done', 1]]);
+    expect(await recordedDrives(pool)).toEqual([
+      newDrive,
+      driveFile(pool, 1),
+      driveFile(pool, 2),
+      driveFile(pool, 3),
+    ]);
     await box.umount(data);
     await expectFsckClean(box, loop, 'after kill -9 and a degraded mount');
     await box.detachLoop(loop);
     loop = await box.attachLoop(lunFile);
     await box.mountExt4(loop, data);
-    for (const [name, sum] of sums) expect(await sha256File(join(data, name)), `checksum of ${name} read again`).toBe(sum);
+    for (const [name, sum] of sums)
+      expect(await sha256File(join(data, name)), `checksum of ${name} read again`).toBe(sum);
     await box.umount(data);
     await box.detachLoop(loop);
     expect((await statusJson(pool)).integrity.unrepairable).toBe(0);
@@ -568,7 +790,10 @@ describe('drive failures', () => {
     const exit = await Promise.race([refused.exited, sleep(30_000).then(() => undefined)]);
     expect(exit, `the mount did not exit; stderr:\n${refused.stderr}`).toBeDefined();
     expect(exit!.code, `exit of the refused mount; stdout:\n${refused.stdout}`).not.toBe(0);
-    const message = refused.stderr.split('\n').filter((line) => line.startsWith('lunfs:')).join('\n');
+    const message = refused.stderr
+      .split('\n')
+      .filter((line) => line.startsWith('lunfs:'))
+      .join('\n');
     expect(message, `stderr:\n${refused.stderr}`).toContain(driveFile(pool, 1));
     expect(message).toMatch(/not shut down cleanly.*--force-degraded/);
     expect(await mountEntriesAt(mountpoint), 'nothing mounted').toEqual([]);
@@ -584,28 +809,44 @@ describe('drive failures', () => {
   it.each([
     ['RAID-0', 'drive 1 of 2', 0, 2, [1]],
     ['RAID-5', 'drives 0 and 2 of 3', 5, 3, [0, 2]],
-  ] as Array<[string, string, 0 | 5, number, number[]]>)('%s with %s gone refuses to mount, naming them and the LUN', async (_label, _which, raid, drives, missing) => {
-    const box = sandbox();
-    const pool = await createPool(box, 'pool', raid, drives, '64M');
-    await lunfsOk('lun', 'create', pool, 'db', '--size', '32M');
-    const mountpoint = box.path('mnt');
-    const server = await box.mount(pool, mountpoint);
-    await writeAt(join(mountpoint, 'luns', 'db'), 0, randomBytes(32 * MiB));
-    await expectCleanStop(server);
-    for (const index of missing) await rm(driveFile(pool, index));
+  ] as Array<[string, string, 0 | 5, number, number[]]>)(
+    '%s with %s gone refuses to mount, naming them and the LUN',
+    async (_label, _which, raid, drives, missing) => {
+      const box = sandbox();
+      const pool = await createPool(box, 'pool', raid, drives, '64M');
+      await lunfsOk('lun', 'create', pool, 'db', '--size', '32M');
+      const mountpoint = box.path('mnt');
+      const server = await box.mount(pool, mountpoint);
+      await writeAt(join(mountpoint, 'luns', 'db'), 0, randomBytes(32 * MiB));
+      await expectCleanStop(server);
+      for (const index of missing) await rm(driveFile(pool, index));
 
-    const refused = box.spawnMount(pool, mountpoint);
-    const exit = await Promise.race([refused.exited, sleep(30_000).then(() => undefined)]);
-    expect(exit, `lunfs mount with drive(s) ${missing.join(', ')} of a RAID-${raid} pool gone did not exit; stdout:\n${refused.stdout}\nstderr:\n${refused.stderr}`).toBeDefined();
-    expect(exit!.code, `exit of the refused mount; stdout:\n${refused.stdout}`).not.toBe(0);
-    expect(exit!.code).not.toBeNull();
-    const message = refused.stderr.split('\n').filter((line) => line.startsWith('lunfs:')).join('\n');
-    for (const index of missing) expect(message, `the refusal names drive ${index}; stderr:\n${refused.stderr}`).toContain(driveFile(pool, index));
-    expect(message, `the refusal names the LUN with data there; stderr:\n${refused.stderr}`).toMatch(/\bdb\b/);
-    expect(refused.stdout).not.toMatch(/mounted at/);
-    expect(await mountEntriesAt(mountpoint), 'nothing mounted').toEqual([]);
-    expect(existsSync(join(pool, 'lunfs.sock')), 'no control socket left behind').toBe(false);
-  }, 240_000);
+      const refused = box.spawnMount(pool, mountpoint);
+      const exit = await Promise.race([refused.exited, sleep(30_000).then(() => undefined)]);
+      expect(
+        exit,
+        `lunfs mount with drive(s) ${missing.join(', ')} of a RAID-${raid} pool gone did not exit; stdout:\n${refused.stdout}\nstderr:\n${refused.stderr}`,
+      ).toBeDefined();
+      expect(exit!.code, `exit of the refused mount; stdout:\n${refused.stdout}`).not.toBe(0);
+      expect(exit!.code).not.toBeNull();
+      const message = refused.stderr
+        .split('\n')
+        .filter((line) => line.startsWith('lunfs:'))
+        .join('\n');
+      for (const index of missing)
+        expect(message, `the refusal names drive ${index}; stderr:\n${refused.stderr}`).toContain(
+          driveFile(pool, index),
+        );
+      expect(
+        message,
+        `the refusal names the LUN with data there; stderr:\n${refused.stderr}`,
+      ).toMatch(/\bdb\b/);
+      expect(refused.stdout).not.toMatch(/mounted at/);
+      expect(await mountEntriesAt(mountpoint), 'nothing mounted').toEqual([]);
+      expect(existsSync(join(pool, 'lunfs.sock')), 'no control socket left behind').toBe(false);
+    },
+    240_000,
+  );
 
   it('RAID-5: flipped bits in a drive file are found by their checksums, repaired on read and by scrub', async () => {
     const box = sandbox();
@@ -624,7 +865,9 @@ describe('drive failures', () => {
     const firstFlips = await flipBits(driveFile(pool, 1), 50, flipped);
     for (const block of firstFlips) flipped.add(block);
     const second = await box.mount(pool, mountpoint);
-    expect(await sha256File(lunFile), 'the LUN read in full after 50 bit flips in drive 1').toBe(lunSum);
+    expect(await sha256File(lunFile), 'the LUN read in full after 50 bit flips in drive 1').toBe(
+      lunSum,
+    );
     const afterRead = (await statusJson(pool)).integrity;
     const readReport = `integrity after the read: ${JSON.stringify(afterRead)}; flipped blocks at drive offsets ${firstFlips.join(' ')}`;
     expect(afterRead.checksumMismatches, readReport).toBeGreaterThan(0);
@@ -640,7 +883,11 @@ describe('drive failures', () => {
     expect(scrubbed.unrepairable).toBe(0);
     expect(scrubbed.rstores).toBeGreaterThan(0);
     const rescrubbed = await scrub(pool, 'a second time (mounted)');
-    expect(rescrubbed, 'a second scrub finds nothing to repair').toMatchObject({ checksumRepairs: 0, parityRepairs: 0, unrepairable: 0 });
+    expect(rescrubbed, 'a second scrub finds nothing to repair').toMatchObject({
+      checksumRepairs: 0,
+      parityRepairs: 0,
+      unrepairable: 0,
+    });
     const afterScrub = (await statusJson(pool)).integrity;
     expect(afterScrub.unrepairable).toBe(0);
     expect(afterScrub.repairs).toBeGreaterThanOrEqual(afterRead.repairs + scrubbed.checksumRepairs);
@@ -650,13 +897,23 @@ describe('drive failures', () => {
     // ---- 50 flips in drive 2 of the unmounted pool: an offline scrub repairs them
     await flipBits(driveFile(pool, 2), 50, new Set());
     const offline = await scrub(pool, 'offline, after 50 flips in drive 2');
-    expect(offline.checksumRepairs, `offline scrub report ${JSON.stringify(offline)}`).toBeGreaterThan(0);
+    expect(
+      offline.checksumRepairs,
+      `offline scrub report ${JSON.stringify(offline)}`,
+    ).toBeGreaterThan(0);
     expect(offline.unrepairable).toBe(0);
-    expect(await scrub(pool, 'offline, a second time')).toMatchObject({ checksumRepairs: 0, parityRepairs: 0, unrepairable: 0 });
+    expect(await scrub(pool, 'offline, a second time')).toMatchObject({
+      checksumRepairs: 0,
+      parityRepairs: 0,
+      unrepairable: 0,
+    });
     const third = await box.mount(pool, mountpoint);
     expect(await sha256File(lunFile), 'the LUN after the offline scrub').toBe(lunSum);
     const clean = (await statusJson(pool)).integrity;
-    expect(clean, 'nothing left for a read to find').toMatchObject({ checksumMismatches: 0, unrepairable: 0 });
+    expect(clean, 'nothing left for a read to find').toMatchObject({
+      checksumMismatches: 0,
+      unrepairable: 0,
+    });
     await expectCleanStop(third);
   }, 240_000);
 });

@@ -83,7 +83,9 @@ describe('a damaged drive file does not take a RAID-5 pool down (issue 11)', () 
     server = await box.mount(pool, mountpoint);
     let status = await statusJson(pool);
     expect(status.pool.state).toBe('online');
-    expect(status.drives[1]!.labelsDamagedAtOpen, JSON.stringify(status.drives[1])).toEqual([expect.stringMatching(/^head: /)]);
+    expect(status.drives[1]!.labelsDamagedAtOpen, JSON.stringify(status.drives[1])).toEqual([
+      expect.stringMatching(/^head: /),
+    ]);
     expect(status.integrity.labelRepairs).toBe(1);
     expect(await sha256File(lunFile), 'the LUN, every byte').toBe(lunSum);
     expect(await sha256File(snapshotFile), 'the snapshot, every byte').toBe(snapshotSum);
@@ -97,7 +99,13 @@ describe('a damaged drive file does not take a RAID-5 pool down (issue 11)', () 
     server = await box.mount(pool, mountpoint);
     status = await statusJson(pool);
     expect(status.pool.state).toBe('degraded');
-    expect(status.drives[1], JSON.stringify(status.drives[1])).toMatchObject({ state: 'failed', io: 'missing', failedReason: expect.stringMatching(/unusable when the pool was opened: no good lunfs label \(head: .*; tail: .*\)/) });
+    expect(status.drives[1], JSON.stringify(status.drives[1])).toMatchObject({
+      state: 'failed',
+      io: 'missing',
+      failedReason: expect.stringMatching(
+        /unusable when the pool was opened: no good lunfs label \(head: .*; tail: .*\)/,
+      ),
+    });
     const text = (await lunfsOk('status', pool)).stdout;
     expect(text).toContain(driveFile(pool, 1));
     expect(text).toMatch(/no good lunfs label/);
@@ -114,8 +122,15 @@ describe('a damaged drive file does not take a RAID-5 pool down (issue 11)', () 
     server = await box.mount(pool, mountpoint);
     status = await statusJson(pool);
     expect(status.pool.state).toBe('online');
-    expect(status.drives.map((drive) => [drive.state, drive.labelsDamagedAtOpen])).toEqual([['online', undefined], ['online', undefined], ['online', undefined], ['online', undefined]]);
-    expect(status.drives.filter((drive) => drive.holdsMetadataCopy).map((drive) => drive.metadataCopy)).toEqual(['good', 'good', 'good']);
+    expect(status.drives.map((drive) => [drive.state, drive.labelsDamagedAtOpen])).toEqual([
+      ['online', undefined],
+      ['online', undefined],
+      ['online', undefined],
+      ['online', undefined],
+    ]);
+    expect(
+      status.drives.filter((drive) => drive.holdsMetadataCopy).map((drive) => drive.metadataCopy),
+    ).toEqual(['good', 'good', 'good']);
     expect(await sha256File(lunFile), 'the LUN, after a new mount').toBe(lunSum);
     expect(await sha256File(snapshotFile), 'the snapshot, after a new mount').toBe(snapshotSum);
     await stopCleanly(server);

@@ -20,14 +20,31 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import type { StatusJson } from '../../src/volume/controller.js';
 import {
-  MiB, directoryFingerprint, lunfs, lunfsOk, mountEntriesAt, sha256, sha256File, sleep, statusJson, useSandbox, type MountServer, type RunResult, type Sandbox,
+  MiB,
+  directoryFingerprint,
+  lunfs,
+  lunfsOk,
+  mountEntriesAt,
+  sha256,
+  sha256File,
+  sleep,
+  statusJson,
+  useSandbox,
+  type MountServer,
+  type RunResult,
+  type Sandbox,
 } from './support.js';
 
 const sandbox = useSandbox('drive-ownership');
 
 /** A small pool: drives of 64 MiB, 1 MiB PSEGs and allocation units, with a 16 MiB LUN `db`. */
 async function smallPool(box: Sandbox, name: string, raid: 0 | 1): Promise<string> {
-  const pool = await box.createPool(name, { drives: 2, driveSize: '64M', raid, extra: ['--pseg-size', '1M', '--allocation-unit', '1M'] });
+  const pool = await box.createPool(name, {
+    drives: 2,
+    driveSize: '64M',
+    raid,
+    extra: ['--pseg-size', '1M', '--allocation-unit', '1M'],
+  });
   await lunfsOk('lun', 'create', pool, 'db', '--size', '16M');
   return pool;
 }
@@ -44,7 +61,11 @@ function describeRun(result: RunResult): string {
  * Writes data at offset of a file and fdatasyncs it; returns the error code of the write, the sync
  * or the close (FUSE reports a failed flush there too), whichever came first, if any.
  */
-async function writeSynced(file: string, offset: number, data: Buffer): Promise<string | undefined> {
+async function writeSynced(
+  file: string,
+  offset: number,
+  data: Buffer,
+): Promise<string | undefined> {
   const handle = await open(file, 'r+');
   const codeOf = (error: unknown): string => (error as NodeJS.ErrnoException).code ?? String(error);
   let failure: string | undefined;
@@ -78,10 +99,19 @@ async function readRange(file: string, offset: number, length: number): Promise<
 }
 
 /** Starts `lunfs mount` and expects it to exit non-zero with `message`, mounting nothing. */
-async function expectMountRefused(box: Sandbox, pool: string, mountpoint: string, args: string[], message: RegExp): Promise<MountServer> {
+async function expectMountRefused(
+  box: Sandbox,
+  pool: string,
+  mountpoint: string,
+  args: string[],
+  message: RegExp,
+): Promise<MountServer> {
   const server = box.spawnMount(pool, mountpoint, args);
   const exit = await Promise.race([server.exited, sleep(20_000).then(() => undefined)]);
-  expect(exit, `lunfs mount ${args.join(' ')} should have been refused; stdout: ${server.stdout}`).toBeDefined();
+  expect(
+    exit,
+    `lunfs mount ${args.join(' ')} should have been refused; stdout: ${server.stdout}`,
+  ).toBeDefined();
   expect(exit!.code, server.stderr).not.toBe(0);
   expect(server.stderr).toMatch(message);
   expect(server.stdout).not.toMatch(/mounted at/);
@@ -95,12 +125,20 @@ async function expectCleanStop(server: MountServer): Promise<void> {
 }
 
 /** Polls `lunfs status --json` until `ready` holds (the mount checks its drives every 500 ms). */
-async function waitForStatus(pool: string, what: string, ready: (status: StatusJson) => boolean, timeoutMs = 15_000): Promise<StatusJson> {
+async function waitForStatus(
+  pool: string,
+  what: string,
+  ready: (status: StatusJson) => boolean,
+  timeoutMs = 15_000,
+): Promise<StatusJson> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const status = await statusJson(pool);
     if (ready(status)) return status;
-    if (Date.now() > deadline) throw new Error(`status did not show ${what} within ${timeoutMs} ms:\n${JSON.stringify({ pool: status.pool, drives: status.drives }, null, 2)}`);
+    if (Date.now() > deadline)
+      throw new Error(
+        `status did not show ${what} within ${timeoutMs} ms:\n${JSON.stringify({ pool: status.pool, drives: status.drives }, null, 2)}`,
+      );
     await sleep(200);
   }
 }
@@ -110,7 +148,17 @@ async function waitForStatus(pool: string, what: string, ready: (status: StatusJ
  * A mounted RAID-0 pool with 4 MiB written and synced to LUN db, whose drive 1 file is then moved
  * away while mounted, until the status shows the drive failed.
  */
-async function mountAndMoveDriveAway(box: Sandbox, name: string): Promise<{ pool: string; mountpoint: string; server: MountServer; lunFile: string; data: Buffer; moved: string }> {
+async function mountAndMoveDriveAway(
+  box: Sandbox,
+  name: string,
+): Promise<{
+  pool: string;
+  mountpoint: string;
+  server: MountServer;
+  lunFile: string;
+  data: Buffer;
+  moved: string;
+}> {
   const pool = await smallPool(box, name, 0);
   const mountpoint = box.path('mnt');
   const server = await box.mount(pool, mountpoint);
@@ -128,7 +176,7 @@ async function driveChecksums(pool: string, count = 2): Promise<string[]> {
 }
 
 describe('one owner per drive', () => {
-  it('a second pool listing a mounted pool\'s drives is refused by mount and status; the mounted pool is unharmed', async () => {
+  it("a second pool listing a mounted pool's drives is refused by mount and status; the mounted pool is unharmed", async () => {
     const box = sandbox();
     const poolA = await smallPool(box, 'a', 0);
     const uuid = (await statusJson(poolA)).pool.uuid;
@@ -140,20 +188,37 @@ describe('one owner per drive', () => {
 
     // Pool B: a directory whose pool.json lists A's drive files.
     const poolB = await box.mkdir('b');
-    await writeFile(join(poolB, 'pool.json'), JSON.stringify({ format: 'lunfs-pool', version: 1, drives: [driveFile(poolA, 0), driveFile(poolA, 1)] }));
+    await writeFile(
+      join(poolB, 'pool.json'),
+      JSON.stringify({
+        format: 'lunfs-pool',
+        version: 1,
+        drives: [driveFile(poolA, 0), driveFile(poolA, 1)],
+      }),
+    );
     const fingerprintB = await directoryFingerprint(poolB);
     const drivesBefore = await driveChecksums(poolA);
-    const busy = new RegExp(`drive ${driveFile(poolA, 0)} belongs to pool ${uuid} and is in use by another process`);
+    const busy = new RegExp(
+      `drive ${driveFile(poolA, 0)} belongs to pool ${uuid} and is in use by another process`,
+    );
 
     await expectMountRefused(box, poolB, box.path('mnt-b'), [], busy);
-    await expectMountRefused(box, poolB, box.path('mnt-b'), ['--drive', driveFile(poolA, 0), '--drive', driveFile(poolA, 1)], busy);
+    await expectMountRefused(
+      box,
+      poolB,
+      box.path('mnt-b'),
+      ['--drive', driveFile(poolA, 0), '--drive', driveFile(poolA, 1)],
+      busy,
+    );
     const status = await lunfs('status', poolB);
     expect(status.code, describeRun(status)).toBe(1);
     expect(status.stderr).toMatch(busy);
     expect(status.stdout).toBe('');
 
     expect(await directoryFingerprint(poolB)).toBe(fingerprintB);
-    expect(await driveChecksums(poolA), 'the refused commands wrote to a drive of A').toEqual(drivesBefore);
+    expect(await driveChecksums(poolA), 'the refused commands wrote to a drive of A').toEqual(
+      drivesBefore,
+    );
     expect(serverA.running).toBe(true);
     expect(sha256(await readRange(lunFile, 0, data.length))).toBe(sha256(data));
     await expectCleanStop(serverA);
@@ -164,7 +229,7 @@ describe('one owner per drive', () => {
 });
 
 describe('drive replace refuses targets it must not overwrite', () => {
-  it('another pool\'s drive, this pool\'s old drive, a path in its own mountpoint, a drive in use: refused, unchanged; --force overwrites', async () => {
+  it("another pool's drive, this pool's old drive, a path in its own mountpoint, a drive in use: refused, unchanged; --force overwrites", async () => {
     const box = sandbox();
     const pool = await smallPool(box, 'p', 1);
     const other = await smallPool(box, 'q', 0);
@@ -180,7 +245,12 @@ describe('drive replace refuses targets it must not overwrite', () => {
     await rename(driveFile(pool, 1), moved);
     await waitForStatus(pool, 'drive 1 failed', (status) => status.drives[1]!.state === 'failed');
 
-    const refused = async (target: string, message: RegExp, exitCode: number, extra: string[] = []): Promise<void> => {
+    const refused = async (
+      target: string,
+      message: RegExp,
+      exitCode: number,
+      extra: string[] = [],
+    ): Promise<void> => {
       const before = await sha256File(target).catch(() => 'absent');
       const result = await lunfs('drive', 'replace', pool, '1', target, ...extra);
       expect(result.code, describeRun(result)).toBe(exitCode);
@@ -188,26 +258,61 @@ describe('drive replace refuses targets it must not overwrite', () => {
       expect(await sha256File(target).catch(() => 'absent'), `${target} changed`).toBe(before);
       expect((await statusJson(pool)).drives[1]!.state).toBe('failed');
     };
-    await refused(driveFile(other, 0), new RegExp(`${driveFile(other, 0)} carries a lunfs drive label \\(pool ${otherUuid}, drive 0 of 2, created \\d{4}-\\d\\d-\\d\\dT.*--force`), 2);
-    await refused(moved, new RegExp(`carries a lunfs drive label \\(pool ${ownUuid}, drive 1 of 2, `), 2);
+    await refused(
+      driveFile(other, 0),
+      new RegExp(
+        `${driveFile(other, 0)} carries a lunfs drive label \\(pool ${otherUuid}, drive 0 of 2, created \\d{4}-\\d\\d-\\d\\dT.*--force`,
+      ),
+      2,
+    );
+    await refused(
+      moved,
+      new RegExp(`carries a lunfs drive label \\(pool ${ownUuid}, drive 1 of 2, `),
+      2,
+    );
 
     // Inside the pool's own mountpoint, directly and through a symbolic link: refused without
     // touching the mount (before the fix this hung the mount in D-state).
-    await refused(join(mountpoint, 'luns', 'db'), new RegExp(`lies inside the pool's own mountpoint ${mountpoint}`), 2, ['--force']);
+    await refused(
+      join(mountpoint, 'luns', 'db'),
+      new RegExp(`lies inside the pool's own mountpoint ${mountpoint}`),
+      2,
+      ['--force'],
+    );
     await symlink(mountpoint, box.path('link-to-mount'));
-    await refused(join(box.path('link-to-mount'), 'luns', 'new.img'), /lies inside the pool's own mountpoint/, 2, ['--force']);
-    expect(sha256(await readRange(join(mountpoint, 'luns', 'db'), 0, data.length))).toBe(sha256(data));
+    await refused(
+      join(box.path('link-to-mount'), 'luns', 'new.img'),
+      /lies inside the pool's own mountpoint/,
+      2,
+      ['--force'],
+    );
+    expect(sha256(await readRange(join(mountpoint, 'luns', 'db'), 0, data.length))).toBe(
+      sha256(data),
+    );
 
     // Another pool's drive while that pool is mounted: in use, even with --force.
     const otherServer = await box.mount(other, box.path('mnt-q'));
-    await refused(driveFile(other, 1), new RegExp(`drive ${driveFile(other, 1)} belongs to pool ${otherUuid} and is in use by another process`), 1, ['--force']);
+    await refused(
+      driveFile(other, 1),
+      new RegExp(
+        `drive ${driveFile(other, 1)} belongs to pool ${otherUuid} and is in use by another process`,
+      ),
+      1,
+      ['--force'],
+    );
     await expectCleanStop(otherServer);
 
     // --force takes this pool's own old drive back and rebuilds it.
     const forced = await lunfs('drive', 'replace', pool, '1', moved, '--force');
     expect(forced.code, describeRun(forced)).toBe(0);
-    await waitForStatus(pool, 'drive 1 online', (status) => status.drives[1]!.state === 'online' && status.pool.state === 'online');
-    expect(sha256(await readRange(join(mountpoint, 'luns', 'db'), 0, data.length))).toBe(sha256(data));
+    await waitForStatus(
+      pool,
+      'drive 1 online',
+      (status) => status.drives[1]!.state === 'online' && status.pool.state === 'online',
+    );
+    expect(sha256(await readRange(join(mountpoint, 'luns', 'db'), 0, data.length))).toBe(
+      sha256(data),
+    );
     await expectCleanStop(server);
     // The other pool still opens: nothing of it was overwritten.
     expect((await statusJson(other)).pool.state).toBe('online');
@@ -218,7 +323,14 @@ describe('drive replace refuses targets it must not overwrite', () => {
 describe('RAID-0: a drive that leaves while mounted', () => {
   it('moved away and put back: in service again at the next mount, every byte intact', async () => {
     const box = sandbox();
-    const { pool, mountpoint, server: first, lunFile, data, moved } = await mountAndMoveDriveAway(box, 'back');
+    const {
+      pool,
+      mountpoint,
+      server: first,
+      lunFile,
+      data,
+      moved,
+    } = await mountAndMoveDriveAway(box, 'back');
     let server = first;
     await rename(moved, driveFile(pool, 1));
     await expectCleanStop(server);
@@ -239,23 +351,44 @@ describe('RAID-0: a drive that leaves while mounted', () => {
 
   it('one that missed a write is refused at the next mount, naming the LUN; --force-degraded takes it back and reports the loss', async () => {
     const box = sandbox();
-    const { pool, mountpoint, server, lunFile, data, moved } = await mountAndMoveDriveAway(box, 'missed');
+    const { pool, mountpoint, server, lunFile, data, moved } = await mountAndMoveDriveAway(
+      box,
+      'missed',
+    );
     // Half of this write's stripe units are on drive 1: they miss it, and fsync says so.
     expect(await writeSynced(lunFile, 0, randomBytes(MiB))).toBe('EIO');
-    await waitForStatus(pool, 'the missed write', (status) => status.drives[1]!.missedWriteLuns?.includes('db') === true);
+    await waitForStatus(
+      pool,
+      'the missed write',
+      (status) => status.drives[1]!.missedWriteLuns?.includes('db') === true,
+    );
     // Its cache holds the write no drive can take: the stop says that it is lost, and exits 1.
     expect(await server.stop()).toEqual({ code: 1, signal: null });
-    expect(server.stderr).toMatch(/lunfs: pool \S+ unmounted, but \d+ bytes of writes to LUN db acknowledged but not yet flushed could not be written and are lost: .*drive 1 is out of service/);
+    expect(server.stderr).toMatch(
+      /lunfs: pool \S+ unmounted, but \d+ bytes of writes to LUN db acknowledged but not yet flushed could not be written and are lost: .*drive 1 is out of service/,
+    );
     expect(await mountEntriesAt(mountpoint)).toEqual([]);
     await rename(moved, driveFile(pool, 1));
 
-    await expectMountRefused(box, pool, mountpoint, [],
-      new RegExp(`drive 1 \\(${driveFile(pool, 1)}\\) is back with its own label, but writes meant for it were missed while it was out of service \\(RStore\\(s\\) [0-9, ]+, data of LUN\\(s\\) db\\).*--force-degraded`));
+    await expectMountRefused(
+      box,
+      pool,
+      mountpoint,
+      [],
+      new RegExp(
+        `drive 1 \\(${driveFile(pool, 1)}\\) is back with its own label, but writes meant for it were missed while it was out of service \\(RStore\\(s\\) [0-9, ]+, data of LUN\\(s\\) db\\).*--force-degraded`,
+      ),
+    );
     const forced = await box.mount(pool, mountpoint, ['--force-degraded']);
-    expect(forced.stderr).toMatch(/taken back into service with --force-degraded: writes it missed are lost; LUNs affected: db/);
+    expect(forced.stderr).toMatch(
+      /taken back into service with --force-degraded: writes it missed are lost; LUNs affected: db/,
+    );
     const status = await statusJson(pool);
     expect(status.pool.state).toBe('online');
-    expect(status.drives.map((drive) => [drive.state, drive.missedWriteLuns])).toEqual([['online', undefined], ['online', undefined]]);
+    expect(status.drives.map((drive) => [drive.state, drive.missedWriteLuns])).toEqual([
+      ['online', undefined],
+      ['online', undefined],
+    ]);
     // The megabyte written while the drive was away is lost on its half; the rest of the LUN is intact.
     expect(sha256(await readRange(lunFile, MiB, 3 * MiB))).toBe(sha256(data.subarray(MiB)));
     await readRange(lunFile, 0, MiB); // reads (no checksum EIO), older data where the write was missed
@@ -281,9 +414,13 @@ describe('RAID-0: a drive that leaves while mounted', () => {
     expect(status.pool.state).toBe('failed');
     expect(status.pool.lostLuns).toEqual(['db']);
     expect(status.pool.atRiskLuns).toEqual([]);
-    expect(status.luns.map((lun) => [lun.name, lun.lost, lun.atRisk])).toEqual([['db', true, false]]);
+    expect(status.luns.map((lun) => [lun.name, lun.lost, lun.atRisk])).toEqual([
+      ['db', true, false],
+    ]);
     const text = await lunfsOk('status', pool);
-    expect(text.stdout).toMatch(/^lost \(drives failed beyond redundancy: their data there reads as EIO\): db$/m);
+    expect(text.stdout).toMatch(
+      /^lost \(drives failed beyond redundancy: their data there reads as EIO\): db$/m,
+    );
     expect(text.stdout).not.toMatch(/at risk/);
     await server.stop();
   });

@@ -15,7 +15,17 @@ import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import {
-  MiB, lunfsOk, mountEntriesAt, runOk, sha256File, statusJson, useSandbox, writeRandomFile, type LoopDevice, type MountServer, type Sandbox,
+  MiB,
+  lunfsOk,
+  mountEntriesAt,
+  runOk,
+  sha256File,
+  statusJson,
+  useSandbox,
+  writeRandomFile,
+  type LoopDevice,
+  type MountServer,
+  type Sandbox,
 } from './support.js';
 
 const driveSize = 256 * MiB;
@@ -23,10 +33,22 @@ const lunSize = 192 * MiB;
 const rawLunSize = 8 * MiB;
 
 /** Files written before the clean restart, and more written before the kill -9. Sizes in bytes. */
-const firstFiles: Record<string, number> = { 'small.bin': MiB + 37, 'medium.bin': 3 * MiB, 'dir/large.bin': 8 * MiB, 'huge.bin': 20 * MiB };
-const secondFiles: Record<string, number> = { 'after-restart.bin': 6 * MiB, 'dir/before-kill.bin': 10 * MiB + 4095 };
+const firstFiles: Record<string, number> = {
+  'small.bin': MiB + 37,
+  'medium.bin': 3 * MiB,
+  'dir/large.bin': 8 * MiB,
+  'huge.bin': 20 * MiB,
+};
+const secondFiles: Record<string, number> = {
+  'after-restart.bin': 6 * MiB,
+  'dir/before-kill.bin': 10 * MiB + 4095,
+};
 
-async function writeFiles(root: string, files: Record<string, number>, sums: Map<string, string>): Promise<void> {
+async function writeFiles(
+  root: string,
+  files: Record<string, number>,
+  sums: Map<string, string>,
+): Promise<void> {
   for (const [name, size] of Object.entries(files)) {
     await mkdir(join(root, name, '..'), { recursive: true });
     sums.set(name, await writeRandomFile(join(root, name), size));
@@ -68,7 +90,11 @@ describe.each([
 
   it(`keeps every file across a clean restart and, for synced data, across kill -9 (stale FUSE mount ${leaveStaleMount ? 'left for lunfs mount to clean' : 'removed with fusermount -uz'})`, async () => {
     const box = sandbox();
-    const pool = await box.createPool('pool', { drives: 4, driveSize: `${driveSize / MiB}M`, raid });
+    const pool = await box.createPool('pool', {
+      drives: 4,
+      driveSize: `${driveSize / MiB}M`,
+      raid,
+    });
     for (let index = 0; index < 4; index += 1) {
       const drive = await stat(join(pool, `drive-${index}.img`));
       expect(drive.size).toBe(driveSize);
@@ -92,15 +118,22 @@ describe.each([
 
     const offline = await statusJson(pool);
     expect(offline.pool.raid).toBe(`raid${raid}`);
-    expect(offline.drives.filter((drive) => drive.holdsMetadataCopy).map((drive) => drive.metadataCopy)).toEqual(['good', 'good', 'good']);
-    expect(offline.luns.find((lun) => lun.name === 'db')!.allocatedBytes).toBeGreaterThanOrEqual(32 * MiB);
+    expect(
+      offline.drives.filter((drive) => drive.holdsMetadataCopy).map((drive) => drive.metadataCopy),
+    ).toEqual(['good', 'good', 'good']);
+    expect(offline.luns.find((lun) => lun.name === 'db')!.allocatedBytes).toBeGreaterThanOrEqual(
+      32 * MiB,
+    );
 
     // ---- second server (a new process): fsck clean, every checksum; then write more, sync, kill -9
     const second = await box.mount(pool, mountpoint, frontArgs);
     expect(second.pid).not.toBe(first.pid);
     loop = await box.attachLoop(lunFile);
     const fsckAfterCleanStop = await box.fsckExt4(loop);
-    expect(fsckAfterCleanStop.code, `fsck.ext4 -fn after a clean stop:\n${fsckAfterCleanStop.stdout}${fsckAfterCleanStop.stderr}`).toBe(0);
+    expect(
+      fsckAfterCleanStop.code,
+      `fsck.ext4 -fn after a clean stop:\n${fsckAfterCleanStop.stdout}${fsckAfterCleanStop.stderr}`,
+    ).toBe(0);
     await box.mountExt4(loop, data);
     await verifyFiles(data, sums);
     await writeFiles(data, secondFiles, sums);
@@ -122,13 +155,20 @@ describe.each([
     // The ext4 above the dead server: lazily unmount it before detaching its loop device.
     await box.umount(data, { lazy: true });
     await box.detachLoop(loop);
-    expect((await mountEntriesAt(mountpoint)).length, 'stale FUSE mount of the killed server').toBe(leaveStaleMount ? 1 : 0);
+    expect((await mountEntriesAt(mountpoint)).length, 'stale FUSE mount of the killed server').toBe(
+      leaveStaleMount ? 1 : 0,
+    );
 
     // ---- third server: it must replace a stale mount itself; synced files intact; fsck clean
     const third = await box.mount(pool, mountpoint, frontArgs);
     const entries = await mountEntriesAt(mountpoint);
-    expect(entries.map((entry) => entry.type), 'exactly one live lunfs mount at the mountpoint').toEqual(['fuse.lunfs']);
-    const status = JSON.parse(await readFile(join(mountpoint, 'control', 'status'), 'utf8')) as { luns: Array<{ name: string }> };
+    expect(
+      entries.map((entry) => entry.type),
+      'exactly one live lunfs mount at the mountpoint',
+    ).toEqual(['fuse.lunfs']);
+    const status = JSON.parse(await readFile(join(mountpoint, 'control', 'status'), 'utf8')) as {
+      luns: Array<{ name: string }>;
+    };
     expect(status.luns.map((lun) => lun.name).sort()).toEqual(['db', 'raw']);
 
     const rawAfter = await readFile(join(mountpoint, 'luns', 'raw'));
@@ -137,15 +177,25 @@ describe.each([
     const torn: number[] = [];
     for (let offset = 0; offset < rawLunSize; offset += block) {
       const got = rawAfter.subarray(offset, offset + block);
-      if (!got.equals(patternA.subarray(offset, offset + block)) && !got.equals(patternB.subarray(offset, offset + block))) torn.push(offset);
+      if (
+        !got.equals(patternA.subarray(offset, offset + block)) &&
+        !got.equals(patternB.subarray(offset, offset + block))
+      )
+        torn.push(offset);
     }
-    expect(torn, 'raw LUN blocks that are neither the fsync\'ed data nor the later overwrite').toEqual([]);
+    expect(
+      torn,
+      "raw LUN blocks that are neither the fsync'ed data nor the later overwrite",
+    ).toEqual([]);
 
     loop = await openExt4(box, lunFile, data); // mounting replays the ext4 journal
     await verifyFiles(data, sums);
     await box.umount(data);
     const fsckAfterKill = await box.fsckExt4(loop);
-    expect(fsckAfterKill.code, `fsck.ext4 -fn after kill -9 and journal replay:\n${fsckAfterKill.stdout}${fsckAfterKill.stderr}`).toBe(0);
+    expect(
+      fsckAfterKill.code,
+      `fsck.ext4 -fn after kill -9 and journal replay:\n${fsckAfterKill.stdout}${fsckAfterKill.stderr}`,
+    ).toBe(0);
     await box.detachLoop(loop);
     await expectCleanStop(third);
   }, 240_000);

@@ -9,15 +9,31 @@ import { chmod, chown, open, readdir, readFile, stat, truncate } from 'node:fs/p
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import type { SnapshotStatus } from '../../src/volume/controller.js';
-import { MiB, lunfsOk, run, statusJson, useSandbox, type MountServer, type RunResult, type Sandbox } from './support.js';
+import {
+  MiB,
+  lunfsOk,
+  run,
+  statusJson,
+  useSandbox,
+  type MountServer,
+  type RunResult,
+  type Sandbox,
+} from './support.js';
 
 const sandbox = useSandbox('fuse-control', 'file');
 
 let poolCounter = 0;
 /** A small RAID-0 pool (2 x 64 MiB drives) with a 16 MiB LUN `db`, mounted. */
-async function mountedPool(box: Sandbox): Promise<{ pool: string; mountpoint: string; server: MountServer }> {
+async function mountedPool(
+  box: Sandbox,
+): Promise<{ pool: string; mountpoint: string; server: MountServer }> {
   poolCounter += 1;
-  const pool = await box.createPool(`pool${poolCounter}`, { drives: 2, driveSize: '64M', raid: 0, extra: ['--pseg-size', '1M', '--allocation-unit', '1M'] });
+  const pool = await box.createPool(`pool${poolCounter}`, {
+    drives: 2,
+    driveSize: '64M',
+    raid: 0,
+    extra: ['--pseg-size', '1M', '--allocation-unit', '1M'],
+  });
   await lunfsOk('lun', 'create', pool, 'db', '--size', '16M');
   const mountpoint = box.path(`mnt${poolCounter}`);
   const server = await box.mount(pool, mountpoint);
@@ -42,7 +58,10 @@ function echoInto(path: string): Promise<RunResult> {
 }
 
 async function expectClean(server: MountServer): Promise<void> {
-  expect(await server.stop(), `lunfs mount exit; stderr:\n${server.stderr}`).toEqual({ code: 0, signal: null });
+  expect(await server.stop(), `lunfs mount exit; stderr:\n${server.stderr}`).toEqual({
+    code: 0,
+    signal: null,
+  });
 }
 
 describe('control/snapshot', () => {
@@ -76,7 +95,10 @@ describe('control/snapshot', () => {
     // Removing a request file is not how a snapshot is deleted.
     const remove = await run('rm', [join(directory, 'db@cli')]);
     expect(remove.stderr).toMatch(/Operation not permitted/);
-    expect((await snapshotList(pool)).map((snapshot) => snapshot.name).sort()).toEqual(['db@cli', 'db@touched']);
+    expect((await snapshotList(pool)).map((snapshot) => snapshot.name).sort()).toEqual([
+      'db@cli',
+      'db@touched',
+    ]);
     await run('rm', [join(mountpoint, 'snapshots', 'db@cli')]);
     expect(await readdir(directory)).toEqual(['db@touched']);
     await expectClean(server);
@@ -87,7 +109,8 @@ describe('control/status', () => {
   it('refuses to be opened for writing or truncated (EACCES) and stays readable', async () => {
     const { pool, mountpoint, server } = await mountedPool(sandbox());
     const status = join(mountpoint, 'control', 'status');
-    for (const flags of ['r+', 'w', 'a']) await expect(open(status, flags), `open flags ${flags}`).rejects.toThrow(/EACCES/);
+    for (const flags of ['r+', 'w', 'a'])
+      await expect(open(status, flags), `open flags ${flags}`).rejects.toThrow(/EACCES/);
     await expect(truncate(status, 0)).rejects.toThrow(/EACCES/);
     const shell = await echoInto(status);
     expect(shell.stderr).toMatch(/Permission denied/);
@@ -97,55 +120,72 @@ describe('control/status', () => {
   });
 });
 
-describe.each([{ front: 'native' }, { front: 'fuse-native' }])('control/status on the $front front', ({ front }) => {
-  it('reads whole, as JSON, while writes change it between reads', async () => {
-    const box = sandbox();
-    poolCounter += 1;
-    const pool = await box.createPool(`pool${poolCounter}`, { drives: 2, driveSize: '64M', raid: 0, extra: ['--pseg-size', '1M', '--allocation-unit', '1M'] });
-    await lunfsOk('lun', 'create', pool, 'db', '--size', '48M');
-    const mountpoint = box.path(`mnt${poolCounter}`);
-    const server = await box.mount(pool, mountpoint, ['--front', front]);
-    const status = join(mountpoint, 'control', 'status');
-    // The writer changes the status's counters (allocated bytes, cache counters) all along, and
-    // with them the length of its text: a read must never end at a length the file had before.
-    let writing = true;
-    const lun = await open(join(mountpoint, 'luns', 'db'), 'r+');
-    const writer = (async () => {
-      const block = Buffer.alloc(64 * 1024, 7);
-      for (let index = 0; writing; index = (index + 1) % (48 * 16)) {
-        await lun.write(block, 0, block.length, index * block.length);
-        if (index % 8 === 0) await lun.sync(); // the dirty counters fall back: the text shrinks too
-      }
-    })();
-    const failures: string[] = [];
-    const lengths = new Set<number>();
-    try {
-      for (let attempt = 0; attempt < 300; attempt += 1) {
-        const text = await readFile(status, 'utf8');
-        lengths.add(text.length);
-        try {
-          JSON.parse(text);
-        } catch (error) {
-          failures.push(`read ${attempt}: ${String(error)}: ${text.length} bytes, ending ${JSON.stringify(text.slice(-40))}`);
+describe.each([{ front: 'native' }, { front: 'fuse-native' }])(
+  'control/status on the $front front',
+  ({ front }) => {
+    it('reads whole, as JSON, while writes change it between reads', async () => {
+      const box = sandbox();
+      poolCounter += 1;
+      const pool = await box.createPool(`pool${poolCounter}`, {
+        drives: 2,
+        driveSize: '64M',
+        raid: 0,
+        extra: ['--pseg-size', '1M', '--allocation-unit', '1M'],
+      });
+      await lunfsOk('lun', 'create', pool, 'db', '--size', '48M');
+      const mountpoint = box.path(`mnt${poolCounter}`);
+      const server = await box.mount(pool, mountpoint, ['--front', front]);
+      const status = join(mountpoint, 'control', 'status');
+      // The writer changes the status's counters (allocated bytes, cache counters) all along, and
+      // with them the length of its text: a read must never end at a length the file had before.
+      let writing = true;
+      const lun = await open(join(mountpoint, 'luns', 'db'), 'r+');
+      const writer = (async () => {
+        const block = Buffer.alloc(64 * 1024, 7);
+        for (let index = 0; writing; index = (index + 1) % (48 * 16)) {
+          await lun.write(block, 0, block.length, index * block.length);
+          if (index % 8 === 0) await lun.sync(); // the dirty counters fall back: the text shrinks too
         }
+      })();
+      const failures: string[] = [];
+      const lengths = new Set<number>();
+      try {
+        for (let attempt = 0; attempt < 300; attempt += 1) {
+          const text = await readFile(status, 'utf8');
+          lengths.add(text.length);
+          try {
+            JSON.parse(text);
+          } catch (error) {
+            failures.push(
+              `read ${attempt}: ${String(error)}: ${text.length} bytes, ending ${JSON.stringify(text.slice(-40))}`,
+            );
+          }
+        }
+      } finally {
+        writing = false;
+        await writer;
+        await lun.close();
       }
-    } finally {
-      writing = false;
-      await writer;
-      await lun.close();
-    }
-    expect(failures, 'reads of control/status that were not whole JSON').toEqual([]);
-    expect(lengths.size, `the status text changed length between reads (lengths seen: ${[...lengths].join(' ')})`).toBeGreaterThan(1);
-    await expectClean(server);
-  });
-});
+      expect(failures, 'reads of control/status that were not whole JSON').toEqual([]);
+      expect(
+        lengths.size,
+        `the status text changed length between reads (lengths seen: ${[...lengths].join(' ')})`,
+      ).toBeGreaterThan(1);
+      await expectClean(server);
+    });
+  },
+);
 
 describe('modes and owners', () => {
   it('chmod and chown that would change a file are EPERM and change nothing; the same values pass', async () => {
     const { pool, mountpoint, server } = await mountedPool(sandbox());
     await lunfsOk('snapshot', pool, 'db@s');
     const lun = join(mountpoint, 'luns', 'db');
-    for (const path of [lun, join(mountpoint, 'snapshots', 'db@s'), join(mountpoint, 'control', 'status')]) {
+    for (const path of [
+      lun,
+      join(mountpoint, 'snapshots', 'db@s'),
+      join(mountpoint, 'control', 'status'),
+    ]) {
       const before = await stat(path);
       await expect(chmod(path, 0o600), `chmod ${path}`).rejects.toThrow(/EPERM/);
       await expect(chmod(path, 0o777), `chmod ${path}`).rejects.toThrow(/EPERM/);
@@ -181,7 +221,10 @@ describe('creating LUNs under luns/', () => {
 
     const made = await run('truncate', ['-s', '10M', join(luns, 'y')]);
     expect(made.code, describeRun(made)).toBe(0);
-    expect(await lunList(pool)).toEqual([['db', 16 * MiB, 0], ['y', 10 * MiB, 0]]);
+    expect(await lunList(pool)).toEqual([
+      ['db', 16 * MiB, 0],
+      ['y', 10 * MiB, 0],
+    ]);
     expect((await stat(join(luns, 'y'))).size).toBe(10 * MiB);
     expect((await readdir(luns)).sort()).toEqual(['db', 'y']);
     await expectClean(server);

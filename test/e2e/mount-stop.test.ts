@@ -9,7 +9,16 @@ import { open, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import {
-  MiB, lunfs, lunfsOk, sleep, treeChecksums, useSandbox, writeRandomFile, type MountServer, type RunResult, type Sandbox,
+  MiB,
+  lunfs,
+  lunfsOk,
+  sleep,
+  treeChecksums,
+  useSandbox,
+  writeRandomFile,
+  type MountServer,
+  type RunResult,
+  type Sandbox,
 } from './support.js';
 
 const sandbox = useSandbox('mount-stop', 'test');
@@ -35,7 +44,9 @@ function describeRun(result: RunResult): string {
 }
 
 async function controlStatusLuns(mountpoint: string): Promise<string[]> {
-  const status = JSON.parse(await readFile(join(mountpoint, 'control', 'status'), 'utf8')) as { luns: Array<{ name: string }> };
+  const status = JSON.parse(await readFile(join(mountpoint, 'control', 'status'), 'utf8')) as {
+    luns: Array<{ name: string }>;
+  };
   return status.luns.map((lun) => lun.name);
 }
 
@@ -52,7 +63,10 @@ describe('stopping a mount whose LUN holds a mounted ext4', () => {
     const before = await writeRandomFile(join(data, 'before-signal.bin'), 8 * MiB);
 
     server.child.kill('SIGTERM');
-    await stderrMatches(server, /lunfs: SIGTERM refused: 1 file is open through the mount: luns\/db \(1 handle\)\. The cache is flushed and the pool keeps serving/);
+    await stderrMatches(
+      server,
+      /lunfs: SIGTERM refused: 1 file is open through the mount: luns\/db \(1 handle\)\. The cache is flushed and the pool keeps serving/,
+    );
     expect(server.running).toBe(true);
     expect(server.stdout).not.toMatch(/unmounted/);
     expect(await controlStatusLuns(mountpoint)).toEqual(['db']);
@@ -105,18 +119,25 @@ describe('lunfs unmount', () => {
     try {
       const refused = await lunfs('unmount', pool);
       expect(refused.code, describeRun(refused)).toBe(1);
-      expect(refused.stderr).toMatch(/^lunfs: not unmounted: 1 file is open through the mount: luns\/db \(1 handle\)\. Close them .* or use --force/);
+      expect(refused.stderr).toMatch(
+        /^lunfs: not unmounted: 1 file is open through the mount: luns\/db \(1 handle\)\. Close them .* or use --force/,
+      );
       expect(server.running).toBe(true);
       await lun.write(Buffer.alloc(4096, 7), 0, 4096, 0); // the mount still serves the open file
       await lun.datasync();
 
       const forced = await lunfs('unmount', pool, '--force');
       expect(forced.code, describeRun(forced)).toBe(0);
-      expect(forced.stdout).toBe(`lunfs: pool ${pool} unmounted from ${mountpoint} with files open (forced): luns/db (1 handle)\n`);
+      expect(forced.stdout).toBe(
+        `lunfs: pool ${pool} unmounted from ${mountpoint} with files open (forced): luns/db (1 handle)\n`,
+      );
       expect(await server.exited).toEqual({ code: 0, signal: null });
       expect(server.stdout).not.toContain('unmounted cleanly');
       expect(server.stdout).toContain('unmounted with files open (forced): luns/db (1 handle)');
-      await expect(lun.read(Buffer.alloc(4096), 0, 4096, 100 * MiB), 'a read the page cache cannot answer').rejects.toThrow(/ENOTCONN|EIO/);
+      await expect(
+        lun.read(Buffer.alloc(4096), 0, 4096, 100 * MiB),
+        'a read the page cache cannot answer',
+      ).rejects.toThrow(/ENOTCONN|EIO/);
     } finally {
       await lun.close().catch(() => undefined);
     }
@@ -147,7 +168,10 @@ describe('signals with files open', () => {
 
     const first = await open(join(mountpoint, 'snapshots', 'db@s'), 'r');
     server.child.kill('SIGINT');
-    await stderrMatches(server, /SIGINT refused: 1 file is open through the mount: snapshots\/db@s \(1 handle\)/);
+    await stderrMatches(
+      server,
+      /SIGINT refused: 1 file is open through the mount: snapshots\/db@s \(1 handle\)/,
+    );
     await first.close();
     await sleep(200);
 
@@ -155,7 +179,10 @@ describe('signals with files open', () => {
     const lun = await open(join(mountpoint, 'luns', 'db'), 'r');
     const lunAgain = await open(join(mountpoint, 'luns', 'db'), 'r');
     server.child.kill('SIGTERM');
-    await stderrMatches(server, /SIGTERM refused: 1 file is open through the mount: luns\/db \(2 handles\)/);
+    await stderrMatches(
+      server,
+      /SIGTERM refused: 1 file is open through the mount: luns\/db \(2 handles\)/,
+    );
     expect(server.running).toBe(true);
     expect(await controlStatusLuns(mountpoint)).toEqual(['db']);
 
@@ -176,7 +203,10 @@ describe('SIGHUP (the terminal of a foreground mount closes)', () => {
     let server = await box.mount(pool, mountpoint);
     const lun = await open(join(mountpoint, 'luns', 'db'), 'r');
     server.child.kill('SIGHUP');
-    await stderrMatches(server, /SIGHUP refused: 1 file is open through the mount: luns\/db \(1 handle\)/);
+    await stderrMatches(
+      server,
+      /SIGHUP refused: 1 file is open through the mount: luns\/db \(1 handle\)/,
+    );
     expect(server.running).toBe(true);
     await lun.close();
     await sleep(200);

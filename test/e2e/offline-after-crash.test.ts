@@ -41,7 +41,12 @@ describe('an offline command after a crash', () => {
         while (!stop) {
           const chunk = (written * 37) % 384;
           written += 1;
-          await handle.write(randomBytes(4096), 0, 4096, chunk * chunkBytes + 4096 * (written % 32));
+          await handle.write(
+            randomBytes(4096),
+            0,
+            4096,
+            chunk * chunkBytes + 4096 * (written % 32),
+          );
           await handle.datasync();
         }
       })().catch(() => undefined);
@@ -57,7 +62,8 @@ describe('an offline command after a crash', () => {
       const changed: string[] = [];
       for (let chunk = 0; chunk < original.length / chunkBytes; chunk += 1) {
         const got = after.subarray(chunk * chunkBytes, (chunk + 1) * chunkBytes);
-        if (!got.equals(original.subarray(chunk * chunkBytes, (chunk + 1) * chunkBytes))) changed.push(`${chunk}${got.every((byte) => byte === 0) ? ' (zeros)' : ''}`);
+        if (!got.equals(original.subarray(chunk * chunkBytes, (chunk + 1) * chunkBytes)))
+          changed.push(`${chunk}${got.every((byte) => byte === 0) ? ' (zeros)' : ''}`);
       }
       expect(changed, `round ${round}: chunks of db@s1 that changed`).toEqual([]);
       expect(sha256(after)).toBe(originalSha);

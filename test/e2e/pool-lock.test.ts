@@ -8,7 +8,15 @@
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { lunfs, lunfsBin, lunfsOk, run, statusJson, useSandbox, type RunResult } from './support.js';
+import {
+  lunfs,
+  lunfsBin,
+  lunfsOk,
+  run,
+  statusJson,
+  useSandbox,
+  type RunResult,
+} from './support.js';
 
 const sandbox = useSandbox('pool-lock');
 
@@ -22,14 +30,21 @@ function describeRun(result: RunResult): string {
 describe('pool lock between processes', () => {
   it('two concurrent lun create over a stale lock file: each that reports success created its LUN (30 rounds)', async () => {
     const box = sandbox();
-    const pool = await box.createPool('pool', { drives: 2, driveSize: '64M', raid: 0, extra: ['--pseg-size', '1M', '--allocation-unit', '1M'] });
+    const pool = await box.createPool('pool', {
+      drives: 2,
+      driveSize: '64M',
+      raid: 0,
+      extra: ['--pseg-size', '1M', '--allocation-unit', '1M'],
+    });
     const rounds = 30;
     const reported: string[] = [];
     const failures: string[] = [];
     for (let round = 0; round < rounds; round += 1) {
       await writeFile(join(pool, 'lunfs.lock'), JSON.stringify({ pid: deadPid }));
       const names = [`za${round}`, `zb${round}`];
-      const results = await Promise.all(names.map((name) => lunfs('lun', 'create', pool, name, '--size', '1M')));
+      const results = await Promise.all(
+        names.map((name) => lunfs('lun', 'create', pool, name, '--size', '1M')),
+      );
       results.forEach((result, index) => {
         if (result.code === 0) reported.push(names[index]!);
         else failures.push(describeRun(result));
@@ -37,7 +52,10 @@ describe('pool lock between processes', () => {
     }
     const existing = (await statusJson(pool)).luns.map((lun) => lun.name);
     const lost = reported.filter((name) => !existing.includes(name));
-    expect(lost, `LUNs reported created but missing (${lost.length} of ${reported.length})`).toEqual([]);
+    expect(
+      lost,
+      `LUNs reported created but missing (${lost.length} of ${reported.length})`,
+    ).toEqual([]);
     // The second command waits for the first: nobody is refused either.
     expect(failures).toEqual([]);
     expect(existing.length).toBe(2 * rounds);
@@ -45,11 +63,28 @@ describe('pool lock between processes', () => {
 
   it('without the native addon the exclusive-create lock is used, with a warning', async () => {
     const box = sandbox();
-    const pool = await box.createPool('pool', { drives: 2, driveSize: '64M', raid: 0, extra: ['--pseg-size', '1M', '--allocation-unit', '1M'] });
+    const pool = await box.createPool('pool', {
+      drives: 2,
+      driveSize: '64M',
+      raid: 0,
+      extra: ['--pseg-size', '1M', '--allocation-unit', '1M'],
+    });
     await writeFile(join(pool, 'lunfs.lock'), JSON.stringify({ pid: deadPid }));
-    const result = await run('env', ['LUNFS_NO_NATIVE=1', process.execPath, lunfsBin, 'lun', 'create', pool, 'fallback', '--size', '1M']);
+    const result = await run('env', [
+      'LUNFS_NO_NATIVE=1',
+      process.execPath,
+      lunfsBin,
+      'lun',
+      'create',
+      pool,
+      'fallback',
+      '--size',
+      '1M',
+    ]);
     expect(result.code, describeRun(result)).toBe(0);
-    expect(result.stderr).toMatch(/the native addon is missing: the pool lock falls back to an exclusive-create file/);
+    expect(result.stderr).toMatch(
+      /the native addon is missing: the pool lock falls back to an exclusive-create file/,
+    );
     expect((await statusJson(pool)).luns.map((lun) => lun.name)).toEqual(['fallback']);
     await lunfsOk('lun', 'rm', pool, 'fallback');
   });

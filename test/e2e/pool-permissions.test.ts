@@ -13,7 +13,16 @@ import { chmod, readFile, stat } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { lunfs, lunfsBin, lunfsOk, run, statusJson, useSandbox, type RunResult, type Sandbox } from './support.js';
+import {
+  lunfs,
+  lunfsBin,
+  lunfsOk,
+  run,
+  statusJson,
+  useSandbox,
+  type RunResult,
+  type Sandbox,
+} from './support.js';
 
 const sandbox = useSandbox('pool-perm');
 
@@ -21,7 +30,14 @@ const nobody = 65534;
 
 /** Runs a command as uid/gid 65534 with no supplementary groups. */
 function asNobody(command: string, args: string[]): Promise<RunResult> {
-  return run('setpriv', [`--reuid=${nobody}`, `--regid=${nobody}`, '--clear-groups', '--', command, ...args]);
+  return run('setpriv', [
+    `--reuid=${nobody}`,
+    `--regid=${nobody}`,
+    '--clear-groups',
+    '--',
+    command,
+    ...args,
+  ]);
 }
 
 function describeRun(result: RunResult): string {
@@ -44,7 +60,12 @@ async function withUmask<T>(mask: number, body: () => Promise<T>): Promise<T> {
 
 /** A small RAID-0 pool with a LUN `db`. */
 async function smallPool(box: Sandbox, name: string): Promise<string> {
-  const pool = await box.createPool(name, { drives: 2, driveSize: '64M', raid: 0, extra: ['--pseg-size', '1M', '--allocation-unit', '1M'] });
+  const pool = await box.createPool(name, {
+    drives: 2,
+    driveSize: '64M',
+    raid: 0,
+    extra: ['--pseg-size', '1M', '--allocation-unit', '1M'],
+  });
   await lunfsOk('lun', 'create', pool, 'db', '--size', '4M');
   return pool;
 }
@@ -71,11 +92,16 @@ describe('pool permissions', () => {
     });
 
     expect(modeOf(await stat(pool))).toBe('700');
-    for (const name of ['pool.json', 'drive-0.img', 'drive-1.img', 'lunfs.lock']) expect(`${name} ${modeOf(await stat(join(pool, name)))}`).toBe(`${name} 600`);
+    for (const name of ['pool.json', 'drive-0.img', 'drive-1.img', 'lunfs.lock'])
+      expect(`${name} ${modeOf(await stat(join(pool, name)))}`).toBe(`${name} 600`);
     const socket = join(pool, 'lunfs.sock');
     expect((await stat(socket)).isSocket()).toBe(true);
     expect(modeOf(await stat(socket))).toBe('600');
-    expect(JSON.parse(await readFile(join(pool, 'lunfs.lock'), 'utf8'))).toEqual({ pid: server.pid, mountpoint, socket });
+    expect(JSON.parse(await readFile(join(pool, 'lunfs.lock'), 'utf8'))).toEqual({
+      pid: server.pid,
+      mountpoint,
+      socket,
+    });
     expect((await statusJson(pool)).warnings).toEqual([]);
 
     // A drive: not readable.
@@ -85,7 +111,9 @@ describe('pool permissions', () => {
     // The CLI: a clear message, no stack trace, nothing removed; EACCES is exit 2 (the README table).
     const status = await asNobody(process.execPath, [lunfsBin, 'status', pool]);
     expect(status.code, describeRun(status)).toBe(2);
-    expect(status.stderr).toMatch(/^lunfs: permission denied reading .*pool\.json: the pool belongs to another user/);
+    expect(status.stderr).toMatch(
+      /^lunfs: permission denied reading .*pool\.json: the pool belongs to another user/,
+    );
     expect(status.stderr).not.toMatch(/\n\s+at /);
     const remove = await asNobody(process.execPath, [lunfsBin, 'lun', 'rm', pool, 'db']);
     expect(remove.code, describeRun(remove)).toBe(2);
@@ -101,13 +129,24 @@ describe('pool permissions', () => {
     await chmod(pool, 0o711);
     await chmod(socket, 0o666);
     for (const request of [{ command: 'status' }, { command: 'lun-rm', name: 'db' }]) {
-      const answer = await asNobody(process.execPath, ['-e', socketClient, socket, JSON.stringify(request)]);
+      const answer = await asNobody(process.execPath, [
+        '-e',
+        socketClient,
+        socket,
+        JSON.stringify(request),
+      ]);
       expect(answer.code, describeRun(answer)).toBe(0);
-      expect(JSON.parse(answer.stdout)).toEqual({ ok: false, code: 'EACCES', message: `permission denied: the control socket ${socket} serves uid 0 (the user that mounted the pool) and root only, not uid ${nobody}` });
+      expect(JSON.parse(answer.stdout)).toEqual({
+        ok: false,
+        code: 'EACCES',
+        message: `permission denied: the control socket ${socket} serves uid 0 (the user that mounted the pool) and root only, not uid ${nobody}`,
+      });
     }
     const after = await statusJson(pool); // root, through the socket
     expect(after.luns.map((lun) => lun.name)).toEqual(['db']);
-    expect(after.warnings).toEqual([`pool directory ${pool} can be entered by its group or other users (mode 0711): chmod go-rwx ${pool}`]);
+    expect(after.warnings).toEqual([
+      `pool directory ${pool} can be entered by its group or other users (mode 0711): chmod go-rwx ${pool}`,
+    ]);
     expect((await server.stop()).code).toBe(0);
     expect(existsSync(socket)).toBe(false);
     expect(existsSync(join(pool, 'lunfs.lock'))).toBe(false);
@@ -130,14 +169,28 @@ describe('pool permissions', () => {
     const mountpoint = box.path('mnt');
     const server = await box.mount(pool, mountpoint);
     expect((await statusJson(pool)).warnings).toEqual(expected);
-    expect(JSON.parse(await readFile(join(mountpoint, 'control', 'status'), 'utf8')).warnings).toEqual(expected);
+    expect(
+      JSON.parse(await readFile(join(mountpoint, 'control', 'status'), 'utf8')).warnings,
+    ).toEqual(expected);
     expect((await server.stop()).code).toBe(0);
     // pool create in a directory the user made open says so.
     const open = await box.mkdir('open');
     await chmod(open, 0o755);
-    const created = await lunfs('pool', 'create', open, '--drives', '2', '--drive-size', '64M', '--raid', '0');
+    const created = await lunfs(
+      'pool',
+      'create',
+      open,
+      '--drives',
+      '2',
+      '--drive-size',
+      '64M',
+      '--raid',
+      '0',
+    );
     expect(created.code, describeRun(created)).toBe(0);
-    expect(created.stderr).toBe(`lunfs: warning: pool directory ${open} can be listed and entered by its group or other users (mode 0755): chmod go-rwx ${open}\n`);
+    expect(created.stderr).toBe(
+      `lunfs: warning: pool directory ${open} can be listed and entered by its group or other users (mode 0755): chmod go-rwx ${open}\n`,
+    );
   });
 
   it('a pool path too long for a socket address: the socket lives in /run/lunfs; mount, status, unmount, mount again', async () => {
@@ -151,14 +204,20 @@ describe('pool permissions', () => {
       // Through the socket: the mount's process creates the LUN and serves it at once.
       await lunfsOk('lun', 'create', pool, `through${mount}`, '--size', '1M');
       expect((await stat(join(mountpoint, 'luns', `through${mount}`))).size).toBe(1024 * 1024);
-      expect((await statusJson(pool)).luns.map((lun) => lun.name)).toEqual(['db', 'through0', ...(mount === 1 ? ['through1'] : [])]);
+      expect((await statusJson(pool)).luns.map((lun) => lun.name)).toEqual([
+        'db',
+        'through0',
+        ...(mount === 1 ? ['through1'] : []),
+      ]);
       // Checked on the second mount: the first one is what the old code got through, bound under a
       // truncated name that its unmount did not remove, so the second mount died with EADDRINUSE.
       if (mount === 0) {
         expect((await server.stop()).code, server.stderr).toBe(0);
         continue;
       }
-      const socket = (JSON.parse(await readFile(join(pool, 'lunfs.lock'), 'utf8')) as { socket: string }).socket;
+      const socket = (
+        JSON.parse(await readFile(join(pool, 'lunfs.lock'), 'utf8')) as { socket: string }
+      ).socket;
       expect(socket).toMatch(/^\/run\/lunfs\/[0-9a-f]{32}\.sock$/);
       expect((await stat(socket)).isSocket()).toBe(true);
       expect(modeOf(await stat(socket))).toBe('600');

@@ -31,7 +31,21 @@ import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import type { SnapshotStatus, StatusJson } from '../../src/volume/controller.js';
 import {
-  MiB, lunfs, lunfsOk, run, runOk, sha256, sha256File, statusJson, treeChecksums, useSandbox, writeRandomFile, type LoopDevice, type MountServer, type RunResult, type Sandbox,
+  MiB,
+  lunfs,
+  lunfsOk,
+  run,
+  runOk,
+  sha256,
+  sha256File,
+  statusJson,
+  treeChecksums,
+  useSandbox,
+  writeRandomFile,
+  type LoopDevice,
+  type MountServer,
+  type RunResult,
+  type Sandbox,
 } from './support.js';
 
 const driveSize = '1G';
@@ -48,7 +62,12 @@ const initialFiles: Record<string, number> = {
   'will-change.bin': 5 * MiB,
   'will-delete.bin': 2 * MiB,
   'dir/will-delete-too.bin': 300 * 1024,
-  ...Object.fromEntries(Array.from({ length: 24 }, (_, index) => [`tree/d${index % 4}/f${index}.bin`, 1000 + index * 7919])),
+  ...Object.fromEntries(
+    Array.from({ length: 24 }, (_, index) => [
+      `tree/d${index % 4}/f${index}.bin`,
+      1000 + index * 7919,
+    ]),
+  ),
 };
 
 async function writeFiles(root: string, files: Record<string, number>): Promise<void> {
@@ -88,7 +107,11 @@ async function changeTree(root: string): Promise<void> {
   await rm(join(root, 'will-delete.bin'));
   await rm(join(root, 'dir', 'will-delete-too.bin'));
   await rm(join(root, 'tree', 'd3'), { recursive: true });
-  await writeFiles(root, { 'new/after.bin': 8 * MiB, 'dir/sub/c.txt': 12345, 'tree/d0/added.bin': 64 * 1024 });
+  await writeFiles(root, {
+    'new/after.bin': 8 * MiB,
+    'dir/sub/c.txt': 12345,
+    'tree/d0/added.bin': 64 * 1024,
+  });
 }
 
 function describeRun(result: RunResult): string {
@@ -105,8 +128,30 @@ function fsckOutput(result: RunResult): string {
 
 /** What names a snapshot and its instant (not its byte counts, which change with the LUN). */
 function identity(entry: SnapshotStatus): unknown {
-  const { name, lun, snapshot, sizeBytes, createdAt, state, invalidReason, reserved, reservedBytes, epoch } = entry;
-  return { name, lun, snapshot, sizeBytes, createdAt, state, invalidReason, reserved, reservedBytes, epoch };
+  const {
+    name,
+    lun,
+    snapshot,
+    sizeBytes,
+    createdAt,
+    state,
+    invalidReason,
+    reserved,
+    reservedBytes,
+    epoch,
+  } = entry;
+  return {
+    name,
+    lun,
+    snapshot,
+    sizeBytes,
+    createdAt,
+    state,
+    invalidReason,
+    reserved,
+    reservedBytes,
+    epoch,
+  };
 }
 
 async function expectFsckClean(box: Sandbox, loop: LoopDevice, what: string): Promise<void> {
@@ -120,7 +165,11 @@ async function expectCleanStop(server: MountServer): Promise<void> {
 }
 
 /** Mounts the snapshot file read-only (losetup -r, mount -o ro,noload), returns its tree, releases it. */
-async function snapshotTree(box: Sandbox, snapshotFile: string, directory: string): Promise<Record<string, string>> {
+async function snapshotTree(
+  box: Sandbox,
+  snapshotFile: string,
+  directory: string,
+): Promise<Record<string, string>> {
   const loop = await box.attachLoopReadOnly(snapshotFile);
   await box.mountExt4With(loop, directory, ['ro', 'noload']);
   try {
@@ -132,7 +181,11 @@ async function snapshotTree(box: Sandbox, snapshotFile: string, directory: strin
 }
 
 /** ext4 on a loop device over the LUN file, mounted at data, the initial tree written and synced, and its checksums. */
-async function ext4WithFiles(box: Sandbox, lunFile: string, data: string): Promise<{ lunLoop: LoopDevice; atSnapshot: Record<string, string> }> {
+async function ext4WithFiles(
+  box: Sandbox,
+  lunFile: string,
+  data: string,
+): Promise<{ lunLoop: LoopDevice; atSnapshot: Record<string, string> }> {
   const lunLoop = await box.attachLoop(lunFile);
   await box.mkfsExt4(lunLoop);
   await box.mountExt4(lunLoop, data);
@@ -162,20 +215,30 @@ describe('snapshots of a mounted ext4', () => {
 
     await expect(stat(snapshotFile), 'no snapshot before the touch').rejects.toThrow(/ENOENT/);
     await runOk('touch', [join(mountpoint, 'control', 'snapshot', 'db@s1')]);
-    expect((await stat(snapshotFile)).size, 'snapshot file size = LUN size at the snapshot').toBe(lunSize);
+    expect((await stat(snapshotFile)).size, 'snapshot file size = LUN size at the snapshot').toBe(
+      lunSize,
+    );
     const listed = await snapshotList(pool);
-    expect(listed.map((entry) => [entry.name, entry.lun, entry.snapshot, entry.state, entry.sizeBytes])).toEqual([['db@s1', 'db', 's1', 'valid', lunSize]]);
+    expect(
+      listed.map((entry) => [entry.name, entry.lun, entry.snapshot, entry.state, entry.sizeBytes]),
+    ).toEqual([['db@s1', 'db', 's1', 'valid', lunSize]]);
 
     await changeTree(data);
     await runOk('sync', ['-f', data]);
     const afterChange = await treeChecksums(data);
     expect(afterChange, 'the changes really changed the tree').not.toEqual(atSnapshot);
-    for (const name of ['medium.bin', 'small.bin', 'will-change.bin']) expect(afterChange[name], `${name} changed`).not.toBe(atSnapshot[name]);
+    for (const name of ['medium.bin', 'small.bin', 'will-change.bin'])
+      expect(afterChange[name], `${name} changed`).not.toBe(atSnapshot[name]);
 
     // The snapshot, read-only: exactly the tree at the snapshot instant.
-    expect(await snapshotTree(box, snapshotFile, snapshotMount), 'the snapshot\'s ext4 (ro,noload), file by file, against the tree at the snapshot').toEqual(atSnapshot);
+    expect(
+      await snapshotTree(box, snapshotFile, snapshotMount),
+      "the snapshot's ext4 (ro,noload), file by file, against the tree at the snapshot",
+    ).toEqual(atSnapshot);
     // The live LUN: the new tree, and its ext4 checks clean once unmounted.
-    expect(await treeChecksums(data), 'the live LUN after reading the snapshot').toEqual(afterChange);
+    expect(await treeChecksums(data), 'the live LUN after reading the snapshot').toEqual(
+      afterChange,
+    );
     await box.umount(data);
     await expectFsckClean(box, lunLoop, 'the LUN after the changes');
     await box.detachLoop(lunLoop);
@@ -184,8 +247,14 @@ describe('snapshots of a mounted ext4', () => {
     // The snapshot, writable: journal replay at mount, new data, clean unmount.
     const writableLoop = await box.attachLoop(snapshotFile);
     await box.mountExt4(writableLoop, snapshotMount);
-    expect(await treeChecksums(snapshotMount), 'the snapshot mounted read-write (journal replayed)').toEqual(atSnapshot);
-    await writeFiles(snapshotMount, { 'written-in-snapshot.bin': 6 * MiB, 'dir/sub/snap-note.txt': 999 });
+    expect(
+      await treeChecksums(snapshotMount),
+      'the snapshot mounted read-write (journal replayed)',
+    ).toEqual(atSnapshot);
+    await writeFiles(snapshotMount, {
+      'written-in-snapshot.bin': 6 * MiB,
+      'dir/sub/snap-note.txt': 999,
+    });
     await rm(join(snapshotMount, 'medium.bin'));
     await patchFile(join(snapshotMount, 'dir', 'large.bin'), 4 * MiB, 128 * 1024);
     await runOk('sync', ['-f', snapshotMount]);
@@ -195,14 +264,22 @@ describe('snapshots of a mounted ext4', () => {
     await box.detachLoop(writableLoop);
     const usage = (await snapshotList(pool)).find((entry) => entry.name === 'db@s1')!;
     expect(usage.state).toBe('valid');
-    expect(usage.exclusiveBytes, 'the snapshot holds at least the 6 MiB file written into it').toBeGreaterThanOrEqual(6 * MiB);
+    expect(
+      usage.exclusiveBytes,
+      'the snapshot holds at least the 6 MiB file written into it',
+    ).toBeGreaterThanOrEqual(6 * MiB);
     expect(usage.sharedBytes, 'a lone snapshot shares nothing').toBe(0);
 
-    expect(await sha256File(lunFile), 'the LUN, byte for byte, after writing into its snapshot').toBe(lunBytes);
+    expect(
+      await sha256File(lunFile),
+      'the LUN, byte for byte, after writing into its snapshot',
+    ).toBe(lunBytes);
     lunLoop = await box.attachLoop(lunFile);
     await expectFsckClean(box, lunLoop, 'the LUN after writing into its snapshot');
     await box.mountExt4(lunLoop, data);
-    expect(await treeChecksums(data), 'the LUN\'s tree after writing into its snapshot').toEqual(afterChange);
+    expect(await treeChecksums(data), "the LUN's tree after writing into its snapshot").toEqual(
+      afterChange,
+    );
     await box.umount(data); // mounting wrote to the LUN (mount count, times): take its sum again
     await box.detachLoop(lunLoop);
     const lunBytesAtStop = await sha256File(lunFile);
@@ -210,7 +287,10 @@ describe('snapshots of a mounted ext4', () => {
     // What was written into the snapshot stays there, also across a clean restart.
     await expectCleanStop(server);
     const second = await box.mount(pool, mountpoint);
-    expect(await snapshotTree(box, snapshotFile, snapshotMount), 'the written snapshot after a restart').toEqual(snapshotWritten);
+    expect(
+      await snapshotTree(box, snapshotFile, snapshotMount),
+      'the written snapshot after a restart',
+    ).toEqual(snapshotWritten);
     expect(await sha256File(lunFile), 'the LUN after a restart').toBe(lunBytesAtStop);
     await expectCleanStop(second);
   }, 240_000);
@@ -264,32 +344,52 @@ describe('snapshots of a mounted ext4', () => {
     expect(second.pid).not.toBe(first.pid);
     const afterKill = await snapshotList(pool);
     // Byte counts may differ: a copy-on-write cut short by the kill is done again later.
-    expect(afterKill.map(identity), 'snapshot list after kill -9').toEqual(beforeKill.map(identity));
+    expect(afterKill.map(identity), 'snapshot list after kill -9').toEqual(
+      beforeKill.map(identity),
+    );
     expect(afterKill.map((entry) => entry.state)).toEqual(['valid', 'valid']);
-    expect(await sha256File(snapshotFile), 'db@s1, byte for byte, after kill -9').toBe(snapshotBytes);
+    expect(await sha256File(snapshotFile), 'db@s1, byte for byte, after kill -9').toBe(
+      snapshotBytes,
+    );
     const rawSnapshot = await readFile(join(mountpoint, 'snapshots', 'raw@before-kill'));
-    expect(rawSnapshot.equals(patternB), 'raw@before-kill holds B, written without fsync right before the snapshot').toBe(true);
+    expect(
+      rawSnapshot.equals(patternB),
+      'raw@before-kill holds B, written without fsync right before the snapshot',
+    ).toBe(true);
     const rawAfter = await readFile(rawFile);
     const badBlocks: number[] = [];
     for (let offset = 0; offset < rawAfter.length; offset += 4096) {
       const block = rawAfter.subarray(offset, offset + 4096);
-      if (!block.equals(patternB.subarray(offset, offset + 4096)) && !block.equals(patternC.subarray(offset, offset + 4096))) badBlocks.push(offset);
+      if (
+        !block.equals(patternB.subarray(offset, offset + 4096)) &&
+        !block.equals(patternC.subarray(offset, offset + 4096))
+      )
+        badBlocks.push(offset);
     }
-    expect(badBlocks, 'raw LUN 4 KiB blocks that are neither B (made durable by the snapshot) nor C (never flushed) after kill -9').toEqual([]);
+    expect(
+      badBlocks,
+      'raw LUN 4 KiB blocks that are neither B (made durable by the snapshot) nor C (never flushed) after kill -9',
+    ).toEqual([]);
 
-    expect(await snapshotTree(box, snapshotFile, snapshotMount), 'the snapshot\'s ext4 after kill -9, file by file').toEqual(atSnapshot);
+    expect(
+      await snapshotTree(box, snapshotFile, snapshotMount),
+      "the snapshot's ext4 after kill -9, file by file",
+    ).toEqual(atSnapshot);
     lunLoop = await box.attachLoop(lunFile);
     await box.mountExt4(lunLoop, data); // replays the LUN's journal
     const lunTree = await treeChecksums(data);
     delete lunTree['not-synced.bin'];
-    expect(lunTree, 'the LUN\'s synced tree after kill -9').toEqual(afterChange);
+    expect(lunTree, "the LUN's synced tree after kill -9").toEqual(afterChange);
     await box.umount(data);
     await expectFsckClean(box, lunLoop, 'the LUN after kill -9 and journal replay');
     await box.detachLoop(lunLoop);
     // The snapshot's own journal replays too, and its ext4 then checks clean.
     const snapshotLoop = await box.attachLoop(snapshotFile);
     await box.mountExt4(snapshotLoop, snapshotMount);
-    expect(await treeChecksums(snapshotMount), 'the snapshot mounted read-write after kill -9').toEqual(atSnapshot);
+    expect(
+      await treeChecksums(snapshotMount),
+      'the snapshot mounted read-write after kill -9',
+    ).toEqual(atSnapshot);
     await box.umount(snapshotMount);
     await expectFsckClean(box, snapshotLoop, 'the snapshot after kill -9 and journal replay');
     await box.detachLoop(snapshotLoop);
@@ -306,7 +406,12 @@ describe('snapshot management and bad input', () => {
    * clean, which also moves the journal).
    */
   async function poolState(pool: string): Promise<unknown> {
-    const { cache: _cache, writeIntent: _writeIntent, metadata: _metadata, ...status } = await statusJson(pool);
+    const {
+      cache: _cache,
+      writeIntent: _writeIntent,
+      metadata: _metadata,
+      ...status
+    } = await statusJson(pool);
     return {
       ...status,
       luns: status.luns.map(({ open: _open, ...rest }) => rest),
@@ -315,7 +420,12 @@ describe('snapshot management and bad input', () => {
   }
 
   /** A refused command: exit code, a one-line `lunfs: ...` message, and no change to the pool. */
-  async function expectRefused(pool: string, args: string[], exitCode: number, message: RegExp): Promise<void> {
+  async function expectRefused(
+    pool: string,
+    args: string[],
+    exitCode: number,
+    message: RegExp,
+  ): Promise<void> {
     const before = await poolState(pool);
     const result = await lunfs(...args);
     expect(result.code, describeRun(result)).toBe(exitCode);
@@ -326,19 +436,30 @@ describe('snapshot management and bad input', () => {
   }
 
   /** Runs `action` (which checks its own failure) and checks that the pool did not change. */
-  async function expectUnchanged(pool: string, what: string, action: () => Promise<void>): Promise<void> {
+  async function expectUnchanged(
+    pool: string,
+    what: string,
+    action: () => Promise<void>,
+  ): Promise<void> {
     const before = await poolState(pool);
     await action();
     expect(await poolState(pool), `pool changed by ${what}`).toEqual(before);
   }
 
   /** A refused shell command on the mountpoint: non-zero exit, the errno's text, and no change to the pool. */
-  async function expectShellRefused(pool: string, command: string, args: string[], message: RegExp): Promise<void> {
+  async function expectShellRefused(
+    pool: string,
+    command: string,
+    args: string[],
+    message: RegExp,
+  ): Promise<void> {
     const before = await poolState(pool);
     const result = await run(command, args);
     expect(result.code, describeRun(result)).not.toBe(0);
     expect(result.stderr, describeRun(result)).toMatch(message);
-    expect(await poolState(pool), `pool changed by \`${command} ${args.join(' ')}\``).toEqual(before);
+    expect(await poolState(pool), `pool changed by \`${command} ${args.join(' ')}\``).toEqual(
+      before,
+    );
   }
 
   it('ls reports epochs, states and preserved bytes; rm and snapshot rm delete; deleting every snapshot frees what the snapshots took; bad input changes nothing', async () => {
@@ -378,25 +499,46 @@ describe('snapshot management and bad input', () => {
       let list = await snapshotList(pool);
       expect(list.map((entry) => entry.name)).toEqual(['db@s1', 'db@s2', 'db@s3']);
       for (const entry of list) {
-        expect(entry, entry.name).toMatchObject({ lun: 'db', snapshot: entry.name.slice(3), sizeBytes: 256 * MiB, state: 'valid', open: 0 });
+        expect(entry, entry.name).toMatchObject({
+          lun: 'db',
+          snapshot: entry.name.slice(3),
+          sizeBytes: 256 * MiB,
+          state: 'valid',
+          open: 0,
+        });
         expect(entry.invalidReason, entry.name).toBeUndefined();
       }
-      expect(list.map((entry) => entry.epoch), 'epochs rise with each snapshot').toEqual([...list.map((entry) => entry.epoch)].sort((a, b) => a - b));
+      expect(
+        list.map((entry) => entry.epoch),
+        'epochs rise with each snapshot',
+      ).toEqual([...list.map((entry) => entry.epoch)].sort((a, b) => a - b));
       expect(new Set(list.map((entry) => entry.epoch)).size).toBe(3);
       const createdAt = Date.parse(list[0]!.createdAt);
-      expect(createdAt, `s1 createdAt ${list[0]!.createdAt} within the command's run`).toBeGreaterThanOrEqual(t0 - 1000);
+      expect(
+        createdAt,
+        `s1 createdAt ${list[0]!.createdAt} within the command's run`,
+      ).toBeGreaterThanOrEqual(t0 - 1000);
       expect(createdAt).toBeLessThanOrEqual(t1 + 1000);
-      expect(list.map((entry) => [entry.name, entry.exclusiveBytes, entry.sharedBytes]), 'exclusive and shared preserved bytes').toEqual([
+      expect(
+        list.map((entry) => [entry.name, entry.exclusiveBytes, entry.sharedBytes]),
+        'exclusive and shared preserved bytes',
+      ).toEqual([
         ['db@s1', 16 * MiB, 8 * MiB],
         ['db@s2', 16 * MiB, 8 * MiB],
         ['db@s3', 0, 0],
       ]);
-      expect(list.map((entry) => [entry.name, entry.reserved, entry.reservedBytes])).toEqual([['db@s1', false, 0], ['db@s2', false, 0], ['db@s3', true, 256 * MiB]]);
+      expect(list.map((entry) => [entry.name, entry.reserved, entry.reservedBytes])).toEqual([
+        ['db@s1', false, 0],
+        ['db@s2', false, 0],
+        ['db@s3', true, 256 * MiB],
+      ]);
       // status --json, control/status and the text listing agree.
       const status = await statusJson(pool);
       expect(status.snapshots).toEqual(list);
       expect(status.luns.find((entry) => entry.name === 'db')).toMatchObject({ snapshots: 3 });
-      const controlStatus = JSON.parse(await readFile(join(mountpoint, 'control', 'status'), 'utf8')) as StatusJson;
+      const controlStatus = JSON.parse(
+        await readFile(join(mountpoint, 'control', 'status'), 'utf8'),
+      ) as StatusJson;
       expect(controlStatus.snapshots).toEqual(list);
       const text = (await lunfsOk('snapshot', 'ls', pool)).stdout;
       for (const name of ['db@s1', 'db@s2', 'db@s3']) expect(text).toContain(name);
@@ -412,18 +554,49 @@ describe('snapshot management and bad input', () => {
       await expectRefused(pool, ['snapshot', 'rm', pool, 'nosuch@s1'], 2, /nosuch/);
       await expectRefused(pool, ['lun', 'rm', pool, 'db'], 1, /snapshot/);
       await expectShellRefused(pool, 'rm', [lunFile], /Device or resource busy/);
-      await expectShellRefused(pool, 'touch', [join(mountpoint, 'control', 'snapshot', 'nosuch@x')], /No such file or directory/);
-      await expectShellRefused(pool, 'rm', [join(mountpoint, 'snapshots', 'db@nosuch')], /No such file or directory/);
-      await expectShellRefused(pool, 'rm', [join(mountpoint, 'snapshots', 'nosuch@s1')], /No such file or directory/);
+      await expectShellRefused(
+        pool,
+        'touch',
+        [join(mountpoint, 'control', 'snapshot', 'nosuch@x')],
+        /No such file or directory/,
+      );
+      await expectShellRefused(
+        pool,
+        'rm',
+        [join(mountpoint, 'snapshots', 'db@nosuch')],
+        /No such file or directory/,
+      );
+      await expectShellRefused(
+        pool,
+        'rm',
+        [join(mountpoint, 'snapshots', 'nosuch@s1')],
+        /No such file or directory/,
+      );
       const snapshotFile = join(mountpoint, 'snapshots', 'db@s3');
-      const tailBefore = await readFile(snapshotFile).then((bytes) => sha256(bytes.subarray(bytes.length - MiB)));
-      await expectShellRefused(pool, 'dd', ['if=/dev/urandom', `of=${snapshotFile}`, 'bs=1M', 'count=1', `seek=${256}`, 'conv=notrunc'], /File too large/);
+      const tailBefore = await readFile(snapshotFile).then((bytes) =>
+        sha256(bytes.subarray(bytes.length - MiB)),
+      );
+      await expectShellRefused(
+        pool,
+        'dd',
+        [
+          'if=/dev/urandom',
+          `of=${snapshotFile}`,
+          'bs=1M',
+          'count=1',
+          `seek=${256}`,
+          'conv=notrunc',
+        ],
+        /File too large/,
+      );
       // Straddling the end in one request: refused whole (a longer write would be split by the
       // kernel into 128 KiB requests, and the ones inside the file would be written).
       await expectUnchanged(pool, 'an 8 KiB write across the end of db@s3', async () => {
         const handle = await open(snapshotFile, 'r+');
         try {
-          await expect(handle.write(randomBytes(8192), 0, 8192, 256 * MiB - 4096)).rejects.toThrow(/EFBIG/);
+          await expect(handle.write(randomBytes(8192), 0, 8192, 256 * MiB - 4096)).rejects.toThrow(
+            /EFBIG/,
+          );
           await expect(handle.write(randomBytes(1), 0, 1, 256 * MiB)).rejects.toThrow(/EFBIG/);
         } finally {
           await handle.close();
@@ -432,11 +605,17 @@ describe('snapshot management and bad input', () => {
       await expectShellRefused(pool, 'truncate', ['-s', '128M', snapshotFile], /Invalid argument/);
       await expectShellRefused(pool, 'truncate', ['-s', '512M', snapshotFile], /Invalid argument/);
       expect((await stat(snapshotFile)).size).toBe(256 * MiB);
-      expect(await readFile(snapshotFile).then((bytes) => sha256(bytes.subarray(bytes.length - MiB))), 'last MiB of db@s3 after the refused writes').toBe(tailBefore);
+      expect(
+        await readFile(snapshotFile).then((bytes) => sha256(bytes.subarray(bytes.length - MiB))),
+        'last MiB of db@s3 after the refused writes',
+      ).toBe(tailBefore);
       expect(await sha256File(snapshotFile), 'db@s3 = the LUN at its instant').toBe(s3Content);
       // An open snapshot (a loop device holds it) cannot be deleted.
       const loop = await box.attachLoopReadOnly(snapshotFile);
-      expect((await snapshotList(pool)).find((entry) => entry.name === 'db@s3')!.open, 'db@s3 open by the loop device').toBeGreaterThan(0);
+      expect(
+        (await snapshotList(pool)).find((entry) => entry.name === 'db@s3')!.open,
+        'db@s3 open by the loop device',
+      ).toBeGreaterThan(0);
       await expectRefused(pool, ['snapshot', 'rm', pool, 'db@s3'], 1, /open/);
       await expectShellRefused(pool, 'rm', [snapshotFile], /Device or resource busy/);
       await box.detachLoop(loop);
@@ -446,14 +625,24 @@ describe('snapshot management and bad input', () => {
       list = await snapshotList(pool);
       expect(list.map((entry) => entry.name)).toEqual(['db@s2', 'db@s3']);
       await expect(stat(join(mountpoint, 'snapshots', 'db@s1'))).rejects.toThrow(/ENOENT/);
-      expect((await lunfsOk('snapshot', 'rm', pool, 'db@s2')).stdout).toMatch(/snapshot db@s2 removed/);
+      expect((await lunfsOk('snapshot', 'rm', pool, 'db@s2')).stdout).toMatch(
+        /snapshot db@s2 removed/,
+      );
       expect((await snapshotList(pool)).map((entry) => entry.name)).toEqual(['db@s3']);
       await lunfsOk('snapshot', 'rm', pool, 'db@s3');
       expect(await snapshotList(pool)).toEqual([]);
-      expect((await statusJson(pool)).pool.freeBytes, 'free space once every snapshot is deleted = before the first').toBe(freeBefore);
-      expect((await statusJson(pool)).luns.find((entry) => entry.name === 'db')).toMatchObject({ snapshots: 0 });
+      expect(
+        (await statusJson(pool)).pool.freeBytes,
+        'free space once every snapshot is deleted = before the first',
+      ).toBe(freeBefore);
+      expect((await statusJson(pool)).luns.find((entry) => entry.name === 'db')).toMatchObject({
+        snapshots: 0,
+      });
       await overwrite(0, 48 * MiB); // the LUN goes on without snapshots: nothing is preserved any more
-      expect((await statusJson(pool)).pool.freeBytes, 'free space after writes with no snapshot left').toBe(freeBefore);
+      expect(
+        (await statusJson(pool)).pool.freeBytes,
+        'free space after writes with no snapshot left',
+      ).toBe(freeBefore);
     } finally {
       await lun.close();
     }
@@ -464,11 +653,16 @@ describe('snapshot management and bad input', () => {
     const offlineCreate = await lunfsOk('snapshot', pool, 'db@offline');
     expect(offlineCreate.stdout).toMatch(/snapshot db@offline created/);
     const offlineList = await snapshotList(pool);
-    expect(offlineList.map((entry) => [entry.name, entry.state, entry.sizeBytes])).toEqual([['db@offline', 'valid', 256 * MiB]]);
+    expect(offlineList.map((entry) => [entry.name, entry.state, entry.sizeBytes])).toEqual([
+      ['db@offline', 'valid', 256 * MiB],
+    ]);
     await expectRefused(pool, ['snapshot', pool, 'db@offline'], 2, /exists/);
     await expectRefused(pool, ['lun', 'rm', pool, 'db'], 1, /snapshot/);
     const again = await box.mount(pool, mountpoint);
-    expect(await sha256File(join(mountpoint, 'snapshots', 'db@offline')), 'a snapshot taken offline = the LUN').toBe(lunContent);
+    expect(
+      await sha256File(join(mountpoint, 'snapshots', 'db@offline')),
+      'a snapshot taken offline = the LUN',
+    ).toBe(lunContent);
     await lunfsOk('snapshot', 'rm', pool, 'db@offline');
     await lunfsOk('lun', 'rm', pool, 'db'); // no snapshot left: the LUN can go
     expect((await statusJson(pool)).luns.map((entry) => entry.name)).toEqual(['other']);

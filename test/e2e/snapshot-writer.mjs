@@ -36,7 +36,10 @@ export const issuedKind = 1;
 export const completedKind = 2;
 
 function blockHash(block) {
-  return createHash('sha256').update(block.subarray(0, 32)).update(block.subarray(headerBytes)).digest();
+  return createHash('sha256')
+    .update(block.subarray(0, 32))
+    .update(block.subarray(headerBytes))
+    .digest();
 }
 
 function fillBlock(block, runId, blockIndex, seq) {
@@ -50,7 +53,8 @@ function fillBlock(block, runId, blockIndex, seq) {
 }
 
 async function main() {
-  const [file, journalPath, runIdText, offsetText, blocksText, maxText, depthText] = process.argv.slice(2);
+  const [file, journalPath, runIdText, offsetText, blocksText, maxText, depthText] =
+    process.argv.slice(2);
   const runId = Number(runIdText);
   const regionOffset = Number(offsetText);
   const regionBlocks = Number(blocksText);
@@ -73,11 +77,24 @@ async function main() {
   let failed;
   const inFlight = new Map(); // seq -> [first, count]
   let wake;
-  process.stdin.on('data', () => {}).on('end', () => { stopping = true; wake?.(); }).on('error', () => { stopping = true; wake?.(); });
-  process.on('SIGTERM', () => { stopping = true; wake?.(); });
+  process.stdin
+    .on('data', () => {})
+    .on('end', () => {
+      stopping = true;
+      wake?.();
+    })
+    .on('error', () => {
+      stopping = true;
+      wake?.();
+    });
+  process.on('SIGTERM', () => {
+    stopping = true;
+    wake?.();
+  });
 
   const overlaps = (first, count) => {
-    for (const [otherFirst, otherCount] of inFlight.values()) if (first < otherFirst + otherCount && otherFirst < first + count) return true;
+    for (const [otherFirst, otherCount] of inFlight.values())
+      if (first < otherFirst + otherCount && otherFirst < first + count) return true;
     return false;
   };
   const pick = () => {
@@ -98,22 +115,32 @@ async function main() {
     issued += 1;
     const seq = issued;
     const buffer = Buffer.alloc(count * blockBytes);
-    for (let index = 0; index < count; index += 1) fillBlock(buffer.subarray(index * blockBytes, (index + 1) * blockBytes), runId, first + index, seq);
+    for (let index = 0; index < count; index += 1)
+      fillBlock(
+        buffer.subarray(index * blockBytes, (index + 1) * blockBytes),
+        runId,
+        first + index,
+        seq,
+      );
     inFlight.set(seq, [first, count]);
     log(issuedKind, seq, first, count);
-    handle.write(buffer, 0, buffer.length, regionOffset + first * blockBytes).then(
-      ({ bytesWritten }) => {
-        if (bytesWritten !== buffer.length) throw new Error(`short write: ${bytesWritten} of ${buffer.length} bytes at block ${first}`);
+    handle
+      .write(buffer, 0, buffer.length, regionOffset + first * blockBytes)
+      .then(({ bytesWritten }) => {
+        if (bytesWritten !== buffer.length)
+          throw new Error(
+            `short write: ${bytesWritten} of ${buffer.length} bytes at block ${first}`,
+          );
         log(completedKind, seq, first, count);
         completed += 1;
         inFlight.delete(seq);
         wake?.();
-      },
-    ).catch((error) => {
-      failed ??= error;
-      inFlight.delete(seq);
-      wake?.();
-    });
+      })
+      .catch((error) => {
+        failed ??= error;
+        inFlight.delete(seq);
+        wake?.();
+      });
   };
 
   while (!stopping && !failed) {

@@ -24,7 +24,9 @@ export const lunfsBin = join(repoRoot, 'bin', 'lunfs');
 export const MiB = 1024 * 1024;
 
 if (!existsSync(join(repoRoot, 'dist', 'bin.js'))) {
-  throw new Error(`${join(repoRoot, 'dist', 'bin.js')} is missing: run \`make build\` before the e2e tests`);
+  throw new Error(
+    `${join(repoRoot, 'dist', 'bin.js')} is missing: run \`make build\` before the e2e tests`,
+  );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -45,10 +47,17 @@ process.once('exit', () => {
 });
 
 /** Runs a command to completion; never throws on a non-zero exit (see runOk). */
-export function run(command: string, args: string[], options: { timeoutMs?: number; cwd?: string } = {}): Promise<RunResult> {
+export function run(
+  command: string,
+  args: string[],
+  options: { timeoutMs?: number; cwd?: string } = {},
+): Promise<RunResult> {
   const timeoutMs = options.timeoutMs ?? 60_000;
   return new Promise((resolve, reject) => {
-    const child = spawn(command, args, { cwd: options.cwd ?? repoRoot, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(command, args, {
+      cwd: options.cwd ?? repoRoot,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     liveChildren.add(child);
     let stdout = '';
     let stderr = '';
@@ -72,10 +81,16 @@ export function run(command: string, args: string[], options: { timeoutMs?: numb
 }
 
 /** Runs a command and throws (with its stderr) unless it exits 0. */
-export async function runOk(command: string, args: string[], options: { timeoutMs?: number; cwd?: string } = {}): Promise<RunResult> {
+export async function runOk(
+  command: string,
+  args: string[],
+  options: { timeoutMs?: number; cwd?: string } = {},
+): Promise<RunResult> {
   const result = await run(command, args, options);
   if (result.code !== 0) {
-    throw new Error(`\`${result.command}\` failed (exit ${result.code ?? result.signal}):\n${result.stderr}${result.stdout}`);
+    throw new Error(
+      `\`${result.command}\` failed (exit ${result.code ?? result.signal}):\n${result.stderr}${result.stdout}`,
+    );
   }
   return result;
 }
@@ -104,15 +119,25 @@ export interface MountEntry {
 }
 
 function unescapeMountField(field: string): string {
-  return field.replace(/\\([0-7]{3})/g, (_, octal: string) => String.fromCharCode(parseInt(octal, 8)));
+  return field.replace(/\\([0-7]{3})/g, (_, octal: string) =>
+    String.fromCharCode(parseInt(octal, 8)),
+  );
 }
 
 export async function mountsUnder(root: string): Promise<MountEntry[]> {
   const text = await readFile('/proc/mounts', 'utf8');
-  return text.split('\n').filter(Boolean).map((line) => {
-    const [source, mountpoint, type] = line.split(' ');
-    return { source: unescapeMountField(source!), mountpoint: unescapeMountField(mountpoint!), type: type! };
-  }).filter((entry) => entry.mountpoint === root || entry.mountpoint.startsWith(root + '/'));
+  return text
+    .split('\n')
+    .filter(Boolean)
+    .map((line) => {
+      const [source, mountpoint, type] = line.split(' ');
+      return {
+        source: unescapeMountField(source!),
+        mountpoint: unescapeMountField(mountpoint!),
+        type: type!,
+      };
+    })
+    .filter((entry) => entry.mountpoint === root || entry.mountpoint.startsWith(root + '/'));
 }
 
 export async function mountEntriesAt(mountpoint: string): Promise<MountEntry[]> {
@@ -171,7 +196,9 @@ export async function listLoops(): Promise<Array<{ device: string; backingFile: 
 export const testFront = process.env['LUNFS_TEST_FRONT'];
 
 function withTestFront(args: string[]): string[] {
-  return testFront === undefined || args.includes('--front') ? args : [...args, '--front', testFront];
+  return testFront === undefined || args.includes('--front')
+    ? args
+    : [...args, '--front', testFront];
 }
 
 export class MountServer {
@@ -182,8 +209,16 @@ export class MountServer {
   private exitStatus: { code: number | null; signal: NodeJS.Signals | null } | undefined;
 
   /** bin: the CLI to run (another build of lunfs; default this checkout's bin/lunfs). */
-  constructor(readonly poolDirectory: string, readonly mountpoint: string, args: string[], bin = lunfsBin) {
-    this.child = spawn(process.execPath, [bin, 'mount', poolDirectory, mountpoint, ...args], { cwd: repoRoot, stdio: ['ignore', 'pipe', 'pipe'] });
+  constructor(
+    readonly poolDirectory: string,
+    readonly mountpoint: string,
+    args: string[],
+    bin = lunfsBin,
+  ) {
+    this.child = spawn(process.execPath, [bin, 'mount', poolDirectory, mountpoint, ...args], {
+      cwd: repoRoot,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     liveChildren.add(this.child);
     this.child.stdout!.setEncoding('utf8').on('data', (chunk: string) => (this.stdout += chunk));
     this.child.stderr!.setEncoding('utf8').on('data', (chunk: string) => (this.stderr += chunk));
@@ -208,8 +243,14 @@ export class MountServer {
   async ready(timeoutMs = 30_000): Promise<void> {
     const deadline = Date.now() + timeoutMs;
     while (!/lunfs: pool .* mounted at /.test(this.stdout)) {
-      if (!this.running) throw new Error(`lunfs mount exited (${JSON.stringify(this.exitStatus)}) before it was ready:\n${this.stderr}${this.stdout}`);
-      if (Date.now() > deadline) throw new Error(`lunfs mount not ready after ${timeoutMs} ms:\n${this.stderr}${this.stdout}`);
+      if (!this.running)
+        throw new Error(
+          `lunfs mount exited (${JSON.stringify(this.exitStatus)}) before it was ready:\n${this.stderr}${this.stdout}`,
+        );
+      if (Date.now() > deadline)
+        throw new Error(
+          `lunfs mount not ready after ${timeoutMs} ms:\n${this.stderr}${this.stdout}`,
+        );
       await sleep(20);
     }
   }
@@ -221,7 +262,9 @@ export class MountServer {
     const outcome = await Promise.race([this.exited, sleep(timeoutMs).then(() => undefined)]);
     if (outcome) return outcome;
     await this.kill();
-    throw new Error(`lunfs mount (pid ${this.pid}) did not stop within ${timeoutMs} ms of SIGTERM; killed it:\n${this.stderr}`);
+    throw new Error(
+      `lunfs mount (pid ${this.pid}) did not stop within ${timeoutMs} ms of SIGTERM; killed it:\n${this.stderr}`,
+    );
   }
 
   /**
@@ -236,7 +279,11 @@ export class MountServer {
 }
 
 async function lazyUnmountFuse(mountpoint: string): Promise<void> {
-  for (let attempt = 0; attempt < 5 && (await mountEntriesAt(mountpoint)).length > 0; attempt += 1) {
+  for (
+    let attempt = 0;
+    attempt < 5 && (await mountEntriesAt(mountpoint)).length > 0;
+    attempt += 1
+  ) {
     const result = await run('fusermount', ['-uz', mountpoint], { timeoutMs: 10_000 });
     if (result.code !== 0) await run('umount', ['-l', mountpoint], { timeoutMs: 10_000 });
   }
@@ -278,19 +325,40 @@ export class Sandbox {
   /** `lunfs pool create` of sparse file drives in ROOT/NAME; returns the pool directory. */
   async createPool(name: string, options: PoolOptions): Promise<string> {
     const directory = this.path(name);
-    await lunfsOk('pool', 'create', directory, '--drives', String(options.drives ?? 4), '--drive-size', options.driveSize ?? '256M', '--raid', String(options.raid), ...(options.extra ?? []));
+    await lunfsOk(
+      'pool',
+      'create',
+      directory,
+      '--drives',
+      String(options.drives ?? 4),
+      '--drive-size',
+      options.driveSize ?? '256M',
+      '--raid',
+      String(options.raid),
+      ...(options.extra ?? []),
+    );
     return directory;
   }
 
   /** Starts `lunfs mount` in the background and waits for its ready line. */
-  async mount(poolDirectory: string, mountpoint: string, args: string[] = [], bin?: string): Promise<MountServer> {
+  async mount(
+    poolDirectory: string,
+    mountpoint: string,
+    args: string[] = [],
+    bin?: string,
+  ): Promise<MountServer> {
     const server = this.spawnMount(poolDirectory, mountpoint, args, bin);
     await server.ready();
     return server;
   }
 
   /** Starts `lunfs mount` without waiting (for mounts expected to fail). */
-  spawnMount(poolDirectory: string, mountpoint: string, args: string[] = [], bin?: string): MountServer {
+  spawnMount(
+    poolDirectory: string,
+    mountpoint: string,
+    args: string[] = [],
+    bin?: string,
+  ): MountServer {
     const server = new MountServer(poolDirectory, mountpoint, withTestFront(args), bin);
     this.servers.add(server);
     return server;
@@ -310,7 +378,8 @@ export class Sandbox {
   async attachLoopReadOnly(file: string): Promise<LoopDevice> {
     const device = (await runOk('losetup', ['-r', '-f', '--show', file])).stdout.trim();
     const diskseq = await readSysfs(join(sysfsLoop(device), 'diskseq'));
-    if (diskseq === undefined) throw new Error(`losetup -r attached ${device} but it has no diskseq`);
+    if (diskseq === undefined)
+      throw new Error(`losetup -r attached ${device} but it has no diskseq`);
     const loop = { device, backingFile: file, diskseq };
     this.loops.push(loop);
     this.attachedLoops.push(loop);
@@ -342,7 +411,9 @@ export class Sandbox {
   /** Like mountExt4, with mount options: e.g. ['ro', 'noload'] for a snapshot of a mounted ext4. */
   async mountExt4With(loop: LoopDevice, directory: string, options: string[]): Promise<void> {
     await mkdir(directory, { recursive: true });
-    await runOk('mount', ['-t', 'ext4', '-o', options.join(','), loop.device, directory], { timeoutMs: 60_000 });
+    await runOk('mount', ['-t', 'ext4', '-o', options.join(','), loop.device, directory], {
+      timeoutMs: 60_000,
+    });
     this.ext4Mounts.push(directory);
   }
 
@@ -391,12 +462,19 @@ export class Sandbox {
   /** What is still left of this sandbox in the kernel: mounts under it, loop devices on its files. */
   async leftovers(): Promise<string[]> {
     const found: string[] = [];
-    for (const entry of await mountsUnder(this.root)) found.push(`mount ${entry.type} at ${entry.mountpoint}`);
-    for (const loop of this.attachedLoops) if (await stillOurs(loop)) found.push(`loop device ${loop.device} on ${loop.backingFile}`);
+    for (const entry of await mountsUnder(this.root))
+      found.push(`mount ${entry.type} at ${entry.mountpoint}`);
+    for (const loop of this.attachedLoops)
+      if (await stillOurs(loop)) found.push(`loop device ${loop.device} on ${loop.backingFile}`);
     for (const loop of await listLoops()) {
-      if (loop.backingFile.startsWith(this.root + '/') && !found.some((line) => line.startsWith(`loop device ${loop.device} `))) found.push(`loop device ${loop.device} on ${loop.backingFile}`);
+      if (
+        loop.backingFile.startsWith(this.root + '/') &&
+        !found.some((line) => line.startsWith(`loop device ${loop.device} `))
+      )
+        found.push(`loop device ${loop.device} on ${loop.backingFile}`);
     }
-    for (const server of this.servers) if (server.running) found.push(`lunfs mount pid ${server.pid}`);
+    for (const server of this.servers)
+      if (server.running) found.push(`lunfs mount pid ${server.pid}`);
     return found;
   }
 
@@ -409,7 +487,8 @@ export class Sandbox {
       await sleep(100);
       left = await this.leftovers();
     }
-    if (left.length > 0) throw new Error(`e2e sandbox ${this.root} left behind:\n  ${left.join('\n  ')}`);
+    if (left.length > 0)
+      throw new Error(`e2e sandbox ${this.root} left behind:\n  ${left.join('\n  ')}`);
     await rm(this.root, { recursive: true, force: true });
   }
 }
@@ -468,7 +547,12 @@ export async function sha256File(path: string, length?: number): Promise<string>
     const total = length ?? (await handle.stat()).size;
     const buffer = Buffer.alloc(MiB);
     for (let done = 0; done < total;) {
-      const { bytesRead } = await handle.read(buffer, 0, Math.min(buffer.length, total - done), done);
+      const { bytesRead } = await handle.read(
+        buffer,
+        0,
+        Math.min(buffer.length, total - done),
+        done,
+      );
       if (bytesRead === 0) throw new Error(`${path}: short read at ${done} of ${total}`);
       hash.update(buffer.subarray(0, bytesRead));
       done += bytesRead;

@@ -5,7 +5,15 @@
 
 import { describe, expect, it } from 'vitest';
 import { formatVersion, oldestReadableFormatVersion } from '../../src/meta/checksum.js';
-import { decodeDriveHeader, driveHeaderBytes, encodeDriveHeader, labelCountOf, tailLabelOffsetBytes, tailLabelReserveBytes, type DriveHeader } from '../../src/meta/drive-header.js';
+import {
+  decodeDriveHeader,
+  driveHeaderBytes,
+  encodeDriveHeader,
+  labelCountOf,
+  tailLabelOffsetBytes,
+  tailLabelReserveBytes,
+  type DriveHeader,
+} from '../../src/meta/drive-header.js';
 import { SeededRandom } from '../../src/util/clock.js';
 import { silentLogger } from '../../src/util/logger.js';
 import { Pool } from '../../src/volume/pool.js';
@@ -37,7 +45,9 @@ describe('drive header', () => {
     const encoded = encodeDriveHeader(header);
     expect(encoded.length).toBe(driveHeaderBytes);
     expect(decodeDriveHeader(encoded)).toEqual({ ok: true, header });
-    expect(decodeDriveHeader(encodeDriveHeader({ ...header, holdsQuorumCopy: false, driveIndex: 0 }))).toEqual({ ok: true, header: { ...header, holdsQuorumCopy: false, driveIndex: 0 } });
+    expect(
+      decodeDriveHeader(encodeDriveHeader({ ...header, holdsQuorumCopy: false, driveIndex: 0 })),
+    ).toEqual({ ok: true, header: { ...header, holdsQuorumCopy: false, driveIndex: 0 } });
   });
 
   it('says a blank or foreign drive is not a lunfs drive', () => {
@@ -55,7 +65,9 @@ describe('drive header', () => {
       encoded.writeUInt32LE(version, 8);
       const decoded = decodeDriveHeader(encoded);
       expect(decoded.ok).toBe(false);
-      expect(!decoded.ok && decoded.reason).toMatch(new RegExp(`version ${version} is not supported`));
+      expect(!decoded.ok && decoded.reason).toMatch(
+        new RegExp(`version ${version} is not supported`),
+      );
     }
   });
 
@@ -71,14 +83,19 @@ describe('drive header', () => {
   it('catches a flipped bit anywhere in the 4 KiB', () => {
     const encoded = encodeDriveHeader(header);
     const random = new SeededRandom(4);
-    const positions = [...Array(200).keys(), ...Array.from({ length: 300 }, () => 200 + random.integer(driveHeaderBytes - 200))];
+    const positions = [
+      ...Array(200).keys(),
+      ...Array.from({ length: 300 }, () => 200 + random.integer(driveHeaderBytes - 200)),
+    ];
     for (const byte of positions) {
       const bit = byte % 8;
       const damaged = Buffer.from(encoded);
       damaged[byte] = damaged[byte]! ^ (1 << bit);
       const decoded = decodeDriveHeader(damaged);
       expect(decoded.ok, `bit ${bit} of byte ${byte} flipped went unnoticed`).toBe(false);
-      expect(!decoded.ok && decoded.reason, `byte ${byte}`).toMatch(/magic|version|checksum mismatch/);
+      expect(!decoded.ok && decoded.reason, `byte ${byte}`).toMatch(
+        /magic|version|checksum mismatch/,
+      );
     }
   });
 
@@ -103,7 +120,9 @@ describe('drive header', () => {
     for (const drive of drives) drive.reopen();
     const opened = await Pool.open(drives, { clock: { nowMs: () => 0 }, log: silentLogger() });
     expect(opened.health.failedDrives()).toEqual([]);
-    expect(opened.labelDamage[1]).toEqual([{ position: 'head', reason: expect.stringMatching(/checksum mismatch/) }]);
+    expect(opened.labelDamage[1]).toEqual([
+      { position: 'head', reason: expect.stringMatching(/checksum mismatch/) },
+    ]);
     expect(opened.health.integrity.labelRepairs).toBe(1);
     await opened.close();
     drives[1]!.reopen();

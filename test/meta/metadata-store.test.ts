@@ -15,8 +15,19 @@
 import { describe, expect, it } from 'vitest';
 import { MemoryDrive } from '../../src/drive/memory-drive.js';
 import type { Drive } from '../../src/drive/drive.js';
-import { MetadataStore, recordHeaderBytes, type CopyReport, type QuorumCopy, type QuorumLayout } from '../../src/meta/metadata-store.js';
-import { applyMetadataOp, type MetadataOp, type PoolMetadata, type RStoreRecord } from '../../src/meta/pool-metadata.js';
+import {
+  MetadataStore,
+  recordHeaderBytes,
+  type CopyReport,
+  type QuorumCopy,
+  type QuorumLayout,
+} from '../../src/meta/metadata-store.js';
+import {
+  applyMetadataOp,
+  type MetadataOp,
+  type PoolMetadata,
+  type RStoreRecord,
+} from '../../src/meta/pool-metadata.js';
 import { isLunfsError } from '../../src/util/errors.js';
 import { silentLogger } from '../../src/util/logger.js';
 import { KiB, MiB } from '../../src/util/sizes.js';
@@ -27,7 +38,11 @@ import { describeMetadata, formatMemoryPool, reopenMemoryPool } from '../support
 import { ScriptedCrash } from '../support/scripted-crash.js';
 import { SessionDrive } from '../support/session-drive.js';
 
-const layout: QuorumLayout = { quorumOffsetBytes: 4096, checkpointSlotBytes: 64 * KiB, journalBytes: 64 * KiB };
+const layout: QuorumLayout = {
+  quorumOffsetBytes: 4096,
+  checkpointSlotBytes: 64 * KiB,
+  journalBytes: 64 * KiB,
+};
 const journalStartBytes = layout.quorumOffsetBytes + 2 * layout.checkpointSlotBytes;
 const driveSizeBytes = 512 * KiB;
 const log = silentLogger();
@@ -38,8 +53,23 @@ function slotOffsetBytes(slot: number): number {
 
 function emptyMetadata(poolUuid = 'aaaaaaaa-bbbb-4ccc-8ddd-eeeeeeeeeeee'): PoolMetadata {
   return {
-    config: { poolUuid, createdAtMs: 1, raidLevel: 0, psegSizeBytes: 256 * KiB, allocationUnitBytes: 64 * KiB, stripeUnitBytes: 16 * KiB, lmapEntryCount: 2048 },
-    drives: [0, 1, 2].map((index) => ({ index, uuid: `drive-${index}`, sizeBytes: driveSizeBytes, psegCount: 8, zeroedAtCreation: true, rssId: 0 })),
+    config: {
+      poolUuid,
+      createdAtMs: 1,
+      raidLevel: 0,
+      psegSizeBytes: 256 * KiB,
+      allocationUnitBytes: 64 * KiB,
+      stripeUnitBytes: 16 * KiB,
+      lmapEntryCount: 2048,
+    },
+    drives: [0, 1, 2].map((index) => ({
+      index,
+      uuid: `drive-${index}`,
+      sizeBytes: driveSizeBytes,
+      psegCount: 8,
+      zeroedAtCreation: true,
+      rssId: 0,
+    })),
     rss: [{ id: 0, driveIndexes: [0, 1, 2] }],
     rstores: new Map(),
     luns: new Map(),
@@ -52,7 +82,14 @@ function emptyMetadata(poolUuid = 'aaaaaaaa-bbbb-4ccc-8ddd-eeeeeeeeeeee'): PoolM
 }
 
 function rstore(id: number): RStoreRecord {
-  return { id, rssId: 0, raidLevel: 0, members: [0, 1, 2].map((driveIndex) => ({ driveIndex, psegIndex: id - 1 })), rsegCount: 12, rsegFresh: '1'.repeat(12) };
+  return {
+    id,
+    rssId: 0,
+    raidLevel: 0,
+    members: [0, 1, 2].map((driveIndex) => ({ driveIndex, psegIndex: id - 1 })),
+    rsegCount: 12,
+    rsegFresh: '1'.repeat(12),
+  };
 }
 
 /** Batch number k (1-based): a new RStore and a LUN, and a few mappings of earlier LUNs. */
@@ -61,7 +98,15 @@ function batch(k: number, mapOps = 3): MetadataOp[] {
     { kind: 'rstore-create', rstore: rstore(k) },
     { kind: 'lun-create', lunId: k, name: `lun-${k}`, sizeBytes: 1 << 20, createdAtMs: 1000 + k },
   ];
-  for (let index = 0; index < mapOps; index += 1) ops.push({ kind: 'map', lunId: k, unitIndex: index % 16, rstoreId: k, rsegIndex: index % 12, flags: 0 });
+  for (let index = 0; index < mapOps; index += 1)
+    ops.push({
+      kind: 'map',
+      lunId: k,
+      unitIndex: index % 16,
+      rstoreId: k,
+      rsegIndex: index % 12,
+      flags: 0,
+    });
   return ops;
 }
 
@@ -78,7 +123,9 @@ function makeDrives(name = 'meta'): MemoryDrive[] {
   return [0, 1, 2].map((index) => new MemoryDrive(`${name}${index}`, driveSizeBytes));
 }
 
-async function openOn(drives: Drive[]): Promise<{ store: MetadataStore; metadata: PoolMetadata; reports: CopyReport[] }> {
+async function openOn(
+  drives: Drive[],
+): Promise<{ store: MetadataStore; metadata: PoolMetadata; reports: CopyReport[] }> {
   return MetadataStore.open(copiesOf(drives), layout, log);
 }
 
@@ -87,15 +134,29 @@ function statesOf(reports: CopyReport[]): string[] {
 }
 
 /** Starts a commit, parks it with its records written but not flushed, and cuts the power with one scripted fate per drive. */
-async function crashDuringCommit(store: MetadataStore, views: SessionDrive[], ops: MetadataOp[], fates: ScriptedCrash[]): Promise<SessionDrive[]> {
+async function crashDuringCommit(
+  store: MetadataStore,
+  views: SessionDrive[],
+  ops: MetadataOp[],
+  fates: ScriptedCrash[],
+): Promise<SessionDrive[]> {
   for (const view of views) view.holdFlushes();
-  const commit = store.commit(ops).then(() => 'committed', (error: unknown) => error);
-  for (let turn = 0; turn < 100 && views.some((view) => view.heldFlushCount === 0); turn += 1) await Promise.resolve();
-  expect(views.map((view) => view.heldFlushCount), 'every copy has its record written and its flush parked').toEqual([1, 1, 1]);
+  const commit = store.commit(ops).then(
+    () => 'committed',
+    (error: unknown) => error,
+  );
+  for (let turn = 0; turn < 100 && views.some((view) => view.heldFlushCount === 0); turn += 1)
+    await Promise.resolve();
+  expect(
+    views.map((view) => view.heldFlushCount),
+    'every copy has its record written and its flush parked',
+  ).toEqual([1, 1, 1]);
   expect(views.map((view) => view.inner.unflushedWriteCount)).toEqual([1, 1, 1]);
   for (const view of views) view.fence();
   views.forEach((view, index) => view.inner.crash(fates[index]!));
-  expect(isLunfsError(await commit, 'EIO'), 'the interrupted commit is never acknowledged').toBe(true);
+  expect(isLunfsError(await commit, 'EIO'), 'the interrupted commit is never acknowledged').toBe(
+    true,
+  );
   return views.map((view) => new SessionDrive(view.inner));
 }
 
@@ -109,12 +170,20 @@ describe('MetadataStore', () => {
     const drives = makeDrives();
     const store = await MetadataStore.format(copiesOf(drives), layout, emptyMetadata(), log);
     const batches = [1, 2, 3, 4, 5].map((k) => batch(k));
-    batches.push([{ kind: 'unmap', lunId: 2, unitIndex: 1 }, { kind: 'lun-resize', lunId: 3, sizeBytes: 4 << 20 }, { kind: 'lun-remove', lunId: 4 }]);
+    batches.push([
+      { kind: 'unmap', lunId: 2, unitIndex: 1 },
+      { kind: 'lun-resize', lunId: 3, sizeBytes: 4 << 20 },
+      { kind: 'lun-remove', lunId: 4 },
+    ]);
     for (const ops of batches) await store.commit(ops);
     const { metadata, reports } = await openOn(drives);
     expect(describeMetadata(metadata)).toEqual(describeMetadata(applied(batches)));
     expect(statesOf(reports)).toEqual(['good', 'good', 'good']);
-    expect(reports.map((report) => [report.generation, report.sequence])).toEqual([[1, 6], [1, 6], [1, 6]]);
+    expect(reports.map((report) => [report.generation, report.sequence])).toEqual([
+      [1, 6],
+      [1, 6],
+      [1, 6],
+    ]);
     expect(reports.flatMap((report) => report.problems)).toEqual([]);
   });
 
@@ -129,12 +198,16 @@ describe('MetadataStore', () => {
       expect(store.journalFillRatio).toBeLessThanOrEqual(1);
       if (k === journalRecords || k === journalRecords + 1 || k % 7 === 0) {
         const { metadata, reports } = await openOn(drives);
-        expect(describeMetadata(metadata), `after batch ${k}`).toEqual(describeMetadata(applied(batches)));
+        expect(describeMetadata(metadata), `after batch ${k}`).toEqual(
+          describeMetadata(applied(batches)),
+        );
         expect(statesOf(reports)).toEqual(['good', 'good', 'good']);
       }
     }
     const { metadata, reports } = await openOn(drives);
-    expect(reports[0]!.generation, 'the journal wrapped into checkpoints').toBeGreaterThanOrEqual(3);
+    expect(reports[0]!.generation, 'the journal wrapped into checkpoints').toBeGreaterThanOrEqual(
+      3,
+    );
     expect(describeMetadata(metadata)).toEqual(describeMetadata(applied(batches)));
   });
 
@@ -142,17 +215,33 @@ describe('MetadataStore', () => {
     const drives = makeDrives();
     const store = await MetadataStore.format(copiesOf(drives), layout, emptyMetadata(), log);
     const big = batch(1, 0);
-    for (let unit = 0; unit < 1000; unit += 1) big.push({ kind: 'map', lunId: 1, unitIndex: unit % 16, rstoreId: 1, rsegIndex: unit % 12, flags: unit % 3 });
+    for (let unit = 0; unit < 1000; unit += 1)
+      big.push({
+        kind: 'map',
+        lunId: 1,
+        unitIndex: unit % 16,
+        rstoreId: 1,
+        rsegIndex: unit % 12,
+        flags: unit % 3,
+      });
     expect(Buffer.byteLength(JSON.stringify(big))).toBeGreaterThan(layout.journalBytes);
     await store.commit(big);
     await store.commit(batch(2));
     const { metadata, reports } = await openOn(drives);
     expect(describeMetadata(metadata)).toEqual(describeMetadata(applied([big, batch(2)])));
-    expect(reports.map((report) => [report.generation, report.sequence])).toEqual([[2, 1], [2, 1], [2, 1]]);
+    expect(reports.map((report) => [report.generation, report.sequence])).toEqual([
+      [2, 1],
+      [2, 1],
+      [2, 1],
+    ]);
   });
 
   describe('a power cut during a commit', () => {
-    async function storeWithThreeBatches(): Promise<{ store: MetadataStore; views: SessionDrive[]; batches: MetadataOp[][] }> {
+    async function storeWithThreeBatches(): Promise<{
+      store: MetadataStore;
+      views: SessionDrive[];
+      batches: MetadataOp[][];
+    }> {
       const views = makeDrives('torn').map((drive) => new SessionDrive(drive));
       const store = await MetadataStore.format(copiesOf(views), layout, emptyMetadata(), log);
       const batches = [batch(1), batch(2), batch(3)];
@@ -169,36 +258,58 @@ describe('MetadataStore', () => {
     for (const [label, lands] of tears) {
       it(`a torn record (${label}) ends replay at the last complete record, and later commits go on from there`, async () => {
         const { store, views, batches } = await storeWithThreeBatches();
-        expect(Buffer.byteLength(JSON.stringify(bigBatch)) + recordHeaderBytes).toBeGreaterThan(4 * 512);
-        const after = await crashDuringCommit(store, views, bigBatch, [0, 1, 2].map(() => new ScriptedCrash(2, lands)));
+        expect(Buffer.byteLength(JSON.stringify(bigBatch)) + recordHeaderBytes).toBeGreaterThan(
+          4 * 512,
+        );
+        const after = await crashDuringCommit(
+          store,
+          views,
+          bigBatch,
+          [0, 1, 2].map(() => new ScriptedCrash(2, lands)),
+        );
         const reopened = await openOn(after);
         expect(describeMetadata(reopened.metadata)).toEqual(describeMetadata(applied(batches)));
         expect(statesOf(reopened.reports)).toEqual(['good', 'good', 'good']);
         expect(reopened.reports.map((report) => report.sequence)).toEqual([3, 3, 3]);
         await reopened.store.commit(batch(5));
         const again = await openOn(after);
-        expect(describeMetadata(again.metadata)).toEqual(describeMetadata(applied([...batches, batch(5)])));
+        expect(describeMetadata(again.metadata)).toEqual(
+          describeMetadata(applied([...batches, batch(5)])),
+        );
         expect(statesOf(again.reports)).toEqual(['good', 'good', 'good']);
       });
     }
 
     it('a record lost everywhere is simply absent', async () => {
       const { store, views, batches } = await storeWithThreeBatches();
-      const after = await crashDuringCommit(store, views, bigBatch, [0, 1, 2].map(() => new ScriptedCrash(0)));
+      const after = await crashDuringCommit(
+        store,
+        views,
+        bigBatch,
+        [0, 1, 2].map(() => new ScriptedCrash(0)),
+      );
       const reopened = await openOn(after);
       expect(describeMetadata(reopened.metadata)).toEqual(describeMetadata(applied(batches)));
     });
 
     it('a record that reached one copy only is recovered from that copy; the others are reported stale', async () => {
       const { store, views, batches } = await storeWithThreeBatches();
-      const after = await crashDuringCommit(store, views, bigBatch, [new ScriptedCrash(0), new ScriptedCrash(1), new ScriptedCrash(2, (sector) => sector !== 1)]);
+      const after = await crashDuringCommit(store, views, bigBatch, [
+        new ScriptedCrash(0),
+        new ScriptedCrash(1),
+        new ScriptedCrash(2, (sector) => sector !== 1),
+      ]);
       const reopened = await openOn(after);
-      expect(describeMetadata(reopened.metadata)).toEqual(describeMetadata(applied([...batches, bigBatch])));
+      expect(describeMetadata(reopened.metadata)).toEqual(
+        describeMetadata(applied([...batches, bigBatch])),
+      );
       expect(statesOf(reopened.reports)).toEqual(['stale', 'good', 'stale']);
       // The next commit lands after the record on every copy; copies 0 and 2 keep a hole there.
       await reopened.store.commit(batch(5));
       const again = await openOn(after);
-      expect(describeMetadata(again.metadata)).toEqual(describeMetadata(applied([...batches, bigBatch, batch(5)])));
+      expect(describeMetadata(again.metadata)).toEqual(
+        describeMetadata(applied([...batches, bigBatch, batch(5)])),
+      );
       expect(again.reports[1]!.state).toBe('good');
       expect(again.reports[0]!.state).not.toBe('good');
       // A checkpoint brings every copy up to date again.
@@ -209,7 +320,10 @@ describe('MetadataStore', () => {
 
   describe('damaged copies', () => {
     /** Format, a batch, a checkpoint (generation 2 in slot 1), another batch journaled after it. */
-    async function storeAtGenerationTwo(name: string, driveCount = 3): Promise<{ drives: MemoryDrive[]; store: MetadataStore; batches: MetadataOp[][] }> {
+    async function storeAtGenerationTwo(
+      name: string,
+      driveCount = 3,
+    ): Promise<{ drives: MemoryDrive[]; store: MetadataStore; batches: MetadataOp[][] }> {
       const drives = makeDrives(name).slice(0, driveCount);
       const store = await MetadataStore.format(copiesOf(drives), layout, emptyMetadata(), log);
       const batches = [batch(1), batch(2)];
@@ -226,7 +340,9 @@ describe('MetadataStore', () => {
       expect(describeMetadata(metadata)).toEqual(describeMetadata(applied(batches)));
       expect(statesOf(reports)).toEqual(['good', 'bad', 'good']);
       expect(reports[1]!.path).toBe('dmg1');
-      expect(reports[1]!.problems.join('; ')).toMatch(/checkpoint slot 1: payload checksum mismatch/);
+      expect(reports[1]!.problems.join('; ')).toMatch(
+        /checkpoint slot 1: payload checksum mismatch/,
+      );
       // The next checkpoint rewrites every copy: the damage is gone.
       await store.checkpoint();
       const healed = await openOn(drives);
@@ -240,7 +356,9 @@ describe('MetadataStore', () => {
       const { metadata, reports } = await openOn(drives);
       expect(describeMetadata(metadata)).toEqual(describeMetadata(applied(batches)));
       expect(statesOf(reports)).toEqual(['good', 'good', 'bad']);
-      expect(reports[2]!.problems.join('; ')).toMatch(/checkpoint slot 1: header checksum mismatch/);
+      expect(reports[2]!.problems.join('; ')).toMatch(
+        /checkpoint slot 1: header checksum mismatch/,
+      );
     });
 
     it('a damaged journal record in one copy: open works from the others; that copy is not good', async () => {
@@ -262,7 +380,10 @@ describe('MetadataStore', () => {
       drives[2]!.flipBit(slotOffsetBytes(0) + 40, 7);
       const opened = openOn(drives);
       await expect(opened).rejects.toMatchObject({ code: 'ECORRUPT' });
-      const message = await opened.then(() => '', (error: Error) => error.message);
+      const message = await opened.then(
+        () => '',
+        (error: Error) => error.message,
+      );
       expect(message).toMatch(/no good metadata copy/);
       expect(message).toMatch(/all0: .*payload checksum mismatch/);
       expect(message).toMatch(/all1: .*wrong magic/);
@@ -276,7 +397,10 @@ describe('MetadataStore', () => {
         // record of generation 2: falling back would silently drop batch 1 and batch 2.
         for (const drive of drives) drive.flipBit(slotOffsetBytes(1) + recordHeaderBytes + 30, 2);
         const opened = openOn(drives);
-        await expect(opened, `${driveCount} copies`).rejects.toMatchObject({ code: 'ECORRUPT', message: expect.stringMatching(/newer/) });
+        await expect(opened, `${driveCount} copies`).rejects.toMatchObject({
+          code: 'ECORRUPT',
+          message: expect.stringMatching(/newer/),
+        });
       }
     });
 
@@ -285,7 +409,10 @@ describe('MetadataStore', () => {
       const store = await MetadataStore.format(copiesOf(drives), layout, emptyMetadata(), log);
       for (const k of [1, 2, 3, 4]) await store.commit(batch(k));
       drives[0]!.flipBit(journalStartBytes + 4096 + recordHeaderBytes + 9, 6); // record 2 of 4
-      await expect(openOn(drives)).rejects.toMatchObject({ code: 'ECORRUPT', message: expect.stringMatching(/mid0: .*record/) });
+      await expect(openOn(drives)).rejects.toMatchObject({
+        code: 'ECORRUPT',
+        message: expect.stringMatching(/mid0: .*record/),
+      });
     });
   });
 
@@ -304,7 +431,9 @@ describe('MetadataStore', () => {
     const controller = new Controller(reopened, { cacheBytes: MiB, clock: new FakeClock(), log });
     const status = controller.status();
     expect(status.drives.map((drive) => drive.metadataCopy)).toEqual(['good', 'good', 'bad']);
-    expect(reopened.copyReports[2]!.problems.join('; ')).toMatch(/checkpoint slot 1: payload checksum mismatch/);
+    expect(reopened.copyReports[2]!.problems.join('; ')).toMatch(
+      /checkpoint slot 1: payload checksum mismatch/,
+    );
     await controller.close();
     const again = await reopenMemoryPool(drives);
     expect(again.copyReports.map((report) => report.state)).toEqual(['good', 'good', 'good']);
@@ -313,20 +442,36 @@ describe('MetadataStore', () => {
 
   it('format on drives that held another pool leaves nothing of the old metadata to replay', async () => {
     const drives = makeDrives('reuse');
-    const old = await MetadataStore.format(copiesOf(drives), layout, emptyMetadata('old00000-0000-4000-8000-000000000000'), log);
+    const old = await MetadataStore.format(
+      copiesOf(drives),
+      layout,
+      emptyMetadata('old00000-0000-4000-8000-000000000000'),
+      log,
+    );
     await old.commit(batch(1));
     await old.checkpoint();
     for (const k of [2, 3, 4, 5, 6]) await old.commit(batch(k));
     await old.checkpoint();
     await old.commit(batch(7));
     // A new pool on the same drives gets generation 1, then 2, like the old one did.
-    const fresh = await MetadataStore.format(copiesOf(drives), layout, emptyMetadata('new00000-0000-4000-8000-000000000000'), log);
+    const fresh = await MetadataStore.format(
+      copiesOf(drives),
+      layout,
+      emptyMetadata('new00000-0000-4000-8000-000000000000'),
+      log,
+    );
     await fresh.checkpoint();
-    const freshBatch: MetadataOp[] = [{ kind: 'lun-create', lunId: 1, name: 'only', sizeBytes: 1 << 20, createdAtMs: 5 }];
+    const freshBatch: MetadataOp[] = [
+      { kind: 'lun-create', lunId: 1, name: 'only', sizeBytes: 1 << 20, createdAtMs: 5 },
+    ];
     await fresh.commit(freshBatch);
     const { metadata, reports } = await openOn(drives);
     expect(metadata.config.poolUuid).toBe('new00000-0000-4000-8000-000000000000');
-    expect(describeMetadata(metadata)).toEqual(describeMetadata(applied([freshBatch], emptyMetadata('new00000-0000-4000-8000-000000000000'))));
+    expect(describeMetadata(metadata)).toEqual(
+      describeMetadata(
+        applied([freshBatch], emptyMetadata('new00000-0000-4000-8000-000000000000')),
+      ),
+    );
     expect(statesOf(reports)).toEqual(['good', 'good', 'good']);
   });
 });

@@ -141,8 +141,11 @@ export function describeLocation(pool: Pool, lunName: string, offsetBytes: numbe
   if (!entry) return 'unmapped';
   const record = pool.metadata.rstores.get(entry.rstoreId)!;
   const inRstore = entry.rsegIndex * allocationUnitBytes + (offsetBytes % allocationUnitBytes);
-  const drives = record.members.map((member) => `${member.driveIndex}:${pool.health.state(member.driveIndex)}`).join(' ');
-  if (record.raidLevel !== 5) return `RStore ${record.id} (RAID-${record.raidLevel}) offset ${inRstore}, members on drives ${drives}`;
+  const drives = record.members
+    .map((member) => `${member.driveIndex}:${pool.health.state(member.driveIndex)}`)
+    .join(' ');
+  if (record.raidLevel !== 5)
+    return `RStore ${record.id} (RAID-${record.raidLevel}) offset ${inRstore}, members on drives ${drives}`;
   const count = record.members.length;
   const unit = Math.floor(inRstore / stripeUnitBytes);
   const row = Math.floor(unit / (count - 1));
@@ -154,7 +157,8 @@ export function describeLocation(pool: Pool, lunName: string, offsetBytes: numbe
 /** Free PSEGs of each drive, from the RStore records. */
 export function freePsegCounts(pool: Pool): number[] {
   const free = pool.metadata.drives.map((drive) => drive.psegCount);
-  for (const record of pool.metadata.rstores.values()) for (const member of record.members) free[member.driveIndex]! -= 1;
+  for (const record of pool.metadata.rstores.values())
+    for (const member of record.members) free[member.driveIndex]! -= 1;
   return free;
 }
 
@@ -172,9 +176,15 @@ export function strandedBytes(pool: Pool): number {
   const free = freePsegCounts(pool);
   let stranded = 0;
   for (const rss of pool.metadata.rss) {
-    const most = (counts: number[]): number => Math.min(Math.floor(counts.reduce((a, b) => a + b, 0) / 2), counts.reduce((a, b) => a + b, 0) - Math.max(...counts));
+    const most = (counts: number[]): number =>
+      Math.min(
+        Math.floor(counts.reduce((a, b) => a + b, 0) / 2),
+        counts.reduce((a, b) => a + b, 0) - Math.max(...counts),
+      );
     const all = most(rss.driveIndexes.map((index) => pool.metadata.drives[index]!.psegCount));
-    const made = [...pool.metadata.rstores.values()].filter((record) => record.rssId === rss.id).length;
+    const made = [...pool.metadata.rstores.values()].filter(
+      (record) => record.rssId === rss.id,
+    ).length;
     stranded += all - made - most(rss.driveIndexes.map((index) => free[index]!));
   }
   return stranded * psegSizeBytes;
@@ -185,9 +195,20 @@ export function strandedBytes(pool: Pool): number {
  * must be loaded: verify() the block first). Peeks at the private table: a test-only shortcut,
  * synchronous so that no write can land between the question and the flip.
  */
-function checksumKnown(drive: ChecksumDrive, dataOffsetBytes: number, blockOffsetBytes: number): boolean {
-  const table = (drive as unknown as { table?: { countKnown?: (firstBlock: number, blockCount: number) => number } }).table;
-  if (typeof table?.countKnown !== 'function') throw new Error('ChecksumDrive has no table.countKnown any more: update checksumKnown in test/model/drive-faults.ts');
+function checksumKnown(
+  drive: ChecksumDrive,
+  dataOffsetBytes: number,
+  blockOffsetBytes: number,
+): boolean {
+  const table = (
+    drive as unknown as {
+      table?: { countKnown?: (firstBlock: number, blockCount: number) => number };
+    }
+  ).table;
+  if (typeof table?.countKnown !== 'function')
+    throw new Error(
+      'ChecksumDrive has no table.countKnown any more: update checksumKnown in test/model/drive-faults.ts',
+    );
   return table.countKnown((blockOffsetBytes - dataOffsetBytes) / checksumBlockBytes, 1) === 1;
 }
 
@@ -209,7 +230,13 @@ export class DriveFaults {
   private replacementCount = 0;
   private pendingReplacement: SessionDrive | undefined;
   /** Integrity counters of the pools this run has closed or abandoned. */
-  private readonly integrity = { checksumMismatches: 0, repairs: 0, unrepairable: 0, parityRepairs: 0, labelRepairs: 0 };
+  private readonly integrity = {
+    checksumMismatches: 0,
+    repairs: 0,
+    unrepairable: 0,
+    parityRepairs: 0,
+    labelRepairs: 0,
+  };
   private readonly rowLog = { records: 0, replayed: 0 };
   /** A drive failed since the last beforeCrash: the pool's record of it may not be durable. */
   private failureUnrecorded = false;
@@ -227,19 +254,27 @@ export class DriveFaults {
   /** Controller driveSettings.openDrive: the replacement prepared by replaceDrive. */
   readonly openDrive = async (path: string, sizeBytes: number): Promise<Drive> => {
     const view = this.pendingReplacement;
-    this.host.check(view !== undefined && view.path === path && view.sizeBytes === sizeBytes, `openDrive(${path}, ${sizeBytes}) without a matching replacement prepared (${view?.path}, ${view?.sizeBytes})`);
+    this.host.check(
+      view !== undefined && view.path === path && view.sizeBytes === sizeBytes,
+      `openDrive(${path}, ${sizeBytes}) without a matching replacement prepared (${view?.path}, ${view?.sizeBytes})`,
+    );
     this.pendingReplacement = undefined;
     return view!;
   };
 
   /** The drives for Pool.open: a failed drive is absent (a MissingDrive), or itself with faultOptions.failedDrivePresent. */
   drivesForOpen(views: SessionDrive[]): Drive[] {
-    return views.map((view) => (this.failed.has(view.inner) && !faultOptions.failedDrivePresent ? new MissingDrive(view.path, 'simulated: removed after it failed') : view));
+    return views.map((view) =>
+      this.failed.has(view.inner) && !faultOptions.failedDrivePresent
+        ? new MissingDrive(view.path, 'simulated: removed after it failed')
+        : view,
+    );
   }
 
   /** The pool is being closed or abandoned: keep its integrity counters for the summary. */
   retirePool(pool: Pool): void {
-    for (const key of Object.keys(this.integrity) as Array<keyof typeof this.integrity>) this.integrity[key] += pool.health.integrity[key];
+    for (const key of Object.keys(this.integrity) as Array<keyof typeof this.integrity>)
+      this.integrity[key] += pool.health.integrity[key];
     this.rowLog.records += pool.rowLogCounters?.records ?? 0;
     this.rowLog.replayed += pool.rowLogCounters?.replayed ?? 0;
   }
@@ -247,7 +282,11 @@ export class DriveFaults {
   /** Whether a RAID-5 parity check of this RStore is meaningful now (every member online, no flips in it). */
   parityCheckable(record: RStoreRecord): boolean {
     const pool = this.host.pool();
-    return record.members.every((member) => pool.health.state(member.driveIndex) === 'online' && member.driveIndex !== this.flippedDrive);
+    return record.members.every(
+      (member) =>
+        pool.health.state(member.driveIndex) === 'online' &&
+        member.driveIndex !== this.flippedDrive,
+    );
   }
 
   /** A drive out of service or being rebuilt, as the model or the pool sees it. */
@@ -255,7 +294,12 @@ export class DriveFaults {
     const pool = this.host.pool();
     const views = this.host.views();
     for (let index = 0; index < views.length; index += 1) {
-      if (this.failed.has(views[index]!.inner) || index === this.rebuilding || pool.health.state(index) !== 'online') return index;
+      if (
+        this.failed.has(views[index]!.inner) ||
+        index === this.rebuilding ||
+        pool.health.state(index) !== 'online'
+      )
+        return index;
     }
     return undefined;
   }
@@ -266,7 +310,13 @@ export class DriveFaults {
    */
   private acceptFailureAtFlip(index: number): boolean {
     const reason = this.host.pool().metadata.drives[index]!.failedReason ?? '';
-    if (faultOptions.strictFlips || index !== this.flippedDrive || !/checksum mismatch/.test(reason) || this.host.pool().health.state(index) !== 'failed') return false;
+    if (
+      faultOptions.strictFlips ||
+      index !== this.flippedDrive ||
+      !/checksum mismatch/.test(reason) ||
+      this.host.pool().health.state(index) !== 'failed'
+    )
+      return false;
     const inner = this.host.views()[index]!.inner;
     inner.fail(); // from now on the model handles it as a failed drive: replaced, absent at open
     this.failed.add(inner);
@@ -286,20 +336,40 @@ export class DriveFaults {
     for (let index = 0; index < views.length; index += 1) {
       const state = pool.health.state(index);
       if (this.failed.has(views[index]!.inner)) {
-        this.host.check(state === 'failed', `${when}: drive ${index}, which the model failed, opens ${state}`);
+        this.host.check(
+          state === 'failed',
+          `${when}: drive ${index}, which the model failed, opens ${state}`,
+        );
       } else if (index === this.rebuilding) {
         if (state === 'online') {
           this.rebuilding = undefined; // the rebuild had finished and been committed
           this.host.count('rebuild finished before a restart or power cut');
           continue;
         }
-        this.host.check(state === 'rebuilding', `${when}: drive ${index}, being rebuilt, opens ${state}`);
-        const job = this.host.controller().drives.jobs.list().find((candidate) => candidate.kind === 'rebuild' && candidate.drive === index && candidate.state === 'running');
-        this.host.check(job !== undefined, `${when}: the rebuild of drive ${index} was not resumed by controller.drives.start()`);
+        this.host.check(
+          state === 'rebuilding',
+          `${when}: drive ${index}, being rebuilt, opens ${state}`,
+        );
+        const job = this.host
+          .controller()
+          .drives.jobs.list()
+          .find(
+            (candidate) =>
+              candidate.kind === 'rebuild' &&
+              candidate.drive === index &&
+              candidate.state === 'running',
+          );
+        this.host.check(
+          job !== undefined,
+          `${when}: the rebuild of drive ${index} was not resumed by controller.drives.start()`,
+        );
         this.rebuildJob = job!.id;
         this.host.count('rebuild resumed at open');
       } else if (!this.acceptFailureAtFlip(index)) {
-        this.host.check(state === 'online', `${when}: drive ${index} opens ${state} (${pool.metadata.drives[index]!.failedReason ?? ''}), but the model never failed it`);
+        this.host.check(
+          state === 'online',
+          `${when}: drive ${index} opens ${state} (${pool.metadata.drives[index]!.failedReason ?? ''}), but the model never failed it`,
+        );
       }
     }
     this.checkCounters(when);
@@ -317,9 +387,15 @@ export class DriveFaults {
     for (let index = 0; index < views.length; index += 1) {
       const state = pool.health.state(index);
       if (this.failed.has(views[index]!.inner)) {
-        this.host.check(state !== 'rebuilding', `drive ${index}, which the model failed, is ${state}`);
+        this.host.check(
+          state !== 'rebuilding',
+          `drive ${index}, which the model failed, is ${state}`,
+        );
       } else if (index !== this.rebuilding && !this.acceptFailureAtFlip(index)) {
-        this.host.check(state === 'online', `drive ${index} left service (${state}: ${pool.metadata.drives[index]!.failedReason ?? ''}), but the model never failed it`);
+        this.host.check(
+          state === 'online',
+          `drive ${index} left service (${state}: ${pool.metadata.drives[index]!.failedReason ?? ''}), but the model never failed it`,
+        );
       }
     }
     this.checkCounters('after the step');
@@ -343,14 +419,31 @@ export class DriveFaults {
 
   private checkCounters(when: string): void {
     const pool = this.host.pool();
-    this.host.check(pool.health.integrity.unrepairable === 0, `${when}: integrity.unrepairable is ${pool.health.integrity.unrepairable} with at most one fault at a time`);
-    this.host.check(pool.lostRstores().length === 0, `${when}: ${pool.lostRstores().length} RStores lost with at most one drive out`);
+    this.host.check(
+      pool.health.integrity.unrepairable === 0,
+      `${when}: integrity.unrepairable is ${pool.health.integrity.unrepairable} with at most one fault at a time`,
+    );
+    this.host.check(
+      pool.lostRstores().length === 0,
+      `${when}: ${pool.lostRstores().length} RStores lost with at most one drive out`,
+    );
   }
 
-  private checkStatus(what: string, poolState: string, driveIndex: number, driveState: string): void {
+  private checkStatus(
+    what: string,
+    poolState: string,
+    driveIndex: number,
+    driveState: string,
+  ): void {
     const status = this.host.controller().status();
-    this.host.check(status.pool.state === poolState, `${what}: status pool.state is ${status.pool.state}, expected ${poolState}`);
-    this.host.check(status.drives[driveIndex]!.state === driveState, `${what}: status drives[${driveIndex}].state is ${status.drives[driveIndex]!.state}, expected ${driveState}`);
+    this.host.check(
+      status.pool.state === poolState,
+      `${what}: status pool.state is ${status.pool.state}, expected ${poolState}`,
+    );
+    this.host.check(
+      status.drives[driveIndex]!.state === driveState,
+      `${what}: status drives[${driveIndex}].state is ${status.drives[driveIndex]!.state}, expected ${driveState}`,
+    );
   }
 
   /** 'drive-fail': with no drive out, one drive fails (the one with bit flips, if any). */
@@ -392,7 +485,10 @@ export class DriveFaults {
       await pool.commit(); // nothing touched the drive yet: a commit flushes every drive
       this.host.count('failure found by a commit');
     }
-    this.host.check(pool.health.state(index) === 'failed', `drive ${index} failed (every op EIO) but is ${pool.health.state(index)} after a commit`);
+    this.host.check(
+      pool.health.state(index) === 'failed',
+      `drive ${index} failed (every op EIO) but is ${pool.health.state(index)} after a commit`,
+    );
     this.checkStatus(`drive ${index} failed`, 'degraded', index, 'failed');
     if (!faultOptions.ioDuringRebuild) {
       await this.host.flushEverything(); // no destage in the background while the rebuild runs
@@ -403,12 +499,18 @@ export class DriveFaults {
     this.pendingReplacement = view;
     this.host.trace(`drive ${index} replaced by ${path}`);
     const job = await this.host.controller().drives.replace(String(index), path);
-    this.host.check(this.pendingReplacement === undefined, 'replace() did not open the replacement drive');
+    this.host.check(
+      this.pendingReplacement === undefined,
+      'replace() did not open the replacement drive',
+    );
     this.host.replaceView(index, view);
     this.rebuilding = index;
     this.rebuildJob = job.id;
     this.host.count('drive replaced');
-    this.host.check(pool.health.state(index) === 'rebuilding', `drive ${index} just replaced is ${pool.health.state(index)}`);
+    this.host.check(
+      pool.health.state(index) === 'rebuilding',
+      `drive ${index} just replaced is ${pool.health.state(index)}`,
+    );
     this.checkStatus(`drive ${index} replaced`, 'rebuilding', index, 'rebuilding');
     this.rebuildDue = this.stepsSeen + 1 + this.host.random.integer(20); // runs alongside the next steps until then
     const choice = this.host.random.integer(10);
@@ -440,8 +542,14 @@ export class DriveFaults {
 
   private rebuildEnded(job: JobStatus): void {
     const index = this.rebuilding!;
-    this.host.check(job.state === 'done', `rebuild of drive ${index} ended ${job.state}: ${job.error ?? ''}`);
-    this.host.check(this.host.pool().health.state(index) === 'online', `drive ${index} is ${this.host.pool().health.state(index)} after its rebuild`);
+    this.host.check(
+      job.state === 'done',
+      `rebuild of drive ${index} ended ${job.state}: ${job.error ?? ''}`,
+    );
+    this.host.check(
+      this.host.pool().health.state(index) === 'online',
+      `drive ${index} is ${this.host.pool().health.state(index)} after its rebuild`,
+    );
     this.rebuilding = undefined;
     this.rebuildJob = undefined;
     this.host.count('rebuild done');
@@ -456,17 +564,27 @@ export class DriveFaults {
     const pool = this.host.pool();
     const views = this.host.views();
     const index = this.flippedDrive ?? this.host.random.integer(views.length);
-    const psegs = [...pool.metadata.rstores.values()].flatMap((record) => record.members.filter((member) => member.driveIndex === index).map((member) => member.psegIndex));
+    const psegs = [...pool.metadata.rstores.values()].flatMap((record) =>
+      record.members
+        .filter((member) => member.driveIndex === index)
+        .map((member) => member.psegIndex),
+    );
     if (psegs.length === 0) return;
     const data = pool.dataDrive(index);
-    this.host.check(data instanceof ChecksumDrive, `drive ${index} online but not behind a ChecksumDrive`);
+    this.host.check(
+      data instanceof ChecksumDrive,
+      `drive ${index} online but not behind a ChecksumDrive`,
+    );
     const checksummed = data as ChecksumDrive;
     const area = pool.layoutHeader.psegAreaOffsetBytes;
     const psegBytes = pool.metadata.config.psegSizeBytes;
     const wanted = 1 + this.host.random.integer(6);
     let landed = 0;
     for (let attempt = 0; attempt < wanted; attempt += 1) {
-      const offset = area + psegs[this.host.random.integer(psegs.length)]! * psegBytes + this.host.random.integer(psegBytes);
+      const offset =
+        area +
+        psegs[this.host.random.integer(psegs.length)]! * psegBytes +
+        this.host.random.integer(psegBytes);
       const bit = this.host.random.integer(8);
       const block = offset - ((offset - area) % checksumBlockBytes);
       await checksummed.verify(block, checksumBlockBytes); // loads the block's table page
@@ -487,7 +605,8 @@ export class DriveFaults {
   /** 'scrub': a scrub to completion (after one left running alongside a rebuild, if any). */
   async scrub(why = 'scrub'): Promise<void> {
     const jobs = this.host.controller().drives.jobs;
-    if (this.scrubJob !== undefined) this.scrubEnded(await jobs.wait(this.scrubJob), 'alongside a rebuild');
+    if (this.scrubJob !== undefined)
+      this.scrubEnded(await jobs.wait(this.scrubJob), 'alongside a rebuild');
     if (this.rebuildJob !== undefined && !this.scrubMayRunWithRebuild()) {
       this.rebuildEnded(await jobs.wait(this.rebuildJob));
       this.host.count('rebuild waited for before a scrub');
@@ -500,7 +619,10 @@ export class DriveFaults {
     const data = this.host.pool().dataDrive(this.flippedDrive) as ChecksumDrive;
     for (const block of this.flippedBlocks) {
       const bad = await data.verify(block, checksumBlockBytes);
-      this.host.check(bad.length === 0, `after a scrub, the flipped block at ${block} of drive ${this.flippedDrive} still fails its checksum`);
+      this.host.check(
+        bad.length === 0,
+        `after a scrub, the flipped block at ${block} of drive ${this.flippedDrive} still fails its checksum`,
+      );
     }
     this.flippedDrive = undefined;
     this.flippedBlocks.clear();
@@ -511,9 +633,15 @@ export class DriveFaults {
     this.host.check(job.state === 'done', `${why}: scrub ended ${job.state}: ${job.error ?? ''}`);
     const result = job.result as ScrubResult;
     this.host.trace(`${why}: ${JSON.stringify(result)}`);
-    this.host.check(result.unrepairable === 0, `${why}: scrub found ${result.unrepairable} unrepairable with at most one fault at a time: ${JSON.stringify(result)}`);
+    this.host.check(
+      result.unrepairable === 0,
+      `${why}: scrub found ${result.unrepairable} unrepairable with at most one fault at a time: ${JSON.stringify(result)}`,
+    );
     // RAID-5 rows are consistent after every open (checkParity), kept so by every write, made so by a rebuild.
-    this.host.check(this.host.raidLevel !== 5 || result.parityRepairs === 0, `${why}: scrub found ${result.parityRepairs} RAID-5 rows with parity not the XOR of their data: ${JSON.stringify(result)}`);
+    this.host.check(
+      this.host.raidLevel !== 5 || result.parityRepairs === 0,
+      `${why}: scrub found ${result.parityRepairs} RAID-5 rows with parity not the XOR of their data: ${JSON.stringify(result)}`,
+    );
     this.host.count(why === 'scrub' ? 'scrub done' : `scrub done (${why})`);
     this.host.count('scrub checksum repairs', result.checksumRepairs);
     this.host.count('scrub parity repairs', result.parityRepairs);
@@ -526,7 +654,8 @@ export class DriveFaults {
    */
   async beforeCrash(): Promise<boolean> {
     if (!this.enabled) return false;
-    if (this.flippedDrive !== undefined && !faultOptions.flipsAcrossCrash) await this.scrub('scrub before a power cut');
+    if (this.flippedDrive !== undefined && !faultOptions.flipsAcrossCrash)
+      await this.scrub('scrub before a power cut');
     const out = this.driveOut();
     if (this.host.raidLevel === 5 && out !== undefined && this.failureUnrecorded) {
       // The pool may not know of the failure yet (nothing touched the drive), or know it without
@@ -547,7 +676,9 @@ export class DriveFaults {
   summary(): Record<string, number> {
     if (!this.enabled) return {};
     return {
-      ...Object.fromEntries(Object.entries(this.integrity).map(([key, value]) => [`integrity ${key}`, value])),
+      ...Object.fromEntries(
+        Object.entries(this.integrity).map(([key, value]) => [`integrity ${key}`, value]),
+      ),
       'degraded-row log records': this.rowLog.records,
       'degraded-row log records replayed': this.rowLog.replayed,
     };

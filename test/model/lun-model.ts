@@ -97,7 +97,8 @@ export class LunModel {
 
   /** Growth is committed at once (resize commits metadata); the new space reads zeros. */
   grow(sizeBytes: number): void {
-    const grow = (buffer: Buffer): Buffer => Buffer.concat([buffer, Buffer.alloc(sizeBytes - buffer.length)]);
+    const grow = (buffer: Buffer): Buffer =>
+      Buffer.concat([buffer, Buffer.alloc(sizeBytes - buffer.length)]);
     this.acknowledged = grow(this.acknowledged);
     this.durable = grow(this.durable);
   }
@@ -114,9 +115,11 @@ export class LunModel {
       const acknowledged = value.equals(this.acknowledged.subarray(start, start + sectorBytes));
       const durable = this.durable.subarray(start, start + sectorBytes);
       const first = value.findIndex((byte, index) => byte !== durable[index]);
-      return `sector ${sector} (byte ${start}) holds ${value.subarray(0, 12).toString('hex')}${zero ? ' (zeros)' : ''}, first differing from the durable value at byte ${start + first} (${value[first]!.toString(16)} for ${durable[first]!.toString(16)}), ` +
+      return (
+        `sector ${sector} (byte ${start}) holds ${value.subarray(0, 12).toString('hex')}${zero ? ' (zeros)' : ''}, first differing from the durable value at byte ${start + first} (${value[first]!.toString(16)} for ${durable[first]!.toString(16)}), ` +
         `durable ${this.durable.subarray(start, start + 12).toString('hex')}, acknowledged ${this.acknowledged.subarray(start, start + 12).toString('hex')}` +
-        `${acknowledged ? ' (equal to the acknowledged value, which was never recorded: model bug)' : ''}, ${this.versions.get(sector)?.size ?? 0} values since the flush`;
+        `${acknowledged ? ' (equal to the acknowledged value, which was never recorded: model bug)' : ''}, ${this.versions.get(sector)?.size ?? 0} values since the flush`
+      );
     }
     return undefined;
   }
@@ -145,6 +148,11 @@ export class LunModel {
 function sectorsOf(offsetBytes: number, lengthBytes: number): number[] {
   if (lengthBytes === 0) return [];
   const sectors: number[] = [];
-  for (let sector = Math.floor(offsetBytes / sectorBytes); sector * sectorBytes < offsetBytes + lengthBytes; sector += 1) sectors.push(sector);
+  for (
+    let sector = Math.floor(offsetBytes / sectorBytes);
+    sector * sectorBytes < offsetBytes + lengthBytes;
+    sector += 1
+  )
+    sectors.push(sector);
   return sectors;
 }

@@ -66,7 +66,8 @@ import { LunModel, type PendingWrite } from './lun-model.js';
 
 const seedText = process.env['LUNFS_SEED'];
 const baseSeed = seedText === undefined ? randomInt(1, 2 ** 31) : Number(seedText);
-if (!Number.isSafeInteger(baseSeed)) throw new Error(`LUNFS_SEED must be an integer, got '${seedText}'`);
+if (!Number.isSafeInteger(baseSeed))
+  throw new Error(`LUNFS_SEED must be an integer, got '${seedText}'`);
 const runsPerRaidLevel = seedText === undefined ? Number(process.env['LUNFS_MODEL_RUNS'] ?? 2) : 1;
 const stepCount = Number(process.env['LUNFS_MODEL_STEPS'] ?? 1500);
 const tracing = process.env['LUNFS_MODEL_TRACE'] === '1';
@@ -74,20 +75,71 @@ const tracing = process.env['LUNFS_MODEL_TRACE'] === '1';
 const unitBytes = 64 * KiB;
 const cacheBytes = 512 * KiB; // four 128 KiB pages: destage under pressure all the time
 const maxLunCount = 4;
-const lunSizesBytes = [4 * KiB + 512, 3 * 64 * KiB + 512, MiB + 1536, 2 * MiB, 3 * MiB - 4096 + 512];
+const lunSizesBytes = [
+  4 * KiB + 512,
+  3 * 64 * KiB + 512,
+  MiB + 1536,
+  2 * MiB,
+  3 * MiB - 4096 + 512,
+];
 
-type Operation = 'write' | 'write-together' | 'read' | 'discard' | 'flush' | 'flush-all' | 'create' | 'remove' | 'grow' | 'time' | 'compare' | 'restart' | 'crash'
-  | 'snapshot' | 'snapshot-read' | 'snapshot-write' | 'snapshot-flush' | 'snapshot-delete' | 'snapshot-compare'
-  | 'drive-fail' | 'drive-replace' | 'bit-flip' | 'scrub';
+type Operation =
+  | 'write'
+  | 'write-together'
+  | 'read'
+  | 'discard'
+  | 'flush'
+  | 'flush-all'
+  | 'create'
+  | 'remove'
+  | 'grow'
+  | 'time'
+  | 'compare'
+  | 'restart'
+  | 'crash'
+  | 'snapshot'
+  | 'snapshot-read'
+  | 'snapshot-write'
+  | 'snapshot-flush'
+  | 'snapshot-delete'
+  | 'snapshot-compare'
+  | 'drive-fail'
+  | 'drive-replace'
+  | 'bit-flip'
+  | 'scrub';
 
 const weights: Array<[Operation, number]> = [
-  ['write', 30], ['write-together', 6], ['read', 18], ['discard', 7], ['flush', 7], ['flush-all', 3],
-  ['create', 3], ['remove', 2], ['grow', 2], ['time', 3], ['compare', 3], ['restart', 1], ['crash', 5],
-  ['snapshot', 4], ['snapshot-read', 8], ['snapshot-write', 4], ['snapshot-flush', 2], ['snapshot-delete', 2], ['snapshot-compare', 2],
+  ['write', 30],
+  ['write-together', 6],
+  ['read', 18],
+  ['discard', 7],
+  ['flush', 7],
+  ['flush-all', 3],
+  ['create', 3],
+  ['remove', 2],
+  ['grow', 2],
+  ['time', 3],
+  ['compare', 3],
+  ['restart', 1],
+  ['crash', 5],
+  ['snapshot', 4],
+  ['snapshot-read', 8],
+  ['snapshot-write', 4],
+  ['snapshot-flush', 2],
+  ['snapshot-delete', 2],
+  ['snapshot-compare', 2],
   // Drive faults (drive-faults.ts), RAID-1 and RAID-5 only.
-  ['drive-fail', 1], ['drive-replace', 4], ['bit-flip', 2], ['scrub', 1],
+  ['drive-fail', 1],
+  ['drive-replace', 4],
+  ['bit-flip', 2],
+  ['scrub', 1],
 ];
-const faultOperations: ReadonlySet<Operation> = new Set(['drive-fail', 'drive-replace', 'bit-flip', 'scrub']);
+const faultOperations: ReadonlySet<Operation> = new Set([
+  'drive-fail',
+  'drive-replace',
+  'bit-flip',
+  'scrub',
+]);
 const maxSnapshotsPerLun = 5;
 
 /** A snapshot in the model: its contents (with the fsync rule for its own writes) and whether it is reserved. */
@@ -106,7 +158,9 @@ class ModelRun {
   private readonly random: SeededRandom;
   private readonly clock = new FakeClock();
   // LUNFS_MODEL_LOG=warn (or info, debug) prints the stack's own log lines, to follow a failing seed.
-  private readonly log = process.env['LUNFS_MODEL_LOG'] ? pino({ level: process.env['LUNFS_MODEL_LOG'] }, pino.destination({ fd: 1, sync: true })) : silentLogger();
+  private readonly log = process.env['LUNFS_MODEL_LOG']
+    ? pino({ level: process.env['LUNFS_MODEL_LOG'] }, pino.destination({ fd: 1, sync: true }))
+    : silentLogger();
   private views: SessionDrive[] = [];
   private pool!: Pool;
   private controller!: Controller;
@@ -127,24 +181,29 @@ class ModelRun {
   ) {
     this.random = new SeededRandom(seed);
     this.uuidRandom = new SeededRandom(seed ^ 0x5eed);
-    this.faults = new DriveFaults({
-      raidLevel,
-      random: this.random,
-      pool: () => this.pool,
-      controller: () => this.controller,
-      views: () => this.views,
-      replaceView: (driveIndex, view) => { this.views[driveIndex] = view; },
-      check: (condition, message) => this.check(condition, message),
-      trace: (message) => this.trace(message),
-      count: (name, by) => this.count(name, by),
-      crash: () => this.crash(),
-      flushEverything: async () => {
-        for (const model of this.luns.values()) this.controller.stack(model.name);
-        await this.controller.flushAll();
-        for (const model of this.luns.values()) model.flushed();
-        await this.pool.commit();
+    this.faults = new DriveFaults(
+      {
+        raidLevel,
+        random: this.random,
+        pool: () => this.pool,
+        controller: () => this.controller,
+        views: () => this.views,
+        replaceView: (driveIndex, view) => {
+          this.views[driveIndex] = view;
+        },
+        check: (condition, message) => this.check(condition, message),
+        trace: (message) => this.trace(message),
+        count: (name, by) => this.count(name, by),
+        crash: () => this.crash(),
+        flushEverything: async () => {
+          for (const model of this.luns.values()) this.controller.stack(model.name);
+          await this.controller.flushAll();
+          for (const model of this.luns.values()) model.flushed();
+          await this.pool.commit();
+        },
       },
-    }, `model${raidLevel}-`);
+      `model${raidLevel}-`,
+    );
   }
 
   private count(name: string, by = 1): void {
@@ -168,9 +227,13 @@ class ModelRun {
     try {
       await this.runSteps();
     } catch (error) {
-      if (error instanceof Error && error.message.includes(`[model seed ${this.seed},`)) throw error;
+      if (error instanceof Error && error.message.includes(`[model seed ${this.seed},`))
+        throw error;
       // An error from the stack itself (an assertion inside lunfs, an unexpected code): add the seed.
-      throw new Error(`${this.where()} ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`, { cause: error });
+      throw new Error(
+        `${this.where()} ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`,
+        { cause: error },
+      );
     }
   }
 
@@ -178,7 +241,11 @@ class ModelRun {
     // 5 MiB drives: 8 PSEGs each after the quorum area, so RAID-0 holds 6 MiB and RAID-1 3 MiB,
     // and a few LUNs of up to 3 MiB fill the pool often.
     this.views = sessionViews(makeMemoryDrives(3, 5 * MiB + 4096, `model${this.raidLevel}-`));
-    this.pool = await formatPoolOn(this.views, { raidLevel: this.raidLevel, seed: this.seed }, this.clock);
+    this.pool = await formatPoolOn(
+      this.views,
+      { raidLevel: this.raidLevel, seed: this.seed },
+      this.clock,
+    );
     this.controller = this.makeController();
     await this.createLun();
     await this.createLun();
@@ -205,14 +272,20 @@ class ModelRun {
     const writeThrough = this.random.chance(0.5);
     this.trace(`controller with write-through ${writeThrough ? 'on' : 'off'}`);
     return new Controller(this.pool, {
-      cacheBytes, clock: this.clock, log: this.log, writeThrough, random: () => this.uuidRandom.next(),
+      cacheBytes,
+      clock: this.clock,
+      log: this.log,
+      writeThrough,
+      random: () => this.uuidRandom.next(),
       driveSettings: { openDrive: this.faults.openDrive }, // a replacement drive (drive-faults.ts)
     });
   }
 
   private pickSnapshot(): SnapshotModel | undefined {
     const names = [...this.snapshots.keys()];
-    return names.length === 0 ? undefined : this.snapshots.get(names[this.random.integer(names.length)]!);
+    return names.length === 0
+      ? undefined
+      : this.snapshots.get(names[this.random.integer(names.length)]!);
   }
 
   private snapshotState(snapshot: SnapshotModel): string | undefined {
@@ -220,16 +293,29 @@ class ModelRun {
   }
 
   private async takeSnapshot(lun: LunModel): Promise<void> {
-    if ([...this.snapshots.values()].filter((snapshot) => snapshot.lun === lun.name).length >= maxSnapshotsPerLun) return;
+    if (
+      [...this.snapshots.values()].filter((snapshot) => snapshot.lun === lun.name).length >=
+      maxSnapshotsPerLun
+    )
+      return;
     const fullName = `${lun.name}@s${this.nextSnapshotNumber++}`;
     const reserved = this.random.chance(0.15);
-    const before = this.controller.listSnapshots().map((entry) => entry.name).join(' ');
+    const before = this.controller
+      .listSnapshots()
+      .map((entry) => entry.name)
+      .join(' ');
     this.trace(`snapshot ${fullName}${reserved ? ' reserved' : ''}`);
     try {
       await this.controller.createSnapshot(fullName, { reserve: reserved });
     } catch (error) {
       this.check(isLunfsError(error, 'ENOSPC'), `snapshot ${fullName} failed: ${String(error)}`);
-      this.check(this.controller.listSnapshots().map((entry) => entry.name).join(' ') === before, 'a refused snapshot changed the snapshot list');
+      this.check(
+        this.controller
+          .listSnapshots()
+          .map((entry) => entry.name)
+          .join(' ') === before,
+        'a refused snapshot changed the snapshot list',
+      );
       this.counts.set('snapshot ENOSPC', (this.counts.get('snapshot ENOSPC') ?? 0) + 1);
       return;
     }
@@ -241,26 +327,49 @@ class ModelRun {
 
   private async readSnapshot(snapshot: SnapshotModel, whole: boolean): Promise<void> {
     const volume = this.controller.snapshotVolume(snapshot.fullName);
-    const [offset, length] = whole ? [0, snapshot.image.sizeBytes] : this.pickRange(snapshot.image.sizeBytes);
+    const [offset, length] = whole
+      ? [0, snapshot.image.sizeBytes]
+      : this.pickRange(snapshot.image.sizeBytes);
     this.trace(`snapshot read ${snapshot.fullName} ${offset}+${length}`);
     const state = this.snapshotState(snapshot);
     if (state === 'invalid') {
       this.check(!snapshot.reserved, `reserved snapshot ${snapshot.fullName} was invalidated`);
-      const outcome = await readRange(volume, offset, length).then(() => 'resolved', (error: unknown) => error);
-      this.check(isLunfsError(outcome, 'EIO'), `read of invalid snapshot ${snapshot.fullName} must fail with EIO, got ${String(outcome)}`);
+      const outcome = await readRange(volume, offset, length).then(
+        () => 'resolved',
+        (error: unknown) => error,
+      );
+      this.check(
+        isLunfsError(outcome, 'EIO'),
+        `read of invalid snapshot ${snapshot.fullName} must fail with EIO, got ${String(outcome)}`,
+      );
       this.counts.set('invalid snapshot read', (this.counts.get('invalid snapshot read') ?? 0) + 1);
       return;
     }
     const outcome = await readRange(volume, offset, length).catch((error: unknown) => error);
     if (!Buffer.isBuffer(outcome)) {
       // A background destage may invalidate the snapshot (pool full) while the read waits for a chunk.
-      this.check(isLunfsError(outcome, 'EIO') && this.snapshotState(snapshot) === 'invalid' && !snapshot.reserved, `read of snapshot ${snapshot.fullName} failed: ${String(outcome)}`);
-      this.counts.set('snapshot invalidated during a read', (this.counts.get('snapshot invalidated during a read') ?? 0) + 1);
+      this.check(
+        isLunfsError(outcome, 'EIO') &&
+          this.snapshotState(snapshot) === 'invalid' &&
+          !snapshot.reserved,
+        `read of snapshot ${snapshot.fullName} failed: ${String(outcome)}`,
+      );
+      this.counts.set(
+        'snapshot invalidated during a read',
+        (this.counts.get('snapshot invalidated during a read') ?? 0) + 1,
+      );
       return;
     }
     const data = outcome;
-    const difference = firstDifference(data, snapshot.image.acknowledged.subarray(offset, offset + length), offset);
-    this.check(difference === undefined, `read of ${length} bytes at ${offset} of snapshot ${snapshot.fullName}: ${difference}`);
+    const difference = firstDifference(
+      data,
+      snapshot.image.acknowledged.subarray(offset, offset + length),
+      offset,
+    );
+    this.check(
+      difference === undefined,
+      `read of ${length} bytes at ${offset} of snapshot ${snapshot.fullName}: ${difference}`,
+    );
   }
 
   private async writeSnapshot(snapshot: SnapshotModel): Promise<void> {
@@ -268,10 +377,17 @@ class ModelRun {
     const [offset, length] = this.pickRange(snapshot.image.sizeBytes);
     const data = patternBytes(length, this.random.integer(2 ** 31));
     this.trace(`snapshot write ${snapshot.fullName} ${offset}+${length}`);
-    const before = await readAll(this.controller.snapshotVolume(snapshot.fullName)).catch((error: unknown) => error);
+    const before = await readAll(this.controller.snapshotVolume(snapshot.fullName)).catch(
+      (error: unknown) => error,
+    );
     if (!Buffer.isBuffer(before)) {
       // A background destage may invalidate the (unreserved) snapshot at any moment (pool full).
-      this.check(isLunfsError(before, 'EIO') && this.snapshotState(snapshot) === 'invalid' && !snapshot.reserved, `read of snapshot ${snapshot.fullName} before a write failed: ${String(before)}`);
+      this.check(
+        isLunfsError(before, 'EIO') &&
+          this.snapshotState(snapshot) === 'invalid' &&
+          !snapshot.reserved,
+        `read of snapshot ${snapshot.fullName} before a write failed: ${String(before)}`,
+      );
       return;
     }
     try {
@@ -279,12 +395,21 @@ class ModelRun {
       snapshot.image.write(offset, data);
     } catch (error) {
       // A full pool: the chunks written before the refusal keep the new data.
-      this.check(isLunfsError(error, 'ENOSPC') || (isLunfsError(error, 'EIO') && this.snapshotState(snapshot) === 'invalid'), `write to snapshot ${snapshot.fullName} failed: ${String(error)}`);
-      const after = await readAll(this.controller.snapshotVolume(snapshot.fullName)).catch(() => undefined);
+      this.check(
+        isLunfsError(error, 'ENOSPC') ||
+          (isLunfsError(error, 'EIO') && this.snapshotState(snapshot) === 'invalid'),
+        `write to snapshot ${snapshot.fullName} failed: ${String(error)}`,
+      );
+      const after = await readAll(this.controller.snapshotVolume(snapshot.fullName)).catch(
+        () => undefined,
+      );
       if (after) {
         for (let position = offset; position < offset + length; position += 1) {
           const fresh = data[position - offset];
-          this.check(after[position] === before[position] || after[position] === fresh, `refused snapshot write left byte ${position} neither old nor new`);
+          this.check(
+            after[position] === before[position] || after[position] === fresh,
+            `refused snapshot write left byte ${position} neither old nor new`,
+          );
         }
         snapshot.image.partlyWritten(offset, length, after);
       }
@@ -296,18 +421,28 @@ class ModelRun {
     this.trace(`snapshot delete ${snapshot.fullName}`);
     await this.controller.removeSnapshot(snapshot.fullName);
     this.snapshots.delete(snapshot.fullName);
-    this.check(!this.controller.hasSnapshot(snapshot.fullName), `${snapshot.fullName} still listed after removal`);
+    this.check(
+      !this.controller.hasSnapshot(snapshot.fullName),
+      `${snapshot.fullName} still listed after removal`,
+    );
   }
 
   /** After the last snapshot is gone: no target volume, and the LUNs' units are all the space used. */
   private checkNoSnapshotSpace(when: string): void {
-    const targets = [...this.pool.metadata.luns.values()].filter((record) => record.role === 'target');
-    this.check(targets.length === 0, `${when}: target volumes remain: ${targets.map((target) => target.name).join(' ')}`);
+    const targets = [...this.pool.metadata.luns.values()].filter(
+      (record) => record.role === 'target',
+    );
+    this.check(
+      targets.length === 0,
+      `${when}: target volumes remain: ${targets.map((target) => target.name).join(' ')}`,
+    );
     this.checkSpace(when);
   }
 
   private chooseOperation(): Operation {
-    const available = this.faults.enabled ? weights : weights.filter(([operation]) => !faultOperations.has(operation));
+    const available = this.faults.enabled
+      ? weights
+      : weights.filter(([operation]) => !faultOperations.has(operation));
     const total = available.reduce((sum, [, weight]) => sum + weight, 0);
     let pick = this.random.integer(total);
     for (const [operation, weight] of available) {
@@ -319,7 +454,9 @@ class ModelRun {
 
   private pickLun(): LunModel | undefined {
     const names = [...this.luns.keys()];
-    return names.length === 0 ? undefined : this.luns.get(names[this.random.integer(names.length)]!);
+    return names.length === 0
+      ? undefined
+      : this.luns.get(names[this.random.integer(names.length)]!);
   }
 
   /** A range in a device of sizeBytes: tiny, block-aligned, medium, large, at the end, or whole cache pages. */
@@ -357,7 +494,8 @@ class ModelRun {
 
   private async perform(operation: Operation): Promise<void> {
     const lun = this.pickLun();
-    if (!['write', 'write-together', 'read', 'discard'].includes(operation)) this.trace(`${operation} ${lun?.name ?? ''}`);
+    if (!['write', 'write-together', 'read', 'discard'].includes(operation))
+      this.trace(`${operation} ${lun?.name ?? ''}`);
     switch (operation) {
       case 'write':
         if (lun) await this.write(lun);
@@ -392,8 +530,14 @@ class ModelRun {
       case 'remove':
         if (!lun || this.luns.size <= 1) return;
         if ([...this.snapshots.values()].some((snapshot) => snapshot.lun === lun.name)) {
-          const outcome = await this.controller.removeLun(lun.name).then(() => 'resolved', (error: unknown) => error);
-          this.check(isLunfsError(outcome, 'EBUSY'), `removing ${lun.name}, which has snapshots, must fail with EBUSY, got ${String(outcome)}`);
+          const outcome = await this.controller.removeLun(lun.name).then(
+            () => 'resolved',
+            (error: unknown) => error,
+          );
+          this.check(
+            isLunfsError(outcome, 'EBUSY'),
+            `removing ${lun.name}, which has snapshots, must fail with EBUSY, got ${String(outcome)}`,
+          );
           return;
         }
         await this.controller.removeLun(lun.name);
@@ -465,8 +609,14 @@ class ModelRun {
   private async grow(lun: LunModel): Promise<void> {
     const sizeBytes = lun.sizeBytes + 512 * (1 + this.random.integer(2048));
     if (sizeBytes > this.pool.capacityBytes()) {
-      const outcome = await this.controller.resizeLun(lun.name, sizeBytes).then(() => 'resolved', (error: unknown) => error);
-      this.check(isLunfsError(outcome, 'EFBIG'), `growing ${lun.name} past the capacity must fail with EFBIG, got ${String(outcome)}`);
+      const outcome = await this.controller.resizeLun(lun.name, sizeBytes).then(
+        () => 'resolved',
+        (error: unknown) => error,
+      );
+      this.check(
+        isLunfsError(outcome, 'EFBIG'),
+        `growing ${lun.name} past the capacity must fail with EFBIG, got ${String(outcome)}`,
+      );
       return;
     }
     await this.controller.resizeLun(lun.name, sizeBytes);
@@ -486,9 +636,16 @@ class ModelRun {
       await pending;
       return true;
     } catch (error) {
-      this.check(isLunfsError(error, 'ENOSPC'), `write of ${data.length} bytes at ${offset} to ${lun.name} failed: ${String(error)}`);
-      const spannedUnits = Math.floor((offset + data.length - 1) / unitBytes) - Math.floor(offset / unitBytes) + 1;
-      this.check(unreservedBefore < spannedUnits * unitBytes, `ENOSPC with ${unreservedBefore} unreserved bytes free for a write spanning ${spannedUnits} units`);
+      this.check(
+        isLunfsError(error, 'ENOSPC'),
+        `write of ${data.length} bytes at ${offset} to ${lun.name} failed: ${String(error)}`,
+      );
+      const spannedUnits =
+        Math.floor((offset + data.length - 1) / unitBytes) - Math.floor(offset / unitBytes) + 1;
+      this.check(
+        unreservedBefore < spannedUnits * unitBytes,
+        `ENOSPC with ${unreservedBefore} unreserved bytes free for a write spanning ${spannedUnits} units`,
+      );
       this.check(freeAfterCall === freeBefore, 'a refused write took space');
       this.counts.set('ENOSPC', (this.counts.get('ENOSPC') ?? 0) + 1);
       return false;
@@ -506,15 +663,21 @@ class ModelRun {
     const [regionOffset, regionLength] = this.pickRange(lun.sizeBytes);
     const cuts = new Set<number>([regionOffset, regionOffset + regionLength]);
     const pieceCount = 2 + this.random.integer(3);
-    for (let index = 1; index < pieceCount; index += 1) cuts.add(regionOffset + this.random.integer(regionLength));
+    for (let index = 1; index < pieceCount; index += 1)
+      cuts.add(regionOffset + this.random.integer(regionLength));
     const sorted = [...cuts].sort((a, b) => a - b);
     const writes: PendingWrite[] = [];
     for (let index = 0; index + 1 < sorted.length; index += 1) {
       if (writes.length > 0 && this.random.chance(0.25)) continue; // leave a gap
       const offsetBytes = sorted[index]!;
-      writes.push({ offsetBytes, data: patternBytes(sorted[index + 1]! - offsetBytes, this.random.integer(2 ** 31)) });
+      writes.push({
+        offsetBytes,
+        data: patternBytes(sorted[index + 1]! - offsetBytes, this.random.integer(2 ** 31)),
+      });
     }
-    const done = await Promise.all(writes.map((write) => this.tryWrite(lun, write.offsetBytes, write.data)));
+    const done = await Promise.all(
+      writes.map((write) => this.tryWrite(lun, write.offsetBytes, write.data)),
+    );
     lun.writeTogether(writes.filter((_, index) => done[index]));
   }
 
@@ -522,8 +685,15 @@ class ModelRun {
     const [offset, length] = this.pickRange(lun.sizeBytes);
     this.trace(`read ${lun.name} ${offset}+${length}`);
     const data = await readRange(this.controller.stack(lun.name).cache, offset, length);
-    const difference = firstDifference(data, lun.acknowledged.subarray(offset, offset + length), offset);
-    this.check(difference === undefined, `read of ${length} bytes at ${offset} of ${lun.name}: ${difference}`);
+    const difference = firstDifference(
+      data,
+      lun.acknowledged.subarray(offset, offset + length),
+      offset,
+    );
+    this.check(
+      difference === undefined,
+      `read of ${length} bytes at ${offset} of ${lun.name}: ${difference}`,
+    );
   }
 
   private async compareWhole(lun: LunModel, what: string): Promise<void> {
@@ -542,7 +712,10 @@ class ModelRun {
     await this.reopen('after a clean close');
     for (const lun of this.luns.values()) await this.compareWhole(lun, 'after a clean restart,');
     for (const snapshot of this.snapshots.values()) await this.readSnapshot(snapshot, true);
-    this.check(this.pool.copyReports.every((report) => report.state === 'good'), `after a clean close every metadata copy is good: ${JSON.stringify(this.pool.copyReports)}`);
+    this.check(
+      this.pool.copyReports.every((report) => report.state === 'good'),
+      `after a clean close every metadata copy is good: ${JSON.stringify(this.pool.copyReports)}`,
+    );
   }
 
   /** A power cut while idle, during a flush, or during a write; then recovery and the check. */
@@ -553,7 +726,12 @@ class ModelRun {
     const lun = this.pickLun();
     let flushedLuns: LunModel[] = [];
     let inFlightSnapshot: SnapshotModel | undefined;
-    if (mode === 3 && lun && [...this.snapshots.values()].filter((snapshot) => snapshot.lun === lun.name).length < maxSnapshotsPerLun) {
+    if (
+      mode === 3 &&
+      lun &&
+      [...this.snapshots.values()].filter((snapshot) => snapshot.lun === lun.name).length <
+        maxSnapshotsPerLun
+    ) {
       const fullName = `${lun.name}@s${this.nextSnapshotNumber++}`;
       const image = new LunModel(fullName, lun.sizeBytes);
       image.resetTo(Buffer.from(lun.acknowledged));
@@ -564,9 +742,16 @@ class ModelRun {
     } else if (mode === 1 && lun) {
       const all = this.random.chance(0.5);
       if (all) for (const model of this.luns.values()) this.controller.stack(model.name);
-      const flushing = all ? this.controller.flushAll() : this.controller.stack(lun.name).cache.flush();
+      const flushing = all
+        ? this.controller.flushAll()
+        : this.controller.stack(lun.name).cache.flush();
       let completed = false;
-      void flushing.then(() => { completed = true; }, () => undefined);
+      void flushing.then(
+        () => {
+          completed = true;
+        },
+        () => undefined,
+      );
       await turns(this.random.integer(this.random.chance(0.7) ? 40 : 400));
       if (completed) flushedLuns = all ? [...this.luns.values()] : [lun];
       this.operation = `crash during a flush (${completed ? 'completed' : 'in flight'})`;
@@ -574,7 +759,10 @@ class ModelRun {
       const [offset, length] = this.pickRange(lun.sizeBytes);
       const data = patternBytes(length, this.random.integer(2 ** 31));
       this.trace(`write ${lun.name} ${offset}+${length} in flight`);
-      void this.controller.stack(lun.name).cache.write(offset, data).catch(() => undefined);
+      void this.controller
+        .stack(lun.name)
+        .cache.write(offset, data)
+        .catch(() => undefined);
       lun.mayHaveWritten(offset, data);
       await turns(this.random.integer(200));
       this.operation = 'crash during a write';
@@ -588,31 +776,49 @@ class ModelRun {
     this.views = powerCut(this.views, new SeededRandom(this.random.integer(2 ** 31)));
     this.operation += ` (${unflushed} unflushed drive writes)`;
     await this.reopen('after a power cut');
-    this.check(!this.pool.copyReports.some((report) => report.state === 'bad'), `metadata copy bad after a power cut: ${JSON.stringify(this.pool.copyReports)}`);
+    this.check(
+      !this.pool.copyReports.some((report) => report.state === 'bad'),
+      `metadata copy bad after a power cut: ${JSON.stringify(this.pool.copyReports)}`,
+    );
     for (const model of this.luns.values()) {
       const image = await readAll(this.controller.stack(model.name).cache);
       const problem = model.checkRecovered(image);
       const sector = /^sector (\d+)/.exec(problem ?? '')?.[1];
-      this.check(problem === undefined, `after a power cut, ${model.name}: ${problem}${sector === undefined ? '' : `; the sector is in ${describeLocation(this.pool, model.name, Number(sector) * 512)}`}`);
+      this.check(
+        problem === undefined,
+        `after a power cut, ${model.name}: ${problem}${sector === undefined ? '' : `; the sector is in ${describeLocation(this.pool, model.name, Number(sector) * 512)}`}`,
+      );
       model.resetTo(image);
     }
     if (inFlightSnapshot && this.controller.hasSnapshot(inFlightSnapshot.fullName)) {
       this.snapshots.set(inFlightSnapshot.fullName, inFlightSnapshot); // it exists: it must hold exactly the instant
-      this.counts.set('snapshot survived a crash during its creation', (this.counts.get('snapshot survived a crash during its creation') ?? 0) + 1);
+      this.counts.set(
+        'snapshot survived a crash during its creation',
+        (this.counts.get('snapshot survived a crash during its creation') ?? 0) + 1,
+      );
     }
     for (const snapshot of this.snapshots.values()) {
-      this.check(this.controller.hasSnapshot(snapshot.fullName), `snapshot ${snapshot.fullName} lost in a power cut`);
+      this.check(
+        this.controller.hasSnapshot(snapshot.fullName),
+        `snapshot ${snapshot.fullName} lost in a power cut`,
+      );
       if (this.snapshotState(snapshot) !== 'valid') continue;
       const image = await readAll(this.controller.snapshotVolume(snapshot.fullName));
       const problem = snapshot.image.checkRecovered(image);
-      this.check(problem === undefined, `after a power cut, snapshot ${snapshot.fullName}: ${problem}`);
+      this.check(
+        problem === undefined,
+        `after a power cut, snapshot ${snapshot.fullName}: ${problem}`,
+      );
       snapshot.image.resetTo(image);
     }
   }
 
   private async reopen(when: string): Promise<void> {
     try {
-      this.pool = await Pool.open(this.faults.drivesForOpen(this.views), { clock: this.clock, log: this.log });
+      this.pool = await Pool.open(this.faults.drivesForOpen(this.views), {
+        clock: this.clock,
+        log: this.log,
+      });
     } catch (error) {
       this.check(false, `Pool.open ${when} failed: ${String(error)}`);
     }
@@ -620,9 +826,17 @@ class ModelRun {
     await this.controller.openSnapshots();
     await this.controller.drives.start(); // as a mount does: resumes a rebuild, restores metadata copies
     await this.faults.afterReopen(when);
-    const names = this.pool.userLuns().map((record) => `${record.name}:${record.sizeBytes}`).sort();
-    const expected = [...this.luns.values()].map((model) => `${model.name}:${model.sizeBytes}`).sort();
-    this.check(JSON.stringify(names) === JSON.stringify(expected), `LUNs ${when}: ${names.join(' ')}, model ${expected.join(' ')}`);
+    const names = this.pool
+      .userLuns()
+      .map((record) => `${record.name}:${record.sizeBytes}`)
+      .sort();
+    const expected = [...this.luns.values()]
+      .map((model) => `${model.name}:${model.sizeBytes}`)
+      .sort();
+    this.check(
+      JSON.stringify(names) === JSON.stringify(expected),
+      `LUNs ${when}: ${names.join(' ')}, model ${expected.join(' ')}`,
+    );
     this.checkSpace(when);
     await this.checkParity(when);
   }
@@ -638,22 +852,38 @@ class ModelRun {
         this.count('parity check skipped (RStore degraded or with bit flips)');
         continue;
       }
-      const row = await this.pool.rstore(record.id).firstInconsistentRow().catch((error: unknown) => {
-        this.check(!isChecksumError(error), `${when}: RAID-5 RStore ${record.id}: checksum mismatch while checking parity: ${String(error)}`);
-        throw error;
-      });
-      this.check(row === undefined, `${when}: RAID-5 RStore ${record.id} row ${row} has parity that is not the XOR of its data`);
+      const row = await this.pool
+        .rstore(record.id)
+        .firstInconsistentRow()
+        .catch((error: unknown) => {
+          this.check(
+            !isChecksumError(error),
+            `${when}: RAID-5 RStore ${record.id}: checksum mismatch while checking parity: ${String(error)}`,
+          );
+          throw error;
+        });
+      this.check(
+        row === undefined,
+        `${when}: RAID-5 RStore ${record.id} row ${row} has parity that is not the XOR of its data`,
+      );
     }
   }
 
   /** Free space plus the mapped units is the capacity: nothing leaked, nothing counted twice. */
   private checkSpace(when: string): void {
-    const mappedBytes = [...this.pool.metadata.luns.values()].reduce((sum, record) => sum + record.map.mappedCount * unitBytes, 0);
+    const mappedBytes = [...this.pool.metadata.luns.values()].reduce(
+      (sum, record) => sum + record.map.mappedCount * unitBytes,
+      0,
+    );
     const capacity = this.pool.capacityBytes();
     // RAID-1 RStores made while a drive was out can leave free PSEGs that no pair can use (see strandedBytes).
     const stranded = strandedBytes(this.pool);
-    if (stranded > 0) this.count('space check with stranded PSEGs (RAID-1 allocation while a drive was out)');
-    this.check(this.pool.freeBytes() + mappedBytes + stranded === capacity, `space ${when}: free ${this.pool.freeBytes()} + mapped ${mappedBytes} + stranded ${stranded} != capacity ${capacity}; free PSEGs per drive ${freePsegCounts(this.pool).join(' ')}`);
+    if (stranded > 0)
+      this.count('space check with stranded PSEGs (RAID-1 allocation while a drive was out)');
+    this.check(
+      this.pool.freeBytes() + mappedBytes + stranded === capacity,
+      `space ${when}: free ${this.pool.freeBytes()} + mapped ${mappedBytes} + stranded ${stranded} != capacity ${capacity}; free PSEGs per drive ${freePsegCounts(this.pool).join(' ')}`,
+    );
   }
 }
 
@@ -662,11 +892,15 @@ describe('model test of the whole stack', () => {
     for (let run = 0; run < runsPerRaidLevel; run += 1) {
       const seed = baseSeed + run;
       it(`RAID-${raidLevel}, seed ${seed}`, async () => {
-        console.log(`model seed ${seed} (RAID-${raidLevel}, ${stepCount} steps); replay with LUNFS_SEED=${seed}`);
+        console.log(
+          `model seed ${seed} (RAID-${raidLevel}, ${stepCount} steps); replay with LUNFS_SEED=${seed}`,
+        );
         const started = Date.now();
         const modelRun = new ModelRun(seed, raidLevel);
         await modelRun.run();
-        console.log(`model seed ${seed} (RAID-${raidLevel}) passed in ${Date.now() - started} ms: ${JSON.stringify(Object.fromEntries(modelRun.counts))}`);
+        console.log(
+          `model seed ${seed} (RAID-${raidLevel}) passed in ${Date.now() - started} ms: ${JSON.stringify(Object.fromEntries(modelRun.counts))}`,
+        );
       }, 240_000); // one run takes 5-45 s here, depending on the seed; a slow machine must not fail it
     }
   }

@@ -127,7 +127,10 @@ describe.each(implementations)('%s kernels', (_name, getKernels) => {
           const out = new Uint32Array(blockCount + 2).fill(0xabcdef01);
           kernels.crc32cBlocks(data, blockBytes, out);
           for (let block = 0; block < blockCount; block++) {
-            const expected = kernels.crc32c(data.subarray(block * blockBytes, (block + 1) * blockBytes), 0);
+            const expected = kernels.crc32c(
+              data.subarray(block * blockBytes, (block + 1) * blockBytes),
+              0,
+            );
             expect(out[block]).toBe(expected);
           }
           expect([out[blockCount], out[blockCount + 1]]).toEqual([0xabcdef01, 0xabcdef01]);
@@ -149,13 +152,25 @@ describe.each(implementations)('%s kernels', (_name, getKernels) => {
       expect(() => loose.crc32cBlocks(notBytes, 4096, out)).toThrow(/data must be a Buffer/);
     }
     for (const badBlockBytes of [0, -4096, 1.5, Number.NaN, 2 ** 32, '4096', undefined]) {
-      expect(() => loose.crc32cBlocks(data, badBlockBytes, out)).toThrow(/blockBytes must be an integer/);
+      expect(() => loose.crc32cBlocks(data, badBlockBytes, out)).toThrow(
+        /blockBytes must be an integer/,
+      );
     }
-    for (const notEntries of [undefined, [0, 0], new Int32Array(2), new Uint8Array(8), new Float64Array(2)]) {
+    for (const notEntries of [
+      undefined,
+      [0, 0],
+      new Int32Array(2),
+      new Uint8Array(8),
+      new Float64Array(2),
+    ]) {
       expect(() => loose.crc32cBlocks(data, 4096, notEntries)).toThrow(/out must be a Uint32Array/);
     }
-    expect(() => loose.crc32cBlocks(data, 3000, new Uint32Array(4))).toThrow(/not a multiple of blockBytes/);
-    expect(() => loose.crc32cBlocks(data, 4096, new Uint32Array(1))).toThrow(/fewer than the 2 blocks/);
+    expect(() => loose.crc32cBlocks(data, 3000, new Uint32Array(4))).toThrow(
+      /not a multiple of blockBytes/,
+    );
+    expect(() => loose.crc32cBlocks(data, 4096, new Uint32Array(1))).toThrow(
+      /fewer than the 2 blocks/,
+    );
     expect(() => loose.crc32cBlocks(data, 4096, out)).not.toThrow();
   });
 
@@ -191,7 +206,12 @@ describe.each(implementations)('%s kernels', (_name, getKernels) => {
 
   it('xorInto with overlapping ranges uses the source as it was before the call', () => {
     const kernels = getKernels();
-    for (const [targetStart, sourceStart] of [[0, 1], [1, 0], [3, 11], [16, 8]] as const) {
+    for (const [targetStart, sourceStart] of [
+      [0, 1],
+      [1, 0],
+      [3, 11],
+      [16, 8],
+    ] as const) {
       const backing = pseudoRandomBytes(200, 99);
       const expected = Uint8Array.from(backing.subarray(targetStart, targetStart + 100));
       const sourceBefore = Uint8Array.from(backing.subarray(sourceStart, sourceStart + 100));
@@ -245,9 +265,15 @@ describe('kernel selection', () => {
     }
     // The compiled module (make test builds dist/ first): Node 20 cannot import TypeScript itself.
     const moduleUrl = new URL('../../dist/native/native-kernels.js', import.meta.url).href;
-    const output = execFileSync(process.execPath, ['--input-type=module', '-e',
-      `const k = await import(${JSON.stringify(moduleUrl)}); console.log(k.kernelImplementation, k.nativeKernelsOrNull === null, k.crc32c(Buffer.from('123456789')))`],
-    { env: { ...process.env, LUNFS_NO_NATIVE: '1' }, encoding: 'utf8' });
+    const output = execFileSync(
+      process.execPath,
+      [
+        '--input-type=module',
+        '-e',
+        `const k = await import(${JSON.stringify(moduleUrl)}); console.log(k.kernelImplementation, k.nativeKernelsOrNull === null, k.crc32c(Buffer.from('123456789')))`,
+      ],
+      { env: { ...process.env, LUNFS_NO_NATIVE: '1' }, encoding: 'utf8' },
+    );
     expect(output.trim()).toBe(`typescript true ${0xe3069283}`);
   });
 
@@ -328,7 +354,11 @@ describe.skipIf(nativeDisabled)('native and TypeScript agree', () => {
         offsetArbitrary,
         fillSeedArbitrary,
         (blockBytes, blockCount, offset, fillSeed) => {
-          const data = bytesAtOffset(Math.min(blockBytes * blockCount, 300_000 - (300_000 % blockBytes)), offset, fillSeed);
+          const data = bytesAtOffset(
+            Math.min(blockBytes * blockCount, 300_000 - (300_000 % blockBytes)),
+            offset,
+            fillSeed,
+          );
           const count = data.length / blockBytes;
           const fromNative = new Uint32Array(count + 1).fill(7);
           const fromTypescript = new Uint32Array(count + 1).fill(7);
@@ -374,7 +404,8 @@ describe.skipIf(nativeDisabled)('native and TypeScript agree', () => {
       (kernels) => kernels.crc32cBlocks(new Uint8Array(10), 4, new Uint32Array(4)),
       (kernels) => kernels.crc32cBlocks(new Uint8Array(16), 4, new Uint32Array(3)),
       (kernels) => kernels.crc32cBlocks(new Uint8Array(16), 0, new Uint32Array(4)),
-      (kernels) => kernels.crc32cBlocks(new Uint8Array(16), 4, new Int32Array(4) as unknown as Uint32Array),
+      (kernels) =>
+        kernels.crc32cBlocks(new Uint8Array(16), 4, new Int32Array(4) as unknown as Uint32Array),
       (kernels) => kernels.xorInto(new Uint8Array(3), new Uint8Array(4)),
       (kernels) => kernels.xorInto(new Uint8Array(3), {} as Uint8Array),
     ];

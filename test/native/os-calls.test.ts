@@ -7,7 +7,13 @@ import { createServer, connect, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { allocateIoMemory, osCallsAvailable, peerCredentials, tryFlock, unflock } from '../../src/native/os-calls.js';
+import {
+  allocateIoMemory,
+  osCallsAvailable,
+  peerCredentials,
+  tryFlock,
+  unflock,
+} from '../../src/native/os-calls.js';
 import { nativeAddonOrNull, nativeUnavailableReason } from '../../src/native/native-kernels.js';
 
 const folder = mkdtempSync(join(tmpdir(), 'lunfs-os-calls-'));
@@ -62,13 +68,20 @@ describe('native OS calls', () => {
     const client = connect(path);
     const socket = await accepted;
     const fd = (socket as unknown as { _handle: { fd: number } })._handle.fd;
-    expect(peerCredentials(fd)).toEqual({ pid: process.pid, uid: process.getuid!(), gid: process.getgid!() });
+    expect(peerCredentials(fd)).toEqual({
+      pid: process.pid,
+      uid: process.getuid!(),
+      gid: process.getgid!(),
+    });
     client.destroy();
     socket.destroy();
   });
 
   it('allocateIoMemory: zeroed, writable memory of the asked length, in huge pages where THP allows them', () => {
-    const anonHugeKiB = (): number => Number(/AnonHugePages:\s+(\d+)/.exec(readFileSync('/proc/self/smaps_rollup', 'utf8'))?.[1] ?? 0);
+    const anonHugeKiB = (): number =>
+      Number(
+        /AnonHugePages:\s+(\d+)/.exec(readFileSync('/proc/self/smaps_rollup', 'utf8'))?.[1] ?? 0,
+      );
     const thp = readFileSync('/sys/kernel/mm/transparent_hugepage/enabled', 'utf8');
     const before = anonHugeKiB();
     const memory = allocateIoMemory(8 * 1024 * 1024 + 123);
@@ -95,6 +108,7 @@ describe('native OS calls', () => {
 
   it('allocHugePages refuses a byte count that is not positive', () => {
     const allocHugePages = nativeAddonOrNull?.['allocHugePages'] as (bytes: unknown) => unknown;
-    for (const bad of [0, -1, Number.NaN, 'x']) expect(() => allocHugePages(bad)).toThrow(/positive byte count/);
+    for (const bad of [0, -1, Number.NaN, 'x'])
+      expect(() => allocHugePages(bad)).toThrow(/positive byte count/);
   });
 });

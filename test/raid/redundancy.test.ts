@@ -33,7 +33,10 @@ const lunBytes = 2 * MiB;
 
 function controllerFor(pool: Pool, clock: FakeClock, newDrives: Drive[] = []): Controller {
   return new Controller(pool, {
-    cacheBytes: MiB, clock, log: silentLogger(), random: () => 0.5,
+    cacheBytes: MiB,
+    clock,
+    log: silentLogger(),
+    random: () => 0.5,
     driveSettings: { openDrive: async () => newDrives.shift()! },
   });
 }
@@ -55,7 +58,12 @@ async function readBelowCache(controller: Controller): Promise<Buffer> {
 describe.each([1, 5] as RaidLevel[])('RAID-%i with a failed drive', (raidLevel) => {
   it('serves every byte, takes writes, records the failure, reopens degraded, and refuses a second loss in the set', async () => {
     const clock = new FakeClock();
-    const memory = await formatMemoryPool({ raidLevel, driveCount: 4, driveSizeBytes: 8 * MiB, clock });
+    const memory = await formatMemoryPool({
+      raidLevel,
+      driveCount: 4,
+      driveSizeBytes: 8 * MiB,
+      clock,
+    });
     const controller = controllerFor(memory.pool, clock);
     await controller.createLun('db', lunBytes);
     const first = await writeLun(controller, 1);
@@ -80,7 +88,9 @@ describe.each([1, 5] as RaidLevel[])('RAID-%i with a failed drive', (raidLevel) 
     await controller.close();
 
     // Reopen with drive 1 missing altogether: degraded, same data; the failure was durable.
-    const drives: Drive[] = memory.drives.map((drive, index) => (index === 1 ? new MissingDrive('mem1', 'gone') : (drive.reopen(), drive)));
+    const drives: Drive[] = memory.drives.map((drive, index) =>
+      index === 1 ? new MissingDrive('mem1', 'gone') : (drive.reopen(), drive),
+    );
     const reopened = await Pool.open(drives, { clock, log: silentLogger() });
     expect(reopened.metadata.drives[1]!.state).toBe('failed');
     const again = controllerFor(reopened, clock);
@@ -93,8 +103,15 @@ describe.each([1, 5] as RaidLevel[])('RAID-%i with a failed drive', (raidLevel) 
     await again.close();
 
     // A second drive of the set missing: RAID-1 pairs on drives 1 and 2 lose both copies, RAID-5 rows two members.
-    const worse: Drive[] = memory.drives.map((drive, index) => (index === 1 || index === 2 ? new MissingDrive(`mem${index}`, 'gone') : (drive.reopen(), drive)));
-    const refused = await Pool.open(worse, { clock, log: silentLogger() }).then(() => 'opened', (error: unknown) => error);
+    const worse: Drive[] = memory.drives.map((drive, index) =>
+      index === 1 || index === 2
+        ? new MissingDrive(`mem${index}`, 'gone')
+        : (drive.reopen(), drive),
+    );
+    const refused = await Pool.open(worse, { clock, log: silentLogger() }).then(
+      () => 'opened',
+      (error: unknown) => error,
+    );
     if (raidLevel === 5) {
       expect(isLunfsError(refused, 'ENOENT')).toBe(true);
       expect((refused as Error).message).toMatch(/cannot do without drive/);
@@ -103,7 +120,12 @@ describe.each([1, 5] as RaidLevel[])('RAID-%i with a failed drive', (raidLevel) 
 
   it('rebuilds a replacement while the LUN is written, then survives another failure in the set', async () => {
     const clock = new FakeClock();
-    const memory = await formatMemoryPool({ raidLevel, driveCount: 4, driveSizeBytes: 8 * MiB, clock });
+    const memory = await formatMemoryPool({
+      raidLevel,
+      driveCount: 4,
+      driveSizeBytes: 8 * MiB,
+      clock,
+    });
     const replacement = new MemoryDrive('new1', 8 * MiB);
     const controller = controllerFor(memory.pool, clock, [replacement]);
     await controller.createLun('db', lunBytes);
@@ -129,7 +151,8 @@ describe.each([1, 5] as RaidLevel[])('RAID-%i with a failed drive', (raidLevel) 
     expect(memory.pool.metadataCopyDrives.length).toBe(3);
     expect(Buffer.compare(await readBelowCache(controller), during)).toBe(0);
     // Every RAID-5 row consistent again, and the rebuilt drive's data is right: lose another drive.
-    for (const record of memory.pool.metadata.rstores.values()) expect(await memory.pool.rstore(record.id).firstInconsistentRow()).toBeUndefined();
+    for (const record of memory.pool.metadata.rstores.values())
+      expect(await memory.pool.rstore(record.id).firstInconsistentRow()).toBeUndefined();
     memory.drives[2]!.fail();
     expect(Buffer.compare(await readBelowCache(controller), during)).toBe(0);
     const readBack = Buffer.alloc(lunBytes);
@@ -140,43 +163,63 @@ describe.each([1, 5] as RaidLevel[])('RAID-%i with a failed drive', (raidLevel) 
 });
 
 describe('silent corruption', () => {
-  it.each([1, 5] as RaidLevel[])('RAID-%i: flipped bits are caught by the checksums and repaired on read and by scrub', async (raidLevel) => {
-    const clock = new FakeClock();
-    const memory = await formatMemoryPool({ raidLevel, driveCount: 3, driveSizeBytes: 8 * MiB, clock });
-    const controller = controllerFor(memory.pool, clock);
-    await controller.createLun('db', lunBytes);
-    const data = await writeLun(controller, 6);
-    const psegArea = memory.pool.layoutHeader.psegAreaOffsetBytes;
-    const random = new SeededRandom(42);
-    // Flips on one drive at a time, in the first PSEGs (which hold the LUN): redundancy always has a good copy.
-    const flip = (driveIndex: number): void => memory.drives[driveIndex]!.flipBit(psegArea + random.integer(3 * 256 * KiB), random.integer(8));
-    for (let index = 0; index < 40; index += 1) flip(0);
-    expect(Buffer.compare(await readBelowCache(controller), data)).toBe(0);
-    const afterRead = controller.status().integrity;
-    expect(afterRead.checksumMismatches).toBeGreaterThan(0);
-    expect(afterRead.repairs).toBeGreaterThan(0);
-    expect(afterRead.unrepairable).toBe(0);
-    // Flip more, then scrub: everything found is repaired; a second scrub finds nothing.
-    for (let index = 0; index < 20; index += 1) flip(0); // drive 0 again: flips the read did not meet are still there
-    const scrub = await controller.drives.jobs.wait(controller.drives.scrub().id);
-    expect(scrub.state, scrub.error).toBe('done');
-    const report = scrub.result as { checksumRepairs: number; unrepairable: number };
-    expect(report.checksumRepairs).toBeGreaterThan(0);
-    expect(report.unrepairable).toBe(0);
-    const clean = await controller.drives.jobs.wait(controller.drives.scrub().id);
-    expect(clean.result).toMatchObject({ checksumRepairs: 0, parityRepairs: 0, unrepairable: 0 });
-    expect(Buffer.compare(await readBelowCache(controller), data)).toBe(0);
-    await controller.close();
-  });
+  it.each([1, 5] as RaidLevel[])(
+    'RAID-%i: flipped bits are caught by the checksums and repaired on read and by scrub',
+    async (raidLevel) => {
+      const clock = new FakeClock();
+      const memory = await formatMemoryPool({
+        raidLevel,
+        driveCount: 3,
+        driveSizeBytes: 8 * MiB,
+        clock,
+      });
+      const controller = controllerFor(memory.pool, clock);
+      await controller.createLun('db', lunBytes);
+      const data = await writeLun(controller, 6);
+      const psegArea = memory.pool.layoutHeader.psegAreaOffsetBytes;
+      const random = new SeededRandom(42);
+      // Flips on one drive at a time, in the first PSEGs (which hold the LUN): redundancy always has a good copy.
+      const flip = (driveIndex: number): void =>
+        memory.drives[driveIndex]!.flipBit(
+          psegArea + random.integer(3 * 256 * KiB),
+          random.integer(8),
+        );
+      for (let index = 0; index < 40; index += 1) flip(0);
+      expect(Buffer.compare(await readBelowCache(controller), data)).toBe(0);
+      const afterRead = controller.status().integrity;
+      expect(afterRead.checksumMismatches).toBeGreaterThan(0);
+      expect(afterRead.repairs).toBeGreaterThan(0);
+      expect(afterRead.unrepairable).toBe(0);
+      // Flip more, then scrub: everything found is repaired; a second scrub finds nothing.
+      for (let index = 0; index < 20; index += 1) flip(0); // drive 0 again: flips the read did not meet are still there
+      const scrub = await controller.drives.jobs.wait(controller.drives.scrub().id);
+      expect(scrub.state, scrub.error).toBe('done');
+      const report = scrub.result as { checksumRepairs: number; unrepairable: number };
+      expect(report.checksumRepairs).toBeGreaterThan(0);
+      expect(report.unrepairable).toBe(0);
+      const clean = await controller.drives.jobs.wait(controller.drives.scrub().id);
+      expect(clean.result).toMatchObject({ checksumRepairs: 0, parityRepairs: 0, unrepairable: 0 });
+      expect(Buffer.compare(await readBelowCache(controller), data)).toBe(0);
+      await controller.close();
+    },
+  );
 
   it('RAID-0: a flipped bit is EIO, never wrong bytes', async () => {
     const clock = new FakeClock();
-    const memory = await formatMemoryPool({ raidLevel: 0, driveCount: 3, driveSizeBytes: 8 * MiB, clock });
+    const memory = await formatMemoryPool({
+      raidLevel: 0,
+      driveCount: 3,
+      driveSizeBytes: 8 * MiB,
+      clock,
+    });
     const controller = controllerFor(memory.pool, clock);
     await controller.createLun('db', lunBytes);
     await writeLun(controller, 7);
     memory.drives[0]!.flipBit(memory.pool.layoutHeader.psegAreaOffsetBytes + 100, 3);
-    const outcome = await readBelowCache(controller).then(() => 'read', (error: unknown) => error);
+    const outcome = await readBelowCache(controller).then(
+      () => 'read',
+      (error: unknown) => error,
+    );
     expect(isLunfsError(outcome, 'EIO')).toBe(true);
     expect(controller.status().integrity.unrepairable).toBeGreaterThan(0);
     await controller.close();
@@ -184,13 +227,23 @@ describe('silent corruption', () => {
 
   it('RAID-0: a failed drive is EIO for its data, and the pool will not open without it', async () => {
     const clock = new FakeClock();
-    const memory = await formatMemoryPool({ raidLevel: 0, driveCount: 3, driveSizeBytes: 8 * MiB, clock });
+    const memory = await formatMemoryPool({
+      raidLevel: 0,
+      driveCount: 3,
+      driveSizeBytes: 8 * MiB,
+      clock,
+    });
     const controller = controllerFor(memory.pool, clock);
     await controller.createLun('db', lunBytes);
     await writeLun(controller, 8);
     await controller.close();
-    const drives: Drive[] = memory.drives.map((drive, index) => (index === 2 ? new MissingDrive('mem2', 'gone') : (drive.reopen(), drive)));
-    const refused = await Pool.open(drives, { clock, log: silentLogger() }).then(() => 'opened', (error: unknown) => error);
+    const drives: Drive[] = memory.drives.map((drive, index) =>
+      index === 2 ? new MissingDrive('mem2', 'gone') : (drive.reopen(), drive),
+    );
+    const refused = await Pool.open(drives, { clock, log: silentLogger() }).then(
+      () => 'opened',
+      (error: unknown) => error,
+    );
     expect(isLunfsError(refused, 'ENOENT')).toBe(true);
     expect((refused as Error).message).toMatch(/RAID-0 cannot do without drive/);
     expect((refused as Error).message).toMatch(/db/);
@@ -199,9 +252,16 @@ describe('silent corruption', () => {
 
 describe('RAID-0: a failed drive that comes back (issue 17)', () => {
   /** A RAID-0 pool on two MemoryDrives with LUN db written whole; drive 1 then fails as told, and the pool is closed. */
-  async function failedRaid0(fail: (pool: Pool, controller: Controller) => Promise<void>): Promise<{ drives: MemoryDrive[]; clock: FakeClock; data: Buffer }> {
+  async function failedRaid0(
+    fail: (pool: Pool, controller: Controller) => Promise<void>,
+  ): Promise<{ drives: MemoryDrive[]; clock: FakeClock; data: Buffer }> {
     const clock = new FakeClock();
-    const memory = await formatMemoryPool({ raidLevel: 0, driveCount: 2, driveSizeBytes: 8 * MiB, clock });
+    const memory = await formatMemoryPool({
+      raidLevel: 0,
+      driveCount: 2,
+      driveSizeBytes: 8 * MiB,
+      clock,
+    });
     const controller = controllerFor(memory.pool, clock);
     await controller.createLun('db', lunBytes);
     const data = await writeLun(controller, 21);
@@ -213,7 +273,11 @@ describe('RAID-0: a failed drive that comes back (issue 17)', () => {
     return { drives: memory.drives, clock, data };
   }
 
-  async function openAndRead(drives: MemoryDrive[], clock: FakeClock, forceDegraded = false): Promise<Buffer> {
+  async function openAndRead(
+    drives: MemoryDrive[],
+    clock: FakeClock,
+    forceDegraded = false,
+  ): Promise<Buffer> {
     const pool = await Pool.open(drives, { clock, log: silentLogger(), forceDegraded });
     const controller = controllerFor(pool, clock);
     expect(pool.health.failedDrives()).toEqual([]);
@@ -223,7 +287,9 @@ describe('RAID-0: a failed drive that comes back (issue 17)', () => {
   }
 
   it('absent and no write missed: back in service at the next open, every byte there, and at the open after', async () => {
-    const { drives, clock, data } = await failedRaid0(async (pool) => pool.health.fail(1, new Error('drive file moved away'), { absent: true }));
+    const { drives, clock, data } = await failedRaid0(async (pool) =>
+      pool.health.fail(1, new Error('drive file moved away'), { absent: true }),
+    );
     expect((await openAndRead(drives, clock)).equals(data)).toBe(true);
     for (const drive of drives) drive.reopen();
     expect((await openAndRead(drives, clock)).equals(data)).toBe(true);
@@ -236,25 +302,47 @@ describe('RAID-0: a failed drive that comes back (issue 17)', () => {
       await expect(controller.flushAll()).rejects.toThrow(/out of service/);
       expect(pool.metadata.drives[1]!.missedWriteRstores!.length).toBeGreaterThan(0);
     });
-    const refused = await Pool.open(drives, { clock, log: silentLogger() }).then(() => 'opened', (error: unknown) => error);
+    const refused = await Pool.open(drives, { clock, log: silentLogger() }).then(
+      () => 'opened',
+      (error: unknown) => error,
+    );
     expect(isLunfsError(refused, 'EIO'), String(refused)).toBe(true);
-    expect((refused as Error).message).toMatch(/drive 1 \(mem1\) is back with its own label, but writes meant for it were missed .*LUN\(s\) db.*--force-degraded/);
+    expect((refused as Error).message).toMatch(
+      /drive 1 \(mem1\) is back with its own label, but writes meant for it were missed .*LUN\(s\) db.*--force-degraded/,
+    );
     for (const drive of drives) drive.reopen();
     const seen = await openAndRead(drives, clock, true);
     expect(seen.subarray(64 * KiB).equals(data.subarray(64 * KiB))).toBe(true);
   });
 
   it('failed with an I/O error: refused even with no write missed; forced, it returns', async () => {
-    const { drives, clock, data } = await failedRaid0(async (pool) => pool.health.fail(1, new Error('EIO on read')));
-    const refused = await Pool.open(drives, { clock, log: silentLogger() }).then(() => 'opened', (error: unknown) => error);
-    expect((refused as Error).message).toMatch(/drive 1 \(mem1\) is back with its own label, but it left service after an I\/O error \(EIO on read\)/);
+    const { drives, clock, data } = await failedRaid0(async (pool) =>
+      pool.health.fail(1, new Error('EIO on read')),
+    );
+    const refused = await Pool.open(drives, { clock, log: silentLogger() }).then(
+      () => 'opened',
+      (error: unknown) => error,
+    );
+    expect((refused as Error).message).toMatch(
+      /drive 1 \(mem1\) is back with its own label, but it left service after an I\/O error \(EIO on read\)/,
+    );
     for (const drive of drives) drive.reopen();
     expect((await openAndRead(drives, clock, true)).equals(data)).toBe(true);
   });
 });
 
 /** A RAID-5 pool on three MemoryDrives (with their session views) holding a LUN written whole with old data. */
-async function raid5PoolWithOldData(name: string, clock: FakeClock, seed: number): Promise<{ inner: MemoryDrive[]; views: SessionDrive[]; pool: Pool; controller: Controller; old: Buffer }> {
+async function raid5PoolWithOldData(
+  name: string,
+  clock: FakeClock,
+  seed: number,
+): Promise<{
+  inner: MemoryDrive[];
+  views: SessionDrive[];
+  pool: Pool;
+  controller: Controller;
+  old: Buffer;
+}> {
   const inner = [0, 1, 2].map((index) => new MemoryDrive(`${name}${index}`, 8 * MiB));
   const views = sessionViews(inner);
   const pool = await formatPoolOn(views, { raidLevel: 5 }, clock);
@@ -265,11 +353,18 @@ async function raid5PoolWithOldData(name: string, clock: FakeClock, seed: number
 }
 
 /** Every sector of the LUN, read below the cache, holds its old or its fresh data. */
-async function expectOldOrFresh(controller: Controller, old: Buffer, fresh: Buffer, what: string): Promise<void> {
+async function expectOldOrFresh(
+  controller: Controller,
+  old: Buffer,
+  fresh: Buffer,
+  what: string,
+): Promise<void> {
   const seen = await readBelowCache(controller);
   for (let sector = 0; sector < lunBytes; sector += 512) {
     const got = seen.subarray(sector, sector + 512);
-    const ok = got.equals(old.subarray(sector, sector + 512)) || got.equals(fresh.subarray(sector, sector + 512));
+    const ok =
+      got.equals(old.subarray(sector, sector + 512)) ||
+      got.equals(fresh.subarray(sector, sector + 512));
     expect(ok, `${what}: sector ${sector / 512} holds data never written there`).toBe(true);
   }
 }
@@ -286,21 +381,32 @@ describe('write intent (RAID-5 write hole)', () => {
       const pending: Promise<unknown>[] = [];
       for (let index = 0; index < 24; index += 1) {
         const offset = random.integer(lunBytes / 4096) * 4096;
-        pending.push(setup.controller.stack('db').thin.write(offset, fresh.subarray(offset, offset + 4096)).catch(() => undefined));
+        pending.push(
+          setup.controller
+            .stack('db')
+            .thin.write(offset, fresh.subarray(offset, offset + 4096))
+            .catch(() => undefined),
+        );
       }
       for (let turn = 0; turn < random.integer(40); turn += 1) await Promise.resolve();
       const views = powerCut(setup.views, random);
       await Promise.allSettled(pending);
       const pool = await Pool.open(views, { clock, log: silentLogger() });
-      for (const record of pool.metadata.rstores.values()) expect(await pool.rstore(record.id).firstInconsistentRow()).toBeUndefined();
+      for (const record of pool.metadata.rstores.values())
+        expect(await pool.rstore(record.id).firstInconsistentRow()).toBeUndefined();
       const lost = random.integer(3);
       inner[lost]!.fail();
-      await expectOldOrFresh(controllerFor(pool, clock), old, fresh, `seed ${seed}, after losing drive ${lost}`);
+      await expectOldOrFresh(
+        controllerFor(pool, clock),
+        old,
+        fresh,
+        `seed ${seed}, after losing drive ${lost}`,
+      );
       await pool.abandonSession();
     }
   });
 
-  it('a power cut during writes while a drive is out: the degraded-row log keeps the missing drive\'s data as it was written', async () => {
+  it("a power cut during writes while a drive is out: the degraded-row log keeps the missing drive's data as it was written", async () => {
     let replayedInAll = 0;
     for (let seed = 1; seed <= 12; seed += 1) {
       const random = new SeededRandom(seed);
@@ -319,14 +425,24 @@ describe('write intent (RAID-5 write hole)', () => {
       for (let index = 0; index < 24; index += 1) {
         const length = [4096, 8192, 65536, 131072][random.integer(4)]!;
         const offset = random.integer((lunBytes - length) / 4096) * 4096;
-        pending.push(setup.controller.stack('db').thin.write(offset, fresh.subarray(offset, offset + length)).catch(() => undefined));
+        pending.push(
+          setup.controller
+            .stack('db')
+            .thin.write(offset, fresh.subarray(offset, offset + length))
+            .catch(() => undefined),
+        );
       }
       for (let turn = 0; turn < 20 + random.integer(200); turn += 1) await Promise.resolve();
       const views = powerCut(setup.views, random);
       await Promise.allSettled(pending);
       const pool = await Pool.open(views, { clock, log: silentLogger() });
       replayedInAll += pool.rowLogCounters!.replayed;
-      await expectOldOrFresh(controllerFor(pool, clock), old, fresh, `seed ${seed}, drive ${lost} out`);
+      await expectOldOrFresh(
+        controllerFor(pool, clock),
+        old,
+        fresh,
+        `seed ${seed}, drive ${lost} out`,
+      );
       await pool.abandonSession();
     }
     expect(replayedInAll).toBeGreaterThan(0); // the power cuts did leave records to replay
@@ -339,10 +455,16 @@ describe('write intent (RAID-5 write hole)', () => {
     let views = setup.views;
     await controller.stack('db').thin.write(0, patternBytes(65536, 22)); // in flight at the power cut
     views = powerCut(views, new SeededRandom(5));
-    const without = views.map((view, index) => (index === 2 ? new MissingDrive('dirty2', 'gone') : view));
-    const refused = await Pool.open(without, { clock, log: silentLogger() }).catch((error: unknown) => error);
+    const without = views.map((view, index) =>
+      index === 2 ? new MissingDrive('dirty2', 'gone') : view,
+    );
+    const refused = await Pool.open(without, { clock, log: silentLogger() }).catch(
+      (error: unknown) => error,
+    );
     expect(isLunfsError(refused) && refused.code).toBe('ENOENT');
-    expect((refused as Error).message).toMatch(/not shut down cleanly.*drive\(s\) 2 \(dirty2\).*missing now.*--force-degraded/);
+    expect((refused as Error).message).toMatch(
+      /not shut down cleanly.*drive\(s\) 2 \(dirty2\).*missing now.*--force-degraded/,
+    );
     // Refused means unchanged: the same drives, the drive back, open as after any crash.
     const back = await Pool.open(views, { clock, log: silentLogger() });
     const after = controllerFor(back, clock);
@@ -350,20 +472,30 @@ describe('write intent (RAID-5 write hole)', () => {
     expect(seen.subarray(65536).equals(data.subarray(65536))).toBe(true);
     await after.close();
     // A clean shutdown since: the drive's absence is no risk, the pool opens degraded.
-    const reopened = sessionViews(inner).map((view, index) => (index === 2 ? new MissingDrive('dirty2', 'gone') : view));
+    const reopened = sessionViews(inner).map((view, index) =>
+      index === 2 ? new MissingDrive('dirty2', 'gone') : view,
+    );
     const degraded = await Pool.open(reopened, { clock, log: silentLogger() });
     expect(degraded.health.state(2)).toBe('failed');
     await degraded.abandonSession();
     // Forced: opens degraded although dirty.
     const dirty = powerCut(sessionViews(inner), new SeededRandom(6));
-    const forcedPool = await Pool.open(dirty.map((view, index) => (index === 1 ? new MissingDrive('dirty1', 'gone') : view)), { clock, log: silentLogger(), forceDegraded: true });
+    const forcedPool = await Pool.open(
+      dirty.map((view, index) => (index === 1 ? new MissingDrive('dirty1', 'gone') : view)),
+      { clock, log: silentLogger(), forceDegraded: true },
+    );
     expect(forcedPool.health.state(1)).toBe('failed');
     await forcedPool.abandonSession();
   });
 
   it('RStores idle and flushed are marked clean; only dirty ones are resynchronised after a crash', async () => {
     const clock = new FakeClock();
-    const memory = await formatMemoryPool({ raidLevel: 5, driveCount: 3, driveSizeBytes: 8 * MiB, clock });
+    const memory = await formatMemoryPool({
+      raidLevel: 5,
+      driveCount: 3,
+      driveSizeBytes: 8 * MiB,
+      clock,
+    });
     const controller = controllerFor(memory.pool, clock);
     await controller.createLun('db', lunBytes);
     await writeLun(controller, 9);
@@ -374,7 +506,9 @@ describe('write intent (RAID-5 write hole)', () => {
     expect([...memory.pool.metadata.rstores.values()].some((record) => record.dirty)).toBe(false);
     // One more write dirties exactly the RStore it lands in.
     await controller.stack('db').thin.write(0, patternBytes(4096, 10));
-    expect([...memory.pool.metadata.rstores.values()].filter((record) => record.dirty).length).toBe(1);
+    expect([...memory.pool.metadata.rstores.values()].filter((record) => record.dirty).length).toBe(
+      1,
+    );
     await controller.close();
   });
 });
@@ -382,10 +516,20 @@ describe('write intent (RAID-5 write hole)', () => {
 describe('a redundancy set with more drives out than its RAID level covers', () => {
   it('is refused even when it holds no data yet (RAID-5, two of three drives missing)', async () => {
     const clock = new FakeClock();
-    const memory = await formatMemoryPool({ raidLevel: 5, driveCount: 3, driveSizeBytes: 8 * MiB, clock });
+    const memory = await formatMemoryPool({
+      raidLevel: 5,
+      driveCount: 3,
+      driveSizeBytes: 8 * MiB,
+      clock,
+    });
     await memory.pool.close();
-    const drives: Drive[] = memory.drives.map((drive, index) => (index === 1 ? (drive.reopen(), drive) : new MissingDrive(`mem${index}`, 'gone')));
-    const refused = await Pool.open(drives, { clock, log: silentLogger() }).then(() => 'opened', (error: unknown) => error);
+    const drives: Drive[] = memory.drives.map((drive, index) =>
+      index === 1 ? (drive.reopen(), drive) : new MissingDrive(`mem${index}`, 'gone'),
+    );
+    const refused = await Pool.open(drives, { clock, log: silentLogger() }).then(
+      () => 'opened',
+      (error: unknown) => error,
+    );
     expect(isLunfsError(refused, 'ENOENT')).toBe(true);
     expect((refused as Error).message).toMatch(/RAID-5 cannot do without drive\(s\) 0 .*2 /);
   });
@@ -394,7 +538,13 @@ describe('a redundancy set with more drives out than its RAID level covers', () 
 describe('several redundancy sets', () => {
   it('a failure in one set leaves the LUNs of the other at no risk, and each set keeps its data', async () => {
     const clock = new FakeClock();
-    const memory = await formatMemoryPool({ raidLevel: 5, driveCount: 6, rssSize: 3, driveSizeBytes: 8 * MiB, clock });
+    const memory = await formatMemoryPool({
+      raidLevel: 5,
+      driveCount: 6,
+      rssSize: 3,
+      driveSizeBytes: 8 * MiB,
+      clock,
+    });
     const controller = controllerFor(memory.pool, clock);
     // Fill the first set's capacity with one LUN, so the second LUN lands in the other set.
     const perSetBytes = memory.pool.capacityBytes() / 2;
@@ -407,7 +557,11 @@ describe('several redundancy sets', () => {
     await controller.flushAll();
     const setOf = (lun: string): Set<number> => {
       const sets = new Set<number>();
-      memory.pool.lunByName(lun).map.forEachMapped((_, entry) => sets.add(memory.pool.metadata.rstores.get(entry.rstoreId)!.rssId));
+      memory.pool
+        .lunByName(lun)
+        .map.forEachMapped((_, entry) =>
+          sets.add(memory.pool.metadata.rstores.get(entry.rstoreId)!.rssId),
+        );
       return sets;
     };
     expect([...setOf('first')]).toEqual([0]);
@@ -429,7 +583,7 @@ describe('several redundancy sets', () => {
 });
 
 describe('RAID-5 on drives that held old data', () => {
-  it('computes each new RStore\'s parity over the old bytes before its first write, so a degraded read is right', async () => {
+  it("computes each new RStore's parity over the old bytes before its first write, so a degraded read is right", async () => {
     const clock = new FakeClock();
     const drives = [0, 1, 2].map((index) => new MemoryDrive(`old${index}`, 8 * MiB));
     for (const [index, drive] of drives.entries()) {
@@ -438,8 +592,14 @@ describe('RAID-5 on drives that held old data', () => {
     }
     const random = new SeededRandom(5);
     const pool = await Pool.format(drives, {
-      raidLevel: 5, psegSizeBytes: 256 * KiB, allocationUnitBytes: 64 * KiB, stripeUnitBytes: 16 * KiB,
-      drivesZeroed: false, clock, random: () => random.next(), log: silentLogger(),
+      raidLevel: 5,
+      psegSizeBytes: 256 * KiB,
+      allocationUnitBytes: 64 * KiB,
+      stripeUnitBytes: 16 * KiB,
+      drivesZeroed: false,
+      clock,
+      random: () => random.next(),
+      log: silentLogger(),
     });
     const controller = controllerFor(pool, clock);
     await controller.createLun('db', lunBytes);
@@ -453,7 +613,8 @@ describe('RAID-5 on drives that held old data', () => {
     }
     await controller.flushAll();
     expect([...pool.metadata.rstores.values()].some((record) => record.parityUnset)).toBe(false);
-    for (const record of pool.metadata.rstores.values()) expect(await pool.rstore(record.id).firstInconsistentRow()).toBeUndefined();
+    for (const record of pool.metadata.rstores.values())
+      expect(await pool.rstore(record.id).firstInconsistentRow()).toBeUndefined();
     drives[1]!.fail();
     expect(Buffer.compare(await readBelowCache(controller), expected)).toBe(0);
     await controller.close();
@@ -464,7 +625,12 @@ describe('RAID-5 sequential unit writes', () => {
   it('hold a row back until it is complete: reads see it at once, a flush writes it with its parity, a drive lost meanwhile loses nothing', async () => {
     for (const loseDrive of [false, true]) {
       const clock = new FakeClock();
-      const memory = await formatMemoryPool({ raidLevel: 5, driveCount: 4, driveSizeBytes: 8 * MiB, clock });
+      const memory = await formatMemoryPool({
+        raidLevel: 5,
+        driveCount: 4,
+        driveSizeBytes: 8 * MiB,
+        clock,
+      });
       const controller = controllerFor(memory.pool, clock);
       await controller.createLun('db', lunBytes);
       const thin = controller.stack('db').thin;
@@ -488,7 +654,9 @@ describe('RAID-5 sequential unit writes', () => {
       if (loseDrive) memory.drives[2]!.fail();
       expect(Buffer.compare(await readBelowCache(controller), expected)).toBe(0);
       await memory.pool.commit();
-      if (!loseDrive) for (const record of memory.pool.metadata.rstores.values()) expect(await memory.pool.rstore(record.id).firstInconsistentRow()).toBeUndefined();
+      if (!loseDrive)
+        for (const record of memory.pool.metadata.rstores.values())
+          expect(await memory.pool.rstore(record.id).firstInconsistentRow()).toBeUndefined();
       if (!loseDrive) memory.drives[1]!.fail(); // the parity written with the rows rebuilds drive 1's units
       expect(Buffer.compare(await readBelowCache(controller), expected)).toBe(0);
       await controller.close();

@@ -5,7 +5,12 @@
 
 import { describe, expect, it } from 'vitest';
 import { MemoryDrive } from '../../src/drive/memory-drive.js';
-import { DegradedRowLog, rowLogBytesFor, type RowLogCopy, type RowLogEntry } from '../../src/raid/row-log.js';
+import {
+  DegradedRowLog,
+  rowLogBytesFor,
+  type RowLogCopy,
+  type RowLogEntry,
+} from '../../src/raid/row-log.js';
 import { SeededRandom } from '../../src/util/clock.js';
 import { silentLogger } from '../../src/util/logger.js';
 import { KiB, MiB } from '../../src/util/sizes.js';
@@ -21,10 +26,19 @@ function copiesOf(drives: MemoryDrive[]): RowLogCopy[] {
 }
 
 function entry(row: number, seed: number, blocks = 1): RowLogEntry {
-  return { rstoreId: 7, row, memberIndex: row % 3, offsetInUnit: 0, data: patternBytes(blocks * 4096, seed) };
+  return {
+    rstoreId: 7,
+    row,
+    memberIndex: row % 3,
+    offsetInUnit: 0,
+    data: patternBytes(blocks * 4096, seed),
+  };
 }
 
-async function reopen(drives: MemoryDrive[], flushData: () => Promise<void> = async () => {}): Promise<{ rowLog: DegradedRowLog; entries: RowLogEntry[] }> {
+async function reopen(
+  drives: MemoryDrive[],
+  flushData: () => Promise<void> = async () => {},
+): Promise<{ rowLog: DegradedRowLog; entries: RowLogEntry[] }> {
   const random = new SeededRandom(1);
   for (const drive of drives) drive.crash(random); // everything was flushed: nothing to lose
   return DegradedRowLog.open(copiesOf(drives), offsetBytes, areaBytes, silentLogger(), flushData);
@@ -109,10 +123,20 @@ describe('degraded-row log', () => {
   });
 
   it('a copy added while a batch is being written leaves the batch durable on the copies it was written to', async () => {
-    const drives = [new MemoryDrive('a', MiB), new MemoryDrive('b', MiB), new MemoryDrive('c', MiB)];
+    const drives = [
+      new MemoryDrive('a', MiB),
+      new MemoryDrive('b', MiB),
+      new MemoryDrive('c', MiB),
+    ];
     await DegradedRowLog.format(copiesOf(drives.slice(0, 2)), offsetBytes, areaBytes);
     const views = drives.map((drive) => new SessionDrive(drive));
-    const { rowLog } = await DegradedRowLog.open(views.slice(0, 2).map((drive, driveIndex) => ({ drive, driveIndex })), offsetBytes, areaBytes, silentLogger(), async () => {});
+    const { rowLog } = await DegradedRowLog.open(
+      views.slice(0, 2).map((drive, driveIndex) => ({ drive, driveIndex })),
+      offsetBytes,
+      areaBytes,
+      silentLogger(),
+      async () => {},
+    );
     views[0]!.holdFlushes(); // the batch waits in its flush of copy a
     const record = entry(5, 51);
     const appended = rowLog.append(record);

@@ -57,10 +57,16 @@ interface Race {
 
 async function runRace(race: Race): Promise<void> {
   const driveCount = race.raidLevel === 1 ? 2 : 1;
-  const memoryDrives = [...Array(driveCount).keys()].map((index) => new MemoryDrive(`cue${index}`, 8 * MiB));
+  const memoryDrives = [...Array(driveCount).keys()].map(
+    (index) => new MemoryDrive(`cue${index}`, 8 * MiB),
+  );
   const drives = memoryDrives.map((drive) => new FaultOnCueDrive(drive));
   const pool = await formatPoolOn(drives, { raidLevel: race.raidLevel });
-  let controller = new Controller(pool, { cacheBytes: MiB, clock: new FakeClock(), log: silentLogger() });
+  let controller = new Controller(pool, {
+    cacheBytes: MiB,
+    clock: new FakeClock(),
+    log: silentLogger(),
+  });
   await controller.openSnapshots();
   await controller.createLun('db', lunBytes);
   const lun = () => controller.stack('db').cache;
@@ -82,8 +88,11 @@ async function runRace(race: Race): Promise<void> {
   // 2. The snapshot instant.
   const epochBefore = set.epoch;
   const creating = settled(controller.createSnapshot('db@s'));
-  for (let turn = 0; turn < 1000 && set.epoch === epochBefore; turn += 1) await new Promise((resolve) => setImmediate(resolve));
-  expect(set.epoch, 'the snapshot instant did not come while the destage was held').toBe(epochBefore + 1);
+  for (let turn = 0; turn < 1000 && set.epoch === epochBefore; turn += 1)
+    await new Promise((resolve) => setImmediate(resolve));
+  expect(set.epoch, 'the snapshot instant did not come while the destage was held').toBe(
+    epochBefore + 1,
+  );
 
   // 3. D1, after the instant.
   const d1Offset = race.overwrite === 'failed sectors, in part' ? sector : 5 * sector;
@@ -94,10 +103,12 @@ async function runRace(race: Race): Promise<void> {
   // 4. A read of S while D0's write is held: with no older snapshot the held destage holds no
   // chunk lock, so the read goes down and waits at the checksum filter for the held write; with
   // one, the destage holds chunk 0's lock and the read runs after the failure.
-  const snapshotRead = settled(readRange(controller.snapshotVolume('db@s'), 0, 64 * KiB).then((bytes) => {
-    const difference = firstDifference(bytes, atS.subarray(0, 64 * KiB));
-    if (difference) throw new Error(`S read during the failure: ${difference}`);
-  }));
+  const snapshotRead = settled(
+    readRange(controller.snapshotVolume('db@s'), 0, 64 * KiB).then((bytes) => {
+      const difference = firstDifference(bytes, atS.subarray(0, 64 * KiB));
+      if (difference) throw new Error(`S read during the failure: ${difference}`);
+    }),
+  );
   await drain();
   drives[0]!.failParked();
 
@@ -106,26 +117,46 @@ async function runRace(race: Race): Promise<void> {
   if (overwritten === 'ok') d1.copy(newest, d1Offset);
   else expect(overwritten, 'the write after the instant').toBe('EIO');
   const snapshotReadOutcome = await snapshotRead;
-  expect(['ok', 'EIO'], `S read issued while the destage was held: ${snapshotReadOutcome}`).toContain(snapshotReadOutcome);
+  expect(
+    ['ok', 'EIO'],
+    `S read issued while the destage was held: ${snapshotReadOutcome}`,
+  ).toContain(snapshotReadOutcome);
   if (!race.olderSnapshot && race.raidLevel === 0) {
     // The read went down before the drive left service (else this race was not staged).
-    expect(snapshotReadOutcome, 'the read of S did not reach the drive before the failure').toBe('ok');
+    expect(snapshotReadOutcome, 'the read of S did not reach the drive before the failure').toBe(
+      'ok',
+    );
   }
   expect(drives[0]!.failedWrites).toBe(1);
   expect(pool.health.failedDrives()).toEqual([0]);
-  expect(firstDifference(await readRange(lun(), 0, 128 * KiB), newest.subarray(0, 128 * KiB)), 'the LUN after the failure').toBeUndefined();
+  expect(
+    firstDifference(await readRange(lun(), 0, 128 * KiB), newest.subarray(0, 128 * KiB)),
+    'the LUN after the failure',
+  ).toBeUndefined();
 
   if (race.raidLevel === 0) {
     // No redundancy: the destage fails and the drive is gone, so it cannot be retried.
     expect(await fsync).toBe('EIO');
     expect(await creating).toBe('EIO');
-    expect(controller.listSnapshots().map((snapshot) => snapshot.name)).toEqual(race.olderSnapshot ? ['db@s0'] : []);
-    expect(controller.stack('db').cache.dirtyBytes, 'the failed data was dropped from the cache').toBeGreaterThan(0);
+    expect(controller.listSnapshots().map((snapshot) => snapshot.name)).toEqual(
+      race.olderSnapshot ? ['db@s0'] : [],
+    );
+    expect(
+      controller.stack('db').cache.dirtyBytes,
+      'the failed data was dropped from the cache',
+    ).toBeGreaterThan(0);
     expect(await settled(lun().flush())).toBe('EIO');
     expect(await settled(lun().flush()), 'a second flush after the failure').toBe('EIO');
-    expect(firstDifference(await readRange(lun(), 0, 128 * KiB), newest.subarray(0, 128 * KiB)), 'the LUN after failed flushes').toBeUndefined();
+    expect(
+      firstDifference(await readRange(lun(), 0, 128 * KiB), newest.subarray(0, 128 * KiB)),
+      'the LUN after failed flushes',
+    ).toBeUndefined();
     if (race.olderSnapshot) {
-      const outcome = await settled(readAll(controller.snapshotVolume('db@s0')).then((bytes) => expect(firstDifference(bytes, v), 'S0').toBeUndefined()));
+      const outcome = await settled(
+        readAll(controller.snapshotVolume('db@s0')).then((bytes) =>
+          expect(firstDifference(bytes, v), 'S0').toBeUndefined(),
+        ),
+      );
       expect(['ok', 'EIO']).toContain(outcome);
     }
     return;
@@ -135,23 +166,43 @@ async function runRace(race: Race): Promise<void> {
   expect(await fsync).toBe('ok');
   expect(await creating).toBe('ok');
   expect(overwritten).toBe('ok');
-  expect(firstDifference(await readAll(controller.snapshotVolume('db@s')), atS), 'S after the failure').toBeUndefined();
+  expect(
+    firstDifference(await readAll(controller.snapshotVolume('db@s')), atS),
+    'S after the failure',
+  ).toBeUndefined();
   await lun().flush();
-  expect(firstDifference(await readAll(controller.snapshotVolume('db@s')), atS), 'S after the flush').toBeUndefined();
+  expect(
+    firstDifference(await readAll(controller.snapshotVolume('db@s')), atS),
+    'S after the flush',
+  ).toBeUndefined();
   // The chunk changes again: S keeps its instant, and so does S0.
   const d2 = patternBytes(3 * sector, 4);
   await lun().write(sector / 2, d2);
   d2.copy(newest, sector / 2);
   await lun().flush();
   const check = async (when: string): Promise<void> => {
-    expect(firstDifference(await readAll(controller.snapshotVolume('db@s')), atS), `S ${when}`).toBeUndefined();
-    if (race.olderSnapshot) expect(firstDifference(await readAll(controller.snapshotVolume('db@s0')), v), `S0 ${when}`).toBeUndefined();
-    expect(firstDifference(await readAll(controller.stack('db').cache), newest), `the LUN ${when}`).toBeUndefined();
+    expect(
+      firstDifference(await readAll(controller.snapshotVolume('db@s')), atS),
+      `S ${when}`,
+    ).toBeUndefined();
+    if (race.olderSnapshot)
+      expect(
+        firstDifference(await readAll(controller.snapshotVolume('db@s0')), v),
+        `S0 ${when}`,
+      ).toBeUndefined();
+    expect(
+      firstDifference(await readAll(controller.stack('db').cache), newest),
+      `the LUN ${when}`,
+    ).toBeUndefined();
   };
   await check('after a later write');
   await controller.close();
   const reopened = await reopenMemoryPool(memoryDrives);
-  controller = new Controller(reopened, { cacheBytes: MiB, clock: new FakeClock(), log: silentLogger() });
+  controller = new Controller(reopened, {
+    cacheBytes: MiB,
+    clock: new FakeClock(),
+    log: silentLogger(),
+  });
   await controller.openSnapshots();
   expect(reopened.health.failedDrives()).toEqual([0]);
   await check('after a reopen');
@@ -163,7 +214,8 @@ describe('a destage that fails while a snapshot is taken and the chunk is overwr
     for (const olderSnapshot of [false, true]) {
       for (const overwrite of ['failed sectors, in part', 'other sectors of the page'] as const) {
         const drivesText = raidLevel === 0 ? 'one drive' : 'RAID-1';
-        it(`${drivesText}, ${olderSnapshot ? 'a second snapshot' : 'one snapshot'}, D1 over ${overwrite}`, () => runRace({ raidLevel, olderSnapshot, overwrite }));
+        it(`${drivesText}, ${olderSnapshot ? 'a second snapshot' : 'one snapshot'}, D1 over ${overwrite}`, () =>
+          runRace({ raidLevel, olderSnapshot, overwrite }));
       }
     }
   }

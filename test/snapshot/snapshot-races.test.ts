@@ -21,7 +21,11 @@ import { FakeClock } from '../support/fake-clock.js';
 import { formatMemoryPool, reopenMemoryPool } from '../support/memory-pool.js';
 
 async function controllerFor(pool: Pool): Promise<Controller> {
-  const controller = new Controller(pool, { cacheBytes: MiB, clock: new FakeClock(), log: silentLogger() });
+  const controller = new Controller(pool, {
+    cacheBytes: MiB,
+    clock: new FakeClock(),
+    log: silentLogger(),
+  });
   await controller.openSnapshots();
   return controller;
 }
@@ -44,8 +48,13 @@ describe('snapshot races', () => {
     const preserving = target.preserve(0, original, [keep.id], false);
     await Promise.all([dropping, preserving]);
     const slot = set.image(keep.id)!.log.get(0)!;
-    const unitIndex = Math.floor((target.geometry.dataStartBytes + slot * set.chunkBytes) / memoryPool.pool.allocationUnitBytes);
-    expect(target.thin.lun.map.has(unitIndex), 'the preserved slot lies in an unmapped unit').toBe(true);
+    const unitIndex = Math.floor(
+      (target.geometry.dataStartBytes + slot * set.chunkBytes) /
+        memoryPool.pool.allocationUnitBytes,
+    );
+    expect(target.thin.lun.map.has(unitIndex), 'the preserved slot lies in an unmapped unit').toBe(
+      true,
+    );
     const back = Buffer.alloc(set.chunkBytes);
     await target.readSlot(slot, 0, back);
     expect(back.equals(original)).toBe(true);
@@ -75,7 +84,10 @@ describe('snapshot races', () => {
         await gate;
       },
     } as unknown as ThinVolume;
-    const preserving = set.preserve(0, set.epoch, slowSource).then(() => 'done', (error: unknown) => error);
+    const preserving = set.preserve(0, set.epoch, slowSource).then(
+      () => 'done',
+      (error: unknown) => error,
+    );
     await started;
     let removed = false;
     const removing = controller.removeSnapshot('db@only').then(() => (removed = true));
@@ -114,8 +126,15 @@ describe('snapshot races', () => {
       const discarding = lun.discard(0, 128 * KiB);
       await Promise.all([creating, discarding]);
       const seen = await readRange(controller.snapshotVolume(`db@s${delay}`), 0, 128 * KiB);
-      const outcome = seen.equals(before) ? 'after' : seen.every((byte) => byte === 0) ? 'before' : 'mixed';
-      expect(outcome, `snapshot with the discard started ${delay} microtasks after its creation: neither the LUN before the discard nor after it (${seen.subarray(0, 8).toString('hex')}...)`).not.toBe('mixed');
+      const outcome = seen.equals(before)
+        ? 'after'
+        : seen.every((byte) => byte === 0)
+          ? 'before'
+          : 'mixed';
+      expect(
+        outcome,
+        `snapshot with the discard started ${delay} microtasks after its creation: neither the LUN before the discard nor after it (${seen.subarray(0, 8).toString('hex')}...)`,
+      ).not.toBe('mixed');
       outcomes.push(outcome);
     }
     // The scan crossed the instant: some discards came before it, some after.

@@ -20,11 +20,23 @@ import { Controller } from '../../src/volume/controller.js';
 import type { Pool } from '../../src/volume/pool.js';
 import { firstDifference, patternBytes, readAll } from '../support/bytes.js';
 import { FakeClock } from '../support/fake-clock.js';
-import { formatMemoryPool, formatPoolOn, makeMemoryDrives, powerCut, reopenMemoryPool, sessionViews, type MemoryPool } from '../support/memory-pool.js';
+import {
+  formatMemoryPool,
+  formatPoolOn,
+  makeMemoryDrives,
+  powerCut,
+  reopenMemoryPool,
+  sessionViews,
+  type MemoryPool,
+} from '../support/memory-pool.js';
 import { Pool as PoolClass } from '../../src/volume/pool.js';
 
 async function controllerFor(pool: Pool): Promise<Controller> {
-  const controller = new Controller(pool, { cacheBytes: MiB, clock: new FakeClock(), log: silentLogger() });
+  const controller = new Controller(pool, {
+    cacheBytes: MiB,
+    clock: new FakeClock(),
+    log: silentLogger(),
+  });
   await controller.openSnapshots();
   return controller;
 }
@@ -57,17 +69,27 @@ describe('snapshots', () => {
     await controller.createSnapshot('db@s0');
     const v1 = patternBytes(300 * KiB, 2);
     await lun().write(100 * KiB, v1); // dirty, after s0
-    expect(firstDifference(await readAll(controller.snapshotVolume('db@s0')), image0)).toBeUndefined();
+    expect(
+      firstDifference(await readAll(controller.snapshotVolume('db@s0')), image0),
+    ).toBeUndefined();
     await lun().flush(); // destaged: originals preserved first
-    expect(firstDifference(await readAll(controller.snapshotVolume('db@s0')), image0)).toBeUndefined();
+    expect(
+      firstDifference(await readAll(controller.snapshotVolume('db@s0')), image0),
+    ).toBeUndefined();
     const image1 = await readAll(lun());
     await controller.createSnapshot('db@s1');
     await controller.createSnapshot('db@s2'); // nothing written between: s1 and s2 will share
     await lun().write(0, patternBytes(2 * MiB, 3));
     await lun().flush();
-    expect(firstDifference(await readAll(controller.snapshotVolume('db@s1')), image1)).toBeUndefined();
-    expect(firstDifference(await readAll(controller.snapshotVolume('db@s2')), image1)).toBeUndefined();
-    expect(firstDifference(await readAll(controller.snapshotVolume('db@s0')), image0)).toBeUndefined();
+    expect(
+      firstDifference(await readAll(controller.snapshotVolume('db@s1')), image1),
+    ).toBeUndefined();
+    expect(
+      firstDifference(await readAll(controller.snapshotVolume('db@s2')), image1),
+    ).toBeUndefined();
+    expect(
+      firstDifference(await readAll(controller.snapshotVolume('db@s0')), image0),
+    ).toBeUndefined();
     const list = controller.listSnapshots();
     const s1 = list.find((snapshot) => snapshot.name === 'db@s1')!;
     const s2 = list.find((snapshot) => snapshot.name === 'db@s2')!;
@@ -76,8 +98,12 @@ describe('snapshots', () => {
     expect(s1.exclusiveBytes).toBe(0);
     const lunImage = await readAll(lun());
     controller = await reopen(memoryPool, controller);
-    expect(firstDifference(await readAll(controller.snapshotVolume('db@s0')), image0)).toBeUndefined();
-    expect(firstDifference(await readAll(controller.snapshotVolume('db@s1')), image1)).toBeUndefined();
+    expect(
+      firstDifference(await readAll(controller.snapshotVolume('db@s0')), image0),
+    ).toBeUndefined();
+    expect(
+      firstDifference(await readAll(controller.snapshotVolume('db@s1')), image1),
+    ).toBeUndefined();
     expect(firstDifference(await readAll(controller.stack('db').cache), lunImage)).toBeUndefined();
     await controller.close();
   });
@@ -96,15 +122,23 @@ describe('snapshots', () => {
     const expectedA = Buffer.from(before);
     patch.copy(expectedA, 70 * KiB + 3);
     patch.copy(expectedA, 70 * KiB + 3 + patch.length);
-    expect(firstDifference(await readAll(controller.snapshotVolume('vm@a')), expectedA)).toBeUndefined();
-    expect(firstDifference(await readAll(controller.snapshotVolume('vm@b')), before)).toBeUndefined();
+    expect(
+      firstDifference(await readAll(controller.snapshotVolume('vm@a')), expectedA),
+    ).toBeUndefined();
+    expect(
+      firstDifference(await readAll(controller.snapshotVolume('vm@b')), before),
+    ).toBeUndefined();
     expect(firstDifference(await readAll(controller.stack('vm').cache), before)).toBeUndefined();
     await controller.stack('vm').cache.write(64 * KiB, patternBytes(128 * KiB, 7)); // the LUN moves on
     await controller.stack('vm').cache.flush();
     await controller.snapshotVolume('vm@a').flush();
     controller = await reopen(memoryPool, controller);
-    expect(firstDifference(await readAll(controller.snapshotVolume('vm@a')), expectedA)).toBeUndefined();
-    expect(firstDifference(await readAll(controller.snapshotVolume('vm@b')), before)).toBeUndefined();
+    expect(
+      firstDifference(await readAll(controller.snapshotVolume('vm@a')), expectedA),
+    ).toBeUndefined();
+    expect(
+      firstDifference(await readAll(controller.snapshotVolume('vm@b')), before),
+    ).toBeUndefined();
     await controller.close();
   });
 
@@ -124,7 +158,9 @@ describe('snapshots', () => {
     expect(freeWithBoth).toBeLessThanOrEqual(freeBefore - 2 * MiB);
     await controller.removeSnapshot('db@x');
     expect(memoryPool.pool.freeBytes()).toBe(freeWithBoth); // y still needs the copy
-    expect(firstDifference(await readAll(controller.snapshotVolume('db@y')), imageY)).toBeUndefined();
+    expect(
+      firstDifference(await readAll(controller.snapshotVolume('db@y')), imageY),
+    ).toBeUndefined();
     await controller.removeSnapshot('db@y');
     expect(memoryPool.pool.freeBytes()).toBe(freeBefore);
     expect(memoryPool.pool.targetOf(memoryPool.pool.lunByName('db').id)).toBeUndefined();
@@ -139,7 +175,9 @@ describe('snapshots', () => {
     await controller.createLun('big', lunBytes);
     await controller.stack('big').cache.write(0, patternBytes(lunBytes, 10));
     await controller.stack('big').cache.flush();
-    expect(await errorCode(() => controller.createSnapshot('big@r', { reserve: true }))).toBe('ENOSPC');
+    expect(await errorCode(() => controller.createSnapshot('big@r', { reserve: true }))).toBe(
+      'ENOSPC',
+    );
     expect(controller.listSnapshots()).toEqual([]);
     await controller.createSnapshot('big@s');
     const next = patternBytes(lunBytes, 11);
@@ -158,8 +196,12 @@ describe('snapshots', () => {
     await controller.createSnapshot('small@r', { reserve: true });
     await controller.stack('small').cache.write(0, patternBytes(MiB, 13));
     await controller.stack('small').cache.flush();
-    expect(controller.listSnapshots().find((snapshot) => snapshot.name === 'small@r')!.state).toBe('valid');
-    expect(firstDifference(await readAll(controller.snapshotVolume('small@r')), kept)).toBeUndefined();
+    expect(controller.listSnapshots().find((snapshot) => snapshot.name === 'small@r')!.state).toBe(
+      'valid',
+    );
+    expect(
+      firstDifference(await readAll(controller.snapshotVolume('small@r')), kept),
+    ).toBeUndefined();
     await controller.close();
   });
 
@@ -174,7 +216,8 @@ describe('snapshots', () => {
     const images: Buffer[] = [];
     for (let index = 0; index < 256; index += 1) {
       // Each step changes a few 4 KiB blocks (one of them always block 0), then takes a snapshot.
-      for (const block of [0, (index * 37) % 256, (index * 101 + 7) % 256]) await lun().write(block * 4096, patternBytes(4096, 1000 + index * 3 + block));
+      for (const block of [0, (index * 37) % 256, (index * 101 + 7) % 256])
+        await lun().write(block * 4096, patternBytes(4096, 1000 + index * 3 + block));
       images.push(await readAll(lun()));
       await controller.createSnapshot(`db@t${index}`);
     }
@@ -182,7 +225,10 @@ describe('snapshots', () => {
     await lun().flush();
     const check = async (): Promise<void> => {
       for (let index = 0; index < 256; index += 1) {
-        const difference = firstDifference(await readAll(controller.snapshotVolume(`db@t${index}`)), images[index]!);
+        const difference = firstDifference(
+          await readAll(controller.snapshotVolume(`db@t${index}`)),
+          images[index]!,
+        );
         expect(difference, `snapshot t${index}`).toBeUndefined();
       }
     };
@@ -221,16 +267,25 @@ describe('snapshots', () => {
       await lun().flush();
       for (const view of views) view.holdFlushes();
       await lun().write(5 * KiB, patternBytes(4096, 78)); // chunk 0 (64 KiB chunks here)
-      void lun().flush().catch(() => {});
-      for (let tick = 0; tick < 1000 && !views.some((view) => view.heldFlushCount > 0); tick += 1) await new Promise((resolve) => setImmediate(resolve));
-      expect(views.some((view) => view.heldFlushCount > 0), `seed ${seed}: no flush was parked`).toBe(true);
+      void lun()
+        .flush()
+        .catch(() => {});
+      for (let tick = 0; tick < 1000 && !views.some((view) => view.heldFlushCount > 0); tick += 1)
+        await new Promise((resolve) => setImmediate(resolve));
+      expect(
+        views.some((view) => view.heldFlushCount > 0),
+        `seed ${seed}: no flush was parked`,
+      ).toBe(true);
       views = powerCut(views, new SeededRandom(seed));
       const lines: string[] = [];
       const log = pino({ level: 'warn' }, { write: (line: string) => void lines.push(line) });
       const reopened = await PoolClass.open(views, { clock: new FakeClock(), log });
       controller = new Controller(reopened, { cacheBytes: MiB, clock: new FakeClock(), log });
       await controller.openSnapshots();
-      expect(firstDifference(await readAll(controller.snapshotVolume('db@s0')), image0), `seed ${seed}`).toBeUndefined();
+      expect(
+        firstDifference(await readAll(controller.snapshotVolume('db@s0')), image0),
+        `seed ${seed}`,
+      ).toBeUndefined();
       const undone = lines.some((line) => line.includes('did not reach the target'));
       const preserved = controller.listSnapshots()[0]!.exclusiveBytes / (64 * KiB);
       const outcome = undone ? 'undone' : preserved === 2 ? 'kept' : 'lost';
@@ -238,7 +293,10 @@ describe('snapshots', () => {
       // The chunk is preserved again when the LUN next changes it.
       await lun().write(6 * KiB, patternBytes(4096, 79));
       await lun().flush();
-      expect(firstDifference(await readAll(controller.snapshotVolume('db@s0')), image0), `seed ${seed}, after a new write`).toBeUndefined();
+      expect(
+        firstDifference(await readAll(controller.snapshotVolume('db@s0')), image0),
+        `seed ${seed}, after a new write`,
+      ).toBeUndefined();
       expect(controller.listSnapshots()[0]!.exclusiveBytes).toBe(2 * 64 * KiB);
       await controller.close();
     }
@@ -258,7 +316,9 @@ describe('snapshots', () => {
     expect(await errorCode(() => controller.createSnapshot('db@bad/name'))).toBe('EINVAL');
     expect(await errorCode(() => controller.removeSnapshot('db@two'))).toBe('ENOENT');
     expect(await errorCode(() => controller.removeLun('db'))).toBe('EBUSY');
-    expect(await errorCode(() => controller.snapshotVolume('db@one').read(MiB - 10, Buffer.alloc(20)))).toBe('EINVAL');
+    expect(
+      await errorCode(() => controller.snapshotVolume('db@one').read(MiB - 10, Buffer.alloc(20))),
+    ).toBe('EINVAL');
     expect(controller.listSnapshots().map((snapshot) => snapshot.name)).toEqual(['db@one']);
     await controller.close();
   });

@@ -50,8 +50,10 @@ export function deriveSeed(...parts) {
 function fill(buffer, seed) {
   const next = generator(seed);
   const words = Math.floor(buffer.length / 4);
-  for (let index = 0; index < words; index += 1) buffer.writeUInt32LE(Math.floor(next() * 4294967296), index * 4);
-  for (let index = words * 4; index < buffer.length; index += 1) buffer[index] = Math.floor(next() * 256);
+  for (let index = 0; index < words; index += 1)
+    buffer.writeUInt32LE(Math.floor(next() * 4294967296), index * 4);
+  for (let index = words * 4; index < buffer.length; index += 1)
+    buffer[index] = Math.floor(next() * 256);
 }
 
 /** The content of file CYCLE-N of a soak with this seed. */
@@ -95,7 +97,9 @@ async function fsyncDirectory(directory) {
 /** Names under f/ as [cycle, number], oldest first. */
 async function existingFiles(directory) {
   const names = await readdir(directory);
-  return names.map((name) => name.split('-').map(Number)).filter((parts) => parts.length === 2 && parts.every(Number.isInteger))
+  return names
+    .map((name) => name.split('-').map(Number))
+    .filter((parts) => parts.length === 2 && parts.every(Number.isInteger))
     .sort((a, b) => a[0] - b[0] || a[1] - b[1]);
 }
 
@@ -132,10 +136,15 @@ async function rawLoop(rawFile, recordPath, seed, cycle, regionBlocks) {
   for (let sequence = 1; ; sequence += 1) {
     const count = next() < 0.5 ? 1 : 1 + Math.floor(next() * rawWriteBlocksMax);
     const first = Math.floor(next() * (regionBlocks - count + 1));
-    const buffer = Buffer.concat(Array.from({ length: count }, (_, index) => rawBlock(seed, cycle, sequence, first + index)));
+    const buffer = Buffer.concat(
+      Array.from({ length: count }, (_, index) => rawBlock(seed, cycle, sequence, first + index)),
+    );
     appendRecord(record, `I ${cycle} ${sequence} ${first} ${count}`);
     const { bytesWritten } = await handle.write(buffer, 0, buffer.length, first * blockBytes);
-    if (bytesWritten !== buffer.length) throw new Error(`short raw write: ${bytesWritten} of ${buffer.length} bytes at block ${first}`);
+    if (bytesWritten !== buffer.length)
+      throw new Error(
+        `short raw write: ${bytesWritten} of ${buffer.length} bytes at block ${first}`,
+      );
     appendRecord(record, `W ${cycle} ${sequence}`);
     await handle.datasync();
     appendRecord(record, `S ${cycle} ${sequence}`);
@@ -143,10 +152,14 @@ async function rawLoop(rawFile, recordPath, seed, cycle, regionBlocks) {
 }
 
 async function main() {
-  const [dataDirectory, rawFile, fileRecord, rawRecord, seedText, cycleText, regionText] = process.argv.slice(2);
+  const [dataDirectory, rawFile, fileRecord, rawRecord, seedText, cycleText, regionText] =
+    process.argv.slice(2);
   const seed = Number(seedText);
   const cycle = Number(cycleText);
-  await Promise.all([fileLoop(dataDirectory, fileRecord, seed, cycle), rawLoop(rawFile, rawRecord, seed, cycle, Number(regionText))]);
+  await Promise.all([
+    fileLoop(dataDirectory, fileRecord, seed, cycle),
+    rawLoop(rawFile, rawRecord, seed, cycle, Number(regionText)),
+  ]);
 }
 
 if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {

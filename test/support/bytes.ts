@@ -9,7 +9,8 @@ export function patternBytes(lengthBytes: number, seed: number): Buffer {
   const buffer = Buffer.alloc(lengthBytes);
   const random = new SeededRandom(seed);
   let index = 0;
-  for (; index + 4 <= lengthBytes; index += 4) buffer.writeUInt32LE(Math.floor(random.next() * 0x100000000), index);
+  for (; index + 4 <= lengthBytes; index += 4)
+    buffer.writeUInt32LE(Math.floor(random.next() * 0x100000000), index);
   for (; index < lengthBytes; index += 1) buffer[index] = random.integer(256);
   return buffer;
 }
@@ -23,22 +24,33 @@ export async function readAll(device: BlockDevice, chunkBytes = 1 << 20): Promis
   return image;
 }
 
-export async function readRange(device: BlockDevice, offsetBytes: number, lengthBytes: number): Promise<Buffer> {
+export async function readRange(
+  device: BlockDevice,
+  offsetBytes: number,
+  lengthBytes: number,
+): Promise<Buffer> {
   const buffer = Buffer.alloc(lengthBytes);
   await device.read(offsetBytes, buffer);
   return buffer;
 }
 
 /** undefined when equal, else a description of the first differing byte (offsets from base). */
-export function firstDifference(actual: Buffer, expected: Buffer, baseOffsetBytes = 0): string | undefined {
-  if (actual.length !== expected.length) return `length ${actual.length} != expected ${expected.length}`;
+export function firstDifference(
+  actual: Buffer,
+  expected: Buffer,
+  baseOffsetBytes = 0,
+): string | undefined {
+  if (actual.length !== expected.length)
+    return `length ${actual.length} != expected ${expected.length}`;
   if (actual.equals(expected)) return undefined;
   let index = 0;
   while (actual[index] === expected[index]) index += 1;
   let end = index;
   while (end < actual.length && actual[end] !== expected[end]) end += 1;
-  return `first difference at byte ${baseOffsetBytes + index} (run of ${end - index} differing bytes): ` +
-    `got ${actual.subarray(index, index + 8).toString('hex')}, expected ${expected.subarray(index, index + 8).toString('hex')}`;
+  return (
+    `first difference at byte ${baseOffsetBytes + index} (run of ${end - index} differing bytes): ` +
+    `got ${actual.subarray(index, index + 8).toString('hex')}, expected ${expected.subarray(index, index + 8).toString('hex')}`
+  );
 }
 
 export function isAllZero(buffer: Buffer): boolean {

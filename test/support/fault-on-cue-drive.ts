@@ -43,7 +43,10 @@ export class FaultOnCueDrive implements Drive {
       });
       if (fail) {
         this.failedWrites += 1;
-        throw new LunfsError('EIO', `write of ${copy.length} bytes at ${offsetBytes} failed on ${this.path}: simulated I/O error`);
+        throw new LunfsError(
+          'EIO',
+          `write of ${copy.length} bytes at ${offsetBytes} failed on ${this.path}: simulated I/O error`,
+        );
       }
       await this.inner.write(offsetBytes, copy);
       return;
@@ -65,7 +68,8 @@ export class FaultOnCueDrive implements Drive {
 
   /** Holds the next write that matches; resolves once it is held. */
   parkWrite(matches: WriteMatcher): Promise<void> {
-    if (this.armed || this.parked) throw new Error(`${this.path}: a write is parked or armed already`);
+    if (this.armed || this.parked)
+      throw new Error(`${this.path}: a write is parked or armed already`);
     return new Promise<void>((arrived) => (this.armed = { matches, arrived }));
   }
 

@@ -47,12 +47,20 @@ export interface MemoryPool {
 /** Formats a pool on new MemoryDrives (which read as zeros) and returns it open. */
 export async function formatMemoryPool(options: MemoryPoolOptions): Promise<MemoryPool> {
   const clock = options.clock ?? new FakeClock();
-  const drives = makeMemoryDrives(options.driveCount ?? 3, options.driveSizeBytes ?? 6 * MiB + 4096, options.name);
+  const drives = makeMemoryDrives(
+    options.driveCount ?? 3,
+    options.driveSizeBytes ?? 6 * MiB + 4096,
+    options.name,
+  );
   const pool = await formatPoolOn(drives, options, clock);
   return { pool, drives, clock };
 }
 
-export async function formatPoolOn(drives: Drive[], options: MemoryPoolOptions, clock = options.clock ?? new FakeClock()): Promise<Pool> {
+export async function formatPoolOn(
+  drives: Drive[],
+  options: MemoryPoolOptions,
+  clock = options.clock ?? new FakeClock(),
+): Promise<Pool> {
   const random = new SeededRandom(options.seed ?? 1);
   return Pool.format(drives, {
     raidLevel: options.raidLevel,
@@ -68,7 +76,10 @@ export async function formatPoolOn(drives: Drive[], options: MemoryPoolOptions, 
 }
 
 /** Opens a pool on MemoryDrives that a previous clean close() closed. */
-export async function reopenMemoryPool(drives: MemoryDrive[], clock = new FakeClock()): Promise<Pool> {
+export async function reopenMemoryPool(
+  drives: MemoryDrive[],
+  clock = new FakeClock(),
+): Promise<Pool> {
   for (const drive of drives) drive.reopen();
   return Pool.open(drives, { clock, log: silentLogger() });
 }
@@ -103,12 +114,25 @@ export function describeMetadata(metadata: PoolMetadata): unknown {
     drives: metadata.drives,
     rss: metadata.rss,
     // The write-intent bit is session state (set by writes, cleared when idle or at a clean close).
-    rstores: [...metadata.rstores.values()].sort((a, b) => a.id - b.id).map(({ dirty: _dirty, ...rest }) => rest),
-    luns: [...metadata.luns.values()].sort((a, b) => a.id - b.id).map((lun) => {
-      const map: Array<[number, number, number, number]> = [];
-      lun.map.forEachMapped((unitIndex, entry) => map.push([unitIndex, entry.rstoreId, entry.rsegIndex, entry.flags]));
-      return { id: lun.id, name: lun.name, sizeBytes: lun.sizeBytes, createdAtMs: lun.createdAtMs, unitCount: lun.map.allocationUnitCount, map };
-    }),
+    rstores: [...metadata.rstores.values()]
+      .sort((a, b) => a.id - b.id)
+      .map(({ dirty: _dirty, ...rest }) => rest),
+    luns: [...metadata.luns.values()]
+      .sort((a, b) => a.id - b.id)
+      .map((lun) => {
+        const map: Array<[number, number, number, number]> = [];
+        lun.map.forEachMapped((unitIndex, entry) =>
+          map.push([unitIndex, entry.rstoreId, entry.rsegIndex, entry.flags]),
+        );
+        return {
+          id: lun.id,
+          name: lun.name,
+          sizeBytes: lun.sizeBytes,
+          createdAtMs: lun.createdAtMs,
+          unitCount: lun.map.allocationUnitCount,
+          map,
+        };
+      }),
     nextLunId: metadata.nextLunId,
     nextRstoreId: metadata.nextRstoreId,
   };

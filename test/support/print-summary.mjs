@@ -16,11 +16,24 @@ try {
   for (const file of report.testResults ?? []) {
     for (const test of file.assertionResults ?? []) {
       if (test.status !== 'failed') continue;
-      let message = (test.failureMessages ?? []).join(' ').replace(/\x1b\[[0-9;]*m/g, '').split('\n')[0].slice(0, 600);
-      if (message === 'Error: STACK_TRACE_ERROR') message = 'no message in the report (a timeout, say): see the log above';
-      console.log(`FAILED ${file.name.replace(process.cwd() + '/', '')} > ${test.fullName}: ${message}`);
+      let message = (test.failureMessages ?? [])
+        .join(' ')
+        // eslint-disable-next-line no-control-regex -- strips the colour escapes of vitest's messages
+        .replace(/\x1b\[[0-9;]*m/g, '')
+        .split('\n')[0]
+        .slice(0, 600);
+      if (message === 'Error: STACK_TRACE_ERROR')
+        message = 'no message in the report (a timeout, say): see the log above';
+      console.log(
+        `FAILED ${file.name.replace(process.cwd() + '/', '')} > ${test.fullName}: ${message}`,
+      );
     }
-    if (file.status === 'failed' && (file.assertionResults ?? []).length === 0) console.log(`FAILED ${file.name.replace(process.cwd() + '/', '')}: ${String(file.message ?? '').split('\n')[0].slice(0, 600)}`);
+    if (file.status === 'failed' && (file.assertionResults ?? []).length === 0)
+      console.log(
+        `FAILED ${file.name.replace(process.cwd() + '/', '')}: ${String(file.message ?? '')
+          .split('\n')[0]
+          .slice(0, 600)}`,
+      );
   }
 } catch (error) {
   console.error(`cannot read the test report ${path}: ${error.message}`);

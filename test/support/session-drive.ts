@@ -71,6 +71,10 @@ export class SessionDrive implements Drive {
   }
 
   private checkLive(operation: string): void {
-    if (this.fenced) throw new LunfsError('EIO', `${operation} on ${this.path} after the session was fenced (simulated crash)`);
+    if (this.fenced)
+      throw new LunfsError(
+        'EIO',
+        `${operation} on ${this.path} after the session was fenced (simulated crash)`,
+      );
   }
 }

@@ -20,7 +20,13 @@ import { describe, expect, it } from 'vitest';
 import type { Drive } from '../../src/drive/drive.js';
 import { MemoryDrive } from '../../src/drive/memory-drive.js';
 import { MissingDrive } from '../../src/drive/missing-drive.js';
-import { decodeDriveHeader, driveHeaderBytes, encodeDriveHeader, tailLabelOffsetBytes, type DriveHeader } from '../../src/meta/drive-header.js';
+import {
+  decodeDriveHeader,
+  driveHeaderBytes,
+  encodeDriveHeader,
+  tailLabelOffsetBytes,
+  type DriveHeader,
+} from '../../src/meta/drive-header.js';
 import type { RaidLevel } from '../../src/meta/pool-metadata.js';
 import type { BlockDevice } from '../../src/block/block-device.js';
 import { isLunfsError } from '../../src/util/errors.js';
@@ -45,8 +51,18 @@ interface Built {
 
 /** A closed pool with LUN db (written whole), snapshot db@s, then part of db overwritten. */
 async function build(raidLevel: RaidLevel, name: string, seed = 1): Promise<Built> {
-  const memoryPool = await formatMemoryPool({ raidLevel, driveCount: 3, driveSizeBytes, name, seed });
-  const controller = new Controller(memoryPool.pool, { cacheBytes: MiB, clock: memoryPool.clock, log: silentLogger() });
+  const memoryPool = await formatMemoryPool({
+    raidLevel,
+    driveCount: 3,
+    driveSizeBytes,
+    name,
+    seed,
+  });
+  const controller = new Controller(memoryPool.pool, {
+    cacheBytes: MiB,
+    clock: memoryPool.clock,
+    log: silentLogger(),
+  });
   await controller.createLun('db', lunBytes);
   const snapshot = patternBytes(lunBytes, 1);
   await controller.stack('db').cache.write(0, snapshot);
@@ -60,23 +76,41 @@ async function build(raidLevel: RaidLevel, name: string, seed = 1): Promise<Buil
   return { drives: memoryPool.drives, lun, snapshot, layout };
 }
 
-async function open(drives: MemoryDrive[], openDrive?: () => Promise<MemoryDrive>): Promise<Controller> {
+async function open(
+  drives: MemoryDrive[],
+  openDrive?: () => Promise<MemoryDrive>,
+): Promise<Controller> {
   for (const drive of drives) drive.reopen();
   const clock = new FakeClock();
   const pool = await Pool.open(drives, { clock, log: silentLogger() });
-  const controller = new Controller(pool, { cacheBytes: MiB, clock, log: silentLogger(), driveSettings: openDrive ? { openDrive } : undefined });
+  const controller = new Controller(pool, {
+    cacheBytes: MiB,
+    clock,
+    log: silentLogger(),
+    driveSettings: openDrive ? { openDrive } : undefined,
+  });
   await controller.openSnapshots();
   await controller.drives.start();
   return controller;
 }
 
 async function expectExact(controller: Controller, built: Built, when: string): Promise<void> {
-  expect(firstDifference(await readAll(controller.stack('db').cache), built.lun), `${when}: LUN db`).toBeUndefined();
-  expect(firstDifference(await readAll(controller.snapshotVolume('db@s')), built.snapshot), `${when}: snapshot db@s`).toBeUndefined();
+  expect(
+    firstDifference(await readAll(controller.stack('db').cache), built.lun),
+    `${when}: LUN db`,
+  ).toBeUndefined();
+  expect(
+    firstDifference(await readAll(controller.snapshotVolume('db@s')), built.snapshot),
+    `${when}: snapshot db@s`,
+  ).toBeUndefined();
 }
 
 /** Reads every 4 KiB block: each is exact or fails with EIO. Returns how many failed. */
-async function expectExactOrEio(device: BlockDevice, expected: Buffer, what: string): Promise<number> {
+async function expectExactOrEio(
+  device: BlockDevice,
+  expected: Buffer,
+  what: string,
+): Promise<number> {
   let failed = 0;
   for (let offset = 0; offset < expected.length; offset += 4 * KiB) {
     const block = Buffer.alloc(4 * KiB);
@@ -87,49 +121,105 @@ async function expectExactOrEio(device: BlockDevice, expected: Buffer, what: str
       failed += 1;
       continue;
     }
-    expect(firstDifference(block, expected.subarray(offset, offset + block.length), offset), `${what}: wrong bytes`).toBeUndefined();
+    expect(
+      firstDifference(block, expected.subarray(offset, offset + block.length), offset),
+      `${what}: wrong bytes`,
+    ).toBeUndefined();
   }
   return failed;
 }
 
 /** Writes other bytes over [offsetBytes, + lengthBytes) of a closed drive, durably. */
-async function scribble(drive: MemoryDrive, offsetBytes: number, lengthBytes: number, seed: number): Promise<void> {
+async function scribble(
+  drive: MemoryDrive,
+  offsetBytes: number,
+  lengthBytes: number,
+  seed: number,
+): Promise<void> {
   drive.reopen();
   await drive.write(offsetBytes, patternBytes(lengthBytes, seed));
   await drive.flush();
   await drive.close();
 }
 
-type Region = { name: string; fails: boolean; damage: (drive: MemoryDrive, layout: DriveHeader) => Promise<void> };
+type Region = {
+  name: string;
+  fails: boolean;
+  damage: (drive: MemoryDrive, layout: DriveHeader) => Promise<void>;
+};
 
 const tail = (drive: MemoryDrive): number => tailLabelOffsetBytes(drive.sizeBytes);
 
 const regions: Region[] = [
-  { name: 'the head label', fails: false, damage: (drive) => scribble(drive, 0, driveHeaderBytes, 11) },
-  { name: 'the tail label', fails: false, damage: (drive) => scribble(drive, tail(drive), driveHeaderBytes, 12) },
-  { name: 'both labels (zeroed)', fails: true, damage: async (drive) => {
-    drive.reopen();
-    await drive.write(0, Buffer.alloc(driveHeaderBytes));
-    await drive.write(tail(drive), Buffer.alloc(driveHeaderBytes));
-    await drive.flush();
-    await drive.close();
-  } },
-  { name: 'the checkpoint slots', fails: false, damage: (drive, layout) => scribble(drive, layout.quorumOffsetBytes, 2 * layout.checkpointSlotBytes, 13) },
-  { name: 'the journal', fails: false, damage: (drive, layout) => scribble(drive, layout.quorumOffsetBytes + 2 * layout.checkpointSlotBytes, layout.journalBytes, 14) },
-  { name: 'the degraded-row log', fails: false, damage: (drive, layout) => scribble(drive, layout.rowLogOffsetBytes, layout.rowLogBytes, 15) },
-  { name: 'the checksum table', fails: false, damage: (drive, layout) => scribble(drive, layout.checksumTableOffsetBytes, layout.checksumTableBytes, 16) },
-  { name: 'one sector in every 64 KiB', fails: false, damage: async (drive) => {
-    drive.reopen();
-    for (let offset = 0, index = 0; offset < drive.sizeBytes; offset += 64 * KiB, index += 1) {
-      // Somewhere in the 64 KiB: the first sector of the drive too, but not the tail label (with
-      // both labels gone the drive is another disk, the case below).
-      const sector = Math.min(offset + ((index * 7919) % 128) * 512, tail(drive) - 512);
-      await drive.write(sector, patternBytes(512, 100 + index));
-    }
-    await drive.flush();
-    await drive.close();
-  } },
-  { name: 'the whole drive (another disk)', fails: true, damage: (drive) => scribble(drive, 0, drive.sizeBytes, 17) },
+  {
+    name: 'the head label',
+    fails: false,
+    damage: (drive) => scribble(drive, 0, driveHeaderBytes, 11),
+  },
+  {
+    name: 'the tail label',
+    fails: false,
+    damage: (drive) => scribble(drive, tail(drive), driveHeaderBytes, 12),
+  },
+  {
+    name: 'both labels (zeroed)',
+    fails: true,
+    damage: async (drive) => {
+      drive.reopen();
+      await drive.write(0, Buffer.alloc(driveHeaderBytes));
+      await drive.write(tail(drive), Buffer.alloc(driveHeaderBytes));
+      await drive.flush();
+      await drive.close();
+    },
+  },
+  {
+    name: 'the checkpoint slots',
+    fails: false,
+    damage: (drive, layout) =>
+      scribble(drive, layout.quorumOffsetBytes, 2 * layout.checkpointSlotBytes, 13),
+  },
+  {
+    name: 'the journal',
+    fails: false,
+    damage: (drive, layout) =>
+      scribble(
+        drive,
+        layout.quorumOffsetBytes + 2 * layout.checkpointSlotBytes,
+        layout.journalBytes,
+        14,
+      ),
+  },
+  {
+    name: 'the degraded-row log',
+    fails: false,
+    damage: (drive, layout) => scribble(drive, layout.rowLogOffsetBytes, layout.rowLogBytes, 15),
+  },
+  {
+    name: 'the checksum table',
+    fails: false,
+    damage: (drive, layout) =>
+      scribble(drive, layout.checksumTableOffsetBytes, layout.checksumTableBytes, 16),
+  },
+  {
+    name: 'one sector in every 64 KiB',
+    fails: false,
+    damage: async (drive) => {
+      drive.reopen();
+      for (let offset = 0, index = 0; offset < drive.sizeBytes; offset += 64 * KiB, index += 1) {
+        // Somewhere in the 64 KiB: the first sector of the drive too, but not the tail label (with
+        // both labels gone the drive is another disk, the case below).
+        const sector = Math.min(offset + ((index * 7919) % 128) * 512, tail(drive) - 512);
+        await drive.write(sector, patternBytes(512, 100 + index));
+      }
+      await drive.flush();
+      await drive.close();
+    },
+  },
+  {
+    name: 'the whole drive (another disk)',
+    fails: true,
+    damage: (drive) => scribble(drive, 0, drive.sizeBytes, 17),
+  },
 ];
 
 describe('one drive damaged, region by region, on a redundant pool', () => {
@@ -143,17 +233,25 @@ describe('one drive damaged, region by region, on a redundant pool', () => {
         const status = controller.status();
         if (region.fails) {
           expect(status.pool.state).toBe('degraded');
-          expect(status.drives[1]).toMatchObject({ state: 'failed', failedReason: expect.stringMatching(/unusable when the pool was opened: no good lunfs label \(head: .*; tail: .*\)/) });
+          expect(status.drives[1]).toMatchObject({
+            state: 'failed',
+            failedReason: expect.stringMatching(
+              /unusable when the pool was opened: no good lunfs label \(head: .*; tail: .*\)/,
+            ),
+          });
         } else {
           expect(status.pool.state).toBe('online');
           expect(status.drives.map((drive) => drive.state)).toEqual(['online', 'online', 'online']);
         }
         if (region.name.endsWith('label')) {
-          expect(status.drives[1]!.labelsDamagedAtOpen).toEqual([expect.stringMatching(new RegExp(`^${region.name.split(' ')[1]}: `))]);
+          expect(status.drives[1]!.labelsDamagedAtOpen).toEqual([
+            expect.stringMatching(new RegExp(`^${region.name.split(' ')[1]}: `)),
+          ]);
           expect(status.integrity.labelRepairs).toBe(1);
         }
         await expectExact(controller, built, 'after open');
-        if (region.name.includes('table') || region.name.includes('sector')) expect(controller.status().integrity.repairs).toBeGreaterThan(0);
+        if (region.name.includes('table') || region.name.includes('sector'))
+          expect(controller.status().integrity.repairs).toBeGreaterThan(0);
         if (region.fails) {
           await controller.drives.replace('1', 'new1');
           await controller.drives.jobs.settle();
@@ -165,7 +263,13 @@ describe('one drive damaged, region by region, on a redundant pool', () => {
         const again = await open(built.drives);
         const clean = again.status();
         expect(clean.pool.state).toBe('online');
-        expect(clean.drives.map((drive) => [drive.state, drive.labelsDamagedAtOpen, drive.metadataCopy])).toEqual([['online', undefined, 'good'], ['online', undefined, 'good'], ['online', undefined, 'good']]);
+        expect(
+          clean.drives.map((drive) => [drive.state, drive.labelsDamagedAtOpen, drive.metadataCopy]),
+        ).toEqual([
+          ['online', undefined, 'good'],
+          ['online', undefined, 'good'],
+          ['online', undefined, 'good'],
+        ]);
         await expectExact(again, built, 'after reopen');
         await again.close();
       });
@@ -180,26 +284,48 @@ describe('one drive damaged on a RAID-0 pool', () => {
       await region.damage(built.drives[1]!, built.layout);
       if (region.fails) {
         const writes = built.drives.map((drive) => drive.counters.writes);
-        const outcome = await open(built.drives).then(() => 'opened', (error: unknown) => error);
+        const outcome = await open(built.drives).then(
+          () => 'opened',
+          (error: unknown) => error,
+        );
         expect(isLunfsError(outcome), String(outcome)).toBe(true);
-        expect((outcome as Error).message).toMatch(/cannot be served: RAID-0 cannot do without drive\(s\) 1 \(r0-1: unusable when the pool was opened: no good lunfs label .*holding data of db, db \(snapshots\)/);
-        expect(built.drives.map((drive) => drive.counters.writes), 'a refused open writes nothing').toEqual(writes);
+        expect((outcome as Error).message).toMatch(
+          /cannot be served: RAID-0 cannot do without drive\(s\) 1 \(r0-1: unusable when the pool was opened: no good lunfs label .*holding data of db, db \(snapshots\)/,
+        );
+        expect(
+          built.drives.map((drive) => drive.counters.writes),
+          'a refused open writes nothing',
+        ).toEqual(writes);
         return;
       }
-      const opened = await open(built.drives).then((controller) => controller, (error: unknown) => error);
+      const opened = await open(built.drives).then(
+        (controller) => controller,
+        (error: unknown) => error,
+      );
       if (!(opened instanceof Controller)) {
         // Where a snapshot target's own metadata lay on a block that no longer verifies, the
         // open fails, naming the drive and why: EIO, never a guess.
         expect(region.name, String(opened)).toMatch(/table|sector/);
-        expect(isLunfsError(opened, 'EIO') || isLunfsError(opened, 'ECORRUPT'), String(opened)).toBe(true);
-        expect((opened as Error).message).toMatch(/RAID-0.*checksum mismatch on drive r0-1.*no redundancy to repair from/);
+        expect(
+          isLunfsError(opened, 'EIO') || isLunfsError(opened, 'ECORRUPT'),
+          String(opened),
+        ).toBe(true);
+        expect((opened as Error).message).toMatch(
+          /RAID-0.*checksum mismatch on drive r0-1.*no redundancy to repair from/,
+        );
         return;
       }
       const controller = opened;
       expect(controller.status().pool.state).toBe('online');
-      const failed = await expectExactOrEio(controller.stack('db').cache, built.lun, 'LUN db')
-        + await expectExactOrEio(controller.snapshotVolume('db@s'), built.snapshot, 'snapshot db@s');
-      if (region.name.includes('table')) expect(failed, 'blocks whose checksums were lost read EIO').toBeGreaterThan(0);
+      const failed =
+        (await expectExactOrEio(controller.stack('db').cache, built.lun, 'LUN db')) +
+        (await expectExactOrEio(
+          controller.snapshotVolume('db@s'),
+          built.snapshot,
+          'snapshot db@s',
+        ));
+      if (region.name.includes('table'))
+        expect(failed, 'blocks whose checksums were lost read EIO').toBeGreaterThan(0);
       if (!region.name.includes('table') && !region.name.includes('sector')) expect(failed).toBe(0);
       await controller.close();
     });
@@ -211,9 +337,17 @@ describe('a damaged checksum table page after an unclean shutdown', () => {
     const degraded = raidLevel === 5;
     it(`RAID-${raidLevel}${degraded ? ' running degraded' : ''}: taken for a page torn by the power cut: its checksums come from the data as it is, every byte reads`, async () => {
       const built = await build(raidLevel, `torn${raidLevel}-`);
-      await scribble(built.drives[1]!, built.layout.checksumTableOffsetBytes, built.layout.checksumTableBytes, 31);
+      await scribble(
+        built.drives[1]!,
+        built.layout.checksumTableOffsetBytes,
+        built.layout.checksumTableBytes,
+        31,
+      );
       // RAID-5 with drive 2 gone: nothing could rebuild drive 1's blocks from redundancy.
-      const given = (): Drive[] => built.drives.map((drive, index) => (degraded && index === 2 ? new MissingDrive(drive.path, 'pulled for the test') : drive));
+      const given = (): Drive[] =>
+        built.drives.map((drive, index) =>
+          degraded && index === 2 ? new MissingDrive(drive.path, 'pulled for the test') : drive,
+        );
       for (const drive of built.drives) drive.reopen();
       const crashed = await Pool.open(given(), { clock: new FakeClock(), log: silentLogger() });
       await crashed.abandonSession(); // the session started (cleanShutdown false) and never closed
@@ -236,7 +370,12 @@ describe('which drive is which', () => {
     const other = await build(1, 'other', 2);
     const drives = [built.drives[0]!, other.drives[1]!, built.drives[2]!];
     const controller = await open(drives);
-    expect(controller.status().drives[1]).toMatchObject({ state: 'failed', failedReason: expect.stringMatching(/unusable when the pool was opened: carries the label of another pool \(.*, drive 1\), not of pool/) });
+    expect(controller.status().drives[1]).toMatchObject({
+      state: 'failed',
+      failedReason: expect.stringMatching(
+        /unusable when the pool was opened: carries the label of another pool \(.*, drive 1\), not of pool/,
+      ),
+    });
     await expectExact(controller, built, 'degraded');
     await controller.close();
     expect(other.drives[1]!.counters.writes).toBeGreaterThan(0); // its own pool's writes only: compare with a fresh open below
@@ -257,11 +396,19 @@ describe('which drive is which', () => {
     expect(controller.status().drives[1]!.state).toBe('failed');
     await controller.drives.replace('1', damaged.path);
     await controller.drives.jobs.settle();
-    expect(controller.status().drives[1]).toMatchObject({ state: 'online', path: damaged.path, labelCopies: 2 });
+    expect(controller.status().drives[1]).toMatchObject({
+      state: 'online',
+      path: damaged.path,
+      labelCopies: 2,
+    });
     await expectExact(controller, built, 'after the rebuild in place');
     await controller.close();
     const again = await open(built.drives);
-    expect(again.status().drives.map((drive) => drive.state)).toEqual(['online', 'online', 'online']);
+    expect(again.status().drives.map((drive) => drive.state)).toEqual([
+      'online',
+      'online',
+      'online',
+    ]);
     await expectExact(again, built, 'after reopen');
     await again.close();
   });
@@ -275,7 +422,12 @@ describe('which drive is which', () => {
     await controller.drives.jobs.settle();
     await controller.close();
     const again = await open(built.drives); // drive 1 is the old one again, label and all
-    expect(again.status().drives[1]).toMatchObject({ state: 'failed', failedReason: expect.stringMatching(/its label names drive .*, but the pool metadata has drive .* at index 1 \(an older label of this pool/) });
+    expect(again.status().drives[1]).toMatchObject({
+      state: 'failed',
+      failedReason: expect.stringMatching(
+        /its label names drive .*, but the pool metadata has drive .* at index 1 \(an older label of this pool/,
+      ),
+    });
     await expectExact(again, built, 'with the old drive failed');
     await again.close();
   });
@@ -303,7 +455,11 @@ describe('a format-4 pool (one label per drive)', () => {
     const controller = await open(built.drives);
     const status = controller.status();
     expect(status.pool.formatVersion).toBe(4);
-    expect(status.drives.map((drive) => [drive.labelCopies, drive.labelsDamagedAtOpen])).toEqual([[1, undefined], [1, undefined], [1, undefined]]);
+    expect(status.drives.map((drive) => [drive.labelCopies, drive.labelsDamagedAtOpen])).toEqual([
+      [1, undefined],
+      [1, undefined],
+      [1, undefined],
+    ]);
     await expectExact(controller, built, 'format 4');
     await controller.close();
     for (const drive of built.drives) {
@@ -323,7 +479,12 @@ describe('a format-4 pool (one label per drive)', () => {
     await toFormat4(built.drives);
     await scribble(built.drives[1]!, 0, driveHeaderBytes, 21);
     const controller = await open(built.drives);
-    expect(controller.status().drives[1]).toMatchObject({ state: 'failed', failedReason: expect.stringMatching(/no good lunfs label \(head: .*; tail: a format-4 label|no good lunfs label \(head: .*; tail: no lunfs drive header/) });
+    expect(controller.status().drives[1]).toMatchObject({
+      state: 'failed',
+      failedReason: expect.stringMatching(
+        /no good lunfs label \(head: .*; tail: a format-4 label|no good lunfs label \(head: .*; tail: no lunfs drive header/,
+      ),
+    });
     await expectExact(controller, built, 'degraded format 4');
     await controller.close();
   });

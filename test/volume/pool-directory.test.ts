@@ -7,7 +7,14 @@ import { mkdirSync, mkdtempSync, rmSync, statSync, symlinkSync, writeFileSync } 
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { poolFilePath, prepareSocketDirectory, readPoolFile, shortSocketDirectory, socketPath, writePoolFile } from '../../src/volume/pool-directory.js';
+import {
+  poolFilePath,
+  prepareSocketDirectory,
+  readPoolFile,
+  shortSocketDirectory,
+  socketPath,
+  writePoolFile,
+} from '../../src/volume/pool-directory.js';
 import { isLunfsError } from '../../src/util/errors.js';
 
 const folder = mkdtempSync(join(tmpdir(), 'lunfs-pool-directory-'));

@@ -26,7 +26,16 @@ import { Pool } from '../../src/volume/pool.js';
 import { planRedundancySets } from '../../src/volume/pool-layout.js';
 import { firstDifference, patternBytes, readAll, readRange } from '../support/bytes.js';
 import { FakeClock } from '../support/fake-clock.js';
-import { cycleMemoryPool, describeMetadata, formatMemoryPool, formatPoolOn, makeMemoryDrives, reopenMemoryPool, sessionViews, type MemoryPool } from '../support/memory-pool.js';
+import {
+  cycleMemoryPool,
+  describeMetadata,
+  formatMemoryPool,
+  formatPoolOn,
+  makeMemoryDrives,
+  reopenMemoryPool,
+  sessionViews,
+  type MemoryPool,
+} from '../support/memory-pool.js';
 import { ScriptedCrash } from '../support/scripted-crash.js';
 
 const unitBytes = 64 * KiB;
@@ -56,8 +65,13 @@ describe('Pool LUN management', () => {
     let pool = await reopenMemoryPool(memoryPool.drives);
     memoryPool.pool = pool;
     controller = controllerFor(pool);
-    expect([...pool.metadata.luns.values()].map((lun) => [lun.name, lun.sizeBytes])).toEqual([['db', MiB], ['logs', 3 * MiB + 512]]);
-    expect(firstDifference(await readRange(controller.stack('db').cache, 500, data.length), data, 500)).toBeUndefined();
+    expect([...pool.metadata.luns.values()].map((lun) => [lun.name, lun.sizeBytes])).toEqual([
+      ['db', MiB],
+      ['logs', 3 * MiB + 512],
+    ]);
+    expect(
+      firstDifference(await readRange(controller.stack('db').cache, 500, data.length), data, 500),
+    ).toBeUndefined();
     await controller.resizeLun('db', 2 * MiB + 1536);
     expect(controller.stack('db').cache.sizeBytes).toBe(2 * MiB + 1536);
     await controller.stack('db').cache.write(2 * MiB + 1535, Buffer.from([0x42]));
@@ -65,12 +79,17 @@ describe('Pool LUN management', () => {
     await controller.close();
     pool = await reopenMemoryPool(memoryPool.drives);
     controller = controllerFor(pool);
-    expect([...pool.metadata.luns.values()].map((lun) => [lun.name, lun.sizeBytes])).toEqual([['db', 2 * MiB + 1536]]);
+    expect([...pool.metadata.luns.values()].map((lun) => [lun.name, lun.sizeBytes])).toEqual([
+      ['db', 2 * MiB + 1536],
+    ]);
     const image = await readAll(controller.stack('db').cache);
     const expected = Buffer.alloc(2 * MiB + 1536);
     data.copy(expected, 500);
     expected[2 * MiB + 1535] = 0x42;
-    expect(firstDifference(image, expected), 'grown LUN: old data kept, new space zeros').toBeUndefined();
+    expect(
+      firstDifference(image, expected),
+      'grown LUN: old data kept, new space zeros',
+    ).toBeUndefined();
     await controller.createLun('logs', MiB); // the name is free again
     await controller.close();
   });
@@ -107,7 +126,11 @@ describe('Pool LUN management', () => {
         ['negative size', () => controller.createLun('neg', -512), 'EINVAL'],
         ['fractional size', () => controller.createLun('frac', 1024.5), 'EINVAL'],
         ['NaN size', () => controller.createLun('nan', Number.NaN), 'EINVAL'],
-        ['size one sector past the capacity', () => controller.createLun('huge', capacity + 512), 'EFBIG'],
+        [
+          'size one sector past the capacity',
+          () => controller.createLun('huge', capacity + 512),
+          'EFBIG',
+        ],
         ['size of 1 PiB', () => controller.createLun('huger', 2 ** 50), 'EFBIG'],
         ['duplicate name', () => controller.createLun('db', MiB), 'EEXIST'],
         ['duplicate name with a bad size', () => controller.createLun('db', 1000), 'EEXIST'],
@@ -115,13 +138,23 @@ describe('Pool LUN management', () => {
         ['resize an unknown LUN', () => controller.resizeLun('nope', 2 * MiB), 'ENOENT'],
         ['stack of an unknown LUN', async () => controller.stack('nope'), 'ENOENT'],
         ['shrink', () => controller.resizeLun('db', MiB - 512), 'EINVAL'],
-        ['resize to a size not a multiple of 512', () => controller.resizeLun('db', 2 * MiB + 1), 'EINVAL'],
+        [
+          'resize to a size not a multiple of 512',
+          () => controller.resizeLun('db', 2 * MiB + 1),
+          'EINVAL',
+        ],
         ['resize past the capacity', () => controller.resizeLun('db', capacity + 512), 'EFBIG'],
       ];
       for (const [label, action, code] of cases) {
         const outcome = await outcomeOf(action);
-        expect(isLunfsError(outcome, code), `${label}: expected ${code}, got ${String(outcome)}`).toBe(true);
-        expect((outcome as Error).message.length, `${label}: the message says something`).toBeGreaterThan(10);
+        expect(
+          isLunfsError(outcome, code),
+          `${label}: expected ${code}, got ${String(outcome)}`,
+        ).toBe(true);
+        expect(
+          (outcome as Error).message.length,
+          `${label}: the message says something`,
+        ).toBeGreaterThan(10);
         expect(describeMetadata(pool.metadata), `${label} changed the metadata`).toEqual(before);
         expect(pool.freeBytes(), `${label} changed the free space`).toBe(freeBefore);
         expect(pool.metadataJournalFillRatio, `${label} committed something`).toBe(journalBefore);
@@ -163,18 +196,29 @@ describe('a full pool', () => {
         } catch (error) {
           failedAt = offset;
           failure = error;
-          expect(pool.freeBytes(), 'a refused write takes no space (all or nothing)').toBe(freeBefore);
+          expect(pool.freeBytes(), 'a refused write takes no space (all or nothing)').toBe(
+            freeBefore,
+          );
           expect(freeBefore, 'ENOSPC only when the chunk does not fit').toBeLessThan(5 * unitBytes);
           break;
         }
         chunk.copy(secondExpected, offset);
       }
       expect(failedAt, 'the pool filled up').toBeGreaterThan(0);
-      expect(isLunfsError(failure, 'ENOSPC'), `the writer sees ENOSPC, got ${String(failure)}`).toBe(true);
+      expect(
+        isLunfsError(failure, 'ENOSPC'),
+        `the writer sees ENOSPC, got ${String(failure)}`,
+      ).toBe(true);
       // Flush works: nothing was acknowledged that cannot be destaged.
       await controller.flushAll();
-      expect(firstDifference(await readAll(second), secondExpected), 'second LUN after ENOSPC').toBeUndefined();
-      expect(firstDifference(await readAll(first), firstData), 'first LUN after ENOSPC').toBeUndefined();
+      expect(
+        firstDifference(await readAll(second), secondExpected),
+        'second LUN after ENOSPC',
+      ).toBeUndefined();
+      expect(
+        firstDifference(await readAll(first), firstData),
+        'first LUN after ENOSPC',
+      ).toBeUndefined();
       // Overwriting allocated space still works on a full pool.
       const overwrite = patternBytes(3 * unitBytes, 99);
       await first.write(unitBytes - 7, overwrite);
@@ -182,14 +226,22 @@ describe('a full pool', () => {
       await controller.close();
       const reopened = await reopenMemoryPool(memoryPool.drives);
       const again = controllerFor(reopened);
-      expect(firstDifference(await readAll(again.stack('first').cache), firstData), 'first LUN after reopen').toBeUndefined();
-      expect(firstDifference(await readAll(again.stack('second').cache), secondExpected), 'second LUN after reopen').toBeUndefined();
+      expect(
+        firstDifference(await readAll(again.stack('first').cache), firstData),
+        'first LUN after reopen',
+      ).toBeUndefined();
+      expect(
+        firstDifference(await readAll(again.stack('second').cache), secondExpected),
+        'second LUN after reopen',
+      ).toBeUndefined();
       // Space comes back with the first LUN: the refused write now succeeds.
       await again.removeLun('first');
       const chunk = patternBytes(chunkBytes, failedAt);
       await again.stack('second').cache.write(failedAt, chunk);
       await again.flushAll();
-      expect(firstDifference(await readRange(again.stack('second').cache, failedAt, chunkBytes), chunk)).toBeUndefined();
+      expect(
+        firstDifference(await readRange(again.stack('second').cache, failedAt, chunkBytes), chunk),
+      ).toBeUndefined();
       await again.close();
     });
   }
@@ -214,21 +266,33 @@ describe('a discard on a nearly full pool', () => {
     const freeUnits = pool.freeBytes() / unitBytes;
     await filler.write(0, patternBytes(freeUnits * unitBytes, 9));
     expect(pool.freeBytes()).toBe(0);
-    await expect(filler.write(freeUnits * unitBytes, Buffer.alloc(1))).rejects.toMatchObject({ code: 'ENOSPC' });
+    await expect(filler.write(freeUnits * unitBytes, Buffer.alloc(1))).rejects.toMatchObject({
+      code: 'ENOSPC',
+    });
     // Flushing the first LUN must not need space: its writes were all acknowledged with space reserved.
     await a.flush();
     await controller.flushAll();
     expect(firstDifference(await readRange(a, 0, 2 * unitBytes), data)).toBeUndefined();
     await controller.close();
     const reopened = await reopenMemoryPool(memoryPool.drives);
-    expect(firstDifference(await readRange(controllerFor(reopened).stack('a').cache, 0, 2 * unitBytes), data)).toBeUndefined();
+    expect(
+      firstDifference(
+        await readRange(controllerFor(reopened).stack('a').cache, 0, 2 * unitBytes),
+        data,
+      ),
+    ).toBeUndefined();
     await reopened.close();
   });
 });
 
 describe('Pool.open with the wrong drives', () => {
   async function closedPool(): Promise<MemoryPool> {
-    const memoryPool = await formatMemoryPool({ raidLevel: 1, driveCount: 4, driveSizeBytes: 5 * MiB, name: 'ord' });
+    const memoryPool = await formatMemoryPool({
+      raidLevel: 1,
+      driveCount: 4,
+      driveSizeBytes: 5 * MiB,
+      name: 'ord',
+    });
     await memoryPool.pool.createLun('keep', MiB);
     await memoryPool.pool.close();
     return memoryPool;
@@ -236,25 +300,56 @@ describe('Pool.open with the wrong drives', () => {
 
   it('refuses with EINVAL saying what is wrong, and writes nothing', async () => {
     const memoryPool = await closedPool();
-    const [d0, d1, d2, d3] = memoryPool.drives as [typeof memoryPool.drives[0], typeof memoryPool.drives[0], typeof memoryPool.drives[0], typeof memoryPool.drives[0]];
-    const other = await formatMemoryPool({ raidLevel: 1, driveCount: 4, driveSizeBytes: 5 * MiB, seed: 2, name: 'other' });
+    const [d0, d1, d2, d3] = memoryPool.drives as [
+      (typeof memoryPool.drives)[0],
+      (typeof memoryPool.drives)[0],
+      (typeof memoryPool.drives)[0],
+      (typeof memoryPool.drives)[0],
+    ];
+    const other = await formatMemoryPool({
+      raidLevel: 1,
+      driveCount: 4,
+      driveSizeBytes: 5 * MiB,
+      seed: 2,
+      name: 'other',
+    });
     const cases: Array<[string, typeof memoryPool.drives, RegExp]> = [
-      ['two drives swapped', [d1, d0, d2, d3], /wrong order.*ord1 is drive 1 of the pool but was given as drive 0/],
+      [
+        'two drives swapped',
+        [d1, d0, d2, d3],
+        /wrong order.*ord1 is drive 1 of the pool but was given as drive 0/,
+      ],
       ['the last drive missing', [d0, d1, d2], /4 drives but 3 were given.*missing drive index 3/],
       ['the first drive missing', [d1, d2, d3], /4 drives but 3 were given.*missing drive index 0/],
       ['a middle drive missing', [d0, d1, d3], /4 drives but 3 were given.*missing drive index 2/],
-      ['one drive given twice', [d0, d1, d1, d3], /ord1 is drive 1 of the pool but was given as drive 2/],
-      ['half the drives of another pool', [d0, d1, other.drives[2]!, other.drives[3]!], /labels of different pools \(pool .* on ord0, ord1; pool .* on other2, other3\).*cannot tell/],
+      [
+        'one drive given twice',
+        [d0, d1, d1, d3],
+        /ord1 is drive 1 of the pool but was given as drive 2/,
+      ],
+      [
+        'half the drives of another pool',
+        [d0, d1, other.drives[2]!, other.drives[3]!],
+        /labels of different pools \(pool .* on ord0, ord1; pool .* on other2, other3\).*cannot tell/,
+      ],
       ['no drives', [], /no drives given/],
     ];
     const writesBefore = memoryPool.drives.map((drive) => drive.counters.writes);
     for (const [label, drives, message] of cases) {
       for (const drive of memoryPool.drives) drive.reopen();
-      const outcome = await outcomeOf(() => Pool.open(drives, { clock: new FakeClock(), log: silentLogger() }));
-      expect(isLunfsError(outcome, 'EINVAL'), `${label}: expected EINVAL, got ${String(outcome)}`).toBe(true);
+      const outcome = await outcomeOf(() =>
+        Pool.open(drives, { clock: new FakeClock(), log: silentLogger() }),
+      );
+      expect(
+        isLunfsError(outcome, 'EINVAL'),
+        `${label}: expected EINVAL, got ${String(outcome)}`,
+      ).toBe(true);
       expect((outcome as Error).message, label).toMatch(message);
     }
-    expect(memoryPool.drives.map((drive) => drive.counters.writes), 'a refused open writes nothing').toEqual(writesBefore);
+    expect(
+      memoryPool.drives.map((drive) => drive.counters.writes),
+      'a refused open writes nothing',
+    ).toEqual(writesBefore);
     const pool = await reopenMemoryPool(memoryPool.drives);
     expect(pool.lunByName('keep').sizeBytes).toBe(MiB);
     await pool.close();
@@ -268,15 +363,22 @@ describe('allocation', () => {
       const memoryPool = await formatMemoryPool({ raidLevel });
       const controller = controllerFor(memoryPool.pool);
       const capacity = memoryPool.pool.capacityBytes();
-      expect(capacity).toBe(raidLevel === 0 ? 3 * 12 * 256 * KiB : (3 * 12 / 2) * 256 * KiB); // 12 PSEGs per drive
+      expect(capacity).toBe(raidLevel === 0 ? 3 * 12 * 256 * KiB : ((3 * 12) / 2) * 256 * KiB); // 12 PSEGs per drive
       await controller.createLun('all', capacity);
       const cache = controller.stack('all').cache;
       const chunkBytes = 256 * KiB;
-      for (let offset = 0; offset < capacity; offset += chunkBytes) await cache.write(offset, patternBytes(chunkBytes, offset));
+      for (let offset = 0; offset < capacity; offset += chunkBytes)
+        await cache.write(offset, patternBytes(chunkBytes, offset));
       await cache.flush();
       expect(memoryPool.pool.freeBytes()).toBe(0);
       for (let offset = 0; offset < capacity; offset += chunkBytes) {
-        expect(firstDifference(await readRange(cache, offset, chunkBytes), patternBytes(chunkBytes, offset), offset)).toBeUndefined();
+        expect(
+          firstDifference(
+            await readRange(cache, offset, chunkBytes),
+            patternBytes(chunkBytes, offset),
+            offset,
+          ),
+        ).toBeUndefined();
       }
       await controller.close();
     });
@@ -296,7 +398,9 @@ describe('allocation', () => {
     }
     await controller.flushAll();
     const entries: Array<[number, number]> = [];
-    memoryPool.pool.lunByName('seq').map.forEachMapped((_, entry) => entries.push([entry.rstoreId, entry.rsegIndex]));
+    memoryPool.pool
+      .lunByName('seq')
+      .map.forEachMapped((_, entry) => entries.push([entry.rstoreId, entry.rsegIndex]));
     expect(entries).toHaveLength(16);
     let breaks = 0;
     for (let index = 1; index < entries.length; index += 1) {
@@ -304,7 +408,9 @@ describe('allocation', () => {
       const [previousRstore, previousRseg] = entries[index - 1]!;
       if (rstoreId === previousRstore && rsegIndex === previousRseg + 1) continue;
       breaks += 1;
-      expect(previousRseg, `unit ${index} left RStore ${previousRstore} before it was full`).toBe(11);
+      expect(previousRseg, `unit ${index} left RStore ${previousRstore} before it was full`).toBe(
+        11,
+      );
     }
     expect(breaks).toBeLessThanOrEqual(2);
     await controller.close();
@@ -331,9 +437,15 @@ describe('space accounting', () => {
         if (random.chance(0.2)) await controller.flushAll();
       }
       await controller.flushAll();
-      const allocated = names.reduce((sum, name) => sum + controller.stack(name).thin.allocatedBytes, 0);
+      const allocated = names.reduce(
+        (sum, name) => sum + controller.stack(name).thin.allocatedBytes,
+        0,
+      );
       expect(allocated).toBeGreaterThan(0);
-      if (raidLevel === 0) expect(memoryPool.pool.freeBytes() + allocated, 'free + allocated = capacity').toBe(freshFreeBytes);
+      if (raidLevel === 0)
+        expect(memoryPool.pool.freeBytes() + allocated, 'free + allocated = capacity').toBe(
+          freshFreeBytes,
+        );
       // A LUN removed with unflushed data in its cache, one removed after a flush, one after reopen.
       await controller.stack('a').cache.write(MiB + 3, patternBytes(300 * KiB, 1));
       await controller.removeLun('a');
@@ -392,16 +504,30 @@ describe('Pool.format', () => {
   });
 
   it('refuses drives too small for the layout, and RAID-1 on one drive, with EINVAL', async () => {
-    await expect(formatMemoryPool({ raidLevel: 0, driveCount: 1, driveSizeBytes: MiB })).rejects.toMatchObject({ code: 'EINVAL', message: expect.stringMatching(/too small/) });
-    await expect(formatMemoryPool({ raidLevel: 1, driveCount: 1 })).rejects.toMatchObject({ code: 'EINVAL', message: expect.stringMatching(/RAID-1 needs at least 2 drives/) });
-    await expect(formatMemoryPool({ raidLevel: 0, stripeUnitBytes: 3000 })).rejects.toMatchObject({ code: 'EINVAL' });
+    await expect(
+      formatMemoryPool({ raidLevel: 0, driveCount: 1, driveSizeBytes: MiB }),
+    ).rejects.toMatchObject({ code: 'EINVAL', message: expect.stringMatching(/too small/) });
+    await expect(formatMemoryPool({ raidLevel: 1, driveCount: 1 })).rejects.toMatchObject({
+      code: 'EINVAL',
+      message: expect.stringMatching(/RAID-1 needs at least 2 drives/),
+    });
+    await expect(formatMemoryPool({ raidLevel: 0, stripeUnitBytes: 3000 })).rejects.toMatchObject({
+      code: 'EINVAL',
+    });
   });
 });
 
 describe('redundancy sets (seed 004 [0059])', () => {
   it('splits the drives into even sets in drive order, each big enough for the RAID level', () => {
-    expect(planRedundancySets(7, 3, 1)).toEqual([[0, 1, 2], [3, 4], [5, 6]]);
-    expect(planRedundancySets(9, 8, 2)).toEqual([[0, 1, 2, 3, 4], [5, 6, 7, 8]]);
+    expect(planRedundancySets(7, 3, 1)).toEqual([
+      [0, 1, 2],
+      [3, 4],
+      [5, 6],
+    ]);
+    expect(planRedundancySets(9, 8, 2)).toEqual([
+      [0, 1, 2, 3, 4],
+      [5, 6, 7, 8],
+    ]);
     expect(planRedundancySets(4, 8, 3)).toEqual([[0, 1, 2, 3]]);
     expect(() => planRedundancySets(3, 2, 2)).toThrow(/set of 1 drive/);
     expect(() => planRedundancySets(6, 0, 1)).toThrow(/RSS size 0/);
@@ -409,9 +535,17 @@ describe('redundancy sets (seed 004 [0059])', () => {
 
   for (const raidLevel of [0, 1, 5] as const) {
     it(`RAID-${raidLevel}: every RStore stays inside one set; a LUN of the whole capacity fills every set`, async () => {
-      const memoryPool = await formatMemoryPool({ raidLevel, driveCount: 7, rssSize: 4, driveSizeBytes: 4 * MiB });
+      const memoryPool = await formatMemoryPool({
+        raidLevel,
+        driveCount: 7,
+        rssSize: 4,
+        driveSizeBytes: 4 * MiB,
+      });
       const pool = memoryPool.pool;
-      expect(pool.metadata.rss.map((rss) => rss.driveIndexes)).toEqual([[0, 1, 2, 3], [4, 5, 6]]);
+      expect(pool.metadata.rss.map((rss) => rss.driveIndexes)).toEqual([
+        [0, 1, 2, 3],
+        [4, 5, 6],
+      ]);
       const controller = controllerFor(pool);
       const capacity = pool.capacityBytes();
       await controller.createLun('all', capacity);
@@ -455,10 +589,20 @@ describe('a power cut with RAID-1 writes in flight', () => {
     thin = new ThinVolume(pool, pool.lunByName('m'));
     for (let unit = 0; unit < 4; unit += 1) {
       const range = [unit * unitBytes, (unit + 1) * unitBytes] as const;
-      const reads = [await readRange(thin, range[0], unitBytes), await readRange(thin, range[0], unitBytes), await readRange(thin, range[0], unitBytes)];
+      const reads = [
+        await readRange(thin, range[0], unitBytes),
+        await readRange(thin, range[0], unitBytes),
+        await readRange(thin, range[0], unitBytes),
+      ];
       for (const [index, read] of reads.entries()) {
-        expect(read.equals(before.subarray(...range)) || read.equals(after.subarray(...range)), `unit ${unit}, read ${index}: data never written there`).toBe(true);
-        expect(firstDifference(read, reads[0]!), `unit ${unit}: read ${index} differs from read 0, the mirrors disagree`).toBeUndefined();
+        expect(
+          read.equals(before.subarray(...range)) || read.equals(after.subarray(...range)),
+          `unit ${unit}, read ${index}: data never written there`,
+        ).toBe(true);
+        expect(
+          firstDifference(read, reads[0]!),
+          `unit ${unit}: read ${index} differs from read 0, the mirrors disagree`,
+        ).toBeUndefined();
       }
     }
     await pool.close();
