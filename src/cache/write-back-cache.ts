@@ -29,8 +29,7 @@ import { LunfsError } from '../util/errors.js';
 import type { Clock } from '../util/clock.js';
 import type { Logger } from '../util/logger.js';
 import { PageBufferPool } from './page-buffer-pool.js';
-
-export const cacheSectorBytes = 4096;
+import { blockBytes } from '../util/constants.js';
 
 /**
  * The byte budget that the caches of all LUNs of a pool share: clean pages of any of them are
@@ -140,8 +139,8 @@ export class WriteBackCache implements BlockDevice {
     private readonly below: BlockDevice,
     private readonly options: WriteBackCacheOptions,
   ) {
-    assert(options.pageBytes % cacheSectorBytes === 0, 'cache page must be whole sectors');
-    this.sectorsPerPage = options.pageBytes / cacheSectorBytes;
+    assert(options.pageBytes % blockBytes === 0, 'cache page must be whole sectors');
+    this.sectorsPerPage = options.pageBytes / blockBytes;
     assert(this.sectorsPerPage <= 32, 'cache page holds at most 32 sectors (one 32-bit mask)');
     assert(
       options.dirtyLimitBytes <= options.budget.capacityBytes,
@@ -222,8 +221,8 @@ export class WriteBackCache implements BlockDevice {
     if (!current || current.valid === 0) return;
     // A write during the read made a page: its sectors are newer than what was read.
     for (const [firstSector, sectorCount] of sectorRuns(current.valid)) {
-      const start = firstSector * cacheSectorBytes;
-      current.buffer.copy(slice, start, start, start + sectorCount * cacheSectorBytes);
+      const start = firstSector * blockBytes;
+      current.buffer.copy(slice, start, start, start + sectorCount * blockBytes);
     }
   }
 
@@ -350,7 +349,7 @@ export class WriteBackCache implements BlockDevice {
       data.length,
       this.options.pageBytes,
       (pageIndex, inPage, length, inRequest) => {
-        const partial = inPage % cacheSectorBytes !== 0 || length % cacheSectorBytes !== 0;
+        const partial = inPage % blockBytes !== 0 || length % blockBytes !== 0;
         pieces.push([pageIndex, inPage, data.subarray(inRequest, inRequest + length), partial]);
       },
     );
@@ -468,8 +467,8 @@ export class WriteBackCache implements BlockDevice {
         const overlay = (buffer: Buffer | undefined, mask: number): void => {
           if (!buffer) return;
           for (const [firstSector, sectorCount] of sectorRuns(mask)) {
-            const from = Math.max(firstSector * cacheSectorBytes, inPage);
-            const to = Math.min((firstSector + sectorCount) * cacheSectorBytes, inPage + length);
+            const from = Math.max(firstSector * blockBytes, inPage);
+            const to = Math.min((firstSector + sectorCount) * blockBytes, inPage + length);
             if (from < to) buffer.copy(target, inRequest + from - inPage, from, to);
           }
         };
@@ -517,12 +516,10 @@ export class WriteBackCache implements BlockDevice {
     if (lengthBytes === 0) return;
     if (this.writingThrough.size > 0) await this.waitForWriteThrough(offsetBytes, lengthBytes);
     const endBytes = offsetBytes + lengthBytes;
-    const innerStart = Math.ceil(offsetBytes / cacheSectorBytes) * cacheSectorBytes;
+    const innerStart = Math.ceil(offsetBytes / blockBytes) * blockBytes;
     // A last sector cut short by the device end is whole when the range reaches the end.
     const innerEnd =
-      endBytes === this.sizeBytes
-        ? endBytes
-        : Math.floor(endBytes / cacheSectorBytes) * cacheSectorBytes;
+      endBytes === this.sizeBytes ? endBytes : Math.floor(endBytes / blockBytes) * blockBytes;
     if (innerEnd <= innerStart) {
       await this.writeZeros(offsetBytes, lengthBytes);
       return;
@@ -650,21 +647,16 @@ export class WriteBackCache implements BlockDevice {
     if (!current) return; // evicted while reading: it was clean, so below had its data
     // Cached data is never older than below: valid sectors win over what was read.
     for (const [firstSector, sectorCount] of sectorRuns(current.valid)) {
-      const from = Math.max(firstSector * cacheSectorBytes, inPage);
-      const to = Math.min((firstSector + sectorCount) * cacheSectorBytes, inPage + slice.length);
+      const from = Math.max(firstSector * blockBytes, inPage);
+      const to = Math.min((firstSector + sectorCount) * blockBytes, inPage + slice.length);
       if (from < to) current.buffer.copy(slice, from - inPage, from, to);
     }
     if (current !== page) return; // the page was replaced while reading: keep nothing
     // Keep the whole sectors that were read and are not valid yet.
     const readMask = wholeSectorMask(inPage, slice.length) & ~current.valid;
     for (const [firstSector, sectorCount] of sectorRuns(readMask)) {
-      const start = firstSector * cacheSectorBytes;
-      slice.copy(
-        current.buffer,
-        start,
-        start - inPage,
-        start - inPage + sectorCount * cacheSectorBytes,
-      );
+      const start = firstSector * blockBytes;
+      slice.copy(current.buffer, start, start - inPage, start - inPage + sectorCount * blockBytes);
     }
     current.valid = (current.valid | readMask) >>> 0;
   }
@@ -687,8 +679,7 @@ export class WriteBackCache implements BlockDevice {
     const page = this.lookupOrCreate(pageIndex);
     const mask = sectorMask(inPage, piece.length);
     assert(
-      (mask & ~page.valid) === 0 ||
-        (inPage % cacheSectorBytes === 0 && piece.length % cacheSectorBytes === 0),
+      (mask & ~page.valid) === 0 || (inPage % blockBytes === 0 && piece.length % blockBytes === 0),
       'partial sector applied to a page that lacks it',
     );
     this.unshare(page);
@@ -706,8 +697,8 @@ export class WriteBackCache implements BlockDevice {
     const mask = sectorMask(inPage, length);
     let page = this.lookupOrCreate(pageIndex);
     while ((mask & ~page.valid) !== 0) {
-      const from = Math.floor(inPage / cacheSectorBytes) * cacheSectorBytes;
-      const to = Math.ceil((inPage + length) / cacheSectorBytes) * cacheSectorBytes;
+      const from = Math.floor(inPage / blockBytes) * blockBytes;
+      const to = Math.ceil((inPage + length) / blockBytes) * blockBytes;
       const fromBelow = Buffer.alloc(to - from);
       // The last sector of a device whose size is not a multiple of the sector ends early.
       const pageStart = pageIndex * this.options.pageBytes;
@@ -722,14 +713,14 @@ export class WriteBackCache implements BlockDevice {
         page = current;
         continue;
       }
-      for (let sector = from / cacheSectorBytes; sector < to / cacheSectorBytes; sector += 1) {
+      for (let sector = from / blockBytes; sector < to / blockBytes; sector += 1) {
         const bit = 1 << sector;
         if ((page.valid & bit) !== 0) continue;
         fromBelow.copy(
           page.buffer,
-          sector * cacheSectorBytes,
-          sector * cacheSectorBytes - from,
-          sector * cacheSectorBytes - from + cacheSectorBytes,
+          sector * blockBytes,
+          sector * blockBytes - from,
+          sector * blockBytes - from + blockBytes,
         );
         page.valid = (page.valid | bit) >>> 0;
       }
@@ -830,10 +821,10 @@ export class WriteBackCache implements BlockDevice {
     try {
       const writes: Promise<void>[] = [];
       for (const [firstSector, sectorCount] of sectorRuns(mask)) {
-        const start = firstSector * cacheSectorBytes;
+        const start = firstSector * blockBytes;
         // The last sector of a device whose size is not a multiple of the sector ends early.
         const end = Math.min(
-          start + sectorCount * cacheSectorBytes,
+          start + sectorCount * blockBytes,
           this.sizeBytes - page.index * this.options.pageBytes,
         );
         writes.push(
@@ -916,18 +907,18 @@ function holdsOlderEpoch(page: CachePage, epoch: number): boolean {
 
 /** Bits of the sectors that [inPage, inPage + length) touches. */
 function sectorMask(inPage: number, length: number): number {
-  const first = Math.floor(inPage / cacheSectorBytes);
-  const end = Math.ceil((inPage + length) / cacheSectorBytes);
+  const first = Math.floor(inPage / blockBytes);
+  const end = Math.ceil((inPage + length) / blockBytes);
   const count = end - first;
   return (count >= 32 ? 0xffffffff : ((1 << count) - 1) << first) >>> 0;
 }
 
 /** Bits of the sectors that lie wholly inside [inPage, inPage + length). */
 function wholeSectorMask(inPage: number, length: number): number {
-  const first = Math.ceil(inPage / cacheSectorBytes);
-  const end = Math.floor((inPage + length) / cacheSectorBytes);
+  const first = Math.ceil(inPage / blockBytes);
+  const end = Math.floor((inPage + length) / blockBytes);
   if (end <= first) return 0;
-  return sectorMask(first * cacheSectorBytes, (end - first) * cacheSectorBytes);
+  return sectorMask(first * blockBytes, (end - first) * blockBytes);
 }
 
 /** [firstSector, sectorCount] for each run of set bits. */

@@ -17,9 +17,10 @@ import { endianness } from 'node:os';
 import type { BlockDevice } from '../block/block-device.js';
 import { crc32c } from '../native/native-kernels.js';
 import { assert } from '../util/assert.js';
+import { blockBytes } from '../util/constants.js';
 
 /** Bytes of data one table entry covers. */
-export const checksumBlockBytes = 4096;
+export const checksumBlockBytes = blockBytes; // part of the drive format: one crc32c per block
 export const tablePageBytes = 4096;
 /** Entries per table page: the page's last 4 bytes hold its seal. */
 export const entriesPerTablePage = 1023;

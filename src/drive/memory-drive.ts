@@ -10,9 +10,9 @@ import { checkRange } from '../block/block-device.js';
 import { SeededRandom } from '../util/clock.js';
 import { LunfsError } from '../util/errors.js';
 import type { Drive } from './drive.js';
+import { sectorBytes } from '../util/constants.js';
 
 const pageBytes = 64 * 1024;
-const sectorBytes = 512;
 
 class SparseImage {
   readonly pages = new Map<number, Buffer>();

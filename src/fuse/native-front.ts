@@ -18,6 +18,7 @@ import type { Logger } from '../util/logger.js';
 import { errnoFor } from './errno.js';
 import type { FuseFrontOptions, MountedFront } from './fuse-front.js';
 import { type Attributes, directoryMode, Namespace } from './namespace.js';
+import { maxRequestBytes } from '../util/constants.js';
 
 /** The operation numbers of fuse_front.c's enum operation. */
 const enum Operation {
@@ -90,7 +91,6 @@ interface FuseAddon {
 
 const addonRelativePath = join('native', 'fuse', 'build', 'Release', 'lunfs_fuse.node');
 const rootInode = 1;
-const maxRequestBytes = 1024 * 1024;
 /**
  * Receive buffers lent to C (see fuse_front.c): each of the 4 loop threads reads into one, and a
  * write keeps its slot until it is answered, so 32 writes may be in flight with no copy.

@@ -23,6 +23,7 @@ import { ChunkLockManager } from '../util/chunk-locks.js';
 import { assert } from '../util/assert.js';
 import { LunfsError } from '../util/errors.js';
 import type { IntegrityCounters } from './drive-health.js';
+import { blockBytes } from '../util/constants.js';
 
 /** Reads and writes of one member, at an offset inside that member's PSEG, and its health. */
 export interface MemberIo {
@@ -90,7 +91,7 @@ const spareBuffers = {
 };
 
 /** What one data checksum covers (ChecksumDrive): repairs are made in whole blocks. */
-const checksumBlockBytes = 4096;
+const checksumBlockBytes = blockBytes;
 
 /** Where one piece of a data range lives. */
 interface DataPiece {

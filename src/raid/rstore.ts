@@ -24,6 +24,7 @@ import { DriveHealth } from './drive-health.js';
 import { Raid5Layout, type MemberIo, type RowScrubReport } from './raid5-layout.js';
 import type { DegradedRowLog, RowLogEntry } from './row-log.js';
 import type { WriteIntent } from './write-intent.js';
+import { blockBytes } from '../util/constants.js';
 
 /** Where a drive's PSEG area starts and how big a PSEG is: from its header. */
 export interface DriveGeometry {
@@ -711,7 +712,7 @@ export class RStore implements BlockDevice {
 }
 
 /** What one data checksum covers (ChecksumDrive): repairs are made in whole blocks of this size. */
-const repairBlockBytes = 4096;
+const repairBlockBytes = blockBytes;
 
 /** Health for an RStore outside a pool (tests): every drive online until it fails. */
 function standaloneHealth(driveCount: number): DriveHealth {

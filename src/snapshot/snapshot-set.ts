@@ -18,9 +18,8 @@ import { ChunkLockManager } from '../util/chunk-locks.js';
 import { zeroSlot } from './log-file.js';
 import type { SnapshotImage } from './target-metadata.js';
 import { maxSnapshotsPerLun, planTarget, TargetStore } from './target-store.js';
-
-/** The copy-on-write granularity: one cache page and one RAID-0 stripe unit (docs/architecture.md). */
-export const defaultChunkBytes = 128 * 1024;
+import { defaultChunkBytes } from '../util/constants.js';
+export { defaultChunkBytes };
 
 /** What a snapshot read needs from the LUN's cache: its writes older than an epoch. */
 export interface EpochOverlay {

@@ -49,12 +49,12 @@ import {
   type TargetOp,
   type TargetState,
 } from './target-metadata.js';
+import { maxSnapshotsPerLun } from '../util/constants.js';
+export { maxSnapshotsPerLun };
 
 export const targetHeaderBytes = 4096;
 /** The journal holds at most this much; small pools get a smaller one (1/64 of the pool). */
 export const targetJournalBytesMax = 8 * MiB;
-/** Snapshots one LUN may have at once; sizes the checkpoint slots (virtual space, thin). */
-export const maxSnapshotsPerLun = 1024;
 const targetMagic = 'LUNFSTGT';
 
 export interface TargetGeometry {

@@ -11,15 +11,24 @@ import { rowLogBytesFor } from '../raid/row-log.js';
 import { alignUp, KiB, MiB } from '../util/sizes.js';
 import { assert } from '../util/assert.js';
 import { LunfsError } from '../util/errors.js';
+import {
+  defaultPsegSizeBytes,
+  defaultAllocationUnitBytes,
+  defaultStripeUnitBytes,
+  maxQuorumCopies,
+  defaultRssSize,
+  maxRssSize,
+} from '../util/constants.js';
+export {
+  defaultPsegSizeBytes,
+  defaultAllocationUnitBytes,
+  defaultStripeUnitBytes,
+  maxQuorumCopies,
+  defaultRssSize,
+  maxRssSize,
+};
 
-export const defaultPsegSizeBytes = 2 * MiB; // seed 004 [0059]
-export const defaultAllocationUnitBytes = 1 * MiB; // seed 004 [0066], the LDAAU
-export const defaultStripeUnitBytes = 128 * KiB; // one cache page: a destage or a miss touches one drive
 export const lmapEntryCount = 2048; // one L2MAP slot covers 2 GiB at 1 MiB units, as in [0065]
-export const maxQuorumCopies = 3;
-/** Drives per redundancy set (seed 004 [0059]: six to eleven); a larger pool forms several. */
-export const defaultRssSize = 8;
-export const maxRssSize = 16;
 
 export interface DriveLayout {
   quorumOffsetBytes: number;

@@ -46,8 +46,9 @@ import {
   psegCountFor,
   snapshotRecordBytes,
 } from './pool-layout.js';
+import { sectorBytes } from '../util/constants.js';
+export { sectorBytes };
 
-export const sectorBytes = 512;
 const lunNamePattern = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
 
 export interface PoolFormatOptions {

@@ -10,12 +10,10 @@ import { ThinVolume } from '../map/thin-volume.js';
 import type { LunRecord } from '../meta/pool-metadata.js';
 import type { Clock } from '../util/clock.js';
 import { layerLogger } from '../util/logger.js';
-import { KiB, MiB } from '../util/sizes.js';
 import type { SnapshotSet } from '../snapshot/snapshot-set.js';
 import type { Pool } from './pool.js';
-
-export const defaultCacheBytes = 256 * MiB;
-export const cachePageBytes = 128 * KiB; // the largest FUSE request libfuse2 sends
+import { defaultCacheBytes, cachePageBytes } from '../util/constants.js';
+export { defaultCacheBytes, cachePageBytes };
 
 export interface LunStack {
   record: LunRecord;
