@@ -17,7 +17,7 @@ import { cachePageBytes } from '../volume/stack.js';
 import { type FrontKind, runMount, runUnmount } from './mount-command.js';
 import { createPool, withPool } from './pool-access.js';
 import { runJob } from './job-progress.js';
-import type { ScrubReport } from '../volume/pool.js';
+import type { ScrubReport } from '../pool/pool.js';
 
 const collect = (value: string, previous: string[]): string[] => previous.concat([value]);
 

@@ -29,7 +29,7 @@ import {
   type HeldPoolLock,
 } from '../volume/pool-lock.js';
 import { poolPermissionWarnings } from '../volume/pool-permissions.js';
-import { Pool } from '../volume/pool.js';
+import { Pool } from '../pool/pool.js';
 import { defaultCacheBytes } from '../volume/stack.js';
 import { runControlRequest, sendControlRequest, type ControlRequest } from './control-socket.js';
 

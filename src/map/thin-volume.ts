@@ -10,25 +10,13 @@
 // Reads and writes of a unit whose first write is in flight wait for it.
 
 import { checkRange, forEachPiece, type BlockDevice } from '../block/block-device.js';
-import type { LunRecord, MetadataOp } from '../meta/pool-metadata.js';
-import type { RStore } from '../raid/rstore.js';
+import type { LunRecord } from '../meta/pool-metadata.js';
 import { assert } from '../util/assert.js';
 import type { LmapEntry } from '../meta/lmap.js';
-import type { RsegAllocation, RsegRef } from './rseg-allocator.js';
+import type { MapSpace } from '../pool/map-space.js';
+import type { RsegAllocation } from '../pool/rseg-allocator.js';
 
-/** What a thin volume needs from the pool that holds it. */
-export interface MapSpace {
-  readonly allocationUnitBytes: number;
-  /** useReservation: the allocation may use space reserved for snapshots (their target volume). */
-  allocate(hint?: RsegRef, useReservation?: boolean): RsegAllocation;
-  /** Gives back an allocation that was never mapped (its RSEG may now hold data). */
-  abandon(allocation: RsegAllocation): void;
-  rstore(rstoreId: number): RStore;
-  /** Queues a metadata op for the next commit; afterCommit runs once it is durable. */
-  queue(op: MetadataOp, afterCommit?: () => void): void;
-  /** Flushes the data drives, then commits queued metadata. */
-  commit(): Promise<void>;
-}
+export type { MapSpace };
 
 export class ThinVolume implements BlockDevice {
   private readonly unitBytes: number;

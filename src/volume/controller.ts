@@ -9,7 +9,7 @@ import { defaultChunkBytes, SnapshotSet } from '../snapshot/snapshot-set.js';
 import { LunfsError } from '../util/errors.js';
 import type { Clock } from '../util/clock.js';
 import type { Logger } from '../util/logger.js';
-import { checkLunName, type Pool } from './pool.js';
+import { checkLunName, type Pool } from '../pool/pool.js';
 import { SnapshotVolume } from './snapshot-volume.js';
 import { assembleLunStack, makeCacheBudget, type LunStack } from './stack.js';
 import { DriveService, type DriveServiceSettings } from './drive-service.js';

@@ -22,7 +22,7 @@ import { makeUuid } from '../util/clock.js';
 import { LunfsError } from '../util/errors.js';
 import type { Logger } from '../util/logger.js';
 import { BackgroundJobs, type JobStatus } from './background-jobs.js';
-import type { Pool, ScrubReport } from './pool.js';
+import type { Pool, ScrubReport } from '../pool/pool.js';
 
 export interface DriveServiceSettings {
   clock: Clock;

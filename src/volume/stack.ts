@@ -11,7 +11,7 @@ import type { LunRecord } from '../meta/pool-metadata.js';
 import type { Clock } from '../util/clock.js';
 import { layerLogger } from '../util/logger.js';
 import type { SnapshotSet } from '../snapshot/snapshot-set.js';
-import type { Pool } from './pool.js';
+import type { Pool } from '../pool/pool.js';
 import { defaultCacheBytes, cachePageBytes } from '../util/constants.js';
 export { defaultCacheBytes, cachePageBytes };
 

@@ -19,6 +19,7 @@ export const layers = [
   'meta',
   'drive',
   'raid',
+  'pool',
   'map',
   'snapshot',
   'destage',

@@ -9,7 +9,7 @@ import { SeededRandom } from '../../src/util/clock.js';
 import { silentLogger } from '../../src/util/logger.js';
 import { KiB, MiB } from '../../src/util/sizes.js';
 import { defaultChunkBytes, SnapshotSet } from '../../src/snapshot/snapshot-set.js';
-import { Pool } from '../../src/volume/pool.js';
+import { Pool } from '../../src/pool/pool.js';
 import {
   assembleLunStack,
   cachePageBytes,

@@ -12,7 +12,7 @@ import { SeededRandom } from '../../src/util/clock.js';
 import { silentLogger } from '../../src/util/logger.js';
 import { KiB, MiB } from '../../src/util/sizes.js';
 import { Controller } from '../../src/volume/controller.js';
-import { Pool } from '../../src/volume/pool.js';
+import { Pool } from '../../src/pool/pool.js';
 import { cachePageBytes } from '../../src/volume/stack.js';
 import { firstDifference, isAllZero, patternBytes, readAll } from '../support/bytes.js';
 import { FakeClock } from '../support/fake-clock.js';

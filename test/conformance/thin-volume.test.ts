@@ -7,7 +7,7 @@ import type { RaidLevel } from '../../src/meta/pool-metadata.js';
 import { SeededRandom } from '../../src/util/clock.js';
 import { silentLogger } from '../../src/util/logger.js';
 import { KiB, MiB } from '../../src/util/sizes.js';
-import { Pool } from '../../src/volume/pool.js';
+import { Pool } from '../../src/pool/pool.js';
 import { FakeClock } from '../support/fake-clock.js';
 import { formatPoolOn, makeMemoryDrives, powerCut, sessionViews } from '../support/memory-pool.js';
 import {

@@ -29,7 +29,7 @@ import { crc32c } from '../../src/native/native-kernels.js';
 import { SeededRandom } from '../../src/util/clock.js';
 import { isLunfsError, LunfsError } from '../../src/util/errors.js';
 import { KiB, MiB } from '../../src/util/sizes.js';
-import { planLayout, psegCountFor } from '../../src/volume/pool-layout.js';
+import { planLayout, psegCountFor } from '../../src/pool/pool-layout.js';
 import { rowLogBytesFor } from '../../src/raid/row-log.js';
 import { patternBytes } from '../support/bytes.js';
 import { describeBlockDeviceConformance } from '../conformance/block-device-conformance.js';

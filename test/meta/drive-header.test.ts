@@ -16,7 +16,7 @@ import {
 } from '../../src/meta/drive-header.js';
 import { SeededRandom } from '../../src/util/clock.js';
 import { silentLogger } from '../../src/util/logger.js';
-import { Pool } from '../../src/volume/pool.js';
+import { Pool } from '../../src/pool/pool.js';
 import { formatMemoryPool } from '../support/memory-pool.js';
 
 const header: DriveHeader = {

@@ -28,7 +28,7 @@ import { MissingDrive } from '../../src/drive/missing-drive.js';
 import type { RaidLevel, RStoreRecord } from '../../src/meta/pool-metadata.js';
 import type { SeededRandom } from '../../src/util/clock.js';
 import type { Controller } from '../../src/volume/controller.js';
-import type { Pool } from '../../src/volume/pool.js';
+import type { Pool } from '../../src/pool/pool.js';
 import type { JobStatus } from '../../src/volume/background-jobs.js';
 import { SessionDrive } from '../support/session-drive.js';
 

@@ -56,7 +56,7 @@ import { pino } from 'pino';
 import { silentLogger } from '../../src/util/logger.js';
 import { KiB, MiB } from '../../src/util/sizes.js';
 import { Controller } from '../../src/volume/controller.js';
-import { Pool } from '../../src/volume/pool.js';
+import { Pool } from '../../src/pool/pool.js';
 import { firstDifference, patternBytes, readAll, readRange } from '../support/bytes.js';
 import { FakeClock } from '../support/fake-clock.js';
 import { formatPoolOn, makeMemoryDrives, powerCut, sessionViews } from '../support/memory-pool.js';

@@ -14,7 +14,7 @@ import { describe, expect, it } from 'vitest';
 import type { ThinVolume } from '../../src/map/thin-volume.js';
 import { silentLogger } from '../../src/util/logger.js';
 import { Controller } from '../../src/volume/controller.js';
-import type { Pool } from '../../src/volume/pool.js';
+import type { Pool } from '../../src/pool/pool.js';
 import { KiB, MiB } from '../../src/util/sizes.js';
 import { patternBytes, readAll, readRange } from '../support/bytes.js';
 import { FakeClock } from '../support/fake-clock.js';

@@ -17,7 +17,7 @@ import { isLunfsError } from '../../src/util/errors.js';
 import { silentLogger } from '../../src/util/logger.js';
 import { KiB, MiB } from '../../src/util/sizes.js';
 import { Controller } from '../../src/volume/controller.js';
-import type { Pool } from '../../src/volume/pool.js';
+import type { Pool } from '../../src/pool/pool.js';
 import { firstDifference, patternBytes, readAll } from '../support/bytes.js';
 import { FakeClock } from '../support/fake-clock.js';
 import {
@@ -29,7 +29,7 @@ import {
   sessionViews,
   type MemoryPool,
 } from '../support/memory-pool.js';
-import { Pool as PoolClass } from '../../src/volume/pool.js';
+import { Pool as PoolClass } from '../../src/pool/pool.js';
 
 async function controllerFor(pool: Pool): Promise<Controller> {
   const controller = new Controller(pool, {

@@ -8,7 +8,7 @@ import type { PoolMetadata, RaidLevel } from '../../src/meta/pool-metadata.js';
 import { SeededRandom } from '../../src/util/clock.js';
 import { silentLogger } from '../../src/util/logger.js';
 import { KiB, MiB } from '../../src/util/sizes.js';
-import { Pool } from '../../src/volume/pool.js';
+import { Pool } from '../../src/pool/pool.js';
 import { FakeClock } from './fake-clock.js';
 import { SessionDrive } from './session-drive.js';
 

@@ -33,7 +33,7 @@ import { isLunfsError } from '../../src/util/errors.js';
 import { silentLogger } from '../../src/util/logger.js';
 import { KiB, MiB } from '../../src/util/sizes.js';
 import { Controller } from '../../src/volume/controller.js';
-import { Pool } from '../../src/volume/pool.js';
+import { Pool } from '../../src/pool/pool.js';
 import { firstDifference, patternBytes, readAll } from '../support/bytes.js';
 import { FakeClock } from '../support/fake-clock.js';
 import { formatMemoryPool } from '../support/memory-pool.js';

@@ -22,8 +22,8 @@ import { silentLogger } from '../../src/util/logger.js';
 import { KiB, MiB } from '../../src/util/sizes.js';
 import { ThinVolume } from '../../src/map/thin-volume.js';
 import { Controller } from '../../src/volume/controller.js';
-import { Pool } from '../../src/volume/pool.js';
-import { planRedundancySets } from '../../src/volume/pool-layout.js';
+import { Pool } from '../../src/pool/pool.js';
+import { planRedundancySets } from '../../src/pool/pool-layout.js';
 import { firstDifference, patternBytes, readAll, readRange } from '../support/bytes.js';
 import { FakeClock } from '../support/fake-clock.js';
 import {

@@ -24,8 +24,8 @@ import { decideReturns, lunsOnRstores, type DriveReturn } from './drive-return.j
 import { DegradedRowLog, type RowLogCounters, type RowLogEntry } from '../raid/row-log.js';
 import { WriteIntent } from '../raid/write-intent.js';
 import type { LmapEntry } from '../meta/lmap.js';
-import { RsegAllocator, type RsegAllocation, type RsegRef } from '../map/rseg-allocator.js';
-import type { MapSpace } from '../map/thin-volume.js';
+import { RsegAllocator, type RsegAllocation, type RsegRef } from './rseg-allocator.js';
+import type { MapSpace } from './map-space.js';
 import { RStore, rstoreDataBytes, type DriveGeometry } from '../raid/rstore.js';
 import { assert } from '../util/assert.js';
 import { makeUuid, type Clock } from '../util/clock.js';
