@@ -27,6 +27,7 @@ import type { LmapEntry } from '../meta/lmap.js';
 import { RsegAllocator, type RsegAllocation, type RsegRef } from './rseg-allocator.js';
 import type { MapSpace } from './map-space.js';
 import { RStore, rstoreDataBytes, type DriveGeometry } from '../raid/rstore.js';
+import { Raid5Memory } from '../raid/raid5-layout.js';
 import { assert } from '../util/assert.js';
 import { makeUuid, type Clock } from '../util/clock.js';
 import { LunfsError } from '../util/errors.js';
@@ -105,6 +106,8 @@ export class Pool implements MapSpace {
   /** Called after a missed write was first recorded on a drive (the controller commits it soon). */
   onMissedWrite: (driveIndex: number) => void = () => {};
   private readonly rstoreCache = new Map<number, RStore>();
+  /** RAID-5's spare buffers and row cache, shared by this pool's RStores only. */
+  private readonly raid5Memory = new Raid5Memory();
   /** The degraded-row log (undefined on a read-only pool), and its records to replay when the session starts. */
   private rowLog: DegradedRowLog | undefined;
   private rowLogReplay: RowLogEntry[] = [];
@@ -694,6 +697,7 @@ export class Pool implements MapSpace {
         this.health,
         this.options.readOnly ? undefined : this.intent,
         this.rowLog,
+        this.raid5Memory,
       );
       rstore.onParitySet = (rstoreId) => this.queue({ kind: 'rstore-parity-set', rstoreId });
       this.rstoreCache.set(rstoreId, rstore);

@@ -73,23 +73,6 @@ function copyOf(source: Uint8Array): Buffer {
   return copy;
 }
 
-/**
- * Buffers of a held row's data and of a whole row's parity, kept for reuse: a fresh buffer of
- * 128 KiB or more is memory the kernel maps on first touch, page by page, and that cost more than
- * the XOR of the row (a sequential stream writes one row per three or more units).
- */
-const spareBuffers = {
-  free: new Map<number, Buffer[]>(),
-  take(bytes: number): Buffer {
-    return this.free.get(bytes)?.pop() ?? Buffer.allocUnsafe(bytes);
-  },
-  give(buffer: Buffer): void {
-    let list = this.free.get(buffer.length);
-    if (!list) this.free.set(buffer.length, (list = []));
-    if (list.length < 8) list.push(buffer);
-  },
-};
-
 /** What one data checksum covers (ChecksumDrive): repairs are made in whole blocks. */
 const checksumBlockBytes = blockBytes;
 
@@ -149,9 +132,30 @@ const knownRowsPerLayout = 2;
  */
 const layoutsWithKnownRows = 16;
 
-/** The layouts holding known rows, least recently used first. */
-const knownRowHolders = {
-  holders: new Set<Raid5Layout>(),
+/**
+ * What RAID-5 keeps in memory between requests, one per pool (not per process: two pools in one
+ * process, as in the tests, do not share or evict each other's rows):
+ * - buffers of a held row's data and of a whole row's parity, kept for reuse: a fresh buffer of
+ *   128 KiB or more is memory the kernel maps on first touch, page by page, and that cost more
+ *   than the XOR of the row (a sequential stream writes one row per three or more units);
+ * - the layouts (RStores) holding known rows, least recently used first: at most
+ *   layoutsWithKnownRows of them keep rows at once, the oldest writes its rows back.
+ */
+export class Raid5Memory {
+  private readonly free = new Map<number, Buffer[]>();
+  private readonly holders = new Set<Raid5Layout>();
+
+  take(bytes: number): Buffer {
+    return this.free.get(bytes)?.pop() ?? Buffer.allocUnsafe(bytes);
+  }
+
+  give(buffer: Buffer): void {
+    let list = this.free.get(buffer.length);
+    if (!list) this.free.set(buffer.length, (list = []));
+    if (list.length < 8) list.push(buffer);
+  }
+
+  /** layout keeps known rows now: it becomes the most recent holder; the oldest beyond the limit writes its rows back. */
   touch(layout: Raid5Layout): void {
     this.holders.delete(layout);
     this.holders.add(layout);
@@ -160,8 +164,18 @@ const knownRowHolders = {
       this.holders.delete(oldest);
       void oldest.writeBackKnownRows();
     }
-  },
-};
+  }
+
+  /** layout holds no rows any more. */
+  forget(layout: Raid5Layout): void {
+    this.holders.delete(layout);
+  }
+
+  /** Layouts holding known rows (for tests). */
+  get holderCount(): number {
+    return this.holders.size;
+  }
+}
 
 export class Raid5Layout {
   private readonly rowLocks = new ChunkLockManager();
@@ -174,6 +188,8 @@ export class Raid5Layout {
     readonly memberCount: number,
     readonly stripeUnitBytes: number,
     private readonly io: MemberIo,
+    /** The pool's; a layout outside a pool (tests) has its own. */
+    private readonly memory: Raid5Memory = new Raid5Memory(),
   ) {}
 
   parityMember(row: number): number {
@@ -442,7 +458,7 @@ export class Raid5Layout {
       pieces.length === this.memberCount - 1 &&
       pieces.every((piece) => piece.lengthBytes === unitBytes);
     if (wholeRow) {
-      const parity = spareBuffers.take(unitBytes);
+      const parity = this.memory.take(unitBytes);
       data.copy(parity, 0, pieces[0]!.requestOffset, pieces[0]!.requestOffset + unitBytes);
       for (const piece of pieces.slice(1))
         xorInto(parity, data.subarray(piece.requestOffset, piece.requestOffset + unitBytes));
@@ -462,7 +478,7 @@ export class Raid5Layout {
           unreadable,
         );
       } finally {
-        spareBuffers.give(parity); // the writes are over: nothing refers to it
+        this.memory.give(parity); // the writes are over: nothing refers to it
       }
       return;
     }
@@ -518,7 +534,7 @@ export class Raid5Layout {
       const reservation = this.io.rowLog?.tryReserve(unitBytes);
       if (this.io.rowLog && !reservation) return false; // no room to cover the row if a member left before its write
       held = {
-        data: spareBuffers.take((this.memberCount - 1) * unitBytes),
+        data: this.memory.take((this.memberCount - 1) * unitBytes),
         pieces: new Map(),
         reservation,
       };
@@ -535,7 +551,7 @@ export class Raid5Layout {
         await this.writeRowUncached(row, [...held.pieces.values()], held.data, held.reservation);
       } finally {
         held.reservation?.();
-        spareBuffers.give(held.data);
+        this.memory.give(held.data);
       }
       return true;
     }
@@ -546,7 +562,7 @@ export class Raid5Layout {
       void this.rowLocks.withChunks([oldest], () => this.settle(oldest)).catch(() => undefined);
       break;
     }
-    knownRowHolders.touch(this);
+    this.memory.touch(this);
     return true;
   }
 
@@ -755,7 +771,7 @@ export class Raid5Layout {
       void this.rowLocks.withChunks([row], () => this.forgetRow(row)).catch(() => undefined);
       break;
     }
-    knownRowHolders.touch(this);
+    this.memory.touch(this);
   }
 
   /**
@@ -770,7 +786,7 @@ export class Raid5Layout {
         await this.writeRowUncached(row, [...held.pieces.values()], held.data, held.reservation);
       } finally {
         held.reservation?.();
-        spareBuffers.give(held.data);
+        this.memory.give(held.data);
       }
     }
     const known = this.known.get(row);
@@ -828,7 +844,7 @@ export class Raid5Layout {
   async writeBackKnownRows(): Promise<void> {
     for (const row of new Set([...this.held.keys(), ...this.known.keys()]))
       await this.rowLocks.withChunks([row], () => this.forgetRow(row));
-    if (this.known.size === 0 && this.held.size === 0) knownRowHolders.holders.delete(this);
+    if (this.known.size === 0 && this.held.size === 0) this.memory.forget(this);
   }
 
   /** Forgets every row without writing anything (the session was abandoned: a simulated crash). */
@@ -837,7 +853,7 @@ export class Raid5Layout {
     for (const held of this.held.values()) held.reservation?.();
     this.known.clear();
     this.held.clear();
-    knownRowHolders.holders.delete(this);
+    this.memory.forget(this);
   }
 
   /** Whether a parity is waiting to be written back. */

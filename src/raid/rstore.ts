@@ -21,7 +21,12 @@ import { ChunkLockManager } from '../util/chunk-locks.js';
 import { LunfsError } from '../util/errors.js';
 import { Mutex } from '../util/mutex.js';
 import { DriveHealth } from './drive-health.js';
-import { Raid5Layout, type MemberIo, type RowScrubReport } from './raid5-layout.js';
+import {
+  Raid5Layout,
+  type MemberIo,
+  type Raid5Memory,
+  type RowScrubReport,
+} from './raid5-layout.js';
 import type { DegradedRowLog, RowLogEntry } from './row-log.js';
 import type { WriteIntent } from './write-intent.js';
 import { blockBytes } from '../util/constants.js';
@@ -67,6 +72,8 @@ export class RStore implements BlockDevice {
     private readonly intent?: WriteIntent,
     /** The pool's degraded-row log (absent outside a pool). */
     rowLog?: DegradedRowLog,
+    /** The pool's RAID-5 buffers and row cache (absent outside a pool: the layout has its own). */
+    raid5Memory?: Raid5Memory,
   ) {
     assert(record.members.length >= 1, `RStore ${record.id} has no members`);
     this.psegSizeBytes = drives[record.members[0]!.driveIndex]!.psegSizeBytes;
@@ -114,7 +121,12 @@ export class RStore implements BlockDevice {
     };
     if (record.raidLevel === 5) {
       assert(record.members.length >= 3, `RAID-5 RStore ${record.id} needs at least 3 members`);
-      this.raid5 = new Raid5Layout(record.members.length, stripeUnitBytes, this.memberIo);
+      this.raid5 = new Raid5Layout(
+        record.members.length,
+        stripeUnitBytes,
+        this.memberIo,
+        raid5Memory,
+      );
     }
   }
 
