@@ -4,7 +4,7 @@
 //   1. search the bitmaps for snapshots that still need the chunk's original (taken at or before
 //      the epoch of the data being destaged, bit clear);
 //   2. copy the original to the target volume once and make every such snapshot's log pointer and
-//      bitmap bit durable (SnapshotSet.preserve -> TargetStore);
+//      bitmap bit durable (SnapshotSet.preserve -> TargetVolume);
 //   3. write the modified data to the source;
 // then the cache clears the dirty mark. A LUN without valid snapshots skips 1-2 and the lock.
 

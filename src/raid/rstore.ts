@@ -2,7 +2,7 @@
 // one redundancy set, with a RAID level. Its RSD (RStoreRecord) lists the members; this class
 // turns an offset in the RStore's data space into member drive offsets. RAID-0 stripes the data
 // space over all members in stripe units; RAID-1 keeps every member a full copy; RAID-5 keeps one
-// rotating parity unit per row of stripe units (raid5-layout.ts).
+// rotating parity unit per row of stripe units (raid5-engine.ts).
 //
 // Members out of service (DriveHealth: failed, or a replacement not yet rebuilt at that offset)
 // are never read: RAID-1 reads another mirror, RAID-5 reconstructs from parity, RAID-0 has no
@@ -22,11 +22,11 @@ import { LunfsError } from '../util/errors.js';
 import { Mutex } from '../util/mutex.js';
 import { DriveHealth } from './drive-health.js';
 import {
-  Raid5Layout,
+  Raid5Engine,
   type MemberIo,
   type Raid5Memory,
   type RowScrubReport,
-} from './raid5-layout.js';
+} from './raid5-engine.js';
 import type { DegradedRowLog, RowLogEntry } from './row-log.js';
 import type { WriteIntent } from './write-intent.js';
 import { blockBytes } from '../util/constants.js';
@@ -48,7 +48,7 @@ export class RStore implements BlockDevice {
   readonly sizeBytes: number;
   private readonly psegSizeBytes: number;
   private nextMirror = 0;
-  private readonly raid5: Raid5Layout | undefined;
+  private readonly raid5: Raid5Engine | undefined;
   private readonly memberIo: MemberIo;
   /** RAID-0/1: stripe-unit locks, taken by writes only while a rebuild or scrub of this RStore runs. */
   private readonly unitLocks = new ChunkLockManager();
@@ -121,7 +121,7 @@ export class RStore implements BlockDevice {
     };
     if (record.raidLevel === 5) {
       assert(record.members.length >= 3, `RAID-5 RStore ${record.id} needs at least 3 members`);
-      this.raid5 = new Raid5Layout(
+      this.raid5 = new Raid5Engine(
         record.members.length,
         stripeUnitBytes,
         this.memberIo,
@@ -258,7 +258,7 @@ export class RStore implements BlockDevice {
     await Promise.all(pending);
   }
 
-  /** RAID-5: writes back the parities held in memory (see Raid5Layout's known rows); before a drive flush. */
+  /** RAID-5: writes back the parities held in memory (see Raid5Engine's known rows); before a drive flush. */
   async writeBackParity(): Promise<void> {
     if (this.raid5?.hasPendingParity) await this.raid5.writeBackKnownRows();
   }
@@ -383,7 +383,7 @@ export class RStore implements BlockDevice {
     return total;
   }
 
-  /** RAID-5: replays a degraded-row log record after an unclean shutdown (see Raid5Layout.replayRowLog). */
+  /** RAID-5: replays a degraded-row log record after an unclean shutdown (see Raid5Engine.replayRowLog). */
   replayRowLog(entry: RowLogEntry): Promise<boolean> {
     assert(
       this.raid5 !== undefined,

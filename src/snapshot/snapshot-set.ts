@@ -17,7 +17,7 @@ import type { Logger } from '../util/logger.js';
 import { ChunkLockManager } from '../util/chunk-locks.js';
 import { zeroSlot } from './log-file.js';
 import type { SnapshotImage } from './target-metadata.js';
-import { maxSnapshotsPerLun, planTarget, TargetStore } from './target-store.js';
+import { maxSnapshotsPerLun, planTarget, TargetVolume } from './target-volume.js';
 import { defaultChunkBytes } from '../util/constants.js';
 export { defaultChunkBytes };
 
@@ -55,8 +55,8 @@ export class SnapshotSet {
   readonly locks = new ChunkLockManager();
   /** Chunks every valid snapshot held at an epoch: a destage over them needs no bitmap search. */
   private readonly cover = new PreservedCover();
-  private target: TargetStore | undefined;
-  private targetCreation: Promise<TargetStore> | undefined;
+  private target: TargetVolume | undefined;
+  private targetCreation: Promise<TargetVolume> | undefined;
   private readonly zeroChunk: Buffer;
   /** Chunk buffers for originals being preserved, reused (a copy-on-write storm churns no garbage). */
   private readonly spareChunks: Buffer[] = [];
@@ -90,7 +90,7 @@ export class SnapshotSet {
         .filter((snapshot) => snapshot.state === 'valid')
         .map((snapshot) => snapshot.id),
     );
-    this.target = await TargetStore.open(this.pool, record, live, this.log, readOnly, (id) =>
+    this.target = await TargetVolume.open(this.pool, record, live, this.log, readOnly, (id) =>
       this.isLive(id),
     );
     this.updateReservationUse();
@@ -129,11 +129,11 @@ export class SnapshotSet {
     return this.target?.state.snapshots.get(snapshotId);
   }
 
-  get targetStore(): TargetStore | undefined {
+  get targetStore(): TargetVolume | undefined {
     return this.target;
   }
 
-  async ensureTarget(): Promise<TargetStore> {
+  async ensureTarget(): Promise<TargetVolume> {
     if (this.target) return this.target;
     this.targetCreation ??= (async () => {
       const { geometry, sizeBytes } = planTarget(
@@ -143,7 +143,7 @@ export class SnapshotSet {
       );
       const record = await this.pool.createTarget(this.lun, sizeBytes);
       try {
-        this.target = await TargetStore.format(this.pool, record, geometry, this.log, (id) =>
+        this.target = await TargetVolume.format(this.pool, record, geometry, this.log, (id) =>
           this.isLive(id),
         );
       } catch (error) {

@@ -185,7 +185,7 @@ interface Batch {
   reject: (error: unknown) => void;
 }
 
-export class TargetStore {
+export class TargetVolume {
   /** Live bitmaps and log files (the store keeps its own committed image). */
   readonly state: TargetState;
   private readonly references = new Map<number, number>();
@@ -233,7 +233,7 @@ export class TargetStore {
     geometry: TargetGeometry,
     log: Logger,
     isLive: (snapshotId: number) => boolean,
-  ): Promise<TargetStore> {
+  ): Promise<TargetVolume> {
     const thin = new ThinVolume(space, record);
     await thin.write(0, encodeHeader(geometry, record.ownerLunId!));
     const reservation = { use: false };
@@ -251,7 +251,7 @@ export class TargetStore {
     thin.prepareWrite(journalStart, geometry.journalBytes);
     await thin.write(journalStart, Buffer.alloc(geometry.journalBytes));
     await thin.flush();
-    return new TargetStore(
+    return new TargetVolume(
       thin,
       geometry,
       store,
@@ -270,7 +270,7 @@ export class TargetStore {
     log: Logger,
     readOnly: boolean,
     isLive: (snapshotId: number) => boolean,
-  ): Promise<TargetStore> {
+  ): Promise<TargetVolume> {
     const thin = new ThinVolume(space, record);
     const header = Buffer.alloc(targetHeaderBytes);
     await thin.read(0, header);
@@ -288,7 +288,7 @@ export class TargetStore {
         'ECORRUPT',
         `snapshot target of LUN ${record.ownerLunId}: ${reports[0]!.problems.join('; ')}`,
       );
-    const target = new TargetStore(thin, geometry, store, metadata, log, isLive, reservation);
+    const target = new TargetVolume(thin, geometry, store, metadata, log, isLive, reservation);
     const undo = await target.unarrivedCopies(lastRecordOps, liveSnapshotIds);
     target.lastRecordSlots = crcSlotsOf(lastRecordOps);
     if (undo.length > 0) {

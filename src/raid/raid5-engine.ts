@@ -120,7 +120,7 @@ interface HeldRow {
   reservation?: () => void;
 }
 
-/** Rows whose data units one layout holds back at most (see Raid5Layout.hold). */
+/** Rows whose data units one layout holds back at most (see Raid5Engine.hold). */
 const heldRowsPerLayout = 2;
 
 /** Rows one layout keeps (a sequential stream needs one; two lets the next row start meanwhile). */
@@ -143,7 +143,7 @@ const layoutsWithKnownRows = 16;
  */
 export class Raid5Memory {
   private readonly free = new Map<number, Buffer[]>();
-  private readonly holders = new Set<Raid5Layout>();
+  private readonly holders = new Set<Raid5Engine>();
 
   take(bytes: number): Buffer {
     return this.free.get(bytes)?.pop() ?? Buffer.allocUnsafe(bytes);
@@ -156,18 +156,18 @@ export class Raid5Memory {
   }
 
   /** layout keeps known rows now: it becomes the most recent holder; the oldest beyond the limit writes its rows back. */
-  touch(layout: Raid5Layout): void {
+  touch(layout: Raid5Engine): void {
     this.holders.delete(layout);
     this.holders.add(layout);
     if (this.holders.size > layoutsWithKnownRows) {
-      const oldest = this.holders.values().next().value as Raid5Layout;
+      const oldest = this.holders.values().next().value as Raid5Engine;
       this.holders.delete(oldest);
       void oldest.writeBackKnownRows();
     }
   }
 
   /** layout holds no rows any more. */
-  forget(layout: Raid5Layout): void {
+  forget(layout: Raid5Engine): void {
     this.holders.delete(layout);
   }
 
@@ -177,7 +177,7 @@ export class Raid5Memory {
   }
 }
 
-export class Raid5Layout {
+export class Raid5Engine {
   private readonly rowLocks = new ChunkLockManager();
   /** Rows held in memory, least recently written first (see KnownRow). */
   private readonly known = new Map<number, KnownRow>();
