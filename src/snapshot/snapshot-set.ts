@@ -129,7 +129,7 @@ export class SnapshotSet {
     return this.target?.state.snapshots.get(snapshotId);
   }
 
-  get targetStore(): TargetVolume | undefined {
+  get targetVolume(): TargetVolume | undefined {
     return this.target;
   }
 

@@ -514,7 +514,7 @@ export class Controller {
         await stack.cache.drop();
       }
     }
-    for (const set of this.snapshotSets.values()) await set.targetStore?.quiesce();
+    for (const set of this.snapshotSets.values()) await set.targetVolume?.quiesce();
     this.stacks.clear();
     await this.pool.close();
     return lost;

@@ -31,7 +31,7 @@ export class SnapshotVolume implements BlockDevice {
   }
 
   async flush(): Promise<void> {
-    await this.lun.snapshots.targetStore?.flush();
+    await this.lun.snapshots.targetVolume?.flush();
   }
 
   /** The range reads as zeros afterwards (written as zeros into the snapshot's own image). */

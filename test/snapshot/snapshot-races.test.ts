@@ -40,13 +40,29 @@ describe('snapshot races', () => {
     await controller.createSnapshot('db@keep');
     await controller.createSnapshot('db@gone');
     const set = controller.snapshotSet('db');
-    const target = set.targetStore!;
+    const target = set.targetVolume!;
     const keep = set.byName('keep');
     const original = Buffer.alloc(set.chunkBytes, 0x55);
+    // Record the ops of each journal commit, to check the order the race needs.
+    const store = (
+      target as unknown as {
+        store: { commit: (ops: Array<{ kind: string }>, ...rest: unknown[]) => Promise<void> };
+      }
+    ).store;
+    const commitOf = store.commit.bind(store);
+    const batches: string[][] = [];
+    store.commit = (ops, ...rest) => {
+      batches.push(ops.map((op) => op.kind));
+      return commitOf(ops, ...rest);
+    };
     // The drop's batch starts first; the preservation's record joins the next batch.
     const dropping = target.drop([set.byName('gone').id]);
     const preserving = target.preserve(0, original, [keep.id], false);
     await Promise.all([dropping, preserving]);
+    expect(batches, 'the drop committed alone, then the preservation in a later batch').toEqual([
+      ['drop'],
+      ['preserve'],
+    ]);
     const slot = set.image(keep.id)!.log.get(0)!;
     const unitIndex = Math.floor(
       (target.geometry.dataStartBytes + slot * set.chunkBytes) /
