@@ -26,6 +26,10 @@
 // written (what the runs before this change used: seeds quoted in docs/reliability.md replay
 // with it).
 //
+// Two seeds in three also reorder the drives (SessionDrive.delayTurns): each read, write, flush
+// and discard waits 0 to 3 microtask turns, drawn from the seed, before it reaches its drive, so
+// operations issued together complete in another order than they were issued.
+//
 // Snapshots: create (sometimes with a reservation, sometimes with a power cut while it is being
 // taken), read and compare against the LUN image at the instant, write (a writable snapshot has
 // its own LunModel), flush, delete. Every valid snapshot reads exactly its point in time plus its
@@ -174,6 +178,8 @@ class ModelRun {
   private readonly random: SeededRandom;
   /** This seed's operation weights (weightsFor). */
   readonly weights: Array<[Operation, number]>;
+  /** The drives' timing (delayTurns), its own stream; undefined for the seeds that keep order. */
+  readonly timing: SeededRandom | undefined;
   private readonly clock = new FakeClock();
   // LUNFS_MODEL_LOG=warn (or info, debug) prints the stack's own log lines, to follow a failing seed.
   private readonly log = process.env['LUNFS_MODEL_LOG']
@@ -199,6 +205,8 @@ class ModelRun {
   ) {
     this.random = new SeededRandom(seed);
     this.weights = weightsFor(seed);
+    const timing = new SeededRandom(seed ^ 0x7171);
+    this.timing = timing.integer(3) === 0 ? undefined : timing;
     this.uuidRandom = new SeededRandom(seed ^ 0x5eed);
     this.faults = new DriveFaults(
       {
@@ -208,7 +216,7 @@ class ModelRun {
         controller: () => this.controller,
         views: () => this.views,
         replaceView: (driveIndex, view) => {
-          this.views[driveIndex] = view;
+          this.views[driveIndex] = this.timed([view])[0]!;
         },
         check: (condition, message) => this.check(condition, message),
         trace: (message) => this.trace(message),
@@ -259,7 +267,9 @@ class ModelRun {
   private async runSteps(): Promise<void> {
     // 5 MiB drives: 8 PSEGs each after the quorum area, so RAID-0 holds 6 MiB and RAID-1 3 MiB,
     // and a few LUNs of up to 3 MiB fill the pool often.
-    this.views = sessionViews(makeMemoryDrives(3, 5 * MiB + 4096, `model${this.raidLevel}-`));
+    this.views = this.timed(
+      sessionViews(makeMemoryDrives(3, 5 * MiB + 4096, `model${this.raidLevel}-`)),
+    );
     this.pool = await formatPoolOn(
       this.views,
       { raidLevel: this.raidLevel, seed: this.seed },
@@ -456,6 +466,13 @@ class ModelRun {
       `${when}: target volumes remain: ${targets.map((target) => target.name).join(' ')}`,
     );
     this.checkSpace(when);
+  }
+
+  /** Gives the views this seed's drive timing (see the header). */
+  private timed(views: SessionDrive[]): SessionDrive[] {
+    const timing = this.timing;
+    if (timing) for (const view of views) view.delayTurns = () => timing.integer(4);
+    return views;
   }
 
   private chooseOperation(): Operation {
@@ -726,7 +743,7 @@ class ModelRun {
     await this.controller.close();
     this.faults.retirePool(this.pool);
     for (const lun of this.luns.values()) lun.flushed();
-    this.views = sessionViews(this.views.map((view) => view.inner)); // close() fenced the old views
+    this.views = this.timed(sessionViews(this.views.map((view) => view.inner))); // close() fenced the old views
     for (const snapshot of this.snapshots.values()) snapshot.image.flushed();
     await this.reopen('after a clean close');
     for (const lun of this.luns.values()) await this.compareWhole(lun, 'after a clean restart,');
@@ -792,7 +809,7 @@ class ModelRun {
     this.counts.set(this.operation, (this.counts.get(this.operation) ?? 0) + 1);
     const unflushed = this.views.reduce((sum, view) => sum + view.inner.unflushedWriteCount, 0);
     this.faults.retirePool(this.pool); // abandoned: its background work fails on the fenced views from now on
-    this.views = powerCut(this.views, new SeededRandom(this.random.integer(2 ** 31)));
+    this.views = this.timed(powerCut(this.views, new SeededRandom(this.random.integer(2 ** 31))));
     this.operation += ` (${unflushed} unflushed drive writes)`;
     await this.reopen('after a power cut');
     this.check(
@@ -917,7 +934,7 @@ describe('model test of the whole stack', () => {
           .map(([operation, weight]) => `${operation} ${weight}`)
           .join(', ');
         console.log(
-          `model seed ${seed} (RAID-${raidLevel}, ${stepCount} steps); replay with LUNFS_SEED=${seed}; mix: ${mix}`,
+          `model seed ${seed} (RAID-${raidLevel}, ${stepCount} steps); replay with LUNFS_SEED=${seed}; drives ${modelRun.timing ? 'reorder' : 'in order'}; mix: ${mix}`,
         );
         await modelRun.run();
         console.log(

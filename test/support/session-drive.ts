@@ -11,6 +11,11 @@ import { LunfsError } from '../../src/util/errors.js';
 export class SessionDrive implements Drive {
   private fenced = false;
   private heldFlushes: Array<() => void> | undefined;
+  /**
+   * Microtask turns an operation waits before it reaches the drive (the model test's seeded
+   * timing): operations issued together then reach the drive, and complete, in another order.
+   */
+  delayTurns?: () => number;
 
   constructor(readonly inner: MemoryDrive) {}
 
@@ -23,25 +28,34 @@ export class SessionDrive implements Drive {
   }
 
   async read(offsetBytes: number, target: Buffer): Promise<void> {
-    this.checkLive('read');
+    await this.settle('read');
     await this.inner.read(offsetBytes, target);
   }
 
   async write(offsetBytes: number, data: Buffer): Promise<void> {
-    this.checkLive('write');
+    await this.settle('write');
     await this.inner.write(offsetBytes, data);
   }
 
   async flush(): Promise<void> {
-    this.checkLive('flush');
+    await this.settle('flush');
     if (this.heldFlushes) await new Promise<void>((resolve) => this.heldFlushes!.push(resolve));
     this.checkLive('flush');
     await this.inner.flush();
   }
 
   async discard(offsetBytes: number, lengthBytes: number): Promise<void> {
-    this.checkLive('discard');
+    await this.settle('discard');
     await this.inner.discard(offsetBytes, lengthBytes);
+  }
+
+  /** Checks the view is live, waits its delay (if any), and checks again: a fence may come meanwhile. */
+  private async settle(operation: string): Promise<void> {
+    this.checkLive(operation);
+    const turns = this.delayTurns?.() ?? 0;
+    if (turns === 0) return;
+    for (let turn = 0; turn < turns; turn += 1) await Promise.resolve();
+    this.checkLive(operation);
   }
 
   /** Closing a session's view fences it; the MemoryDrive itself stays usable for the next one. */
