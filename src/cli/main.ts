@@ -13,11 +13,11 @@ import { configureLogging } from '../util/logger.js';
 import { formatBytes, parseSize } from '../util/sizes.js';
 import type { StatusJson } from '../volume/controller.js';
 import type { DriveIoMode } from '../drive/file-drive.js';
-import { cachePageBytes } from '../volume/stack.js';
 import { type FrontKind, runMount, runUnmount } from './mount-command.js';
 import { createPool, withPool } from './pool-access.js';
 import { runJob } from './job-progress.js';
 import type { ScrubReport } from '../pool/pool.js';
+import { cachePageBytes } from '../util/constants.js';
 
 const collect = (value: string, previous: string[]): string[] => previous.concat([value]);
 

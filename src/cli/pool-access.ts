@@ -30,8 +30,8 @@ import {
 } from '../volume/pool-lock.js';
 import { poolPermissionWarnings } from '../volume/pool-permissions.js';
 import { Pool } from '../pool/pool.js';
-import { defaultCacheBytes } from '../volume/stack.js';
 import { runControlRequest, sendControlRequest, type ControlRequest } from './control-socket.js';
+import { defaultCacheBytes } from '../util/constants.js';
 
 export interface CreatePoolRequest {
   directory: string;

@@ -11,22 +11,7 @@ import { rowLogBytesFor } from '../raid/row-log.js';
 import { alignUp, KiB, MiB } from '../util/sizes.js';
 import { assert } from '../util/assert.js';
 import { LunfsError } from '../util/errors.js';
-import {
-  defaultPsegSizeBytes,
-  defaultAllocationUnitBytes,
-  defaultStripeUnitBytes,
-  maxQuorumCopies,
-  defaultRssSize,
-  maxRssSize,
-} from '../util/constants.js';
-export {
-  defaultPsegSizeBytes,
-  defaultAllocationUnitBytes,
-  defaultStripeUnitBytes,
-  maxQuorumCopies,
-  defaultRssSize,
-  maxRssSize,
-};
+import { maxRssSize } from '../util/constants.js';
 
 export const lmapEntryCount = 2048; // one L2MAP slot covers 2 GiB at 1 MiB units, as in [0065]
 

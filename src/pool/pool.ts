@@ -36,19 +36,20 @@ import { Mutex } from '../util/mutex.js';
 import { identifyDrives } from './drive-identity.js';
 import {
   checkGeometry,
-  defaultAllocationUnitBytes,
-  defaultPsegSizeBytes,
-  defaultRssSize,
-  defaultStripeUnitBytes,
   lmapEntryCount,
-  maxQuorumCopies,
   planLayout,
   planRedundancySets,
   psegCountFor,
   snapshotRecordBytes,
 } from './pool-layout.js';
-import { sectorBytes } from '../util/constants.js';
-export { sectorBytes };
+import {
+  defaultAllocationUnitBytes,
+  defaultPsegSizeBytes,
+  defaultRssSize,
+  defaultStripeUnitBytes,
+  maxQuorumCopies,
+  sectorBytes,
+} from '../util/constants.js';
 
 const lunNamePattern = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
 

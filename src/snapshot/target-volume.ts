@@ -50,7 +50,6 @@ import {
   type TargetState,
 } from './target-metadata.js';
 import { maxSnapshotsPerLun } from '../util/constants.js';
-export { maxSnapshotsPerLun };
 
 export const targetHeaderBytes = 4096;
 /** The journal holds at most this much; small pools get a smaller one (1/64 of the pool). */

@@ -5,7 +5,7 @@ import { isMissingDrive } from '../drive/missing-drive.js';
 import { labelCountOf } from '../meta/drive-header.js';
 import { kernelImplementation } from '../native/native-kernels.js';
 import type { SnapshotRecord } from '../meta/pool-metadata.js';
-import { defaultChunkBytes, SnapshotSet } from '../snapshot/snapshot-set.js';
+import { SnapshotSet } from '../snapshot/snapshot-set.js';
 import { LunfsError } from '../util/errors.js';
 import type { Clock } from '../util/clock.js';
 import type { Logger } from '../util/logger.js';
@@ -15,6 +15,7 @@ import { assembleLunStack, makeCacheBudget, type LunStack } from './stack.js';
 import { DriveService, type DriveServiceSettings } from './drive-service.js';
 import type { JobStatus } from './background-jobs.js';
 import type { IntegrityCounters } from '../raid/drive-health.js';
+import { defaultChunkBytes } from '../util/constants.js';
 
 export interface SnapshotStatus {
   /** LUN@NAME, the file name under snapshots/. */

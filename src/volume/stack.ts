@@ -12,8 +12,7 @@ import type { Clock } from '../util/clock.js';
 import { layerLogger } from '../util/logger.js';
 import type { SnapshotSet } from '../snapshot/snapshot-set.js';
 import type { Pool } from '../pool/pool.js';
-import { defaultCacheBytes, cachePageBytes } from '../util/constants.js';
-export { defaultCacheBytes, cachePageBytes };
+import { cachePageBytes } from '../util/constants.js';
 
 export interface LunStack {
   record: LunRecord;

@@ -8,20 +8,16 @@ import type { RaidLevel } from '../../src/meta/pool-metadata.js';
 import { SeededRandom } from '../../src/util/clock.js';
 import { silentLogger } from '../../src/util/logger.js';
 import { KiB, MiB } from '../../src/util/sizes.js';
-import { defaultChunkBytes, SnapshotSet } from '../../src/snapshot/snapshot-set.js';
+import { SnapshotSet } from '../../src/snapshot/snapshot-set.js';
 import { Pool } from '../../src/pool/pool.js';
-import {
-  assembleLunStack,
-  cachePageBytes,
-  makeCacheBudget,
-  type LunStack,
-} from '../../src/volume/stack.js';
+import { assembleLunStack, makeCacheBudget, type LunStack } from '../../src/volume/stack.js';
 import { FakeClock } from '../support/fake-clock.js';
 import { formatPoolOn, makeMemoryDrives, powerCut, sessionViews } from '../support/memory-pool.js';
 import {
   describeBlockDeviceConformance,
   type ConformanceSubject,
 } from './block-device-conformance.js';
+import { cachePageBytes, defaultChunkBytes } from '../../src/util/constants.js';
 
 async function makeStackSubject(
   raidLevel: RaidLevel,

@@ -13,7 +13,6 @@ import { silentLogger } from '../../src/util/logger.js';
 import { KiB, MiB } from '../../src/util/sizes.js';
 import { Controller } from '../../src/volume/controller.js';
 import { Pool } from '../../src/pool/pool.js';
-import { cachePageBytes } from '../../src/volume/stack.js';
 import { firstDifference, isAllZero, patternBytes, readAll } from '../support/bytes.js';
 import { FakeClock } from '../support/fake-clock.js';
 import { formatPoolOn, makeMemoryDrives, powerCut, sessionViews } from '../support/memory-pool.js';
@@ -21,6 +20,7 @@ import {
   describeBlockDeviceConformance,
   type ConformanceSubject,
 } from './block-device-conformance.js';
+import { cachePageBytes } from '../../src/util/constants.js';
 
 async function makeSnapshotSubject(
   raidLevel: RaidLevel,
