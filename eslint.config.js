@@ -1,5 +1,5 @@
 // eslint (typescript-eslint) over src/ and test/: issue 13's lint, run by make test through
-// test/code/lint.test.ts. Formatting is prettier's (.prettierrc.json), not eslint's.
+// test/code/tools.test.ts. Formatting is prettier's (.prettierrc.json), not eslint's.
 import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 

@@ -209,6 +209,28 @@ static void op_read(fuse_req_t r, fuse_ino_t ino, size_t size, off_t offset, str
   enqueue(front_of(r), request);
 }
 
+/** A free slot, now marked used, or -1. */
+static int take_free_slot(struct front *front) {
+  int slot = -1;
+  pthread_mutex_lock(&front->lock);
+  for (int index = 0; index < front->slot_count; index++) {
+    if (!front->slot_used[index]) {
+      front->slot_used[index] = 1;
+      slot = index;
+      break;
+    }
+  }
+  pthread_mutex_unlock(&front->lock);
+  return slot;
+}
+
+/** Gives a slot back (JS's reply, or a loop thread that stops). */
+static void release_slot(struct front *front, int slot) {
+  pthread_mutex_lock(&front->lock);
+  front->slot_used[slot] = 0;
+  pthread_mutex_unlock(&front->lock);
+}
+
 // The slot the calling loop thread received the current request into (-1: its own heap buffer),
 // and whether a write took it (the thread then takes another before its next read).
 static __thread int receiving_slot = -1;
@@ -234,15 +256,7 @@ static void op_write(fuse_req_t r, fuse_ino_t ino, const char *data, size_t size
   }
   // Received into the thread's heap buffer (every slot was lent out): copy once, into a free slot
   // if one came back meanwhile, else into memory of its own that JS's Buffer frees.
-  pthread_mutex_lock(&front->lock);
-  for (int index = 0; index < front->slot_count && size <= MAX_REQUEST_BYTES; index++) {
-    if (!front->slot_used[index]) {
-      front->slot_used[index] = 1;
-      request->slot = index;
-      break;
-    }
-  }
-  pthread_mutex_unlock(&front->lock);
+  if (size <= MAX_REQUEST_BYTES) request->slot = take_free_slot(front);
   if (request->slot >= 0) {
     request->slot_offset = SLOT_HEADER_ROOM;
     memcpy(front->slots[request->slot] + SLOT_HEADER_ROOM, data, size);
@@ -308,20 +322,6 @@ static const struct fuse_lowlevel_ops operations = {
   .fallocate = op_fallocate,
 };
 
-/** A free slot, now marked used, or -1. */
-static int take_free_slot(struct front *front) {
-  int slot = -1;
-  pthread_mutex_lock(&front->lock);
-  for (int index = 0; index < front->slot_count; index++) {
-    if (!front->slot_used[index]) {
-      front->slot_used[index] = 1;
-      slot = index;
-      break;
-    }
-  }
-  pthread_mutex_unlock(&front->lock);
-  return slot;
-}
 
 /**
  * One loop thread: reads a request from /dev/fuse into a slot and lets libfuse dispatch it to the
@@ -365,11 +365,7 @@ static void *receive_loop(void *argument) {
     if (receiving_slot_taken) slot = -1; // JS holds it until reply()
   }
   receiving_slot = -1;
-  if (slot >= 0) {
-    pthread_mutex_lock(&front->lock);
-    front->slot_used[slot] = 0;
-    pthread_mutex_unlock(&front->lock);
-  }
+  if (slot >= 0) release_slot(front, slot);
   free(heap);
   return NULL;
 }
@@ -616,11 +612,7 @@ static napi_value js_reply(napi_env env, napi_callback_info info) {
   }
   request->magic = 0;
   struct front *front = the_front;
-  if (front && request->operation == OP_WRITE && request->slot >= 0) {
-    pthread_mutex_lock(&front->lock);
-    front->slot_used[request->slot] = 0;
-    pthread_mutex_unlock(&front->lock);
-  }
+  if (front && request->operation == OP_WRITE && request->slot >= 0) release_slot(front, request->slot);
   fuse_req_t r = request->fuse_request;
   if (front && front->stopped) goto done; // the session is gone: nothing to answer
   if (error != 0) {

@@ -106,31 +106,33 @@ const writeSlotCount = 36;
  */
 const defaultPollMicros = 50;
 
-/** LUNFS_FUSE_SLOTS (0 to 64) replaces writeSlotCount: with fewer slots than loop threads, writes take the copying paths of fuse_front.c (the tests use it). */
-function slotCountFromEnvironment(): number {
-  const text = process.env['LUNFS_FUSE_SLOTS'];
-  if (text === undefined || text === '') return writeSlotCount;
+/**
+ * A whole number from the environment variable name, between 0 and max, or fallback when it is
+ * unset; anything else is refused (EINVAL, exit 2) before anything is mounted.
+ */
+function wholeNumberFromEnvironment(
+  name: string,
+  max: number,
+  fallback: number,
+  unit: string,
+): number {
+  const text = process.env[name];
+  if (text === undefined || text === '') return fallback;
   const value = Number(text);
-  if (!Number.isInteger(value) || value < 0 || value > 64)
+  if (!Number.isInteger(value) || value < 0 || value > max)
     throw new LunfsError(
       'EINVAL',
-      `LUNFS_FUSE_SLOTS must be a whole number from 0 to 64, not ${JSON.stringify(text)}`,
+      `${name} must be a whole number${unit} from 0 to ${max}, not ${JSON.stringify(text)}`,
     );
   return value;
 }
 
-function pollMicrosFromEnvironment(): number {
-  const text = process.env['LUNFS_FUSE_POLL_US'];
-  if (text === undefined || text === '') return defaultPollMicros;
-  const value = Number(text);
-  if (!Number.isInteger(value) || value < 0 || value > 10_000) {
-    throw new LunfsError(
-      'EINVAL',
-      `LUNFS_FUSE_POLL_US must be a whole number of microseconds from 0 to 10000, not ${JSON.stringify(text)}`,
-    );
-  }
-  return value;
-}
+/** LUNFS_FUSE_SLOTS (0 to 64) replaces writeSlotCount: with fewer slots than loop threads, writes take the copying paths of fuse_front.c (the tests use it). */
+const slotCountFromEnvironment = (): number =>
+  wholeNumberFromEnvironment('LUNFS_FUSE_SLOTS', 64, writeSlotCount, '');
+
+const pollMicrosFromEnvironment = (): number =>
+  wholeNumberFromEnvironment('LUNFS_FUSE_POLL_US', 10_000, defaultPollMicros, ' of microseconds');
 
 let loaded: { addon?: FuseAddon; reason?: string } | undefined;
 

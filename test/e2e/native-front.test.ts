@@ -49,24 +49,32 @@ function polledBatches(server: MountServer): number {
   return Number(match![3]);
 }
 
-/** Mounts with the environment variable name set to value (undefined: unset) in the server's environment. */
-async function mountWithEnv(
-  box: ReturnType<ReturnType<typeof useSandbox>>,
-  pool: string,
-  mountpoint: string,
+/** Runs task with the environment variable name set to value (undefined: unset), then puts it back. */
+async function withEnv<T>(
   name: string,
   value: string | undefined,
-): Promise<MountServer> {
+  task: () => Promise<T>,
+): Promise<T> {
   const before = process.env[name];
   if (value === undefined) delete process.env[name];
   else process.env[name] = value;
   try {
-    return await box.mount(pool, mountpoint, ['--front', 'native']);
+    return await task();
   } finally {
     if (before === undefined) delete process.env[name];
     else process.env[name] = before;
   }
 }
+
+/** Mounts through the native front with name=value in the server's environment. */
+const mountWithEnv = (
+  box: ReturnType<ReturnType<typeof useSandbox>>,
+  pool: string,
+  mountpoint: string,
+  name: string,
+  value: string | undefined,
+): Promise<MountServer> =>
+  withEnv(name, value, () => box.mount(pool, mountpoint, ['--front', 'native']));
 
 const mountWithPoll = (
   box: ReturnType<ReturnType<typeof useSandbox>>,
@@ -247,18 +255,17 @@ describe('the native FUSE front', () => {
     expect(polledBatches(sleeping)).toBe(0);
 
     // A bad value: exit 2 with a message naming it, nothing mounted.
-    process.env['LUNFS_FUSE_POLL_US'] = '20us';
-    try {
-      const refused = await run(
+    const refused = await withEnv('LUNFS_FUSE_POLL_US', '20us', () =>
+      run(
         process.execPath,
         [join(repoRoot, 'dist', 'bin.js'), 'mount', pool, mountpoint, '--front', 'native'],
-        { timeoutMs: 30_000 },
-      );
-      expect(refused.code, refused.stderr).toBe(2);
-      expect(refused.stderr).toContain('LUNFS_FUSE_POLL_US must be a whole number of microseconds');
-    } finally {
-      delete process.env['LUNFS_FUSE_POLL_US'];
-    }
+        {
+          timeoutMs: 30_000,
+        },
+      ),
+    );
+    expect(refused.code, refused.stderr).toBe(2);
+    expect(refused.stderr).toContain('LUNFS_FUSE_POLL_US must be a whole number of microseconds');
     expect(await mountEntriesAt(mountpoint)).toEqual([]);
   }, 120_000);
 

@@ -1,7 +1,9 @@
-// The code's own rules (issue 13), run by make test like any behaviour: eslint (typescript-eslint's
-// recommended rules, eslint.config.js) finds no problem, and every source file is formatted as
-// prettier formats it (.prettierrc.json: 100 columns, single quotes, trailing commas). Fix with
-// `npx eslint --fix src test` and `npx prettier --write <the files named>`.
+// The code's own rules (issue 13), run by make test like any behaviour, each by its tool:
+// - the tests and vitest.config.ts type-check against the sources under the same strict options
+//   (tsconfig.test.json extends tsconfig.json, which covers src/ only and emits dist/);
+// - eslint (typescript-eslint's recommended rules, eslint.config.js) finds no problem;
+// - every source file is formatted as prettier formats it (.prettierrc.json: 100 columns, single
+//   quotes, trailing commas). Fix with `npx eslint --fix src test` and `npx prettier --write`.
 
 import { spawnSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
@@ -30,6 +32,14 @@ function runNode(script: string, args: string[]): { status: number | null; outpu
 }
 
 describe('code rules', () => {
+  it('tsc --noEmit over src, test and vitest.config.ts (tsconfig.test.json) reports no error', () => {
+    const { status, output } = runNode('node_modules/typescript/bin/tsc', [
+      '-p',
+      'tsconfig.test.json',
+    ]);
+    expect(status, `tsc -p tsconfig.test.json:\n${output}`).toBe(0);
+  }, 180_000);
+
   it('eslint reports no problem in src/ and test/', () => {
     const { status, output } = runNode('node_modules/eslint/bin/eslint.js', [
       '--max-warnings=0',
