@@ -8,14 +8,19 @@ import { crc32c } from '../native/native-kernels.js';
  * The version written by this build. 2 since the drive header names the checksum table (bytes
  * 156-171); 3 since target journal records carry preserve crcs and unpreserve ops; 4 since the
  * drive header names the degraded-row log (bytes 172-187); 5 since every drive carries its label
- * twice, at its start and in its last 4 KiB, and the PSEG area stops short of the tail label.
+ * twice, at its start and in its last 4 KiB, and the PSEG area stops short of the tail label;
+ * 6 since the pool metadata's JSON spells RStore one way (nextRStoreId, missedWriteRStores) and a
+ * snapshot record names the volume it was taken of as sourceId (format 5: predecessorId, the
+ * wrong way round for seed 004). A format-5 build refuses a format-6 structure rather than
+ * misreading those fields.
  */
-export const formatVersion = 5;
+export const formatVersion = 6;
 
 /**
- * The oldest version this build reads. A format-4 pool differs only in its drive labels (one, at
- * the start: its PSEG area may reach the drive's last 4 KiB); its other structures read as they
- * are, and new ones are written at version 5.
+ * The oldest version this build reads. A format-4 pool differs from a format-5 one only in its
+ * drive labels (one, at the start: its PSEG area may reach the drive's last 4 KiB); the metadata
+ * JSON of both is read by pool-metadata.ts's upgrade functions. Their other structures read as
+ * they are, and new ones are written at the current version.
  */
 export const oldestReadableFormatVersion = 4;
 

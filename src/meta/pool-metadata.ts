@@ -47,7 +47,7 @@ export interface DriveRecord {
    * whose write or final flush on it failed (recorded on RAID-0 pools, where a failed drive can
    * come back; RAID-1/5 rebuild theirs): those blocks there may hold older data.
    */
-  missedWriteRstores?: number[];
+  missedWriteRStores?: number[];
 }
 
 export type DriveState = 'online' | 'failed' | 'rebuilding';
@@ -100,9 +100,16 @@ export interface LunRecord {
 
 /**
  * A snapshot of a LUN. epoch orders it against the LUN's writes: a write accepted while the
- * LUN's epoch was below this snapshot's epoch is in the snapshot, any later one is not. The
- * sharing relation of seed 004 is explicit: predecessorId is the volume the snapshot was taken
- * of (its LUN's id, with predecessorKind 'lun'); the LUN's successors are its snapshots.
+ * LUN's epoch was below this snapshot's epoch is in the snapshot, any later one is not.
+ *
+ * sourceId names the volume the snapshot was taken of (its LUN, sourceKind 'lun'). The sharing
+ * relation of seed 004 follows from it ([0086], [0095]): a snapshot is the predecessor of the
+ * volume it was taken of, so a LUN's snapshots form the chain S0 <- S1 <- ... <- LUN, oldest
+ * first: each snapshot's successor is the next newer snapshot of the same source (the newest
+ * one's is the source itself), and the source's predecessor is its newest snapshot. The chain is
+ * derived (sharingChainOf) rather than stored, so that taking or deleting a snapshot changes one
+ * record. Format 5 called this field predecessorId, naming the direction the wrong way round;
+ * upgradeSnapshotRecord reads it.
  */
 export interface SnapshotRecord {
   id: number;
@@ -116,8 +123,41 @@ export interface SnapshotRecord {
   reservedBytes: number;
   state: 'valid' | 'invalid';
   invalidReason?: string;
-  predecessorKind: 'lun';
-  predecessorId: number;
+  sourceKind: 'lun';
+  sourceId: number;
+}
+
+/** A snapshot record as a format-5 pool wrote it (checkpoint or journal). */
+type SnapshotRecordOnDisk = Omit<SnapshotRecord, 'sourceKind' | 'sourceId'> &
+  Partial<Pick<SnapshotRecord, 'sourceKind' | 'sourceId'>> & {
+    predecessorKind?: 'lun';
+    predecessorId?: number;
+  };
+
+/** Reads a snapshot record of any readable format (format 5 named its source predecessorId). */
+export function upgradeSnapshotRecord(record: SnapshotRecordOnDisk): SnapshotRecord {
+  const { predecessorKind, predecessorId, ...rest } = record;
+  const sourceId = rest.sourceId ?? predecessorId;
+  if (sourceId === undefined) throw new Error(`snapshot record ${record.id} names no source`);
+  return { ...rest, sourceKind: rest.sourceKind ?? predecessorKind ?? 'lun', sourceId };
+}
+
+/** Reads a drive record of any readable format (format 5 spelt missedWriteRstores). */
+function upgradeDriveRecord(record: DriveRecord & { missedWriteRstores?: number[] }): DriveRecord {
+  const { missedWriteRstores, ...rest } = record;
+  const missed = rest.missedWriteRStores ?? missedWriteRstores;
+  return missed === undefined ? rest : { ...rest, missedWriteRStores: missed };
+}
+
+/**
+ * Seed 004's sharing chain of a source volume: its snapshots, oldest first. Each one's
+ * predecessor is the one before it, its successor the one after it, or the source for the last;
+ * the source's predecessor is the last.
+ */
+export function sharingChainOf(metadata: PoolMetadata, sourceId: number): SnapshotRecord[] {
+  return [...metadata.snapshots.values()]
+    .filter((snapshot) => snapshot.sourceKind === 'lun' && snapshot.sourceId === sourceId)
+    .sort((a, b) => a.epoch - b.epoch);
 }
 
 export interface PoolMetadata {
@@ -128,7 +168,7 @@ export interface PoolMetadata {
   luns: Map<number, LunRecord>;
   snapshots: Map<number, SnapshotRecord>;
   nextLunId: number;
-  nextRstoreId: number;
+  nextRStoreId: number;
   nextSnapshotId: number;
   /** False while a process has the pool open read-write; true after a clean close. */
   cleanShutdown: boolean;
@@ -194,7 +234,7 @@ export function applyMetadataOp(metadata: PoolMetadata, op: MetadataOp): void {
         ...op.rstore,
         members: op.rstore.members.map((member) => ({ ...member })),
       });
-      metadata.nextRstoreId = Math.max(metadata.nextRstoreId, op.rstore.id + 1);
+      metadata.nextRStoreId = Math.max(metadata.nextRStoreId, op.rstore.id + 1);
       return;
     }
     case 'map': {
@@ -240,7 +280,7 @@ export function applyMetadataOp(metadata: PoolMetadata, op: MetadataOp): void {
         `snapshot id ${op.snapshot.id} exists already`,
       );
       lunById(metadata, op.snapshot.lunId);
-      metadata.snapshots.set(op.snapshot.id, { ...op.snapshot });
+      metadata.snapshots.set(op.snapshot.id, upgradeSnapshotRecord(op.snapshot));
       metadata.nextSnapshotId = Math.max(metadata.nextSnapshotId, op.snapshot.id + 1);
       return;
     case 'snapshot-invalidate': {
@@ -291,8 +331,8 @@ export function applyMetadataOp(metadata: PoolMetadata, op: MetadataOp): void {
     case 'drive-missed-writes': {
       const drive = metadata.drives[op.driveIndex];
       assert(drive !== undefined, `drive-missed-writes names unknown drive ${op.driveIndex}`);
-      drive.missedWriteRstores = [
-        ...new Set([...(drive.missedWriteRstores ?? []), ...op.rstoreIds]),
+      drive.missedWriteRStores = [
+        ...new Set([...(drive.missedWriteRStores ?? []), ...op.rstoreIds]),
       ].sort((a, b) => a - b);
       return;
     }
@@ -303,7 +343,7 @@ export function applyMetadataOp(metadata: PoolMetadata, op: MetadataOp): void {
       delete drive.failedReason;
       delete drive.failedAtMs;
       delete drive.failedAbsent;
-      delete drive.missedWriteRstores;
+      delete drive.missedWriteRStores;
       return;
     }
     case 'drive-replace': {
@@ -320,7 +360,7 @@ export function applyMetadataOp(metadata: PoolMetadata, op: MetadataOp): void {
       delete drive.failedReason;
       delete drive.failedAtMs;
       delete drive.failedAbsent;
-      delete drive.missedWriteRstores;
+      delete drive.missedWriteRStores;
       return;
     }
     case 'drive-rebuilt': {
@@ -367,7 +407,7 @@ export function encodeCheckpoint(metadata: PoolMetadata): Buffer {
       luns: luns.map(({ map, ...rest }) => ({ ...rest, mappedCount: map.mappedCount })),
       snapshots: [...metadata.snapshots.values()],
       nextLunId: metadata.nextLunId,
-      nextRstoreId: metadata.nextRstoreId,
+      nextRStoreId: metadata.nextRStoreId,
       nextSnapshotId: metadata.nextSnapshotId,
       cleanShutdown: metadata.cleanShutdown,
     }),
@@ -391,6 +431,11 @@ export function encodeCheckpoint(metadata: PoolMetadata): Buffer {
   return buffer;
 }
 
+function requireNumber(value: number | undefined, field: string): number {
+  if (typeof value !== 'number') throw new Error(`${field} is missing`);
+  return value;
+}
+
 export function decodeCheckpoint(payload: Buffer): PoolMetadata {
   try {
     const jsonLength = payload.readUInt32LE(0);
@@ -400,21 +445,25 @@ export function decodeCheckpoint(payload: Buffer): PoolMetadata {
       rss: RssRecord[];
       rstores: RStoreRecord[];
       luns: Array<Omit<LunRecord, 'map'> & { mappedCount: number }>;
-      snapshots?: SnapshotRecord[];
+      snapshots?: SnapshotRecordOnDisk[];
       nextLunId: number;
-      nextRstoreId: number;
+      nextRStoreId?: number;
+      /** Format 5's spelling of nextRStoreId. */
+      nextRstoreId?: number;
       nextSnapshotId?: number;
       cleanShutdown: boolean;
     };
     const metadata: PoolMetadata = {
       config: parsed.config,
-      drives: parsed.drives,
+      drives: parsed.drives.map(upgradeDriveRecord),
       rss: parsed.rss,
       rstores: new Map(parsed.rstores.map((rstore) => [rstore.id, rstore])),
       luns: new Map(),
-      snapshots: new Map((parsed.snapshots ?? []).map((snapshot) => [snapshot.id, snapshot])),
+      snapshots: new Map(
+        (parsed.snapshots ?? []).map((snapshot) => [snapshot.id, upgradeSnapshotRecord(snapshot)]),
+      ),
       nextLunId: parsed.nextLunId,
-      nextRstoreId: parsed.nextRstoreId,
+      nextRStoreId: requireNumber(parsed.nextRStoreId ?? parsed.nextRstoreId, 'nextRStoreId'),
       nextSnapshotId: parsed.nextSnapshotId ?? 1,
       cleanShutdown: parsed.cleanShutdown,
     };

@@ -11,7 +11,7 @@ import { LunfsError } from '../util/errors.js';
 import type { PoolOpenOptions } from './pool.js';
 
 /** Names of the user LUNs (and LUN@snapshots' owners) with data in these RStores. */
-export function lunsOnRstores(metadata: PoolMetadata, rstoreIds: number[]): string[] {
+export function lunsOnRStores(metadata: PoolMetadata, rstoreIds: number[]): string[] {
   const ids = new Set(rstoreIds);
   const names = new Set<string>();
   for (const lun of metadata.luns.values()) {
@@ -29,7 +29,7 @@ export function lunsOnRstores(metadata: PoolMetadata, rstoreIds: number[]): stri
 export interface DriveReturn {
   driveIndex: number;
   /** RStores whose blocks on the drive missed writes (taken back with --force-degraded). */
-  lossyRstoreIds: number[];
+  lossyRStoreIds: number[];
 }
 
 /**
@@ -56,12 +56,12 @@ export function decideReturns(
       header.driveUuid !== record.uuid
     )
       continue;
-    const missed = record.missedWriteRstores ?? [];
+    const missed = record.missedWriteRStores ?? [];
     const clean = record.failedAbsent === true && missed.length === 0;
     if (!clean && (options.readOnly || !options.forceDegraded)) {
       if (options.readOnly) continue;
       const path = drives[driveIndex]!.path;
-      const luns = lunsOnRstores(metadata, missed);
+      const luns = lunsOnRStores(metadata, missed);
       const why =
         missed.length > 0
           ? `writes meant for it were missed while it was out of service (RStore(s) ${missed.join(', ')}${luns.length > 0 ? `, data of LUN(s) ${luns.join(', ')}` : ''}): those blocks on it hold older data`
@@ -72,7 +72,7 @@ export function decideReturns(
       );
     }
     applyMetadataOp(metadata, { kind: 'drive-return', driveIndex });
-    returning.push({ driveIndex, lossyRstoreIds: clean ? [] : missed });
+    returning.push({ driveIndex, lossyRStoreIds: clean ? [] : missed });
   }
   return returning;
 }

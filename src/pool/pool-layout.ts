@@ -38,13 +38,13 @@ export function planLayout(
 ): DriveLayout {
   const totalBytes = driveSizesBytes.reduce((a, b) => a + b, 0);
   const maxUnits = Math.ceil(totalBytes / allocationUnitBytes);
-  const maxRstores = Math.ceil(totalBytes / psegSizeBytes);
+  const maxRStores = Math.ceil(totalBytes / psegSizeBytes);
   // Per unit: a 12-byte map entry plus room; per RStore: its RSD in JSON; per snapshot record
   // (about 300 bytes of JSON) room for a quarter as many snapshots as units, 64 to 4096.
   const checkpointSlotBytes = alignUp(
     256 * KiB +
       maxUnits * 16 +
-      maxRstores * 160 +
+      maxRStores * 160 +
       snapshotRecordRoom(maxUnits) * snapshotRecordBytes,
     64 * KiB,
   );

@@ -20,7 +20,7 @@ import {
   type RaidLevel,
 } from '../meta/pool-metadata.js';
 import { DriveHealth } from '../raid/drive-health.js';
-import { decideReturns, lunsOnRstores, type DriveReturn } from './drive-return.js';
+import { decideReturns, lunsOnRStores, type DriveReturn } from './drive-return.js';
 import { DegradedRowLog, type RowLogCounters, type RowLogEntry } from '../raid/row-log.js';
 import { WriteIntent } from '../raid/write-intent.js';
 import type { LmapEntry } from '../meta/lmap.js';
@@ -240,7 +240,7 @@ export class Pool implements MapSpace {
       luns: new Map(),
       snapshots: new Map(),
       nextLunId: 1,
-      nextRstoreId: 1,
+      nextRStoreId: 1,
       nextSnapshotId: 1,
       cleanShutdown: true,
     };
@@ -427,7 +427,7 @@ export class Pool implements MapSpace {
 
   /** EIO naming what is lost when some RStore has more members out of service than its RAID level covers. */
   refuseIfDataLost(): void {
-    const lost = this.lostRstores();
+    const lost = this.lostRStores();
     // RAID-0 has no redundancy at all: a drive out means part of the address space is gone, and no
     // new RStore could be made either, so the pool is refused even before any data lies there.
     // Likewise a redundancy set with more drives out than its level covers.
@@ -476,14 +476,14 @@ export class Pool implements MapSpace {
   }
 
   /** RStores with more members out of service than their redundancy covers. */
-  lostRstores(): RStore[] {
+  lostRStores(): RStore[] {
     return [...this.metadata.rstores.values()]
       .map((record) => this.rstore(record.id))
       .filter((rstore) => rstore.lost);
   }
 
   /** RStores running without a member (failed or being rebuilt). */
-  degradedRstores(): RStore[] {
+  degradedRStores(): RStore[] {
     return [...this.metadata.rstores.values()]
       .map((record) => this.rstore(record.id))
       .filter((rstore) =>
@@ -495,7 +495,7 @@ export class Pool implements MapSpace {
 
   /** Names of the user LUNs (and LUN@snapshots' owners) with data in these RStores. */
   lunsOn(rstoreIds: number[]): string[] {
-    return lunsOnRstores(this.metadata, rstoreIds);
+    return lunsOnRStores(this.metadata, rstoreIds);
   }
 
   /**
@@ -505,24 +505,24 @@ export class Pool implements MapSpace {
    * write was missed) instead of failing their checksum.
    */
   private async takeBack(returning: DriveReturn[]): Promise<void> {
-    for (const { driveIndex, lossyRstoreIds } of returning) {
+    for (const { driveIndex, lossyRStoreIds } of returning) {
       this.queue({ kind: 'drive-return', driveIndex });
       const drive = this.geometry[driveIndex]!.drive;
-      for (const rstoreId of lossyRstoreIds) {
+      for (const rstoreId of lossyRStoreIds) {
         const rstore = this.rstore(rstoreId);
         const memberIndex = rstore.memberIndexOn(driveIndex);
         if (memberIndex !== undefined && drive instanceof ChecksumDrive)
           await drive.recompute(this.memberPhysicalOffset(rstore, memberIndex), rstore.memberBytes);
       }
-      if (lossyRstoreIds.length > 0) {
+      if (lossyRStoreIds.length > 0) {
         this.options.log.error(
           {
             driveIndex,
             drive: this.drives[driveIndex]!.path,
-            rstores: lossyRstoreIds,
-            luns: this.lunsOn(lossyRstoreIds),
+            rstores: lossyRStoreIds,
+            luns: this.lunsOn(lossyRStoreIds),
           },
-          `drive ${driveIndex} taken back into service with --force-degraded: writes it missed are lost; LUNs affected: ${this.lunsOn(lossyRstoreIds).join(', ') || 'none'}`,
+          `drive ${driveIndex} taken back into service with --force-degraded: writes it missed are lost; LUNs affected: ${this.lunsOn(lossyRStoreIds).join(', ') || 'none'}`,
         );
       } else {
         this.options.log.warn(
@@ -563,7 +563,7 @@ export class Pool implements MapSpace {
    * the next commit, so a drive that comes back is not taken as holding current data there.
    */
   private recordMissedWrite(driveIndex: number, rstoreId: number): void {
-    if (this.metadata.drives[driveIndex]!.missedWriteRstores?.includes(rstoreId)) return;
+    if (this.metadata.drives[driveIndex]!.missedWriteRStores?.includes(rstoreId)) return;
     const op: MetadataOp = { kind: 'drive-missed-writes', driveIndex, rstoreIds: [rstoreId] };
     applyMetadataOp(this.metadata, op);
     if (this.options.readOnly) return;
@@ -665,15 +665,15 @@ export class Pool implements MapSpace {
     }
     // A free RSEG of an RStore that lost members beyond its redundancy cannot hold data: refuse
     // the write now (EIO) rather than take it into the cache and fail it at destage.
-    if (!allocation.createdRstore && this.rstore(allocation.rstoreId).lost) {
+    if (!allocation.createdRStore && this.rstore(allocation.rstoreId).lost) {
       this.allocator.release([allocation]);
       throw new LunfsError(
         'EIO',
         `RStore ${allocation.rstoreId} has lost drive(s) ${this.failedDriveNames()} beyond its redundancy: no new data can be placed there`,
       );
     }
-    if (allocation.createdRstore) {
-      const record = allocation.createdRstore;
+    if (allocation.createdRStore) {
+      const record = allocation.createdRStore;
       this.queue({
         kind: 'rstore-create',
         rstore: { ...record, members: record.members.map((member) => ({ ...member })) },
@@ -759,7 +759,7 @@ export class Pool implements MapSpace {
     results.forEach((result, position) => {
       if (result.status === 'rejected') this.health.fail(indexes[position]!, result.reason);
     });
-    if (results.some((result) => result.status === 'rejected') && this.lostRstores().length > 0) {
+    if (results.some((result) => result.status === 'rejected') && this.lostRStores().length > 0) {
       const reason = (
         results.find((result) => result.status === 'rejected') as PromiseRejectedResult
       ).reason as Error;
@@ -880,7 +880,7 @@ export class Pool implements MapSpace {
       throw new LunfsError('EBUSY', `drive ${driveIndex} is being rebuilt already`);
     if (this.metadata.config.raidLevel === 0)
       throw new LunfsError('EINVAL', 'a RAID-0 pool has no redundancy to rebuild a drive from');
-    const lost = this.lostRstores();
+    const lost = this.lostRStores();
     if (lost.length > 0)
       throw new LunfsError(
         'EIO',

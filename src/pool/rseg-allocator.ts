@@ -24,7 +24,7 @@ export interface RsegAllocation {
   /** True when the RSEG was never written since its PSEGs were zero: no need to zero it. */
   fresh: boolean;
   /** Set when the allocation made a new RStore: its record must be committed with the mapping. */
-  createdRstore?: RStoreRecord;
+  createdRStore?: RStoreRecord;
 }
 
 export class RsegAllocator {
@@ -53,13 +53,13 @@ export class RsegAllocator {
       assert(index >= 0, `RStore ${rstoreId} listed with free RSEGs but has none`);
       return this.take(rstoreId, index);
     }
-    const created = this.createRstore();
+    const created = this.createRStore();
     if (!created)
       throw new LunfsError(
         'ENOSPC',
         'the pool is full: no free RSEG and too few free PSEGs for a new RStore',
       );
-    return { ...this.take(created.id, 0), createdRstore: created };
+    return { ...this.take(created.id, 0), createdRStore: created };
   }
 
   /** Returns RSEGs to the free set (call only once the unmapping is committed). */
@@ -118,7 +118,7 @@ export class RsegAllocator {
     this.rstoresWithFree.add(rstore.id);
   }
 
-  private createRstore(): RStoreRecord | undefined {
+  private createRStore(): RStoreRecord | undefined {
     const { raidLevel, psegSizeBytes, allocationUnitBytes } = this.metadata.config;
     for (const rss of this.metadata.rss) {
       const members = this.psegs.choose(raidLevel, rss);
@@ -130,7 +130,7 @@ export class RsegAllocator {
       const partial = { raidLevel, members } as RStoreRecord;
       const rsegCount = rstoreDataBytes(partial, psegSizeBytes) / allocationUnitBytes;
       const rstore: RStoreRecord = {
-        id: this.metadata.nextRstoreId,
+        id: this.metadata.nextRStoreId,
         rssId: rss.id,
         raidLevel,
         members,
@@ -141,7 +141,7 @@ export class RsegAllocator {
         ...(raidLevel === 5 && !zeroed ? { parityUnset: true } : {}),
       };
       this.metadata.rstores.set(rstore.id, rstore);
-      this.metadata.nextRstoreId += 1;
+      this.metadata.nextRStoreId += 1;
       this.track(rstore);
       return rstore;
     }

@@ -19,7 +19,7 @@ type IntentState = 'clean' | 'marking' | 'dirty' | 'clearing';
 /** After this long without a write, a dirty RStore is marked clean at the next commit (md's default bitmap delay is 5 s). */
 export const intentCleanAfterMs = 5000;
 
-interface RstoreIntent {
+interface RStoreIntent {
   state: IntentState;
   inFlight: number;
   lastWriteMs: number;
@@ -28,7 +28,7 @@ interface RstoreIntent {
 }
 
 export class WriteIntent {
-  private readonly intents = new Map<number, RstoreIntent>();
+  private readonly intents = new Map<number, RStoreIntent>();
 
   constructor(
     dirtyAtOpen: Iterable<number>,
@@ -98,7 +98,7 @@ export class WriteIntent {
     return count;
   }
 
-  private async markDirty(rstoreId: number, intent: RstoreIntent): Promise<void> {
+  private async markDirty(rstoreId: number, intent: RStoreIntent): Promise<void> {
     for (;;) {
       if (intent.state === 'dirty') break;
       if (intent.state === 'marking' || intent.state === 'clearing') {
@@ -124,7 +124,7 @@ export class WriteIntent {
     intent.inFlight += 1;
   }
 
-  private intentOf(rstoreId: number): RstoreIntent {
+  private intentOf(rstoreId: number): RStoreIntent {
     let intent = this.intents.get(rstoreId);
     if (!intent)
       this.intents.set(rstoreId, (intent = { state: 'clean', inFlight: 0, lastWriteMs: 0 }));

@@ -172,8 +172,8 @@ export class SnapshotSet {
       sizeBytes: this.lun.sizeBytes,
       reservedBytes,
       state: 'valid',
-      predecessorKind: 'lun',
-      predecessorId: this.lun.id,
+      sourceKind: 'lun',
+      sourceId: this.lun.id,
     };
   }
 

@@ -4,7 +4,7 @@
 import { isMissingDrive } from '../drive/missing-drive.js';
 import { labelCountOf } from '../meta/drive-header.js';
 import { kernelImplementation } from '../native/native-kernels.js';
-import type { SnapshotRecord } from '../meta/pool-metadata.js';
+import { sharingChainOf, type SnapshotRecord } from '../meta/pool-metadata.js';
 import { SnapshotSet } from '../snapshot/snapshot-set.js';
 import { LunfsError } from '../util/errors.js';
 import type { Clock } from '../util/clock.js';
@@ -33,8 +33,15 @@ export interface SnapshotStatus {
   reserved: boolean;
   reservedBytes: number;
   epoch: number;
-  /** The volume it was taken of, in the sharing tree (seed 004): 'lun:NAME'. */
-  predecessor: string;
+  /** The volume it was taken of: 'lun:NAME'. */
+  source: string;
+  /**
+   * Seed 004's sharing chain (a snapshot is the predecessor of the volume it was taken of):
+   * predecessor, the next older snapshot of the same source (LUN@NAME) or null for the oldest;
+   * successor, the next newer one, or the source ('lun:NAME') for the newest.
+   */
+  predecessor: string | null;
+  successor: string;
   open: number;
 }
 
@@ -96,7 +103,11 @@ export interface StatusJson {
     holdsMetadataCopy: boolean;
     metadataCopy?: string;
   }>;
-  /** successors: the LUN's snapshots (LUN@NAME), oldest first: its children in the sharing tree. atRisk: see pool.atRiskLuns. */
+  /**
+   * snapshotNames: the LUN's snapshots (LUN@NAME), oldest first. predecessor: the newest of them
+   * (seed 004: a snapshot is the predecessor of the volume it was taken of), null when it has
+   * none. atRisk: see pool.atRiskLuns.
+   */
   luns: Array<{
     name: string;
     sizeBytes: number;
@@ -104,7 +115,8 @@ export interface StatusJson {
     createdAt: string;
     open: number;
     snapshots: number;
-    successors: string[];
+    snapshotNames: string[];
+    predecessor: string | null;
     atRisk: boolean;
     lost: boolean;
   }>;
@@ -113,7 +125,7 @@ export interface StatusJson {
   /** Rebuilds and scrubs of this mount, with their progress. */
   jobs: JobStatus[];
   /** RStores whose write-intent record is set (written since they were last known consistent). */
-  writeIntent: { dirtyRstores: number };
+  writeIntent: { dirtyRStores: number };
   snapshots: SnapshotStatus[];
   /** writtenThroughBytes: whole-page writes sent straight to memory drives since the mount. */
   cache: {
@@ -343,8 +355,24 @@ export class Controller {
       reserved: record.reservedBytes > 0,
       reservedBytes: record.reservedBytes,
       epoch: record.epoch,
-      predecessor: `lun:${set.lun.name}`,
+      ...this.chainNeighbours(set, record),
       open: this.openCounts.get(fullName) ?? 0,
+    };
+  }
+
+  private chainNeighbours(
+    set: SnapshotSet,
+    record: SnapshotRecord,
+  ): { source: string; predecessor: string | null; successor: string } {
+    const chain = set.all();
+    const position = chain.findIndex((snapshot) => snapshot.id === record.id);
+    const older = chain[position - 1];
+    const newer = chain[position + 1];
+    const source = `lun:${set.lun.name}`;
+    return {
+      source,
+      predecessor: older ? `${set.lun.name}@${older.name}` : null,
+      successor: newer ? `${set.lun.name}@${newer.name}` : source,
     };
   }
 
@@ -396,18 +424,18 @@ export class Controller {
       const allocatedBytes = stack
         ? stack.thin.allocatedBytes
         : lun.map.mappedCount * metadata.config.allocationUnitBytes;
-      const successors = [...metadata.snapshots.values()]
-        .filter((snapshot) => snapshot.predecessorId === lun.id)
-        .sort((a, b) => a.epoch - b.epoch)
-        .map((snapshot) => `${lun.name}@${snapshot.name}`);
+      const snapshotNames = sharingChainOf(metadata, lun.id).map(
+        (snapshot) => `${lun.name}@${snapshot.name}`,
+      );
       return {
         name: lun.name,
         sizeBytes: lun.sizeBytes,
         allocatedBytes,
         createdAt: new Date(lun.createdAtMs).toISOString(),
         open: this.openCounts.get(lun.name) ?? 0,
-        snapshots: successors.length,
-        successors,
+        snapshots: snapshotNames.length,
+        snapshotNames,
+        predecessor: snapshotNames.at(-1) ?? null,
         atRisk: names(atRisk, lun.name),
         lost: names(lost, lun.name),
       };
@@ -459,8 +487,8 @@ export class Controller {
                 ...(drive.failedAtMs ? { failedAt: new Date(drive.failedAtMs).toISOString() } : {}),
               }
             : {}),
-          ...(drive.missedWriteRstores?.length
-            ? { missedWriteLuns: pool.lunsOn(drive.missedWriteRstores) }
+          ...(drive.missedWriteRStores?.length
+            ? { missedWriteLuns: pool.lunsOn(drive.missedWriteRStores) }
             : {}),
           io: isMissingDrive(opened)
             ? ('missing' as const)
@@ -487,7 +515,7 @@ export class Controller {
       },
       integrity: { ...pool.health.integrity },
       jobs: this.drives.jobs.list(),
-      writeIntent: { dirtyRstores: pool.intent.dirtyCount },
+      writeIntent: { dirtyRStores: pool.intent.dirtyCount },
       metadata: { journalFillRatio: Number(pool.metadataJournalFillRatio.toFixed(4)) },
       kernels: kernelImplementation,
       warnings: this.settings.warnings?.(pool.drives.map((drive) => drive.path)) ?? [],

@@ -224,7 +224,7 @@ export class DriveService {
 
   /** Pool state for status: failed (data lost), rebuilding, degraded (a drive out), or online. */
   poolState(): 'online' | 'degraded' | 'rebuilding' | 'failed' {
-    if (this.pool.lostRstores().length > 0 || this.pool.setBeyondRedundancy()) return 'failed';
+    if (this.pool.lostRStores().length > 0 || this.pool.setBeyondRedundancy()) return 'failed';
     const states = this.pool.metadata.drives.map((_, index) => this.pool.health.state(index));
     if (states.includes('failed')) return 'degraded';
     if (states.includes('rebuilding')) return 'rebuilding';
@@ -235,13 +235,13 @@ export class DriveService {
   lunsAtRisk(): string[] {
     const lost = new Set(this.lunsLost());
     return this.pool
-      .lunsOn(this.pool.degradedRstores().map((rstore) => rstore.record.id))
+      .lunsOn(this.pool.degradedRStores().map((rstore) => rstore.record.id))
       .filter((name) => !lost.has(name));
   }
 
   /** LUNs with data on an RStore that lost more members than its redundancy covers: that data is gone (reads fail with EIO). */
   lunsLost(): string[] {
-    return this.pool.lunsOn(this.pool.lostRstores().map((rstore) => rstore.record.id));
+    return this.pool.lunsOn(this.pool.lostRStores().map((rstore) => rstore.record.id));
   }
 
   async close(): Promise<void> {

@@ -21,7 +21,7 @@ const psegAreaOffsetBytes = 64 * KiB + 4096; // not a multiple of the stripe uni
 const psegsPerDrive = 3;
 const driveSizeBytes = psegAreaOffsetBytes + psegsPerDrive * psegSizeBytes;
 
-async function makeRstoreSubject(
+async function makeRStoreSubject(
   raidLevel: RaidLevel,
   stripeUnitBytes: number,
   raid5Members = 3,
@@ -156,7 +156,7 @@ async function makeRstoreSubject(
 for (const stripeUnitBytes of [4 * KiB, 16 * KiB, 64 * KiB]) {
   describeBlockDeviceConformance(
     `RStore RAID-0, 3 members, stripe unit ${stripeUnitBytes / KiB} KiB`,
-    () => makeRstoreSubject(0, stripeUnitBytes),
+    () => makeRStoreSubject(0, stripeUnitBytes),
     {
       readsZerosWhenUnwritten: false,
       boundariesBytes: [stripeUnitBytes, 3 * stripeUnitBytes, psegSizeBytes],
@@ -172,7 +172,7 @@ for (const [memberCount, stripeUnitBytes] of [
 ] as const) {
   describeBlockDeviceConformance(
     `RStore RAID-5, ${memberCount} members, stripe unit ${stripeUnitBytes / KiB} KiB`,
-    () => makeRstoreSubject(5, stripeUnitBytes, memberCount),
+    () => makeRStoreSubject(5, stripeUnitBytes, memberCount),
     {
       readsZerosWhenUnwritten: false,
       boundariesBytes: [stripeUnitBytes, (memberCount - 1) * stripeUnitBytes, psegSizeBytes],
@@ -222,7 +222,7 @@ describe('RStore RAID-5 with a failed member', () => {
   });
 });
 
-describeBlockDeviceConformance('RStore RAID-1, 2 members', () => makeRstoreSubject(1, 16 * KiB), {
+describeBlockDeviceConformance('RStore RAID-1, 2 members', () => makeRStoreSubject(1, 16 * KiB), {
   readsZerosWhenUnwritten: false,
   boundariesBytes: [16 * KiB, 64 * KiB],
   survivesPowerCut: true,

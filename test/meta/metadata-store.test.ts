@@ -75,7 +75,7 @@ function emptyMetadata(poolUuid = 'aaaaaaaa-bbbb-4ccc-8ddd-eeeeeeeeeeee'): PoolM
     luns: new Map(),
     snapshots: new Map(),
     nextLunId: 1,
-    nextRstoreId: 1,
+    nextRStoreId: 1,
     nextSnapshotId: 1,
     cleanShutdown: true,
   };

@@ -140,14 +140,14 @@ export function describeLocation(pool: Pool, lunName: string, offsetBytes: numbe
   const entry = pool.lunByName(lunName).map.get(Math.floor(offsetBytes / allocationUnitBytes));
   if (!entry) return 'unmapped';
   const record = pool.metadata.rstores.get(entry.rstoreId)!;
-  const inRstore = entry.rsegIndex * allocationUnitBytes + (offsetBytes % allocationUnitBytes);
+  const inRStore = entry.rsegIndex * allocationUnitBytes + (offsetBytes % allocationUnitBytes);
   const drives = record.members
     .map((member) => `${member.driveIndex}:${pool.health.state(member.driveIndex)}`)
     .join(' ');
   if (record.raidLevel !== 5)
-    return `RStore ${record.id} (RAID-${record.raidLevel}) offset ${inRstore}, members on drives ${drives}`;
+    return `RStore ${record.id} (RAID-${record.raidLevel}) offset ${inRStore}, members on drives ${drives}`;
   const count = record.members.length;
-  const unit = Math.floor(inRstore / stripeUnitBytes);
+  const unit = Math.floor(inRStore / stripeUnitBytes);
   const row = Math.floor(unit / (count - 1));
   const parity = count - 1 - (row % count);
   const member = (parity + 1 + (unit % (count - 1))) % count;
@@ -424,8 +424,8 @@ export class DriveFaults {
       `${when}: integrity.unrepairable is ${pool.health.integrity.unrepairable} with at most one fault at a time`,
     );
     this.host.check(
-      pool.lostRstores().length === 0,
-      `${when}: ${pool.lostRstores().length} RStores lost with at most one drive out`,
+      pool.lostRStores().length === 0,
+      `${when}: ${pool.lostRStores().length} RStores lost with at most one drive out`,
     );
   }
 

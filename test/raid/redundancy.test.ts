@@ -300,7 +300,7 @@ describe('RAID-0: a failed drive that comes back (issue 17)', () => {
       pool.health.fail(1, new Error('drive file moved away'), { absent: true });
       await controller.stack('db').cache.write(0, patternBytes(64 * KiB, 99));
       await expect(controller.flushAll()).rejects.toThrow(/out of service/);
-      expect(pool.metadata.drives[1]!.missedWriteRstores!.length).toBeGreaterThan(0);
+      expect(pool.metadata.drives[1]!.missedWriteRStores!.length).toBeGreaterThan(0);
     });
     const refused = await Pool.open(drives, { clock, log: silentLogger() }).then(
       () => 'opened',
@@ -499,10 +499,10 @@ describe('write intent (RAID-5 write hole)', () => {
     const controller = controllerFor(memory.pool, clock);
     await controller.createLun('db', lunBytes);
     await writeLun(controller, 9);
-    expect(controller.status().writeIntent.dirtyRstores).toBeGreaterThan(0);
+    expect(controller.status().writeIntent.dirtyRStores).toBeGreaterThan(0);
     clock.advance(6000);
     await memory.pool.commit();
-    expect(controller.status().writeIntent.dirtyRstores).toBe(0);
+    expect(controller.status().writeIntent.dirtyRStores).toBe(0);
     expect([...memory.pool.metadata.rstores.values()].some((record) => record.dirty)).toBe(false);
     // One more write dirties exactly the RStore it lands in.
     await controller.stack('db').thin.write(0, patternBytes(4096, 10));

@@ -134,6 +134,6 @@ export function describeMetadata(metadata: PoolMetadata): unknown {
         };
       }),
     nextLunId: metadata.nextLunId,
-    nextRstoreId: metadata.nextRstoreId,
+    nextRStoreId: metadata.nextRStoreId,
   };
 }

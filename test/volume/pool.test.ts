@@ -405,10 +405,10 @@ describe('allocation', () => {
     let breaks = 0;
     for (let index = 1; index < entries.length; index += 1) {
       const [rstoreId, rsegIndex] = entries[index]!;
-      const [previousRstore, previousRseg] = entries[index - 1]!;
-      if (rstoreId === previousRstore && rsegIndex === previousRseg + 1) continue;
+      const [previousRStore, previousRseg] = entries[index - 1]!;
+      if (rstoreId === previousRStore && rsegIndex === previousRseg + 1) continue;
       breaks += 1;
-      expect(previousRseg, `unit ${index} left RStore ${previousRstore} before it was full`).toBe(
+      expect(previousRseg, `unit ${index} left RStore ${previousRStore} before it was full`).toBe(
         11,
       );
     }
