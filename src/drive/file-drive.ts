@@ -12,9 +12,14 @@
 // open, so one drive belongs to one open pool at a time (another process, or a second open of the
 // same file in this process, finds it busy and is refused with EBUSY before it reads or writes a
 // byte). The kernel drops the lock when the descriptor is closed or the process dies. Without the
-// native addon there is no lock; a warning says so once.
+// native addon there is no lock; a warning says so once. A block device is also opened with
+// O_EXCL, Linux's exclusive claim: the kernel refuses it (EBUSY) while the device is mounted or
+// claimed by md, device-mapper, swap or another exclusive opener, which a flock cannot see. A
+// regular file that backs a loop device is refused (EBUSY) for the same reason: whatever uses the
+// loop device (a mounted file system, another pool) writes the file without taking its flock.
 
 import {
+  constants,
   read as readCallback,
   write as writeCallback,
   fdatasync as fdatasyncCallback,
@@ -23,7 +28,7 @@ import {
   fdatasyncSync,
   statfsSync,
 } from 'node:fs';
-import { open, stat, readFile, type FileHandle } from 'node:fs/promises';
+import { open, readdir, readFile, realpath, stat, type FileHandle } from 'node:fs/promises';
 import { basename } from 'node:path';
 import { checkRange } from '../block/block-device.js';
 import { decodeDriveHeader, driveHeaderBytes } from '../meta/drive-header.js';
@@ -56,14 +61,16 @@ export class FileDrive implements Drive {
   static async open(path: string, ioMode: DriveIoMode = 'auto'): Promise<FileDrive> {
     let handle: FileHandle;
     try {
-      handle = await open(path, 'r+');
+      handle = await open(path, await openFlags(path));
     } catch (error) {
       const code = (error as NodeJS.ErrnoException).code;
       if (code === 'ENOENT')
         throw new LunfsError('ENOENT', `drive ${path} does not exist`, { cause: error });
+      if (code === 'EBUSY') throw await claimedDeviceError(path, error);
       throw driveError('open', path, error);
     }
     try {
+      await refuseLoopBacking(path, handle);
       await takeOwnership(path, handle);
       const sizeBytes = await sizeOf(path, handle);
       return new FileDrive(path, handle, sizeBytes, await chooseInline(path, handle, ioMode));
@@ -198,6 +205,85 @@ export class FileDrive implements Drive {
 let warnedNoLock = false;
 
 /**
+ * Read-write; for a block device also O_EXCL (an exclusive claim, see the file's head), so a
+ * mounted device, or one md or device-mapper holds, is refused instead of overwritten.
+ */
+async function openFlags(path: string): Promise<number> {
+  let blockDevice = false;
+  try {
+    blockDevice = (await stat(path)).isBlockDevice();
+  } catch {
+    blockDevice = false; // the open that follows reports why
+  }
+  return constants.O_RDWR | (blockDevice ? constants.O_EXCL : 0);
+}
+
+/**
+ * Throws EBUSY when the open regular file backs a loop device. Matched by path: sysfs names the
+ * backing file by its canonical path, which realpath gives for ours. The backing paths are never
+ * stat'ed: one may lie under a FUSE mount (a LUN of this very process), and waiting on it could
+ * deadlock.
+ */
+async function refuseLoopBacking(path: string, handle: FileHandle): Promise<void> {
+  if (!(await handle.stat()).isFile()) return;
+  let names: string[];
+  let ours: string;
+  try {
+    names = (await readdir('/sys/block')).filter((name) => name.startsWith('loop'));
+    ours = await realpath(path);
+  } catch {
+    return; // no sysfs (not Linux): no loop devices to find
+  }
+  for (const name of names) {
+    let backing: string;
+    try {
+      backing = (await readFile(`/sys/block/${name}/loop/backing_file`, 'utf8')).trimEnd();
+    } catch {
+      continue; // not attached
+    }
+    if (backing !== ours) continue; // a deleted backing file reads "PATH (deleted)": not ours either
+    throw new LunfsError(
+      'EBUSY',
+      `drive ${path} is in use: it backs the loop device /dev/${name} (losetup -d /dev/${name} first)`,
+    );
+  }
+}
+
+/** EBUSY for a block device the kernel would not let us claim, naming its pool when it has a label. */
+async function claimedDeviceError(path: string, cause: unknown): Promise<LunfsError> {
+  const pool = await labelPool(path);
+  if (pool !== undefined)
+    return new LunfsError(
+      'EBUSY',
+      `drive ${path} belongs to pool ${pool} and is in use by another process`,
+      {
+        cause,
+      },
+    );
+  return new LunfsError(
+    'EBUSY',
+    `drive ${path} is in use: the device is mounted, or held by md, device-mapper, swap or another process`,
+    { cause },
+  );
+}
+
+/** The pool uuid in the drive's head label, when one can be read (for messages only). */
+async function labelPool(path: string, opened?: FileHandle): Promise<string | undefined> {
+  let handle = opened;
+  try {
+    handle ??= await open(path, 'r'); // a shared open: an exclusive holder does not refuse it
+    const header = Buffer.alloc(driveHeaderBytes);
+    await handle.read(header, 0, header.length, 0);
+    const decoded = decodeDriveHeader(header);
+    return decoded.ok ? decoded.header.poolUuid : undefined;
+  } catch {
+    return undefined; // unreadable: the message names the path alone
+  } finally {
+    if (opened === undefined) await handle?.close();
+  }
+}
+
+/**
  * Takes the exclusive flock of the drive's open file, or throws EBUSY naming the drive and, when
  * its header can be read, the pool it belongs to. Without the addon: no lock, one warning.
  */
@@ -213,15 +299,7 @@ async function takeOwnership(path: string, handle: FileHandle): Promise<void> {
     }
     return;
   }
-  let pool: string | undefined;
-  try {
-    const header = Buffer.alloc(driveHeaderBytes);
-    await handle.read(header, 0, header.length, 0);
-    const decoded = decodeDriveHeader(header);
-    pool = decoded.ok ? decoded.header.poolUuid : undefined;
-  } catch {
-    pool = undefined; // unreadable: the message names the path alone
-  }
+  const pool = await labelPool(path, handle);
   throw new LunfsError(
     'EBUSY',
     `drive ${path}${pool ? ` belongs to pool ${pool} and` : ''} is in use by another process`,

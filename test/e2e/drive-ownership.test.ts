@@ -11,11 +11,15 @@
 //   3. RAID-0: a drive file moved away while mounted and put back is usable again at the next
 //      mount; where a write was missed on it, the mount is refused naming the LUNs, and
 //      --force-degraded takes the drive back accepting the loss, reported by status;
+//   2b. a block device the kernel holds (a loop device with a mounted ext4, no lunfs label), and
+//      the file behind that loop device, are refused by `drive replace` (even with --force) and
+//      `pool create --drive` (EBUSY), and the ext4 stays clean (fsck.ext4 -fn);
 //   4. RAID-0 with a drive gone while mounted: a write that needs new space fails with EIO (not
 //      ENOSPC), and status says the pool failed and names the LUNs whose data is lost.
 
 import { randomBytes } from 'node:crypto';
-import { open, readFile, rename, rm, symlink, writeFile } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { open, readFile, rename, rm, symlink, truncate, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import type { StatusJson } from '../../src/volume/controller.js';
@@ -25,6 +29,7 @@ import {
   lunfs,
   lunfsOk,
   mountEntriesAt,
+  runOk,
   sha256,
   sha256File,
   sleep,
@@ -318,6 +323,67 @@ describe('drive replace refuses targets it must not overwrite', () => {
     expect((await statusJson(other)).pool.state).toBe('online');
     expect(JSON.parse(await readFile(join(pool, 'pool.json'), 'utf8')).drives[1]).toBe(moved);
   }, 180_000); // about 20 CLI runs and three mounts: 47 s seen at load average 11
+});
+
+describe('a device or file the kernel uses is never taken as a drive', () => {
+  it('a loop device with a mounted ext4, and its backing file: drive replace (also --force) and pool create --drive are EBUSY; the ext4 stays clean', async () => {
+    const box = sandbox();
+    const pool = await smallPool(box, 'p', 1);
+    const mountpoint = box.path('mnt-p');
+    const server = await box.mount(pool, mountpoint);
+    await rename(driveFile(pool, 1), box.path('p-drive-1.old'));
+    await waitForStatus(pool, 'drive 1 failed', (status) => status.drives[1]!.state === 'failed');
+
+    // Neither carries a lunfs label, and no lunfs process holds them: only the kernel knows they
+    // are in use. Before the fix, both commands wrote labels and metadata over the mounted ext4.
+    const backing = box.path('ext4.img');
+    await writeFile(backing, '');
+    await truncate(backing, 64 * MiB);
+    const loop = await box.attachLoop(backing);
+    await box.mkfsExt4(loop);
+    const ext4 = box.path('ext4');
+    await box.mountExt4(loop, ext4);
+    const marker = randomBytes(64 * 1024);
+    await writeFile(join(ext4, 'marker'), marker);
+    await runOk('sync', []);
+    // The device, and the file under it (a flock on the file does not see the loop device's writes).
+    const refusals: Array<[string, RegExp]> = [
+      [loop.device, new RegExp(`drive ${loop.device} is in use: the device is mounted`)],
+      [backing, new RegExp(`drive ${backing} is in use: it backs the loop device ${loop.device} `)],
+    ];
+    const plain = box.path('plain.img');
+    await writeFile(plain, '');
+    await truncate(plain, 64 * MiB);
+    for (const [target, inUse] of refusals) {
+      for (const extra of [[], ['--force']]) {
+        const replaced = await lunfs('drive', 'replace', pool, '1', target, ...extra);
+        expect(replaced.code, describeRun(replaced)).toBe(1);
+        expect(replaced.stderr, describeRun(replaced)).toMatch(inUse);
+      }
+      const created = await lunfs(
+        'pool',
+        'create',
+        box.path('q'),
+        '--raid',
+        '1',
+        '--drive',
+        target,
+        '--drive',
+        plain,
+      );
+      expect(created.code, describeRun(created)).toBe(1);
+      expect(created.stderr, describeRun(created)).toMatch(inUse);
+    }
+    expect((await statusJson(pool)).drives[1]!.state).toBe('failed');
+    expect(existsSync(join(box.path('q'), 'pool.json'))).toBe(false);
+
+    expect(sha256(await readFile(join(ext4, 'marker')))).toBe(sha256(marker));
+    await box.umount(ext4);
+    const fsck = await box.fsckExt4(loop);
+    expect(fsck.code, describeRun(fsck)).toBe(0);
+    await box.detachLoop(loop);
+    await expectCleanStop(server);
+  }, 120_000);
 });
 
 describe('RAID-0: a drive that leaves while mounted', () => {
