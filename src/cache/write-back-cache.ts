@@ -29,6 +29,14 @@ import { LunfsError } from '../util/errors.js';
 import type { Clock } from '../util/clock.js';
 import type { Logger } from '../util/logger.js';
 import { PageBufferPool } from './page-buffer-pool.js';
+import {
+  CachePage,
+  holdsOlderEpoch,
+  sectorMask,
+  sectorRuns,
+  wholeSectorMask,
+  type CacheStats,
+} from './cache-page.js';
 import { blockBytes } from '../util/constants.js';
 
 /**
@@ -87,27 +95,6 @@ export interface WriteBackCacheOptions {
   writeThrough?: () => boolean;
 }
 
-class CachePage {
-  valid = 0;
-  dirty = 0;
-  inflight = 0;
-  /** Sequence number of the oldest write whose data is dirty (not yet sent below). */
-  dirtySinceSeq = Infinity;
-  /** Same, for the data a destage in flight is sending. */
-  inflightSinceSeq = Infinity;
-  dirtySinceMs = 0;
-  /** Snapshot epoch of the dirty data, and of the data a destage in flight is sending. */
-  dirtyEpoch = 0;
-  inflightEpoch = 0;
-  /** The buffer a destage in flight is sending from; a write to the page copies it first. */
-  destageBuffer: Buffer | undefined;
-
-  constructor(
-    readonly index: number,
-    public buffer: Buffer,
-  ) {}
-}
-
 export class WriteBackCache implements BlockDevice {
   private readonly sectorsPerPage: number;
   private readonly cleanPages: LRUCache<number, CachePage>;
@@ -126,7 +113,7 @@ export class WriteBackCache implements BlockDevice {
   /** Pages a cached write is preparing (reading partial sectors, waiting): no write-through there. */
   private readonly preparing = new Map<number, number>();
   private closed = false;
-  readonly stats = {
+  readonly stats: CacheStats = {
     readHits: 0,
     readMisses: 0,
     writes: 0,
@@ -895,44 +882,4 @@ export class WriteBackCache implements BlockDevice {
   private throwIfClosed(): void {
     assert(!this.closed, 'write to a closed cache');
   }
-}
-
-/** Whether the page holds data of an epoch below epoch: dirty, or being destaged. */
-function holdsOlderEpoch(page: CachePage, epoch: number): boolean {
-  return (
-    (page.dirty !== 0 && page.dirtyEpoch < epoch) ||
-    (page.inflight !== 0 && page.inflightEpoch < epoch)
-  );
-}
-
-/** Bits of the sectors that [inPage, inPage + length) touches. */
-function sectorMask(inPage: number, length: number): number {
-  const first = Math.floor(inPage / blockBytes);
-  const end = Math.ceil((inPage + length) / blockBytes);
-  const count = end - first;
-  return (count >= 32 ? 0xffffffff : ((1 << count) - 1) << first) >>> 0;
-}
-
-/** Bits of the sectors that lie wholly inside [inPage, inPage + length). */
-function wholeSectorMask(inPage: number, length: number): number {
-  const first = Math.ceil(inPage / blockBytes);
-  const end = Math.floor((inPage + length) / blockBytes);
-  if (end <= first) return 0;
-  return sectorMask(first * blockBytes, (end - first) * blockBytes);
-}
-
-/** [firstSector, sectorCount] for each run of set bits. */
-function sectorRuns(mask: number): Array<[number, number]> {
-  const runs: Array<[number, number]> = [];
-  let sector = 0;
-  while (sector < 32) {
-    if (((mask >>> sector) & 1) === 0) {
-      sector += 1;
-      continue;
-    }
-    const start = sector;
-    while (sector < 32 && ((mask >>> sector) & 1) === 1) sector += 1;
-    runs.push([start, sector - start]);
-  }
-  return runs;
 }
