@@ -22,13 +22,13 @@
 //   there). A sector cut short by the end is valid as a whole, so when the device grows (a LUN
 //   resize) its tail is data at once: read from the cache, and destaged with the sector.
 
-import { LRUCache } from 'lru-cache';
 import { checkRange, forEachPiece, type BlockDevice } from '../block/block-device.js';
 import { assert } from '../util/assert.js';
 import { LunfsError } from '../util/errors.js';
 import type { Clock } from '../util/clock.js';
 import type { Logger } from '../util/logger.js';
-import { PageBufferPool } from './page-buffer-pool.js';
+import type { CacheBudget } from './cache-budget.js';
+import { PageTable } from './page-table.js';
 import {
   CachePage,
   holdsOlderEpoch,
@@ -38,40 +38,6 @@ import {
   type CacheStats,
 } from './cache-page.js';
 import { blockBytes } from '../util/constants.js';
-
-/**
- * The byte budget that the caches of all LUNs of a pool share: clean pages of any of them are
- * evicted to keep the total within capacityBytes, and writers wait on the total dirty bytes.
- */
-export class CacheBudget {
-  readonly caches = new Set<WriteBackCache>();
-  readonly pageBuffers: PageBufferPool;
-
-  constructor(
-    readonly capacityBytes: number,
-    pageBytes: number,
-  ) {
-    this.pageBuffers = new PageBufferPool(pageBytes);
-  }
-
-  cachedBytes(): number {
-    let bytes = 0;
-    for (const cache of this.caches) bytes += cache.cachedBytes;
-    return bytes;
-  }
-
-  dirtyBytes(): number {
-    let bytes = 0;
-    for (const cache of this.caches) bytes += cache.dirtyBytes;
-    return bytes;
-  }
-
-  /** Evicts one clean page of a cache other than the caller's; false when none has one. */
-  evictFromOthers(caller: WriteBackCache): boolean {
-    for (const cache of this.caches) if (cache !== caller && cache.evictOneCleanPage()) return true;
-    return false;
-  }
-}
 
 export interface WriteBackCacheOptions {
   /** Shared by every LUN cache of a pool. */
@@ -97,8 +63,7 @@ export interface WriteBackCacheOptions {
 
 export class WriteBackCache implements BlockDevice {
   private readonly sectorsPerPage: number;
-  private readonly cleanPages: LRUCache<number, CachePage>;
-  private readonly dirtyPages = new Map<number, CachePage>();
+  private readonly pages: PageTable;
   private writeSeq = 0;
   private inflightDestages = 0;
   private destageError: unknown;
@@ -106,8 +71,6 @@ export class WriteBackCache implements BlockDevice {
   private progressWaiters: Array<() => void> = [];
   private expireTimer: NodeJS.Timeout | undefined;
   private kickScheduled = false;
-  /** True while a write applies its pieces: clean pages are not trimmed meanwhile. */
-  private applying = false;
   /** Pages a write-through is sending below: other requests on them wait for it. */
   private readonly writingThrough = new Map<number, Promise<void>>();
   /** Pages a cached write is preparing (reading partial sectors, waiting): no write-through there. */
@@ -145,15 +108,7 @@ export class WriteBackCache implements BlockDevice {
       options.budget.pageBuffers.pageBytes === options.pageBytes,
       'cache budget and cache disagree on the page size',
     );
-    const pageBuffers = options.budget.pageBuffers;
-    this.cleanPages = new LRUCache<number, CachePage>({
-      max: Math.floor(options.budget.capacityBytes / options.pageBytes),
-      // An evicted page's buffer goes back to the pool; pages moved to dirtyPages are 'delete'd, not evicted.
-      dispose: (page, _index, reason) => {
-        if (reason === 'evict') pageBuffers.give(page.buffer);
-      },
-    });
-    options.budget.caches.add(this);
+    this.pages = new PageTable(options.budget, options.pageBytes, options.clock);
   }
 
   get sizeBytes(): number {
@@ -161,11 +116,11 @@ export class WriteBackCache implements BlockDevice {
   }
 
   get dirtyBytes(): number {
-    return this.dirtyPages.size * this.options.pageBytes;
+    return this.pages.dirtyBytes;
   }
 
   get cachedBytes(): number {
-    return (this.dirtyPages.size + this.cleanPages.size) * this.options.pageBytes;
+    return this.pages.cachedBytes;
   }
 
   async read(offsetBytes: number, target: Buffer): Promise<void> {
@@ -178,7 +133,7 @@ export class WriteBackCache implements BlockDevice {
       this.options.pageBytes,
       (pageIndex, inPage, length, inRequest) => {
         const slice = target.subarray(inRequest, inRequest + length);
-        const page = this.lookup(pageIndex);
+        const page = this.pages.lookup(pageIndex);
         const mask = sectorMask(inPage, length);
         if (page && (page.valid & mask) >>> 0 === mask) {
           page.buffer.copy(slice, 0, inPage, inPage + length);
@@ -204,7 +159,7 @@ export class WriteBackCache implements BlockDevice {
    */
   private async readStreaming(pageIndex: number, slice: Buffer): Promise<void> {
     await this.below.read(pageIndex * this.options.pageBytes, slice);
-    const current = this.lookup(pageIndex);
+    const current = this.pages.lookup(pageIndex);
     if (!current || current.valid === 0) return;
     // A write during the read made a page: its sectors are newer than what was read.
     for (const [firstSector, sectorCount] of sectorRuns(current.valid)) {
@@ -264,7 +219,11 @@ export class WriteBackCache implements BlockDevice {
       index * pageBytes < offsetBytes + lengthBytes;
       index += 1
     ) {
-      if (this.dirtyPages.has(index) || this.preparing.has(index) || this.writingThrough.has(index))
+      if (
+        this.pages.dirtyPage(index) !== undefined ||
+        this.preparing.has(index) ||
+        this.writingThrough.has(index)
+      )
         return false;
     }
     return true;
@@ -284,12 +243,7 @@ export class WriteBackCache implements BlockDevice {
       index += 1
     )
       indexes.push(index);
-    for (const index of indexes) {
-      const page = this.cleanPages.get(index);
-      if (!page) continue;
-      this.cleanPages.delete(index);
-      this.options.budget.pageBuffers.give(page.buffer);
-    }
+    for (const index of indexes) this.pages.dropClean(index);
     const sent = this.below.write(offsetBytes, data, this.currentEpoch());
     const settled = sent.then(
       () => undefined,
@@ -354,7 +308,7 @@ export class WriteBackCache implements BlockDevice {
       }
       const epoch = this.currentEpoch();
       for (const [pageIndex] of pieces) {
-        const page = this.dirtyPages.get(pageIndex);
+        const page = this.pages.dirtyPage(pageIndex);
         if (page && holdsOlderEpoch(page, epoch)) {
           await this.destageOlderEpoch(page, epoch);
           waited = true;
@@ -376,16 +330,16 @@ export class WriteBackCache implements BlockDevice {
       }
       // Partial pieces first: their pages are valid now and become dirty (never evicted); no
       // trimming until all are applied, so no page of this write is evicted half-way.
-      this.applying = true;
+      this.pages.applying = true;
       try {
         for (const [pageIndex, inPage, piece, partial] of pieces)
           if (partial) this.applyPiece(pageIndex, inPage, piece, seq, epoch);
         for (const [pageIndex, inPage, piece, partial] of pieces)
           if (!partial) this.applyPiece(pageIndex, inPage, piece, seq, epoch);
       } finally {
-        this.applying = false;
+        this.pages.applying = false;
       }
-      this.trimCleanPages();
+      this.pages.trim();
       break;
     }
   }
@@ -399,7 +353,7 @@ export class WriteBackCache implements BlockDevice {
         if (partial && !this.sectorsValid(pageIndex, inPage, piece.length))
           await this.fillPartialSectors(pageIndex, inPage, piece.length);
         const epoch = this.currentEpoch();
-        const page = this.dirtyPages.get(pageIndex);
+        const page = this.pages.dirtyPage(pageIndex);
         if (page && holdsOlderEpoch(page, epoch)) {
           await this.destageOlderEpoch(page, epoch);
           continue;
@@ -416,7 +370,7 @@ export class WriteBackCache implements BlockDevice {
   }
 
   private sectorsValid(pageIndex: number, inPage: number, length: number): boolean {
-    const page = this.lookup(pageIndex);
+    const page = this.pages.lookup(pageIndex);
     const mask = sectorMask(inPage, length);
     return page !== undefined && (page.valid & mask) >>> 0 === mask;
   }
@@ -428,7 +382,7 @@ export class WriteBackCache implements BlockDevice {
    */
   private async destageOlderEpoch(page: CachePage, epoch: number): Promise<void> {
     const errorsBefore = this.stats.destageErrors;
-    while (this.dirtyPages.get(page.index) === page && holdsOlderEpoch(page, epoch)) {
+    while (this.pages.dirtyPage(page.index) === page && holdsOlderEpoch(page, epoch)) {
       if (page.inflight === 0) void this.destagePage(page);
       await this.nextProgress();
       if (this.stats.destageErrors !== errorsBefore)
@@ -449,7 +403,7 @@ export class WriteBackCache implements BlockDevice {
       target.length,
       this.options.pageBytes,
       (pageIndex, inPage, length, inRequest) => {
-        const page = this.dirtyPages.get(pageIndex);
+        const page = this.pages.dirtyPage(pageIndex);
         if (!page) return;
         const overlay = (buffer: Buffer | undefined, mask: number): void => {
           if (!buffer) return;
@@ -464,11 +418,6 @@ export class WriteBackCache implements BlockDevice {
         if (page.dirty !== 0 && page.dirtyEpoch < epoch) overlay(page.buffer, page.dirty);
       },
     );
-  }
-
-  /** Drops the least recently used clean page; false when there is none. */
-  evictOneCleanPage(): boolean {
-    return this.cleanPages.pop() !== undefined;
   }
 
   async flush(): Promise<void> {
@@ -537,14 +486,14 @@ export class WriteBackCache implements BlockDevice {
       const epoch = this.currentEpoch();
       let waited = false;
       for (let index = first; index <= last; index += 1) {
-        const page = this.dirtyPages.get(index);
+        const page = this.pages.dirtyPage(index);
         if (page && page.dirty !== 0 && page.dirtyEpoch < epoch) {
           await this.destageOlderEpoch(page, epoch);
           waited = true;
         }
       }
       for (let index = first; index <= last && !waited; index += 1) {
-        if ((this.dirtyPages.get(index)?.inflight ?? 0) !== 0) {
+        if ((this.pages.dirtyPage(index)?.inflight ?? 0) !== 0) {
           await this.nextProgress();
           waited = true;
         }
@@ -552,27 +501,24 @@ export class WriteBackCache implements BlockDevice {
       if (!waited) break;
     }
     forEachPiece(offsetBytes, lengthBytes, pageBytes, (pageIndex, inPage, length) => {
-      const page = this.lookup(pageIndex);
+      const page = this.pages.lookup(pageIndex);
       if (!page) return;
       if (
         inPage === 0 &&
         (length === pageBytes || pageIndex * pageBytes + length === this.sizeBytes)
       ) {
-        this.dirtyPages.delete(pageIndex);
-        this.cleanPages.delete(pageIndex);
-        this.options.budget.pageBuffers.give(page.buffer);
+        this.pages.forget(page);
         return;
       }
       // Those sectors read as zeros below once discarded: here they become clean zeros.
-      this.unshare(page);
+      this.pages.unshare(page);
       page.buffer.fill(0, inPage, inPage + length);
       const mask = sectorMask(inPage, length);
       page.valid = (page.valid | mask) >>> 0;
       page.dirty = (page.dirty & ~mask) >>> 0;
-      if (page.dirty === 0 && page.inflight === 0 && this.dirtyPages.get(pageIndex) === page) {
+      if (page.dirty === 0 && page.inflight === 0 && this.pages.dirtyPage(pageIndex) === page) {
         page.dirtySinceSeq = Infinity;
-        this.dirtyPages.delete(pageIndex);
-        this.cleanPages.set(pageIndex, page);
+        this.pages.moveToClean(page);
       }
     });
     await this.below.discard(offsetBytes, lengthBytes);
@@ -588,7 +534,7 @@ export class WriteBackCache implements BlockDevice {
     await this.flush();
     this.closed = true;
     if (this.expireTimer) clearTimeout(this.expireTimer);
-    this.forgetAllPages();
+    this.pages.forgetAll();
   }
 
   /** Waits for in-flight destages, then forgets every page (the volume is being removed). */
@@ -596,41 +542,15 @@ export class WriteBackCache implements BlockDevice {
     this.closed = true;
     if (this.expireTimer) clearTimeout(this.expireTimer);
     while (this.inflightDestages > 0) await this.nextProgress();
-    this.forgetAllPages();
-  }
-
-  private forgetAllPages(): void {
-    const pageBuffers = this.options.budget.pageBuffers;
-    for (const page of this.dirtyPages.values()) pageBuffers.give(page.buffer);
-    for (const page of this.cleanPages.values()) pageBuffers.give(page.buffer);
-    this.dirtyPages.clear();
-    this.cleanPages.clear();
-    this.options.budget.caches.delete(this);
-  }
-
-  private lookup(pageIndex: number): CachePage | undefined {
-    return this.dirtyPages.get(pageIndex) ?? this.cleanPages.get(pageIndex);
-  }
-
-  private lookupOrCreate(pageIndex: number): CachePage {
-    let page = this.lookup(pageIndex);
-    if (!page) {
-      page = new CachePage(pageIndex, this.options.budget.pageBuffers.take());
-      // A recycled buffer holds another page's data (maybe another LUN's): past the device end it
-      // must read as zeros once the device grows (see the invariants). Only the last page pays.
-      const endInPage = this.sizeBytes - pageIndex * this.options.pageBytes;
-      if (endInPage < this.options.pageBytes) page.buffer.fill(0, endInPage);
-      this.cleanPages.set(pageIndex, page);
-    }
-    return page;
+    this.pages.forgetAll();
   }
 
   private async readMiss(pageIndex: number, inPage: number, slice: Buffer): Promise<void> {
     // Create the page before reading below: a write during the read marks its sectors valid in
     // this same object, so the fill below never overwrites newer data (see the invariants).
-    const page = this.lookupOrCreate(pageIndex);
+    const page = this.pages.lookupOrCreate(pageIndex, this.sizeBytes);
     await this.below.read(pageIndex * this.options.pageBytes + inPage, slice);
-    const current = this.lookup(pageIndex);
+    const current = this.pages.lookup(pageIndex);
     if (!current) return; // evicted while reading: it was clean, so below had its data
     // Cached data is never older than below: valid sectors win over what was read.
     for (const [firstSector, sectorCount] of sectorRuns(current.valid)) {
@@ -648,14 +568,6 @@ export class WriteBackCache implements BlockDevice {
     current.valid = (current.valid | readMask) >>> 0;
   }
 
-  /** Copy on write: gives the page its own buffer if a destage in flight is sending from it. */
-  private unshare(page: CachePage): void {
-    if (page.destageBuffer !== page.buffer) return;
-    const own = this.options.budget.pageBuffers.take();
-    page.buffer.copy(own);
-    page.buffer = own;
-  }
-
   private applyPiece(
     pageIndex: number,
     inPage: number,
@@ -663,16 +575,16 @@ export class WriteBackCache implements BlockDevice {
     seq: number,
     epoch: number,
   ): void {
-    const page = this.lookupOrCreate(pageIndex);
+    const page = this.pages.lookupOrCreate(pageIndex, this.sizeBytes);
     const mask = sectorMask(inPage, piece.length);
     assert(
       (mask & ~page.valid) === 0 || (inPage % blockBytes === 0 && piece.length % blockBytes === 0),
       'partial sector applied to a page that lacks it',
     );
-    this.unshare(page);
+    this.pages.unshare(page);
     piece.copy(page.buffer, inPage);
     page.valid = (page.valid | mask) >>> 0;
-    this.markDirty(page, mask, seq, epoch);
+    this.pages.markDirty(page, mask, seq, epoch);
   }
 
   /** A write that covers part of a sector: the rest of the sector must come from below first. */
@@ -682,7 +594,7 @@ export class WriteBackCache implements BlockDevice {
     length: number,
   ): Promise<void> {
     const mask = sectorMask(inPage, length);
-    let page = this.lookupOrCreate(pageIndex);
+    let page = this.pages.lookupOrCreate(pageIndex, this.sizeBytes);
     while ((mask & ~page.valid) !== 0) {
       const from = Math.floor(inPage / blockBytes) * blockBytes;
       const to = Math.ceil((inPage + length) / blockBytes) * blockBytes;
@@ -693,7 +605,7 @@ export class WriteBackCache implements BlockDevice {
         pageStart + from,
         fromBelow.subarray(0, Math.min(to, this.sizeBytes - pageStart) - from),
       );
-      const current = this.lookupOrCreate(pageIndex);
+      const current = this.pages.lookupOrCreate(pageIndex, this.sizeBytes);
       if (current !== page) {
         // Evicted while reading: a write may have reached below since the read, so the data read
         // is possibly older than below. Read again into the new page.
@@ -714,31 +626,8 @@ export class WriteBackCache implements BlockDevice {
     }
   }
 
-  private markDirty(page: CachePage, mask: number, seq: number, epoch: number): void {
-    if (page.dirty === 0 && page.inflight === 0) {
-      this.cleanPages.delete(page.index);
-      this.dirtyPages.set(page.index, page);
-      this.trimCleanPages();
-    }
-    if (page.dirty === 0) {
-      page.dirtySinceSeq = seq;
-      page.dirtySinceMs = this.options.clock.nowMs();
-      page.dirtyEpoch = epoch;
-    }
-    assert(page.dirtyEpoch === epoch, 'dirty data of two snapshot epochs in one page');
-    page.dirty = (page.dirty | mask) >>> 0;
-  }
-
-  private trimCleanPages(): void {
-    if (this.applying) return;
-    const budget = this.options.budget;
-    while (budget.cachedBytes() > budget.capacityBytes) {
-      if (this.cleanPages.pop() === undefined && !budget.evictFromOthers(this)) break;
-    }
-  }
-
   private hasDataUpTo(seq: number): boolean {
-    for (const page of this.dirtyPages.values()) {
+    for (const page of this.pages.dirtyPagesInOrder()) {
       if (page.dirtySinceSeq <= seq || page.inflightSinceSeq <= seq) return true;
     }
     return false;
@@ -768,7 +657,7 @@ export class WriteBackCache implements BlockDevice {
     const now = this.options.clock.nowMs();
     const urgent =
       this.flushWaiters > 0 || this.options.budget.dirtyBytes() > this.options.dirtyBackgroundBytes;
-    for (const page of this.dirtyPages.values()) {
+    for (const page of this.pages.dirtyPagesInOrder()) {
       if (this.inflightDestages >= this.options.maxInflightDestages) return;
       if (page.dirty === 0 || page.inflight !== 0) continue;
       if (!urgent && now - page.dirtySinceMs < this.options.expireMs) {
@@ -851,10 +740,9 @@ export class WriteBackCache implements BlockDevice {
       page.inflight = 0;
       page.inflightSinceSeq = Infinity;
       this.inflightDestages -= 1;
-      if (page.dirty === 0 && this.dirtyPages.get(page.index) === page) {
-        this.dirtyPages.delete(page.index);
-        this.cleanPages.set(page.index, page);
-        this.trimCleanPages();
+      if (page.dirty === 0 && this.pages.dirtyPage(page.index) === page) {
+        this.pages.moveToClean(page);
+        this.pages.trim();
       }
       this.notifyProgress();
       if (this.destageError === undefined) this.kickDestager();
@@ -862,7 +750,7 @@ export class WriteBackCache implements BlockDevice {
   }
 
   private async waitForDirtyBelow(limitBytes: number): Promise<void> {
-    while (this.options.budget.dirtyBytes() > limitBytes && this.dirtyPages.size > 0) {
+    while (this.options.budget.dirtyBytes() > limitBytes && this.pages.dirtyPageCount > 0) {
       if (this.destageError !== undefined) return; // flush reports it; do not block writers forever
       this.kickDestager();
       await this.nextProgress();
