@@ -24,13 +24,12 @@
 
 import { checkRange, forEachPiece, type BlockDevice } from '../block/block-device.js';
 import { assert } from '../util/assert.js';
-import { LunfsError } from '../util/errors.js';
 import type { Clock } from '../util/clock.js';
 import type { Logger } from '../util/logger.js';
 import type { CacheBudget } from './cache-budget.js';
+import { Destager } from './destager.js';
 import { PageTable } from './page-table.js';
 import {
-  CachePage,
   holdsOlderEpoch,
   sectorMask,
   sectorRuns,
@@ -65,12 +64,7 @@ export class WriteBackCache implements BlockDevice {
   private readonly sectorsPerPage: number;
   private readonly pages: PageTable;
   private writeSeq = 0;
-  private inflightDestages = 0;
-  private destageError: unknown;
-  private flushWaiters = 0;
-  private progressWaiters: Array<() => void> = [];
-  private expireTimer: NodeJS.Timeout | undefined;
-  private kickScheduled = false;
+  private readonly destager: Destager;
   /** Pages a write-through is sending below: other requests on them wait for it. */
   private readonly writingThrough = new Map<number, Promise<void>>();
   /** Pages a cached write is preparing (reading partial sectors, waiting): no write-through there. */
@@ -109,6 +103,7 @@ export class WriteBackCache implements BlockDevice {
       'cache budget and cache disagree on the page size',
     );
     this.pages = new PageTable(options.budget, options.pageBytes, options.clock);
+    this.destager = new Destager(this.pages, below, options, this.stats);
   }
 
   get sizeBytes(): number {
@@ -199,9 +194,9 @@ export class WriteBackCache implements BlockDevice {
         else this.preparing.set(index, count);
       }
     }
-    this.kickDestagerSoon();
+    this.destager.kickSoon();
     if (this.options.budget.dirtyBytes() > this.options.dirtyLimitBytes)
-      await this.waitForDirtyBelow(this.options.dirtyLimitBytes);
+      await this.destager.waitForDirtyBelow(this.options.dirtyLimitBytes);
   }
 
   /** Whole pages, none dirty, in flight or being prepared by another write: they may go straight below. */
@@ -256,7 +251,7 @@ export class WriteBackCache implements BlockDevice {
     } finally {
       for (const index of indexes)
         if (this.writingThrough.get(index) === settled) this.writingThrough.delete(index);
-      this.notifyProgress();
+      this.destager.notifyProgress();
     }
   }
 
@@ -310,7 +305,7 @@ export class WriteBackCache implements BlockDevice {
       for (const [pageIndex] of pieces) {
         const page = this.pages.dirtyPage(pageIndex);
         if (page && holdsOlderEpoch(page, epoch)) {
-          await this.destageOlderEpoch(page, epoch);
+          await this.destager.destageOlderEpoch(page, epoch);
           waited = true;
         }
       }
@@ -355,7 +350,7 @@ export class WriteBackCache implements BlockDevice {
         const epoch = this.currentEpoch();
         const page = this.pages.dirtyPage(pageIndex);
         if (page && holdsOlderEpoch(page, epoch)) {
-          await this.destageOlderEpoch(page, epoch);
+          await this.destager.destageOlderEpoch(page, epoch);
           continue;
         }
         if (partial && !this.sectorsValid(pageIndex, inPage, piece.length)) continue;
@@ -373,24 +368,6 @@ export class WriteBackCache implements BlockDevice {
     const page = this.pages.lookup(pageIndex);
     const mask = sectorMask(inPage, length);
     return page !== undefined && (page.valid & mask) >>> 0 === mask;
-  }
-
-  /**
-   * Destages the page's dirty data of an epoch older than epoch, and waits for it and for a
-   * destage of such data already in flight: should that fail, its data goes back to the page as
-   * dirty data of its own epoch, which a newer write must not have joined meanwhile.
-   */
-  private async destageOlderEpoch(page: CachePage, epoch: number): Promise<void> {
-    const errorsBefore = this.stats.destageErrors;
-    while (this.pages.dirtyPage(page.index) === page && holdsOlderEpoch(page, epoch)) {
-      if (page.inflight === 0) void this.destagePage(page);
-      await this.nextProgress();
-      if (this.stats.destageErrors !== errorsBefore)
-        throw new LunfsError(
-          'EIO',
-          `destage of cache page ${page.index} failed; the write was not applied`,
-        );
-    }
   }
 
   /**
@@ -420,24 +397,8 @@ export class WriteBackCache implements BlockDevice {
     );
   }
 
-  async flush(): Promise<void> {
-    const upToSeq = this.writeSeq;
-    this.flushWaiters += 1;
-    try {
-      for (;;) {
-        if (this.destageError !== undefined) {
-          const error = this.destageError;
-          this.destageError = undefined;
-          throw error;
-        }
-        if (!this.hasDataUpTo(upToSeq)) break;
-        this.kickDestager();
-        await this.nextProgress();
-      }
-    } finally {
-      this.flushWaiters -= 1;
-    }
-    await this.below.flush();
+  flush(): Promise<void> {
+    return this.destager.flushUpTo(this.writeSeq);
   }
 
   /**
@@ -461,7 +422,7 @@ export class WriteBackCache implements BlockDevice {
       return;
     }
     await this.forgetAndDiscardWholeSectors(innerStart, innerEnd - innerStart);
-    this.notifyProgress();
+    this.destager.notifyProgress();
     if (innerStart > offsetBytes) await this.writeZeros(offsetBytes, innerStart - offsetBytes);
     if (endBytes > innerEnd) await this.writeZeros(innerEnd, endBytes - innerEnd);
   }
@@ -488,13 +449,13 @@ export class WriteBackCache implements BlockDevice {
       for (let index = first; index <= last; index += 1) {
         const page = this.pages.dirtyPage(index);
         if (page && page.dirty !== 0 && page.dirtyEpoch < epoch) {
-          await this.destageOlderEpoch(page, epoch);
+          await this.destager.destageOlderEpoch(page, epoch);
           waited = true;
         }
       }
       for (let index = first; index <= last && !waited; index += 1) {
         if ((this.pages.dirtyPage(index)?.inflight ?? 0) !== 0) {
-          await this.nextProgress();
+          await this.destager.nextProgress();
           waited = true;
         }
       }
@@ -533,15 +494,15 @@ export class WriteBackCache implements BlockDevice {
   async close(): Promise<void> {
     await this.flush();
     this.closed = true;
-    if (this.expireTimer) clearTimeout(this.expireTimer);
+    this.destager.stop();
     this.pages.forgetAll();
   }
 
   /** Waits for in-flight destages, then forgets every page (the volume is being removed). */
   async drop(): Promise<void> {
     this.closed = true;
-    if (this.expireTimer) clearTimeout(this.expireTimer);
-    while (this.inflightDestages > 0) await this.nextProgress();
+    this.destager.stop();
+    while (this.destager.inflightCount > 0) await this.destager.nextProgress();
     this.pages.forgetAll();
   }
 
@@ -624,147 +585,6 @@ export class WriteBackCache implements BlockDevice {
         page.valid = (page.valid | bit) >>> 0;
       }
     }
-  }
-
-  private hasDataUpTo(seq: number): boolean {
-    for (const page of this.pages.dirtyPagesInOrder()) {
-      if (page.dirtySinceSeq <= seq || page.inflightSinceSeq <= seq) return true;
-    }
-    return false;
-  }
-
-  /**
-   * Kicks the destager after the current request has been answered: with inline drive I/O a
-   * destage runs on this thread, and the FUSE reply should not wait behind it.
-   */
-  private kickDestagerSoon(): void {
-    if (this.kickScheduled) return;
-    this.kickScheduled = true;
-    setImmediate(() => {
-      this.kickScheduled = false;
-      this.kickDestager();
-    });
-  }
-
-  /**
-   * Starts destages: every eligible page when urgent (a flush waits, or dirty bytes passed the
-   * background threshold), otherwise only pages whose dirty data expired. dirtyPages keeps the
-   * order in which pages became dirty, so the scan stops at the first page that is not yet due.
-   */
-  private kickDestager(): void {
-    if (this.closed && this.flushWaiters === 0) return;
-    if (this.inflightDestages >= this.options.maxInflightDestages) return;
-    const now = this.options.clock.nowMs();
-    const urgent =
-      this.flushWaiters > 0 || this.options.budget.dirtyBytes() > this.options.dirtyBackgroundBytes;
-    for (const page of this.pages.dirtyPagesInOrder()) {
-      if (this.inflightDestages >= this.options.maxInflightDestages) return;
-      if (page.dirty === 0 || page.inflight !== 0) continue;
-      if (!urgent && now - page.dirtySinceMs < this.options.expireMs) {
-        this.armExpireTimer(page.dirtySinceMs + this.options.expireMs - now);
-        return;
-      }
-      void this.destagePage(page);
-    }
-  }
-
-  private armExpireTimer(delayMs: number): void {
-    if (this.expireTimer || this.closed) return;
-    this.expireTimer = setTimeout(
-      () => {
-        this.expireTimer = undefined;
-        this.kickDestager();
-      },
-      Math.max(1, delayMs),
-    );
-    this.expireTimer.unref();
-  }
-
-  private async destagePage(page: CachePage): Promise<void> {
-    const mask = page.dirty;
-    page.inflight = mask;
-    page.inflightSinceSeq = page.dirtySinceSeq;
-    page.inflightEpoch = page.dirtyEpoch;
-    page.dirty = 0;
-    page.dirtySinceSeq = Infinity;
-    this.inflightDestages += 1;
-    // Send from the page's own buffer; a write to the page while this is in flight copies it
-    // first (unshare), so the data sent is the data as it was now. Sequential writes never pay
-    // for a copy.
-    const pageBuffers = this.options.budget.pageBuffers;
-    const buffer = page.buffer;
-    page.destageBuffer = buffer;
-    try {
-      const writes: Promise<void>[] = [];
-      for (const [firstSector, sectorCount] of sectorRuns(mask)) {
-        const start = firstSector * blockBytes;
-        // The last sector of a device whose size is not a multiple of the sector ends early.
-        const end = Math.min(
-          start + sectorCount * blockBytes,
-          this.sizeBytes - page.index * this.options.pageBytes,
-        );
-        writes.push(
-          this.below.write(
-            page.index * this.options.pageBytes + start,
-            buffer.subarray(start, end),
-            page.inflightEpoch,
-          ),
-        );
-        this.stats.destagedBytes += end - start;
-      }
-      // Wait for every run, even after a failure: the buffer goes back to the pool only when unused.
-      const results = await Promise.allSettled(writes);
-      const failure = results.find(
-        (result): result is PromiseRejectedResult => result.status === 'rejected',
-      );
-      if (failure) throw failure.reason;
-    } catch (error) {
-      this.stats.destageErrors += 1;
-      this.destageError = error;
-      this.options.log.error(
-        { err: error, page: page.index },
-        'destage failed; data stays dirty in the cache',
-      );
-      // Back under the epoch it was written in: writes since the destage began share it (a
-      // write of a newer epoch waits for this destage to end, see destageOlderEpoch).
-      assert(
-        page.dirty === 0 || page.dirtyEpoch === page.inflightEpoch,
-        'a failed destage of an older epoch under newer dirty data',
-      );
-      page.dirty = (page.dirty | mask) >>> 0;
-      page.dirtyEpoch = page.inflightEpoch;
-      page.dirtySinceSeq = Math.min(page.dirtySinceSeq, page.inflightSinceSeq);
-    } finally {
-      page.destageBuffer = undefined;
-      if (page.buffer !== buffer) pageBuffers.give(buffer); // the page was unshared meanwhile
-      page.inflight = 0;
-      page.inflightSinceSeq = Infinity;
-      this.inflightDestages -= 1;
-      if (page.dirty === 0 && this.pages.dirtyPage(page.index) === page) {
-        this.pages.moveToClean(page);
-        this.pages.trim();
-      }
-      this.notifyProgress();
-      if (this.destageError === undefined) this.kickDestager();
-    }
-  }
-
-  private async waitForDirtyBelow(limitBytes: number): Promise<void> {
-    while (this.options.budget.dirtyBytes() > limitBytes && this.pages.dirtyPageCount > 0) {
-      if (this.destageError !== undefined) return; // flush reports it; do not block writers forever
-      this.kickDestager();
-      await this.nextProgress();
-    }
-  }
-
-  private nextProgress(): Promise<void> {
-    return new Promise((resolve) => this.progressWaiters.push(resolve));
-  }
-
-  private notifyProgress(): void {
-    const waiters = this.progressWaiters;
-    this.progressWaiters = [];
-    for (const resolve of waiters) resolve();
   }
 
   private throwIfClosed(): void {
