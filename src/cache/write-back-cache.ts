@@ -29,6 +29,7 @@ import type { Logger } from '../util/logger.js';
 import type { CacheBudget } from './cache-budget.js';
 import { Destager } from './destager.js';
 import { PageTable } from './page-table.js';
+import { WriteThrough } from './write-through.js';
 import {
   holdsOlderEpoch,
   sectorMask,
@@ -65,10 +66,7 @@ export class WriteBackCache implements BlockDevice {
   private readonly pages: PageTable;
   private writeSeq = 0;
   private readonly destager: Destager;
-  /** Pages a write-through is sending below: other requests on them wait for it. */
-  private readonly writingThrough = new Map<number, Promise<void>>();
-  /** Pages a cached write is preparing (reading partial sectors, waiting): no write-through there. */
-  private readonly preparing = new Map<number, number>();
+  private readonly writeThrough: WriteThrough;
   private closed = false;
   readonly stats: CacheStats = {
     readHits: 0,
@@ -104,6 +102,14 @@ export class WriteBackCache implements BlockDevice {
     );
     this.pages = new PageTable(options.budget, options.pageBytes, options.clock);
     this.destager = new Destager(this.pages, below, options, this.stats);
+    this.writeThrough = new WriteThrough(
+      this.pages,
+      below,
+      options.pageBytes,
+      options.writeThrough,
+      this.destager,
+      this.stats,
+    );
   }
 
   get sizeBytes(): number {
@@ -120,7 +126,7 @@ export class WriteBackCache implements BlockDevice {
 
   async read(offsetBytes: number, target: Buffer): Promise<void> {
     checkRange(this, offsetBytes, target.length, 'read');
-    if (this.writingThrough.size > 0) await this.waitForWriteThrough(offsetBytes, target.length);
+    if (this.writeThrough.active) await this.writeThrough.waitFor(offsetBytes, target.length);
     const misses: Promise<void>[] = [];
     forEachPiece(
       offsetBytes,
@@ -174,108 +180,29 @@ export class WriteBackCache implements BlockDevice {
     this.writeSeq += 1;
     this.stats.writes += 1;
     const seq = this.writeSeq;
-    if (this.writingThrough.size > 0) await this.waitForWriteThrough(offsetBytes, data.length);
-    if (this.mayWriteThrough(offsetBytes, data.length)) {
-      await this.writeThroughPages(offsetBytes, data);
+    if (this.writeThrough.active) await this.writeThrough.waitFor(offsetBytes, data.length);
+    if (this.writeThrough.may(offsetBytes, data.length)) {
+      await this.writeThrough.write(offsetBytes, data, this.currentEpoch());
       return;
     }
     const firstPage = Math.floor(offsetBytes / this.options.pageBytes);
     const lastPage = Math.floor(
       (offsetBytes + Math.max(1, data.length) - 1) / this.options.pageBytes,
     );
-    for (let index = firstPage; index <= lastPage; index += 1)
-      this.preparing.set(index, (this.preparing.get(index) ?? 0) + 1);
+    this.writeThrough.beginPreparing(firstPage, lastPage);
     try {
       await this.writeIntoPages(offsetBytes, data, seq);
     } finally {
-      for (let index = firstPage; index <= lastPage; index += 1) {
-        const count = this.preparing.get(index)! - 1;
-        if (count === 0) this.preparing.delete(index);
-        else this.preparing.set(index, count);
-      }
+      this.writeThrough.endPreparing(firstPage, lastPage);
     }
     this.destager.kickSoon();
     if (this.options.budget.dirtyBytes() > this.options.dirtyLimitBytes)
       await this.destager.waitForDirtyBelow(this.options.dirtyLimitBytes);
   }
 
-  /** Whole pages, none dirty, in flight or being prepared by another write: they may go straight below. */
-  private mayWriteThrough(offsetBytes: number, lengthBytes: number): boolean {
-    const pageBytes = this.options.pageBytes;
-    if (
-      lengthBytes === 0 ||
-      offsetBytes % pageBytes !== 0 ||
-      (lengthBytes % pageBytes !== 0 && offsetBytes + lengthBytes !== this.sizeBytes)
-    )
-      return false;
-    if (!this.options.writeThrough?.()) return false;
-    for (
-      let index = offsetBytes / pageBytes;
-      index * pageBytes < offsetBytes + lengthBytes;
-      index += 1
-    ) {
-      if (
-        this.pages.dirtyPage(index) !== undefined ||
-        this.preparing.has(index) ||
-        this.writingThrough.has(index)
-      )
-        return false;
-    }
-    return true;
-  }
-
-  /**
-   * Sends whole pages below at once and acknowledges when they are there (one copy instead of
-   * two: the cache copy and the destage). Clean copies of the pages are dropped first; reads and
-   * writes of these pages wait until it is done, so none sees or keeps older data.
-   */
-  private async writeThroughPages(offsetBytes: number, data: Buffer): Promise<void> {
-    const pageBytes = this.options.pageBytes;
-    const indexes: number[] = [];
-    for (
-      let index = offsetBytes / pageBytes;
-      index * pageBytes < offsetBytes + data.length;
-      index += 1
-    )
-      indexes.push(index);
-    for (const index of indexes) this.pages.dropClean(index);
-    const sent = this.below.write(offsetBytes, data, this.currentEpoch());
-    const settled = sent.then(
-      () => undefined,
-      () => undefined,
-    );
-    for (const index of indexes) this.writingThrough.set(index, settled);
-    try {
-      await sent;
-      this.stats.writtenThroughBytes += data.length;
-    } finally {
-      for (const index of indexes)
-        if (this.writingThrough.get(index) === settled) this.writingThrough.delete(index);
-      this.destager.notifyProgress();
-    }
-  }
-
-  private async waitForWriteThrough(offsetBytes: number, lengthBytes: number): Promise<void> {
-    const pageBytes = this.options.pageBytes;
-    for (;;) {
-      let pending: Promise<void> | undefined;
-      for (
-        let index = Math.floor(offsetBytes / pageBytes);
-        index * pageBytes < offsetBytes + Math.max(1, lengthBytes);
-        index += 1
-      ) {
-        pending = this.writingThrough.get(index);
-        if (pending) break;
-      }
-      if (!pending) return;
-      await pending;
-    }
-  }
-
   /** Waits until no write-through is on its way (a snapshot is about to be taken). */
-  async quiesceWriteThrough(): Promise<void> {
-    while (this.writingThrough.size > 0)
-      await Promise.all([...new Set(this.writingThrough.values())]);
+  quiesceWriteThrough(): Promise<void> {
+    return this.writeThrough.quiesce();
   }
 
   private async writeIntoPages(offsetBytes: number, data: Buffer, seq: number): Promise<void> {
@@ -411,7 +338,7 @@ export class WriteBackCache implements BlockDevice {
   async discard(offsetBytes: number, lengthBytes: number): Promise<void> {
     checkRange(this, offsetBytes, lengthBytes, 'discard');
     if (lengthBytes === 0) return;
-    if (this.writingThrough.size > 0) await this.waitForWriteThrough(offsetBytes, lengthBytes);
+    if (this.writeThrough.active) await this.writeThrough.waitFor(offsetBytes, lengthBytes);
     const endBytes = offsetBytes + lengthBytes;
     const innerStart = Math.ceil(offsetBytes / blockBytes) * blockBytes;
     // A last sector cut short by the device end is whole when the range reaches the end.
