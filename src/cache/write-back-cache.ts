@@ -5,8 +5,17 @@
 // bytes stay within the capacity; dirty pages are never evicted, and writers wait when dirty
 // bytes pass the dirty limit.
 //
+// WriteBackCache is the block device its users see; it checks ranges, counts writes, and holds
+// the read path, discard and overlayBefore. The rest is in this folder, one part per file:
+//   cache-page.ts      a page, its sector masks and the cache's counters
+//   page-table.ts      which pages are held (dirty map, clean LRU), copy on write, eviction
+//   cache-budget.ts    the byte budget every LUN cache of a pool shares
+//   page-writer.ts     the write path into pages (partial sectors, epochs, applied at once)
+//   write-through.ts   whole pages sent straight below when the drives are memory
+//   destager.ts        destages and their failures, expiry, the flush's wait
+//
 // Invariants:
-// - A page is in exactly one of dirtyPages (dirty or inflight bits set) or cleanPages.
+// - A page is in exactly one of the dirty pages (dirty or inflight bits set) or the clean LRU.
 // - At most one destage of a page is in flight, so two versions of a sector never race below.
 // - A valid sector in a page is never older than the same sector below.
 // - A page that a read fills from below stays the same object for the whole read, or the read
@@ -29,14 +38,9 @@ import type { Logger } from '../util/logger.js';
 import type { CacheBudget } from './cache-budget.js';
 import { Destager } from './destager.js';
 import { PageTable } from './page-table.js';
+import { PageWriter } from './page-writer.js';
 import { WriteThrough } from './write-through.js';
-import {
-  holdsOlderEpoch,
-  sectorMask,
-  sectorRuns,
-  wholeSectorMask,
-  type CacheStats,
-} from './cache-page.js';
+import { sectorMask, sectorRuns, wholeSectorMask, type CacheStats } from './cache-page.js';
 import { blockBytes } from '../util/constants.js';
 
 export interface WriteBackCacheOptions {
@@ -67,6 +71,7 @@ export class WriteBackCache implements BlockDevice {
   private writeSeq = 0;
   private readonly destager: Destager;
   private readonly writeThrough: WriteThrough;
+  private readonly writer: PageWriter;
   private closed = false;
   readonly stats: CacheStats = {
     readHits: 0,
@@ -109,6 +114,13 @@ export class WriteBackCache implements BlockDevice {
       options.writeThrough,
       this.destager,
       this.stats,
+    );
+    this.writer = new PageWriter(
+      this.pages,
+      this.destager,
+      below,
+      options.pageBytes,
+      options.epoch,
     );
   }
 
@@ -191,7 +203,7 @@ export class WriteBackCache implements BlockDevice {
     );
     this.writeThrough.beginPreparing(firstPage, lastPage);
     try {
-      await this.writeIntoPages(offsetBytes, data, seq);
+      await this.writer.write(offsetBytes, data, seq);
     } finally {
       this.writeThrough.endPreparing(firstPage, lastPage);
     }
@@ -205,96 +217,8 @@ export class WriteBackCache implements BlockDevice {
     return this.writeThrough.quiesce();
   }
 
-  private async writeIntoPages(offsetBytes: number, data: Buffer, seq: number): Promise<void> {
-    const pieces: Array<[pageIndex: number, inPage: number, piece: Buffer, partial: boolean]> = [];
-    forEachPiece(
-      offsetBytes,
-      data.length,
-      this.options.pageBytes,
-      (pageIndex, inPage, length, inRequest) => {
-        const partial = inPage % blockBytes !== 0 || length % blockBytes !== 0;
-        pieces.push([pageIndex, inPage, data.subarray(inRequest, inRequest + length), partial]);
-      },
-    );
-    // Wait until every piece can be applied without waiting (partial sectors read from below,
-    // older-epoch dirty data destaged), then apply them all in one go under one epoch, so the
-    // write is wholly in or wholly out of a snapshot taken meanwhile.
-    let rounds = 0;
-    for (;;) {
-      let waited = false;
-      for (const [pageIndex, inPage, piece, partial] of pieces) {
-        if (partial && !this.sectorsValid(pageIndex, inPage, piece.length)) {
-          await this.fillPartialSectors(pageIndex, inPage, piece.length);
-          waited = true;
-        }
-      }
-      const epoch = this.currentEpoch();
-      for (const [pageIndex] of pieces) {
-        const page = this.pages.dirtyPage(pageIndex);
-        if (page && holdsOlderEpoch(page, epoch)) {
-          await this.destager.destageOlderEpoch(page, epoch);
-          waited = true;
-        }
-      }
-      if (waited && (rounds += 1) < 3) continue;
-      if (
-        waited ||
-        pieces.some(
-          ([pageIndex, inPage, piece, partial]) =>
-            partial && !this.sectorsValid(pageIndex, inPage, piece.length),
-        )
-      ) {
-        // A cache too small to hold every page of the write at once (filling one evicted
-        // another): apply piece by piece. Only here can a snapshot taken during this very write
-        // see part of it.
-        await this.applyPieceByPiece(pieces, seq);
-        break;
-      }
-      // Partial pieces first: their pages are valid now and become dirty (never evicted); no
-      // trimming until all are applied, so no page of this write is evicted half-way.
-      this.pages.applying = true;
-      try {
-        for (const [pageIndex, inPage, piece, partial] of pieces)
-          if (partial) this.applyPiece(pageIndex, inPage, piece, seq, epoch);
-        for (const [pageIndex, inPage, piece, partial] of pieces)
-          if (!partial) this.applyPiece(pageIndex, inPage, piece, seq, epoch);
-      } finally {
-        this.pages.applying = false;
-      }
-      this.pages.trim();
-      break;
-    }
-  }
-
-  private async applyPieceByPiece(
-    pieces: Array<[number, number, Buffer, boolean]>,
-    seq: number,
-  ): Promise<void> {
-    for (const [pageIndex, inPage, piece, partial] of pieces) {
-      for (;;) {
-        if (partial && !this.sectorsValid(pageIndex, inPage, piece.length))
-          await this.fillPartialSectors(pageIndex, inPage, piece.length);
-        const epoch = this.currentEpoch();
-        const page = this.pages.dirtyPage(pageIndex);
-        if (page && holdsOlderEpoch(page, epoch)) {
-          await this.destager.destageOlderEpoch(page, epoch);
-          continue;
-        }
-        if (partial && !this.sectorsValid(pageIndex, inPage, piece.length)) continue;
-        this.applyPiece(pageIndex, inPage, piece, seq, epoch);
-        break;
-      }
-    }
-  }
-
   private currentEpoch(): number {
     return this.options.epoch?.() ?? 0;
-  }
-
-  private sectorsValid(pageIndex: number, inPage: number, length: number): boolean {
-    const page = this.pages.lookup(pageIndex);
-    const mask = sectorMask(inPage, length);
-    return page !== undefined && (page.valid & mask) >>> 0 === mask;
   }
 
   /**
@@ -454,64 +378,6 @@ export class WriteBackCache implements BlockDevice {
       slice.copy(current.buffer, start, start - inPage, start - inPage + sectorCount * blockBytes);
     }
     current.valid = (current.valid | readMask) >>> 0;
-  }
-
-  private applyPiece(
-    pageIndex: number,
-    inPage: number,
-    piece: Buffer,
-    seq: number,
-    epoch: number,
-  ): void {
-    const page = this.pages.lookupOrCreate(pageIndex, this.sizeBytes);
-    const mask = sectorMask(inPage, piece.length);
-    assert(
-      (mask & ~page.valid) === 0 || (inPage % blockBytes === 0 && piece.length % blockBytes === 0),
-      'partial sector applied to a page that lacks it',
-    );
-    this.pages.unshare(page);
-    piece.copy(page.buffer, inPage);
-    page.valid = (page.valid | mask) >>> 0;
-    this.pages.markDirty(page, mask, seq, epoch);
-  }
-
-  /** A write that covers part of a sector: the rest of the sector must come from below first. */
-  private async fillPartialSectors(
-    pageIndex: number,
-    inPage: number,
-    length: number,
-  ): Promise<void> {
-    const mask = sectorMask(inPage, length);
-    let page = this.pages.lookupOrCreate(pageIndex, this.sizeBytes);
-    while ((mask & ~page.valid) !== 0) {
-      const from = Math.floor(inPage / blockBytes) * blockBytes;
-      const to = Math.ceil((inPage + length) / blockBytes) * blockBytes;
-      const fromBelow = Buffer.alloc(to - from);
-      // The last sector of a device whose size is not a multiple of the sector ends early.
-      const pageStart = pageIndex * this.options.pageBytes;
-      await this.below.read(
-        pageStart + from,
-        fromBelow.subarray(0, Math.min(to, this.sizeBytes - pageStart) - from),
-      );
-      const current = this.pages.lookupOrCreate(pageIndex, this.sizeBytes);
-      if (current !== page) {
-        // Evicted while reading: a write may have reached below since the read, so the data read
-        // is possibly older than below. Read again into the new page.
-        page = current;
-        continue;
-      }
-      for (let sector = from / blockBytes; sector < to / blockBytes; sector += 1) {
-        const bit = 1 << sector;
-        if ((page.valid & bit) !== 0) continue;
-        fromBelow.copy(
-          page.buffer,
-          sector * blockBytes,
-          sector * blockBytes - from,
-          sector * blockBytes - from + blockBytes,
-        );
-        page.valid = (page.valid | bit) >>> 0;
-      }
-    }
   }
 
   private throwIfClosed(): void {
