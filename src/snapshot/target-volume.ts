@@ -2,11 +2,8 @@
 // pool's map and RAID that holds the preserved original data in chunk-sized slots, the writable
 // snapshots' own chunks, and the bitmaps and log files of every snapshot of the LUN.
 //
-// Layout of the target's address space (docs/on-disk-format.md):
-//   [0, 4 KiB)             target header (magic, version, checksum, geometry)
-//   [unit, dataStart)      a MetadataStore: two checkpoint slots and a journal (one copy: the
-//                          RAID under the target is its redundancy)
-//   [dataStart, ...)       data slots of chunkBytes each; slot k at dataStart + k * chunkBytes
+// Layout of the target's address space (target-layout.ts, docs/on-disk-format.md): a 4 KiB
+// header, then its own MetadataStore (checkpoints and a journal), then data slots of chunkBytes.
 //
 // Order of a preservation (claims 14-16), for one chunk and every snapshot that needs it:
 //   1. the original data is written to a free slot;
@@ -25,117 +22,28 @@
 // A slot is referenced by any number of log files; it is free again when none points at it, and a
 // data unit of the target whose slots are all free is given back to the pool.
 
-import type { BlockDevice } from '../block/block-device.js';
 import { crc32c } from '../native/native-kernels.js';
-import { MetadataStore, type QuorumLayout } from '../meta/metadata-store.js';
-import {
-  checkSeal,
-  formatVersion,
-  hasMagic,
-  isReadableFormatVersion,
-  seal,
-  writeMagic,
-} from '../meta/checksum.js';
+import { MetadataStore } from '../meta/metadata-store.js';
 import type { LunRecord } from '../meta/pool-metadata.js';
 import { ThinVolume, type MapSpace } from '../map/thin-volume.js';
 import { assert } from '../util/assert.js';
 import { LunfsError } from '../util/errors.js';
 import type { Logger } from '../util/logger.js';
-import { alignUp, MiB } from '../util/sizes.js';
 import { zeroSlot } from './log-file.js';
+import {
+  decodeHeader,
+  encodeHeader,
+  quorumLayout,
+  targetDevice,
+  targetHeaderBytes,
+  type TargetGeometry,
+} from './target-layout.js';
 import {
   applyTargetOp,
   targetStateCodec,
   type TargetOp,
   type TargetState,
 } from './target-metadata.js';
-import { maxSnapshotsPerLun } from '../util/constants.js';
-
-export const targetHeaderBytes = 4096;
-/** The journal holds at most this much; small pools get a smaller one (1/64 of the pool). */
-export const targetJournalBytesMax = 8 * MiB;
-const targetMagic = 'LUNFSTGT';
-
-export interface TargetGeometry {
-  chunkBytes: number;
-  quorumOffsetBytes: number;
-  checkpointSlotBytes: number;
-  journalBytes: number;
-  dataStartBytes: number;
-}
-
-/** The geometry for a pool of poolCapacityBytes, and the target's virtual size. */
-export function planTarget(
-  chunkBytes: number,
-  unitBytes: number,
-  poolCapacityBytes: number,
-): { geometry: TargetGeometry; sizeBytes: number } {
-  const chunks = Math.ceil(poolCapacityBytes / chunkBytes);
-  const checkpointSlotBytes = alignUp(
-    MiB + maxSnapshotsPerLun * (Math.ceil(chunks / 8) + chunks * 8 + 64),
-    unitBytes,
-  );
-  const quorumOffsetBytes = unitBytes;
-  const journalBytes = alignUp(
-    Math.min(targetJournalBytesMax, Math.max(256 * 1024, Math.floor(poolCapacityBytes / 64))),
-    unitBytes,
-  );
-  const dataStartBytes = alignUp(
-    quorumOffsetBytes + 2 * checkpointSlotBytes + journalBytes,
-    unitBytes,
-  );
-  // Room for twice the pool: a target can never hold more than the pool, and slots are reused
-  // lowest first, so the used part of the range stays compact.
-  const sizeBytes = dataStartBytes + alignUp(2 * poolCapacityBytes, unitBytes);
-  return {
-    geometry: { chunkBytes, quorumOffsetBytes, checkpointSlotBytes, journalBytes, dataStartBytes },
-    sizeBytes,
-  };
-}
-
-function encodeHeader(geometry: TargetGeometry, ownerLunId: number): Buffer {
-  const header = Buffer.alloc(targetHeaderBytes);
-  writeMagic(header, targetMagic);
-  header.writeUInt32LE(formatVersion, 8);
-  header.writeUInt32LE(ownerLunId, 16);
-  header.writeUInt32LE(geometry.chunkBytes, 20);
-  header.writeBigUInt64LE(BigInt(geometry.quorumOffsetBytes), 24);
-  header.writeBigUInt64LE(BigInt(geometry.checkpointSlotBytes), 32);
-  header.writeBigUInt64LE(BigInt(geometry.journalBytes), 40);
-  header.writeBigUInt64LE(BigInt(geometry.dataStartBytes), 48);
-  seal(header, 12);
-  return header;
-}
-
-function decodeHeader(header: Buffer, ownerLunId: number): TargetGeometry {
-  if (!hasMagic(header, targetMagic))
-    throw new LunfsError(
-      'ECORRUPT',
-      `snapshot target of LUN ${ownerLunId}: header has the wrong magic (damaged)`,
-    );
-  if (!isReadableFormatVersion(header.readUInt32LE(8)))
-    throw new LunfsError(
-      'ECORRUPT',
-      `snapshot target of LUN ${ownerLunId}: unsupported format version ${header.readUInt32LE(8)}`,
-    );
-  if (!checkSeal(header, 12))
-    throw new LunfsError(
-      'ECORRUPT',
-      `snapshot target of LUN ${ownerLunId}: header checksum mismatch (damaged)`,
-    );
-  if (header.readUInt32LE(16) !== ownerLunId)
-    throw new LunfsError(
-      'ECORRUPT',
-      `snapshot target of LUN ${ownerLunId}: header names LUN ${header.readUInt32LE(16)}`,
-    );
-  return {
-    chunkBytes: header.readUInt32LE(20),
-    quorumOffsetBytes: Number(header.readBigUInt64LE(24)),
-    checkpointSlotBytes: Number(header.readBigUInt64LE(32)),
-    journalBytes: Number(header.readBigUInt64LE(40)),
-    dataStartBytes: Number(header.readBigUInt64LE(48)),
-  };
-}
 
 /** The smallest free slot first, so the used part of the target stays compact. */
 class SlotHeap {
@@ -633,42 +541,4 @@ function crcSlotsOf(ops: TargetOp[]): Set<number> {
   return new Set(
     ops.flatMap((op) => (op.kind === 'preserve' && op.crc !== undefined ? [op.slot] : [])),
   );
-}
-
-function quorumLayout(geometry: TargetGeometry): QuorumLayout {
-  return {
-    quorumOffsetBytes: geometry.quorumOffsetBytes,
-    checkpointSlotBytes: geometry.checkpointSlotBytes,
-    journalBytes: geometry.journalBytes,
-  };
-}
-
-/**
- * The target volume as the one "drive" of its metadata store. Space for a write is taken at once
- * (from the reservation of reserved snapshots, when there are some), so ENOSPC comes before any
- * byte is written.
- */
-function targetDevice(
-  thin: ThinVolume,
-  record: LunRecord,
-  reservation: { use: boolean },
-): BlockDevice & { path: string } {
-  return {
-    path: `snapshot target of LUN ${record.ownerLunId}`,
-    get sizeBytes() {
-      return thin.sizeBytes;
-    },
-    read: (offsetBytes, target) => thin.read(offsetBytes, target),
-    write: (offsetBytes, data) => {
-      thin.useReservation = reservation.use;
-      try {
-        thin.prepareWrite(offsetBytes, data.length);
-      } finally {
-        thin.useReservation = false;
-      }
-      return thin.write(offsetBytes, data);
-    },
-    flush: () => thin.flush(),
-    discard: (offsetBytes, lengthBytes) => thin.discard(offsetBytes, lengthBytes),
-  };
 }
