@@ -38,52 +38,13 @@ import {
   targetHeaderBytes,
   type TargetGeometry,
 } from './target-layout.js';
+import { TargetSlots } from './target-slots.js';
 import {
   applyTargetOp,
   targetStateCodec,
   type TargetOp,
   type TargetState,
 } from './target-metadata.js';
-
-/** The smallest free slot first, so the used part of the target stays compact. */
-class SlotHeap {
-  private readonly items: number[] = [];
-  get size(): number {
-    return this.items.length;
-  }
-  push(slot: number): void {
-    const items = this.items;
-    items.push(slot);
-    let index = items.length - 1;
-    while (index > 0) {
-      const parent = (index - 1) >> 1;
-      if (items[parent]! <= items[index]!) break;
-      [items[parent], items[index]] = [items[index]!, items[parent]!];
-      index = parent;
-    }
-  }
-  pop(): number | undefined {
-    const items = this.items;
-    if (items.length === 0) return undefined;
-    const top = items[0]!;
-    const last = items.pop()!;
-    if (items.length > 0) {
-      items[0] = last;
-      let index = 0;
-      for (;;) {
-        const left = index * 2 + 1;
-        const right = left + 1;
-        let smallest = index;
-        if (left < items.length && items[left]! < items[smallest]!) smallest = left;
-        if (right < items.length && items[right]! < items[smallest]!) smallest = right;
-        if (smallest === index) break;
-        [items[smallest], items[index]] = [items[index]!, items[smallest]!];
-        index = smallest;
-      }
-    }
-    return top;
-  }
-}
 
 interface Batch {
   ops: TargetOp[];
@@ -95,12 +56,7 @@ interface Batch {
 export class TargetVolume {
   /** Live bitmaps and log files (the store keeps its own committed image). */
   readonly state: TargetState;
-  private readonly references = new Map<number, number>();
-  private readonly freeSlots = new SlotHeap();
-  private readonly freeSet = new Set<number>();
-  /** Slots written for preservations or redirections whose record is not committed yet: in use. */
-  private readonly pendingSlots = new Set<number>();
-  private nextSlot = 0;
+  private readonly slots: TargetSlots;
   private queued: Batch | undefined;
   /** Ops already applied to the live state (drops): the batch does not apply them again. */
   private readonly appliedLive = new WeakSet<TargetOp>();
@@ -124,13 +80,7 @@ export class TargetVolume {
   ) {
     this.state = state;
     this.slotsPerUnit = thin.unitBytesOf() / geometry.chunkBytes;
-    for (const image of state.snapshots.values())
-      image.log.forEach((_, slot) => this.reference(slot));
-    let highest = -1;
-    for (const slot of this.references.keys()) highest = Math.max(highest, slot);
-    this.nextSlot = highest + 1;
-    for (let slot = 0; slot < this.nextSlot; slot += 1)
-      if (!this.references.has(slot)) this.markFree(slot);
+    this.slots = new TargetSlots(state);
   }
 
   /** Makes a new target in the (already created) internal volume record. */
@@ -208,8 +158,8 @@ export class TargetVolume {
           applyTargetOp(
             target.state,
             op,
-            (slot) => target.unreference(slot),
-            (slot) => target.reference(slot),
+            (slot) => target.slots.unreference(slot),
+            (slot) => target.slots.reference(slot),
           );
       else await target.applyAndRecord(undo, 'the undoing of preserved copies');
     }
@@ -220,8 +170,8 @@ export class TargetVolume {
       applyTargetOp(
         target.state,
         { kind: 'drop', ids: stale },
-        (slot) => target.unreference(slot),
-        (slot) => target.reference(slot),
+        (slot) => target.slots.unreference(slot),
+        (slot) => target.slots.reference(slot),
       );
       return target;
     }
@@ -263,11 +213,11 @@ export class TargetVolume {
 
   /** Slots in use (each chunkBytes). */
   get usedSlotCount(): number {
-    return this.references.size;
+    return this.slots.usedCount;
   }
 
   referenceCount(slot: number): number {
-    return this.references.get(slot) ?? 0;
+    return this.slots.referenceCount(slot);
   }
 
   /**
@@ -323,8 +273,8 @@ export class TargetVolume {
       applyTargetOp(
         this.state,
         op,
-        (slot) => this.unreference(slot),
-        (slot) => this.reference(slot),
+        (slot) => this.slots.unreference(slot),
+        (slot) => this.slots.reference(slot),
       );
       this.appliedLive.add(op);
     }
@@ -372,8 +322,7 @@ export class TargetVolume {
 
   private async writeNewSlot(data: Buffer, useReservation: boolean): Promise<number> {
     assert(data.length === this.geometry.chunkBytes, 'a slot holds one whole chunk');
-    const slot = this.takeSlot();
-    this.pendingSlots.add(slot);
+    const slot = this.slots.takePending();
     try {
       this.thin.useReservation = useReservation;
       try {
@@ -383,41 +332,10 @@ export class TargetVolume {
       }
       await this.thin.write(this.slotOffset(slot), data);
     } catch (error) {
-      this.pendingSlots.delete(slot);
-      this.markFree(slot);
+      this.slots.abandon(slot);
       throw error;
     }
     return slot;
-  }
-
-  private takeSlot(): number {
-    const slot = this.freeSlots.pop();
-    if (slot === undefined) return this.nextSlot++;
-    this.freeSet.delete(slot);
-    return slot;
-  }
-
-  private markFree(slot: number): void {
-    if (this.freeSet.has(slot)) return;
-    this.freeSet.add(slot);
-    this.freeSlots.push(slot);
-  }
-
-  reference(slot: number): void {
-    if (slot === zeroSlot) return;
-    this.references.set(slot, (this.references.get(slot) ?? 0) + 1);
-  }
-
-  unreference(slot: number): void {
-    if (slot === zeroSlot) return;
-    const count = this.references.get(slot);
-    assert(count !== undefined && count > 0, `slot ${slot} released more often than referenced`);
-    if (count > 1) {
-      this.references.set(slot, count - 1);
-      return;
-    }
-    this.references.delete(slot);
-    this.markFree(slot);
   }
 
   /** Group commit: flush the slots' data, then append one journal record for every op waiting. */
@@ -462,10 +380,7 @@ export class TargetVolume {
           }
           return [op];
         });
-        for (const slot of unused) {
-          this.pendingSlots.delete(slot);
-          this.markFree(slot);
-        }
+        for (const slot of unused) this.slots.abandon(slot);
         try {
           // A snapshot's own data (redirect) has no copy to fall back on: it is flushed before the
           // record names it. Preserved copies are checked against their crc at open instead.
@@ -479,11 +394,11 @@ export class TargetVolume {
               applyTargetOp(
                 this.state,
                 op,
-                (slot) => this.unreference(slot),
-                (slot) => this.reference(slot),
+                (slot) => this.slots.unreference(slot),
+                (slot) => this.slots.reference(slot),
               );
           for (const op of batch.ops)
-            if (op.kind === 'preserve' || op.kind === 'redirect') this.pendingSlots.delete(op.slot);
+            if (op.kind === 'preserve' || op.kind === 'redirect') this.slots.settle(op.slot);
           batch.resolve();
         } catch (error) {
           this.log.error({ err: error }, 'snapshot target commit failed');
@@ -492,8 +407,7 @@ export class TargetVolume {
           for (const op of batch.ops) {
             if ((op.kind !== 'preserve' && op.kind !== 'redirect') || op.slot === zeroSlot)
               continue;
-            this.pendingSlots.delete(op.slot);
-            this.markFree(op.slot);
+            this.slots.abandon(op.slot);
           }
           batch.reject(error);
         }
@@ -507,32 +421,15 @@ export class TargetVolume {
   private async releaseEmptyUnits(): Promise<void> {
     const unitBytes = this.thin.unitBytesOf();
     const firstDataUnit = this.geometry.dataStartBytes / unitBytes;
-    const usedUnits = new Set<number>();
-    for (const slot of [...this.references.keys(), ...this.pendingSlots])
-      usedUnits.add(firstDataUnit + Math.floor(slot / this.slotsPerUnit));
+    const usedUnits = this.slots.usedUnits(firstDataUnit, this.slotsPerUnit);
     const empty: number[] = [];
     this.thin.forEachMappedUnit((unitIndex) => {
       if (unitIndex >= firstDataUnit && !usedUnits.has(unitIndex)) empty.push(unitIndex);
     });
     for (const unitIndex of empty) await this.thin.discard(unitIndex * unitBytes, unitBytes);
     if (empty.length > 0) await this.thin.flush(); // the units are free once the unmapping is committed
-    // Trim the high-water mark so new slots fill the lowest free ones first.
-    while (
-      this.nextSlot > 0 &&
-      this.freeSet.has(this.nextSlot - 1) &&
-      !this.references.has(this.nextSlot - 1) &&
-      !this.pendingSlots.has(this.nextSlot - 1)
-    ) {
-      this.nextSlot -= 1;
-      this.freeSet.delete(this.nextSlot);
-    }
-    if (this.freeSet.size !== this.freeSlots.size) this.rebuildFreeHeap();
+    this.slots.trimHighWater();
     if (empty.length > 0) this.log.debug({ units: empty.length }, 'empty target units released');
-  }
-
-  private rebuildFreeHeap(): void {
-    while (this.freeSlots.size > 0) this.freeSlots.pop();
-    for (const slot of this.freeSet) this.freeSlots.push(slot);
   }
 }
 
