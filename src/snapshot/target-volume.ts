@@ -21,6 +21,12 @@
 // redirect (a snapshot's own data, which has no second copy) flushes the slots before the record.
 // A slot is referenced by any number of log files; it is free again when none points at it, and a
 // data unit of the target whose slots are all free is given back to the pool.
+//
+// TargetVolume is the class its users see (format, open, preserve, redirect, drop, slot reads and
+// writes); its parts are in this folder, one per file:
+//   target-layout.ts   geometry, header, the metadata store's place, the target as its drive
+//   target-slots.ts    slot reference counts, free slots (lowest first), pending slots
+//   target-journal.ts  the group commit of records, and the check of the last record at open
 
 import { crc32c } from '../native/native-kernels.js';
 import { MetadataStore } from '../meta/metadata-store.js';
@@ -38,34 +44,16 @@ import {
   targetHeaderBytes,
   type TargetGeometry,
 } from './target-layout.js';
+import { applyCounted, TargetJournal, unarrivedCopies } from './target-journal.js';
 import { TargetSlots } from './target-slots.js';
-import {
-  applyTargetOp,
-  targetStateCodec,
-  type TargetOp,
-  type TargetState,
-} from './target-metadata.js';
-
-interface Batch {
-  ops: TargetOp[];
-  promise: Promise<void>;
-  resolve: () => void;
-  reject: (error: unknown) => void;
-}
+import { targetStateCodec, type TargetOp, type TargetState } from './target-metadata.js';
 
 export class TargetVolume {
   /** Live bitmaps and log files (the store keeps its own committed image). */
   readonly state: TargetState;
   private readonly slots: TargetSlots;
-  private queued: Batch | undefined;
-  /** Ops already applied to the live state (drops): the batch does not apply them again. */
-  private readonly appliedLive = new WeakSet<TargetOp>();
-  /** Drops whose record could not be written yet: they go first into the next batch. */
-  private unrecorded: TargetOp[] = [];
-  private committing = false;
+  private readonly journal: TargetJournal;
   private readonly slotsPerUnit: number;
-  /** Slots that the journal's last record names with a crc (see unarrivedCopies). */
-  private lastRecordSlots = new Set<number>();
 
   private constructor(
     readonly thin: ThinVolume,
@@ -74,13 +62,14 @@ export class TargetVolume {
     state: TargetState,
     private readonly log: Logger,
     /** Whether a snapshot id still exists and is valid: preservations for others are not recorded. */
-    private readonly isLive: (snapshotId: number) => boolean,
+    isLive: (snapshotId: number) => boolean,
     /** Whether metadata writes (checkpoints) may use reserved space: set while reserved snapshots exist. */
     readonly reservation: { use: boolean },
   ) {
     this.state = state;
     this.slotsPerUnit = thin.unitBytesOf() / geometry.chunkBytes;
     this.slots = new TargetSlots(state);
+    this.journal = new TargetJournal(this.store, state, this.slots, thin, isLive, log);
   }
 
   /** Makes a new target in the (already created) internal volume record. */
@@ -146,33 +135,21 @@ export class TargetVolume {
         `snapshot target of LUN ${record.ownerLunId}: ${reports[0]!.problems.join('; ')}`,
       );
     const target = new TargetVolume(thin, geometry, store, metadata, log, isLive, reservation);
-    const undo = await target.unarrivedCopies(lastRecordOps, liveSnapshotIds);
-    target.lastRecordSlots = crcSlotsOf(lastRecordOps);
+    const undo = await unarrivedCopies(lastRecordOps, liveSnapshotIds, target, log);
+    target.journal.rememberLastRecord(lastRecordOps);
     if (undo.length > 0) {
       log.warn(
         { chunks: undo.map((op) => op.chunk) },
         'preserved copies that did not reach the target before a crash are undone; the snapshots read the source there',
       );
-      if (readOnly)
-        for (const op of undo)
-          applyTargetOp(
-            target.state,
-            op,
-            (slot) => target.slots.unreference(slot),
-            (slot) => target.slots.reference(slot),
-          );
-      else await target.applyAndRecord(undo, 'the undoing of preserved copies');
+      if (readOnly) for (const op of undo) applyCounted(target.state, op, target.slots);
+      else await target.journal.applyAndRecord(undo, 'the undoing of preserved copies');
     }
     // Snapshots removed (or never committed) before a crash may still have images here.
     const stale = [...metadata.snapshots.keys()].filter((id) => !liveSnapshotIds.has(id));
     if (readOnly) {
       // Not recorded (nothing is written), but status must not count them.
-      applyTargetOp(
-        target.state,
-        { kind: 'drop', ids: stale },
-        (slot) => target.slots.unreference(slot),
-        (slot) => target.slots.reference(slot),
-      );
+      applyCounted(target.state, { kind: 'drop', ids: stale }, target.slots);
       return target;
     }
     if (stale.length > 0) await target.drop(stale);
@@ -182,33 +159,6 @@ export class TargetVolume {
 
   get chunkBytes(): number {
     return this.geometry.chunkBytes;
-  }
-
-  /** The preserves of the journal's last record whose slot does not hold the data its crc names. */
-  private async unarrivedCopies(
-    lastRecordOps: TargetOp[],
-    liveSnapshotIds: Set<number>,
-  ): Promise<Array<Extract<TargetOp, { kind: 'unpreserve' }>>> {
-    const undo: Array<Extract<TargetOp, { kind: 'unpreserve' }>> = [];
-    const data = Buffer.alloc(this.geometry.chunkBytes);
-    for (const op of lastRecordOps) {
-      if (op.kind !== 'preserve' || op.crc === undefined || op.slot === zeroSlot) continue;
-      // Images of snapshots that are gone are dropped anyway (and their slots may be reused).
-      const ids = op.ids.filter(
-        (id) =>
-          liveSnapshotIds.has(id) && this.state.snapshots.get(id)?.log.get(op.chunk) === op.slot,
-      );
-      if (ids.length === 0) continue;
-      let arrived = false;
-      try {
-        await this.thin.read(this.slotOffset(op.slot), data);
-        arrived = crc32c(data) === op.crc;
-      } catch (error) {
-        this.log.warn({ err: error, slot: op.slot }, 'preserved slot unreadable at open');
-      }
-      if (!arrived) undo.push({ kind: 'unpreserve', chunk: op.chunk, slot: op.slot, ids });
-    }
-    return undo;
   }
 
   /** Slots in use (each chunkBytes). */
@@ -232,10 +182,10 @@ export class TargetVolume {
     useReservation: boolean,
   ): Promise<void> {
     if (!original)
-      return this.commit([{ kind: 'preserve', chunk: chunkIndex, slot: zeroSlot, ids }]);
+      return this.journal.commit([{ kind: 'preserve', chunk: chunkIndex, slot: zeroSlot, ids }]);
     const crc = crc32c(original);
     const slot = await this.writeNewSlot(original, useReservation);
-    await this.commit([{ kind: 'preserve', chunk: chunkIndex, slot, ids, crc }]);
+    await this.journal.commit([{ kind: 'preserve', chunk: chunkIndex, slot, ids, crc }]);
   }
 
   /** Gives snapshot id its own copy of the chunk, holding data (a whole chunk). */
@@ -246,7 +196,7 @@ export class TargetVolume {
     useReservation: boolean,
   ): Promise<void> {
     const slot = await this.writeNewSlot(data, useReservation);
-    await this.commit([{ kind: 'redirect', id, chunk: chunkIndex, slot }]);
+    await this.journal.commit([{ kind: 'redirect', id, chunk: chunkIndex, slot }]);
   }
 
   /**
@@ -257,36 +207,11 @@ export class TargetVolume {
    */
   async drop(ids: number[]): Promise<void> {
     if (ids.length === 0) return;
-    await this.applyAndRecord(
+    await this.journal.applyAndRecord(
       [{ kind: 'drop', ids }],
       `the drop of snapshot images ${ids.join(', ')}`,
     );
     await this.releaseEmptyUnits();
-  }
-
-  /**
-   * Applies ops to the live state at once, then records them; when the target is too full to take
-   * the record now, it goes first into the next commit (the live state already holds the ops).
-   */
-  private async applyAndRecord(ops: TargetOp[], what: string): Promise<void> {
-    for (const op of ops) {
-      applyTargetOp(
-        this.state,
-        op,
-        (slot) => this.slots.unreference(slot),
-        (slot) => this.slots.reference(slot),
-      );
-      this.appliedLive.add(op);
-    }
-    try {
-      await this.commit(ops);
-    } catch (error) {
-      if (!(error instanceof LunfsError) || error.code !== 'ENOSPC') throw error;
-      this.unrecorded.push(...ops);
-      this.log.warn(
-        `${what} is not recorded yet (the target is full); retried with the next commit`,
-      );
-    }
   }
 
   async readSlot(slot: number, offsetInChunk: number, target: Buffer): Promise<void> {
@@ -302,13 +227,13 @@ export class TargetVolume {
     assert(slot !== zeroSlot && this.referenceCount(slot) === 1, `write into shared slot ${slot}`);
     // The record of the slot's copy must not stay the journal's last: changed in place, the slot
     // would no longer match that record's crc at open, and a good copy would be undone.
-    if (this.lastRecordSlots.has(slot)) await this.commit([{ kind: 'drop', ids: [] }]);
+    if (this.journal.lastRecordNames(slot)) await this.journal.commit([{ kind: 'drop', ids: [] }]);
     await this.thin.write(this.slotOffset(slot) + offsetInChunk, data);
   }
 
   /** Waits until no commit is queued or running. */
   async quiesce(): Promise<void> {
-    while (this.queued || this.committing) await new Promise((resolve) => setImmediate(resolve));
+    while (!this.journal.idle) await new Promise((resolve) => setImmediate(resolve));
   }
 
   /** Makes writes to the target durable (pool commit). */
@@ -338,85 +263,6 @@ export class TargetVolume {
     return slot;
   }
 
-  /** Group commit: flush the slots' data, then append one journal record for every op waiting. */
-  private commit(ops: TargetOp[]): Promise<void> {
-    if (!this.queued) {
-      let resolve!: () => void;
-      let reject!: (error: unknown) => void;
-      const promise = new Promise<void>((res, rej) => {
-        resolve = res;
-        reject = rej;
-      });
-      this.queued = { ops: [], promise, resolve, reject };
-      void this.runBatches();
-    }
-    this.queued.ops.push(...ops);
-    return this.queued.promise;
-  }
-
-  private async runBatches(): Promise<void> {
-    if (this.committing) return;
-    this.committing = true;
-    try {
-      await Promise.resolve(); // let the ops of this tick join the batch
-      while (this.queued) {
-        const batch = this.queued;
-        this.queued = undefined;
-        const retried = this.unrecorded;
-        this.unrecorded = [];
-        batch.ops = [...retried, ...batch.ops];
-        // A snapshot deleted or invalidated while its original was being copied gets no pointer.
-        const unused: number[] = [];
-        batch.ops = batch.ops.flatMap((op): TargetOp[] => {
-          if (op.kind === 'preserve') {
-            const ids = op.ids.filter((id) => this.isLive(id));
-            if (ids.length > 0) return [{ ...op, ids }];
-            if (op.slot !== zeroSlot) unused.push(op.slot);
-            return [];
-          }
-          if (op.kind === 'redirect' && !this.isLive(op.id)) {
-            unused.push(op.slot);
-            return [];
-          }
-          return [op];
-        });
-        for (const slot of unused) this.slots.abandon(slot);
-        try {
-          // A snapshot's own data (redirect) has no copy to fall back on: it is flushed before the
-          // record names it. Preserved copies are checked against their crc at open instead.
-          const flushFirst = batch.ops.some((op) => op.kind === 'redirect');
-          if (flushFirst) await this.thin.flush();
-          // Steps 2-3: the pointers and bits; the store's flush makes the slots durable with them.
-          await this.store.commit(batch.ops, () => this.thin.flush());
-          this.lastRecordSlots = crcSlotsOf(batch.ops);
-          for (const op of batch.ops)
-            if (!this.appliedLive.has(op))
-              applyTargetOp(
-                this.state,
-                op,
-                (slot) => this.slots.unreference(slot),
-                (slot) => this.slots.reference(slot),
-              );
-          for (const op of batch.ops)
-            if (op.kind === 'preserve' || op.kind === 'redirect') this.slots.settle(op.slot);
-          batch.resolve();
-        } catch (error) {
-          this.log.error({ err: error }, 'snapshot target commit failed');
-          this.unrecorded = [...retried, ...this.unrecorded];
-          // The slots written for the failed preservations hold nothing anyone points at.
-          for (const op of batch.ops) {
-            if ((op.kind !== 'preserve' && op.kind !== 'redirect') || op.slot === zeroSlot)
-              continue;
-            this.slots.abandon(op.slot);
-          }
-          batch.reject(error);
-        }
-      }
-    } finally {
-      this.committing = false;
-    }
-  }
-
   /** Unmaps data units of the target that no slot in use touches. */
   private async releaseEmptyUnits(): Promise<void> {
     const unitBytes = this.thin.unitBytesOf();
@@ -431,11 +277,4 @@ export class TargetVolume {
     this.slots.trimHighWater();
     if (empty.length > 0) this.log.debug({ units: empty.length }, 'empty target units released');
   }
-}
-
-/** The slots that preserves written before their data was flushed (with a crc) name. */
-function crcSlotsOf(ops: TargetOp[]): Set<number> {
-  return new Set(
-    ops.flatMap((op) => (op.kind === 'preserve' && op.crc !== undefined ? [op.slot] : [])),
-  );
 }
