@@ -5,8 +5,17 @@
 // bytes stay within the capacity; dirty pages are never evicted, and writers wait when dirty
 // bytes pass the dirty limit.
 //
+// WriteBackCache is the block device its users see; it checks ranges, counts writes, and holds
+// the read path, discard and overlayBefore. The rest is in this folder, one part per file:
+//   cache-page.ts      a page, its sector masks and the cache's counters
+//   page-table.ts      which pages are held (dirty map, clean LRU), copy on write, eviction
+//   cache-budget.ts    the byte budget every LUN cache of a pool shares
+//   page-writer.ts     the write path into pages (partial sectors, epochs, applied at once)
+//   write-through.ts   whole pages sent straight below when the drives are memory
+//   destager.ts        destages and their failures, expiry, the flush's wait
+//
 // Invariants:
-// - A page is in exactly one of dirtyPages (dirty or inflight bits set) or cleanPages.
+// - A page is in exactly one of the dirty pages (dirty or inflight bits set) or the clean LRU.
 // - At most one destage of a page is in flight, so two versions of a sector never race below.
 // - A valid sector in a page is never older than the same sector below.
 // - A page that a read fills from below stays the same object for the whole read, or the read
@@ -22,48 +31,17 @@
 //   there). A sector cut short by the end is valid as a whole, so when the device grows (a LUN
 //   resize) its tail is data at once: read from the cache, and destaged with the sector.
 
-import { LRUCache } from 'lru-cache';
 import { checkRange, forEachPiece, type BlockDevice } from '../block/block-device.js';
 import { assert } from '../util/assert.js';
-import { LunfsError } from '../util/errors.js';
 import type { Clock } from '../util/clock.js';
 import type { Logger } from '../util/logger.js';
-import { PageBufferPool } from './page-buffer-pool.js';
+import type { CacheBudget } from './cache-budget.js';
+import { Destager } from './destager.js';
+import { PageTable } from './page-table.js';
+import { PageWriter } from './page-writer.js';
+import { WriteThrough } from './write-through.js';
+import { sectorMask, sectorRuns, wholeSectorMask, type CacheStats } from './cache-page.js';
 import { blockBytes } from '../util/constants.js';
-
-/**
- * The byte budget that the caches of all LUNs of a pool share: clean pages of any of them are
- * evicted to keep the total within capacityBytes, and writers wait on the total dirty bytes.
- */
-export class CacheBudget {
-  readonly caches = new Set<WriteBackCache>();
-  readonly pageBuffers: PageBufferPool;
-
-  constructor(
-    readonly capacityBytes: number,
-    pageBytes: number,
-  ) {
-    this.pageBuffers = new PageBufferPool(pageBytes);
-  }
-
-  cachedBytes(): number {
-    let bytes = 0;
-    for (const cache of this.caches) bytes += cache.cachedBytes;
-    return bytes;
-  }
-
-  dirtyBytes(): number {
-    let bytes = 0;
-    for (const cache of this.caches) bytes += cache.dirtyBytes;
-    return bytes;
-  }
-
-  /** Evicts one clean page of a cache other than the caller's; false when none has one. */
-  evictFromOthers(caller: WriteBackCache): boolean {
-    for (const cache of this.caches) if (cache !== caller && cache.evictOneCleanPage()) return true;
-    return false;
-  }
-}
 
 export interface WriteBackCacheOptions {
   /** Shared by every LUN cache of a pool. */
@@ -87,46 +65,15 @@ export interface WriteBackCacheOptions {
   writeThrough?: () => boolean;
 }
 
-class CachePage {
-  valid = 0;
-  dirty = 0;
-  inflight = 0;
-  /** Sequence number of the oldest write whose data is dirty (not yet sent below). */
-  dirtySinceSeq = Infinity;
-  /** Same, for the data a destage in flight is sending. */
-  inflightSinceSeq = Infinity;
-  dirtySinceMs = 0;
-  /** Snapshot epoch of the dirty data, and of the data a destage in flight is sending. */
-  dirtyEpoch = 0;
-  inflightEpoch = 0;
-  /** The buffer a destage in flight is sending from; a write to the page copies it first. */
-  destageBuffer: Buffer | undefined;
-
-  constructor(
-    readonly index: number,
-    public buffer: Buffer,
-  ) {}
-}
-
 export class WriteBackCache implements BlockDevice {
   private readonly sectorsPerPage: number;
-  private readonly cleanPages: LRUCache<number, CachePage>;
-  private readonly dirtyPages = new Map<number, CachePage>();
+  private readonly pages: PageTable;
   private writeSeq = 0;
-  private inflightDestages = 0;
-  private destageError: unknown;
-  private flushWaiters = 0;
-  private progressWaiters: Array<() => void> = [];
-  private expireTimer: NodeJS.Timeout | undefined;
-  private kickScheduled = false;
-  /** True while a write applies its pieces: clean pages are not trimmed meanwhile. */
-  private applying = false;
-  /** Pages a write-through is sending below: other requests on them wait for it. */
-  private readonly writingThrough = new Map<number, Promise<void>>();
-  /** Pages a cached write is preparing (reading partial sectors, waiting): no write-through there. */
-  private readonly preparing = new Map<number, number>();
+  private readonly destager: Destager;
+  private readonly writeThrough: WriteThrough;
+  private readonly writer: PageWriter;
   private closed = false;
-  readonly stats = {
+  readonly stats: CacheStats = {
     readHits: 0,
     readMisses: 0,
     writes: 0,
@@ -158,15 +105,23 @@ export class WriteBackCache implements BlockDevice {
       options.budget.pageBuffers.pageBytes === options.pageBytes,
       'cache budget and cache disagree on the page size',
     );
-    const pageBuffers = options.budget.pageBuffers;
-    this.cleanPages = new LRUCache<number, CachePage>({
-      max: Math.floor(options.budget.capacityBytes / options.pageBytes),
-      // An evicted page's buffer goes back to the pool; pages moved to dirtyPages are 'delete'd, not evicted.
-      dispose: (page, _index, reason) => {
-        if (reason === 'evict') pageBuffers.give(page.buffer);
-      },
-    });
-    options.budget.caches.add(this);
+    this.pages = new PageTable(options.budget, options.pageBytes, options.clock);
+    this.destager = new Destager(this.pages, below, options, this.stats);
+    this.writeThrough = new WriteThrough(
+      this.pages,
+      below,
+      options.pageBytes,
+      options.writeThrough,
+      this.destager,
+      this.stats,
+    );
+    this.writer = new PageWriter(
+      this.pages,
+      this.destager,
+      below,
+      options.pageBytes,
+      options.epoch,
+    );
   }
 
   get sizeBytes(): number {
@@ -174,16 +129,16 @@ export class WriteBackCache implements BlockDevice {
   }
 
   get dirtyBytes(): number {
-    return this.dirtyPages.size * this.options.pageBytes;
+    return this.pages.dirtyBytes;
   }
 
   get cachedBytes(): number {
-    return (this.dirtyPages.size + this.cleanPages.size) * this.options.pageBytes;
+    return this.pages.cachedBytes;
   }
 
   async read(offsetBytes: number, target: Buffer): Promise<void> {
     checkRange(this, offsetBytes, target.length, 'read');
-    if (this.writingThrough.size > 0) await this.waitForWriteThrough(offsetBytes, target.length);
+    if (this.writeThrough.active) await this.writeThrough.waitFor(offsetBytes, target.length);
     const misses: Promise<void>[] = [];
     forEachPiece(
       offsetBytes,
@@ -191,7 +146,7 @@ export class WriteBackCache implements BlockDevice {
       this.options.pageBytes,
       (pageIndex, inPage, length, inRequest) => {
         const slice = target.subarray(inRequest, inRequest + length);
-        const page = this.lookup(pageIndex);
+        const page = this.pages.lookup(pageIndex);
         const mask = sectorMask(inPage, length);
         if (page && (page.valid & mask) >>> 0 === mask) {
           page.buffer.copy(slice, 0, inPage, inPage + length);
@@ -217,7 +172,7 @@ export class WriteBackCache implements BlockDevice {
    */
   private async readStreaming(pageIndex: number, slice: Buffer): Promise<void> {
     await this.below.read(pageIndex * this.options.pageBytes, slice);
-    const current = this.lookup(pageIndex);
+    const current = this.pages.lookup(pageIndex);
     if (!current || current.valid === 0) return;
     // A write during the read made a page: its sectors are newer than what was read.
     for (const [firstSector, sectorCount] of sectorRuns(current.valid)) {
@@ -237,219 +192,33 @@ export class WriteBackCache implements BlockDevice {
     this.writeSeq += 1;
     this.stats.writes += 1;
     const seq = this.writeSeq;
-    if (this.writingThrough.size > 0) await this.waitForWriteThrough(offsetBytes, data.length);
-    if (this.mayWriteThrough(offsetBytes, data.length)) {
-      await this.writeThroughPages(offsetBytes, data);
+    if (this.writeThrough.active) await this.writeThrough.waitFor(offsetBytes, data.length);
+    if (this.writeThrough.may(offsetBytes, data.length)) {
+      await this.writeThrough.write(offsetBytes, data, this.currentEpoch());
       return;
     }
     const firstPage = Math.floor(offsetBytes / this.options.pageBytes);
     const lastPage = Math.floor(
       (offsetBytes + Math.max(1, data.length) - 1) / this.options.pageBytes,
     );
-    for (let index = firstPage; index <= lastPage; index += 1)
-      this.preparing.set(index, (this.preparing.get(index) ?? 0) + 1);
+    this.writeThrough.beginPreparing(firstPage, lastPage);
     try {
-      await this.writeIntoPages(offsetBytes, data, seq);
+      await this.writer.write(offsetBytes, data, seq);
     } finally {
-      for (let index = firstPage; index <= lastPage; index += 1) {
-        const count = this.preparing.get(index)! - 1;
-        if (count === 0) this.preparing.delete(index);
-        else this.preparing.set(index, count);
-      }
+      this.writeThrough.endPreparing(firstPage, lastPage);
     }
-    this.kickDestagerSoon();
+    this.destager.kickSoon();
     if (this.options.budget.dirtyBytes() > this.options.dirtyLimitBytes)
-      await this.waitForDirtyBelow(this.options.dirtyLimitBytes);
-  }
-
-  /** Whole pages, none dirty, in flight or being prepared by another write: they may go straight below. */
-  private mayWriteThrough(offsetBytes: number, lengthBytes: number): boolean {
-    const pageBytes = this.options.pageBytes;
-    if (
-      lengthBytes === 0 ||
-      offsetBytes % pageBytes !== 0 ||
-      (lengthBytes % pageBytes !== 0 && offsetBytes + lengthBytes !== this.sizeBytes)
-    )
-      return false;
-    if (!this.options.writeThrough?.()) return false;
-    for (
-      let index = offsetBytes / pageBytes;
-      index * pageBytes < offsetBytes + lengthBytes;
-      index += 1
-    ) {
-      if (this.dirtyPages.has(index) || this.preparing.has(index) || this.writingThrough.has(index))
-        return false;
-    }
-    return true;
-  }
-
-  /**
-   * Sends whole pages below at once and acknowledges when they are there (one copy instead of
-   * two: the cache copy and the destage). Clean copies of the pages are dropped first; reads and
-   * writes of these pages wait until it is done, so none sees or keeps older data.
-   */
-  private async writeThroughPages(offsetBytes: number, data: Buffer): Promise<void> {
-    const pageBytes = this.options.pageBytes;
-    const indexes: number[] = [];
-    for (
-      let index = offsetBytes / pageBytes;
-      index * pageBytes < offsetBytes + data.length;
-      index += 1
-    )
-      indexes.push(index);
-    for (const index of indexes) {
-      const page = this.cleanPages.get(index);
-      if (!page) continue;
-      this.cleanPages.delete(index);
-      this.options.budget.pageBuffers.give(page.buffer);
-    }
-    const sent = this.below.write(offsetBytes, data, this.currentEpoch());
-    const settled = sent.then(
-      () => undefined,
-      () => undefined,
-    );
-    for (const index of indexes) this.writingThrough.set(index, settled);
-    try {
-      await sent;
-      this.stats.writtenThroughBytes += data.length;
-    } finally {
-      for (const index of indexes)
-        if (this.writingThrough.get(index) === settled) this.writingThrough.delete(index);
-      this.notifyProgress();
-    }
-  }
-
-  private async waitForWriteThrough(offsetBytes: number, lengthBytes: number): Promise<void> {
-    const pageBytes = this.options.pageBytes;
-    for (;;) {
-      let pending: Promise<void> | undefined;
-      for (
-        let index = Math.floor(offsetBytes / pageBytes);
-        index * pageBytes < offsetBytes + Math.max(1, lengthBytes);
-        index += 1
-      ) {
-        pending = this.writingThrough.get(index);
-        if (pending) break;
-      }
-      if (!pending) return;
-      await pending;
-    }
+      await this.destager.waitForDirtyBelow(this.options.dirtyLimitBytes);
   }
 
   /** Waits until no write-through is on its way (a snapshot is about to be taken). */
-  async quiesceWriteThrough(): Promise<void> {
-    while (this.writingThrough.size > 0)
-      await Promise.all([...new Set(this.writingThrough.values())]);
-  }
-
-  private async writeIntoPages(offsetBytes: number, data: Buffer, seq: number): Promise<void> {
-    const pieces: Array<[pageIndex: number, inPage: number, piece: Buffer, partial: boolean]> = [];
-    forEachPiece(
-      offsetBytes,
-      data.length,
-      this.options.pageBytes,
-      (pageIndex, inPage, length, inRequest) => {
-        const partial = inPage % blockBytes !== 0 || length % blockBytes !== 0;
-        pieces.push([pageIndex, inPage, data.subarray(inRequest, inRequest + length), partial]);
-      },
-    );
-    // Wait until every piece can be applied without waiting (partial sectors read from below,
-    // older-epoch dirty data destaged), then apply them all in one go under one epoch, so the
-    // write is wholly in or wholly out of a snapshot taken meanwhile.
-    let rounds = 0;
-    for (;;) {
-      let waited = false;
-      for (const [pageIndex, inPage, piece, partial] of pieces) {
-        if (partial && !this.sectorsValid(pageIndex, inPage, piece.length)) {
-          await this.fillPartialSectors(pageIndex, inPage, piece.length);
-          waited = true;
-        }
-      }
-      const epoch = this.currentEpoch();
-      for (const [pageIndex] of pieces) {
-        const page = this.dirtyPages.get(pageIndex);
-        if (page && holdsOlderEpoch(page, epoch)) {
-          await this.destageOlderEpoch(page, epoch);
-          waited = true;
-        }
-      }
-      if (waited && (rounds += 1) < 3) continue;
-      if (
-        waited ||
-        pieces.some(
-          ([pageIndex, inPage, piece, partial]) =>
-            partial && !this.sectorsValid(pageIndex, inPage, piece.length),
-        )
-      ) {
-        // A cache too small to hold every page of the write at once (filling one evicted
-        // another): apply piece by piece. Only here can a snapshot taken during this very write
-        // see part of it.
-        await this.applyPieceByPiece(pieces, seq);
-        break;
-      }
-      // Partial pieces first: their pages are valid now and become dirty (never evicted); no
-      // trimming until all are applied, so no page of this write is evicted half-way.
-      this.applying = true;
-      try {
-        for (const [pageIndex, inPage, piece, partial] of pieces)
-          if (partial) this.applyPiece(pageIndex, inPage, piece, seq, epoch);
-        for (const [pageIndex, inPage, piece, partial] of pieces)
-          if (!partial) this.applyPiece(pageIndex, inPage, piece, seq, epoch);
-      } finally {
-        this.applying = false;
-      }
-      this.trimCleanPages();
-      break;
-    }
-  }
-
-  private async applyPieceByPiece(
-    pieces: Array<[number, number, Buffer, boolean]>,
-    seq: number,
-  ): Promise<void> {
-    for (const [pageIndex, inPage, piece, partial] of pieces) {
-      for (;;) {
-        if (partial && !this.sectorsValid(pageIndex, inPage, piece.length))
-          await this.fillPartialSectors(pageIndex, inPage, piece.length);
-        const epoch = this.currentEpoch();
-        const page = this.dirtyPages.get(pageIndex);
-        if (page && holdsOlderEpoch(page, epoch)) {
-          await this.destageOlderEpoch(page, epoch);
-          continue;
-        }
-        if (partial && !this.sectorsValid(pageIndex, inPage, piece.length)) continue;
-        this.applyPiece(pageIndex, inPage, piece, seq, epoch);
-        break;
-      }
-    }
+  quiesceWriteThrough(): Promise<void> {
+    return this.writeThrough.quiesce();
   }
 
   private currentEpoch(): number {
     return this.options.epoch?.() ?? 0;
-  }
-
-  private sectorsValid(pageIndex: number, inPage: number, length: number): boolean {
-    const page = this.lookup(pageIndex);
-    const mask = sectorMask(inPage, length);
-    return page !== undefined && (page.valid & mask) >>> 0 === mask;
-  }
-
-  /**
-   * Destages the page's dirty data of an epoch older than epoch, and waits for it and for a
-   * destage of such data already in flight: should that fail, its data goes back to the page as
-   * dirty data of its own epoch, which a newer write must not have joined meanwhile.
-   */
-  private async destageOlderEpoch(page: CachePage, epoch: number): Promise<void> {
-    const errorsBefore = this.stats.destageErrors;
-    while (this.dirtyPages.get(page.index) === page && holdsOlderEpoch(page, epoch)) {
-      if (page.inflight === 0) void this.destagePage(page);
-      await this.nextProgress();
-      if (this.stats.destageErrors !== errorsBefore)
-        throw new LunfsError(
-          'EIO',
-          `destage of cache page ${page.index} failed; the write was not applied`,
-        );
-    }
   }
 
   /**
@@ -462,7 +231,7 @@ export class WriteBackCache implements BlockDevice {
       target.length,
       this.options.pageBytes,
       (pageIndex, inPage, length, inRequest) => {
-        const page = this.dirtyPages.get(pageIndex);
+        const page = this.pages.dirtyPage(pageIndex);
         if (!page) return;
         const overlay = (buffer: Buffer | undefined, mask: number): void => {
           if (!buffer) return;
@@ -479,29 +248,8 @@ export class WriteBackCache implements BlockDevice {
     );
   }
 
-  /** Drops the least recently used clean page; false when there is none. */
-  evictOneCleanPage(): boolean {
-    return this.cleanPages.pop() !== undefined;
-  }
-
-  async flush(): Promise<void> {
-    const upToSeq = this.writeSeq;
-    this.flushWaiters += 1;
-    try {
-      for (;;) {
-        if (this.destageError !== undefined) {
-          const error = this.destageError;
-          this.destageError = undefined;
-          throw error;
-        }
-        if (!this.hasDataUpTo(upToSeq)) break;
-        this.kickDestager();
-        await this.nextProgress();
-      }
-    } finally {
-      this.flushWaiters -= 1;
-    }
-    await this.below.flush();
+  flush(): Promise<void> {
+    return this.destager.flushUpTo(this.writeSeq);
   }
 
   /**
@@ -514,7 +262,7 @@ export class WriteBackCache implements BlockDevice {
   async discard(offsetBytes: number, lengthBytes: number): Promise<void> {
     checkRange(this, offsetBytes, lengthBytes, 'discard');
     if (lengthBytes === 0) return;
-    if (this.writingThrough.size > 0) await this.waitForWriteThrough(offsetBytes, lengthBytes);
+    if (this.writeThrough.active) await this.writeThrough.waitFor(offsetBytes, lengthBytes);
     const endBytes = offsetBytes + lengthBytes;
     const innerStart = Math.ceil(offsetBytes / blockBytes) * blockBytes;
     // A last sector cut short by the device end is whole when the range reaches the end.
@@ -525,7 +273,7 @@ export class WriteBackCache implements BlockDevice {
       return;
     }
     await this.forgetAndDiscardWholeSectors(innerStart, innerEnd - innerStart);
-    this.notifyProgress();
+    this.destager.notifyProgress();
     if (innerStart > offsetBytes) await this.writeZeros(offsetBytes, innerStart - offsetBytes);
     if (endBytes > innerEnd) await this.writeZeros(innerEnd, endBytes - innerEnd);
   }
@@ -550,42 +298,39 @@ export class WriteBackCache implements BlockDevice {
       const epoch = this.currentEpoch();
       let waited = false;
       for (let index = first; index <= last; index += 1) {
-        const page = this.dirtyPages.get(index);
+        const page = this.pages.dirtyPage(index);
         if (page && page.dirty !== 0 && page.dirtyEpoch < epoch) {
-          await this.destageOlderEpoch(page, epoch);
+          await this.destager.destageOlderEpoch(page, epoch);
           waited = true;
         }
       }
       for (let index = first; index <= last && !waited; index += 1) {
-        if ((this.dirtyPages.get(index)?.inflight ?? 0) !== 0) {
-          await this.nextProgress();
+        if ((this.pages.dirtyPage(index)?.inflight ?? 0) !== 0) {
+          await this.destager.nextProgress();
           waited = true;
         }
       }
       if (!waited) break;
     }
     forEachPiece(offsetBytes, lengthBytes, pageBytes, (pageIndex, inPage, length) => {
-      const page = this.lookup(pageIndex);
+      const page = this.pages.lookup(pageIndex);
       if (!page) return;
       if (
         inPage === 0 &&
         (length === pageBytes || pageIndex * pageBytes + length === this.sizeBytes)
       ) {
-        this.dirtyPages.delete(pageIndex);
-        this.cleanPages.delete(pageIndex);
-        this.options.budget.pageBuffers.give(page.buffer);
+        this.pages.forget(page);
         return;
       }
       // Those sectors read as zeros below once discarded: here they become clean zeros.
-      this.unshare(page);
+      this.pages.unshare(page);
       page.buffer.fill(0, inPage, inPage + length);
       const mask = sectorMask(inPage, length);
       page.valid = (page.valid | mask) >>> 0;
       page.dirty = (page.dirty & ~mask) >>> 0;
-      if (page.dirty === 0 && page.inflight === 0 && this.dirtyPages.get(pageIndex) === page) {
+      if (page.dirty === 0 && page.inflight === 0 && this.pages.dirtyPage(pageIndex) === page) {
         page.dirtySinceSeq = Infinity;
-        this.dirtyPages.delete(pageIndex);
-        this.cleanPages.set(pageIndex, page);
+        this.pages.moveToClean(page);
       }
     });
     await this.below.discard(offsetBytes, lengthBytes);
@@ -600,50 +345,24 @@ export class WriteBackCache implements BlockDevice {
   async close(): Promise<void> {
     await this.flush();
     this.closed = true;
-    if (this.expireTimer) clearTimeout(this.expireTimer);
-    this.forgetAllPages();
+    this.destager.stop();
+    this.pages.forgetAll();
   }
 
   /** Waits for in-flight destages, then forgets every page (the volume is being removed). */
   async drop(): Promise<void> {
     this.closed = true;
-    if (this.expireTimer) clearTimeout(this.expireTimer);
-    while (this.inflightDestages > 0) await this.nextProgress();
-    this.forgetAllPages();
-  }
-
-  private forgetAllPages(): void {
-    const pageBuffers = this.options.budget.pageBuffers;
-    for (const page of this.dirtyPages.values()) pageBuffers.give(page.buffer);
-    for (const page of this.cleanPages.values()) pageBuffers.give(page.buffer);
-    this.dirtyPages.clear();
-    this.cleanPages.clear();
-    this.options.budget.caches.delete(this);
-  }
-
-  private lookup(pageIndex: number): CachePage | undefined {
-    return this.dirtyPages.get(pageIndex) ?? this.cleanPages.get(pageIndex);
-  }
-
-  private lookupOrCreate(pageIndex: number): CachePage {
-    let page = this.lookup(pageIndex);
-    if (!page) {
-      page = new CachePage(pageIndex, this.options.budget.pageBuffers.take());
-      // A recycled buffer holds another page's data (maybe another LUN's): past the device end it
-      // must read as zeros once the device grows (see the invariants). Only the last page pays.
-      const endInPage = this.sizeBytes - pageIndex * this.options.pageBytes;
-      if (endInPage < this.options.pageBytes) page.buffer.fill(0, endInPage);
-      this.cleanPages.set(pageIndex, page);
-    }
-    return page;
+    this.destager.stop();
+    while (this.destager.inflightCount > 0) await this.destager.nextProgress();
+    this.pages.forgetAll();
   }
 
   private async readMiss(pageIndex: number, inPage: number, slice: Buffer): Promise<void> {
     // Create the page before reading below: a write during the read marks its sectors valid in
     // this same object, so the fill below never overwrites newer data (see the invariants).
-    const page = this.lookupOrCreate(pageIndex);
+    const page = this.pages.lookupOrCreate(pageIndex, this.sizeBytes);
     await this.below.read(pageIndex * this.options.pageBytes + inPage, slice);
-    const current = this.lookup(pageIndex);
+    const current = this.pages.lookup(pageIndex);
     if (!current) return; // evicted while reading: it was clean, so below had its data
     // Cached data is never older than below: valid sectors win over what was read.
     for (const [firstSector, sectorCount] of sectorRuns(current.valid)) {
@@ -661,278 +380,7 @@ export class WriteBackCache implements BlockDevice {
     current.valid = (current.valid | readMask) >>> 0;
   }
 
-  /** Copy on write: gives the page its own buffer if a destage in flight is sending from it. */
-  private unshare(page: CachePage): void {
-    if (page.destageBuffer !== page.buffer) return;
-    const own = this.options.budget.pageBuffers.take();
-    page.buffer.copy(own);
-    page.buffer = own;
-  }
-
-  private applyPiece(
-    pageIndex: number,
-    inPage: number,
-    piece: Buffer,
-    seq: number,
-    epoch: number,
-  ): void {
-    const page = this.lookupOrCreate(pageIndex);
-    const mask = sectorMask(inPage, piece.length);
-    assert(
-      (mask & ~page.valid) === 0 || (inPage % blockBytes === 0 && piece.length % blockBytes === 0),
-      'partial sector applied to a page that lacks it',
-    );
-    this.unshare(page);
-    piece.copy(page.buffer, inPage);
-    page.valid = (page.valid | mask) >>> 0;
-    this.markDirty(page, mask, seq, epoch);
-  }
-
-  /** A write that covers part of a sector: the rest of the sector must come from below first. */
-  private async fillPartialSectors(
-    pageIndex: number,
-    inPage: number,
-    length: number,
-  ): Promise<void> {
-    const mask = sectorMask(inPage, length);
-    let page = this.lookupOrCreate(pageIndex);
-    while ((mask & ~page.valid) !== 0) {
-      const from = Math.floor(inPage / blockBytes) * blockBytes;
-      const to = Math.ceil((inPage + length) / blockBytes) * blockBytes;
-      const fromBelow = Buffer.alloc(to - from);
-      // The last sector of a device whose size is not a multiple of the sector ends early.
-      const pageStart = pageIndex * this.options.pageBytes;
-      await this.below.read(
-        pageStart + from,
-        fromBelow.subarray(0, Math.min(to, this.sizeBytes - pageStart) - from),
-      );
-      const current = this.lookupOrCreate(pageIndex);
-      if (current !== page) {
-        // Evicted while reading: a write may have reached below since the read, so the data read
-        // is possibly older than below. Read again into the new page.
-        page = current;
-        continue;
-      }
-      for (let sector = from / blockBytes; sector < to / blockBytes; sector += 1) {
-        const bit = 1 << sector;
-        if ((page.valid & bit) !== 0) continue;
-        fromBelow.copy(
-          page.buffer,
-          sector * blockBytes,
-          sector * blockBytes - from,
-          sector * blockBytes - from + blockBytes,
-        );
-        page.valid = (page.valid | bit) >>> 0;
-      }
-    }
-  }
-
-  private markDirty(page: CachePage, mask: number, seq: number, epoch: number): void {
-    if (page.dirty === 0 && page.inflight === 0) {
-      this.cleanPages.delete(page.index);
-      this.dirtyPages.set(page.index, page);
-      this.trimCleanPages();
-    }
-    if (page.dirty === 0) {
-      page.dirtySinceSeq = seq;
-      page.dirtySinceMs = this.options.clock.nowMs();
-      page.dirtyEpoch = epoch;
-    }
-    assert(page.dirtyEpoch === epoch, 'dirty data of two snapshot epochs in one page');
-    page.dirty = (page.dirty | mask) >>> 0;
-  }
-
-  private trimCleanPages(): void {
-    if (this.applying) return;
-    const budget = this.options.budget;
-    while (budget.cachedBytes() > budget.capacityBytes) {
-      if (this.cleanPages.pop() === undefined && !budget.evictFromOthers(this)) break;
-    }
-  }
-
-  private hasDataUpTo(seq: number): boolean {
-    for (const page of this.dirtyPages.values()) {
-      if (page.dirtySinceSeq <= seq || page.inflightSinceSeq <= seq) return true;
-    }
-    return false;
-  }
-
-  /**
-   * Kicks the destager after the current request has been answered: with inline drive I/O a
-   * destage runs on this thread, and the FUSE reply should not wait behind it.
-   */
-  private kickDestagerSoon(): void {
-    if (this.kickScheduled) return;
-    this.kickScheduled = true;
-    setImmediate(() => {
-      this.kickScheduled = false;
-      this.kickDestager();
-    });
-  }
-
-  /**
-   * Starts destages: every eligible page when urgent (a flush waits, or dirty bytes passed the
-   * background threshold), otherwise only pages whose dirty data expired. dirtyPages keeps the
-   * order in which pages became dirty, so the scan stops at the first page that is not yet due.
-   */
-  private kickDestager(): void {
-    if (this.closed && this.flushWaiters === 0) return;
-    if (this.inflightDestages >= this.options.maxInflightDestages) return;
-    const now = this.options.clock.nowMs();
-    const urgent =
-      this.flushWaiters > 0 || this.options.budget.dirtyBytes() > this.options.dirtyBackgroundBytes;
-    for (const page of this.dirtyPages.values()) {
-      if (this.inflightDestages >= this.options.maxInflightDestages) return;
-      if (page.dirty === 0 || page.inflight !== 0) continue;
-      if (!urgent && now - page.dirtySinceMs < this.options.expireMs) {
-        this.armExpireTimer(page.dirtySinceMs + this.options.expireMs - now);
-        return;
-      }
-      void this.destagePage(page);
-    }
-  }
-
-  private armExpireTimer(delayMs: number): void {
-    if (this.expireTimer || this.closed) return;
-    this.expireTimer = setTimeout(
-      () => {
-        this.expireTimer = undefined;
-        this.kickDestager();
-      },
-      Math.max(1, delayMs),
-    );
-    this.expireTimer.unref();
-  }
-
-  private async destagePage(page: CachePage): Promise<void> {
-    const mask = page.dirty;
-    page.inflight = mask;
-    page.inflightSinceSeq = page.dirtySinceSeq;
-    page.inflightEpoch = page.dirtyEpoch;
-    page.dirty = 0;
-    page.dirtySinceSeq = Infinity;
-    this.inflightDestages += 1;
-    // Send from the page's own buffer; a write to the page while this is in flight copies it
-    // first (unshare), so the data sent is the data as it was now. Sequential writes never pay
-    // for a copy.
-    const pageBuffers = this.options.budget.pageBuffers;
-    const buffer = page.buffer;
-    page.destageBuffer = buffer;
-    try {
-      const writes: Promise<void>[] = [];
-      for (const [firstSector, sectorCount] of sectorRuns(mask)) {
-        const start = firstSector * blockBytes;
-        // The last sector of a device whose size is not a multiple of the sector ends early.
-        const end = Math.min(
-          start + sectorCount * blockBytes,
-          this.sizeBytes - page.index * this.options.pageBytes,
-        );
-        writes.push(
-          this.below.write(
-            page.index * this.options.pageBytes + start,
-            buffer.subarray(start, end),
-            page.inflightEpoch,
-          ),
-        );
-        this.stats.destagedBytes += end - start;
-      }
-      // Wait for every run, even after a failure: the buffer goes back to the pool only when unused.
-      const results = await Promise.allSettled(writes);
-      const failure = results.find(
-        (result): result is PromiseRejectedResult => result.status === 'rejected',
-      );
-      if (failure) throw failure.reason;
-    } catch (error) {
-      this.stats.destageErrors += 1;
-      this.destageError = error;
-      this.options.log.error(
-        { err: error, page: page.index },
-        'destage failed; data stays dirty in the cache',
-      );
-      // Back under the epoch it was written in: writes since the destage began share it (a
-      // write of a newer epoch waits for this destage to end, see destageOlderEpoch).
-      assert(
-        page.dirty === 0 || page.dirtyEpoch === page.inflightEpoch,
-        'a failed destage of an older epoch under newer dirty data',
-      );
-      page.dirty = (page.dirty | mask) >>> 0;
-      page.dirtyEpoch = page.inflightEpoch;
-      page.dirtySinceSeq = Math.min(page.dirtySinceSeq, page.inflightSinceSeq);
-    } finally {
-      page.destageBuffer = undefined;
-      if (page.buffer !== buffer) pageBuffers.give(buffer); // the page was unshared meanwhile
-      page.inflight = 0;
-      page.inflightSinceSeq = Infinity;
-      this.inflightDestages -= 1;
-      if (page.dirty === 0 && this.dirtyPages.get(page.index) === page) {
-        this.dirtyPages.delete(page.index);
-        this.cleanPages.set(page.index, page);
-        this.trimCleanPages();
-      }
-      this.notifyProgress();
-      if (this.destageError === undefined) this.kickDestager();
-    }
-  }
-
-  private async waitForDirtyBelow(limitBytes: number): Promise<void> {
-    while (this.options.budget.dirtyBytes() > limitBytes && this.dirtyPages.size > 0) {
-      if (this.destageError !== undefined) return; // flush reports it; do not block writers forever
-      this.kickDestager();
-      await this.nextProgress();
-    }
-  }
-
-  private nextProgress(): Promise<void> {
-    return new Promise((resolve) => this.progressWaiters.push(resolve));
-  }
-
-  private notifyProgress(): void {
-    const waiters = this.progressWaiters;
-    this.progressWaiters = [];
-    for (const resolve of waiters) resolve();
-  }
-
   private throwIfClosed(): void {
     assert(!this.closed, 'write to a closed cache');
   }
-}
-
-/** Whether the page holds data of an epoch below epoch: dirty, or being destaged. */
-function holdsOlderEpoch(page: CachePage, epoch: number): boolean {
-  return (
-    (page.dirty !== 0 && page.dirtyEpoch < epoch) ||
-    (page.inflight !== 0 && page.inflightEpoch < epoch)
-  );
-}
-
-/** Bits of the sectors that [inPage, inPage + length) touches. */
-function sectorMask(inPage: number, length: number): number {
-  const first = Math.floor(inPage / blockBytes);
-  const end = Math.ceil((inPage + length) / blockBytes);
-  const count = end - first;
-  return (count >= 32 ? 0xffffffff : ((1 << count) - 1) << first) >>> 0;
-}
-
-/** Bits of the sectors that lie wholly inside [inPage, inPage + length). */
-function wholeSectorMask(inPage: number, length: number): number {
-  const first = Math.ceil(inPage / blockBytes);
-  const end = Math.floor((inPage + length) / blockBytes);
-  if (end <= first) return 0;
-  return sectorMask(first * blockBytes, (end - first) * blockBytes);
-}
-
-/** [firstSector, sectorCount] for each run of set bits. */
-function sectorRuns(mask: number): Array<[number, number]> {
-  const runs: Array<[number, number]> = [];
-  let sector = 0;
-  while (sector < 32) {
-    if (((mask >>> sector) & 1) === 0) {
-      sector += 1;
-      continue;
-    }
-    const start = sector;
-    while (sector < 32 && ((mask >>> sector) & 1) === 1) sector += 1;
-    runs.push([start, sector - start]);
-  }
-  return runs;
 }

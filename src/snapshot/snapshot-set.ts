@@ -17,7 +17,8 @@ import type { Logger } from '../util/logger.js';
 import { ChunkLockManager } from '../util/chunk-locks.js';
 import { zeroSlot } from './log-file.js';
 import type { SnapshotImage } from './target-metadata.js';
-import { planTarget, TargetVolume } from './target-volume.js';
+import { planTarget } from './target-layout.js';
+import { TargetVolume } from './target-volume.js';
 import { maxSnapshotsPerLun } from '../util/constants.js';
 
 /** What a snapshot read needs from the LUN's cache: its writes older than an epoch. */

@@ -2,11 +2,8 @@
 // pool's map and RAID that holds the preserved original data in chunk-sized slots, the writable
 // snapshots' own chunks, and the bitmaps and log files of every snapshot of the LUN.
 //
-// Layout of the target's address space (docs/on-disk-format.md):
-//   [0, 4 KiB)             target header (magic, version, checksum, geometry)
-//   [unit, dataStart)      a MetadataStore: two checkpoint slots and a journal (one copy: the
-//                          RAID under the target is its redundancy)
-//   [dataStart, ...)       data slots of chunkBytes each; slot k at dataStart + k * chunkBytes
+// Layout of the target's address space (target-layout.ts, docs/on-disk-format.md): a 4 KiB
+// header, then its own MetadataStore (checkpoints and a journal), then data slots of chunkBytes.
 //
 // Order of a preservation (claims 14-16), for one chunk and every snapshot that needs it:
 //   1. the original data is written to a free slot;
@@ -24,184 +21,39 @@
 // redirect (a snapshot's own data, which has no second copy) flushes the slots before the record.
 // A slot is referenced by any number of log files; it is free again when none points at it, and a
 // data unit of the target whose slots are all free is given back to the pool.
+//
+// TargetVolume is the class its users see (format, open, preserve, redirect, drop, slot reads and
+// writes); its parts are in this folder, one per file:
+//   target-layout.ts   geometry, header, the metadata store's place, the target as its drive
+//   target-slots.ts    slot reference counts, free slots (lowest first), pending slots
+//   target-journal.ts  the group commit of records, and the check of the last record at open
 
-import type { BlockDevice } from '../block/block-device.js';
 import { crc32c } from '../native/native-kernels.js';
-import { MetadataStore, type QuorumLayout } from '../meta/metadata-store.js';
-import {
-  checkSeal,
-  formatVersion,
-  hasMagic,
-  isReadableFormatVersion,
-  seal,
-  writeMagic,
-} from '../meta/checksum.js';
+import { MetadataStore } from '../meta/metadata-store.js';
 import type { LunRecord } from '../meta/pool-metadata.js';
 import { ThinVolume, type MapSpace } from '../map/thin-volume.js';
 import { assert } from '../util/assert.js';
 import { LunfsError } from '../util/errors.js';
 import type { Logger } from '../util/logger.js';
-import { alignUp, MiB } from '../util/sizes.js';
 import { zeroSlot } from './log-file.js';
 import {
-  applyTargetOp,
-  targetStateCodec,
-  type TargetOp,
-  type TargetState,
-} from './target-metadata.js';
-import { maxSnapshotsPerLun } from '../util/constants.js';
-
-export const targetHeaderBytes = 4096;
-/** The journal holds at most this much; small pools get a smaller one (1/64 of the pool). */
-export const targetJournalBytesMax = 8 * MiB;
-const targetMagic = 'LUNFSTGT';
-
-export interface TargetGeometry {
-  chunkBytes: number;
-  quorumOffsetBytes: number;
-  checkpointSlotBytes: number;
-  journalBytes: number;
-  dataStartBytes: number;
-}
-
-/** The geometry for a pool of poolCapacityBytes, and the target's virtual size. */
-export function planTarget(
-  chunkBytes: number,
-  unitBytes: number,
-  poolCapacityBytes: number,
-): { geometry: TargetGeometry; sizeBytes: number } {
-  const chunks = Math.ceil(poolCapacityBytes / chunkBytes);
-  const checkpointSlotBytes = alignUp(
-    MiB + maxSnapshotsPerLun * (Math.ceil(chunks / 8) + chunks * 8 + 64),
-    unitBytes,
-  );
-  const quorumOffsetBytes = unitBytes;
-  const journalBytes = alignUp(
-    Math.min(targetJournalBytesMax, Math.max(256 * 1024, Math.floor(poolCapacityBytes / 64))),
-    unitBytes,
-  );
-  const dataStartBytes = alignUp(
-    quorumOffsetBytes + 2 * checkpointSlotBytes + journalBytes,
-    unitBytes,
-  );
-  // Room for twice the pool: a target can never hold more than the pool, and slots are reused
-  // lowest first, so the used part of the range stays compact.
-  const sizeBytes = dataStartBytes + alignUp(2 * poolCapacityBytes, unitBytes);
-  return {
-    geometry: { chunkBytes, quorumOffsetBytes, checkpointSlotBytes, journalBytes, dataStartBytes },
-    sizeBytes,
-  };
-}
-
-function encodeHeader(geometry: TargetGeometry, ownerLunId: number): Buffer {
-  const header = Buffer.alloc(targetHeaderBytes);
-  writeMagic(header, targetMagic);
-  header.writeUInt32LE(formatVersion, 8);
-  header.writeUInt32LE(ownerLunId, 16);
-  header.writeUInt32LE(geometry.chunkBytes, 20);
-  header.writeBigUInt64LE(BigInt(geometry.quorumOffsetBytes), 24);
-  header.writeBigUInt64LE(BigInt(geometry.checkpointSlotBytes), 32);
-  header.writeBigUInt64LE(BigInt(geometry.journalBytes), 40);
-  header.writeBigUInt64LE(BigInt(geometry.dataStartBytes), 48);
-  seal(header, 12);
-  return header;
-}
-
-function decodeHeader(header: Buffer, ownerLunId: number): TargetGeometry {
-  if (!hasMagic(header, targetMagic))
-    throw new LunfsError(
-      'ECORRUPT',
-      `snapshot target of LUN ${ownerLunId}: header has the wrong magic (damaged)`,
-    );
-  if (!isReadableFormatVersion(header.readUInt32LE(8)))
-    throw new LunfsError(
-      'ECORRUPT',
-      `snapshot target of LUN ${ownerLunId}: unsupported format version ${header.readUInt32LE(8)}`,
-    );
-  if (!checkSeal(header, 12))
-    throw new LunfsError(
-      'ECORRUPT',
-      `snapshot target of LUN ${ownerLunId}: header checksum mismatch (damaged)`,
-    );
-  if (header.readUInt32LE(16) !== ownerLunId)
-    throw new LunfsError(
-      'ECORRUPT',
-      `snapshot target of LUN ${ownerLunId}: header names LUN ${header.readUInt32LE(16)}`,
-    );
-  return {
-    chunkBytes: header.readUInt32LE(20),
-    quorumOffsetBytes: Number(header.readBigUInt64LE(24)),
-    checkpointSlotBytes: Number(header.readBigUInt64LE(32)),
-    journalBytes: Number(header.readBigUInt64LE(40)),
-    dataStartBytes: Number(header.readBigUInt64LE(48)),
-  };
-}
-
-/** The smallest free slot first, so the used part of the target stays compact. */
-class SlotHeap {
-  private readonly items: number[] = [];
-  get size(): number {
-    return this.items.length;
-  }
-  push(slot: number): void {
-    const items = this.items;
-    items.push(slot);
-    let index = items.length - 1;
-    while (index > 0) {
-      const parent = (index - 1) >> 1;
-      if (items[parent]! <= items[index]!) break;
-      [items[parent], items[index]] = [items[index]!, items[parent]!];
-      index = parent;
-    }
-  }
-  pop(): number | undefined {
-    const items = this.items;
-    if (items.length === 0) return undefined;
-    const top = items[0]!;
-    const last = items.pop()!;
-    if (items.length > 0) {
-      items[0] = last;
-      let index = 0;
-      for (;;) {
-        const left = index * 2 + 1;
-        const right = left + 1;
-        let smallest = index;
-        if (left < items.length && items[left]! < items[smallest]!) smallest = left;
-        if (right < items.length && items[right]! < items[smallest]!) smallest = right;
-        if (smallest === index) break;
-        [items[smallest], items[index]] = [items[index]!, items[smallest]!];
-        index = smallest;
-      }
-    }
-    return top;
-  }
-}
-
-interface Batch {
-  ops: TargetOp[];
-  promise: Promise<void>;
-  resolve: () => void;
-  reject: (error: unknown) => void;
-}
+  decodeHeader,
+  encodeHeader,
+  quorumLayout,
+  targetDevice,
+  targetHeaderBytes,
+  type TargetGeometry,
+} from './target-layout.js';
+import { applyCounted, TargetJournal, unarrivedCopies } from './target-journal.js';
+import { TargetSlots } from './target-slots.js';
+import { targetStateCodec, type TargetOp, type TargetState } from './target-metadata.js';
 
 export class TargetVolume {
   /** Live bitmaps and log files (the store keeps its own committed image). */
   readonly state: TargetState;
-  private readonly references = new Map<number, number>();
-  private readonly freeSlots = new SlotHeap();
-  private readonly freeSet = new Set<number>();
-  /** Slots written for preservations or redirections whose record is not committed yet: in use. */
-  private readonly pendingSlots = new Set<number>();
-  private nextSlot = 0;
-  private queued: Batch | undefined;
-  /** Ops already applied to the live state (drops): the batch does not apply them again. */
-  private readonly appliedLive = new WeakSet<TargetOp>();
-  /** Drops whose record could not be written yet: they go first into the next batch. */
-  private unrecorded: TargetOp[] = [];
-  private committing = false;
+  private readonly slots: TargetSlots;
+  private readonly journal: TargetJournal;
   private readonly slotsPerUnit: number;
-  /** Slots that the journal's last record names with a crc (see unarrivedCopies). */
-  private lastRecordSlots = new Set<number>();
 
   private constructor(
     readonly thin: ThinVolume,
@@ -210,19 +62,14 @@ export class TargetVolume {
     state: TargetState,
     private readonly log: Logger,
     /** Whether a snapshot id still exists and is valid: preservations for others are not recorded. */
-    private readonly isLive: (snapshotId: number) => boolean,
+    isLive: (snapshotId: number) => boolean,
     /** Whether metadata writes (checkpoints) may use reserved space: set while reserved snapshots exist. */
     readonly reservation: { use: boolean },
   ) {
     this.state = state;
     this.slotsPerUnit = thin.unitBytesOf() / geometry.chunkBytes;
-    for (const image of state.snapshots.values())
-      image.log.forEach((_, slot) => this.reference(slot));
-    let highest = -1;
-    for (const slot of this.references.keys()) highest = Math.max(highest, slot);
-    this.nextSlot = highest + 1;
-    for (let slot = 0; slot < this.nextSlot; slot += 1)
-      if (!this.references.has(slot)) this.markFree(slot);
+    this.slots = new TargetSlots(state);
+    this.journal = new TargetJournal(this.store, state, this.slots, thin, isLive, log);
   }
 
   /** Makes a new target in the (already created) internal volume record. */
@@ -288,33 +135,21 @@ export class TargetVolume {
         `snapshot target of LUN ${record.ownerLunId}: ${reports[0]!.problems.join('; ')}`,
       );
     const target = new TargetVolume(thin, geometry, store, metadata, log, isLive, reservation);
-    const undo = await target.unarrivedCopies(lastRecordOps, liveSnapshotIds);
-    target.lastRecordSlots = crcSlotsOf(lastRecordOps);
+    const undo = await unarrivedCopies(lastRecordOps, liveSnapshotIds, target, log);
+    target.journal.rememberLastRecord(lastRecordOps);
     if (undo.length > 0) {
       log.warn(
         { chunks: undo.map((op) => op.chunk) },
         'preserved copies that did not reach the target before a crash are undone; the snapshots read the source there',
       );
-      if (readOnly)
-        for (const op of undo)
-          applyTargetOp(
-            target.state,
-            op,
-            (slot) => target.unreference(slot),
-            (slot) => target.reference(slot),
-          );
-      else await target.applyAndRecord(undo, 'the undoing of preserved copies');
+      if (readOnly) for (const op of undo) applyCounted(target.state, op, target.slots);
+      else await target.journal.applyAndRecord(undo, 'the undoing of preserved copies');
     }
     // Snapshots removed (or never committed) before a crash may still have images here.
     const stale = [...metadata.snapshots.keys()].filter((id) => !liveSnapshotIds.has(id));
     if (readOnly) {
       // Not recorded (nothing is written), but status must not count them.
-      applyTargetOp(
-        target.state,
-        { kind: 'drop', ids: stale },
-        (slot) => target.unreference(slot),
-        (slot) => target.reference(slot),
-      );
+      applyCounted(target.state, { kind: 'drop', ids: stale }, target.slots);
       return target;
     }
     if (stale.length > 0) await target.drop(stale);
@@ -326,40 +161,13 @@ export class TargetVolume {
     return this.geometry.chunkBytes;
   }
 
-  /** The preserves of the journal's last record whose slot does not hold the data its crc names. */
-  private async unarrivedCopies(
-    lastRecordOps: TargetOp[],
-    liveSnapshotIds: Set<number>,
-  ): Promise<Array<Extract<TargetOp, { kind: 'unpreserve' }>>> {
-    const undo: Array<Extract<TargetOp, { kind: 'unpreserve' }>> = [];
-    const data = Buffer.alloc(this.geometry.chunkBytes);
-    for (const op of lastRecordOps) {
-      if (op.kind !== 'preserve' || op.crc === undefined || op.slot === zeroSlot) continue;
-      // Images of snapshots that are gone are dropped anyway (and their slots may be reused).
-      const ids = op.ids.filter(
-        (id) =>
-          liveSnapshotIds.has(id) && this.state.snapshots.get(id)?.log.get(op.chunk) === op.slot,
-      );
-      if (ids.length === 0) continue;
-      let arrived = false;
-      try {
-        await this.thin.read(this.slotOffset(op.slot), data);
-        arrived = crc32c(data) === op.crc;
-      } catch (error) {
-        this.log.warn({ err: error, slot: op.slot }, 'preserved slot unreadable at open');
-      }
-      if (!arrived) undo.push({ kind: 'unpreserve', chunk: op.chunk, slot: op.slot, ids });
-    }
-    return undo;
-  }
-
   /** Slots in use (each chunkBytes). */
   get usedSlotCount(): number {
-    return this.references.size;
+    return this.slots.usedCount;
   }
 
   referenceCount(slot: number): number {
-    return this.references.get(slot) ?? 0;
+    return this.slots.referenceCount(slot);
   }
 
   /**
@@ -374,10 +182,10 @@ export class TargetVolume {
     useReservation: boolean,
   ): Promise<void> {
     if (!original)
-      return this.commit([{ kind: 'preserve', chunk: chunkIndex, slot: zeroSlot, ids }]);
+      return this.journal.commit([{ kind: 'preserve', chunk: chunkIndex, slot: zeroSlot, ids }]);
     const crc = crc32c(original);
     const slot = await this.writeNewSlot(original, useReservation);
-    await this.commit([{ kind: 'preserve', chunk: chunkIndex, slot, ids, crc }]);
+    await this.journal.commit([{ kind: 'preserve', chunk: chunkIndex, slot, ids, crc }]);
   }
 
   /** Gives snapshot id its own copy of the chunk, holding data (a whole chunk). */
@@ -388,7 +196,7 @@ export class TargetVolume {
     useReservation: boolean,
   ): Promise<void> {
     const slot = await this.writeNewSlot(data, useReservation);
-    await this.commit([{ kind: 'redirect', id, chunk: chunkIndex, slot }]);
+    await this.journal.commit([{ kind: 'redirect', id, chunk: chunkIndex, slot }]);
   }
 
   /**
@@ -399,36 +207,11 @@ export class TargetVolume {
    */
   async drop(ids: number[]): Promise<void> {
     if (ids.length === 0) return;
-    await this.applyAndRecord(
+    await this.journal.applyAndRecord(
       [{ kind: 'drop', ids }],
       `the drop of snapshot images ${ids.join(', ')}`,
     );
     await this.releaseEmptyUnits();
-  }
-
-  /**
-   * Applies ops to the live state at once, then records them; when the target is too full to take
-   * the record now, it goes first into the next commit (the live state already holds the ops).
-   */
-  private async applyAndRecord(ops: TargetOp[], what: string): Promise<void> {
-    for (const op of ops) {
-      applyTargetOp(
-        this.state,
-        op,
-        (slot) => this.unreference(slot),
-        (slot) => this.reference(slot),
-      );
-      this.appliedLive.add(op);
-    }
-    try {
-      await this.commit(ops);
-    } catch (error) {
-      if (!(error instanceof LunfsError) || error.code !== 'ENOSPC') throw error;
-      this.unrecorded.push(...ops);
-      this.log.warn(
-        `${what} is not recorded yet (the target is full); retried with the next commit`,
-      );
-    }
   }
 
   async readSlot(slot: number, offsetInChunk: number, target: Buffer): Promise<void> {
@@ -444,13 +227,13 @@ export class TargetVolume {
     assert(slot !== zeroSlot && this.referenceCount(slot) === 1, `write into shared slot ${slot}`);
     // The record of the slot's copy must not stay the journal's last: changed in place, the slot
     // would no longer match that record's crc at open, and a good copy would be undone.
-    if (this.lastRecordSlots.has(slot)) await this.commit([{ kind: 'drop', ids: [] }]);
+    if (this.journal.lastRecordNames(slot)) await this.journal.commit([{ kind: 'drop', ids: [] }]);
     await this.thin.write(this.slotOffset(slot) + offsetInChunk, data);
   }
 
   /** Waits until no commit is queued or running. */
   async quiesce(): Promise<void> {
-    while (this.queued || this.committing) await new Promise((resolve) => setImmediate(resolve));
+    while (!this.journal.idle) await new Promise((resolve) => setImmediate(resolve));
   }
 
   /** Makes writes to the target durable (pool commit). */
@@ -464,8 +247,7 @@ export class TargetVolume {
 
   private async writeNewSlot(data: Buffer, useReservation: boolean): Promise<number> {
     assert(data.length === this.geometry.chunkBytes, 'a slot holds one whole chunk');
-    const slot = this.takeSlot();
-    this.pendingSlots.add(slot);
+    const slot = this.slots.takePending();
     try {
       this.thin.useReservation = useReservation;
       try {
@@ -475,200 +257,24 @@ export class TargetVolume {
       }
       await this.thin.write(this.slotOffset(slot), data);
     } catch (error) {
-      this.pendingSlots.delete(slot);
-      this.markFree(slot);
+      this.slots.abandon(slot);
       throw error;
     }
     return slot;
-  }
-
-  private takeSlot(): number {
-    const slot = this.freeSlots.pop();
-    if (slot === undefined) return this.nextSlot++;
-    this.freeSet.delete(slot);
-    return slot;
-  }
-
-  private markFree(slot: number): void {
-    if (this.freeSet.has(slot)) return;
-    this.freeSet.add(slot);
-    this.freeSlots.push(slot);
-  }
-
-  reference(slot: number): void {
-    if (slot === zeroSlot) return;
-    this.references.set(slot, (this.references.get(slot) ?? 0) + 1);
-  }
-
-  unreference(slot: number): void {
-    if (slot === zeroSlot) return;
-    const count = this.references.get(slot);
-    assert(count !== undefined && count > 0, `slot ${slot} released more often than referenced`);
-    if (count > 1) {
-      this.references.set(slot, count - 1);
-      return;
-    }
-    this.references.delete(slot);
-    this.markFree(slot);
-  }
-
-  /** Group commit: flush the slots' data, then append one journal record for every op waiting. */
-  private commit(ops: TargetOp[]): Promise<void> {
-    if (!this.queued) {
-      let resolve!: () => void;
-      let reject!: (error: unknown) => void;
-      const promise = new Promise<void>((res, rej) => {
-        resolve = res;
-        reject = rej;
-      });
-      this.queued = { ops: [], promise, resolve, reject };
-      void this.runBatches();
-    }
-    this.queued.ops.push(...ops);
-    return this.queued.promise;
-  }
-
-  private async runBatches(): Promise<void> {
-    if (this.committing) return;
-    this.committing = true;
-    try {
-      await Promise.resolve(); // let the ops of this tick join the batch
-      while (this.queued) {
-        const batch = this.queued;
-        this.queued = undefined;
-        const retried = this.unrecorded;
-        this.unrecorded = [];
-        batch.ops = [...retried, ...batch.ops];
-        // A snapshot deleted or invalidated while its original was being copied gets no pointer.
-        const unused: number[] = [];
-        batch.ops = batch.ops.flatMap((op): TargetOp[] => {
-          if (op.kind === 'preserve') {
-            const ids = op.ids.filter((id) => this.isLive(id));
-            if (ids.length > 0) return [{ ...op, ids }];
-            if (op.slot !== zeroSlot) unused.push(op.slot);
-            return [];
-          }
-          if (op.kind === 'redirect' && !this.isLive(op.id)) {
-            unused.push(op.slot);
-            return [];
-          }
-          return [op];
-        });
-        for (const slot of unused) {
-          this.pendingSlots.delete(slot);
-          this.markFree(slot);
-        }
-        try {
-          // A snapshot's own data (redirect) has no copy to fall back on: it is flushed before the
-          // record names it. Preserved copies are checked against their crc at open instead.
-          const flushFirst = batch.ops.some((op) => op.kind === 'redirect');
-          if (flushFirst) await this.thin.flush();
-          // Steps 2-3: the pointers and bits; the store's flush makes the slots durable with them.
-          await this.store.commit(batch.ops, () => this.thin.flush());
-          this.lastRecordSlots = crcSlotsOf(batch.ops);
-          for (const op of batch.ops)
-            if (!this.appliedLive.has(op))
-              applyTargetOp(
-                this.state,
-                op,
-                (slot) => this.unreference(slot),
-                (slot) => this.reference(slot),
-              );
-          for (const op of batch.ops)
-            if (op.kind === 'preserve' || op.kind === 'redirect') this.pendingSlots.delete(op.slot);
-          batch.resolve();
-        } catch (error) {
-          this.log.error({ err: error }, 'snapshot target commit failed');
-          this.unrecorded = [...retried, ...this.unrecorded];
-          // The slots written for the failed preservations hold nothing anyone points at.
-          for (const op of batch.ops) {
-            if ((op.kind !== 'preserve' && op.kind !== 'redirect') || op.slot === zeroSlot)
-              continue;
-            this.pendingSlots.delete(op.slot);
-            this.markFree(op.slot);
-          }
-          batch.reject(error);
-        }
-      }
-    } finally {
-      this.committing = false;
-    }
   }
 
   /** Unmaps data units of the target that no slot in use touches. */
   private async releaseEmptyUnits(): Promise<void> {
     const unitBytes = this.thin.unitBytesOf();
     const firstDataUnit = this.geometry.dataStartBytes / unitBytes;
-    const usedUnits = new Set<number>();
-    for (const slot of [...this.references.keys(), ...this.pendingSlots])
-      usedUnits.add(firstDataUnit + Math.floor(slot / this.slotsPerUnit));
+    const usedUnits = this.slots.usedUnits(firstDataUnit, this.slotsPerUnit);
     const empty: number[] = [];
     this.thin.forEachMappedUnit((unitIndex) => {
       if (unitIndex >= firstDataUnit && !usedUnits.has(unitIndex)) empty.push(unitIndex);
     });
     for (const unitIndex of empty) await this.thin.discard(unitIndex * unitBytes, unitBytes);
     if (empty.length > 0) await this.thin.flush(); // the units are free once the unmapping is committed
-    // Trim the high-water mark so new slots fill the lowest free ones first.
-    while (
-      this.nextSlot > 0 &&
-      this.freeSet.has(this.nextSlot - 1) &&
-      !this.references.has(this.nextSlot - 1) &&
-      !this.pendingSlots.has(this.nextSlot - 1)
-    ) {
-      this.nextSlot -= 1;
-      this.freeSet.delete(this.nextSlot);
-    }
-    if (this.freeSet.size !== this.freeSlots.size) this.rebuildFreeHeap();
+    this.slots.trimHighWater();
     if (empty.length > 0) this.log.debug({ units: empty.length }, 'empty target units released');
   }
-
-  private rebuildFreeHeap(): void {
-    while (this.freeSlots.size > 0) this.freeSlots.pop();
-    for (const slot of this.freeSet) this.freeSlots.push(slot);
-  }
-}
-
-/** The slots that preserves written before their data was flushed (with a crc) name. */
-function crcSlotsOf(ops: TargetOp[]): Set<number> {
-  return new Set(
-    ops.flatMap((op) => (op.kind === 'preserve' && op.crc !== undefined ? [op.slot] : [])),
-  );
-}
-
-function quorumLayout(geometry: TargetGeometry): QuorumLayout {
-  return {
-    quorumOffsetBytes: geometry.quorumOffsetBytes,
-    checkpointSlotBytes: geometry.checkpointSlotBytes,
-    journalBytes: geometry.journalBytes,
-  };
-}
-
-/**
- * The target volume as the one "drive" of its metadata store. Space for a write is taken at once
- * (from the reservation of reserved snapshots, when there are some), so ENOSPC comes before any
- * byte is written.
- */
-function targetDevice(
-  thin: ThinVolume,
-  record: LunRecord,
-  reservation: { use: boolean },
-): BlockDevice & { path: string } {
-  return {
-    path: `snapshot target of LUN ${record.ownerLunId}`,
-    get sizeBytes() {
-      return thin.sizeBytes;
-    },
-    read: (offsetBytes, target) => thin.read(offsetBytes, target),
-    write: (offsetBytes, data) => {
-      thin.useReservation = reservation.use;
-      try {
-        thin.prepareWrite(offsetBytes, data.length);
-      } finally {
-        thin.useReservation = false;
-      }
-      return thin.write(offsetBytes, data);
-    },
-    flush: () => thin.flush(),
-    discard: (offsetBytes, lengthBytes) => thin.discard(offsetBytes, lengthBytes),
-  };
 }

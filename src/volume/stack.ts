@@ -4,7 +4,8 @@
 // a snapshot is served by a SnapshotVolume over the same stack.
 // The pool supplies the RStores and drives; everything above is built here.
 
-import { CacheBudget, WriteBackCache } from '../cache/write-back-cache.js';
+import { CacheBudget } from '../cache/cache-budget.js';
+import { WriteBackCache } from '../cache/write-back-cache.js';
 import { DestagePipeline } from '../destage/destage-pipeline.js';
 import { ThinVolume } from '../map/thin-volume.js';
 import type { LunRecord } from '../meta/pool-metadata.js';

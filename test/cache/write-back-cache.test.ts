@@ -9,7 +9,8 @@
 
 import { describe, expect, it } from 'vitest';
 import type { BlockDevice } from '../../src/block/block-device.js';
-import { CacheBudget, WriteBackCache } from '../../src/cache/write-back-cache.js';
+import { CacheBudget } from '../../src/cache/cache-budget.js';
+import { WriteBackCache } from '../../src/cache/write-back-cache.js';
 import { MemoryDrive } from '../../src/drive/memory-drive.js';
 import { silentLogger } from '../../src/util/logger.js';
 import { isLunfsError, LunfsError } from '../../src/util/errors.js';
