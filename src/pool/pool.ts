@@ -27,7 +27,7 @@ import type { LmapEntry } from '../meta/lmap.js';
 import { RsegAllocator, type RsegAllocation, type RsegRef } from './rseg-allocator.js';
 import type { MapSpace } from './map-space.js';
 import { RStore, rstoreDataBytes, type DriveGeometry } from '../raid/rstore.js';
-import { Raid5Memory } from '../raid/raid5-engine.js';
+import { Raid5Memory } from '../raid/raid5-memory.js';
 import { assert } from '../util/assert.js';
 import { makeUuid, type Clock } from '../util/clock.js';
 import { LunfsError } from '../util/errors.js';

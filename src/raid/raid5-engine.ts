@@ -16,14 +16,14 @@
 // read that fails its checksum is reconstructed the same way and the good data is written back
 // (repair). A member that returns an I/O error leaves service (MemberIo.failed).
 
-import { forEachPiece } from '../block/block-device.js';
 import { isChecksumError } from '../drive/checksum-drive.js';
 import { xorInto } from '../native/native-kernels.js';
 import { ChunkLockManager } from '../util/chunk-locks.js';
 import { assert } from '../util/assert.js';
 import { LunfsError } from '../util/errors.js';
 import type { IntegrityCounters } from './drive-health.js';
-import { blockBytes } from '../util/constants.js';
+import { checksumBlockBytes, Raid5Geometry, type DataPiece } from './raid5-geometry.js';
+import { copyOf, Raid5Memory } from './raid5-memory.js';
 
 /** Reads and writes of one member, at an offset inside that member's PSEG, and its health. */
 export interface MemberIo {
@@ -64,25 +64,6 @@ export interface RowLogPort {
   tryReserve(dataBytes: number): (() => void) | undefined;
   append(row: number, memberIndex: number, offsetInUnit: number, data: Buffer): Promise<number>;
   done(seq: number): void;
-}
-
-/** A copy of bytes in memory not zeroed first (Buffer.from of a Buffer zero-fills a new buffer, then copies). */
-function copyOf(source: Uint8Array): Buffer {
-  const copy = Buffer.allocUnsafe(source.length);
-  copy.set(source);
-  return copy;
-}
-
-/** What one data checksum covers (ChecksumDrive): repairs are made in whole blocks. */
-const checksumBlockBytes = blockBytes;
-
-/** Where one piece of a data range lives. */
-interface DataPiece {
-  row: number;
-  memberIndex: number;
-  offsetInUnit: number;
-  lengthBytes: number;
-  requestOffset: number;
 }
 
 /** What a scrub of rows found. */
@@ -126,57 +107,6 @@ const heldRowsPerLayout = 2;
 /** Rows one layout keeps (a sequential stream needs one; two lets the next row start meanwhile). */
 const knownRowsPerLayout = 2;
 
-/**
- * At most this many layouts (RStores) keep rows at once, pool-wide: each row costs a stripe unit
- * per member (512 KiB with four 128 KiB members).
- */
-const layoutsWithKnownRows = 16;
-
-/**
- * What RAID-5 keeps in memory between requests, one per pool (not per process: two pools in one
- * process, as in the tests, do not share or evict each other's rows):
- * - buffers of a held row's data and of a whole row's parity, kept for reuse: a fresh buffer of
- *   128 KiB or more is memory the kernel maps on first touch, page by page, and that cost more
- *   than the XOR of the row (a sequential stream writes one row per three or more units);
- * - the layouts (RStores) holding known rows, least recently used first: at most
- *   layoutsWithKnownRows of them keep rows at once, the oldest writes its rows back.
- */
-export class Raid5Memory {
-  private readonly free = new Map<number, Buffer[]>();
-  private readonly holders = new Set<Raid5Engine>();
-
-  take(bytes: number): Buffer {
-    return this.free.get(bytes)?.pop() ?? Buffer.allocUnsafe(bytes);
-  }
-
-  give(buffer: Buffer): void {
-    let list = this.free.get(buffer.length);
-    if (!list) this.free.set(buffer.length, (list = []));
-    if (list.length < 8) list.push(buffer);
-  }
-
-  /** layout keeps known rows now: it becomes the most recent holder; the oldest beyond the limit writes its rows back. */
-  touch(layout: Raid5Engine): void {
-    this.holders.delete(layout);
-    this.holders.add(layout);
-    if (this.holders.size > layoutsWithKnownRows) {
-      const oldest = this.holders.values().next().value as Raid5Engine;
-      this.holders.delete(oldest);
-      void oldest.writeBackKnownRows();
-    }
-  }
-
-  /** layout holds no rows any more. */
-  forget(layout: Raid5Engine): void {
-    this.holders.delete(layout);
-  }
-
-  /** Layouts holding known rows (for tests). */
-  get holderCount(): number {
-    return this.holders.size;
-  }
-}
-
 export class Raid5Engine {
   private readonly rowLocks = new ChunkLockManager();
   /** Rows held in memory, least recently written first (see KnownRow). */
@@ -184,26 +114,21 @@ export class Raid5Engine {
   /** Rows not complete yet whose whole data units are held back, not on the members (see hold()). */
   private readonly held = new Map<number, HeldRow>();
 
+  private readonly geometry: Raid5Geometry;
+
   constructor(
     readonly memberCount: number,
     readonly stripeUnitBytes: number,
     private readonly io: MemberIo,
     /** The pool's; a layout outside a pool (tests) has its own. */
     private readonly memory: Raid5Memory = new Raid5Memory(),
-  ) {}
-
-  parityMember(row: number): number {
-    return this.memberCount - 1 - (row % this.memberCount);
-  }
-
-  /** The member holding data unit k (0 .. n-2) of a row. */
-  dataMember(row: number, unitInRow: number): number {
-    return (this.parityMember(row) + 1 + unitInRow) % this.memberCount;
+  ) {
+    this.geometry = new Raid5Geometry(memberCount, stripeUnitBytes);
   }
 
   async read(offsetBytes: number, target: Buffer): Promise<void> {
     const pending: Promise<void>[] = [];
-    for (const piece of this.pieces(offsetBytes, target.length)) {
+    for (const piece of this.geometry.pieces(offsetBytes, target.length)) {
       const slice = target.subarray(piece.requestOffset, piece.requestOffset + piece.lengthBytes);
       const memberOffset = piece.row * this.stripeUnitBytes + piece.offsetInUnit;
       if (!this.io.readable(piece.memberIndex, memberOffset)) {
@@ -303,7 +228,7 @@ export class Raid5Engine {
 
   async write(offsetBytes: number, data: Buffer): Promise<void> {
     const byRow = new Map<number, DataPiece[]>();
-    for (const piece of this.pieces(offsetBytes, data.length)) {
+    for (const piece of this.geometry.pieces(offsetBytes, data.length)) {
       let list = byRow.get(piece.row);
       if (!list) byRow.set(piece.row, (list = []));
       list.push(piece);
@@ -364,7 +289,7 @@ export class Raid5Engine {
     const missing = this.unreadableMembers(row * this.stripeUnitBytes);
     if (missing.length === 0) {
       // Every row write asks: a plain loop, no array made (a second member rebuilt is not covered).
-      const parityMember = this.parityMember(row);
+      const parityMember = this.geometry.parityMember(row);
       let rebuilding: number | undefined;
       for (let index = 0; index < this.memberCount; index += 1) {
         if (index === parityMember || !this.io.rebuilding(index)) continue;
@@ -373,7 +298,9 @@ export class Raid5Engine {
       }
       return rebuilding;
     }
-    return missing.length === 1 && missing[0] !== this.parityMember(row) ? missing[0] : undefined;
+    return missing.length === 1 && missing[0] !== this.geometry.parityMember(row)
+      ? missing[0]
+      : undefined;
   }
 
   /**
@@ -453,7 +380,7 @@ export class Raid5Engine {
   ): Promise<void> {
     const unitBytes = this.stripeUnitBytes;
     const rowOffset = row * unitBytes;
-    const parityMember = this.parityMember(row);
+    const parityMember = this.geometry.parityMember(row);
     const wholeRow =
       pieces.length === this.memberCount - 1 &&
       pieces.every((piece) => piece.lengthBytes === unitBytes);
@@ -525,7 +452,8 @@ export class Raid5Engine {
     let held = this.held.get(row);
     if (!held) {
       if (this.known.has(row) || pieces.length === this.memberCount - 1) return false;
-      if (!pieces.some((piece) => piece.memberIndex === this.dataMember(row, 0))) return false;
+      if (!pieces.some((piece) => piece.memberIndex === this.geometry.dataMember(row, 0)))
+        return false;
     }
     // A row with a member out of service is held too: written whole, it needs no reads, and its
     // row log record is the new data of the missing member (see writeRowUncached).
@@ -540,7 +468,7 @@ export class Raid5Engine {
       };
     }
     for (const piece of pieces) {
-      const requestOffset = this.unitInRow(row, piece.memberIndex) * unitBytes;
+      const requestOffset = this.geometry.unitInRow(row, piece.memberIndex) * unitBytes;
       data.copy(held.data, requestOffset, piece.requestOffset, piece.requestOffset + unitBytes);
       held.pieces.set(piece.memberIndex, { ...piece, requestOffset });
     }
@@ -564,11 +492,6 @@ export class Raid5Engine {
     }
     this.memory.touch(this);
     return true;
-  }
-
-  /** Which data unit of the row (0 .. n-2) memberIndex holds. */
-  private unitInRow(row: number, memberIndex: number): number {
-    return (memberIndex - this.parityMember(row) - 1 + this.memberCount) % this.memberCount;
   }
 
   /**
@@ -598,7 +521,7 @@ export class Raid5Engine {
       // Reconstruct-write from memory: every data unit is known or written whole now.
       const units = new Map<number, Buffer>();
       for (let unitInRow = 0; unitInRow < this.memberCount - 1; unitInRow += 1) {
-        const memberIndex = this.dataMember(row, unitInRow);
+        const memberIndex = this.geometry.dataMember(row, unitInRow);
         units.set(memberIndex, recent.units.get(memberIndex) ?? Buffer.allocUnsafe(unitBytes));
       }
       for (const piece of pieces)
@@ -661,7 +584,7 @@ export class Raid5Engine {
     unreadable: number[],
   ): Promise<boolean> {
     const rowOffset = row * this.stripeUnitBytes;
-    const parityMember = this.parityMember(row);
+    const parityMember = this.geometry.parityMember(row);
     const from = Math.min(...pieces.map((piece) => piece.offsetInUnit));
     const to = Math.max(...pieces.map((piece) => piece.offsetInUnit + piece.lengthBytes));
     const parity = Buffer.allocUnsafe(to - from);
@@ -702,7 +625,7 @@ export class Raid5Engine {
     known?: KnownRow,
   ): Promise<Buffer[] | undefined> {
     const rowOffset = row * this.stripeUnitBytes;
-    const parityMember = this.parityMember(row);
+    const parityMember = this.geometry.parityMember(row);
     const reads = await Promise.allSettled([
       parity ? this.io.read(parityMember, rowOffset + parityFromBytes, parity) : Promise.resolve(),
       ...pieces.map(async (piece) => {
@@ -729,7 +652,7 @@ export class Raid5Engine {
   /** Whether every data unit of the row is known in recent or written whole by these pieces. */
   private knowsRowWith(recent: KnownRow, row: number, pieces: DataPiece[]): boolean {
     for (let unitInRow = 0; unitInRow < this.memberCount - 1; unitInRow += 1) {
-      const memberIndex = this.dataMember(row, unitInRow);
+      const memberIndex = this.geometry.dataMember(row, unitInRow);
       if (recent.units.has(memberIndex)) continue;
       const whole = pieces.some(
         (piece) =>
@@ -793,7 +716,7 @@ export class Raid5Engine {
     if (!known?.parityPending) return;
     known.parityPending = false;
     try {
-      const parityMember = this.parityMember(row);
+      const parityMember = this.geometry.parityMember(row);
       if (!this.io.writable(parityMember)) return;
       // A data member that left service since: the parity about to be written is the only
       // place its data lives, so it is logged first.
@@ -825,7 +748,7 @@ export class Raid5Engine {
     const contents = copyOf(known.parity);
     const unit = Buffer.allocUnsafe(this.stripeUnitBytes);
     for (let unitInRow = 0; unitInRow < this.memberCount - 1; unitInRow += 1) {
-      const memberIndex = this.dataMember(row, unitInRow);
+      const memberIndex = this.geometry.dataMember(row, unitInRow);
       if (memberIndex === missing) continue;
       const knownUnit = known.units.get(memberIndex);
       if (knownUnit) xorInto(contents, knownUnit);
@@ -907,9 +830,9 @@ export class Raid5Engine {
     if (corrupt && derive !== undefined) touched.add(derive);
     const parity = Buffer.alloc(unitBytes);
     for (let unitInRow = 0; unitInRow < this.memberCount - 1; unitInRow += 1)
-      xorInto(parity, units.get(this.dataMember(row, unitInRow))!);
+      xorInto(parity, units.get(this.geometry.dataMember(row, unitInRow))!);
     const writes = [...touched]
-      .filter((index) => index !== this.parityMember(row))
+      .filter((index) => index !== this.geometry.parityMember(row))
       .map((index) => [index, rowOffset, units.get(index)!] as const);
     const skip = derive !== undefined && !corrupt ? [derive] : [];
     await this.writeUnits(row, writes, parity, skip);
@@ -928,7 +851,7 @@ export class Raid5Engine {
     outOfService: number[],
   ): Promise<void> {
     const all = parity
-      ? [...writes, [this.parityMember(row), row * this.stripeUnitBytes, parity] as const]
+      ? [...writes, [this.geometry.parityMember(row), row * this.stripeUnitBytes, parity] as const]
       : writes;
     const lost = new Set(outOfService);
     const results = await Promise.allSettled(
@@ -985,7 +908,7 @@ export class Raid5Engine {
   ): Promise<boolean> {
     return this.rowLocks.withChunks([row], async () => {
       const rowOffset = row * this.stripeUnitBytes;
-      const parityMember = this.parityMember(row);
+      const parityMember = this.geometry.parityMember(row);
       if (
         memberIndex === parityMember ||
         this.io.readable(memberIndex, rowOffset) ||
@@ -1103,7 +1026,7 @@ export class Raid5Engine {
           if (!options.trustData) report.checksumRepairs += 1;
           return;
         }
-        const parityMember = this.parityMember(row);
+        const parityMember = this.geometry.parityMember(row);
         const parity = Buffer.alloc(unitBytes);
         units.forEach((unit, index) => {
           if (index !== parityMember) xorInto(parity, unit);
@@ -1170,26 +1093,5 @@ export class Raid5Engine {
       'EIO',
       `${this.io.name} row ${row}: members ${[...new Set(members)].join(' and ')} cannot be read (${detail}); RAID-5 holds one lost member per row`,
     );
-  }
-
-  private pieces(offsetBytes: number, lengthBytes: number): DataPiece[] {
-    const pieces: DataPiece[] = [];
-    const dataUnitsPerRow = this.memberCount - 1;
-    forEachPiece(
-      offsetBytes,
-      lengthBytes,
-      this.stripeUnitBytes,
-      (unitIndex, offsetInUnit, length, requestOffset) => {
-        const row = Math.floor(unitIndex / dataUnitsPerRow);
-        pieces.push({
-          row,
-          memberIndex: this.dataMember(row, unitIndex % dataUnitsPerRow),
-          offsetInUnit,
-          lengthBytes: length,
-          requestOffset,
-        });
-      },
-    );
-    return pieces;
   }
 }

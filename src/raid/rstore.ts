@@ -21,12 +21,8 @@ import { ChunkLockManager } from '../util/chunk-locks.js';
 import { LunfsError } from '../util/errors.js';
 import { Mutex } from '../util/mutex.js';
 import { DriveHealth } from './drive-health.js';
-import {
-  Raid5Engine,
-  type MemberIo,
-  type Raid5Memory,
-  type RowScrubReport,
-} from './raid5-engine.js';
+import { Raid5Engine, type MemberIo, type RowScrubReport } from './raid5-engine.js';
+import type { Raid5Memory } from './raid5-memory.js';
 import type { DegradedRowLog, RowLogEntry } from './row-log.js';
 import type { WriteIntent } from './write-intent.js';
 import { blockBytes } from '../util/constants.js';
