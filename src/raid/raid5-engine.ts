@@ -16,55 +16,12 @@
 // read that fails its checksum is reconstructed the same way and the good data is written back
 // (repair). A member that returns an I/O error leaves service (MemberIo.failed).
 
-import { isChecksumError } from '../drive/checksum-drive.js';
 import { xorInto } from '../native/native-kernels.js';
 import { ChunkLockManager } from '../util/chunk-locks.js';
 import { assert } from '../util/assert.js';
-import { LunfsError } from '../util/errors.js';
-import type { IntegrityCounters } from './drive-health.js';
+import { Raid5Members, type MemberIo } from './raid5-members.js';
 import { checksumBlockBytes, Raid5Geometry, type DataPiece } from './raid5-geometry.js';
 import { copyOf, Raid5Memory } from './raid5-memory.js';
-
-/** Reads and writes of one member, at an offset inside that member's PSEG, and its health. */
-export interface MemberIo {
-  read(memberIndex: number, memberOffsetBytes: number, target: Buffer): Promise<void>;
-  write(memberIndex: number, memberOffsetBytes: number, data: Buffer): Promise<void>;
-  /** Whether the member may be read over this range (online, or rebuilt past its end). */
-  readable(memberIndex: number, memberOffsetBytes: number, lengthBytes?: number): boolean;
-  writable(memberIndex: number): boolean;
-  /**
-   * Whether the member is a replacement being rebuilt: written like an online member, but after a
-   * power cut none of it is read until the rebuild has passed it again (its watermark is not
-   * durable), so its data then lives only in the XOR of the row, as for a member out of service.
-   */
-  rebuilding(memberIndex: number): boolean;
-  /** The member returned an I/O error (not a checksum mismatch): it leaves service. */
-  failed(memberIndex: number, error: unknown): void;
-  /** Takes the member's data over this range as it is and records fresh checksums for it (resync after a crash). */
-  recompute(memberIndex: number, memberOffsetBytes: number, lengthBytes: number): Promise<void>;
-  /** Member offsets of the 4 KiB blocks in the range whose data fails its checksum. */
-  badBlocks(memberIndex: number, memberOffsetBytes: number, lengthBytes: number): Promise<number[]>;
-  readonly integrity: IntegrityCounters;
-  /** Names the RStore in messages. */
-  readonly name: string;
-  /** The pool's degraded-row log (absent outside a pool: then a power cut with a member out is not covered). */
-  readonly rowLog?: RowLogPort;
-}
-
-/**
- * The degraded-row log (row-log.ts) as one RStore sees it. Before any member of a row is written
- * while a data member of the row is out of service, that member's contents over the range written
- * (as they are once the write is done) are made durable there; done(seq) once the writes are over.
- * Room is reserved first: for every row being written degraded, and for every row whose data and
- * parity differ on the members until a write-back (held units, a pending parity), since a member
- * may leave service before then.
- */
-export interface RowLogPort {
-  reserve(dataBytes: number): Promise<() => void>;
-  tryReserve(dataBytes: number): (() => void) | undefined;
-  append(row: number, memberIndex: number, offsetInUnit: number, data: Buffer): Promise<number>;
-  done(seq: number): void;
-}
 
 /** What a scrub of rows found. */
 export interface RowScrubReport {
@@ -115,6 +72,7 @@ export class Raid5Engine {
   private readonly held = new Map<number, HeldRow>();
 
   private readonly geometry: Raid5Geometry;
+  private readonly members: Raid5Members;
 
   constructor(
     readonly memberCount: number,
@@ -124,6 +82,7 @@ export class Raid5Engine {
     private readonly memory: Raid5Memory = new Raid5Memory(),
   ) {
     this.geometry = new Raid5Geometry(memberCount, stripeUnitBytes);
+    this.members = new Raid5Members(this.geometry, io);
   }
 
   async read(offsetBytes: number, target: Buffer): Promise<void> {
@@ -165,7 +124,7 @@ export class Raid5Engine {
     slice: Buffer,
     error: unknown,
   ): Promise<void> {
-    const corrupt = this.noteReadError(piece.memberIndex, error);
+    const corrupt = this.members.noteReadError(piece.memberIndex, error);
     return this.rowLocks.withChunks([piece.row], async () => {
       if (!corrupt) {
         await this.reconstruct(piece.row, piece.memberIndex, memberOffset, slice);
@@ -203,27 +162,9 @@ export class Raid5Engine {
     for (let index = 0; index < this.memberCount; index += 1) {
       if (index === memberIndex) continue;
       if (!this.io.readable(index, memberOffset))
-        throw this.lost(row, [memberIndex, index], 'both unreadable');
-      await this.xorMemberInto(slice, other, row, index, memberOffset, memberIndex);
+        throw this.members.lost(row, [memberIndex, index], 'both unreadable');
+      await this.members.xorMemberInto(slice, other, row, index, memberOffset, memberIndex);
     }
-  }
-
-  /** target ^= member index's bytes at memberOffset (read into scratch); a failed read is EIO naming it and the member already out. */
-  private async xorMemberInto(
-    target: Buffer,
-    scratch: Buffer,
-    row: number,
-    index: number,
-    memberOffset: number,
-    out: number,
-  ): Promise<void> {
-    try {
-      await this.io.read(index, memberOffset, scratch);
-    } catch (error) {
-      this.noteReadError(index, error);
-      throw this.lost(row, [out, index], (error as Error).message);
-    }
-    xorInto(target, scratch);
   }
 
   async write(offsetBytes: number, data: Buffer): Promise<void> {
@@ -244,7 +185,7 @@ export class Raid5Engine {
   private async writeRowWithRoom(row: number, pieces: DataPiece[], data: Buffer): Promise<void> {
     const log = this.io.rowLog;
     let reservation =
-      log && this.missingDataMember(row) !== undefined
+      log && this.members.missingDataMember(row) !== undefined
         ? await log.reserve(this.stripeUnitBytes)
         : undefined;
     try {
@@ -279,31 +220,6 @@ export class Raid5Engine {
   }
 
   /**
-   * The data member (not the parity) of this row whose contents a power cut in the middle of a
-   * write would leave only in the row's XOR, if any: one out of service, or one on a replacement
-   * being rebuilt even where the rebuild has passed (after the power cut the rebuild starts over
-   * and reads it from the other members, whose parity a torn write left stale). Its contents go
-   * to the row log before the row is written.
-   */
-  private missingDataMember(row: number): number | undefined {
-    const missing = this.unreadableMembers(row * this.stripeUnitBytes);
-    if (missing.length === 0) {
-      // Every row write asks: a plain loop, no array made (a second member rebuilt is not covered).
-      const parityMember = this.geometry.parityMember(row);
-      let rebuilding: number | undefined;
-      for (let index = 0; index < this.memberCount; index += 1) {
-        if (index === parityMember || !this.io.rebuilding(index)) continue;
-        if (rebuilding !== undefined) return undefined;
-        rebuilding = index;
-      }
-      return rebuilding;
-    }
-    return missing.length === 1 && missing[0] !== this.geometry.parityMember(row)
-      ? missing[0]
-      : undefined;
-  }
-
-  /**
    * Writes pieces of one row. With a data member out of service, its contents over the range
    * written go to the row log first (durably), and the record is done once the writes are over.
    * True, having written nothing, when that needs room and none is reserved or free.
@@ -314,10 +230,10 @@ export class Raid5Engine {
     data: Buffer,
     reservation?: () => void,
   ): Promise<boolean> {
-    const unreadable = this.unreadableMembers(row * this.stripeUnitBytes);
+    const unreadable = this.members.unreadableMembers(row * this.stripeUnitBytes);
     if (unreadable.length > 1)
-      throw this.lost(row, unreadable, 'too many members out of service to write');
-    const missing = this.missingDataMember(row);
+      throw this.members.lost(row, unreadable, 'too many members out of service to write');
+    const missing = this.members.missingDataMember(row);
     const log = this.io.rowLog;
     if (!log || missing === undefined) {
       await this.writeRowUnlogged(row, pieces, data, unreadable);
@@ -391,7 +307,7 @@ export class Raid5Engine {
         xorInto(parity, data.subarray(piece.requestOffset, piece.requestOffset + unitBytes));
       this.dropKnown(row); // the new parity replaces any pending one
       try {
-        await this.writeUnits(
+        await this.members.writeUnits(
           row,
           pieces.map(
             (piece) =>
@@ -413,7 +329,7 @@ export class Raid5Engine {
     if (missing !== undefined) await this.forgetRow(row); // degraded rows are not kept in memory
     if (missing === parityMember) {
       // No parity to keep: write the data alone.
-      await this.writeUnits(
+      await this.members.writeUnits(
         row,
         pieces.map(
           (piece) =>
@@ -457,7 +373,7 @@ export class Raid5Engine {
     }
     // A row with a member out of service is held too: written whole, it needs no reads, and its
     // row log record is the new data of the missing member (see writeRowUncached).
-    if (this.unreadableMembers(row * unitBytes).length > 1) return false;
+    if (this.members.unreadableMembers(row * unitBytes).length > 1) return false;
     if (!held) {
       const reservation = this.io.rowLog?.tryReserve(unitBytes);
       if (this.io.rowLog && !reservation) return false; // no room to cover the row if a member left before its write
@@ -535,7 +451,7 @@ export class Raid5Engine {
       recent.units = units;
       // The parity is written back later, once for the row (with room in the row log, else now).
       recent.parityPending = this.reserveWhilePending(recent);
-      await this.writeUnits(
+      await this.members.writeUnits(
         row,
         dataWrites,
         recent.parityPending ? undefined : recent.parity,
@@ -560,7 +476,12 @@ export class Raid5Engine {
     const row_: KnownRow = recent ?? { row, parity, parityPending: false, units: new Map() };
     // Degraded, or without room in the row log, the parity goes with the data.
     row_.parityPending = unreadable.length === 0 && this.reserveWhilePending(row_);
-    await this.writeUnits(row, dataWrites, row_.parityPending ? undefined : parity, unreadable);
+    await this.members.writeUnits(
+      row,
+      dataWrites,
+      row_.parityPending ? undefined : parity,
+      unreadable,
+    );
     for (const piece of pieces) {
       const unit = row_.units.get(piece.memberIndex);
       if (unit) pieceData(piece).copy(unit, piece.offsetInUnit);
@@ -603,7 +524,7 @@ export class Raid5Engine {
     const writes = pieces.map(
       (piece) => [piece.memberIndex, rowOffset + piece.offsetInUnit, pieceData(piece)] as const,
     );
-    await this.writeUnits(
+    await this.members.writeUnits(
       row,
       [...writes, [parityMember, rowOffset + from, parity] as const],
       undefined,
@@ -641,7 +562,7 @@ export class Raid5Engine {
     let failed = false;
     reads.forEach((result, index) => {
       if (result.status === 'rejected') {
-        this.noteReadError(members[index]!, result.reason);
+        this.members.noteReadError(members[index]!, result.reason);
         failed = true;
       }
     });
@@ -671,7 +592,7 @@ export class Raid5Engine {
     if (!log) return true;
     // With a data member out of service or being rebuilt, a power cut before the write-back would
     // leave that member's contents in no place but a stale XOR: the parity goes with the data.
-    if (this.missingDataMember(known.row) !== undefined) return false;
+    if (this.members.missingDataMember(known.row) !== undefined) return false;
     known.reservation ??= log.tryReserve(this.stripeUnitBytes);
     return known.reservation !== undefined;
   }
@@ -720,7 +641,7 @@ export class Raid5Engine {
       if (!this.io.writable(parityMember)) return;
       // A data member that left service since: the parity about to be written is the only
       // place its data lives, so it is logged first.
-      const missing = this.missingDataMember(row);
+      const missing = this.members.missingDataMember(row);
       const seq =
         missing !== undefined && this.io.rowLog
           ? await this.logPendingParity(row, missing, known)
@@ -752,7 +673,7 @@ export class Raid5Engine {
       if (memberIndex === missing) continue;
       const knownUnit = known.units.get(memberIndex);
       if (knownUnit) xorInto(contents, knownUnit);
-      else await this.xorMemberInto(contents, unit, row, memberIndex, rowOffset, missing);
+      else await this.members.xorMemberInto(contents, unit, row, memberIndex, rowOffset, missing);
     }
     return this.io.rowLog!.append(row, missing, 0, contents);
   }
@@ -802,15 +723,16 @@ export class Raid5Engine {
       const unit = Buffer.alloc(unitBytes);
       units.set(index, unit);
       if (!this.io.readable(index, rowOffset)) {
-        if (derive !== undefined) throw this.lost(row, [derive, index], 'both unreadable');
+        if (derive !== undefined) throw this.members.lost(row, [derive, index], 'both unreadable');
         derive = index;
         continue;
       }
       try {
         await this.io.read(index, rowOffset, unit);
       } catch (error) {
-        if (derive !== undefined) throw this.lost(row, [derive, index], (error as Error).message);
-        corrupt = this.noteReadError(index, error);
+        if (derive !== undefined)
+          throw this.members.lost(row, [derive, index], (error as Error).message);
+        corrupt = this.members.noteReadError(index, error);
         derive = index;
       }
     }
@@ -835,42 +757,8 @@ export class Raid5Engine {
       .filter((index) => index !== this.geometry.parityMember(row))
       .map((index) => [index, rowOffset, units.get(index)!] as const);
     const skip = derive !== undefined && !corrupt ? [derive] : [];
-    await this.writeUnits(row, writes, parity, skip);
+    await this.members.writeUnits(row, writes, parity, skip);
     if (corrupt) this.io.integrity.repairs += 1;
-  }
-
-  /**
-   * Writes data pieces and the parity unit (unless undefined) of a row; members out of service
-   * are skipped. A member whose write fails leaves service; the row survives one such member in
-   * all (counting those already out), more is EIO.
-   */
-  private async writeUnits(
-    row: number,
-    writes: ReadonlyArray<readonly [number, number, Buffer]>,
-    parity: Buffer | undefined,
-    outOfService: number[],
-  ): Promise<void> {
-    const all = parity
-      ? [...writes, [this.geometry.parityMember(row), row * this.stripeUnitBytes, parity] as const]
-      : writes;
-    const lost = new Set(outOfService);
-    const results = await Promise.allSettled(
-      all.map(async ([memberIndex, offset, bytes]) => {
-        if (!this.io.writable(memberIndex)) {
-          lost.add(memberIndex);
-          return;
-        }
-        await this.io.write(memberIndex, offset, bytes);
-      }),
-    );
-    results.forEach((result, index) => {
-      if (result.status === 'rejected') {
-        const memberIndex = all[index]![0];
-        this.io.failed(memberIndex, result.reason);
-        lost.add(memberIndex);
-      }
-    });
-    if (lost.size > 1) throw this.lost(row, [...lost], 'a write failed on a second member');
   }
 
   /**
@@ -923,7 +811,7 @@ export class Raid5Engine {
         try {
           await this.io.read(index, rowOffset + offsetInUnit, other);
         } catch (error) {
-          this.noteReadError(index, error);
+          this.members.noteReadError(index, error);
           return false;
         }
         xorInto(parity, other);
@@ -967,7 +855,7 @@ export class Raid5Engine {
       await this.rowLocks.withChunks([row], async () => {
         await this.forgetRow(row); // it reads the parity and may rewrite this row's members
         const rowOffset = row * unitBytes;
-        if (this.unreadableMembers(rowOffset).length > 0) {
+        if (this.members.unreadableMembers(rowOffset).length > 0) {
           report.degradedRows += 1; // nothing to compare with
           return;
         }
@@ -980,7 +868,7 @@ export class Raid5Engine {
           try {
             await this.io.read(index, rowOffset, unit);
           } catch (error) {
-            this.noteReadError(index, error);
+            this.members.noteReadError(index, error);
             bad.push(index);
           }
         }
@@ -1059,23 +947,6 @@ export class Raid5Engine {
     return undefined;
   }
 
-  private unreadableMembers(memberOffset: number): number[] {
-    const unreadable: number[] = [];
-    for (let index = 0; index < this.memberCount; index += 1)
-      if (!this.io.readable(index, memberOffset)) unreadable.push(index);
-    return unreadable;
-  }
-
-  /** Records a failed member read; true when it was a checksum mismatch (the drive stays in service). */
-  private noteReadError(memberIndex: number, error: unknown): boolean {
-    if (isChecksumError(error)) {
-      this.io.integrity.checksumMismatches += 1;
-      return true;
-    }
-    this.io.failed(memberIndex, error);
-    return false;
-  }
-
   /** Writes reconstructed data over a range whose checksum failed. */
   private async repair(memberIndex: number, memberOffset: number, data: Buffer): Promise<void> {
     await this.forgetRow(Math.floor(memberOffset / this.stripeUnitBytes)); // the caller holds the row lock
@@ -1085,13 +956,5 @@ export class Raid5Engine {
     } catch (error) {
       this.io.failed(memberIndex, error);
     }
-  }
-
-  private lost(row: number, members: number[], detail: string): LunfsError {
-    this.io.integrity.unrepairable += 1;
-    return new LunfsError(
-      'EIO',
-      `${this.io.name} row ${row}: members ${[...new Set(members)].join(' and ')} cannot be read (${detail}); RAID-5 holds one lost member per row`,
-    );
   }
 }
