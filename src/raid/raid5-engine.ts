@@ -20,6 +20,7 @@ import { xorInto } from '../native/native-kernels.js';
 import { ChunkLockManager } from '../util/chunk-locks.js';
 import { assert } from '../util/assert.js';
 import { Raid5Members, type MemberIo } from './raid5-members.js';
+import { Raid5Reader } from './raid5-read.js';
 import { checksumBlockBytes, Raid5Geometry, type DataPiece } from './raid5-geometry.js';
 import { copyOf, Raid5Memory } from './raid5-memory.js';
 
@@ -73,6 +74,7 @@ export class Raid5Engine {
 
   private readonly geometry: Raid5Geometry;
   private readonly members: Raid5Members;
+  private readonly reader: Raid5Reader;
 
   constructor(
     readonly memberCount: number,
@@ -83,88 +85,15 @@ export class Raid5Engine {
   ) {
     this.geometry = new Raid5Geometry(memberCount, stripeUnitBytes);
     this.members = new Raid5Members(this.geometry, io);
-  }
-
-  async read(offsetBytes: number, target: Buffer): Promise<void> {
-    const pending: Promise<void>[] = [];
-    for (const piece of this.geometry.pieces(offsetBytes, target.length)) {
-      const slice = target.subarray(piece.requestOffset, piece.requestOffset + piece.lengthBytes);
-      const memberOffset = piece.row * this.stripeUnitBytes + piece.offsetInUnit;
-      if (!this.io.readable(piece.memberIndex, memberOffset)) {
-        pending.push(
-          this.rowLocks.withChunks([piece.row], () =>
-            this.reconstruct(piece.row, piece.memberIndex, memberOffset, slice),
-          ),
-        );
-        continue;
-      }
-      if (this.held.has(piece.row)) {
-        // Units held back reach the members first (settle), then the read goes on as usual.
-        pending.push(
-          this.rowLocks
-            .withChunks([piece.row], () => this.settle(piece.row))
-            .then(() => this.io.read(piece.memberIndex, memberOffset, slice))
-            .catch((error: unknown) => this.recoverRead(piece, memberOffset, slice, error)),
-        );
-        continue;
-      }
-      pending.push(
-        this.io
-          .read(piece.memberIndex, memberOffset, slice)
-          .catch((error: unknown) => this.recoverRead(piece, memberOffset, slice, error)),
-      );
-    }
-    await Promise.all(pending);
-  }
-
-  /** A member's read failed: its range is rebuilt from the other members, and written back when only its data was bad. */
-  private recoverRead(
-    piece: DataPiece,
-    memberOffset: number,
-    slice: Buffer,
-    error: unknown,
-  ): Promise<void> {
-    const corrupt = this.members.noteReadError(piece.memberIndex, error);
-    return this.rowLocks.withChunks([piece.row], async () => {
-      if (!corrupt) {
-        await this.reconstruct(piece.row, piece.memberIndex, memberOffset, slice);
-        return;
-      }
-      // A checksum covers a whole 4 KiB block: rebuild and rewrite whole blocks (a stripe unit is
-      // a multiple of 4 KiB, so they stay inside the unit).
-      const start = Math.floor(memberOffset / checksumBlockBytes) * checksumBlockBytes;
-      const end =
-        Math.ceil((memberOffset + slice.length) / checksumBlockBytes) * checksumBlockBytes;
-      const whole =
-        start === memberOffset && end === memberOffset + slice.length
-          ? slice
-          : Buffer.allocUnsafe(end - start);
-      await this.reconstruct(piece.row, piece.memberIndex, start, whole);
-      if (whole !== slice)
-        whole.copy(slice, 0, memberOffset - start, memberOffset - start + slice.length);
-      await this.repair(piece.memberIndex, start, whole);
+    this.reader = new Raid5Reader(this.members, this.rowLocks, {
+      isHeld: (row) => this.held.has(row),
+      settle: (row) => this.settle(row),
+      forgetRow: (row) => this.forgetRow(row),
     });
   }
 
-  /**
-   * The data of memberIndex at memberOffset is the XOR of the same range on every other member of
-   * the row (data and parity). The caller holds the row lock. A second unreadable member is EIO.
-   */
-  private async reconstruct(
-    row: number,
-    memberIndex: number,
-    memberOffset: number,
-    slice: Buffer,
-  ): Promise<void> {
-    await this.settle(row); // the parity on the member must be the row's
-    const other = Buffer.allocUnsafe(slice.length);
-    slice.fill(0);
-    for (let index = 0; index < this.memberCount; index += 1) {
-      if (index === memberIndex) continue;
-      if (!this.io.readable(index, memberOffset))
-        throw this.members.lost(row, [memberIndex, index], 'both unreadable');
-      await this.members.xorMemberInto(slice, other, row, index, memberOffset, memberIndex);
-    }
+  read(offsetBytes: number, target: Buffer): Promise<void> {
+    return this.reader.read(offsetBytes, target);
   }
 
   async write(offsetBytes: number, data: Buffer): Promise<void> {
@@ -277,7 +206,8 @@ export class Raid5Engine {
     const contents = Buffer.allocUnsafe(to - from);
     const onMissing = pieces.filter((piece) => piece.memberIndex === missing);
     const covered = onMissing.reduce((sum, piece) => sum + piece.lengthBytes, 0) === to - from;
-    if (!covered) await this.reconstruct(row, missing, row * this.stripeUnitBytes + from, contents);
+    if (!covered)
+      await this.reader.reconstruct(row, missing, row * this.stripeUnitBytes + from, contents);
     for (const piece of onMissing)
       data.copy(
         contents,
@@ -775,7 +705,7 @@ export class Raid5Engine {
     for (let row = firstRow; row < endRow; row += 1) {
       await this.rowLocks.withChunks([row], async () => {
         await this.forgetRow(row);
-        await this.reconstruct(row, memberIndex, row * this.stripeUnitBytes, unit);
+        await this.reader.reconstruct(row, memberIndex, row * this.stripeUnitBytes, unit);
         await this.io.write(memberIndex, row * this.stripeUnitBytes, unit);
         rebuilt(row); // still under the lock: a write waiting for this row sees the member in service
       });
@@ -910,7 +840,7 @@ export class Raid5Engine {
           units.forEach((unit, index) => {
             if (index !== bad[0]) xorInto(derived, unit);
           });
-          if (this.io.writable(bad[0]!)) await this.repair(bad[0]!, rowOffset, derived);
+          if (this.io.writable(bad[0]!)) await this.reader.repair(bad[0]!, rowOffset, derived);
           if (!options.trustData) report.checksumRepairs += 1;
           return;
         }
@@ -945,16 +875,5 @@ export class Raid5Engine {
       if (!xor.every((byte) => byte === 0)) return row;
     }
     return undefined;
-  }
-
-  /** Writes reconstructed data over a range whose checksum failed. */
-  private async repair(memberIndex: number, memberOffset: number, data: Buffer): Promise<void> {
-    await this.forgetRow(Math.floor(memberOffset / this.stripeUnitBytes)); // the caller holds the row lock
-    try {
-      await this.io.write(memberIndex, memberOffset, data);
-      this.io.integrity.repairs += 1;
-    } catch (error) {
-      this.io.failed(memberIndex, error);
-    }
   }
 }
