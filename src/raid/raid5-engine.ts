@@ -21,18 +21,10 @@ import { ChunkLockManager } from '../util/chunk-locks.js';
 import { assert } from '../util/assert.js';
 import { Raid5Members, type MemberIo } from './raid5-members.js';
 import { Raid5Reader } from './raid5-read.js';
+import { Raid5Repair } from './raid5-repair.js';
+import type { RowScrubReport } from './scrub-report.js';
 import { checksumBlockBytes, Raid5Geometry, type DataPiece } from './raid5-geometry.js';
 import { copyOf, Raid5Memory } from './raid5-memory.js';
-
-/** What a scrub of rows found. */
-export interface RowScrubReport {
-  rows: number;
-  /** Rows not checked because a member is out of service (nothing to compare with). */
-  degradedRows: number;
-  checksumRepairs: number;
-  parityRepairs: number;
-  unrepairable: number;
-}
 
 /**
  * A row the layout holds in memory after a read-modify-write (the stripe cache of md): its
@@ -75,6 +67,7 @@ export class Raid5Engine {
   private readonly geometry: Raid5Geometry;
   private readonly members: Raid5Members;
   private readonly reader: Raid5Reader;
+  private readonly repair: Raid5Repair;
 
   constructor(
     readonly memberCount: number,
@@ -85,15 +78,60 @@ export class Raid5Engine {
   ) {
     this.geometry = new Raid5Geometry(memberCount, stripeUnitBytes);
     this.members = new Raid5Members(this.geometry, io);
-    this.reader = new Raid5Reader(this.members, this.rowLocks, {
-      isHeld: (row) => this.held.has(row),
-      settle: (row) => this.settle(row),
-      forgetRow: (row) => this.forgetRow(row),
-    });
+    const rows = {
+      isHeld: (row: number) => this.held.has(row),
+      settle: (row: number) => this.settle(row),
+      forgetRow: (row: number) => this.forgetRow(row),
+      writeBackKnownRows: () => this.writeBackKnownRows(),
+    };
+    this.reader = new Raid5Reader(this.members, this.rowLocks, rows);
+    this.repair = new Raid5Repair(this.members, this.rowLocks, rows, this.reader);
   }
 
   read(offsetBytes: number, target: Buffer): Promise<void> {
     return this.reader.read(offsetBytes, target);
+  }
+
+  /**
+   * Rebuild of member memberIndex for rows [firstRow, endRow) (see Raid5Repair); rebuilt(row) is
+   * told under the row's lock, so a write waiting for the row sees the member in service.
+   */
+  rebuildRows(
+    memberIndex: number,
+    firstRow: number,
+    endRow: number,
+    rebuilt: (row: number) => void,
+  ): Promise<void> {
+    return this.repair.rebuildRows(memberIndex, firstRow, endRow, rebuilt);
+  }
+
+  /** Replays a row log record after a power cut; false when nothing was written (see Raid5Repair). */
+  replayRowLog(
+    row: number,
+    memberIndex: number,
+    offsetInUnit: number,
+    contents: Buffer,
+  ): Promise<boolean> {
+    return this.repair.replayRowLog(row, memberIndex, offsetInUnit, contents);
+  }
+
+  /** Recomputes the parity of rows [firstRow, endRow) after an unclean shutdown. */
+  resyncRows(firstRow: number, endRow: number): Promise<void> {
+    return this.repair.resyncRows(firstRow, endRow);
+  }
+
+  /** Scrub of rows [firstRow, endRow): checksums verified and repaired, parity made consistent. */
+  scrubRows(
+    firstRow: number,
+    endRow: number,
+    options: { trustData?: boolean } = {},
+  ): Promise<RowScrubReport> {
+    return this.repair.scrubRows(firstRow, endRow, options);
+  }
+
+  /** The first row in [firstRow, endRow) whose parity is not the XOR of its data (for tests). */
+  firstInconsistentRow(firstRow: number, endRow: number): Promise<number | undefined> {
+    return this.repair.firstInconsistentRow(firstRow, endRow);
   }
 
   async write(offsetBytes: number, data: Buffer): Promise<void> {
@@ -689,191 +727,5 @@ export class Raid5Engine {
     const skip = derive !== undefined && !corrupt ? [derive] : [];
     await this.members.writeUnits(row, writes, parity, skip);
     if (corrupt) this.io.integrity.repairs += 1;
-  }
-
-  /**
-   * Rebuild of member memberIndex for rows [firstRow, endRow): each row's unit is computed from
-   * the other members and written, under the row lock (writes to the row wait meanwhile).
-   */
-  async rebuildRows(
-    memberIndex: number,
-    firstRow: number,
-    endRow: number,
-    rebuilt: (row: number) => void,
-  ): Promise<void> {
-    const unit = Buffer.alloc(this.stripeUnitBytes);
-    for (let row = firstRow; row < endRow; row += 1) {
-      await this.rowLocks.withChunks([row], async () => {
-        await this.forgetRow(row);
-        await this.reader.reconstruct(row, memberIndex, row * this.stripeUnitBytes, unit);
-        await this.io.write(memberIndex, row * this.stripeUnitBytes, unit);
-        rebuilt(row); // still under the lock: a write waiting for this row sees the member in service
-      });
-    }
-  }
-
-  /**
-   * Replays a row log record after a power cut: the parity over its range becomes the XOR of the
-   * other data units as they are and the logged contents of the member out of service, which so
-   * reads back as logged. False (nothing written) when the member is in service again, or the
-   * parity or another data unit of the row cannot be read or written.
-   */
-  async replayRowLog(
-    row: number,
-    memberIndex: number,
-    offsetInUnit: number,
-    contents: Buffer,
-  ): Promise<boolean> {
-    return this.rowLocks.withChunks([row], async () => {
-      const rowOffset = row * this.stripeUnitBytes;
-      const parityMember = this.geometry.parityMember(row);
-      if (
-        memberIndex === parityMember ||
-        this.io.readable(memberIndex, rowOffset) ||
-        !this.io.writable(parityMember)
-      )
-        return false;
-      const parity = copyOf(contents);
-      const other = Buffer.allocUnsafe(contents.length);
-      for (let index = 0; index < this.memberCount; index += 1) {
-        if (index === memberIndex || index === parityMember) continue;
-        if (!this.io.readable(index, rowOffset)) return false;
-        try {
-          await this.io.read(index, rowOffset + offsetInUnit, other);
-        } catch (error) {
-          this.members.noteReadError(index, error);
-          return false;
-        }
-        xorInto(parity, other);
-      }
-      await this.io.write(parityMember, rowOffset + offsetInUnit, parity);
-      return true;
-    });
-  }
-
-  /**
-   * Makes the parity of rows [firstRow, endRow) the XOR of their data again: after a crash a row
-   * whose data and parity writes were not both on disk has stale parity (the write hole). Rows
-   * with a member out of service are left alone (their parity cannot be recomputed).
-   */
-  async resyncRows(firstRow: number, endRow: number): Promise<void> {
-    await this.scrubRows(firstRow, endRow, { trustData: true });
-  }
-
-  /**
-   * Scrub of rows [firstRow, endRow): every member's unit is read and its checksums verified; a
-   * unit whose checksum fails is rebuilt from the others and written back; a parity that is not
-   * the XOR of the (verified) data is rewritten. trustData (resync after an unclean shutdown): a
-   * unit that fails alone is still rebuilt from the others (a torn write and a bit flip alike come
-   * out as a value written there), several failing units of a row are taken as they are, and the
-   * parity is recomputed, none of it counted as a repair.
-   */
-  async scrubRows(
-    firstRow: number,
-    endRow: number,
-    options: { trustData?: boolean } = {},
-  ): Promise<RowScrubReport> {
-    const report: RowScrubReport = {
-      rows: 0,
-      degradedRows: 0,
-      checksumRepairs: 0,
-      parityRepairs: 0,
-      unrepairable: 0,
-    };
-    const unitBytes = this.stripeUnitBytes;
-    for (let row = firstRow; row < endRow; row += 1) {
-      await this.rowLocks.withChunks([row], async () => {
-        await this.forgetRow(row); // it reads the parity and may rewrite this row's members
-        const rowOffset = row * unitBytes;
-        if (this.members.unreadableMembers(rowOffset).length > 0) {
-          report.degradedRows += 1; // nothing to compare with
-          return;
-        }
-        report.rows += 1;
-        const units: Buffer[] = [];
-        const bad: number[] = [];
-        for (let index = 0; index < this.memberCount; index += 1) {
-          const unit = Buffer.alloc(unitBytes);
-          units.push(unit);
-          try {
-            await this.io.read(index, rowOffset, unit);
-          } catch (error) {
-            this.members.noteReadError(index, error);
-            bad.push(index);
-          }
-        }
-        if (bad.length > 1 && options.trustData) {
-          // After a crash, several members of the row have blocks that fail their checksum. Block
-          // by block: a block bad on one member only is rebuilt from the others (a bit flip at
-          // rest, or a torn write, comes out as a value written there); one bad on several is
-          // taken as it is (every sector holds a value written to it). The parity follows below.
-          const badAt = new Map<number, number[]>(); // offset in the unit -> members bad there
-          for (const index of bad) {
-            for (const offset of await this.io.badBlocks(index, rowOffset, unitBytes)) {
-              const inUnit = offset - rowOffset;
-              badAt.set(inUnit, [...(badAt.get(inUnit) ?? []), index]);
-            }
-            await this.io.recompute(index, rowOffset, unitBytes);
-            await this.io.read(index, rowOffset, units[index]!);
-          }
-          for (const [inUnit, members] of badAt) {
-            if (members.length !== 1) continue;
-            const member = members[0]!;
-            const block = units[member]!.subarray(inUnit, inUnit + checksumBlockBytes);
-            block.fill(0);
-            units.forEach((unit, index) => {
-              if (index !== member)
-                xorInto(block, unit.subarray(inUnit, inUnit + checksumBlockBytes));
-            });
-            if (this.io.writable(member)) await this.io.write(member, rowOffset + inUnit, block);
-          }
-          bad.length = 0;
-        }
-        if (bad.length > 1) {
-          report.unrepairable += 1;
-          this.io.integrity.unrepairable += 1;
-          return;
-        }
-        if (bad.length === 1) {
-          const derived = units[bad[0]!]!;
-          derived.fill(0);
-          units.forEach((unit, index) => {
-            if (index !== bad[0]) xorInto(derived, unit);
-          });
-          if (this.io.writable(bad[0]!)) await this.reader.repair(bad[0]!, rowOffset, derived);
-          if (!options.trustData) report.checksumRepairs += 1;
-          return;
-        }
-        const parityMember = this.geometry.parityMember(row);
-        const parity = Buffer.alloc(unitBytes);
-        units.forEach((unit, index) => {
-          if (index !== parityMember) xorInto(parity, unit);
-        });
-        if (!parity.equals(units[parityMember]!)) {
-          await this.io.write(parityMember, rowOffset, parity);
-          if (!options.trustData) {
-            report.parityRepairs += 1;
-            this.io.integrity.parityRepairs += 1;
-          }
-        }
-      });
-    }
-    return report;
-  }
-
-  /** The first row in [firstRow, endRow) whose parity is not the XOR of its data (for tests). */
-  async firstInconsistentRow(firstRow: number, endRow: number): Promise<number | undefined> {
-    await this.writeBackKnownRows();
-    const unitBytes = this.stripeUnitBytes;
-    const unit = Buffer.alloc(unitBytes);
-    for (let row = firstRow; row < endRow; row += 1) {
-      const xor = Buffer.alloc(unitBytes);
-      for (let memberIndex = 0; memberIndex < this.memberCount; memberIndex += 1) {
-        await this.io.read(memberIndex, row * unitBytes, unit);
-        xorInto(xor, unit);
-      }
-      if (!xor.every((byte) => byte === 0)) return row;
-    }
-    return undefined;
   }
 }

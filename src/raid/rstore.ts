@@ -21,11 +21,12 @@ import { ChunkLockManager } from '../util/chunk-locks.js';
 import { LunfsError } from '../util/errors.js';
 import { Mutex } from '../util/mutex.js';
 import { DriveHealth } from './drive-health.js';
-import { Raid5Engine, type RowScrubReport } from './raid5-engine.js';
+import { Raid5Engine } from './raid5-engine.js';
 import type { MemberIo } from './raid5-members.js';
 import type { Raid5Memory } from './raid5-memory.js';
 import type { DegradedRowLog, RowLogEntry } from './row-log.js';
 import type { WriteIntent } from './write-intent.js';
+import type { RowScrubReport } from './scrub-report.js';
 import { blockBytes } from '../util/constants.js';
 
 /** Where a drive's PSEG area starts and how big a PSEG is: from its header. */
