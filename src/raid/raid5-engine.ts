@@ -13,7 +13,8 @@
 
 import { ChunkLockManager } from '../util/chunk-locks.js';
 import { Raid5Geometry } from './raid5-geometry.js';
-import { Raid5Members, type MemberIo } from './raid5-members.js';
+import type { MemberIo } from './member-io.js';
+import { Raid5Members } from './raid5-members.js';
 import { Raid5Memory } from './raid5-memory.js';
 import { Raid5Reader } from './raid5-read.js';
 import { Raid5ReadModifyWrite } from './raid5-read-modify-write.js';

@@ -1,5 +1,4 @@
-// The members of one RAID-5 RStore as its engine sees them: MemberIo (reads and writes at an offset
-// inside a member's PSEG, and the member's health, provided by RStore), the row log port, and the
+// The members of one RAID-5 RStore as its engine sees them: MemberIo (member-io.ts) and the
 // row-level steps every RAID-5 path shares: which members are out, what a failed read means (a
 // checksum mismatch keeps the member in service, an I/O error takes it out), the EIO of a row that
 // lost two members, and writing a row's units with at most one member lost. No state of its own.
@@ -7,49 +6,8 @@
 import { isChecksumError } from '../drive/checksum-drive.js';
 import { xorInto } from '../native/native-kernels.js';
 import { LunfsError } from '../util/errors.js';
-import type { IntegrityCounters } from './drive-health.js';
+import type { MemberIo } from './member-io.js';
 import type { Raid5Geometry } from './raid5-geometry.js';
-
-/** Reads and writes of one member, at an offset inside that member's PSEG, and its health. */
-export interface MemberIo {
-  read(memberIndex: number, memberOffsetBytes: number, target: Buffer): Promise<void>;
-  write(memberIndex: number, memberOffsetBytes: number, data: Buffer): Promise<void>;
-  /** Whether the member may be read over this range (online, or rebuilt past its end). */
-  readable(memberIndex: number, memberOffsetBytes: number, lengthBytes?: number): boolean;
-  writable(memberIndex: number): boolean;
-  /**
-   * Whether the member is a replacement being rebuilt: written like an online member, but after a
-   * power cut none of it is read until the rebuild has passed it again (its watermark is not
-   * durable), so its data then lives only in the XOR of the row, as for a member out of service.
-   */
-  rebuilding(memberIndex: number): boolean;
-  /** The member returned an I/O error (not a checksum mismatch): it leaves service. */
-  failed(memberIndex: number, error: unknown): void;
-  /** Takes the member's data over this range as it is and records fresh checksums for it (resync after a crash). */
-  recompute(memberIndex: number, memberOffsetBytes: number, lengthBytes: number): Promise<void>;
-  /** Member offsets of the 4 KiB blocks in the range whose data fails its checksum. */
-  badBlocks(memberIndex: number, memberOffsetBytes: number, lengthBytes: number): Promise<number[]>;
-  readonly integrity: IntegrityCounters;
-  /** Names the RStore in messages. */
-  readonly name: string;
-  /** The pool's degraded-row log (absent outside a pool: then a power cut with a member out is not covered). */
-  readonly rowLog?: RowLogPort;
-}
-
-/**
- * The degraded-row log (row-log.ts) as one RStore sees it. Before any member of a row is written
- * while a data member of the row is out of service, that member's contents over the range written
- * (as they are once the write is done) are made durable there; done(seq) once the writes are over.
- * Room is reserved first: for every row being written degraded, and for every row whose data and
- * parity differ on the members until a write-back (held units, a pending parity), since a member
- * may leave service before then.
- */
-export interface RowLogPort {
-  reserve(dataBytes: number): Promise<() => void>;
-  tryReserve(dataBytes: number): (() => void) | undefined;
-  append(row: number, memberIndex: number, offsetInUnit: number, data: Buffer): Promise<number>;
-  done(seq: number): void;
-}
 
 export class Raid5Members {
   constructor(

@@ -9,7 +9,8 @@
 
 import { xorInto } from '../native/native-kernels.js';
 import type { DataPiece, Raid5Geometry } from './raid5-geometry.js';
-import type { MemberIo, Raid5Members } from './raid5-members.js';
+import type { MemberIo } from './member-io.js';
+import type { Raid5Members } from './raid5-members.js';
 import { copyOf } from './raid5-memory.js';
 import type { KnownRow, Raid5RowCache } from './raid5-row-cache.js';
 

@@ -7,7 +7,8 @@
 
 import type { ChunkLockManager } from '../util/chunk-locks.js';
 import { checksumBlockBytes, type DataPiece, type Raid5Geometry } from './raid5-geometry.js';
-import type { MemberIo, Raid5Members } from './raid5-members.js';
+import type { MemberIo } from './member-io.js';
+import type { Raid5Members } from './raid5-members.js';
 
 /** What reads need of the rows kept in memory (raid5-row-cache.ts). The caller holds the row's lock for the two writes. */
 export interface RowsInMemory {

@@ -11,7 +11,8 @@
 import { xorInto } from '../native/native-kernels.js';
 import type { ChunkLockManager } from '../util/chunk-locks.js';
 import { checksumBlockBytes, type Raid5Geometry } from './raid5-geometry.js';
-import type { MemberIo, Raid5Members } from './raid5-members.js';
+import type { MemberIo } from './member-io.js';
+import type { Raid5Members } from './raid5-members.js';
 import { copyOf, type RowHolder } from './raid5-memory.js';
 import type { Raid5Reader, RowsInMemory } from './raid5-read.js';
 import { emptyScrubReport, type RowScrubReport } from './scrub-report.js';

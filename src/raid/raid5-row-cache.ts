@@ -14,7 +14,8 @@ import { xorInto } from '../native/native-kernels.js';
 import { assert } from '../util/assert.js';
 import type { ChunkLockManager } from '../util/chunk-locks.js';
 import type { DataPiece, Raid5Geometry } from './raid5-geometry.js';
-import type { MemberIo, Raid5Members } from './raid5-members.js';
+import type { MemberIo } from './member-io.js';
+import type { Raid5Members } from './raid5-members.js';
 import { copyOf, type Raid5Memory, type RowHolder } from './raid5-memory.js';
 import type { RowsInMemory } from './raid5-read.js';
 

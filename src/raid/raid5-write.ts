@@ -15,7 +15,8 @@
 import { xorInto } from '../native/native-kernels.js';
 import type { ChunkLockManager } from '../util/chunk-locks.js';
 import { checksumBlockBytes, type DataPiece, type Raid5Geometry } from './raid5-geometry.js';
-import type { MemberIo, Raid5Members } from './raid5-members.js';
+import type { MemberIo } from './member-io.js';
+import type { Raid5Members } from './raid5-members.js';
 import type { Raid5Memory } from './raid5-memory.js';
 import type { Raid5ReadModifyWrite } from './raid5-read-modify-write.js';
 import type { Raid5Reader } from './raid5-read.js';
