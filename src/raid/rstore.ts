@@ -186,7 +186,7 @@ export class RStore implements BlockDevice {
     await this.stripes!.write(offsetBytes, data);
   }
 
-  /** RAID-5: writes back the parities held in memory (see Raid5Engine's known rows); before a drive flush. */
+  /** RAID-5: writes back the parities held in memory (Raid5RowCache: held units, pending parity); before a drive flush. */
   async writeBackParity(): Promise<void> {
     if (this.raid5?.hasPendingParity) await this.raid5.writeBackKnownRows();
   }
