@@ -1,8 +1,9 @@
 // RStore I/O (seed 004 [0044], [0069]): an RStore is an ordered set of PSEGs on distinct drives of
-// one redundancy set, with a RAID level. Its RSD (RStoreRecord) lists the members; this class
-// turns an offset in the RStore's data space into member drive offsets. RAID-0 stripes the data
-// space over all members in stripe units; RAID-1 keeps every member a full copy; RAID-5 keeps one
-// rotating parity unit per row of stripe units. This class is the façade: the levels' own paths
+// one redundancy set, with a RAID level. Its RSD (RStoreRecord) lists the members; this class and
+// the level's module turn an offset in the RStore's data space into member offsets, which
+// RStoreMemberIo turns into drive offsets. RAID-0 stripes the data space over all members in
+// stripe units; RAID-1 keeps every member a full copy; RAID-5 keeps one rotating parity unit per
+// row of stripe units. This class is the façade: the levels' own paths
 // are raid0-stripes.ts, raid1-mirrors.ts and raid5-engine.ts, over the members as MemberIo gives
 // them (member-io.ts); it keeps what all levels share (range checks, whole-block merges of partial
 // writes, the write intent, flush) and the rebuild and scrub loops.
