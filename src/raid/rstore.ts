@@ -1,8 +1,12 @@
 // RStore I/O (seed 004 [0044], [0069]): an RStore is an ordered set of PSEGs on distinct drives of
-// one redundancy set, with a RAID level. Its RSD (RStoreRecord) lists the members; this class
-// turns an offset in the RStore's data space into member drive offsets. RAID-0 stripes the data
-// space over all members in stripe units; RAID-1 keeps every member a full copy; RAID-5 keeps one
-// rotating parity unit per row of stripe units (raid5-engine.ts).
+// one redundancy set, with a RAID level. Its RSD (RStoreRecord) lists the members; this class and
+// the level's module turn an offset in the RStore's data space into member offsets, which
+// RStoreMemberIo turns into drive offsets. RAID-0 stripes the data space over all members in
+// stripe units; RAID-1 keeps every member a full copy; RAID-5 keeps one rotating parity unit per
+// row of stripe units. This class is the façade: the levels' own paths
+// are raid0-stripes.ts, raid1-mirrors.ts and raid5-engine.ts, over the members as MemberIo gives
+// them (member-io.ts); it keeps what all levels share (range checks, whole-block merges of partial
+// writes, the write intent, flush) and the rebuild and scrub loops.
 //
 // Members out of service (DriveHealth: failed, or a replacement not yet rebuilt at that offset)
 // are never read: RAID-1 reads another mirror, RAID-5 reconstructs from parity, RAID-0 has no
@@ -11,32 +15,22 @@
 // range is rewritten from redundancy (repair).
 
 import type { BlockDevice } from '../block/block-device.js';
-import { checkRange, forEachPiece } from '../block/block-device.js';
-import type { Drive } from '../drive/drive.js';
+import { checkRange } from '../block/block-device.js';
 import type { RStoreRecord } from '../meta/pool-metadata.js';
 import { assert } from '../util/assert.js';
-import { ChecksumDrive, isChecksumError } from '../drive/checksum-drive.js';
 import type { DriveRecord } from '../meta/pool-metadata.js';
 import { ChunkLockManager } from '../util/chunk-locks.js';
-import { LunfsError } from '../util/errors.js';
 import { Mutex } from '../util/mutex.js';
 import { DriveHealth } from './drive-health.js';
-import {
-  Raid5Engine,
-  type MemberIo,
-  type Raid5Memory,
-  type RowScrubReport,
-} from './raid5-engine.js';
+import { RStoreMemberIo, type DriveGeometry } from './member-io.js';
+import { Raid0Stripes } from './raid0-stripes.js';
+import { Raid1Mirrors } from './raid1-mirrors.js';
+import { Raid5Engine } from './raid5-engine.js';
+import type { Raid5Memory } from './raid5-memory.js';
 import type { DegradedRowLog, RowLogEntry } from './row-log.js';
 import type { WriteIntent } from './write-intent.js';
+import { addScrubReport, emptyScrubReport, type RowScrubReport } from './scrub-report.js';
 import { blockBytes } from '../util/constants.js';
-
-/** Where a drive's PSEG area starts and how big a PSEG is: from its header. */
-export interface DriveGeometry {
-  drive: Drive;
-  psegAreaOffsetBytes: number;
-  psegSizeBytes: number;
-}
 
 export function rstoreDataBytes(record: RStoreRecord, psegSizeBytes: number): number {
   if (record.raidLevel === 0) return psegSizeBytes * record.members.length;
@@ -47,9 +41,11 @@ export function rstoreDataBytes(record: RStoreRecord, psegSizeBytes: number): nu
 export class RStore implements BlockDevice {
   readonly sizeBytes: number;
   private readonly psegSizeBytes: number;
-  private nextMirror = 0;
+  private readonly memberIo: RStoreMemberIo;
+  /** The level's own paths: exactly one of the three is set. */
+  private readonly stripes: Raid0Stripes | undefined;
+  private readonly mirrors: Raid1Mirrors | undefined;
   private readonly raid5: Raid5Engine | undefined;
-  private readonly memberIo: MemberIo;
   /** RAID-0/1: stripe-unit locks, taken by writes only while a rebuild or scrub of this RStore runs. */
   private readonly unitLocks = new ChunkLockManager();
   private exclusiveCopy = false;
@@ -65,7 +61,7 @@ export class RStore implements BlockDevice {
 
   constructor(
     readonly record: RStoreRecord,
-    private readonly drives: ReadonlyArray<DriveGeometry>,
+    drives: ReadonlyArray<DriveGeometry>,
     private readonly stripeUnitBytes: number,
     private readonly health: DriveHealth = standaloneHealth(drives.length),
     /** The pool's write-intent record (absent outside a pool). */
@@ -79,46 +75,7 @@ export class RStore implements BlockDevice {
     this.psegSizeBytes = drives[record.members[0]!.driveIndex]!.psegSizeBytes;
     assert(this.psegSizeBytes % stripeUnitBytes === 0, 'stripe unit must divide the PSEG size');
     this.sizeBytes = rstoreDataBytes(record, this.psegSizeBytes);
-    const driveIndexOf = (memberIndex: number): number => record.members[memberIndex]!.driveIndex;
-    this.memberIo = {
-      read: (memberIndex, memberOffsetBytes, target) =>
-        this.memberDrive(memberIndex).read(
-          this.physicalOffset(memberIndex, memberOffsetBytes),
-          target,
-        ),
-      write: (memberIndex, memberOffsetBytes, data) =>
-        this.memberDrive(memberIndex).write(
-          this.physicalOffset(memberIndex, memberOffsetBytes),
-          data,
-        ),
-      readable: (memberIndex, memberOffsetBytes, lengthBytes) =>
-        health.readable(driveIndexOf(memberIndex), record.id, memberOffsetBytes, lengthBytes),
-      writable: (memberIndex) => health.writable(driveIndexOf(memberIndex)),
-      rebuilding: (memberIndex) => health.state(driveIndexOf(memberIndex)) === 'rebuilding',
-      failed: (memberIndex, error) => health.fail(driveIndexOf(memberIndex), error),
-      badBlocks: async (memberIndex, memberOffsetBytes, lengthBytes) => {
-        const drive = this.memberDrive(memberIndex);
-        if (!(drive instanceof ChecksumDrive)) return [];
-        const start = this.physicalOffset(memberIndex, 0);
-        return (
-          await drive.verify(this.physicalOffset(memberIndex, memberOffsetBytes), lengthBytes)
-        ).map((offset) => offset - start);
-      },
-      recompute: async (memberIndex, memberOffsetBytes, lengthBytes) => {
-        const drive = this.memberDrive(memberIndex);
-        if (drive instanceof ChecksumDrive)
-          await drive.recompute(this.physicalOffset(memberIndex, memberOffsetBytes), lengthBytes);
-      },
-      integrity: health.integrity,
-      name: `RStore ${record.id}`,
-      rowLog: rowLog && {
-        reserve: (dataBytes) => rowLog.reserve(dataBytes),
-        tryReserve: (dataBytes) => rowLog.tryReserve(dataBytes),
-        append: (row, memberIndex, offsetInUnit, data) =>
-          rowLog.append({ rstoreId: record.id, row, memberIndex, offsetInUnit, data }),
-        done: (seq) => rowLog.done(seq),
-      },
-    };
+    this.memberIo = new RStoreMemberIo(record, drives, health, rowLog);
     if (record.raidLevel === 5) {
       assert(record.members.length >= 3, `RAID-5 RStore ${record.id} needs at least 3 members`);
       this.raid5 = new Raid5Engine(
@@ -127,36 +84,27 @@ export class RStore implements BlockDevice {
         this.memberIo,
         raid5Memory,
       );
+    } else if (record.raidLevel === 1) {
+      this.mirrors = new Raid1Mirrors(
+        record,
+        stripeUnitBytes,
+        this.psegSizeBytes,
+        this.memberIo,
+        health.integrity,
+      );
+    } else {
+      this.stripes = new Raid0Stripes(record, stripeUnitBytes, this.memberIo, health);
     }
   }
 
   async read(offsetBytes: number, target: Buffer): Promise<void> {
     checkRange(this, offsetBytes, target.length, `read of RStore ${this.record.id}`);
-    if (this.record.raidLevel === 1) {
-      await this.readMirror(offsetBytes, target);
+    if (this.mirrors) {
+      await this.mirrors.read(offsetBytes, target);
       return;
     }
     if (this.raid5) return this.raid5.read(offsetBytes, target);
-    const inUnit = offsetBytes % this.stripeUnitBytes;
-    if (inUnit + target.length <= this.stripeUnitBytes) {
-      const [memberIndex, memberOffset] = this.stripeLocation(offsetBytes);
-      return this.readStriped(memberIndex, memberOffset, target); // the common case
-    }
-    const pending: Promise<void>[] = [];
-    this.forEachStripePiece(
-      offsetBytes,
-      target.length,
-      (memberIndex, memberOffset, length, requestOffset) => {
-        pending.push(
-          this.readStriped(
-            memberIndex,
-            memberOffset,
-            target.subarray(requestOffset, requestOffset + length),
-          ),
-        );
-      },
-    );
-    await Promise.all(pending);
+    await this.stripes!.read(offsetBytes, target);
   }
 
   async write(offsetBytes: number, data: Buffer): Promise<void> {
@@ -235,30 +183,11 @@ export class RStore implements BlockDevice {
   }
 
   private async writeUnlocked(offsetBytes: number, data: Buffer): Promise<void> {
-    if (this.record.raidLevel === 1) return this.writeMirrors(offsetBytes, data);
-    const inUnit = offsetBytes % this.stripeUnitBytes;
-    if (inUnit + data.length <= this.stripeUnitBytes) {
-      const [memberIndex, memberOffset] = this.stripeLocation(offsetBytes);
-      return this.writeStriped(memberIndex, memberOffset, data); // the common case
-    }
-    const pending: Promise<void>[] = [];
-    this.forEachStripePiece(
-      offsetBytes,
-      data.length,
-      (memberIndex, memberOffset, length, requestOffset) => {
-        pending.push(
-          this.writeStriped(
-            memberIndex,
-            memberOffset,
-            data.subarray(requestOffset, requestOffset + length),
-          ),
-        );
-      },
-    );
-    await Promise.all(pending);
+    if (this.mirrors) return this.mirrors.write(offsetBytes, data);
+    await this.stripes!.write(offsetBytes, data);
   }
 
-  /** RAID-5: writes back the parities held in memory (see Raid5Engine's known rows); before a drive flush. */
+  /** RAID-5: writes back the parities held in memory (Raid5RowCache: held units, pending parity); before a drive flush. */
   async writeBackParity(): Promise<void> {
     if (this.raid5?.hasPendingParity) await this.raid5.writeBackKnownRows();
   }
@@ -272,7 +201,7 @@ export class RStore implements BlockDevice {
     await this.writeBackParity();
     await Promise.all(
       this.record.members.map((_, memberIndex) =>
-        this.memberIo.writable(memberIndex) ? this.memberDrive(memberIndex).flush() : undefined,
+        this.memberIo.writable(memberIndex) ? this.memberIo.drive(memberIndex).flush() : undefined,
       ),
     );
   }
@@ -325,12 +254,13 @@ export class RStore implements BlockDevice {
       }
       return;
     }
-    assert(this.record.raidLevel === 1, 'only RAID-1 and RAID-5 RStores are rebuilt');
+    assert(this.mirrors !== undefined, 'only RAID-1 and RAID-5 RStores are rebuilt');
+    const mirrors = this.mirrors;
     await this.withExclusiveCopy(async () => {
       const unit = Buffer.alloc(unitBytes);
       for (let index = 0; index < rows; index += 1) {
         await this.unitLocks.withChunks([index], async () => {
-          await this.readMirror(index * unitBytes, unit, memberIndex);
+          await mirrors.read(index * unitBytes, unit, memberIndex);
           await this.memberIo.write(memberIndex, index * unitBytes, unit);
           this.health.setRebuilt(this.record.id, (index + 1) * unitBytes); // under the unit's lock
         });
@@ -349,20 +279,8 @@ export class RStore implements BlockDevice {
   ): Promise<RowScrubReport> {
     const unitBytes = this.stripeUnitBytes;
     const rows = this.psegSizeBytes / unitBytes;
-    const total: RowScrubReport = {
-      rows: 0,
-      degradedRows: 0,
-      checksumRepairs: 0,
-      parityRepairs: 0,
-      unrepairable: 0,
-    };
-    const add = (report: RowScrubReport): void => {
-      total.rows += report.rows;
-      total.degradedRows += report.degradedRows;
-      total.checksumRepairs += report.checksumRepairs;
-      total.parityRepairs += report.parityRepairs;
-      total.unrepairable += report.unrepairable;
-    };
+    const total = emptyScrubReport();
+    const add = (report: RowScrubReport): void => addScrubReport(total, report);
     if (this.raid5) {
       for (let row = 0; row < rows; row += 1) {
         add(await this.raid5.scrubRows(row, row + 1, options));
@@ -374,7 +292,9 @@ export class RStore implements BlockDevice {
       for (let index = 0; index < rows; index += 1) {
         add(
           await this.unitLocks.withChunks([index], () =>
-            this.scrubUnit(index, options.trustData === true),
+            this.stripes
+              ? this.stripes.scrubUnit(index, options.trustData === true)
+              : this.mirrors!.scrubUnit(index, options.trustData === true),
           ),
         );
         progress(unitBytes * this.record.members.length);
@@ -421,305 +341,6 @@ export class RStore implements BlockDevice {
         this.exclusiveCopy = false;
       }
     });
-  }
-
-  /**
-   * Scrub of one stripe unit (RAID-0/1). trustData (resync after an unclean shutdown): a mirror
-   * that fails its checksum is rewritten from one that verifies; with none that verifies (or on
-   * RAID-0), the data is taken as it is; mirrors that differ are made equal; nothing is counted.
-   */
-  private async scrubUnit(index: number, trustData = false): Promise<RowScrubReport> {
-    const report: RowScrubReport = {
-      rows: 1,
-      degradedRows: 0,
-      checksumRepairs: 0,
-      parityRepairs: 0,
-      unrepairable: 0,
-    };
-    const offset = index * this.stripeUnitBytes;
-    if (this.record.raidLevel === 0) {
-      const unit = Buffer.alloc(this.stripeUnitBytes);
-      for (let memberIndex = 0; memberIndex < this.record.members.length; memberIndex += 1) {
-        if (!this.memberIo.readable(memberIndex, offset)) continue;
-        try {
-          await this.memberIo.read(memberIndex, offset, unit);
-        } catch (error) {
-          if (trustData && isChecksumError(error)) {
-            await this.memberIo.recompute(memberIndex, offset, this.stripeUnitBytes);
-            continue;
-          }
-          if (isChecksumError(error)) this.health.integrity.checksumMismatches += 1;
-          else this.memberIo.failed(memberIndex, error);
-          report.unrepairable += 1;
-          this.health.integrity.unrepairable += 1;
-        }
-      }
-      return report;
-    }
-    const copies: Array<Buffer | undefined> = [];
-    const bad: number[] = [];
-    for (let memberIndex = 0; memberIndex < this.record.members.length; memberIndex += 1) {
-      if (!this.memberIo.readable(memberIndex, offset)) {
-        copies.push(undefined);
-        continue;
-      }
-      const unit = Buffer.alloc(this.stripeUnitBytes);
-      try {
-        await this.memberIo.read(memberIndex, offset, unit);
-        copies.push(unit);
-      } catch (error) {
-        copies.push(undefined);
-        if (isChecksumError(error)) {
-          this.health.integrity.checksumMismatches += 1;
-          bad.push(memberIndex);
-        } else {
-          this.memberIo.failed(memberIndex, error);
-        }
-      }
-    }
-    if (trustData && bad.length > 0 && !copies.some((copy) => copy !== undefined)) {
-      // No mirror verifies (torn on both): take the first as it is.
-      const first = bad.shift()!;
-      await this.memberIo.recompute(first, offset, this.stripeUnitBytes);
-      const unit = Buffer.alloc(this.stripeUnitBytes);
-      await this.memberIo.read(first, offset, unit);
-      copies[first] = unit;
-    }
-    const good = copies.find((copy) => copy !== undefined);
-    if (!good) {
-      if (bad.length > 0) {
-        report.unrepairable += 1;
-        this.health.integrity.unrepairable += 1;
-      }
-      return report;
-    }
-    for (const memberIndex of bad) {
-      await this.repairMember(memberIndex, offset, good);
-      if (!trustData) report.checksumRepairs += 1;
-    }
-    // Mirrors that differ although both verify (a crash between the two writes): one wins.
-    for (let memberIndex = 0; memberIndex < copies.length; memberIndex += 1) {
-      const copy = copies[memberIndex];
-      if (copy && copy !== good && !copy.equals(good)) {
-        await this.repairMember(memberIndex, offset, good);
-        if (!trustData) {
-          report.parityRepairs += 1;
-          this.health.integrity.parityRepairs += 1;
-        }
-      }
-    }
-    return report;
-  }
-
-  private async readStriped(
-    memberIndex: number,
-    memberOffset: number,
-    target: Buffer,
-  ): Promise<void> {
-    if (!this.memberIo.readable(memberIndex, memberOffset)) {
-      this.health.integrity.unrepairable += 1;
-      throw new LunfsError(
-        'EIO',
-        `RStore ${this.record.id} (RAID-0): drive ${this.record.members[memberIndex]!.driveIndex} is out of service and RAID-0 has no redundancy`,
-      );
-    }
-    try {
-      await this.memberIo.read(memberIndex, memberOffset, target);
-    } catch (error) {
-      if (isChecksumError(error)) this.health.integrity.checksumMismatches += 1;
-      else this.memberIo.failed(memberIndex, error);
-      this.health.integrity.unrepairable += 1;
-      throw new LunfsError(
-        'EIO',
-        `RStore ${this.record.id} (RAID-0): ${(error as Error).message}; no redundancy to repair from`,
-        { cause: error },
-      );
-    }
-  }
-
-  /**
-   * RAID-0: a write that does not reach its member, or that completes after the drive left
-   * service (its final flush may have come first), is a missed write on that drive: the drive may
-   * come back, and then these blocks may hold older data (DriveHealth.missedWrite records it).
-   */
-  private async writeStriped(
-    memberIndex: number,
-    memberOffset: number,
-    data: Buffer,
-  ): Promise<void> {
-    const driveIndex = this.record.members[memberIndex]!.driveIndex;
-    if (!this.memberIo.writable(memberIndex)) {
-      this.health.missedWrite(driveIndex, this.record.id);
-      throw new LunfsError(
-        'EIO',
-        `RStore ${this.record.id} (RAID-0): drive ${driveIndex} is out of service and RAID-0 has no redundancy`,
-      );
-    }
-    try {
-      await this.memberIo.write(memberIndex, memberOffset, data);
-    } catch (error) {
-      this.memberIo.failed(memberIndex, error);
-      this.health.missedWrite(driveIndex, this.record.id);
-      throw error;
-    }
-    if (!this.memberIo.writable(memberIndex)) this.health.missedWrite(driveIndex, this.record.id);
-  }
-
-  private async writeMirrors(offsetBytes: number, data: Buffer): Promise<void> {
-    const targets = this.record.members
-      .map((_, memberIndex) => memberIndex)
-      .filter((memberIndex) => this.memberIo.writable(memberIndex));
-    const results = await Promise.allSettled(
-      targets.map((memberIndex) => this.memberIo.write(memberIndex, offsetBytes, data)),
-    );
-    let written = 0;
-    results.forEach((result, index) => {
-      if (result.status === 'fulfilled') written += 1;
-      else this.memberIo.failed(targets[index]!, result.reason);
-    });
-    if (written === 0) {
-      const reason = results.find((result) => result.status === 'rejected') as
-        PromiseRejectedResult | undefined;
-      throw new LunfsError(
-        'EIO',
-        `every mirror of RStore ${this.record.id} failed to write${reason ? `: ${(reason.reason as Error).message}` : ' (none in service)'}`,
-        { cause: reason?.reason },
-      );
-    }
-  }
-
-  /**
-   * Reads from the mirrors in turn (spreading reads), skipping those out of service. A mirror
-   * whose data fails its checksum is rewritten from the one that verifies.
-   */
-  private async readMirror(
-    offsetBytes: number,
-    target: Buffer,
-    excludeMember?: number,
-  ): Promise<void> {
-    const memberCount = this.record.members.length;
-    const first = this.nextMirror;
-    this.nextMirror = (this.nextMirror + 1) % memberCount;
-    let lastError: unknown;
-    const corrupt: number[] = [];
-    for (let attempt = 0; attempt < memberCount; attempt += 1) {
-      const memberIndex = (first + attempt) % memberCount;
-      if (
-        memberIndex === excludeMember ||
-        !this.memberIo.readable(memberIndex, offsetBytes, target.length)
-      )
-        continue;
-      try {
-        await this.memberIo.read(memberIndex, offsetBytes, target);
-      } catch (error) {
-        lastError = error; // try the other mirror
-        if (isChecksumError(error)) {
-          this.health.integrity.checksumMismatches += 1;
-          corrupt.push(memberIndex);
-        } else {
-          this.memberIo.failed(memberIndex, error);
-        }
-        continue;
-      }
-      if (corrupt.length > 0) await this.repairMirrors(corrupt, memberIndex, offsetBytes, target);
-      return;
-    }
-    this.health.integrity.unrepairable += 1;
-    if (lastError === undefined)
-      throw new LunfsError('EIO', `RStore ${this.record.id}: no mirror in service`);
-    throw new LunfsError(
-      'EIO',
-      `every mirror of RStore ${this.record.id} failed: ${(lastError as Error).message}`,
-      { cause: lastError },
-    );
-  }
-
-  /**
-   * Rewrites the mirrors whose data failed its checksum from the good one. A checksum covers a
-   * whole 4 KiB block, so a read that covered part of one repairs the whole block (read again
-   * from the good mirror): a partial write over a bad block could not be checked.
-   */
-  private async repairMirrors(
-    corrupt: number[],
-    good: number,
-    offsetBytes: number,
-    data: Buffer,
-  ): Promise<void> {
-    const start = Math.floor(offsetBytes / repairBlockBytes) * repairBlockBytes;
-    const end = Math.min(
-      this.psegSizeBytes,
-      Math.ceil((offsetBytes + data.length) / repairBlockBytes) * repairBlockBytes,
-    );
-    let whole = data;
-    if (start !== offsetBytes || end !== offsetBytes + data.length) {
-      whole = Buffer.allocUnsafe(end - start);
-      try {
-        await this.memberIo.read(good, start, whole);
-      } catch {
-        return; // the good mirror fails on the rest of the block: leave the repair to scrub
-      }
-    }
-    for (const bad of corrupt) await this.repairMember(bad, start, whole);
-  }
-
-  private async repairMember(
-    memberIndex: number,
-    memberOffset: number,
-    data: Buffer,
-  ): Promise<void> {
-    try {
-      await this.memberIo.write(memberIndex, memberOffset, data);
-      this.health.integrity.repairs += 1;
-    } catch (error) {
-      this.memberIo.failed(memberIndex, error);
-    }
-  }
-
-  private forEachStripePiece(
-    offsetBytes: number,
-    lengthBytes: number,
-    visit: (
-      memberIndex: number,
-      memberOffsetBytes: number,
-      lengthBytes: number,
-      requestOffsetBytes: number,
-    ) => void,
-  ): void {
-    const memberCount = this.record.members.length;
-    forEachPiece(
-      offsetBytes,
-      lengthBytes,
-      this.stripeUnitBytes,
-      (stripeIndex, offsetInUnit, length, requestOffset) => {
-        const memberIndex = stripeIndex % memberCount;
-        const memberOffset =
-          Math.floor(stripeIndex / memberCount) * this.stripeUnitBytes + offsetInUnit;
-        visit(memberIndex, memberOffset, length, requestOffset);
-      },
-    );
-  }
-
-  /** [member, offset in the member] of a data offset under RAID-0 striping. */
-  private stripeLocation(offsetBytes: number): [number, number] {
-    const memberCount = this.record.members.length;
-    const stripeIndex = Math.floor(offsetBytes / this.stripeUnitBytes);
-    return [
-      stripeIndex % memberCount,
-      Math.floor(stripeIndex / memberCount) * this.stripeUnitBytes +
-        (offsetBytes - stripeIndex * this.stripeUnitBytes),
-    ];
-  }
-
-  private memberDrive(memberIndex: number): Drive {
-    return this.drives[this.record.members[memberIndex]!.driveIndex]!.drive;
-  }
-
-  private physicalOffset(memberIndex: number, memberOffsetBytes: number): number {
-    const member = this.record.members[memberIndex]!;
-    const geometry = this.drives[member.driveIndex]!;
-    return (
-      geometry.psegAreaOffsetBytes + member.psegIndex * geometry.psegSizeBytes + memberOffsetBytes
-    );
   }
 }
 

@@ -7,7 +7,8 @@
 import { describe, expect, it } from 'vitest';
 import { MemoryDrive } from '../../src/drive/memory-drive.js';
 import type { RaidLevel, RStoreRecord } from '../../src/meta/pool-metadata.js';
-import { RStore, type DriveGeometry } from '../../src/raid/rstore.js';
+import type { DriveGeometry } from '../../src/raid/member-io.js';
+import { RStore } from '../../src/raid/rstore.js';
 import { SeededRandom } from '../../src/util/clock.js';
 import { KiB } from '../../src/util/sizes.js';
 import { firstDifference, patternBytes } from '../support/bytes.js';

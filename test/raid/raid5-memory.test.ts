@@ -3,10 +3,10 @@
 // lent them.
 
 import { describe, expect, it } from 'vitest';
-import { Raid5Memory, type Raid5Engine } from '../../src/raid/raid5-engine.js';
+import { Raid5Memory, type RowHolder } from '../../src/raid/raid5-memory.js';
 
 /** A stand-in for a layout: counts the write-backs the memory asks of it. */
-function fakeLayout(): Raid5Engine & { writeBacks: number } {
+function fakeLayout(): RowHolder & { writeBacks: number } {
   const layout = {
     writeBacks: 0,
     writeBackKnownRows(): Promise<void> {
@@ -14,7 +14,7 @@ function fakeLayout(): Raid5Engine & { writeBacks: number } {
       return Promise.resolve();
     },
   };
-  return layout as unknown as Raid5Engine & { writeBacks: number };
+  return layout;
 }
 
 describe('Raid5Memory', () => {
