@@ -55,9 +55,23 @@ export const kernelImplementation: 'native' | 'typescript' =
 
 const activeKernels: ByteKernels = nativeKernelsOrNull ?? typescriptKernels;
 
+const singleStreamCrc32c: (data: Uint8Array, seed?: number) => number =
+  typeof nativeLoadResult.addon?.['crc32cSingleStream'] === 'function'
+    ? (nativeLoadResult.addon['crc32cSingleStream'] as (data: Uint8Array, seed?: number) => number)
+    : crc32cTypescript;
+
 /** CRC-32C (Castagnoli) of data continuing from seed: crc32c(b, crc32c(a)) === crc32c(a + b). */
 export function crc32c(data: Uint8Array, seed = 0): number {
   return activeKernels.crc32c(data, seed);
+}
+
+/**
+ * crc32c through one CRC register: the path crc32c took before it ran three interleaved streams
+ * (the addon's crc32cSingleStream, or the TypeScript twin). Same results; kept so the benchmark
+ * (bench/kernels.mjs) can compare the two and the tests can check both.
+ */
+export function crc32cSingleStream(data: Uint8Array, seed = 0): number {
+  return singleStreamCrc32c(data, seed);
 }
 
 /** out[i] = crc32c of the i-th blockBytes-long block of data (data checksums, one call per request). */
