@@ -5,7 +5,7 @@
   "targets": [
     {
       "target_name": "lunfs_native",
-      "sources": ["src/lunfs_native.c", "src/os_calls.c"],
+      "sources": ["src/lunfs_native.c", "src/byte_jobs.c", "src/os_calls.c"],
       "defines": ["NAPI_VERSION=8"],
       "cflags": ["-O3", "-std=c11"],
       "cflags!": ["-O0", "-O1", "-O2"],

@@ -23,12 +23,15 @@
 #include <node_api.h>
 
 #include <math.h>
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "kernels.h"
 
 // LUNFS_PORTABLE_ONLY (a -D flag) builds only the portable C paths, as on a non-x86 machine: a way
 // to check that build and its results on this one.
@@ -303,10 +306,36 @@ static void initialise_kernels_once(void) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// The kernels as byte_jobs.c (the asynchronous forms) calls them; see kernels.h
+// ---------------------------------------------------------------------------------------------
+
+uint32_t lunfs_crc32c(uint32_t seed, const uint8_t *bytes, size_t length) {
+  return length == 0 ? seed : ~crc32c_update(~seed, bytes, length);
+}
+
+void lunfs_crc32c_blocks(const uint8_t *bytes, size_t length, size_t block_bytes,
+                         uint32_t *entries) {
+  size_t block_count = length / block_bytes;
+  size_t block = 0;
+#if LUNFS_HAVE_SSE42_PATH
+  if (crc32c_uses_sse42) {
+    for (; block + 3 <= block_count; block += 3) {
+      const uint8_t *start = bytes + block * block_bytes;
+      crc32c_three_blocks_with_sse42(start, start + block_bytes, start + 2 * block_bytes,
+                                     block_bytes, entries + block);
+    }
+  }
+#endif
+  for (; block < block_count; block++) {
+    entries[block] = ~crc32c_update(~0u, bytes + block * block_bytes, block_bytes);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
 // XOR parity
 // ---------------------------------------------------------------------------------------------
 
-// target[i] ^= source[i]; the two ranges must not partially overlap (the caller handles that).
+// target[i] ^= source[i]; the two ranges must not overlap (the callers handle that).
 static void xor_bytes_into(uint8_t *restrict target, const uint8_t *restrict source, size_t length) {
   size_t index = 0;
   for (; index + 32 <= length; index += 32) {
@@ -333,41 +362,160 @@ static void xor_bytes_into(uint8_t *restrict target, const uint8_t *restrict sou
   }
 }
 
+static bool ranges_overlap(const uint8_t *first, const uint8_t *second, size_t length) {
+  uintptr_t first_start = (uintptr_t)first;
+  uintptr_t second_start = (uintptr_t)second;
+  return first_start < second_start + length && second_start < first_start + length;
+}
+
+// target ^= source with the source as it was before the call, whatever the overlap (the
+// TypeScript twin's semantics). False only when a copy of a partly overlapping source could not
+// be allocated; the target is then unchanged.
+static bool xor_into_any_overlap(uint8_t *target, const uint8_t *source, size_t length) {
+  if (length == 0) return true;
+  if (target == source) {
+    // x ^ x == 0 for every byte.
+    memset(target, 0, length);
+    return true;
+  }
+  if (!ranges_overlap(target, source, length)) {
+    xor_bytes_into(target, source, length);
+    return true;
+  }
+  uint8_t *source_copy = malloc(length);
+  if (source_copy == NULL) return false;
+  memcpy(source_copy, source, length);
+  xor_bytes_into(target, source_copy, length);
+  free(source_copy);
+  return true;
+}
+
+// Slices of this many bytes stay in the first-level cache while every source is XORed into them.
+#define XOR_SLICE_BYTES 16384u
+
+bool lunfs_xor_sources_into(uint8_t *target, const uint8_t *const *sources, size_t source_count,
+                            size_t length) {
+  bool any_source_overlaps_target = false;
+  for (size_t source = 0; source < source_count; source++) {
+    if (length > 0 && ranges_overlap(target, sources[source], length)) {
+      any_source_overlaps_target = true;
+    }
+  }
+  if (any_source_overlaps_target) {
+    // One source after the other, each seeing the target as the earlier ones left it.
+    for (size_t source = 0; source < source_count; source++) {
+      if (!xor_into_any_overlap(target, sources[source], length)) return false;
+    }
+    return true;
+  }
+  for (size_t start = 0; start < length; start += XOR_SLICE_BYTES) {
+    size_t slice_bytes = length - start < XOR_SLICE_BYTES ? length - start : XOR_SLICE_BYTES;
+    for (size_t source = 0; source < source_count; source++) {
+      xor_bytes_into(target + start, sources[source] + start, slice_bytes);
+    }
+  }
+  return true;
+}
+
 // ---------------------------------------------------------------------------------------------
-// Argument helpers
+// Argument helpers (shared with byte_jobs.c through kernels.h)
 // ---------------------------------------------------------------------------------------------
 
-// Throws a TypeError unless a JavaScript exception is already pending; always returns NULL so
-// callers can `return throw_type_error(...)`.
-static napi_value throw_type_error(napi_env env, const char *message) {
+napi_value lunfs_throw_type_error(napi_env env, const char *format, ...) {
   bool exception_pending = false;
   if (napi_is_exception_pending(env, &exception_pending) == napi_ok && !exception_pending) {
+    char message[240];
+    va_list arguments;
+    va_start(arguments, format);
+    vsnprintf(message, sizeof message, format, arguments);
+    va_end(arguments);
     napi_throw_type_error(env, NULL, message);
   }
   return NULL;
 }
 
-// Reads a Buffer or Uint8Array into (bytes, length). Returns false (with a TypeError thrown)
-// for anything else, including other typed arrays, DataView and plain ArrayBuffer.
-static bool get_byte_array(napi_env env, napi_value value, const char *message_if_not_bytes,
-                           uint8_t **bytes, size_t *length) {
+bool lunfs_get_byte_array(napi_env env, napi_value value, const char *function_name,
+                          const char *role, uint8_t **bytes, size_t *length) {
   bool is_typed_array = false;
-  if (napi_is_typedarray(env, value, &is_typed_array) != napi_ok || !is_typed_array) {
-    throw_type_error(env, message_if_not_bytes);
-    return false;
-  }
   napi_typedarray_type element_type;
   size_t element_count = 0;
   void *data = NULL;
-  if (napi_get_typedarray_info(env, value, &element_type, &element_count, &data, NULL, NULL) !=
+  if (napi_is_typedarray(env, value, &is_typed_array) != napi_ok || !is_typed_array ||
+      napi_get_typedarray_info(env, value, &element_type, &element_count, &data, NULL, NULL) !=
           napi_ok ||
       element_type != napi_uint8_array) {
-    throw_type_error(env, message_if_not_bytes);
+    lunfs_throw_type_error(env, "%s: %s must be a Buffer or Uint8Array", function_name, role);
     return false;
   }
   // A detached or empty array may report a NULL data pointer; it has no bytes to touch.
   *bytes = element_count == 0 ? NULL : (uint8_t *)data;
   *length = element_count;
+  return true;
+}
+
+bool lunfs_get_crc32c_seed(napi_env env, napi_value value, const char *function_name,
+                           uint32_t *seed) {
+  napi_valuetype seed_type = napi_undefined;
+  if (value != NULL && napi_typeof(env, value, &seed_type) != napi_ok) {
+    lunfs_throw_type_error(env, "%s: could not read the seed", function_name);
+    return false;
+  }
+  *seed = 0;
+  if (value == NULL || seed_type == napi_undefined) return true;
+  double seed_number = 0;
+  if (seed_type != napi_number || napi_get_value_double(env, value, &seed_number) != napi_ok ||
+      !(seed_number >= 0 && seed_number <= 4294967295.0) || floor(seed_number) != seed_number) {
+    lunfs_throw_type_error(
+        env, "%s: seed must be an integer from 0 to 4294967295 (a previous crc32c result)",
+        function_name);
+    return false;
+  }
+  *seed = (uint32_t)seed_number;
+  return true;
+}
+
+bool lunfs_get_crc32c_blocks_arguments(napi_env env, const napi_value arguments[3],
+                                       const char *function_name, uint8_t **bytes, size_t *length,
+                                       size_t *block_bytes, uint32_t **entries) {
+  if (!lunfs_get_byte_array(env, arguments[0], function_name, "data", bytes, length)) {
+    return false;
+  }
+  napi_valuetype block_bytes_type = napi_undefined;
+  double block_bytes_number = 0;
+  if (napi_typeof(env, arguments[1], &block_bytes_type) != napi_ok ||
+      block_bytes_type != napi_number ||
+      napi_get_value_double(env, arguments[1], &block_bytes_number) != napi_ok ||
+      !(block_bytes_number >= 1 && block_bytes_number <= 4294967295.0) ||
+      floor(block_bytes_number) != block_bytes_number) {
+    lunfs_throw_type_error(env, "%s: blockBytes must be an integer from 1 to 4294967295",
+                           function_name);
+    return false;
+  }
+  *block_bytes = (size_t)block_bytes_number;
+  bool is_typed_array = false;
+  napi_typedarray_type element_type;
+  size_t entry_count = 0;
+  void *entries_data = NULL;
+  if (napi_is_typedarray(env, arguments[2], &is_typed_array) != napi_ok || !is_typed_array ||
+      napi_get_typedarray_info(env, arguments[2], &element_type, &entry_count, &entries_data, NULL,
+                               NULL) != napi_ok ||
+      element_type != napi_uint32_array) {
+    lunfs_throw_type_error(env, "%s: out must be a Uint32Array", function_name);
+    return false;
+  }
+  if (*length % *block_bytes != 0) {
+    lunfs_throw_type_error(env, "%s: data length %zu is not a multiple of blockBytes %zu",
+                           function_name, *length, *block_bytes);
+    return false;
+  }
+  size_t block_count = *length / *block_bytes;
+  if (entry_count < block_count) {
+    lunfs_throw_type_error(env, "%s: out has %zu entries, fewer than the %zu blocks of data",
+                           function_name, entry_count, block_count);
+    return false;
+  }
+  // A Uint32Array is always 4-byte aligned in its ArrayBuffer, so the entries can be stored as is.
+  *entries = (uint32_t *)entries_data;
   return true;
 }
 
@@ -378,40 +526,24 @@ static bool get_byte_array(napi_env env, napi_value value, const char *message_i
 static napi_value crc32c_entry(napi_env env, napi_callback_info info,
                                crc32c_update_function update) {
   size_t argument_count = 2;
-  napi_value arguments[2];
+  napi_value arguments[2] = {NULL, NULL};
   if (napi_get_cb_info(env, info, &argument_count, arguments, NULL, NULL) != napi_ok) {
-    return throw_type_error(env, "crc32c: could not read the arguments");
-  }
-  if (argument_count < 1) {
-    return throw_type_error(env, "crc32c: data must be a Buffer or Uint8Array");
+    return lunfs_throw_type_error(env, "crc32c: could not read the arguments");
   }
   uint8_t *bytes = NULL;
   size_t length = 0;
-  if (!get_byte_array(env, arguments[0], "crc32c: data must be a Buffer or Uint8Array", &bytes,
-                      &length)) {
+  uint32_t seed = 0;
+  if (argument_count < 1) {
+    return lunfs_throw_type_error(env, "crc32c: data must be a Buffer or Uint8Array");
+  }
+  if (!lunfs_get_byte_array(env, arguments[0], "crc32c", "data", &bytes, &length) ||
+      !lunfs_get_crc32c_seed(env, argument_count >= 2 ? arguments[1] : NULL, "crc32c", &seed)) {
     return NULL;
   }
-
-  uint32_t seed = 0;
-  napi_valuetype seed_type = napi_undefined;
-  if (argument_count >= 2 && napi_typeof(env, arguments[1], &seed_type) != napi_ok) {
-    return throw_type_error(env, "crc32c: could not read the seed");
-  }
-  if (seed_type != napi_undefined) {
-    double seed_number = 0;
-    if (seed_type != napi_number ||
-        napi_get_value_double(env, arguments[1], &seed_number) != napi_ok ||
-        !(seed_number >= 0 && seed_number <= 4294967295.0) || floor(seed_number) != seed_number) {
-      return throw_type_error(
-          env, "crc32c: seed must be an integer from 0 to 4294967295 (a previous crc32c result)");
-    }
-    seed = (uint32_t)seed_number;
-  }
-
   uint32_t crc = length == 0 ? seed : ~update(~seed, bytes, length);
   napi_value result;
   if (napi_create_uint32(env, crc, &result) != napi_ok) {
-    return throw_type_error(env, "crc32c: could not create the result");
+    return lunfs_throw_type_error(env, "crc32c: could not create the result");
   }
   return result;
 }
@@ -436,66 +568,21 @@ static napi_value crc32c_blocks_export(napi_env env, napi_callback_info info) {
   size_t argument_count = 3;
   napi_value arguments[3];
   if (napi_get_cb_info(env, info, &argument_count, arguments, NULL, NULL) != napi_ok) {
-    return throw_type_error(env, "crc32cBlocks: could not read the arguments");
+    return lunfs_throw_type_error(env, "crc32cBlocks: could not read the arguments");
   }
   if (argument_count < 3) {
-    return throw_type_error(env, "crc32cBlocks: expected three arguments (data, blockBytes, out)");
+    return lunfs_throw_type_error(env,
+                                  "crc32cBlocks: expected three arguments (data, blockBytes, out)");
   }
   uint8_t *bytes = NULL;
   size_t length = 0;
-  if (!get_byte_array(env, arguments[0], "crc32cBlocks: data must be a Buffer or Uint8Array",
-                      &bytes, &length)) {
+  size_t block_bytes = 0;
+  uint32_t *entries = NULL;
+  if (!lunfs_get_crc32c_blocks_arguments(env, arguments, "crc32cBlocks", &bytes, &length,
+                                         &block_bytes, &entries)) {
     return NULL;
   }
-  napi_valuetype block_bytes_type = napi_undefined;
-  double block_bytes_number = 0;
-  if (napi_typeof(env, arguments[1], &block_bytes_type) != napi_ok ||
-      block_bytes_type != napi_number ||
-      napi_get_value_double(env, arguments[1], &block_bytes_number) != napi_ok ||
-      !(block_bytes_number >= 1 && block_bytes_number <= 4294967295.0) ||
-      floor(block_bytes_number) != block_bytes_number) {
-    return throw_type_error(env, "crc32cBlocks: blockBytes must be an integer from 1 to 4294967295");
-  }
-  size_t block_bytes = (size_t)block_bytes_number;
-  bool is_typed_array = false;
-  napi_typedarray_type element_type;
-  size_t entry_count = 0;
-  void *entries_data = NULL;
-  if (napi_is_typedarray(env, arguments[2], &is_typed_array) != napi_ok || !is_typed_array ||
-      napi_get_typedarray_info(env, arguments[2], &element_type, &entry_count, &entries_data, NULL,
-                               NULL) != napi_ok ||
-      element_type != napi_uint32_array) {
-    return throw_type_error(env, "crc32cBlocks: out must be a Uint32Array");
-  }
-  char message[200];
-  if (length % block_bytes != 0) {
-    snprintf(message, sizeof message,
-             "crc32cBlocks: data length %zu is not a multiple of blockBytes %zu", length,
-             block_bytes);
-    return throw_type_error(env, message);
-  }
-  size_t block_count = length / block_bytes;
-  if (entry_count < block_count) {
-    snprintf(message, sizeof message,
-             "crc32cBlocks: out has %zu entries, fewer than the %zu blocks of data", entry_count,
-             block_count);
-    return throw_type_error(env, message);
-  }
-  // A Uint32Array is always 4-byte aligned in its ArrayBuffer, so the entries can be stored as is.
-  uint32_t *entries = (uint32_t *)entries_data;
-  size_t block = 0;
-#if LUNFS_HAVE_SSE42_PATH
-  if (crc32c_uses_sse42) {
-    for (; block + 3 <= block_count; block += 3) {
-      const uint8_t *start = bytes + block * block_bytes;
-      crc32c_three_blocks_with_sse42(start, start + block_bytes, start + 2 * block_bytes,
-                                     block_bytes, entries + block);
-    }
-  }
-#endif
-  for (; block < block_count; block++) {
-    entries[block] = ~crc32c_update(~0u, bytes + block * block_bytes, block_bytes);
-  }
+  lunfs_crc32c_blocks(bytes, length, block_bytes, entries);
   return NULL;
 }
 
@@ -503,53 +590,29 @@ static napi_value xor_into_export(napi_env env, napi_callback_info info) {
   size_t argument_count = 2;
   napi_value arguments[2];
   if (napi_get_cb_info(env, info, &argument_count, arguments, NULL, NULL) != napi_ok) {
-    return throw_type_error(env, "xorInto: could not read the arguments");
+    return lunfs_throw_type_error(env, "xorInto: could not read the arguments");
   }
   if (argument_count < 2) {
-    return throw_type_error(env, "xorInto: expected two arguments (target, source)");
+    return lunfs_throw_type_error(env, "xorInto: expected two arguments (target, source)");
   }
   uint8_t *target = NULL;
   uint8_t *source = NULL;
   size_t target_length = 0;
   size_t source_length = 0;
-  if (!get_byte_array(env, arguments[0], "xorInto: target must be a Buffer or Uint8Array", &target,
-                      &target_length) ||
-      !get_byte_array(env, arguments[1], "xorInto: source must be a Buffer or Uint8Array", &source,
-                      &source_length)) {
+  if (!lunfs_get_byte_array(env, arguments[0], "xorInto", "target", &target, &target_length) ||
+      !lunfs_get_byte_array(env, arguments[1], "xorInto", "source", &source, &source_length)) {
     return NULL;
   }
   if (target_length != source_length) {
-    char message[160];
-    snprintf(message, sizeof message,
-             "xorInto: target and source must have the same length (target %zu bytes, source %zu "
-             "bytes)",
-             target_length, source_length);
-    return throw_type_error(env, message);
+    return lunfs_throw_type_error(
+        env,
+        "xorInto: target and source must have the same length (target %zu bytes, source %zu "
+        "bytes)",
+        target_length, source_length);
   }
-  size_t length = target_length;
-  if (length == 0) return NULL;
-
-  if (target == source) {
-    // x ^ x == 0 for every byte.
-    memset(target, 0, length);
-    return NULL;
-  }
-  uintptr_t target_start = (uintptr_t)target;
-  uintptr_t source_start = (uintptr_t)source;
-  bool ranges_overlap = target_start < source_start + length && source_start < target_start + length;
-  if (!ranges_overlap) {
-    xor_bytes_into(target, source, length);
-    return NULL;
-  }
-  // Partial overlap: XOR with the source as it was before the call, like the TypeScript twin.
-  uint8_t *source_copy = malloc(length);
-  if (source_copy == NULL) {
+  if (!xor_into_any_overlap(target, source, target_length)) {
     napi_throw_error(env, NULL, "xorInto: out of memory copying an overlapping source");
-    return NULL;
   }
-  memcpy(source_copy, source, length);
-  xor_bytes_into(target, source_copy, length);
-  free(source_copy);
   return NULL;
 }
 
@@ -559,8 +622,8 @@ static napi_value xor_into_export(napi_env env, napi_callback_info info) {
 
 bool lunfs_register_os_calls(napi_env env, napi_value exports); // os_calls.c
 
-static bool export_function(napi_env env, napi_value exports, const char *name,
-                            napi_callback callback) {
+bool lunfs_export_function(napi_env env, napi_value exports, const char *name,
+                           napi_callback callback) {
   napi_value function;
   return napi_create_function(env, name, NAPI_AUTO_LENGTH, callback, NULL, &function) == napi_ok &&
          napi_set_named_property(env, exports, name, function) == napi_ok;
@@ -569,12 +632,12 @@ static bool export_function(napi_env env, napi_value exports, const char *name,
 NAPI_MODULE_INIT() {
   initialise_kernels_once();
   napi_value implementation_name;
-  if (!export_function(env, exports, "crc32c", crc32c_export) ||
-      !export_function(env, exports, "crc32cWithTables", crc32c_with_tables_export) ||
-      !export_function(env, exports, "crc32cSingleStream", crc32c_single_stream_export) ||
-      !export_function(env, exports, "crc32cBlocks", crc32c_blocks_export) ||
-      !export_function(env, exports, "xorInto", xor_into_export) ||
-      !lunfs_register_os_calls(env, exports) ||
+  if (!lunfs_export_function(env, exports, "crc32c", crc32c_export) ||
+      !lunfs_export_function(env, exports, "crc32cWithTables", crc32c_with_tables_export) ||
+      !lunfs_export_function(env, exports, "crc32cSingleStream", crc32c_single_stream_export) ||
+      !lunfs_export_function(env, exports, "crc32cBlocks", crc32c_blocks_export) ||
+      !lunfs_export_function(env, exports, "xorInto", xor_into_export) ||
+      !lunfs_register_byte_jobs(env, exports) || !lunfs_register_os_calls(env, exports) ||
       napi_create_string_utf8(env, crc32c_implementation_name, NAPI_AUTO_LENGTH,
                               &implementation_name) != napi_ok ||
       napi_set_named_property(env, exports, "crc32cImplementation", implementation_name) !=

@@ -1,14 +1,36 @@
-// The one entry point lunfs uses for its hot byte kernels, crc32c, crc32cBlocks and xorInto. It
-// loads the C addon native/build/Release/lunfs_native.node (built by `npx node-gyp rebuild
-// --directory native`) and falls back to the TypeScript twins when the addon is missing, fails to
-// load, or LUNFS_NO_NATIVE=1 is set. Both implementations give identical results. An older addon
-// without crc32cBlocks is still used for the others, with the TypeScript twin of crc32cBlocks.
+// The one entry point lunfs uses for its hot byte kernels, crc32c, crc32cBlocks and xorInto, and
+// their asynchronous forms crc32cAsync, crc32cBlocksAsync, xorIntoAsync and copyAsync (the work
+// on libuv's thread pool, so the JavaScript thread only plans). It loads the C addon
+// native/build/Release/lunfs_native.node (built by `npx node-gyp rebuild --directory native`) and
+// falls back to the TypeScript twins when the addon is missing, fails to load, or
+// LUNFS_NO_NATIVE=1 is set. Both implementations give identical results and identical TypeError
+// messages. An older addon without crc32cBlocks or the asynchronous forms is still used for the
+// others, with the TypeScript twins of what it lacks.
+//
+// An asynchronous form below asyncThresholdBytes does its work at once on the calling thread (the
+// hop to the pool costs more than the work) and returns a settled promise. Either way the caller
+// must neither write the bytes nor transfer their ArrayBuffers until the promise settles.
 
 import { existsSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { crc32cBlocksTypescript, crc32cTypescript } from './crc32c-fallback.js';
+import { isUint8Array } from 'node:util/types';
+import {
+  checkCopyAsyncArguments,
+  checkXorIntoAsyncArguments,
+  copyAsyncTypescript,
+  crc32cAsyncTypescript,
+  crc32cBlocksAsyncTypescript,
+  settleNow,
+  xorIntoAsyncTypescript,
+} from './async-fallback.js';
+import {
+  checkCrc32cArguments,
+  checkCrc32cBlocksArguments,
+  crc32cBlocksTypescript,
+  crc32cTypescript,
+} from './crc32c-fallback.js';
 import { xorIntoTypescript } from './xor-fallback.js';
 
 /** The kernels one implementation provides. */
@@ -24,12 +46,30 @@ export interface ByteKernels {
   xorInto(target: Uint8Array, source: Uint8Array): void;
 }
 
-/** What the addon's exports look like (see native/src/lunfs_native.c). */
-interface NativeAddonExports {
+/**
+ * The asynchronous forms: the same work, done on libuv's thread pool by the addon. Bad arguments
+ * give a rejected promise with the synchronous kernels' TypeError (naming the async function).
+ */
+export interface AsyncByteKernels {
+  /** CRC-32C of data continuing from seed. */
+  crc32cAsync(data: Uint8Array, seed?: number): Promise<number>;
+  /** crc32cBlocks, resolved once out is filled. */
+  crc32cBlocksAsync(data: Uint8Array, blockBytes: number, out: Uint32Array): Promise<void>;
+  /** target ^= every source (1 to 64, each of the target's length): RAID parity, reconstruction. */
+  xorIntoAsync(target: Uint8Array, ...sources: Uint8Array[]): Promise<void>;
+  /** target.set(source) for equal lengths (overlap allowed, as memmove). */
+  copyAsync(target: Uint8Array, source: Uint8Array): Promise<void>;
+}
+
+/** What the addon's exports look like (see native/src/lunfs_native.c and byte_jobs.c). */
+interface NativeAddonExports extends AsyncByteKernels {
   crc32c(data: Uint8Array, seed?: number): number;
   crc32cBlocks(data: Uint8Array, blockBytes: number, out: Uint32Array): void;
   xorInto(target: Uint8Array, source: Uint8Array): void;
 }
+
+/** Below this many bytes an asynchronous form works at once on the calling thread. */
+export const asyncThresholdBytes = 16 * 1024;
 
 export const nativeAddonRelativePath = join('native', 'build', 'Release', 'lunfs_native.node');
 
@@ -37,6 +77,13 @@ export const typescriptKernels: ByteKernels = {
   crc32c: crc32cTypescript,
   crc32cBlocks: crc32cBlocksTypescript,
   xorInto: xorIntoTypescript,
+};
+
+export const typescriptAsyncKernels: AsyncByteKernels = {
+  crc32cAsync: crc32cAsyncTypescript,
+  crc32cBlocksAsync: crc32cBlocksAsyncTypescript,
+  xorIntoAsync: xorIntoAsyncTypescript,
+  copyAsync: copyAsyncTypescript,
 };
 
 const nativeLoadResult = loadNativeKernels();
@@ -82,6 +129,102 @@ export function crc32cBlocks(data: Uint8Array, blockBytes: number, out: Uint32Ar
 /** target[i] ^= source[i] for equal-length byte arrays (RAID parity). */
 export function xorInto(target: Uint8Array, source: Uint8Array): void {
   activeKernels.xorInto(target, source);
+}
+
+/** The addon's asynchronous forms (always on the pool, whatever the size), or null. */
+export const nativeAsyncKernelsOrNull: AsyncByteKernels | null = nativeAsyncKernels(
+  nativeLoadResult.addon,
+);
+
+/**
+ * CRC-32C of data from seed; from asyncThresholdBytes on computed on libuv's thread pool.
+ * Resolves to what crc32c(data, seed) returns.
+ */
+export function crc32cAsync(data: Uint8Array, seed = 0): Promise<number> {
+  if (nativeAsyncKernelsOrNull !== null && isUint8Array(data) && data.length >= asyncThresholdBytes)
+    return nativeAsyncKernelsOrNull.crc32cAsync(data, seed);
+  return settleNow(() => {
+    checkCrc32cArguments('crc32cAsync', data, seed);
+    return activeKernels.crc32c(data, seed);
+  });
+}
+
+/** crc32cBlocks(data, blockBytes, out), from asyncThresholdBytes of data on the thread pool. */
+export function crc32cBlocksAsync(
+  data: Uint8Array,
+  blockBytes: number,
+  out: Uint32Array,
+): Promise<void> {
+  if (nativeAsyncKernelsOrNull !== null && isUint8Array(data) && data.length >= asyncThresholdBytes)
+    return nativeAsyncKernelsOrNull.crc32cBlocksAsync(data, blockBytes, out);
+  return settleNow(() => {
+    checkCrc32cBlocksArguments('crc32cBlocksAsync', data, blockBytes, out);
+    activeKernels.crc32cBlocks(data, blockBytes, out);
+  });
+}
+
+/**
+ * target ^= sources[0] ^ sources[1] ^ ... (each of the target's length): RAID-5 parity and
+ * reconstruction, from asyncThresholdBytes of target on the thread pool.
+ */
+export function xorIntoAsync(target: Uint8Array, ...sources: Uint8Array[]): Promise<void> {
+  if (
+    nativeAsyncKernelsOrNull !== null &&
+    isUint8Array(target) &&
+    target.length >= asyncThresholdBytes
+  )
+    return nativeAsyncKernelsOrNull.xorIntoAsync(target, ...sources);
+  return settleNow(() => {
+    checkXorIntoAsyncArguments(target, sources);
+    for (const source of sources) activeKernels.xorInto(target, source);
+  });
+}
+
+/** target.set(source) for equal lengths, from asyncThresholdBytes on the thread pool. */
+export function copyAsync(target: Uint8Array, source: Uint8Array): Promise<void> {
+  if (
+    nativeAsyncKernelsOrNull !== null &&
+    isUint8Array(target) &&
+    target.length >= asyncThresholdBytes
+  )
+    return nativeAsyncKernelsOrNull.copyAsync(target, source);
+  return settleNow(() => {
+    checkCopyAsyncArguments(target, source);
+    target.set(source);
+  });
+}
+
+/**
+ * The addon's asynchronous exports, each turning a synchronous throw (bad arguments, checked
+ * before anything is queued) into a rejected promise; null when the addon lacks them.
+ */
+function nativeAsyncKernels(addon: Record<string, unknown> | undefined): AsyncByteKernels | null {
+  const exports = addon as Partial<NativeAddonExports> | undefined;
+  const { crc32cAsync, crc32cBlocksAsync, xorIntoAsync, copyAsync } = exports ?? {};
+  if (
+    typeof crc32cAsync !== 'function' ||
+    typeof crc32cBlocksAsync !== 'function' ||
+    typeof xorIntoAsync !== 'function' ||
+    typeof copyAsync !== 'function'
+  ) {
+    return null;
+  }
+  return {
+    crc32cAsync: (data, seed) => rejectOnThrow(() => crc32cAsync(data, seed)),
+    crc32cBlocksAsync: (data, blockBytes, out) =>
+      rejectOnThrow(() => crc32cBlocksAsync(data, blockBytes, out)),
+    xorIntoAsync: (target, ...sources) => rejectOnThrow(() => xorIntoAsync(target, ...sources)),
+    copyAsync: (target, source) => rejectOnThrow(() => copyAsync(target, source)),
+  };
+}
+
+/** start()'s promise, or a promise rejected with what start threw. */
+function rejectOnThrow<T>(start: () => Promise<T>): Promise<T> {
+  try {
+    return start();
+  } catch (error) {
+    return Promise.reject(error as Error);
+  }
 }
 
 /** The first folder at or above startFolder whose package.json names the package "lunfs". */
