@@ -1,0 +1,162 @@
+#!/usr/bin/env node
+// Micro-benchmark of the byte kernels (src/native/native-kernels.ts, built into dist/ by
+// `npx tsc -p tsconfig.json`): microseconds per call for 4 KiB, 128 KiB and 1 MiB of
+//  - crc32c through one register (crc32cSingleStream, the path before issue 14) vs three
+//    interleaved streams (crc32c);
+//  - crc32cAsync on libuv's thread pool: latency (one call awaited at a time) and throughput
+//    (8 calls in flight on 8 buffers: wall time / calls);
+//  - xorInto vs xorIntoAsync, Buffer.copy vs copyAsync (latency, and 8 in flight).
+// An async cell reads "wall (JS)": wall-clock µs per call, and in brackets the µs of CPU the
+// JavaScript thread itself spent per call (issuing, settling the promise, the loop around it;
+// from /proc/self/task/<pid>/schedstat), which is what the thread pool takes off that thread.
+// The pool forms are the addon's own (nativeAsyncKernelsOrNull: always the pool, whatever the
+// size), not the exported dispatchers, which stay on the calling thread below 16 KiB. Each cell
+// is the median of ROUNDS rounds of about ROUND_MS each.
+//   npx tsc -p tsconfig.json && node bench/kernels.mjs
+//   ROUNDS=7 ROUND_MS=200 node bench/kernels.mjs
+import { readFileSync } from 'node:fs';
+import os from 'node:os';
+import {
+  crc32c,
+  crc32cSingleStream,
+  kernelImplementation,
+  nativeAddonOrNull,
+  nativeAsyncKernelsOrNull,
+  typescriptAsyncKernels,
+  xorInto,
+} from '../dist/native/native-kernels.js';
+
+const rounds = Number(process.env.ROUNDS || 5);
+const roundMs = Number(process.env.ROUND_MS || 120);
+const sizes = [
+  ['4 KiB', 4096],
+  ['128 KiB', 128 * 1024],
+  ['1 MiB', 1 << 20],
+];
+const inFlight = 8;
+const asyncKernels = nativeAsyncKernelsOrNull ?? typescriptAsyncKernels;
+
+function filled(length, seed) {
+  const bytes = Buffer.allocUnsafeSlow(length);
+  let state = seed | 1;
+  for (let index = 0; index < length; index++) {
+    state ^= state << 13;
+    state ^= state >>> 17;
+    state ^= state << 5;
+    bytes[index] = state & 0xff;
+  }
+  return bytes;
+}
+
+function median(values) {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[sorted.length >> 1];
+}
+
+/** µs per call of a synchronous call(), median over rounds. */
+function timeSync(call) {
+  let calls = 1;
+  for (;;) {
+    const start = process.hrtime.bigint();
+    for (let index = 0; index < calls; index++) call();
+    if (Number(process.hrtime.bigint() - start) / 1e6 > roundMs / 4) break;
+    calls *= 2;
+  }
+  calls *= 4;
+  const results = [];
+  for (let round = 0; round < rounds; round++) {
+    const start = process.hrtime.bigint();
+    for (let index = 0; index < calls; index++) call();
+    results.push(Number(process.hrtime.bigint() - start) / 1e3 / calls);
+  }
+  return median(results);
+}
+
+/** CPU nanoseconds the main (JavaScript) thread has run so far; null where /proc lacks it. */
+function mainThreadCpuNs() {
+  try {
+    return Number(readFileSync(`/proc/self/task/${process.pid}/schedstat`, 'utf8').split(' ')[0]);
+  } catch {
+    return null;
+  }
+}
+
+/** µs per call with `depth` calls of start(slot) kept in flight, median over rounds. */
+async function timeAsync(start, depth) {
+  const runFor = async (milliseconds) => {
+    let completed = 0;
+    const cpuBefore = mainThreadCpuNs();
+    const began = process.hrtime.bigint();
+    const deadline = began + BigInt(Math.round(milliseconds * 1e6));
+    const worker = async (slot) => {
+      while (process.hrtime.bigint() < deadline) {
+        await start(slot);
+        completed++;
+      }
+    };
+    await Promise.all(Array.from({ length: depth }, (_unused, slot) => worker(slot)));
+    const wallUs = Number(process.hrtime.bigint() - began) / 1e3 / completed;
+    const cpuAfter = mainThreadCpuNs();
+    const cpuUs = cpuBefore === null ? Number.NaN : (cpuAfter - cpuBefore) / 1e3 / completed;
+    return [wallUs, cpuUs];
+  };
+  await runFor(roundMs / 4);
+  const results = [];
+  for (let round = 0; round < rounds; round++) results.push(await runFor(roundMs));
+  const wall = median(results.map(([wallUs]) => wallUs));
+  const cpu = median(results.map(([, cpuUs]) => cpuUs));
+  return `${wall.toFixed(2)} (${cpu.toFixed(2)})`;
+}
+
+const rows = [
+  ['Promise.resolve() awaited (the loop alone, no work)', 'async'],
+  ['crc32c, one stream (crc32cSingleStream)', 'sync'],
+  ['crc32c, three streams (crc32c)', 'sync'],
+  ['crc32cAsync, latency (1 in flight)', 'async'],
+  [`crc32cAsync, throughput (${inFlight} in flight)`, 'async'],
+  ['xorInto (1 source)', 'sync'],
+  ['xorIntoAsync (1 source), latency', 'async'],
+  [`xorIntoAsync (1 source), ${inFlight} in flight`, 'async'],
+  ['Buffer.copy', 'sync'],
+  ['copyAsync, latency', 'async'],
+  [`copyAsync, ${inFlight} in flight`, 'async'],
+];
+const table = rows.map(([name]) => [name]);
+
+for (const [, length] of sizes) {
+  const sources = Array.from({ length: inFlight }, (_unused, slot) => filled(length, slot + 1));
+  const targets = Array.from({ length: inFlight }, (_unused, slot) => filled(length, slot + 101));
+  const [source, target] = [sources[0], targets[0]];
+  const cells = [
+    await timeAsync(() => Promise.resolve(), 1),
+    timeSync(() => crc32cSingleStream(source)),
+    timeSync(() => crc32c(source)),
+    await timeAsync((slot) => asyncKernels.crc32cAsync(sources[slot]), 1),
+    await timeAsync((slot) => asyncKernels.crc32cAsync(sources[slot]), inFlight),
+    timeSync(() => xorInto(target, source)),
+    await timeAsync((slot) => asyncKernels.xorIntoAsync(targets[slot], sources[slot]), 1),
+    await timeAsync((slot) => asyncKernels.xorIntoAsync(targets[slot], sources[slot]), inFlight),
+    timeSync(() => source.copy(target)),
+    await timeAsync((slot) => asyncKernels.copyAsync(targets[slot], sources[slot]), 1),
+    await timeAsync((slot) => asyncKernels.copyAsync(targets[slot], sources[slot]), inFlight),
+  ];
+  cells.forEach((cell, row) => table[row].push(typeof cell === 'number' ? cell.toFixed(2) : cell));
+}
+
+const implementation = nativeAddonOrNull?.crc32cImplementation ?? 'typescript';
+console.log(
+  `# byte kernels: ${os.cpus()[0]?.model ?? 'unknown CPU'}, ${os.cpus().length} cores, node ` +
+    `${process.version}, kernels ${kernelImplementation} (crc32c ${implementation}), ` +
+    `async ${nativeAsyncKernelsOrNull ? 'native thread pool' : 'TypeScript fallback'}, ` +
+    `UV_THREADPOOL_SIZE ${process.env.UV_THREADPOOL_SIZE ?? '4 (default)'}, load ` +
+    `${os
+      .loadavg()
+      .map((load) => load.toFixed(2))
+      .join(' ')}, median of ${rounds} x ${roundMs} ms`,
+);
+console.log('');
+console.log(
+  `| µs per call (async: wall (JS thread CPU)) | ${sizes.map(([label]) => label).join(' | ')} |`,
+);
+console.log(`|---|${sizes.map(() => '---:').join('|')}|`);
+for (const row of table) console.log(`| ${row.join(' | ')} |`);
