@@ -10,7 +10,7 @@
 // JavaScript thread itself spent per call (issuing, settling the promise, the loop around it;
 // from /proc/self/task/<pid>/schedstat), which is what the thread pool takes off that thread.
 // The pool forms are the addon's own (nativeAsyncKernelsOrNull: always the pool, whatever the
-// size), not the exported dispatchers, which stay on the calling thread below 16 KiB. Each cell
+// size), not the exported dispatchers, which stay on the calling thread below 256 KiB. Each cell
 // is the median of ROUNDS rounds of about ROUND_MS each.
 //   npx tsc -p tsconfig.json && node bench/kernels.mjs
 //   ROUNDS=7 ROUND_MS=200 node bench/kernels.mjs

@@ -68,8 +68,14 @@ interface NativeAddonExports extends AsyncByteKernels {
   xorInto(target: Uint8Array, source: Uint8Array): void;
 }
 
-/** Below this many bytes an asynchronous form works at once on the calling thread. */
-export const asyncThresholdBytes = 16 * 1024;
+/**
+ * Below this many bytes an asynchronous form works at once on the calling thread. Measured with
+ * bench/kernels.mjs on the 2-core test machine: a hop to the pool costs the JavaScript thread
+ * 6-8 us of CPU (issue, completion, promise), like an fs.read; crc32c does 128 KiB in about 5 us
+ * and XOR in about 4, so the hop starts to pay between 128 and 256 KiB (a copy of memory in cache
+ * later still). Below that the pool would only add CPU on the very thread it is meant to spare.
+ */
+export const asyncThresholdBytes = 256 * 1024;
 
 export const nativeAddonRelativePath = join('native', 'build', 'Release', 'lunfs_native.node');
 
