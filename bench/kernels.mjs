@@ -14,7 +14,10 @@
 // is the median of ROUNDS rounds of about ROUND_MS each.
 //   npx tsc -p tsconfig.json && node bench/kernels.mjs
 //   ROUNDS=7 ROUND_MS=200 node bench/kernels.mjs
-import { readFileSync } from 'node:fs';
+//   node bench/kernels.mjs --splice BENCHMARKS.md   (also writes the "Byte kernels" section there,
+//                                                    replacing it; bench/report.mjs keeps it)
+import { execFileSync } from 'node:child_process';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import {
   crc32c,
@@ -108,6 +111,12 @@ async function timeAsync(start, depth) {
   return `${wall.toFixed(2)} (${cpu.toFixed(2)})`;
 }
 
+const splicePath = process.argv.includes('--splice')
+  ? process.argv[process.argv.indexOf('--splice') + 1]
+  : null;
+const startedAt = new Date().toISOString().replace(/\.\d+Z$/, 'Z');
+const loadBefore = os.loadavg();
+
 const rows = [
   ['Promise.resolve() awaited (the loop alone, no work)', 'async'],
   ['crc32c, one stream (crc32cSingleStream)', 'sync'],
@@ -143,20 +152,77 @@ for (const [, length] of sizes) {
   cells.forEach((cell, row) => table[row].push(typeof cell === 'number' ? cell.toFixed(2) : cell));
 }
 
+const loadAfter = os.loadavg();
 const implementation = nativeAddonOrNull?.crc32cImplementation ?? 'typescript';
+const formatLoad = (loads) => loads.map((load) => load.toFixed(2)).join(' ');
+const machine =
+  `${os.cpus()[0]?.model ?? 'unknown CPU'}, ${os.cpus().length} cores, ` +
+  `${(os.totalmem() / 2 ** 30).toFixed(1)} GiB, kernel ${os.release()}, node ${process.version}`;
+const setup =
+  `kernels ${kernelImplementation} (crc32c ${implementation}), asynchronous forms on ` +
+  `${nativeAsyncKernelsOrNull ? "the addon's thread-pool work" : 'the TypeScript fallback'}, ` +
+  `UV_THREADPOOL_SIZE ${process.env.UV_THREADPOOL_SIZE ?? '4 (default)'}`;
+const tableLines = [
+  `| µs per call (async: wall (JS thread CPU)) | ${sizes.map(([label]) => label).join(' | ')} |`,
+  `|---|${sizes.map(() => '---:').join('|')}|`,
+  ...table.map((row) => `| ${row.join(' | ')} |`),
+];
+
+console.log(`# byte kernels: ${machine}; ${setup}`);
 console.log(
-  `# byte kernels: ${os.cpus()[0]?.model ?? 'unknown CPU'}, ${os.cpus().length} cores, node ` +
-    `${process.version}, kernels ${kernelImplementation} (crc32c ${implementation}), ` +
-    `async ${nativeAsyncKernelsOrNull ? 'native thread pool' : 'TypeScript fallback'}, ` +
-    `UV_THREADPOOL_SIZE ${process.env.UV_THREADPOOL_SIZE ?? '4 (default)'}, load ` +
-    `${os
-      .loadavg()
-      .map((load) => load.toFixed(2))
-      .join(' ')}, median of ${rounds} x ${roundMs} ms`,
+  `# load average before / after: ${formatLoad(loadBefore)} / ${formatLoad(loadAfter)}; ` +
+    `median of ${rounds} rounds of ${roundMs} ms per cell`,
 );
 console.log('');
-console.log(
-  `| µs per call (async: wall (JS thread CPU)) | ${sizes.map(([label]) => label).join(' | ')} |`,
-);
-console.log(`|---|${sizes.map(() => '---:').join('|')}|`);
-for (const row of table) console.log(`| ${row.join(' | ')} |`);
+for (const line of tableLines) console.log(line);
+
+if (splicePath !== null) {
+  let commit = 'unknown';
+  try {
+    const hash = execFileSync('git', ['rev-parse', '--short', 'HEAD'], { encoding: 'utf8' }).trim();
+    const dirty = execFileSync('git', ['status', '--porcelain', '--untracked-files=no'], {
+      encoding: 'utf8',
+    }).trim();
+    commit = `${hash}${dirty ? ' (with uncommitted changes)' : ' (clean tree)'}`;
+  } catch {
+    // Not a git checkout: the commit stays unknown.
+  }
+  const section = [
+    '## Byte kernels',
+    '',
+    `Measured by \`node bench/kernels.mjs --splice ${splicePath}\` (after \`npx tsc -p tsconfig.json\`) ` +
+      `at ${startedAt}, git ${commit}; not part of \`make bench\` (bench/report.mjs keeps this ` +
+      'section when it rewrites the file).',
+    '',
+    `- Machine: ${machine}`,
+    `- ${setup}`,
+    `- Load average before / after: ${formatLoad(loadBefore)} / ${formatLoad(loadAfter)} ` +
+      '(other work on the machine shows in the asynchronous rows first)',
+    `- Each cell: median of ${rounds} rounds of about ${roundMs} ms. Asynchronous cells: wall-clock ` +
+      'µs per call, and in brackets the CPU µs the JavaScript thread itself spent per call ' +
+      "(/proc/self/task/PID/schedstat). The asynchronous rows call the addon's own forms, which " +
+      'always go to the pool; the exported crc32cAsync, xorIntoAsync and copyAsync work at once ' +
+      'on the calling thread below `asyncThresholdBytes` (256 KiB).',
+    '',
+    ...tableLines,
+    '',
+  ].join('\n');
+  const report = existsSync(splicePath)
+    ? readFileSync(splicePath, 'utf8')
+    : '# lunfs benchmarks\n\n';
+  const start = report.search(/^## Byte kernels\s*$/m);
+  let spliced;
+  if (start >= 0) {
+    const rest = report.slice(start + 3);
+    const next = rest.search(/^## /m);
+    spliced = report.slice(0, start) + section + '\n' + (next >= 0 ? rest.slice(next) : '');
+  } else {
+    const before = report.search(/^## Results per job\s*$/m);
+    spliced =
+      before >= 0
+        ? report.slice(0, before) + section + '\n' + report.slice(before)
+        : report.replace(/\n*$/, '\n\n') + section;
+  }
+  writeFileSync(splicePath, spliced);
+  console.log(`\nByte kernels section: ${splicePath}`);
+}
