@@ -216,7 +216,7 @@ static void build_shift_table(uint32_t table[4][256], uint32_t lane_bytes) {
   }
 }
 
-static inline uint32_t shift_with_table(const uint32_t table[4][256], uint32_t crc) {
+static inline uint32_t shift_with_table(uint32_t table[4][256], uint32_t crc) {
   return table[0][crc & 0xFFu] ^ table[1][(crc >> 8) & 0xFFu] ^ table[2][(crc >> 16) & 0xFFu] ^
          table[3][crc >> 24];
 }
@@ -226,7 +226,7 @@ static inline uint32_t shift_with_table(const uint32_t table[4][256], uint32_t c
 // left; advances *bytes and *length past them. Inlined with a constant lane_bytes.
 __attribute__((target("sse4.2"), always_inline)) static inline uint32_t crc32c_three_lane_rounds(
     uint32_t crc, const uint8_t **bytes, size_t *length, size_t lane_bytes,
-    const uint32_t shift_table[4][256]) {
+    uint32_t shift_table[4][256]) {
   const uint8_t *cursor = *bytes;
   size_t remaining = *length;
   while (remaining >= 3 * lane_bytes) {
