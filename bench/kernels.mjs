@@ -11,7 +11,8 @@
 // from /proc/self/task/<pid>/schedstat), which is what the thread pool takes off that thread.
 // The pool forms are the addon's own (nativeAsyncKernelsOrNull: always the pool, whatever the
 // size), not the exported dispatchers, which stay on the calling thread below 256 KiB. Each cell
-// is the median of ROUNDS rounds of about ROUND_MS each.
+// is the median of ROUNDS rounds of about ROUND_MS each; a second table gives the best round of
+// each cell, which on a machine shared with other work is the nearer to the uncontended cost.
 //   npx tsc -p tsconfig.json && node bench/kernels.mjs
 //   ROUNDS=7 ROUND_MS=200 node bench/kernels.mjs
 //   node bench/kernels.mjs --splice BENCHMARKS.md   (also writes the "Byte kernels" section there,
@@ -56,7 +57,12 @@ function median(values) {
   return sorted[sorted.length >> 1];
 }
 
-/** µs per call of a synchronous call(), median over rounds. */
+/** A cell of both tables: the median and the best (lowest) of the rounds' values. */
+function summary(values, format = (value) => value.toFixed(2)) {
+  return { median: format(median(values)), best: format(Math.min(...values)) };
+}
+
+/** µs per call of a synchronous call(), over rounds. */
 function timeSync(call) {
   let calls = 1;
   for (;;) {
@@ -72,7 +78,7 @@ function timeSync(call) {
     for (let index = 0; index < calls; index++) call();
     results.push(Number(process.hrtime.bigint() - start) / 1e3 / calls);
   }
-  return median(results);
+  return summary(results);
 }
 
 /** CPU nanoseconds the main (JavaScript) thread has run so far; null where /proc lacks it. */
@@ -84,7 +90,7 @@ function mainThreadCpuNs() {
   }
 }
 
-/** µs per call with `depth` calls of start(slot) kept in flight, median over rounds. */
+/** µs per call with `depth` calls of start(slot) kept in flight, over rounds. */
 async function timeAsync(start, depth) {
   const runFor = async (milliseconds) => {
     let completed = 0;
@@ -106,9 +112,9 @@ async function timeAsync(start, depth) {
   await runFor(roundMs / 4);
   const results = [];
   for (let round = 0; round < rounds; round++) results.push(await runFor(roundMs));
-  const wall = median(results.map(([wallUs]) => wallUs));
-  const cpu = median(results.map(([, cpuUs]) => cpuUs));
-  return `${wall.toFixed(2)} (${cpu.toFixed(2)})`;
+  const wall = summary(results.map(([wallUs]) => wallUs));
+  const cpu = summary(results.map(([, cpuUs]) => cpuUs));
+  return { median: `${wall.median} (${cpu.median})`, best: `${wall.best} (${cpu.best})` };
 }
 
 const splicePath = process.argv.includes('--splice')
@@ -130,7 +136,8 @@ const rows = [
   ['copyAsync, latency', 'async'],
   [`copyAsync, ${inFlight} in flight`, 'async'],
 ];
-const table = rows.map(([name]) => [name]);
+const medianTable = rows.map(([name]) => [name]);
+const bestTable = rows.map(([name]) => [name]);
 
 for (const [, length] of sizes) {
   const sources = Array.from({ length: inFlight }, (_unused, slot) => filled(length, slot + 1));
@@ -149,7 +156,10 @@ for (const [, length] of sizes) {
     await timeAsync((slot) => asyncKernels.copyAsync(targets[slot], sources[slot]), 1),
     await timeAsync((slot) => asyncKernels.copyAsync(targets[slot], sources[slot]), inFlight),
   ];
-  cells.forEach((cell, row) => table[row].push(typeof cell === 'number' ? cell.toFixed(2) : cell));
+  cells.forEach((cell, row) => {
+    medianTable[row].push(cell.median);
+    bestTable[row].push(cell.best);
+  });
 }
 
 const loadAfter = os.loadavg();
@@ -162,10 +172,18 @@ const setup =
   `kernels ${kernelImplementation} (crc32c ${implementation}), asynchronous forms on ` +
   `${nativeAsyncKernelsOrNull ? "the addon's thread-pool work" : 'the TypeScript fallback'}, ` +
   `UV_THREADPOOL_SIZE ${process.env.UV_THREADPOOL_SIZE ?? '4 (default)'}`;
-const tableLines = [
-  `| µs per call (async: wall (JS thread CPU)) | ${sizes.map(([label]) => label).join(' | ')} |`,
+const tableLinesOf = (title, table) => [
+  `| ${title} | ${sizes.map(([label]) => label).join(' | ')} |`,
   `|---|${sizes.map(() => '---:').join('|')}|`,
   ...table.map((row) => `| ${row.join(' | ')} |`),
+];
+const tableLines = [
+  ...tableLinesOf(
+    `µs per call, median of ${rounds} rounds (async: wall (JS thread CPU))`,
+    medianTable,
+  ),
+  '',
+  ...tableLinesOf(`µs per call, best of ${rounds} rounds (async: wall (JS thread CPU))`, bestTable),
 ];
 
 console.log(`# byte kernels: ${machine}; ${setup}`);
@@ -198,7 +216,9 @@ if (splicePath !== null) {
     `- ${setup}`,
     `- Load average before / after: ${formatLoad(loadBefore)} / ${formatLoad(loadAfter)} ` +
       '(other work on the machine shows in the asynchronous rows first)',
-    `- Each cell: median of ${rounds} rounds of about ${roundMs} ms. Asynchronous cells: wall-clock ` +
+    `- Each cell: median (first table) and best (second table) of ${rounds} rounds of about ` +
+      `${roundMs} ms; the best round is the nearer to the cost on a machine left alone. ` +
+      'Asynchronous cells: wall-clock ' +
       'µs per call, and in brackets the CPU µs the JavaScript thread itself spent per call ' +
       "(/proc/self/task/PID/schedstat). The asynchronous rows call the addon's own forms, which " +
       'always go to the pool; the exported crc32cAsync, xorIntoAsync and copyAsync work at once ' +
