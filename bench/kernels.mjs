@@ -205,10 +205,14 @@ if (splicePath !== null) {
   } catch {
     // Not a git checkout: the commit stays unknown.
   }
+  const commandEnvironment = ['ROUNDS', 'ROUND_MS', 'UV_THREADPOOL_SIZE']
+    .filter((name) => process.env[name] !== undefined)
+    .map((name) => `${name}=${process.env[name]} `)
+    .join('');
   const section = [
     '## Byte kernels',
     '',
-    `Measured by \`node bench/kernels.mjs --splice ${splicePath}\` (after \`npx tsc -p tsconfig.json\`) ` +
+    `Measured by \`${commandEnvironment}node bench/kernels.mjs --splice ${splicePath}\` (after \`npx tsc -p tsconfig.json\`) ` +
       `at ${startedAt}, git ${commit}; not part of \`make bench\` (bench/report.mjs keeps this ` +
       'section when it rewrites the file).',
     '',
@@ -223,6 +227,9 @@ if (splicePath !== null) {
       "(/proc/self/task/PID/schedstat). The asynchronous rows call the addon's own forms, which " +
       'always go to the pool; the exported crc32cAsync, xorIntoAsync and copyAsync work at once ' +
       'on the calling thread below `asyncThresholdBytes` (256 KiB).',
+    "- Reading: the pool pays where the JavaScript thread's CPU for an asynchronous call (in " +
+      'brackets) is below the synchronous row of the same size; that is what ' +
+      '`asyncThresholdBytes` in src/native/native-kernels.ts is set from.',
     '',
     ...tableLines,
     '',
