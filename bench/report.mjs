@@ -6,7 +6,8 @@
 // has the RAID targets (lunfs_r1, lunfs_r5, lunfs_r1_deg, lunfs_r5_deg beside lunfs_r0), the
 // section "RAID levels on the same drives" gives them as ratios to lunfs_r0 with issue 4's target
 // (RAID-5 seqwrite at least 0.5x RAID-0). When the run folder has snapshots/
-// (bench/snapshots.sh), its "Snapshots" section comes from bench/snapshots-report.mjs.
+// (bench/snapshots.sh), its "Snapshots" section comes from bench/snapshots-report.mjs. A "Byte
+// kernels" section already in the output file (bench/kernels.mjs --splice) is kept as it is.
 //
 //   node bench/report.mjs --run .bench/latest --out BENCHMARKS.md
 //   node bench/report.mjs --run .bench/latest-raid --raid-only --splice BENCHMARKS.md
@@ -383,6 +384,16 @@ if (hasIssue12) {
 
 // ---- RAID-1 / RAID-5 / degraded against RAID-0
 if (hasRaid) L.push(...raidSection({ standalone: false }));
+
+// ---- carried over from the file being replaced: "Byte kernels" comes from
+// `node bench/kernels.mjs --splice BENCHMARKS.md`, not from this run
+const previousReport = fs.existsSync(out) ? fs.readFileSync(out, 'utf8') : '';
+const byteKernelsStart = previousReport.search(/^## Byte kernels\s*$/m);
+if (byteKernelsStart >= 0) {
+  const rest = previousReport.slice(byteKernelsStart + 3);
+  const next = rest.search(/^## /m);
+  L.push((next >= 0 ? previousReport.slice(byteKernelsStart, byteKernelsStart + 3 + next) : previousReport.slice(byteKernelsStart)).replace(/\n+$/, ''), '');
+}
 
 // ---- per job tables
 L.push('## Results per job');

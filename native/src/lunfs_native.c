@@ -3,14 +3,18 @@
 // are the TypeScript twins with the same semantics; src/native/native-kernels.ts chooses.
 //
 // Exports:
-//   crc32c(data: Buffer|Uint8Array, seed?: number): number   SSE4.2 when the CPU has it, else tables
+//   crc32c(data: Buffer|Uint8Array, seed?: number): number   three interleaved SSE4.2 streams when
+//                                                             the CPU has SSE4.2, else tables
 //   crc32cWithTables(data, seed?): number                     always the slicing-by-8 tables (for tests)
+//   crc32cSingleStream(data, seed?): number                   one SSE4.2 register (or the tables):
+//                                                             the path crc32c had before three
+//                                                             streams, for the benchmark and tests
 //   crc32cBlocks(data: Buffer|Uint8Array, blockBytes: number, out: Uint32Array): void
 //                                                             out[i] = crc32c of block i (seed 0),
 //                                                             one call for a whole request; with
 //                                                             SSE4.2, three blocks at a time
 //   xorInto(target: Buffer|Uint8Array, source: Buffer|Uint8Array): void   target[i] ^= source[i]
-//   crc32cImplementation: "sse4.2" | "slicing-by-8"           which path crc32c takes on this CPU
+//   crc32cImplementation: "sse4.2-three-streams" | "slicing-by-8"   which path crc32c takes here
 //   flock, unflock, peerCredentials                           OS calls Node lacks (os_calls.c)
 
 #ifndef NAPI_VERSION
@@ -19,6 +23,7 @@
 #include <node_api.h>
 
 #include <math.h>
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -26,7 +31,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include "kernels.h"
+
+// LUNFS_PORTABLE_ONLY (a -D flag) builds only the portable C paths, as on a non-x86 machine: a way
+// to check that build and its results on this one.
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(LUNFS_PORTABLE_ONLY)
 #define LUNFS_HAVE_SSE42_PATH 1
 #include <nmmintrin.h>
 #else
@@ -155,9 +164,121 @@ __attribute__((target("sse4.2"))) static void crc32c_three_blocks_with_sse42(con
 }
 #endif
 
+// ---------------------------------------------------------------------------------------------
+// CRC-32C, three interleaved SSE4.2 streams over one buffer
+// ---------------------------------------------------------------------------------------------
+//
+// One crc32 instruction waits three cycles for the previous one's result, but the CPU starts one
+// every cycle: a single register runs at a third of the possible speed. So a long buffer is cut
+// into rounds of three equal lanes, each lane's register runs in the same loop, and the three are
+// joined at the end of each round with the identity (registers are raw, not inverted)
+//   register(r, A then B) = shift_|B|(register(r, A)) ^ register(0, B),
+// where shift_n(x) is x fed with n zero bytes: multiplication by x^(8n) modulo the polynomial,
+// linear in x, so one table of 4 x 256 entries per lane length gives it in four look-ups. Long
+// lanes keep the join rare on big buffers, short lanes let a few KiB use all three streams.
+
+#define CRC32C_LONG_LANE_BYTES 8192u
+#define CRC32C_SHORT_LANE_BYTES 256u
+
+// crc32c_shift_long[k][b] = shift by one long lane of (b << 8k); the same for short lanes.
+static uint32_t crc32c_shift_long[4][256];
+static uint32_t crc32c_shift_short[4][256];
+
+// a * b modulo the CRC-32C polynomial, in the reflected bit order of the register (bit 31 is
+// the coefficient of x^0).
+static uint32_t multiply_modulo_polynomial(uint32_t a, uint32_t b) {
+  uint32_t product = 0;
+  for (uint32_t mask = 1u << 31; mask != 0; mask >>= 1) {
+    if (a & mask) product ^= b;
+    b = (b & 1u) ? (b >> 1) ^ CRC32C_REFLECTED_POLYNOMIAL : b >> 1;
+  }
+  return product;
+}
+
+// x^(8 * byte_count) modulo the polynomial: the operator "feed byte_count zero bytes".
+static uint32_t zero_bytes_operator(uint64_t byte_count) {
+  uint32_t result = 1u << 31;       // x^0
+  uint32_t power = 1u << (31 - 8);  // x^8, one zero byte
+  for (uint64_t exponent = byte_count; exponent != 0; exponent >>= 1) {
+    if (exponent & 1u) result = multiply_modulo_polynomial(result, power);
+    power = multiply_modulo_polynomial(power, power);
+  }
+  return result;
+}
+
+static void build_shift_table(uint32_t table[4][256], uint32_t lane_bytes) {
+  uint32_t operator_value = zero_bytes_operator(lane_bytes);
+  for (int byte_index = 0; byte_index < 4; byte_index++) {
+    for (uint32_t byte_value = 0; byte_value < 256; byte_value++) {
+      table[byte_index][byte_value] =
+          multiply_modulo_polynomial(operator_value, byte_value << (8 * byte_index));
+    }
+  }
+}
+
+static inline uint32_t shift_with_table(uint32_t table[4][256], uint32_t crc) {
+  return table[0][crc & 0xFFu] ^ table[1][(crc >> 8) & 0xFFu] ^ table[2][(crc >> 16) & 0xFFu] ^
+         table[3][crc >> 24];
+}
+
+#if LUNFS_HAVE_SSE42_PATH
+// Rounds of three lanes of lane_bytes each (a multiple of 8) while the buffer has a whole round
+// left; advances *bytes and *length past them. Inlined with a constant lane_bytes.
+__attribute__((target("sse4.2"), always_inline)) static inline uint32_t crc32c_three_lane_rounds(
+    uint32_t crc, const uint8_t **bytes, size_t *length, size_t lane_bytes,
+    uint32_t shift_table[4][256]) {
+  const uint8_t *cursor = *bytes;
+  size_t remaining = *length;
+  while (remaining >= 3 * lane_bytes) {
+    uint64_t first_crc = crc;
+    uint64_t second_crc = 0;
+    uint64_t third_crc = 0;
+    const uint8_t *lane_end = cursor + lane_bytes;
+    do {
+      uint64_t first_word;
+      uint64_t second_word;
+      uint64_t third_word;
+      memcpy(&first_word, cursor, sizeof first_word);
+      memcpy(&second_word, cursor + lane_bytes, sizeof second_word);
+      memcpy(&third_word, cursor + 2 * lane_bytes, sizeof third_word);
+      first_crc = _mm_crc32_u64(first_crc, first_word);
+      second_crc = _mm_crc32_u64(second_crc, second_word);
+      third_crc = _mm_crc32_u64(third_crc, third_word);
+      cursor += 8;
+    } while (cursor < lane_end);
+    crc = shift_with_table(shift_table, (uint32_t)first_crc) ^ (uint32_t)second_crc;
+    crc = shift_with_table(shift_table, crc) ^ (uint32_t)third_crc;
+    cursor += 2 * lane_bytes;
+    remaining -= 3 * lane_bytes;
+  }
+  *bytes = cursor;
+  *length = remaining;
+  return crc;
+}
+
+// The fast path: three streams for every whole round, one stream for what is left (under 768
+// bytes). Same results as crc32c_update_with_sse42 and the tables for every input.
+__attribute__((target("sse4.2"))) static uint32_t crc32c_update_interleaved_sse42(
+    uint32_t crc, const uint8_t *bytes, size_t length) {
+  if (length < 3 * CRC32C_SHORT_LANE_BYTES) return crc32c_update_with_sse42(crc, bytes, length);
+  while (((uintptr_t)bytes & 7u) != 0) {
+    crc = _mm_crc32_u8(crc, *bytes);
+    bytes++;
+    length--;
+  }
+  crc = crc32c_three_lane_rounds(crc, &bytes, &length, CRC32C_LONG_LANE_BYTES, crc32c_shift_long);
+  crc =
+      crc32c_three_lane_rounds(crc, &bytes, &length, CRC32C_SHORT_LANE_BYTES, crc32c_shift_short);
+  return crc32c_update_with_sse42(crc, bytes, length);
+}
+#endif
+
 typedef uint32_t (*crc32c_update_function)(uint32_t crc, const uint8_t *bytes, size_t length);
 
+// crc32c_update is the fastest path this CPU has; crc32c_update_single_stream the one register
+// path it replaced, kept for the benchmark (bench/kernels.mjs) and the agreement tests.
 static crc32c_update_function crc32c_update = crc32c_update_with_tables;
+static crc32c_update_function crc32c_update_single_stream = crc32c_update_with_tables;
 static const char *crc32c_implementation_name = "slicing-by-8";
 static bool crc32c_uses_sse42 = false;
 
@@ -171,21 +292,50 @@ static void initialise_kernels_once(void) {
   if (initialised) return;
   initialised = 1;
   build_crc32c_tables();
+  build_shift_table(crc32c_shift_long, CRC32C_LONG_LANE_BYTES);
+  build_shift_table(crc32c_shift_short, CRC32C_SHORT_LANE_BYTES);
 #if LUNFS_HAVE_SSE42_PATH
   __builtin_cpu_init();
   if (__builtin_cpu_supports("sse4.2")) {
-    crc32c_update = crc32c_update_with_sse42;
-    crc32c_implementation_name = "sse4.2";
+    crc32c_update = crc32c_update_interleaved_sse42;
+    crc32c_update_single_stream = crc32c_update_with_sse42;
+    crc32c_implementation_name = "sse4.2-three-streams";
     crc32c_uses_sse42 = true;
   }
 #endif
 }
 
 // ---------------------------------------------------------------------------------------------
+// The kernels as byte_jobs.c (the asynchronous forms) calls them; see kernels.h
+// ---------------------------------------------------------------------------------------------
+
+uint32_t lunfs_crc32c(uint32_t seed, const uint8_t *bytes, size_t length) {
+  return length == 0 ? seed : ~crc32c_update(~seed, bytes, length);
+}
+
+void lunfs_crc32c_blocks(const uint8_t *bytes, size_t length, size_t block_bytes,
+                         uint32_t *entries) {
+  size_t block_count = length / block_bytes;
+  size_t block = 0;
+#if LUNFS_HAVE_SSE42_PATH
+  if (crc32c_uses_sse42) {
+    for (; block + 3 <= block_count; block += 3) {
+      const uint8_t *start = bytes + block * block_bytes;
+      crc32c_three_blocks_with_sse42(start, start + block_bytes, start + 2 * block_bytes,
+                                     block_bytes, entries + block);
+    }
+  }
+#endif
+  for (; block < block_count; block++) {
+    entries[block] = ~crc32c_update(~0u, bytes + block * block_bytes, block_bytes);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
 // XOR parity
 // ---------------------------------------------------------------------------------------------
 
-// target[i] ^= source[i]; the two ranges must not partially overlap (the caller handles that).
+// target[i] ^= source[i]; the two ranges must not overlap (the callers handle that).
 static void xor_bytes_into(uint8_t *restrict target, const uint8_t *restrict source, size_t length) {
   size_t index = 0;
   for (; index + 32 <= length; index += 32) {
@@ -212,41 +362,160 @@ static void xor_bytes_into(uint8_t *restrict target, const uint8_t *restrict sou
   }
 }
 
+static bool ranges_overlap(const uint8_t *first, const uint8_t *second, size_t length) {
+  uintptr_t first_start = (uintptr_t)first;
+  uintptr_t second_start = (uintptr_t)second;
+  return first_start < second_start + length && second_start < first_start + length;
+}
+
+// target ^= source with the source as it was before the call, whatever the overlap (the
+// TypeScript twin's semantics). False only when a copy of a partly overlapping source could not
+// be allocated; the target is then unchanged.
+static bool xor_into_any_overlap(uint8_t *target, const uint8_t *source, size_t length) {
+  if (length == 0) return true;
+  if (target == source) {
+    // x ^ x == 0 for every byte.
+    memset(target, 0, length);
+    return true;
+  }
+  if (!ranges_overlap(target, source, length)) {
+    xor_bytes_into(target, source, length);
+    return true;
+  }
+  uint8_t *source_copy = malloc(length);
+  if (source_copy == NULL) return false;
+  memcpy(source_copy, source, length);
+  xor_bytes_into(target, source_copy, length);
+  free(source_copy);
+  return true;
+}
+
+// Slices of this many bytes stay in the first-level cache while every source is XORed into them.
+#define XOR_SLICE_BYTES 16384u
+
+bool lunfs_xor_sources_into(uint8_t *target, const uint8_t *const *sources, size_t source_count,
+                            size_t length) {
+  bool any_source_overlaps_target = false;
+  for (size_t source = 0; source < source_count; source++) {
+    if (length > 0 && ranges_overlap(target, sources[source], length)) {
+      any_source_overlaps_target = true;
+    }
+  }
+  if (any_source_overlaps_target) {
+    // One source after the other, each seeing the target as the earlier ones left it.
+    for (size_t source = 0; source < source_count; source++) {
+      if (!xor_into_any_overlap(target, sources[source], length)) return false;
+    }
+    return true;
+  }
+  for (size_t start = 0; start < length; start += XOR_SLICE_BYTES) {
+    size_t slice_bytes = length - start < XOR_SLICE_BYTES ? length - start : XOR_SLICE_BYTES;
+    for (size_t source = 0; source < source_count; source++) {
+      xor_bytes_into(target + start, sources[source] + start, slice_bytes);
+    }
+  }
+  return true;
+}
+
 // ---------------------------------------------------------------------------------------------
-// Argument helpers
+// Argument helpers (shared with byte_jobs.c through kernels.h)
 // ---------------------------------------------------------------------------------------------
 
-// Throws a TypeError unless a JavaScript exception is already pending; always returns NULL so
-// callers can `return throw_type_error(...)`.
-static napi_value throw_type_error(napi_env env, const char *message) {
+napi_value lunfs_throw_type_error(napi_env env, const char *format, ...) {
   bool exception_pending = false;
   if (napi_is_exception_pending(env, &exception_pending) == napi_ok && !exception_pending) {
+    char message[240];
+    va_list arguments;
+    va_start(arguments, format);
+    vsnprintf(message, sizeof message, format, arguments);
+    va_end(arguments);
     napi_throw_type_error(env, NULL, message);
   }
   return NULL;
 }
 
-// Reads a Buffer or Uint8Array into (bytes, length). Returns false (with a TypeError thrown)
-// for anything else, including other typed arrays, DataView and plain ArrayBuffer.
-static bool get_byte_array(napi_env env, napi_value value, const char *message_if_not_bytes,
-                           uint8_t **bytes, size_t *length) {
+bool lunfs_get_byte_array(napi_env env, napi_value value, const char *function_name,
+                          const char *role, uint8_t **bytes, size_t *length) {
   bool is_typed_array = false;
-  if (napi_is_typedarray(env, value, &is_typed_array) != napi_ok || !is_typed_array) {
-    throw_type_error(env, message_if_not_bytes);
-    return false;
-  }
   napi_typedarray_type element_type;
   size_t element_count = 0;
   void *data = NULL;
-  if (napi_get_typedarray_info(env, value, &element_type, &element_count, &data, NULL, NULL) !=
+  if (napi_is_typedarray(env, value, &is_typed_array) != napi_ok || !is_typed_array ||
+      napi_get_typedarray_info(env, value, &element_type, &element_count, &data, NULL, NULL) !=
           napi_ok ||
       element_type != napi_uint8_array) {
-    throw_type_error(env, message_if_not_bytes);
+    lunfs_throw_type_error(env, "%s: %s must be a Buffer or Uint8Array", function_name, role);
     return false;
   }
   // A detached or empty array may report a NULL data pointer; it has no bytes to touch.
   *bytes = element_count == 0 ? NULL : (uint8_t *)data;
   *length = element_count;
+  return true;
+}
+
+bool lunfs_get_crc32c_seed(napi_env env, napi_value value, const char *function_name,
+                           uint32_t *seed) {
+  napi_valuetype seed_type = napi_undefined;
+  if (value != NULL && napi_typeof(env, value, &seed_type) != napi_ok) {
+    lunfs_throw_type_error(env, "%s: could not read the seed", function_name);
+    return false;
+  }
+  *seed = 0;
+  if (value == NULL || seed_type == napi_undefined) return true;
+  double seed_number = 0;
+  if (seed_type != napi_number || napi_get_value_double(env, value, &seed_number) != napi_ok ||
+      !(seed_number >= 0 && seed_number <= 4294967295.0) || floor(seed_number) != seed_number) {
+    lunfs_throw_type_error(
+        env, "%s: seed must be an integer from 0 to 4294967295 (a previous crc32c result)",
+        function_name);
+    return false;
+  }
+  *seed = (uint32_t)seed_number;
+  return true;
+}
+
+bool lunfs_get_crc32c_blocks_arguments(napi_env env, const napi_value arguments[3],
+                                       const char *function_name, uint8_t **bytes, size_t *length,
+                                       size_t *block_bytes, uint32_t **entries) {
+  if (!lunfs_get_byte_array(env, arguments[0], function_name, "data", bytes, length)) {
+    return false;
+  }
+  napi_valuetype block_bytes_type = napi_undefined;
+  double block_bytes_number = 0;
+  if (napi_typeof(env, arguments[1], &block_bytes_type) != napi_ok ||
+      block_bytes_type != napi_number ||
+      napi_get_value_double(env, arguments[1], &block_bytes_number) != napi_ok ||
+      !(block_bytes_number >= 1 && block_bytes_number <= 4294967295.0) ||
+      floor(block_bytes_number) != block_bytes_number) {
+    lunfs_throw_type_error(env, "%s: blockBytes must be an integer from 1 to 4294967295",
+                           function_name);
+    return false;
+  }
+  *block_bytes = (size_t)block_bytes_number;
+  bool is_typed_array = false;
+  napi_typedarray_type element_type;
+  size_t entry_count = 0;
+  void *entries_data = NULL;
+  if (napi_is_typedarray(env, arguments[2], &is_typed_array) != napi_ok || !is_typed_array ||
+      napi_get_typedarray_info(env, arguments[2], &element_type, &entry_count, &entries_data, NULL,
+                               NULL) != napi_ok ||
+      element_type != napi_uint32_array) {
+    lunfs_throw_type_error(env, "%s: out must be a Uint32Array", function_name);
+    return false;
+  }
+  if (*length % *block_bytes != 0) {
+    lunfs_throw_type_error(env, "%s: data length %zu is not a multiple of blockBytes %zu",
+                           function_name, *length, *block_bytes);
+    return false;
+  }
+  size_t block_count = *length / *block_bytes;
+  if (entry_count < block_count) {
+    lunfs_throw_type_error(env, "%s: out has %zu entries, fewer than the %zu blocks of data",
+                           function_name, entry_count, block_count);
+    return false;
+  }
+  // A Uint32Array is always 4-byte aligned in its ArrayBuffer, so the entries can be stored as is.
+  *entries = (uint32_t *)entries_data;
   return true;
 }
 
@@ -257,40 +526,24 @@ static bool get_byte_array(napi_env env, napi_value value, const char *message_i
 static napi_value crc32c_entry(napi_env env, napi_callback_info info,
                                crc32c_update_function update) {
   size_t argument_count = 2;
-  napi_value arguments[2];
+  napi_value arguments[2] = {NULL, NULL};
   if (napi_get_cb_info(env, info, &argument_count, arguments, NULL, NULL) != napi_ok) {
-    return throw_type_error(env, "crc32c: could not read the arguments");
-  }
-  if (argument_count < 1) {
-    return throw_type_error(env, "crc32c: data must be a Buffer or Uint8Array");
+    return lunfs_throw_type_error(env, "crc32c: could not read the arguments");
   }
   uint8_t *bytes = NULL;
   size_t length = 0;
-  if (!get_byte_array(env, arguments[0], "crc32c: data must be a Buffer or Uint8Array", &bytes,
-                      &length)) {
+  uint32_t seed = 0;
+  if (argument_count < 1) {
+    return lunfs_throw_type_error(env, "crc32c: data must be a Buffer or Uint8Array");
+  }
+  if (!lunfs_get_byte_array(env, arguments[0], "crc32c", "data", &bytes, &length) ||
+      !lunfs_get_crc32c_seed(env, argument_count >= 2 ? arguments[1] : NULL, "crc32c", &seed)) {
     return NULL;
   }
-
-  uint32_t seed = 0;
-  napi_valuetype seed_type = napi_undefined;
-  if (argument_count >= 2 && napi_typeof(env, arguments[1], &seed_type) != napi_ok) {
-    return throw_type_error(env, "crc32c: could not read the seed");
-  }
-  if (seed_type != napi_undefined) {
-    double seed_number = 0;
-    if (seed_type != napi_number ||
-        napi_get_value_double(env, arguments[1], &seed_number) != napi_ok ||
-        !(seed_number >= 0 && seed_number <= 4294967295.0) || floor(seed_number) != seed_number) {
-      return throw_type_error(
-          env, "crc32c: seed must be an integer from 0 to 4294967295 (a previous crc32c result)");
-    }
-    seed = (uint32_t)seed_number;
-  }
-
   uint32_t crc = length == 0 ? seed : ~update(~seed, bytes, length);
   napi_value result;
   if (napi_create_uint32(env, crc, &result) != napi_ok) {
-    return throw_type_error(env, "crc32c: could not create the result");
+    return lunfs_throw_type_error(env, "crc32c: could not create the result");
   }
   return result;
 }
@@ -303,6 +556,10 @@ static napi_value crc32c_with_tables_export(napi_env env, napi_callback_info inf
   return crc32c_entry(env, info, crc32c_update_with_tables);
 }
 
+static napi_value crc32c_single_stream_export(napi_env env, napi_callback_info info) {
+  return crc32c_entry(env, info, crc32c_update_single_stream);
+}
+
 // crc32cBlocks(data, blockBytes, out): out[i] = crc32c(data[i * blockBytes, (i + 1) * blockBytes))
 // for every block, each from seed 0. data.length must be a multiple of blockBytes and out must
 // have room for every block (entries past the last block are left alone). One N-API call for a
@@ -311,66 +568,21 @@ static napi_value crc32c_blocks_export(napi_env env, napi_callback_info info) {
   size_t argument_count = 3;
   napi_value arguments[3];
   if (napi_get_cb_info(env, info, &argument_count, arguments, NULL, NULL) != napi_ok) {
-    return throw_type_error(env, "crc32cBlocks: could not read the arguments");
+    return lunfs_throw_type_error(env, "crc32cBlocks: could not read the arguments");
   }
   if (argument_count < 3) {
-    return throw_type_error(env, "crc32cBlocks: expected three arguments (data, blockBytes, out)");
+    return lunfs_throw_type_error(env,
+                                  "crc32cBlocks: expected three arguments (data, blockBytes, out)");
   }
   uint8_t *bytes = NULL;
   size_t length = 0;
-  if (!get_byte_array(env, arguments[0], "crc32cBlocks: data must be a Buffer or Uint8Array",
-                      &bytes, &length)) {
+  size_t block_bytes = 0;
+  uint32_t *entries = NULL;
+  if (!lunfs_get_crc32c_blocks_arguments(env, arguments, "crc32cBlocks", &bytes, &length,
+                                         &block_bytes, &entries)) {
     return NULL;
   }
-  napi_valuetype block_bytes_type = napi_undefined;
-  double block_bytes_number = 0;
-  if (napi_typeof(env, arguments[1], &block_bytes_type) != napi_ok ||
-      block_bytes_type != napi_number ||
-      napi_get_value_double(env, arguments[1], &block_bytes_number) != napi_ok ||
-      !(block_bytes_number >= 1 && block_bytes_number <= 4294967295.0) ||
-      floor(block_bytes_number) != block_bytes_number) {
-    return throw_type_error(env, "crc32cBlocks: blockBytes must be an integer from 1 to 4294967295");
-  }
-  size_t block_bytes = (size_t)block_bytes_number;
-  bool is_typed_array = false;
-  napi_typedarray_type element_type;
-  size_t entry_count = 0;
-  void *entries_data = NULL;
-  if (napi_is_typedarray(env, arguments[2], &is_typed_array) != napi_ok || !is_typed_array ||
-      napi_get_typedarray_info(env, arguments[2], &element_type, &entry_count, &entries_data, NULL,
-                               NULL) != napi_ok ||
-      element_type != napi_uint32_array) {
-    return throw_type_error(env, "crc32cBlocks: out must be a Uint32Array");
-  }
-  char message[200];
-  if (length % block_bytes != 0) {
-    snprintf(message, sizeof message,
-             "crc32cBlocks: data length %zu is not a multiple of blockBytes %zu", length,
-             block_bytes);
-    return throw_type_error(env, message);
-  }
-  size_t block_count = length / block_bytes;
-  if (entry_count < block_count) {
-    snprintf(message, sizeof message,
-             "crc32cBlocks: out has %zu entries, fewer than the %zu blocks of data", entry_count,
-             block_count);
-    return throw_type_error(env, message);
-  }
-  // A Uint32Array is always 4-byte aligned in its ArrayBuffer, so the entries can be stored as is.
-  uint32_t *entries = (uint32_t *)entries_data;
-  size_t block = 0;
-#if LUNFS_HAVE_SSE42_PATH
-  if (crc32c_uses_sse42) {
-    for (; block + 3 <= block_count; block += 3) {
-      const uint8_t *start = bytes + block * block_bytes;
-      crc32c_three_blocks_with_sse42(start, start + block_bytes, start + 2 * block_bytes,
-                                     block_bytes, entries + block);
-    }
-  }
-#endif
-  for (; block < block_count; block++) {
-    entries[block] = ~crc32c_update(~0u, bytes + block * block_bytes, block_bytes);
-  }
+  lunfs_crc32c_blocks(bytes, length, block_bytes, entries);
   return NULL;
 }
 
@@ -378,53 +590,29 @@ static napi_value xor_into_export(napi_env env, napi_callback_info info) {
   size_t argument_count = 2;
   napi_value arguments[2];
   if (napi_get_cb_info(env, info, &argument_count, arguments, NULL, NULL) != napi_ok) {
-    return throw_type_error(env, "xorInto: could not read the arguments");
+    return lunfs_throw_type_error(env, "xorInto: could not read the arguments");
   }
   if (argument_count < 2) {
-    return throw_type_error(env, "xorInto: expected two arguments (target, source)");
+    return lunfs_throw_type_error(env, "xorInto: expected two arguments (target, source)");
   }
   uint8_t *target = NULL;
   uint8_t *source = NULL;
   size_t target_length = 0;
   size_t source_length = 0;
-  if (!get_byte_array(env, arguments[0], "xorInto: target must be a Buffer or Uint8Array", &target,
-                      &target_length) ||
-      !get_byte_array(env, arguments[1], "xorInto: source must be a Buffer or Uint8Array", &source,
-                      &source_length)) {
+  if (!lunfs_get_byte_array(env, arguments[0], "xorInto", "target", &target, &target_length) ||
+      !lunfs_get_byte_array(env, arguments[1], "xorInto", "source", &source, &source_length)) {
     return NULL;
   }
   if (target_length != source_length) {
-    char message[160];
-    snprintf(message, sizeof message,
-             "xorInto: target and source must have the same length (target %zu bytes, source %zu "
-             "bytes)",
-             target_length, source_length);
-    return throw_type_error(env, message);
+    return lunfs_throw_type_error(
+        env,
+        "xorInto: target and source must have the same length (target %zu bytes, source %zu "
+        "bytes)",
+        target_length, source_length);
   }
-  size_t length = target_length;
-  if (length == 0) return NULL;
-
-  if (target == source) {
-    // x ^ x == 0 for every byte.
-    memset(target, 0, length);
-    return NULL;
-  }
-  uintptr_t target_start = (uintptr_t)target;
-  uintptr_t source_start = (uintptr_t)source;
-  bool ranges_overlap = target_start < source_start + length && source_start < target_start + length;
-  if (!ranges_overlap) {
-    xor_bytes_into(target, source, length);
-    return NULL;
-  }
-  // Partial overlap: XOR with the source as it was before the call, like the TypeScript twin.
-  uint8_t *source_copy = malloc(length);
-  if (source_copy == NULL) {
+  if (!xor_into_any_overlap(target, source, target_length)) {
     napi_throw_error(env, NULL, "xorInto: out of memory copying an overlapping source");
-    return NULL;
   }
-  memcpy(source_copy, source, length);
-  xor_bytes_into(target, source_copy, length);
-  free(source_copy);
   return NULL;
 }
 
@@ -434,8 +622,8 @@ static napi_value xor_into_export(napi_env env, napi_callback_info info) {
 
 bool lunfs_register_os_calls(napi_env env, napi_value exports); // os_calls.c
 
-static bool export_function(napi_env env, napi_value exports, const char *name,
-                            napi_callback callback) {
+bool lunfs_export_function(napi_env env, napi_value exports, const char *name,
+                           napi_callback callback) {
   napi_value function;
   return napi_create_function(env, name, NAPI_AUTO_LENGTH, callback, NULL, &function) == napi_ok &&
          napi_set_named_property(env, exports, name, function) == napi_ok;
@@ -444,11 +632,12 @@ static bool export_function(napi_env env, napi_value exports, const char *name,
 NAPI_MODULE_INIT() {
   initialise_kernels_once();
   napi_value implementation_name;
-  if (!export_function(env, exports, "crc32c", crc32c_export) ||
-      !export_function(env, exports, "crc32cWithTables", crc32c_with_tables_export) ||
-      !export_function(env, exports, "crc32cBlocks", crc32c_blocks_export) ||
-      !export_function(env, exports, "xorInto", xor_into_export) ||
-      !lunfs_register_os_calls(env, exports) ||
+  if (!lunfs_export_function(env, exports, "crc32c", crc32c_export) ||
+      !lunfs_export_function(env, exports, "crc32cWithTables", crc32c_with_tables_export) ||
+      !lunfs_export_function(env, exports, "crc32cSingleStream", crc32c_single_stream_export) ||
+      !lunfs_export_function(env, exports, "crc32cBlocks", crc32c_blocks_export) ||
+      !lunfs_export_function(env, exports, "xorInto", xor_into_export) ||
+      !lunfs_register_byte_jobs(env, exports) || !lunfs_register_os_calls(env, exports) ||
       napi_create_string_utf8(env, crc32c_implementation_name, NAPI_AUTO_LENGTH,
                               &implementation_name) != napi_ok ||
       napi_set_named_property(env, exports, "crc32cImplementation", implementation_name) !=

@@ -31,11 +31,51 @@ function buildSlicingTables(): Int32Array {
   return tables;
 }
 
-/** Throws the same TypeError as the addon unless seed is an integer in 0..0xFFFFFFFF. */
-function checkCrc32cSeed(seed: number): void {
+/**
+ * Throws the addon's TypeError (naming functionName) unless data is a Uint8Array and seed an
+ * integer in 0..0xFFFFFFFF.
+ */
+export function checkCrc32cArguments(functionName: string, data: Uint8Array, seed: number): void {
+  if (!isUint8Array(data)) {
+    throw new TypeError(`${functionName}: data must be a Buffer or Uint8Array`);
+  }
   if (typeof seed !== 'number' || !Number.isInteger(seed) || seed < 0 || seed > 0xffffffff) {
     throw new TypeError(
-      'crc32c: seed must be an integer from 0 to 4294967295 (a previous crc32c result)',
+      `${functionName}: seed must be an integer from 0 to 4294967295 (a previous crc32c result)`,
+    );
+  }
+}
+
+/** Throws the addon's TypeError (naming functionName) unless crc32cBlocks may run on these. */
+export function checkCrc32cBlocksArguments(
+  functionName: string,
+  data: Uint8Array,
+  blockBytes: number,
+  out: Uint32Array,
+): void {
+  if (!isUint8Array(data)) {
+    throw new TypeError(`${functionName}: data must be a Buffer or Uint8Array`);
+  }
+  if (
+    typeof blockBytes !== 'number' ||
+    !Number.isInteger(blockBytes) ||
+    blockBytes < 1 ||
+    blockBytes > 0xffffffff
+  ) {
+    throw new TypeError(`${functionName}: blockBytes must be an integer from 1 to 4294967295`);
+  }
+  if (!isUint32Array(out)) {
+    throw new TypeError(`${functionName}: out must be a Uint32Array`);
+  }
+  if (data.length % blockBytes !== 0) {
+    throw new TypeError(
+      `${functionName}: data length ${data.length} is not a multiple of blockBytes ${blockBytes}`,
+    );
+  }
+  const blockCount = data.length / blockBytes;
+  if (out.length < blockCount) {
+    throw new TypeError(
+      `${functionName}: out has ${out.length} entries, fewer than the ${blockCount} blocks of data`,
     );
   }
 }
@@ -45,10 +85,7 @@ function checkCrc32cSeed(seed: number): void {
  * crc32c(b, crc32c(a)) === crc32c(a followed by b). Returns an unsigned 32-bit integer.
  */
 export function crc32cTypescript(data: Uint8Array, seed = 0): number {
-  if (!isUint8Array(data)) {
-    throw new TypeError('crc32c: data must be a Buffer or Uint8Array');
-  }
-  checkCrc32cSeed(seed);
+  checkCrc32cArguments('crc32c', data, seed);
   return ~updateRegister(~seed, data, 0, data.length) >>> 0;
 }
 
@@ -62,31 +99,8 @@ export function crc32cBlocksTypescript(
   blockBytes: number,
   out: Uint32Array,
 ): void {
-  if (!isUint8Array(data)) {
-    throw new TypeError('crc32cBlocks: data must be a Buffer or Uint8Array');
-  }
-  if (
-    typeof blockBytes !== 'number' ||
-    !Number.isInteger(blockBytes) ||
-    blockBytes < 1 ||
-    blockBytes > 0xffffffff
-  ) {
-    throw new TypeError('crc32cBlocks: blockBytes must be an integer from 1 to 4294967295');
-  }
-  if (!isUint32Array(out)) {
-    throw new TypeError('crc32cBlocks: out must be a Uint32Array');
-  }
-  if (data.length % blockBytes !== 0) {
-    throw new TypeError(
-      `crc32cBlocks: data length ${data.length} is not a multiple of blockBytes ${blockBytes}`,
-    );
-  }
+  checkCrc32cBlocksArguments('crc32cBlocks', data, blockBytes, out);
   const blockCount = data.length / blockBytes;
-  if (out.length < blockCount) {
-    throw new TypeError(
-      `crc32cBlocks: out has ${out.length} entries, fewer than the ${blockCount} blocks of data`,
-    );
-  }
   for (let block = 0; block < blockCount; block++) {
     const start = block * blockBytes;
     out[block] = ~updateRegister(~0, data, start, start + blockBytes) >>> 0;

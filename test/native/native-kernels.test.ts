@@ -5,6 +5,7 @@
 
 import { execFileSync } from 'node:child_process';
 import { createRequire } from 'node:module';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import fc from 'fast-check';
@@ -12,6 +13,7 @@ import { describe, expect, it } from 'vitest';
 import {
   crc32c,
   crc32cBlocks,
+  crc32cSingleStream,
   kernelImplementation,
   nativeAddonRelativePath,
   nativeKernelsOrNull,
@@ -321,7 +323,7 @@ describe.skipIf(nativeDisabled)('native and TypeScript agree', () => {
       crc32cWithTables(data: Uint8Array, seed?: number): number;
       crc32cImplementation: string;
     };
-    expect(['sse4.2', 'slicing-by-8']).toContain(addon.crc32cImplementation);
+    expect(['sse4.2-three-streams', 'slicing-by-8']).toContain(addon.crc32cImplementation);
     fc.assert(
       fc.property(
         lengthArbitrary,
@@ -336,6 +338,49 @@ describe.skipIf(nativeDisabled)('native and TypeScript agree', () => {
         },
       ),
       { numRuns: 100 },
+    );
+  });
+
+  it('takes the three-stream SSE4.2 path wherever /proc/cpuinfo lists sse4_2', () => {
+    requireNativeKernels();
+    const addon = createRequire(import.meta.url)(join(packageRoot, nativeAddonRelativePath)) as {
+      crc32cImplementation: string;
+    };
+    let cpuHasSse42 = false;
+    try {
+      cpuHasSse42 = /\bsse4_2\b/.test(readFileSync('/proc/cpuinfo', 'utf8'));
+    } catch {
+      // No /proc (not Linux): only the name's form is checked below.
+    }
+    if (cpuHasSse42) expect(addon.crc32cImplementation).toBe('sse4.2-three-streams');
+    else expect(['sse4.2-three-streams', 'slicing-by-8']).toContain(addon.crc32cImplementation);
+  });
+
+  it('crc32c with three streams agrees with TypeScript and the single stream, 0..300 KiB', () => {
+    requireNativeKernels();
+    // Lengths around the round sizes (3 x 256 and 3 x 8192 bytes) are where the lanes and the
+    // single-stream tail meet; the rest are spread over 0..300 KiB with every offset mod 16.
+    const roundEdges = [768, 24_576, 2 * 24_576 + 768, 5 * 24_576 + 10 * 768].flatMap((edge) =>
+      [-9, -8, -1, 0, 1, 7, 8, 9].map((delta) => edge + delta),
+    );
+    fc.assert(
+      fc.property(
+        fc.oneof(
+          fc.constantFrom(...roundEdges),
+          fc.integer({ min: 0, max: 4096 }),
+          fc.integer({ min: 0, max: 300 * 1024 }),
+        ),
+        offsetArbitrary,
+        fillSeedArbitrary,
+        crcSeedArbitrary,
+        (length, offset, fillSeed, crcSeed) => {
+          const data = bytesAtOffset(length, offset, fillSeed);
+          const expected = typescriptKernels.crc32c(data, crcSeed);
+          expect(crc32c(data, crcSeed)).toBe(expected);
+          expect(crc32cSingleStream(data, crcSeed)).toBe(expected);
+        },
+      ),
+      { numRuns: 300 },
     );
   });
 
