@@ -8,7 +8,7 @@ import type { Drive } from '../drive/drive.js';
 import type { DriveHeader } from '../meta/drive-header.js';
 import { applyMetadataOp, driveStateOf, type PoolMetadata } from '../meta/pool-metadata.js';
 import { LunfsError } from '../util/errors.js';
-import type { PoolOpenOptions } from './pool.js';
+import type { PoolOpenOptions } from './pool-open.js';
 
 /** Names of the user LUNs (and LUN@snapshots' owners) with data in these RStores. */
 export function lunsOnRStores(metadata: PoolMetadata, rstoreIds: number[]): string[] {

@@ -2,25 +2,24 @@
 // metadata store), the RSEG allocator and the RStores. It is the MapSpace every thin volume
 // allocates from, and the one place where a commit happens: flush the data drives, then append
 // the queued metadata ops. LUN management (create, remove, grow) lives here too; the LUN stacks
-// themselves are assembled in stack.ts.
+// themselves are assembled in stack.ts. Formatting the drives and reading them at open is in
+// pool-open.ts; Pool.open builds the Pool from that and decides whether it can serve.
 
 import { ChecksumDrive, checksumGeometryOf } from '../drive/checksum-drive.js';
 import type { Drive } from '../drive/drive.js';
-import { isMissingDrive, MissingDrive } from '../drive/missing-drive.js';
+import { isMissingDrive } from '../drive/missing-drive.js';
 import { driveHeaderBytes, labelCountOf, type DriveHeader } from '../meta/drive-header.js';
 import { writeLabels, type LabelProblem } from '../meta/drive-labels.js';
-import { formatVersion } from '../meta/checksum.js';
-import { MetadataStore, type CopyReport, type QuorumLayout } from '../meta/metadata-store.js';
+import type { CopyReport, MetadataStore } from '../meta/metadata-store.js';
 import {
   applyMetadataOp,
   driveStateOf,
   type LunRecord,
   type MetadataOp,
   type PoolMetadata,
-  type RaidLevel,
 } from '../meta/pool-metadata.js';
 import { DriveHealth } from '../raid/drive-health.js';
-import { decideReturns, lunsOnRStores, type DriveReturn } from './drive-return.js';
+import { lunsOnRStores, type DriveReturn } from './drive-return.js';
 import { DegradedRowLog, type RowLogCounters, type RowLogEntry } from '../raid/row-log.js';
 import { WriteIntent } from '../raid/write-intent.js';
 import type { LmapEntry } from '../meta/lmap.js';
@@ -29,43 +28,18 @@ import type { MapSpace } from './map-space.js';
 import { RStore, rstoreDataBytes, type DriveGeometry } from '../raid/rstore.js';
 import { Raid5Memory } from '../raid/raid5-engine.js';
 import { assert } from '../util/assert.js';
-import { makeUuid, type Clock } from '../util/clock.js';
 import { LunfsError } from '../util/errors.js';
-import type { Logger } from '../util/logger.js';
 import { Mutex } from '../util/mutex.js';
-import { identifyDrives } from './drive-identity.js';
 import {
-  checkGeometry,
-  lmapEntryCount,
-  planLayout,
-  planRedundancySets,
-  psegCountFor,
-  snapshotRecordBytes,
-} from './pool-layout.js';
-import {
-  defaultAllocationUnitBytes,
-  defaultPsegSizeBytes,
-  defaultRssSize,
-  defaultStripeUnitBytes,
-  maxQuorumCopies,
-  sectorBytes,
-} from '../util/constants.js';
+  formatDrives,
+  loadPool,
+  type PoolFormatOptions,
+  type PoolOpenOptions,
+} from './pool-open.js';
+import { psegCountFor, snapshotRecordBytes } from './pool-layout.js';
+import { maxQuorumCopies, sectorBytes } from '../util/constants.js';
 
 const lunNamePattern = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
-
-export interface PoolFormatOptions {
-  raidLevel: RaidLevel;
-  psegSizeBytes?: number;
-  allocationUnitBytes?: number;
-  stripeUnitBytes?: number;
-  /** Drives per redundancy set (default 8): more drives form several sets. */
-  rssSize?: number;
-  /** Whether the drives are new sparse files (read as zeros) rather than existing storage. */
-  drivesZeroed: boolean;
-  clock: Clock;
-  random: () => number;
-  log: Logger;
-}
 
 /** What a scrub found and repaired. */
 export interface ScrubReport {
@@ -79,23 +53,6 @@ export interface ScrubReport {
   parityRepairs: number;
   /** Places no redundancy could repair (reads there fail with EIO). */
   unrepairable: number;
-}
-
-export interface PoolOpenOptions {
-  clock: Clock;
-  log: Logger;
-  readOnly?: boolean;
-  /**
-   * Start the write session (crash recovery, the not-clean checkpoint) only at the first commit,
-   * so a command refused for bad input writes nothing at all. Nothing may allocate before it.
-   */
-  deferSession?: boolean;
-  /**
-   * Open even when a RAID-5 RStore had writes in flight at an unclean shutdown and a drive it
-   * uses was found missing only now (refuseIfDirtyDegraded): the data of that drive in those
-   * RStores may come back wrong.
-   */
-  forceDegraded?: boolean;
 }
 
 export class Pool implements MapSpace {
@@ -172,82 +129,7 @@ export class Pool implements MapSpace {
 
   /** Writes headers and a first checkpoint on fresh drives. The drives stay open in the result. */
   static async format(drives: Drive[], options: PoolFormatOptions): Promise<Pool> {
-    const psegSizeBytes = options.psegSizeBytes ?? defaultPsegSizeBytes;
-    const allocationUnitBytes = options.allocationUnitBytes ?? defaultAllocationUnitBytes;
-    const stripeUnitBytes = options.stripeUnitBytes ?? defaultStripeUnitBytes;
-    checkGeometry(psegSizeBytes, allocationUnitBytes, stripeUnitBytes);
-    const minimumDrives = options.raidLevel === 5 ? 3 : options.raidLevel === 1 ? 2 : 1;
-    if (drives.length < minimumDrives)
-      throw new LunfsError(
-        'EINVAL',
-        `RAID-${options.raidLevel} needs at least ${minimumDrives} drives, got ${drives.length}`,
-      );
-    const sets = planRedundancySets(
-      drives.length,
-      options.rssSize ?? defaultRssSize,
-      minimumDrives,
-    );
-    const layout = planLayout(
-      drives.map((drive) => drive.sizeBytes),
-      psegSizeBytes,
-      allocationUnitBytes,
-      stripeUnitBytes,
-    );
-    const poolUuid = makeUuid(options.random);
-    const createdAtMs = options.clock.nowMs();
-    const quorumCount = Math.min(maxQuorumCopies, drives.length);
-    const headers: DriveHeader[] = drives.map((drive, driveIndex) => {
-      const psegCount = psegCountFor(drive.sizeBytes, layout, psegSizeBytes);
-      if (psegCount < 1)
-        throw new LunfsError(
-          'EINVAL',
-          `drive ${drive.path} (${drive.sizeBytes} bytes) is too small: it needs at least ${layout.psegAreaOffsetBytes + psegSizeBytes + driveHeaderBytes} bytes (the last 4 KiB hold its tail label)`,
-        );
-      return {
-        poolUuid,
-        driveUuid: makeUuid(options.random),
-        driveIndex,
-        driveCount: drives.length,
-        driveSizeBytes: drive.sizeBytes,
-        psegSizeBytes,
-        psegCount,
-        ...layout,
-        holdsQuorumCopy: driveIndex < quorumCount,
-        createdAtMs,
-        formatVersion,
-      };
-    });
-    const metadata: PoolMetadata = {
-      config: {
-        poolUuid,
-        createdAtMs,
-        raidLevel: options.raidLevel,
-        psegSizeBytes,
-        allocationUnitBytes,
-        stripeUnitBytes,
-        lmapEntryCount,
-      },
-      drives: headers.map((header) => ({
-        index: header.driveIndex,
-        uuid: header.driveUuid,
-        sizeBytes: header.driveSizeBytes,
-        psegCount: header.psegCount,
-        zeroedAtCreation: options.drivesZeroed,
-        rssId: sets.findIndex((set) => set.includes(header.driveIndex)),
-      })),
-      rss: sets.map((driveIndexes, id) => ({ id, driveIndexes })),
-      rstores: new Map(),
-      luns: new Map(),
-      snapshots: new Map(),
-      nextLunId: 1,
-      nextRStoreId: 1,
-      nextSnapshotId: 1,
-      cleanShutdown: true,
-    };
-    await Promise.all(drives.map((drive, index) => writeLabels(drive, headers[index]!)));
-    const copies = drives.slice(0, quorumCount).map((drive, driveIndex) => ({ drive, driveIndex }));
-    await MetadataStore.format(copies, quorumLayoutOf(headers[0]!), metadata, options.log);
-    await DegradedRowLog.format(copies, layout.rowLogOffsetBytes, layout.rowLogBytes);
+    await formatDrives(drives, options);
     return Pool.open(drives, { clock: options.clock, log: options.log });
   }
 
@@ -257,59 +139,8 @@ export class Pool implements MapSpace {
    * degraded when every RStore keeps its data without it, and refuses otherwise.
    */
   static async open(givenDrives: Drive[], options: PoolOpenOptions): Promise<Pool> {
-    const { drives, headers, labelDamage } = await identifyDrives(givenDrives);
-    const first = headers.find((header) => header !== undefined)!;
-    const copies = headers.flatMap((header, index) =>
-      header?.holdsQuorumCopy ? [{ drive: drives[index]!, driveIndex: index }] : [],
-    );
-    if (copies.length === 0)
-      throw new LunfsError(
-        'ECORRUPT',
-        `no drive holding a metadata copy is present (missing: ${drives
-          .filter(isMissingDrive)
-          .map((drive) => drive.path)
-          .join(', ')})`,
-      );
-    const { store, metadata, reports } = await MetadataStore.open(
-      copies,
-      quorumLayoutOf(first),
-      options.log,
-    );
-    if (metadata.config.poolUuid !== first.poolUuid)
-      throw new LunfsError(
-        'ECORRUPT',
-        `the pool metadata is of pool ${metadata.config.poolUuid}, but the drive labels name pool ${first.poolUuid}`,
-      );
-    for (const [index, record] of metadata.drives.entries()) {
-      const header = headers[index];
-      if (!header || header.driveUuid === record.uuid || driveStateOf(record) === 'failed')
-        continue; // failed: the drive a replacement took the place of
-      // An older label of this pool: the drive that was at this index before a replacement (or
-      // a copy of it). Its contents are not this drive's: it is failed, never read.
-      await drives[index]!.close().catch(() => undefined);
-      drives[index] = new MissingDrive(
-        drives[index]!.path,
-        `its label names drive ${header.driveUuid}, but the pool metadata has drive ${record.uuid} at index ${index} (an older label of this pool: the drive was replaced since)`,
-        0,
-        'unusable',
-      );
-      headers[index] = undefined;
-      labelDamage[index] = [];
-    }
-    const returning = decideReturns(metadata, drives, headers, options);
-    const geometry = drives.map((drive, index) => {
-      const header = headers[index];
-      const usable =
-        header !== undefined &&
-        header.driveUuid === metadata.drives[index]!.uuid &&
-        driveStateOf(metadata.drives[index]!) !== 'failed';
-      const dataDrive = usable ? new ChecksumDrive(drive, checksumGeometryOf(header)) : drive;
-      return {
-        drive: dataDrive,
-        psegAreaOffsetBytes: first.psegAreaOffsetBytes,
-        psegSizeBytes: first.psegSizeBytes,
-      };
-    });
+    const { drives, geometry, headers, labelDamage, metadata, store, reports, returning } =
+      await loadPool(givenDrives, options);
     const pool = new Pool(drives, geometry, metadata, store, reports, options, headers);
     pool.labelDamage = labelDamage;
     for (const [index, damaged] of labelDamage.entries()) {
@@ -1291,12 +1122,4 @@ export function checkLunName(name: string): void {
       `invalid LUN name '${name}': use 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit`,
     );
   }
-}
-
-function quorumLayoutOf(header: DriveHeader): QuorumLayout {
-  return {
-    quorumOffsetBytes: header.quorumOffsetBytes,
-    checkpointSlotBytes: header.checkpointSlotBytes,
-    journalBytes: header.journalBytes,
-  };
 }
