@@ -3,7 +3,9 @@
 // allocates from, and the one place where a commit happens: flush the data drives, then append
 // the queued metadata ops. LUN management (create, remove, grow) lives here too; the LUN stacks
 // themselves are assembled in stack.ts. Formatting the drives and reading them at open is in
-// pool-open.ts; Pool.open builds the Pool from that and decides whether it can serve.
+// pool-open.ts; Pool.open builds the Pool from that and decides whether it can serve. The
+// repairs a write session starts with (labels, and the resync after an unclean shutdown) are in
+// pool-recovery.ts.
 
 import { ChecksumDrive, checksumGeometryOf } from '../drive/checksum-drive.js';
 import type { Drive } from '../drive/drive.js';
@@ -36,6 +38,12 @@ import {
   type PoolFormatOptions,
   type PoolOpenOptions,
 } from './pool-open.js';
+import {
+  recomputeLostChecksums,
+  repairLabels,
+  resyncMirrors,
+  type SessionRecoveryContext,
+} from './pool-recovery.js';
 import { psegCountFor, snapshotRecordBytes } from './pool-layout.js';
 import { maxQuorumCopies, sectorBytes } from '../util/constants.js';
 
@@ -81,6 +89,8 @@ export class Pool implements MapSpace {
   labelDamage: LabelProblem[][] = [];
   /** While Pool.open runs: drives found missing are reported once it has decided to open. */
   private opening = true;
+  /** What the other files of pool/ see of the pool: each function takes the narrow part it needs. */
+  private readonly parts: SessionRecoveryContext;
 
   private constructor(
     /** The drives as opened (files, devices, or MissingDrive stand-ins), in drive-index order. */
@@ -108,6 +118,17 @@ export class Pool implements MapSpace {
       this.queue(op);
       await this.commit();
     });
+    this.parts = {
+      metadata,
+      drives,
+      headers,
+      health: this.health,
+      log: options.log,
+      dataDrive: (driveIndex) => this.dataDrive(driveIndex),
+      rstore: (rstoreId) => this.rstore(rstoreId),
+      memberPhysicalOffset: (rstore, memberIndex) => this.memberPhysicalOffset(rstore, memberIndex),
+      flushDataDrives: () => this.flushDataDrives(),
+    };
   }
 
   /** The write-intent record of the RStores (see raid/write-intent.ts). */
@@ -965,7 +986,7 @@ export class Pool implements MapSpace {
 
   private async startSession(): Promise<void> {
     this.sessionStarted = true;
-    await this.repairLabels();
+    await repairLabels(this.parts, this.labelDamage);
     if (!this.metadata.cleanShutdown) {
       // After a crash an unmapped RSEG may hold data whose mapping was lost: never trust it to read as zeros.
       this.options.log.warn(
@@ -975,8 +996,8 @@ export class Pool implements MapSpace {
       applyMetadataOp(this.metadata, op);
       this.queue(op);
       await this.commit();
-      await this.recomputeLostChecksums();
-      await this.resyncMirrors();
+      await recomputeLostChecksums(this.parts);
+      await resyncMirrors(this.parts, this.rowLog, this.rowLogReplay);
     }
     await this.rowLog?.clearAll(); // replayed above (after a clean shutdown none is left)
     this.rowLogReplay = [];
@@ -984,105 +1005,6 @@ export class Pool implements MapSpace {
     await this.store.checkpoint((committed) => {
       committed.cleanShutdown = false;
     });
-  }
-
-  /**
-   * After an unclean shutdown: checksum entries lost with a damaged table page
-   * (src/drive/checksum-table.ts) are taken from the data as it is, since a page torn by the power
-   * cut is the likely cause, and where the pool runs degraded or has no redundancy nothing could
-   * rebuild the blocks. (After a clean shutdown a damaged page is damage: its blocks are rebuilt
-   * from redundancy when read, and read EIO where there is none.)
-   */
-  private async recomputeLostChecksums(): Promise<void> {
-    for (const [driveIndex, geometry] of this.geometry.entries()) {
-      if (!(geometry.drive instanceof ChecksumDrive) || !this.health.writable(driveIndex)) continue;
-      const count = await geometry.drive.recomputeLost();
-      if (count > 0)
-        this.options.log.warn(
-          { driveIndex, drive: this.drives[driveIndex]!.path, blocks: count },
-          'checksums lost with a damaged table page after an unclean shutdown: taken from the data as it is',
-        );
-    }
-  }
-
-  /** Rewrites each damaged label of a drive in service from its good one (logged, counted in integrity.labelRepairs). */
-  private async repairLabels(): Promise<void> {
-    for (const [driveIndex, damaged] of this.labelDamage.entries()) {
-      if (damaged.length === 0 || this.health.state(driveIndex) === 'failed') continue;
-      try {
-        await writeLabels(
-          this.drives[driveIndex]!,
-          this.headers[driveIndex]!,
-          damaged.map((problem) => problem.position),
-        );
-      } catch (error) {
-        this.health.fail(driveIndex, error);
-        continue;
-      }
-      this.health.integrity.labelRepairs += damaged.length;
-      this.options.log.warn(
-        { driveIndex, drive: this.drives[driveIndex]!.path, repaired: damaged },
-        'drive label rewritten from the good one',
-      );
-    }
-  }
-
-  /**
-   * After a crash, in the RStores whose write intent was set (no other RStore had a write in
-   * flight): a block and its checksum may disagree where a write was torn, the mirrors of a RAID-1
-   * unit may differ, and a RAID-5 row's parity may not be the XOR of its data. RAID-0/1 RStores
-   * are scrubbed with trustData (RStore.scrub): a mirror whose block fails its checksum is
-   * rewritten from one that verifies (so a bit flip at rest is repaired, not taken for data);
-   * where none verifies, the data is taken as it is; mirrors are made equal. RAID-5 RStores take
-   * every member's data as it is (checksums recomputed) and recompute parity. The clean-shutdown flag stays false until this
-   * is done, so a crash during it repeats it.
-   */
-  private async resyncMirrors(): Promise<void> {
-    const logged = new Set(this.rowLogReplay.map((entry) => entry.rstoreId));
-    const dirty = [...this.metadata.rstores.values()]
-      .filter((record) => record.dirty || logged.has(record.id))
-      .map((record) => this.rstore(record.id));
-    if (dirty.length === 0) return;
-    this.options.log.warn(
-      { rstores: dirty.length },
-      'resynchronising the RStores that had writes in flight',
-    );
-    for (const rstore of dirty) {
-      if (rstore.degraded)
-        this.options.log.error(
-          { rstore: rstore.record.id },
-          'RStore had writes in flight while a member was out of service: its rows are made consistent from the degraded-row log',
-        );
-      if (rstore.record.raidLevel !== 5) {
-        await rstore.scrub(() => {}, { trustData: true });
-        continue;
-      }
-      // RAID-5: never rebuild data from parity here. With parity held back per row (the stripe
-      // cache), a crash can leave one member's block new and the parity old; a block of another
-      // member rebuilt from those two would hold bytes never written. Every member's data is
-      // taken as it is (each sector holds a value written to it), then parity recomputed.
-      for (const [memberIndex, member] of rstore.record.members.entries()) {
-        if (!this.health.writable(member.driveIndex)) continue;
-        const drive = this.geometry[member.driveIndex]!.drive;
-        if (drive instanceof ChecksumDrive)
-          await drive.recompute(this.memberPhysicalOffset(rstore, memberIndex), rstore.memberBytes);
-      }
-      // Rows written with a member out of service: their parity cannot be recomputed from the
-      // data (the member is gone), but the row log says what the member held (src/raid/row-log.ts).
-      let replayed = 0;
-      for (const entry of this.rowLogReplay)
-        if (entry.rstoreId === rstore.record.id && (await rstore.replayRowLog(entry)))
-          replayed += 1;
-      if (replayed > 0) {
-        this.rowLog!.noteReplayed(replayed);
-        this.options.log.warn(
-          { rstore: rstore.record.id, records: replayed },
-          'degraded rows made consistent from the row log',
-        );
-      }
-      await rstore.resyncParity();
-    }
-    await this.flushDataDrives();
   }
 
   /** Where member memberIndex of an RStore starts on its drive. */
