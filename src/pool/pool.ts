@@ -5,7 +5,8 @@
 // themselves are assembled in stack.ts. Formatting the drives and reading them at open is in
 // pool-open.ts; Pool.open builds the Pool from that and decides whether it can serve. The
 // repairs a write session starts with (labels, and the resync after an unclean shutdown) are in
-// pool-recovery.ts.
+// pool-recovery.ts; the checks at open of the drives out of service, and the RAID-0 drives taken
+// back, in pool-drive-failure.ts.
 
 import { ChecksumDrive, checksumGeometryOf } from '../drive/checksum-drive.js';
 import type { Drive } from '../drive/drive.js';
@@ -21,7 +22,7 @@ import {
   type PoolMetadata,
 } from '../meta/pool-metadata.js';
 import { DriveHealth } from '../raid/drive-health.js';
-import { lunsOnRStores, type DriveReturn } from './drive-return.js';
+import { lunsOnRStores } from './drive-return.js';
 import { DegradedRowLog, type RowLogCounters, type RowLogEntry } from '../raid/row-log.js';
 import { WriteIntent } from '../raid/write-intent.js';
 import type { LmapEntry } from '../meta/lmap.js';
@@ -44,6 +45,15 @@ import {
   resyncMirrors,
   type SessionRecoveryContext,
 } from './pool-recovery.js';
+import {
+  failedDriveNames,
+  markMissingDrives,
+  refuseIfDataLost,
+  refuseIfDirtyDegraded,
+  setBeyondRedundancy,
+  takeBack,
+  type DriveFailureContext,
+} from './pool-drive-failure.js';
 import { psegCountFor, snapshotRecordBytes } from './pool-layout.js';
 import { maxQuorumCopies, sectorBytes } from '../util/constants.js';
 
@@ -90,7 +100,7 @@ export class Pool implements MapSpace {
   /** While Pool.open runs: drives found missing are reported once it has decided to open. */
   private opening = true;
   /** What the other files of pool/ see of the pool: each function takes the narrow part it needs. */
-  private readonly parts: SessionRecoveryContext;
+  private readonly parts: SessionRecoveryContext & DriveFailureContext;
 
   private constructor(
     /** The drives as opened (files, devices, or MissingDrive stand-ins), in drive-index order. */
@@ -128,6 +138,7 @@ export class Pool implements MapSpace {
       rstore: (rstoreId) => this.rstore(rstoreId),
       memberPhysicalOffset: (rstore, memberIndex) => this.memberPhysicalOffset(rstore, memberIndex),
       flushDataDrives: () => this.flushDataDrives(),
+      queue: (op) => this.queue(op),
     };
   }
 
@@ -171,9 +182,9 @@ export class Pool implements MapSpace {
           'drive label damaged: the good one names the drive; the damaged one is rewritten when the write session starts',
         );
     }
-    if (!options.readOnly) await pool.takeBack(returning);
-    const newlyMissing = pool.markMissingDrives();
-    pool.refuseIfDirtyDegraded(newlyMissing);
+    if (!options.readOnly) await takeBack(pool.parts, returning);
+    const newlyMissing = markMissingDrives(pool.parts, (driveIndex) => store.dropCopy(driveIndex));
+    refuseIfDirtyDegraded(pool.parts, newlyMissing, options);
     if (!options.readOnly) await pool.openRowLog();
     if (!options.readOnly) pool.refuseIfDataLost();
     pool.opening = false;
@@ -218,87 +229,9 @@ export class Pool implements MapSpace {
     return this.rowLog?.counters;
   }
 
-  /**
-   * Drives absent at open (or present but failed before) are out of service; their metadata
-   * copies too. Returns the drives whose absence was not recorded before (found missing now).
-   */
-  private markMissingDrives(): number[] {
-    const newlyMissing: number[] = [];
-    this.drives.forEach((drive, index) => {
-      const record = this.metadata.drives[index]!;
-      if (isMissingDrive(drive)) {
-        drive.sizeBytes = record.sizeBytes;
-        if (driveStateOf(record) !== 'failed') {
-          newlyMissing.push(index);
-          this.health.fail(
-            index,
-            new Error(
-              `${drive.cause === 'unusable' ? 'unusable' : 'missing'} when the pool was opened: ${drive.reason}`,
-            ),
-            { absent: drive.cause === 'absent' },
-          );
-        }
-      }
-      if (driveStateOf(record) === 'failed') this.store.dropCopy(index);
-    });
-    return newlyMissing;
-  }
-
-  /**
-   * The case neither the write intent nor the degraded-row log covers (md refuses it too: a dirty
-   * degraded array): a RAID-5 RStore had writes in flight when the power went, and a drive it
-   * uses was in service then but is missing now. Its rows' data and parity may disagree, and
-   * without the drive they cannot be made to agree: the drive's data, rebuilt from them, could
-   * be wrong. With the drive back, the rows are resynchronised as after any crash. Refused with a
-   * message naming the drive, unless forceDegraded (then the risk is logged).
-   */
-  private refuseIfDirtyDegraded(newlyMissing: number[]): void {
-    if (this.metadata.cleanShutdown || newlyMissing.length === 0) return;
-    const atRisk = [...this.metadata.rstores.values()].filter(
-      (record) =>
-        record.raidLevel === 5 &&
-        record.dirty &&
-        record.members.some((member) => newlyMissing.includes(member.driveIndex)),
-    );
-    if (atRisk.length === 0) return;
-    const drives = newlyMissing.map((index) => `${index} (${this.drives[index]!.path})`).join(', ');
-    const luns = this.lunsOn(atRisk.map((record) => record.id));
-    const what = `the pool was not shut down cleanly while RAID-5 RStore(s) ${atRisk.map((record) => record.id).join(', ')}${luns.length > 0 ? ` (data of ${luns.join(', ')})` : ''} had writes in flight, and drive(s) ${drives}, in service then, are missing now: without them the parity of those writes cannot be made consistent, and their data rebuilt from it could be wrong`;
-    if (this.options.forceDegraded || this.options.readOnly) {
-      this.options.log.error(
-        { rstores: atRisk.map((record) => record.id), drives: newlyMissing },
-        `${what}; opened anyway (--force-degraded)`,
-      );
-      return;
-    }
-    throw new LunfsError(
-      'ENOENT',
-      `${what}. Bring the drive(s) back and mount again, or mount with --force-degraded to accept that risk.`,
-    );
-  }
-
   /** EIO naming what is lost when some RStore has more members out of service than its RAID level covers. */
   refuseIfDataLost(): void {
-    const lost = this.lostRStores();
-    // RAID-0 has no redundancy at all: a drive out means part of the address space is gone, and no
-    // new RStore could be made either, so the pool is refused even before any data lies there.
-    // Likewise a redundancy set with more drives out than its level covers.
-    if (lost.length === 0 && !this.setBeyondRedundancy()) return;
-    const failed = this.health
-      .failedDrives()
-      .map(
-        (index) =>
-          `${index} (${this.drives[index]!.path}: ${this.metadata.drives[index]!.failedReason ?? 'failed'})`,
-      );
-    const luns = this.lunsOn(lost.map((rstore) => rstore.record.id));
-    // Drives that are simply not there are the caller's to bring back (ENOENT); drives that failed in service are EIO.
-    const code = this.health.failedDrives().every((index) => isMissingDrive(this.drives[index]!))
-      ? 'ENOENT'
-      : 'EIO';
-    throw new LunfsError(
-      code,
-      `the pool cannot be served: RAID-${this.metadata.config.raidLevel} cannot do without drive(s) ${failed.join(', ')}; ${lost.length} RStore(s) lost members beyond their redundancy${luns.length > 0 ? `, holding data of ${luns.join(', ')}` : ''}. Bring the drive back and mount again.`,
-    );
+    refuseIfDataLost(this.parts, this.lostRStores());
   }
 
   /**
@@ -306,25 +239,7 @@ export class Pool implements MapSpace {
    * one, RAID-5: two): no new RStore can be made there, whether or not data lies there yet.
    */
   setBeyondRedundancy(): boolean {
-    const tolerated =
-      this.metadata.config.raidLevel === 0
-        ? 0
-        : this.metadata.config.raidLevel === 5
-          ? 1
-          : Number.MAX_SAFE_INTEGER;
-    return this.metadata.rss.some(
-      (rss) =>
-        rss.driveIndexes.filter((index) => this.health.state(index) === 'failed').length >
-        tolerated,
-    );
-  }
-
-  /** The failed drives, each as 'INDEX (PATH)', for messages. */
-  private failedDriveNames(): string {
-    return this.health
-      .failedDrives()
-      .map((index) => `${index} (${this.drives[index]!.path})`)
-      .join(', ');
+    return setBeyondRedundancy(this.metadata, this.health);
   }
 
   /** RStores with more members out of service than their redundancy covers. */
@@ -348,41 +263,6 @@ export class Pool implements MapSpace {
   /** Names of the user LUNs (and LUN@snapshots' owners) with data in these RStores. */
   lunsOn(rstoreIds: number[]): string[] {
     return lunsOnRStores(this.metadata, rstoreIds);
-  }
-
-  /**
-   * Puts back in service the RAID-0 drives decideReturns let return (recorded with the next
-   * commit). Where writes were missed (--force-degraded), the checksums of the drive's members in
-   * those RStores are recomputed: their blocks read as the drive holds them (older data where a
-   * write was missed) instead of failing their checksum.
-   */
-  private async takeBack(returning: DriveReturn[]): Promise<void> {
-    for (const { driveIndex, lossyRStoreIds } of returning) {
-      this.queue({ kind: 'drive-return', driveIndex });
-      const drive = this.geometry[driveIndex]!.drive;
-      for (const rstoreId of lossyRStoreIds) {
-        const rstore = this.rstore(rstoreId);
-        const memberIndex = rstore.memberIndexOn(driveIndex);
-        if (memberIndex !== undefined && drive instanceof ChecksumDrive)
-          await drive.recompute(this.memberPhysicalOffset(rstore, memberIndex), rstore.memberBytes);
-      }
-      if (lossyRStoreIds.length > 0) {
-        this.options.log.error(
-          {
-            driveIndex,
-            drive: this.drives[driveIndex]!.path,
-            rstores: lossyRStoreIds,
-            luns: this.lunsOn(lossyRStoreIds),
-          },
-          `drive ${driveIndex} taken back into service with --force-degraded: writes it missed are lost; LUNs affected: ${this.lunsOn(lossyRStoreIds).join(', ') || 'none'}`,
-        );
-      } else {
-        this.options.log.warn(
-          { driveIndex, drive: this.drives[driveIndex]!.path },
-          'drive back with its own label and no missed writes: in service again',
-        );
-      }
-    }
   }
 
   /**
@@ -509,7 +389,7 @@ export class Pool implements MapSpace {
       if (error instanceof LunfsError && error.code === 'ENOSPC' && this.setBeyondRedundancy()) {
         throw new LunfsError(
           'EIO',
-          `no new space can be allocated: RAID-${this.metadata.config.raidLevel} cannot do without failed drive(s) ${this.failedDriveNames()}`,
+          `no new space can be allocated: RAID-${this.metadata.config.raidLevel} cannot do without failed drive(s) ${failedDriveNames(this.health, this.drives)}`,
           { cause: error },
         );
       }
@@ -521,7 +401,7 @@ export class Pool implements MapSpace {
       this.allocator.release([allocation]);
       throw new LunfsError(
         'EIO',
-        `RStore ${allocation.rstoreId} has lost drive(s) ${this.failedDriveNames()} beyond its redundancy: no new data can be placed there`,
+        `RStore ${allocation.rstoreId} has lost drive(s) ${failedDriveNames(this.health, this.drives)} beyond its redundancy: no new data can be placed there`,
       );
     }
     if (allocation.createdRStore) {
