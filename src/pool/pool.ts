@@ -6,13 +6,13 @@
 // pool-open.ts; Pool.open builds the Pool from that and decides whether it can serve. The
 // repairs a write session starts with (labels, and the resync after an unclean shutdown) are in
 // pool-recovery.ts; the checks at open of the drives out of service, and the RAID-0 drives taken
-// back, in pool-drive-failure.ts.
+// back, in pool-drive-failure.ts; drive replacement, rebuild, scrub and the metadata copies in
+// pool-drives.ts.
 
-import { ChecksumDrive, checksumGeometryOf } from '../drive/checksum-drive.js';
 import type { Drive } from '../drive/drive.js';
 import { isMissingDrive } from '../drive/missing-drive.js';
-import { driveHeaderBytes, labelCountOf, type DriveHeader } from '../meta/drive-header.js';
-import { writeLabels, type LabelProblem } from '../meta/drive-labels.js';
+import type { DriveHeader } from '../meta/drive-header.js';
+import type { LabelProblem } from '../meta/drive-labels.js';
 import type { CopyReport, MetadataStore } from '../meta/metadata-store.js';
 import {
   applyMetadataOp,
@@ -54,24 +54,12 @@ import {
   takeBack,
   type DriveFailureContext,
 } from './pool-drive-failure.js';
-import { psegCountFor, snapshotRecordBytes } from './pool-layout.js';
-import { maxQuorumCopies, sectorBytes } from '../util/constants.js';
+import * as driveWork from './pool-drives.js';
+import type { DriveWorkContext, ScrubReport } from './pool-drives.js';
+import { snapshotRecordBytes } from './pool-layout.js';
+import { sectorBytes } from '../util/constants.js';
 
 const lunNamePattern = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
-
-/** What a scrub found and repaired. */
-export interface ScrubReport {
-  rstores: number;
-  /** Rows (RAID-5) or stripe units (RAID-0/1) read and checked. */
-  rows: number;
-  /** Rows left unchecked because a member is out of service. */
-  degradedRows: number;
-  checksumRepairs: number;
-  /** RAID-5 parities, or RAID-1 mirrors, found inconsistent and rewritten. */
-  parityRepairs: number;
-  /** Places no redundancy could repair (reads there fail with EIO). */
-  unrepairable: number;
-}
 
 export class Pool implements MapSpace {
   private readonly allocator: RsegAllocator;
@@ -100,7 +88,7 @@ export class Pool implements MapSpace {
   /** While Pool.open runs: drives found missing are reported once it has decided to open. */
   private opening = true;
   /** What the other files of pool/ see of the pool: each function takes the narrow part it needs. */
-  private readonly parts: SessionRecoveryContext & DriveFailureContext;
+  private readonly parts: SessionRecoveryContext & DriveFailureContext & DriveWorkContext;
 
   private constructor(
     /** The drives as opened (files, devices, or MissingDrive stand-ins), in drive-index order. */
@@ -131,7 +119,7 @@ export class Pool implements MapSpace {
     this.parts = {
       metadata,
       drives,
-      headers,
+      headers: headers as Array<DriveHeader | undefined>, // a replacement takes its place here
       health: this.health,
       log: options.log,
       dataDrive: (driveIndex) => this.dataDrive(driveIndex),
@@ -139,6 +127,13 @@ export class Pool implements MapSpace {
       memberPhysicalOffset: (rstore, memberIndex) => this.memberPhysicalOffset(rstore, memberIndex),
       flushDataDrives: () => this.flushDataDrives(),
       queue: (op) => this.queue(op),
+      geometry,
+      clock: options.clock,
+      layoutHeader: () => this.layoutHeader,
+      lostRStores: () => this.lostRStores(),
+      commitOp: (op) => this.commitOp(op),
+      commit: () => this.commit(),
+      stopping: () => this.stopping,
     };
   }
 
@@ -505,41 +500,14 @@ export class Pool implements MapSpace {
 
   // ---- drives: failure, replacement, rebuild, scrub ----
 
-  /**
-   * Keeps as many metadata copies as the pool had (up to three, one per drive in service): when a
-   * drive holding one failed, the lowest online drive without one gets a fresh copy and its header
-   * says so. Any one good copy suffices to open the pool.
-   */
+  /** Keeps as many metadata copies as the pool had, one per drive in service (pool-drives.ts). */
   async ensureMetadataCopies(): Promise<void> {
-    const online = this.metadata.drives
-      .map((_, index) => index)
-      .filter((index) => this.health.state(index) === 'online');
-    const wanted = Math.min(maxQuorumCopies, online.length);
-    for (const driveIndex of online) {
-      const holding = this.store.copyDriveIndexes.filter(
-        (index) => this.health.state(index) === 'online',
-      );
-      if (holding.length >= wanted) return;
-      if (holding.includes(driveIndex)) continue;
-      await this.store.addCopy({ drive: this.drives[driveIndex]!, driveIndex });
-      await this.rowLog?.addCopy({ drive: this.drives[driveIndex]!, driveIndex });
-      await this.rewriteHeader(driveIndex, { holdsQuorumCopy: true });
-      this.options.log.warn(
-        { driveIndex, drive: this.drives[driveIndex]!.path },
-        'metadata copy placed on drive',
-      );
-    }
+    await driveWork.ensureMetadataCopies(this.parts, { store: this.store, rowLog: this.rowLog });
   }
 
   /** Which drives hold a metadata copy now. */
   get metadataCopyDrives(): number[] {
     return this.store.copyDriveIndexes;
-  }
-
-  private async rewriteHeader(driveIndex: number, change: Partial<DriveHeader>): Promise<void> {
-    const header = { ...this.headers[driveIndex]!, ...change };
-    await writeLabels(this.drives[driveIndex]!, header);
-    (this.headers as Array<DriveHeader | undefined>)[driveIndex] = header;
   }
 
   /**
@@ -549,75 +517,13 @@ export class Pool implements MapSpace {
    */
   async replaceDrive(driveIndex: number, newDrive: Drive, driveUuid: string): Promise<void> {
     this.replaceDriveCheck(driveIndex);
-    const record = this.metadata.drives[driveIndex]!;
-    const layout = this.layoutHeader;
-    const psegCount = psegCountFor(
-      newDrive.sizeBytes,
-      layout,
-      layout.psegSizeBytes,
-      labelCountOf(layout) >= 2,
-    );
-    if (psegCount < record.psegCount) {
-      throw new LunfsError(
-        'EINVAL',
-        `drive ${newDrive.path} (${newDrive.sizeBytes} bytes) is too small to replace drive ${driveIndex}: it needs at least ${layout.psegAreaOffsetBytes + record.psegCount * layout.psegSizeBytes + (labelCountOf(layout) >= 2 ? driveHeaderBytes : 0)} bytes`,
-      );
-    }
-    const header: DriveHeader = {
-      ...layout,
-      driveUuid,
-      driveIndex,
-      driveSizeBytes: newDrive.sizeBytes,
-      psegCount: record.psegCount,
-      holdsQuorumCopy: false,
-      createdAtMs: this.options.clock.nowMs(),
-    };
-    const geometry = checksumGeometryOf(header);
-    await newDrive.discard(geometry.tableOffsetBytes, geometry.tableBytes); // an all-zero table: no checksum known yet
-    await writeLabels(newDrive, header);
-    const old = this.drives[driveIndex]!;
-    this.drives[driveIndex] = newDrive;
-    (this.headers as Array<DriveHeader | undefined>)[driveIndex] = header;
-    this.geometry[driveIndex]!.drive = new ChecksumDrive(newDrive, geometry);
-    await this.commitOp({
-      kind: 'drive-replace',
-      driveIndex,
-      uuid: driveUuid,
-      sizeBytes: newDrive.sizeBytes,
-      psegCount: record.psegCount,
-    });
-    await old.close().catch(() => {});
-    this.options.log.warn(
-      { driveIndex, drive: newDrive.path, replaced: old.path },
-      'drive replaced; rebuild starts',
-    );
+    await driveWork.installReplacement(this.parts, driveIndex, newDrive, driveUuid);
   }
 
   /** Refuses a replacement of driveIndex unless it failed and the rest of the pool can rebuild it. */
   replaceDriveCheck(driveIndex: number): void {
     this.checkWritable();
-    const record = this.metadata.drives[driveIndex];
-    if (!record)
-      throw new LunfsError(
-        'ENOENT',
-        `the pool has no drive ${driveIndex} (it has ${this.metadata.drives.length})`,
-      );
-    const state = this.health.state(driveIndex);
-    if (state === 'online')
-      throw new LunfsError(
-        'EINVAL',
-        `drive ${driveIndex} (${this.drives[driveIndex]!.path}) is in service; only a failed drive can be replaced`,
-      );
-    if (state === 'rebuilding')
-      throw new LunfsError('EBUSY', `drive ${driveIndex} is being rebuilt already`);
-    if (this.metadata.config.raidLevel === 0)
-      throw new LunfsError('EINVAL', 'a RAID-0 pool has no redundancy to rebuild a drive from');
-    const lost = this.lostRStores();
-    if (lost.length > 0)
-      throw new LunfsError(
-        'EIO',
-        `cannot rebuild: ${lost.length} RStore(s) have lost more members than their redundancy covers`,
-      );
+    driveWork.checkReplaceable(this.parts, driveIndex);
   }
 
   /** Asks running rebuilds and scrubs to stop at the next RStore (close, unmount). */
@@ -627,10 +533,7 @@ export class Pool implements MapSpace {
 
   /** Bytes a rebuild of driveIndex writes: one PSEG per RStore with a member there. */
   rebuildBytes(driveIndex: number): number {
-    let count = 0;
-    for (const record of this.metadata.rstores.values())
-      if (record.members.some((member) => member.driveIndex === driveIndex)) count += 1;
-    return count * this.metadata.config.psegSizeBytes;
+    return driveWork.rebuildBytes(this.metadata, driveIndex);
   }
 
   /**
@@ -638,63 +541,18 @@ export class Pool implements MapSpace {
    * it durable, marks the drive online and restores the metadata copies.
    */
   async rebuildDrive(driveIndex: number, progress: (bytes: number) => void): Promise<void> {
-    assert(
-      this.health.state(driveIndex) === 'rebuilding',
-      `rebuild of drive ${driveIndex}, which is not being replaced`,
-    );
-    try {
-      for (const record of [...this.metadata.rstores.values()]) {
-        const rstore = this.rstore(record.id);
-        const memberIndex = rstore.memberIndexOn(driveIndex);
-        if (memberIndex === undefined) continue;
-        if (this.stopping)
-          throw new LunfsError(
-            'EBUSY',
-            `rebuild of drive ${driveIndex} interrupted by the shutdown; it starts again at the next mount`,
-          );
-        await rstore.rebuildMember(memberIndex, progress);
-      }
-      await this.flushDataDrives();
-      await this.commitOp({ kind: 'drive-rebuilt', driveIndex });
-    } finally {
-      this.health.clearRebuilt();
-    }
-    this.options.log.warn(
-      { driveIndex, drive: this.drives[driveIndex]!.path },
-      'drive rebuilt: in service',
-    );
-    await this.ensureMetadataCopies();
+    const copies = { store: this.store, rowLog: this.rowLog };
+    await driveWork.rebuildDrive(this.parts, copies, driveIndex, progress);
   }
 
   /** Reads every RStore member, verifies checksums, parity and mirrors, repairs what it can. */
   async scrub(progress: (bytes: number) => void = () => {}): Promise<ScrubReport> {
-    const report: ScrubReport = {
-      rstores: 0,
-      rows: 0,
-      degradedRows: 0,
-      checksumRepairs: 0,
-      parityRepairs: 0,
-      unrepairable: 0,
-    };
-    for (const record of [...this.metadata.rstores.values()]) {
-      if (this.stopping) throw new LunfsError('EBUSY', 'scrub interrupted by the shutdown');
-      const found = await this.rstore(record.id).scrub(progress);
-      report.rstores += 1;
-      report.rows += found.rows;
-      report.degradedRows += found.degradedRows;
-      report.checksumRepairs += found.checksumRepairs;
-      report.parityRepairs += found.parityRepairs;
-      report.unrepairable += found.unrepairable;
-    }
-    await this.commit();
-    return report;
+    return driveWork.scrub(this.parts, progress);
   }
 
   /** Bytes a scrub reads: every member of every RStore. */
   scrubBytes(): number {
-    let members = 0;
-    for (const record of this.metadata.rstores.values()) members += record.members.length;
-    return members * this.metadata.config.psegSizeBytes;
+    return driveWork.scrubBytes(this.metadata);
   }
 
   // ---- LUN management ----
