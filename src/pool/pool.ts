@@ -1,8 +1,8 @@
 // The pool: its drives (with their headers), the metadata (live in memory, committed through the
 // metadata store), the RSEG allocator and the RStores. It is the MapSpace every thin volume
 // allocates from, and the one place where a commit happens: flush the data drives, then append
-// the queued metadata ops. LUN management (create, remove, grow) lives here too; the LUN stacks
-// themselves are assembled in stack.ts. Formatting the drives and reading them at open is in
+// the queued metadata ops. LUN management (create, remove, grow) is pool-luns.ts's LunTable, which
+// the Pool fronts; the LUN stacks themselves are assembled in stack.ts. Formatting the drives and reading them at open is in
 // pool-open.ts; Pool.open builds the Pool from that and decides whether it can serve. The
 // repairs a write session starts with (labels, and the resync after an unclean shutdown) are in
 // pool-recovery.ts; the checks at open of the drives out of service, and the RAID-0 drives taken
@@ -25,10 +25,9 @@ import { DriveHealth } from '../raid/drive-health.js';
 import { lunsOnRStores } from './drive-return.js';
 import { DegradedRowLog, type RowLogCounters, type RowLogEntry } from '../raid/row-log.js';
 import { WriteIntent } from '../raid/write-intent.js';
-import type { LmapEntry } from '../meta/lmap.js';
 import { RsegAllocator, type RsegAllocation, type RsegRef } from './rseg-allocator.js';
 import type { MapSpace } from './map-space.js';
-import { RStore, rstoreDataBytes, type DriveGeometry } from '../raid/rstore.js';
+import { RStore, type DriveGeometry } from '../raid/rstore.js';
 import { Raid5Memory } from '../raid/raid5-engine.js';
 import { assert } from '../util/assert.js';
 import { LunfsError } from '../util/errors.js';
@@ -55,11 +54,9 @@ import {
   type DriveFailureContext,
 } from './pool-drive-failure.js';
 import * as driveWork from './pool-drives.js';
+import { LunTable } from './pool-luns.js';
 import type { DriveWorkContext, ScrubReport } from './pool-drives.js';
 import { snapshotRecordBytes } from './pool-layout.js';
-import { sectorBytes } from '../util/constants.js';
-
-const lunNamePattern = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
 
 export class Pool implements MapSpace {
   private readonly allocator: RsegAllocator;
@@ -89,6 +86,7 @@ export class Pool implements MapSpace {
   private opening = true;
   /** What the other files of pool/ see of the pool: each function takes the narrow part it needs. */
   private readonly parts: SessionRecoveryContext & DriveFailureContext & DriveWorkContext;
+  private readonly lunTable: LunTable;
 
   private constructor(
     /** The drives as opened (files, devices, or MissingDrive stand-ins), in drive-index order. */
@@ -135,6 +133,16 @@ export class Pool implements MapSpace {
       commit: () => this.commit(),
       stopping: () => this.stopping,
     };
+    this.lunTable = new LunTable({
+      metadata,
+      clock: options.clock,
+      log: options.log,
+      checkWritable: () => this.checkWritable(),
+      commitOp: (op) => this.commitOp(op),
+      queue: (op, afterCommit) => this.queue(op, afterCommit),
+      commit: () => this.commit(),
+      release: (entries) => this.allocator.release(entries),
+    });
   }
 
   /** The write-intent record of the RStores (see raid/write-intent.ts). */
@@ -555,58 +563,52 @@ export class Pool implements MapSpace {
     return driveWork.scrubBytes(this.metadata);
   }
 
-  // ---- LUN management ----
+  // ---- LUN management (pool-luns.ts) ----
 
   lunByName(name: string): LunRecord {
-    for (const lun of this.metadata.luns.values()) if (lun.name === name && !lun.role) return lun;
-    throw new LunfsError('ENOENT', `no LUN named '${name}'`);
+    return this.lunTable.lunByName(name);
   }
 
   hasLun(name: string): boolean {
-    return this.userLuns().some((lun) => lun.name === name);
+    return this.lunTable.hasLun(name);
   }
 
   /** The LUNs users see (not the internal snapshot target volumes). */
   userLuns(): LunRecord[] {
-    return [...this.metadata.luns.values()].filter((lun) => !lun.role);
+    return this.lunTable.userLuns();
   }
 
   /** The snapshot target volume of a LUN, if it has one. */
   targetOf(lunId: number): LunRecord | undefined {
-    for (const lun of this.metadata.luns.values())
-      if (lun.role === 'target' && lun.ownerLunId === lunId) return lun;
-    return undefined;
+    return this.lunTable.targetOf(lunId);
   }
 
   /** Creates the internal target volume of a LUN's snapshots (committed before it returns). */
-  async createTarget(owner: LunRecord, sizeBytes: number): Promise<LunRecord> {
-    this.checkWritable();
-    await this.commitOp({
-      kind: 'lun-create',
-      lunId: this.metadata.nextLunId,
-      name: `.snapshot-target-${owner.id}`,
-      sizeBytes,
-      createdAtMs: this.options.clock.nowMs(),
-      role: 'target',
-      ownerLunId: owner.id,
-    });
-    return this.targetOf(owner.id)!;
+  createTarget(owner: LunRecord, sizeBytes: number): Promise<LunRecord> {
+    return this.lunTable.createTarget(owner, sizeBytes);
   }
 
   /** Removes a target volume (its LUN has no snapshot left); its RSEGs are free once committed. */
-  async removeTarget(target: LunRecord, releaseUnwritten: () => void): Promise<void> {
-    assert(target.role === 'target', 'removeTarget of a user LUN');
-    await this.removeVolume(target, releaseUnwritten);
+  removeTarget(target: LunRecord, releaseUnwritten: () => void): Promise<void> {
+    return this.lunTable.removeTarget(target, releaseUnwritten);
   }
 
-  /** Removes a LUN or target volume record; its RSEGs go back to the allocator once that is committed. */
-  private async removeVolume(record: LunRecord, releaseUnwritten: () => void): Promise<void> {
-    releaseUnwritten();
-    const entries: LmapEntry[] = [];
-    record.map.forEachMapped((_, entry) => entries.push(entry));
-    applyMetadataOp(this.metadata, { kind: 'lun-remove', lunId: record.id });
-    this.queue({ kind: 'lun-remove', lunId: record.id }, () => this.allocator.release(entries));
-    await this.commit();
+  createLun(name: string, sizeBytes: number): Promise<LunRecord> {
+    return this.lunTable.createLun(name, sizeBytes);
+  }
+
+  /** Removes a LUN whose stack is closed; its RSEGs become free once the removal is committed. */
+  removeLun(name: string, releaseUnwritten: () => void = () => {}): Promise<void> {
+    return this.lunTable.removeLun(name, releaseUnwritten);
+  }
+
+  resizeLun(name: string, sizeBytes: number): Promise<void> {
+    return this.lunTable.resizeLun(name, sizeBytes);
+  }
+
+  /** The most data the pool can ever hold: what a single LUN may not exceed. */
+  capacityBytes(): number {
+    return this.lunTable.capacityBytes();
   }
 
   /** Applies a metadata op now and makes it durable with the next commit (which this awaits). */
@@ -615,67 +617,6 @@ export class Pool implements MapSpace {
     applyMetadataOp(this.metadata, op);
     this.queue(op);
     await this.commit();
-  }
-
-  async createLun(name: string, sizeBytes: number): Promise<LunRecord> {
-    this.checkWritable();
-    checkLunName(name);
-    if (this.hasLun(name)) throw new LunfsError('EEXIST', `a LUN named '${name}' exists already`);
-    this.checkLunSize(sizeBytes);
-    await this.commitOp({
-      kind: 'lun-create',
-      lunId: this.metadata.nextLunId,
-      name,
-      sizeBytes,
-      createdAtMs: this.options.clock.nowMs(),
-    });
-    this.options.log.info({ lun: name, sizeBytes }, 'LUN created');
-    return this.lunByName(name);
-  }
-
-  /** Removes a LUN whose stack is closed; its RSEGs become free once the removal is committed. */
-  async removeLun(name: string, releaseUnwritten: () => void = () => {}): Promise<void> {
-    this.checkWritable();
-    await this.removeVolume(this.lunByName(name), releaseUnwritten);
-    this.options.log.info({ lun: name }, 'LUN removed');
-  }
-
-  async resizeLun(name: string, sizeBytes: number): Promise<void> {
-    this.checkWritable();
-    const lun = this.lunByName(name);
-    this.checkLunSize(sizeBytes);
-    if (sizeBytes < lun.sizeBytes)
-      throw new LunfsError(
-        'EINVAL',
-        `LUN '${name}' is ${lun.sizeBytes} bytes; shrinking to ${sizeBytes} is not supported`,
-      );
-    if (sizeBytes === lun.sizeBytes) return;
-    await this.commitOp({ kind: 'lun-resize', lunId: lun.id, sizeBytes });
-    this.options.log.info({ lun: name, sizeBytes }, 'LUN resized');
-  }
-
-  /** The most data the pool can ever hold: what a single LUN may not exceed. */
-  capacityBytes(): number {
-    const { raidLevel, psegSizeBytes } = this.metadata.config;
-    let bytes = 0;
-    for (const rss of this.metadata.rss) {
-      const psegs = rss.driveIndexes.map((index) => this.metadata.drives[index]!.psegCount);
-      const striped = raidLevel === 0 || raidLevel === 5;
-      const rstores = striped
-        ? Math.min(...psegs)
-        : Math.min(
-            Math.floor(psegs.reduce((a, b) => a + b, 0) / 2),
-            psegs.reduce((a, b) => a + b, 0) - Math.max(...psegs),
-          );
-      const width = striped ? rss.driveIndexes.length : 2;
-      bytes +=
-        rstores *
-        rstoreDataBytes(
-          { raidLevel, members: new Array(width).fill({ driveIndex: 0, psegIndex: 0 }) } as never,
-          psegSizeBytes,
-        );
-    }
-    return bytes;
   }
 
   freeBytes(): number {
@@ -753,33 +694,8 @@ export class Pool implements MapSpace {
     );
   }
 
-  private checkLunSize(sizeBytes: number): void {
-    if (!Number.isSafeInteger(sizeBytes) || sizeBytes < 0)
-      throw new LunfsError('EINVAL', `invalid LUN size ${sizeBytes}`);
-    if (sizeBytes % sectorBytes !== 0)
-      throw new LunfsError(
-        'EINVAL',
-        `LUN size ${sizeBytes} is not a whole number of ${sectorBytes}-byte sectors`,
-      );
-    const capacity = this.capacityBytes();
-    if (sizeBytes > capacity)
-      throw new LunfsError(
-        'EFBIG',
-        `LUN size ${sizeBytes} is larger than the pool can ever map (${capacity} bytes)`,
-      );
-  }
-
   private checkWritable(): void {
     if (this.options.readOnly) throw new LunfsError('EINVAL', 'pool is open read-only');
     assert(!this.closed, 'pool used after close');
-  }
-}
-
-export function checkLunName(name: string): void {
-  if (!lunNamePattern.test(name)) {
-    throw new LunfsError(
-      'EINVAL',
-      `invalid LUN name '${name}': use 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit`,
-    );
   }
 }
