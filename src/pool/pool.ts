@@ -1,13 +1,17 @@
 // The pool: its drives (with their headers), the metadata (live in memory, committed through the
 // metadata store), the RSEG allocator and the RStores. It is the MapSpace every thin volume
-// allocates from, and the one place where a commit happens: flush the data drives, then append
-// the queued metadata ops. LUN management (create, remove, grow) is pool-luns.ts's LunTable, which
-// the Pool fronts; the LUN stacks themselves are assembled in stack.ts. Formatting the drives and reading them at open is in
-// pool-open.ts; Pool.open builds the Pool from that and decides whether it can serve. The
-// repairs a write session starts with (labels, and the resync after an unclean shutdown) are in
-// pool-recovery.ts; the checks at open of the drives out of service, and the RAID-0 drives taken
-// back, in pool-drive-failure.ts; drive replacement, rebuild, scrub and the metadata copies in
-// pool-drives.ts.
+// allocates from and the object every importer holds; the work is done in the files beside it,
+// each given only the part of the pool it needs:
+// - pool-open.ts: format, and reading the drives and metadata at open (Pool.open then decides
+//   whether the pool can serve, and starts the write session);
+// - pool-recovery.ts: the repairs a write session starts with (labels; after an unclean shutdown,
+//   lost checksums and the resync of the RStores that had writes in flight);
+// - pool-drive-failure.ts: the drives out of service at open, and RAID-0 drives taken back;
+// - pool-drives.ts: drive replacement, rebuild, scrub, the metadata copies;
+// - pool-luns.ts: the LUN table and the snapshot target volumes (create, remove, grow);
+// - pool-commit.ts: the commit, the one place metadata becomes durable (flush the data drives,
+//   then append the queued metadata ops).
+// The LUN stacks themselves are assembled in stack.ts.
 
 import type { Drive } from '../drive/drive.js';
 import { isMissingDrive } from '../drive/missing-drive.js';
@@ -31,7 +35,6 @@ import { RStore, type DriveGeometry } from '../raid/rstore.js';
 import { Raid5Memory } from '../raid/raid5-engine.js';
 import { assert } from '../util/assert.js';
 import { LunfsError } from '../util/errors.js';
-import { Mutex } from '../util/mutex.js';
 import {
   formatDrives,
   loadPool,
@@ -55,6 +58,7 @@ import {
 } from './pool-drive-failure.js';
 import * as driveWork from './pool-drives.js';
 import { LunTable } from './pool-luns.js';
+import { PoolCommit } from './pool-commit.js';
 import type { DriveWorkContext, ScrubReport } from './pool-drives.js';
 import { snapshotRecordBytes } from './pool-layout.js';
 
@@ -72,8 +76,6 @@ export class Pool implements MapSpace {
   /** The degraded-row log (undefined on a read-only pool), and its records to replay when the session starts. */
   private rowLog: DegradedRowLog | undefined;
   private rowLogReplay: RowLogEntry[] = [];
-  private pending: Array<{ op: MetadataOp; afterCommit?: () => void }> = [];
-  private readonly commitMutex = new Mutex();
   private closed = false;
   private sessionStarted = false;
   private stopping = false;
@@ -87,6 +89,7 @@ export class Pool implements MapSpace {
   /** What the other files of pool/ see of the pool: each function takes the narrow part it needs. */
   private readonly parts: SessionRecoveryContext & DriveFailureContext & DriveWorkContext;
   private readonly lunTable: LunTable;
+  private readonly commits: PoolCommit;
 
   private constructor(
     /** The drives as opened (files, devices, or MissingDrive stand-ins), in drive-index order. */
@@ -113,6 +116,16 @@ export class Pool implements MapSpace {
       applyMetadataOp(this.metadata, op);
       this.queue(op);
       await this.commit();
+    });
+    this.commits = new PoolCommit({
+      metadata,
+      store,
+      health: this.health,
+      intent: options.readOnly ? undefined : this.intent,
+      rowLog: () => this.rowLog,
+      dataDrive: (driveIndex) => this.dataDrive(driveIndex),
+      openRStores: () => this.rstoreCache.values(),
+      lostRStores: () => this.lostRStores(),
     });
     this.parts = {
       metadata,
@@ -442,68 +455,21 @@ export class Pool implements MapSpace {
   }
 
   queue(op: MetadataOp, afterCommit?: () => void): void {
-    this.pending.push({ op, afterCommit });
+    this.commits.queue(op, afterCommit);
   }
 
   /** Flushes every data drive, then makes the queued metadata durable, then runs afterCommit hooks. */
   async commit(): Promise<void> {
     if (!this.sessionStarted) await this.startSession();
-    return this.commitMutex.run(async () => {
-      // RStores idle since before this commit's flush are consistent on the drives once it is done.
-      const idle = this.options.readOnly ? undefined : this.intent.takeIdle();
-      if (idle && idle.rstoreIds.length > 0) {
-        const op: MetadataOp = { kind: 'rstore-intent', rstoreIds: idle.rstoreIds, dirty: false };
-        applyMetadataOp(this.metadata, op);
-        this.pending.push({ op });
-      }
-      const batch = this.pending;
-      this.pending = [];
-      try {
-        await this.flushDataDrives();
-        await this.store.commit(batch.map((entry) => entry.op));
-      } catch (error) {
-        this.pending = batch.concat(this.pending); // not durable: try again at the next commit
-        idle?.done(false);
-        throw error;
-      }
-      idle?.done(true);
-      for (const entry of batch) entry.afterCommit?.();
-    });
+    return this.commits.commit();
   }
 
   /**
    * Flushes every drive in service (data, then checksum tables). A drive whose flush fails leaves
    * service; that is an error for the caller only when some RStore lost data with it.
    */
-  async flushDataDrives(): Promise<void> {
-    // Row log records whose writes are over now are obsolete once this flush is done.
-    const clearable = this.rowLog?.clearableSeq();
-    await this.flushDataDrivesOnly();
-    if (clearable !== undefined) await this.rowLog!.clearThrough(clearable);
-  }
-
-  private async flushDataDrivesOnly(): Promise<void> {
-    // RAID-5 parities held in memory go to their members first: after the flush every row on the drives is consistent.
-    await Promise.all([...this.rstoreCache.values()].map((rstore) => rstore.writeBackParity()));
-    const indexes = this.metadata.drives
-      .map((_, index) => index)
-      .filter((index) => this.health.writable(index));
-    const results = await Promise.allSettled(
-      indexes.map((index) => this.geometry[index]!.drive.flush()),
-    );
-    results.forEach((result, position) => {
-      if (result.status === 'rejected') this.health.fail(indexes[position]!, result.reason);
-    });
-    if (results.some((result) => result.status === 'rejected') && this.lostRStores().length > 0) {
-      const reason = (
-        results.find((result) => result.status === 'rejected') as PromiseRejectedResult
-      ).reason as Error;
-      throw new LunfsError(
-        'EIO',
-        `flush failed and the pool has no redundancy left for it: ${reason.message}`,
-        { cause: reason },
-      );
-    }
+  flushDataDrives(): Promise<void> {
+    return this.commits.flushDataDrives();
   }
 
   // ---- drives: failure, replacement, rebuild, scrub ----
