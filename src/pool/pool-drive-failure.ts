@@ -1,17 +1,25 @@
-// Drives out of service, at open: the drives found missing are failed (their metadata copies
+// Drives out of service. At open: the drives found missing are failed (their metadata copies
 // dropped), the open is refused when a RAID-5 RStore was dirty and a drive it used is newly
 // missing (unless forced), or when some RStore or redundancy set lost more drives than its level
-// covers; RAID-0 drives that came back (drive-return.ts) are taken back into service. Invariant:
-// a drive whose data may be stale is never read as current without the caller's --force-degraded,
-// and then the loss is logged with the LUNs it touches.
+// covers; RAID-0 drives that came back (drive-return.ts) are taken back into service. While the
+// pool runs: a drive failure and a write a RAID-0 drive missed are recorded (in memory at once,
+// durably with the next commit). Invariant: a drive whose data may be stale is never read as
+// current without the caller's --force-degraded, and then the loss is logged with the LUNs it
+// touches.
 
 import { ChecksumDrive } from '../drive/checksum-drive.js';
 import type { Drive } from '../drive/drive.js';
 import { isMissingDrive } from '../drive/missing-drive.js';
-import { driveStateOf, type MetadataOp, type PoolMetadata } from '../meta/pool-metadata.js';
+import {
+  applyMetadataOp,
+  driveStateOf,
+  type MetadataOp,
+  type PoolMetadata,
+} from '../meta/pool-metadata.js';
 import type { DriveHealth } from '../raid/drive-health.js';
 import type { RStore } from '../raid/rstore.js';
 import { LunfsError } from '../util/errors.js';
+import type { Clock } from '../util/clock.js';
 import type { Logger } from '../util/logger.js';
 import { lunsOnRStores, type DriveReturn } from './drive-return.js';
 import type { PoolOpenOptions } from './pool-open.js';
@@ -189,6 +197,108 @@ export async function takeBack(
         { driveIndex, drive: path },
         'drive back with its own label and no missed writes: in service again',
       );
+    }
+  }
+}
+
+/** What recording a drive failure or a missed write needs of the pool. */
+export interface FailureRecordContext {
+  readonly metadata: PoolMetadata;
+  readonly drives: ReadonlyArray<Drive>;
+  readonly clock: Clock;
+  readonly log: Logger;
+  /** A read-only pool records in memory only. */
+  readonly readOnly: boolean;
+  queue(op: MetadataOp): void;
+  /** The drive as the RStores see it (behind its checksum filter). */
+  dataDrive(driveIndex: number): Drive;
+  /** Drops the drive's metadata copy and its copy of the degraded-row log, if it held them. */
+  dropCopies(driveIndex: number): void;
+  /** While Pool.open runs: drives found missing are reported once it has decided to open. */
+  opening(): boolean;
+  /** The pool's hooks (Pool.onDriveFailure, Pool.onMissedWrite), read at each call. */
+  onDriveFailure(driveIndex: number, reason: string): void;
+  onMissedWrite(driveIndex: number): void;
+}
+
+/**
+ * A drive left service: recorded at once in memory (no RStore reads or writes it from now on)
+ * and durably with the next commit. Its metadata copy, if it held one, is dropped.
+ */
+export function recordDriveFailure(
+  context: FailureRecordContext,
+  driveIndex: number,
+  reason: string,
+  absent: boolean,
+): void {
+  const op: MetadataOp = {
+    kind: 'drive-fail',
+    driveIndex,
+    reason,
+    atMs: context.clock.nowMs(),
+    ...(absent ? { absent } : {}),
+  };
+  applyMetadataOp(context.metadata, op);
+  context.dropCopies(driveIndex);
+  if (!context.readOnly) context.queue(op);
+  if (!context.opening())
+    context.log.error(
+      { drive: context.drives[driveIndex]!.path, driveIndex, reason },
+      'drive failed: out of service',
+    );
+  context.onDriveFailure(driveIndex, reason);
+}
+
+/**
+ * A write meant for RStore rstoreId's member on driveIndex did not reach it (RAID-0: the drive
+ * is out of service, or the write failed): recorded in the drive's record and made durable with
+ * the next commit, so a drive that comes back is not taken as holding current data there.
+ */
+export function recordMissedWrite(
+  context: FailureRecordContext,
+  driveIndex: number,
+  rstoreId: number,
+): void {
+  if (context.metadata.drives[driveIndex]!.missedWriteRStores?.includes(rstoreId)) return;
+  const op: MetadataOp = { kind: 'drive-missed-writes', driveIndex, rstoreIds: [rstoreId] };
+  applyMetadataOp(context.metadata, op);
+  if (context.readOnly) return;
+  context.queue(op);
+  context.log.error(
+    {
+      drive: context.drives[driveIndex]!.path,
+      driveIndex,
+      rstore: rstoreId,
+      luns: lunsOnRStores(context.metadata, [rstoreId]),
+    },
+    "a write missed the drive: its blocks there are older than the pool's",
+  );
+  context.onMissedWrite(driveIndex);
+}
+
+/**
+ * The last flush of a drive that just left service: writes that reached it before it left (and
+ * their checksum table entries) become durable on it, so that if it comes back (a RAID-0 drive
+ * file moved away and put back) it holds everything written to it. If that fails, every RStore
+ * with a member there may have missed a write.
+ */
+export async function flushLeavingDrive(
+  context: FailureRecordContext,
+  driveIndex: number,
+): Promise<void> {
+  // Only a RAID-0 drive can come back (decideReturns); RAID-1/5 rebuild theirs from redundancy.
+  if (context.metadata.config.raidLevel !== 0 || isMissingDrive(context.drives[driveIndex]!))
+    return;
+  try {
+    await context.dataDrive(driveIndex).flush();
+  } catch (error) {
+    context.log.warn(
+      { err: error, driveIndex },
+      'the last flush of a drive that left service failed',
+    );
+    for (const record of context.metadata.rstores.values()) {
+      if (record.members.some((member) => member.driveIndex === driveIndex))
+        recordMissedWrite(context, driveIndex, record.id);
     }
   }
 }

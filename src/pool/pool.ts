@@ -6,7 +6,8 @@
 //   whether the pool can serve, and starts the write session);
 // - pool-recovery.ts: the repairs a write session starts with (labels; after an unclean shutdown,
 //   lost checksums and the resync of the RStores that had writes in flight);
-// - pool-drive-failure.ts: the drives out of service at open, and RAID-0 drives taken back;
+// - pool-drive-failure.ts: the drives out of service at open, RAID-0 drives taken back, and a
+//   drive failure or a missed write recorded while the pool runs;
 // - pool-drives.ts: drive replacement, rebuild, scrub, the metadata copies;
 // - pool-luns.ts: the LUN table and the snapshot target volumes (create, remove, grow);
 // - pool-commit.ts: the commit, the one place metadata becomes durable (flush the data drives,
@@ -14,7 +15,6 @@
 // The LUN stacks themselves are assembled in stack.ts.
 
 import type { Drive } from '../drive/drive.js';
-import { isMissingDrive } from '../drive/missing-drive.js';
 import type { DriveHeader } from '../meta/drive-header.js';
 import type { LabelProblem } from '../meta/drive-labels.js';
 import type { CopyReport, MetadataStore } from '../meta/metadata-store.js';
@@ -49,12 +49,16 @@ import {
 } from './pool-recovery.js';
 import {
   failedDriveNames,
+  flushLeavingDrive,
   markMissingDrives,
+  recordDriveFailure,
+  recordMissedWrite,
   refuseIfDataLost,
   refuseIfDirtyDegraded,
   setBeyondRedundancy,
   takeBack,
   type DriveFailureContext,
+  type FailureRecordContext,
 } from './pool-drive-failure.js';
 import * as driveWork from './pool-drives.js';
 import { LunTable } from './pool-luns.js';
@@ -87,7 +91,10 @@ export class Pool implements MapSpace {
   /** While Pool.open runs: drives found missing are reported once it has decided to open. */
   private opening = true;
   /** What the other files of pool/ see of the pool: each function takes the narrow part it needs. */
-  private readonly parts: SessionRecoveryContext & DriveFailureContext & DriveWorkContext;
+  private readonly parts: SessionRecoveryContext &
+    DriveFailureContext &
+    FailureRecordContext &
+    DriveWorkContext;
   private readonly lunTable: LunTable;
   private readonly commits: PoolCommit;
 
@@ -105,8 +112,8 @@ export class Pool implements MapSpace {
     this.allocator = new RsegAllocator(metadata);
     this.health = new DriveHealth(
       metadata.drives,
-      (driveIndex, reason, absent) => this.recordDriveFailure(driveIndex, reason, absent),
-      (driveIndex, rstoreId) => this.recordMissedWrite(driveIndex, rstoreId),
+      (driveIndex, reason, absent) => recordDriveFailure(this.parts, driveIndex, reason, absent),
+      (driveIndex, rstoreId) => recordMissedWrite(this.parts, driveIndex, rstoreId),
     );
     const dirtyAtOpen = [...metadata.rstores.values()]
       .filter((rstore) => rstore.dirty)
@@ -145,6 +152,14 @@ export class Pool implements MapSpace {
       commitOp: (op) => this.commitOp(op),
       commit: () => this.commit(),
       stopping: () => this.stopping,
+      readOnly: options.readOnly === true,
+      dropCopies: (driveIndex) => {
+        this.store.dropCopy(driveIndex);
+        this.rowLog?.dropCopy(driveIndex);
+      },
+      opening: () => this.opening,
+      onDriveFailure: (driveIndex, reason) => this.onDriveFailure(driveIndex, reason),
+      onMissedWrite: (driveIndex) => this.onMissedWrite(driveIndex),
     };
     this.lunTable = new LunTable({
       metadata,
@@ -282,73 +297,11 @@ export class Pool implements MapSpace {
   }
 
   /**
-   * A drive left service: recorded at once in memory (no RStore reads or writes it from now on)
-   * and durably with the next commit. Its metadata copy, if it held one, is dropped.
-   */
-  private recordDriveFailure(driveIndex: number, reason: string, absent: boolean): void {
-    const op: MetadataOp = {
-      kind: 'drive-fail',
-      driveIndex,
-      reason,
-      atMs: this.options.clock.nowMs(),
-      ...(absent ? { absent } : {}),
-    };
-    applyMetadataOp(this.metadata, op);
-    this.store.dropCopy(driveIndex);
-    this.rowLog?.dropCopy(driveIndex);
-    if (!this.options.readOnly) this.queue(op);
-    if (!this.opening)
-      this.options.log.error(
-        { drive: this.drives[driveIndex]!.path, driveIndex, reason },
-        'drive failed: out of service',
-      );
-    this.onDriveFailure(driveIndex, reason);
-  }
-
-  /**
-   * A write meant for RStore rstoreId's member on driveIndex did not reach it (RAID-0: the drive
-   * is out of service, or the write failed): recorded in the drive's record and made durable with
-   * the next commit, so a drive that comes back is not taken as holding current data there.
-   */
-  private recordMissedWrite(driveIndex: number, rstoreId: number): void {
-    if (this.metadata.drives[driveIndex]!.missedWriteRStores?.includes(rstoreId)) return;
-    const op: MetadataOp = { kind: 'drive-missed-writes', driveIndex, rstoreIds: [rstoreId] };
-    applyMetadataOp(this.metadata, op);
-    if (this.options.readOnly) return;
-    this.queue(op);
-    this.options.log.error(
-      {
-        drive: this.drives[driveIndex]!.path,
-        driveIndex,
-        rstore: rstoreId,
-        luns: this.lunsOn([rstoreId]),
-      },
-      "a write missed the drive: its blocks there are older than the pool's",
-    );
-    this.onMissedWrite(driveIndex);
-  }
-
-  /**
-   * The last flush of a drive that just left service: writes that reached it before it left (and
-   * their checksum table entries) become durable on it, so that if it comes back (a RAID-0 drive
-   * file moved away and put back) it holds everything written to it. If that fails, every RStore
-   * with a member there may have missed a write.
+   * The last flush of a drive that just left service, so that a RAID-0 drive that comes back
+   * holds everything written to it (pool-drive-failure.ts).
    */
   async flushLeavingDrive(driveIndex: number): Promise<void> {
-    // Only a RAID-0 drive can come back (decideReturns); RAID-1/5 rebuild theirs from redundancy.
-    if (this.metadata.config.raidLevel !== 0 || isMissingDrive(this.drives[driveIndex]!)) return;
-    try {
-      await this.geometry[driveIndex]!.drive.flush();
-    } catch (error) {
-      this.options.log.warn(
-        { err: error, driveIndex },
-        'the last flush of a drive that left service failed',
-      );
-      for (const record of this.metadata.rstores.values()) {
-        if (record.members.some((member) => member.driveIndex === driveIndex))
-          this.recordMissedWrite(driveIndex, record.id);
-      }
-    }
+    await flushLeavingDrive(this.parts, driveIndex);
   }
 
   get allocationUnitBytes(): number {
