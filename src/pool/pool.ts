@@ -9,6 +9,8 @@
 // - pool-drive-failure.ts: the drives out of service at open, RAID-0 drives taken back, and a
 //   drive failure or a missed write recorded while the pool runs;
 // - pool-drives.ts: drive replacement, rebuild, scrub, the metadata copies;
+// - pool-space.ts: the RSEG a thin volume's unit is bound to (snapshot reservations kept), and
+//   the metadata's room for one more snapshot record;
 // - pool-luns.ts: the LUN table and the snapshot target volumes (create, remove, grow);
 // - pool-commit.ts: the commit, the one place metadata becomes durable (flush the data drives,
 //   then append the queued metadata ops).
@@ -48,7 +50,6 @@ import {
   type SessionRecoveryContext,
 } from './pool-recovery.js';
 import {
-  failedDriveNames,
   flushLeavingDrive,
   markMissingDrives,
   recordDriveFailure,
@@ -64,7 +65,7 @@ import * as driveWork from './pool-drives.js';
 import { LunTable } from './pool-luns.js';
 import { PoolCommit } from './pool-commit.js';
 import type { DriveWorkContext, ScrubReport } from './pool-drives.js';
-import { snapshotRecordBytes } from './pool-layout.js';
+import { allocateRseg, hasRoomForSnapshotRecord, type SpaceContext } from './pool-space.js';
 
 export class Pool implements MapSpace {
   private readonly allocator: RsegAllocator;
@@ -94,7 +95,8 @@ export class Pool implements MapSpace {
   private readonly parts: SessionRecoveryContext &
     DriveFailureContext &
     FailureRecordContext &
-    DriveWorkContext;
+    DriveWorkContext &
+    SpaceContext;
   private readonly lunTable: LunTable;
   private readonly commits: PoolCommit;
 
@@ -158,6 +160,7 @@ export class Pool implements MapSpace {
         this.rowLog?.dropCopy(driveIndex);
       },
       opening: () => this.opening,
+      allocator: this.allocator,
       onDriveFailure: (driveIndex, reason) => this.onDriveFailure(driveIndex, reason),
       onMissedWrite: (driveIndex) => this.onMissedWrite(driveIndex),
     };
@@ -310,77 +313,22 @@ export class Pool implements MapSpace {
 
   // ---- MapSpace ----
 
-  /**
-   * Whether the pool metadata has room for one more snapshot record: a checkpoint must always
-   * fit its slot (estimated: map entries, RSDs, snapshot records, and 64 KiB for the rest).
-   */
+  /** Whether the pool metadata has room for one more snapshot record (pool-space.ts). */
   hasRoomForSnapshotRecord(): boolean {
-    let mapped = 0;
-    for (const lun of this.metadata.luns.values()) mapped += lun.map.mappedCount;
-    const snapshotsBytes = JSON.stringify([...this.metadata.snapshots.values()]).length;
-    const estimate =
-      64 * 1024 +
-      mapped * 12 +
-      this.metadata.rstores.size * 160 +
-      this.metadata.luns.size * 200 +
-      snapshotsBytes +
-      snapshotRecordBytes;
-    return estimate <= this.checkpointSlotBytes - 64;
+    return hasRoomForSnapshotRecord(this.metadata, this.checkpointSlotBytes);
   }
 
   /** Units of free space held back for reserved snapshots (set by the controller). */
   reservedUnits: () => number = () => 0;
 
+  /** useReservation: the allocation may use space reserved for snapshots (pool-space.ts). */
   allocate(hint?: RsegRef, useReservation = false): RsegAllocation {
     this.checkWritable();
     assert(
       this.sessionStarted,
       'allocation before the write session started (fresh RSEG flags not yet trusted)',
     );
-    if (!useReservation) {
-      const reserved = this.reservedUnits();
-      if (
-        reserved > 0 &&
-        this.allocator.freeBytes() - reserved * this.allocationUnitBytes < this.allocationUnitBytes
-      ) {
-        throw new LunfsError(
-          'ENOSPC',
-          `the pool is full: its remaining free space is reserved for snapshots (${reserved} units)`,
-        );
-      }
-    }
-    let allocation: RsegAllocation;
-    try {
-      allocation = this.allocator.allocate(hint);
-    } catch (error) {
-      // No space because drives are gone beyond redundancy is a failure, not a full pool: the
-      // writer must see EIO, not ENOSPC (which says "delete something and try again").
-      if (error instanceof LunfsError && error.code === 'ENOSPC' && this.setBeyondRedundancy()) {
-        throw new LunfsError(
-          'EIO',
-          `no new space can be allocated: RAID-${this.metadata.config.raidLevel} cannot do without failed drive(s) ${failedDriveNames(this.health, this.drives)}`,
-          { cause: error },
-        );
-      }
-      throw error;
-    }
-    // A free RSEG of an RStore that lost members beyond its redundancy cannot hold data: refuse
-    // the write now (EIO) rather than take it into the cache and fail it at destage.
-    if (!allocation.createdRStore && this.rstore(allocation.rstoreId).lost) {
-      this.allocator.release([allocation]);
-      throw new LunfsError(
-        'EIO',
-        `RStore ${allocation.rstoreId} has lost drive(s) ${failedDriveNames(this.health, this.drives)} beyond its redundancy: no new data can be placed there`,
-      );
-    }
-    if (allocation.createdRStore) {
-      const record = allocation.createdRStore;
-      this.queue({
-        kind: 'rstore-create',
-        rstore: { ...record, members: record.members.map((member) => ({ ...member })) },
-      });
-    }
-    return allocation;
+    return allocateRseg(this.parts, hint, useReservation ? undefined : () => this.reservedUnits());
   }
 
   abandon(allocation: RsegAllocation): void {
