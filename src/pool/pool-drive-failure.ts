@@ -111,7 +111,10 @@ export function refuseIfDirtyDegraded(
   );
 }
 
-/** EIO (ENOENT when the drives are only absent) naming what is lost: lost are the RStores with more members out of service than their RAID level covers. */
+/**
+ * EIO (ENOENT when the drives are only absent) naming what is lost: lost are the RStores with more
+ * members out of service than their RAID level covers.
+ */
 export function refuseIfDataLost(context: DriveFailureContext, lost: RStore[]): void {
   const { metadata, health, drives } = context;
   // RAID-0 has no redundancy at all: a drive out means part of the address space is gone, and no

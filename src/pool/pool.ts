@@ -67,6 +67,13 @@ import { PoolCommit } from './pool-commit.js';
 import type { DriveWorkContext, ScrubReport } from './pool-drives.js';
 import { allocateRseg, hasRoomForSnapshotRecord, type SpaceContext } from './pool-space.js';
 
+/** Each file's narrow view of the pool, in one object built once (Pool.makeParts). */
+type PoolParts = SessionRecoveryContext &
+  DriveFailureContext &
+  FailureRecordContext &
+  DriveWorkContext &
+  SpaceContext;
+
 export class Pool implements MapSpace {
   private readonly allocator: RsegAllocator;
   /** Which drives are in service; shared by every RStore. */
@@ -92,11 +99,7 @@ export class Pool implements MapSpace {
   /** While Pool.open runs: drives found missing are reported once it has decided to open. */
   private opening = true;
   /** What the other files of pool/ see of the pool: each function takes the narrow part it needs. */
-  private readonly parts: SessionRecoveryContext &
-    DriveFailureContext &
-    FailureRecordContext &
-    DriveWorkContext &
-    SpaceContext;
+  private readonly parts: PoolParts;
   private readonly lunTable: LunTable;
   private readonly commits: PoolCommit;
 
@@ -136,34 +139,7 @@ export class Pool implements MapSpace {
       openRStores: () => this.rstoreCache.values(),
       lostRStores: () => this.lostRStores(),
     });
-    this.parts = {
-      metadata,
-      drives,
-      headers: headers as Array<DriveHeader | undefined>, // a replacement takes its place here
-      health: this.health,
-      log: options.log,
-      dataDrive: (driveIndex) => this.dataDrive(driveIndex),
-      rstore: (rstoreId) => this.rstore(rstoreId),
-      memberPhysicalOffset: (rstore, memberIndex) => this.memberPhysicalOffset(rstore, memberIndex),
-      flushDataDrives: () => this.flushDataDrives(),
-      queue: (op) => this.queue(op),
-      geometry,
-      clock: options.clock,
-      layoutHeader: () => this.layoutHeader,
-      lostRStores: () => this.lostRStores(),
-      commitOp: (op) => this.commitOp(op),
-      commit: () => this.commit(),
-      stopping: () => this.stopping,
-      readOnly: options.readOnly === true,
-      dropCopies: (driveIndex) => {
-        this.store.dropCopy(driveIndex);
-        this.rowLog?.dropCopy(driveIndex);
-      },
-      opening: () => this.opening,
-      allocator: this.allocator,
-      onDriveFailure: (driveIndex, reason) => this.onDriveFailure(driveIndex, reason),
-      onMissedWrite: (driveIndex) => this.onMissedWrite(driveIndex),
-    };
+    this.parts = this.makeParts();
     this.lunTable = new LunTable({
       metadata,
       clock: options.clock,
@@ -174,6 +150,38 @@ export class Pool implements MapSpace {
       commit: () => this.commit(),
       release: (entries) => this.allocator.release(entries),
     });
+  }
+
+  /** The pool as the files beside it see it: fields, and methods bound to this pool. */
+  private makeParts(): PoolParts {
+    return {
+      metadata: this.metadata,
+      drives: this.drives,
+      headers: this.headers as Array<DriveHeader | undefined>, // a replacement takes its place here
+      health: this.health,
+      log: this.options.log,
+      dataDrive: (driveIndex) => this.dataDrive(driveIndex),
+      rstore: (rstoreId) => this.rstore(rstoreId),
+      memberPhysicalOffset: (rstore, memberIndex) => this.memberPhysicalOffset(rstore, memberIndex),
+      flushDataDrives: () => this.flushDataDrives(),
+      queue: (op) => this.queue(op),
+      geometry: this.geometry,
+      clock: this.options.clock,
+      layoutHeader: () => this.layoutHeader,
+      lostRStores: () => this.lostRStores(),
+      commitOp: (op) => this.commitOp(op),
+      commit: () => this.commit(),
+      stopping: () => this.stopping,
+      readOnly: this.options.readOnly === true,
+      dropCopies: (driveIndex) => {
+        this.store.dropCopy(driveIndex);
+        this.rowLog?.dropCopy(driveIndex);
+      },
+      opening: () => this.opening,
+      allocator: this.allocator,
+      onDriveFailure: (driveIndex, reason) => this.onDriveFailure(driveIndex, reason),
+      onMissedWrite: (driveIndex) => this.onMissedWrite(driveIndex),
+    };
   }
 
   /** The write-intent record of the RStores (see raid/write-intent.ts). */
