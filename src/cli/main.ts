@@ -16,7 +16,7 @@ import type { DriveIoMode } from '../drive/file-drive.js';
 import { type FrontKind, runMount, runUnmount } from './mount-command.js';
 import { createPool, withPool } from './pool-access.js';
 import { runJob } from './job-progress.js';
-import type { ScrubReport } from '../pool/pool.js';
+import type { ScrubReport } from '../pool/pool-drives.js';
 import { cachePageBytes } from '../util/constants.js';
 
 const collect = (value: string, previous: string[]): string[] => previous.concat([value]);

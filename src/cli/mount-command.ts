@@ -33,7 +33,7 @@ export interface MountRequest {
   cacheBytes: number;
   drivePaths: string[];
   ioMode: DriveIoMode;
-  /** Open a pool that refuses to open dirty and degraded (Pool.refuseIfDirtyDegraded). */
+  /** Open a pool that refuses to open dirty and degraded (refuseIfDirtyDegraded, pool/). */
   forceDegraded?: boolean;
   /** Which FUSE front serves the mountpoint (default auto: native where its addon loads). */
   front?: FrontKind;

@@ -17,7 +17,7 @@
 import type { BlockDevice } from '../block/block-device.js';
 import { LunfsError } from '../util/errors.js';
 import type { Controller } from '../volume/controller.js';
-import { checkLunName } from '../pool/pool.js';
+import { checkLunName } from '../pool/pool-luns.js';
 
 export const directoryMode = 0o40755;
 const lunFileMode = 0o100644;

@@ -2,13 +2,13 @@
 // from, so a drive recorded failed that is present again with its own label (same drive UUID) is
 // the only copy of its data. Whether it may return to service is decided here, at open, from what
 // the metadata recorded when it left: absent (its file went away) or an I/O error, and the RStores
-// whose writes it missed (drive-missed-writes). Pool.takeBack then puts it back.
+// whose writes it missed (drive-missed-writes). takeBack (pool-drive-failure.ts) then puts it back.
 
 import type { Drive } from '../drive/drive.js';
 import type { DriveHeader } from '../meta/drive-header.js';
 import { applyMetadataOp, driveStateOf, type PoolMetadata } from '../meta/pool-metadata.js';
 import { LunfsError } from '../util/errors.js';
-import type { PoolOpenOptions } from './pool.js';
+import type { PoolOpenOptions } from './pool-open.js';
 
 /** Names of the user LUNs (and LUN@snapshots' owners) with data in these RStores. */
 export function lunsOnRStores(metadata: PoolMetadata, rstoreIds: number[]): string[] {

@@ -1,103 +1,79 @@
 // The pool: its drives (with their headers), the metadata (live in memory, committed through the
 // metadata store), the RSEG allocator and the RStores. It is the MapSpace every thin volume
-// allocates from, and the one place where a commit happens: flush the data drives, then append
-// the queued metadata ops. LUN management (create, remove, grow) lives here too; the LUN stacks
-// themselves are assembled in stack.ts.
+// allocates from and the object every importer holds; the work is done in the files beside it,
+// each given only the part of the pool it needs:
+// - pool-open.ts: format, and reading the drives and metadata at open (Pool.open then decides
+//   whether the pool can serve, and starts the write session);
+// - pool-recovery.ts: the repairs a write session starts with (labels; after an unclean shutdown,
+//   lost checksums and the resync of the RStores that had writes in flight);
+// - pool-drive-failure.ts: the drives out of service at open, RAID-0 drives taken back, and a
+//   drive failure or a missed write recorded while the pool runs;
+// - pool-drives.ts: drive replacement, rebuild, scrub, the metadata copies;
+// - pool-space.ts: the RSEG a thin volume's unit is bound to (snapshot reservations kept), and
+//   the metadata's room for one more snapshot record;
+// - pool-luns.ts: the LUN table and the snapshot target volumes (create, remove, grow);
+// - pool-commit.ts: the commit, the one place metadata becomes durable (flush the data drives,
+//   then append the queued metadata ops).
+// The LUN stacks themselves are assembled in stack.ts.
 
-import { ChecksumDrive, checksumGeometryOf } from '../drive/checksum-drive.js';
 import type { Drive } from '../drive/drive.js';
-import { isMissingDrive, MissingDrive } from '../drive/missing-drive.js';
-import { driveHeaderBytes, labelCountOf, type DriveHeader } from '../meta/drive-header.js';
-import { writeLabels, type LabelProblem } from '../meta/drive-labels.js';
-import { formatVersion } from '../meta/checksum.js';
-import { MetadataStore, type CopyReport, type QuorumLayout } from '../meta/metadata-store.js';
+import type { DriveHeader } from '../meta/drive-header.js';
+import type { LabelProblem } from '../meta/drive-labels.js';
+import type { CopyReport, MetadataStore } from '../meta/metadata-store.js';
 import {
   applyMetadataOp,
   driveStateOf,
   type LunRecord,
   type MetadataOp,
   type PoolMetadata,
-  type RaidLevel,
 } from '../meta/pool-metadata.js';
 import { DriveHealth } from '../raid/drive-health.js';
-import { decideReturns, lunsOnRStores, type DriveReturn } from './drive-return.js';
+import { lunsOnRStores } from './drive-return.js';
 import { DegradedRowLog, type RowLogCounters, type RowLogEntry } from '../raid/row-log.js';
 import { WriteIntent } from '../raid/write-intent.js';
-import type { LmapEntry } from '../meta/lmap.js';
 import { RsegAllocator, type RsegAllocation, type RsegRef } from './rseg-allocator.js';
 import type { MapSpace } from './map-space.js';
 import type { DriveGeometry } from '../raid/member-io.js';
-import { RStore, rstoreDataBytes } from '../raid/rstore.js';
+import { RStore } from '../raid/rstore.js';
 import { Raid5Memory } from '../raid/raid5-memory.js';
 import { assert } from '../util/assert.js';
-import { makeUuid, type Clock } from '../util/clock.js';
 import { LunfsError } from '../util/errors.js';
-import type { Logger } from '../util/logger.js';
-import { Mutex } from '../util/mutex.js';
-import { identifyDrives } from './drive-identity.js';
 import {
-  checkGeometry,
-  lmapEntryCount,
-  planLayout,
-  planRedundancySets,
-  psegCountFor,
-  snapshotRecordBytes,
-} from './pool-layout.js';
+  formatDrives,
+  loadPool,
+  type PoolFormatOptions,
+  type PoolOpenOptions,
+} from './pool-open.js';
 import {
-  defaultAllocationUnitBytes,
-  defaultPsegSizeBytes,
-  defaultRssSize,
-  defaultStripeUnitBytes,
-  maxQuorumCopies,
-  sectorBytes,
-} from '../util/constants.js';
+  recomputeLostChecksums,
+  repairLabels,
+  resyncMirrors,
+  type SessionRecoveryContext,
+} from './pool-recovery.js';
+import {
+  flushLeavingDrive,
+  markMissingDrives,
+  recordDriveFailure,
+  recordMissedWrite,
+  refuseIfDataLost,
+  refuseIfDirtyDegraded,
+  setBeyondRedundancy,
+  takeBack,
+  type DriveFailureContext,
+  type FailureRecordContext,
+} from './pool-drive-failure.js';
+import * as driveWork from './pool-drives.js';
+import { LunTable } from './pool-luns.js';
+import { PoolCommit } from './pool-commit.js';
+import type { DriveWorkContext, ScrubReport } from './pool-drives.js';
+import { allocateRseg, hasRoomForSnapshotRecord, type SpaceContext } from './pool-space.js';
 
-const lunNamePattern = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
-
-export interface PoolFormatOptions {
-  raidLevel: RaidLevel;
-  psegSizeBytes?: number;
-  allocationUnitBytes?: number;
-  stripeUnitBytes?: number;
-  /** Drives per redundancy set (default 8): more drives form several sets. */
-  rssSize?: number;
-  /** Whether the drives are new sparse files (read as zeros) rather than existing storage. */
-  drivesZeroed: boolean;
-  clock: Clock;
-  random: () => number;
-  log: Logger;
-}
-
-/** What a scrub found and repaired. */
-export interface ScrubReport {
-  rstores: number;
-  /** Rows (RAID-5) or stripe units (RAID-0/1) read and checked. */
-  rows: number;
-  /** Rows left unchecked because a member is out of service. */
-  degradedRows: number;
-  checksumRepairs: number;
-  /** RAID-5 parities, or RAID-1 mirrors, found inconsistent and rewritten. */
-  parityRepairs: number;
-  /** Places no redundancy could repair (reads there fail with EIO). */
-  unrepairable: number;
-}
-
-export interface PoolOpenOptions {
-  clock: Clock;
-  log: Logger;
-  readOnly?: boolean;
-  /**
-   * Start the write session (crash recovery, the not-clean checkpoint) only at the first commit,
-   * so a command refused for bad input writes nothing at all. Nothing may allocate before it.
-   */
-  deferSession?: boolean;
-  /**
-   * Open even when a RAID-5 RStore had writes in flight at an unclean shutdown and a drive it
-   * uses was found missing only now (refuseIfDirtyDegraded): the data of that drive in those
-   * RStores may come back wrong.
-   */
-  forceDegraded?: boolean;
-}
+/** Each file's narrow view of the pool, in one object built once (Pool.makeParts). */
+type PoolParts = SessionRecoveryContext &
+  DriveFailureContext &
+  FailureRecordContext &
+  DriveWorkContext &
+  SpaceContext;
 
 export class Pool implements MapSpace {
   private readonly allocator: RsegAllocator;
@@ -113,8 +89,6 @@ export class Pool implements MapSpace {
   /** The degraded-row log (undefined on a read-only pool), and its records to replay when the session starts. */
   private rowLog: DegradedRowLog | undefined;
   private rowLogReplay: RowLogEntry[] = [];
-  private pending: Array<{ op: MetadataOp; afterCommit?: () => void }> = [];
-  private readonly commitMutex = new Mutex();
   private closed = false;
   private sessionStarted = false;
   private stopping = false;
@@ -125,6 +99,10 @@ export class Pool implements MapSpace {
   labelDamage: LabelProblem[][] = [];
   /** While Pool.open runs: drives found missing are reported once it has decided to open. */
   private opening = true;
+  /** What the other files of pool/ see of the pool: each function takes the narrow part it needs. */
+  private readonly parts: PoolParts;
+  private readonly lunTable: LunTable;
+  private readonly commits: PoolCommit;
 
   private constructor(
     /** The drives as opened (files, devices, or MissingDrive stand-ins), in drive-index order. */
@@ -140,8 +118,8 @@ export class Pool implements MapSpace {
     this.allocator = new RsegAllocator(metadata);
     this.health = new DriveHealth(
       metadata.drives,
-      (driveIndex, reason, absent) => this.recordDriveFailure(driveIndex, reason, absent),
-      (driveIndex, rstoreId) => this.recordMissedWrite(driveIndex, rstoreId),
+      (driveIndex, reason, absent) => recordDriveFailure(this.parts, driveIndex, reason, absent),
+      (driveIndex, rstoreId) => recordMissedWrite(this.parts, driveIndex, rstoreId),
     );
     const dirtyAtOpen = [...metadata.rstores.values()]
       .filter((rstore) => rstore.dirty)
@@ -152,6 +130,59 @@ export class Pool implements MapSpace {
       this.queue(op);
       await this.commit();
     });
+    this.commits = new PoolCommit({
+      metadata,
+      store,
+      health: this.health,
+      intent: options.readOnly ? undefined : this.intent,
+      rowLog: () => this.rowLog,
+      dataDrive: (driveIndex) => this.dataDrive(driveIndex),
+      openRStores: () => this.rstoreCache.values(),
+      lostRStores: () => this.lostRStores(),
+    });
+    this.parts = this.makeParts();
+    this.lunTable = new LunTable({
+      metadata,
+      clock: options.clock,
+      log: options.log,
+      checkWritable: () => this.checkWritable(),
+      commitOp: (op) => this.commitOp(op),
+      queue: (op, afterCommit) => this.queue(op, afterCommit),
+      commit: () => this.commit(),
+      release: (entries) => this.allocator.release(entries),
+    });
+  }
+
+  /** The pool as the files beside it see it: fields, and methods bound to this pool. */
+  private makeParts(): PoolParts {
+    return {
+      metadata: this.metadata,
+      drives: this.drives,
+      headers: this.headers as Array<DriveHeader | undefined>, // a replacement takes its place here
+      health: this.health,
+      log: this.options.log,
+      dataDrive: (driveIndex) => this.dataDrive(driveIndex),
+      rstore: (rstoreId) => this.rstore(rstoreId),
+      memberPhysicalOffset: (rstore, memberIndex) => this.memberPhysicalOffset(rstore, memberIndex),
+      flushDataDrives: () => this.flushDataDrives(),
+      queue: (op) => this.queue(op),
+      geometry: this.geometry,
+      clock: this.options.clock,
+      layoutHeader: () => this.layoutHeader,
+      lostRStores: () => this.lostRStores(),
+      commitOp: (op) => this.commitOp(op),
+      commit: () => this.commit(),
+      stopping: () => this.stopping,
+      readOnly: this.options.readOnly === true,
+      dropCopies: (driveIndex) => {
+        this.store.dropCopy(driveIndex);
+        this.rowLog?.dropCopy(driveIndex);
+      },
+      opening: () => this.opening,
+      allocator: this.allocator,
+      onDriveFailure: (driveIndex, reason) => this.onDriveFailure(driveIndex, reason),
+      onMissedWrite: (driveIndex) => this.onMissedWrite(driveIndex),
+    };
   }
 
   /** The write-intent record of the RStores (see raid/write-intent.ts). */
@@ -173,82 +204,7 @@ export class Pool implements MapSpace {
 
   /** Writes headers and a first checkpoint on fresh drives. The drives stay open in the result. */
   static async format(drives: Drive[], options: PoolFormatOptions): Promise<Pool> {
-    const psegSizeBytes = options.psegSizeBytes ?? defaultPsegSizeBytes;
-    const allocationUnitBytes = options.allocationUnitBytes ?? defaultAllocationUnitBytes;
-    const stripeUnitBytes = options.stripeUnitBytes ?? defaultStripeUnitBytes;
-    checkGeometry(psegSizeBytes, allocationUnitBytes, stripeUnitBytes);
-    const minimumDrives = options.raidLevel === 5 ? 3 : options.raidLevel === 1 ? 2 : 1;
-    if (drives.length < minimumDrives)
-      throw new LunfsError(
-        'EINVAL',
-        `RAID-${options.raidLevel} needs at least ${minimumDrives} drives, got ${drives.length}`,
-      );
-    const sets = planRedundancySets(
-      drives.length,
-      options.rssSize ?? defaultRssSize,
-      minimumDrives,
-    );
-    const layout = planLayout(
-      drives.map((drive) => drive.sizeBytes),
-      psegSizeBytes,
-      allocationUnitBytes,
-      stripeUnitBytes,
-    );
-    const poolUuid = makeUuid(options.random);
-    const createdAtMs = options.clock.nowMs();
-    const quorumCount = Math.min(maxQuorumCopies, drives.length);
-    const headers: DriveHeader[] = drives.map((drive, driveIndex) => {
-      const psegCount = psegCountFor(drive.sizeBytes, layout, psegSizeBytes);
-      if (psegCount < 1)
-        throw new LunfsError(
-          'EINVAL',
-          `drive ${drive.path} (${drive.sizeBytes} bytes) is too small: it needs at least ${layout.psegAreaOffsetBytes + psegSizeBytes + driveHeaderBytes} bytes (the last 4 KiB hold its tail label)`,
-        );
-      return {
-        poolUuid,
-        driveUuid: makeUuid(options.random),
-        driveIndex,
-        driveCount: drives.length,
-        driveSizeBytes: drive.sizeBytes,
-        psegSizeBytes,
-        psegCount,
-        ...layout,
-        holdsQuorumCopy: driveIndex < quorumCount,
-        createdAtMs,
-        formatVersion,
-      };
-    });
-    const metadata: PoolMetadata = {
-      config: {
-        poolUuid,
-        createdAtMs,
-        raidLevel: options.raidLevel,
-        psegSizeBytes,
-        allocationUnitBytes,
-        stripeUnitBytes,
-        lmapEntryCount,
-      },
-      drives: headers.map((header) => ({
-        index: header.driveIndex,
-        uuid: header.driveUuid,
-        sizeBytes: header.driveSizeBytes,
-        psegCount: header.psegCount,
-        zeroedAtCreation: options.drivesZeroed,
-        rssId: sets.findIndex((set) => set.includes(header.driveIndex)),
-      })),
-      rss: sets.map((driveIndexes, id) => ({ id, driveIndexes })),
-      rstores: new Map(),
-      luns: new Map(),
-      snapshots: new Map(),
-      nextLunId: 1,
-      nextRStoreId: 1,
-      nextSnapshotId: 1,
-      cleanShutdown: true,
-    };
-    await Promise.all(drives.map((drive, index) => writeLabels(drive, headers[index]!)));
-    const copies = drives.slice(0, quorumCount).map((drive, driveIndex) => ({ drive, driveIndex }));
-    await MetadataStore.format(copies, quorumLayoutOf(headers[0]!), metadata, options.log);
-    await DegradedRowLog.format(copies, layout.rowLogOffsetBytes, layout.rowLogBytes);
+    await formatDrives(drives, options);
     return Pool.open(drives, { clock: options.clock, log: options.log });
   }
 
@@ -258,59 +214,8 @@ export class Pool implements MapSpace {
    * degraded when every RStore keeps its data without it, and refuses otherwise.
    */
   static async open(givenDrives: Drive[], options: PoolOpenOptions): Promise<Pool> {
-    const { drives, headers, labelDamage } = await identifyDrives(givenDrives);
-    const first = headers.find((header) => header !== undefined)!;
-    const copies = headers.flatMap((header, index) =>
-      header?.holdsQuorumCopy ? [{ drive: drives[index]!, driveIndex: index }] : [],
-    );
-    if (copies.length === 0)
-      throw new LunfsError(
-        'ECORRUPT',
-        `no drive holding a metadata copy is present (missing: ${drives
-          .filter(isMissingDrive)
-          .map((drive) => drive.path)
-          .join(', ')})`,
-      );
-    const { store, metadata, reports } = await MetadataStore.open(
-      copies,
-      quorumLayoutOf(first),
-      options.log,
-    );
-    if (metadata.config.poolUuid !== first.poolUuid)
-      throw new LunfsError(
-        'ECORRUPT',
-        `the pool metadata is of pool ${metadata.config.poolUuid}, but the drive labels name pool ${first.poolUuid}`,
-      );
-    for (const [index, record] of metadata.drives.entries()) {
-      const header = headers[index];
-      if (!header || header.driveUuid === record.uuid || driveStateOf(record) === 'failed')
-        continue; // failed: the drive a replacement took the place of
-      // An older label of this pool: the drive that was at this index before a replacement (or
-      // a copy of it). Its contents are not this drive's: it is failed, never read.
-      await drives[index]!.close().catch(() => undefined);
-      drives[index] = new MissingDrive(
-        drives[index]!.path,
-        `its label names drive ${header.driveUuid}, but the pool metadata has drive ${record.uuid} at index ${index} (an older label of this pool: the drive was replaced since)`,
-        0,
-        'unusable',
-      );
-      headers[index] = undefined;
-      labelDamage[index] = [];
-    }
-    const returning = decideReturns(metadata, drives, headers, options);
-    const geometry = drives.map((drive, index) => {
-      const header = headers[index];
-      const usable =
-        header !== undefined &&
-        header.driveUuid === metadata.drives[index]!.uuid &&
-        driveStateOf(metadata.drives[index]!) !== 'failed';
-      const dataDrive = usable ? new ChecksumDrive(drive, checksumGeometryOf(header)) : drive;
-      return {
-        drive: dataDrive,
-        psegAreaOffsetBytes: first.psegAreaOffsetBytes,
-        psegSizeBytes: first.psegSizeBytes,
-      };
-    });
+    const { drives, geometry, headers, labelDamage, metadata, store, reports, returning } =
+      await loadPool(givenDrives, options);
     const pool = new Pool(drives, geometry, metadata, store, reports, options, headers);
     pool.labelDamage = labelDamage;
     for (const [index, damaged] of labelDamage.entries()) {
@@ -320,9 +225,9 @@ export class Pool implements MapSpace {
           'drive label damaged: the good one names the drive; the damaged one is rewritten when the write session starts',
         );
     }
-    if (!options.readOnly) await pool.takeBack(returning);
-    const newlyMissing = pool.markMissingDrives();
-    pool.refuseIfDirtyDegraded(newlyMissing);
+    if (!options.readOnly) await takeBack(pool.parts, returning);
+    const newlyMissing = markMissingDrives(pool.parts, (driveIndex) => store.dropCopy(driveIndex));
+    refuseIfDirtyDegraded(pool.parts, newlyMissing, options);
     if (!options.readOnly) await pool.openRowLog();
     if (!options.readOnly) pool.refuseIfDataLost();
     pool.opening = false;
@@ -367,87 +272,9 @@ export class Pool implements MapSpace {
     return this.rowLog?.counters;
   }
 
-  /**
-   * Drives absent at open (or present but failed before) are out of service; their metadata
-   * copies too. Returns the drives whose absence was not recorded before (found missing now).
-   */
-  private markMissingDrives(): number[] {
-    const newlyMissing: number[] = [];
-    this.drives.forEach((drive, index) => {
-      const record = this.metadata.drives[index]!;
-      if (isMissingDrive(drive)) {
-        drive.sizeBytes = record.sizeBytes;
-        if (driveStateOf(record) !== 'failed') {
-          newlyMissing.push(index);
-          this.health.fail(
-            index,
-            new Error(
-              `${drive.cause === 'unusable' ? 'unusable' : 'missing'} when the pool was opened: ${drive.reason}`,
-            ),
-            { absent: drive.cause === 'absent' },
-          );
-        }
-      }
-      if (driveStateOf(record) === 'failed') this.store.dropCopy(index);
-    });
-    return newlyMissing;
-  }
-
-  /**
-   * The case neither the write intent nor the degraded-row log covers (md refuses it too: a dirty
-   * degraded array): a RAID-5 RStore had writes in flight when the power went, and a drive it
-   * uses was in service then but is missing now. Its rows' data and parity may disagree, and
-   * without the drive they cannot be made to agree: the drive's data, rebuilt from them, could
-   * be wrong. With the drive back, the rows are resynchronised as after any crash. Refused with a
-   * message naming the drive, unless forceDegraded (then the risk is logged).
-   */
-  private refuseIfDirtyDegraded(newlyMissing: number[]): void {
-    if (this.metadata.cleanShutdown || newlyMissing.length === 0) return;
-    const atRisk = [...this.metadata.rstores.values()].filter(
-      (record) =>
-        record.raidLevel === 5 &&
-        record.dirty &&
-        record.members.some((member) => newlyMissing.includes(member.driveIndex)),
-    );
-    if (atRisk.length === 0) return;
-    const drives = newlyMissing.map((index) => `${index} (${this.drives[index]!.path})`).join(', ');
-    const luns = this.lunsOn(atRisk.map((record) => record.id));
-    const what = `the pool was not shut down cleanly while RAID-5 RStore(s) ${atRisk.map((record) => record.id).join(', ')}${luns.length > 0 ? ` (data of ${luns.join(', ')})` : ''} had writes in flight, and drive(s) ${drives}, in service then, are missing now: without them the parity of those writes cannot be made consistent, and their data rebuilt from it could be wrong`;
-    if (this.options.forceDegraded || this.options.readOnly) {
-      this.options.log.error(
-        { rstores: atRisk.map((record) => record.id), drives: newlyMissing },
-        `${what}; opened anyway (--force-degraded)`,
-      );
-      return;
-    }
-    throw new LunfsError(
-      'ENOENT',
-      `${what}. Bring the drive(s) back and mount again, or mount with --force-degraded to accept that risk.`,
-    );
-  }
-
   /** EIO naming what is lost when some RStore has more members out of service than its RAID level covers. */
   refuseIfDataLost(): void {
-    const lost = this.lostRStores();
-    // RAID-0 has no redundancy at all: a drive out means part of the address space is gone, and no
-    // new RStore could be made either, so the pool is refused even before any data lies there.
-    // Likewise a redundancy set with more drives out than its level covers.
-    if (lost.length === 0 && !this.setBeyondRedundancy()) return;
-    const failed = this.health
-      .failedDrives()
-      .map(
-        (index) =>
-          `${index} (${this.drives[index]!.path}: ${this.metadata.drives[index]!.failedReason ?? 'failed'})`,
-      );
-    const luns = this.lunsOn(lost.map((rstore) => rstore.record.id));
-    // Drives that are simply not there are the caller's to bring back (ENOENT); drives that failed in service are EIO.
-    const code = this.health.failedDrives().every((index) => isMissingDrive(this.drives[index]!))
-      ? 'ENOENT'
-      : 'EIO';
-    throw new LunfsError(
-      code,
-      `the pool cannot be served: RAID-${this.metadata.config.raidLevel} cannot do without drive(s) ${failed.join(', ')}; ${lost.length} RStore(s) lost members beyond their redundancy${luns.length > 0 ? `, holding data of ${luns.join(', ')}` : ''}. Bring the drive back and mount again.`,
-    );
+    refuseIfDataLost(this.parts, this.lostRStores());
   }
 
   /**
@@ -455,25 +282,7 @@ export class Pool implements MapSpace {
    * one, RAID-5: two): no new RStore can be made there, whether or not data lies there yet.
    */
   setBeyondRedundancy(): boolean {
-    const tolerated =
-      this.metadata.config.raidLevel === 0
-        ? 0
-        : this.metadata.config.raidLevel === 5
-          ? 1
-          : Number.MAX_SAFE_INTEGER;
-    return this.metadata.rss.some(
-      (rss) =>
-        rss.driveIndexes.filter((index) => this.health.state(index) === 'failed').length >
-        tolerated,
-    );
-  }
-
-  /** The failed drives, each as 'INDEX (PATH)', for messages. */
-  private failedDriveNames(): string {
-    return this.health
-      .failedDrives()
-      .map((index) => `${index} (${this.drives[index]!.path})`)
-      .join(', ');
+    return setBeyondRedundancy(this.metadata, this.health);
   }
 
   /** RStores with more members out of service than their redundancy covers. */
@@ -500,108 +309,11 @@ export class Pool implements MapSpace {
   }
 
   /**
-   * Puts back in service the RAID-0 drives decideReturns let return (recorded with the next
-   * commit). Where writes were missed (--force-degraded), the checksums of the drive's members in
-   * those RStores are recomputed: their blocks read as the drive holds them (older data where a
-   * write was missed) instead of failing their checksum.
-   */
-  private async takeBack(returning: DriveReturn[]): Promise<void> {
-    for (const { driveIndex, lossyRStoreIds } of returning) {
-      this.queue({ kind: 'drive-return', driveIndex });
-      const drive = this.geometry[driveIndex]!.drive;
-      for (const rstoreId of lossyRStoreIds) {
-        const rstore = this.rstore(rstoreId);
-        const memberIndex = rstore.memberIndexOn(driveIndex);
-        if (memberIndex !== undefined && drive instanceof ChecksumDrive)
-          await drive.recompute(this.memberPhysicalOffset(rstore, memberIndex), rstore.memberBytes);
-      }
-      if (lossyRStoreIds.length > 0) {
-        this.options.log.error(
-          {
-            driveIndex,
-            drive: this.drives[driveIndex]!.path,
-            rstores: lossyRStoreIds,
-            luns: this.lunsOn(lossyRStoreIds),
-          },
-          `drive ${driveIndex} taken back into service with --force-degraded: writes it missed are lost; LUNs affected: ${this.lunsOn(lossyRStoreIds).join(', ') || 'none'}`,
-        );
-      } else {
-        this.options.log.warn(
-          { driveIndex, drive: this.drives[driveIndex]!.path },
-          'drive back with its own label and no missed writes: in service again',
-        );
-      }
-    }
-  }
-
-  /**
-   * A drive left service: recorded at once in memory (no RStore reads or writes it from now on)
-   * and durably with the next commit. Its metadata copy, if it held one, is dropped.
-   */
-  private recordDriveFailure(driveIndex: number, reason: string, absent: boolean): void {
-    const op: MetadataOp = {
-      kind: 'drive-fail',
-      driveIndex,
-      reason,
-      atMs: this.options.clock.nowMs(),
-      ...(absent ? { absent } : {}),
-    };
-    applyMetadataOp(this.metadata, op);
-    this.store.dropCopy(driveIndex);
-    this.rowLog?.dropCopy(driveIndex);
-    if (!this.options.readOnly) this.queue(op);
-    if (!this.opening)
-      this.options.log.error(
-        { drive: this.drives[driveIndex]!.path, driveIndex, reason },
-        'drive failed: out of service',
-      );
-    this.onDriveFailure(driveIndex, reason);
-  }
-
-  /**
-   * A write meant for RStore rstoreId's member on driveIndex did not reach it (RAID-0: the drive
-   * is out of service, or the write failed): recorded in the drive's record and made durable with
-   * the next commit, so a drive that comes back is not taken as holding current data there.
-   */
-  private recordMissedWrite(driveIndex: number, rstoreId: number): void {
-    if (this.metadata.drives[driveIndex]!.missedWriteRStores?.includes(rstoreId)) return;
-    const op: MetadataOp = { kind: 'drive-missed-writes', driveIndex, rstoreIds: [rstoreId] };
-    applyMetadataOp(this.metadata, op);
-    if (this.options.readOnly) return;
-    this.queue(op);
-    this.options.log.error(
-      {
-        drive: this.drives[driveIndex]!.path,
-        driveIndex,
-        rstore: rstoreId,
-        luns: this.lunsOn([rstoreId]),
-      },
-      "a write missed the drive: its blocks there are older than the pool's",
-    );
-    this.onMissedWrite(driveIndex);
-  }
-
-  /**
-   * The last flush of a drive that just left service: writes that reached it before it left (and
-   * their checksum table entries) become durable on it, so that if it comes back (a RAID-0 drive
-   * file moved away and put back) it holds everything written to it. If that fails, every RStore
-   * with a member there may have missed a write.
+   * The last flush of a drive that just left service, so that a RAID-0 drive that comes back
+   * holds everything written to it (pool-drive-failure.ts).
    */
   async flushLeavingDrive(driveIndex: number): Promise<void> {
-    // Only a RAID-0 drive can come back (decideReturns); RAID-1/5 rebuild theirs from redundancy.
-    if (this.metadata.config.raidLevel !== 0 || isMissingDrive(this.drives[driveIndex]!)) return;
-    try {
-      await this.geometry[driveIndex]!.drive.flush();
-    } catch (error) {
-      this.options.log.warn(
-        { err: error, driveIndex },
-        'the last flush of a drive that left service failed',
-      );
-      for (const record of this.metadata.rstores.values()) {
-        if (record.members.some((member) => member.driveIndex === driveIndex))
-          this.recordMissedWrite(driveIndex, record.id);
-      }
-    }
+    await flushLeavingDrive(this.parts, driveIndex);
   }
 
   get allocationUnitBytes(): number {
@@ -610,77 +322,22 @@ export class Pool implements MapSpace {
 
   // ---- MapSpace ----
 
-  /**
-   * Whether the pool metadata has room for one more snapshot record: a checkpoint must always
-   * fit its slot (estimated: map entries, RSDs, snapshot records, and 64 KiB for the rest).
-   */
+  /** Whether the pool metadata has room for one more snapshot record (pool-space.ts). */
   hasRoomForSnapshotRecord(): boolean {
-    let mapped = 0;
-    for (const lun of this.metadata.luns.values()) mapped += lun.map.mappedCount;
-    const snapshotsBytes = JSON.stringify([...this.metadata.snapshots.values()]).length;
-    const estimate =
-      64 * 1024 +
-      mapped * 12 +
-      this.metadata.rstores.size * 160 +
-      this.metadata.luns.size * 200 +
-      snapshotsBytes +
-      snapshotRecordBytes;
-    return estimate <= this.checkpointSlotBytes - 64;
+    return hasRoomForSnapshotRecord(this.metadata, this.checkpointSlotBytes);
   }
 
   /** Units of free space held back for reserved snapshots (set by the controller). */
   reservedUnits: () => number = () => 0;
 
+  /** useReservation: the allocation may use space reserved for snapshots (pool-space.ts). */
   allocate(hint?: RsegRef, useReservation = false): RsegAllocation {
     this.checkWritable();
     assert(
       this.sessionStarted,
       'allocation before the write session started (fresh RSEG flags not yet trusted)',
     );
-    if (!useReservation) {
-      const reserved = this.reservedUnits();
-      if (
-        reserved > 0 &&
-        this.allocator.freeBytes() - reserved * this.allocationUnitBytes < this.allocationUnitBytes
-      ) {
-        throw new LunfsError(
-          'ENOSPC',
-          `the pool is full: its remaining free space is reserved for snapshots (${reserved} units)`,
-        );
-      }
-    }
-    let allocation: RsegAllocation;
-    try {
-      allocation = this.allocator.allocate(hint);
-    } catch (error) {
-      // No space because drives are gone beyond redundancy is a failure, not a full pool: the
-      // writer must see EIO, not ENOSPC (which says "delete something and try again").
-      if (error instanceof LunfsError && error.code === 'ENOSPC' && this.setBeyondRedundancy()) {
-        throw new LunfsError(
-          'EIO',
-          `no new space can be allocated: RAID-${this.metadata.config.raidLevel} cannot do without failed drive(s) ${this.failedDriveNames()}`,
-          { cause: error },
-        );
-      }
-      throw error;
-    }
-    // A free RSEG of an RStore that lost members beyond its redundancy cannot hold data: refuse
-    // the write now (EIO) rather than take it into the cache and fail it at destage.
-    if (!allocation.createdRStore && this.rstore(allocation.rstoreId).lost) {
-      this.allocator.release([allocation]);
-      throw new LunfsError(
-        'EIO',
-        `RStore ${allocation.rstoreId} has lost drive(s) ${this.failedDriveNames()} beyond its redundancy: no new data can be placed there`,
-      );
-    }
-    if (allocation.createdRStore) {
-      const record = allocation.createdRStore;
-      this.queue({
-        kind: 'rstore-create',
-        rstore: { ...record, members: record.members.map((member) => ({ ...member })) },
-      });
-    }
-    return allocation;
+    return allocateRseg(this.parts, hint, useReservation ? undefined : () => this.reservedUnits());
   }
 
   abandon(allocation: RsegAllocation): void {
@@ -708,107 +365,33 @@ export class Pool implements MapSpace {
   }
 
   queue(op: MetadataOp, afterCommit?: () => void): void {
-    this.pending.push({ op, afterCommit });
+    this.commits.queue(op, afterCommit);
   }
 
   /** Flushes every data drive, then makes the queued metadata durable, then runs afterCommit hooks. */
   async commit(): Promise<void> {
     if (!this.sessionStarted) await this.startSession();
-    return this.commitMutex.run(async () => {
-      // RStores idle since before this commit's flush are consistent on the drives once it is done.
-      const idle = this.options.readOnly ? undefined : this.intent.takeIdle();
-      if (idle && idle.rstoreIds.length > 0) {
-        const op: MetadataOp = { kind: 'rstore-intent', rstoreIds: idle.rstoreIds, dirty: false };
-        applyMetadataOp(this.metadata, op);
-        this.pending.push({ op });
-      }
-      const batch = this.pending;
-      this.pending = [];
-      try {
-        await this.flushDataDrives();
-        await this.store.commit(batch.map((entry) => entry.op));
-      } catch (error) {
-        this.pending = batch.concat(this.pending); // not durable: try again at the next commit
-        idle?.done(false);
-        throw error;
-      }
-      idle?.done(true);
-      for (const entry of batch) entry.afterCommit?.();
-    });
+    return this.commits.commit();
   }
 
   /**
    * Flushes every drive in service (data, then checksum tables). A drive whose flush fails leaves
    * service; that is an error for the caller only when some RStore lost data with it.
    */
-  async flushDataDrives(): Promise<void> {
-    // Row log records whose writes are over now are obsolete once this flush is done.
-    const clearable = this.rowLog?.clearableSeq();
-    await this.flushDataDrivesOnly();
-    if (clearable !== undefined) await this.rowLog!.clearThrough(clearable);
-  }
-
-  private async flushDataDrivesOnly(): Promise<void> {
-    // RAID-5 parities held in memory go to their members first: after the flush every row on the drives is consistent.
-    await Promise.all([...this.rstoreCache.values()].map((rstore) => rstore.writeBackParity()));
-    const indexes = this.metadata.drives
-      .map((_, index) => index)
-      .filter((index) => this.health.writable(index));
-    const results = await Promise.allSettled(
-      indexes.map((index) => this.geometry[index]!.drive.flush()),
-    );
-    results.forEach((result, position) => {
-      if (result.status === 'rejected') this.health.fail(indexes[position]!, result.reason);
-    });
-    if (results.some((result) => result.status === 'rejected') && this.lostRStores().length > 0) {
-      const reason = (
-        results.find((result) => result.status === 'rejected') as PromiseRejectedResult
-      ).reason as Error;
-      throw new LunfsError(
-        'EIO',
-        `flush failed and the pool has no redundancy left for it: ${reason.message}`,
-        { cause: reason },
-      );
-    }
+  flushDataDrives(): Promise<void> {
+    return this.commits.flushDataDrives();
   }
 
   // ---- drives: failure, replacement, rebuild, scrub ----
 
-  /**
-   * Keeps as many metadata copies as the pool had (up to three, one per drive in service): when a
-   * drive holding one failed, the lowest online drive without one gets a fresh copy and its header
-   * says so. Any one good copy suffices to open the pool.
-   */
+  /** Keeps as many metadata copies as the pool had, one per drive in service (pool-drives.ts). */
   async ensureMetadataCopies(): Promise<void> {
-    const online = this.metadata.drives
-      .map((_, index) => index)
-      .filter((index) => this.health.state(index) === 'online');
-    const wanted = Math.min(maxQuorumCopies, online.length);
-    for (const driveIndex of online) {
-      const holding = this.store.copyDriveIndexes.filter(
-        (index) => this.health.state(index) === 'online',
-      );
-      if (holding.length >= wanted) return;
-      if (holding.includes(driveIndex)) continue;
-      await this.store.addCopy({ drive: this.drives[driveIndex]!, driveIndex });
-      await this.rowLog?.addCopy({ drive: this.drives[driveIndex]!, driveIndex });
-      await this.rewriteHeader(driveIndex, { holdsQuorumCopy: true });
-      this.options.log.warn(
-        { driveIndex, drive: this.drives[driveIndex]!.path },
-        'metadata copy placed on drive',
-      );
-    }
+    await driveWork.ensureMetadataCopies(this.parts, { store: this.store, rowLog: this.rowLog });
   }
 
   /** Which drives hold a metadata copy now. */
   get metadataCopyDrives(): number[] {
     return this.store.copyDriveIndexes;
-  }
-
-  private async rewriteHeader(driveIndex: number, change: Partial<DriveHeader>): Promise<void> {
-    const header = { ...this.headers[driveIndex]!, ...change };
-    await writeLabels(this.drives[driveIndex]!, header);
-    (this.headers as Array<DriveHeader | undefined>)[driveIndex] = header;
   }
 
   /**
@@ -818,75 +401,13 @@ export class Pool implements MapSpace {
    */
   async replaceDrive(driveIndex: number, newDrive: Drive, driveUuid: string): Promise<void> {
     this.replaceDriveCheck(driveIndex);
-    const record = this.metadata.drives[driveIndex]!;
-    const layout = this.layoutHeader;
-    const psegCount = psegCountFor(
-      newDrive.sizeBytes,
-      layout,
-      layout.psegSizeBytes,
-      labelCountOf(layout) >= 2,
-    );
-    if (psegCount < record.psegCount) {
-      throw new LunfsError(
-        'EINVAL',
-        `drive ${newDrive.path} (${newDrive.sizeBytes} bytes) is too small to replace drive ${driveIndex}: it needs at least ${layout.psegAreaOffsetBytes + record.psegCount * layout.psegSizeBytes + (labelCountOf(layout) >= 2 ? driveHeaderBytes : 0)} bytes`,
-      );
-    }
-    const header: DriveHeader = {
-      ...layout,
-      driveUuid,
-      driveIndex,
-      driveSizeBytes: newDrive.sizeBytes,
-      psegCount: record.psegCount,
-      holdsQuorumCopy: false,
-      createdAtMs: this.options.clock.nowMs(),
-    };
-    const geometry = checksumGeometryOf(header);
-    await newDrive.discard(geometry.tableOffsetBytes, geometry.tableBytes); // an all-zero table: no checksum known yet
-    await writeLabels(newDrive, header);
-    const old = this.drives[driveIndex]!;
-    this.drives[driveIndex] = newDrive;
-    (this.headers as Array<DriveHeader | undefined>)[driveIndex] = header;
-    this.geometry[driveIndex]!.drive = new ChecksumDrive(newDrive, geometry);
-    await this.commitOp({
-      kind: 'drive-replace',
-      driveIndex,
-      uuid: driveUuid,
-      sizeBytes: newDrive.sizeBytes,
-      psegCount: record.psegCount,
-    });
-    await old.close().catch(() => {});
-    this.options.log.warn(
-      { driveIndex, drive: newDrive.path, replaced: old.path },
-      'drive replaced; rebuild starts',
-    );
+    await driveWork.installReplacement(this.parts, driveIndex, newDrive, driveUuid);
   }
 
   /** Refuses a replacement of driveIndex unless it failed and the rest of the pool can rebuild it. */
   replaceDriveCheck(driveIndex: number): void {
     this.checkWritable();
-    const record = this.metadata.drives[driveIndex];
-    if (!record)
-      throw new LunfsError(
-        'ENOENT',
-        `the pool has no drive ${driveIndex} (it has ${this.metadata.drives.length})`,
-      );
-    const state = this.health.state(driveIndex);
-    if (state === 'online')
-      throw new LunfsError(
-        'EINVAL',
-        `drive ${driveIndex} (${this.drives[driveIndex]!.path}) is in service; only a failed drive can be replaced`,
-      );
-    if (state === 'rebuilding')
-      throw new LunfsError('EBUSY', `drive ${driveIndex} is being rebuilt already`);
-    if (this.metadata.config.raidLevel === 0)
-      throw new LunfsError('EINVAL', 'a RAID-0 pool has no redundancy to rebuild a drive from');
-    const lost = this.lostRStores();
-    if (lost.length > 0)
-      throw new LunfsError(
-        'EIO',
-        `cannot rebuild: ${lost.length} RStore(s) have lost more members than their redundancy covers`,
-      );
+    driveWork.checkReplaceable(this.parts, driveIndex);
   }
 
   /** Asks running rebuilds and scrubs to stop at the next RStore (close, unmount). */
@@ -896,10 +417,7 @@ export class Pool implements MapSpace {
 
   /** Bytes a rebuild of driveIndex writes: one PSEG per RStore with a member there. */
   rebuildBytes(driveIndex: number): number {
-    let count = 0;
-    for (const record of this.metadata.rstores.values())
-      if (record.members.some((member) => member.driveIndex === driveIndex)) count += 1;
-    return count * this.metadata.config.psegSizeBytes;
+    return driveWork.rebuildBytes(this.metadata, driveIndex);
   }
 
   /**
@@ -907,117 +425,66 @@ export class Pool implements MapSpace {
    * it durable, marks the drive online and restores the metadata copies.
    */
   async rebuildDrive(driveIndex: number, progress: (bytes: number) => void): Promise<void> {
-    assert(
-      this.health.state(driveIndex) === 'rebuilding',
-      `rebuild of drive ${driveIndex}, which is not being replaced`,
-    );
-    try {
-      for (const record of [...this.metadata.rstores.values()]) {
-        const rstore = this.rstore(record.id);
-        const memberIndex = rstore.memberIndexOn(driveIndex);
-        if (memberIndex === undefined) continue;
-        if (this.stopping)
-          throw new LunfsError(
-            'EBUSY',
-            `rebuild of drive ${driveIndex} interrupted by the shutdown; it starts again at the next mount`,
-          );
-        await rstore.rebuildMember(memberIndex, progress);
-      }
-      await this.flushDataDrives();
-      await this.commitOp({ kind: 'drive-rebuilt', driveIndex });
-    } finally {
-      this.health.clearRebuilt();
-    }
-    this.options.log.warn(
-      { driveIndex, drive: this.drives[driveIndex]!.path },
-      'drive rebuilt: in service',
-    );
-    await this.ensureMetadataCopies();
+    const copies = { store: this.store, rowLog: this.rowLog };
+    await driveWork.rebuildDrive(this.parts, copies, driveIndex, progress);
   }
 
   /** Reads every RStore member, verifies checksums, parity and mirrors, repairs what it can. */
   async scrub(progress: (bytes: number) => void = () => {}): Promise<ScrubReport> {
-    const report: ScrubReport = {
-      rstores: 0,
-      rows: 0,
-      degradedRows: 0,
-      checksumRepairs: 0,
-      parityRepairs: 0,
-      unrepairable: 0,
-    };
-    for (const record of [...this.metadata.rstores.values()]) {
-      if (this.stopping) throw new LunfsError('EBUSY', 'scrub interrupted by the shutdown');
-      const found = await this.rstore(record.id).scrub(progress);
-      report.rstores += 1;
-      report.rows += found.rows;
-      report.degradedRows += found.degradedRows;
-      report.checksumRepairs += found.checksumRepairs;
-      report.parityRepairs += found.parityRepairs;
-      report.unrepairable += found.unrepairable;
-    }
-    await this.commit();
-    return report;
+    return driveWork.scrub(this.parts, progress);
   }
 
   /** Bytes a scrub reads: every member of every RStore. */
   scrubBytes(): number {
-    let members = 0;
-    for (const record of this.metadata.rstores.values()) members += record.members.length;
-    return members * this.metadata.config.psegSizeBytes;
+    return driveWork.scrubBytes(this.metadata);
   }
 
-  // ---- LUN management ----
+  // ---- LUN management (pool-luns.ts) ----
 
   lunByName(name: string): LunRecord {
-    for (const lun of this.metadata.luns.values()) if (lun.name === name && !lun.role) return lun;
-    throw new LunfsError('ENOENT', `no LUN named '${name}'`);
+    return this.lunTable.lunByName(name);
   }
 
   hasLun(name: string): boolean {
-    return this.userLuns().some((lun) => lun.name === name);
+    return this.lunTable.hasLun(name);
   }
 
   /** The LUNs users see (not the internal snapshot target volumes). */
   userLuns(): LunRecord[] {
-    return [...this.metadata.luns.values()].filter((lun) => !lun.role);
+    return this.lunTable.userLuns();
   }
 
   /** The snapshot target volume of a LUN, if it has one. */
   targetOf(lunId: number): LunRecord | undefined {
-    for (const lun of this.metadata.luns.values())
-      if (lun.role === 'target' && lun.ownerLunId === lunId) return lun;
-    return undefined;
+    return this.lunTable.targetOf(lunId);
   }
 
   /** Creates the internal target volume of a LUN's snapshots (committed before it returns). */
-  async createTarget(owner: LunRecord, sizeBytes: number): Promise<LunRecord> {
-    this.checkWritable();
-    await this.commitOp({
-      kind: 'lun-create',
-      lunId: this.metadata.nextLunId,
-      name: `.snapshot-target-${owner.id}`,
-      sizeBytes,
-      createdAtMs: this.options.clock.nowMs(),
-      role: 'target',
-      ownerLunId: owner.id,
-    });
-    return this.targetOf(owner.id)!;
+  createTarget(owner: LunRecord, sizeBytes: number): Promise<LunRecord> {
+    return this.lunTable.createTarget(owner, sizeBytes);
   }
 
   /** Removes a target volume (its LUN has no snapshot left); its RSEGs are free once committed. */
-  async removeTarget(target: LunRecord, releaseUnwritten: () => void): Promise<void> {
-    assert(target.role === 'target', 'removeTarget of a user LUN');
-    await this.removeVolume(target, releaseUnwritten);
+  removeTarget(target: LunRecord, releaseUnwritten: () => void): Promise<void> {
+    return this.lunTable.removeTarget(target, releaseUnwritten);
   }
 
-  /** Removes a LUN or target volume record; its RSEGs go back to the allocator once that is committed. */
-  private async removeVolume(record: LunRecord, releaseUnwritten: () => void): Promise<void> {
-    releaseUnwritten();
-    const entries: LmapEntry[] = [];
-    record.map.forEachMapped((_, entry) => entries.push(entry));
-    applyMetadataOp(this.metadata, { kind: 'lun-remove', lunId: record.id });
-    this.queue({ kind: 'lun-remove', lunId: record.id }, () => this.allocator.release(entries));
-    await this.commit();
+  createLun(name: string, sizeBytes: number): Promise<LunRecord> {
+    return this.lunTable.createLun(name, sizeBytes);
+  }
+
+  /** Removes a LUN whose stack is closed; its RSEGs become free once the removal is committed. */
+  removeLun(name: string, releaseUnwritten: () => void = () => {}): Promise<void> {
+    return this.lunTable.removeLun(name, releaseUnwritten);
+  }
+
+  resizeLun(name: string, sizeBytes: number): Promise<void> {
+    return this.lunTable.resizeLun(name, sizeBytes);
+  }
+
+  /** The most data the pool can ever hold: what a single LUN may not exceed. */
+  capacityBytes(): number {
+    return this.lunTable.capacityBytes();
   }
 
   /** Applies a metadata op now and makes it durable with the next commit (which this awaits). */
@@ -1026,67 +493,6 @@ export class Pool implements MapSpace {
     applyMetadataOp(this.metadata, op);
     this.queue(op);
     await this.commit();
-  }
-
-  async createLun(name: string, sizeBytes: number): Promise<LunRecord> {
-    this.checkWritable();
-    checkLunName(name);
-    if (this.hasLun(name)) throw new LunfsError('EEXIST', `a LUN named '${name}' exists already`);
-    this.checkLunSize(sizeBytes);
-    await this.commitOp({
-      kind: 'lun-create',
-      lunId: this.metadata.nextLunId,
-      name,
-      sizeBytes,
-      createdAtMs: this.options.clock.nowMs(),
-    });
-    this.options.log.info({ lun: name, sizeBytes }, 'LUN created');
-    return this.lunByName(name);
-  }
-
-  /** Removes a LUN whose stack is closed; its RSEGs become free once the removal is committed. */
-  async removeLun(name: string, releaseUnwritten: () => void = () => {}): Promise<void> {
-    this.checkWritable();
-    await this.removeVolume(this.lunByName(name), releaseUnwritten);
-    this.options.log.info({ lun: name }, 'LUN removed');
-  }
-
-  async resizeLun(name: string, sizeBytes: number): Promise<void> {
-    this.checkWritable();
-    const lun = this.lunByName(name);
-    this.checkLunSize(sizeBytes);
-    if (sizeBytes < lun.sizeBytes)
-      throw new LunfsError(
-        'EINVAL',
-        `LUN '${name}' is ${lun.sizeBytes} bytes; shrinking to ${sizeBytes} is not supported`,
-      );
-    if (sizeBytes === lun.sizeBytes) return;
-    await this.commitOp({ kind: 'lun-resize', lunId: lun.id, sizeBytes });
-    this.options.log.info({ lun: name, sizeBytes }, 'LUN resized');
-  }
-
-  /** The most data the pool can ever hold: what a single LUN may not exceed. */
-  capacityBytes(): number {
-    const { raidLevel, psegSizeBytes } = this.metadata.config;
-    let bytes = 0;
-    for (const rss of this.metadata.rss) {
-      const psegs = rss.driveIndexes.map((index) => this.metadata.drives[index]!.psegCount);
-      const striped = raidLevel === 0 || raidLevel === 5;
-      const rstores = striped
-        ? Math.min(...psegs)
-        : Math.min(
-            Math.floor(psegs.reduce((a, b) => a + b, 0) / 2),
-            psegs.reduce((a, b) => a + b, 0) - Math.max(...psegs),
-          );
-      const width = striped ? rss.driveIndexes.length : 2;
-      bytes +=
-        rstores *
-        rstoreDataBytes(
-          { raidLevel, members: new Array(width).fill({ driveIndex: 0, psegIndex: 0 }) } as never,
-          psegSizeBytes,
-        );
-    }
-    return bytes;
   }
 
   freeBytes(): number {
@@ -1135,7 +541,7 @@ export class Pool implements MapSpace {
 
   private async startSession(): Promise<void> {
     this.sessionStarted = true;
-    await this.repairLabels();
+    await repairLabels(this.parts, this.labelDamage);
     if (!this.metadata.cleanShutdown) {
       // After a crash an unmapped RSEG may hold data whose mapping was lost: never trust it to read as zeros.
       this.options.log.warn(
@@ -1145,8 +551,8 @@ export class Pool implements MapSpace {
       applyMetadataOp(this.metadata, op);
       this.queue(op);
       await this.commit();
-      await this.recomputeLostChecksums();
-      await this.resyncMirrors();
+      await recomputeLostChecksums(this.parts);
+      await resyncMirrors(this.parts, this.rowLog, this.rowLogReplay);
     }
     await this.rowLog?.clearAll(); // replayed above (after a clean shutdown none is left)
     this.rowLogReplay = [];
@@ -1154,105 +560,6 @@ export class Pool implements MapSpace {
     await this.store.checkpoint((committed) => {
       committed.cleanShutdown = false;
     });
-  }
-
-  /**
-   * After an unclean shutdown: checksum entries lost with a damaged table page
-   * (src/drive/checksum-table.ts) are taken from the data as it is, since a page torn by the power
-   * cut is the likely cause, and where the pool runs degraded or has no redundancy nothing could
-   * rebuild the blocks. (After a clean shutdown a damaged page is damage: its blocks are rebuilt
-   * from redundancy when read, and read EIO where there is none.)
-   */
-  private async recomputeLostChecksums(): Promise<void> {
-    for (const [driveIndex, geometry] of this.geometry.entries()) {
-      if (!(geometry.drive instanceof ChecksumDrive) || !this.health.writable(driveIndex)) continue;
-      const count = await geometry.drive.recomputeLost();
-      if (count > 0)
-        this.options.log.warn(
-          { driveIndex, drive: this.drives[driveIndex]!.path, blocks: count },
-          'checksums lost with a damaged table page after an unclean shutdown: taken from the data as it is',
-        );
-    }
-  }
-
-  /** Rewrites each damaged label of a drive in service from its good one (logged, counted in integrity.labelRepairs). */
-  private async repairLabels(): Promise<void> {
-    for (const [driveIndex, damaged] of this.labelDamage.entries()) {
-      if (damaged.length === 0 || this.health.state(driveIndex) === 'failed') continue;
-      try {
-        await writeLabels(
-          this.drives[driveIndex]!,
-          this.headers[driveIndex]!,
-          damaged.map((problem) => problem.position),
-        );
-      } catch (error) {
-        this.health.fail(driveIndex, error);
-        continue;
-      }
-      this.health.integrity.labelRepairs += damaged.length;
-      this.options.log.warn(
-        { driveIndex, drive: this.drives[driveIndex]!.path, repaired: damaged },
-        'drive label rewritten from the good one',
-      );
-    }
-  }
-
-  /**
-   * After a crash, in the RStores whose write intent was set (no other RStore had a write in
-   * flight): a block and its checksum may disagree where a write was torn, the mirrors of a RAID-1
-   * unit may differ, and a RAID-5 row's parity may not be the XOR of its data. RAID-0/1 RStores
-   * are scrubbed with trustData (RStore.scrub): a mirror whose block fails its checksum is
-   * rewritten from one that verifies (so a bit flip at rest is repaired, not taken for data);
-   * where none verifies, the data is taken as it is; mirrors are made equal. RAID-5 RStores take
-   * every member's data as it is (checksums recomputed) and recompute parity. The clean-shutdown flag stays false until this
-   * is done, so a crash during it repeats it.
-   */
-  private async resyncMirrors(): Promise<void> {
-    const logged = new Set(this.rowLogReplay.map((entry) => entry.rstoreId));
-    const dirty = [...this.metadata.rstores.values()]
-      .filter((record) => record.dirty || logged.has(record.id))
-      .map((record) => this.rstore(record.id));
-    if (dirty.length === 0) return;
-    this.options.log.warn(
-      { rstores: dirty.length },
-      'resynchronising the RStores that had writes in flight',
-    );
-    for (const rstore of dirty) {
-      if (rstore.degraded)
-        this.options.log.error(
-          { rstore: rstore.record.id },
-          'RStore had writes in flight while a member was out of service: its rows are made consistent from the degraded-row log',
-        );
-      if (rstore.record.raidLevel !== 5) {
-        await rstore.scrub(() => {}, { trustData: true });
-        continue;
-      }
-      // RAID-5: never rebuild data from parity here. With parity held back per row (the stripe
-      // cache), a crash can leave one member's block new and the parity old; a block of another
-      // member rebuilt from those two would hold bytes never written. Every member's data is
-      // taken as it is (each sector holds a value written to it), then parity recomputed.
-      for (const [memberIndex, member] of rstore.record.members.entries()) {
-        if (!this.health.writable(member.driveIndex)) continue;
-        const drive = this.geometry[member.driveIndex]!.drive;
-        if (drive instanceof ChecksumDrive)
-          await drive.recompute(this.memberPhysicalOffset(rstore, memberIndex), rstore.memberBytes);
-      }
-      // Rows written with a member out of service: their parity cannot be recomputed from the
-      // data (the member is gone), but the row log says what the member held (src/raid/row-log.ts).
-      let replayed = 0;
-      for (const entry of this.rowLogReplay)
-        if (entry.rstoreId === rstore.record.id && (await rstore.replayRowLog(entry)))
-          replayed += 1;
-      if (replayed > 0) {
-        this.rowLog!.noteReplayed(replayed);
-        this.options.log.warn(
-          { rstore: rstore.record.id, records: replayed },
-          'degraded rows made consistent from the row log',
-        );
-      }
-      await rstore.resyncParity();
-    }
-    await this.flushDataDrives();
   }
 
   /** Where member memberIndex of an RStore starts on its drive. */
@@ -1263,41 +570,8 @@ export class Pool implements MapSpace {
     );
   }
 
-  private checkLunSize(sizeBytes: number): void {
-    if (!Number.isSafeInteger(sizeBytes) || sizeBytes < 0)
-      throw new LunfsError('EINVAL', `invalid LUN size ${sizeBytes}`);
-    if (sizeBytes % sectorBytes !== 0)
-      throw new LunfsError(
-        'EINVAL',
-        `LUN size ${sizeBytes} is not a whole number of ${sectorBytes}-byte sectors`,
-      );
-    const capacity = this.capacityBytes();
-    if (sizeBytes > capacity)
-      throw new LunfsError(
-        'EFBIG',
-        `LUN size ${sizeBytes} is larger than the pool can ever map (${capacity} bytes)`,
-      );
-  }
-
   private checkWritable(): void {
     if (this.options.readOnly) throw new LunfsError('EINVAL', 'pool is open read-only');
     assert(!this.closed, 'pool used after close');
   }
-}
-
-export function checkLunName(name: string): void {
-  if (!lunNamePattern.test(name)) {
-    throw new LunfsError(
-      'EINVAL',
-      `invalid LUN name '${name}': use 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit`,
-    );
-  }
-}
-
-function quorumLayoutOf(header: DriveHeader): QuorumLayout {
-  return {
-    quorumOffsetBytes: header.quorumOffsetBytes,
-    checkpointSlotBytes: header.checkpointSlotBytes,
-    journalBytes: header.journalBytes,
-  };
 }

@@ -113,7 +113,7 @@ export class DegradedRowLog {
     return { records: this.recordsWritten, replayed: this.recordsReplayed, live: this.live.length };
   }
 
-  /** The pool replayed this many records at open (Pool.resyncMirrors). */
+  /** The pool replayed this many records at open (resyncMirrors, pool/pool-recovery.ts). */
   noteReplayed(count: number): void {
     this.recordsReplayed += count;
   }

@@ -22,7 +22,8 @@ import { makeUuid } from '../util/clock.js';
 import { LunfsError } from '../util/errors.js';
 import type { Logger } from '../util/logger.js';
 import { BackgroundJobs, type JobStatus } from './background-jobs.js';
-import type { Pool, ScrubReport } from '../pool/pool.js';
+import type { Pool } from '../pool/pool.js';
+import type { ScrubReport } from '../pool/pool-drives.js';
 
 export interface DriveServiceSettings {
   clock: Clock;

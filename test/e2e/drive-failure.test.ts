@@ -36,7 +36,7 @@ import { join, resolve } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { decodeDriveHeader } from '../../src/meta/drive-header.js';
 import type { StatusJson } from '../../src/volume/controller.js';
-import type { ScrubReport } from '../../src/pool/pool.js';
+import type { ScrubReport } from '../../src/pool/pool-drives.js';
 import {
   MiB,
   lunfs,

@@ -44,7 +44,7 @@ export const faultOptions = {
    * member's data, reconstructed from them, wrong, though it was flushed long before (seeds
    * 1902046275, 1902046276). Fixed by the degraded-row log (src/raid/row-log.ts); on by default.
    * The pool must know the drive is out before the power cut (a commit finds it, see beforeCrash):
-   * a drive found missing only after an unclean shutdown is refused (Pool.refuseIfDirtyDegraded,
+   * a drive found missing only after an unclean shutdown is refused (refuseIfDirtyDegraded, pool/,
    * tested in redundancy.test.ts). =0: with a drive out, everything is flushed first and the power
    * cut comes while idle.
    */
