@@ -34,7 +34,9 @@ export interface BlockDevice {
   prepareWrite?(offsetBytes: number, lengthBytes: number): void;
 }
 
-/** Throws EINVAL unless [offsetBytes, offsetBytes + lengthBytes) lies inside a device of sizeBytes. */
+/**
+ * Throws EINVAL unless [offsetBytes, offsetBytes + lengthBytes) lies inside a device of sizeBytes.
+ */
 export function checkRange(
   device: { readonly sizeBytes: number },
   offsetBytes: number,
@@ -60,7 +62,10 @@ export function checkRange(
   }
 }
 
-/** Calls visit once per piece of [offsetBytes, offsetBytes + lengthBytes) cut at multiples of unitBytes. */
+/**
+ * Calls visit once per piece of [offsetBytes, offsetBytes + lengthBytes) cut at multiples of
+ * unitBytes.
+ */
 export function forEachPiece(
   offsetBytes: number,
   lengthBytes: number,

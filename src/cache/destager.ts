@@ -169,7 +169,8 @@ export class Destager {
         );
         this.stats.destagedBytes += end - start;
       }
-      // Wait for every run, even after a failure: the buffer goes back to the pool only when unused.
+      // Wait for every run, even after a failure: the buffer goes back to the pool only when
+      // unused.
       const results = await Promise.allSettled(writes);
       const failure = results.find(
         (result): result is PromiseRejectedResult => result.status === 'rejected',

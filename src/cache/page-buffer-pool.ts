@@ -29,7 +29,8 @@ export class PageBufferPool {
   }
 
   private addSlab(): void {
-    const slab = allocateIoMemory(this.pageBytes * pagesPerSlab); // touched, in huge pages where possible
+    // touched, in huge pages where possible
+    const slab = allocateIoMemory(this.pageBytes * pagesPerSlab);
     for (let index = pagesPerSlab - 1; index >= 0; index -= 1)
       this.free.push(slab.subarray(index * this.pageBytes, (index + 1) * this.pageBytes));
   }

@@ -30,7 +30,8 @@ export class PageTable implements BudgetMember {
     const pageBuffers = budget.pageBuffers;
     this.cleanPages = new LRUCache<number, CachePage>({
       max: Math.floor(budget.capacityBytes / pageBytes),
-      // An evicted page's buffer goes back to the pool; pages moved to dirtyPages are 'delete'd, not evicted.
+      // An evicted page's buffer goes back to the pool; pages moved to dirtyPages are 'delete'd,
+      // not evicted.
       dispose: (page, _index, reason) => {
         if (reason === 'evict') pageBuffers.give(page.buffer);
       },

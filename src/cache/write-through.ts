@@ -21,7 +21,9 @@ export interface ProgressNotifier {
 export class WriteThrough {
   /** Pages a write-through is sending below: other requests on them wait for it. */
   private readonly writingThrough = new Map<number, Promise<void>>();
-  /** Pages a cached write is preparing (reading partial sectors, waiting): no write-through there. */
+  /**
+   * Pages a cached write is preparing (reading partial sectors, waiting): no write-through there.
+   */
   private readonly preparing = new Map<number, number>();
 
   constructor(
@@ -39,7 +41,10 @@ export class WriteThrough {
     return this.writingThrough.size > 0;
   }
 
-  /** Whole pages, none dirty, in flight or being prepared by another write: they may go straight below. */
+  /**
+   * Whole pages, none dirty, in flight or being prepared by another write: they may go straight
+   * below.
+   */
   may(offsetBytes: number, lengthBytes: number): boolean {
     const pageBytes = this.pageBytes;
     if (

@@ -34,9 +34,14 @@ export interface ControlRequest {
   /** drive-replace: the failed drive (index or path) and the new drive's path. */
   old?: string;
   newPath?: string;
-  /** drive-replace: overwrite a target that carries a lunfs drive label. unmount: stop although files are open through the mount. */
+  /**
+   * drive-replace: overwrite a target that carries a lunfs drive label. unmount: stop although
+   * files are open through the mount.
+   */
   force?: boolean;
-  /** drive-replace, scrub: answer when the job has ended (a local open must), not when it started. */
+  /**
+   * drive-replace, scrub: answer when the job has ended (a local open must), not when it started.
+   */
   wait?: boolean;
 }
 
@@ -90,7 +95,8 @@ export async function serveControlSocket(
   controller: Controller,
   log: Logger,
 ): Promise<Server> {
-  await rm(path, { force: true }); // left by a killed mount: we hold the pool lock, so it is not in use
+  // left by a killed mount: we hold the pool lock, so it is not in use
+  await rm(path, { force: true });
   const ownerUid = process.getuid?.() ?? 0;
   const server = createServer((socket) => {
     socket.on('error', (error) => log.debug({ err: error }, 'control socket client error'));

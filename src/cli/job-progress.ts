@@ -36,7 +36,8 @@ export async function runJob(
   // fails to open or a request the mount refuses included, or the CLI prints the error and hangs.
   try {
     if (socket === undefined) {
-      // Local: the job runs in this process (withPool waits for it); the bar follows the pool's status.
+      // Local: the job runs in this process (withPool waits for it); the bar follows the pool's
+      // status.
       bar.start(1, 0);
       const job = (await withPool(absolute, { ...request, wait: true }, (status) =>
         follow(bar, status),

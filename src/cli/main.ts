@@ -59,7 +59,10 @@ function packageVersion(): string {
   ).version;
 }
 
-/** Commander's Command, with a one-line usage error instead of the whole help for a missing subcommand. */
+/**
+ * Commander's Command, with a one-line usage error instead of the whole help for a missing
+ * subcommand.
+ */
 class LunfsCommand extends Command {
   override createCommand(name?: string): Command {
     return new LunfsCommand(name);
@@ -67,7 +70,8 @@ class LunfsCommand extends Command {
 
   override help(context?: HelpContext | ((text: string) => string)): never {
     if (context && typeof context === 'object' && context.error) {
-      // `lunfs`, `lunfs pool` or `lunfs help bogus`: commander would print the whole help on stderr.
+      // `lunfs`, `lunfs pool` or `lunfs help bogus`: commander would print the whole help on
+      // stderr.
       const names = this.commands.map((command) => command.name());
       const unknown = this.args.find(
         (word) => !names.includes(word) && word !== 'help' && !word.startsWith('-'),
@@ -513,7 +517,8 @@ export async function main(argv: string[]): Promise<number> {
     return 0;
   } catch (error) {
     if (error instanceof CommanderError) {
-      return error.exitCode === 0 ? 0 : 2; // commander printed the help, the version or the one-line usage error
+      // commander printed the help, the version or the one-line usage error
+      return error.exitCode === 0 ? 0 : 2;
     }
     if (isLunfsError(error)) {
       console.error(`lunfs: ${error.message}`);

@@ -21,9 +21,13 @@ import { sendControlRequest, serveControlSocket } from './control-socket.js';
 import { MountStop, registerMountStop, type StopDecision, type StopSource } from './mount-stop.js';
 import { makeDirectory, openPool, recordDrivePaths } from './pool-access.js';
 
-/** How often the mount checks that its drive files are still there (a deleted one fails at once). */
+/**
+ * How often the mount checks that its drive files are still there (a deleted one fails at once).
+ */
 const driveWatchIntervalMs = 500;
-/** `lunfs unmount`: how often and how long it waits for the mount's process to let go of the pool. */
+/**
+ * `lunfs unmount`: how often and how long it waits for the mount's process to let go of the pool.
+ */
 const unmountPollMs = 100;
 const unmountWaitMsMax = 300_000;
 
@@ -139,7 +143,8 @@ export async function runMount(request: MountRequest): Promise<void> {
           `lunfs: native front served ${stats.requests} requests in ${stats.batches} batches (${stats.polledBatches ?? 0} found by polling); largest write ${stats.largestWriteBytes} bytes (${stats.writesOfMaxSize} of 1 MiB), largest read ${stats.largestReadBytes} bytes`,
         );
       }
-      lock.record({ pid: process.pid, mountpoint }); // no socket: CLI commands wait for the lock instead
+      // no socket: CLI commands wait for the lock instead
+      lock.record({ pid: process.pid, mountpoint });
       server!.close();
       await rm(socket, { force: true });
       const lost = await controller!.close({ dropUnwritable: flushFailure !== undefined });
@@ -178,7 +183,8 @@ export async function runMount(request: MountRequest): Promise<void> {
         .request(signal)
         .catch((error: unknown) => log.error({ err: error, signal }, 'stop request failed'));
     };
-    // Not once: a signal refused while files are open leaves the mount serving, and the next one decides again.
+    // Not once: a signal refused while files are open leaves the mount serving, and the next one
+    // decides again.
     process.on('SIGINT', () => onSignal('SIGINT'));
     process.on('SIGTERM', () => onSignal('SIGTERM'));
     // The terminal of a foreground mount closing: by default it killed the process with no flush.

@@ -1,4 +1,5 @@
-// When a `lunfs mount` may stop. A request to stop (SIGINT, SIGTERM, SIGHUP, or `lunfs unmount` through
+// When a `lunfs mount` may stop. A request to stop (SIGINT, SIGTERM, SIGHUP, or `lunfs unmount`
+// through
 // the control socket) first flushes every LUN. If LUN or snapshot files are still open through
 // the mount (a loop device, an ext4 on it, a VM), unmounting would give their users EIO and lose
 // what they have not written yet, so the request is refused: the mount logs which files are open
@@ -92,7 +93,8 @@ export class MountStop {
           'forced stop with files open: their users get I/O errors',
         );
       else log.info({ source }, 'stopping: nothing is open');
-      setImmediate(() => this.settings.shutdown(open)); // after the answer to `lunfs unmount` is on its way
+      // after the answer to `lunfs unmount` is on its way
+      setImmediate(() => this.settings.shutdown(open));
       return { stopping: true, forcedOpenFiles: open, pid: process.pid };
     });
   }

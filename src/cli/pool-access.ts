@@ -45,11 +45,17 @@ export interface CreatePoolRequest {
   rssSize?: number;
 }
 
-/** How long a CLI command waits for another lunfs command, or a mount that is starting or stopping, to let go of the pool. */
+/**
+ * How long a CLI command waits for another lunfs command, or a mount that is starting or stopping,
+ * to let go of the pool.
+ */
 const poolWaitMs = 10_000;
 const poolPollMs = 50;
 
-/** Creates a pool; returns warnings about its permissions (a directory the user made open to others). */
+/**
+ * Creates a pool; returns warnings about its permissions (a directory the user made open to
+ * others).
+ */
 export async function createPool(request: CreatePoolRequest): Promise<string[]> {
   const directory = resolve(request.directory);
   if (existsSync(poolFilePath(directory)))
@@ -58,7 +64,8 @@ export async function createPool(request: CreatePoolRequest): Promise<string[]> 
       `a pool already exists at ${directory} (${poolFilePath(directory)})`,
     );
   const createdDirectory = await makeDirectory(directory, 'a pool');
-  if (createdDirectory !== undefined) await chmod(directory, privateDirectoryMode); // the pool itself is private, whatever the umask
+  // the pool itself is private, whatever the umask
+  if (createdDirectory !== undefined) await chmod(directory, privateDirectoryMode);
   let lock: HeldPoolLock;
   try {
     lock = await acquirePoolLock(directory, { pid: process.pid });
@@ -117,7 +124,8 @@ export async function createPool(request: CreatePoolRequest): Promise<string[]> 
     await pool.close();
   } catch (error) {
     await Promise.all(drives.map((drive) => drive.close()));
-    await Promise.all(createdFiles.map((path) => rm(path, { force: true }))); // a failed create leaves nothing behind
+    // a failed create leaves nothing behind
+    await Promise.all(createdFiles.map((path) => rm(path, { force: true })));
     await release();
     if (createdDirectory) await rm(createdDirectory, { recursive: true, force: true });
     throw error;
@@ -164,7 +172,10 @@ export async function makeDirectory(
   return missing[0];
 }
 
-/** A file system error while making the directory (or the pool's lock in it): bad input, with the reason. */
+/**
+ * A file system error while making the directory (or the pool's lock in it): bad input, with the
+ * reason.
+ */
 function refusedDirectory(
   directory: string,
   purpose: 'a pool' | 'the mountpoint',
@@ -334,7 +345,9 @@ async function reachPool(
   }
 }
 
-/** Writes the pool's drive paths to pool.json (relative to the pool directory where they lie in it). */
+/**
+ * Writes the pool's drive paths to pool.json (relative to the pool directory where they lie in it).
+ */
 export async function recordDrivePaths(directory: string, paths: string[]): Promise<void> {
   const absolute = resolve(directory);
   await writePoolFile(

@@ -89,7 +89,10 @@ export function isChecksumError(error: unknown): error is ChecksumError {
 }
 
 export class ChecksumDrive implements Drive {
-  /** Blocks that failed their checksum (reads, partial writes, verify); damaged table pages; blocks checked. */
+  /**
+   * Blocks that failed their checksum (reads, partial writes, verify); damaged table pages; blocks
+   * checked.
+   */
   readonly counters = { mismatches: 0, tablePagesDamaged: 0, verifiedBlocks: 0 };
   private readonly table: ChecksumTable;
   private readonly locks = new BlockLocks();
@@ -137,7 +140,10 @@ export class ChecksumDrive implements Drive {
     return this.child.path;
   }
 
-  /** The child's `inline` flag (a FileDrive on tmpfs), which the LUN stack reads to pick write-through. */
+  /**
+   * The child's `inline` flag (a FileDrive on tmpfs), which the LUN stack reads to pick
+   * write-through.
+   */
   get inline(): boolean | undefined {
     return (this.child as { inline?: boolean }).inline;
   }
@@ -216,7 +222,10 @@ export class ChecksumDrive implements Drive {
     return lost.length;
   }
 
-  /** For scrub: the drive offsets of the blocks of the range that fail their checksum; never throws for them. */
+  /**
+   * For scrub: the drive offsets of the blocks of the range that fail their checksum; never throws
+   * for them.
+   */
   async verify(offsetBytes: number, lengthBytes: number): Promise<number[]> {
     this.checkDataRange(offsetBytes, lengthBytes, 'verify');
     const bad: number[] = [];
@@ -328,7 +337,10 @@ export class ChecksumDrive implements Drive {
     return blocks;
   }
 
-  /** Runs the child's write; if it fails, what reached the blocks is unknown, and so are their entries. */
+  /**
+   * Runs the child's write; if it fails, what reached the blocks is unknown, and so are their
+   * entries.
+   */
   private async writeChild(
     firstBlock: number,
     blockCount: number,
@@ -350,7 +362,9 @@ export class ChecksumDrive implements Drive {
     this.table.record(firstBlock, crcs, blockCount);
   }
 
-  /** Drive offsets of the blocks of blocks (starting at firstBlock) whose known checksum differs. */
+  /**
+   * Drive offsets of the blocks of blocks (starting at firstBlock) whose known checksum differs.
+   */
   private badBlocksIn(firstBlock: number, blocks: Buffer): number[] {
     const blockCount = blocks.length / checksumBlockBytes;
     const known = this.table.countKnown(firstBlock, blockCount);
@@ -429,7 +443,9 @@ export class ChecksumDrive implements Drive {
     await Promise.all(parts);
   }
 
-  /** Runs visit, one after the other, on pieces of at most maxBlocksPerPiece blocks of the range. */
+  /**
+   * Runs visit, one after the other, on pieces of at most maxBlocksPerPiece blocks of the range.
+   */
   private async eachPiece(
     offsetBytes: number,
     lengthBytes: number,
@@ -439,7 +455,8 @@ export class ChecksumDrive implements Drive {
     let position = offsetBytes;
     const endBytes = offsetBytes + lengthBytes;
     while (position < endBytes) {
-      // Pieces end on piece boundaries of the data area, so each stays within maxBlocksPerPiece blocks.
+      // Pieces end on piece boundaries of the data area, so each stays within maxBlocksPerPiece
+      // blocks.
       const relative = position - this.geometry.dataOffsetBytes;
       const pieceEnd = Math.min(
         endBytes,
@@ -495,7 +512,8 @@ class BlockLocks {
 
   acquire(firstBlockIndex: number, lastBlockIndex: number): (() => void) | Promise<() => void> {
     // Locks cover groups of lockGroupBlocks blocks (128 KiB): a 128 KiB request takes one map
-    // entry, not 32. Requests in one group but on different blocks wait for each other; that is rare.
+    // entry, not 32. Requests in one group but on different blocks wait for each other; that is
+    // rare.
     const firstBlock = Math.floor(firstBlockIndex / lockGroupBlocks);
     const lastBlock = Math.floor(lastBlockIndex / lockGroupBlocks);
     const holder: Holder = { released: undefined, wake: undefined };

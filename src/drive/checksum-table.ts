@@ -37,7 +37,10 @@ export function checksumTableBytesFor(dataBytes: number): number {
   return Math.ceil(entryCount / entriesPerTablePage) * tablePageBytes;
 }
 
-/** The table value for a block whose crc32c is crc: 0 and 0xFFFFFFFF are taken, so they are stored as 1 and 0xFFFFFFFE. */
+/**
+ * The table value for a block whose crc32c is crc: 0 and 0xFFFFFFFF are taken, so they are stored
+ * as 1 and 0xFFFFFFFE.
+ */
 export function storedChecksum(crc: number): number {
   return crc === unknownChecksum ? 1 : crc === lostChecksum ? lostChecksum - 1 : crc;
 }
@@ -61,7 +64,9 @@ export function encodeTablePage(entries: Uint32Array): Buffer {
   return page;
 }
 
-/** The entries of a page read from the drive, or null when it fails its seal. All zeros is valid. */
+/**
+ * The entries of a page read from the drive, or null when it fails its seal. All zeros is valid.
+ */
 export function decodeTablePage(page: Buffer): Uint32Array | null {
   assert(
     page.length === tablePageBytes,

@@ -11,5 +11,7 @@ export interface Drive extends BlockDevice {
   close(): Promise<void>;
 }
 
-/** Opens a drive by path; the pool layer receives one of these so tests can swap in memory drives. */
+/**
+ * Opens a drive by path; the pool layer receives one of these so tests can swap in memory drives.
+ */
 export type DriveOpener = (path: string) => Promise<Drive>;

@@ -93,7 +93,8 @@ export class FileDrive implements Drive {
       await handle.truncate(sizeBytes);
     } catch (error) {
       await handle?.close();
-      if (isLunfsError(error, 'EBUSY')) throw error; // another process opened the new file meanwhile: leave it to them
+      // another process opened the new file meanwhile: leave it to them
+      if (isLunfsError(error, 'EBUSY')) throw error;
       const code = (error as NodeJS.ErrnoException).code;
       if (code === 'EEXIST')
         throw new LunfsError('EEXIST', `drive file ${path} already exists`, { cause: error });
@@ -241,7 +242,8 @@ async function refuseLoopBacking(path: string, handle: FileHandle): Promise<void
     } catch {
       continue; // not attached
     }
-    if (backing !== ours) continue; // a deleted backing file reads "PATH (deleted)": not ours either
+    // a deleted backing file reads "PATH (deleted)": not ours either
+    if (backing !== ours) continue;
     throw new LunfsError(
       'EBUSY',
       `drive ${path} is in use: it backs the loop device /dev/${name} (losetup -d /dev/${name} first)`,
@@ -249,7 +251,9 @@ async function refuseLoopBacking(path: string, handle: FileHandle): Promise<void
   }
 }
 
-/** EBUSY for a block device the kernel would not let us claim, naming its pool when it has a label. */
+/**
+ * EBUSY for a block device the kernel would not let us claim, naming its pool when it has a label.
+ */
 async function claimedDeviceError(path: string, cause: unknown): Promise<LunfsError> {
   const pool = await labelPool(path);
   if (pool !== undefined)
@@ -312,7 +316,8 @@ async function chooseInline(
   ioMode: DriveIoMode,
 ): Promise<boolean> {
   if (ioMode !== 'auto') return ioMode === 'inline';
-  if (!(await handle.stat()).isFile()) return false; // /dev is tmpfs too, but a block device has latency
+  // /dev is tmpfs too, but a block device has latency
+  if (!(await handle.stat()).isFile()) return false;
   try {
     return statfsSync(path).type === tmpfsMagic;
   } catch {

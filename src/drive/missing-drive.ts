@@ -1,6 +1,7 @@
 // A drive that is not there: its file or device could not be opened when the pool was opened, or
 // it was there but could not be taken for the pool's drive (no good label, a label of another
-// pool or an older one of this pool: `unusable`, see src/volume/drive-identity.ts). It stands in the pool's drive list at its index so that the pool can open degraded (seed 004
+// pool or an older one of this pool: `unusable`, see src/volume/drive-identity.ts). It stands in
+// the pool's drive list at its index so that the pool can open degraded (seed 004
 // [0044]: the RSS keeps its data with one drive lost); every access fails with EIO, and the pool
 // marks the drive failed so that nothing tries.
 

@@ -40,7 +40,8 @@ export class FuseFront implements MountedFront {
       force: true, // a stale mount left by a killed process is unmounted first
       mkdir: true,
       timeout: false,
-      fsname: 'lunfs,big_writes,max_read=131072,subtype=lunfs,hard_remove', // hard_remove: rm of an open LUN is EBUSY, not ENOSYS from libfuse's hide-by-rename
+      // hard_remove: rm of an open LUN is EBUSY, not ENOSYS from libfuse's hide-by-rename
+      fsname: 'lunfs,big_writes,max_read=131072,subtype=lunfs,hard_remove',
     });
   }
 
@@ -67,7 +68,10 @@ export class FuseFront implements MountedFront {
     return this.namespace.openFiles();
   }
 
-  /** How many times every LUN and snapshot file was closed: equal counts mean none was idle in between. */
+  /**
+   * How many times every LUN and snapshot file was closed: equal counts mean none was idle in
+   * between.
+   */
   get idleGeneration(): number {
     return this.namespace.idleGeneration;
   }

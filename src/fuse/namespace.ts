@@ -112,7 +112,10 @@ export class Namespace {
       .map(([path, count]) => `${path} (${count} handle${count === 1 ? '' : 's'})`);
   }
 
-  /** How many times every LUN and snapshot file was closed: equal counts mean none was idle in between. */
+  /**
+   * How many times every LUN and snapshot file was closed: equal counts mean none was idle in
+   * between.
+   */
   get idleGeneration(): number {
     return this.idleCount;
   }
@@ -254,7 +257,8 @@ export class Namespace {
     const controller = this.controller;
     const request = /^\/control\/snapshot\/([^/]+)$/.exec(path);
     if (request) {
-      // touch (or echo >) control/snapshot/LUN@NAME: the snapshot is taken; the handle reads as empty.
+      // touch (or echo >) control/snapshot/LUN@NAME: the snapshot is taken; the handle reads as
+      // empty.
       await controller.createSnapshot(request[1]!);
       const handle = this.nextHandle++;
       this.handles.set(handle, { text: Buffer.alloc(0), discardsWrites: true });
@@ -317,7 +321,8 @@ export class Namespace {
   }
 
   /**
-   * fallocate(2): punch-hole (with keep-size) is a discard; zero-range writes zeros (a discard reads
+   * fallocate(2): punch-hole (with keep-size) is a discard; zero-range writes zeros (a discard
+   * reads
    * back as zeros, so it is one too, and frees the units it covers wholly). Other modes: ENOTSUP.
    */
   async fallocate(fd: number, mode: number, position: number, lengthBytes: number): Promise<void> {
@@ -394,10 +399,12 @@ export class Namespace {
   async truncate(path: string, sizeBytes: number): Promise<void> {
     const target = this.resolve(path);
     if (target.kind === 'snapshot') {
-      if (sizeBytes === this.controller.snapshotVolume(target.name).sizeBytes) return; // O_TRUNC-free opens of the same size
+      // O_TRUNC-free opens of the same size
+      if (sizeBytes === this.controller.snapshotVolume(target.name).sizeBytes) return;
       throw new LunfsError('EINVAL', `${path} is a snapshot: its size is fixed`);
     }
-    if (target.kind === 'snapshot-request' && sizeBytes === 0) return; // `echo > control/snapshot/L@N` again: O_TRUNC of the empty file
+    // `echo > control/snapshot/L@N` again: O_TRUNC of the empty file
+    if (target.kind === 'snapshot-request' && sizeBytes === 0) return;
     if (target.kind === 'status') throw new LunfsError('EACCES', `${path} is read-only`);
     if (target.kind === 'pending-lun') {
       await this.createPendingLun(target.name, sizeBytes);
@@ -408,7 +415,9 @@ export class Namespace {
     await this.controller.resizeLun(target.name, sizeBytes);
   }
 
-  /** One handle of a pending LUN is closed (or the LUN was made): forget the name with its last one. */
+  /**
+   * One handle of a pending LUN is closed (or the LUN was made): forget the name with its last one.
+   */
   private dropPending(name: string): void {
     const count = (this.pendingLuns.get(name) ?? 0) - 1;
     if (count > 0) this.pendingLuns.set(name, count);
@@ -423,7 +432,10 @@ export class Namespace {
     throw new LunfsError('EBADF', `file handle ${fd} serves no LUN or snapshot`);
   }
 
-  /** The truncate that gives a pending name its size makes the LUN; its open handles become the LUN's. */
+  /**
+   * The truncate that gives a pending name its size makes the LUN; its open handles become the
+   * LUN's.
+   */
   private async createPendingLun(name: string, sizeBytes: number): Promise<void> {
     if (sizeBytes === 0) throw new LunfsError('EINVAL', 'LUN size must be larger than 0');
     await this.controller.createLun(name, sizeBytes);

@@ -83,9 +83,14 @@ interface FuseAddon {
   reply(id: number, errno: number, value?: unknown, handle?: number, directIo?: boolean): void;
   stats(): NativeFrontStats;
   detach(path: string): number;
-  /** The bytes of one write slot (a header page and 1 MiB); absent in an older build (1 MiB slots). */
+  /**
+   * The bytes of one write slot (a header page and 1 MiB); absent in an older build (1 MiB slots).
+   */
   readonly slotBytes?: number;
-  /** Spins up to spinMicros for the next requests (see js_poll in fuse_front.c); absent in an older build. */
+  /**
+   * Spins up to spinMicros for the next requests (see js_poll in fuse_front.c); absent in an older
+   * build.
+   */
   poll?(spinMicros: number): NativeRequest[] | undefined;
 }
 
@@ -127,7 +132,10 @@ function wholeNumberFromEnvironment(
   return value;
 }
 
-/** LUNFS_FUSE_SLOTS (0 to 64) replaces writeSlotCount: with fewer slots than loop threads, writes take the copying paths of fuse_front.c (the tests use it). */
+/**
+ * LUNFS_FUSE_SLOTS (0 to 64) replaces writeSlotCount: with fewer slots than loop threads, writes
+ * take the copying paths of fuse_front.c (the tests use it).
+ */
 const slotCountFromEnvironment = (): number =>
   wholeNumberFromEnvironment('LUNFS_FUSE_SLOTS', 64, writeSlotCount, '');
 
@@ -196,9 +204,15 @@ export class NativeFront implements MountedFront {
   private lastStats: NativeFrontStats | undefined;
   private readonly pollMicros: number;
   private pollScheduled = false;
-  /** Kept alive here for the whole mount: C reads requests into them. One region, in huge pages where possible (allocateIoMemory). */
+  /**
+   * Kept alive here for the whole mount: C reads requests into them. One region, in huge pages
+   * where possible (allocateIoMemory).
+   */
   private readonly writeSlots: Buffer[];
-  /** Read buffers of 1 MiB, reused: reply() copies the data out at once, so each is free again after it. */
+  /**
+   * Read buffers of 1 MiB, reused: reply() copies the data out at once, so each is free again after
+   * it.
+   */
   private readonly readBuffers: Buffer[] = [];
 
   constructor(private readonly options: FuseFrontOptions) {
@@ -219,7 +233,8 @@ export class NativeFront implements MountedFront {
 
   async mount(): Promise<void> {
     const mountpoint = this.options.mountpoint;
-    // A mount left by a killed server answers nothing (ENOTCONN): detach it, as fuse-native's force does.
+    // A mount left by a killed server answers nothing (ENOTCONN): detach it, as fuse-native's force
+    // does.
     if (staleFuseMountAt(mountpoint)) {
       const errno = this.addon.detach(mountpoint);
       if (errno !== 0)
@@ -417,7 +432,8 @@ export class NativeFront implements MountedFront {
           return [buffer.subarray(0, count)];
         })();
       case Operation.Write: {
-        // A slot is C's again once reply() runs: the BlockDevice contract is that write() keeps no reference after it settles.
+        // A slot is C's again once reply() runs: the BlockDevice contract is that write() keeps no
+        // reference after it settles.
         const start = request.slotOffset ?? 0;
         const data =
           request.slot !== undefined
@@ -490,7 +506,10 @@ function operationName(op: Operation): string {
   );
 }
 
-/** Whether /proc/mounts has a FUSE mount exactly at mountpoint (runMount reaches here only when it answered ENOTCONN: stale). */
+/**
+ * Whether /proc/mounts has a FUSE mount exactly at mountpoint (runMount reaches here only when it
+ * answered ENOTCONN: stale).
+ */
 function staleFuseMountAt(mountpoint: string): boolean {
   let text: string;
   try {

@@ -42,7 +42,10 @@ export class ThinVolume implements BlockDevice {
     return this.unitBytes;
   }
 
-  /** Whether the allocation unit holding offsetBytes has data (mapped, or its first write is on its way). */
+  /**
+   * Whether the allocation unit holding offsetBytes has data (mapped, or its first write is on its
+   * way).
+   */
   holdsData(offsetBytes: number): boolean {
     const unitIndex = Math.floor(offsetBytes / this.unitBytes);
     return (
@@ -98,7 +101,8 @@ export class ThinVolume implements BlockDevice {
     if (target.length === 0) return; // past the last unit when offsetBytes is the end
     const inUnit = offsetBytes % this.unitBytes;
     if (inUnit + target.length <= this.unitBytes)
-      return this.readUnit(Math.floor(offsetBytes / this.unitBytes), inUnit, target); // the common case
+      // the common case
+      return this.readUnit(Math.floor(offsetBytes / this.unitBytes), inUnit, target);
     const pieces: Promise<void>[] = [];
     forEachPiece(
       offsetBytes,
@@ -115,10 +119,12 @@ export class ThinVolume implements BlockDevice {
 
   async write(offsetBytes: number, data: Buffer): Promise<void> {
     checkRange(this, offsetBytes, data.length, `write to LUN ${this.lun.name}`);
-    if (data.length === 0) return; // nothing to allocate, and past the last unit when offsetBytes is the end
+    // nothing to allocate, and past the last unit when offsetBytes is the end
+    if (data.length === 0) return;
     const inUnit = offsetBytes % this.unitBytes;
     if (inUnit + data.length <= this.unitBytes)
-      return this.writeUnit(Math.floor(offsetBytes / this.unitBytes), inUnit, data); // the common case
+      // the common case
+      return this.writeUnit(Math.floor(offsetBytes / this.unitBytes), inUnit, data);
     const pieces: Promise<void>[] = [];
     forEachPiece(
       offsetBytes,

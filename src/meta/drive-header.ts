@@ -103,7 +103,10 @@ export function decodeDriveHeader(buffer: Buffer): DecodedDriveHeader {
   };
 }
 
-/** The label a drive header carries, in words (pool uuid, drive index, created), or undefined when it is not a lunfs header. */
+/**
+ * The label a drive header carries, in words (pool uuid, drive index, created), or undefined when
+ * it is not a lunfs header.
+ */
 export function describeDriveLabel(buffer: Buffer): string | undefined {
   const decoded = decodeDriveHeader(buffer);
   if (!decoded.ok) return undefined;

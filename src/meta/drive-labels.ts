@@ -91,7 +91,9 @@ export async function readLabels(drive: LabelDrive): Promise<LabelScan> {
   return { damaged: [...damaged, tailProblem], unreadable: head.eio && tail.eio };
 }
 
-/** Writes the drive's labels (the head, flushed, then the tail, flushed), or only those at `only`. */
+/**
+ * Writes the drive's labels (the head, flushed, then the tail, flushed), or only those at `only`.
+ */
 export async function writeLabels(
   drive: LabelDrive,
   header: DriveHeader,

@@ -231,7 +231,8 @@ export class MetadataStore<State = PoolMetadata, Op = MetadataOp> {
    * checkpoint when the journal is full. The store keeps its own image of the committed metadata,
    * so a checkpoint never contains a change whose data the caller has not yet made durable.
    * beforeCheckpoint runs first when the ops go into a checkpoint rather than a journal record:
-   * a caller whose ops may be written before their data is flushed (see lastRecordOps) flushes there.
+   * a caller whose ops may be written before their data is flushed (see lastRecordOps) flushes
+   * there.
    */
   commit(ops: Op[], beforeCheckpoint?: () => Promise<void>): Promise<void> {
     return this.mutex.run(async () => {
@@ -264,7 +265,10 @@ export class MetadataStore<State = PoolMetadata, Op = MetadataOp> {
     });
   }
 
-  /** Writes the committed metadata (after update, if given) to the inactive slot of every copy; resets the journal. */
+  /**
+   * Writes the committed metadata (after update, if given) to the inactive slot of every copy;
+   * resets the journal.
+   */
   checkpoint(update?: (committed: State) => void): Promise<void> {
     return this.mutex.run(() => {
       update?.(this.committed);
@@ -450,7 +454,8 @@ async function scanCopy<Op>(
         position + recordHeaderBytes,
         position + recordHeaderBytes + payloadBytes,
       );
-      if (crc32c(payload) !== header.readUInt32LE(36)) break; // torn record: it was never acknowledged
+      // torn record: it was never acknowledged
+      if (crc32c(payload) !== header.readUInt32LE(36)) break;
       scan.lastRecordOps = JSON.parse(payload.toString('utf8')) as Op[];
       scan.ops.push(...scan.lastRecordOps);
       scan.sequence += 1;

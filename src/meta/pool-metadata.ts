@@ -69,7 +69,9 @@ export interface RStoreRecord {
   raidLevel: RaidLevel;
   members: PsegRef[];
   rsegCount: number;
-  /** One character per RSEG: '1' = never written since the PSEGs were zero, '0' = may hold old data. */
+  /**
+   * One character per RSEG: '1' = never written since the PSEGs were zero, '0' = may hold old data.
+   */
   rsegFresh: string;
   /**
    * Write intent: set (durably) before the first write since the RStore was last consistent,
@@ -199,7 +201,10 @@ export type MetadataOp =
   | { kind: 'snapshot-create'; snapshot: SnapshotRecord }
   | { kind: 'snapshot-invalidate'; snapshotId: number; reason: string }
   | { kind: 'snapshot-remove'; snapshotId: number }
-  /** After an unclean shutdown: unmapped RSEGs and unused PSEGs may hold data of writes whose mapping was lost. */
+  /**
+   * After an unclean shutdown: unmapped RSEGs and unused PSEGs may hold data of writes whose
+   * mapping was lost.
+   */
   | { kind: 'forget-fresh' }
   /** A RAID-5 RStore made on PSEGs that were not zero has had every row's parity computed. */
   | { kind: 'rstore-parity-set'; rstoreId: number }
@@ -207,7 +212,9 @@ export type MetadataOp =
   | { kind: 'rstore-intent'; rstoreIds: number[]; dirty: boolean }
   /** A drive is out of service (I/O error, or missing at open). */
   | { kind: 'drive-fail'; driveIndex: number; reason: string; atMs: number; absent?: boolean }
-  /** Writes meant for a drive out of service (or that failed on it) were missed in these RStores. */
+  /**
+   * Writes meant for a drive out of service (or that failed on it) were missed in these RStores.
+   */
   | { kind: 'drive-missed-writes'; driveIndex: number; rstoreIds: number[] }
   /** A RAID-0 drive that had failed is back with its own label and returns to service as it is. */
   | { kind: 'drive-return'; driveIndex: number }
@@ -395,7 +402,10 @@ function lunById(metadata: PoolMetadata, lunId: number): LunRecord {
   return lun;
 }
 
-/** Checkpoint payload: u32 JSON length, the JSON of everything but the maps, then each LUN's map entries. */
+/**
+ * Checkpoint payload: u32 JSON length, the JSON of everything but the maps, then each LUN's map
+ * entries.
+ */
 export function encodeCheckpoint(metadata: PoolMetadata): Buffer {
   const luns = [...metadata.luns.values()];
   const json = Buffer.from(

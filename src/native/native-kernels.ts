@@ -127,7 +127,9 @@ export function crc32cSingleStream(data: Uint8Array, seed = 0): number {
   return singleStreamCrc32c(data, seed);
 }
 
-/** out[i] = crc32c of the i-th blockBytes-long block of data (data checksums, one call per request). */
+/**
+ * out[i] = crc32c of the i-th blockBytes-long block of data (data checksums, one call per request).
+ */
 export function crc32cBlocks(data: Uint8Array, blockBytes: number, out: Uint32Array): void {
   activeKernels.crc32cBlocks(data, blockBytes, out);
 }

@@ -45,7 +45,10 @@ export function unflock(fd: number): void {
   osCalls?.unflock(fd);
 }
 
-/** The pid, uid and gid of the process at the other end of a connected Unix socket, or null without the addon. */
+/**
+ * The pid, uid and gid of the process at the other end of a connected Unix socket, or null without
+ * the addon.
+ */
 export function peerCredentials(fd: number): PeerCredentials | null {
   if (osCalls === null) return null;
   return osCalls.peerCredentials(fd);

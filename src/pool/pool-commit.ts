@@ -41,7 +41,9 @@ export class PoolCommit {
     this.pending.push({ op, afterCommit });
   }
 
-  /** Flushes every data drive, then makes the queued metadata durable, then runs afterCommit hooks. */
+  /**
+   * Flushes every data drive, then makes the queued metadata durable, then runs afterCommit hooks.
+   */
   commit(): Promise<void> {
     return this.mutex.run(async () => {
       // RStores idle since before this commit's flush are consistent on the drives once it is done.
@@ -79,7 +81,8 @@ export class PoolCommit {
   }
 
   private async flushDataDrivesOnly(): Promise<void> {
-    // RAID-5 parities held in memory go to their members first: after the flush every row on the drives is consistent.
+    // RAID-5 parities held in memory go to their members first: after the flush every row on the
+    // drives is consistent.
     await Promise.all([...this.pool.openRStores()].map((rstore) => rstore.writeBackParity()));
     const indexes = this.pool.metadata.drives
       .map((_, index) => index)

@@ -131,7 +131,8 @@ export function refuseIfDataLost(context: DriveFailureContext, lost: RStore[]): 
     metadata,
     lost.map((rstore) => rstore.record.id),
   );
-  // Drives that are simply not there are the caller's to bring back (ENOENT); drives that failed in service are EIO.
+  // Drives that are simply not there are the caller's to bring back (ENOENT); drives that failed in
+  // service are EIO.
   const code = health.failedDrives().every((index) => isMissingDrive(drives[index]!))
     ? 'ENOENT'
     : 'EIO';

@@ -136,7 +136,8 @@ export async function installReplacement(
     createdAtMs: context.clock.nowMs(),
   };
   const geometry = checksumGeometryOf(header);
-  await newDrive.discard(geometry.tableOffsetBytes, geometry.tableBytes); // an all-zero table: no checksum known yet
+  // an all-zero table: no checksum known yet
+  await newDrive.discard(geometry.tableOffsetBytes, geometry.tableBytes);
   await writeLabels(newDrive, header);
   const old = context.drives[driveIndex]!;
   context.drives[driveIndex] = newDrive;

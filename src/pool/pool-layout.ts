@@ -1,8 +1,10 @@
 // Where things go on a drive, decided once at pool creation: the 4 KiB header, the quorum area
 // (two checkpoint slots sized for the metadata of a fully allocated pool, and the journal), the
-// degraded-row log (src/raid/row-log.ts), the checksum table (one u32 per 4 KiB of PSEG area, src/drive/checksum-table.ts), then the PSEG
+// degraded-row log (src/raid/row-log.ts), the checksum table (one u32 per 4 KiB of PSEG area,
+// src/drive/checksum-table.ts), then the PSEG
 // area, which ends before the drive's last whole 4 KiB: the tail label (src/meta/drive-labels.ts;
-// a format-4 pool has none, and its PSEGs may reach the end). Every drive of a pool gets the same layout (the table is sized for the largest drive), so
+// a format-4 pool has none, and its PSEGs may reach the end). Every drive of a pool gets the same
+// layout (the table is sized for the largest drive), so
 // a metadata copy can move to any drive.
 
 import { checksumTableBytesFor, tablePageBytes } from '../drive/checksum-table.js';
@@ -19,10 +21,16 @@ export interface DriveLayout {
   quorumOffsetBytes: number;
   checkpointSlotBytes: number;
   journalBytes: number;
-  /** The degraded-row log (src/raid/row-log.ts): right after the journal, on the drives holding a metadata copy. */
+  /**
+   * The degraded-row log (src/raid/row-log.ts): right after the journal, on the drives holding a
+   * metadata copy.
+   */
   rowLogOffsetBytes: number;
   rowLogBytes: number;
-  /** The checksum table: right after the journal, whole 4 KiB pages, one entry per 4 KiB of PSEG area. */
+  /**
+   * The checksum table: right after the journal, whole 4 KiB pages, one entry per 4 KiB of PSEG
+   * area.
+   */
   checksumTableOffsetBytes: number;
   checksumTableBytes: number;
   /** The first MiB boundary at or after the end of the checksum table. */
@@ -89,7 +97,10 @@ export function snapshotRecordRoom(maxUnits: number): number {
   return Math.min(4096, Math.max(64, Math.floor(maxUnits / 4)));
 }
 
-/** PSEGs that fit a drive between the PSEG area's start and its tail label (format 4: the drive's end). */
+/**
+ * PSEGs that fit a drive between the PSEG area's start and its tail label (format 4: the drive's
+ * end).
+ */
 export function psegCountFor(
   driveSizeBytes: number,
   layout: DriveLayout,

@@ -91,7 +91,10 @@ export class LunTable {
     await this.removeVolume(target, releaseUnwritten);
   }
 
-  /** Removes a LUN or target volume record; its RSEGs go back to the allocator once that is committed. */
+  /**
+   * Removes a LUN or target volume record; its RSEGs go back to the allocator once that is
+   * committed.
+   */
   private async removeVolume(record: LunRecord, releaseUnwritten: () => void): Promise<void> {
     releaseUnwritten();
     const entries: LmapEntry[] = [];

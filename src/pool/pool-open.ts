@@ -237,7 +237,8 @@ async function setAsideReplacedDrives(
 ): Promise<void> {
   for (const [index, record] of metadata.drives.entries()) {
     const header = headers[index];
-    if (!header || header.driveUuid === record.uuid || driveStateOf(record) === 'failed') continue; // failed: the drive a replacement took the place of
+    // failed: the drive a replacement took the place of
+    if (!header || header.driveUuid === record.uuid || driveStateOf(record) === 'failed') continue;
     // An older label of this pool: the drive that was at this index before a replacement (or
     // a copy of it). Its contents are not this drive's: it is failed, never read.
     await drives[index]!.close().catch(() => undefined);

@@ -30,7 +30,10 @@ export interface SessionRecoveryContext {
   flushDataDrives(): Promise<void>;
 }
 
-/** Rewrites each damaged label of a drive in service from its good one (logged, counted in integrity.labelRepairs). */
+/**
+ * Rewrites each damaged label of a drive in service from its good one (logged, counted in
+ * integrity.labelRepairs).
+ */
 export async function repairLabels(
   context: SessionRecoveryContext,
   labelDamage: LabelProblem[][],
@@ -82,7 +85,8 @@ export async function recomputeLostChecksums(context: SessionRecoveryContext): P
  * are scrubbed with trustData (RStore.scrub): a mirror whose block fails its checksum is
  * rewritten from one that verifies (so a bit flip at rest is repaired, not taken for data);
  * where none verifies, the data is taken as it is; mirrors are made equal. RAID-5 RStores take
- * every member's data as it is (checksums recomputed) and recompute parity. The clean-shutdown flag stays false until this
+ * every member's data as it is (checksums recomputed) and recompute parity. The clean-shutdown flag
+ * stays false until this
  * is done, so a crash during it repeats it.
  */
 export async function resyncMirrors(
@@ -114,7 +118,9 @@ export async function resyncMirrors(
   await context.flushDataDrives();
 }
 
-/** One RAID-5 RStore of resyncMirrors: data taken as it is, the row log replayed, parity recomputed. */
+/**
+ * One RAID-5 RStore of resyncMirrors: data taken as it is, the row log replayed, parity recomputed.
+ */
 async function resyncRaid5(
   context: SessionRecoveryContext,
   rstore: RStore,

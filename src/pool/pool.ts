@@ -79,14 +79,19 @@ export class Pool implements MapSpace {
   private readonly allocator: RsegAllocator;
   /** Which drives are in service; shared by every RStore. */
   readonly health: DriveHealth;
-  /** Called after a drive fails (the controller relocates metadata copies, logs, updates status). */
+  /**
+   * Called after a drive fails (the controller relocates metadata copies, logs, updates status).
+   */
   onDriveFailure: (driveIndex: number, reason: string) => void = () => {};
   /** Called after a missed write was first recorded on a drive (the controller commits it soon). */
   onMissedWrite: (driveIndex: number) => void = () => {};
   private readonly rstoreCache = new Map<number, RStore>();
   /** RAID-5's spare buffers and row cache, shared by this pool's RStores only. */
   private readonly raid5Memory = new Raid5Memory();
-  /** The degraded-row log (undefined on a read-only pool), and its records to replay when the session starts. */
+  /**
+   * The degraded-row log (undefined on a read-only pool), and its records to replay when the
+   * session starts.
+   */
   private rowLog: DegradedRowLog | undefined;
   private rowLogReplay: RowLogEntry[] = [];
   private closed = false;
@@ -99,7 +104,9 @@ export class Pool implements MapSpace {
   labelDamage: LabelProblem[][] = [];
   /** While Pool.open runs: drives found missing are reported once it has decided to open. */
   private opening = true;
-  /** What the other files of pool/ see of the pool: each function takes the narrow part it needs. */
+  /**
+   * What the other files of pool/ see of the pool: each function takes the narrow part it needs.
+   */
   private readonly parts: PoolParts;
   private readonly lunTable: LunTable;
   private readonly commits: PoolCommit;
@@ -272,7 +279,10 @@ export class Pool implements MapSpace {
     return this.rowLog?.counters;
   }
 
-  /** EIO naming what is lost when some RStore has more members out of service than its RAID level covers. */
+  /**
+   * EIO naming what is lost when some RStore has more members out of service than its RAID level
+   * covers.
+   */
   refuseIfDataLost(): void {
     refuseIfDataLost(this.parts, this.lostRStores());
   }
@@ -368,7 +378,9 @@ export class Pool implements MapSpace {
     this.commits.queue(op, afterCommit);
   }
 
-  /** Flushes every data drive, then makes the queued metadata durable, then runs afterCommit hooks. */
+  /**
+   * Flushes every data drive, then makes the queued metadata durable, then runs afterCommit hooks.
+   */
   async commit(): Promise<void> {
     if (!this.sessionStarted) await this.startSession();
     return this.commits.commit();
@@ -404,7 +416,9 @@ export class Pool implements MapSpace {
     await driveWork.installReplacement(this.parts, driveIndex, newDrive, driveUuid);
   }
 
-  /** Refuses a replacement of driveIndex unless it failed and the rest of the pool can rebuild it. */
+  /**
+   * Refuses a replacement of driveIndex unless it failed and the rest of the pool can rebuild it.
+   */
   replaceDriveCheck(driveIndex: number): void {
     this.checkWritable();
     driveWork.checkReplaceable(this.parts, driveIndex);
@@ -508,7 +522,8 @@ export class Pool implements MapSpace {
         await this.commit();
         await this.store.checkpoint((committed) => {
           committed.cleanShutdown = true;
-          for (const rstore of committed.rstores.values()) delete rstore.dirty; // everything was flushed
+          // everything was flushed
+          for (const rstore of committed.rstores.values()) delete rstore.dirty;
         });
       }
     } finally {
@@ -543,7 +558,8 @@ export class Pool implements MapSpace {
     this.sessionStarted = true;
     await repairLabels(this.parts, this.labelDamage);
     if (!this.metadata.cleanShutdown) {
-      // After a crash an unmapped RSEG may hold data whose mapping was lost: never trust it to read as zeros.
+      // After a crash an unmapped RSEG may hold data whose mapping was lost: never trust it to read
+      // as zeros.
       this.options.log.warn(
         'pool was not shut down cleanly; unmapped RSEGs will be zeroed before reuse',
       );

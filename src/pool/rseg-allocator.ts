@@ -76,7 +76,9 @@ export class RsegAllocator {
     }
   }
 
-  /** Bytes that writes could still allocate (free RSEGs plus RStores that free PSEGs could form). */
+  /**
+   * Bytes that writes could still allocate (free RSEGs plus RStores that free PSEGs could form).
+   */
   freeBytes(): number {
     const { psegSizeBytes, allocationUnitBytes, raidLevel } = this.metadata.config;
     let bytes = this.freeRsegCount * allocationUnitBytes;
@@ -136,7 +138,8 @@ export class RsegAllocator {
         members,
         rsegCount,
         rsegFresh: (zeroed ? '1' : '0').repeat(rsegCount),
-        // RAID-5 on PSEGs that may hold old bytes: the rows' parity is not their XOR yet (the RStore
+        // RAID-5 on PSEGs that may hold old bytes: the rows' parity is not their XOR yet (the
+        // RStore
         // makes it so before its first write; see RStore.write).
         ...(raidLevel === 5 && !zeroed ? { parityUnset: true } : {}),
       };

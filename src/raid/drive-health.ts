@@ -21,7 +21,9 @@ export interface IntegrityCounters {
   unrepairable: number;
   /** RAID-5 rows whose parity scrub or resync found wrong and rewrote. */
   parityRepairs: number;
-  /** Drive labels found damaged at open and rewritten from a good one (src/meta/drive-labels.ts). */
+  /**
+   * Drive labels found damaged at open and rewritten from a good one (src/meta/drive-labels.ts).
+   */
   labelRepairs: number;
 }
 
@@ -33,14 +35,23 @@ export class DriveHealth {
     parityRepairs: 0,
     labelRepairs: 0,
   };
-  /** Per RStore id: member bytes already rebuilt on the rebuilding drive (reads below it are served). */
+  /**
+   * Per RStore id: member bytes already rebuilt on the rebuilding drive (reads below it are
+   * served).
+   */
   private readonly rebuiltBytes = new Map<number, number>();
 
   constructor(
     private readonly drives: ReadonlyArray<DriveRecord>,
-    /** Called once when a drive first fails (the pool records it durably and logs it); absent: it left, no I/O failed. */
+    /**
+     * Called once when a drive first fails (the pool records it durably and logs it); absent: it
+     * left, no I/O failed.
+     */
     private readonly onFailure: (driveIndex: number, reason: string, absent: boolean) => void,
-    /** Called when a write meant for a drive's member of an RStore did not reach it (the pool records it). */
+    /**
+     * Called when a write meant for a drive's member of an RStore did not reach it (the pool
+     * records it).
+     */
     private readonly onMissedWrite: (driveIndex: number, rstoreId: number) => void = () => {},
   ) {}
 
@@ -48,7 +59,10 @@ export class DriveHealth {
     return driveStateOf(this.drives[driveIndex]!);
   }
 
-  /** Whether the member on driveIndex may be read over [memberOffsetBytes, + lengthBytes) inside RStore rstoreId. */
+  /**
+   * Whether the member on driveIndex may be read over [memberOffsetBytes, + lengthBytes) inside
+   * RStore rstoreId.
+   */
   readable(
     driveIndex: number,
     rstoreId: number,
@@ -58,7 +72,8 @@ export class DriveHealth {
     const state = this.state(driveIndex);
     if (state === 'online') return true;
     if (state === 'failed') return false;
-    return memberOffsetBytes + Math.max(1, lengthBytes) <= (this.rebuiltBytes.get(rstoreId) ?? 0); // all of it rebuilt
+    // all of it rebuilt
+    return memberOffsetBytes + Math.max(1, lengthBytes) <= (this.rebuiltBytes.get(rstoreId) ?? 0);
   }
 
   writable(driveIndex: number): boolean {
@@ -75,7 +90,10 @@ export class DriveHealth {
     this.onFailure(driveIndex, reason, options.absent === true);
   }
 
-  /** A write meant for the member of RStore rstoreId on driveIndex did not reach it (or may not have). */
+  /**
+   * A write meant for the member of RStore rstoreId on driveIndex did not reach it (or may not
+   * have).
+   */
   missedWrite(driveIndex: number, rstoreId: number): void {
     this.onMissedWrite(driveIndex, rstoreId);
   }

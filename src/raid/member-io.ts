@@ -32,14 +32,20 @@ export interface MemberIo {
   rebuilding(memberIndex: number): boolean;
   /** The member returned an I/O error (not a checksum mismatch): it leaves service. */
   failed(memberIndex: number, error: unknown): void;
-  /** Takes the member's data over this range as it is and records fresh checksums for it (resync after a crash). */
+  /**
+   * Takes the member's data over this range as it is and records fresh checksums for it (resync
+   * after a crash).
+   */
   recompute(memberIndex: number, memberOffsetBytes: number, lengthBytes: number): Promise<void>;
   /** Member offsets of the 4 KiB blocks in the range whose data fails its checksum. */
   badBlocks(memberIndex: number, memberOffsetBytes: number, lengthBytes: number): Promise<number[]>;
   readonly integrity: IntegrityCounters;
   /** Names the RStore in messages. */
   readonly name: string;
-  /** The pool's degraded-row log (absent outside a pool: then a power cut with a member out is not covered). */
+  /**
+   * The pool's degraded-row log (absent outside a pool: then a power cut with a member out is not
+   * covered).
+   */
   readonly rowLog?: RowLogPort;
 }
 

@@ -85,7 +85,10 @@ export class PsegAllocator {
     this.freeCounts[member.driveIndex]! -= 1;
   }
 
-  /** How many more RStores of the pool's RAID level the free PSEGs of an RSS could form (as choose() picks). */
+  /**
+   * How many more RStores of the pool's RAID level the free PSEGs of an RSS could form (as choose()
+   * picks).
+   */
   rstoresStillPossible(raidLevel: RaidLevel, rss: RssRecord): number {
     const free = rss.driveIndexes.map((index) => this.freeCounts[index]!);
     const out = rss.driveIndexes.filter((index) => !this.online(index)).length;

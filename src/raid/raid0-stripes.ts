@@ -1,7 +1,8 @@
 // RAID-0 inside one RStore (seed 004 [0044]): the data space striped over every member in stripe
 // units, unit k on member k mod n. No redundancy: a member out of service, a read error or a block
 // that fails its checksum is EIO, never other bytes; a read error or a failed write takes the
-// member out of service. A write that misses a member's drive is recorded (DriveHealth.missedWrite),
+// member out of service. A write that misses a member's drive is recorded
+// (DriveHealth.missedWrite),
 // since a RAID-0 drive may come back and then hold older data there.
 
 import { forEachPiece as forEachUnitPiece } from '../block/block-device.js';

@@ -65,7 +65,10 @@ export class Raid5Engine {
     return this.writer.write(offsetBytes, data);
   }
 
-  /** Writes back every held unit and pending parity (before the drives are flushed) and drops the rows. */
+  /**
+   * Writes back every held unit and pending parity (before the drives are flushed) and drops the
+   * rows.
+   */
   writeBackKnownRows(): Promise<void> {
     return this.rows.writeBackKnownRows();
   }
@@ -93,7 +96,9 @@ export class Raid5Engine {
     return this.repair.rebuildRows(memberIndex, firstRow, endRow, rebuilt);
   }
 
-  /** Replays a row log record after a power cut; false when nothing was written (see Raid5Repair). */
+  /**
+   * Replays a row log record after a power cut; false when nothing was written (see Raid5Repair).
+   */
   replayRowLog(
     row: number,
     memberIndex: number,

@@ -15,7 +15,9 @@ export class Raid5Members {
     readonly io: MemberIo,
   ) {}
 
-  /** The members that may not be read at this member offset (out of service, or not rebuilt there). */
+  /**
+   * The members that may not be read at this member offset (out of service, or not rebuilt there).
+   */
   unreadableMembers(memberOffset: number): number[] {
     const unreadable: number[] = [];
     for (let index = 0; index < this.geometry.memberCount; index += 1)
@@ -48,7 +50,10 @@ export class Raid5Members {
       : undefined;
   }
 
-  /** Records a failed member read; true when it was a checksum mismatch (the drive stays in service). */
+  /**
+   * Records a failed member read; true when it was a checksum mismatch (the drive stays in
+   * service).
+   */
   noteReadError(memberIndex: number, error: unknown): boolean {
     if (isChecksumError(error)) {
       this.io.integrity.checksumMismatches += 1;
@@ -67,7 +72,10 @@ export class Raid5Members {
     );
   }
 
-  /** target ^= member index's bytes at memberOffset (read into scratch); a failed read is EIO naming it and the member already out. */
+  /**
+   * target ^= member index's bytes at memberOffset (read into scratch); a failed read is EIO naming
+   * it and the member already out.
+   */
   async xorMemberInto(
     target: Buffer,
     scratch: Buffer,

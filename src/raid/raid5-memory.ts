@@ -35,7 +35,10 @@ export class Raid5Memory {
     if (list.length < spareBuffersPerSize) list.push(buffer);
   }
 
-  /** layout keeps known rows now: it becomes the most recent holder; the oldest beyond the limit writes its rows back. */
+  /**
+   * layout keeps known rows now: it becomes the most recent holder; the oldest beyond the limit
+   * writes its rows back.
+   */
   touch(layout: RowHolder): void {
     this.holders.delete(layout);
     this.holders.add(layout);
@@ -57,7 +60,10 @@ export class Raid5Memory {
   }
 }
 
-/** A copy of bytes in memory not zeroed first (Buffer.from of a Buffer zero-fills a new buffer, then copies). */
+/**
+ * A copy of bytes in memory not zeroed first (Buffer.from of a Buffer zero-fills a new buffer, then
+ * copies).
+ */
 export function copyOf(source: Uint8Array): Buffer {
   const copy = Buffer.allocUnsafe(source.length);
   copy.set(source);

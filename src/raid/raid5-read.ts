@@ -10,7 +10,10 @@ import { checksumBlockBytes, type DataPiece, type Raid5Geometry } from './raid5-
 import type { MemberIo } from './member-io.js';
 import type { Raid5Members } from './raid5-members.js';
 
-/** What reads need of the rows kept in memory (raid5-row-cache.ts). The caller holds the row's lock for the two writes. */
+/**
+ * What reads need of the rows kept in memory (raid5-row-cache.ts). The caller holds the row's lock
+ * for the two writes.
+ */
 export interface RowsInMemory {
   /** Whether units of the row are held back, not on the members yet. */
   isHeld(row: number): boolean;
@@ -65,7 +68,10 @@ export class Raid5Reader {
     await Promise.all(pending);
   }
 
-  /** A member's read failed: its range is rebuilt from the other members, and written back when only its data was bad. */
+  /**
+   * A member's read failed: its range is rebuilt from the other members, and written back when only
+   * its data was bad.
+   */
   private recoverRead(
     piece: DataPiece,
     memberOffset: number,
@@ -117,7 +123,8 @@ export class Raid5Reader {
 
   /** Writes reconstructed data over a range whose checksum failed. */
   async repair(memberIndex: number, memberOffset: number, data: Buffer): Promise<void> {
-    await this.rows.forgetRow(Math.floor(memberOffset / this.geometry.stripeUnitBytes)); // the caller holds the row lock
+    // the caller holds the row lock
+    await this.rows.forgetRow(Math.floor(memberOffset / this.geometry.stripeUnitBytes));
     try {
       await this.io.write(memberIndex, memberOffset, data);
       this.io.integrity.repairs += 1;

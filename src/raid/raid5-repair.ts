@@ -47,7 +47,8 @@ export class Raid5Repair {
         await this.rows.forgetRow(row);
         await this.reader.reconstruct(row, memberIndex, row * this.geometry.stripeUnitBytes, unit);
         await this.io.write(memberIndex, row * this.geometry.stripeUnitBytes, unit);
-        rebuilt(row); // still under the lock: a write waiting for this row sees the member in service
+        // still under the lock: a write waiting for this row sees the member in service
+        rebuilt(row);
       });
     }
   }
@@ -119,7 +120,10 @@ export class Raid5Repair {
     return report;
   }
 
-  /** Scrub of one row (see scrubRows), its findings added to report. The caller holds the row's lock. */
+  /**
+   * Scrub of one row (see scrubRows), its findings added to report. The caller holds the row's
+   * lock.
+   */
   private async scrubRow(
     row: number,
     options: { trustData?: boolean },

@@ -27,7 +27,9 @@ import type { RowsInMemory } from './raid5-read.js';
 export interface KnownRow {
   row: number;
   parity: Buffer;
-  /** The parity on the parity member is stale: the one here is the row's parity until written back. */
+  /**
+   * The parity on the parity member is stale: the one here is the row's parity until written back.
+   */
   parityPending: boolean;
   /** memberIndex -> the unit's contents, exactly as on that member. */
   units: Map<number, Buffer>;
@@ -50,9 +52,14 @@ const heldRowsPerLayout = 2;
 /** Rows one layout keeps (a sequential stream needs one; two lets the next row start meanwhile). */
 const knownRowsPerLayout = 2;
 
-/** What the row cache needs of the writes (raid5-write.ts): a row's pieces written to the members, not held. */
+/**
+ * What the row cache needs of the writes (raid5-write.ts): a row's pieces written to the members,
+ * not held.
+ */
 export interface UncachedRowWriter {
-  /** As Raid5Writer.writeRowUncached: true, having written nothing, when the row log has no room. */
+  /**
+   * As Raid5Writer.writeRowUncached: true, having written nothing, when the row log has no room.
+   */
   writeRowUncached(
     row: number,
     pieces: DataPiece[],
@@ -64,7 +71,9 @@ export interface UncachedRowWriter {
 export class Raid5RowCache implements RowsInMemory, RowHolder {
   /** Rows held in memory, least recently written first (see KnownRow). */
   private readonly known = new Map<number, KnownRow>();
-  /** Rows not complete yet whose whole data units are held back, not on the members (see hold()). */
+  /**
+   * Rows not complete yet whose whole data units are held back, not on the members (see hold()).
+   */
   private readonly held = new Map<number, HeldRow>();
   private readonly geometry: Raid5Geometry;
   private readonly io: MemberIo;
@@ -114,7 +123,8 @@ export class Raid5RowCache implements RowsInMemory, RowHolder {
     if (this.members.unreadableMembers(row * unitBytes).length > 1) return false;
     if (!held) {
       const reservation = this.io.rowLog?.tryReserve(unitBytes);
-      if (this.io.rowLog && !reservation) return false; // no room to cover the row if a member left before its write
+      // no room to cover the row if a member left before its write
+      if (this.io.rowLog && !reservation) return false;
       held = {
         data: this.memory.take((this.geometry.memberCount - 1) * unitBytes),
         pieces: new Map(),
@@ -172,7 +182,9 @@ export class Raid5RowCache implements RowsInMemory, RowHolder {
     known.reservation?.();
   }
 
-  /** Keeps a row in memory as the most recent; rows beyond the per-layout bound are written back. */
+  /**
+   * Keeps a row in memory as the most recent; rows beyond the per-layout bound are written back.
+   */
   keep(known: KnownRow): void {
     this.known.delete(known.row);
     this.known.set(known.row, known);
@@ -231,7 +243,10 @@ export class Raid5RowCache implements RowsInMemory, RowHolder {
     }
   }
 
-  /** The row log record of a pending parity once data member `missing` left service: its unit is the parity XOR the other data units. */
+  /**
+   * The row log record of a pending parity once data member `missing` left service: its unit is the
+   * parity XOR the other data units.
+   */
   private async logPendingParity(row: number, missing: number, known: KnownRow): Promise<number> {
     assert(
       known.reservation !== undefined,
@@ -250,7 +265,10 @@ export class Raid5RowCache implements RowsInMemory, RowHolder {
     return this.io.rowLog!.append(row, missing, 0, contents);
   }
 
-  /** Writes back a row's pending parity and drops the row from memory. The caller holds the row's lock. */
+  /**
+   * Writes back a row's pending parity and drops the row from memory. The caller holds the row's
+   * lock.
+   */
   async forgetRow(row: number): Promise<void> {
     await this.settle(row);
     this.dropKnown(row);

@@ -78,7 +78,10 @@ export class Raid5Writer implements UncachedRowWriter {
     }
   }
 
-  /** True, having written nothing, when the row needs room in the row log that the caller has not reserved. */
+  /**
+   * True, having written nothing, when the row needs room in the row log that the caller has not
+   * reserved.
+   */
   private async writeRow(
     row: number,
     pieces: DataPiece[],
@@ -212,7 +215,8 @@ export class Raid5Writer implements UncachedRowWriter {
       return;
     }
     const missing = unreadable[0];
-    if (missing !== undefined) await this.rows.forgetRow(row); // degraded rows are not kept in memory
+    // degraded rows are not kept in memory
+    if (missing !== undefined) await this.rows.forgetRow(row);
     if (missing === parityMember) {
       // No parity to keep: write the data alone.
       await this.members.writeUnits(

@@ -15,12 +15,14 @@
 //
 // Records are cleared by a watermark once a flush of the data drives made their rows consistent:
 // every record whose write had finished when a flush began (and every record before it) is
-// obsolete when the flush is done, and the watermark is durable before flushDataDrives returns, so a
+// obsolete when the flush is done, and the watermark is durable before flushDataDrives returns, so
+// a
 // record can never outlive a later flushed write to its range (it would undo that write).
 //
 // On disk (every drive holding a pool metadata copy, at the layout's rowLogOffsetBytes): two 4 KiB
 // header slots (the one with the higher generation holds the watermark), then a ring of records,
-// each a 4 KiB header and its data (which may wrap to the ring's start). Records are written in batches (one write and one flush per
+// each a 4 KiB header and its data (which may wrap to the ring's start). Records are written in
+// batches (one write and one flush per
 // copy for all records waiting), never over a record not yet cleared. A record names the log's
 // nonce, a random number made at pool creation that only the header slots hold, so user data that
 // reached the ring inside a record can never pass for a record itself.
@@ -198,7 +200,8 @@ export class DegradedRowLog {
         }
         found.set(record.seq, record.entry);
         maxSeq = Math.max(maxSeq, record.seq);
-        position += recordHeaderBytes + record.entry.data.length; // past the end when its data wrapped
+        // past the end when its data wrapped
+        position += recordHeaderBytes + record.entry.data.length;
       }
     }
     const entries = [...found]
@@ -290,7 +293,10 @@ export class DegradedRowLog {
     return mark;
   }
 
-  /** After a flush of the data drives that began at clearableSeq() = mark: the records up to mark are obsolete. */
+  /**
+   * After a flush of the data drives that began at clearableSeq() = mark: the records up to mark
+   * are obsolete.
+   */
   clearThrough(mark: number): Promise<void> {
     return this.clearMutex.run(async () => {
       if (mark <= this.clearedSeq) return;
@@ -314,7 +320,10 @@ export class DegradedRowLog {
     this.copies = this.copies.filter((copy) => copy.driveIndex !== driveIndex);
   }
 
-  /** A new copy: its ring is emptied and it gets the current watermark; records from now on go to it too. */
+  /**
+   * A new copy: its ring is emptied and it gets the current watermark; records from now on go to it
+   * too.
+   */
   addCopy(copy: RowLogCopy): Promise<void> {
     return this.clearMutex.run(async () => {
       if (this.copies.some((existing) => existing.driveIndex === copy.driveIndex)) return;
@@ -500,7 +509,8 @@ function decodeRecord(
   const dataStart = (position + recordHeaderBytes) % ring.length;
   const first = Math.min(length, ring.length - dataStart);
   ring.copy(data, 0, dataStart, dataStart + first);
-  if (first < length) ring.copy(data, first, 0, length - first); // the record's data wrapped to the ring's start
+  // the record's data wrapped to the ring's start
+  if (first < length) ring.copy(data, first, 0, length - first);
   if (crc32c(data) !== header.readUInt32LE(44)) return undefined;
   return {
     seq: Number(header.readBigUInt64LE(16)),

@@ -46,12 +46,16 @@ export class RStore implements BlockDevice {
   private readonly stripes: Raid0Stripes | undefined;
   private readonly mirrors: Raid1Mirrors | undefined;
   private readonly raid5: Raid5Engine | undefined;
-  /** RAID-0/1: stripe-unit locks, taken by writes only while a rebuild or scrub of this RStore runs. */
+  /**
+   * RAID-0/1: stripe-unit locks, taken by writes only while a rebuild or scrub of this RStore runs.
+   */
   private readonly unitLocks = new ChunkLockManager();
   private exclusiveCopy = false;
   private readonly exclusiveCopyMutex = new Mutex();
   private settingParity: Promise<void> | undefined;
-  /** Partial-block writes (read, merge, write) under way, and the whole-block writes they wait for. */
+  /**
+   * Partial-block writes (read, merge, write) under way, and the whole-block writes they wait for.
+   */
   private mergesUnderWay = 0;
   private readonly blockLocks = new ChunkLockManager();
   private readonly wholeBlockWrites = new Set<Promise<void>>();
@@ -145,7 +149,8 @@ export class RStore implements BlockDevice {
   private async writeBlocks(offsetBytes: number, data: Buffer): Promise<void> {
     if (this.record.parityUnset) await this.setParity();
     const admitted = this.intent?.beforeWrite(this.record.id);
-    if (admitted) await admitted; // the first write since the RStore was clean: its intent record first
+    // the first write since the RStore was clean: its intent record first
+    if (admitted) await admitted;
     try {
       await this.writeAdmitted(offsetBytes, data);
     } finally {
@@ -187,7 +192,10 @@ export class RStore implements BlockDevice {
     await this.stripes!.write(offsetBytes, data);
   }
 
-  /** RAID-5: writes back the parities held in memory (Raid5RowCache: held units, pending parity); before a drive flush. */
+  /**
+   * RAID-5: writes back the parities held in memory (Raid5RowCache: held units, pending parity);
+   * before a drive flush.
+   */
   async writeBackParity(): Promise<void> {
     if (this.raid5?.hasPendingParity) await this.raid5.writeBackKnownRows();
   }
@@ -303,7 +311,10 @@ export class RStore implements BlockDevice {
     return total;
   }
 
-  /** RAID-5: replays a degraded-row log record after an unclean shutdown (see Raid5Engine.replayRowLog). */
+  /**
+   * RAID-5: replays a degraded-row log record after an unclean shutdown (see
+   * Raid5Engine.replayRowLog).
+   */
   replayRowLog(entry: RowLogEntry): Promise<boolean> {
     assert(
       this.raid5 !== undefined,
@@ -329,7 +340,9 @@ export class RStore implements BlockDevice {
     return this.record.members.map((member) => member.driveIndex);
   }
 
-  /** Runs task with every RAID-0/1 write taking unit locks; writes already under way finish first. */
+  /**
+   * Runs task with every RAID-0/1 write taking unit locks; writes already under way finish first.
+   */
   private withExclusiveCopy(task: () => Promise<void>): Promise<void> {
     // A scrub and a rebuild of the same RStore take turns.
     return this.exclusiveCopyMutex.run(async () => {

@@ -16,7 +16,10 @@ import type { Clock } from '../util/clock.js';
 
 type IntentState = 'clean' | 'marking' | 'dirty' | 'clearing';
 
-/** After this long without a write, a dirty RStore is marked clean at the next commit (md's default bitmap delay is 5 s). */
+/**
+ * After this long without a write, a dirty RStore is marked clean at the next commit (md's default
+ * bitmap delay is 5 s).
+ */
 export const intentCleanAfterMs = 5000;
 
 interface RStoreIntent {

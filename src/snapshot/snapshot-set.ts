@@ -58,7 +58,9 @@ export class SnapshotSet {
   private target: TargetVolume | undefined;
   private targetCreation: Promise<TargetVolume> | undefined;
   private readonly zeroChunk: Buffer;
-  /** Chunk buffers for originals being preserved, reused (a copy-on-write storm churns no garbage). */
+  /**
+   * Chunk buffers for originals being preserved, reused (a copy-on-write storm churns no garbage).
+   */
   private readonly spareChunks: Buffer[] = [];
   /** Preservations, snapshot reads and writes under way: the target is not removed under them. */
   private busyCount = 0;
@@ -178,7 +180,10 @@ export class SnapshotSet {
     };
   }
 
-  /** Valid snapshots that need chunk's current source data preserved before data of epoch is written over it. */
+  /**
+   * Valid snapshots that need chunk's current source data preserved before data of epoch is written
+   * over it.
+   */
   needing(chunkIndex: number, epoch: number): SnapshotRecord[] {
     const found: SnapshotRecord[] = [];
     for (const snapshot of this.pool.metadata.snapshots.values()) {
@@ -257,7 +262,8 @@ export class SnapshotSet {
   }
 
   async invalidate(given: SnapshotRecord[], reason: string): Promise<void> {
-    // A snapshot removed meanwhile (a preservation for it was under way) has nothing left to invalidate.
+    // A snapshot removed meanwhile (a preservation for it was under way) has nothing left to
+    // invalidate.
     const snapshots = given.filter(
       (snapshot) => this.pool.metadata.snapshots.get(snapshot.id) === snapshot,
     );
@@ -278,7 +284,8 @@ export class SnapshotSet {
     if (!committed && snapshots.length > 0) await this.pool.commit();
     this.updateReservationUse();
     try {
-      await this.target?.drop(snapshots.map((snapshot) => snapshot.id)); // its space goes back to the pool
+      // its space goes back to the pool
+      await this.target?.drop(snapshots.map((snapshot) => snapshot.id));
     } catch (error) {
       // The target may be too full even to record the drop: the snapshot is invalid in the pool
       // metadata all the same, and its image is dropped when the pool next opens.
@@ -294,7 +301,10 @@ export class SnapshotSet {
       );
   }
 
-  /** Reads snapshot data: from the target where the bitmap says so, else the source as of the snapshot instant. */
+  /**
+   * Reads snapshot data: from the target where the bitmap says so, else the source as of the
+   * snapshot instant.
+   */
   async read(
     snapshot: SnapshotRecord,
     offsetBytes: number,
@@ -486,7 +496,10 @@ export class SnapshotSet {
   }
 }
 
-/** Metadata room a reserved snapshot may need in the target: its bitmap and log in both checkpoint slots. */
+/**
+ * Metadata room a reserved snapshot may need in the target: its bitmap and log in both checkpoint
+ * slots.
+ */
 function reservationMetadataUnits(
   sizeBytes: number,
   chunkBytes: number,

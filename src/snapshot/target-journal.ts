@@ -54,7 +54,9 @@ export class TargetJournal {
     private readonly slots: TargetSlots,
     /** The target's thin volume: its flush is a pool commit. */
     private readonly volume: { flush(): Promise<void> },
-    /** Whether a snapshot id still exists and is valid: preservations for others are not recorded. */
+    /**
+     * Whether a snapshot id still exists and is valid: preservations for others are not recorded.
+     */
     private readonly isLive: (snapshotId: number) => boolean,
     private readonly log: Logger,
   ) {}

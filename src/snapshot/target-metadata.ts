@@ -20,7 +20,9 @@ export interface TargetState {
 }
 
 export type TargetOp =
-  /** One preserved copy of a chunk's original data serves every snapshot in ids (claims 1, 13, 22). */
+  /**
+   * One preserved copy of a chunk's original data serves every snapshot in ids (claims 1, 13, 22).
+   */
   | {
       kind: 'preserve';
       chunk: number;
@@ -40,7 +42,10 @@ export type TargetOp =
   /** The snapshots are gone (deleted, or invalidated): their bitmaps and logs are dropped. */
   | { kind: 'drop'; ids: number[] };
 
-/** Applies op; calls replaced(slot) for every pointer it drops or overwrites (slot reference counts). */
+/**
+ * Applies op; calls replaced(slot) for every pointer it drops or overwrites (slot reference
+ * counts).
+ */
 export function applyTargetOp(
   state: TargetState,
   op: TargetOp,

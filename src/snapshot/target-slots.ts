@@ -116,7 +116,9 @@ export class TargetSlots {
     this.markFree(slot);
   }
 
-  /** The data units (of unitSlots slots each, the first at firstUnit) that a slot in use touches. */
+  /**
+   * The data units (of unitSlots slots each, the first at firstUnit) that a slot in use touches.
+   */
   usedUnits(firstUnit: number, unitSlots: number): Set<number> {
     const usedUnits = new Set<number>();
     for (const slot of [...this.references.keys(), ...this.pendingSlots])

@@ -61,9 +61,14 @@ export class TargetVolume {
     private readonly store: MetadataStore<TargetState, TargetOp>,
     state: TargetState,
     private readonly log: Logger,
-    /** Whether a snapshot id still exists and is valid: preservations for others are not recorded. */
+    /**
+     * Whether a snapshot id still exists and is valid: preservations for others are not recorded.
+     */
     isLive: (snapshotId: number) => boolean,
-    /** Whether metadata writes (checkpoints) may use reserved space: set while reserved snapshots exist. */
+    /**
+     * Whether metadata writes (checkpoints) may use reserved space: set while reserved snapshots
+     * exist.
+     */
     readonly reservation: { use: boolean },
   ) {
     this.state = state;
@@ -108,7 +113,9 @@ export class TargetVolume {
     );
   }
 
-  /** Reads the header, the checkpoint and the journal (claim 14: bitmaps and logs into host memory). */
+  /**
+   * Reads the header, the checkpoint and the journal (claim 14: bitmaps and logs into host memory).
+   */
   static async open(
     space: MapSpace,
     record: LunRecord,
@@ -273,7 +280,8 @@ export class TargetVolume {
       if (unitIndex >= firstDataUnit && !usedUnits.has(unitIndex)) empty.push(unitIndex);
     });
     for (const unitIndex of empty) await this.thin.discard(unitIndex * unitBytes, unitBytes);
-    if (empty.length > 0) await this.thin.flush(); // the units are free once the unmapping is committed
+    // the units are free once the unmapping is committed
+    if (empty.length > 0) await this.thin.flush();
     this.slots.trimHighWater();
     if (empty.length > 0) this.log.debug({ units: empty.length }, 'empty target units released');
   }

@@ -12,11 +12,19 @@ import { KiB, MiB } from './sizes.js';
 
 /** The block layer's sector: LUN and drive sizes are whole sectors ("8s" on the command line). */
 export const sectorBytes = 512;
-/** One crc32c on the drives (ChecksumDrive), one valid and one dirty bit in a cache page, the unit of repairs. */
+/**
+ * One crc32c on the drives (ChecksumDrive), one valid and one dirty bit in a cache page, the unit
+ * of repairs.
+ */
 export const blockBytes = 4 * KiB;
-/** A page of the write-back cache: 32 blocks, so that its valid and dirty bits are one 32-bit mask each. */
+/**
+ * A page of the write-back cache: 32 blocks, so that its valid and dirty bits are one 32-bit mask
+ * each.
+ */
 export const cachePageBytes = 128 * KiB;
-/** The largest request of the native FUSE front (max_write; the kernel's max_pages follows from it). */
+/**
+ * The largest request of the native FUSE front (max_write; the kernel's max_pages follows from it).
+ */
 export const maxRequestBytes = 1 * MiB;
 /** Seed 000's chunk: the unit of copy-on-write into a snapshot's target volume. */
 export const defaultChunkBytes = 128 * KiB;
@@ -28,7 +36,9 @@ export const defaultAllocationUnitBytes = 1 * MiB;
 export const defaultPsegSizeBytes = 2 * MiB;
 /** The cache of a mount (`--cache-size`), shared by its LUNs. */
 export const defaultCacheBytes = 256 * MiB;
-/** Snapshots a LUN may have at once (the target volume's bitmaps and log files are sized for them). */
+/**
+ * Snapshots a LUN may have at once (the target volume's bitmaps and log files are sized for them).
+ */
 export const maxSnapshotsPerLun = 1024;
 /** Drives that hold a copy of the pool's metadata (the quorum). */
 export const maxQuorumCopies = 3;

@@ -11,7 +11,9 @@ export type LunfsErrorCode =
   | 'EIO' // a drive failed or returned an error
   | 'EBUSY' // in use: mounted, open, locked by another process
   | 'EPERM' // not permitted on this object: chmod or chown of a file under the mountpoint
-  | 'EACCES' // permission denied: the pool or its control socket belongs to another user; control/status opened for writing
+  // permission denied: the pool or its control socket belongs to another user; control/status
+  // opened for writing
+  | 'EACCES'
   | 'EBADF' // a FUSE request names a file handle the front does not know
   | 'ECORRUPT' // on-disk structure failed its magic/version/checksum check
   | 'ENOTSUP'; // not supported (yet)

@@ -66,11 +66,17 @@ export interface StatusJson {
   pool: {
     uuid: string;
     raid: string;
-    /** online; degraded (a drive out of service); rebuilding (a replacement being filled); failed (data lost). */
+    /**
+     * online; degraded (a drive out of service); rebuilding (a replacement being filled); failed
+     * (data lost).
+     */
     state: 'online' | 'degraded' | 'rebuilding' | 'failed';
     /** LUNs with data on RStores that run without a member: one more failure there loses data. */
     atRiskLuns: string[];
-    /** LUNs with data on RStores that lost more members than their redundancy covers: that data is gone. */
+    /**
+     * LUNs with data on RStores that lost more members than their redundancy covers: that data is
+     * gone.
+     */
     lostLuns: string[];
     totalBytes: number;
     freeBytes: number;
@@ -80,7 +86,10 @@ export interface StatusJson {
     psegSizeBytes: number;
     allocationUnitBytes: number;
     createdAt: string;
-    /** The on-disk format of the drive labels: 5 (a label at each end of every drive) or 4 (an older pool: one label, at the start). */
+    /**
+     * The on-disk format of the drive labels: 5 (a label at each end of every drive) or 4 (an older
+     * pool: one label, at the start).
+     */
     formatVersion: number;
   };
   /**
@@ -178,7 +187,8 @@ export class Controller {
   }
 
   /**
-   * Opens the snapshot target volumes of every LUN that has one (reads bitmaps and log files), after
+   * Opens the snapshot target volumes of every LUN that has one (reads bitmaps and log files),
+   * after
    * the crash recovery when the pool was not shut down cleanly: a CLI command that opens a crashed
    * pool itself (deferSession) read the targets before it, and wrote that view back (test:
    * test/e2e/offline-after-crash.test.ts, found by the crash soak).

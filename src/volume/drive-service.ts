@@ -33,7 +33,9 @@ export interface DriveServiceSettings {
   openDrive?: (path: string, sizeBytes: number) => Promise<Drive>;
   /** The pool's drive paths changed (a replacement): record them (pool.json). */
   onDrivePathsChanged?: (paths: string[]) => Promise<void>;
-  /** The real path of the mountpoint this process serves, if it serves one: no drive may lie in it. */
+  /**
+   * The real path of the mountpoint this process serves, if it serves one: no drive may lie in it.
+   */
   mountpoint?: string;
 }
 
@@ -42,7 +44,9 @@ export interface ReplaceOptions {
   force?: boolean;
 }
 
-/** Opens a drive file or device, or creates a sparse file of sizeBytes when the path does not exist. */
+/**
+ * Opens a drive file or device, or creates a sparse file of sizeBytes when the path does not exist.
+ */
 export async function openOrCreateDrive(path: string, sizeBytes: number): Promise<Drive> {
   if (existsSync(path)) return FileDrive.open(path);
   return FileDrive.createSparse(path, sizeBytes);
@@ -113,7 +117,10 @@ export class DriveService {
     }
   }
 
-  /** A drive file that no longer names the open file (deleted, or replaced by another) has left: it fails now. */
+  /**
+   * A drive file that no longer names the open file (deleted, or replaced by another) has left: it
+   * fails now.
+   */
   async checkDriveFiles(): Promise<void> {
     for (const [index, drive] of this.pool.drives.entries()) {
       if (this.pool.health.state(index) === 'failed' || !(drive instanceof FileDrive)) continue;
@@ -124,7 +131,8 @@ export class DriveService {
 
   /**
    * After a failure: a last flush of the drive (what reached it is durable there, should it come
-   * back), then make the failure durable and put a metadata copy on another drive, in the background.
+   * back), then make the failure durable and put a metadata copy on another drive, in the
+   * background.
    */
   private afterFailure(driveIndex: number): void {
     if (this.closing) return;
@@ -139,7 +147,10 @@ export class DriveService {
     });
   }
 
-  /** A write missed a drive out of service: make that durable soon, so a later mount knows the drive is behind. */
+  /**
+   * A write missed a drive out of service: make that durable soon, so a later mount knows the drive
+   * is behind.
+   */
   private afterMissedWrite(driveIndex: number): void {
     if (this.closing) return;
     this.followUp = this.followUp.then(async () => {
@@ -173,14 +184,16 @@ export class DriveService {
     const failed = this.pool.drives[driveIndex]!;
     if (options.force && failed instanceof FileDrive && (await failed.isFile(newPath)))
       await failed.close();
-    if (!created && !options.force) await refuseLabelledDrive(newPath); // before the lock: the label says whose it is
+    // before the lock: the label says whose it is
+    if (!created && !options.force) await refuseLabelledDrive(newPath);
     // Opening takes the drive's lock: a target another pool has open is refused (EBUSY) here.
     const drive = await open(newPath, this.pool.metadata.drives[driveIndex]!.sizeBytes);
     try {
       await this.pool.replaceDrive(driveIndex, drive, makeUuid(this.settings.random));
     } catch (error) {
       await drive.close();
-      if (created) await rm(newPath, { force: true }); // a refused replacement leaves nothing behind
+      // a refused replacement leaves nothing behind
+      if (created) await rm(newPath, { force: true });
       throw error;
     }
     await this.settings.onDrivePathsChanged?.(this.pool.drives.map((candidate) => candidate.path));
@@ -240,7 +253,10 @@ export class DriveService {
       .filter((name) => !lost.has(name));
   }
 
-  /** LUNs with data on an RStore that lost more members than its redundancy covers: that data is gone (reads fail with EIO). */
+  /**
+   * LUNs with data on an RStore that lost more members than its redundancy covers: that data is
+   * gone (reads fail with EIO).
+   */
   lunsLost(): string[] {
     return this.pool.lunsOn(this.pool.lostRStores().map((rstore) => rstore.record.id));
   }

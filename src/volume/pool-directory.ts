@@ -19,7 +19,9 @@ import { LunfsError } from '../util/errors.js';
 export const privateDirectoryMode = 0o700;
 export const privateFileMode = 0o600;
 
-/** A Unix socket address holds at most 107 bytes of path and its terminating NUL (sun_path[108]). */
+/**
+ * A Unix socket address holds at most 107 bytes of path and its terminating NUL (sun_path[108]).
+ */
 const socketPathBytesMax = 107;
 
 export interface PoolDirectoryFile {
@@ -126,7 +128,8 @@ export async function writePoolFile(directory: string, drives: string[]): Promis
   const temporary = poolFilePath(directory) + '.tmp';
   const handle = await open(temporary, 'w', privateFileMode);
   try {
-    await handle.chmod(privateFileMode); // a temporary file left by a crash keeps its old mode otherwise
+    // a temporary file left by a crash keeps its old mode otherwise
+    await handle.chmod(privateFileMode);
     await handle.writeFile(JSON.stringify(file, null, 2) + '\n');
   } finally {
     await handle.close();

@@ -38,7 +38,10 @@ export interface LockOwner {
   socket?: string;
 }
 
-/** Whether a process holds the pool lock, and what it wrote in the file (undefined while it has not yet). */
+/**
+ * Whether a process holds the pool lock, and what it wrote in the file (undefined while it has not
+ * yet).
+ */
 export type PoolLockState = { held: false } | { held: true; owner: LockOwner | undefined };
 
 /** A pool lock this process holds. */
@@ -51,9 +54,14 @@ export interface HeldPoolLock {
 
 /** The lock file is created owner-only: it names the mount and its socket. */
 const lockFileMode = 0o600;
-/** Opens of a file that its holder removed meanwhile before giving up (each one means a holder let go). */
+/**
+ * Opens of a file that its holder removed meanwhile before giving up (each one means a holder let
+ * go).
+ */
 const reopenAttemptsMax = 8;
-/** Tries, and the pause between them, before a busy lock is reported as held (see acquirePoolLock). */
+/**
+ * Tries, and the pause between them, before a busy lock is reported as held (see acquirePoolLock).
+ */
 const busyAttemptsMax = 5;
 const busyRetryMs = 20;
 
@@ -88,7 +96,8 @@ export function tryAcquirePoolLock(
     try {
       const state = tryFlock(fd, true);
       if (state === 'busy') return { acquired: false, owner: readLockOwner(directory) };
-      if (!namesSameFile(fd, path)) continue; // its holder removed it after we opened it: open the new one
+      // its holder removed it after we opened it: open the new one
+      if (!namesSameFile(fd, path)) continue;
       fchmodSync(fd, lockFileMode); // a lock file left by an older lunfs may be world-readable
       writeOwner(fd, owner);
       keep = true;

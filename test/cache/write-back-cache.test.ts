@@ -5,7 +5,8 @@
 // cut short by the device end must hold zeros past the end, so that when the device grows (a LUN
 // resize) neither a read nor a destage shows what a recycled page buffer held. A destage that
 // fails while a write of a newer snapshot epoch comes for its page keeps its data under its own
-// epoch: what a snapshot of the newer epoch sees in the cache, and the epoch the retry is sent with.
+// epoch: what a snapshot of the newer epoch sees in the cache, and the epoch the retry is sent
+// with.
 
 import { describe, expect, it } from 'vitest';
 import type { BlockDevice } from '../../src/block/block-device.js';

@@ -11,7 +11,10 @@ import { describe, expect, it } from 'vitest';
 
 const srcRoot = fileURLToPath(new URL('../../src/', import.meta.url));
 
-/** Bottom to top. bin.ts (the entry point) and types/ (declarations for untyped packages) stand outside. */
+/**
+ * Bottom to top. bin.ts (the entry point) and types/ (declarations for untyped packages) stand
+ * outside.
+ */
 export const layers = [
   'util',
   'native',

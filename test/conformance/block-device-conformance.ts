@@ -47,7 +47,9 @@ interface Range {
 
 const sectorBytes = 512;
 
-/** The ranges worth writing on a device of sizeBytes with these cut points, clipped to the device. */
+/**
+ * The ranges worth writing on a device of sizeBytes with these cut points, clipped to the device.
+ */
 export function interestingRanges(sizeBytes: number, boundariesBytes: readonly number[]): Range[] {
   const ranges: Range[] = [
     { offsetBytes: 0, lengthBytes: 1, label: 'first byte' },

@@ -1,5 +1,6 @@
 // The conformance suite against a whole LUN stack as stack.ts assembles it (WriteBackCache over
-// DestagePipeline over ThinVolume over RStores), on pools of MemoryDrives. The cache is small (1 MiB,
+// DestagePipeline over ThinVolume over RStores), on pools of MemoryDrives. The cache is small (1
+// MiB,
 // eight 128 KiB pages) so that destaging under pressure and eviction happen during the suite.
 // One LUN size ends inside a 4 KiB block: LUN sizes need only be whole 512-byte sectors. Each runs
 // with and without write-through of whole pages (the default on memory drives).

@@ -52,7 +52,8 @@ async function makeRStoreSubject(
           ].slice(0, raid5Members);
   const psegStart = (psegIndex: number): number => psegAreaOffsetBytes + psegIndex * psegSizeBytes;
   if (raidLevel === 1) {
-    // Mirrors start equal, as they do in a pool (both zero): copy the first member's PSEG to the second.
+    // Mirrors start equal, as they do in a pool (both zero): copy the first member's PSEG to the
+    // second.
     const first = members[0]!;
     const second = members[1]!;
     sentinels[first.driveIndex]!.copy(
@@ -103,7 +104,8 @@ async function makeRStoreSubject(
       return rstore;
     },
     close: async () => {
-      await rstore.flush(); // RAID-5 keeps a row's parity in memory until a flush (or the next rows) writes it back
+      // RAID-5 keeps a row's parity in memory until a flush (or the next rows) writes it back
+      await rstore.flush();
       for (const [driveIndex, drive] of drives.entries()) {
         const image = Buffer.alloc(driveSizeBytes);
         await drive.read(0, image);

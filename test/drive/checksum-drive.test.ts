@@ -212,7 +212,8 @@ describe('ChecksumDrive', () => {
   it('a damaged table page is counted, its entries lost (its blocks fail their check until written), and rewritten sealed at the next flush', async () => {
     const { memory, drive } = makeDrive();
     const data = patternBytes(8 * block, 8);
-    await drive.write(blockOffset(1016), data); // blocks 1016..1022 are the end of page 0, 1023 is page 1
+    // blocks 1016..1022 are the end of page 0, 1023 is page 1
+    await drive.write(blockOffset(1016), data);
     await drive.flush();
     memory.flipBit(geometry.tableOffsetBytes + 40, 1); // page 0
 
@@ -251,8 +252,10 @@ describe('ChecksumDrive', () => {
     ).toBe(true);
     memory.flipBit(blockOffset(1021) + 9, 4);
     expect(await healed.verify(blockOffset(1021), block)).toEqual([blockOffset(1021)]);
-    // recomputeLost takes the lost blocks' data as it is (after an unclean shutdown, no redundancy).
-    expect(await healed.recomputeLost()).toBe(entriesPerTablePage - 1); // every block of page 0 but the rewritten one
+    // recomputeLost takes the lost blocks' data as it is (after an unclean shutdown, no
+    // redundancy).
+    // every block of page 0 but the rewritten one
+    expect(await healed.recomputeLost()).toBe(entriesPerTablePage - 1);
     expect(
       (await readBack(healed, blockOffset(1016), 5 * block)).equals(data.subarray(0, 5 * block)),
     ).toBe(true);

@@ -79,7 +79,10 @@ function describeRun(result: RunResult): string {
   return `\`${result.command}\` exit ${result.code}\nstdout: ${result.stdout}\nstderr: ${result.stderr}`;
 }
 
-/** The command must fail with exit code 2 (bad input) and a one-line `lunfs: ...` message matching `message`. */
+/**
+ * The command must fail with exit code 2 (bad input) and a one-line `lunfs: ...` message matching
+ * `message`.
+ */
 function expectBadInput(result: RunResult, message: RegExp, exitCode = 2): void {
   expect(result.code, describeRun(result)).toBe(exitCode);
   expect(result.stderr, describeRun(result)).toMatch(/^lunfs: /);
@@ -410,7 +413,8 @@ describe('bad input through FUSE and to lunfs mount', () => {
     );
     expect(past.code, past.stderr).not.toBe(0);
     expect(past.stderr).toMatch(/File too large/);
-    // Straddling the end: the in-range half rewrites the bytes the LUN holds, the rest must be refused.
+    // Straddling the end: the in-range half rewrites the bytes the LUN holds, the rest must be
+    // refused.
     const straddle = box.path('straddle.bin');
     await writeFile(
       straddle,
@@ -483,7 +487,8 @@ describe('bad input through FUSE and to lunfs mount', () => {
     const drive0 = join(pool, 'drive-0.img');
     const drive1 = join(pool, 'drive-1.img');
     const mountpoint = box.path('mnt-drives');
-    const before = await poolState(pool, { strict: true }); // a refused mount must not even open a drive for writing
+    // a refused mount must not even open a drive for writing
+    const before = await poolState(pool, { strict: true });
 
     await expectMountRefused(
       box,
@@ -538,7 +543,8 @@ describe('bad input through FUSE and to lunfs mount', () => {
     const pool = await smallPool(box, 'full');
     const capacity = (await statusJson(pool)).pool.totalBytes;
     await lunfsOk('lun', 'create', pool, 'keep', '--size', '48M');
-    await lunfsOk('lun', 'create', pool, 'big', '--size', '100M'); // more than is left once keep is written
+    // more than is left once keep is written
+    await lunfsOk('lun', 'create', pool, 'big', '--size', '100M');
     expect(48 * MiB + 100 * MiB).toBeGreaterThan(capacity);
     const mountpoint = box.path('mnt-full');
     const keep = join(mountpoint, 'luns', 'keep');
@@ -627,7 +633,8 @@ describe('LUNs through the mountpoint and the control socket', () => {
     expect((await readdir(luns)).sort()).toEqual(['db', 'sock']);
     expect((await stat(join(luns, 'sock'))).size).toBe(2 * MiB);
     await lunfsOk('lun', 'resize', pool, 'sock', '--size', '3M');
-    // The kernel caches FUSE attributes for 1 s (libfuse's default attr_timeout): poll for the new size.
+    // The kernel caches FUSE attributes for 1 s (libfuse's default attr_timeout): poll for the new
+    // size.
     expect(await eventually(async () => (await stat(join(luns, 'sock'))).size, 3 * MiB)).toBe(
       3 * MiB,
     );

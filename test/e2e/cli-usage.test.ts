@@ -25,7 +25,9 @@ function describeRun(result: RunResult): string {
   return `\`${result.command}\` exit ${result.code} signal ${result.signal}\nstdout: ${result.stdout}\nstderr: ${result.stderr}`;
 }
 
-/** Exit `code` with exactly one `lunfs: ...` line on stderr matching `message`, nothing on stdout. */
+/**
+ * Exit `code` with exactly one `lunfs: ...` line on stderr matching `message`, nothing on stdout.
+ */
 function expectOneLineError(result: RunResult, message: RegExp, code = 2): void {
   expect(result.code, describeRun(result)).toBe(code);
   expect(result.stderr, describeRun(result)).toMatch(/^lunfs: [^\n]+\n$/);

@@ -52,7 +52,8 @@ describe('discard from ext4 through the native front', () => {
     const server = await box.mount(pool, mountpoint, ['--front', 'native']);
     const lunFile = join(mountpoint, 'luns', 'db');
 
-    // ---- 512 MiB of files, synced; the snapshot is taken with the file system unmounted (quiesced)
+    // ---- 512 MiB of files, synced; the snapshot is taken with the file system unmounted
+    // (quiesced)
     let loop = await box.attachLoop(lunFile);
     await box.mkfsExt4(loop);
     await box.mountExt4(loop, data);

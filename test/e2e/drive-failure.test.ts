@@ -61,7 +61,9 @@ const blockBytes = 4096;
 // ---------------------------------------------------------------------------------------------
 // Pools and status
 
-/** `lunfs pool create DIR --drives N --drive-size SIZE --raid R` in the sandbox; the pool directory. */
+/**
+ * `lunfs pool create DIR --drives N --drive-size SIZE --raid R` in the sandbox; the pool directory.
+ */
 async function createPool(
   box: Sandbox,
   name: string,
@@ -245,7 +247,9 @@ async function fioLayout(files: string[], fileBytes: number): Promise<void> {
   );
 }
 
-/** Reads every block with O_DIRECT and checks its verify header (crc32c, offset): exit 0 = all good. */
+/**
+ * Reads every block with O_DIRECT and checks its verify header (crc32c, offset): exit 0 = all good.
+ */
 async function fioVerify(files: string[], fileBytes: number, when: string): Promise<void> {
   const result = await run(
     'fio',
@@ -358,7 +362,9 @@ class FioLoad {
     return liveLoads.has(this);
   }
 
-  /** Waits until a run that started at or after `since` (ms) has ended; fails if the load stopped. */
+  /**
+   * Waits until a run that started at or after `since` (ms) has ended; fails if the load stopped.
+   */
   async waitForRunStartedAfter(since: number, timeoutMs = 60_000): Promise<void> {
     const deadline = Date.now() + timeoutMs;
     while (!this.runs.some((run) => run.startedAt >= since)) {
@@ -609,7 +615,8 @@ describe('drive failures', () => {
     expect(written, 'fio wrote something').toBeGreaterThan(4 * MiB);
 
     // ---- verify in the degraded mount: the files before the loop device is detached, then fsck,
-    // then again through a new loop device (no page cache of the old one), reading reconstructed data
+    // then again through a new loop device (no page cache of the old one), reading reconstructed
+    // data
     const tree = await treeChecksums(data);
     for (const [name, sum] of sums) expect(tree[name], `checksum of ${name}`).toBe(sum);
     await box.umount(data);

@@ -24,7 +24,10 @@ function driveFile(pool: string, index: number): string {
   return join(pool, `drive-${index}.img`);
 }
 
-/** Random bytes into one 512-byte sector of every MiB of the file (sector 0 of the first MiB), durably; the tail label too if asked. */
+/**
+ * Random bytes into one 512-byte sector of every MiB of the file (sector 0 of the first MiB),
+ * durably; the tail label too if asked.
+ */
 async function damageEveryMiB(file: string, options: { tailLabel: boolean }): Promise<number> {
   const sizeBytes = (await stat(file)).size;
   const tail = tailLabelOffsetBytes(sizeBytes);
@@ -37,7 +40,8 @@ async function damageEveryMiB(file: string, options: { tailLabel: boolean }): Pr
       await handle.write(randomBytes(512), 0, 512, offset);
       sectors += 1;
     }
-    if (options.tailLabel) await handle.write(randomBytes(512), 0, 512, tail); // the tail label itself, whatever the last MiB drew
+    // the tail label itself, whatever the last MiB drew
+    if (options.tailLabel) await handle.write(randomBytes(512), 0, 512, tail);
     await handle.datasync();
   } finally {
     await handle.close();
@@ -73,7 +77,8 @@ describe('a damaged drive file does not take a RAID-5 pool down (issue 11)', () 
     await writeSynced(lunFile, randomBytes(128 * MiB));
     await lunfsOk('snapshot', 'create', pool, 'db@before');
     const snapshotSum = await sha256File(snapshotFile);
-    await writeSynced(lunFile, randomBytes(16 * MiB)); // the LUN moves on: the snapshot keeps the old bytes
+    // the LUN moves on: the snapshot keeps the old bytes
+    await writeSynced(lunFile, randomBytes(16 * MiB));
     const lunSum = await sha256File(lunFile);
     await stopCleanly(server);
 

@@ -245,7 +245,8 @@ describe('drive replace refuses targets it must not overwrite', () => {
     const data = randomBytes(2 * MiB);
     expect(await writeSynced(join(mountpoint, 'luns', 'db'), 0, data)).toBeUndefined();
 
-    // Drive 1 moved aside while mounted: it leaves service, and the moved file keeps this pool's label.
+    // Drive 1 moved aside while mounted: it leaves service, and the moved file keeps this pool's
+    // label.
     const moved = box.path('p-drive-1.old');
     await rename(driveFile(pool, 1), moved);
     await waitForStatus(pool, 'drive 1 failed', (status) => status.drives[1]!.state === 'failed');
@@ -346,7 +347,8 @@ describe('a device or file the kernel uses is never taken as a drive', () => {
     const marker = randomBytes(64 * 1024);
     await writeFile(join(ext4, 'marker'), marker);
     await runOk('sync', []);
-    // The device, and the file under it (a flock on the file does not see the loop device's writes).
+    // The device, and the file under it (a flock on the file does not see the loop device's
+    // writes).
     const refusals: Array<[string, RegExp]> = [
       [loop.device, new RegExp(`drive ${loop.device} is in use: the device is mounted`)],
       [backing, new RegExp(`drive ${backing} is in use: it backs the loop device ${loop.device} `)],
@@ -455,9 +457,11 @@ describe('RAID-0: a drive that leaves while mounted', () => {
       ['online', undefined],
       ['online', undefined],
     ]);
-    // The megabyte written while the drive was away is lost on its half; the rest of the LUN is intact.
+    // The megabyte written while the drive was away is lost on its half; the rest of the LUN is
+    // intact.
     expect(sha256(await readRange(lunFile, MiB, 3 * MiB))).toBe(sha256(data.subarray(MiB)));
-    await readRange(lunFile, 0, MiB); // reads (no checksum EIO), older data where the write was missed
+    // reads (no checksum EIO), older data where the write was missed
+    await readRange(lunFile, 0, MiB);
     await expectCleanStop(forced);
     const again = await box.mount(pool, mountpoint);
     expect(sha256(await readRange(lunFile, MiB, 3 * MiB))).toBe(sha256(data.subarray(MiB)));
@@ -470,7 +474,8 @@ describe('RAID-0: a drive that leaves while mounted', () => {
     const mountpoint = box.path('mnt');
     const server = await box.mount(pool, mountpoint);
     const lunFile = join(mountpoint, 'luns', 'db');
-    // 2 MiB: both RSEGs of the first RStore (2 drives x 1 MiB PSEGs), so the next unit needs a new RStore.
+    // 2 MiB: both RSEGs of the first RStore (2 drives x 1 MiB PSEGs), so the next unit needs a new
+    // RStore.
     expect(await writeSynced(lunFile, 0, randomBytes(2 * MiB))).toBeUndefined();
     await rm(driveFile(pool, 1));
     await waitForStatus(pool, 'drive 1 failed', (status) => status.drives[1]!.state === 'failed');
@@ -497,7 +502,8 @@ describe('RAID-0: a drive that leaves while mounted', () => {
     const mountpoint = box.path('mnt');
     const server = await box.mount(pool, mountpoint);
     const lunFile = join(mountpoint, 'luns', 'db');
-    expect(await writeSynced(lunFile, 0, randomBytes(MiB))).toBeUndefined(); // the first RStore's second RSEG stays free
+    // the first RStore's second RSEG stays free
+    expect(await writeSynced(lunFile, 0, randomBytes(MiB))).toBeUndefined();
     await rm(driveFile(pool, 1));
     await waitForStatus(pool, 'drive 1 failed', (status) => status.drives[1]!.state === 'failed');
     expect(await writeSynced(lunFile, 8 * MiB, randomBytes(MiB))).toBe('EIO');

@@ -81,7 +81,8 @@ async function expectCleanStop(server: MountServer): Promise<void> {
 }
 
 // The default front (auto: the native one where it is built) on RAID-0, fuse-native named on
-// RAID-1: both fronts keep the contract in every run (LUNFS_TEST_FRONT runs all of the suite on one).
+// RAID-1: both fronts keep the contract in every run (LUNFS_TEST_FRONT runs all of the suite on
+// one).
 describe.each([
   { raid: 0 as const, leaveStaleMount: true, frontArgs: [] as string[] },
   { raid: 1 as const, leaveStaleMount: false, frontArgs: ['--front', 'fuse-native'] },
@@ -125,7 +126,8 @@ describe.each([
       32 * MiB,
     );
 
-    // ---- second server (a new process): fsck clean, every checksum; then write more, sync, kill -9
+    // ---- second server (a new process): fsck clean, every checksum; then write more, sync, kill
+    // -9
     const second = await box.mount(pool, mountpoint, frontArgs);
     expect(second.pid).not.toBe(first.pid);
     loop = await box.attachLoop(lunFile);

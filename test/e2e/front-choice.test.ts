@@ -28,7 +28,10 @@ async function stopCleanly(server: MountServer): Promise<void> {
   expect(server.stdout).toContain('unmounted cleanly');
 }
 
-/** Writes 4 MiB of random bytes to the LUN file through the mount and returns their sha256 read back. */
+/**
+ * Writes 4 MiB of random bytes to the LUN file through the mount and returns their sha256 read
+ * back.
+ */
 async function writeAndReadBack(
   mountpoint: string,
   box: { path(name: string): string },

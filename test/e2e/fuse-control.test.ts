@@ -144,7 +144,8 @@ describe.each([{ front: 'native' }, { front: 'fuse-native' }])(
         const block = Buffer.alloc(64 * 1024, 7);
         for (let index = 0; writing; index = (index + 1) % (48 * 16)) {
           await lun.write(block, 0, block.length, index * block.length);
-          if (index % 8 === 0) await lun.sync(); // the dirty counters fall back: the text shrinks too
+          // the dirty counters fall back: the text shrinks too
+          if (index % 8 === 0) await lun.sync();
         }
       })();
       const failures: string[] = [];

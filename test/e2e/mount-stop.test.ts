@@ -149,7 +149,8 @@ describe('lunfs unmount', () => {
     await reader.read(block, 0, 4096, 0);
     await reader.close();
     expect(block.equals(Buffer.alloc(4096, 7))).toBe(true);
-    await sleep(200); // the kernel's release of the reader reaches the server a moment after close()
+    // the kernel's release of the reader reaches the server a moment after close()
+    await sleep(200);
     const clean = await lunfs('unmount', pool);
     expect(clean.code, describeRun(clean)).toBe(0);
     expect(clean.stdout).toBe(`lunfs: pool ${pool} unmounted from ${mountpoint}\n`);
@@ -213,7 +214,8 @@ describe('SIGHUP (the terminal of a foreground mount closes)', () => {
     server.child.kill('SIGHUP');
     expect(await server.exited, `stderr:\n${server.stderr}`).toEqual({ code: 0, signal: null });
     expect(server.stdout).toContain('unmounted cleanly');
-    server = await box.mount(pool, mountpoint); // and the pool was shut down cleanly: no replay warning
+    // and the pool was shut down cleanly: no replay warning
+    server = await box.mount(pool, mountpoint);
     expect(server.stderr).not.toMatch(/not shut down cleanly/);
     expect(await server.stop()).toEqual({ code: 0, signal: null });
   });

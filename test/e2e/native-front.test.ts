@@ -49,7 +49,9 @@ function polledBatches(server: MountServer): number {
   return Number(match![3]);
 }
 
-/** Runs task with the environment variable name set to value (undefined: unset), then puts it back. */
+/**
+ * Runs task with the environment variable name set to value (undefined: unset), then puts it back.
+ */
 async function withEnv<T>(
   name: string,
   value: string | undefined,

@@ -56,7 +56,8 @@ describe('an offline command after a crash', () => {
       stop = true;
       await writer;
       await handle.close().catch(() => undefined);
-      await lunfsOk('snapshot', 'create', pool, `db@offline${round}`); // opens the crashed pool itself
+      // opens the crashed pool itself
+      await lunfsOk('snapshot', 'create', pool, `db@offline${round}`);
       server = await box.mount(pool, mountpoint);
       const after = await readFile(join(mountpoint, 'snapshots', 'db@s1'));
       const changed: string[] = [];

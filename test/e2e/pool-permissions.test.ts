@@ -84,7 +84,8 @@ socket.on('error', (error) => { console.error(error.message); process.exitCode =
 describe('pool permissions', () => {
   it('under umask 000 lunfs creates everything owner-only; another user can reach none of it', async () => {
     const box = sandbox();
-    await chmod(box.root, 0o755); // nobody may walk to the pool and the mountpoint: they must protect themselves
+    // nobody may walk to the pool and the mountpoint: they must protect themselves
+    await chmod(box.root, 0o755);
     const mountpoint = box.path('mnt');
     const { pool, server } = await withUmask(0o000, async () => {
       const created = await smallPool(box, 'pool');
@@ -108,7 +109,8 @@ describe('pool permissions', () => {
     const drive = await asNobody('head', ['-c', '4096', join(pool, 'drive-0.img')]);
     expect(drive.code, describeRun(drive)).not.toBe(0);
     expect(drive.stderr).toMatch(/Permission denied/);
-    // The CLI: a clear message, no stack trace, nothing removed; EACCES is exit 2 (the README table).
+    // The CLI: a clear message, no stack trace, nothing removed; EACCES is exit 2 (the README
+    // table).
     const status = await asNobody(process.execPath, [lunfsBin, 'status', pool]);
     expect(status.code, describeRun(status)).toBe(2);
     expect(status.stderr).toMatch(

@@ -11,7 +11,8 @@
 //   3. after `kill -9` of the server and a mount in a new process, a snapshot (taken through the
 //      CLI and the control socket) reads byte for byte as before, its ext4 holds the tree of the
 //      snapshot instant, and the LUN's synced files are intact (journal replay, fsck -fn clean);
-//      a raw LUN written WITHOUT fsync right before a snapshot, then overwritten and killed at once,
+//      a raw LUN written WITHOUT fsync right before a snapshot, then overwritten and killed at
+//      once,
 //      holds those writes in the snapshot after the kill -9 (creating a snapshot makes what it
 //      holds durable), and the LUN holds them or the overwrite, block by block;
 //   4. `lunfs snapshot ls --json` (mounted and not), `status --json` and control/status report the
@@ -164,7 +165,10 @@ async function expectCleanStop(server: MountServer): Promise<void> {
   expect(exit, `lunfs mount exit; stderr:\n${server.stderr}`).toEqual({ code: 0, signal: null });
 }
 
-/** Mounts the snapshot file read-only (losetup -r, mount -o ro,noload), returns its tree, releases it. */
+/**
+ * Mounts the snapshot file read-only (losetup -r, mount -o ro,noload), returns its tree, releases
+ * it.
+ */
 async function snapshotTree(
   box: Sandbox,
   snapshotFile: string,
@@ -180,7 +184,10 @@ async function snapshotTree(
   }
 }
 
-/** ext4 on a loop device over the LUN file, mounted at data, the initial tree written and synced, and its checksums. */
+/**
+ * ext4 on a loop device over the LUN file, mounted at data, the initial tree written and synced,
+ * and its checksums.
+ */
 async function ext4WithFiles(
   box: Sandbox,
   lunFile: string,
@@ -446,7 +453,10 @@ describe('snapshot management and bad input', () => {
     expect(await poolState(pool), `pool changed by ${what}`).toEqual(before);
   }
 
-  /** A refused shell command on the mountpoint: non-zero exit, the errno's text, and no change to the pool. */
+  /**
+   * A refused shell command on the mountpoint: non-zero exit, the errno's text, and no change to
+   * the pool.
+   */
   async function expectShellRefused(
     pool: string,
     command: string,
@@ -638,7 +648,8 @@ describe('snapshot management and bad input', () => {
       expect((await statusJson(pool)).luns.find((entry) => entry.name === 'db')).toMatchObject({
         snapshots: 0,
       });
-      await overwrite(0, 48 * MiB); // the LUN goes on without snapshots: nothing is preserved any more
+      // the LUN goes on without snapshots: nothing is preserved any more
+      await overwrite(0, 48 * MiB);
       expect(
         (await statusJson(pool)).pool.freeBytes,
         'free space after writes with no snapshot left',

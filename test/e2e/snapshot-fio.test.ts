@@ -199,7 +199,9 @@ class History {
   }
 }
 
-/** What a block holds: 0 for zeros (never written), a sequence number, or why it is no whole write. */
+/**
+ * What a block holds: 0 for zeros (never written), a sequence number, or why it is no whole write.
+ */
 function parseBlock(block: Buffer, runId: number, blockIndex: number): number | string {
   if (block.every((byte) => byte === 0)) return 0;
   if (!block.subarray(0, magic.length).equals(magic))
@@ -223,7 +225,10 @@ interface SnapshotCut {
 
 interface Verdict {
   problems: string[];
-  /** Blocks whose content was fully determined (no write in flight around the instant) and not zeros. */
+  /**
+   * Blocks whose content was fully determined (no write in flight around the instant) and not
+   * zeros.
+   */
   determined: number;
 }
 
@@ -421,7 +426,8 @@ describe('snapshots under a running write load', () => {
       'the snapshots hold preserved data',
     ).toBeGreaterThan(0);
 
-    // ---- a second load, one more snapshot in it, and kill -9 right after (copy-on-write in flight)
+    // ---- a second load, one more snapshot in it, and kill -9 right after (copy-on-write in
+    // flight)
     const secondRunId = runId === 1 ? 2 : runId - 1;
     const second = new Writer(lunFile, box.path('journal-2.bin'), secondRunId);
     await second.waitForRecords(4000);

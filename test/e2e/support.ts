@@ -426,7 +426,8 @@ export class Sandbox {
 
   /**
    * Releases everything this sandbox set up, in the safe order: ext4 (lazily), loop devices,
-   * servers (SIGTERM, else SIGKILL), stale FUSE mounts. Keeps the files. Returns what it had to undo.
+   * servers (SIGTERM, else SIGKILL), stale FUSE mounts. Keeps the files. Returns what it had to
+   * undo.
    */
   async release(): Promise<string[]> {
     const undone: string[] = [];
@@ -459,7 +460,9 @@ export class Sandbox {
     return undone;
   }
 
-  /** What is still left of this sandbox in the kernel: mounts under it, loop devices on its files. */
+  /**
+   * What is still left of this sandbox in the kernel: mounts under it, loop devices on its files.
+   */
   async leftovers(): Promise<string[]> {
     const found: string[] = [];
     for (const entry of await mountsUnder(this.root))
@@ -478,7 +481,9 @@ export class Sandbox {
     return found;
   }
 
-  /** release(), then checks nothing is left and removes the directory. Throws if something is left. */
+  /**
+   * release(), then checks nothing is left and removes the directory. Throws if something is left.
+   */
   async destroy(): Promise<void> {
     await this.release();
     // A lazily unmounted ext4 lets go of its loop device a moment later: give the kernel time.

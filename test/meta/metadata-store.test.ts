@@ -133,7 +133,10 @@ function statesOf(reports: CopyReport[]): string[] {
   return reports.map((report) => report.state);
 }
 
-/** Starts a commit, parks it with its records written but not flushed, and cuts the power with one scripted fate per drive. */
+/**
+ * Starts a commit, parks it with its records written but not flushed, and cuts the power with one
+ * scripted fate per drive.
+ */
 async function crashDuringCommit(
   store: MetadataStore,
   views: SessionDrive[],
@@ -365,7 +368,8 @@ describe('MetadataStore', () => {
       const { drives, store, batches } = await storeAtGenerationTwo('jdmg');
       batches.push(batch(3));
       await store.commit(batches[2]!);
-      drives[0]!.flipBit(journalStartBytes + recordHeaderBytes + 5, 1); // first record of generation 2
+      // first record of generation 2
+      drives[0]!.flipBit(journalStartBytes + recordHeaderBytes + 5, 1);
       const { metadata, reports } = await openOn(drives);
       expect(describeMetadata(metadata)).toEqual(describeMetadata(applied(batches)));
       expect(reports[0]!.state).not.toBe('good');

@@ -12,7 +12,10 @@ import {
   type MetadataOp,
 } from '../../src/meta/pool-metadata.js';
 
-/** A checkpoint payload as format 5 wrote it: one LUN, one snapshot, a RAID-0 drive that missed writes. */
+/**
+ * A checkpoint payload as format 5 wrote it: one LUN, one snapshot, a RAID-0 drive that missed
+ * writes.
+ */
 function format5Checkpoint(): Buffer {
   const json = Buffer.from(
     JSON.stringify({

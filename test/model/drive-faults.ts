@@ -134,7 +134,10 @@ interface ScrubResult {
 
 const checksumBlockBytes = 4096;
 
-/** For failure messages: where byte offsetBytes of a LUN lives (RStore, RAID-5 row, member, drive and its state). */
+/**
+ * For failure messages: where byte offsetBytes of a LUN lives (RStore, RAID-5 row, member, drive
+ * and its state).
+ */
 export function describeLocation(pool: Pool, lunName: string, offsetBytes: number): string {
   const { allocationUnitBytes, stripeUnitBytes } = pool.metadata.config;
   const entry = pool.lunByName(lunName).map.get(Math.floor(offsetBytes / allocationUnitBytes));
@@ -219,12 +222,16 @@ export class DriveFaults {
   private rebuilding: number | undefined;
   /** The running rebuild's job id in the current controller. */
   private rebuildJob: number | undefined;
-  /** The step (counted by afterStep) at which a rebuild left running is waited for, at the latest. */
+  /**
+   * The step (counted by afterStep) at which a rebuild left running is waited for, at the latest.
+   */
   private rebuildDue = 0;
   private stepsSeen = 0;
   /** A scrub left running alongside a rebuild, in the current controller. */
   private scrubJob: number | undefined;
-  /** The drive with bit flips not yet repaired by a scrub, and the drive offsets of their blocks. */
+  /**
+   * The drive with bit flips not yet repaired by a scrub, and the drive offsets of their blocks.
+   */
   private flippedDrive: number | undefined;
   private readonly flippedBlocks = new Set<number>();
   private replacementCount = 0;
@@ -262,7 +269,10 @@ export class DriveFaults {
     return view!;
   };
 
-  /** The drives for Pool.open: a failed drive is absent (a MissingDrive), or itself with faultOptions.failedDrivePresent. */
+  /**
+   * The drives for Pool.open: a failed drive is absent (a MissingDrive), or itself with
+   * faultOptions.failedDrivePresent.
+   */
   drivesForOpen(views: SessionDrive[]): Drive[] {
     return views.map((view) =>
       this.failed.has(view.inner) && !faultOptions.failedDrivePresent
@@ -279,7 +289,10 @@ export class DriveFaults {
     this.rowLog.replayed += pool.rowLogCounters?.replayed ?? 0;
   }
 
-  /** Whether a RAID-5 parity check of this RStore is meaningful now (every member online, no flips in it). */
+  /**
+   * Whether a RAID-5 parity check of this RStore is meaningful now (every member online, no flips
+   * in it).
+   */
   parityCheckable(record: RStoreRecord): boolean {
     const pool = this.host.pool();
     return record.members.every(
@@ -326,7 +339,9 @@ export class DriveFaults {
     return true;
   }
 
-  /** After Pool.open and controller.drives.start(): each drive is in the state the model expects. */
+  /**
+   * After Pool.open and controller.drives.start(): each drive is in the state the model expects.
+   */
   async afterReopen(when: string): Promise<void> {
     if (!this.enabled) return;
     const pool = this.host.pool();
@@ -379,7 +394,10 @@ export class DriveFaults {
     }
   }
 
-  /** After every step: drive states as the model expects, nothing unrepairable, background jobs that ended went well. */
+  /**
+   * After every step: drive states as the model expects, nothing unrepairable, background jobs that
+   * ended went well.
+   */
   async afterStep(): Promise<void> {
     if (!this.enabled) return;
     const pool = this.host.pool();
@@ -512,7 +530,8 @@ export class DriveFaults {
       `drive ${index} just replaced is ${pool.health.state(index)}`,
     );
     this.checkStatus(`drive ${index} replaced`, 'rebuilding', index, 'rebuilding');
-    this.rebuildDue = this.stepsSeen + 1 + this.host.random.integer(20); // runs alongside the next steps until then
+    // runs alongside the next steps until then
+    this.rebuildDue = this.stepsSeen + 1 + this.host.random.integer(20);
     const choice = this.host.random.integer(10);
     if (choice < 3) {
       this.rebuildEnded(await this.host.controller().drives.jobs.wait(job.id));
@@ -555,7 +574,10 @@ export class DriveFaults {
     this.host.count('rebuild done');
   }
 
-  /** 'bit-flip': with every drive online, a few bits flip in checksummed blocks of RStore members on one drive. */
+  /**
+   * 'bit-flip': with every drive online, a few bits flip in checksummed blocks of RStore members on
+   * one drive.
+   */
   async flipBits(): Promise<void> {
     if (this.driveOut() !== undefined) {
       this.host.count('bit-flip skipped (a drive is out)');
@@ -637,7 +659,8 @@ export class DriveFaults {
       result.unrepairable === 0,
       `${why}: scrub found ${result.unrepairable} unrepairable with at most one fault at a time: ${JSON.stringify(result)}`,
     );
-    // RAID-5 rows are consistent after every open (checkParity), kept so by every write, made so by a rebuild.
+    // RAID-5 rows are consistent after every open (checkParity), kept so by every write, made so by
+    // a rebuild.
     this.host.check(
       this.host.raidLevel !== 5 || result.parityRepairs === 0,
       `${why}: scrub found ${result.parityRepairs} RAID-5 rows with parity not the XOR of their data: ${JSON.stringify(result)}`,

@@ -14,7 +14,9 @@ export interface PendingWrite {
 export class LunModel {
   acknowledged: Buffer;
   durable: Buffer;
-  /** Sector index -> values (base64) the sector held since the last flush, besides the durable one. */
+  /**
+   * Sector index -> values (base64) the sector held since the last flush, besides the durable one.
+   */
   private versions = new Map<number, Set<string>>();
 
   constructor(
@@ -103,7 +105,9 @@ export class LunModel {
     this.durable = grow(this.durable);
   }
 
-  /** undefined when every sector of image is allowed after a power cut, else what is wrong first. */
+  /**
+   * undefined when every sector of image is allowed after a power cut, else what is wrong first.
+   */
   checkRecovered(image: Buffer): string | undefined {
     if (image.length !== this.sizeBytes) return `size ${image.length}, model ${this.sizeBytes}`;
     for (let sector = 0; sector * sectorBytes < image.length; sector += 1) {

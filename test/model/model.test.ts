@@ -1,5 +1,6 @@
 // The seeded model test of the whole stack: a pool of MemoryDrives (RAID-0, RAID-1 and RAID-5 over
-// three drives), LUN stacks through the Controller (WriteBackCache -> DestagePipeline -> ThinVolume ->
+// three drives), LUN stacks through the Controller (WriteBackCache -> DestagePipeline -> ThinVolume
+// ->
 // RStores), and a model of every LUN (lun-model.ts). Random operations, all decided by one seed:
 // writes (aligned and not, small and large, sometimes several at once), reads compared with the
 // model, discards, flushes, LUN create / remove / grow, time passing (cache expiry), clean
@@ -162,7 +163,10 @@ const faultOperations: ReadonlySet<Operation> = new Set([
 ]);
 const maxSnapshotsPerLun = 5;
 
-/** A snapshot in the model: its contents (with the fsync rule for its own writes) and whether it is reserved. */
+/**
+ * A snapshot in the model: its contents (with the fsync rule for its own writes) and whether it is
+ * reserved.
+ */
 interface SnapshotModel {
   fullName: string;
   lun: string;
@@ -181,7 +185,8 @@ class ModelRun {
   /** The drives' timing (delayTurns), its own stream; undefined for the seeds that keep order. */
   readonly timing: SeededRandom | undefined;
   private readonly clock = new FakeClock();
-  // LUNFS_MODEL_LOG=warn (or info, debug) prints the stack's own log lines, to follow a failing seed.
+  // LUNFS_MODEL_LOG=warn (or info, debug) prints the stack's own log lines, to follow a failing
+  // seed.
   private readonly log = process.env['LUNFS_MODEL_LOG']
     ? pino({ level: process.env['LUNFS_MODEL_LOG'] }, pino.destination({ fd: 1, sync: true }))
     : silentLogger();
@@ -256,7 +261,8 @@ class ModelRun {
     } catch (error) {
       if (error instanceof Error && error.message.includes(`[model seed ${this.seed},`))
         throw error;
-      // An error from the stack itself (an assertion inside lunfs, an unexpected code): add the seed.
+      // An error from the stack itself (an assertion inside lunfs, an unexpected code): add the
+      // seed.
       throw new Error(
         `${this.where()} ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`,
         { cause: error },
@@ -376,7 +382,8 @@ class ModelRun {
     }
     const outcome = await readRange(volume, offset, length).catch((error: unknown) => error);
     if (!Buffer.isBuffer(outcome)) {
-      // A background destage may invalidate the snapshot (pool full) while the read waits for a chunk.
+      // A background destage may invalidate the snapshot (pool full) while the read waits for a
+      // chunk.
       this.check(
         isLunfsError(outcome, 'EIO') &&
           this.snapshotState(snapshot) === 'invalid' &&
@@ -456,7 +463,9 @@ class ModelRun {
     );
   }
 
-  /** After the last snapshot is gone: no target volume, and the LUNs' units are all the space used. */
+  /**
+   * After the last snapshot is gone: no target volume, and the LUNs' units are all the space used.
+   */
   private checkNoSnapshotSpace(when: string): void {
     const targets = [...this.pool.metadata.luns.values()].filter(
       (record) => record.role === 'target',
@@ -495,7 +504,10 @@ class ModelRun {
       : this.luns.get(names[this.random.integer(names.length)]!);
   }
 
-  /** A range in a device of sizeBytes: tiny, block-aligned, medium, large, at the end, or whole cache pages. */
+  /**
+   * A range in a device of sizeBytes: tiny, block-aligned, medium, large, at the end, or whole
+   * cache pages.
+   */
   private pickRange(sizeBytes: number): [number, number] {
     let offset: number;
     let length: number;
@@ -662,7 +674,8 @@ class ModelRun {
   /** Runs a write; ENOSPC is allowed only when the pool could not hold the units it spans. */
   private async tryWrite(lun: LunModel, offset: number, data: Buffer): Promise<boolean> {
     const freeBefore = this.pool.freeBytes();
-    const unreservedBefore = freeBefore - this.pool.reservedUnits() * unitBytes; // reserved snapshots hold the rest
+    // reserved snapshots hold the rest
+    const unreservedBefore = freeBefore - this.pool.reservedUnits() * unitBytes;
     this.trace(`write ${lun.name} ${offset}+${data.length}`);
     const pending = this.controller.stack(lun.name).cache.write(offset, data);
     // The cache reserves space (prepareWrite) synchronously inside write(), before its first await;
@@ -694,7 +707,10 @@ class ModelRun {
     if (await this.tryWrite(lun, offset, data)) lun.write(offset, data);
   }
 
-  /** Two to four writes to disjoint ranges of one region, issued together, sharing sectors and pages. */
+  /**
+   * Two to four writes to disjoint ranges of one region, issued together, sharing sectors and
+   * pages.
+   */
   private async writeTogether(lun: LunModel): Promise<void> {
     const [regionOffset, regionLength] = this.pickRange(lun.sizeBytes);
     const cuts = new Set<number>([regionOffset, regionOffset + regionLength]);
@@ -743,7 +759,8 @@ class ModelRun {
     await this.controller.close();
     this.faults.retirePool(this.pool);
     for (const lun of this.luns.values()) lun.flushed();
-    this.views = this.timed(sessionViews(this.views.map((view) => view.inner))); // close() fenced the old views
+    // close() fenced the old views
+    this.views = this.timed(sessionViews(this.views.map((view) => view.inner)));
     for (const snapshot of this.snapshots.values()) snapshot.image.flushed();
     await this.reopen('after a clean close');
     for (const lun of this.luns.values()) await this.compareWhole(lun, 'after a clean restart,');
@@ -808,7 +825,8 @@ class ModelRun {
     for (const model of flushedLuns) model.flushed();
     this.counts.set(this.operation, (this.counts.get(this.operation) ?? 0) + 1);
     const unflushed = this.views.reduce((sum, view) => sum + view.inner.unflushedWriteCount, 0);
-    this.faults.retirePool(this.pool); // abandoned: its background work fails on the fenced views from now on
+    // abandoned: its background work fails on the fenced views from now on
+    this.faults.retirePool(this.pool);
     this.views = this.timed(powerCut(this.views, new SeededRandom(this.random.integer(2 ** 31))));
     this.operation += ` (${unflushed} unflushed drive writes)`;
     await this.reopen('after a power cut');
@@ -827,7 +845,8 @@ class ModelRun {
       model.resetTo(image);
     }
     if (inFlightSnapshot && this.controller.hasSnapshot(inFlightSnapshot.fullName)) {
-      this.snapshots.set(inFlightSnapshot.fullName, inFlightSnapshot); // it exists: it must hold exactly the instant
+      // it exists: it must hold exactly the instant
+      this.snapshots.set(inFlightSnapshot.fullName, inFlightSnapshot);
       this.counts.set(
         'snapshot survived a crash during its creation',
         (this.counts.get('snapshot survived a crash during its creation') ?? 0) + 1,
@@ -860,7 +879,8 @@ class ModelRun {
     }
     this.controller = this.makeController();
     await this.controller.openSnapshots();
-    await this.controller.drives.start(); // as a mount does: resumes a rebuild, restores metadata copies
+    // as a mount does: resumes a rebuild, restores metadata copies
+    await this.controller.drives.start();
     await this.faults.afterReopen(when);
     const names = this.pool
       .userLuns()
@@ -912,7 +932,8 @@ class ModelRun {
       0,
     );
     const capacity = this.pool.capacityBytes();
-    // RAID-1 RStores made while a drive was out can leave free PSEGs that no pair can use (see strandedBytes).
+    // RAID-1 RStores made while a drive was out can leave free PSEGs that no pair can use (see
+    // strandedBytes).
     const stranded = strandedBytes(this.pool);
     if (stranded > 0)
       this.count('space check with stranded PSEGs (RAID-1 allocation while a drive was out)');
@@ -940,7 +961,8 @@ describe('model test of the whole stack', () => {
         console.log(
           `model seed ${seed} (RAID-${raidLevel}) passed in ${Date.now() - started} ms: ${JSON.stringify(Object.fromEntries(modelRun.counts))}`,
         );
-      }, 240_000); // one run takes 5-45 s here, depending on the seed; a slow machine must not fail it
+        // one run takes 5-45 s here, depending on the seed; a slow machine must not fail it
+      }, 240_000);
     }
   }
 });

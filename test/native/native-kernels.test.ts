@@ -1,5 +1,6 @@
 // Checks the crc32c, crc32cBlocks and xorInto kernels: known CRC-32C vectors and chaining for both
-// implementations, crc32cBlocks against one crc32c per block, and property tests that the C addon and the TypeScript twins agree byte for
+// implementations, crc32cBlocks against one crc32c per block, and property tests that the C addon
+// and the TypeScript twins agree byte for
 // byte. A missing addon fails the comparisons (the project builds it in set-up) unless
 // LUNFS_NO_NATIVE=1 is set, which skips them.
 

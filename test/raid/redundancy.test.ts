@@ -71,7 +71,8 @@ describe.each([1, 5] as RaidLevel[])('RAID-%i with a failed drive', (raidLevel) 
     expect(Buffer.compare(await readBelowCache(controller), first)).toBe(0);
     const second = await writeLun(controller, 2); // writes go on, degraded
     expect(Buffer.compare(await readBelowCache(controller), second)).toBe(0);
-    // Thin allocation goes on too: new RStores are made degraded, with their member on the failed drive.
+    // Thin allocation goes on too: new RStores are made degraded, with their member on the failed
+    // drive.
     await controller.createLun('new', lunBytes);
     const fresh = patternBytes(lunBytes, 22);
     await controller.stack('new').cache.write(0, fresh);
@@ -102,7 +103,8 @@ describe.each([1, 5] as RaidLevel[])('RAID-%i with a failed drive', (raidLevel) 
     expect(reopened.metadataCopyDrives.sort()).toEqual([0, 2, 3]);
     await again.close();
 
-    // A second drive of the set missing: RAID-1 pairs on drives 1 and 2 lose both copies, RAID-5 rows two members.
+    // A second drive of the set missing: RAID-1 pairs on drives 1 and 2 lose both copies, RAID-5
+    // rows two members.
     const worse: Drive[] = memory.drives.map((drive, index) =>
       index === 1 || index === 2
         ? new MissingDrive(`mem${index}`, 'gone')
@@ -134,7 +136,8 @@ describe.each([1, 5] as RaidLevel[])('RAID-%i with a failed drive', (raidLevel) 
     await controller.stack('db').cache.write(0, patternBytes(64 * KiB, 4)); // degraded write
     await controller.flushAll(); // the flush meets the failed drive
     expect(controller.status().drives[1]!.state).toBe('failed');
-    await controller.createLun('born-degraded', lunBytes); // its RStores are made while drive 1 is out
+    // its RStores are made while drive 1 is out
+    await controller.createLun('born-degraded', lunBytes);
     const degradedData = patternBytes(lunBytes, 23);
     await controller.stack('born-degraded').cache.write(0, degradedData);
     await controller.flushAll();
@@ -178,7 +181,8 @@ describe('silent corruption', () => {
       const data = await writeLun(controller, 6);
       const psegArea = memory.pool.layoutHeader.psegAreaOffsetBytes;
       const random = new SeededRandom(42);
-      // Flips on one drive at a time, in the first PSEGs (which hold the LUN): redundancy always has a good copy.
+      // Flips on one drive at a time, in the first PSEGs (which hold the LUN): redundancy always
+      // has a good copy.
       const flip = (driveIndex: number): void =>
         memory.drives[driveIndex]!.flipBit(
           psegArea + random.integer(3 * 256 * KiB),
@@ -191,7 +195,8 @@ describe('silent corruption', () => {
       expect(afterRead.repairs).toBeGreaterThan(0);
       expect(afterRead.unrepairable).toBe(0);
       // Flip more, then scrub: everything found is repaired; a second scrub finds nothing.
-      for (let index = 0; index < 20; index += 1) flip(0); // drive 0 again: flips the read did not meet are still there
+      // drive 0 again: flips the read did not meet are still there
+      for (let index = 0; index < 20; index += 1) flip(0);
       const scrub = await controller.drives.jobs.wait(controller.drives.scrub().id);
       expect(scrub.state, scrub.error).toBe('done');
       const report = scrub.result as { checksumRepairs: number; unrepairable: number };
@@ -251,7 +256,10 @@ describe('silent corruption', () => {
 });
 
 describe('RAID-0: a failed drive that comes back (issue 17)', () => {
-  /** A RAID-0 pool on two MemoryDrives with LUN db written whole; drive 1 then fails as told, and the pool is closed. */
+  /**
+   * A RAID-0 pool on two MemoryDrives with LUN db written whole; drive 1 then fails as told, and
+   * the pool is closed.
+   */
   async function failedRaid0(
     fail: (pool: Pool, controller: Controller) => Promise<void>,
   ): Promise<{ drives: MemoryDrive[]; clock: FakeClock; data: Buffer }> {
@@ -331,7 +339,10 @@ describe('RAID-0: a failed drive that comes back (issue 17)', () => {
   });
 });
 
-/** A RAID-5 pool on three MemoryDrives (with their session views) holding a LUN written whole with old data. */
+/**
+ * A RAID-5 pool on three MemoryDrives (with their session views) holding a LUN written whole with
+ * old data.
+ */
 async function raid5PoolWithOldData(
   name: string,
   clock: FakeClock,
@@ -453,7 +464,8 @@ describe('write intent (RAID-5 write hole)', () => {
     const setup = await raid5PoolWithOldData('dirty', clock, 21);
     const { inner, controller, old: data } = setup;
     let views = setup.views;
-    await controller.stack('db').thin.write(0, patternBytes(65536, 22)); // in flight at the power cut
+    // in flight at the power cut
+    await controller.stack('db').thin.write(0, patternBytes(65536, 22));
     views = powerCut(views, new SeededRandom(5));
     const without = views.map((view, index) =>
       index === 2 ? new MissingDrive('dirty2', 'gone') : view,
@@ -587,7 +599,8 @@ describe('RAID-5 on drives that held old data', () => {
     const clock = new FakeClock();
     const drives = [0, 1, 2].map((index) => new MemoryDrive(`old${index}`, 8 * MiB));
     for (const [index, drive] of drives.entries()) {
-      await drive.write(0, patternBytes(8 * MiB, 500 + index)); // an earlier life: nothing here is zero
+      // an earlier life: nothing here is zero
+      await drive.write(0, patternBytes(8 * MiB, 500 + index));
       await drive.flush();
     }
     const random = new SeededRandom(5);
@@ -657,7 +670,8 @@ describe('RAID-5 sequential unit writes', () => {
       if (!loseDrive)
         for (const record of memory.pool.metadata.rstores.values())
           expect(await memory.pool.rstore(record.id).firstInconsistentRow()).toBeUndefined();
-      if (!loseDrive) memory.drives[1]!.fail(); // the parity written with the rows rebuilds drive 1's units
+      // the parity written with the rows rebuilds drive 1's units
+      if (!loseDrive) memory.drives[1]!.fail();
       expect(Buffer.compare(await readBelowCache(controller), expected)).toBe(0);
       await controller.close();
     }

@@ -118,7 +118,8 @@ describe('snapshots', () => {
     const before = await readAll(controller.stack('vm').cache);
     const patch = patternBytes(10 * KiB, 6);
     await controller.snapshotVolume('vm@a').write(70 * KiB + 3, patch);
-    await controller.snapshotVolume('vm@a').write(70 * KiB + 3 + patch.length, patch); // in place now
+    // in place now
+    await controller.snapshotVolume('vm@a').write(70 * KiB + 3 + patch.length, patch);
     const expectedA = Buffer.from(before);
     patch.copy(expectedA, 70 * KiB + 3);
     patch.copy(expectedA, 70 * KiB + 3 + patch.length);
@@ -129,7 +130,8 @@ describe('snapshots', () => {
       firstDifference(await readAll(controller.snapshotVolume('vm@b')), before),
     ).toBeUndefined();
     expect(firstDifference(await readAll(controller.stack('vm').cache), before)).toBeUndefined();
-    await controller.stack('vm').cache.write(64 * KiB, patternBytes(128 * KiB, 7)); // the LUN moves on
+    // the LUN moves on
+    await controller.stack('vm').cache.write(64 * KiB, patternBytes(128 * KiB, 7));
     await controller.stack('vm').cache.flush();
     await controller.snapshotVolume('vm@a').flush();
     controller = await reopen(memoryPool, controller);
@@ -235,7 +237,8 @@ describe('snapshots', () => {
     await check();
     const statuses = controller.listSnapshots();
     expect(statuses.length).toBe(256);
-    // The oldest originals of block-rich chunks were preserved once and are shared by many snapshots.
+    // The oldest originals of block-rich chunks were preserved once and are shared by many
+    // snapshots.
     expect(statuses.some((status) => status.sharedBytes > 0)).toBe(true);
     controller = await reopen(memoryPool, controller);
     await check();
@@ -301,7 +304,8 @@ describe('snapshots', () => {
       await controller.close();
     }
     expect(outcomes.get('undone') ?? 0, JSON.stringify([...outcomes])).toBeGreaterThan(0);
-    expect(outcomes.get('lost') ?? 0, JSON.stringify([...outcomes])).toBeGreaterThan(0); // the record torn or lost
+    // the record torn or lost
+    expect(outcomes.get('lost') ?? 0, JSON.stringify([...outcomes])).toBeGreaterThan(0);
   });
 
   it('refuse bad input with a code and change nothing', async () => {

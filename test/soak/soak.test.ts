@@ -24,7 +24,8 @@
 // printed at the start; on a fault the seed and the cycle are printed. The interleaving of the load
 // with the kill is the machine's, as in ztest: a replay runs the same schedule, not the same race.
 //
-//   LUNFS_SOAK_CYCLES=N LUNFS_SOAK_SEED=S npx vitest run test/soak/soak.test.ts   (make soak COUNT=N SEED=S)
+//   LUNFS_SOAK_CYCLES=N LUNFS_SOAK_SEED=S npx vitest run test/soak/soak.test.ts   (make soak
+//   COUNT=N SEED=S)
 // `make test` runs it with 10 cycles.
 
 import { spawn } from 'node:child_process';
@@ -249,7 +250,10 @@ interface SnapshotEntry {
   state: 'creating' | 'live' | 'deleting';
   /** sha256 of the whole snapshot file, read right after it was taken (absent: not read yet). */
   fingerprint?: string;
-  /** What it read then, to tell after a mismatch what changed: the image (raw) or sha256 per 128 KiB chunk (db). */
+  /**
+   * What it read then, to tell after a mismatch what changed: the image (raw) or sha256 per 128 KiB
+   * chunk (db).
+   */
   image?: Buffer;
   chunkHashes?: string[];
   /** Raw record size before the snapshot command and after it returned (raw snapshots). */
@@ -320,7 +324,8 @@ class Soak {
     this.loop = await this.box.attachLoop(this.lunFile('db'));
     await this.box.mkfsExt4(this.loop);
     await this.box.mountExt4(this.loop, this.data);
-    await mkdir(join(this.data, 'f')); // made durable here, so that the load's fsyncs cover all it makes
+    // made durable here, so that the load's fsyncs cover all it makes
+    await mkdir(join(this.data, 'f'));
     await runOk('sync', ['-f', this.data]);
   }
 
@@ -356,7 +361,8 @@ class Soak {
     this.note(
       `load started; SIGKILL planned at ${killDelayMs} ms, snapshot operations at [${operationDelaysMs.join(', ')}] ms`,
     );
-    // A fault found by an operation is thrown after the kill (caught here so that it is not unhandled meanwhile).
+    // A fault found by an operation is thrown after the kill (caught here so that it is not
+    // unhandled meanwhile).
     const operations = this.snapshotOperations(operationDelaysMs, schedule, () => killed).then(
       () => undefined,
       (error: unknown) => error,
@@ -380,7 +386,9 @@ class Soak {
     return { killDelayMs };
   }
 
-  /** Takes and deletes snapshots at the given instants until the kill; errors after it are expected. */
+  /**
+   * Takes and deletes snapshots at the given instants until the kill; errors after it are expected.
+   */
   async snapshotOperations(
     delaysMs: number[],
     schedule: Generator,
@@ -456,7 +464,10 @@ class Soak {
     entry.image = image;
   }
 
-  /** A snapshot read again after a restart: the same bytes as when it was taken, or a fault saying what changed. */
+  /**
+   * A snapshot read again after a restart: the same bytes as when it was taken, or a fault saying
+   * what changed.
+   */
   async checkFingerprint(entry: SnapshotEntry): Promise<void> {
     const image = await readFile(join(this.mountpoint, 'snapshots', entry.name));
     const now = sha256(image);
@@ -590,7 +601,8 @@ class Soak {
         await this.checkFingerprint(entry);
       }
       this.figures.snapshotChecks += 1;
-      if (entry.state === 'deleting') await this.deleteSnapshot(entry, false); // finish the deletion the kill cut
+      // finish the deletion the kill cut
+      if (entry.state === 'deleting') await this.deleteSnapshot(entry, false);
     }
   }
 

@@ -21,7 +21,10 @@ export const smallGeometry = {
 export interface MemoryPoolOptions {
   raidLevel: RaidLevel;
   driveCount?: number;
-  /** Default 6 MiB and the 4 KiB of the tail label: 6 MiB of layout and PSEGs, as before labels at both ends. */
+  /**
+   * Default 6 MiB and the 4 KiB of the tail label: 6 MiB of layout and PSEGs, as before labels at
+   * both ends.
+   */
   driveSizeBytes?: number;
   psegSizeBytes?: number;
   allocationUnitBytes?: number;
@@ -107,7 +110,9 @@ export function powerCut(views: SessionDrive[], random: SeededRandom): SessionDr
   return views.map((view) => new SessionDrive(view.inner));
 }
 
-/** Everything a pool's metadata says, as plain data that toEqual can compare (cleanShutdown aside). */
+/**
+ * Everything a pool's metadata says, as plain data that toEqual can compare (cleanShutdown aside).
+ */
 export function describeMetadata(metadata: PoolMetadata): unknown {
   return {
     config: metadata.config,

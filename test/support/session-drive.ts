@@ -49,7 +49,10 @@ export class SessionDrive implements Drive {
     await this.inner.discard(offsetBytes, lengthBytes);
   }
 
-  /** Checks the view is live, waits its delay (if any), and checks again: a fence may come meanwhile. */
+  /**
+   * Checks the view is live, waits its delay (if any), and checks again: a fence may come
+   * meanwhile.
+   */
   private async settle(operation: string): Promise<void> {
     this.checkLive(operation);
     const turns = this.delayTurns?.() ?? 0;

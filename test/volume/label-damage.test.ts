@@ -378,7 +378,8 @@ describe('which drive is which', () => {
     });
     await expectExact(controller, built, 'degraded');
     await controller.close();
-    expect(other.drives[1]!.counters.writes).toBeGreaterThan(0); // its own pool's writes only: compare with a fresh open below
+    // its own pool's writes only: compare with a fresh open below
+    expect(other.drives[1]!.counters.writes).toBeGreaterThan(0);
     const otherAgain = await open(other.drives);
     expect(otherAgain.status().pool.state).toBe('online');
     await expectExact(otherAgain, other, 'the other pool, untouched');
@@ -434,7 +435,10 @@ describe('which drive is which', () => {
 });
 
 describe('a format-4 pool (one label per drive)', () => {
-  /** Makes a closed pool's drives look as format 4 made them: the head label at version 4, no tail label. */
+  /**
+   * Makes a closed pool's drives look as format 4 made them: the head label at version 4, no tail
+   * label.
+   */
   async function toFormat4(drives: MemoryDrive[]): Promise<void> {
     for (const drive of drives) {
       drive.reopen();

@@ -77,6 +77,7 @@ describe('pool directory', () => {
     }
     expect(isLunfsError(refused, 'EACCES')).toBe(true);
     expect((refused as Error).message).toMatch(/must be a directory of uid \d+ with mode 0700/);
-    prepareSocketDirectory(join(pool, 'lunfs.sock'), pool); // the pool directory itself is not checked here
+    // the pool directory itself is not checked here
+    prepareSocketDirectory(join(pool, 'lunfs.sock'), pool);
   });
 });

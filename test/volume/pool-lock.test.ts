@@ -93,7 +93,8 @@ describe('pool lock', () => {
       expect(poolLockState(directory)).toEqual({ held: false });
       const lock = await acquirePoolLock(directory, { pid: process.pid });
       expect(JSON.parse(readFileSync(lockPath(directory), 'utf8'))).toEqual({ pid: process.pid });
-      expect(statSync(lockPath(directory)).mode & 0o777).toBe(0o600); // an old world-readable file is closed up
+      // an old world-readable file is closed up
+      expect(statSync(lockPath(directory)).mode & 0o777).toBe(0o600);
       await lock.release();
     }
   });
@@ -101,7 +102,8 @@ describe('pool lock', () => {
   it('a lock held by another process is busy until that process dies (kill -9 leaves nothing to take over)', async () => {
     const directory = poolDirectory();
     writeFileSync(lockPath(directory), JSON.stringify({ pid: 424242 }));
-    // flock(1) takes an exclusive flock on the file and, with --no-fork, becomes `sleep` holding it.
+    // flock(1) takes an exclusive flock on the file and, with --no-fork, becomes `sleep` holding
+    // it.
     const holder = spawn(
       'flock',
       ['--no-fork', '--exclusive', '--nonblock', lockPath(directory), 'sleep', '60'],
@@ -120,7 +122,8 @@ describe('pool lock', () => {
       holder.kill('SIGKILL');
       await exited;
     }
-    expect(poolLockState(directory)).toEqual({ held: false }); // the kernel dropped it with the process
+    // the kernel dropped it with the process
+    expect(poolLockState(directory)).toEqual({ held: false });
     const lock = await acquirePoolLock(directory, { pid: process.pid });
     await lock.release();
   });

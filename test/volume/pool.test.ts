@@ -6,7 +6,8 @@
 // - a full pool fails the writer with ENOSPC at cache-write time, all or nothing; flush still
 //   succeeds and every acknowledged byte of every LUN stays intact, also after reopen;
 // - drives given in the wrong order, missing, half of another pool or none: EINVAL naming what
-//   is wrong (one foreign drive among the pool's is a failed drive: test/volume/label-damage.test.ts);
+//   is wrong (one foreign drive among the pool's is a failed drive:
+//   test/volume/label-damage.test.ts);
 // - no space leak: once every LUN is removed, freeBytes is back to a fresh pool's, also after
 //   reopen; while LUNs exist, free + allocated add up;
 // - a LUN of the whole capacity fills the pool exactly (RAID-1 on an odd number of drives too),
@@ -269,7 +270,8 @@ describe('a discard on a nearly full pool', () => {
     await expect(filler.write(freeUnits * unitBytes, Buffer.alloc(1))).rejects.toMatchObject({
       code: 'ENOSPC',
     });
-    // Flushing the first LUN must not need space: its writes were all acknowledged with space reserved.
+    // Flushing the first LUN must not need space: its writes were all acknowledged with space
+    // reserved.
     await a.flush();
     await controller.flushAll();
     expect(firstDifference(await readRange(a, 0, 2 * unitBytes), data)).toBeUndefined();
@@ -363,7 +365,8 @@ describe('allocation', () => {
       const memoryPool = await formatMemoryPool({ raidLevel });
       const controller = controllerFor(memoryPool.pool);
       const capacity = memoryPool.pool.capacityBytes();
-      expect(capacity).toBe(raidLevel === 0 ? 3 * 12 * 256 * KiB : ((3 * 12) / 2) * 256 * KiB); // 12 PSEGs per drive
+      // 12 PSEGs per drive
+      expect(capacity).toBe(raidLevel === 0 ? 3 * 12 * 256 * KiB : ((3 * 12) / 2) * 256 * KiB);
       await controller.createLun('all', capacity);
       const cache = controller.stack('all').cache;
       const chunkBytes = 256 * KiB;
@@ -433,7 +436,8 @@ describe('space accounting', () => {
         const offset = random.integer(cache.sizeBytes - 1);
         const length = 1 + random.integer(Math.min(200 * KiB, cache.sizeBytes - offset));
         if (random.chance(0.25)) await cache.discard(offset, length);
-        else await outcomeOf(() => cache.write(offset, patternBytes(length, step))); // ENOSPC is fine here
+        // ENOSPC is fine here
+        else await outcomeOf(() => cache.write(offset, patternBytes(length, step)));
         if (random.chance(0.2)) await controller.flushAll();
       }
       await controller.flushAll();
@@ -446,7 +450,8 @@ describe('space accounting', () => {
         expect(memoryPool.pool.freeBytes() + allocated, 'free + allocated = capacity').toBe(
           freshFreeBytes,
         );
-      // A LUN removed with unflushed data in its cache, one removed after a flush, one after reopen.
+      // A LUN removed with unflushed data in its cache, one removed after a flush, one after
+      // reopen.
       await controller.stack('a').cache.write(MiB + 3, patternBytes(300 * KiB, 1));
       await controller.removeLun('a');
       await controller.removeLun('b');
