@@ -139,17 +139,7 @@ export class Raid5RowCache implements RowsInMemory, RowHolder {
     this.held.delete(row);
     if (held.pieces.size === this.geometry.memberCount - 1) {
       // The row is complete: written whole, parity from the new data alone.
-      try {
-        await this.writer.writeRowUncached(
-          row,
-          [...held.pieces.values()],
-          held.data,
-          held.reservation,
-        );
-      } finally {
-        held.reservation?.();
-        this.memory.give(held.data);
-      }
+      await this.writeHeld(row, held);
       return true;
     }
     this.held.set(row, held);
@@ -197,6 +187,21 @@ export class Raid5RowCache implements RowsInMemory, RowHolder {
     this.memory.touch(this);
   }
 
+  /** Writes a held row's units (out of this.held now), then gives back buffer and reservation. */
+  private async writeHeld(row: number, held: HeldRow): Promise<void> {
+    try {
+      await this.writer.writeRowUncached(
+        row,
+        [...held.pieces.values()],
+        held.data,
+        held.reservation,
+      );
+    } finally {
+      held.reservation?.();
+      this.memory.give(held.data);
+    }
+  }
+
   /**
    * Writes a row's held-back units (read-modify-write) and its pending parity to the members.
    * The caller holds the row's lock.
@@ -205,17 +210,7 @@ export class Raid5RowCache implements RowsInMemory, RowHolder {
     const held = this.held.get(row);
     if (held) {
       this.held.delete(row);
-      try {
-        await this.writer.writeRowUncached(
-          row,
-          [...held.pieces.values()],
-          held.data,
-          held.reservation,
-        );
-      } finally {
-        held.reservation?.();
-        this.memory.give(held.data);
-      }
+      await this.writeHeld(row, held);
     }
     const known = this.known.get(row);
     if (!known?.parityPending) return;

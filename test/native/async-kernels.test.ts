@@ -26,6 +26,7 @@ import {
   xorIntoAsync,
   type AsyncByteKernels,
 } from '../../src/native/native-kernels.js';
+import { pseudoRandomBytes } from '../support/bytes.js';
 
 const nativeDisabled = process.env['LUNFS_NO_NATIVE'] === '1';
 const packageRoot = fileURLToPath(new URL('../../', import.meta.url));
@@ -37,19 +38,6 @@ function requireNativeAsyncKernels(): AsyncByteKernels {
     );
   }
   return nativeAsyncKernelsOrNull;
-}
-
-/** Deterministic pseudo-random bytes (xorshift32). */
-function pseudoRandomBytes(length: number, seed: number): Uint8Array {
-  const bytes = new Uint8Array(length);
-  let state = seed | 1;
-  for (let index = 0; index < length; index++) {
-    state ^= state << 13;
-    state ^= state >>> 17;
-    state ^= state << 5;
-    bytes[index] = state & 0xff;
-  }
-  return bytes;
 }
 
 /** A Uint8Array of the given length `offset` bytes into a fresh ArrayBuffer with slack after. */

@@ -23,6 +23,7 @@ import {
   xorInto,
   type ByteKernels,
 } from '../../src/native/native-kernels.js';
+import { pseudoRandomBytes } from '../support/bytes.js';
 
 const nativeDisabled = process.env['LUNFS_NO_NATIVE'] === '1';
 const packageRoot = fileURLToPath(new URL('../../', import.meta.url));
@@ -36,19 +37,6 @@ function requireNativeKernels(): ByteKernels {
     );
   }
   return nativeKernelsOrNull;
-}
-
-/** Deterministic pseudo-random bytes (xorshift32), so fast-check can replay a failure. */
-function pseudoRandomBytes(length: number, seed: number): Uint8Array {
-  const bytes = new Uint8Array(length);
-  let state = seed | 1;
-  for (let index = 0; index < length; index++) {
-    state ^= state << 13;
-    state ^= state >>> 17;
-    state ^= state << 5;
-    bytes[index] = state & 0xff;
-  }
-  return bytes;
 }
 
 /** Byte-for-byte equality without vitest's slow element-wise diff on large arrays. */

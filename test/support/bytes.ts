@@ -15,6 +15,22 @@ export function patternBytes(lengthBytes: number, seed: number): Buffer {
   return buffer;
 }
 
+/**
+ * length deterministic pseudo-random bytes (xorshift32) of seed: cheap enough for property tests
+ * over many lengths, and a failing case replays from its seed.
+ */
+export function pseudoRandomBytes(length: number, seed: number): Uint8Array {
+  const bytes = new Uint8Array(length);
+  let state = seed | 1;
+  for (let index = 0; index < length; index++) {
+    state ^= state << 13;
+    state ^= state >>> 17;
+    state ^= state << 5;
+    bytes[index] = state & 0xff;
+  }
+  return bytes;
+}
+
 /** Reads the whole device in pieces of at most chunkBytes. */
 export async function readAll(device: BlockDevice, chunkBytes = 1 << 20): Promise<Buffer> {
   const image = Buffer.alloc(device.sizeBytes);
