@@ -536,8 +536,23 @@ static int get_uint64(napi_env env, napi_value value, uint64_t *out) {
   return 1;
 }
 
-/** [ino, mode, nlink, size, uid, gid, timeSeconds] → struct stat. */
-static int read_attributes(napi_env env, napi_value array, struct stat *attributes) {
+static const double attribute_timeout_seconds = 1.0;
+
+/**
+ * [ino, mode, nlink, size, uid, gid, timeSeconds, volatile?] → struct stat, and how long the
+ * kernel may cache it: volatile (1) for a file whose size changes under the reader at any moment
+ * (control/status, whose open handle freezes a text of its own length): 0 s, so that an fstat
+ * after open asks us (getattr with the handle) instead of answering a size cached at lookup.
+ */
+static int read_attributes(napi_env env, napi_value array, struct stat *attributes, double *timeout_seconds) {
+  *timeout_seconds = attribute_timeout_seconds;
+  uint32_t length = 0;
+  if (napi_get_array_length(env, array, &length) == napi_ok && length >= 8) {
+    napi_value element;
+    uint64_t is_volatile = 0;
+    if (napi_get_element(env, array, 7, &element) == napi_ok && get_uint64(env, element, &is_volatile) && is_volatile)
+      *timeout_seconds = 0;
+  }
   uint64_t fields[7];
   for (uint32_t index = 0; index < 7; index++) {
     napi_value element;
@@ -555,8 +570,6 @@ static int read_attributes(napi_env env, napi_value array, struct stat *attribut
   attributes->st_blocks = (blkcnt_t)((fields[3] + 511) / 512);
   return 1;
 }
-
-static const double attribute_timeout_seconds = 1.0;
 
 /** Builds the readdir answer from entries [[name, ino, mode], ...]: those after offset that fit. */
 static void reply_directory(napi_env env, struct request *request, napi_value entries) {
@@ -624,10 +637,11 @@ static napi_value js_reply(napi_env env, napi_callback_info info) {
     case OP_CREATE: {
       struct fuse_entry_param entry;
       memset(&entry, 0, sizeof entry);
-      if (argc < 3 || !read_attributes(env, argv[2], &entry.attr)) { fuse_reply_err(r, EIO); break; }
+      double attr_timeout = attribute_timeout_seconds;
+      if (argc < 3 || !read_attributes(env, argv[2], &entry.attr, &attr_timeout)) { fuse_reply_err(r, EIO); break; }
       entry.ino = entry.attr.st_ino;
       entry.generation = 1;
-      entry.attr_timeout = attribute_timeout_seconds;
+      entry.attr_timeout = attr_timeout;
       entry.entry_timeout = attribute_timeout_seconds;
       if (request->operation == OP_LOOKUP) { fuse_reply_entry(r, &entry); break; }
       uint64_t handle = 0;
@@ -642,8 +656,9 @@ static napi_value js_reply(napi_env env, napi_callback_info info) {
     case OP_GETATTR:
     case OP_SETATTR: {
       struct stat attributes;
-      if (argc < 3 || !read_attributes(env, argv[2], &attributes)) { fuse_reply_err(r, EIO); break; }
-      fuse_reply_attr(r, &attributes, attribute_timeout_seconds);
+      double attr_timeout = attribute_timeout_seconds;
+      if (argc < 3 || !read_attributes(env, argv[2], &attributes, &attr_timeout)) { fuse_reply_err(r, EIO); break; }
+      fuse_reply_attr(r, &attributes, attr_timeout);
       break;
     }
     case OP_OPEN: {

@@ -57,6 +57,11 @@ export interface Attributes {
   uid: number;
   gid: number;
   time: Date;
+  /**
+   * The size changes at any moment (control/status): a front must not let the kernel cache these
+   * attributes, or an fstat after open answers a size from before the handle froze its text.
+   */
+  volatile?: boolean;
 }
 
 export interface FileSystemStats {
@@ -185,7 +190,10 @@ export class Namespace {
       case 'snapshot':
         return this.stat(lunFileMode, this.controller.snapshotVolume(target.name).sizeBytes);
       case 'status':
-        return this.stat(controlFileMode, (this.openStatus?.text ?? this.statusText()).length);
+        return {
+          ...this.stat(controlFileMode, (this.openStatus?.text ?? this.statusText()).length),
+          volatile: true,
+        };
       case 'snapshot-request':
         return this.stat(requestFileMode, 0);
       case 'pending-lun':

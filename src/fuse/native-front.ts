@@ -368,7 +368,7 @@ export class NativeFront implements MountedFront {
     this.addon.reply(request.id, errno);
   }
 
-  /** [ino, mode, nlink, size, uid, gid, seconds]: the attribute array fuse_front.c reads. */
+  /** [ino, mode, nlink, size, uid, gid, seconds, volatile]: the array fuse_front.c reads. */
   private attributeArray(path: string, attributes: Attributes): number[] {
     return [
       this.inodes.inodeOf(path),
@@ -378,6 +378,7 @@ export class NativeFront implements MountedFront {
       attributes.uid,
       attributes.gid,
       Math.floor(attributes.time.getTime() / 1000),
+      attributes.volatile ? 1 : 0,
     ];
   }
 
