@@ -270,6 +270,8 @@ export class SnapshotSet {
     let committed = false;
     for (const snapshot of snapshots) {
       if (snapshot.state !== 'valid') continue;
+      // Removed while the commit of an earlier one in this list was awaited: nothing to record.
+      if (this.pool.metadata.snapshots.get(snapshot.id) !== snapshot) continue;
       await this.pool.commitOp({ kind: 'snapshot-invalidate', snapshotId: snapshot.id, reason });
       committed = true;
       this.log.warn(
