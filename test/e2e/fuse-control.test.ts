@@ -23,9 +23,10 @@ import {
 const sandbox = useSandbox('fuse-control', 'file');
 
 let poolCounter = 0;
-/** A small RAID-0 pool (2 x 64 MiB drives) with a 16 MiB LUN `db`, mounted. */
+/** A small RAID-0 pool (2 x 64 MiB drives) with a LUN `db` (16 MiB unless told), mounted. */
 async function mountedPool(
   box: Sandbox,
+  options: { lunSize?: string; front?: string } = {},
 ): Promise<{ pool: string; mountpoint: string; server: MountServer }> {
   poolCounter += 1;
   const pool = await box.createPool(`pool${poolCounter}`, {
@@ -34,9 +35,13 @@ async function mountedPool(
     raid: 0,
     extra: ['--pseg-size', '1M', '--allocation-unit', '1M'],
   });
-  await lunfsOk('lun', 'create', pool, 'db', '--size', '16M');
+  await lunfsOk('lun', 'create', pool, 'db', '--size', options.lunSize ?? '16M');
   const mountpoint = box.path(`mnt${poolCounter}`);
-  const server = await box.mount(pool, mountpoint);
+  const server = await box.mount(
+    pool,
+    mountpoint,
+    options.front ? ['--front', options.front] : undefined,
+  );
   return { pool, mountpoint, server };
 }
 
@@ -124,17 +129,7 @@ describe.each([{ front: 'native' }, { front: 'fuse-native' }])(
   'control/status on the $front front',
   ({ front }) => {
     it('reads whole, as JSON, while writes change it between reads', async () => {
-      const box = sandbox();
-      poolCounter += 1;
-      const pool = await box.createPool(`pool${poolCounter}`, {
-        drives: 2,
-        driveSize: '64M',
-        raid: 0,
-        extra: ['--pseg-size', '1M', '--allocation-unit', '1M'],
-      });
-      await lunfsOk('lun', 'create', pool, 'db', '--size', '48M');
-      const mountpoint = box.path(`mnt${poolCounter}`);
-      const server = await box.mount(pool, mountpoint, ['--front', front]);
+      const { mountpoint, server } = await mountedPool(sandbox(), { lunSize: '48M', front });
       const status = join(mountpoint, 'control', 'status');
       // The writer changes the status's counters (allocated bytes, cache counters) all along, and
       // with them the length of its text: a read must never end at a length the file had before.
@@ -184,17 +179,10 @@ describe('control/status on the native front after a stat', () => {
   // once by the fresh-clone suite, as the first read of the test above). control/status is now
   // answered with a zero attribute timeout.
   it('a read right after a stat and a change of the status is whole', async () => {
-    const box = sandbox();
-    poolCounter += 1;
-    const pool = await box.createPool(`pool${poolCounter}`, {
-      drives: 2,
-      driveSize: '64M',
-      raid: 0,
-      extra: ['--pseg-size', '1M', '--allocation-unit', '1M'],
+    const { mountpoint, server } = await mountedPool(sandbox(), {
+      lunSize: '48M',
+      front: 'native',
     });
-    await lunfsOk('lun', 'create', pool, 'db', '--size', '48M');
-    const mountpoint = box.path(`mnt${poolCounter}`);
-    const server = await box.mount(pool, mountpoint, ['--front', 'native']);
     const status = join(mountpoint, 'control', 'status');
     const lun = await open(join(mountpoint, 'luns', 'db'), 'r+');
     const failures: string[] = [];
