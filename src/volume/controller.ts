@@ -375,7 +375,7 @@ export class Controller {
     set: SnapshotSet,
     record: SnapshotRecord,
   ): { source: string; predecessor: string | null; successor: string } {
-    const chain = set.all();
+    const chain = sharingChainOf(this.pool.metadata, set.lun.id);
     const position = chain.findIndex((snapshot) => snapshot.id === record.id);
     const older = chain[position - 1];
     const newer = chain[position + 1];
