@@ -13,6 +13,7 @@
 # A checkout may be a `git worktree add` of another commit with node_modules and
 # native/build/Release linked from this one (then `npx tsc -p tsconfig.json` in it). The two builds
 # must share the on-disk format version (one template pool serves both). Needs root, fio, FUSE.
+# LUNFS_NODE_FLAGS (e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof") is passed to each server's node.
 set -euo pipefail
 
 [ $# -ge 1 ] || { sed -n '2,14p' "$0"; exit 2; }
@@ -39,7 +40,8 @@ done
 up() { # BIN DIR -> SERVER, MNT
   MNT=$(mktemp -d "$WORK/mnt.XXXX")
   local log="$MNT.log"
-  node "$1" mount "$2" "$MNT" >"$log" 2>&1 &
+  # shellcheck disable=SC2086 # LUNFS_NODE_FLAGS is a list of flags
+  node ${LUNFS_NODE_FLAGS:-} "$1" mount "$2" "$MNT" >"$log" 2>&1 &
   SERVER=$!
   until grep -q 'mounted at' "$log"; do
     kill -0 "$SERVER" 2>/dev/null || { echo "ab-randwrite: mount failed: $(tail -n 2 "$log")" >&2; exit 1; }

@@ -58,10 +58,6 @@ export class SnapshotSet {
   private target: TargetVolume | undefined;
   private targetCreation: Promise<TargetVolume> | undefined;
   private readonly zeroChunk: Buffer;
-  /**
-   * Chunk buffers for originals being preserved, reused (a copy-on-write storm churns no garbage).
-   */
-  private readonly spareChunks: Buffer[] = [];
   /** Preservations, snapshot reads and writes under way: the target is not removed under them. */
   private busyCount = 0;
   private idleWaiters: Array<() => void> = [];
@@ -222,30 +218,22 @@ export class SnapshotSet {
     const target = this.target;
     assert(target !== undefined, 'snapshots without a target volume');
     const startBytes = chunkIndex * this.chunkBytes;
-    let original: Buffer | undefined;
-    if (source.holdsData(startBytes)) {
+    const reserved = needing.some((snapshot) => snapshot.reservedBytes > 0);
+    // The original is read straight into its place in the batch (preservation-batch.ts).
+    const fill = async (place: Buffer): Promise<boolean> => {
+      if (!source.holdsData(startBytes)) return false; // zeros need no slot
       const lengthBytes = Math.min(this.chunkBytes, source.sizeBytes - startBytes);
       // Every byte is read over, but for the tail of a last chunk cut short by the LUN's end.
-      original = this.spareChunks.pop() ?? Buffer.allocUnsafe(this.chunkBytes);
-      if (lengthBytes < this.chunkBytes) original.fill(0, lengthBytes);
-      try {
-        await source.read(startBytes, original.subarray(0, lengthBytes));
-      } catch (error) {
-        this.spareChunks.push(original);
-        throw error;
-      }
-      if (original.equals(this.zeroChunk)) {
-        this.spareChunks.push(original);
-        original = undefined; // zeros need no slot
-      }
-    }
-    const reserved = needing.some((snapshot) => snapshot.reservedBytes > 0);
+      if (lengthBytes < this.chunkBytes) place.fill(0, lengthBytes);
+      await source.read(startBytes, place.subarray(0, lengthBytes));
+      return !place.equals(this.zeroChunk);
+    };
     try {
-      await target.preserve(
+      await target.preserveBatched(
         chunkIndex,
-        original,
         needing.map((snapshot) => snapshot.id),
         reserved,
+        fill,
       );
     } catch (error) {
       if (!(error instanceof LunfsError) || error.code !== 'ENOSPC') throw error;
@@ -255,9 +243,6 @@ export class SnapshotSet {
           'a reserved snapshot could not preserve data: its reservation was too small',
         );
       await this.invalidate(needing, 'the pool ran out of space to preserve original data');
-    } finally {
-      // The slot write has completed (or failed): the buffer is free again.
-      if (original && this.spareChunks.length < 64) this.spareChunks.push(original);
     }
   }
 

@@ -46,7 +46,14 @@ import {
 } from './target-layout.js';
 import { applyCounted, TargetJournal, unarrivedCopies } from './target-journal.js';
 import { TargetSlots } from './target-slots.js';
+import { PreservationBatcher, type PreservationFill } from './preservation-batch.js';
 import { targetStateCodec, type TargetOp, type TargetState } from './target-metadata.js';
+
+/**
+ * The most chunks one batch of preservations holds: 4 MiB of 128 KiB chunks, more than the
+ * destager has destages in flight (16), so a batch is never cut short by its size.
+ */
+const maxBatchChunks = 32;
 
 export class TargetVolume {
   /** Live bitmaps and log files (the store keeps its own committed image). */
@@ -54,6 +61,8 @@ export class TargetVolume {
   private readonly slots: TargetSlots;
   private readonly journal: TargetJournal;
   private readonly slotsPerUnit: number;
+  /** Preservations of many chunks in few writes and one record (preservation-batch.ts). */
+  private readonly batcher: PreservationBatcher;
 
   private constructor(
     readonly thin: ThinVolume,
@@ -75,6 +84,26 @@ export class TargetVolume {
     this.slotsPerUnit = thin.unitBytesOf() / geometry.chunkBytes;
     this.slots = new TargetSlots(state);
     this.journal = new TargetJournal(this.store, state, this.slots, thin, isLive, log);
+    this.batcher = new PreservationBatcher(
+      {
+        chunkBytes: geometry.chunkBytes,
+        takeSlot: (useReservation) => this.takeSlot(useReservation),
+        abandonSlot: (slot) => this.slots.abandon(slot),
+        writeSlots: (firstSlot, data) => this.thin.write(this.slotOffset(firstSlot), data),
+        commit: (ops) => this.journal.commit(ops),
+      },
+      maxBatchChunks,
+    );
+  }
+
+  /** Batches recorded since the target was opened: see PreservationBatcher.counters. */
+  get batchCounters(): Readonly<PreservationBatcher['counters']> {
+    return this.batcher.counters;
+  }
+
+  /** Preservations in the batch being written now (0: none is). */
+  get batchWritingCount(): number {
+    return this.batcher.writingCount;
   }
 
   /** Makes a new target in the (already created) internal volume record. */
@@ -195,6 +224,21 @@ export class TargetVolume {
     await this.journal.commit([{ kind: 'preserve', chunk: chunkIndex, slot, ids, crc }]);
   }
 
+  /**
+   * Preserves one chunk's original for the snapshots in ids, in a batch with the preservations
+   * made meanwhile (preservation-batch.ts): fill reads the original into the place the batch gives
+   * it, and resolves to false when it is all zeros. Returns once the pointers are durable; throws
+   * ENOSPC and records nothing for this chunk when the target cannot grow.
+   */
+  preserveBatched(
+    chunkIndex: number,
+    ids: number[],
+    useReservation: boolean,
+    fill: PreservationFill,
+  ): Promise<void> {
+    return this.batcher.preserve(chunkIndex, ids, useReservation, fill);
+  }
+
   /** Gives snapshot id its own copy of the chunk, holding data (a whole chunk). */
   async redirect(
     id: number,
@@ -240,7 +284,8 @@ export class TargetVolume {
 
   /** Waits until no commit is queued or running. */
   async quiesce(): Promise<void> {
-    while (!this.journal.idle) await new Promise((resolve) => setImmediate(resolve));
+    while (!this.journal.idle || !this.batcher.idle)
+      await new Promise((resolve) => setImmediate(resolve));
   }
 
   /** Makes writes to the target durable (pool commit). */
@@ -252,16 +297,25 @@ export class TargetVolume {
     return this.geometry.dataStartBytes + slot * this.geometry.chunkBytes;
   }
 
-  private async writeNewSlot(data: Buffer, useReservation: boolean): Promise<number> {
-    assert(data.length === this.geometry.chunkBytes, 'a slot holds one whole chunk');
+  /** A pending slot with its space taken; ENOSPC thrown synchronously, with nothing taken. */
+  private takeSlot(useReservation: boolean): number {
     const slot = this.slots.takePending();
     try {
       this.thin.useReservation = useReservation;
-      try {
-        this.thin.prepareWrite(this.slotOffset(slot), data.length); // ENOSPC here, synchronously
-      } finally {
-        this.thin.useReservation = false;
-      }
+      this.thin.prepareWrite(this.slotOffset(slot), this.geometry.chunkBytes);
+    } catch (error) {
+      this.slots.abandon(slot);
+      throw error;
+    } finally {
+      this.thin.useReservation = false;
+    }
+    return slot;
+  }
+
+  private async writeNewSlot(data: Buffer, useReservation: boolean): Promise<number> {
+    assert(data.length === this.geometry.chunkBytes, 'a slot holds one whole chunk');
+    const slot = this.takeSlot(useReservation);
+    try {
       await this.thin.write(this.slotOffset(slot), data);
     } catch (error) {
       this.slots.abandon(slot);

@@ -15,7 +15,7 @@ export class SessionDrive implements Drive {
    * Microtask turns an operation waits before it reaches the drive (the model test's seeded
    * timing): operations issued together then reach the drive, and complete, in another order.
    */
-  delayTurns?: () => number;
+  delayTurns?: (operation: 'read' | 'write' | 'flush' | 'discard') => number;
 
   constructor(readonly inner: MemoryDrive) {}
 
@@ -53,9 +53,9 @@ export class SessionDrive implements Drive {
    * Checks the view is live, waits its delay (if any), and checks again: a fence may come
    * meanwhile.
    */
-  private async settle(operation: string): Promise<void> {
+  private async settle(operation: 'read' | 'write' | 'flush' | 'discard'): Promise<void> {
     this.checkLive(operation);
-    const turns = this.delayTurns?.() ?? 0;
+    const turns = this.delayTurns?.(operation) ?? 0;
     if (turns === 0) return;
     for (let turn = 0; turn < turns; turn += 1) await Promise.resolve();
     this.checkLive(operation);
