@@ -59,20 +59,36 @@ export function snapshotSection(dir, { runName } = {}) {
     L.push('');
     L.push(`peers.sh's randwrite4k job (fio psync, iodepth 1, 4 KiB random writes over the whole ${mib((P.sizeMiB || 1024) * 2 ** 20)} LUN, ${P.randwMiB} MiB or ${P.randRuntimeS} s, O_DIRECT, end_fsync) on the fully written LUN, started right after taking ${counts.join(', ')} snapshots of it. After a snapshot, the first destage of each 128 KiB chunk copies the chunk's original to the target volume (once for all snapshots that need it), so most of the job's writes pay for a copy. ${R} round${R > 1 ? 's' : ''}, the targets interleaved within each; figure = median over the rounds (lower median), ratio = within each round to the no-snapshot run of that round, then the median${R > 1 ? ' (range in brackets)' : ''}.`);
     L.push('');
-    L.push(`| target | snapshots before the job | IOPS | ${R > 1 ? 'range | ' : ''}ratio to no snapshots | mean lat µs | p99 clat µs | max clat ms | srv CPU µs/IO |`);
-    L.push(`|---|---:|---:|${R > 1 ? '---:|' : ''}---:|---:|---:|---:|---:|`);
+    L.push(`| target | snapshots before the job | IOPS | ${R > 1 ? 'range | ' : ''}ratio to no snapshots | mean lat µs | p99 clat µs | p99 ratio | max clat ms | srv CPU µs/IO | preservations (batches) | srv CPU µs/preservation |`);
+    L.push(`|---|---:|---:|${R > 1 ? '---:|' : ''}---:|---:|---:|---:|---:|---:|---:|---:|`);
+    // The CPU one preservation costs: the server CPU of the run beyond what the same number of
+    // writes cost in the no-snapshot run of the same round, over the originals it preserved.
+    const perPreservation = (t, rec) => {
+      const none = A.find((x) => x.target === t && x.snapshots === 0 && x.repeat === rec.repeat);
+      const count = Number(rec.preservations);
+      if (!none || !ok(none) || !count || rec.srv_cpu_s === '' || none.srv_cpu_s === '') return null;
+      const extra = Number(rec.srv_cpu_s) - (Number(none.srv_cpu_s) / none.total_ios) * rec.total_ios;
+      return (1e6 * extra) / count;
+    };
+    const p99Ratio = (t, rec) => {
+      const none = A.find((x) => x.target === t && x.snapshots === 0 && x.repeat === rec.repeat);
+      return none && ok(none) ? rec.clat_p99_us / none.clat_p99_us : null;
+    };
     const rowsFor = [['lunfs_r0', 'lunfs RAID-0'], ['qcow2', 'qemu-storage-daemon qcow2 (peer)']];
     for (const [t, label] of rowsFor) {
       const ns = [...new Set(A.filter((r) => r.target === t).map((r) => r.snapshots))].sort((a, b) => a - b);
       for (const n of ns) {
         const rs = A.filter((r) => r.target === t && r.snapshots === n);
         const good = rs.filter(ok).sort((a, b) => a.iops - b.iops);
-        if (!good.length) { L.push(`| ${label} | ${n}${t === 'qcow2' && n ? ' (internal, qemu-img snapshot -c)' : ''} | FAIL: ${String(rs[0].err || '').replace(/\|/g, '/').slice(0, 100)} |${R > 1 ? ' |' : ''} | | | | |`); continue; }
+        if (!good.length) { L.push(`| ${label} | ${n}${t === 'qcow2' && n ? ' (internal, qemu-img snapshot -c)' : ''} | FAIL: ${String(rs[0].err || '').replace(/\|/g, '/').slice(0, 100)} |${R > 1 ? ' |' : ''} | | | | | | | |`); continue; }
         const r = good[Math.floor((good.length - 1) / 2)];
         const rr = n === 0 ? null : ratios(t, n);
         const rcell = n === 0 ? '1 (reference)' : `${rx(median(rr))}${rr.length > 1 ? ` (${Math.min(...rr).toFixed(2)}–${Math.max(...rr).toFixed(2)})` : ''}${t === 'lunfs_r0' && n === maxN ? (median(rr) >= 0.8 ? ' ✅' : ' ❌') : ''}`;
         const cpu = r.srv_cpu_s !== '' && r.srv_cpu_s !== undefined && r.total_ios ? fmt(1e6 * r.srv_cpu_s / r.total_ios, 1) : '–';
-        L.push(`| ${label} | ${n}${t === 'qcow2' && n ? ' (internal, qemu-img snapshot -c)' : ''} | ${fmt(r.iops)} | ${R > 1 ? `${range(good.map((x) => x.iops))} | ` : ''}${rcell} | ${fmt(r.lat_mean_us, 1)} | ${fmt(r.clat_p99_us)} | ${ms(r.clat_max_us)} | ${cpu} |`);
+        const pp = n === 0 ? null : perPreservation(t, r);
+        const p99r = n === 0 ? null : p99Ratio(t, r);
+        const preserved = r.preservations ? `${fmt(Number(r.preservations))} (${fmt(Number(r.batches))})` : '–';
+        L.push(`| ${label} | ${n}${t === 'qcow2' && n ? ' (internal, qemu-img snapshot -c)' : ''} | ${fmt(r.iops)} | ${R > 1 ? `${range(good.map((x) => x.iops))} | ` : ''}${rcell} | ${fmt(r.lat_mean_us, 1)} | ${fmt(r.clat_p99_us)} | ${p99r === null ? (n === 0 ? '1' : '–') : `${p99r.toFixed(2)}×${t === 'lunfs_r0' ? (p99r <= 2 ? ' ✅' : ' ❌') : ''}`} | ${ms(r.clat_max_us)} | ${cpu} | ${t === 'lunfs_r0' && n > 0 ? preserved : '–'} | ${pp === null ? '–' : `${fmt(pp, 0)}${pp <= 130 ? ' ✅' : ' ❌'}`} |`);
       }
     }
     L.push('');

@@ -8,7 +8,9 @@
 #      SNAP_COUNT (32) snapshots taken just before the job; each on a fresh copy of a prefilled
 #      template pool (cold cache), SNAP_REPEAT rounds interleaved; also the qcow2 peer
 #      (qemu-storage-daemon FUSE export) without and with one internal snapshot (qemu-img
-#      snapshot -c) when SNAP_QCOW2=1.
+#      snapshot -c) when SNAP_QCOW2=1. Each lunfs run also records the originals preserved
+#      (control/status luns[].preservations) and the report gives the server CPU per
+#      preservation: the run's CPU beyond what as many writes cost without snapshots, over them.
 #   b  sequential read (bs=1M, O_DIRECT, the whole snapshot) of the oldest and the newest of
 #      SNAP_COUNT snapshots, taken with a random-write job (4 KiB writes to SNAP_CHANGE_PCT % of
 #      the LUN's 128 KiB chunks, a new seed each time, end_fsync) after each snapshot: the oldest
@@ -199,6 +201,12 @@ run_fio() {
   c0=$(proc_cpu "$pid"); w0=$(date +%s.%N)
   fio --name="$tag" --filename="$file" "${FIO_COMMON[@]}" --output="$json" "$@" 2>"$WORK/fio.err" || rc=$?
   w1=$(date +%s.%N); c1=$(proc_cpu "$pid")
+  # lunfs: the originals the job preserved (control/status, luns[0].preservations), for the CPU
+  # one preservation costs
+  if [ -n "${STATUS_OF:-}" ]; then
+    fields+=("preservations=$(node -e 'const s = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8")); const p = s.luns[0].preservations; console.log(p ? `${p.count}` : "")' "$STATUS_OF/control/status" 2>/dev/null || true)")
+    fields+=("batches=$(node -e 'const s = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8")); const p = s.luns[0].preservations; console.log(p ? `${p.batches}` : "")' "$STATUS_OF/control/status" 2>/dev/null || true)")
+  fi
   [ -n "$c0" ] && [ -n "$c1" ] && cpu=$(awk -v a="$c0" -v b="$c1" -v t="$CLK_TCK" 'BEGIN{printf "%.2f", (b-a)/t}')
   local err=""
   [ $rc -ne 0 ] && err="fio rc=$rc: $(tr '\n' ' ' < "$WORK/fio.err" | cut -c1-200)"
@@ -267,7 +275,7 @@ if [[ " $SNAP_PARTS " == *" a "* ]]; then
       fresh_copy small
       lunfs_up "$COPY"
       if [ "$n" -gt 0 ]; then take_snapshots "$MNT" a "1" "$n" 0 0 "$SNAP_DIR/create-a-$n-$r.json"; fi
-      run_fio "a-lunfs-$n-r$r" "$MNT/luns/lun0" "$SRV_PID" part=a target=lunfs_r0 snapshots="$n" repeat="$r" -- "${RW[@]}"
+      STATUS_OF=$MNT run_fio "a-lunfs-$n-r$r" "$MNT/luns/lun0" "$SRV_PID" part=a target=lunfs_r0 snapshots="$n" repeat="$r" -- "${RW[@]}"
       lunfs_down; drop_copy
     done
     if [ "$SNAP_QCOW2" = 1 ]; then

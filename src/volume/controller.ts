@@ -6,6 +6,7 @@ import { labelCountOf } from '../meta/drive-header.js';
 import { kernelImplementation } from '../native/native-kernels.js';
 import { sharingChainOf, type SnapshotRecord } from '../meta/pool-metadata.js';
 import { SnapshotSet } from '../snapshot/snapshot-set.js';
+import type { TargetVolume } from '../snapshot/target-volume.js';
 import { LunfsError } from '../util/errors.js';
 import type { Clock } from '../util/clock.js';
 import type { Logger } from '../util/logger.js';
@@ -116,7 +117,9 @@ export interface StatusJson {
   /**
    * snapshotNames: the LUN's snapshots (LUN@NAME), oldest first. predecessor: the newest of them
    * (seed 004: a snapshot is the predecessor of the volume it was taken of), null when it has
-   * none. atRisk: see pool.atRiskLuns.
+   * none. atRisk: see pool.atRiskLuns. preservations: originals copied to the snapshot target
+   * since it was opened (this mount, or the LUN's first snapshot since), in how many batches, and
+   * the most one batch held (issue 14).
    */
   luns: Array<{
     name: string;
@@ -129,6 +132,7 @@ export interface StatusJson {
     predecessor: string | null;
     atRisk: boolean;
     lost: boolean;
+    preservations: { count: number; batches: number; largestBatch: number };
   }>;
   /** What the data checksums found since the mount, and what was repaired from redundancy. */
   integrity: IntegrityCounters;
@@ -148,6 +152,19 @@ export interface StatusJson {
   kernels: string;
   /** Things the owner should fix, e.g. a drive file other users can read (pool-permissions.ts). */
   warnings: string[];
+}
+
+function preservationCounts(target: TargetVolume | undefined): {
+  count: number;
+  batches: number;
+  largestBatch: number;
+} {
+  const counters = target?.batchCounters;
+  return {
+    count: counters?.preservations ?? 0,
+    batches: counters?.batches ?? 0,
+    largestBatch: counters?.largest ?? 0,
+  };
 }
 
 export class Controller {
@@ -449,6 +466,7 @@ export class Controller {
         predecessor: snapshotNames.at(-1) ?? null,
         atRisk: names(atRisk, lun.name),
         lost: names(lost, lun.name),
+        preservations: preservationCounts(this.snapshotSets.get(lun.id)?.targetVolume),
       };
     });
     const totalBytes = pool.capacityBytes();
