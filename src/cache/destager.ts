@@ -28,7 +28,7 @@ export interface DestagerOptions {
   pageBytes: number;
   dirtyBackgroundBytes: number;
   expireMs: number;
-  maxInflightDestages: number;
+  maxInflightDestages: number | (() => number);
   clock: Clock;
   log: Logger;
 }
@@ -110,12 +110,14 @@ export class Destager {
    */
   private kick(): void {
     if (this.stopped && this.flushWaiters === 0) return;
-    if (this.inflightDestages >= this.options.maxInflightDestages) return;
+    const limit = this.options.maxInflightDestages;
+    const maxInflight = typeof limit === 'number' ? limit : limit();
+    if (this.inflightDestages >= maxInflight) return;
     const now = this.options.clock.nowMs();
     const urgent =
       this.flushWaiters > 0 || this.options.budget.dirtyBytes() > this.options.dirtyBackgroundBytes;
     for (const page of this.pages.dirtyPagesInOrder()) {
-      if (this.inflightDestages >= this.options.maxInflightDestages) return;
+      if (this.inflightDestages >= maxInflight) return;
       if (page.dirty === 0 || page.inflight !== 0) continue;
       if (!urgent && now - page.dirtySinceMs < this.options.expireMs) {
         this.armExpireTimer(page.dirtySinceMs + this.options.expireMs - now);

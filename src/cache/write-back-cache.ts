@@ -52,7 +52,11 @@ export interface WriteBackCacheOptions {
   /** The destager starts when dirty bytes pass this, or when dirty data is older than expireMs. */
   dirtyBackgroundBytes: number;
   expireMs: number;
-  maxInflightDestages: number;
+  /**
+   * Destages of pages under way at most; a function, so the layer above can allow more while
+   * destages wait for something shared (preservations waiting for their batch's commit).
+   */
+  maxInflightDestages: number | (() => number);
   clock: Clock;
   log: Logger;
   /** The LUN's current snapshot epoch (0 when it never had snapshots). */
