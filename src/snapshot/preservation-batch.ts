@@ -64,6 +64,8 @@ interface Batch {
   buffer: Buffer;
   fillsPending: number;
   sealed: boolean;
+  /** A write of its slots failed. */
+  failed?: boolean;
 }
 
 export class PreservationBatcher {
@@ -87,9 +89,9 @@ export class PreservationBatcher {
     private readonly maxEntries: number,
   ) {}
 
-  /** Whether no batch is open or being written. */
+  /** Whether no batch is open, waiting or being written. */
   get idle(): boolean {
-    return this.open === undefined && !this.writing;
+    return this.queue.length === 0 && !this.writing;
   }
 
   /**
@@ -195,7 +197,11 @@ export class PreservationBatcher {
       void this.write(batch).finally(() => {
         this.writing = false;
         this.writingCount = 0;
-        if (this.spareBuffers.length < 2) this.spareBuffers.push(batch.buffer);
+        // A failed read or write may leave I/O of its other pieces still using the buffer (a
+        // RAID request gives up at its first failed piece): such a buffer is not reused.
+        const clean =
+          !batch.failed && batch.entries.every((entry) => typeof entry.outcome !== 'object');
+        if (clean && this.spareBuffers.length < 2) this.spareBuffers.push(batch.buffer);
         this.scheduleNext();
       });
     });
@@ -232,6 +238,7 @@ export class PreservationBatcher {
       try {
         written = await this.writeRuns(batch.buffer, withData, chunkBytes);
       } catch (error) {
+        batch.failed = true;
         for (const { entry, slot } of withData) {
           this.target.abandonSlot(slot);
           entry.reject(error);
