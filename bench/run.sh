@@ -33,6 +33,10 @@
 #                 to the report; 0: skip
 #   SNAPSHOTS_ONLY 1: skip peers.sh, run only bench/snapshots.sh and replace (or add) the
 #                 "Snapshots" section of the existing BENCHMARKS_MD, leaving the rest as it is
+#   BACKGROUND    1 (default): after the snapshot part, run bench/background-load.sh (RAID-5, then
+#                 RAID-1; about 3 min): randread4k during a scrub and a rebuild against idle, the
+#                 "Rebuild and scrub under load" section; 0: skip
+#   BACKGROUND_ONLY 1: run only that and replace (or add) its section of the existing BENCHMARKS_MD
 #   RAID_ONLY     1: run peers.sh on the RAID comparison only (TARGETS default "fnmem nfmem qcow2
 #                 lunfs_r0 lunfs_r1 lunfs_r5 lunfs_r1_deg lunfs_r5_deg", PROFILE default 0, no
 #                 snapshot part) and replace (or add) the "RAID levels on the same drives" section
@@ -81,6 +85,8 @@ OUT_DIR=${OUT_DIR:-$REPO/.bench}
 BENCHMARKS_MD=${BENCHMARKS_MD:-$REPO/BENCHMARKS.md}
 SNAPSHOTS=${SNAPSHOTS:-1}
 SNAPSHOTS_ONLY=${SNAPSHOTS_ONLY:-0}
+BACKGROUND=${BACKGROUND:-1}
+BACKGROUND_ONLY=${BACKGROUND_ONLY:-0}
 [ "$SNAPSHOTS_ONLY" = 1 ] && SNAPSHOTS=1
 if [ "$PROFILE" = 1 ]; then
   for t in prof_fnmem prof_lunfs_r0; do [[ " $TARGETS " == *" $t "* ]] || TARGETS+=" $t"; done
@@ -166,6 +172,29 @@ run_snapshots() {
   return $src
 }
 
+# Rebuild and scrub under a randread4k load (bench/background-load.sh), RAID-5 then RAID-1; records
+# in $RUN_DIR/background.jsonl, the "Rebuild and scrub under load" section of the report.
+run_background() {
+  local raid brc=0
+  for raid in 5 1; do
+    log "background: RAID=$raid bash bench/background-load.sh"
+    OUT="$RUN_DIR/background.jsonl" RAID=$raid LUNFS_BIN="$LUNFS_BIN" bash "$BENCH/background-load.sh" \
+      2> >(tee -a "$RUN_DIR/background.log" >&2) || brc=$?
+  done
+  return $brc
+}
+splice_background() {
+  [ -s "$RUN_DIR/background.jsonl" ] || return 0
+  node "$BENCH/background-report.mjs" "$RUN_DIR/background.jsonl" --splice "$BENCHMARKS_MD" \
+    --command "BACKGROUND_ONLY=1 bash bench/run.sh (RAID=5, then RAID=1: bash bench/background-load.sh)"
+}
+if [ "$BACKGROUND_ONLY" = 1 ]; then
+  log "run folder: $RUN_DIR (BACKGROUND_ONLY=1: only the rebuild and scrub under load)"
+  run_background || die "the background part failed; see $RUN_DIR/background.log"
+  splice_background
+  exit 0
+fi
+
 if [ "$SNAPSHOTS_ONLY" = 1 ]; then
   log "run folder: $RUN_DIR (SNAPSHOTS_ONLY=1: peers.sh is not run)"
   run_snapshots || die "the snapshot part failed; see $RUN_DIR/snapshots.log"
@@ -212,7 +241,9 @@ if [ "$RAID_ONLY" = 1 ]; then
   exit 0
 fi
 if [ "$SNAPSHOTS" = 1 ]; then run_snapshots || log "WARNING: the snapshot part failed (rc $?); see $RUN_DIR/snapshots.log"; fi
+if [ "$BACKGROUND" = 1 ]; then run_background || log "WARNING: the background part failed; see $RUN_DIR/background.log"; fi
 ln -sfn "run-$STAMP" "$OUT_DIR/latest"
 
 node "$BENCH/report.mjs" --run "$RUN_DIR" --out "$BENCHMARKS_MD"
+splice_background
 log "wrote $BENCHMARKS_MD (raw reports and records: $RUN_DIR)"

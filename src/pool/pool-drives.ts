@@ -199,7 +199,7 @@ export async function rebuildDrive(
   context: DriveWorkContext,
   copies: MetadataCopies,
   driveIndex: number,
-  progress: (bytes: number) => void,
+  progress: (bytes: number) => void | Promise<void>,
 ): Promise<void> {
   assert(
     context.health.state(driveIndex) === 'rebuilding',
@@ -232,7 +232,7 @@ export async function rebuildDrive(
 /** Reads every RStore member, verifies checksums, parity and mirrors, repairs what it can. */
 export async function scrub(
   context: DriveWorkContext,
-  progress: (bytes: number) => void,
+  progress: (bytes: number) => void | Promise<void>,
 ): Promise<ScrubReport> {
   const report: ScrubReport = {
     rstores: 0,

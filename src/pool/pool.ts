@@ -438,13 +438,16 @@ export class Pool implements MapSpace {
    * Rebuilds a replacement drive from redundancy, RStore by RStore, while I/O goes on; then makes
    * it durable, marks the drive online and restores the metadata copies.
    */
-  async rebuildDrive(driveIndex: number, progress: (bytes: number) => void): Promise<void> {
+  async rebuildDrive(
+    driveIndex: number,
+    progress: (bytes: number) => void | Promise<void>,
+  ): Promise<void> {
     const copies = { store: this.store, rowLog: this.rowLog };
     await driveWork.rebuildDrive(this.parts, copies, driveIndex, progress);
   }
 
   /** Reads every RStore member, verifies checksums, parity and mirrors, repairs what it can. */
-  async scrub(progress: (bytes: number) => void = () => {}): Promise<ScrubReport> {
+  async scrub(progress: (bytes: number) => void | Promise<void> = () => {}): Promise<ScrubReport> {
     return driveWork.scrub(this.parts, progress);
   }
 

@@ -250,7 +250,10 @@ export class RStore implements BlockDevice {
    * mirror; RAID-5: reconstructed from the row), raising the health watermark as it goes so that
    * reads of the rebuilt part use the new member. progress(bytes) is told each unit's size.
    */
-  async rebuildMember(memberIndex: number, progress: (bytes: number) => void): Promise<void> {
+  async rebuildMember(
+    memberIndex: number,
+    progress: (bytes: number) => void | Promise<void>,
+  ): Promise<void> {
     const unitBytes = this.stripeUnitBytes;
     const rows = this.psegSizeBytes / unitBytes;
     if (this.raid5) {
@@ -258,7 +261,7 @@ export class RStore implements BlockDevice {
         await this.raid5.rebuildRows(memberIndex, row, row + 1, (done) =>
           this.health.setRebuilt(this.record.id, (done + 1) * unitBytes),
         );
-        progress(unitBytes);
+        await progress(unitBytes);
       }
       return;
     }
@@ -272,7 +275,7 @@ export class RStore implements BlockDevice {
           await this.memberIo.write(memberIndex, index * unitBytes, unit);
           this.health.setRebuilt(this.record.id, (index + 1) * unitBytes); // under the unit's lock
         });
-        progress(unitBytes);
+        await progress(unitBytes);
       }
     });
   }
@@ -282,7 +285,7 @@ export class RStore implements BlockDevice {
    * RAID-5 parity and RAID-1 mirrors are compared and made consistent again.
    */
   async scrub(
-    progress: (bytes: number) => void = () => {},
+    progress: (bytes: number) => void | Promise<void> = () => {},
     options: { trustData?: boolean } = {},
   ): Promise<RowScrubReport> {
     const unitBytes = this.stripeUnitBytes;
@@ -292,7 +295,7 @@ export class RStore implements BlockDevice {
     if (this.raid5) {
       for (let row = 0; row < rows; row += 1) {
         add(await this.raid5.scrubRows(row, row + 1, options));
-        progress(unitBytes * this.record.members.length);
+        await progress(unitBytes * this.record.members.length);
       }
       return total;
     }
@@ -305,7 +308,7 @@ export class RStore implements BlockDevice {
               : this.mirrors!.scrubUnit(index, options.trustData === true),
           ),
         );
-        progress(unitBytes * this.record.members.length);
+        await progress(unitBytes * this.record.members.length);
       }
     });
     return total;

@@ -4,6 +4,7 @@
 
 import { LunfsError } from '../util/errors.js';
 import type { Clock } from '../util/clock.js';
+import type { JobPacer } from './job-pacer.js';
 
 export type JobKind = 'rebuild' | 'scrub';
 
@@ -22,6 +23,8 @@ export interface JobStatus {
   error?: string;
   /** What the job found (scrub: its report). */
   result?: unknown;
+  /** Milliseconds the job paused so far to leave the time to foreground I/O (job-pacer.ts). */
+  pausedMs: number;
 }
 
 export class BackgroundJobs {
@@ -29,14 +32,21 @@ export class BackgroundJobs {
   private readonly running = new Map<number, Promise<void>>();
   private nextId = 1;
 
-  constructor(private readonly clock: Clock) {}
+  constructor(
+    private readonly clock: Clock,
+    /** Paces the jobs while the pool serves I/O (job-pacer.ts); none: full speed always. */
+    private readonly pacer?: JobPacer,
+  ) {}
 
-  /** Starts task in the background; progress(bytes) adds to doneBytes. */
+  /**
+   * Starts task in the background; progress(bytes) adds to doneBytes, and the task awaits what it
+   * returns (the pacer's step: a turn of the event loop, a pause while the foreground is busy).
+   */
   start(
     kind: JobKind,
     totalBytes: number,
     extra: { drive?: number },
-    task: (progress: (bytes: number) => void) => Promise<unknown>,
+    task: (progress: (bytes: number) => void | Promise<void>) => Promise<unknown>,
   ): JobStatus {
     if (this.jobs.some((job) => job.kind === kind && job.state === 'running'))
       throw new LunfsError('EBUSY', `a ${kind} is running already`);
@@ -48,12 +58,18 @@ export class BackgroundJobs {
       doneBytes: 0,
       totalBytes,
       progress: totalBytes === 0 ? 1 : 0,
+      pausedMs: 0,
       startedAt: new Date(this.clock.nowMs()).toISOString(),
     };
     this.jobs.push(job);
-    const progress = (bytes: number): void => {
+    const progress = (bytes: number): void | Promise<void> => {
       job.doneBytes = Math.min(job.totalBytes, job.doneBytes + bytes);
       job.progress = job.totalBytes === 0 ? 1 : Number((job.doneBytes / job.totalBytes).toFixed(4));
+      if (!this.pacer) return;
+      const sleptBefore = this.pacer.sleptMs;
+      return this.pacer.step().then(() => {
+        job.pausedMs += this.pacer!.sleptMs - sleptBefore;
+      });
     };
     const run = (async () => {
       try {

@@ -194,6 +194,7 @@ export class Controller {
       clock: settings.clock,
       log: settings.log,
       random: settings.random ?? Math.random,
+      foregroundOps: () => this.foregroundOps(),
       ...settings.driveSettings,
     });
     pool.reservedUnits = () => {
@@ -201,6 +202,14 @@ export class Controller {
       for (const set of this.snapshotSets.values()) units += set.reservedUnits();
       return units;
     };
+  }
+
+  /** Reads and writes of the LUNs' caches so far (the pace of rebuilds and scrubs follows it). */
+  private foregroundOps(): number {
+    let ops = 0;
+    for (const stack of this.stacks.values())
+      ops += stack.cache.stats.readHits + stack.cache.stats.readMisses + stack.cache.stats.writes;
+    return ops;
   }
 
   /**

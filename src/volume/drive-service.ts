@@ -22,6 +22,7 @@ import { makeUuid } from '../util/clock.js';
 import { LunfsError } from '../util/errors.js';
 import type { Logger } from '../util/logger.js';
 import { BackgroundJobs, type JobStatus } from './background-jobs.js';
+import { JobPacer } from './job-pacer.js';
 import type { Pool } from '../pool/pool.js';
 import type { ScrubReport } from '../pool/pool-drives.js';
 
@@ -37,6 +38,11 @@ export interface DriveServiceSettings {
    * The real path of the mountpoint this process serves, if it serves one: no drive may lie in it.
    */
   mountpoint?: string;
+  /**
+   * A count that grows with every foreground read and write: given, rebuilds and scrubs are paced
+   * while it moves (job-pacer.ts); not given, they run at full speed.
+   */
+  foregroundOps?: () => number;
 }
 
 export interface ReplaceOptions {
@@ -97,7 +103,12 @@ export class DriveService {
     private readonly pool: Pool,
     private readonly settings: DriveServiceSettings,
   ) {
-    this.jobs = new BackgroundJobs(settings.clock);
+    this.jobs = new BackgroundJobs(
+      settings.clock,
+      settings.foregroundOps
+        ? new JobPacer({ clock: settings.clock, foregroundOps: settings.foregroundOps })
+        : undefined,
+    );
     pool.onDriveFailure = (driveIndex) => this.afterFailure(driveIndex);
     pool.onMissedWrite = (driveIndex) => this.afterMissedWrite(driveIndex);
   }
