@@ -53,16 +53,20 @@ const random = () => {
   return seed / 0x80000000;
 };
 
-async function run(snapshots) {
-  if (process.env.PHASES) console.log(`PHASE run ${snapshots}`);
+/** The pool opened in this process, with lun0's stack. */
+async function openLun(cacheBytes) {
   const pool = await openPool(dir, {});
   const controller = new Controller(pool, {
-    cacheBytes: 256 << 20,
+    cacheBytes,
     clock: systemClock,
     log: layerLogger('controller'),
   });
   await controller.openSnapshots();
-  const stack = controller.stack('lun0');
+  return { controller, stack: controller.stack('lun0') };
+}
+
+async function run(snapshots) {
+  const { controller, stack } = await openLun(256 << 20);
   for (let s = 0; s < snapshots; s += 1)
     await controller.createSnapshot(`lun0@b${Date.now()}x${s}`);
   const block = Buffer.alloc(4096);
@@ -102,14 +106,7 @@ async function run(snapshots) {
 
 // Fill the LUN first, so that every chunk holds data to preserve.
 {
-  const pool = await openPool(dir, {});
-  const controller = new Controller(pool, {
-    cacheBytes: 64 << 20,
-    clock: systemClock,
-    log: layerLogger('controller'),
-  });
-  await controller.openSnapshots();
-  const stack = controller.stack('lun0');
+  const { controller, stack } = await openLun(64 << 20);
   const chunk = Buffer.alloc(1 << 20);
   for (let offset = 0; offset < lunBytes; offset += chunk.length) {
     for (let i = 0; i < chunk.length; i += 4)

@@ -40,8 +40,12 @@ export class FuseFront implements MountedFront {
       force: true, // a stale mount left by a killed process is unmounted first
       mkdir: true,
       timeout: false,
-      // hard_remove: rm of an open LUN is EBUSY, not ENOSYS from libfuse's hide-by-rename
-      fsname: 'lunfs,big_writes,max_read=131072,subtype=lunfs,hard_remove',
+      // hard_remove: rm of an open LUN is EBUSY, not ENOSYS from libfuse's hide-by-rename.
+      // attr_timeout=0: control/status changes size, and a size the kernel cached from a stat a
+      // moment earlier cut the text a later open read (libfuse 2 has one attribute timeout for
+      // every file; fuse-native passes none for 0). A LUN file's reads and writes ask for no
+      // attributes, so only stats pay a request each.
+      fsname: 'lunfs,big_writes,max_read=131072,subtype=lunfs,hard_remove,attr_timeout=0',
     });
   }
 
