@@ -12,15 +12,17 @@
 //   3. the target is flushed (pool commit: the slot's data, the record and the slot's mapping are
 //      durable together);
 //   4. only then may the caller let the modified data reach the source.
-// Concurrent preservations share steps 2 and 3 (group commit). One flush serves both the data and
-// the record: records are written one at a time, each after the previous one's flush, so after a
-// crash only the journal's last record can name a slot whose data did not arrive. Its preserves
-// are checked against their crc at open, and one that does not match is undone (unpreserve): the
-// source was not yet changed (step 4 waits for step 3), so the snapshots read the original there
-// again, and the next destage over the chunk preserves it anew (claim 25). A batch holding a
-// redirect (a snapshot's own data, which has no second copy) flushes the slots before the record.
-// A slot is referenced by any number of log files; it is free again when none points at it, and a
-// data unit of the target whose slots are all free is given back to the pool.
+// Concurrent preservations share every step: they go to the target in batches (one run of slots
+// and one record for many chunks, preservation-batch.ts), and records are a group commit. One
+// flush serves both the data and the record: records are written one at a time, each after the
+// previous one's flush, so after a crash only the journal's last record can name a slot whose
+// data did not arrive. Its preserves are checked against their crc at open, and one that does not
+// match is undone (unpreserve): the source was not yet changed (step 4 waits for step 3), so the
+// snapshots read the original there again, and the next destage over the chunk preserves it anew
+// (claim 25). A batch holding a redirect (a snapshot's own data, which has no second copy)
+// flushes the slots before the record. A slot is referenced by any number of log files; it is
+// free again when none points at it, and a data unit of the target whose slots are all free is
+// given back to the pool.
 //
 // TargetVolume is the class its users see (format, open, preserve, redirect, drop, slot reads and
 // writes); its parts are in this folder, one per file:
@@ -50,8 +52,9 @@ import { PreservationBatcher, type PreservationFill } from './preservation-batch
 import { targetStateCodec, type TargetOp, type TargetState } from './target-metadata.js';
 
 /**
- * The most chunks one batch of preservations holds: 4 MiB of 128 KiB chunks, more than the
- * destager has destages in flight (16), so a batch is never cut short by its size.
+ * The most chunks one batch of preservations holds: 4 MiB of 128 KiB chunks. While a LUN has
+ * snapshots its destager runs up to 64 destages, so a burst may fill a batch and start the next;
+ * measured batches hold 12 on average (bench/snapshots.sh part a).
  */
 const maxBatchChunks = 32;
 
