@@ -162,13 +162,11 @@ static napi_value start_byte_job(napi_env env, byte_job *job) {
 }
 
 static napi_value crc32c_async_export(napi_env env, napi_callback_info info) {
-  size_t argument_count = 2;
-  napi_value arguments[2] = {NULL, NULL};
-  if (napi_get_cb_info(env, info, &argument_count, arguments, NULL, NULL) != napi_ok) {
-    return lunfs_throw_type_error(env, "crc32cAsync: could not read the arguments");
-  }
-  if (argument_count < 1) {
-    return lunfs_throw_type_error(env, "crc32cAsync: data must be a Buffer or Uint8Array");
+  size_t argument_count = 0;
+  napi_value arguments[2];
+  if (!lunfs_get_arguments(env, info, arguments, 2, &argument_count, 1, "crc32cAsync",
+                           "data must be a Buffer or Uint8Array")) {
+    return NULL;
   }
   uint8_t *bytes = NULL;
   size_t length = 0;
@@ -191,14 +189,11 @@ static napi_value crc32c_async_export(napi_env env, napi_callback_info info) {
 }
 
 static napi_value crc32c_blocks_async_export(napi_env env, napi_callback_info info) {
-  size_t argument_count = 3;
+  size_t argument_count = 0;
   napi_value arguments[3];
-  if (napi_get_cb_info(env, info, &argument_count, arguments, NULL, NULL) != napi_ok) {
-    return lunfs_throw_type_error(env, "crc32cBlocksAsync: could not read the arguments");
-  }
-  if (argument_count < 3) {
-    return lunfs_throw_type_error(
-        env, "crc32cBlocksAsync: expected three arguments (data, blockBytes, out)");
+  if (!lunfs_get_arguments(env, info, arguments, 3, &argument_count, 3, "crc32cBlocksAsync",
+                           "expected three arguments (data, blockBytes, out)")) {
+    return NULL;
   }
   byte_job *job = new_byte_job(env, BYTE_JOB_CRC32C_BLOCKS, "crc32cBlocksAsync");
   if (job == NULL) return NULL;
@@ -213,14 +208,12 @@ static napi_value crc32c_blocks_async_export(napi_env env, napi_callback_info in
 }
 
 static napi_value xor_into_async_export(napi_env env, napi_callback_info info) {
-  size_t argument_count = MAX_XOR_SOURCES + 2;
+  size_t argument_count = 0;
   napi_value arguments[MAX_XOR_SOURCES + 2];
-  if (napi_get_cb_info(env, info, &argument_count, arguments, NULL, NULL) != napi_ok) {
-    return lunfs_throw_type_error(env, "xorIntoAsync: could not read the arguments");
-  }
-  if (argument_count < 2) {
-    return lunfs_throw_type_error(
-        env, "xorIntoAsync: expected a target and at least one source (target, ...sources)");
+  if (!lunfs_get_arguments(env, info, arguments, MAX_XOR_SOURCES + 2, &argument_count, 2,
+                           "xorIntoAsync",
+                           "expected a target and at least one source (target, ...sources)")) {
+    return NULL;
   }
   // argument_count is the number the caller passed, even past the array's room.
   if (argument_count > MAX_XOR_SOURCES + 1) {
@@ -259,13 +252,11 @@ static napi_value xor_into_async_export(napi_env env, napi_callback_info info) {
 }
 
 static napi_value copy_async_export(napi_env env, napi_callback_info info) {
-  size_t argument_count = 2;
+  size_t argument_count = 0;
   napi_value arguments[2];
-  if (napi_get_cb_info(env, info, &argument_count, arguments, NULL, NULL) != napi_ok) {
-    return lunfs_throw_type_error(env, "copyAsync: could not read the arguments");
-  }
-  if (argument_count < 2) {
-    return lunfs_throw_type_error(env, "copyAsync: expected two arguments (target, source)");
+  if (!lunfs_get_arguments(env, info, arguments, 2, &argument_count, 2, "copyAsync",
+                           "expected two arguments (target, source)")) {
+    return NULL;
   }
   byte_job *job = new_byte_job(env, BYTE_JOB_COPY, "copyAsync");
   if (job == NULL) return NULL;

@@ -35,6 +35,14 @@ bool lunfs_xor_sources_into(uint8_t *target, const uint8_t *const *sources, size
 napi_value lunfs_throw_type_error(napi_env env, const char *format, ...)
     __attribute__((format(printf, 2, 3)));
 
+/**
+ * The call's arguments into arguments[0..capacity) (those not passed: NULL) and their number into
+ * count (which may exceed capacity); fewer than minimum throws "function_name: too_few".
+ */
+bool lunfs_get_arguments(napi_env env, napi_callback_info info, napi_value *arguments,
+                         size_t capacity, size_t *count, size_t minimum,
+                         const char *function_name, const char *too_few);
+
 /** A Buffer or Uint8Array (nothing else) as (bytes, length); role names it in the message. */
 bool lunfs_get_byte_array(napi_env env, napi_value value, const char *function_name,
                           const char *role, uint8_t **bytes, size_t *length);

@@ -525,17 +525,15 @@ bool lunfs_get_crc32c_blocks_arguments(napi_env env, const napi_value arguments[
 
 static napi_value crc32c_entry(napi_env env, napi_callback_info info,
                                crc32c_update_function update) {
-  size_t argument_count = 2;
-  napi_value arguments[2] = {NULL, NULL};
-  if (napi_get_cb_info(env, info, &argument_count, arguments, NULL, NULL) != napi_ok) {
-    return lunfs_throw_type_error(env, "crc32c: could not read the arguments");
+  size_t argument_count = 0;
+  napi_value arguments[2];
+  if (!lunfs_get_arguments(env, info, arguments, 2, &argument_count, 1, "crc32c",
+                           "data must be a Buffer or Uint8Array")) {
+    return NULL;
   }
   uint8_t *bytes = NULL;
   size_t length = 0;
   uint32_t seed = 0;
-  if (argument_count < 1) {
-    return lunfs_throw_type_error(env, "crc32c: data must be a Buffer or Uint8Array");
-  }
   if (!lunfs_get_byte_array(env, arguments[0], "crc32c", "data", &bytes, &length) ||
       !lunfs_get_crc32c_seed(env, argument_count >= 2 ? arguments[1] : NULL, "crc32c", &seed)) {
     return NULL;
@@ -565,14 +563,11 @@ static napi_value crc32c_single_stream_export(napi_env env, napi_callback_info i
 // have room for every block (entries past the last block are left alone). One N-API call for a
 // whole request instead of one per block: the per-call overhead is what it saves.
 static napi_value crc32c_blocks_export(napi_env env, napi_callback_info info) {
-  size_t argument_count = 3;
+  size_t argument_count = 0;
   napi_value arguments[3];
-  if (napi_get_cb_info(env, info, &argument_count, arguments, NULL, NULL) != napi_ok) {
-    return lunfs_throw_type_error(env, "crc32cBlocks: could not read the arguments");
-  }
-  if (argument_count < 3) {
-    return lunfs_throw_type_error(env,
-                                  "crc32cBlocks: expected three arguments (data, blockBytes, out)");
+  if (!lunfs_get_arguments(env, info, arguments, 3, &argument_count, 3, "crc32cBlocks",
+                           "expected three arguments (data, blockBytes, out)")) {
+    return NULL;
   }
   uint8_t *bytes = NULL;
   size_t length = 0;
@@ -587,13 +582,11 @@ static napi_value crc32c_blocks_export(napi_env env, napi_callback_info info) {
 }
 
 static napi_value xor_into_export(napi_env env, napi_callback_info info) {
-  size_t argument_count = 2;
+  size_t argument_count = 0;
   napi_value arguments[2];
-  if (napi_get_cb_info(env, info, &argument_count, arguments, NULL, NULL) != napi_ok) {
-    return lunfs_throw_type_error(env, "xorInto: could not read the arguments");
-  }
-  if (argument_count < 2) {
-    return lunfs_throw_type_error(env, "xorInto: expected two arguments (target, source)");
+  if (!lunfs_get_arguments(env, info, arguments, 2, &argument_count, 2, "xorInto",
+                           "expected two arguments (target, source)")) {
+    return NULL;
   }
   uint8_t *target = NULL;
   uint8_t *source = NULL;
@@ -621,6 +614,22 @@ static napi_value xor_into_export(napi_env env, napi_callback_info info) {
 // ---------------------------------------------------------------------------------------------
 
 bool lunfs_register_os_calls(napi_env env, napi_value exports); // os_calls.c
+
+bool lunfs_get_arguments(napi_env env, napi_callback_info info, napi_value *arguments,
+                         size_t capacity, size_t *count, size_t minimum,
+                         const char *function_name, const char *too_few) {
+  for (size_t index = 0; index < capacity; index++) arguments[index] = NULL;
+  *count = capacity;
+  if (napi_get_cb_info(env, info, count, arguments, NULL, NULL) != napi_ok) {
+    lunfs_throw_type_error(env, "%s: could not read the arguments", function_name);
+    return false;
+  }
+  if (*count < minimum) {
+    lunfs_throw_type_error(env, "%s: %s", function_name, too_few);
+    return false;
+  }
+  return true;
+}
 
 bool lunfs_export_function(napi_env env, napi_value exports, const char *name,
                            napi_callback callback) {
