@@ -63,15 +63,16 @@ export function snapshotSection(dir, { runName } = {}) {
     L.push(`|---|---:|---:|${R > 1 ? '---:|' : ''}---:|---:|---:|---:|---:|---:|---:|---:|`);
     // The CPU one preservation costs: the server CPU of the run beyond what the same number of
     // writes cost in the no-snapshot run of the same round, over the originals it preserved.
+    const noneOf = (t, rec) => A.find((x) => x.target === t && x.snapshots === 0 && x.repeat === rec.repeat);
     const perPreservation = (t, rec) => {
-      const none = A.find((x) => x.target === t && x.snapshots === 0 && x.repeat === rec.repeat);
+      const none = noneOf(t, rec);
       const count = Number(rec.preservations);
       if (!none || !ok(none) || !count || rec.srv_cpu_s === '' || none.srv_cpu_s === '') return null;
       const extra = Number(rec.srv_cpu_s) - (Number(none.srv_cpu_s) / none.total_ios) * rec.total_ios;
       return (1e6 * extra) / count;
     };
     const p99Ratio = (t, rec) => {
-      const none = A.find((x) => x.target === t && x.snapshots === 0 && x.repeat === rec.repeat);
+      const none = noneOf(t, rec);
       return none && ok(none) ? rec.clat_p99_us / none.clat_p99_us : null;
     };
     const rowsFor = [['lunfs_r0', 'lunfs RAID-0'], ['qcow2', 'qemu-storage-daemon qcow2 (peer)']];

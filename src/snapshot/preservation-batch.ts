@@ -69,6 +69,8 @@ interface Batch {
 }
 
 export class PreservationBatcher {
+  /** Batches waiting for their turn, oldest first (the open one last). */
+  private readonly queue: Batch[] = [];
   private open: Batch | undefined;
   private writing = false;
   private sealScheduled = false;
@@ -166,9 +168,6 @@ export class PreservationBatcher {
     const starts = this.deferredFills.splice(0, fillsPerTurn);
     for (const start of starts) this.startFill(start);
   };
-
-  /** Batches waiting for their turn, oldest first (the open one last). */
-  private readonly queue: Batch[] = [];
 
   private filled(batch: Batch, entry: Entry, outcome: Entry['outcome']): void {
     entry.outcome = outcome;

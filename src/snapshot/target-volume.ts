@@ -24,13 +24,13 @@
 // free again when none points at it, and a data unit of the target whose slots are all free is
 // given back to the pool.
 //
-// TargetVolume is the class its users see (format, open, preserve, redirect, drop, slot reads and
-// writes); its parts are in this folder, one per file:
+// TargetVolume is the class its users see (format, open, preserveBatched, redirect, drop, slot
+// reads and writes); its parts are in this folder, one per file:
 //   target-layout.ts   geometry, header, the metadata store's place, the target as its drive
 //   target-slots.ts    slot reference counts, free slots (lowest first), pending slots
 //   target-journal.ts  the group commit of records, and the check of the last record at open
+//   preservation-batch.ts  preservations in batches: one buffer, runs of slots, one record
 
-import { crc32c } from '../native/native-kernels.js';
 import { MetadataStore } from '../meta/metadata-store.js';
 import type { LunRecord } from '../meta/pool-metadata.js';
 import { ThinVolume, type MapSpace } from '../map/thin-volume.js';
@@ -207,24 +207,6 @@ export class TargetVolume {
 
   referenceCount(slot: number): number {
     return this.slots.referenceCount(slot);
-  }
-
-  /**
-   * Preserves one chunk's original data (undefined: it was all zeros, no slot is spent) for the
-   * snapshots in ids, and returns once the pointers are durable. Throws ENOSPC and changes
-   * nothing when the target cannot grow.
-   */
-  async preserve(
-    chunkIndex: number,
-    original: Buffer | undefined,
-    ids: number[],
-    useReservation: boolean,
-  ): Promise<void> {
-    if (!original)
-      return this.journal.commit([{ kind: 'preserve', chunk: chunkIndex, slot: zeroSlot, ids }]);
-    const crc = crc32c(original);
-    const slot = await this.writeNewSlot(original, useReservation);
-    await this.journal.commit([{ kind: 'preserve', chunk: chunkIndex, slot, ids, crc }]);
   }
 
   /**

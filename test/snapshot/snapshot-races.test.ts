@@ -57,7 +57,10 @@ describe('snapshot races', () => {
     };
     // The drop's batch starts first; the preservation's record joins the next batch.
     const dropping = target.drop([set.byName('gone').id]);
-    const preserving = target.preserve(0, original, [keep.id], false);
+    const preserving = target.preserveBatched(0, [keep.id], false, async (place) => {
+      original.copy(place);
+      return true;
+    });
     await Promise.all([dropping, preserving]);
     expect(batches, 'the drop committed alone, then the preservation in a later batch').toEqual([
       ['drop'],
