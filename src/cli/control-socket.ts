@@ -31,6 +31,8 @@ export interface ControlRequest {
   name?: string;
   sizeBytes?: number;
   reserve?: boolean;
+  /** snapshot-create: take the snapshot of this snapshot of the same LUN (its NAME). */
+  source?: string;
   /** drive-replace: the failed drive (index or path) and the new drive's path. */
   old?: string;
   newPath?: string;
@@ -63,7 +65,10 @@ export async function runControlRequest(
       await controller.resizeLun(String(request.name), Number(request.sizeBytes));
       return null;
     case 'snapshot-create':
-      return controller.createSnapshot(String(request.name), { reserve: request.reserve === true });
+      return controller.createSnapshot(String(request.name), {
+        reserve: request.reserve === true,
+        ...(typeof request.source === 'string' ? { source: request.source } : {}),
+      });
     case 'snapshot-rm':
       await controller.removeSnapshot(String(request.name));
       return null;

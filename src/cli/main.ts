@@ -296,20 +296,47 @@ export function buildProgram(): Command {
   snapshot
     .command('create', { isDefault: true })
     .argument('<dir>', 'pool directory', parseDirectory)
-    .argument('<lun@name>', 'the LUN and a name for the snapshot')
+    .argument(
+      '<lun@name|source>',
+      'LUN@NAME: the LUN and a name for the snapshot; with [name]: what to take it of, a LUN or a snapshot LUN@SNAP',
+    )
+    .argument(
+      '[name]',
+      'the name of the new snapshot (LUN@NAME) when the first argument is its source',
+    )
     .option(
       '--reserve',
       'reserve space so that the snapshot can never be invalidated by a full pool',
     )
-    .description('take a snapshot of a LUN now (also: touch MOUNTPOINT/control/snapshot/LUN@NAME)')
-    .action(async (directory: string, name: string, options: { reserve?: boolean }) => {
-      await withPool(directory, {
-        command: 'snapshot-create',
-        name,
-        reserve: options.reserve === true,
-      });
-      console.log(`snapshot ${name} created${options.reserve ? ' (space reserved)' : ''}`);
-    });
+    .description(
+      'take a snapshot of a LUN, or of one of its snapshots, now (also: touch MOUNTPOINT/control/snapshot/LUN@NAME or LUN@SOURCE@NAME)',
+    )
+    .action(
+      async (
+        directory: string,
+        first: string,
+        second: string | undefined,
+        options: { reserve?: boolean },
+      ) => {
+        let name = first;
+        let source: string | undefined;
+        if (second !== undefined) {
+          const at = first.indexOf('@');
+          const lun = at < 0 ? first : first.slice(0, at);
+          name = `${lun}@${second}`;
+          if (at >= 0) source = first.slice(at + 1);
+        }
+        await withPool(directory, {
+          command: 'snapshot-create',
+          name,
+          reserve: options.reserve === true,
+          ...(source !== undefined ? { source } : {}),
+        });
+        console.log(
+          `snapshot ${name} created${source !== undefined ? ` of ${first}` : ''}${options.reserve ? ' (space reserved)' : ''}`,
+        );
+      },
+    );
   snapshot
     .command('ls')
     .description('list the snapshots with their state and the space they hold')
@@ -494,17 +521,32 @@ function printSnapshots(status: StatusJson): void {
       'RESERVED',
     ].join(' '),
   );
-  for (const entry of status.snapshots) {
+  // The tree: each snapshot under the volume it was taken of, indented by its depth.
+  const byName = new Map(status.snapshots.map((entry) => [entry.name, entry]));
+  const ordered: typeof status.snapshots = [];
+  const visit = (entry: (typeof status.snapshots)[number]): void => {
+    ordered.push(entry);
+    for (const name of entry.snapshotsOf ?? []) {
+      const child = byName.get(name);
+      if (child) visit(child);
+    }
+  };
+  for (const entry of status.snapshots) if (entry.source.startsWith('lun:')) visit(entry);
+  for (const entry of status.snapshots) if (!ordered.includes(entry)) ordered.push(entry);
+  for (const entry of ordered) {
+    const indent = '  '.repeat(Math.max(0, (entry.depth ?? 1) - 1));
     console.log(
       [
-        entry.name.padEnd(32),
+        (indent + entry.name).padEnd(32),
         formatBytes(entry.sizeBytes).padStart(10),
         entry.createdAt.padEnd(24),
         entry.state.padEnd(8),
         formatBytes(entry.exclusiveBytes).padStart(10),
         formatBytes(entry.sharedBytes).padStart(10),
         entry.reserved ? 'yes' : 'no',
-      ].join(' ') + (entry.invalidReason ? `  (${entry.invalidReason})` : ''),
+      ].join(' ') +
+        (entry.source.startsWith('lun:') ? '' : `  (of ${entry.source})`) +
+        (entry.invalidReason ? `  (${entry.invalidReason})` : ''),
     );
   }
 }

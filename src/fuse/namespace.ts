@@ -6,7 +6,8 @@
 //   /snapshots/LUN@NAME  a snapshot as a file (read/write: a writable snapshot; rm deletes it)
 //   /clones/          snapclones (filled by a later issue)
 //   /control/status   the status JSON, the same as `lunfs status --json` (read-only: EACCES)
-//   /control/snapshot/   creating LUN@NAME here (touch, echo >) takes a snapshot; lists the
+//   /control/snapshot/   creating LUN@NAME here (touch, echo >) takes a snapshot of the LUN,
+//                     LUN@SOURCE@NAME a snapshot LUN@NAME of the snapshot LUN@SOURCE; lists the
 //                     snapshots taken, as empty files that take (and ignore) writes
 // A LUN needs a size, so a file created under luns/ is only pending until truncate gives it one:
 // `truncate -s 10G luns/x` (create, then ftruncate) makes a thin LUN; `touch luns/x` fails at
@@ -16,7 +17,7 @@
 
 import type { BlockDevice } from '../block/block-device.js';
 import { LunfsError } from '../util/errors.js';
-import type { Controller } from '../volume/controller.js';
+import { parseSnapshotRequest, type Controller } from '../volume/controller.js';
 import { checkLunName } from '../pool/pool-luns.js';
 
 export const directoryMode = 0o40755;
@@ -159,7 +160,7 @@ export class Namespace {
       return { kind: 'snapshot', name: snapshot[1]! };
     // After touch created it, the request shows as an empty file while the snapshot exists.
     const request = /^\/control\/snapshot\/([^/]+)$/.exec(path);
-    if (request && controller.hasSnapshot(request[1]!))
+    if (request && controller.hasSnapshot(request[1]!, { request: true }))
       return { kind: 'snapshot-request', name: request[1]! };
     return { kind: 'none' };
   }
@@ -380,7 +381,7 @@ export class Namespace {
     else if (target.kind === 'status' || target.kind === 'snapshot-request')
       throw new LunfsError(
         'EPERM',
-        `${path} cannot be removed${target.kind === 'snapshot-request' ? `: remove snapshots/${target.name}` : ''}`,
+        `${path} cannot be removed${target.kind === 'snapshot-request' ? `: remove snapshots/${madeBy(target.name)}` : ''}`,
       );
     else await this.controller.removeLun(lunNameOf(path));
   }
@@ -461,4 +462,10 @@ function lunNameOf(path: string): string {
   const match = /^\/luns\/([^/]+)$/.exec(path);
   if (!match) throw new LunfsError('EINVAL', `${path} is not under luns/`);
   return match[1]!;
+}
+
+/** The snapshot a control/snapshot request made: LUN@NAME for LUN@NAME and LUN@SOURCE@NAME. */
+function madeBy(request: string): string {
+  const { lun, snapshot } = parseSnapshotRequest(request);
+  return `${lun}@${snapshot}`;
 }

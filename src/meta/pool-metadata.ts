@@ -104,14 +104,17 @@ export interface LunRecord {
  * A snapshot of a LUN. epoch orders it against the LUN's writes: a write accepted while the
  * LUN's epoch was below this snapshot's epoch is in the snapshot, any later one is not.
  *
- * sourceId names the volume the snapshot was taken of (its LUN, sourceKind 'lun'). The sharing
- * relation of seed 004 follows from it ([0086], [0095]): a snapshot is the predecessor of the
- * volume it was taken of, so a LUN's snapshots form the chain S0 <- S1 <- ... <- LUN, oldest
- * first: each snapshot's successor is the next newer snapshot of the same source (the newest
- * one's is the source itself), and the source's predecessor is its newest snapshot. The chain is
- * derived (sharingChainOf) rather than stored, so that taking or deleting a snapshot changes one
- * record. Format 5 called this field predecessorId, naming the direction the wrong way round;
- * upgradeSnapshotRecord reads it.
+ * sourceId names the volume the snapshot was taken of: its LUN (sourceKind 'lun'), or another
+ * snapshot of the same LUN (sourceKind 'snapshot', issue 15: snapshots of snapshots, at any depth).
+ * lunId is always the LUN whose snapshot set holds it (its family); a snapshot of a snapshot has
+ * its source's epoch, since it holds the same LUN writes. The sharing relation of seed 004 follows
+ * from sourceId ([0086], [0095]): a snapshot is the predecessor of the volume it was taken of, so
+ * the snapshots of one source form the chain S0 <- S1 <- ... <- SOURCE, oldest first: each
+ * snapshot's successor is the next newer snapshot of the same source (the newest one's is the
+ * source itself), and the source's predecessor is its newest snapshot; the chains of all sources
+ * make a tree rooted at the LUN. The chains are derived (sharingChainOf) rather than stored, so
+ * that taking or deleting a snapshot changes one record. Format 5 called this field predecessorId,
+ * naming the direction the wrong way round; upgradeSnapshotRecord reads it.
  */
 export interface SnapshotRecord {
   id: number;
@@ -125,14 +128,14 @@ export interface SnapshotRecord {
   reservedBytes: number;
   state: 'valid' | 'invalid';
   invalidReason?: string;
-  sourceKind: 'lun';
+  sourceKind: 'lun' | 'snapshot';
   sourceId: number;
 }
 
 /** A snapshot record as a format-5 pool wrote it (checkpoint or journal). */
 type SnapshotRecordOnDisk = Omit<SnapshotRecord, 'sourceKind' | 'sourceId'> &
   Partial<Pick<SnapshotRecord, 'sourceKind' | 'sourceId'>> & {
-    predecessorKind?: 'lun';
+    predecessorKind?: 'lun' | 'snapshot';
     predecessorId?: number;
   };
 
@@ -152,14 +155,18 @@ function upgradeDriveRecord(record: DriveRecord & { missedWriteRstores?: number[
 }
 
 /**
- * Seed 004's sharing chain of a source volume: its snapshots, oldest first. Each one's
- * predecessor is the one before it, its successor the one after it, or the source for the last;
- * the source's predecessor is the last.
+ * Seed 004's sharing chain of a source volume (a LUN, or with kind 'snapshot' a snapshot): the
+ * snapshots taken of it, oldest first. Each one's predecessor is the one before it, its successor
+ * the one after it, or the source for the last; the source's predecessor is the last.
  */
-export function sharingChainOf(metadata: PoolMetadata, sourceId: number): SnapshotRecord[] {
+export function sharingChainOf(
+  metadata: PoolMetadata,
+  sourceId: number,
+  kind: SnapshotRecord['sourceKind'] = 'lun',
+): SnapshotRecord[] {
   return [...metadata.snapshots.values()]
-    .filter((snapshot) => snapshot.sourceKind === 'lun' && snapshot.sourceId === sourceId)
-    .sort((a, b) => a.epoch - b.epoch);
+    .filter((snapshot) => snapshot.sourceKind === kind && snapshot.sourceId === sourceId)
+    .sort((a, b) => a.epoch - b.epoch || a.id - b.id);
 }
 
 export interface PoolMetadata {
@@ -297,12 +304,19 @@ export function applyMetadataOp(metadata: PoolMetadata, op: MetadataOp): void {
       snapshot.invalidReason = op.reason;
       return;
     }
-    case 'snapshot-remove':
-      assert(
-        metadata.snapshots.delete(op.snapshotId),
-        `snapshot-remove names unknown snapshot ${op.snapshotId}`,
-      );
+    case 'snapshot-remove': {
+      const removed = metadata.snapshots.get(op.snapshotId);
+      assert(removed !== undefined, `snapshot-remove names unknown snapshot ${op.snapshotId}`);
+      metadata.snapshots.delete(op.snapshotId);
+      // Seed 004 [0105]: a member leaves the tree and its predecessors join its successor. The
+      // snapshots taken of it now hang on its own source (they hold their own images already).
+      for (const snapshot of metadata.snapshots.values())
+        if (snapshot.sourceKind === 'snapshot' && snapshot.sourceId === removed.id) {
+          snapshot.sourceKind = removed.sourceKind;
+          snapshot.sourceId = removed.sourceId;
+        }
       return;
+    }
     case 'lun-remove':
       assert(metadata.luns.delete(op.lunId), `lun-remove names unknown LUN ${op.lunId}`);
       return;

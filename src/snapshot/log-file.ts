@@ -49,6 +49,14 @@ export class LogFile {
     return old - 1;
   }
 
+  /** An independent copy (a snapshot taken of a snapshot starts with its source's pointers). */
+  clone(): LogFile {
+    const copy = new LogFile();
+    for (const [pageIndex, page] of this.pages) copy.pages.set(pageIndex, page.slice());
+    copy.entryCount = this.entryCount;
+    return copy;
+  }
+
   /** Visits every pointer in ascending chunk order. */
   forEach(visit: (chunkIndex: number, slot: number) => void): void {
     for (const pageIndex of [...this.pages.keys()].sort((a, b) => a - b)) {

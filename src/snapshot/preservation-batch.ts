@@ -73,6 +73,8 @@ export class PreservationBatcher {
   private readonly queue: Batch[] = [];
   private open: Batch | undefined;
   private writing = false;
+  /** The batch being written and recorded now. */
+  private writingBatch: Batch | undefined;
   private sealScheduled = false;
   private readonly spareBuffers: Buffer[] = [];
   private fillsThisTurn = 0;
@@ -148,6 +150,17 @@ export class PreservationBatcher {
   }
 
   /**
+   * Snapshot to was just taken of snapshot from: preservations for from not yet recorded serve to
+   * as well (their ops name entry.ids).
+   */
+  expandPending(from: number, to: number): void {
+    const batches = this.writingBatch ? [this.writingBatch, ...this.queue] : this.queue;
+    for (const batch of batches)
+      for (const entry of batch.entries)
+        if (entry.ids.includes(from) && !entry.ids.includes(to)) entry.ids.push(to);
+  }
+
+  /**
    * Starts at most fillsPerTurn fills in one turn of the event loop, the rest in later turns: the
    * destager starts up to 64 destages at once, and on a drive served inline each fill reads its
    * 128 KiB on this thread (about 50 us), so 64 at once would keep a FUSE request waiting for
@@ -192,9 +205,11 @@ export class PreservationBatcher {
       batch.sealed = true;
       if (this.open === batch) this.open = undefined;
       this.writing = true;
+      this.writingBatch = batch;
       this.writingCount = batch.entries.length;
       void this.write(batch).finally(() => {
         this.writing = false;
+        this.writingBatch = undefined;
         this.writingCount = 0;
         // A failed read or write may leave I/O of its other pieces still using the buffer (a
         // RAID request gives up at its first failed piece): such a buffer is not reused.

@@ -45,6 +45,14 @@ export class SnapshotBitmap {
     this.setCount -= 1;
   }
 
+  /** An independent copy (a snapshot taken of a snapshot starts with its source's bits). */
+  clone(): SnapshotBitmap {
+    const copy = new SnapshotBitmap();
+    for (const [pageIndex, page] of this.pages) copy.pages.set(pageIndex, page.slice());
+    copy.setCount = this.setCount;
+    return copy;
+  }
+
   /** The bitmap as bytes up to its last set bit (the checkpoint form; docs/on-disk-format.md). */
   toBytes(): Buffer {
     const last = Math.max(-1, ...this.pages.keys());

@@ -60,6 +60,11 @@ export class SnapshotSet {
   private readonly zeroChunk: Buffer;
   /** Preservations, snapshot reads and writes under way: the target is not removed under them. */
   private busyCount = 0;
+  /** Writes to snapshots under way, and what waits for them to end (takeOf). */
+  private snapshotWrites = 0;
+  private writesDone: Array<() => void> = [];
+  /** Set while a snapshot of a snapshot is taken: new snapshot writes wait for it. */
+  private writeBarrier: Promise<void> | undefined;
   private idleWaiters: Array<() => void> = [];
 
   constructor(
@@ -98,11 +103,11 @@ export class SnapshotSet {
     return this.pool.metadata.snapshots.get(snapshotId)?.state === 'valid';
   }
 
-  /** The LUN's snapshots, oldest first. */
+  /** The LUN's snapshots (of snapshots too), oldest first. */
   all(): SnapshotRecord[] {
     return [...this.pool.metadata.snapshots.values()]
       .filter((snapshot) => snapshot.lunId === this.lun.id)
-      .sort((a, b) => a.epoch - b.epoch);
+      .sort((a, b) => a.epoch - b.epoch || a.id - b.id);
   }
 
   byName(name: string): SnapshotRecord {
@@ -174,6 +179,64 @@ export class SnapshotSet {
       sourceKind: 'lun',
       sourceId: this.lun.id,
     };
+  }
+
+  /**
+   * A snapshot of snapshot source (issue 15), named name: it holds source's data at this instant
+   * and diverges from it from then on, both writable. register gives the record its id and puts
+   * it into the pool metadata in memory; this calls it in the same turn as the copy of source's
+   * bitmap and log file into the new image, so that no preservation sees the one without the
+   * other. Resolves once the
+   * copy is durable in the target (the caller then commits the record: never before, or a crash
+   * between the two would leave a valid snapshot without its image). Writes to the LUN's
+   * snapshots wait meanwhile (one in place into a slot source alone holds would reach the copy),
+   * and those acknowledged before are made durable first.
+   */
+  async takeOf(
+    source: SnapshotRecord,
+    fields: { name: string; reservedBytes: number; createdAtMs: number },
+    register: (record: Omit<SnapshotRecord, 'id'>) => SnapshotRecord,
+  ): Promise<SnapshotRecord> {
+    this.checkUsable(source);
+    const target = await this.ensureTarget();
+    if (this.all().length >= maxSnapshotsPerLun)
+      throw new LunfsError(
+        'ENOSPC',
+        `LUN '${this.lun.name}' has ${maxSnapshotsPerLun} snapshots, the most one LUN may have`,
+      );
+    let release!: () => void;
+    const barrier = new Promise<void>((resolve) => (release = resolve));
+    while (this.writeBarrier) await this.writeBarrier;
+    this.writeBarrier = barrier;
+    try {
+      while (this.snapshotWrites > 0)
+        await new Promise<void>((resolve) => this.writesDone.push(resolve));
+      // The source's acknowledged writes are durable before the copy shares their slots.
+      await target.flush();
+      this.checkUsable(source); // deleted or invalidated meanwhile
+      const record = register({
+        lunId: this.lun.id,
+        name: fields.name,
+        epoch: source.epoch,
+        createdAtMs: fields.createdAtMs,
+        sizeBytes: source.sizeBytes,
+        reservedBytes: fields.reservedBytes,
+        state: 'valid',
+        sourceKind: 'snapshot',
+        sourceId: source.id,
+      });
+      const copied = target.copyImage(source.id, record.id); // the live copy is made in this turn
+      try {
+        await copied;
+      } catch (error) {
+        await this.abandon(record);
+        throw error;
+      }
+      return record;
+    } finally {
+      this.writeBarrier = undefined;
+      release();
+    }
   }
 
   /**
@@ -328,7 +391,28 @@ export class SnapshotSet {
     source: ThinVolume,
     cache: EpochOverlay,
   ): Promise<void> {
+    while (this.writeBarrier) await this.writeBarrier;
     this.checkUsable(snapshot);
+    this.snapshotWrites += 1;
+    try {
+      await this.writePieces(snapshot, offsetBytes, data, source, cache);
+    } finally {
+      this.snapshotWrites -= 1;
+      if (this.snapshotWrites === 0) {
+        const waiters = this.writesDone;
+        this.writesDone = [];
+        for (const resolve of waiters) resolve();
+      }
+    }
+  }
+
+  private async writePieces(
+    snapshot: SnapshotRecord,
+    offsetBytes: number,
+    data: Buffer,
+    source: ThinVolume,
+    cache: EpochOverlay,
+  ): Promise<void> {
     const pieces: Promise<void>[] = [];
     forEachPiece(
       offsetBytes,

@@ -45,6 +45,8 @@ export class TargetJournal {
   /** Drops whose record could not be written yet: they go first into the next batch. */
   private unrecorded: TargetOp[] = [];
   private committing = false;
+  /** The ops of the record being written now (applied to the live state once it is durable). */
+  private recording: TargetOp[] = [];
   /** Slots that the journal's last record names with a crc (see unarrivedCopies). */
   private lastRecordSlots = new Set<number>();
 
@@ -96,6 +98,23 @@ export class TargetJournal {
     }
   }
 
+  /**
+   * Snapshot to was just taken of snapshot from (copy-image, applied to the live state): every
+   * preserve for from that is queued or being recorded, and so not yet in the live state, serves
+   * to as well once applied. On disk the copy-image record follows theirs, so replay gives to the
+   * same pointers through the copy.
+   */
+  expandPending(from: number, to: number): void {
+    for (const op of [...this.recording, ...(this.queued?.ops ?? [])])
+      if (op.kind === 'preserve' && op.ids.includes(from) && !op.ids.includes(to)) op.ids.push(to);
+  }
+
+  /** Records ops the caller applied to the live state already (they are not applied again). */
+  commitApplied(ops: TargetOp[]): Promise<void> {
+    for (const op of ops) this.appliedLive.add(op);
+    return this.commit(ops);
+  }
+
   /** Group commit: flush the slots' data, then append one journal record for every op waiting. */
   commit(ops: TargetOp[]): Promise<void> {
     if (!this.queued) {
@@ -124,6 +143,7 @@ export class TargetJournal {
         this.unrecorded = [];
         batch.ops = this.forLiveSnapshots([...retried, ...batch.ops]);
         try {
+          this.recording = batch.ops;
           await this.record(batch.ops);
           batch.resolve();
         } catch (error) {
@@ -136,6 +156,8 @@ export class TargetJournal {
             this.slots.abandon(op.slot);
           }
           batch.reject(error);
+        } finally {
+          this.recording = [];
         }
       }
     } finally {
@@ -196,11 +218,13 @@ export async function unarrivedCopies(
   const data = Buffer.alloc(target.chunkBytes);
   for (const op of lastRecordOps) {
     if (op.kind !== 'preserve' || op.crc === undefined || op.slot === zeroSlot) continue;
-    // Images of snapshots that are gone are dropped anyway (and their slots may be reused).
-    const ids = op.ids.filter(
-      (id) =>
-        liveSnapshotIds.has(id) && target.state.snapshots.get(id)?.log.get(op.chunk) === op.slot,
-    );
+    // Images of snapshots that are gone are dropped anyway (and their slots may be reused). Every
+    // live image that points at the slot got that pointer from this preserve: directly, or
+    // through a copy-image later in the same record (a snapshot of one it names); the slot was
+    // free when the preserve took it.
+    const ids: number[] = [];
+    for (const [id, image] of target.state.snapshots)
+      if (liveSnapshotIds.has(id) && image.log.get(op.chunk) === op.slot) ids.push(id);
     if (ids.length === 0) continue;
     let arrived = false;
     try {

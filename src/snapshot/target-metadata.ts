@@ -40,7 +40,13 @@ export type TargetOp =
   /** A write to snapshot id gave it its own copy of the chunk (seed 002 claims 1-3). */
   | { kind: 'redirect'; id: number; chunk: number; slot: number }
   /** The snapshots are gone (deleted, or invalidated): their bitmaps and logs are dropped. */
-  | { kind: 'drop'; ids: number[] };
+  | { kind: 'drop'; ids: number[] }
+  /**
+   * Snapshot to is taken of snapshot from (issue 15): its bitmap and log file become a copy of
+   * from's, every pointer a new reference to the same slot (seed 004 [0091]: the predecessor's
+   * map is populated with the successor's, and the data is shared).
+   */
+  | { kind: 'copy-image'; from: number; to: number };
 
 /**
  * Applies op; calls replaced(slot) for every pointer it drops or overwrites (slot reference
@@ -68,6 +74,18 @@ export function applyTargetOp(
     case 'redirect':
       point(state, op.id, op.chunk, op.slot, replaced, added);
       return;
+    case 'copy-image': {
+      const source = state.snapshots.get(op.from);
+      const old = state.snapshots.get(op.to);
+      if (old && replaced) old.log.forEach((_, slot) => replaced(slot));
+      const image: SnapshotImage = {
+        bitmap: source ? source.bitmap.clone() : new SnapshotBitmap(),
+        log: source ? source.log.clone() : new LogFile(),
+      };
+      if (added) image.log.forEach((_, slot) => added(slot));
+      state.snapshots.set(op.to, image);
+      return;
+    }
     case 'drop':
       for (const id of op.ids) {
         const image = state.snapshots.get(id);

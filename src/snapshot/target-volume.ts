@@ -236,6 +236,20 @@ export class TargetVolume {
   }
 
   /**
+   * Snapshot to is taken of snapshot from (issue 15): to's image becomes a copy of from's in the
+   * live state at once, preservations for from still on their way serve to as well, and the
+   * record is durable when this resolves. The caller keeps writes to from out meanwhile (a write
+   * in place into a slot from alone holds would change to's data).
+   */
+  async copyImage(from: number, to: number): Promise<void> {
+    this.batcher.expandPending(from, to);
+    this.journal.expandPending(from, to);
+    const op: TargetOp = { kind: 'copy-image', from, to };
+    applyCounted(this.state, op, this.slots);
+    await this.journal.commitApplied([op]);
+  }
+
+  /**
    * Drops snapshots' images, frees the slots no other snapshot points at, gives back empty units.
    * Never fails for lack of space: the pool metadata already says the snapshots are gone (it is
    * the authority; stale images are dropped at open), so the images leave memory at once and the

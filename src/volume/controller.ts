@@ -35,15 +35,20 @@ export interface SnapshotStatus {
   reserved: boolean;
   reservedBytes: number;
   epoch: number;
-  /** The volume it was taken of: 'lun:NAME'. */
+  /** The volume it was taken of: 'lun:NAME', or a snapshot of the same LUN, LUN@NAME. */
   source: string;
   /**
    * Seed 004's sharing chain (a snapshot is the predecessor of the volume it was taken of):
    * predecessor, the next older snapshot of the same source (LUN@NAME) or null for the oldest;
-   * successor, the next newer one, or the source ('lun:NAME') for the newest.
+   * successor, the next newer one, or the source for the newest.
    */
   predecessor: string | null;
   successor: string;
+  /** The snapshots taken of this one, oldest first (its own chain; the newest of them is this
+   * one's predecessor in seed 004's sense). */
+  snapshotsOf: string[];
+  /** 1 for a snapshot of the LUN, 2 for a snapshot of such a snapshot, and so on. */
+  depth: number;
   open: number;
 }
 
@@ -61,6 +66,29 @@ export function parseSnapshotName(fullName: string): { lun: string; snapshot: st
       `invalid snapshot name '${snapshot}': use 1-63 letters, digits, '.', '_' or '-', starting with a letter or digit`,
     );
   return { lun, snapshot };
+}
+
+/**
+ * A snapshot to take: LUN@NAME (of the LUN), or LUN@SOURCE@NAME (of its snapshot LUN@SOURCE, the
+ * form `touch control/snapshot/...` takes); EINVAL for anything else.
+ */
+export function parseSnapshotRequest(spec: string): {
+  lun: string;
+  snapshot: string;
+  source?: string;
+} {
+  const parts = spec.split('@');
+  if (parts.length === 3) {
+    const source = parseSnapshotName(`${parts[0]}@${parts[1]}`);
+    const made = parseSnapshotName(`${parts[0]}@${parts[2]}`);
+    return { ...made, source: source.snapshot };
+  }
+  if (parts.length > 3)
+    throw new LunfsError(
+      'EINVAL',
+      `'${spec}' is not a snapshot name: use LUN@NAME, or LUN@SOURCE@NAME for a snapshot of snapshot LUN@SOURCE`,
+    );
+  return parseSnapshotName(spec);
 }
 
 export interface StatusJson {
@@ -115,7 +143,8 @@ export interface StatusJson {
     metadataCopy?: string;
   }>;
   /**
-   * snapshotNames: the LUN's snapshots (LUN@NAME), oldest first. predecessor: the newest of them
+   * snapshotNames: the LUN's snapshots (LUN@NAME), snapshots of snapshots included, oldest
+   * first. predecessor: the newest of those taken of the LUN itself
    * (seed 004: a snapshot is the predecessor of the volume it was taken of), null when it has
    * none. atRisk: see pool.atRiskLuns. preservations: originals copied to the snapshot target
    * since it was opened (this mount, or the LUN's first snapshot since), in how many batches, and
@@ -268,12 +297,15 @@ export class Controller {
    * data it holds are durable.
    */
   async createSnapshot(
-    fullName: string,
-    options: { reserve?: boolean } = {},
+    spec: string,
+    options: { reserve?: boolean; source?: string } = {},
   ): Promise<SnapshotStatus> {
-    const names = parseSnapshotName(fullName);
+    const names = parseSnapshotRequest(spec);
+    const fullName = `${names.lun}@${names.snapshot}`;
     const lun = this.pool.lunByName(names.lun);
     const set = this.snapshotSet(names.lun);
+    const sourceName = options.source ?? names.source;
+    const source = sourceName === undefined ? undefined : set.byName(sourceName);
     if (set.all().some((snapshot) => snapshot.name === names.snapshot))
       throw new LunfsError('EEXIST', `snapshot ${fullName} exists already`);
     if (!this.pool.hasRoomForSnapshotRecord())
@@ -297,6 +329,7 @@ export class Controller {
           `a reservation for ${fullName} needs ${neededUnits * unitBytes} bytes; the pool has ${Math.max(0, availableUnits) * unitBytes} bytes not yet reserved`,
         );
     }
+    if (source) return this.createSnapshotOf(set, source, names.snapshot, reservedBytes);
     const stack = this.stack(names.lun);
     set.creating += 1;
     let record: SnapshotRecord;
@@ -333,6 +366,45 @@ export class Controller {
     return this.snapshotStatus(set, record);
   }
 
+  /**
+   * A snapshot of a snapshot (issue 15): a copy of the source's bitmap and log file, sharing every
+   * slot, at the source's epoch (it holds the same LUN writes). No flush of the LUN: what the
+   * source holds of the LUN's cache was made durable when the source was taken.
+   */
+  private async createSnapshotOf(
+    set: SnapshotSet,
+    source: SnapshotRecord,
+    name: string,
+    reservedBytes: number,
+  ): Promise<SnapshotStatus> {
+    const fullName = `${set.lun.name}@${name}`;
+    const record = await set.takeOf(
+      source,
+      { name, reservedBytes, createdAtMs: this.settings.clock.nowMs() },
+      (fields) => {
+        if (set.all().some((snapshot) => snapshot.name === name))
+          throw new LunfsError('EEXIST', `snapshot ${fullName} exists already`);
+        const made: SnapshotRecord = { id: this.pool.metadata.nextSnapshotId, ...fields };
+        this.pool.metadata.snapshots.set(made.id, made);
+        this.pool.metadata.nextSnapshotId += 1;
+        set.updateReservationUse();
+        return made;
+      },
+    );
+    try {
+      this.pool.queue({ kind: 'snapshot-create', snapshot: { ...record } });
+      await this.pool.commit();
+    } catch (error) {
+      await set.abandon(record);
+      throw error;
+    }
+    this.settings.log.info(
+      { snapshot: fullName, of: `${set.lun.name}@${source.name}`, reservedBytes },
+      'snapshot of a snapshot created',
+    );
+    return this.snapshotStatus(set, record);
+  }
+
   async removeSnapshot(fullName: string): Promise<void> {
     const names = parseSnapshotName(fullName);
     const set = this.snapshotSet(names.lun);
@@ -362,9 +434,10 @@ export class Controller {
     return new SnapshotVolume(record, this.stack(names.lun));
   }
 
-  hasSnapshot(fullName: string): boolean {
+  /** Whether LUN@NAME exists; with request, also LUN@SOURCE@NAME (a control/snapshot request). */
+  hasSnapshot(fullName: string, options: { request?: boolean } = {}): boolean {
     try {
-      const names = parseSnapshotName(fullName);
+      const names = options.request ? parseSnapshotRequest(fullName) : parseSnapshotName(fullName);
       return (
         this.pool.hasLun(names.lun) &&
         this.snapshotSet(names.lun)
@@ -400,16 +473,25 @@ export class Controller {
   private chainNeighbours(
     set: SnapshotSet,
     record: SnapshotRecord,
-  ): { source: string; predecessor: string | null; successor: string } {
-    const chain = sharingChainOf(this.pool.metadata, set.lun.id);
+  ): Pick<SnapshotStatus, 'source' | 'predecessor' | 'successor' | 'snapshotsOf' | 'depth'> {
+    const metadata = this.pool.metadata;
+    const named = (snapshot: SnapshotRecord): string => `${set.lun.name}@${snapshot.name}`;
+    const chain = sharingChainOf(metadata, record.sourceId, record.sourceKind);
     const position = chain.findIndex((snapshot) => snapshot.id === record.id);
     const older = chain[position - 1];
     const newer = chain[position + 1];
-    const source = `lun:${set.lun.name}`;
+    const sourceRecord =
+      record.sourceKind === 'snapshot' ? metadata.snapshots.get(record.sourceId) : undefined;
+    const source = sourceRecord ? named(sourceRecord) : `lun:${set.lun.name}`;
+    let depth = 1;
+    for (let up = sourceRecord; up; depth += 1)
+      up = up.sourceKind === 'snapshot' ? metadata.snapshots.get(up.sourceId) : undefined;
     return {
       source,
-      predecessor: older ? `${set.lun.name}@${older.name}` : null,
-      successor: newer ? `${set.lun.name}@${newer.name}` : source,
+      predecessor: older ? named(older) : null,
+      successor: newer ? named(newer) : source,
+      snapshotsOf: sharingChainOf(metadata, record.id, 'snapshot').map(named),
+      depth,
     };
   }
 
@@ -461,9 +543,13 @@ export class Controller {
       const allocatedBytes = stack
         ? stack.thin.allocatedBytes
         : lun.map.mappedCount * metadata.config.allocationUnitBytes;
-      const snapshotNames = sharingChainOf(metadata, lun.id).map(
+      const chain = sharingChainOf(metadata, lun.id).map(
         (snapshot) => `${lun.name}@${snapshot.name}`,
       );
+      const snapshotNames = [...metadata.snapshots.values()]
+        .filter((snapshot) => snapshot.lunId === lun.id)
+        .sort((a, b) => a.epoch - b.epoch || a.id - b.id)
+        .map((snapshot) => `${lun.name}@${snapshot.name}`);
       return {
         name: lun.name,
         sizeBytes: lun.sizeBytes,
@@ -472,7 +558,7 @@ export class Controller {
         open: this.openCounts.get(lun.name) ?? 0,
         snapshots: snapshotNames.length,
         snapshotNames,
-        predecessor: snapshotNames.at(-1) ?? null,
+        predecessor: chain.at(-1) ?? null,
         atRisk: names(atRisk, lun.name),
         lost: names(lost, lun.name),
         preservations: preservationCounts(this.snapshotSets.get(lun.id)?.targetVolume),

@@ -109,6 +109,7 @@ type Operation =
   | 'restart'
   | 'crash'
   | 'snapshot'
+  | 'snapshot-of-snapshot'
   | 'snapshot-read'
   | 'snapshot-write'
   | 'snapshot-flush'
@@ -134,6 +135,7 @@ const weights: Array<[Operation, number]> = [
   ['restart', 1],
   ['crash', 5],
   ['snapshot', 4],
+  ['snapshot-of-snapshot', 2],
   ['snapshot-read', 8],
   ['snapshot-write', 4],
   ['snapshot-flush', 2],
@@ -358,6 +360,49 @@ class ModelRun {
     const image = new LunModel(fullName, lun.sizeBytes);
     image.resetTo(Buffer.from(lun.acknowledged));
     this.snapshots.set(fullName, { fullName, lun: lun.name, image, reserved });
+  }
+
+  /** A snapshot of a snapshot (issue 15): it reads the source's content at the instant. */
+  private async takeSnapshotOf(source: SnapshotModel): Promise<void> {
+    if (
+      [...this.snapshots.values()].filter((snapshot) => snapshot.lun === source.lun).length >=
+      maxSnapshotsPerLun
+    )
+      return;
+    const name = `s${this.nextSnapshotNumber++}`;
+    const fullName = `${source.lun}@${name}`;
+    const sourceName = source.fullName.slice(source.lun.length + 1);
+    const reserved = this.random.chance(0.15);
+    const before = this.controller
+      .listSnapshots()
+      .map((entry) => entry.name)
+      .join(' ');
+    this.trace(`snapshot ${fullName} of ${source.fullName}${reserved ? ' reserved' : ''}`);
+    try {
+      await this.controller.createSnapshot(`${source.lun}@${sourceName}@${name}`, {
+        reserve: reserved,
+      });
+    } catch (error) {
+      const invalid = this.snapshotState(source) === 'invalid';
+      this.check(
+        isLunfsError(error, 'ENOSPC') || (invalid && isLunfsError(error, 'EIO')),
+        `snapshot ${fullName} of ${source.fullName} failed: ${String(error)}`,
+      );
+      this.check(
+        this.controller
+          .listSnapshots()
+          .map((entry) => entry.name)
+          .join(' ') === before,
+        'a refused snapshot changed the snapshot list',
+      );
+      this.counts.set('snapshot ENOSPC', (this.counts.get('snapshot ENOSPC') ?? 0) + 1);
+      return;
+    }
+    source.image.flushed(); // the source's acknowledged writes are durable before the copy
+    const image = new LunModel(fullName, source.image.sizeBytes);
+    image.resetTo(Buffer.from(source.image.acknowledged));
+    this.snapshots.set(fullName, { fullName, lun: source.lun, image, reserved });
+    this.counts.set('snapshot of a snapshot', (this.counts.get('snapshot of a snapshot') ?? 0) + 1);
   }
 
   private async readSnapshot(snapshot: SnapshotModel, whole: boolean): Promise<void> {
@@ -609,6 +654,11 @@ class ModelRun {
       case 'snapshot':
         if (lun) await this.takeSnapshot(lun);
         return;
+      case 'snapshot-of-snapshot': {
+        const snapshot = this.pickSnapshot();
+        if (snapshot) await this.takeSnapshotOf(snapshot);
+        return;
+      }
       case 'snapshot-read':
       case 'snapshot-compare': {
         const snapshot = this.pickSnapshot();
