@@ -25,6 +25,7 @@ export interface ControlRequest {
     | 'lun-resize'
     | 'snapshot-create'
     | 'snapshot-rm'
+    | 'snapshot-rollback'
     | 'drive-replace'
     | 'scrub'
     | 'unmount';
@@ -72,6 +73,8 @@ export async function runControlRequest(
     case 'snapshot-rm':
       await controller.removeSnapshot(String(request.name));
       return null;
+    case 'snapshot-rollback':
+      return controller.rollback(String(request.name));
     case 'drive-replace': {
       const job = await controller.drives.replace(String(request.old), String(request.newPath), {
         force: request.force === true,

@@ -357,6 +357,23 @@ export function buildProgram(): Command {
       console.log(`snapshot ${name} removed`);
     });
 
+  snapshot
+    .command('rollback')
+    .description(
+      "make a LUN's content its snapshot's again (refused while the LUN is open); every snapshot stays valid",
+    )
+    .argument('<dir>', 'pool directory', parseDirectory)
+    .argument('<lun@name>', 'the snapshot to roll its LUN back to')
+    .action(async (directory: string, name: string) => {
+      const result = (await withPool(directory, { command: 'snapshot-rollback', name })) as {
+        chunks: number;
+        bytes: number;
+      };
+      console.log(
+        `LUN ${name.slice(0, name.indexOf('@'))} rolled back to ${name} (${formatBytes(result.bytes)} copied back)`,
+      );
+    });
+
   const drive = program.command('drive').description('replace failed drives');
   drive
     .command('replace')

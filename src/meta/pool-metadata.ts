@@ -98,6 +98,11 @@ export interface LunRecord {
    */
   role?: 'target';
   ownerLunId?: number;
+  /**
+   * A rollback to this snapshot (of the LUN's own set) is under way: the chunks where the LUN
+   * differs from it are being copied back. The LUN is not served until it ends; an open resumes it.
+   */
+  rollingBackTo?: number;
 }
 
 /**
@@ -205,6 +210,8 @@ export type MetadataOp =
     }
   | { kind: 'lun-remove'; lunId: number }
   | { kind: 'lun-resize'; lunId: number; sizeBytes: number }
+  /** A rollback of the LUN to a snapshot begins (snapshotId), or has ended (null). */
+  | { kind: 'lun-rollback'; lunId: number; snapshotId: number | null }
   | { kind: 'snapshot-create'; snapshot: SnapshotRecord }
   | { kind: 'snapshot-invalidate'; snapshotId: number; reason: string }
   | { kind: 'snapshot-remove'; snapshotId: number }
@@ -388,6 +395,12 @@ export function applyMetadataOp(metadata: PoolMetadata, op: MetadataOp): void {
       const drive = metadata.drives[op.driveIndex];
       assert(drive !== undefined, `drive-rebuilt names unknown drive ${op.driveIndex}`);
       drive.state = 'online';
+      return;
+    }
+    case 'lun-rollback': {
+      const lun = lunById(metadata, op.lunId);
+      if (op.snapshotId === null) delete lun.rollingBackTo;
+      else lun.rollingBackTo = op.snapshotId;
       return;
     }
     case 'lun-resize': {

@@ -291,13 +291,11 @@ export class SnapshotSet {
       await source.read(startBytes, place.subarray(0, lengthBytes));
       return !place.equals(this.zeroChunk);
     };
+    // A snapshot taken of one of these while the preservation is on its way joins ids
+    // (TargetVolume.copyImage): it needs this original as much.
+    const ids = needing.map((snapshot) => snapshot.id);
     try {
-      await target.preserveBatched(
-        chunkIndex,
-        needing.map((snapshot) => snapshot.id),
-        reserved,
-        fill,
-      );
+      await target.preserveBatched(chunkIndex, ids, reserved, fill);
     } catch (error) {
       if (!(error instanceof LunfsError) || error.code !== 'ENOSPC') throw error;
       if (reserved)
@@ -305,7 +303,8 @@ export class SnapshotSet {
           { chunk: chunkIndex },
           'a reserved snapshot could not preserve data: its reservation was too small',
         );
-      await this.invalidate(needing, 'the pool ran out of space to preserve original data');
+      const all = ids.flatMap((id) => this.pool.metadata.snapshots.get(id) ?? []);
+      await this.invalidate(all, 'the pool ran out of space to preserve original data');
     }
   }
 

@@ -7,7 +7,7 @@ import { kernelImplementation } from '../native/native-kernels.js';
 import { sharingChainOf, type SnapshotRecord } from '../meta/pool-metadata.js';
 import { SnapshotSet } from '../snapshot/snapshot-set.js';
 import type { TargetVolume } from '../snapshot/target-volume.js';
-import { LunfsError } from '../util/errors.js';
+import { isLunfsError, LunfsError } from '../util/errors.js';
 import type { Clock } from '../util/clock.js';
 import type { Logger } from '../util/logger.js';
 import { checkLunName } from '../pool/pool-luns.js';
@@ -162,6 +162,8 @@ export interface StatusJson {
     atRisk: boolean;
     lost: boolean;
     preservations: { count: number; batches: number; largestBatch: number };
+    /** The snapshot a rollback under way copies back (the LUN is not served until it ends). */
+    rollingBackTo: string | null;
   }>;
   /** What the data checksums found since the mount, and what was repaired from redundancy. */
   integrity: IntegrityCounters;
@@ -200,6 +202,8 @@ export class Controller {
   private readonly stacks = new Map<string, LunStack>();
   private readonly openCounts = new Map<string, number>();
   private readonly snapshotSets = new Map<number, SnapshotSet>();
+  /** LUNs (ids) whose rollback runs in this process. */
+  private readonly rollingBack = new Set<number>();
   private readonly budget;
 
   /** Drive failures, replacement and rebuild, scrub. */
@@ -252,6 +256,7 @@ export class Controller {
     if (!readOnly) await this.pool.recoverIfUnclean();
     for (const lun of this.pool.userLuns())
       if (this.pool.targetOf(lun.id)) await this.snapshotSet(lun.name).open(readOnly);
+    if (!readOnly) await this.resumeRollbacks();
   }
 
   /** The LUN's snapshot set (its target must have been opened by openSnapshots). */
@@ -405,10 +410,156 @@ export class Controller {
     return this.snapshotStatus(set, record);
   }
 
+  /**
+   * Rolls LUN back to its snapshot LUN@NAME (issue 15): the LUN's content becomes the snapshot's.
+   * Refused while the LUN is open (through the mount or a rollback already under way). Every
+   * snapshot stays valid, the later ones included: each chunk written back is one more change of
+   * the LUN, so its original is preserved for the snapshots that need it as for any write.
+   *
+   * After a flush of the LUN's cache, the LUN differs from the snapshot only in the chunks whose
+   * bit the snapshot has set (a clear bit means the LUN below its cache still holds the snapshot's
+   * data). Those chunks are copied back, and the rest of a LUN grown since is discarded. The
+   * rollback is recorded in the pool metadata before the first chunk and cleared after the last
+   * one is durable; until then the LUN is not served, and an open resumes the copy.
+   */
+  async rollback(fullName: string): Promise<{ chunks: number; bytes: number }> {
+    const names = parseSnapshotName(fullName);
+    const lun = this.pool.lunByName(names.lun);
+    const set = this.snapshotSet(names.lun);
+    const record = set.byName(names.snapshot);
+    if (record.state !== 'valid')
+      throw new LunfsError(
+        'EIO',
+        `snapshot ${fullName} is invalid (${record.invalidReason ?? 'unknown reason'}): no rollback to it`,
+      );
+    if ((this.openCounts.get(names.lun) ?? 0) > 0)
+      throw new LunfsError(
+        'EBUSY',
+        `LUN '${names.lun}' is open; close it (unmount its file system, detach loop devices) before a rollback`,
+      );
+    if (this.rollingBack.has(lun.id) || lun.rollingBackTo !== undefined)
+      throw new LunfsError('EBUSY', `LUN '${names.lun}' is being rolled back already`);
+    this.rollingBack.add(lun.id);
+    try {
+      await this.stack(names.lun).cache.flush();
+      await this.pool.commitOp({ kind: 'lun-rollback', lunId: lun.id, snapshotId: record.id });
+      try {
+        return await this.rollbackCopy(names.lun, record);
+      } catch (error) {
+        // e.g. ENOSPC for a chunk the LUN had discarded: the LUN is served again, part rolled
+        // back (every chunk holds the LUN's data or the snapshot's), and the rollback can be run
+        // again. A crash instead leaves the record set, and the next open resumes the copy.
+        await this.pool
+          .commitOp({ kind: 'lun-rollback', lunId: lun.id, snapshotId: null })
+          .catch(() => undefined);
+        const code = isLunfsError(error) ? error.code : 'EIO';
+        throw new LunfsError(
+          code,
+          `rollback of LUN '${names.lun}' to ${fullName} stopped: ${(error as Error).message}; the LUN is partly rolled back, run the rollback again`,
+          { cause: error },
+        );
+      }
+    } finally {
+      this.rollingBack.delete(lun.id);
+    }
+  }
+
+  /** Copies back the chunks a rollback needs, then clears the LUN's rollback record. */
+  private async rollbackCopy(
+    lunName: string,
+    record: SnapshotRecord,
+  ): Promise<{ chunks: number; bytes: number }> {
+    const stack = this.stack(lunName);
+    const chunkBytes = stack.snapshots.chunkBytes;
+    const chunks: number[] = [];
+    stack.snapshots.image(record.id)?.log.forEach((chunkIndex) => chunks.push(chunkIndex));
+    const volume = new SnapshotVolume(record, stack);
+    let next = 0;
+    let bytes = 0;
+    let stopped = false;
+    const worker = async (): Promise<void> => {
+      const buffer = Buffer.alloc(chunkBytes);
+      const zeros = Buffer.alloc(chunkBytes);
+      while (next < chunks.length && !stopped) {
+        const startBytes = chunks[next++]! * chunkBytes;
+        const lengthBytes = Math.min(chunkBytes, record.sizeBytes - startBytes);
+        if (lengthBytes <= 0) continue;
+        const piece = buffer.subarray(0, lengthBytes);
+        await volume.read(startBytes, piece);
+        if (piece.equals(zeros.subarray(0, lengthBytes)))
+          await stack.cache.discard(startBytes, lengthBytes);
+        else await stack.cache.write(startBytes, piece);
+        bytes += lengthBytes;
+      }
+    };
+    // The first failure stops every worker, and all have ended before this returns or throws.
+    const results = await Promise.allSettled(
+      Array.from({ length: 8 }, () =>
+        worker().catch((error: unknown) => {
+          stopped = true;
+          throw error;
+        }),
+      ),
+    );
+    const failure = results.find(
+      (result): result is PromiseRejectedResult => result.status === 'rejected',
+    );
+    if (failure) throw failure.reason;
+    // An unreserved snapshot invalidated meanwhile (the pool ran out of space for a preservation)
+    // lost its image: what was copied back may be incomplete.
+    if (record.state !== 'valid')
+      throw new LunfsError(
+        'EIO',
+        `snapshot ${stack.record.name}@${record.name} became invalid: ${record.invalidReason ?? 'unknown reason'}`,
+      );
+    if (stack.record.sizeBytes > record.sizeBytes)
+      await stack.cache.discard(record.sizeBytes, stack.record.sizeBytes - record.sizeBytes);
+    await stack.cache.flush();
+    await this.pool.commitOp({ kind: 'lun-rollback', lunId: stack.record.id, snapshotId: null });
+    this.settings.log.info(
+      { lun: lunName, snapshot: record.name, chunks: chunks.length, bytes },
+      'LUN rolled back to its snapshot',
+    );
+    return { chunks: chunks.length, bytes };
+  }
+
+  /** At open: rollbacks that a crash or a stop interrupted go on to their end. */
+  private async resumeRollbacks(): Promise<void> {
+    for (const lun of this.pool.userLuns()) {
+      if (lun.rollingBackTo === undefined) continue;
+      const record = this.pool.metadata.snapshots.get(lun.rollingBackTo);
+      if (!record || record.state !== 'valid') {
+        // Cannot happen through lunfs (the snapshot may not be deleted meanwhile); an invalid one
+        // leaves the LUN part rolled back, which is said loudly.
+        this.settings.log.error(
+          { lun: lun.name, snapshot: lun.rollingBackTo },
+          'the snapshot of an interrupted rollback is gone or invalid: the LUN is only partly rolled back',
+        );
+        await this.pool.commitOp({ kind: 'lun-rollback', lunId: lun.id, snapshotId: null });
+        continue;
+      }
+      this.settings.log.warn(
+        { lun: lun.name, snapshot: record.name },
+        'resuming an interrupted rollback',
+      );
+      this.rollingBack.add(lun.id);
+      try {
+        await this.rollbackCopy(lun.name, record);
+      } finally {
+        this.rollingBack.delete(lun.id);
+      }
+    }
+  }
+
   async removeSnapshot(fullName: string): Promise<void> {
     const names = parseSnapshotName(fullName);
     const set = this.snapshotSet(names.lun);
     const record = set.byName(names.snapshot);
+    if (set.lun.rollingBackTo === record.id)
+      throw new LunfsError(
+        'EBUSY',
+        `LUN '${names.lun}' is being rolled back to ${fullName}; delete it once that has ended`,
+      );
     if ((this.openCounts.get(fullName) ?? 0) > 0)
       throw new LunfsError(
         'EBUSY',
@@ -495,7 +646,13 @@ export class Controller {
     };
   }
 
+  /** Counts an open of a LUN or snapshot file; EBUSY for a LUN being rolled back. */
   opened(name: string): void {
+    if (this.pool.hasLun(name)) {
+      const lun = this.pool.lunByName(name);
+      if (this.rollingBack.has(lun.id) || lun.rollingBackTo !== undefined)
+        throw new LunfsError('EBUSY', `LUN '${name}' is being rolled back to a snapshot`);
+    }
     this.openCounts.set(name, (this.openCounts.get(name) ?? 0) + 1);
   }
 
@@ -562,6 +719,10 @@ export class Controller {
         atRisk: names(atRisk, lun.name),
         lost: names(lost, lun.name),
         preservations: preservationCounts(this.snapshotSets.get(lun.id)?.targetVolume),
+        rollingBackTo:
+          lun.rollingBackTo === undefined
+            ? null
+            : `${lun.name}@${metadata.snapshots.get(lun.rollingBackTo)?.name ?? '?'}`,
       };
     });
     const totalBytes = pool.capacityBytes();

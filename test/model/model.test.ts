@@ -110,6 +110,7 @@ type Operation =
   | 'crash'
   | 'snapshot'
   | 'snapshot-of-snapshot'
+  | 'rollback'
   | 'snapshot-read'
   | 'snapshot-write'
   | 'snapshot-flush'
@@ -136,6 +137,7 @@ const weights: Array<[Operation, number]> = [
   ['crash', 5],
   ['snapshot', 4],
   ['snapshot-of-snapshot', 2],
+  ['rollback', 1],
   ['snapshot-read', 8],
   ['snapshot-write', 4],
   ['snapshot-flush', 2],
@@ -405,6 +407,53 @@ class ModelRun {
     this.counts.set('snapshot of a snapshot', (this.counts.get('snapshot of a snapshot') ?? 0) + 1);
   }
 
+  /**
+   * Rolls the snapshot's LUN back to it (issue 15): the LUN then reads the snapshot (zeros past
+   * its size), durably; a rollback that stops (ENOSPC) leaves each byte old or rolled back.
+   */
+  private async rollback(snapshot: SnapshotModel): Promise<void> {
+    const lun = this.luns.get(snapshot.lun);
+    if (!lun) return;
+    const wanted = Buffer.alloc(lun.sizeBytes);
+    snapshot.image.acknowledged.copy(
+      wanted,
+      0,
+      0,
+      Math.min(lun.sizeBytes, snapshot.image.sizeBytes),
+    );
+    const old = Buffer.from(lun.acknowledged);
+    const valid = this.snapshotState(snapshot) === 'valid';
+    this.trace(`rollback ${lun.name} to ${snapshot.fullName}`);
+    const outcome = await this.controller.rollback(snapshot.fullName).then(
+      () => 'done',
+      (error: unknown) => error,
+    );
+    if (outcome === 'done') {
+      this.check(valid, `rollback to invalid snapshot ${snapshot.fullName} was not refused`);
+      lun.resetTo(wanted);
+      await this.compareWhole(lun, 'after the rollback');
+      this.counts.set('rollback', (this.counts.get('rollback') ?? 0) + 1);
+      return;
+    }
+    if (!valid) {
+      this.check(isLunfsError(outcome, 'EIO'), `rollback to invalid snapshot: ${String(outcome)}`);
+      return;
+    }
+    // A background destage may invalidate the snapshot while it is read back (pool full).
+    const invalidNow = this.snapshotState(snapshot) === 'invalid';
+    this.check(
+      isLunfsError(outcome, 'ENOSPC') || (invalidNow && isLunfsError(outcome, 'EIO')),
+      `rollback of ${lun.name} to ${snapshot.fullName} failed: ${String(outcome)}`,
+    );
+    const actual = await readAll(this.controller.stack(lun.name).cache);
+    for (let position = 0; position < actual.length; position += 1)
+      if (actual[position] !== old[position] && actual[position] !== wanted[position])
+        this.check(false, `stopped rollback left byte ${position} neither old nor rolled back`);
+    await this.controller.stack(lun.name).cache.flush();
+    lun.resetTo(actual);
+    this.counts.set('rollback stopped', (this.counts.get('rollback stopped') ?? 0) + 1);
+  }
+
   private async readSnapshot(snapshot: SnapshotModel, whole: boolean): Promise<void> {
     const volume = this.controller.snapshotVolume(snapshot.fullName);
     const [offset, length] = whole
@@ -654,6 +703,11 @@ class ModelRun {
       case 'snapshot':
         if (lun) await this.takeSnapshot(lun);
         return;
+      case 'rollback': {
+        const snapshot = this.pickSnapshot();
+        if (snapshot) await this.rollback(snapshot);
+        return;
+      }
       case 'snapshot-of-snapshot': {
         const snapshot = this.pickSnapshot();
         if (snapshot) await this.takeSnapshotOf(snapshot);

@@ -6,7 +6,10 @@
 //   deleting them all gives back every byte the target held;
 // - taken while the LUN's originals are being preserved for its source, it gets them too;
 // - a power cut at any moment of its creation leaves it absent or exact, never wrong;
-// - status shows the tree (source, depth, the snapshots taken of each) and bad input is refused.
+// - status shows the tree (source, depth, the snapshots taken of each) and bad input is refused;
+// - a rollback makes the LUN read its snapshot (zeros past the snapshot's size), older and newer
+//   snapshots stay exact, the LUN is not served meanwhile, and a power cut at any moment of it
+//   is resumed at the next open.
 
 import { describe, expect, it } from 'vitest';
 import { SeededRandom } from '../../src/util/clock.js';
@@ -234,5 +237,113 @@ describe('snapshots of snapshots', () => {
     );
     expect(controller.listSnapshots().map((snapshot) => snapshot.name)).toEqual(['db@one', 'vm@x']);
     await controller.close();
+  });
+});
+
+describe('rollback', () => {
+  it('makes the LUN its snapshot again; every snapshot stays exact', async () => {
+    const memoryPool = await formatMemoryPool({ raidLevel: 5, driveSizeBytes: 16 * MiB });
+    let controller = await controllerFor(memoryPool.pool);
+    await controller.createLun('db', MiB);
+    const lun = () => controller.stack('db').cache;
+    await lun().write(0, patternBytes(MiB, 1));
+    await controller.createSnapshot('db@old');
+    const oldImage = await readAll(lun());
+    await lun().write(200 * KiB, patternBytes(300 * KiB, 2));
+    await lun().discard(600 * KiB, 128 * KiB); // zeros in the LUN, data in the snapshot
+    await controller.createSnapshot('db@s');
+    const sImage = await readAll(lun());
+    const own = patternBytes(5000, 3);
+    await controller.snapshotVolume('db@s').write(900 * KiB, own); // s's own write
+    const sAfter = written(sImage, 900 * KiB, own);
+    await lun().write(0, patternBytes(MiB, 4)); // the LUN moves on, partly still in the cache
+    await lun().discard(100 * KiB, 64 * KiB);
+    await controller.createSnapshot('db@newer');
+    const newerImage = await readAll(lun());
+    await lun().write(64 * KiB, patternBytes(400 * KiB, 5));
+    await controller.resizeLun('db', 2 * MiB); // grown since s: the rest reads zeros after
+    await lun().write(MiB + 4096, patternBytes(8192, 6));
+
+    controller.opened('db');
+    expect(await errorCode(() => controller.rollback('db@s'))).toBe('EBUSY');
+    controller.released('db');
+    const result = await controller.rollback('db@s');
+    expect(result.chunks).toBeGreaterThan(0);
+    const expected = Buffer.alloc(2 * MiB);
+    sAfter.copy(expected);
+    expect(firstDifference(await readAll(lun()), expected)).toBeUndefined();
+    await expectImage(controller, 'db@s', sAfter);
+    await expectImage(controller, 'db@old', oldImage);
+    await expectImage(controller, 'db@newer', newerImage);
+    // a second rollback to the same snapshot copies nothing it need not (its chunks only)
+    await lun().write(300 * KiB, patternBytes(4096, 7));
+    await controller.rollback('db@s');
+    expect(firstDifference(await readAll(lun()), expected)).toBeUndefined();
+    controller = await reopen(memoryPool, controller);
+    expect(firstDifference(await readAll(controller.stack('db').cache), expected)).toBeUndefined();
+    await expectImage(controller, 'db@old', oldImage);
+    await expectImage(controller, 'db@newer', newerImage);
+    await expectImage(controller, 'db@s', sAfter);
+    // to a snapshot of a snapshot as well
+    await controller.createSnapshot('db@old@oldcopy');
+    await controller.rollback('db@oldcopy');
+    const oldExpected = Buffer.alloc(2 * MiB);
+    oldImage.copy(oldExpected);
+    expect(
+      firstDifference(await readAll(controller.stack('db').cache), oldExpected),
+    ).toBeUndefined();
+    await expectImage(controller, 'db@newer', newerImage);
+    expect(await errorCode(() => controller.rollback('db@none'))).toBe('ENOENT');
+    expect(await errorCode(() => controller.rollback('db'))).toBe('EINVAL');
+    await controller.close();
+  });
+
+  it('interrupted by a power cut, is resumed at the next open', async () => {
+    const seen = new Set<string>();
+    for (let seed = 1; seed <= 16; seed += 1) {
+      const drives = makeMemoryDrives(3, 16 * MiB);
+      let views = sessionViews(drives);
+      const pool = await formatPoolOn(views, { raidLevel: seed % 2 === 0 ? 5 : 0 });
+      let controller = await controllerFor(pool);
+      await controller.createLun('db', MiB);
+      const lun = () => controller.stack('db').cache;
+      await lun().write(0, patternBytes(MiB, seed));
+      await controller.createSnapshot('db@s');
+      const sImage = await readAll(lun());
+      await lun().write(0, patternBytes(MiB, seed + 100));
+      await controller.createSnapshot('db@later');
+      const laterImage = await readAll(lun());
+      await lun().write(128 * KiB, patternBytes(512 * KiB, seed + 200));
+      const beforeImage = await readAll(lun());
+      await lun().flush();
+      const rolling = controller.rollback('db@s').then(
+        () => 'done',
+        () => 'failed',
+      );
+      const random = new SeededRandom(seed);
+      const ticks = random.integer(400);
+      let outcome = 'running';
+      void rolling.then((value) => (outcome = value));
+      for (let tick = 0; tick < ticks && outcome === 'running'; tick += 1)
+        await new Promise((resolve) => setImmediate(resolve));
+      views = powerCut(views, random);
+      const reopened = await Pool.open(views, { clock: new FakeClock(), log: silentLogger() });
+      const pending = reopened.metadata.luns.get(reopened.lunByName('db').id)!.rollingBackTo;
+      seen.add(pending === undefined ? 'not pending at the cut' : 'resumed');
+      controller = await controllerFor(reopened); // resumes a pending rollback
+      const now = await readAll(controller.stack('db').cache);
+      // Unless the cut came before the rollback was recorded, the LUN is its snapshot now.
+      if (firstDifference(now, sImage) !== undefined) {
+        expect(pending, `seed ${seed}`).toBeUndefined();
+        expect(firstDifference(now, beforeImage), `seed ${seed}`).toBeUndefined();
+      }
+      await expectImage(controller, 'db@s', sImage);
+      await expectImage(controller, 'db@later', laterImage);
+      expect(reopened.metadata.luns.get(reopened.lunByName('db').id)!.rollingBackTo).toBe(
+        undefined,
+      );
+      await controller.close();
+    }
+    expect(seen.has('resumed')).toBe(true);
   });
 });
