@@ -26,13 +26,17 @@ export interface ControlRequest {
     | 'snapshot-create'
     | 'snapshot-rm'
     | 'snapshot-rollback'
+    | 'clone-create'
     | 'drive-replace'
     | 'scrub'
     | 'unmount';
   name?: string;
   sizeBytes?: number;
   reserve?: boolean;
-  /** snapshot-create: take the snapshot of this snapshot of the same LUN (its NAME). */
+  /**
+   * snapshot-create: take the snapshot of this snapshot of the same LUN (its NAME). clone-create:
+   * what to clone (LUN or LUN@SNAP).
+   */
   source?: string;
   /** drive-replace: the failed drive (index or path) and the new drive's path. */
   old?: string;
@@ -75,6 +79,10 @@ export async function runControlRequest(
       return null;
     case 'snapshot-rollback':
       return controller.rollback(String(request.name));
+    case 'clone-create': {
+      const job = await controller.createClone(String(request.source), String(request.name));
+      return request.wait ? controller.drives.jobs.wait(job.id) : job;
+    }
     case 'drive-replace': {
       const job = await controller.drives.replace(String(request.old), String(request.newPath), {
         force: request.force === true,

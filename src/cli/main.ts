@@ -14,7 +14,7 @@ import { formatBytes, parseSize } from '../util/sizes.js';
 import type { StatusJson } from '../volume/controller.js';
 import type { DriveIoMode } from '../drive/file-drive.js';
 import { type FrontKind, runMount, runUnmount } from './mount-command.js';
-import { createPool, withPool } from './pool-access.js';
+import { createPool, mountSocket, withPool } from './pool-access.js';
 import { runJob } from './job-progress.js';
 import type { ScrubReport } from '../pool/pool-drives.js';
 import { cachePageBytes } from '../util/constants.js';
@@ -371,6 +371,32 @@ export function buildProgram(): Command {
       };
       console.log(
         `LUN ${name.slice(0, name.indexOf('@'))} rolled back to ${name} (${formatBytes(result.bytes)} copied back)`,
+      );
+    });
+
+  program
+    .command('clone')
+    .description(
+      'make a snapclone NAME of SOURCE (a LUN, a clone, or a snapshot LUN@SNAP): clones/NAME at once, a full independent LUN (luns/NAME) once its background copy ends (also: touch MOUNTPOINT/control/snapclone/SOURCE@NAME)',
+    )
+    .argument('<dir>', 'pool directory', parseDirectory)
+    .argument('<source>', 'LUN, clone, or LUN@SNAP')
+    .argument('<name>', 'name of the new clone')
+    .option('--wait', 'show the background copy with a progress bar until it ends', false)
+    .action(async (directory: string, source: string, name: string, options: { wait: boolean }) => {
+      // Without a mount the copy runs in this process, which waits for it.
+      const wait = options.wait || mountSocket(directory) === undefined;
+      const job = await runJob(
+        directory,
+        { command: 'clone-create', source, name },
+        wait,
+        `copy of clone ${name}`,
+      );
+      if (job.state === 'failed') throw new LunfsError('EIO', `clone ${name}: ${job.error}`);
+      console.log(
+        job.state === 'done'
+          ? `clone ${name} of ${source} made: an independent LUN (luns/${name})`
+          : `clone ${name} of ${source} made (clones/${name}); its background copy runs: lunfs status`,
       );
     });
 

@@ -100,6 +100,7 @@ export async function runMount(request: MountRequest): Promise<void> {
     });
     await controller.openSnapshots();
     await controller.drives.start({ watchIntervalMs: driveWatchIntervalMs });
+    await controller.resumeClones(); // BGCOPYs a stop or a crash interrupted
     prepareSocketDirectory(socket, directory);
     server = await serveControlSocket(socket, controller, log);
     lock.record({ pid: process.pid, mountpoint, socket }); // CLI commands now go to the socket

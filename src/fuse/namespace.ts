@@ -4,11 +4,13 @@
 // Layout:
 //   /luns/NAME        a LUN as a file (read/write; truncate -s creates one, rm removes it)
 //   /snapshots/LUN@NAME  a snapshot as a file (read/write: a writable snapshot; rm deletes it)
-//   /clones/          snapclones (filled by a later issue)
+//   /clones/NAME      a snapclone whose BGCOPY runs (read/write; it moves to luns/ when done)
 //   /control/status   the status JSON, the same as `lunfs status --json` (read-only: EACCES)
 //   /control/snapshot/   creating LUN@NAME here (touch, echo >) takes a snapshot of the LUN,
 //                     LUN@SOURCE@NAME a snapshot LUN@NAME of the snapshot LUN@SOURCE; lists the
 //                     snapshots taken, as empty files that take (and ignore) writes
+//   /control/snapclone/  creating SOURCE@NAME here makes clone NAME of LUN (or clone) SOURCE,
+//                     LUN@SNAP@NAME of the snapshot LUN@SNAP
 // A LUN needs a size, so a file created under luns/ is only pending until truncate gives it one:
 // `truncate -s 10G luns/x` (create, then ftruncate) makes a thin LUN; `touch luns/x` fails at
 // close with EINVAL and leaves nothing. Files keep the mode and owner they are served with: chmod
@@ -139,7 +141,10 @@ export class Namespace {
         kind: 'directory',
         entries: () => [
           ...new Set([
-            ...controller.pool.userLuns().map((lun) => lun.name),
+            ...controller.pool
+              .userLuns()
+              .filter((lun) => !lun.cloneOf)
+              .map((lun) => lun.name),
             ...this.pendingLuns.keys(),
           ]),
         ],
@@ -149,11 +154,26 @@ export class Namespace {
         kind: 'directory',
         entries: () => controller.listSnapshots().map((snapshot) => snapshot.name),
       };
-    if (path === '/clones') return { kind: 'directory', entries: () => [] };
-    if (path === '/control') return { kind: 'directory', entries: () => ['status', 'snapshot'] };
+    // snapclones whose BGCOPY runs; each moves to luns/ when it ends (open files stay open)
+    const clones = (): string[] =>
+      controller.pool
+        .userLuns()
+        .filter((lun) => lun.cloneOf)
+        .map((lun) => lun.name);
+    if (path === '/clones' || path === '/control/snapclone')
+      return { kind: 'directory', entries: clones };
+    if (path === '/control')
+      return { kind: 'directory', entries: () => ['status', 'snapshot', 'snapclone'] };
     if (path === '/control/status') return { kind: 'status' };
     const match = /^\/luns\/([^/]+)$/.exec(path);
-    if (match && controller.pool.hasLun(match[1]!)) return { kind: 'lun', name: match[1]! };
+    if (match && controller.pool.hasLun(match[1]!) && !controller.pool.lunByName(match[1]!).cloneOf)
+      return { kind: 'lun', name: match[1]! };
+    const clone = /^\/clones\/([^/]+)$/.exec(path);
+    if (clone && controller.pool.hasLun(clone[1]!) && controller.pool.lunByName(clone[1]!).cloneOf)
+      return { kind: 'lun', name: clone[1]! };
+    const cloneRequest = /^\/control\/snapclone\/([^/]+)$/.exec(path);
+    if (cloneRequest && controller.pool.hasLun(cloneRequest[1]!.split('@').at(-1)!))
+      return { kind: 'snapshot-request', name: cloneRequest[1]! };
     if (match && this.pendingLuns.has(match[1]!)) return { kind: 'pending-lun', name: match[1]! };
     const snapshot = /^\/snapshots\/([^/]+)$/.exec(path);
     if (snapshot && controller.hasSnapshot(snapshot[1]!))
@@ -264,6 +284,19 @@ export class Namespace {
 
   async create(path: string): Promise<number> {
     const controller = this.controller;
+    const cloneRequest = /^\/control\/snapclone\/([^/]+)$/.exec(path);
+    if (cloneRequest) {
+      // touch control/snapclone/SOURCE@NAME: clone NAME of LUN SOURCE (or of LUN@SNAP@NAME's
+      // snapshot); it appears under clones/ at once, BGCOPY runs in the background.
+      const spec = cloneRequest[1]!;
+      const at = spec.lastIndexOf('@');
+      if (at <= 0)
+        throw new LunfsError('EINVAL', `'${spec}' is not a clone request: use SOURCE@NAME`);
+      await controller.createClone(spec.slice(0, at), spec.slice(at + 1));
+      const handle = this.nextHandle++;
+      this.handles.set(handle, { text: Buffer.alloc(0), discardsWrites: true });
+      return handle;
+    }
     const request = /^\/control\/snapshot\/([^/]+)$/.exec(path);
     if (request) {
       // touch (or echo >) control/snapshot/LUN@NAME: the snapshot is taken; the handle reads as
@@ -273,6 +306,11 @@ export class Namespace {
       this.handles.set(handle, { text: Buffer.alloc(0), discardsWrites: true });
       return handle;
     }
+    if (path.startsWith('/clones/'))
+      throw new LunfsError(
+        'EPERM',
+        `${path}: a clone is made by touch control/snapclone/SOURCE@NAME or lunfs clone`,
+      );
     // A LUN is made by the truncate that gives it a size; until then the name is pending.
     const name = lunNameOf(path);
     checkLunName(name);
@@ -381,7 +419,7 @@ export class Namespace {
     else if (target.kind === 'status' || target.kind === 'snapshot-request')
       throw new LunfsError(
         'EPERM',
-        `${path} cannot be removed${target.kind === 'snapshot-request' ? `: remove snapshots/${madeBy(target.name)}` : ''}`,
+        `${path} cannot be removed${target.kind !== 'snapshot-request' ? '' : path.startsWith('/control/snapclone/') ? `: remove clones/${target.name.split('@').at(-1)!} or luns/${target.name.split('@').at(-1)!}` : `: remove snapshots/${madeBy(target.name)}`}`,
       );
     else await this.controller.removeLun(lunNameOf(path));
   }
@@ -459,7 +497,7 @@ export class Namespace {
 }
 
 function lunNameOf(path: string): string {
-  const match = /^\/luns\/([^/]+)$/.exec(path);
+  const match = /^\/(?:luns|clones)\/([^/]+)$/.exec(path);
   if (!match) throw new LunfsError('EINVAL', `${path} is not under luns/`);
   return match[1]!;
 }

@@ -21,9 +21,9 @@ export type { MapSpace };
 export class ThinVolume implements BlockDevice {
   private readonly unitBytes: number;
   /** Units that have an RSEG but no mapping yet (written to the cache, not destaged). */
-  private readonly allocatedUnwritten = new Map<number, RsegAllocation>();
+  protected readonly allocatedUnwritten = new Map<number, RsegAllocation>();
   /** Units whose first write is in flight. */
-  private readonly initializing = new Map<number, Promise<void>>();
+  protected readonly initializing = new Map<number, Promise<void>>();
   /** Set around a prepareWrite that may draw on reserved space (a reserved snapshot's target). */
   useReservation = false;
 

@@ -103,6 +103,12 @@ export interface LunRecord {
    * differs from it are being copied back. The LUN is not served until it ends; an open resumes it.
    */
   rollingBackTo?: number;
+  /**
+   * A snapclone whose BGCOPY has not ended (issue 15): the units it has not written yet read its
+   * base, snapshot snapshotId of LUN lunId (a hidden member of that LUN's tree, role
+   * 'clone-base'). Cleared (lun-clone-done) once every unit the base holds is the clone's own.
+   */
+  cloneOf?: { lunId: number; snapshotId: number; source: string };
 }
 
 /**
@@ -133,6 +139,11 @@ export interface SnapshotRecord {
   reservedBytes: number;
   state: 'valid' | 'invalid';
   invalidReason?: string;
+  /**
+   * 'clone-base': the hidden snapshot a snapclone reads until its BGCOPY ends (LunRecord.cloneOf);
+   * not listed, not served, removed with the end of the BGCOPY or with the clone.
+   */
+  role?: 'clone-base';
   sourceKind: 'lun' | 'snapshot';
   sourceId: number;
 }
@@ -207,8 +218,11 @@ export type MetadataOp =
       createdAtMs: number;
       role?: 'target';
       ownerLunId?: number;
+      cloneOf?: LunRecord['cloneOf'];
     }
   | { kind: 'lun-remove'; lunId: number }
+  /** The snapclone's BGCOPY has ended: it no longer reads its base. */
+  | { kind: 'lun-clone-done'; lunId: number }
   | { kind: 'lun-resize'; lunId: number; sizeBytes: number }
   /** A rollback of the LUN to a snapshot begins (snapshotId), or has ended (null). */
   | { kind: 'lun-rollback'; lunId: number; snapshotId: number | null }
@@ -291,6 +305,7 @@ export function applyMetadataOp(metadata: PoolMetadata, op: MetadataOp): void {
         map,
       };
       if (op.role) Object.assign(record, { role: op.role, ownerLunId: op.ownerLunId });
+      if (op.cloneOf) record.cloneOf = { ...op.cloneOf };
       metadata.luns.set(op.lunId, record);
       metadata.nextLunId = Math.max(metadata.nextLunId, op.lunId + 1);
       return;
@@ -397,6 +412,9 @@ export function applyMetadataOp(metadata: PoolMetadata, op: MetadataOp): void {
       drive.state = 'online';
       return;
     }
+    case 'lun-clone-done':
+      delete lunById(metadata, op.lunId).cloneOf;
+      return;
     case 'lun-rollback': {
       const lun = lunById(metadata, op.lunId);
       if (op.snapshotId === null) delete lun.rollingBackTo;

@@ -104,7 +104,12 @@ export class LunTable {
     await this.pool.commit();
   }
 
-  async createLun(name: string, sizeBytes: number): Promise<LunRecord> {
+  /** Creates a LUN; with cloneOf, a snapclone that reads that base until its BGCOPY ends. */
+  async createLun(
+    name: string,
+    sizeBytes: number,
+    cloneOf?: LunRecord['cloneOf'],
+  ): Promise<LunRecord> {
     this.pool.checkWritable();
     checkLunName(name);
     if (this.hasLun(name)) throw new LunfsError('EEXIST', `a LUN named '${name}' exists already`);
@@ -115,6 +120,7 @@ export class LunTable {
       name,
       sizeBytes,
       createdAtMs: this.pool.clock.nowMs(),
+      ...(cloneOf ? { cloneOf } : {}),
     });
     this.pool.log.info({ lun: name, sizeBytes }, 'LUN created');
     return this.lunByName(name);

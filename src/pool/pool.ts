@@ -486,8 +486,8 @@ export class Pool implements MapSpace {
     return this.lunTable.removeTarget(target, releaseUnwritten);
   }
 
-  createLun(name: string, sizeBytes: number): Promise<LunRecord> {
-    return this.lunTable.createLun(name, sizeBytes);
+  createLun(name: string, sizeBytes: number, cloneOf?: LunRecord['cloneOf']): Promise<LunRecord> {
+    return this.lunTable.createLun(name, sizeBytes, cloneOf);
   }
 
   /** Removes a LUN whose stack is closed; its RSEGs become free once the removal is committed. */

@@ -6,13 +6,15 @@ import { LunfsError } from '../util/errors.js';
 import type { Clock } from '../util/clock.js';
 import type { JobPacer } from './job-pacer.js';
 
-export type JobKind = 'rebuild' | 'scrub';
+export type JobKind = 'rebuild' | 'scrub' | 'bgcopy';
 
 export interface JobStatus {
   id: number;
   kind: JobKind;
   /** For a rebuild: the drive index being rebuilt. */
   drive?: number;
+  /** For a BGCOPY: the snapclone it fills. */
+  lun?: string;
   state: 'running' | 'done' | 'failed';
   doneBytes: number;
   totalBytes: number;
@@ -45,10 +47,13 @@ export class BackgroundJobs {
   start(
     kind: JobKind,
     totalBytes: number,
-    extra: { drive?: number },
+    extra: { drive?: number; lun?: string },
     task: (progress: (bytes: number) => void | Promise<void>) => Promise<unknown>,
   ): JobStatus {
-    if (this.jobs.some((job) => job.kind === kind && job.state === 'running'))
+    // one per kind (one BGCOPY per clone)
+    if (
+      this.jobs.some((job) => job.kind === kind && job.state === 'running' && job.lun === extra.lun)
+    )
       throw new LunfsError('EBUSY', `a ${kind} is running already`);
     const job: JobStatus = {
       id: this.nextId++,

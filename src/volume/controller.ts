@@ -4,7 +4,7 @@
 import { isMissingDrive } from '../drive/missing-drive.js';
 import { labelCountOf } from '../meta/drive-header.js';
 import { kernelImplementation } from '../native/native-kernels.js';
-import { sharingChainOf, type SnapshotRecord } from '../meta/pool-metadata.js';
+import { sharingChainOf, type LunRecord, type SnapshotRecord } from '../meta/pool-metadata.js';
 import { SnapshotSet } from '../snapshot/snapshot-set.js';
 import type { TargetVolume } from '../snapshot/target-volume.js';
 import { isLunfsError, LunfsError } from '../util/errors.js';
@@ -13,6 +13,9 @@ import type { Logger } from '../util/logger.js';
 import { checkLunName } from '../pool/pool-luns.js';
 import type { Pool } from '../pool/pool.js';
 import { SnapshotVolume } from './snapshot-volume.js';
+import { CloneVolume } from '../map/clone-volume.js';
+import { ThinVolume } from '../map/thin-volume.js';
+import { zeroSlot } from '../snapshot/log-file.js';
 import { assembleLunStack, makeCacheBudget, type LunStack } from './stack.js';
 import { DriveService, type DriveServiceSettings } from './drive-service.js';
 import type { JobStatus } from './background-jobs.js';
@@ -164,6 +167,11 @@ export interface StatusJson {
     preservations: { count: number; batches: number; largestBatch: number };
     /** The snapshot a rollback under way copies back (the LUN is not served until it ends). */
     rollingBackTo: string | null;
+    /**
+     * A snapclone whose BGCOPY has not ended (served under clones/): what it was taken of, and the
+     * bytes BGCOPY still has to copy (its job in jobs[] has the progress). null for other LUNs.
+     */
+    clone: { source: string; pendingBytes: number | null } | null;
   }>;
   /** What the data checksums found since the mount, and what was repaired from redundancy. */
   integrity: IntegrityCounters;
@@ -204,6 +212,10 @@ export class Controller {
   private readonly snapshotSets = new Map<number, SnapshotSet>();
   /** LUNs (ids) whose rollback runs in this process. */
   private readonly rollingBack = new Set<number>();
+  /** Clones (LUN ids) whose BGCOPY must stop, and the BGCOPYs running (their ends). */
+  private readonly stoppedClones = new Set<number>();
+  private readonly bgcopies = new Map<number, Promise<void>>();
+  private closing = false;
   private readonly budget;
 
   /** Drive failures, replacement and rebuild, scrub. */
@@ -233,6 +245,10 @@ export class Controller {
     pool.reservedUnits = () => {
       let units = 0;
       for (const set of this.snapshotSets.values()) units += set.reservedUnits();
+      // what the snapclones' BGCOPYs still have to copy
+      for (const stack of this.stacks.values())
+        if (stack.record.cloneOf && stack.thin instanceof CloneVolume)
+          units += stack.thin.pending.size;
       return units;
     };
   }
@@ -279,15 +295,17 @@ export class Controller {
   stack(name: string): LunStack {
     let stack = this.stacks.get(name);
     if (!stack) {
+      const record = this.pool.lunByName(name);
       stack = assembleLunStack(
         this.pool,
-        this.pool.lunByName(name),
+        record,
         {
           budget: this.budget,
           clock: this.settings.clock,
           writeThrough: this.settings.writeThrough,
         },
         this.snapshotSet(name),
+        this.thinOf(record),
       );
       this.stacks.set(name, stack);
     }
@@ -305,12 +323,26 @@ export class Controller {
     spec: string,
     options: { reserve?: boolean; source?: string } = {},
   ): Promise<SnapshotStatus> {
-    const names = parseSnapshotRequest(spec);
+    const request = parseSnapshotRequest(spec);
+    return this.takeSnapshot(request.lun, request.snapshot, {
+      ...options,
+      source: options.source ?? request.source,
+    });
+  }
+
+  /** createSnapshot with the names checked; role marks a snapclone's hidden base. */
+  private async takeSnapshot(
+    lunName: string,
+    snapshotName: string,
+    options: { reserve?: boolean; source?: string; role?: 'clone-base' },
+  ): Promise<SnapshotStatus> {
+    const names = { lun: lunName, snapshot: snapshotName };
     const fullName = `${names.lun}@${names.snapshot}`;
     const lun = this.pool.lunByName(names.lun);
     const set = this.snapshotSet(names.lun);
-    const sourceName = options.source ?? names.source;
+    const sourceName = options.source;
     const source = sourceName === undefined ? undefined : set.byName(sourceName);
+    if (source?.role) throw new LunfsError('ENOENT', `no snapshot ${names.lun}@${source.name}`);
     if (set.all().some((snapshot) => snapshot.name === names.snapshot))
       throw new LunfsError('EEXIST', `snapshot ${fullName} exists already`);
     if (!this.pool.hasRoomForSnapshotRecord())
@@ -334,7 +366,8 @@ export class Controller {
           `a reservation for ${fullName} needs ${neededUnits * unitBytes} bytes; the pool has ${Math.max(0, availableUnits) * unitBytes} bytes not yet reserved`,
         );
     }
-    if (source) return this.createSnapshotOf(set, source, names.snapshot, reservedBytes);
+    if (source)
+      return this.createSnapshotOf(set, source, names.snapshot, reservedBytes, options.role);
     const stack = this.stack(names.lun);
     set.creating += 1;
     let record: SnapshotRecord;
@@ -350,6 +383,7 @@ export class Controller {
         reservedBytes,
         this.settings.clock.nowMs(),
       );
+      if (options.role) record.role = options.role;
       this.pool.metadata.snapshots.set(record.id, record);
       this.pool.metadata.nextSnapshotId += 1;
       set.updateReservationUse();
@@ -381,6 +415,7 @@ export class Controller {
     source: SnapshotRecord,
     name: string,
     reservedBytes: number,
+    role?: 'clone-base',
   ): Promise<SnapshotStatus> {
     const fullName = `${set.lun.name}@${name}`;
     const record = await set.takeOf(
@@ -389,7 +424,11 @@ export class Controller {
       (fields) => {
         if (set.all().some((snapshot) => snapshot.name === name))
           throw new LunfsError('EEXIST', `snapshot ${fullName} exists already`);
-        const made: SnapshotRecord = { id: this.pool.metadata.nextSnapshotId, ...fields };
+        const made: SnapshotRecord = {
+          id: this.pool.metadata.nextSnapshotId,
+          ...fields,
+          ...(role ? { role } : {}),
+        };
         this.pool.metadata.snapshots.set(made.id, made);
         this.pool.metadata.nextSnapshotId += 1;
         set.updateReservationUse();
@@ -523,6 +562,183 @@ export class Controller {
     return { chunks: chunks.length, bytes };
   }
 
+  // ---- snapclones (issue 15) ----
+
+  /**
+   * Takes a snapclone NAME of SOURCE (a LUN, a clone, or a snapshot LUN@SNAP): a new LUN that
+   * holds SOURCE's data at this instant, readable and writable at once. Its base is a hidden
+   * snapshot of SOURCE taken now (role 'clone-base', of the LUN or of the snapshot); BGCOPY then
+   * copies every unit the base holds into the clone's own space, in the background, and when it
+   * ends the clone reads nothing of the base, which is removed: the clone is an ordinary LUN. The
+   * space BGCOPY needs (the units the base holds data in) is reserved for it, or the clone is
+   * refused with ENOSPC (seed 004 [0087]). Returns BGCOPY's job.
+   */
+  async createClone(sourceSpec: string, name: string): Promise<JobStatus> {
+    checkLunName(name);
+    if (this.pool.hasLun(name))
+      throw new LunfsError('EEXIST', `a LUN named '${name}' exists already`);
+    const at = sourceSpec.indexOf('@');
+    const source =
+      at < 0 ? { lun: sourceSpec, snapshot: undefined } : parseSnapshotName(sourceSpec);
+    if (at < 0) checkLunName(sourceSpec);
+    const family = this.pool.lunByName(source.lun);
+    const set = this.snapshotSet(source.lun);
+    if (source.snapshot !== undefined) {
+      const record = set.byName(source.snapshot);
+      if (record.role) throw new LunfsError('ENOENT', `no snapshot ${sourceSpec}`);
+    }
+    const baseName = `.clone-${name}`;
+    const stale = set.all().find((snapshot) => snapshot.name === baseName);
+    if (stale) await set.remove(stale); // left by a creation a crash cut short
+    await this.takeSnapshot(source.lun, baseName, {
+      ...(source.snapshot !== undefined ? { source: source.snapshot } : {}),
+      role: 'clone-base',
+    });
+    const base = set.byName(baseName);
+    try {
+      const units = this.baseDataUnits(this.stack(source.lun), base);
+      const unitBytes = this.pool.allocationUnitBytes;
+      const available = Math.floor(this.pool.freeBytes() / unitBytes) - this.pool.reservedUnits();
+      if (units.length > available)
+        throw new LunfsError(
+          'ENOSPC',
+          `clone ${name} needs ${units.length * unitBytes} bytes for its copy of ${sourceSpec}; the pool has ${Math.max(0, available) * unitBytes} bytes not yet reserved`,
+        );
+      await this.pool.createLun(name, base.sizeBytes, {
+        lunId: family.id,
+        snapshotId: base.id,
+        source: sourceSpec,
+      });
+    } catch (error) {
+      await set.remove(base);
+      throw error;
+    }
+    this.settings.log.info({ clone: name, source: sourceSpec }, 'snapclone created');
+    return this.startBgcopy(name);
+  }
+
+  /**
+   * The units of the clone's base that hold data: a unit where a chunk has a preserved copy that
+   * is not zeros, or whose chunks read the family LUN where that LUN has data. Fixed for the
+   * clone's life (the base is never written); may count units of zeros, never miss data.
+   */
+  private baseDataUnits(familyStack: LunStack, base: SnapshotRecord): number[] {
+    const unitBytes = this.pool.allocationUnitBytes;
+    const set = familyStack.snapshots;
+    const chunksPerUnit = unitBytes / set.chunkBytes;
+    const image = set.image(base.id);
+    const units: number[] = [];
+    const unitCount = Math.ceil(base.sizeBytes / unitBytes);
+    for (let unitIndex = 0; unitIndex < unitCount; unitIndex += 1) {
+      let data = false;
+      for (let inUnit = 0; inUnit < chunksPerUnit && !data; inUnit += 1) {
+        const chunkIndex = unitIndex * chunksPerUnit + inUnit;
+        if (chunkIndex * set.chunkBytes >= base.sizeBytes) break;
+        if (image?.bitmap.get(chunkIndex)) data = image.log.get(chunkIndex) !== zeroSlot;
+        else data = familyStack.thin.holdsData(chunkIndex * set.chunkBytes);
+      }
+      if (data) units.push(unitIndex);
+    }
+    return units;
+  }
+
+  /** The thin volume of a LUN: a snapclone under BGCOPY reads its base where it has no data. */
+  private thinOf(record: LunRecord): ThinVolume {
+    const cloneOf = record.cloneOf;
+    if (!cloneOf) return new ThinVolume(this.pool, record);
+    const familyName = this.pool.metadata.luns.get(cloneOf.lunId)?.name;
+    const base = this.pool.metadata.snapshots.get(cloneOf.snapshotId);
+    if (familyName === undefined || !base)
+      throw new LunfsError('ECORRUPT', `clone ${record.name}: its base snapshot is gone`);
+    const familyStack = this.stack(familyName);
+    return new CloneVolume(
+      this.pool,
+      record,
+      new SnapshotVolume(base, familyStack),
+      this.baseDataUnits(familyStack, base),
+    );
+  }
+
+  /** Starts (or resumes) the BGCOPY of clone name. */
+  private startBgcopy(name: string): JobStatus {
+    const stack = this.stack(name);
+    const thin = stack.thin as CloneVolume;
+    const lunId = stack.record.id;
+    const units = [...thin.pending].sort((a, b) => a - b);
+    const unitBytes = this.pool.allocationUnitBytes;
+    this.stoppedClones.delete(lunId);
+    const job = this.drives.jobs.start(
+      'bgcopy',
+      units.length * unitBytes,
+      { lun: name },
+      async (progress) => {
+        let sinceCommit = 0;
+        for (const unitIndex of units) {
+          if (this.stoppedClones.has(lunId) || this.closing)
+            throw new LunfsError('EBUSY', 'stopped; it resumes at the next mount');
+          await thin.copyUnit(unitIndex);
+          sinceCommit += 1;
+          // What is copied is kept once committed: a restart copies only what is left.
+          if (sinceCommit >= 64) {
+            await thin.flush();
+            sinceCommit = 0;
+          }
+          await progress(unitBytes);
+        }
+        await this.finishClone(name);
+      },
+    );
+    this.bgcopies.set(
+      lunId,
+      this.drives.jobs.wait(job.id).then(() => undefined),
+    );
+    return job;
+  }
+
+  /** What BGCOPY still has to copy of a clone (null before its stack is built). */
+  private clonePendingBytes(name: string): number | null {
+    const thin = this.stacks.get(name)?.thin;
+    return thin instanceof CloneVolume ? thin.pending.size * this.pool.allocationUnitBytes : null;
+  }
+
+  /** BGCOPY's end: the clone's data durable, then its base no longer named, then removed. */
+  private async finishClone(name: string): Promise<void> {
+    const stack = this.stack(name);
+    const cloneOf = stack.record.cloneOf;
+    if (!cloneOf) return;
+    await stack.cache.flush();
+    await stack.thin.flush();
+    await this.pool.commitOp({ kind: 'lun-clone-done', lunId: stack.record.id });
+    await this.removeCloneBase(cloneOf);
+    this.settings.log.info({ clone: name }, 'snapclone independent: BGCOPY done');
+  }
+
+  private async removeCloneBase(cloneOf: NonNullable<LunRecord['cloneOf']>): Promise<void> {
+    const familyName = this.pool.metadata.luns.get(cloneOf.lunId)?.name;
+    const base = this.pool.metadata.snapshots.get(cloneOf.snapshotId);
+    if (familyName === undefined || !base) return;
+    await this.snapshotSet(familyName).remove(base);
+  }
+
+  private async stopBgcopy(lunId: number): Promise<void> {
+    this.stoppedClones.add(lunId);
+    await this.bgcopies.get(lunId);
+  }
+
+  /**
+   * At a mount: BGCOPYs that a stop or a crash interrupted go on; bases no clone names (a crash
+   * between a base's creation and its clone's, or between a BGCOPY's end and its base's removal)
+   * are removed.
+   */
+  async resumeClones(): Promise<void> {
+    const named = new Set(this.pool.userLuns().map((lun) => lun.cloneOf?.snapshotId));
+    for (const lun of this.pool.userLuns())
+      for (const snapshot of this.snapshotSet(lun.name).all())
+        if (snapshot.role === 'clone-base' && !named.has(snapshot.id))
+          await this.snapshotSet(lun.name).remove(snapshot);
+    for (const lun of this.pool.userLuns()) if (lun.cloneOf) this.startBgcopy(lun.name);
+  }
+
   /** At open: rollbacks that a crash or a stop interrupted go on to their end. */
   private async resumeRollbacks(): Promise<void> {
     for (const lun of this.pool.userLuns()) {
@@ -573,7 +789,7 @@ export class Controller {
     const list: SnapshotStatus[] = [];
     for (const lun of this.pool.userLuns()) {
       const set = this.snapshotSet(lun.name);
-      for (const record of set.all()) list.push(this.snapshotStatus(set, record));
+      for (const record of set.all()) if (!record.role) list.push(this.snapshotStatus(set, record));
     }
     return list;
   }
@@ -582,6 +798,7 @@ export class Controller {
   snapshotVolume(fullName: string): SnapshotVolume {
     const names = parseSnapshotName(fullName);
     const record = this.snapshotSet(names.lun).byName(names.snapshot);
+    if (record.role) throw new LunfsError('ENOENT', `no snapshot ${fullName}`);
     return new SnapshotVolume(record, this.stack(names.lun));
   }
 
@@ -593,7 +810,7 @@ export class Controller {
         this.pool.hasLun(names.lun) &&
         this.snapshotSet(names.lun)
           .all()
-          .some((snapshot) => snapshot.name === names.snapshot)
+          .some((snapshot) => snapshot.name === names.snapshot && !snapshot.role)
       );
     } catch {
       return false;
@@ -627,7 +844,9 @@ export class Controller {
   ): Pick<SnapshotStatus, 'source' | 'predecessor' | 'successor' | 'snapshotsOf' | 'depth'> {
     const metadata = this.pool.metadata;
     const named = (snapshot: SnapshotRecord): string => `${set.lun.name}@${snapshot.name}`;
-    const chain = sharingChainOf(metadata, record.sourceId, record.sourceKind);
+    const chain = sharingChainOf(metadata, record.sourceId, record.sourceKind).filter(
+      (snapshot) => !snapshot.role,
+    );
     const position = chain.findIndex((snapshot) => snapshot.id === record.id);
     const older = chain[position - 1];
     const newer = chain[position + 1];
@@ -641,7 +860,9 @@ export class Controller {
       source,
       predecessor: older ? named(older) : null,
       successor: newer ? named(newer) : source,
-      snapshotsOf: sharingChainOf(metadata, record.id, 'snapshot').map(named),
+      snapshotsOf: sharingChainOf(metadata, record.id, 'snapshot')
+        .filter((snapshot) => !snapshot.role)
+        .map(named),
       depth,
     };
   }
@@ -666,18 +887,31 @@ export class Controller {
 
   async removeLun(name: string): Promise<void> {
     this.pool.lunByName(name); // ENOENT first
-    const snapshots = this.snapshotSet(name).all().length;
+    const family = this.snapshotSet(name).all();
+    const snapshots = family.filter((snapshot) => !snapshot.role).length;
     if (snapshots > 0)
       throw new LunfsError(
         'EBUSY',
         `LUN '${name}' has ${snapshots} snapshot(s); delete them first`,
       );
+    const clones = this.pool
+      .userLuns()
+      .filter((lun) => family.some((snapshot) => snapshot.id === lun.cloneOf?.snapshotId));
+    if (clones.length > 0)
+      throw new LunfsError(
+        'EBUSY',
+        `LUN '${name}' is the source of clone(s) ${clones.map((lun) => lun.name).join(', ')} whose background copy has not ended; wait for it, or delete them first`,
+      );
+    const lun = this.pool.lunByName(name);
     if ((this.openCounts.get(name) ?? 0) > 0)
       throw new LunfsError('EBUSY', `LUN '${name}' is open; close it (detach loop devices) first`);
     const stack = this.stacks.get(name);
+    if (lun.cloneOf) await this.stopBgcopy(lun.id);
     this.stacks.delete(name);
     if (stack) await stack.cache.drop();
     await this.pool.removeLun(name, () => stack?.thin.releaseAll());
+    // A clone removed before its BGCOPY ended: its base goes too.
+    if (lun.cloneOf) await this.removeCloneBase(lun.cloneOf);
   }
 
   async resizeLun(name: string, sizeBytes: number): Promise<void> {
@@ -704,7 +938,7 @@ export class Controller {
         (snapshot) => `${lun.name}@${snapshot.name}`,
       );
       const snapshotNames = [...metadata.snapshots.values()]
-        .filter((snapshot) => snapshot.lunId === lun.id)
+        .filter((snapshot) => snapshot.lunId === lun.id && !snapshot.role)
         .sort((a, b) => a.epoch - b.epoch || a.id - b.id)
         .map((snapshot) => `${lun.name}@${snapshot.name}`);
       return {
@@ -719,6 +953,12 @@ export class Controller {
         atRisk: names(atRisk, lun.name),
         lost: names(lost, lun.name),
         preservations: preservationCounts(this.snapshotSets.get(lun.id)?.targetVolume),
+        clone: lun.cloneOf
+          ? {
+              source: lun.cloneOf.source,
+              pendingBytes: this.clonePendingBytes(lun.name),
+            }
+          : null,
         rollingBackTo:
           lun.rollingBackTo === undefined
             ? null
@@ -818,6 +1058,7 @@ export class Controller {
     options: { dropUnwritable?: boolean } = {},
   ): Promise<Array<{ lun: string; bytes: number; reason: string }>> {
     const lost: Array<{ lun: string; bytes: number; reason: string }> = [];
+    this.closing = true; // BGCOPYs stop; they resume at the next mount
     await this.drives.close();
     for (const [name, stack] of this.stacks) {
       try {

@@ -46,8 +46,9 @@ export function assembleLunStack(
   record: LunRecord,
   settings: CacheSettings,
   snapshots: SnapshotSet,
+  /** The LUN's thin volume (a snapclone's CloneVolume); default a plain ThinVolume. */
+  thin: ThinVolume = new ThinVolume(pool, record),
 ): LunStack {
-  const thin = new ThinVolume(pool, record);
   const pipeline = new DestagePipeline(thin, snapshots);
   const capacity = settings.budget.capacityBytes;
   const writeThrough =
