@@ -590,10 +590,22 @@ export class Controller {
     const baseName = `.clone-${name}`;
     const stale = set.all().find((snapshot) => snapshot.name === baseName);
     if (stale) await set.remove(stale); // left by a creation a crash cut short
-    await this.takeSnapshot(source.lun, baseName, {
-      ...(source.snapshot !== undefined ? { source: source.snapshot } : {}),
-      role: 'clone-base',
-    });
+    // The base is a reserved snapshot: a full pool must not invalidate it while the clone reads
+    // it (the source's overwrites are preserved for it until BGCOPY ends).
+    try {
+      await this.takeSnapshot(source.lun, baseName, {
+        ...(source.snapshot !== undefined ? { source: source.snapshot } : {}),
+        role: 'clone-base',
+        reserve: true,
+      });
+    } catch (error) {
+      if (!isLunfsError(error, 'ENOSPC')) throw error;
+      throw new LunfsError(
+        'ENOSPC',
+        `clone ${name} of ${sourceSpec}: the originals its source may still change must have space reserved until its copy ends (${error.message.replace(/^.*?needs/, 'needs')})`,
+        { cause: error },
+      );
+    }
     const base = set.byName(baseName);
     try {
       const units = this.baseDataUnits(this.stack(source.lun), base);

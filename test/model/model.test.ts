@@ -111,6 +111,8 @@ type Operation =
   | 'snapshot'
   | 'snapshot-of-snapshot'
   | 'rollback'
+  | 'clone'
+  | 'bgcopy-wait'
   | 'snapshot-read'
   | 'snapshot-write'
   | 'snapshot-flush'
@@ -138,6 +140,8 @@ const weights: Array<[Operation, number]> = [
   ['snapshot', 4],
   ['snapshot-of-snapshot', 2],
   ['rollback', 1],
+  ['clone', 2],
+  ['bgcopy-wait', 1],
   ['snapshot-read', 8],
   ['snapshot-write', 4],
   ['snapshot-flush', 2],
@@ -297,6 +301,7 @@ class ModelRun {
     this.operation = 'final clean restart';
     await this.cleanRestart();
     this.operation = 'final deletion of every snapshot';
+    await this.waitForBgcopies();
     for (const snapshot of [...this.snapshots.values()]) await this.deleteSnapshot(snapshot);
     this.checkNoSnapshotSpace('after deleting every snapshot');
     await this.cleanRestart();
@@ -669,8 +674,29 @@ class ModelRun {
       case 'create':
         if (this.luns.size < maxLunCount) await this.createLun();
         return;
+      case 'clone':
+        if (this.luns.size < maxLunCount) await this.takeClone();
+        return;
+      case 'bgcopy-wait':
+        await this.waitForBgcopies();
+        return;
       case 'remove':
         if (!lun || this.luns.size <= 1) return;
+        if (this.hasCloneUnderWay(lun.name)) {
+          // its clones read it until their BGCOPY ends (which may happen meanwhile)
+          const outcome = await this.controller.removeLun(lun.name).then(
+            () => 'resolved',
+            (error: unknown) => error,
+          );
+          if (outcome === 'resolved') {
+            this.check(
+              ![...this.snapshots.values()].some((snapshot) => snapshot.lun === lun.name),
+              `${lun.name}, which has snapshots, was removed`,
+            );
+            this.luns.delete(lun.name);
+          } else this.check(isLunfsError(outcome, 'EBUSY'), `removing ${lun.name}: ${outcome}`);
+          return;
+        }
         if ([...this.snapshots.values()].some((snapshot) => snapshot.lun === lun.name)) {
           const outcome = await this.controller.removeLun(lun.name).then(
             () => 'resolved',
@@ -749,6 +775,71 @@ class ModelRun {
         await this.faults.scrub();
         return;
     }
+  }
+
+  /** Whether a clone still reads LUN name (or one of its snapshots): its BGCOPY has not ended. */
+  private hasCloneUnderWay(name: string): boolean {
+    const lunId = this.pool.lunByName(name).id;
+    return this.pool.userLuns().some((record) => record.cloneOf?.lunId === lunId);
+  }
+
+  /** Waits for every BGCOPY under way (and checks that none failed). */
+  private async waitForBgcopies(): Promise<void> {
+    for (const job of this.controller.drives.jobs.list()) {
+      if (job.kind !== 'bgcopy') continue;
+      const ended = await this.controller.drives.jobs.wait(job.id);
+      this.check(
+        ended.state === 'done' || (ended.lun !== undefined && !this.luns.has(ended.lun)),
+        `BGCOPY of ${ended.lun} ${ended.state}: ${ended.error}`,
+      );
+    }
+    for (const record of this.pool.userLuns())
+      this.check(record.cloneOf === undefined, `clone ${record.name} still reads its base`);
+  }
+
+  /**
+   * A snapclone (issue 15) of a LUN or of a snapshot: a new LUN holding the source's content at
+   * the instant; BGCOPY runs in the background from then on, among the other operations.
+   */
+  private async takeClone(): Promise<void> {
+    const snapshot = this.random.chance(0.4) ? this.pickSnapshot() : undefined;
+    const lun = snapshot ? undefined : this.pickLun();
+    if (!snapshot && !lun) return;
+    if (snapshot && this.snapshotState(snapshot) !== 'valid') return;
+    const source = snapshot ? snapshot.fullName : lun!.name;
+    const name = `lun${this.nextLunNumber++}`;
+    this.trace(`clone ${name} of ${source}`);
+    const before = this.pool
+      .userLuns()
+      .map((record) => record.name)
+      .join(' ');
+    try {
+      await this.controller.createClone(source, name);
+    } catch (error) {
+      this.check(
+        isLunfsError(error, 'ENOSPC') ||
+          (snapshot !== undefined && isLunfsError(error, 'EIO')) ||
+          isLunfsError(error, 'EBUSY'),
+        `clone ${name} of ${source} failed: ${String(error)}`,
+      );
+      this.check(
+        this.pool
+          .userLuns()
+          .map((record) => record.name)
+          .join(' ') === before,
+        'a refused clone changed the LUNs',
+      );
+      this.counts.set('clone refused', (this.counts.get('clone refused') ?? 0) + 1);
+      return;
+    }
+    // The clone's base is durable (a snapshot: the LUN flushed, or the source snapshot's own
+    // writes flushed), and so the clone's content.
+    const image = snapshot ? snapshot.image : lun!;
+    image.flushed();
+    const model = new LunModel(name, image.sizeBytes);
+    model.resetTo(Buffer.from(image.acknowledged));
+    this.luns.set(name, model);
+    this.counts.set('clone made', (this.counts.get('clone made') ?? 0) + 1);
   }
 
   private async createLun(): Promise<void> {
@@ -983,7 +1074,7 @@ class ModelRun {
     }
     this.controller = this.makeController();
     await this.controller.openSnapshots();
-    // as a mount does: resumes a rebuild, restores metadata copies
+    // as a mount does: resumes a rebuild, restores metadata copies (and BGCOPYs, below)
     await this.controller.drives.start();
     await this.faults.afterReopen(when);
     const names = this.pool
@@ -999,6 +1090,8 @@ class ModelRun {
     );
     this.checkSpace(when);
     await this.checkParity(when);
+    // BGCOPYs resume after the checks: a unit they take is in no map until its copy is written
+    await this.controller.resumeClones();
   }
 
   /**
