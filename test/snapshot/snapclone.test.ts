@@ -91,7 +91,9 @@ describe('snapclones', () => {
     expect(status.luns.find((lun) => lun.name === 'c1')?.clone).toBeNull();
     expect(status.snapshots.map((snapshot) => snapshot.name).sort()).toEqual(['c1@cs', 'db@s1']);
     await expectLun(controller, 'c1', cloneImage);
-    await expect(readAll(controller.snapshotVolume('c1@cs'))).resolves.toEqual(cloneImage);
+    expect(
+      firstDifference(await readAll(controller.snapshotVolume('c1@cs')), cloneImage),
+    ).toBeUndefined();
 
     // the source and its snapshot go; the clone does not change
     const dbImage = await readAll(db());

@@ -219,6 +219,62 @@ describe('snapshots of snapshots', () => {
     expect([...seen].sort()).toEqual(['absent', 'exists']);
   });
 
+  it('hold hundreds of members in one tree, each exact', async () => {
+    // 256 members: snapshots of the LUN between its writes, and snapshots of members picked at
+    // random, some written; a sample read whole, every one read where it changed.
+    const memoryPool = await formatMemoryPool({ raidLevel: 0, driveSizeBytes: 32 * MiB });
+    let controller = await controllerFor(memoryPool.pool);
+    await controller.createLun('db', MiB);
+    const lun = () => controller.stack('db').cache;
+    await lun().write(0, patternBytes(MiB, 1));
+    const random = new SeededRandom(256);
+    const images = new Map<string, Buffer>();
+    let lunImage = await readAll(lun());
+    for (let index = 0; index < 256; index += 1) {
+      const name = `m${index}`;
+      const members = [...images.keys()];
+      if (members.length === 0 || random.chance(0.5)) {
+        await controller.createSnapshot(`db@${name}`);
+        images.set(`db@${name}`, lunImage);
+        const offset = random.integer(MiB - 8192);
+        const data = patternBytes(1 + random.integer(8192), index);
+        await lun().write(offset, data);
+        lunImage = written(lunImage, offset, data);
+      } else {
+        const source = members[random.integer(members.length)]!;
+        await controller.createSnapshot(`${source}@${name}`);
+        let image = images.get(source)!;
+        if (random.chance(0.3)) {
+          const offset = random.integer(MiB - 4096);
+          const data = patternBytes(4096, 1000 + index);
+          await controller.snapshotVolume(`db@${name}`).write(offset, data);
+          image = written(image, offset, data);
+        }
+        images.set(`db@${name}`, image);
+      }
+    }
+    await lun().flush();
+    const depths = controller.listSnapshots().map((entry) => entry.depth);
+    expect(depths).toHaveLength(256);
+    expect(Math.max(...depths)).toBeGreaterThan(3);
+    let checked = 0;
+    for (const [name, image] of images)
+      if (random.chance(0.25)) {
+        await expectImage(controller, name, image);
+        checked += 1;
+      }
+    expect(checked).toBeGreaterThan(30);
+    controller = await reopen(memoryPool, controller);
+    const allocatedLun = controller.status().luns[0]!.allocatedBytes;
+    for (const name of [...images.keys()].reverse()) {
+      if (random.chance(0.1)) await expectImage(controller, name, images.get(name)!);
+      await controller.removeSnapshot(name);
+    }
+    expect(controller.status().pool.allocatedBytes).toBe(allocatedLun);
+    expect(firstDifference(await readAll(lun()), lunImage)).toBeUndefined();
+    await controller.close();
+  });
+
   it('refuse bad input with a code and change nothing', async () => {
     const memoryPool = await formatMemoryPool({ raidLevel: 0, driveSizeBytes: 8 * MiB });
     const controller = await controllerFor(memoryPool.pool);
