@@ -164,10 +164,17 @@ export class CloneVolume extends ThinVolume {
         return;
       }
       const lengthBytes = Math.min(this.unitBytesOf(), this.sizeBytes - startBytes);
-      const whole = Buffer.alloc(lengthBytes);
-      await this.readBase(startBytes, whole);
-      piece.copy(whole, inUnit);
-      await super.write(startBytes, whole);
+      // The unit must be mapped by this write even when it writes zeros (a thin volume skips an
+      // all-zero first write to a unit it has no RSEG for): it takes its RSEG now if it has none.
+      this.prepareWrite(startBytes, lengthBytes);
+      if (inUnit === 0 && piece.length === lengthBytes) {
+        await super.write(startBytes, piece); // the whole unit: nothing of the base is kept
+      } else {
+        const whole = Buffer.alloc(lengthBytes);
+        await this.readBase(startBytes, whole);
+        piece.copy(whole, inUnit);
+        await super.write(startBytes, whole);
+      }
       this.pending.delete(unitIndex);
     });
   }
