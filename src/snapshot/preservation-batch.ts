@@ -153,11 +153,15 @@ export class PreservationBatcher {
    * Snapshot to was just taken of snapshot from: preservations for from not yet recorded serve to
    * as well (their ops name entry.ids).
    */
-  expandPending(from: number, to: number): void {
+  expandPending(from: number, to: number, toReserved: boolean): void {
     const batches = this.writingBatch ? [this.writingBatch, ...this.queue] : this.queue;
     for (const batch of batches)
       for (const entry of batch.entries)
-        if (entry.ids.includes(from) && !entry.ids.includes(to)) entry.ids.push(to);
+        if (entry.ids.includes(from) && !entry.ids.includes(to)) {
+          entry.ids.push(to);
+          // a slot not yet taken may draw on to's reservation
+          if (toReserved) entry.useReservation = true;
+        }
   }
 
   /**

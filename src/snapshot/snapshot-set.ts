@@ -186,9 +186,8 @@ export class SnapshotSet {
    * and diverges from it from then on, both writable. register gives the record its id and puts
    * it into the pool metadata in memory; this calls it in the same turn as the copy of source's
    * bitmap and log file into the new image, so that no preservation sees the one without the
-   * other. Resolves once the
-   * copy is durable in the target (the caller then commits the record: never before, or a crash
-   * between the two would leave a valid snapshot without its image). Writes to the LUN's
+   * other. Resolves once the copy is durable in the target (the caller then commits the record:
+   * never before, or a crash between the two would leave a valid snapshot without its image). Writes to the LUN's
    * snapshots wait meanwhile (one in place into a slot source alone holds would reach the copy),
    * and those acknowledged before are made durable first.
    */
@@ -225,7 +224,8 @@ export class SnapshotSet {
         sourceKind: 'snapshot',
         sourceId: source.id,
       });
-      const copied = target.copyImage(source.id, record.id); // the live copy is made in this turn
+      // the live copy is made in this turn
+      const copied = target.copyImage(source.id, record.id, record.reservedBytes > 0);
       try {
         await copied;
       } catch (error) {
