@@ -187,9 +187,9 @@ export class SnapshotSet {
    * it into the pool metadata in memory; this calls it in the same turn as the copy of source's
    * bitmap and log file into the new image, so that no preservation sees the one without the
    * other. Resolves once the copy is durable in the target (the caller then commits the record:
-   * never before, or a crash between the two would leave a valid snapshot without its image). Writes to the LUN's
-   * snapshots wait meanwhile (one in place into a slot source alone holds would reach the copy),
-   * and those acknowledged before are made durable first.
+   * never before, or a crash between the two would leave a valid snapshot without its image).
+   * Writes to the LUN's snapshots wait meanwhile (one in place into a slot source alone holds
+   * would reach the copy), and those acknowledged before are made durable first.
    */
   async takeOf(
     source: SnapshotRecord,

@@ -238,8 +238,9 @@ export class TargetVolume {
   /**
    * Snapshot to is taken of snapshot from (issue 15): to's image becomes a copy of from's in the
    * live state at once, preservations for from still on their way serve to as well (with to's
-   * reservation when it has one), and the record is durable when this resolves. The caller keeps writes to from out meanwhile (a write
-   * in place into a slot from alone holds would change to's data).
+   * reservation when it has one), and the record is durable when this resolves. The caller
+   * keeps writes to from out meanwhile (a write in place into a slot from alone holds would
+   * change to's data).
    */
   async copyImage(from: number, to: number, toReserved: boolean): Promise<void> {
     this.batcher.expandPending(from, to, toReserved);
