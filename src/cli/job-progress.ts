@@ -38,7 +38,7 @@ export async function runJob(
     if (socket === undefined) {
       // Local: the job runs in this process (withPool waits for it); the bar follows the pool's
       // status.
-      bar.start(1, 0);
+      // The bar starts with the job's first progress: a request refused before it draws none.
       const job = (await withPool(absolute, { ...request, wait: true }, (status) =>
         follow(bar, status),
       )) as JobStatus;
@@ -67,11 +67,13 @@ export async function runJob(
 function follow(bar: SingleBar, status: StatusJson): void {
   const job = status.jobs.find((candidate) => candidate.state === 'running');
   if (!job) return;
+  if (!bar.isActive) bar.start(1, 0);
   bar.setTotal(Math.max(1, mib(job.totalBytes)));
   bar.update(mib(job.doneBytes));
 }
 
 function finish(bar: SingleBar, job: JobStatus): void {
+  if (!bar.isActive) bar.start(1, 0);
   bar.setTotal(Math.max(1, mib(job.totalBytes)));
   bar.update(job.state === 'done' ? Math.max(1, mib(job.totalBytes)) : mib(job.doneBytes));
   bar.stop();

@@ -155,25 +155,37 @@ export class Namespace {
         entries: () => controller.listSnapshots().map((snapshot) => snapshot.name),
       };
     // snapclones whose BGCOPY runs; each moves to luns/ when it ends (open files stay open)
-    const clones = (): string[] =>
-      controller.pool
-        .userLuns()
-        .filter((lun) => lun.cloneOf)
-        .map((lun) => lun.name);
-    if (path === '/clones' || path === '/control/snapclone')
-      return { kind: 'directory', entries: clones };
+    const underCopy = () => controller.pool.userLuns().filter((lun) => lun.cloneOf);
+    if (path === '/clones')
+      return { kind: 'directory', entries: () => underCopy().map((lun) => lun.name) };
+    if (path === '/control/snapclone')
+      return {
+        kind: 'directory',
+        entries: () => underCopy().map((lun) => `${lun.cloneOf!.source}@${lun.name}`),
+      };
     if (path === '/control')
       return { kind: 'directory', entries: () => ['status', 'snapshot', 'snapclone'] };
     if (path === '/control/status') return { kind: 'status' };
     const match = /^\/luns\/([^/]+)$/.exec(path);
     if (match && controller.pool.hasLun(match[1]!) && !controller.pool.lunByName(match[1]!).cloneOf)
       return { kind: 'lun', name: match[1]! };
+    // A clone's file stays at clones/NAME for those who opened it there, after its BGCOPY too: the
+    // kernel looks its attributes up by path while the file is open.
     const clone = /^\/clones\/([^/]+)$/.exec(path);
-    if (clone && controller.pool.hasLun(clone[1]!) && controller.pool.lunByName(clone[1]!).cloneOf)
+    if (
+      clone &&
+      controller.pool.hasLun(clone[1]!) &&
+      (controller.pool.lunByName(clone[1]!).cloneOf || controller.openCount(clone[1]!) > 0)
+    )
       return { kind: 'lun', name: clone[1]! };
-    const cloneRequest = /^\/control\/snapclone\/([^/]+)$/.exec(path);
-    if (cloneRequest && controller.pool.hasLun(cloneRequest[1]!.split('@').at(-1)!))
-      return { kind: 'snapshot-request', name: cloneRequest[1]! };
+    // After touch made it, SOURCE@NAME shows as an empty file while NAME's BGCOPY runs.
+    const cloneRequest = /^\/control\/snapclone\/(.+)@([^@/]+)$/.exec(path);
+    if (
+      cloneRequest &&
+      controller.pool.hasLun(cloneRequest[2]!) &&
+      controller.pool.lunByName(cloneRequest[2]!).cloneOf?.source === cloneRequest[1]
+    )
+      return { kind: 'snapshot-request', name: `${cloneRequest[1]}@${cloneRequest[2]}` };
     if (match && this.pendingLuns.has(match[1]!)) return { kind: 'pending-lun', name: match[1]! };
     const snapshot = /^\/snapshots\/([^/]+)$/.exec(path);
     if (snapshot && controller.hasSnapshot(snapshot[1]!))

@@ -693,8 +693,9 @@ export class Controller {
       async (progress) => {
         let sinceCommit = 0;
         for (const unitIndex of units) {
-          if (this.stoppedClones.has(lunId) || this.closing)
-            throw new LunfsError('EBUSY', 'stopped; it resumes at the next mount');
+          if (this.stoppedClones.has(lunId))
+            throw new LunfsError('EBUSY', 'stopped: the clone was removed');
+          if (this.closing) throw new LunfsError('EBUSY', 'stopped; it resumes at the next mount');
           await thin.copyUnit(unitIndex);
           sinceCommit += 1;
           // What is copied is kept once committed: a restart copies only what is left.
@@ -884,6 +885,11 @@ export class Controller {
         .map(named),
       depth,
     };
+  }
+
+  /** How many times the LUN or snapshot file is open through the mount. */
+  openCount(name: string): number {
+    return this.openCounts.get(name) ?? 0;
   }
 
   /** Counts an open of a LUN or snapshot file; EBUSY for a LUN being rolled back. */
