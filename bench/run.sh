@@ -13,6 +13,7 @@
 #   TARGETS="fnmem lunfs_r0" JOBS="randread4k" RAND_RUNTIME=5 PROFILE=0 bash bench/run.sh
 #   SNAPSHOTS_ONLY=1 bash bench/run.sh                 # only the snapshot part (bench/snapshots.sh)
 #   RAID_ONLY=1 bash bench/run.sh                      # only the RAID-level comparison (~12-15 min)
+#   CLONES_ONLY=1 bash bench/run.sh                    # only snapclones and snapshot trees (bench/clones.sh)
 #
 # Environment (all optional):
 #   TARGETS       peers.sh target ids (default below; lunfs ids: see bench/peers-extra-lunfs.sh)
@@ -37,6 +38,13 @@
 #                 RAID-1; about 3 min): randread4k during a scrub and a rebuild against idle, the
 #                 "Rebuild and scrub under load" section; 0: skip
 #   BACKGROUND_ONLY 1: run only that and replace (or add) its section of the existing BENCHMARKS_MD
+#   CLONES        1 (default): after the background part, run bench/clones.sh (about 3.5-4.5 min; its
+#                 knobs: CLONE_*, e.g. CLONE_QUICK=1 for a short smoke run): BGCOPY throughput
+#                 against seqread, randwrite4k on the source during BGCOPY against idle, seqread of
+#                 a snapshot 16 levels deep against one level deep; the "Snapclones and snapshot
+#                 trees" section; 0: skip
+#   CLONES_ONLY   1: run only that and replace (or add) its section of the existing BENCHMARKS_MD;
+#                 .bench/latest-clones points at that run
 #   RAID_ONLY     1: run peers.sh on the RAID comparison only (TARGETS default "fnmem nfmem qcow2
 #                 lunfs_r0 lunfs_r1 lunfs_r5 lunfs_r1_deg lunfs_r5_deg", PROFILE default 0, no
 #                 snapshot part) and replace (or add) the "RAID levels on the same drives" section
@@ -54,12 +62,13 @@ die() { log "FATAL: $*"; exit 1; }
 OVERRIDES=()
 for v in TARGETS JOBS RAND_RUNTIME SIZE_MIB SEQ_MIB RANDW_MIB PROFILE PROBES REPEAT FNMEM_OPTS \
          LUNFS_PREFILL LUNFS_DRIVES LUNFS_CACHE_SIZE LUNFS_NODE_FLAGS LUNFS_SHM LUNFS_BIN SHARED_BENCH OUT_DIR BENCHMARKS_MD \
-         SNAPSHOTS SNAPSHOTS_ONLY RAID_ONLY; do
+         SNAPSHOTS SNAPSHOTS_ONLY RAID_ONLY CLONES CLONES_ONLY; do
   [ -n "${!v+x}" ] && OVERRIDES+=("$v=${!v}")
 done
 for v in $(compgen -v | grep '^SNAP_' || true); do OVERRIDES+=("$v=${!v}"); done # bench/snapshots.sh's knobs
+for v in $(compgen -v | grep '^CLONE_' || true); do OVERRIDES+=("$v=${!v}"); done # bench/clones.sh's knobs
 
-if [ "${SNAPSHOTS_ONLY:-0}" != 1 ]; then
+if [ "${SNAPSHOTS_ONLY:-0}" != 1 ] && [ "${CLONES_ONLY:-0}" != 1 ]; then
   SHARED_BENCH=$(cd "${SHARED_BENCH:-$REPO/../shared/bench}" 2>/dev/null && pwd) \
     || die "shared/bench not found at $REPO/../shared/bench (set SHARED_BENCH)"
   [ -f "$SHARED_BENCH/peers.sh" ] || die "no peers.sh in $SHARED_BENCH"
@@ -87,6 +96,15 @@ SNAPSHOTS=${SNAPSHOTS:-1}
 SNAPSHOTS_ONLY=${SNAPSHOTS_ONLY:-0}
 BACKGROUND=${BACKGROUND:-1}
 BACKGROUND_ONLY=${BACKGROUND_ONLY:-0}
+CLONES=${CLONES:-1}
+CLONES_ONLY=${CLONES_ONLY:-0}
+if [ "$CLONES_ONLY" = 1 ]; then
+  [ "$SNAPSHOTS_ONLY" = 1 ] || [ "$RAID_ONLY" = 1 ] || [ "$BACKGROUND_ONLY" = 1 ] \
+    && die "CLONES_ONLY=1 excludes SNAPSHOTS_ONLY=1, RAID_ONLY=1 and BACKGROUND_ONLY=1"
+  CLONES=1
+elif [ "$SNAPSHOTS_ONLY" = 1 ] || [ "$RAID_ONLY" = 1 ] || [ "$BACKGROUND_ONLY" = 1 ]; then
+  CLONES=0
+fi
 [ "$SNAPSHOTS_ONLY" = 1 ] && SNAPSHOTS=1
 if [ "$PROFILE" = 1 ]; then
   for t in prof_fnmem prof_lunfs_r0; do [[ " $TARGETS " == *" $t "* ]] || TARGETS+=" $t"; done
@@ -152,10 +170,11 @@ fs.writeFileSync(process.argv[2], JSON.stringify({
 EOF
 {
   [ ${#OVERRIDES[@]} -gt 0 ] && printf "%q " "${OVERRIDES[@]}"; printf "bash bench/run.sh\n"
-  if [ "$SNAPSHOTS_ONLY" != 1 ]; then
+  if [ "$SNAPSHOTS_ONLY" != 1 ] && [ "$CLONES_ONLY" != 1 ]; then
     for ((n = 1; n <= REPEAT; n++)); do peers_cmd "$n"; printf '%q ' "${CMD[@]}"; printf '\n'; done
   fi
-  if [ "$SNAPSHOTS" = 1 ]; then printf 'SNAP_DIR=%q LUNFS_BIN=%q bash bench/snapshots.sh\n' "$RUN_DIR/snapshots" "$LUNFS_BIN"; fi
+  if [ "$SNAPSHOTS" = 1 ] && [ "$CLONES_ONLY" != 1 ]; then printf 'SNAP_DIR=%q LUNFS_BIN=%q bash bench/snapshots.sh\n' "$RUN_DIR/snapshots" "$LUNFS_BIN"; fi
+  if [ "$CLONES" = 1 ]; then printf 'CLONE_DIR=%q LUNFS_BIN=%q bash bench/clones.sh\n' "$RUN_DIR/clones" "$LUNFS_BIN"; fi
 } > "$RUN_DIR/command.txt"
 
 # The snapshot part (bench/snapshots.sh): its records go to $RUN_DIR/snapshots; a failure there
@@ -188,6 +207,31 @@ splice_background() {
   node "$BENCH/background-report.mjs" "$RUN_DIR/background.jsonl" --splice "$BENCHMARKS_MD" \
     --command "BACKGROUND_ONLY=1 bash bench/run.sh (RAID=5, then RAID=1: bash bench/background-load.sh)"
 }
+# Snapclones and snapshot trees (bench/clones.sh): records in $RUN_DIR/clones, the "Snapclones and
+# snapshot trees" section of the report.
+run_clones() {
+  local t0 crc=0 left
+  t0=$(date +%s)
+  log "clones: bash bench/clones.sh (records in $RUN_DIR/clones)"
+  CLONE_DIR="$RUN_DIR/clones" LUNFS_BIN="$LUNFS_BIN" bash "$BENCH/clones.sh" \
+    2> >(tee -a "$RUN_DIR/clones.log" >&2) || crc=$?
+  log "clones finished in $(( $(date +%s) - t0 )) s (rc $crc)"
+  left=$(awk '$2 ~ /^\/tmp\/lunfs-clonebench\./ {print $2}' /proc/mounts)
+  if [ -n "$left" ]; then log "WARNING: still mounted after the clone part: $left"; fi
+  return $crc
+}
+splice_clones() {
+  [ -s "$RUN_DIR/clones/clones.jsonl" ] || return 0
+  node "$BENCH/clones-report.mjs" --dir "$RUN_DIR/clones" --splice "$BENCHMARKS_MD" --command "$(head -n 1 "$RUN_DIR/command.txt")"
+}
+if [ "$CLONES_ONLY" = 1 ]; then
+  log "run folder: $RUN_DIR (CLONES_ONLY=1: only the snapclones and snapshot trees)"
+  run_clones || die "the clone part failed; see $RUN_DIR/clones.log"
+  ln -sfn "run-$STAMP" "$OUT_DIR/latest-clones"
+  splice_clones
+  log "replaced the Snapclones and snapshot trees section of $BENCHMARKS_MD (records: $RUN_DIR/clones)"
+  exit 0
+fi
 if [ "$BACKGROUND_ONLY" = 1 ]; then
   log "run folder: $RUN_DIR (BACKGROUND_ONLY=1: only the rebuild and scrub under load)"
   run_background || die "the background part failed; see $RUN_DIR/background.log"
@@ -242,8 +286,10 @@ if [ "$RAID_ONLY" = 1 ]; then
 fi
 if [ "$SNAPSHOTS" = 1 ]; then run_snapshots || log "WARNING: the snapshot part failed (rc $?); see $RUN_DIR/snapshots.log"; fi
 if [ "$BACKGROUND" = 1 ]; then run_background || log "WARNING: the background part failed; see $RUN_DIR/background.log"; fi
+if [ "$CLONES" = 1 ]; then run_clones || log "WARNING: the clone part failed; see $RUN_DIR/clones.log"; fi
 ln -sfn "run-$STAMP" "$OUT_DIR/latest"
 
 node "$BENCH/report.mjs" --run "$RUN_DIR" --out "$BENCHMARKS_MD"
 splice_background
+splice_clones
 log "wrote $BENCHMARKS_MD (raw reports and records: $RUN_DIR)"
