@@ -36,8 +36,6 @@ export class CloneVolume extends ThinVolume {
   /** Units whose base holds data, and those of them not yet the clone's own. */
   private readonly baseData: Set<number>;
   readonly pending: Set<number>;
-  /** Units made the clone's own by a copy whose mapping no flush of this volume covered yet. */
-  private readonly undurable = new Set<number>();
 
   constructor(
     space: MapSpace,
@@ -57,26 +55,6 @@ export class CloneVolume extends ThinVolume {
 
   private ownUnit(unitIndex: number): boolean {
     return this.lun.map.has(unitIndex) || this.initializing.has(unitIndex);
-  }
-
-  /**
-   * Whether the clone holds the unit whatever happens: its own by a copy of the base whose mapping
-   * a flush has made durable (after a crash the unit is still mapped, so the clone never reads the
-   * base there again, and the base need not keep that unit's data).
-   */
-  durablyOwns(unitIndex: number): boolean {
-    return (
-      this.baseData.has(unitIndex) &&
-      !this.pending.has(unitIndex) &&
-      !this.undurable.has(unitIndex) &&
-      this.lun.map.has(unitIndex)
-    );
-  }
-
-  override async flush(): Promise<void> {
-    const covered = [...this.undurable];
-    await super.flush();
-    for (const unitIndex of covered) this.undurable.delete(unitIndex);
   }
 
   override holdsData(offsetBytes: number): boolean {
@@ -198,7 +176,6 @@ export class CloneVolume extends ThinVolume {
         await super.write(startBytes, whole);
       }
       this.pending.delete(unitIndex);
-      this.undurable.add(unitIndex);
     });
   }
 }
