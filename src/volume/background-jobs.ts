@@ -67,6 +67,7 @@ export class BackgroundJobs {
       startedAt: new Date(this.clock.nowMs()).toISOString(),
     };
     this.jobs.push(job);
+    this.pacer?.jobStarted();
     const progress = (bytes: number): void | Promise<void> => {
       job.doneBytes = Math.min(job.totalBytes, job.doneBytes + bytes);
       job.progress = job.totalBytes === 0 ? 1 : Number((job.doneBytes / job.totalBytes).toFixed(4));

@@ -46,6 +46,14 @@ export class JobPacer {
     this.lastOps = settings.foregroundOps();
   }
 
+  /**
+   * A job starts: I/O counted before now is old (the count says how much, not when), so it must
+   * not make the job's first steps sleep as if the foreground were busy.
+   */
+  jobStarted(): void {
+    this.lastOps = this.settings.foregroundOps();
+  }
+
   /** After a unit of a job's work: yields, and sleeps while the foreground is busy. */
   async step(): Promise<void> {
     const nowMs = this.settings.clock.nowMs();
