@@ -353,20 +353,25 @@ class ModelRun {
       await this.controller.createSnapshot(fullName, { reserve: reserved });
     } catch (error) {
       this.check(isLunfsError(error, 'ENOSPC'), `snapshot ${fullName} failed: ${String(error)}`);
-      this.check(
-        this.controller
-          .listSnapshots()
-          .map((entry) => entry.name)
-          .join(' ') === before,
-        'a refused snapshot changed the snapshot list',
-      );
-      this.counts.set('snapshot ENOSPC', (this.counts.get('snapshot ENOSPC') ?? 0) + 1);
+      this.checkRefusedSnapshot(before);
       return;
     }
     lun.flushed(); // creation makes every write before the instant durable
     const image = new LunModel(fullName, lun.sizeBytes);
     image.resetTo(Buffer.from(lun.acknowledged));
     this.snapshots.set(fullName, { fullName, lun: lun.name, image, reserved });
+  }
+
+  /** A refused snapshot left the list as it was (before: the names, joined). */
+  private checkRefusedSnapshot(before: string): void {
+    this.check(
+      this.controller
+        .listSnapshots()
+        .map((entry) => entry.name)
+        .join(' ') === before,
+      'a refused snapshot changed the snapshot list',
+    );
+    this.counts.set('snapshot ENOSPC', (this.counts.get('snapshot ENOSPC') ?? 0) + 1);
   }
 
   /** A snapshot of a snapshot (issue 15): it reads the source's content at the instant. */
@@ -395,14 +400,7 @@ class ModelRun {
         isLunfsError(error, 'ENOSPC') || (invalid && isLunfsError(error, 'EIO')),
         `snapshot ${fullName} of ${source.fullName} failed: ${String(error)}`,
       );
-      this.check(
-        this.controller
-          .listSnapshots()
-          .map((entry) => entry.name)
-          .join(' ') === before,
-        'a refused snapshot changed the snapshot list',
-      );
-      this.counts.set('snapshot ENOSPC', (this.counts.get('snapshot ENOSPC') ?? 0) + 1);
+      this.checkRefusedSnapshot(before);
       return;
     }
     source.image.flushed(); // the source's acknowledged writes are durable before the copy

@@ -13,11 +13,8 @@
 import { pino } from 'pino';
 import { describe, expect, it } from 'vitest';
 import { SeededRandom } from '../../src/util/clock.js';
-import { isLunfsError } from '../../src/util/errors.js';
-import { silentLogger } from '../../src/util/logger.js';
 import { KiB, MiB } from '../../src/util/sizes.js';
 import { Controller } from '../../src/volume/controller.js';
-import type { Pool } from '../../src/pool/pool.js';
 import { firstDifference, patternBytes, readAll } from '../support/bytes.js';
 import { FakeClock } from '../support/fake-clock.js';
 import {
@@ -25,36 +22,10 @@ import {
   formatPoolOn,
   makeMemoryDrives,
   powerCut,
-  reopenMemoryPool,
   sessionViews,
-  type MemoryPool,
 } from '../support/memory-pool.js';
+import { controllerFor, errorCode, reopen } from '../support/controllers.js';
 import { Pool as PoolClass } from '../../src/pool/pool.js';
-
-async function controllerFor(pool: Pool): Promise<Controller> {
-  const controller = new Controller(pool, {
-    cacheBytes: MiB,
-    clock: new FakeClock(),
-    log: silentLogger(),
-  });
-  await controller.openSnapshots();
-  return controller;
-}
-
-async function reopen(memoryPool: MemoryPool, controller: Controller): Promise<Controller> {
-  await controller.close();
-  memoryPool.pool = await reopenMemoryPool(memoryPool.drives);
-  return controllerFor(memoryPool.pool);
-}
-
-async function errorCode(action: () => Promise<unknown>): Promise<string> {
-  try {
-    await action();
-    return 'resolved';
-  } catch (error) {
-    return isLunfsError(error) ? error.code : String(error);
-  }
-}
 
 describe('snapshots', () => {
   it('read their point in time while the LUN changes in the cache and on the drives', async () => {
