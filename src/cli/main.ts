@@ -297,7 +297,7 @@ export function buildProgram(): Command {
     .command('create', { isDefault: true })
     .argument('<dir>', 'pool directory', parseDirectory)
     .argument(
-      '<lun@name|source>',
+      '<lun@name>',
       'LUN@NAME: the LUN and a name for the snapshot; with [name]: what to take it of, a LUN or a snapshot LUN@SNAP',
     )
     .argument(
