@@ -365,9 +365,19 @@ export class WriteBackCache implements BlockDevice {
     // Create the page before reading below: a write during the read marks its sectors valid in
     // this same object, so the fill below never overwrites newer data (see the invariants).
     const page = this.pages.lookupOrCreate(pageIndex, this.sizeBytes);
-    await this.below.read(pageIndex * this.options.pageBytes + inPage, slice);
-    const current = this.pages.lookup(pageIndex);
-    if (!current) return; // evicted while reading: it was clean, so below had its data
+    const offsetBytes = pageIndex * this.options.pageBytes + inPage;
+    await this.below.read(offsetBytes, slice);
+    let current = this.pages.lookup(pageIndex);
+    if (current !== page) {
+      // The page left the cache while this read (evicted, perhaps replaced since). It may have
+      // been dirty or in flight when the read began, its data reaching below only during the
+      // read: what was read can be older than a write acknowledged before it. A page leaves only
+      // once its data is below, so below holds it now: read again (model seed 109987790 read
+      // zeros over data written and acknowledged before the read).
+      await this.below.read(offsetBytes, slice);
+      current = this.pages.lookup(pageIndex);
+    }
+    if (!current) return;
     // Cached data is never older than below: valid sectors win over what was read.
     for (const [firstSector, sectorCount] of sectorRuns(current.valid)) {
       const from = Math.max(firstSector * blockBytes, inPage);

@@ -6,7 +6,8 @@
 // resize) neither a read nor a destage shows what a recycled page buffer held. A destage that
 // fails while a write of a newer snapshot epoch comes for its page keeps its data under its own
 // epoch: what a snapshot of the newer epoch sees in the cache, and the epoch the retry is sent
-// with.
+// with. A read that goes below while a page is dirty returns the page's data even when the page
+// is destaged and evicted before the read ends.
 
 import { describe, expect, it } from 'vitest';
 import type { BlockDevice } from '../../src/block/block-device.js';
@@ -190,6 +191,32 @@ describe('WriteBackCache partial-sector writes', () => {
     expect(middle.every((byte) => byte === 0xaa) || middle.every((byte) => byte === 0xbb)).toBe(
       true,
     );
+    await cache.close();
+  });
+
+  it('a read that began while a page was dirty returns its data, though the page was destaged and evicted meanwhile', async () => {
+    // Found by the model test (seed 109987790): the read of a page not wholly valid goes below;
+    // the page's destage landed and the page left the cache during that read, and the read kept
+    // what below held before the destage: zeros over a write acknowledged before the read began.
+    const below = new ParkedReads(new MemoryDrive('cache-below', MiB));
+    const cache = makeCache(below);
+    await cache.write(4096, Buffer.alloc(4096, 0xcc)); // sector 1 of page 0, acknowledged
+    below.park();
+    const reading = readRange(cache, 0, pageBytes); // not wholly valid: it reads below
+    await settle();
+    expect(below.parkedCount).toBe(1);
+    const flushed = cache.flush(); // the page's data reaches below, and the page is clean
+    await settle();
+    await flushed;
+    await cache.write(pageBytes, Buffer.alloc(pageBytes, 0x01)); // two pages push page 0 out
+    await cache.write(2 * pageBytes, Buffer.alloc(pageBytes, 0x02));
+    below.release();
+    const page = await reading;
+    expect(
+      page.subarray(4096, 8192).equals(Buffer.alloc(4096, 0xcc)),
+      `sector 1 read ${page.subarray(4096, 4104).toString('hex')}`,
+    ).toBe(true);
+    expect(page.subarray(0, 4096).equals(Buffer.alloc(4096))).toBe(true);
     await cache.close();
   });
 
