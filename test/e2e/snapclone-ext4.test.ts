@@ -13,10 +13,9 @@
 //      exactly its instant's files plus what was written into it, and takes more. The source's
 //      snapshots and then the source itself are deleted: the clone file does not change by a
 //      byte, checks clean and holds its files, also after a clean restart (no BGCOPY again);
-//   2. the same with `kill -9` of the server in the middle of BGCOPY, on RAID-0 (the RAID-5 case
-//      is skipped: see it below) (status showed its progress between 0 and 1, and a commit of
-//      its copy was behind it): a mount in a new process resumes
-//      it, copying only what was left, and ends it; the clone, never written, reads byte for byte
+//   2. the same with `kill -9` of the server in the middle of BGCOPY, on RAID-0 and RAID-5
+//      (status showed its progress between 0 and 1, and a commit of its copy was behind it): a
+//      mount in a new process resumes it, copying only what was left, and ends it; the clone, never written, reads byte for byte
 //      as at its instant, its ext4 replays and checks clean with its instant's files; the source's
 //      synced files survive and it checks clean; deleting the source's snapshots and the source
 //      changes nothing in the clone;
@@ -582,120 +581,108 @@ describe('snapclones of an ext4 under fio', () => {
     await expectCleanStop(again);
   }, 240_000);
 
-  // RAID-5 fails in about 1 run of 3: after the kill and the resumed BGCOPY, one MiB of the clone
-  // (unit 136 in the run that printed it) differs from what it read at its instant, so its base,
-  // a plain reserved snapshot of the source, changed across the kill -9 under fio's load. RAID-0
-  // passed 7 runs of 7. Not found yet; issue 15's closing note has the details. Skipped, not
-  // weakened: run it with LUNFS_E2E_RAID5_KILL=1.
-  const raid5Kill = process.env['LUNFS_E2E_RAID5_KILL'] === '1' ? it : it.skip;
-  for (const [raid, run] of [
-    [0, it],
-    [5, raid5Kill],
-  ] as const)
-    run(
-      `kill -9 in the middle of BGCOPY (RAID-${raid}): a new mount resumes it where it was committed; the clone reads as at its instant`,
-      async () => {
-        const box = sandbox();
-        const pool = await box.createPool('pool', { drives: 4, driveSize, raid });
-        await lunfsOk('lun', 'create', pool, 'db', '--size', `${lunSize / MiB}M`);
-        const mountpoint = box.path('mnt');
-        const data = box.path('data');
-        const cloneData = box.path('clone');
-        const first = await box.mount(pool, mountpoint);
+  // The RAID-5 case failed in about 1 run of 3 before 4d67c07 (one MiB of the clone differed
+  // from its instant after the resumed BGCOPY); since that fix of the cache's read of a page that
+  // left it during the read, it passed 6 runs of 6. How the two are linked is not established.
+  for (const raid of [0, 5] as const)
+    it(`kill -9 in the middle of BGCOPY (RAID-${raid}): a new mount resumes it where it was committed; the clone reads as at its instant`, async () => {
+      const box = sandbox();
+      const pool = await box.createPool('pool', { drives: 4, driveSize, raid });
+      await lunfsOk('lun', 'create', pool, 'db', '--size', `${lunSize / MiB}M`);
+      const mountpoint = box.path('mnt');
+      const data = box.path('data');
+      const cloneData = box.path('clone');
+      const first = await box.mount(pool, mountpoint);
 
-        const source = await sourceWithSnapshots(box, pool, mountpoint, data, bulkFiles);
-        let sourceLoop = source.loop;
-        const atInstant = source.tree;
+      const source = await sourceWithSnapshots(box, pool, mountpoint, data, bulkFiles);
+      let sourceLoop = source.loop;
+      const atInstant = source.tree;
 
-        // ---- the clone, through the CLI and the control socket, under fio
-        const load = new FioLoad(join(data, fioFileName), fioFileBytes, 2);
-        await sleep(1500);
-        expect(load.running, `fio load ended early:\n${load.problems().join('\n')}`).toBe(true);
-        await runOk('sync', ['-f', data]);
-        const made = await lunfsOk('clone', pool, 'db', 'c1');
-        expect(made.stdout).toMatch(/clone c1 of db made \(clones\/c1\); its background copy runs/);
-        // The clone is never written: its bytes at the instant (reading it paces BGCOPY).
-        const cloneFile = join(mountpoint, 'clones', 'c1');
-        const instantBytes = await sha256File(cloneFile);
-        await writeFiles(data, { 'not-synced.bin': 2 * MiB }); // may or may not survive: not checked
+      // ---- the clone, through the CLI and the control socket, under fio
+      const load = new FioLoad(join(data, fioFileName), fioFileBytes, 2);
+      await sleep(1500);
+      expect(load.running, `fio load ended early:\n${load.problems().join('\n')}`).toBe(true);
+      await runOk('sync', ['-f', data]);
+      const made = await lunfsOk('clone', pool, 'db', 'c1');
+      expect(made.stdout).toMatch(/clone c1 of db made \(clones\/c1\); its background copy runs/);
+      // The clone is never written: its bytes at the instant (reading it paces BGCOPY).
+      const cloneFile = join(mountpoint, 'clones', 'c1');
+      const instantBytes = await sha256File(cloneFile);
+      await writeFiles(data, { 'not-synced.bin': 2 * MiB }); // may or may not survive: not checked
 
-        // ---- kill -9 once BGCOPY is past its first commit (every 64 units of 1 MiB) and not done
-        const firstJob = bgcopyOf(await controlStatus(mountpoint), 'c1')!;
-        const totalBytes = firstJob.totalBytes;
-        expect(totalBytes, 'BGCOPY has more than two commits to make').toBeGreaterThan(128 * MiB);
-        const killAtBytes = Math.min(96 * MiB, totalBytes / 2);
-        let beforeKill: JobStatus = firstJob;
-        for (const deadline = Date.now() + 60_000; beforeKill.doneBytes < killAtBytes;) {
-          if (beforeKill.state !== 'running' || Date.now() > deadline) break;
-          await sleep(20);
-          beforeKill = bgcopyOf(await controlStatus(mountpoint), 'c1')!;
-        }
-        await first.kill();
-        console.info(
-          `snapclone kill -9: BGCOPY of ${totalBytes / MiB} MiB at ${beforeKill.doneBytes / MiB} MiB (${beforeKill.progress}) at the last status before the kill`,
-        );
-        expect(beforeKill.state, 'BGCOPY was running at the last status before the kill').toBe(
-          'running',
-        );
-        expect(beforeKill.progress).toBeGreaterThan(0);
-        expect(beforeKill.progress).toBeLessThan(1);
-        await load.kill(); // its writes fail: the server is gone
-        await box.umount(data, { lazy: true });
-        await box.detachLoop(sourceLoop);
+      // ---- kill -9 once BGCOPY is past its first commit (every 64 units of 1 MiB) and not done
+      const firstJob = bgcopyOf(await controlStatus(mountpoint), 'c1')!;
+      const totalBytes = firstJob.totalBytes;
+      expect(totalBytes, 'BGCOPY has more than two commits to make').toBeGreaterThan(128 * MiB);
+      const killAtBytes = Math.min(96 * MiB, totalBytes / 2);
+      let beforeKill: JobStatus = firstJob;
+      for (const deadline = Date.now() + 60_000; beforeKill.doneBytes < killAtBytes;) {
+        if (beforeKill.state !== 'running' || Date.now() > deadline) break;
+        await sleep(20);
+        beforeKill = bgcopyOf(await controlStatus(mountpoint), 'c1')!;
+      }
+      await first.kill();
+      console.info(
+        `snapclone kill -9: BGCOPY of ${totalBytes / MiB} MiB at ${beforeKill.doneBytes / MiB} MiB (${beforeKill.progress}) at the last status before the kill`,
+      );
+      expect(beforeKill.state, 'BGCOPY was running at the last status before the kill').toBe(
+        'running',
+      );
+      expect(beforeKill.progress).toBeGreaterThan(0);
+      expect(beforeKill.progress).toBeLessThan(1);
+      await load.kill(); // its writes fail: the server is gone
+      await box.umount(data, { lazy: true });
+      await box.detachLoop(sourceLoop);
 
-        // ---- a mount in a new process resumes BGCOPY with what was left
-        const second = await box.mount(pool, mountpoint, ['--log-level', 'info']);
-        expect(second.pid).not.toBe(first.pid);
-        const ended = await waitForBgcopyEnd(mountpoint, 'c1');
-        console.info(
-          `snapclone resumed: ${ended.job.totalBytes / MiB} MiB left of ${totalBytes / MiB} MiB`,
-        );
-        expect(ended.job.totalBytes, 'the resumed BGCOPY copies only what was left').toBeLessThan(
-          totalBytes,
-        );
-        expect(ended.job.totalBytes, 'the kill came before BGCOPY ended').toBeGreaterThan(0);
-        expect(second.stderr).toMatch(/snapclone independent: BGCOPY done/);
-        await expectIndependent(mountpoint, 'c1', ended);
-        const lunFile = join(mountpoint, 'luns', 'c1');
-        expect(await sha256File(lunFile), 'the clone after kill -9 and the resumed BGCOPY').toBe(
-          instantBytes,
-        );
+      // ---- a mount in a new process resumes BGCOPY with what was left
+      const second = await box.mount(pool, mountpoint, ['--log-level', 'info']);
+      expect(second.pid).not.toBe(first.pid);
+      const ended = await waitForBgcopyEnd(mountpoint, 'c1');
+      console.info(
+        `snapclone resumed: ${ended.job.totalBytes / MiB} MiB left of ${totalBytes / MiB} MiB`,
+      );
+      expect(ended.job.totalBytes, 'the resumed BGCOPY copies only what was left').toBeLessThan(
+        totalBytes,
+      );
+      expect(ended.job.totalBytes, 'the kill came before BGCOPY ended').toBeGreaterThan(0);
+      expect(second.stderr).toMatch(/snapclone independent: BGCOPY done/);
+      await expectIndependent(mountpoint, 'c1', ended);
+      const lunFile = join(mountpoint, 'luns', 'c1');
+      expect(await sha256File(lunFile), 'the clone after kill -9 and the resumed BGCOPY').toBe(
+        instantBytes,
+      );
 
-        // ---- the clone's ext4: journal replay, its instant's files, clean
-        const cloneLoop = await box.attachLoop(lunFile);
-        await box.mountExt4(cloneLoop, cloneData);
-        expect(await treeWithoutFio(cloneData), "the clone's tree after kill -9").toEqual(
-          atInstant,
-        );
-        await expectFioBlocksWhole(
-          join(cloneData, fioFileName),
-          "the clone's fio file after kill -9",
-        );
-        await box.umount(cloneData);
-        await expectFsckClean(box, cloneLoop, 'the clone after kill -9 and journal replay');
-        await box.detachLoop(cloneLoop);
-        // ---- the source's ext4: journal replay, its synced files, clean
-        sourceLoop = await box.attachLoop(join(mountpoint, 'luns', 'db'));
-        await box.mountExt4(sourceLoop, data);
-        const sourceTree = await treeWithoutFio(data);
-        delete sourceTree['not-synced.bin'];
-        expect(sourceTree, "the source's synced tree after kill -9").toEqual(atInstant);
-        await expectFioBlocksWhole(join(data, fioFileName), "the source's fio file after kill -9");
-        await box.umount(data);
-        await expectFsckClean(box, sourceLoop, 'the source after kill -9 and journal replay');
-        await box.detachLoop(sourceLoop);
+      // ---- the clone's ext4: journal replay, its instant's files, clean
+      const cloneLoop = await box.attachLoop(lunFile);
+      await box.mountExt4(cloneLoop, cloneData);
+      expect(await treeWithoutFio(cloneData), "the clone's tree after kill -9").toEqual(atInstant);
+      await expectFioBlocksWhole(
+        join(cloneData, fioFileName),
+        "the clone's fio file after kill -9",
+      );
+      await box.umount(cloneData);
+      await expectFsckClean(box, cloneLoop, 'the clone after kill -9 and journal replay');
+      await box.detachLoop(cloneLoop);
+      // ---- the source's ext4: journal replay, its synced files, clean
+      sourceLoop = await box.attachLoop(join(mountpoint, 'luns', 'db'));
+      await box.mountExt4(sourceLoop, data);
+      const sourceTree = await treeWithoutFio(data);
+      delete sourceTree['not-synced.bin'];
+      expect(sourceTree, "the source's synced tree after kill -9").toEqual(atInstant);
+      await expectFioBlocksWhole(join(data, fioFileName), "the source's fio file after kill -9");
+      await box.umount(data);
+      await expectFsckClean(box, sourceLoop, 'the source after kill -9 and journal replay');
+      await box.detachLoop(sourceLoop);
 
-        // ---- the source's snapshots and the source deleted: the clone does not change
-        const cloneBytes = await sha256File(lunFile); // its ext4 was mounted: journal replayed
-        await lunfsOk('snapshot', 'rm', pool, 'db@s1');
-        await lunfsOk('snapshot', 'rm', pool, 'db@s2');
-        await lunfsOk('lun', 'rm', pool, 'db');
-        expect((await statusJson(pool)).luns.map((lun) => lun.name)).toEqual(['c1']);
-        expect(await sha256File(lunFile), 'the clone after its source is deleted').toBe(cloneBytes);
-        await expectCleanStop(second);
-      },
-      240_000,
-    );
+      // ---- the source's snapshots and the source deleted: the clone does not change
+      const cloneBytes = await sha256File(lunFile); // its ext4 was mounted: journal replayed
+      await lunfsOk('snapshot', 'rm', pool, 'db@s1');
+      await lunfsOk('snapshot', 'rm', pool, 'db@s2');
+      await lunfsOk('lun', 'rm', pool, 'db');
+      expect((await statusJson(pool)).luns.map((lun) => lun.name)).toEqual(['c1']);
+      expect(await sha256File(lunFile), 'the clone after its source is deleted').toBe(cloneBytes);
+      await expectCleanStop(second);
+    }, 240_000);
 });
 
 describe('snapclone bad input', () => {
