@@ -15,8 +15,9 @@
 //      byte, checks clean and holds its files, also after a clean restart (no BGCOPY again);
 //   2. the same with `kill -9` of the server in the middle of BGCOPY, on RAID-0 and RAID-5
 //      (status showed its progress between 0 and 1, and a commit of its copy was behind it): a
-//      mount in a new process resumes it, copying only what was left, and ends it; the clone, never written, reads byte for byte
-//      as at its instant, its ext4 replays and checks clean with its instant's files; the source's
+//      mount in a new process resumes it, copying only what was left, and ends it; the clone,
+//      never written, reads byte for byte as at its instant, its ext4 replays and checks clean
+//      with its instant's files; the source's
 //      synced files survive and it checks clean; deleting the source's snapshots and the source
 //      changes nothing in the clone;
 //   3. bad input through the mount and the CLI is refused with the right errno / exit code and
