@@ -582,7 +582,7 @@ describe('snapclones of an ext4 under fio', () => {
     await expectCleanStop(again);
   }, 240_000);
 
-  // The RAID-5 case failed in about 1 run of 3 before 4d67c07 (one MiB of the clone differed
+  // The RAID-5 case failed in about 1 run of 3 before abd4f1d (one MiB of the clone differed
   // from its instant after the resumed BGCOPY); since that fix of the cache's read of a page that
   // left it during the read, it passed 6 runs of 6. How the two are linked is not established.
   for (const raid of [0, 5] as const)
