@@ -27,6 +27,9 @@ export interface ControlRequest {
     | 'snapshot-rm'
     | 'snapshot-rollback'
     | 'clone-create'
+    | 'snappoint-create'
+    | 'snappoint-rm'
+    | 'snappoint-ls'
     | 'drive-replace'
     | 'scrub'
     | 'unmount';
@@ -79,6 +82,15 @@ export async function runControlRequest(
       return null;
     case 'snapshot-rollback':
       return controller.rollback(String(request.name));
+    case 'snappoint-create':
+      return controller.snapPoints.create(String(request.name));
+    case 'snappoint-rm':
+      await controller.snapPoints.remove(String(request.name));
+      return null;
+    case 'snappoint-ls':
+      return typeof request.name === 'string'
+        ? { extents: controller.snapPoints.extents(request.name) }
+        : controller.snapPoints.list();
     case 'clone-create': {
       const job = await controller.createClone(String(request.source), String(request.name));
       return request.wait ? controller.drives.jobs.wait(job.id) : job;

@@ -12,6 +12,7 @@ import { isLunfsError, LunfsError } from '../util/errors.js';
 import { configureLogging } from '../util/logger.js';
 import { formatBytes, parseSize } from '../util/sizes.js';
 import type { StatusJson } from '../volume/controller.js';
+import type { SnapPointStatus } from '../volume/snap-points.js';
 import type { DriveIoMode } from '../drive/file-drive.js';
 import { type FrontKind, runMount, runUnmount } from './mount-command.js';
 import { createPool, mountSocket, withPool } from './pool-access.js';
@@ -372,6 +373,58 @@ export function buildProgram(): Command {
       console.log(
         `LUN ${name.slice(0, name.indexOf('@'))} rolled back to ${name} (${formatBytes(result.bytes)} copied back)`,
       );
+    });
+
+  const snapPoint = program
+    .command('snappoint')
+    .description(
+      'changed-block tracking: maps of the blocks of a LUN changed since each was created (LUN@NAME)',
+    );
+  snapPoint
+    .command('create')
+    .description(
+      'start map LUN@NAME: from now on it marks every block of the LUN that changes (also: touch MOUNTPOINT/control/snappoint/LUN@NAME)',
+    )
+    .argument('<dir>', 'pool directory', parseDirectory)
+    .argument('<lun@name>', 'the LUN and a name for the map')
+    .action(async (directory: string, name: string) => {
+      await withPool(directory, { command: 'snappoint-create', name });
+      console.log(`snap-point map ${name} created`);
+    });
+  snapPoint
+    .command('ls')
+    .description(
+      'list the maps and how much each marks; with LUN@NAME, print its changed extents (offset and length in bytes, one per line)',
+    )
+    .argument('<dir>', 'pool directory', parseDirectory)
+    .argument('[lun@name]', 'a map whose extents to print')
+    .option('--json', 'JSON output')
+    .action(async (directory: string, name: string | undefined, options: { json?: boolean }) => {
+      if (name !== undefined) {
+        const { extents } = (await withPool(directory, { command: 'snappoint-ls', name })) as {
+          extents: Array<[number, number]>;
+        };
+        if (options.json) console.log(JSON.stringify(extents));
+        else for (const [offset, length] of extents) console.log(`${offset} ${length}`);
+        return;
+      }
+      const list = (await withPool(directory, { command: 'snappoint-ls' })) as SnapPointStatus[];
+      if (options.json) console.log(JSON.stringify(list, null, 2));
+      else if (list.length === 0) console.log('no snap-point maps');
+      else
+        for (const entry of list)
+          console.log(
+            `${entry.name}  created ${entry.createdAt}  changed ${formatBytes(entry.changedBytes)} in ${entry.changedExtents} extents (grain ${formatBytes(entry.grainBytes)})`,
+          );
+    });
+  snapPoint
+    .command('rm')
+    .description('remove a map')
+    .argument('<dir>', 'pool directory', parseDirectory)
+    .argument('<lun@name>', 'the map')
+    .action(async (directory: string, name: string) => {
+      await withPool(directory, { command: 'snappoint-rm', name });
+      console.log(`snap-point map ${name} removed`);
     });
 
   program

@@ -282,7 +282,7 @@ export async function withPool(
 ): Promise<unknown> {
   const absolute = resolve(directory);
   await readPoolFile(absolute); // ENOENT for a directory that holds no pool
-  const readOnly = request.command === 'status';
+  const readOnly = request.command === 'status' || request.command === 'snappoint-ls';
   const access = await reachPool(absolute, readOnly);
   if (access.socket !== undefined) return sendControlRequest(access.socket, request);
   try {

@@ -7,15 +7,19 @@
 //      bitmap bit durable (SnapshotSet.preserve -> TargetVolume);
 //   3. write the modified data to the source;
 // then the cache clears the dirty mark. A LUN without valid snapshots skips 1-2 and the lock.
+// Before all of it, a LUN with snap-point maps (issue 16) has the range marked in each, durably
+// (SnapPointTracker): no change reaches the drives unmarked.
 
 import { checkRange, type BlockDevice } from '../block/block-device.js';
 import type { ThinVolume } from '../map/thin-volume.js';
 import type { SnapshotSet } from '../snapshot/snapshot-set.js';
+import type { SnapPointTracker } from '../snapshot/snap-point-tracker.js';
 
 export class DestagePipeline implements BlockDevice {
   constructor(
     private readonly below: ThinVolume,
     private readonly snapshots: SnapshotSet,
+    private readonly snapPoints?: SnapPointTracker,
   ) {}
 
   get sizeBytes(): number {
@@ -28,6 +32,16 @@ export class DestagePipeline implements BlockDevice {
 
   /** Destages one run of modified data written in epoch (the LUN's current epoch if not given). */
   write(offsetBytes: number, data: Buffer, epoch?: number): Promise<void> {
+    if (this.snapPoints?.active) {
+      checkRange(this, offsetBytes, data.length, 'destage');
+      return this.snapPoints
+        .mark(offsetBytes, data.length)
+        .then(() => this.writeMarked(offsetBytes, data, epoch));
+    }
+    return this.writeMarked(offsetBytes, data, epoch);
+  }
+
+  private writeMarked(offsetBytes: number, data: Buffer, epoch?: number): Promise<void> {
     if (!this.snapshots.active) return this.below.write(offsetBytes, data);
     checkRange(this, offsetBytes, data.length, 'destage');
     const dataEpoch = epoch ?? this.snapshots.epoch;
@@ -42,6 +56,16 @@ export class DestagePipeline implements BlockDevice {
 
   /** A discard changes the source too: originals are preserved first, as for a write of now. */
   discard(offsetBytes: number, lengthBytes: number): Promise<void> {
+    if (this.snapPoints?.active && lengthBytes > 0) {
+      checkRange(this, offsetBytes, lengthBytes, 'discard');
+      return this.snapPoints
+        .mark(offsetBytes, lengthBytes)
+        .then(() => this.discardMarked(offsetBytes, lengthBytes));
+    }
+    return this.discardMarked(offsetBytes, lengthBytes);
+  }
+
+  private discardMarked(offsetBytes: number, lengthBytes: number): Promise<void> {
     if (!this.snapshots.active || lengthBytes === 0)
       return this.below.discard(offsetBytes, lengthBytes);
     checkRange(this, offsetBytes, lengthBytes, 'discard');

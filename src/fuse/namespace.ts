@@ -11,6 +11,8 @@
 //                     snapshots taken, as empty files that take (and ignore) writes
 //   /control/snapclone/  creating SOURCE@NAME here makes clone NAME of LUN (or clone) SOURCE,
 //                     LUN@SNAP@NAME of the snapshot LUN@SNAP
+//   /control/snappoint/  creating LUN@NAME here starts snap-point map NAME of the LUN (changed
+//                     block tracking); lists the maps as empty files; rm removes one
 // A LUN needs a size, so a file created under luns/ is only pending until truncate gives it one:
 // `truncate -s 10G luns/x` (create, then ftruncate) makes a thin LUN; `touch luns/x` fails at
 // close with EINVAL and leaves nothing. Files keep the mode and owner they are served with: chmod
@@ -39,6 +41,7 @@ type Target =
   | { kind: 'snapshot'; name: string }
   | { kind: 'status' }
   | { kind: 'snapshot-request'; name: string }
+  | { kind: 'snap-point'; name: string }
   | { kind: 'pending-lun'; name: string }
   | { kind: 'none' };
 
@@ -164,7 +167,18 @@ export class Namespace {
         entries: () => underCopy().map((lun) => `${lun.cloneOf!.source}@${lun.name}`),
       };
     if (path === '/control')
-      return { kind: 'directory', entries: () => ['status', 'snapshot', 'snapclone'] };
+      return {
+        kind: 'directory',
+        entries: () => ['status', 'snapshot', 'snapclone', 'snappoint'],
+      };
+    if (path === '/control/snappoint')
+      return {
+        kind: 'directory',
+        entries: () => controller.snapPoints.list().map((snapPoint) => snapPoint.name),
+      };
+    const snapPoint = /^\/control\/snappoint\/([^/]+)$/.exec(path);
+    if (snapPoint && controller.snapPoints.has(snapPoint[1]!))
+      return { kind: 'snap-point', name: snapPoint[1]! };
     if (path === '/control/status') return { kind: 'status' };
     const match = /^\/luns\/([^/]+)$/.exec(path);
     if (match && controller.pool.hasLun(match[1]!) && !controller.pool.lunByName(match[1]!).cloneOf)
@@ -228,6 +242,7 @@ export class Namespace {
           volatile: true,
         };
       case 'snapshot-request':
+      case 'snap-point':
         return this.stat(requestFileMode, 0);
       case 'pending-lun':
         return this.stat(lunFileMode, 0);
@@ -278,7 +293,7 @@ export class Namespace {
       const text = this.statusText();
       this.handles.set(handle, { text });
       this.openStatus = { fd: handle, text };
-    } else if (target.kind === 'snapshot-request') {
+    } else if (target.kind === 'snapshot-request' || target.kind === 'snap-point') {
       this.handles.set(handle, { text: Buffer.alloc(0), discardsWrites: true });
     } else if (target.kind === 'pending-lun') {
       this.pendingLuns.set(target.name, (this.pendingLuns.get(target.name) ?? 0) + 1);
@@ -305,6 +320,14 @@ export class Namespace {
       if (at <= 0)
         throw new LunfsError('EINVAL', `'${spec}' is not a clone request: use SOURCE@NAME`);
       await controller.createClone(spec.slice(0, at), spec.slice(at + 1));
+      const handle = this.nextHandle++;
+      this.handles.set(handle, { text: Buffer.alloc(0), discardsWrites: true });
+      return handle;
+    }
+    const snapPointRequest = /^\/control\/snappoint\/([^/]+)$/.exec(path);
+    if (snapPointRequest) {
+      // touch control/snappoint/LUN@NAME: map NAME of the LUN starts marking changes
+      await controller.snapPoints.create(snapPointRequest[1]!);
       const handle = this.nextHandle++;
       this.handles.set(handle, { text: Buffer.alloc(0), discardsWrites: true });
       return handle;
@@ -428,6 +451,7 @@ export class Namespace {
     const target = this.resolve(path);
     if (target.kind === 'pending-lun') this.pendingLuns.delete(target.name);
     else if (target.kind === 'snapshot') await this.controller.removeSnapshot(target.name);
+    else if (target.kind === 'snap-point') await this.controller.snapPoints.remove(target.name);
     else if (target.kind === 'status' || target.kind === 'snapshot-request')
       throw new LunfsError(
         'EPERM',
@@ -463,7 +487,8 @@ export class Namespace {
       throw new LunfsError('EINVAL', `${path} is a snapshot: its size is fixed`);
     }
     // `echo > control/snapshot/L@N` again: O_TRUNC of the empty file
-    if (target.kind === 'snapshot-request' && sizeBytes === 0) return;
+    if ((target.kind === 'snapshot-request' || target.kind === 'snap-point') && sizeBytes === 0)
+      return;
     if (target.kind === 'status') throw new LunfsError('EACCES', `${path} is read-only`);
     if (target.kind === 'pending-lun') {
       await this.createPendingLun(target.name, sizeBytes);

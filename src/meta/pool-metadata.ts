@@ -4,6 +4,7 @@
 // rebuilds exactly the state that was committed. encodeCheckpoint/decodeCheckpoint give the
 // full image written to a checkpoint slot (docs/on-disk-format.md).
 
+import { ChangeMap } from './change-map.js';
 import { L2map } from './l2map.js';
 import { assert } from '../util/assert.js';
 import { LunfsError } from '../util/errors.js';
@@ -185,6 +186,22 @@ export function sharingChainOf(
     .sort((a, b) => a.epoch - b.epoch || a.id - b.id);
 }
 
+/**
+ * A snap-point map (issue 16, seed 003's "snap point"): which grains of LUN lunId may have changed
+ * on the drives since the map was started. A grain's bit is durable before any change of it reaches
+ * the drives (DestagePipeline), so after a crash a map may mark more than changed, never less.
+ */
+export interface SnapPointRecord {
+  id: number;
+  lunId: number;
+  name: string;
+  createdAtMs: number;
+  /** The LUN's snapshot epoch when the map started: writes of an older epoch may be unmarked. */
+  epoch: number;
+  grainBytes: number;
+  marks: ChangeMap;
+}
+
 export interface PoolMetadata {
   config: PoolConfig;
   drives: DriveRecord[];
@@ -192,9 +209,11 @@ export interface PoolMetadata {
   rstores: Map<number, RStoreRecord>;
   luns: Map<number, LunRecord>;
   snapshots: Map<number, SnapshotRecord>;
+  snapPoints: Map<number, SnapPointRecord>;
   nextLunId: number;
   nextRStoreId: number;
   nextSnapshotId: number;
+  nextSnapPointId: number;
   /** False while a process has the pool open read-write; true after a clean close. */
   cleanShutdown: boolean;
 }
@@ -229,6 +248,10 @@ export type MetadataOp =
   | { kind: 'snapshot-create'; snapshot: SnapshotRecord }
   | { kind: 'snapshot-invalidate'; snapshotId: number; reason: string }
   | { kind: 'snapshot-remove'; snapshotId: number }
+  | { kind: 'snappoint-create'; snapPoint: Omit<SnapPointRecord, 'marks'> }
+  /** Grains of LUN lunId's snap-point maps ids changed: [first grain, count] runs. */
+  | { kind: 'snappoint-mark'; ids: number[]; runs: Array<[number, number]> }
+  | { kind: 'snappoint-remove'; snapPointId: number }
   /**
    * After an unclean shutdown: unmapped RSEGs and unused PSEGs may hold data of writes whose
    * mapping was lost.
@@ -341,6 +364,23 @@ export function applyMetadataOp(metadata: PoolMetadata, op: MetadataOp): void {
     }
     case 'lun-remove':
       assert(metadata.luns.delete(op.lunId), `lun-remove names unknown LUN ${op.lunId}`);
+      for (const [id, snapPoint] of metadata.snapPoints)
+        if (snapPoint.lunId === op.lunId) metadata.snapPoints.delete(id);
+      return;
+    case 'snappoint-create':
+      assert(!metadata.snapPoints.has(op.snapPoint.id), `snap-point ${op.snapPoint.id} exists`);
+      metadata.snapPoints.set(op.snapPoint.id, { ...op.snapPoint, marks: new ChangeMap() });
+      metadata.nextSnapPointId = Math.max(metadata.nextSnapPointId, op.snapPoint.id + 1);
+      return;
+    case 'snappoint-mark':
+      for (const id of op.ids) {
+        // A map removed since the mark was queued has nothing to mark.
+        const marks = metadata.snapPoints.get(id)?.marks;
+        if (marks) for (const [first, count] of op.runs) marks.setRun(first, count);
+      }
+      return;
+    case 'snappoint-remove':
+      metadata.snapPoints.delete(op.snapPointId);
       return;
     case 'forget-fresh':
       // Also the drives: PSEGs of an RStore whose creation was lost in the crash may hold data.
@@ -453,6 +493,9 @@ function lunById(metadata: PoolMetadata, lunId: number): LunRecord {
  */
 export function encodeCheckpoint(metadata: PoolMetadata): Buffer {
   const luns = [...metadata.luns.values()];
+  // Snap-point maps' bits follow the LUN maps' entries, each map's in its own markBytes.
+  const snapPoints = [...metadata.snapPoints.values()];
+  const marksEncoded = snapPoints.map((snapPoint) => snapPoint.marks.encode());
   const json = Buffer.from(
     JSON.stringify({
       config: metadata.config,
@@ -461,15 +504,26 @@ export function encodeCheckpoint(metadata: PoolMetadata): Buffer {
       rstores: [...metadata.rstores.values()],
       luns: luns.map(({ map, ...rest }) => ({ ...rest, mappedCount: map.mappedCount })),
       snapshots: [...metadata.snapshots.values()],
+      snapPoints: snapPoints.map((snapPoint, index) => ({
+        id: snapPoint.id,
+        lunId: snapPoint.lunId,
+        name: snapPoint.name,
+        createdAtMs: snapPoint.createdAtMs,
+        epoch: snapPoint.epoch,
+        grainBytes: snapPoint.grainBytes,
+        markBytes: marksEncoded[index]!.length,
+      })),
       nextLunId: metadata.nextLunId,
       nextRStoreId: metadata.nextRStoreId,
       nextSnapshotId: metadata.nextSnapshotId,
+      nextSnapPointId: metadata.nextSnapPointId,
       cleanShutdown: metadata.cleanShutdown,
     }),
   );
   const entryBytes = 12;
   const mapBytes = luns.reduce((sum, lun) => sum + lun.map.mappedCount * entryBytes, 0);
-  const buffer = Buffer.alloc(4 + json.length + mapBytes);
+  const marksBytes = marksEncoded.reduce((sum, marks) => sum + marks.length, 0);
+  const buffer = Buffer.alloc(4 + json.length + mapBytes + marksBytes);
   buffer.writeUInt32LE(json.length, 0);
   json.copy(buffer, 4);
   let position = 4 + json.length;
@@ -482,6 +536,7 @@ export function encodeCheckpoint(metadata: PoolMetadata): Buffer {
       position += entryBytes;
     });
   }
+  for (const marks of marksEncoded) position += marks.copy(buffer, position);
   assert(position === buffer.length, 'checkpoint encoding length mismatch');
   return buffer;
 }
@@ -501,11 +556,13 @@ export function decodeCheckpoint(payload: Buffer): PoolMetadata {
       rstores: RStoreRecord[];
       luns: Array<Omit<LunRecord, 'map'> & { mappedCount: number }>;
       snapshots?: SnapshotRecordOnDisk[];
+      snapPoints?: Array<Omit<SnapPointRecord, 'marks'> & { markBytes: number }>;
       nextLunId: number;
       nextRStoreId?: number;
       /** Format 5's spelling of nextRStoreId. */
       nextRstoreId?: number;
       nextSnapshotId?: number;
+      nextSnapPointId?: number;
       cleanShutdown: boolean;
     };
     const metadata: PoolMetadata = {
@@ -520,6 +577,8 @@ export function decodeCheckpoint(payload: Buffer): PoolMetadata {
       nextLunId: parsed.nextLunId,
       nextRStoreId: requireNumber(parsed.nextRStoreId ?? parsed.nextRstoreId, 'nextRStoreId'),
       nextSnapshotId: parsed.nextSnapshotId ?? 1,
+      snapPoints: new Map(),
+      nextSnapPointId: parsed.nextSnapPointId ?? 1,
       cleanShutdown: parsed.cleanShutdown,
     };
     let position = 4 + jsonLength;
@@ -537,6 +596,11 @@ export function decodeCheckpoint(payload: Buffer): PoolMetadata {
         position += 12;
       }
       metadata.luns.set(lun.id, { ...lun, map });
+    }
+    for (const { markBytes, ...snapPoint } of parsed.snapPoints ?? []) {
+      const marks = ChangeMap.decode(payload.subarray(position, position + markBytes));
+      metadata.snapPoints.set(snapPoint.id, { ...snapPoint, marks });
+      position += markBytes;
     }
     return metadata;
   } catch (error) {

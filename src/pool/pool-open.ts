@@ -120,6 +120,8 @@ export async function formatDrives(drives: Drive[], options: PoolFormatOptions):
     nextLunId: 1,
     nextRStoreId: 1,
     nextSnapshotId: 1,
+    snapPoints: new Map(),
+    nextSnapPointId: 1,
     cleanShutdown: true,
   };
   await Promise.all(drives.map((drive, index) => writeLabels(drive, headers[index]!)));

@@ -103,6 +103,32 @@ export function hasRoomForSnapshotRecord(
     metadata.rstores.size * 160 +
     metadata.luns.size * 200 +
     snapshotsBytes +
-    snapshotRecordBytes;
-  return estimate <= checkpointSlotBytes - 64;
+    snapPointsBytes(metadata);
+  return estimate + snapshotRecordBytes <= checkpointSlotBytes - 64;
+}
+
+/** Checkpoint room snap-point maps may take: a record and every bit of the LUN each. */
+function snapPointsBytes(metadata: PoolMetadata): number {
+  let bytes = 0;
+  for (const snapPoint of metadata.snapPoints.values()) {
+    const lun = metadata.luns.get(snapPoint.lunId);
+    bytes += snapPointRecordBytes + Math.ceil((lun?.sizeBytes ?? 0) / snapPoint.grainBytes / 8);
+  }
+  return bytes;
+}
+
+const snapPointRecordBytes = 256;
+
+/**
+ * Whether the pool metadata has room for one more snap-point map of a LUN of sizeBytes, with room
+ * left for one more snapshot record (the estimate of hasRoomForSnapshotRecord).
+ */
+export function hasRoomForSnapPoint(
+  metadata: PoolMetadata,
+  checkpointSlotBytes: number,
+  sizeBytes: number,
+  grainBytes: number,
+): boolean {
+  const extra = snapPointRecordBytes + Math.ceil(sizeBytes / grainBytes / 8);
+  return hasRoomForSnapshotRecord(metadata, checkpointSlotBytes - extra);
 }

@@ -66,7 +66,12 @@ import * as driveWork from './pool-drives.js';
 import { LunTable } from './pool-luns.js';
 import { PoolCommit } from './pool-commit.js';
 import type { DriveWorkContext, ScrubReport } from './pool-drives.js';
-import { allocateRseg, hasRoomForSnapshotRecord, type SpaceContext } from './pool-space.js';
+import {
+  allocateRseg,
+  hasRoomForSnapPoint,
+  hasRoomForSnapshotRecord,
+  type SpaceContext,
+} from './pool-space.js';
 
 /** Each file's narrow view of the pool, in one object built once (Pool.makeParts). */
 type PoolParts = SessionRecoveryContext &
@@ -335,6 +340,11 @@ export class Pool implements MapSpace {
   /** Whether the pool metadata has room for one more snapshot record (pool-space.ts). */
   hasRoomForSnapshotRecord(): boolean {
     return hasRoomForSnapshotRecord(this.metadata, this.checkpointSlotBytes);
+  }
+
+  /** Whether the pool metadata has room for one more snap-point map (pool-space.ts). */
+  hasRoomForSnapPoint(sizeBytes: number, grainBytes: number): boolean {
+    return hasRoomForSnapPoint(this.metadata, this.checkpointSlotBytes, sizeBytes, grainBytes);
   }
 
   /** Units of free space held back for reserved snapshots (set by the controller). */

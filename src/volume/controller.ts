@@ -21,6 +21,7 @@ import { DriveService, type DriveServiceSettings } from './drive-service.js';
 import type { JobStatus } from './background-jobs.js';
 import type { IntegrityCounters } from '../raid/drive-health.js';
 import { defaultChunkBytes } from '../util/constants.js';
+import { SnapPointService, type SnapPointStatus } from './snap-points.js';
 
 export interface SnapshotStatus {
   /** LUN@NAME, the file name under snapshots/. */
@@ -180,6 +181,8 @@ export interface StatusJson {
   /** RStores whose write-intent record is set (written since they were last known consistent). */
   writeIntent: { dirtyRStores: number };
   snapshots: SnapshotStatus[];
+  /** Snap-point maps (issue 16): changed-block tracking since each one's creation. */
+  snapPoints: SnapPointStatus[];
   /** writtenThroughBytes: whole-page writes sent straight to memory drives since the mount. */
   cache: {
     capacityBytes: number;
@@ -220,6 +223,8 @@ export class Controller {
 
   /** Drive failures, replacement and rebuild, scrub. */
   readonly drives: DriveService;
+  /** Snap-point maps (issue 16). */
+  readonly snapPoints: SnapPointService;
 
   constructor(
     readonly pool: Pool,
@@ -235,6 +240,12 @@ export class Controller {
     },
   ) {
     this.budget = makeCacheBudget(settings.cacheBytes);
+    this.snapPoints = new SnapPointService({
+      pool,
+      clock: settings.clock,
+      log: settings.log,
+      epochOf: (lunName) => this.snapshotSet(lunName).epoch,
+    });
     this.drives = new DriveService(pool, {
       clock: settings.clock,
       log: settings.log,
@@ -1047,6 +1058,7 @@ export class Controller {
       }),
       luns,
       snapshots: this.listSnapshots(),
+      snapPoints: this.snapPoints.list(),
       cache: {
         capacityBytes: this.budget.capacityBytes,
         cachedBytes: this.budget.cachedBytes(),

@@ -12,6 +12,7 @@ import type { LunRecord } from '../meta/pool-metadata.js';
 import type { Clock } from '../util/clock.js';
 import { layerLogger } from '../util/logger.js';
 import type { SnapshotSet } from '../snapshot/snapshot-set.js';
+import { SnapPointTracker } from '../snapshot/snap-point-tracker.js';
 import type { Pool } from '../pool/pool.js';
 import { cachePageBytes } from '../util/constants.js';
 
@@ -49,7 +50,7 @@ export function assembleLunStack(
   /** The LUN's thin volume (a snapclone's CloneVolume); default a plain ThinVolume. */
   thin: ThinVolume = new ThinVolume(pool, record),
 ): LunStack {
-  const pipeline = new DestagePipeline(thin, snapshots);
+  const pipeline = new DestagePipeline(thin, snapshots, new SnapPointTracker(pool, record));
   const capacity = settings.budget.capacityBytes;
   const writeThrough =
     settings.writeThrough ??

@@ -77,6 +77,8 @@ function emptyMetadata(poolUuid = 'aaaaaaaa-bbbb-4ccc-8ddd-eeeeeeeeeeee'): PoolM
     nextLunId: 1,
     nextRStoreId: 1,
     nextSnapshotId: 1,
+    snapPoints: new Map(),
+    nextSnapPointId: 1,
     cleanShutdown: true,
   };
 }

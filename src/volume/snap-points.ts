@@ -1,0 +1,162 @@
+// Snap-point maps as users see them (issue 16): `lunfs snappoint create|ls|rm DIR LUN@NAME`,
+// control/snappoint/ in the mount, and the changed extents an export --since reads. The marking
+// itself is below, in the destage pipeline (snapshot/snap-point-tracker.ts).
+//
+// A map starts empty at its creation and from then on marks every grain of its LUN whose content
+// on the drives changes; it ends when it is removed, or with its LUN. The grain is 64 KiB, QEMU's
+// default for dirty bitmaps: a 1 TiB LUN's map is 2 MiB, and a 4 KiB write marks 16 times its size
+// at most.
+
+import type { Pool } from '../pool/pool.js';
+import type { SnapPointRecord } from '../meta/pool-metadata.js';
+import { LunfsError } from '../util/errors.js';
+import type { Clock } from '../util/clock.js';
+import type { Logger } from '../util/logger.js';
+import { parseSnapshotName } from './controller.js';
+
+export const snapPointGrainBytes = 64 * 1024;
+/** The most maps one LUN may have: each costs a bit test per destage and room in the metadata. */
+export const maxSnapPointsPerLun = 16;
+
+export interface SnapPointStatus {
+  /** LUN@NAME. */
+  name: string;
+  lun: string;
+  snapPoint: string;
+  createdAt: string;
+  grainBytes: number;
+  /** Grains marked, in bytes (an upper bound of the bytes changed since the creation). */
+  changedBytes: number;
+  /** Runs of marked grains. */
+  changedExtents: number;
+}
+
+export interface SnapPointHost {
+  readonly pool: Pool;
+  readonly clock: Clock;
+  readonly log: Logger;
+  /** The LUN's snapshot epoch (what its cache tags new writes with). */
+  epochOf(lunName: string): number;
+}
+
+export class SnapPointService {
+  constructor(private readonly host: SnapPointHost) {}
+
+  private get pool(): Pool {
+    return this.host.pool;
+  }
+
+  /** Starts map NAME of LUN: empty now, it marks every change from here on. */
+  async create(fullName: string): Promise<SnapPointStatus> {
+    const names = parseSnapPointName(fullName);
+    const lun = this.pool.lunByName(names.lun);
+    const existing = this.ofLun(lun.id);
+    if (existing.some((snapPoint) => snapPoint.name === names.snapPoint))
+      throw new LunfsError('EEXIST', `snap-point ${fullName} exists already`);
+    if (existing.length >= maxSnapPointsPerLun)
+      throw new LunfsError(
+        'ENOSPC',
+        `LUN '${lun.name}' has ${maxSnapPointsPerLun} snap-point maps, the most one LUN may have`,
+      );
+    if (!this.pool.hasRoomForSnapPoint(lun.sizeBytes, snapPointGrainBytes))
+      throw new LunfsError(
+        'ENOSPC',
+        `the pool metadata has no room for another snap-point map; remove some first`,
+      );
+    const id = this.pool.metadata.nextSnapPointId;
+    await this.pool.commitOp({
+      kind: 'snappoint-create',
+      snapPoint: {
+        id,
+        lunId: lun.id,
+        name: names.snapPoint,
+        createdAtMs: this.host.clock.nowMs(),
+        epoch: this.host.epochOf(lun.name),
+        grainBytes: snapPointGrainBytes,
+      },
+    });
+    this.host.log.info({ snapPoint: fullName }, 'snap-point map created');
+    return this.status(this.pool.metadata.snapPoints.get(id)!);
+  }
+
+  async remove(fullName: string): Promise<void> {
+    const record = this.byName(fullName);
+    await this.pool.commitOp({ kind: 'snappoint-remove', snapPointId: record.id });
+    this.host.log.info({ snapPoint: fullName }, 'snap-point map removed');
+  }
+
+  byName(fullName: string): SnapPointRecord {
+    const names = parseSnapPointName(fullName);
+    const lun = this.pool.lunByName(names.lun);
+    const found = this.ofLun(lun.id).find((snapPoint) => snapPoint.name === names.snapPoint);
+    if (!found)
+      throw new LunfsError(
+        'ENOENT',
+        `LUN '${lun.name}' has no snap-point map '${names.snapPoint}'`,
+      );
+    return found;
+  }
+
+  has(fullName: string): boolean {
+    try {
+      this.byName(fullName);
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  list(): SnapPointStatus[] {
+    return [...this.pool.metadata.snapPoints.values()]
+      .filter((snapPoint) => this.pool.metadata.luns.has(snapPoint.lunId))
+      .sort((a, b) => a.lunId - b.lunId || a.id - b.id)
+      .map((snapPoint) => this.status(snapPoint));
+  }
+
+  /** The byte ranges map fullName marks, clipped to the LUN's size: [offset, length] pairs. */
+  extents(fullName: string): Array<[number, number]> {
+    const record = this.byName(fullName);
+    const sizeBytes = this.pool.metadata.luns.get(record.lunId)!.sizeBytes;
+    const found: Array<[number, number]> = [];
+    record.marks.forEachRun((first, count) => {
+      const offset = first * record.grainBytes;
+      if (offset >= sizeBytes) return;
+      found.push([offset, Math.min(count * record.grainBytes, sizeBytes - offset)]);
+    });
+    return found;
+  }
+
+  private ofLun(lunId: number): SnapPointRecord[] {
+    return [...this.pool.metadata.snapPoints.values()].filter(
+      (snapPoint) => snapPoint.lunId === lunId,
+    );
+  }
+
+  private status(record: SnapPointRecord): SnapPointStatus {
+    const lun = this.pool.metadata.luns.get(record.lunId)!;
+    let runs = 0;
+    record.marks.forEachRun(() => (runs += 1));
+    return {
+      name: `${lun.name}@${record.name}`,
+      lun: lun.name,
+      snapPoint: record.name,
+      createdAt: new Date(record.createdAtMs).toISOString(),
+      grainBytes: record.grainBytes,
+      changedBytes: record.marks.count * record.grainBytes,
+      changedExtents: runs,
+    };
+  }
+}
+
+/** Splits LUN@NAME (the names follow the snapshot rules); EINVAL for anything else. */
+export function parseSnapPointName(fullName: string): { lun: string; snapPoint: string } {
+  try {
+    const { lun, snapshot } = parseSnapshotName(fullName);
+    return { lun, snapPoint: snapshot };
+  } catch (error) {
+    throw new LunfsError(
+      'EINVAL',
+      (error as Error).message.replace('is not a snapshot name', 'is not a snap-point name'),
+    );
+  }
+}
