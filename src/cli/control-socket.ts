@@ -16,6 +16,15 @@ import { isLunfsError, LunfsError, type LunfsErrorCode } from '../util/errors.js
 import type { Logger } from '../util/logger.js';
 import type { Controller } from '../volume/controller.js';
 import { requestUnmount } from './mount-stop.js';
+import { exportVolume, importVolume } from '../volume/volume-export.js';
+import {
+  endFrame,
+  failedFrame,
+  FrameDecoder,
+  frameOf,
+  markerFrame,
+  writeWithBackpressure,
+} from './stream-frames.js';
 
 export interface ControlRequest {
   command:
@@ -30,6 +39,8 @@ export interface ControlRequest {
     | 'snappoint-create'
     | 'snappoint-rm'
     | 'snappoint-ls'
+    | 'export'
+    | 'import'
     | 'drive-replace'
     | 'scrub'
     | 'unmount';
@@ -53,14 +64,34 @@ export interface ControlRequest {
    * drive-replace, scrub: answer when the job has ended (a local open must), not when it started.
    */
   wait?: boolean;
+  /** export: the base of an incremental stream (a snapshot or snap-point map of the LUN). */
+  since?: string;
+}
+
+/** The byte stream of an export (where it goes) or an import (where it comes from). */
+export interface ControlIo {
+  write?: (chunk: Buffer) => Promise<void>;
+  input?: AsyncIterable<Buffer | string>;
 }
 
 /** Carries out one request on a controller: the same code for the socket and for a local open. */
 export async function runControlRequest(
   controller: Controller,
   request: ControlRequest,
+  io: ControlIo = {},
 ): Promise<unknown> {
   switch (request.command) {
+    case 'export':
+      if (!io.write) throw new LunfsError('EINVAL', 'export: no stream to write to');
+      return exportVolume(
+        controller,
+        String(request.name),
+        typeof request.since === 'string' ? { since: request.since } : {},
+        io.write,
+      );
+    case 'import':
+      if (!io.input) throw new LunfsError('EINVAL', 'import: no stream to read');
+      return importVolume(controller, String(request.name), io.input);
     case 'status':
       return controller.status();
     case 'lun-create':
@@ -134,15 +165,44 @@ export async function serveControlSocket(
       socket.end(JSON.stringify(refusal.answer) + '\n');
       return;
     }
-    let buffered = '';
-    socket.setEncoding('utf8');
-    socket.on('data', (chunk: string) => {
-      buffered += chunk;
-      const newline = buffered.indexOf('\n');
+    let head = Buffer.alloc(0);
+    let decoder: FrameDecoder | undefined;
+    const reply = (answered: ControlAnswer): void => {
+      socket.end(JSON.stringify(answered) + '\n');
+    };
+    socket.on('data', (chunk: Buffer) => {
+      if (decoder) return decoder.push(chunk);
+      head = Buffer.concat([head, chunk]);
+      const newline = head.indexOf(10);
       if (newline < 0) return;
-      const line = buffered.slice(0, newline);
-      buffered = '';
-      void answer(line, controller).then((reply) => socket.end(JSON.stringify(reply) + '\n'));
+      const line = head.subarray(0, newline).toString('utf8');
+      const rest = head.subarray(newline + 1);
+      head = Buffer.alloc(0);
+      let request: ControlRequest;
+      try {
+        request = JSON.parse(line) as ControlRequest;
+      } catch {
+        return reply({ ok: false, code: 'EINVAL', message: 'the request is not JSON' });
+      }
+      if (request.command === 'import') {
+        // the stream follows the request line, in frames (stream-frames.ts)
+        const frames = new FrameDecoder(
+          () => socket.pause(),
+          () => socket.resume(),
+        );
+        decoder = frames;
+        frames.push(rest);
+        socket.on('end', () =>
+          frames.fail(new LunfsError('EINVAL', 'the stream ended before its last frame')),
+        );
+        void answer(request, controller, { input: frames }).then(reply);
+      } else if (request.command === 'export') {
+        const write = (data: Buffer): Promise<void> => writeWithBackpressure(socket, frameOf(data));
+        void answer(request, controller, { write }).then((answered) => {
+          if (!socket.destroyed) socket.write(markerFrame(answered.ok ? endFrame : failedFrame));
+          reply(answered);
+        });
+      } else void answer(request, controller).then(reply);
     });
   });
   await new Promise<void>((resolve, reject) => {
@@ -199,10 +259,13 @@ function refuseStranger(
   };
 }
 
-async function answer(line: string, controller: Controller): Promise<ControlAnswer> {
+async function answer(
+  request: ControlRequest,
+  controller: Controller,
+  io: ControlIo = {},
+): Promise<ControlAnswer> {
   try {
-    const request = JSON.parse(line) as ControlRequest;
-    return { ok: true, result: await runControlRequest(controller, request) };
+    return { ok: true, result: await runControlRequest(controller, request, io) };
   } catch (error) {
     if (isLunfsError(error)) return { ok: false, code: error.code, message: error.message };
     return { ok: false, code: 'EIO', message: (error as Error).message };
@@ -232,6 +295,89 @@ export function sendControlRequest(path: string, request: ControlRequest): Promi
       } catch {
         reject(new LunfsError('EIO', `bad answer from the control socket: ${text.slice(0, 200)}`));
       }
+    });
+  });
+}
+
+/**
+ * An export or import through the mount's socket: the request line, then the stream in frames
+ * (import: sent from io.input; export: received into io.write), then the mount's answer.
+ */
+export function sendStreamingRequest(
+  path: string,
+  request: ControlRequest,
+  io: ControlIo,
+): Promise<unknown> {
+  return new Promise((resolve, reject) => {
+    const socket = createConnection(path);
+    let settled = false;
+    const finish = (error: Error | undefined, result?: unknown): void => {
+      if (settled) return;
+      settled = true;
+      if (error) reject(error);
+      else resolve(result);
+      socket.destroy();
+    };
+    const parseAnswer = (text: string): void => {
+      try {
+        const reply = JSON.parse(text) as ControlAnswer;
+        if (reply.ok) finish(undefined, reply.result);
+        else finish(new LunfsError(reply.code, reply.message));
+      } catch {
+        finish(new LunfsError('EIO', `bad answer from the control socket: ${text.slice(0, 200)}`));
+      }
+    };
+    socket.on('error', (error) => {
+      if (!settled)
+        finish(
+          new LunfsError(
+            'EBUSY',
+            `the pool is mounted but its control socket ${path} does not answer: ${error.message}`,
+          ),
+        );
+    });
+    if (request.command === 'export') {
+      const frames = new FrameDecoder(
+        () => socket.pause(),
+        () => socket.resume(),
+      );
+      socket.on('data', (chunk: Buffer) => frames.push(chunk));
+      socket.on('end', () => {
+        if (frames.marker === undefined)
+          frames.fail(new LunfsError('EIO', 'the mount stopped sending the stream part-way'));
+      });
+      void (async () => {
+        try {
+          for await (const payload of frames) await io.write!(payload);
+        } catch (error) {
+          return finish(error as Error);
+        }
+        if (socket.readableEnded) parseAnswer(frames.rest.toString('utf8'));
+        else socket.once('end', () => parseAnswer(frames.rest.toString('utf8')));
+      })();
+      socket.on('connect', () => socket.write(JSON.stringify(request) + '\n'));
+      return;
+    }
+    let text = '';
+    socket.on('data', (chunk: Buffer) => (text += chunk.toString('utf8')));
+    socket.on('end', () => parseAnswer(text));
+    socket.on('connect', () => {
+      socket.write(JSON.stringify(request) + '\n');
+      void (async () => {
+        try {
+          for await (const chunk of io.input!) {
+            if (settled || socket.destroyed) return;
+            const data = typeof chunk === 'string' ? Buffer.from(chunk) : chunk;
+            if (data.length > 0) await writeWithBackpressure(socket, frameOf(data));
+          }
+          await writeWithBackpressure(socket, markerFrame(endFrame));
+        } catch (error) {
+          // The mount may have answered (a refusal) and closed while this still sent: its answer
+          // says why. A failure to read the input is this side's.
+          if (!socket.destroyed && !(error as Error).message.includes('connection'))
+            finish(error as Error);
+        }
+      })();
     });
   });
 }

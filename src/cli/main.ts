@@ -5,7 +5,8 @@
 // for a bug.
 
 import { Command, CommanderError, Option, type HelpContext } from 'commander';
-import { readFileSync } from 'node:fs';
+import { createReadStream, readFileSync } from 'node:fs';
+import { open, rm } from 'node:fs/promises';
 import { totalmem } from 'node:os';
 import { resolve } from 'node:path';
 import { isLunfsError, LunfsError } from '../util/errors.js';
@@ -13,6 +14,7 @@ import { configureLogging } from '../util/logger.js';
 import { formatBytes, parseSize } from '../util/sizes.js';
 import type { StatusJson } from '../volume/controller.js';
 import type { SnapPointStatus } from '../volume/snap-points.js';
+import type { ExportResult, ImportResult } from '../volume/volume-export.js';
 import type { DriveIoMode } from '../drive/file-drive.js';
 import { type FrontKind, runMount, runUnmount } from './mount-command.js';
 import { createPool, mountSocket, withPool } from './pool-access.js';
@@ -425,6 +427,74 @@ export function buildProgram(): Command {
     .action(async (directory: string, name: string) => {
       await withPool(directory, { command: 'snappoint-rm', name });
       console.log(`snap-point map ${name} removed`);
+    });
+
+  program
+    .command('export')
+    .description(
+      'write a stream of a LUN (at this instant) or of a snapshot LUN@SNAP: whole, or with --since only what changed from a snapshot or snap-point map of the same LUN (lunfs import applies it)',
+    )
+    .argument('<dir>', 'pool directory', parseDirectory)
+    .argument('<volume>', 'LUN or LUN@SNAP')
+    .option('--since <base>', 'a snapshot (NAME or LUN@NAME) or snap-point map of the LUN')
+    .requiredOption('-o, --output <file>', "where to write the stream ('-': standard output)")
+    .action(
+      async (directory: string, volume: string, options: { since?: string; output: string }) => {
+        const toStdout = options.output === '-';
+        const file = toStdout ? undefined : await open(options.output, 'wx');
+        const write = async (chunk: Buffer): Promise<void> => {
+          if (file) {
+            await file.write(chunk);
+            return;
+          }
+          if (!process.stdout.write(chunk))
+            await new Promise<void>((resolve) => process.stdout.once('drain', resolve));
+        };
+        let result: ExportResult;
+        try {
+          result = (await withPool(
+            directory,
+            {
+              command: 'export',
+              name: volume,
+              ...(options.since !== undefined ? { since: options.since } : {}),
+            },
+            undefined,
+            { write },
+          )) as ExportResult;
+          await file?.sync();
+        } catch (error) {
+          // a stream cut short is no stream: nothing is left that looks like one
+          await file?.close();
+          if (file) await rm(options.output, { force: true });
+          throw error;
+        }
+        await file?.close();
+        console.error(
+          `exported ${result.exported}${result.since ? ` since ${result.since}` : ' (full)'}: ${result.records} records, ${formatBytes(result.dataBytes)} of data, ${formatBytes(result.zeroBytes)} zeroed; stream ${formatBytes(result.streamBytes)}`,
+        );
+      },
+    );
+
+  program
+    .command('import')
+    .description(
+      "apply a stream made by lunfs export: a full stream makes LUN; an incremental one applies to the LUN holding its base (each import ends with a snapshot of LUN holding the stream's state)",
+    )
+    .argument('<dir>', 'pool directory', parseDirectory)
+    .argument('<lun>', 'the LUN to make or update')
+    .argument('<file>', "the stream ('-': standard input)")
+    .action(async (directory: string, lunName: string, fileName: string) => {
+      const input =
+        fileName === '-'
+          ? process.stdin
+          : createReadStream(fileName, { highWaterMark: 1024 * 1024 });
+      const result = (await withPool(directory, { command: 'import', name: lunName }, undefined, {
+        input,
+      })) as ImportResult;
+      console.log(
+        `${result.created ? 'LUN ' + result.lun + ' made' : 'LUN ' + result.lun + ' updated'} from the stream: ${result.records} records, ${formatBytes(result.dataBytes)} of data, ${formatBytes(result.zeroBytes)} zeroed; its state is snapshot ${result.snapshot}`,
+      );
     });
 
   program

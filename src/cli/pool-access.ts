@@ -30,7 +30,13 @@ import {
 } from '../volume/pool-lock.js';
 import { poolPermissionWarnings } from '../volume/pool-permissions.js';
 import { Pool } from '../pool/pool.js';
-import { runControlRequest, sendControlRequest, type ControlRequest } from './control-socket.js';
+import {
+  runControlRequest,
+  sendControlRequest,
+  sendStreamingRequest,
+  type ControlIo,
+  type ControlRequest,
+} from './control-socket.js';
 import { defaultCacheBytes } from '../util/constants.js';
 
 export interface CreatePoolRequest {
@@ -279,12 +285,16 @@ export async function withPool(
   directory: string,
   request: ControlRequest,
   onProgress?: (status: StatusJson) => void,
+  io: ControlIo = {},
 ): Promise<unknown> {
   const absolute = resolve(directory);
   await readPoolFile(absolute); // ENOENT for a directory that holds no pool
   const readOnly = request.command === 'status' || request.command === 'snappoint-ls';
   const access = await reachPool(absolute, readOnly);
-  if (access.socket !== undefined) return sendControlRequest(access.socket, request);
+  if (access.socket !== undefined)
+    return request.command === 'export' || request.command === 'import'
+      ? sendStreamingRequest(access.socket, request, io)
+      : sendControlRequest(access.socket, request);
   try {
     const pool = await openPool(absolute, { readOnly, deferSession: true });
     const controller = new Controller(pool, {
@@ -301,7 +311,7 @@ export async function withPool(
         ? setInterval(() => onProgress(controller.status()), 200)
         : undefined;
       try {
-        return await runControlRequest(controller, request);
+        return await runControlRequest(controller, request, io);
       } finally {
         if (ticker) clearInterval(ticker);
       }

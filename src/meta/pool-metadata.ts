@@ -144,9 +144,20 @@ export interface SnapshotRecord {
    * 'clone-base': the hidden snapshot a snapclone reads until its BGCOPY ends (LunRecord.cloneOf);
    * not listed, not served, removed with the end of the BGCOPY or with the clone.
    */
-  role?: 'clone-base';
+  role?: 'clone-base' | 'export';
   sourceKind: 'lun' | 'snapshot';
   sourceId: number;
+  /**
+   * The snapshot (or a snapshot it was taken of) has been written to: it no longer holds its LUN
+   * exactly as it stood at its epoch. Set durably before the first write reaches it.
+   */
+  written?: boolean;
+  /**
+   * Made by `lunfs import` (issue 16): the state of another pool's volume this snapshot holds, as
+   * the stream named it (export-stream.ts VolumeState); an incremental stream from that state
+   * applies on top of it.
+   */
+  origin?: { guid: string; lunGuid: string; epoch: number; pure: boolean };
 }
 
 /** A snapshot record as a format-5 pool wrote it (checkpoint or journal). */
@@ -248,6 +259,8 @@ export type MetadataOp =
   | { kind: 'snapshot-create'; snapshot: SnapshotRecord }
   | { kind: 'snapshot-invalidate'; snapshotId: number; reason: string }
   | { kind: 'snapshot-remove'; snapshotId: number }
+  /** The snapshot is written to for the first time (SnapshotRecord.written). */
+  | { kind: 'snapshot-written'; snapshotId: number }
   | { kind: 'snappoint-create'; snapPoint: Omit<SnapPointRecord, 'marks'> }
   /** Grains of LUN lunId's snap-point maps ids changed: [first grain, count] runs. */
   | { kind: 'snappoint-mark'; ids: number[]; runs: Array<[number, number]> }
@@ -347,6 +360,11 @@ export function applyMetadataOp(metadata: PoolMetadata, op: MetadataOp): void {
       assert(snapshot !== undefined, `snapshot-invalidate names unknown snapshot ${op.snapshotId}`);
       snapshot.state = 'invalid';
       snapshot.invalidReason = op.reason;
+      return;
+    }
+    case 'snapshot-written': {
+      const snapshot = metadata.snapshots.get(op.snapshotId);
+      if (snapshot) snapshot.written = true;
       return;
     }
     case 'snapshot-remove': {

@@ -65,6 +65,8 @@ export class SnapshotSet {
   private writesDone: Array<() => void> = [];
   /** Set while a snapshot of a snapshot is taken: new snapshot writes wait for it. */
   private writeBarrier: Promise<void> | undefined;
+  /** The commits recording snapshots' first writes (SnapshotRecord.written). */
+  private readonly writtenMarks = new Map<number, Promise<void>>();
   private idleWaiters: Array<() => void> = [];
 
   constructor(
@@ -223,6 +225,7 @@ export class SnapshotSet {
         state: 'valid',
         sourceKind: 'snapshot',
         sourceId: source.id,
+        ...(source.written ? { written: true } : {}),
       });
       // the live copy is made in this turn
       const copied = target.copyImage(source.id, record.id, record.reservedBytes > 0);
@@ -394,6 +397,7 @@ export class SnapshotSet {
     this.checkUsable(snapshot);
     this.snapshotWrites += 1;
     try {
+      await this.markWritten(snapshot);
       await this.writePieces(snapshot, offsetBytes, data, source, cache);
     } finally {
       this.snapshotWrites -= 1;
@@ -433,6 +437,25 @@ export class SnapshotSet {
       (result): result is PromiseRejectedResult => result.status === 'rejected',
     );
     if (failure) throw failure.reason;
+  }
+
+  /** Records durably, before its first write lands, that a snapshot no longer holds its epoch. */
+  private async markWritten(snapshot: SnapshotRecord): Promise<void> {
+    let marking = this.writtenMarks.get(snapshot.id);
+    if (!marking) {
+      if (snapshot.written) return;
+      marking = this.pool.commitOp({ kind: 'snapshot-written', snapshotId: snapshot.id });
+      this.writtenMarks.set(snapshot.id, marking);
+      // a failed commit is tried again by the next write
+      void marking.then(
+        () => {},
+        () => {
+          this.writtenMarks.delete(snapshot.id);
+          delete snapshot.written;
+        },
+      );
+    }
+    await marking;
   }
 
   private async whileBusy<T>(task: () => Promise<T>): Promise<T> {

@@ -215,6 +215,8 @@ export class Controller {
   private readonly snapshotSets = new Map<number, SnapshotSet>();
   /** LUNs (ids) whose rollback runs in this process. */
   private readonly rollingBack = new Set<number>();
+  /** LUNs held by an import (not served meanwhile), with what holds them. */
+  private readonly held = new Map<number, string>();
   /** Clones (LUN ids) whose BGCOPY must stop, and the BGCOPYs running (their ends). */
   private readonly stoppedClones = new Set<number>();
   private readonly bgcopies = new Map<number, Promise<void>>();
@@ -332,7 +334,7 @@ export class Controller {
    */
   async createSnapshot(
     spec: string,
-    options: { reserve?: boolean; source?: string } = {},
+    options: { reserve?: boolean; source?: string; origin?: SnapshotRecord['origin'] } = {},
   ): Promise<SnapshotStatus> {
     const request = parseSnapshotRequest(spec);
     return this.takeSnapshot(request.lun, request.snapshot, {
@@ -345,7 +347,12 @@ export class Controller {
   private async takeSnapshot(
     lunName: string,
     snapshotName: string,
-    options: { reserve?: boolean; source?: string; role?: 'clone-base' },
+    options: {
+      reserve?: boolean;
+      source?: string;
+      role?: SnapshotRecord['role'];
+      origin?: SnapshotRecord['origin'];
+    },
   ): Promise<SnapshotStatus> {
     const names = { lun: lunName, snapshot: snapshotName };
     const fullName = `${names.lun}@${names.snapshot}`;
@@ -395,6 +402,7 @@ export class Controller {
         this.settings.clock.nowMs(),
       );
       if (options.role) record.role = options.role;
+      if (options.origin) record.origin = options.origin;
       this.pool.metadata.snapshots.set(record.id, record);
       this.pool.metadata.nextSnapshotId += 1;
       set.updateReservationUse();
@@ -426,7 +434,7 @@ export class Controller {
     source: SnapshotRecord,
     name: string,
     reservedBytes: number,
-    role?: 'clone-base',
+    role?: SnapshotRecord['role'],
   ): Promise<SnapshotStatus> {
     const fullName = `${set.lun.name}@${name}`;
     const record = await set.takeOf(
@@ -472,9 +480,12 @@ export class Controller {
    * rollback is recorded in the pool metadata before the first chunk and cleared after the last
    * one is durable; until then the LUN is not served, and an open resumes the copy.
    */
-  async rollback(fullName: string): Promise<{ chunks: number; bytes: number }> {
+  async rollback(fullName: string, heldBy?: string): Promise<{ chunks: number; bytes: number }> {
     const names = parseSnapshotName(fullName);
     const lun = this.pool.lunByName(names.lun);
+    const holder = this.held.get(lun.id);
+    if (holder !== undefined && holder !== heldBy)
+      throw new LunfsError('EBUSY', `LUN '${names.lun}' is ${holder}`);
     const set = this.snapshotSet(names.lun);
     const record = set.byName(names.snapshot);
     if (record.state !== 'valid')
@@ -758,7 +769,10 @@ export class Controller {
     const named = new Set(this.pool.userLuns().map((lun) => lun.cloneOf?.snapshotId));
     for (const lun of this.pool.userLuns())
       for (const snapshot of this.snapshotSet(lun.name).all())
-        if (snapshot.role === 'clone-base' && !named.has(snapshot.id))
+        if (
+          (snapshot.role === 'clone-base' && !named.has(snapshot.id)) ||
+          snapshot.role === 'export' // an export's instant, left by a crash during the export
+        )
           await this.snapshotSet(lun.name).remove(snapshot);
     for (const lun of this.pool.userLuns()) if (lun.cloneOf) this.startBgcopy(lun.name);
   }
@@ -892,6 +906,50 @@ export class Controller {
   }
 
   /** How many times the LUN or snapshot file is open through the mount. */
+  get clock(): Clock {
+    return this.settings.clock;
+  }
+
+  get log(): Logger {
+    return this.settings.log;
+  }
+
+  /**
+   * A hidden snapshot of LUN lunName now (role 'export': the instant an export of the live LUN
+   * reads). The caller removes it (removeHiddenSnapshot); a crash leaves it to resumeClones.
+   */
+  async takeHiddenSnapshot(lunName: string, role: 'export'): Promise<SnapshotRecord> {
+    const set = this.snapshotSet(lunName);
+    let name = `.${role}-${this.pool.metadata.nextSnapshotId}`;
+    while (set.all().some((snapshot) => snapshot.name === name)) name += 'x';
+    await this.takeSnapshot(lunName, name, { role });
+    return set.byName(name);
+  }
+
+  async removeHiddenSnapshot(lunName: string, record: SnapshotRecord): Promise<void> {
+    if (this.pool.metadata.snapshots.get(record.id) === record)
+      await this.snapshotSet(lunName).remove(record);
+  }
+
+  /**
+   * Holds LUN lunName for work that must see it alone (an import): refused while it is open or
+   * rolled back; opens are refused (EBUSY, "LUN is <what>") until the returned release.
+   */
+  hold(lunName: string, what: string): () => void {
+    const lun = this.pool.lunByName(lunName);
+    if ((this.openCounts.get(lunName) ?? 0) > 0)
+      throw new LunfsError(
+        'EBUSY',
+        `LUN '${lunName}' is open; close it (unmount its file system, detach loop devices) first`,
+      );
+    if (this.rollingBack.has(lun.id) || lun.rollingBackTo !== undefined)
+      throw new LunfsError('EBUSY', `LUN '${lunName}' is being rolled back to a snapshot`);
+    const holder = this.held.get(lun.id);
+    if (holder !== undefined) throw new LunfsError('EBUSY', `LUN '${lunName}' is ${holder}`);
+    this.held.set(lun.id, what);
+    return () => this.held.delete(lun.id);
+  }
+
   openCount(name: string): number {
     return this.openCounts.get(name) ?? 0;
   }
@@ -902,6 +960,8 @@ export class Controller {
       const lun = this.pool.lunByName(name);
       if (this.rollingBack.has(lun.id) || lun.rollingBackTo !== undefined)
         throw new LunfsError('EBUSY', `LUN '${name}' is being rolled back to a snapshot`);
+      const holder = this.held.get(lun.id);
+      if (holder !== undefined) throw new LunfsError('EBUSY', `LUN '${name}' is ${holder}`);
     }
     this.openCounts.set(name, (this.openCounts.get(name) ?? 0) + 1);
   }
@@ -914,8 +974,11 @@ export class Controller {
     return this.pool.createLun(name, sizeBytes);
   }
 
-  async removeLun(name: string): Promise<void> {
-    this.pool.lunByName(name); // ENOENT first
+  /** heldBy: the work holding the LUN (hold()) removes it: only it may. */
+  async removeLun(name: string, heldBy?: string): Promise<void> {
+    const holder = this.held.get(this.pool.lunByName(name).id); // ENOENT first
+    if (holder !== undefined && holder !== heldBy)
+      throw new LunfsError('EBUSY', `LUN '${name}' is ${holder}`);
     const family = this.snapshotSet(name).all();
     const snapshots = family.filter((snapshot) => !snapshot.role).length;
     if (snapshots > 0)

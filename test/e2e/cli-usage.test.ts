@@ -45,7 +45,7 @@ describe('usage errors', () => {
     const cases: Array<[string[], RegExp]> = [
       [
         [],
-        /missing command: use one of pool, lun, snapshot, clone, drive, scrub, status, mount.* \(see 'lunfs --help'\)/,
+        /missing command: use one of pool, lun, snapshot, snappoint, export, import, clone, drive, scrub, status, mount.* \(see 'lunfs --help'\)/,
       ],
       [['pool'], /missing command: use one of create \(see 'lunfs pool --help'\)/],
       [['lun'], /missing command: use one of create, ls, rm, resize/],
@@ -67,6 +67,9 @@ describe('usage errors', () => {
       [['--log-level', 'loud', 'status', 'x'], /argument 'loud' is invalid/],
       [['mount', 'x', 'y', '--drive-io', 'fast'], /argument 'fast' is invalid/],
       [['snapshot', 'x'], /missing required argument 'lun@name'/],
+      [['snappoint', 'create', 'x'], /missing required argument 'lun@name'/],
+      [['export', 'x', 'db'], /required option '-o, --output <file>' not specified/],
+      [['import', 'x', 'db'], /missing required argument 'file'/],
       [['status', ''], /a directory argument is empty/],
       [['lun', 'ls', ' '], /a directory argument is empty/],
     ];
