@@ -41,6 +41,11 @@ export interface ControlRequest {
     | 'snappoint-ls'
     | 'export'
     | 'import'
+    | 'migrate-pass'
+    | 'migrate-ack'
+    | 'migrate-finish'
+    | 'migrate-cancel'
+    | 'migrate-release'
     | 'drive-replace'
     | 'scrub'
     | 'unmount';
@@ -66,6 +71,15 @@ export interface ControlRequest {
   wait?: boolean;
   /** export: the base of an incremental stream (a snapshot or snap-point map of the LUN). */
   since?: string;
+  /** migrate-pass: start over (a full pass), or the final pass (writes held). */
+  restart?: boolean;
+  final?: boolean;
+  /** migrate-pass: ranges the copier could not read before, to copy in this pass too. */
+  extra?: Array<[number, number]>;
+  /** migrate-pass (final): the snapshot to take at the cut-over. */
+  snapshot?: string;
+  /** migrate-ack: the maps the acknowledged pass covered. */
+  covers?: string[];
 }
 
 /** The byte stream of an export (where it goes) or an import (where it comes from). */
@@ -92,6 +106,27 @@ export async function runControlRequest(
     case 'import':
       if (!io.input) throw new LunfsError('EINVAL', 'import: no stream to read');
       return importVolume(controller, String(request.name), io.input);
+    case 'migrate-pass':
+      return controller.migrations.pass(String(request.name), {
+        restart: request.restart === true,
+        final: request.final === true,
+        ...(typeof request.snapshot === 'string' ? { snapshot: request.snapshot } : {}),
+        ...(Array.isArray(request.extra) ? { extra: request.extra } : {}),
+      });
+    case 'migrate-ack':
+      await controller.migrations.ack(
+        String(request.name),
+        Array.isArray(request.covers) ? request.covers.map(String) : [],
+      );
+      return null;
+    case 'migrate-finish':
+      return controller.migrations.finish(String(request.name));
+    case 'migrate-cancel':
+      await controller.migrations.cancel(String(request.name));
+      return null;
+    case 'migrate-release':
+      controller.migrations.abortFinal(String(request.name));
+      return null;
     case 'status':
       return controller.status();
     case 'lun-create':

@@ -15,6 +15,8 @@ import { formatBytes, parseSize } from '../util/sizes.js';
 import type { StatusJson } from '../volume/controller.js';
 import type { SnapPointStatus } from '../volume/snap-points.js';
 import type { ExportResult, ImportResult } from '../volume/volume-export.js';
+import type { CopyTargetSpec } from './copier.js';
+import { describeReport, runCopierCommand, runMigrate } from './migrate-command.js';
 import type { DriveIoMode } from '../drive/file-drive.js';
 import { type FrontKind, runMount, runUnmount } from './mount-command.js';
 import { createPool, mountSocket, withPool } from './pool-access.js';
@@ -496,6 +498,81 @@ export function buildProgram(): Command {
         `${result.created ? 'LUN ' + result.lun + ' made' : 'LUN ' + result.lun + ' updated'} from the stream: ${result.records} records, ${formatBytes(result.dataBytes)} of data, ${formatBytes(result.zeroBytes)} zeroed; its state is snapshot ${result.snapshot}`,
       );
     });
+
+  const migrateTarget = (
+    options: {
+      to?: string;
+      toPool?: string;
+      as?: string;
+      force?: boolean;
+    },
+    lun: string,
+  ): CopyTargetSpec => {
+    if ((options.to === undefined) === (options.toPool === undefined))
+      throw new LunfsError(
+        'EINVAL',
+        'give the target: --to FILE|DEVICE, or --to-pool DIR2 [--as NAME] for a LUN of another pool',
+      );
+    if (options.to !== undefined)
+      return { kind: 'path', path: options.to, force: options.force === true };
+    return { kind: 'pool', directory: options.toPool!, lun: options.as ?? lun };
+  };
+  for (const name of ['migrate', 'copier'] as const) {
+    const command = program
+      .command(name)
+      .description(
+        name === 'migrate'
+          ? 'copy a live LUN to a file, a block device or a LUN of another pool (mounted or not) by a copier process that reads the drives itself; passes repeat until little changes, then writes pause for one short final pass; run again to resume'
+          : "the copier process of lunfs migrate (it starts one itself); run it by hand on any host that can read the pool's drives",
+      )
+      .argument('<dir>', 'pool directory', parseDirectory)
+      .argument('<lun>', 'the LUN to copy')
+      .option('--to <target>', 'a file (made if missing) or a block device')
+      .option('--to-pool <dir>', 'a pool to copy into, as a LUN (made if missing)')
+      .option('--as <name>', 'the LUN name in --to-pool (default: the same name)')
+      .option('--force', 'overwrite a target file that is not empty')
+      .option('--restart', 'start over with a full copy (default: resume an interrupted one)')
+      .option(
+        '--snapshot <name>',
+        'take snapshot LUN@NAME at the cut-over: what the target holds when the migration ends',
+      )
+      .addOption(new Option('--small <bytes>', 'pass size that ends the passes').hideHelp())
+      .addOption(new Option('--socket <path>', "the server's control socket").hideHelp());
+    command.action(
+      async (
+        directory: string,
+        lunName: string,
+        options: {
+          to?: string;
+          toPool?: string;
+          as?: string;
+          force?: boolean;
+          restart?: boolean;
+          small?: string;
+          socket?: string;
+          snapshot?: string;
+        },
+      ) => {
+        const migrateOptions = {
+          directory,
+          lun: lunName,
+          target: migrateTarget(options, lunName),
+          restart: options.restart === true,
+          ...(options.small !== undefined ? { smallBytes: Number(options.small) } : {}),
+          ...(options.snapshot !== undefined ? { snapshot: options.snapshot } : {}),
+        };
+        if (name === 'migrate') {
+          await runMigrate(migrateOptions);
+          return;
+        }
+        const report = await runCopierCommand({
+          ...migrateOptions,
+          ...(options.socket !== undefined ? { socket: options.socket } : {}),
+        });
+        console.log(describeReport(report));
+      },
+    );
+  }
 
   program
     .command('clone')

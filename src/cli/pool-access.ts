@@ -219,6 +219,8 @@ export async function openPool(
     deferSession?: boolean;
     ioMode?: DriveIoMode;
     forceDegraded?: boolean;
+    /** Read-only, without taking the drives' locks: a mount owns them (a migration's copier). */
+    shared?: boolean;
   },
 ): Promise<Pool> {
   const paths =
@@ -230,7 +232,11 @@ export async function openPool(
   try {
     for (const path of paths) {
       try {
-        drives.push(await FileDrive.open(path, options.ioMode));
+        drives.push(
+          options.shared
+            ? await FileDrive.openShared(path)
+            : await FileDrive.open(path, options.ioMode),
+        );
       } catch (error) {
         if (!isLunfsError(error, 'ENOENT') && !isLunfsError(error, 'EIO')) throw error;
         drives.push(
@@ -246,7 +252,7 @@ export async function openPool(
     return await Pool.open(drives, {
       clock: systemClock,
       log: layerLogger('pool'),
-      readOnly: options.readOnly,
+      readOnly: options.readOnly || options.shared,
       deferSession: options.deferSession,
       forceDegraded: options.forceDegraded,
     });
@@ -322,6 +328,46 @@ export async function withPool(
   } finally {
     await access.lock?.release();
   }
+}
+
+/**
+ * Runs work on a controller of the pool opened here, for writing, under the pool lock: EBUSY if a
+ * mount serves the pool (use its socket or mountpoint instead).
+ */
+export async function withLocalController<T>(
+  directory: string,
+  work: (controller: Controller) => Promise<T>,
+): Promise<T> {
+  const absolute = resolve(directory);
+  await readPoolFile(absolute);
+  const access = await reachPool(absolute, false);
+  if (access.socket !== undefined)
+    throw new LunfsError('EBUSY', `pool ${absolute} is mounted: it is served by its mount`);
+  try {
+    const pool = await openPool(absolute, { deferSession: true });
+    const controller = new Controller(pool, {
+      cacheBytes: defaultCacheBytes,
+      clock: systemClock,
+      log: layerLogger('controller'),
+      driveSettings: { onDrivePathsChanged: (paths) => recordDrivePaths(absolute, paths) },
+      warnings: (drivePaths) => poolPermissionWarnings(absolute, drivePaths),
+    });
+    try {
+      await controller.openSnapshots(false);
+      await controller.drives.start();
+      return await work(controller);
+    } finally {
+      await controller.close();
+    }
+  } finally {
+    await access.lock?.release();
+  }
+}
+
+/** Where the mount that holds the pool serves it, if one does. */
+export function mountpointOf(directory: string): string | undefined {
+  const state = poolLockState(resolve(directory));
+  return state.held ? state.owner?.mountpoint : undefined;
 }
 
 /** The control socket of the mount that holds the pool, if one does and it is serving. */

@@ -31,14 +31,34 @@ export class DestagePipeline implements BlockDevice {
   }
 
   /** Destages one run of modified data written in epoch (the LUN's current epoch if not given). */
+  /** Changes on their way to the drives (a migration waits for those begun before its map). */
+  private readonly changes = new Set<Promise<void>>();
+
   write(offsetBytes: number, data: Buffer, epoch?: number): Promise<void> {
     if (this.snapPoints?.active) {
       checkRange(this, offsetBytes, data.length, 'destage');
-      return this.snapPoints
-        .mark(offsetBytes, data.length)
-        .then(() => this.writeMarked(offsetBytes, data, epoch));
+      return this.tracked(
+        this.snapPoints
+          .mark(offsetBytes, data.length)
+          .then(() => this.writeMarked(offsetBytes, data, epoch)),
+      );
     }
-    return this.writeMarked(offsetBytes, data, epoch);
+    return this.tracked(this.writeMarked(offsetBytes, data, epoch));
+  }
+
+  private tracked(change: Promise<void>): Promise<void> {
+    this.changes.add(change);
+    const forget = (): void => void this.changes.delete(change);
+    change.then(forget, forget);
+    return change;
+  }
+
+  /**
+   * Resolves once every change that began before the call has ended (reached the drives or
+   * failed). A snap-point map started before this call marks every change that begins after it.
+   */
+  async changesSettled(): Promise<void> {
+    await Promise.allSettled([...this.changes]);
   }
 
   private writeMarked(offsetBytes: number, data: Buffer, epoch?: number): Promise<void> {
@@ -58,11 +78,13 @@ export class DestagePipeline implements BlockDevice {
   discard(offsetBytes: number, lengthBytes: number): Promise<void> {
     if (this.snapPoints?.active && lengthBytes > 0) {
       checkRange(this, offsetBytes, lengthBytes, 'discard');
-      return this.snapPoints
-        .mark(offsetBytes, lengthBytes)
-        .then(() => this.discardMarked(offsetBytes, lengthBytes));
+      return this.tracked(
+        this.snapPoints
+          .mark(offsetBytes, lengthBytes)
+          .then(() => this.discardMarked(offsetBytes, lengthBytes)),
+      );
     }
-    return this.discardMarked(offsetBytes, lengthBytes);
+    return this.tracked(this.discardMarked(offsetBytes, lengthBytes));
   }
 
   private discardMarked(offsetBytes: number, lengthBytes: number): Promise<void> {

@@ -80,6 +80,28 @@ export class FileDrive implements Drive {
     }
   }
 
+  /**
+   * Opens a drive another process owns, read-only and without its lock (a migration's copier reads
+   * the drives of a pool a mount serves, issue 16). Writes fail (EBADF from the kernel).
+   */
+  static async openShared(path: string): Promise<FileDrive> {
+    let handle: FileHandle;
+    try {
+      handle = await open(path, constants.O_RDONLY);
+    } catch (error) {
+      const code = (error as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT')
+        throw new LunfsError('ENOENT', `drive ${path} does not exist`, { cause: error });
+      throw driveError('open', path, error);
+    }
+    try {
+      return new FileDrive(path, handle, await sizeOf(path, handle), false);
+    } catch (error) {
+      await handle.close();
+      throw error;
+    }
+  }
+
   /** Creates a sparse file of sizeBytes (fails if it exists) and opens it. */
   static async createSparse(
     path: string,

@@ -398,7 +398,18 @@ export class Namespace {
         'EFBIG',
         `write of ${data.length} bytes at ${position} past the end of the volume`,
       );
-    await device.write(position, data);
+    if (handle?.lun === undefined) {
+      await device.write(position, data);
+      return data.length;
+    }
+    // a migration's final pass holds the LUN's writes for a moment
+    const entered = this.controller.enterWrite(handle.lun);
+    const release = typeof entered === 'function' ? entered : await entered;
+    try {
+      await device.write(position, data);
+    } finally {
+      release();
+    }
     return data.length;
   }
 
@@ -426,7 +437,15 @@ export class Namespace {
         'EFBIG',
         'zero-range past the end of the volume: a LUN does not grow by fallocate',
       );
-    await device.discard(position, end - position);
+    const lun = this.handles.get(fd)?.lun;
+    if (lun === undefined) return device.discard(position, end - position);
+    const entered = this.controller.enterWrite(lun);
+    const release = typeof entered === 'function' ? entered : await entered;
+    try {
+      await device.discard(position, end - position);
+    } finally {
+      release();
+    }
   }
 
   async flush(fd: number, path: string): Promise<void> {

@@ -32,6 +32,15 @@ export class SnapPointTracker {
   constructor(
     private readonly space: SnapPointSpace,
     readonly lun: LunRecord,
+    /**
+     * The range a change of [offset, offset + length) must mark: wider where a change can alter
+     * what a read of other bytes returns (a degraded RAID-5 row: a copier that rebuilds a lost
+     * member from the others while one of them changes reads garbage with no checksum to tell).
+     */
+    private readonly widen: (offsetBytes: number, lengthBytes: number) => [number, number] = (
+      offsetBytes,
+      lengthBytes,
+    ) => [offsetBytes, lengthBytes],
   ) {}
 
   /** The LUN's snap-point maps. */
@@ -49,8 +58,9 @@ export class SnapPointTracker {
   }
 
   /** Resolves once every grain of the range is durably marked in every map of the LUN. */
-  async mark(offsetBytes: number, lengthBytes: number): Promise<void> {
-    if (lengthBytes === 0) return;
+  async mark(changedOffset: number, changedLength: number): Promise<void> {
+    if (changedLength === 0) return;
+    const [offsetBytes, lengthBytes] = this.widen(changedOffset, changedLength);
     const waits = new Set<Promise<void>>();
     /** Newly marked grains of each grain size, and the maps they were marked in. */
     const fresh = new Map<number, { ids: number[]; grains: Map<number, number[]> }>();

@@ -22,6 +22,7 @@ import type { JobStatus } from './background-jobs.js';
 import type { IntegrityCounters } from '../raid/drive-health.js';
 import { defaultChunkBytes } from '../util/constants.js';
 import { SnapPointService, type SnapPointStatus } from './snap-points.js';
+import { MigrationService } from './migration.js';
 
 export interface SnapshotStatus {
   /** LUN@NAME, the file name under snapshots/. */
@@ -227,6 +228,8 @@ export class Controller {
   readonly drives: DriveService;
   /** Snap-point maps (issue 16). */
   readonly snapPoints: SnapPointService;
+  /** The server's side of migrations by a copier process (issue 16). */
+  readonly migrations: MigrationService = new MigrationService(this);
 
   constructor(
     readonly pool: Pool,
@@ -948,6 +951,14 @@ export class Controller {
     if (holder !== undefined) throw new LunfsError('EBUSY', `LUN '${lunName}' is ${holder}`);
     this.held.set(lun.id, what);
     return () => this.held.delete(lun.id);
+  }
+
+  /**
+   * Every write to a LUN from outside (the mount) goes between this and the release it gives: a
+   * migration's final pass holds new ones and waits for those under way (migration.ts).
+   */
+  enterWrite(name: string): (() => void) | Promise<() => void> {
+    return this.migrations.enterWrite(this.pool.lunByName(name).id);
   }
 
   openCount(name: string): number {

@@ -107,8 +107,12 @@ export class SnapPointService {
   }
 
   list(): SnapPointStatus[] {
+    // maps named '.…' are lunfs's own (a migration's): not the user's to list or remove
     return [...this.pool.metadata.snapPoints.values()]
-      .filter((snapPoint) => this.pool.metadata.luns.has(snapPoint.lunId))
+      .filter(
+        (snapPoint) =>
+          this.pool.metadata.luns.has(snapPoint.lunId) && !snapPoint.name.startsWith('.'),
+      )
       .sort((a, b) => a.lunId - b.lunId || a.id - b.id)
       .map((snapPoint) => this.status(snapPoint));
   }

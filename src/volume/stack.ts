@@ -8,7 +8,7 @@ import { CacheBudget } from '../cache/cache-budget.js';
 import { WriteBackCache } from '../cache/write-back-cache.js';
 import { DestagePipeline } from '../destage/destage-pipeline.js';
 import { ThinVolume } from '../map/thin-volume.js';
-import type { LunRecord } from '../meta/pool-metadata.js';
+import { driveStateOf, type LunRecord } from '../meta/pool-metadata.js';
 import type { Clock } from '../util/clock.js';
 import { layerLogger } from '../util/logger.js';
 import type { SnapshotSet } from '../snapshot/snapshot-set.js';
@@ -36,6 +36,37 @@ export interface CacheSettings {
   writeThrough?: boolean;
 }
 
+/**
+ * A change's range widened to whole allocation units at its ends where the unit lies on a degraded
+ * RAID-5 RStore (SnapPointTracker's widen): a copier reading a neighbour of the change in the same
+ * row rebuilds it from members that change.
+ */
+function widenDegraded(
+  pool: Pool,
+  record: LunRecord,
+  offsetBytes: number,
+  lengthBytes: number,
+): [number, number] {
+  const metadata = pool.metadata;
+  if (metadata.config.raidLevel !== 5) return [offsetBytes, lengthBytes];
+  const unitBytes = pool.allocationUnitBytes;
+  const degraded = (unitIndex: number): boolean => {
+    const entry = record.map.get(unitIndex);
+    const rstore = entry && metadata.rstores.get(entry.rstoreId);
+    return (
+      rstore?.members.some(
+        (member) => driveStateOf(metadata.drives[member.driveIndex]!) !== 'online',
+      ) === true
+    );
+  };
+  let start = offsetBytes;
+  let end = offsetBytes + lengthBytes;
+  if (degraded(Math.floor(start / unitBytes))) start = Math.floor(start / unitBytes) * unitBytes;
+  if (degraded(Math.floor((end - 1) / unitBytes)))
+    end = Math.min(record.sizeBytes, Math.ceil(end / unitBytes) * unitBytes);
+  return [start, end - start];
+}
+
 export function makeCacheBudget(capacityBytes: number): CacheBudget {
   const budget = new CacheBudget(capacityBytes, cachePageBytes);
   budget.pageBuffers.reserve(Math.ceil(capacityBytes / cachePageBytes));
@@ -50,7 +81,13 @@ export function assembleLunStack(
   /** The LUN's thin volume (a snapclone's CloneVolume); default a plain ThinVolume. */
   thin: ThinVolume = new ThinVolume(pool, record),
 ): LunStack {
-  const pipeline = new DestagePipeline(thin, snapshots, new SnapPointTracker(pool, record));
+  const pipeline = new DestagePipeline(
+    thin,
+    snapshots,
+    new SnapPointTracker(pool, record, (offset, length) =>
+      widenDegraded(pool, record, offset, length),
+    ),
+  );
   const capacity = settings.budget.capacityBytes;
   const writeThrough =
     settings.writeThrough ??

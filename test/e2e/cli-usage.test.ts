@@ -45,7 +45,7 @@ describe('usage errors', () => {
     const cases: Array<[string[], RegExp]> = [
       [
         [],
-        /missing command: use one of pool, lun, snapshot, snappoint, export, import, clone, drive, scrub, status, mount.* \(see 'lunfs --help'\)/,
+        /missing command: use one of pool, lun, snapshot, snappoint, export, import, migrate, copier, clone, drive, scrub, status, mount.* \(see 'lunfs --help'\)/,
       ],
       [['pool'], /missing command: use one of create \(see 'lunfs pool --help'\)/],
       [['lun'], /missing command: use one of create, ls, rm, resize/],
