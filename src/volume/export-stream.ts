@@ -219,7 +219,11 @@ export class ExportReader {
       );
     this.nextOffset = end;
     this.records += 1;
-    if (kind === recordKind.zero) return { kind: 'zero', offsetBytes, lengthBytes };
+    if (kind === recordKind.zero) {
+      if (fixed.readUInt32LE(16) !== 0 || fixed.readUInt8(1) | fixed.readUInt16LE(2))
+        throw bad(`the zero record at ${offsetBytes} carries bits that must be 0`);
+      return { kind: 'zero', offsetBytes, lengthBytes };
+    }
     const data = await this.reader.read(lengthBytes);
     if (data.length < lengthBytes) throw bad('it ends inside a data record');
     if (crc32c(data) !== fixed.readUInt32LE(16))

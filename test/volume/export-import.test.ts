@@ -14,6 +14,7 @@ import { SeededRandom } from '../../src/util/clock.js';
 import { KiB, MiB } from '../../src/util/sizes.js';
 import type { Controller } from '../../src/volume/controller.js';
 import { exportVolume, importVolume } from '../../src/volume/volume-export.js';
+import { encodeEnd, encodeRecord } from '../../src/volume/export-stream.js';
 import { firstDifference, patternBytes, readAll } from '../support/bytes.js';
 import { formatMemoryPool } from '../support/memory-pool.js';
 import { controllerFor, errorCode } from '../support/controllers.js';
@@ -214,6 +215,14 @@ describe('export and import', () => {
       await readAll(a.snapshotVolume('db@s3')),
       'copy',
     );
+
+    // a zero record whose must-be-zero fields are not: refused like any other damage
+    const header = full.subarray(0, 16 + full.readUInt32LE(12) + 4);
+    const zero = encodeRecord(2, 0, 4096);
+    zero.writeUInt32LE(1, 16);
+    const forged = Buffer.concat([header, zero, encodeEnd(1, 0)]);
+    expect(await errorCode(() => importVolume(b, 'other', chunksOf(forged)))).toBe('EINVAL');
+    expect(b.pool.hasLun('other')).toBe(false);
 
     // bad export requests
     expect(await errorCode(() => exported(a, 'db@nope'))).toBe('ENOENT');
