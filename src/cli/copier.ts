@@ -401,6 +401,20 @@ async function withTarget<T>(
   });
 }
 
+/**
+ * Refuses, before anything starts, a target file that holds data and is not the one an
+ * interrupted migration of this LUN was copying to (unless force).
+ */
+export async function checkTarget(
+  directory: string,
+  lun: string,
+  target: CopyTargetSpec,
+): Promise<void> {
+  if (target.kind !== 'path' || target.force) return;
+  const state = await readState(join(resolve(directory), `migrate-${lun}.json`));
+  await refuseNonEmpty(resolve(target.path), state?.target === resolve(target.path));
+}
+
 async function refuseNonEmpty(path: string, sameTarget: boolean): Promise<void> {
   try {
     const info = await stat(path);

@@ -10,8 +10,9 @@ import { SingleBar, Presets } from 'cli-progress';
 import { LunfsError } from '../util/errors.js';
 import { layerLogger } from '../util/logger.js';
 import { formatBytes } from '../util/sizes.js';
-import { serveControlSocket } from './control-socket.js';
-import { runCopier, type CopierReport, type CopyTargetSpec } from './copier.js';
+import type { StatusJson } from '../volume/controller.js';
+import { sendControlRequest, serveControlSocket } from './control-socket.js';
+import { checkTarget, runCopier, type CopierReport, type CopyTargetSpec } from './copier.js';
 import { mountSocket, withLocalController } from './pool-access.js';
 
 export interface MigrateOptions {
@@ -38,7 +39,12 @@ function copierArguments(options: MigrateOptions, socket: string | undefined): s
 
 export async function runMigrate(options: MigrateOptions): Promise<void> {
   const directory = resolve(options.directory);
-  if (mountSocket(directory) !== undefined) {
+  await checkTarget(directory, options.lun, options.target);
+  const socket = mountSocket(directory);
+  if (socket !== undefined) {
+    const status = (await sendControlRequest(socket, { command: 'status' })) as StatusJson;
+    if (!status.luns.some((lun) => lun.name === options.lun))
+      throw new LunfsError('ENOENT', `pool ${directory} has no LUN '${options.lun}'`);
     await runCopierProcess(directory, options, undefined);
     return;
   }
@@ -70,6 +76,8 @@ async function runCopierProcess(
     child.on('error', fail);
     child.on('exit', (exitCode, signal) => done(signal ? 128 : exitCode));
   });
+  if (code === 2)
+    throw new LunfsError('EINVAL', `the copier refused to start (its message is above)`);
   if (code !== 0)
     throw new LunfsError(
       'EIO',
