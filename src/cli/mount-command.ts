@@ -18,6 +18,7 @@ import { prepareSocketDirectory, readPoolFile, socketPath } from '../volume/pool
 import { acquirePoolLock, poolLockState } from '../volume/pool-lock.js';
 import { poolPermissionWarnings } from '../volume/pool-permissions.js';
 import { sendControlRequest, serveControlSocket } from './control-socket.js';
+import { undoInterruptedImports } from '../volume/volume-export.js';
 import { MountStop, registerMountStop, type StopDecision, type StopSource } from './mount-stop.js';
 import { makeDirectory, openPool, recordDrivePaths } from './pool-access.js';
 
@@ -101,6 +102,7 @@ export async function runMount(request: MountRequest): Promise<void> {
     await controller.openSnapshots();
     await controller.drives.start({ watchIntervalMs: driveWatchIntervalMs });
     await controller.resumeClones(); // BGCOPYs a stop or a crash interrupted
+    await undoInterruptedImports(controller);
     prepareSocketDirectory(socket, directory);
     server = await serveControlSocket(socket, controller, log);
     lock.record({ pid: process.pid, mountpoint, socket }); // CLI commands now go to the socket

@@ -110,6 +110,12 @@ export interface LunRecord {
    * 'clone-base'). Cleared (lun-clone-done) once every unit the base holds is the clone's own.
    */
   cloneOf?: { lunId: number; snapshotId: number; source: string };
+  /**
+   * `lunfs import` is applying a stream to the LUN (issue 16): null for a full stream (the LUN was
+   * made for it), else the snapshot holding the stream's base. A crash leaves it set: the next
+   * mount removes the LUN, or rolls it back to that snapshot.
+   */
+  importing?: { baseSnapshotId: number | null };
 }
 
 /**
@@ -254,6 +260,8 @@ export type MetadataOp =
   /** The snapclone's BGCOPY has ended: it no longer reads its base. */
   | { kind: 'lun-clone-done'; lunId: number }
   | { kind: 'lun-resize'; lunId: number; sizeBytes: number }
+  /** An import into the LUN begins (LunRecord.importing), or has ended (begin: false). */
+  | { kind: 'lun-importing'; lunId: number; begin: boolean; baseSnapshotId: number | null }
   /** A rollback of the LUN to a snapshot begins (snapshotId), or has ended (null). */
   | { kind: 'lun-rollback'; lunId: number; snapshotId: number | null }
   | { kind: 'snapshot-create'; snapshot: SnapshotRecord }
@@ -473,6 +481,12 @@ export function applyMetadataOp(metadata: PoolMetadata, op: MetadataOp): void {
     case 'lun-clone-done':
       delete lunById(metadata, op.lunId).cloneOf;
       return;
+    case 'lun-importing': {
+      const lun = lunById(metadata, op.lunId);
+      if (op.begin) lun.importing = { baseSnapshotId: op.baseSnapshotId };
+      else delete lun.importing;
+      return;
+    }
     case 'lun-rollback': {
       const lun = lunById(metadata, op.lunId);
       if (op.snapshotId === null) delete lun.rollingBackTo;

@@ -949,6 +949,11 @@ export class Controller {
       throw new LunfsError('EBUSY', `LUN '${lunName}' is being rolled back to a snapshot`);
     const holder = this.held.get(lun.id);
     if (holder !== undefined) throw new LunfsError('EBUSY', `LUN '${lunName}' is ${holder}`);
+    if (lun.importing)
+      throw new LunfsError(
+        'EBUSY',
+        `LUN '${lunName}' is only partly imported (the import was interrupted): the next mount undoes it`,
+      );
     this.held.set(lun.id, what);
     return () => this.held.delete(lun.id);
   }
@@ -973,6 +978,11 @@ export class Controller {
         throw new LunfsError('EBUSY', `LUN '${name}' is being rolled back to a snapshot`);
       const holder = this.held.get(lun.id);
       if (holder !== undefined) throw new LunfsError('EBUSY', `LUN '${name}' is ${holder}`);
+      if (lun.importing)
+        throw new LunfsError(
+          'EBUSY',
+          `LUN '${name}' is only partly imported (the import was interrupted): the next mount undoes it`,
+        );
     }
     this.openCounts.set(name, (this.openCounts.get(name) ?? 0) + 1);
   }

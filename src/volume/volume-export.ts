@@ -383,6 +383,7 @@ export async function importVolume(
       );
     await controller.createLun(lunName, header.sizeBytes);
     release = controller.hold(lunName, holder);
+    await markImporting(controller, lunName, null);
   } else {
     if (!controller.pool.hasLun(lunName))
       throw new LunfsError(
@@ -397,6 +398,7 @@ export async function importVolume(
           'EINVAL',
           `the stream's volume (${header.sizeBytes} bytes) is smaller than LUN '${lunName}': LUNs do not shrink`,
         );
+      await markImporting(controller, lunName, base.id);
       if (header.sizeBytes > controller.pool.lunByName(lunName).sizeBytes)
         await controller.resizeLun(lunName, header.sizeBytes);
     } catch (error) {
@@ -432,12 +434,16 @@ export async function importVolume(
       });
     throw error;
   }
-  release();
   const set = controller.snapshotSet(lunName);
   let name = header.snapshot;
   for (let suffix = 2; set.all().some((snapshot) => snapshot.name === name); suffix += 1)
     name = `${header.snapshot.slice(0, 56)}-${suffix}`;
-  await controller.createSnapshot(`${lunName}@${name}`, { origin: header.to });
+  try {
+    await controller.createSnapshot(`${lunName}@${name}`, { origin: header.to });
+    await markImporting(controller, lunName, undefined);
+  } finally {
+    release();
+  }
   controller.log.info({ lun: lunName, snapshot: name, ...counts }, 'stream imported');
   return { lun: lunName, created: full, snapshot: `${lunName}@${name}`, ...counts };
 }
@@ -449,7 +455,51 @@ async function undoImport(
   holder: string,
 ): Promise<void> {
   if (!base) await controller.removeLun(lunName, holder);
-  else await controller.rollback(`${lunName}@${base.name}`, holder);
+  else {
+    await controller.rollback(`${lunName}@${base.name}`, holder);
+    await markImporting(controller, lunName, undefined);
+  }
+}
+
+/**
+ * Records durably that an import into lunName begins (null: a full stream, its LUN made for it;
+ * a number: the base snapshot an incremental one applies on) or has ended (undefined).
+ */
+async function markImporting(
+  controller: Controller,
+  lunName: string,
+  baseSnapshotId: number | null | undefined,
+): Promise<void> {
+  await controller.pool.commitOp({
+    kind: 'lun-importing',
+    lunId: controller.pool.lunByName(lunName).id,
+    begin: baseSnapshotId !== undefined,
+    baseSnapshotId: baseSnapshotId ?? null,
+  });
+}
+
+/**
+ * At a mount: imports a crash interrupted are undone (the LUN a full stream was making is removed,
+ * one an incremental stream was changing is rolled back to its base).
+ */
+export async function undoInterruptedImports(controller: Controller): Promise<void> {
+  for (const lun of controller.pool.userLuns()) {
+    if (!lun.importing) continue;
+    const baseId = lun.importing.baseSnapshotId;
+    const base = baseId === null ? undefined : controller.pool.metadata.snapshots.get(baseId);
+    controller.log.warn(
+      { lun: lun.name },
+      baseId === null
+        ? 'an import a crash interrupted made this LUN: it is removed'
+        : 'an import a crash interrupted changed this LUN: it is rolled back to its base',
+    );
+    if (baseId === null) {
+      for (const snapshot of controller.snapshotSet(lun.name).all())
+        if (snapshot.role) await controller.removeHiddenSnapshot(lun.name, snapshot);
+      await controller.removeLun(lun.name);
+    } else if (base) await undoImport(controller, lun.name, base, 'undoing an import');
+    else await markImporting(controller, lun.name, undefined); // its base is gone: say so above
+  }
 }
 
 /**

@@ -13,7 +13,15 @@ import { describe, expect, it } from 'vitest';
 import { SeededRandom } from '../../src/util/clock.js';
 import { KiB, MiB } from '../../src/util/sizes.js';
 import type { Controller } from '../../src/volume/controller.js';
-import { exportVolume, importVolume } from '../../src/volume/volume-export.js';
+import {
+  exportVolume,
+  importVolume,
+  undoInterruptedImports,
+} from '../../src/volume/volume-export.js';
+import { Pool } from '../../src/pool/pool.js';
+import { silentLogger } from '../../src/util/logger.js';
+import { FakeClock } from '../support/fake-clock.js';
+import { formatPoolOn, makeMemoryDrives, powerCut, sessionViews } from '../support/memory-pool.js';
 import { encodeEnd, encodeRecord } from '../../src/volume/export-stream.js';
 import { firstDifference, patternBytes, readAll } from '../support/bytes.js';
 import { formatMemoryPool } from '../support/memory-pool.js';
@@ -232,5 +240,60 @@ describe('export and import', () => {
     expect(a.listSnapshots().map((snapshot) => snapshot.name)).toEqual(['db@s1', 'db@s2', 'db@s3']);
     await a.close();
     await b.close();
+  });
+
+  it('undo an import a power cut interrupted, at the next open', async () => {
+    for (const incremental of [false, true]) {
+      const { a, b: unused } = await twoPools();
+      await unused.close();
+      const drives = makeMemoryDrives(2, 32 * MiB);
+      let views = sessionViews(drives);
+      let b = await controllerFor(await formatPoolOn(views, { raidLevel: 1 }));
+      await a.createLun('db', 2 * MiB);
+      await a.stack('db').cache.write(0, patternBytes(2 * MiB, 1));
+      await a.createSnapshot('db@s1');
+      await a.stack('db').cache.write(0, patternBytes(MiB, 2));
+      await a.createSnapshot('db@s2');
+      const full = (await exported(a, 'db@s1')).stream;
+      const step = (await exported(a, 'db@s2', 's1')).stream;
+      if (incremental) await importVolume(b, 'copy', chunksOf(full));
+      const atBase = incremental ? await readAll(b.stack('copy').cache) : undefined;
+      // the stream stops half-way and never ends: the power goes meanwhile
+      const stream = incremental ? step : full;
+      let sent = 0;
+      const stalled = (async function* (): AsyncGenerator<Buffer> {
+        for (let offset = 0; offset < stream.length / 2; offset += 64 * KiB) {
+          yield stream.subarray(offset, Math.min(offset + 64 * KiB, stream.length / 2));
+          sent += 1;
+        }
+        await new Promise(() => {});
+      })();
+      void importVolume(b, 'copy', stalled).catch(() => {});
+      while (sent < 4) await new Promise((resolve) => setImmediate(resolve));
+      for (let turn = 0; turn < 50; turn += 1)
+        await new Promise((resolve) => setImmediate(resolve));
+      expect(b.pool.lunByName('copy').importing).toBeDefined();
+      views = powerCut(views, new SeededRandom(incremental ? 2 : 1));
+      b = await controllerFor(
+        await Pool.open(views, { clock: new FakeClock(), log: silentLogger() }),
+      );
+      // opens and new imports are refused until the undo
+      expect(await errorCode(async () => b.opened('copy'))).toBe('EBUSY');
+      expect(await errorCode(() => importVolume(b, 'copy', chunksOf(step)))).toBe('EBUSY');
+      await undoInterruptedImports(b);
+      if (!incremental) expect(b.pool.hasLun('copy')).toBe(false);
+      else {
+        expect(b.pool.lunByName('copy').importing).toBeUndefined();
+        sameBytes(await readAll(b.stack('copy').cache), atBase!, 'copy after the undo');
+        await importVolume(b, 'copy', chunksOf(step)); // the whole one applies now
+        sameBytes(
+          await readAll(b.stack('copy').cache),
+          await readAll(a.snapshotVolume('db@s2')),
+          'copy',
+        );
+      }
+      await a.close();
+      await b.close();
+    }
   });
 });
