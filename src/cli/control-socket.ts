@@ -46,6 +46,7 @@ export interface ControlRequest {
     | 'migrate-finish'
     | 'migrate-cancel'
     | 'migrate-release'
+    | 'activity'
     | 'drive-replace'
     | 'scrub'
     | 'unmount';
@@ -124,6 +125,9 @@ export async function runControlRequest(
     case 'migrate-cancel':
       await controller.migrations.cancel(String(request.name));
       return null;
+    case 'activity':
+      // a copier paces itself by it (copier.ts)
+      return { foregroundOps: controller.foregroundOps() };
     case 'migrate-release':
       controller.migrations.abortFinal(String(request.name));
       return null;

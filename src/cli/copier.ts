@@ -22,6 +22,7 @@ import { join, resolve } from 'node:path';
 import type { BlockDevice } from '../block/block-device.js';
 import { systemClock } from '../util/clock.js';
 import { isLunfsError, LunfsError } from '../util/errors.js';
+import { JobPacer } from '../volume/job-pacer.js';
 import type { MigrationPass } from '../volume/migration.js';
 import { sendControlRequest, type ControlRequest } from './control-socket.js';
 import {
@@ -48,6 +49,8 @@ export interface CopierOptions {
   restart?: boolean;
   /** Have the server take snapshot LUN@NAME at the cut-over (what the target then holds). */
   snapshot?: string;
+  /** The share of the time the copier may take while the LUN serves I/O (default 0.2). */
+  busyShare?: number;
   progress?: (event: CopierProgress) => void;
 }
 
@@ -83,6 +86,38 @@ interface CopyTarget {
 }
 
 const defaultSmallBytes = 16 * 1024 * 1024;
+/**
+ * While the server's LUNs serve reads and writes, a pass (not the final one) takes about this
+ * share of the time: the copier runs in its own process, but on a machine with few cores it
+ * competes with the server for them.
+ */
+const defaultBusyShare = 0.2;
+
+interface Pacer {
+  step(): Promise<void>;
+  stop(): void;
+}
+
+/**
+ * A JobPacer (as rebuilds use) fed by the server's count of foreground reads and writes, asked
+ * every 100 ms over the control socket.
+ */
+function pacerFor(request: (body: ControlRequest) => Promise<unknown>, busyShare: number): Pacer {
+  let ops = 0;
+  let asking = false;
+  const timer = setInterval(() => {
+    if (asking) return;
+    asking = true;
+    request({ command: 'activity' })
+      .then((answer) => (ops = (answer as { foregroundOps: number }).foregroundOps))
+      .catch(() => undefined)
+      .finally(() => (asking = false));
+  }, 100);
+  timer.unref();
+  const pacer = new JobPacer({ clock: systemClock, foregroundOps: () => ops, busyShare });
+  pacer.jobStarted();
+  return { step: () => pacer.step(), stop: () => clearInterval(timer) };
+}
 const zeros = Buffer.alloc(1024 * 1024);
 
 class FileTarget implements CopyTarget {
@@ -276,8 +311,14 @@ export async function runCopier(options: CopierOptions): Promise<CopierReport> {
       let failed: Array<[number, number]> = [];
       try {
         await target.prepare(pass.sizeBytes, pass.full);
-        failed = await copyPass(directory, pass, target, final, (doneBytes) =>
-          options.progress?.({ pass: passNumber, final, doneBytes, totalBytes: pass.bytes }),
+        failed = await copyPass(
+          directory,
+          pass,
+          target,
+          final,
+          (doneBytes) =>
+            options.progress?.({ pass: passNumber, final, doneBytes, totalBytes: pass.bytes }),
+          final ? undefined : pacerFor(request, options.busyShare ?? defaultBusyShare),
         );
         await target.flush(); // durable before the server drops the maps this pass covered
       } catch (error) {
@@ -314,6 +355,7 @@ async function copyPass(
   target: CopyTarget,
   final: boolean,
   progress: (doneBytes: number) => void,
+  pacer?: Pacer,
 ): Promise<Array<[number, number]>> {
   // opened anew for each pass: what the server committed before answering is what it reads
   const pool = await openPool(directory, { shared: true, deferSession: true });
@@ -349,9 +391,11 @@ async function copyPass(
         offset += length;
         doneBytes += length;
         progress(doneBytes);
+        await pacer?.step();
       }
     }
   } finally {
+    pacer?.stop();
     await pool.abandonSession();
   }
   return failed;

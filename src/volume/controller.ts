@@ -270,7 +270,7 @@ export class Controller {
   }
 
   /** Reads and writes of the LUNs' caches so far (the pace of rebuilds and scrubs follows it). */
-  private foregroundOps(): number {
+  foregroundOps(): number {
     let ops = 0;
     for (const stack of this.stacks.values())
       ops += stack.cache.stats.readHits + stack.cache.stats.readMisses + stack.cache.stats.writes;
