@@ -22,6 +22,7 @@ import { join, resolve } from 'node:path';
 import type { BlockDevice } from '../block/block-device.js';
 import { systemClock } from '../util/clock.js';
 import { isLunfsError, LunfsError } from '../util/errors.js';
+import type { Pool } from '../pool/pool.js';
 import { JobPacer } from '../volume/job-pacer.js';
 import type { MigrationPass } from '../volume/migration.js';
 import { sendControlRequest, type ControlRequest } from './control-socket.js';
@@ -358,7 +359,8 @@ async function copyPass(
   pacer?: Pacer,
 ): Promise<Array<[number, number]>> {
   // opened anew for each pass: what the server committed before answering is what it reads
-  const pool = await openPool(directory, { shared: true, deferSession: true });
+  const open = (): Promise<Pool> => openPool(directory, { shared: true, deferSession: true });
+  let pool = await open();
   const units = new Map(pass.units);
   const unitBytes = pass.allocationUnitBytes;
   const buffer = Buffer.alloc(unitBytes);
@@ -374,8 +376,8 @@ async function copyPass(
         if (!entry) await target.zero(offset, length);
         else {
           const slice = buffer.subarray(0, length);
+          const mismatches = pool.health.integrity.checksumMismatches;
           try {
-            const mismatches = pool.health.integrity.checksumMismatches;
             await pool.rstore(entry[0]).read(entry[1] * unitBytes + inUnit, slice);
             // A member that failed its checksum was rebuilt from the others, which the server
             // may be changing too (a parity it holds in memory, not yet written): before the
@@ -386,6 +388,13 @@ async function copyPass(
           } catch (error) {
             if (final || !isLunfsError(error)) throw error;
             failed.push([offset, length]); // caught mid-change: the next pass reads it again
+          }
+          if (pool.health.integrity.checksumMismatches !== mismatches) {
+            // The read-only pool tried to write the repair, could not, and took that member out
+            // of service: from then on it would rebuild the member's data from the others,
+            // silently old where the server is changing them. A fresh open sees it in service.
+            await pool.abandonSession();
+            pool = await open();
           }
         }
         offset += length;
