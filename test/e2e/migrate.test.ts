@@ -6,9 +6,11 @@
 //      journal is replayed, and the pause of the writes is reported;
 //   2. the copier killed (kill -9) after its first pass: `lunfs migrate` says so, and run again it
 //      resumes (no second full copy) and ends exact;
-//   3. bad targets are refused with one line and change nothing.
+//   3. the same with the pool degraded (a drive file deleted under the mount): the copier rebuilds
+//      the lost member's data from parity, and the target equals the cut-over exactly;
+//   4. bad targets are refused with one line and change nothing.
 
-import { readFile, stat, writeFile } from 'node:fs/promises';
+import { readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import {
@@ -18,6 +20,7 @@ import {
   runOk,
   sha256File,
   sleep,
+  statusJson,
   useSandbox,
   writeRandomFile,
   type Sandbox,
@@ -90,7 +93,8 @@ describe('lunfs migrate', () => {
       `for i in $(seq 1 400); do dd if=/dev/urandom of='${join(data, 'w.bin')}' bs=64k count=4 seek=$((RANDOM % 64)) conv=notrunc,fsync status=none; done`,
     ]);
     const second = box.path('second.img');
-    const first = lunfs('migrate', pool, 'db', '--to', second);
+    // --small 0: passes go on while the writer writes, so the kill lands mid-migration
+    const first = lunfs('migrate', pool, 'db', '--to', second, '--small', '0');
     const state = join(pool, 'migrate-db.json');
     for (let waited = 0; ; waited += 50) {
       const text = await readFile(state, 'utf8').catch(() => '');
@@ -109,7 +113,28 @@ describe('lunfs migrate', () => {
       await sha256File(join(mountpoint, 'snapshots', 'db@cut2')),
     );
 
-    // ---- 3. bad targets: one line, nothing changed
+    // ---- 3. degraded: drive 1 deleted under the mount; migrated while written, exact
+    await rm(join(pool, 'drive-1.img'));
+    for (let waited = 0; ; waited += 100) {
+      await run('sync', []); // I/O finds the drive gone
+      const status = await statusJson(pool);
+      if (status.drives[1]!.state === 'failed') break;
+      expect(waited, 'drive 1 not failed after 30 s').toBeLessThan(30_000);
+      await writeRandomFile(join(data, 'poke.bin'), 256 * 1024);
+      await sleep(100);
+    }
+    const degradedWriter = run('bash', [
+      '-c',
+      `for i in $(seq 1 300); do dd if=/dev/urandom of='${join(data, 'w.bin')}' bs=64k count=4 seek=$((RANDOM % 64)) conv=notrunc,fsync status=none; done`,
+    ]);
+    const third = box.path('third.img');
+    await lunfsOk('migrate', pool, 'db', '--to', third, '--snapshot', 'cut3');
+    await degradedWriter;
+    expect(await sha256File(third), 'degraded: target against db@cut3').toBe(
+      await sha256File(join(mountpoint, 'snapshots', 'db@cut3')),
+    );
+
+    // ---- 4. bad targets: one line, nothing changed
     const precious = box.path('precious.img');
     await writeFile(precious, 'keep me');
     const refused = await lunfs('migrate', pool, 'db', '--to', precious);
