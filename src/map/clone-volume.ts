@@ -36,6 +36,10 @@ export class CloneVolume extends ThinVolume {
   /** Units whose base holds data, and those of them not yet the clone's own. */
   private readonly baseData: Set<number>;
   readonly pending: Set<number>;
+  /** Units made the clone's own by a copy whose mapping no flush of this volume covered yet. */
+  private readonly undurable = new Set<number>();
+  /** Reads of the base under way, by unit: they may still read the source's chunks there. */
+  private readonly baseReads = new Map<number, number>();
 
   constructor(
     space: MapSpace,
@@ -55,6 +59,29 @@ export class CloneVolume extends ThinVolume {
 
   private ownUnit(unitIndex: number): boolean {
     return this.lun.map.has(unitIndex) || this.initializing.has(unitIndex);
+  }
+
+  /**
+   * Whether the base need not keep the unit's data any more: the clone holds the unit whatever
+   * happens, its own by a copy of the base whose mapping a flush has made durable (after a crash
+   * the unit is still mapped, so the clone never reads the base there again), and no read of the
+   * base there is under way (one that chose the base before the copy waits for the chunks' locks,
+   * maybe behind the destage that asks this: it must find the originals preserved).
+   */
+  durablyOwns(unitIndex: number): boolean {
+    return (
+      this.baseData.has(unitIndex) &&
+      !this.pending.has(unitIndex) &&
+      !this.undurable.has(unitIndex) &&
+      !this.baseReads.has(unitIndex) &&
+      this.lun.map.has(unitIndex)
+    );
+  }
+
+  override async flush(): Promise<void> {
+    const covered = [...this.undurable];
+    await super.flush();
+    for (const unitIndex of covered) this.undurable.delete(unitIndex);
   }
 
   override holdsData(offsetBytes: number): boolean {
@@ -148,11 +175,22 @@ export class CloneVolume extends ThinVolume {
     return lengthBytes;
   }
 
-  /** Reads the base; past its end (a clone grown since) zeros. */
+  /**
+   * Reads the base within one unit; past its end (a clone grown since) zeros. Counted in baseReads
+   * from the call on (the caller chose the base in the same turn).
+   */
   private async readBase(offsetBytes: number, target: Buffer): Promise<void> {
-    const inBase = Math.max(0, Math.min(target.length, this.base.sizeBytes - offsetBytes));
-    target.fill(0, inBase);
-    if (inBase > 0) await this.base.read(offsetBytes, target.subarray(0, inBase));
+    const unitIndex = Math.floor(offsetBytes / this.unitBytesOf());
+    this.baseReads.set(unitIndex, (this.baseReads.get(unitIndex) ?? 0) + 1);
+    try {
+      const inBase = Math.max(0, Math.min(target.length, this.base.sizeBytes - offsetBytes));
+      target.fill(0, inBase);
+      if (inBase > 0) await this.base.read(offsetBytes, target.subarray(0, inBase));
+    } finally {
+      const left = this.baseReads.get(unitIndex)! - 1;
+      if (left === 0) this.baseReads.delete(unitIndex);
+      else this.baseReads.set(unitIndex, left);
+    }
   }
 
   /** The unit's first write: the base's unit with piece laid over it at inUnit. */
@@ -176,6 +214,7 @@ export class CloneVolume extends ThinVolume {
         await super.write(startBytes, whole);
       }
       this.pending.delete(unitIndex);
+      this.undurable.add(unitIndex);
     });
   }
 }

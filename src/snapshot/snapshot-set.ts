@@ -60,6 +60,13 @@ export class SnapshotSet {
   private readonly zeroChunk: Buffer;
   /** Preservations, snapshot reads and writes under way: the target is not removed under them. */
   private busyCount = 0;
+  /**
+   * Snapshots no one reads any more at some chunks: a snapclone's base where the clone holds the
+   * unit durably (Controller.thinOf). needing() skips them there, so the LUN's overwrite of such a
+   * chunk preserves nothing for them (seed 004 [0104]: once the snapclone has the data, the
+   * sharing with it ends).
+   */
+  private readonly released = new Map<number, (chunkIndex: number) => boolean>();
   /** Writes to snapshots under way, and what waits for them to end (takeOf). */
   private snapshotWrites = 0;
   private writesDone: Array<() => void> = [];
@@ -253,9 +260,15 @@ export class SnapshotSet {
         continue;
       if (chunkIndex * this.chunkBytes >= snapshot.sizeBytes) continue;
       if (this.image(snapshot.id)?.bitmap.get(chunkIndex)) continue;
+      if (this.released.get(snapshot.id)?.(chunkIndex)) continue;
       found.push(snapshot);
     }
     return found;
+  }
+
+  /** From now on needing() skips snapshot snapshotId at the chunks where released says so. */
+  releaseWhere(snapshotId: number, released: (chunkIndex: number) => boolean): void {
+    this.released.set(snapshotId, released);
   }
 
   /**

@@ -688,12 +688,19 @@ export class Controller {
     if (familyName === undefined || !base)
       throw new LunfsError('ECORRUPT', `clone ${record.name}: its base snapshot is gone`);
     const familyStack = this.stack(familyName);
-    return new CloneVolume(
+    const clone = new CloneVolume(
       this.pool,
       record,
       new SnapshotVolume(base, familyStack),
       this.baseDataUnits(familyStack, base),
     );
+    // Where the clone holds a unit durably, the source's overwrites preserve nothing for the base.
+    const chunkBytes = familyStack.snapshots.chunkBytes;
+    const unitBytes = this.pool.allocationUnitBytes;
+    familyStack.snapshots.releaseWhere(base.id, (chunkIndex) =>
+      clone.durablyOwns(Math.floor((chunkIndex * chunkBytes) / unitBytes)),
+    );
+    return clone;
   }
 
   /** Starts (or resumes) the BGCOPY of clone name. */

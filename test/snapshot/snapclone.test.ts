@@ -138,6 +138,99 @@ describe('snapclones', () => {
     expect(outcomes.has('resumed')).toBe(true);
   });
 
+  // BGCOPY commits every 64 units: with 192 units of 64 KiB it commits twice before its end, so
+  // the source's writes meet units the clone holds durably (their originals go to no base then).
+  it('resume BGCOPY exact after a power cut while the source is written', async () => {
+    const outcomes = new Set<string>();
+    for (let seed = 1; seed <= 10; seed += 1) {
+      const random = new SeededRandom(seed);
+      const drives = makeMemoryDrives(3, 48 * MiB);
+      let views = sessionViews(drives);
+      const pool = await formatPoolOn(views, { raidLevel: seed % 2 === 0 ? 5 : 0 });
+      let controller = await controllerFor(pool);
+      const lunBytes = 12 * MiB;
+      await controller.createLun('db', lunBytes);
+      const db = () => controller.stack('db').cache;
+      await db().write(0, patternBytes(lunBytes, seed));
+      await db().flush();
+      const image = patternBytes(lunBytes, seed);
+      const job = await controller.createClone('db', 'c');
+      // the cut comes past a random share of the copy, or after it
+      const cutAtBytes = random.integer(job.totalBytes * 1.1);
+      for (let tick = 0; tick < 10_000; tick += 1) {
+        const status = controller.drives.jobs.list().find((each) => each.id === job.id)!;
+        if (status.doneBytes >= cutAtBytes || status.state !== 'running') break;
+        if (random.chance(0.3)) {
+          const lengthBytes = (1 + random.integer(32)) * 4 * KiB;
+          const offsetBytes = random.integer((lunBytes - lengthBytes) / 4096) * 4096;
+          await db().write(offsetBytes, patternBytes(lengthBytes, seed * 1000 + tick));
+        }
+        if (random.chance(0.05)) await db().flush();
+        if (random.chance(0.05)) await expectLun(controller, 'c', image);
+        await new Promise((resolve) => setImmediate(resolve));
+      }
+      views = powerCut(views, random);
+      const reopened = await Pool.open(views, { clock: new FakeClock(), log: silentLogger() });
+      controller = await controllerFor(reopened);
+      const clone = reopened.lunByName('c');
+      outcomes.add(clone.cloneOf === undefined ? 'had ended' : `resumed`);
+      if (clone.cloneOf !== undefined && clone.map.mappedCount >= 64) outcomes.add('committed');
+      await expectLun(controller, 'c', image);
+      await controller.resumeClones();
+      for (const job of controller.drives.jobs.list())
+        expect((await controller.drives.jobs.wait(job.id)).state).toBe('done');
+      await expectLun(controller, 'c', image);
+      await controller.close();
+    }
+    expect([...outcomes].sort()).toEqual(['committed', 'had ended', 'resumed']);
+  });
+
+  // A read of the clone that chose its base waits for the chunk's lock behind a destage of the
+  // source; meanwhile the clone's unit becomes its own and durable. The destage must still
+  // preserve the original: the read reads the base after it.
+  it('keep the base for a read of it under way when the unit becomes the clone own', async () => {
+    const memoryPool = await formatMemoryPool({ raidLevel: 0, driveSizeBytes: 24 * MiB });
+    const controller = await controllerFor(memoryPool.pool);
+    await controller.createLun('db', 2 * MiB);
+    const db = () => controller.stack('db').cache;
+    const image = patternBytes(2 * MiB, 1);
+    await db().write(0, image);
+    await db().flush();
+    const locks = controller.stack('db').snapshots.locks;
+    const holdBgcopy = await locks.acquire(0); // BGCOPY waits at its first unit
+    const job = await controller.createClone('db', 'c');
+    const unitBytes = memoryPool.pool.allocationUnitBytes;
+    const unitIndex = 5;
+    const chunkIndex = (unitIndex * unitBytes) / controller.stack('db').snapshots.chunkBytes;
+    const hold = await locks.acquire(chunkIndex);
+    const ticks = async (count: number) => {
+      for (let tick = 0; tick < count; tick += 1)
+        await new Promise((resolve) => setImmediate(resolve));
+    };
+    // the source's destage of the unit's first chunk waits for the lock
+    void db().write(unitIndex * unitBytes, patternBytes(4 * KiB, 2));
+    const sourceFlushed = db().flush();
+    await ticks(20);
+    // a read of the clone's unit, from the base, waits behind it
+    const cloneThin = controller.stack('c').thin;
+    const read = Buffer.alloc(unitBytes);
+    const reading = cloneThin.read(unitIndex * unitBytes, read);
+    await ticks(20);
+    // the unit becomes the clone's own (a whole-unit write: no read of the base) and durable
+    const intoClone = patternBytes(unitBytes, 3);
+    await cloneThin.write(unitIndex * unitBytes, intoClone);
+    await cloneThin.flush();
+    hold();
+    await sourceFlushed;
+    await reading;
+    const atInstant = image.subarray(unitIndex * unitBytes, (unitIndex + 1) * unitBytes);
+    expect(read.equals(atInstant) || read.equals(intoClone), 'the read: instant or new').toBe(true);
+    holdBgcopy();
+    expect((await controller.drives.jobs.wait(job.id)).state).toBe('done');
+    await expectLun(controller, 'c', written(image, unitIndex * unitBytes, intoClone));
+    await controller.close();
+  });
+
   it('removed during BGCOPY take their base along and give back their space', async () => {
     const memoryPool = await formatMemoryPool({ raidLevel: 0, driveSizeBytes: 24 * MiB });
     const controller = await controllerFor(memoryPool.pool);
