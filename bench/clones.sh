@@ -298,7 +298,10 @@ verify_prefix() {
       if (!first.has(off)) first.set(off, seq.length);
       seq.push(off);
     }
-    const a = fs.openSync(file, "r"); const b = fs.openSync(raw, "r");
+    // BGCOPY may end (clones/c1 moves to luns/c1) between the caller'"'"'s test and this open
+    const openClone = () => { try { return fs.openSync(file, "r"); } catch (e) {
+      if (e.code !== "ENOENT") throw e; return fs.openSync(file.replace("/clones/", "/luns/"), "r"); } };
+    const a = openClone(); const b = fs.openSync(raw, "r");
     const A = Buffer.alloc(1 << 20); const B = Buffer.alloc(1 << 20);
     const differ = []; const size = fs.fstatSync(b).size;
     for (let at = 0; at < size; at += A.length) {
