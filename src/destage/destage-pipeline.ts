@@ -114,9 +114,13 @@ export class DestagePipeline implements BlockDevice {
       chunk += 1
     )
       chunks.push(chunk);
-    return this.snapshots.locks.withChunks(chunks, async () => {
-      for (const chunk of chunks) await this.snapshots.preserve(chunk, epoch, this.below);
-      await change();
-    });
+    // A snapclone may take the chunks' units first (seed 004 [0102]), reading them under the
+    // locks: so before they are taken.
+    return this.snapshots.beforeChange(chunks, epoch).then(() =>
+      this.snapshots.locks.withChunks(chunks, async () => {
+        for (const chunk of chunks) await this.snapshots.preserve(chunk, epoch, this.below);
+        await change();
+      }),
+    );
   }
 }
