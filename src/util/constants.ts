@@ -45,6 +45,11 @@ export const maxQuorumCopies = 3;
 /** Drives per redundancy storage set (RSS), by default and at most (seed 004). */
 export const defaultRssSize = 8;
 export const maxRssSize = 16;
+/**
+ * The share of the time BGCOPY takes while the foreground is busy (job-pacer.ts; rebuilds and
+ * scrubs take 10 %): a copy is not urgent, and while it runs the source's writes cost originals.
+ */
+export const bgcopyBusyShare = 0.03;
 
 const powerOfTwo = (value: number): boolean => value > 0 && (value & (value - 1)) === 0;
 assert(blockBytes % sectorBytes === 0, 'a block is whole sectors');

@@ -2,6 +2,7 @@
 // background while I/O goes on, and reports its progress in control/status and `lunfs status`,
 // where the CLI's progress bar reads it. At most one job per kind runs at a time.
 
+import { bgcopyBusyShare } from '../util/constants.js';
 import { LunfsError } from '../util/errors.js';
 import type { Clock } from '../util/clock.js';
 import type { JobPacer } from './job-pacer.js';
@@ -73,7 +74,7 @@ export class BackgroundJobs {
       job.progress = job.totalBytes === 0 ? 1 : Number((job.doneBytes / job.totalBytes).toFixed(4));
       if (!this.pacer) return;
       const sleptBefore = this.pacer.sleptMs;
-      return this.pacer.step().then(() => {
+      return this.pacer.step(kind === 'bgcopy' ? bgcopyBusyShare : undefined).then(() => {
         job.pausedMs += this.pacer!.sleptMs - sleptBefore;
       });
     };

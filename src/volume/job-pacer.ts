@@ -54,8 +54,11 @@ export class JobPacer {
     this.lastOps = this.settings.foregroundOps();
   }
 
-  /** After a unit of a job's work: yields, and sleeps while the foreground is busy. */
-  async step(): Promise<void> {
+  /**
+   * After a unit of a job's work: yields, and sleeps while the foreground is busy, so that the job
+   * takes about busyShare of the time (the pacer's own share unless given).
+   */
+  async step(busyShare = this.busyShare): Promise<void> {
     const nowMs = this.settings.clock.nowMs();
     this.windowStartMs ??= nowMs;
     const ops = this.settings.foregroundOps();
@@ -67,10 +70,7 @@ export class JobPacer {
     if (nowMs - this.lastBusyAtMs < this.quietMs && workedMs >= this.workWindowMs) {
       // At most maxPauseMs: a long stretch (the process was stopped, or a simulated clock
       // jumped) is not paid back all at once.
-      const pauseMs = Math.min(
-        maxPauseMs,
-        Math.ceil((workedMs * (1 - this.busyShare)) / this.busyShare),
-      );
+      const pauseMs = Math.min(maxPauseMs, Math.ceil((workedMs * (1 - busyShare)) / busyShare));
       this.sleptMs += pauseMs;
       await this.sleep(pauseMs);
       this.windowStartMs = this.settings.clock.nowMs();
