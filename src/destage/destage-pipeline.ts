@@ -114,13 +114,9 @@ export class DestagePipeline implements BlockDevice {
       chunk += 1
     )
       chunks.push(chunk);
-    // A snapclone may take the chunks' units first (seed 004 [0102]), reading them under the
-    // locks: so before they are taken.
-    return this.snapshots.beforeChange(chunks, epoch).then(() =>
-      this.snapshots.locks.withChunks(chunks, async () => {
-        for (const chunk of chunks) await this.snapshots.preserve(chunk, epoch, this.below);
-        await change();
-      }),
-    );
+    return this.snapshots.locks.withChunks(chunks, async () => {
+      for (const chunk of chunks) await this.snapshots.preserve(chunk, epoch, this.below);
+      await change();
+    });
   }
 }

@@ -40,13 +40,6 @@ export class CloneVolume extends ThinVolume {
   private readonly undurable = new Set<number>();
   /** Reads of the base under way, by unit: they may still read the source's chunks there. */
   private readonly baseReads = new Map<number, number>();
-  /** A flush not begun yet that takeUnit callers share, and the one under way. */
-  private nextFlush: Promise<void> | undefined;
-  private runningFlush: Promise<void> = Promise.resolve();
-  /** Set when BGCOPY stops (removal, close): takeUnit copies nothing any more. */
-  private stopped = false;
-  /** takeUnit calls under way (stop waits for them). */
-  private readonly taking = new Set<Promise<void>>();
 
   constructor(
     space: MapSpace,
@@ -83,44 +76,6 @@ export class CloneVolume extends ThinVolume {
       !this.baseReads.has(unitIndex) &&
       this.lun.map.has(unitIndex)
     );
-  }
-
-  /**
-   * Seed 004 [0102]: the source is about to change the unit, and its base would keep the original
-   * of each chunk it changes. The clone takes the whole unit instead (BGCOPY's copy) and makes it
-   * durable, so that durablyOwns() holds and the source's changes to the unit preserve nothing for
-   * the base: one copy of the unit in place of up to a unit's worth of chunk preservations, and
-   * BGCOPY has that unit done. Called before the source's destage takes its chunk locks (the copy
-   * reads the base under them). Never throws: on failure the base keeps its originals as before.
-   */
-  takeUnit(unitIndex: number): Promise<void> {
-    if (this.stopped || this.independent || !this.baseData.has(unitIndex)) return Promise.resolve();
-    if (!this.pending.has(unitIndex) && !this.undurable.has(unitIndex)) return Promise.resolve();
-    const taking = (async () => {
-      await this.copyUnit(unitIndex);
-      if (this.undurable.has(unitIndex)) await this.flushSoon();
-    })()
-      .catch(() => undefined)
-      .finally(() => this.taking.delete(taking));
-    this.taking.add(taking);
-    return taking;
-  }
-
-  /** BGCOPY stops: no takeUnit starts any more; those under way end first. */
-  async stop(): Promise<void> {
-    this.stopped = true;
-    await Promise.all([...this.taking]);
-  }
-
-  /** A flush that begins after this call: callers until it begins share it (a group commit). */
-  private flushSoon(): Promise<void> {
-    this.nextFlush ??= this.runningFlush.then(() => {
-      this.nextFlush = undefined;
-      const running = this.flush();
-      this.runningFlush = running.catch(() => undefined);
-      return running;
-    });
-    return this.nextFlush;
   }
 
   override async flush(): Promise<void> {

@@ -43,14 +43,6 @@ export interface SnapshotSpace extends MapSpace {
   commit(): Promise<void>;
 }
 
-/** A snapclone reading a snapshot as its base (Controller.thinOf, seed 004 [0102]-[0104]). */
-export interface BaseReader {
-  /** Whether the snapshot need keep no original of the chunk any more. */
-  releases(chunkIndex: number): boolean;
-  /** Before the LUN changes the chunk: the reader takes its data if it will (never throws). */
-  takeBefore(chunkIndex: number): Promise<void>;
-}
-
 export class SnapshotSet {
   /** The epoch the LUN's cache tags new writes with. */
   epoch: number;
@@ -74,7 +66,7 @@ export class SnapshotSet {
    * chunk preserves nothing for them (seed 004 [0104]: once the snapclone has the data, the
    * sharing with it ends).
    */
-  private readonly released = new Map<number, BaseReader>();
+  private readonly released = new Map<number, (chunkIndex: number) => boolean>();
   /** Writes to snapshots under way, and what waits for them to end (takeOf). */
   private snapshotWrites = 0;
   private writesDone: Array<() => void> = [];
@@ -268,31 +260,15 @@ export class SnapshotSet {
         continue;
       if (chunkIndex * this.chunkBytes >= snapshot.sizeBytes) continue;
       if (this.image(snapshot.id)?.bitmap.get(chunkIndex)) continue;
-      if (this.released.get(snapshot.id)?.releases(chunkIndex)) continue;
+      if (this.released.get(snapshot.id)?.(chunkIndex)) continue;
       found.push(snapshot);
     }
     return found;
   }
 
-  /** From now on needing() skips snapshot snapshotId at the chunks its reader releases. */
-  releaseWhere(snapshotId: number, reader: BaseReader): void {
-    this.released.set(snapshotId, reader);
-  }
-
-  /**
-   * Called by a destage before it takes the chunks' locks: where a released snapshot still needs
-   * an original, its reader may take the data first (BaseReader.takeBefore), so that the destage
-   * preserves nothing for it.
-   */
-  async beforeChange(chunkIndexes: number[], epoch: number): Promise<void> {
-    if (this.released.size === 0) return;
-    const taking: Promise<void>[] = [];
-    for (const chunkIndex of chunkIndexes) {
-      if (this.cover.covers(chunkIndex, this.epoch)) continue;
-      for (const snapshot of this.needing(chunkIndex, epoch))
-        taking.push(this.released.get(snapshot.id)?.takeBefore(chunkIndex) ?? Promise.resolve());
-    }
-    await Promise.all(taking);
+  /** From now on needing() skips snapshot snapshotId at the chunks where released says so. */
+  releaseWhere(snapshotId: number, released: (chunkIndex: number) => boolean): void {
+    this.released.set(snapshotId, released);
   }
 
   /**
@@ -606,7 +582,6 @@ export class SnapshotSet {
   /** Removes a snapshot: its record first, then its image; the target goes with the last one. */
   async remove(snapshot: SnapshotRecord): Promise<void> {
     await this.pool.commitOp({ kind: 'snapshot-remove', snapshotId: snapshot.id });
-    this.released.delete(snapshot.id);
     this.updateReservationUse();
     await this.target?.drop([snapshot.id]);
     if (this.all().length === 0 && this.target) {

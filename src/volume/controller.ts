@@ -694,15 +694,12 @@ export class Controller {
       new SnapshotVolume(base, familyStack),
       this.baseDataUnits(familyStack, base),
     );
-    // Where the clone holds a unit durably, the source's overwrites preserve nothing for the base;
-    // before the source changes a unit it does not hold, it takes it.
+    // Where the clone holds a unit durably, the source's overwrites preserve nothing for the base.
     const chunkBytes = familyStack.snapshots.chunkBytes;
     const unitBytes = this.pool.allocationUnitBytes;
-    const unitOf = (chunkIndex: number) => Math.floor((chunkIndex * chunkBytes) / unitBytes);
-    familyStack.snapshots.releaseWhere(base.id, {
-      releases: (chunkIndex) => clone.durablyOwns(unitOf(chunkIndex)),
-      takeBefore: (chunkIndex) => clone.takeUnit(unitOf(chunkIndex)),
-    });
+    familyStack.snapshots.releaseWhere(base.id, (chunkIndex) =>
+      clone.durablyOwns(Math.floor((chunkIndex * chunkBytes) / unitBytes)),
+    );
     return clone;
   }
 
@@ -1030,7 +1027,6 @@ export class Controller {
       throw new LunfsError('EBUSY', `LUN '${name}' is open; close it (detach loop devices) first`);
     const stack = this.stacks.get(name);
     if (lun.cloneOf) await this.stopBgcopy(lun.id);
-    if (stack?.thin instanceof CloneVolume) await stack.thin.stop(); // no more takeUnit
     this.stacks.delete(name);
     if (stack) await stack.cache.drop();
     await this.pool.removeLun(name, () => stack?.thin.releaseAll());
