@@ -303,13 +303,7 @@ export async function withPool(
       : sendControlRequest(access.socket, request);
   try {
     const pool = await openPool(absolute, { readOnly, deferSession: true });
-    const controller = new Controller(pool, {
-      cacheBytes: defaultCacheBytes,
-      clock: systemClock,
-      log: layerLogger('controller'),
-      driveSettings: { onDrivePathsChanged: (paths) => recordDrivePaths(absolute, paths) },
-      warnings: (drivePaths) => poolPermissionWarnings(absolute, drivePaths),
-    });
+    const controller = localController(absolute, pool);
     try {
       await controller.openSnapshots(readOnly);
       if (!readOnly) await controller.drives.start();
@@ -344,14 +338,7 @@ export async function withLocalController<T>(
   if (access.socket !== undefined)
     throw new LunfsError('EBUSY', `pool ${absolute} is mounted: it is served by its mount`);
   try {
-    const pool = await openPool(absolute, { deferSession: true });
-    const controller = new Controller(pool, {
-      cacheBytes: defaultCacheBytes,
-      clock: systemClock,
-      log: layerLogger('controller'),
-      driveSettings: { onDrivePathsChanged: (paths) => recordDrivePaths(absolute, paths) },
-      warnings: (drivePaths) => poolPermissionWarnings(absolute, drivePaths),
-    });
+    const controller = localController(absolute, await openPool(absolute, { deferSession: true }));
     try {
       await controller.openSnapshots(false);
       await controller.drives.start();
@@ -362,6 +349,17 @@ export async function withLocalController<T>(
   } finally {
     await access.lock?.release();
   }
+}
+
+/** A controller for a pool this CLI process opened itself (no mount holds it). */
+function localController(absolute: string, pool: Pool): Controller {
+  return new Controller(pool, {
+    cacheBytes: defaultCacheBytes,
+    clock: systemClock,
+    log: layerLogger('controller'),
+    driveSettings: { onDrivePathsChanged: (paths) => recordDrivePaths(absolute, paths) },
+    warnings: (drivePaths) => poolPermissionWarnings(absolute, drivePaths),
+  });
 }
 
 /** Where the mount that holds the pool serves it, if one does. */

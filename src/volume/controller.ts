@@ -952,15 +952,7 @@ export class Controller {
         'EBUSY',
         `LUN '${lunName}' is open; close it (unmount its file system, detach loop devices) first`,
       );
-    if (this.rollingBack.has(lun.id) || lun.rollingBackTo !== undefined)
-      throw new LunfsError('EBUSY', `LUN '${lunName}' is being rolled back to a snapshot`);
-    const holder = this.held.get(lun.id);
-    if (holder !== undefined) throw new LunfsError('EBUSY', `LUN '${lunName}' is ${holder}`);
-    if (lun.importing)
-      throw new LunfsError(
-        'EBUSY',
-        `LUN '${lunName}' is only partly imported (the import was interrupted): the next mount undoes it`,
-      );
+    this.refuseBusy(lun);
     this.held.set(lun.id, what);
     return () => this.held.delete(lun.id);
   }
@@ -979,19 +971,21 @@ export class Controller {
 
   /** Counts an open of a LUN or snapshot file; EBUSY for a LUN being rolled back. */
   opened(name: string): void {
-    if (this.pool.hasLun(name)) {
-      const lun = this.pool.lunByName(name);
-      if (this.rollingBack.has(lun.id) || lun.rollingBackTo !== undefined)
-        throw new LunfsError('EBUSY', `LUN '${name}' is being rolled back to a snapshot`);
-      const holder = this.held.get(lun.id);
-      if (holder !== undefined) throw new LunfsError('EBUSY', `LUN '${name}' is ${holder}`);
-      if (lun.importing)
-        throw new LunfsError(
-          'EBUSY',
-          `LUN '${name}' is only partly imported (the import was interrupted): the next mount undoes it`,
-        );
-    }
+    if (this.pool.hasLun(name)) this.refuseBusy(this.pool.lunByName(name));
     this.openCounts.set(name, (this.openCounts.get(name) ?? 0) + 1);
+  }
+
+  /** EBUSY for a LUN that is rolled back, held (an import), or only partly imported. */
+  private refuseBusy(lun: LunRecord): void {
+    if (this.rollingBack.has(lun.id) || lun.rollingBackTo !== undefined)
+      throw new LunfsError('EBUSY', `LUN '${lun.name}' is being rolled back to a snapshot`);
+    const holder = this.held.get(lun.id);
+    if (holder !== undefined) throw new LunfsError('EBUSY', `LUN '${lun.name}' is ${holder}`);
+    if (lun.importing)
+      throw new LunfsError(
+        'EBUSY',
+        `LUN '${lun.name}' is only partly imported (the import was interrupted): the next mount undoes it`,
+      );
   }
 
   released(name: string): void {

@@ -27,7 +27,6 @@
 import { driveStateOf, type LunRecord, type SnapPointRecord } from '../meta/pool-metadata.js';
 import { LunfsError } from '../util/errors.js';
 import type { Controller } from './controller.js';
-import { snapPointGrainBytes } from './snap-points.js';
 import { parseSnapshotName } from './controller.js';
 
 /** How long a final pass may hold a LUN's writes before they go on anyway. */
@@ -284,20 +283,8 @@ export class MigrationService {
     hold.release();
   }
 
-  private async startMap(lun: LunRecord): Promise<SnapPointRecord> {
-    const id = this.pool.metadata.nextSnapPointId;
-    await this.pool.commitOp({
-      kind: 'snappoint-create',
-      snapPoint: {
-        id,
-        lunId: lun.id,
-        name: `.migrate-${id}`,
-        createdAtMs: this.controller.clock.nowMs(),
-        epoch: this.controller.snapshotSet(lun.name).epoch,
-        grainBytes: snapPointGrainBytes,
-      },
-    });
-    return this.pool.metadata.snapPoints.get(id)!;
+  private startMap(lun: LunRecord): Promise<SnapPointRecord> {
+    return this.controller.snapPoints.start(lun, (id) => `.migrate-${id}`);
   }
 
   private async removeMap(record: SnapPointRecord): Promise<void> {

@@ -8,7 +8,7 @@
 // at most.
 
 import type { Pool } from '../pool/pool.js';
-import type { SnapPointRecord } from '../meta/pool-metadata.js';
+import type { LunRecord, SnapPointRecord } from '../meta/pool-metadata.js';
 import { LunfsError } from '../util/errors.js';
 import type { Clock } from '../util/clock.js';
 import type { Logger } from '../util/logger.js';
@@ -63,20 +63,26 @@ export class SnapPointService {
         'ENOSPC',
         `the pool metadata has no room for another snap-point map; remove some first`,
       );
+    const record = await this.start(lun, () => names.snapPoint);
+    this.host.log.info({ snapPoint: fullName }, 'snap-point map created');
+    return this.status(record);
+  }
+
+  /** Starts a map of lun named name(its id), durably; no checks (create and migrations do them). */
+  async start(lun: LunRecord, name: (id: number) => string): Promise<SnapPointRecord> {
     const id = this.pool.metadata.nextSnapPointId;
     await this.pool.commitOp({
       kind: 'snappoint-create',
       snapPoint: {
         id,
         lunId: lun.id,
-        name: names.snapPoint,
+        name: name(id),
         createdAtMs: this.host.clock.nowMs(),
         epoch: this.host.epochOf(lun.name),
         grainBytes: snapPointGrainBytes,
       },
     });
-    this.host.log.info({ snapPoint: fullName }, 'snap-point map created');
-    return this.status(this.pool.metadata.snapPoints.get(id)!);
+    return this.pool.metadata.snapPoints.get(id)!;
   }
 
   async remove(fullName: string): Promise<void> {
