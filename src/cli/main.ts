@@ -6,7 +6,7 @@
 
 import { Command, CommanderError, Option, type HelpContext } from 'commander';
 import { createReadStream, readFileSync } from 'node:fs';
-import { open, rm } from 'node:fs/promises';
+import { open, rm, stat, type FileHandle } from 'node:fs/promises';
 import { totalmem } from 'node:os';
 import { resolve } from 'node:path';
 import { isLunfsError, LunfsError } from '../util/errors.js';
@@ -443,7 +443,7 @@ export function buildProgram(): Command {
     .action(
       async (directory: string, volume: string, options: { since?: string; output: string }) => {
         const toStdout = options.output === '-';
-        const file = toStdout ? undefined : await open(options.output, 'wx');
+        const file = toStdout ? undefined : await openExportOutput(options.output);
         const write = async (chunk: Buffer): Promise<void> => {
           if (file) {
             await file.write(chunk);
@@ -464,11 +464,12 @@ export function buildProgram(): Command {
             undefined,
             { write },
           )) as ExportResult;
-          await file?.sync();
+          if (file && (await file.stat()).isFile()) await file.sync(); // a device or pipe has none
         } catch (error) {
           // a stream cut short is no stream: nothing is left that looks like one
           await file?.close();
-          if (file) await rm(options.output, { force: true });
+          if (file && (await stat(options.output)).isFile())
+            await rm(options.output, { force: true });
           throw error;
         }
         await file?.close();
@@ -791,6 +792,26 @@ function printSnapshots(status: StatusJson): void {
         (entry.source.startsWith('lun:') ? '' : `  (of ${entry.source})`) +
         (entry.invalidReason ? `  (${entry.invalidReason})` : ''),
     );
+  }
+}
+
+/**
+ * Where an export writes: a new file (an existing one is refused, so that no file is overwritten
+ * by mistake), or an existing device or pipe (/dev/null, a FIFO).
+ */
+async function openExportOutput(path: string): Promise<FileHandle> {
+  try {
+    if (!(await stat(path)).isFile()) return await open(path, 'w');
+    throw new LunfsError('EEXIST', `${path} exists: give a new file name (or remove it first)`);
+  } catch (error) {
+    if (isLunfsError(error)) throw error;
+    if ((error as NodeJS.ErrnoException).code !== 'ENOENT')
+      throw new LunfsError('EINVAL', `cannot write ${path}: ${(error as Error).message}`);
+  }
+  try {
+    return await open(path, 'wx');
+  } catch (error) {
+    throw new LunfsError('EINVAL', `cannot create ${path}: ${(error as Error).message}`);
   }
 }
 

@@ -437,6 +437,15 @@ describe('export and import through real mounts', () => {
     );
     await expectRefused(['export', poolA, 'nosuch', '-o', stream('x')], /nosuch/, stateA);
     await expect(stat(stream('x')), 'no stream file').rejects.toThrow(/ENOENT/);
+    // an existing file is not overwritten; a device is written (no fsync on it)
+    const before = await sha256File(stream('f1'));
+    await expectRefused(
+      ['export', poolA, 'db@s1', '-o', stream('f1')],
+      /f1 exists: give a new/,
+      stateA,
+    );
+    expect(await sha256File(stream('f1')), 'f1 untouched').toBe(before);
+    await lunfsOk('export', poolA, 'db@s1', '-o', '/dev/null');
 
     // ---- a stream faulty part-way is undone through the mount: a cut full stream leaves no
     // LUN; a bad checksum in the last data record of an increment puts copy back at its base
