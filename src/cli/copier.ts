@@ -23,6 +23,7 @@ import type { BlockDevice } from '../block/block-device.js';
 import { systemClock } from '../util/clock.js';
 import { isLunfsError, LunfsError } from '../util/errors.js';
 import type { Pool } from '../pool/pool.js';
+import { sizeOf } from '../drive/file-drive.js';
 import { JobPacer } from '../volume/job-pacer.js';
 import type { MigrationPass } from '../volume/migration.js';
 import { sendControlRequest, type ControlRequest } from './control-socket.js';
@@ -172,7 +173,7 @@ class FileTarget implements CopyTarget {
       if (full || current < sizeBytes) await this.handle.truncate(sizeBytes);
       return;
     }
-    const size = current > 0 ? current : await deviceSize(this.handle);
+    const size = current > 0 ? current : await sizeOf(this.description, this.handle);
     if (size < sizeBytes)
       throw new LunfsError(
         'ENOSPC',
@@ -209,20 +210,6 @@ class FileTarget implements CopyTarget {
   async close(): Promise<void> {
     await this.handle.close();
   }
-}
-
-async function deviceSize(handle: FileHandle): Promise<number> {
-  // the size of a block device: where a read at the end returns nothing
-  const probe = Buffer.alloc(1);
-  let low = 0;
-  let high = 2 ** 50;
-  while (low < high) {
-    const middle = Math.floor((low + high + 1) / 2);
-    const { bytesRead } = await handle.read(probe, 0, 1, middle - 1);
-    if (bytesRead === 1) low = middle;
-    else high = middle - 1;
-  }
-  return low;
 }
 
 /** A LUN of a pool this process opened (the target pool is not mounted). */

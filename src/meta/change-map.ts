@@ -61,13 +61,6 @@ export class ChangeMap {
     }
   }
 
-  /** The runs of set grains, as [first, count] pairs. */
-  runs(): Array<[number, number]> {
-    const found: Array<[number, number]> = [];
-    this.forEachRun((first, count) => found.push([first, count]));
-    return found;
-  }
-
   /** The bits as stored in a checkpoint (trailing clear bytes dropped). */
   encode(): Buffer {
     let length = this.bytes.length;

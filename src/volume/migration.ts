@@ -27,6 +27,7 @@
 import { driveStateOf, type LunRecord, type SnapPointRecord } from '../meta/pool-metadata.js';
 import { LunfsError } from '../util/errors.js';
 import type { Controller } from './controller.js';
+import { markedExtents, mergeRanges } from './snap-points.js';
 import { parseSnapshotName } from './controller.js';
 
 /** How long a final pass may hold a LUN's writes before they go on anyway. */
@@ -293,13 +294,12 @@ export class MigrationService {
   }
 }
 
-/** The union of the maps' marked runs, in bytes, clipped to the LUN's size. */
+/** The union of the maps' marked runs and the extra ranges, in bytes, clipped to the LUN. */
 function mergedRuns(
   maps: SnapPointRecord[],
   lun: LunRecord,
   extra: Array<[number, number]>,
 ): Array<[number, number]> {
-  const found: Array<[number, number]> = [];
   for (const range of extra) {
     const [offset, length] = range;
     if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length <= 0)
@@ -307,20 +307,7 @@ function mergedRuns(
         'EINVAL',
         `a range to copy again is not valid: ${JSON.stringify(range)}`,
       );
-    if (offset < lun.sizeBytes) found.push([offset, Math.min(length, lun.sizeBytes - offset)]);
   }
-  for (const record of maps)
-    record.marks.forEachRun((first, count) => {
-      const offset = first * record.grainBytes;
-      if (offset < lun.sizeBytes)
-        found.push([offset, Math.min(count * record.grainBytes, lun.sizeBytes - offset)]);
-    });
-  found.sort((a, b) => a[0] - b[0]);
-  const merged: Array<[number, number]> = [];
-  for (const [offset, length] of found) {
-    const last = merged[merged.length - 1];
-    if (last && offset <= last[0] + last[1]) last[1] = Math.max(last[1], offset + length - last[0]);
-    else merged.push([offset, length]);
-  }
-  return merged;
+  const marked = maps.flatMap((record) => markedExtents(record, lun.sizeBytes));
+  return mergeRanges([...extra, ...marked], lun.sizeBytes);
 }

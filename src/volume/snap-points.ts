@@ -126,14 +126,7 @@ export class SnapPointService {
   /** The byte ranges map fullName marks, clipped to the LUN's size: [offset, length] pairs. */
   extents(fullName: string): Array<[number, number]> {
     const record = this.byName(fullName);
-    const sizeBytes = this.pool.metadata.luns.get(record.lunId)!.sizeBytes;
-    const found: Array<[number, number]> = [];
-    record.marks.forEachRun((first, count) => {
-      const offset = first * record.grainBytes;
-      if (offset >= sizeBytes) return;
-      found.push([offset, Math.min(count * record.grainBytes, sizeBytes - offset)]);
-    });
-    return found;
+    return markedExtents(record, this.pool.metadata.luns.get(record.lunId)!.sizeBytes);
   }
 
   private ofLun(lunId: number): SnapPointRecord[] {
@@ -156,6 +149,35 @@ export class SnapPointService {
       changedExtents: runs,
     };
   }
+}
+
+/** The byte ranges map record marks, below sizeBytes, ascending: [offset, length] pairs. */
+export function markedExtents(record: SnapPointRecord, sizeBytes: number): Array<[number, number]> {
+  const found: Array<[number, number]> = [];
+  record.marks.forEachRun((first, count) => {
+    const offset = first * record.grainBytes;
+    if (offset < sizeBytes)
+      found.push([offset, Math.min(count * record.grainBytes, sizeBytes - offset)]);
+  });
+  return found;
+}
+
+/** Ranges cut at sizeBytes, sorted, and merged where they touch or overlap. */
+export function mergeRanges(
+  ranges: Array<[number, number]>,
+  sizeBytes: number,
+): Array<[number, number]> {
+  const merged: Array<[number, number]> = [];
+  const sorted = ranges
+    .filter(([offset]) => offset < sizeBytes)
+    .map(([offset, length]): [number, number] => [offset, Math.min(length, sizeBytes - offset)])
+    .sort((a, b) => a[0] - b[0]);
+  for (const [offset, length] of sorted) {
+    const last = merged[merged.length - 1];
+    if (last && offset <= last[0] + last[1]) last[1] = Math.max(last[1], offset + length - last[0]);
+    else merged.push([offset, length]);
+  }
+  return merged;
 }
 
 /** Splits LUN@NAME (the names follow the snapshot rules); EINVAL for anything else. */

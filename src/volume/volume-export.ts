@@ -38,6 +38,7 @@ import {
   type VolumeState,
 } from './export-stream.js';
 import { SnapshotVolume } from './snapshot-volume.js';
+import { markedExtents, mergeRanges } from './snap-points.js';
 
 /** How many bytes an export reads at once. */
 const readBytes = 1024 * 1024;
@@ -195,7 +196,7 @@ function differingChunks(
   const chunkBytes = set.chunkBytes;
   const imageA = set.image(a.id);
   const imageB = set.image(b.id);
-  const ranges = new RangeList();
+  const ranges: Array<[number, number]> = [];
   const chunks = Math.ceil(b.sizeBytes / chunkBytes);
   for (let chunk = 0; chunk < chunks; chunk += 1) {
     const start = chunk * chunkBytes;
@@ -204,9 +205,9 @@ function differingChunks(
     const differs =
       start + chunkBytes > a.sizeBytes || // past (or across) the end of the base: compare
       (inA !== inB ? true : inA && imageA!.log.get(chunk) !== imageB!.log.get(chunk));
-    if (differs) ranges.add(start, Math.min(chunkBytes, b.sizeBytes - start));
+    if (differs) ranges.push([start, chunkBytes]);
   }
-  return ranges.list;
+  return mergeRanges(ranges, b.sizeBytes);
 }
 
 /** Byte ranges snap-point map point marks, and those snapshot holds in the target. */
@@ -216,32 +217,13 @@ function markedRanges(
   point: SnapPointRecord,
   snapshot: SnapshotRecord,
 ): Array<[number, number]> {
-  const set = controller.snapshotSet(lunName);
-  const chunkBytes = set.chunkBytes;
-  const found: Array<[number, number]> = [];
-  for (const [offset, length] of controller.snapPoints.extents(`${lunName}@${point.name}`))
-    if (offset < snapshot.sizeBytes)
-      found.push([offset, Math.min(length, snapshot.sizeBytes - offset)]);
-  set.image(snapshot.id)?.log.forEach((chunk) => {
-    const start = chunk * chunkBytes;
-    if (start < snapshot.sizeBytes)
-      found.push([start, Math.min(chunkBytes, snapshot.sizeBytes - start)]);
-  });
-  found.sort((x, y) => x[0] - y[0]);
-  const merged = new RangeList();
-  for (const [offset, length] of found) merged.add(offset, length);
-  return merged.list;
-}
-
-/** Ascending ranges, merged where they touch or overlap (added in ascending order of start). */
-class RangeList {
-  readonly list: Array<[number, number]> = [];
-
-  add(offset: number, length: number): void {
-    const last = this.list[this.list.length - 1];
-    if (last && offset <= last[0] + last[1]) last[1] = Math.max(last[1], offset + length - last[0]);
-    else this.list.push([offset, length]);
-  }
+  const chunkBytes = controller.snapshotSet(lunName).chunkBytes;
+  const held: Array<[number, number]> = [];
+  controller
+    .snapshotSet(lunName)
+    .image(snapshot.id)
+    ?.log.forEach((chunk) => held.push([chunk * chunkBytes, chunkBytes]));
+  return mergeRanges([...markedExtents(point, snapshot.sizeBytes), ...held], snapshot.sizeBytes);
 }
 
 /**
