@@ -30,10 +30,10 @@ export class DestagePipeline implements BlockDevice {
     return this.below.read(offsetBytes, target);
   }
 
-  /** Destages one run of modified data written in epoch (the LUN's current epoch if not given). */
   /** Changes on their way to the drives (a migration waits for those begun before its map). */
   private readonly changes = new Set<Promise<void>>();
 
+  /** Destages one run of modified data written in epoch (the LUN's current epoch if not given). */
   write(offsetBytes: number, data: Buffer, epoch?: number): Promise<void> {
     if (this.snapPoints?.active) {
       checkRange(this, offsetBytes, data.length, 'destage');

@@ -72,7 +72,7 @@ export class SnapshotSet {
   private writesDone: Array<() => void> = [];
   /** Set while a snapshot of a snapshot is taken: new snapshot writes wait for it. */
   private writeBarrier: Promise<void> | undefined;
-  /** The commits recording snapshots' first writes (SnapshotRecord.written). */
+  /** The commits recording snapshots' first writes (SnapshotRecord.written), while on their way. */
   private readonly writtenMarks = new Map<number, Promise<void>>();
   private idleWaiters: Array<() => void> = [];
 
@@ -459,9 +459,10 @@ export class SnapshotSet {
       if (snapshot.written) return;
       marking = this.pool.commitOp({ kind: 'snapshot-written', snapshotId: snapshot.id });
       this.writtenMarks.set(snapshot.id, marking);
-      // a failed commit is tried again by the next write
+      // Once durable, later writes find snapshot.written and await nothing; a failed commit is
+      // tried again by the next write.
       void marking.then(
-        () => {},
+        () => this.writtenMarks.delete(snapshot.id),
         () => {
           this.writtenMarks.delete(snapshot.id);
           delete snapshot.written;
