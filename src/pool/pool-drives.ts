@@ -10,7 +10,7 @@ import type { Drive } from '../drive/drive.js';
 import { driveHeaderBytes, labelCountOf, type DriveHeader } from '../meta/drive-header.js';
 import { writeLabels } from '../meta/drive-labels.js';
 import type { MetadataStore } from '../meta/metadata-store.js';
-import type { MetadataOp, PoolMetadata } from '../meta/pool-metadata.js';
+import type { MetadataOp, PoolMetadata, RStoreRecord } from '../meta/pool-metadata.js';
 import type { DriveHealth } from '../raid/drive-health.js';
 import type { DegradedRowLog } from '../raid/row-log.js';
 import type { DriveGeometry } from '../raid/member-io.js';
@@ -205,19 +205,34 @@ export async function rebuildDrive(
     context.health.state(driveIndex) === 'rebuilding',
     `rebuild of drive ${driveIndex}, which is not being replaced`,
   );
+  // RStores made while the rebuild runs have a member on the drive too, and until the drive is
+  // online their writes leave that member alone where it is not rebuilt (a parity or data unit
+  // there is derived from the others): they are rebuilt as well, until none is left. Marking the
+  // drive online follows the last check with no await between, so no RStore is made in the gap.
+  const rebuilt = new Set<number>();
+  const notRebuilt = (): RStoreRecord[] =>
+    [...context.metadata.rstores.values()].filter(
+      (record) =>
+        !rebuilt.has(record.id) &&
+        context.rstore(record.id).memberIndexOn(driveIndex) !== undefined,
+    );
   try {
-    for (const record of [...context.metadata.rstores.values()]) {
-      const rstore = context.rstore(record.id);
-      const memberIndex = rstore.memberIndexOn(driveIndex);
-      if (memberIndex === undefined) continue;
-      if (context.stopping())
-        throw new LunfsError(
-          'EBUSY',
-          `rebuild of drive ${driveIndex} interrupted by the shutdown; it starts again at the next mount`,
-        );
-      await rstore.rebuildMember(memberIndex, progress);
+    for (;;) {
+      for (let pending = notRebuilt(); pending.length > 0; pending = notRebuilt()) {
+        for (const record of pending) {
+          if (context.stopping())
+            throw new LunfsError(
+              'EBUSY',
+              `rebuild of drive ${driveIndex} interrupted by the shutdown; it starts again at the next mount`,
+            );
+          const rstore = context.rstore(record.id);
+          await rstore.rebuildMember(rstore.memberIndexOn(driveIndex)!, progress);
+          rebuilt.add(record.id);
+        }
+      }
+      await context.flushDataDrives();
+      if (notRebuilt().length === 0) break;
     }
-    await context.flushDataDrives();
     await context.commitOp({ kind: 'drive-rebuilt', driveIndex });
   } finally {
     context.health.clearRebuilt();

@@ -163,6 +163,41 @@ describe.each([1, 5] as RaidLevel[])('RAID-%i with a failed drive', (raidLevel) 
     expect(Buffer.compare(readBack, degradedData)).toBe(0);
     await controller.close();
   });
+  it('rebuilds the RStores made while the rebuild runs, so a second failure loses nothing', async () => {
+    const clock = new FakeClock();
+    const memory = await formatMemoryPool({
+      raidLevel,
+      driveCount: 3,
+      driveSizeBytes: 8 * MiB,
+      clock,
+    });
+    const replacement = new MemoryDrive('new1', 8 * MiB);
+    const controller = controllerFor(memory.pool, clock, [replacement]);
+    await controller.createLun('db', lunBytes);
+    await writeLun(controller, 6);
+    memory.drives[1]!.fail();
+    await controller.flushAll(); // the flush meets the failed drive
+    const before = new Set(memory.pool.metadata.rstores.keys());
+    const job = await controller.drives.replace('1', 'new1');
+    // New RStores, with a member on the drive being rebuilt, written before the rebuild ends.
+    await controller.createLun('born-rebuilding', lunBytes);
+    const data = patternBytes(lunBytes, 24);
+    for (let offset = 0; offset < lunBytes; offset += 12 * KiB)
+      await controller
+        .stack('born-rebuilding')
+        .cache.write(offset, data.subarray(offset, offset + 12 * KiB));
+    await controller.flushAll();
+    expect([...memory.pool.metadata.rstores.keys()].some((id) => !before.has(id))).toBe(true);
+    const done = await controller.drives.jobs.wait(job.id);
+    expect(done.state, done.error).toBe('done');
+    for (const record of memory.pool.metadata.rstores.values())
+      expect(await memory.pool.rstore(record.id).firstInconsistentRow()).toBeUndefined();
+    memory.drives[2]!.fail();
+    const readBack = Buffer.alloc(lunBytes);
+    await controller.stack('born-rebuilding').thin.read(0, readBack);
+    expect(Buffer.compare(readBack, data)).toBe(0);
+    await controller.close();
+  });
 });
 
 describe('silent corruption', () => {
