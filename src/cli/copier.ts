@@ -18,6 +18,7 @@
 
 import { constants } from 'node:fs';
 import { open, readFile, rename, rm, stat, writeFile, type FileHandle } from 'node:fs/promises';
+import { getPriority, setPriority } from 'node:os';
 import { join, resolve } from 'node:path';
 import type { BlockDevice } from '../block/block-device.js';
 import { systemClock } from '../util/clock.js';
@@ -53,6 +54,13 @@ export interface CopierOptions {
   snapshot?: string;
   /** The share of the time the copier may take while the LUN serves I/O (default 0.2). */
   busyShare?: number;
+  /**
+   * The process's nice value during the passes before the final one (the copier process runs at
+   * 19: where cores are few, the kernel then gives them to the server and its users first). The
+   * final pass, which holds the LUN's writes, runs at the process's own priority again where the
+   * process may raise it back (root). Unset: the priority is left alone (a copier in a test).
+   */
+  backgroundNice?: number;
   progress?: (event: CopierProgress) => void;
 }
 
@@ -275,6 +283,7 @@ export async function runCopier(options: CopierOptions): Promise<CopierReport> {
       copiedBytes: 0,
       pausedMs: 0,
     };
+    const ownPriority = getPriority();
     const smallBytes = options.smallBytes ?? defaultSmallBytes;
     const maxPasses = options.maxPasses ?? 10;
     let restart = !resumed;
@@ -295,6 +304,8 @@ export async function runCopier(options: CopierOptions): Promise<CopierReport> {
         ...(final && options.snapshot !== undefined ? { snapshot: options.snapshot } : {}),
       })) as MigrationPass;
       restart = false;
+      if (options.backgroundNice !== undefined)
+        setOwnPriority(final ? ownPriority : options.backgroundNice);
       const started = systemClock.nowMs();
       let failed: Array<[number, number]> = [];
       try {
@@ -336,6 +347,15 @@ export async function runCopier(options: CopierOptions): Promise<CopierReport> {
   });
 }
 
+/** Sets this process's nice value; a refusal (raising it back needs privilege) is no error. */
+function setOwnPriority(nice: number): void {
+  try {
+    setPriority(nice);
+  } catch {
+    // the pass runs at the priority it has
+  }
+}
+
 /** Copies a pass's runs; returns the ranges it could not read (the final pass throws instead). */
 async function copyPass(
   directory: string,
@@ -364,6 +384,7 @@ async function copyPass(
         else {
           const slice = buffer.subarray(0, length);
           const mismatches = pool.health.integrity.checksumMismatches;
+          const failedBefore = pool.health.failedDrives().length;
           try {
             await pool.rstore(entry[0]).read(entry[1] * unitBytes + inUnit, slice);
             // A member that failed its checksum was rebuilt from the others, which the server
@@ -376,10 +397,12 @@ async function copyPass(
             if (final || !isLunfsError(error)) throw error;
             failed.push([offset, length]); // caught mid-change: the next pass reads it again
           }
-          if (pool.health.integrity.checksumMismatches !== mismatches) {
-            // The read-only pool tried to write the repair, could not, and took that member out
+          if (pool.health.failedDrives().length !== failedBefore) {
+            // The read-only pool tried to write a repair, could not, and took that member out
             // of service: from then on it would rebuild the member's data from the others,
             // silently old where the server is changing them. A fresh open sees it in service.
+            // (RAID-0 has no repair to try: a mismatch there leaves the drives in service, and
+            // reopening for each would cost more than the copy under random writes.)
             await pool.abandonSession();
             pool = await open();
           }

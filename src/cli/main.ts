@@ -418,7 +418,7 @@ export function buildProgram(): Command {
       else
         for (const entry of list)
           console.log(
-            `${entry.name}  created ${entry.createdAt}  changed ${formatBytes(entry.changedBytes)} in ${entry.changedExtents} extents (grain ${formatBytes(entry.grainBytes)})`,
+            `${entry.name}  created ${entry.createdAt}  changed ${formatBytes(entry.changedBytes)} in ${entry.changedExtents} extents (grain ${formatBytes(entry.grainBytes)}, ${formatBytes(entry.intentBytes)} regions after a crash)`,
           );
     });
   snapPoint

@@ -109,6 +109,7 @@ export async function runCopierCommand(
       ...(options.socket !== undefined ? { socket: options.socket } : {}),
       ...(options.smallBytes !== undefined ? { smallBytes: options.smallBytes } : {}),
       ...(options.snapshot !== undefined ? { snapshot: options.snapshot } : {}),
+      backgroundNice: 19,
       progress: (event) => {
         const mib = (bytes: number): number => Math.ceil(bytes / 1048576);
         const fields = { lun: options.lun, pass: event.pass, final: event.final ? ' (final)' : '' };

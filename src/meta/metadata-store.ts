@@ -498,11 +498,15 @@ function findNewerRecord(
   journalMagic: string,
 ): { generation: number; sequence: number } | undefined {
   let newest: { generation: number; sequence: number } | undefined;
+  // Most of a journal past its end is empty or old: a byte test skips a block before its header
+  // is looked at (a copier opens the pool again and again).
+  const firstMagicByte = journalMagic.charCodeAt(0);
   for (
     let position = fromBytes;
     position + recordHeaderBytes <= journal.length;
     position += journalRecordAlignBytes
   ) {
+    if (journal[position] !== firstMagicByte) continue;
     const header = journal.subarray(position, position + recordHeaderBytes);
     if (
       !hasMagic(header, journalMagic) ||

@@ -205,8 +205,9 @@ export function sharingChainOf(
 
 /**
  * A snap-point map (issue 16, seed 003's "snap point"): which grains of LUN lunId may have changed
- * on the drives since the map was started. A grain's bit is durable before any change of it reaches
- * the drives (DestagePipeline), so after a crash a map may mark more than changed, never less.
+ * on the drives since the map was started. Before any change of a grain reaches the drives
+ * (DestagePipeline), either the grain's bit or its region's intent is durable: after a crash every
+ * grain of a region with its intent set is marked, so a map may mark more than changed, never less.
  */
 export interface SnapPointRecord {
   id: number;
@@ -217,6 +218,15 @@ export interface SnapPointRecord {
   epoch: number;
   grainBytes: number;
   marks: ChangeMap;
+  /**
+   * Bytes of LUN one intent covers (a multiple of grainBytes; snapshot/snap-point-tracker.ts).
+   */
+  intentBytes: number;
+  /**
+   * Regions (of intentBytes) whose grains' bits may be set in memory but not yet durable: the
+   * intent is durable first, and cleared once the bits are.
+   */
+  intents: Set<number>;
 }
 
 export interface PoolMetadata {
@@ -269,7 +279,10 @@ export type MetadataOp =
   | { kind: 'snapshot-remove'; snapshotId: number }
   /** The snapshot is written to for the first time (SnapshotRecord.written). */
   | { kind: 'snapshot-written'; snapshotId: number }
-  | { kind: 'snappoint-create'; snapPoint: Omit<SnapPointRecord, 'marks'> }
+  | { kind: 'snappoint-create'; snapPoint: Omit<SnapPointRecord, 'marks' | 'intents'> }
+  | { kind: 'snappoint-intent'; id: number; regions: number[]; set: boolean }
+  /** After a crash: every grain of every region with its intent set is marked; intents clear. */
+  | { kind: 'snappoint-recover' }
   /** Grains of LUN lunId's snap-point maps ids changed: [first grain, count] runs. */
   | { kind: 'snappoint-mark'; ids: number[]; runs: Array<[number, number]> }
   | { kind: 'snappoint-remove'; snapPointId: number }
@@ -395,7 +408,11 @@ export function applyMetadataOp(metadata: PoolMetadata, op: MetadataOp): void {
       return;
     case 'snappoint-create':
       assert(!metadata.snapPoints.has(op.snapPoint.id), `snap-point ${op.snapPoint.id} exists`);
-      metadata.snapPoints.set(op.snapPoint.id, { ...op.snapPoint, marks: new ChangeMap() });
+      metadata.snapPoints.set(op.snapPoint.id, {
+        ...op.snapPoint,
+        marks: new ChangeMap(),
+        intents: new Set(),
+      });
       metadata.nextSnapPointId = Math.max(metadata.nextSnapPointId, op.snapPoint.id + 1);
       return;
     case 'snappoint-mark':
@@ -404,6 +421,19 @@ export function applyMetadataOp(metadata: PoolMetadata, op: MetadataOp): void {
         const marks = metadata.snapPoints.get(id)?.marks;
         if (marks) for (const [first, count] of op.runs) marks.setRun(first, count);
       }
+      return;
+    case 'snappoint-intent': {
+      // A map removed since the intent was queued has nothing to change.
+      const intents = metadata.snapPoints.get(op.id)?.intents;
+      if (intents)
+        for (const region of op.regions) {
+          if (op.set) intents.add(region);
+          else intents.delete(region);
+        }
+      return;
+    }
+    case 'snappoint-recover':
+      for (const snapPoint of metadata.snapPoints.values()) recoverIntents(metadata, snapPoint);
       return;
     case 'snappoint-remove':
       metadata.snapPoints.delete(op.snapPointId);
@@ -519,6 +549,19 @@ function lunById(metadata: PoolMetadata, lunId: number): LunRecord {
   return lun;
 }
 
+/** Marks every grain of the map's regions with their intent set, and clears the intents. */
+function recoverIntents(metadata: PoolMetadata, snapPoint: SnapPointRecord): void {
+  const lun = metadata.luns.get(snapPoint.lunId);
+  const perRegion = snapPoint.intentBytes / snapPoint.grainBytes;
+  const lunGrains = lun ? Math.ceil(lun.sizeBytes / snapPoint.grainBytes) : 0;
+  for (const region of snapPoint.intents) {
+    const first = region * perRegion;
+    const count = Math.min(perRegion, lunGrains - first);
+    if (count > 0) snapPoint.marks.setRun(first, count);
+  }
+  snapPoint.intents.clear();
+}
+
 /**
  * Checkpoint payload: u32 JSON length, the JSON of everything but the maps, then each LUN's map
  * entries.
@@ -543,6 +586,8 @@ export function encodeCheckpoint(metadata: PoolMetadata): Buffer {
         createdAtMs: snapPoint.createdAtMs,
         epoch: snapPoint.epoch,
         grainBytes: snapPoint.grainBytes,
+        intentBytes: snapPoint.intentBytes,
+        intents: [...snapPoint.intents].sort((a, b) => a - b),
         markBytes: marksEncoded[index]!.length,
       })),
       nextLunId: metadata.nextLunId,
@@ -588,7 +633,13 @@ export function decodeCheckpoint(payload: Buffer): PoolMetadata {
       rstores: RStoreRecord[];
       luns: Array<Omit<LunRecord, 'map'> & { mappedCount: number }>;
       snapshots?: SnapshotRecordOnDisk[];
-      snapPoints?: Array<Omit<SnapPointRecord, 'marks'> & { markBytes: number }>;
+      snapPoints?: Array<
+        Omit<SnapPointRecord, 'marks' | 'intents' | 'intentBytes'> & {
+          markBytes: number;
+          intentBytes?: number;
+          intents?: number[];
+        }
+      >;
       nextLunId: number;
       nextRStoreId?: number;
       /** Format 5's spelling of nextRStoreId. */
@@ -629,9 +680,15 @@ export function decodeCheckpoint(payload: Buffer): PoolMetadata {
       }
       metadata.luns.set(lun.id, { ...lun, map });
     }
-    for (const { markBytes, ...snapPoint } of parsed.snapPoints ?? []) {
+    for (const { markBytes, intentBytes, intents, ...snapPoint } of parsed.snapPoints ?? []) {
       const marks = ChangeMap.decode(payload.subarray(position, position + markBytes));
-      metadata.snapPoints.set(snapPoint.id, { ...snapPoint, marks });
+      metadata.snapPoints.set(snapPoint.id, {
+        ...snapPoint,
+        marks,
+        // checkpoints made before intents had none: a grain's bit was durable before its change
+        intentBytes: intentBytes ?? snapPoint.grainBytes,
+        intents: new Set(intents ?? []),
+      });
       position += markBytes;
     }
     return metadata;

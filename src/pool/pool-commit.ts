@@ -29,6 +29,8 @@ export interface CommitContext {
   /** The RStores made so far (those that may hold a parity in memory). */
   openRStores(): Iterable<RStore>;
   lostRStores(): RStore[];
+  /** Runs as a commit starts, before it takes the queued ops (it may queue more). */
+  beforeCommit?(): void;
 }
 
 export class PoolCommit {
@@ -53,6 +55,7 @@ export class PoolCommit {
         applyMetadataOp(this.pool.metadata, op);
         this.pending.push({ op });
       }
+      this.pool.beforeCommit?.();
       const batch = this.pending;
       this.pending = [];
       try {

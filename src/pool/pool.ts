@@ -16,6 +16,7 @@
 //   then append the queued metadata ops).
 // The LUN stacks themselves are assembled in stack.ts.
 
+import { SnapPointIntents } from '../snapshot/snap-point-intents.js';
 import type { Drive } from '../drive/drive.js';
 import type { DriveHeader } from '../meta/drive-header.js';
 import type { LabelProblem } from '../meta/drive-labels.js';
@@ -115,6 +116,8 @@ export class Pool implements MapSpace {
   private readonly parts: PoolParts;
   private readonly lunTable: LunTable;
   private readonly commits: PoolCommit;
+  /** The durability of snap-point marks (snapshot/snap-point-intents.ts). */
+  readonly snapPointIntents: SnapPointIntents = new SnapPointIntents(this);
 
   private constructor(
     /** The drives as opened (files, devices, or MissingDrive stand-ins), in drive-index order. */
@@ -151,6 +154,7 @@ export class Pool implements MapSpace {
       dataDrive: (driveIndex) => this.dataDrive(driveIndex),
       openRStores: () => this.rstoreCache.values(),
       lostRStores: () => this.lostRStores(),
+      beforeCommit: () => this.snapPointIntents.beforeCommit(),
     });
     this.parts = this.makeParts();
     this.lunTable = new LunTable({
@@ -537,6 +541,8 @@ export class Pool implements MapSpace {
           committed.cleanShutdown = true;
           // everything was flushed
           for (const rstore of committed.rstores.values()) delete rstore.dirty;
+          // and every snap-point mark committed
+          for (const snapPoint of committed.snapPoints.values()) snapPoint.intents.clear();
         });
       }
     } finally {
@@ -579,6 +585,10 @@ export class Pool implements MapSpace {
       const op: MetadataOp = { kind: 'forget-fresh' };
       applyMetadataOp(this.metadata, op);
       this.queue(op);
+      // A snap-point map's region with its intent set may hold changes whose marks were lost.
+      const recover: MetadataOp = { kind: 'snappoint-recover' };
+      applyMetadataOp(this.metadata, recover);
+      this.queue(recover);
       await this.commit();
       await recomputeLostChecksums(this.parts);
       await resyncMirrors(this.parts, this.rowLog, this.rowLogReplay);

@@ -1,34 +1,23 @@
 // Changed-block tracking for one LUN (issue 16, seed 003's snap-point maps): before a destage or
 // a discard changes a range of the LUN on the drives, every snap-point map of the LUN has the
-// range's grains marked, durably. The mark is a pool metadata op (snappoint-mark) made durable by
-// a pool commit, which also carries the marks of every other destage of the same moment; a grain
-// already marked costs a bit test. A destage that finds its grain marked in memory but the commit
-// carrying that mark still on its way waits for that commit too: the bit in memory is not yet a
-// promise kept across a crash.
+// range's grains marked, each with its bit or its region's intent durable (the pool's
+// SnapPointIntents, snap-point-intents.ts, keeps that promise and commits).
 //
 // Invariant: for each snap-point map M of the LUN, every grain whose content on the drives changed
-// after M was created has its bit set in M's durable copy (after a crash M may mark more: a grain
-// marked whose change never reached the drives).
+// after M was created is marked in M's durable copy, or lies in a region whose intent is set there
+// (after a crash M may mark more: a grain marked whose change never reached the drives, or a
+// region marked whole).
 
-import type {
-  LunRecord,
-  MetadataOp,
-  PoolMetadata,
-  SnapPointRecord,
-} from '../meta/pool-metadata.js';
-import { grainRuns } from '../meta/change-map.js';
+import type { LunRecord, PoolMetadata, SnapPointRecord } from '../meta/pool-metadata.js';
+import type { SnapPointIntents } from './snap-point-intents.js';
 
-/** What the tracker needs of the pool: the maps, and the durable queue of metadata ops. */
+/** What the tracker needs of the pool: the maps, and the durability of their marks. */
 export interface SnapPointSpace {
   readonly metadata: Pick<PoolMetadata, 'snapPoints'>;
-  queue(op: MetadataOp): void;
-  commit(): Promise<void>;
+  readonly snapPointIntents: Pick<SnapPointIntents, 'mark'>;
 }
 
 export class SnapPointTracker {
-  /** Marks set in memory whose commit has not resolved yet: map id -> grain -> that commit. */
-  private readonly unsettled = new Map<number, Map<number, Promise<void>>>();
-
   constructor(
     private readonly space: SnapPointSpace,
     readonly lun: LunRecord,
@@ -60,60 +49,9 @@ export class SnapPointTracker {
   /** Resolves once every grain of the range is durably marked in every map of the LUN. */
   async mark(changedOffset: number, changedLength: number): Promise<void> {
     if (changedLength === 0) return;
+    const maps = this.maps();
+    if (maps.length === 0) return;
     const [offsetBytes, lengthBytes] = this.widen(changedOffset, changedLength);
-    const waits = new Set<Promise<void>>();
-    /** Newly marked grains of each grain size, and the maps they were marked in. */
-    const fresh = new Map<number, { ids: number[]; grains: Map<number, number[]> }>();
-    for (const snapPoint of this.maps()) {
-      const first = Math.floor(offsetBytes / snapPoint.grainBytes);
-      const count = Math.ceil((offsetBytes + lengthBytes) / snapPoint.grainBytes) - first;
-      const pending = this.unsettled.get(snapPoint.id);
-      if (pending)
-        for (let grain = first; grain < first + count; grain += 1) {
-          const commit = pending.get(grain);
-          if (commit) waits.add(commit);
-        }
-      if (snapPoint.marks.allSet(first, count)) continue;
-      const newly = snapPoint.marks.setRun(first, count);
-      let group = fresh.get(snapPoint.grainBytes);
-      if (!group) {
-        group = { ids: [], grains: new Map() };
-        fresh.set(snapPoint.grainBytes, group);
-      }
-      group.ids.push(snapPoint.id);
-      group.grains.set(snapPoint.id, newly);
-    }
-    if (fresh.size > 0) {
-      for (const group of fresh.values()) {
-        // Maps of one grain size get one op; marking a grain set already is harmless at replay.
-        const union = [...new Set([...group.grains.values()].flat())].sort((a, b) => a - b);
-        this.space.queue({ kind: 'snappoint-mark', ids: group.ids, runs: grainRuns(union) });
-      }
-      const commit = this.space.commit();
-      waits.add(commit);
-      for (const group of fresh.values())
-        for (const [id, grains] of group.grains) {
-          let pending = this.unsettled.get(id);
-          if (!pending) {
-            pending = new Map();
-            this.unsettled.set(id, pending);
-          }
-          for (const grain of grains) pending.set(grain, commit);
-        }
-      // Settled marks are forgotten; a failed commit stays, so every later change of those grains
-      // fails as this one does rather than go ahead on a mark that is not durable.
-      void commit.then(
-        () => {
-          for (const group of fresh.values())
-            for (const [id, grains] of group.grains) {
-              const pending = this.unsettled.get(id);
-              for (const grain of grains) if (pending?.get(grain) === commit) pending.delete(grain);
-              if (pending?.size === 0) this.unsettled.delete(id);
-            }
-        },
-        () => {},
-      );
-    }
-    await Promise.all(waits);
+    await this.space.snapPointIntents.mark(maps, offsetBytes, lengthBytes);
   }
 }

@@ -15,6 +15,20 @@ import type { Logger } from '../util/logger.js';
 import { parseSnapshotName } from './controller.js';
 
 export const snapPointGrainBytes = 64 * 1024;
+/** A map's intents (snapshot/snap-point-intents.ts) cover its LUN in about this many regions. */
+export const snapPointIntentRegions = 256;
+
+/**
+ * What one durable intent of a map of a LUN of sizeBytes covers: a power-of-two number of grains,
+ * about 1/256 of the LUN (4 MiB of a 1 GiB LUN). Random writes over a whole LUN so commit about
+ * 256 intents per map, not a mark per 64 KiB grain; after a crash, a region with its intent set is
+ * marked whole.
+ */
+export function snapPointIntentBytes(sizeBytes: number): number {
+  let bytes = snapPointGrainBytes;
+  while (bytes * snapPointIntentRegions < sizeBytes) bytes *= 2;
+  return bytes;
+}
 /** The most maps one LUN may have: each costs a bit test per destage and room in the metadata. */
 export const maxSnapPointsPerLun = 16;
 
@@ -25,6 +39,8 @@ export interface SnapPointStatus {
   snapPoint: string;
   createdAt: string;
   grainBytes: number;
+  /** What a crash may mark whole where a change was under way (see snapPointIntentBytes). */
+  intentBytes: number;
   /** Grains marked, in bytes (an upper bound of the bytes changed since the creation). */
   changedBytes: number;
   /** Runs of marked grains. */
@@ -80,6 +96,7 @@ export class SnapPointService {
         createdAtMs: this.host.clock.nowMs(),
         epoch: this.host.epochOf(lun.name),
         grainBytes: snapPointGrainBytes,
+        intentBytes: snapPointIntentBytes(lun.sizeBytes),
       },
     });
     return this.pool.metadata.snapPoints.get(id)!;
@@ -145,6 +162,7 @@ export class SnapPointService {
       snapPoint: record.name,
       createdAt: new Date(record.createdAtMs).toISOString(),
       grainBytes: record.grainBytes,
+      intentBytes: record.intentBytes,
       changedBytes: record.marks.count * record.grainBytes,
       changedExtents: runs,
     };
