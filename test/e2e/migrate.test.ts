@@ -67,6 +67,7 @@ describe('lunfs migrate', () => {
       '--direct=1',
       '--verify=crc32c',
       '--verify_backlog=256',
+      '--verify_state_save=0', // no local-verify-0-verify.state left in the working directory
       '--time_based',
       '--runtime=25',
     ]);
