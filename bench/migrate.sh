@@ -14,7 +14,8 @@
 # bench/migrate-report.mjs makes the "Migration" section of BENCHMARKS.md from them.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-LUNFS=${LUNFS_BIN:-./bin/lunfs}
+LUNFS_BIN=${LUNFS_BIN:-$PWD/dist/bin.js}
+[ -f "$LUNFS_BIN" ] || { echo "lunfs is not built ($LUNFS_BIN missing): make build" >&2; exit 1; }
 SIZE=${MIG_LUN_SIZE:-1G}
 RUNTIME=${MIG_RUNTIME:-15}
 ROUNDS=${MIG_ROUNDS:-3}
@@ -35,10 +36,10 @@ cleanup() {
 trap cleanup EXIT
 record() { printf '%s\n' "$1" >>"$OUT/migrate.jsonl"; }
 
-"$LUNFS" pool create "$WORK/pool" --drives 4 --drive-size 1G --raid 0 >/dev/null
-"$LUNFS" lun create "$WORK/pool" lun0 --size "$SIZE" >/dev/null
+node "$LUNFS_BIN" pool create "$WORK/pool" --drives 4 --drive-size 1G --raid 0 >/dev/null
+node "$LUNFS_BIN" lun create "$WORK/pool" lun0 --size "$SIZE" >/dev/null
 mkdir -p "$MNT"
-"$LUNFS" mount "$WORK/pool" "$MNT" --front native >"$WORK/mount.log" 2>&1 &
+node "$LUNFS_BIN" mount "$WORK/pool" "$MNT" --front native >"$WORK/mount.log" 2>&1 &
 SERVER=$!
 for _ in $(seq 1 100); do [ -e "$MNT/luns/lun0" ] && break; sleep 0.1; done
 [ -e "$MNT/luns/lun0" ] || { cat "$WORK/mount.log" >&2; exit 1; }
@@ -68,7 +69,7 @@ record "{\"kind\":\"seqread\",\"bw_bytes\":$seqread}"
 
 log "migration alone"
 start=$(date +%s.%N)
-"$LUNFS" migrate "$WORK/pool" lun0 --to "$WORK/target0.img" >"$WORK/m0.txt" 2>/dev/null
+node "$LUNFS_BIN" migrate "$WORK/pool" lun0 --to "$WORK/target0.img" >"$WORK/m0.txt" 2>/dev/null
 end=$(date +%s.%N)
 bytes=$(stat -c %s "$WORK/target0.img")
 rm -f "$WORK/target0.img"
@@ -101,7 +102,7 @@ for round in $(seq 1 "$ROUNDS"); do
     n=0
     while [ ! -e "$WORK/stop" ]; do
       n=$((n + 1))
-      "$LUNFS" migrate "$WORK/pool" lun0 --to "$WORK/t$n.img" --restart >>"$WORK/mloop.txt" 2>/dev/null || true
+      node "$LUNFS_BIN" migrate "$WORK/pool" lun0 --to "$WORK/t$n.img" --restart >>"$WORK/mloop.txt" 2>/dev/null || true
       rm -f "$WORK/t$n.img"
     done
   ) &

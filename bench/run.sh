@@ -6,7 +6,9 @@
 # ../shared/bench/peers.sh: same jobs, same run. Writes the raw report and
 # records under .bench/run-<UTC time>/ (gitignored; .bench/latest points at the last one), then
 # BENCHMARKS.md with the ratios (bench/report.mjs). Then the snapshot measurements
-# (bench/snapshots.sh, records in <run>/snapshots/, the "Snapshots" section of the report).
+# (bench/snapshots.sh, records in <run>/snapshots/, the "Snapshots" section of the report), and
+# after the background and clone parts the migration (bench/migrate.sh, records in <run>/migrate/,
+# the "Migration" section, bench/migrate-report.mjs).
 #
 #   sudo make bench                                    # full run (about 30 + 6 min on 2 cores)
 #   RAND_RUNTIME=5 bash bench/run.sh                   # quicker
@@ -14,6 +16,7 @@
 #   SNAPSHOTS_ONLY=1 bash bench/run.sh                 # only the snapshot part (bench/snapshots.sh)
 #   RAID_ONLY=1 bash bench/run.sh                      # only the RAID-level comparison (~12-15 min)
 #   CLONES_ONLY=1 bash bench/run.sh                    # only snapclones and snapshot trees (bench/clones.sh)
+#   MIGRATE_ONLY=1 bash bench/run.sh                   # only migrations under load (bench/migrate.sh)
 #
 # Environment (all optional):
 #   TARGETS       peers.sh target ids (default below; lunfs ids: see bench/peers-extra-lunfs.sh)
@@ -45,6 +48,13 @@
 #                 trees" section; 0: skip
 #   CLONES_ONLY   1: run only that and replace (or add) its section of the existing BENCHMARKS_MD;
 #                 .bench/latest-clones points at that run
+#   MIGRATE       1 (default): after the clone part, run bench/migrate.sh (about 2.5 min; its knobs:
+#                 MIG_*, e.g. MIG_ROUNDS, MIG_RUNTIME): lunfs migrate's MB/s against seqread, and
+#                 randwrite4k while migrations run back to back against idle; the "Migration"
+#                 section; 0: skip
+#   MIGRATE_ONLY  1: run only that and replace (or add) its section of the existing BENCHMARKS_MD
+#                 (the section whose heading starts with "## Migration"); .bench/latest-migrate
+#                 points at that run
 #   RAID_ONLY     1: run peers.sh on the RAID comparison only (TARGETS default "fnmem nfmem qcow2
 #                 lunfs_r0 lunfs_r1 lunfs_r5 lunfs_r1_deg lunfs_r5_deg", PROFILE default 0, no
 #                 snapshot part) and replace (or add) the "RAID levels on the same drives" section
@@ -62,13 +72,14 @@ die() { log "FATAL: $*"; exit 1; }
 OVERRIDES=()
 for v in TARGETS JOBS RAND_RUNTIME SIZE_MIB SEQ_MIB RANDW_MIB PROFILE PROBES REPEAT FNMEM_OPTS \
          LUNFS_PREFILL LUNFS_DRIVES LUNFS_CACHE_SIZE LUNFS_NODE_FLAGS LUNFS_SHM LUNFS_BIN SHARED_BENCH OUT_DIR BENCHMARKS_MD \
-         SNAPSHOTS SNAPSHOTS_ONLY RAID_ONLY CLONES CLONES_ONLY; do
+         SNAPSHOTS SNAPSHOTS_ONLY RAID_ONLY CLONES CLONES_ONLY MIGRATE MIGRATE_ONLY; do
   [ -n "${!v+x}" ] && OVERRIDES+=("$v=${!v}")
 done
 for v in $(compgen -v | grep '^SNAP_' || true); do OVERRIDES+=("$v=${!v}"); done # bench/snapshots.sh's knobs
 for v in $(compgen -v | grep '^CLONE_' || true); do OVERRIDES+=("$v=${!v}"); done # bench/clones.sh's knobs
+for v in $(compgen -v | grep '^MIG_' || true); do OVERRIDES+=("$v=${!v}"); done # bench/migrate.sh's knobs
 
-if [ "${SNAPSHOTS_ONLY:-0}" != 1 ] && [ "${CLONES_ONLY:-0}" != 1 ]; then
+if [ "${SNAPSHOTS_ONLY:-0}" != 1 ] && [ "${CLONES_ONLY:-0}" != 1 ] && [ "${MIGRATE_ONLY:-0}" != 1 ]; then
   SHARED_BENCH=$(cd "${SHARED_BENCH:-$REPO/../shared/bench}" 2>/dev/null && pwd) \
     || die "shared/bench not found at $REPO/../shared/bench (set SHARED_BENCH)"
   [ -f "$SHARED_BENCH/peers.sh" ] || die "no peers.sh in $SHARED_BENCH"
@@ -98,7 +109,19 @@ BACKGROUND=${BACKGROUND:-1}
 BACKGROUND_ONLY=${BACKGROUND_ONLY:-0}
 CLONES=${CLONES:-1}
 CLONES_ONLY=${CLONES_ONLY:-0}
-if [ "$CLONES_ONLY" = 1 ]; then
+MIGRATE=${MIGRATE:-1}
+MIGRATE_ONLY=${MIGRATE_ONLY:-0}
+if [ "$MIGRATE_ONLY" = 1 ]; then
+  [ "$SNAPSHOTS_ONLY" = 1 ] || [ "$RAID_ONLY" = 1 ] || [ "$BACKGROUND_ONLY" = 1 ] || [ "$CLONES_ONLY" = 1 ] \
+    && die "MIGRATE_ONLY=1 excludes SNAPSHOTS_ONLY=1, RAID_ONLY=1, BACKGROUND_ONLY=1 and CLONES_ONLY=1"
+  MIGRATE=1
+  CLONES=0
+elif [ "$SNAPSHOTS_ONLY" = 1 ] || [ "$RAID_ONLY" = 1 ] || [ "$BACKGROUND_ONLY" = 1 ] || [ "$CLONES_ONLY" = 1 ]; then
+  MIGRATE=0
+fi
+if [ "$MIGRATE_ONLY" = 1 ]; then
+  :
+elif [ "$CLONES_ONLY" = 1 ]; then
   [ "$SNAPSHOTS_ONLY" = 1 ] || [ "$RAID_ONLY" = 1 ] || [ "$BACKGROUND_ONLY" = 1 ] \
     && die "CLONES_ONLY=1 excludes SNAPSHOTS_ONLY=1, RAID_ONLY=1 and BACKGROUND_ONLY=1"
   CLONES=1
@@ -170,11 +193,12 @@ fs.writeFileSync(process.argv[2], JSON.stringify({
 EOF
 {
   [ ${#OVERRIDES[@]} -gt 0 ] && printf "%q " "${OVERRIDES[@]}"; printf "bash bench/run.sh\n"
-  if [ "$SNAPSHOTS_ONLY" != 1 ] && [ "$CLONES_ONLY" != 1 ]; then
+  if [ "$SNAPSHOTS_ONLY" != 1 ] && [ "$CLONES_ONLY" != 1 ] && [ "$MIGRATE_ONLY" != 1 ]; then
     for ((n = 1; n <= REPEAT; n++)); do peers_cmd "$n"; printf '%q ' "${CMD[@]}"; printf '\n'; done
   fi
-  if [ "$SNAPSHOTS" = 1 ] && [ "$CLONES_ONLY" != 1 ]; then printf 'SNAP_DIR=%q LUNFS_BIN=%q bash bench/snapshots.sh\n' "$RUN_DIR/snapshots" "$LUNFS_BIN"; fi
+  if [ "$SNAPSHOTS" = 1 ] && [ "$CLONES_ONLY" != 1 ] && [ "$MIGRATE_ONLY" != 1 ]; then printf 'SNAP_DIR=%q LUNFS_BIN=%q bash bench/snapshots.sh\n' "$RUN_DIR/snapshots" "$LUNFS_BIN"; fi
   if [ "$CLONES" = 1 ]; then printf 'CLONE_DIR=%q LUNFS_BIN=%q bash bench/clones.sh\n' "$RUN_DIR/clones" "$LUNFS_BIN"; fi
+  if [ "$MIGRATE" = 1 ]; then printf 'MIG_DIR=%q LUNFS_BIN=%q bash bench/migrate.sh\n' "$RUN_DIR/migrate" "$LUNFS_BIN"; fi
 } > "$RUN_DIR/command.txt"
 
 # The snapshot part (bench/snapshots.sh): its records go to $RUN_DIR/snapshots; a failure there
@@ -224,6 +248,30 @@ splice_clones() {
   [ -s "$RUN_DIR/clones/clones.jsonl" ] || return 0
   node "$BENCH/clones-report.mjs" --dir "$RUN_DIR/clones" --splice "$BENCHMARKS_MD" --command "$(head -n 1 "$RUN_DIR/command.txt")"
 }
+# Migrations under load (bench/migrate.sh): records in $RUN_DIR/migrate, the "Migration" section.
+run_migrate() {
+  local t0 mrc=0 left
+  t0=$(date +%s)
+  log "migrate: bash bench/migrate.sh (records in $RUN_DIR/migrate)"
+  MIG_DIR="$RUN_DIR/migrate" LUNFS_BIN="$LUNFS_BIN" bash "$BENCH/migrate.sh" \
+    2> >(tee -a "$RUN_DIR/migrate.log" >&2) > "$RUN_DIR/migrate.txt" || mrc=$?
+  log "migrate finished in $(( $(date +%s) - t0 )) s (rc $mrc)"
+  left=$(awk '$2 ~ /^\/dev\/shm\/lunfs-migrate-bench-/ {print $2}' /proc/mounts)
+  if [ -n "$left" ]; then log "WARNING: still mounted after the migration part: $left"; fi
+  return $mrc
+}
+splice_migrate() {
+  [ -s "$RUN_DIR/migrate/migrate.jsonl" ] || return 0
+  node "$BENCH/migrate-report.mjs" --dir "$RUN_DIR/migrate" --splice "$BENCHMARKS_MD" --command "$(head -n 1 "$RUN_DIR/command.txt")"
+}
+if [ "$MIGRATE_ONLY" = 1 ]; then
+  log "run folder: $RUN_DIR (MIGRATE_ONLY=1: only migrations under load)"
+  run_migrate || die "the migration part failed; see $RUN_DIR/migrate.log"
+  ln -sfn "run-$STAMP" "$OUT_DIR/latest-migrate"
+  splice_migrate
+  log "replaced the Migration section of $BENCHMARKS_MD (records: $RUN_DIR/migrate)"
+  exit 0
+fi
 if [ "$CLONES_ONLY" = 1 ]; then
   log "run folder: $RUN_DIR (CLONES_ONLY=1: only the snapclones and snapshot trees)"
   run_clones || die "the clone part failed; see $RUN_DIR/clones.log"
@@ -287,9 +335,11 @@ fi
 if [ "$SNAPSHOTS" = 1 ]; then run_snapshots || log "WARNING: the snapshot part failed (rc $?); see $RUN_DIR/snapshots.log"; fi
 if [ "$BACKGROUND" = 1 ]; then run_background || log "WARNING: the background part failed; see $RUN_DIR/background.log"; fi
 if [ "$CLONES" = 1 ]; then run_clones || log "WARNING: the clone part failed; see $RUN_DIR/clones.log"; fi
+if [ "$MIGRATE" = 1 ]; then run_migrate || log "WARNING: the migration part failed; see $RUN_DIR/migrate.log"; fi
 ln -sfn "run-$STAMP" "$OUT_DIR/latest"
 
 node "$BENCH/report.mjs" --run "$RUN_DIR" --out "$BENCHMARKS_MD"
 splice_background
 splice_clones
+splice_migrate
 log "wrote $BENCHMARKS_MD (raw reports and records: $RUN_DIR)"
