@@ -10,9 +10,10 @@
 //      the lost member's data from parity, and the target equals the cut-over exactly;
 //   4. bad targets are refused with one line and change nothing.
 
-import { readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { readFile, rm, stat, truncate, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { MiB } from '../../src/util/sizes.js';
 import {
   lunfs,
   lunfsOk,
@@ -135,7 +136,28 @@ describe('lunfs migrate', () => {
       await sha256File(join(mountpoint, 'snapshots', 'db@cut3')),
     );
 
-    // ---- 4. bad targets: one line, nothing changed
+    // ---- 4. a block device target (a loop device over a file of the LUN's size), exact
+    const deviceFile = box.path('device.img');
+    await writeFile(deviceFile, '');
+    await truncate(deviceFile, 96 * MiB);
+    const device = await box.attachLoop(deviceFile);
+    const toDevice = await lunfsOk(
+      'migrate',
+      pool,
+      'db',
+      '--to',
+      device.device,
+      '--snapshot',
+      'cut4',
+    );
+    expect(toDevice.stdout).toMatch(/^LUN db migrated to .*: \d+ passes/m);
+    // a block device's stat says size 0: the LUN's length is given
+    expect(await sha256File(device.device, 96 * MiB), 'block device against db@cut4').toBe(
+      await sha256File(join(mountpoint, 'snapshots', 'db@cut4')),
+    );
+    await box.detachLoop(device);
+
+    // ---- 5. bad targets: one line, nothing changed
     const precious = box.path('precious.img');
     await writeFile(precious, 'keep me');
     const refused = await lunfs('migrate', pool, 'db', '--to', precious);

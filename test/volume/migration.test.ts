@@ -128,9 +128,16 @@ async function expectTargetIsCut(
 }
 
 describe('migration by a copier reading the drives', () => {
-  for (const degraded of [false, true])
-    it(`copies a LUN written all along${degraded ? ', with a drive failed' : ''}`, async () => {
-      const { directory, server } = await poolWithLun(5);
+  const cases: Array<[0 | 1 | 5, boolean]> = [
+    [5, false],
+    [5, true],
+    [1, false],
+    [1, true],
+    [0, false],
+  ];
+  for (const [raidLevel, degraded] of cases)
+    it(`copies a RAID-${raidLevel} LUN written all along${degraded ? ', with a drive failed' : ''}`, async () => {
+      const { directory, server } = await poolWithLun(raidLevel);
       if (degraded) {
         server.controller.pool.health.fail(1, new Error('test: drive 1 out of service'));
         await server.controller.pool.commit();
