@@ -12,6 +12,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { spliceSection as splice } from './section-splice.mjs';
 
 const TITLE = '## Migration';
 /** Issue 16: the foreground keeps at least this share of its idle IOPS while migrations run. */
@@ -141,20 +142,7 @@ export function migrateSection(dir, { runName, command: commandOpt } = {}) {
 
 // Replaces the section whose heading starts with "## Migration" (up to the next "## " heading),
 // or inserts the section.
-export function spliceSection(md, lines) {
-  const section = lines.join('\n').replace(/\n+$/, '') + '\n\n';
-  const start = md.search(/^## Migration\b.*$/m);
-  if (start >= 0) {
-    const rest = md.slice(start + 3);
-    const next = rest.search(/^## /m);
-    return md.slice(0, start) + section + (next >= 0 ? rest.slice(next) : '');
-  }
-  for (const h of ['## Where the time goes', '## Targets', '## Notes']) {
-    const i = md.search(new RegExp(`^${h}\\s*$`, 'm'));
-    if (i >= 0) return md.slice(0, i) + section + md.slice(i);
-  }
-  return md.replace(/\n*$/, '\n\n') + section;
-}
+export const spliceSection = (md, lines) => splice(md, lines, /^## Migration\b.*$/m);
 
 if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
   const args = process.argv.slice(2);

@@ -11,6 +11,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { spliceSection as splice } from './section-splice.mjs';
 
 const readJson = (p) => (fs.existsSync(p) ? JSON.parse(fs.readFileSync(p, 'utf8')) : null);
 const fmt = (n, d = 0) => (n === null || n === undefined || Number.isNaN(n) ? '–' : Number(n).toFixed(d));
@@ -192,20 +193,7 @@ export function snapshotSection(dir, { runName } = {}) {
 }
 
 // Replaces or inserts the section in an existing markdown file.
-export function spliceSection(md, lines) {
-  const section = lines.join('\n').replace(/\n+$/, '') + '\n\n';
-  const start = md.search(/^## Snapshots\s*$/m);
-  if (start >= 0) {
-    const rest = md.slice(start + 3);
-    const next = rest.search(/^## /m);
-    return md.slice(0, start) + section + (next >= 0 ? rest.slice(next) : '');
-  }
-  for (const h of ['## Where the time goes', '## Targets', '## Notes']) {
-    const i = md.search(new RegExp(`^${h}\\s*$`, 'm'));
-    if (i >= 0) return md.slice(0, i) + section + md.slice(i);
-  }
-  return md.replace(/\n*$/, '\n\n') + section;
-}
+export const spliceSection = (md, lines) => splice(md, lines, /^## Snapshots\s*$/m);
 
 if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
   const args = process.argv.slice(2);
