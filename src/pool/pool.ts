@@ -16,7 +16,6 @@
 //   then append the queued metadata ops).
 // The LUN stacks themselves are assembled in stack.ts.
 
-import { SnapPointIntents } from '../snapshot/snap-point-intents.js';
 import type { Drive } from '../drive/drive.js';
 import type { DriveHeader } from '../meta/drive-header.js';
 import type { LabelProblem } from '../meta/drive-labels.js';
@@ -67,6 +66,7 @@ import * as driveWork from './pool-drives.js';
 import { LunTable } from './pool-luns.js';
 import { PoolCommit } from './pool-commit.js';
 import type { DriveWorkContext, ScrubReport } from './pool-drives.js';
+import { SnapPointIntents } from './snap-point-intents.js';
 import {
   allocateRseg,
   hasRoomForSnapPoint,
@@ -116,7 +116,7 @@ export class Pool implements MapSpace {
   private readonly parts: PoolParts;
   private readonly lunTable: LunTable;
   private readonly commits: PoolCommit;
-  /** The durability of snap-point marks (snapshot/snap-point-intents.ts). */
+  /** The durability of snap-point marks (pool/snap-point-intents.ts). */
   readonly snapPointIntents: SnapPointIntents = new SnapPointIntents(this);
 
   private constructor(

@@ -1,7 +1,7 @@
 // Changed-block tracking for one LUN (issue 16, seed 003's snap-point maps): before a destage or
 // a discard changes a range of the LUN on the drives, every snap-point map of the LUN has the
 // range's grains marked, each with its bit or its region's intent durable (the pool's
-// SnapPointIntents, snap-point-intents.ts, keeps that promise and commits).
+// SnapPointIntents, pool/snap-point-intents.ts, keeps that promise and commits).
 //
 // Invariant: for each snap-point map M of the LUN, every grain whose content on the drives changed
 // after M was created is marked in M's durable copy, or lies in a region whose intent is set there
@@ -9,7 +9,7 @@
 // region marked whole).
 
 import type { LunRecord, PoolMetadata, SnapPointRecord } from '../meta/pool-metadata.js';
-import type { SnapPointIntents } from './snap-point-intents.js';
+import type { SnapPointIntents } from '../pool/snap-point-intents.js';
 
 /** What the tracker needs of the pool: the maps, and the durability of their marks. */
 export interface SnapPointSpace {

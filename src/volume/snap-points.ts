@@ -15,7 +15,7 @@ import type { Logger } from '../util/logger.js';
 import { parseSnapshotName } from './controller.js';
 
 export const snapPointGrainBytes = 64 * 1024;
-/** A map's intents (snapshot/snap-point-intents.ts) cover its LUN in about this many regions. */
+/** A map's intents (pool/snap-point-intents.ts) cover its LUN in about this many regions. */
 export const snapPointIntentRegions = 256;
 
 /**

@@ -12,7 +12,7 @@ import { silentLogger } from '../../src/util/logger.js';
 import { KiB, MiB } from '../../src/util/sizes.js';
 import { Pool } from '../../src/pool/pool.js';
 import { snapPointGrainBytes } from '../../src/volume/snap-points.js';
-import { quietCommits } from '../../src/snapshot/snap-point-intents.js';
+import { quietCommits } from '../../src/pool/snap-point-intents.js';
 import { patternBytes, readAll } from '../support/bytes.js';
 import { FakeClock } from '../support/fake-clock.js';
 import {
