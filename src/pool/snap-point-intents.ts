@@ -101,7 +101,17 @@ export class SnapPointIntents {
       // One commit carries every intent queued before it begins: changes that set intents while
       // it has not begun wait for it rather than each start one (a new map's first moments set
       // many).
-      this.nextCommit ??= this.space.commit();
+      if (!this.nextCommit) {
+        const asked = this.space.commit();
+        this.nextCommit = asked;
+        // one that failed before it began (so before beforeCommit) is not waited for again
+        void asked.then(
+          () => {},
+          () => {
+            if (this.nextCommit === asked) this.nextCommit = undefined;
+          },
+        );
+      }
       const commit = this.nextCommit;
       waits.add(commit);
       for (const [id, regions] of intents) {
