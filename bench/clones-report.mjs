@@ -12,16 +12,11 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { spliceSection as splice } from './section-splice.mjs';
+import { fmt, readJson, spliceSection as splice } from './report-common.mjs';
 
 const TITLE = '## Snapclones and snapshot trees';
 const LOAD_TARGET = 0.7;
 
-const readJson = (p) => (fs.existsSync(p) ? JSON.parse(fs.readFileSync(p, 'utf8')) : null);
-const fmt = (n, d = 0) =>
-  n === null || n === undefined || Number.isNaN(n) || !Number.isFinite(n)
-    ? '–'
-    : Number(n).toFixed(d);
 const ok = (r) => r && !r.err && r.bw_bytes !== undefined;
 // lower median (always one measured value)
 const median = (xs) => {

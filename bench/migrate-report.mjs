@@ -12,17 +12,12 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { spliceSection as splice } from './section-splice.mjs';
+import { fmt, readJson, spliceSection as splice } from './report-common.mjs';
 
 const TITLE = '## Migration';
 /** Issue 16: the foreground keeps at least this share of its idle IOPS while migrations run. */
 const LOAD_TARGET = 0.8;
 
-const readJson = (p) => (fs.existsSync(p) ? JSON.parse(fs.readFileSync(p, 'utf8')) : null);
-const fmt = (n, d = 0) =>
-  n === null || n === undefined || Number.isNaN(n) || !Number.isFinite(n)
-    ? '–'
-    : Number(n).toFixed(d);
 const rx = (x, d = 2) =>
   x === null || x === undefined || !Number.isFinite(x) ? '–' : `${x.toFixed(d)}×`;
 // µs of the mount process's CPU per I/O fio completed

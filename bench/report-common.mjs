@@ -1,5 +1,17 @@
-// One section of BENCHMARKS.md replaced or inserted, for the report scripts that own one
-// (snapshots-report.mjs, clones-report.mjs, migrate-report.mjs): the section whose heading matches
+// What the report scripts that own a section of BENCHMARKS.md share (snapshots-report.mjs,
+// clones-report.mjs, migrate-report.mjs).
+import fs from 'node:fs';
+
+/** A JSON file's contents, or null when it is missing. */
+export const readJson = (p) => (fs.existsSync(p) ? JSON.parse(fs.readFileSync(p, 'utf8')) : null);
+
+/** n with d decimals; '–' for a figure that was not measured. */
+export const fmt = (n, d = 0) =>
+  n === null || n === undefined || Number.isNaN(n) || !Number.isFinite(n)
+    ? '–'
+    : Number(n).toFixed(d);
+
+// One section of BENCHMARKS.md replaced or inserted: the section whose heading matches
 // heading (a RegExp with the m flag, anchored at ^) is replaced up to the next "## " heading; a
 // file without one gets the section before "## Where the time goes" / "## Targets" / "## Notes",
 // or at its end.
