@@ -219,7 +219,7 @@ export interface SnapPointRecord {
   grainBytes: number;
   marks: ChangeMap;
   /**
-   * Bytes of LUN one intent covers (a multiple of grainBytes; snapshot/snap-point-tracker.ts).
+   * Bytes of LUN one intent covers (a multiple of grainBytes; pool/snap-point-intents.ts).
    */
   intentBytes: number;
   /**
