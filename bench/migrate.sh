@@ -18,7 +18,7 @@ LUNFS_BIN=${LUNFS_BIN:-$PWD/dist/bin.js}
 [ -f "$LUNFS_BIN" ] || { echo "lunfs is not built ($LUNFS_BIN missing): make build" >&2; exit 1; }
 SIZE=${MIG_LUN_SIZE:-1G}
 RUNTIME=${MIG_RUNTIME:-15}
-ROUNDS=${MIG_ROUNDS:-3}
+ROUNDS=${MIG_ROUNDS:-5}
 OUT=${MIG_DIR:-$(mktemp -d /tmp/lunfs-migrate-records-XXXXXX)}
 mkdir -p "$OUT"
 : >"$OUT/migrate.jsonl"
