@@ -13,6 +13,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { allocateIoMemory } from '../native/os-calls.js';
 import { systemClock } from '../util/clock.js';
+import { wholeNumberFromEnvironment } from '../util/environment.js';
 import { LunfsError } from '../util/errors.js';
 import type { Logger } from '../util/logger.js';
 import { errnoFor } from './errno.js';
@@ -110,27 +111,6 @@ const writeSlotCount = 36;
  * LUNFS_FUSE_POLL_US overrides it (0 turns it off).
  */
 const defaultPollMicros = 50;
-
-/**
- * A whole number from the environment variable name, between 0 and max, or fallback when it is
- * unset; anything else is refused (EINVAL, exit 2) before anything is mounted.
- */
-function wholeNumberFromEnvironment(
-  name: string,
-  max: number,
-  fallback: number,
-  unit: string,
-): number {
-  const text = process.env[name];
-  if (text === undefined || text === '') return fallback;
-  const value = Number(text);
-  if (!Number.isInteger(value) || value < 0 || value > max)
-    throw new LunfsError(
-      'EINVAL',
-      `${name} must be a whole number${unit} from 0 to ${max}, not ${JSON.stringify(text)}`,
-    );
-  return value;
-}
 
 /**
  * LUNFS_FUSE_SLOTS (0 to 64) replaces writeSlotCount: with fewer slots than loop threads, writes
