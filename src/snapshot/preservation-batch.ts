@@ -47,6 +47,9 @@ export type PreservationFill = (buffer: Buffer) => Promise<boolean>;
 /** Fills started in one turn of the event loop at most (see startFill). */
 const fillsPerTurn = 4;
 
+/** Preservations returned in one turn of the event loop at most (see release). */
+const releasesPerTurn = 4;
+
 interface Entry {
   chunkIndex: number;
   ids: number[];
@@ -79,6 +82,9 @@ export class PreservationBatcher {
   private readonly spareBuffers: Buffer[] = [];
   private fillsThisTurn = 0;
   private readonly deferredFills: Array<() => void> = [];
+  /** Preservations recorded and not yet returned (see release), oldest first. */
+  private readonly unreleased: Entry[] = [];
+  private releaseScheduled = false;
   /**
    * Batches recorded, the preservations and slot runs in them, and the most preservations one
    * batch held (for the benchmark and the tests).
@@ -186,6 +192,25 @@ export class PreservationBatcher {
     for (const start of starts) this.startFill(start);
   };
 
+  /**
+   * Returns recorded preservations, at most releasesPerTurn in one turn of the event loop: each
+   * caller then writes its chunk's new data, on a drive served inline on this thread, and a batch
+   * of 64 returned at once kept FUSE requests waiting 1.5-4 ms (fio's p99 under snapshots).
+   */
+  private release(entries: Entry[]): void {
+    this.unreleased.push(...entries);
+    this.releaseSome();
+  }
+
+  private readonly releaseSome = (): void => {
+    this.releaseScheduled = false;
+    for (const entry of this.unreleased.splice(0, releasesPerTurn)) entry.resolve();
+    if (this.unreleased.length > 0 && !this.releaseScheduled) {
+      this.releaseScheduled = true;
+      setImmediate(this.releaseSome);
+    }
+  };
+
   private filled(batch: Batch, entry: Entry, outcome: Entry['outcome']): void {
     entry.outcome = outcome;
     batch.fillsPending -= 1;
@@ -273,7 +298,7 @@ export class PreservationBatcher {
     this.counters.largest = Math.max(this.counters.largest, recorded.length);
     try {
       await this.target.commit(ops); // a failed commit abandons the slots it names
-      for (const entry of recorded) entry.resolve();
+      this.release(recorded);
     } catch (error) {
       for (const entry of recorded) entry.reject(error);
     }
