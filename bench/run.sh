@@ -48,7 +48,7 @@
 #                 trees" section; 0: skip
 #   CLONES_ONLY   1: run only that and replace (or add) its section of the existing BENCHMARKS_MD;
 #                 .bench/latest-clones points at that run
-#   MIGRATE       1 (default): after the clone part, run bench/migrate.sh (about 2.5 min; its knobs:
+#   MIGRATE       1 (default): after the clone part, run bench/migrate.sh (about 3 min; its knobs:
 #                 MIG_*, e.g. MIG_ROUNDS, MIG_RUNTIME): lunfs migrate's MB/s against seqread, and
 #                 randwrite4k while migrations run back to back against idle; the "Migration"
 #                 section; 0: skip
