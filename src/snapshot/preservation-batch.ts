@@ -99,9 +99,9 @@ export class PreservationBatcher {
     private readonly maxEntries: number,
   ) {}
 
-  /** Whether no batch is open, waiting or being written. */
+  /** Whether no batch is open, waiting or being written, and every recorded one has returned. */
   get idle(): boolean {
-    return this.queue.length === 0 && !this.writing;
+    return this.queue.length === 0 && !this.writing && this.unreleased.length === 0;
   }
 
   /**
@@ -199,7 +199,7 @@ export class PreservationBatcher {
    */
   private release(entries: Entry[]): void {
     this.unreleased.push(...entries);
-    this.releaseSome();
+    if (!this.releaseScheduled) this.releaseSome();
   }
 
   private readonly releaseSome = (): void => {

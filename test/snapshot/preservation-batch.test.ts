@@ -199,4 +199,34 @@ describe('PreservationBatcher', () => {
     expect(counts).toEqual([4, 8, 10, 10]);
     expect(target.records.flat()).toHaveLength(10);
   });
+
+  it('returns at most four recorded preservations in one turn, and is idle only after the last', async () => {
+    const target = new MemoryTarget();
+    let open!: () => void;
+    target.commitGate = new Promise((resolve) => (open = resolve));
+    const batcher = new PreservationBatcher(target, 32);
+    let returned = 0;
+    const done = [...Array(10).keys()].map((chunk) =>
+      batcher
+        .preserve(chunk, [1], false, fillWith(patternBytes(chunkBytes, chunk + 1)))
+        .then(() => (returned += 1)),
+    );
+    const turn = () => new Promise((resolve) => setImmediate(resolve));
+    for (let index = 0; index < 20; index += 1) await turn();
+    expect(target.records).toHaveLength(0); // all ten wait for the one commit
+    open();
+    // the commit's continuation, then the first four returns: microtasks of this same turn
+    for (let index = 0; index < 20; index += 1) await Promise.resolve();
+    const counts = [returned];
+    const idle = [batcher.idle];
+    for (let index = 0; index < 3; index += 1) {
+      await turn();
+      counts.push(returned);
+      idle.push(batcher.idle);
+    }
+    await Promise.all(done);
+    expect(target.records).toHaveLength(1);
+    expect(counts).toEqual([4, 8, 10, 10]);
+    expect(idle).toEqual([false, false, true, true]);
+  });
 });
