@@ -11,8 +11,7 @@
 //       gets the section alone)
 import fs from 'node:fs';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { fmt, readJson, spliceSection as splice } from './report-common.mjs';
+import { fmt, readJson, runSectionCli, spliceSection as splice } from './report-common.mjs';
 
 const TITLE = '## Snapclones and snapshot trees';
 const LOAD_TARGET = 0.7;
@@ -326,27 +325,10 @@ export function clonesSection(dir, { runName, command: commandOpt } = {}) {
 export const spliceSection = (md, lines) =>
   splice(md, lines, new RegExp(`^${TITLE}\\s*$`, 'm'));
 
-if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
-  const args = process.argv.slice(2);
-  const opt = (n) => {
-    const i = args.indexOf(n);
-    return i >= 0 ? args[i + 1] : undefined;
-  };
-  const dir = path.resolve(opt('--dir') || '.bench/latest-clones/clones');
-  const lines = clonesSection(dir, { runName: opt('--run-name'), command: opt('--command') });
-  if (!lines.length) {
-    console.error(`no clones.jsonl in ${dir}`);
-    process.exit(1);
-  }
-  if (opt('--splice')) {
-    const f = opt('--splice');
-    const md = fs.existsSync(f) ? fs.readFileSync(f, 'utf8') : '# lunfs benchmarks\n\n';
-    fs.writeFileSync(f, spliceSection(md, lines));
-    console.log(`snapclones section: ${f}`);
-  } else if (opt('--out')) {
-    fs.writeFileSync(opt('--out'), lines.join('\n') + '\n');
-    console.log(`snapclones section: ${opt('--out')}`);
-  } else {
-    process.stdout.write(lines.join('\n') + '\n');
-  }
-}
+runSectionCli(import.meta.url, {
+  defaultDir: '.bench/latest-clones/clones',
+  records: 'clones.jsonl',
+  label: 'snapclones section',
+  section: (dir, opt) => clonesSection(dir, { runName: opt('--run-name'), command: opt('--command') }),
+  splice: spliceSection,
+});

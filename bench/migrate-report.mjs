@@ -11,8 +11,7 @@
 //       goes" / "## Targets" / "## Notes" / at the end; a missing file gets the section alone)
 import fs from 'node:fs';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { fmt, readJson, spliceSection as splice } from './report-common.mjs';
+import { fmt, readJson, runSectionCli, spliceSection as splice } from './report-common.mjs';
 
 const TITLE = '## Migration';
 /** Issue 16: the foreground keeps at least this share of its idle IOPS while migrations run. */
@@ -139,27 +138,10 @@ export function migrateSection(dir, { runName, command: commandOpt } = {}) {
 // or inserts the section.
 export const spliceSection = (md, lines) => splice(md, lines, /^## Migration\b.*$/m);
 
-if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
-  const args = process.argv.slice(2);
-  const opt = (n) => {
-    const i = args.indexOf(n);
-    return i >= 0 ? args[i + 1] : undefined;
-  };
-  const dir = path.resolve(opt('--dir') || '.bench/latest-migrate/migrate');
-  const lines = migrateSection(dir, { runName: opt('--run-name'), command: opt('--command') });
-  if (!lines.length) {
-    console.error(`no migrate.jsonl in ${dir}`);
-    process.exit(1);
-  }
-  if (opt('--splice')) {
-    const f = opt('--splice');
-    const md = fs.existsSync(f) ? fs.readFileSync(f, 'utf8') : '# lunfs benchmarks\n\n';
-    fs.writeFileSync(f, spliceSection(md, lines));
-    console.log(`migration section: ${f}`);
-  } else if (opt('--out')) {
-    fs.writeFileSync(opt('--out'), lines.join('\n') + '\n');
-    console.log(`migration section: ${opt('--out')}`);
-  } else {
-    process.stdout.write(lines.join('\n') + '\n');
-  }
-}
+runSectionCli(import.meta.url, {
+  defaultDir: '.bench/latest-migrate/migrate',
+  records: 'migrate.jsonl',
+  label: 'migration section',
+  section: (dir, opt) => migrateSection(dir, { runName: opt('--run-name'), command: opt('--command') }),
+  splice: spliceSection,
+});

@@ -10,8 +10,7 @@
 // bench/report.mjs imports snapshotSection() for the full report.
 import fs from 'node:fs';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { fmt, readJson, spliceSection as splice } from './report-common.mjs';
+import { fmt, readJson, runSectionCli, spliceSection as splice } from './report-common.mjs';
 
 const ok = (r) => r && !r.err && r.bw_bytes !== undefined;
 // lower median (always one measured value)
@@ -193,21 +192,10 @@ export function snapshotSection(dir, { runName } = {}) {
 // Replaces or inserts the section in an existing markdown file.
 export const spliceSection = (md, lines) => splice(md, lines, /^## Snapshots\s*$/m);
 
-if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
-  const args = process.argv.slice(2);
-  const opt = (n) => { const i = args.indexOf(n); return i >= 0 ? args[i + 1] : undefined; };
-  const dir = path.resolve(opt('--dir') || '.bench/latest/snapshots');
-  const lines = snapshotSection(dir, { runName: opt('--run-name') });
-  if (!lines.length) { console.error(`no snapshots.jsonl in ${dir}`); process.exit(1); }
-  if (opt('--splice')) {
-    const f = opt('--splice');
-    const md = fs.existsSync(f) ? fs.readFileSync(f, 'utf8') : '# lunfs benchmarks\n\n';
-    fs.writeFileSync(f, spliceSection(md, lines));
-    console.log(`snapshots section: ${f}`);
-  } else if (opt('--out')) {
-    fs.writeFileSync(opt('--out'), lines.join('\n') + '\n');
-    console.log(`snapshots section: ${opt('--out')}`);
-  } else {
-    process.stdout.write(lines.join('\n') + '\n');
-  }
-}
+runSectionCli(import.meta.url, {
+  defaultDir: '.bench/latest/snapshots',
+  records: 'snapshots.jsonl',
+  label: 'snapshots section',
+  section: (dir, opt) => snapshotSection(dir, { runName: opt('--run-name') }),
+  splice: spliceSection,
+});
