@@ -194,8 +194,9 @@ export class PreservationBatcher {
 
   /**
    * Returns recorded preservations, at most releasesPerTurn in one turn of the event loop: each
-   * caller then writes its chunk's new data, on a drive served inline on this thread, and a batch
-   * of 64 returned at once kept FUSE requests waiting 1.5-4 ms (fio's p99 under snapshots).
+   * caller then writes its chunk's new data, on a drive served inline on this thread, and a whole
+   * batch (up to maxEntries) returned at once kept FUSE requests waiting (event-loop delay p99
+   * 4.6 ms with 32 snapshots, 2.6 ms without).
    */
   private release(entries: Entry[]): void {
     this.unreleased.push(...entries);
