@@ -9,6 +9,9 @@
 // Held units and pending parity are written back (writeBackKnownRows) before every drive flush,
 // when a third row is held or kept, and when the pool's Raid5Memory lets the RStore's rows go.
 // While rows differ on the members from their parity, room in the row log is reserved for them.
+// A held row counts as held for readers (isHeld) until its units are on the members: a reader that
+// finds it takes the row's lock, so an acknowledged unit never reads as the member's older bytes
+// while the write that completes or settles its row is on its way.
 
 import { xorInto } from '../native/native-kernels.js';
 import { assert } from '../util/assert.js';
@@ -75,6 +78,12 @@ export class Raid5RowCache implements RowsInMemory, RowHolder {
    * Rows not complete yet whose whole data units are held back, not on the members (see hold()).
    */
   private readonly held = new Map<number, HeldRow>();
+  /**
+   * Rows whose held units are being written to the members now (under the row's lock): readers
+   * still take the row's lock for them, so none reads a member before the units it acknowledged
+   * are there.
+   */
+  private readonly writingHeld = new Set<number>();
   private readonly geometry: Raid5Geometry;
   private readonly io: MemberIo;
 
@@ -90,7 +99,7 @@ export class Raid5RowCache implements RowsInMemory, RowHolder {
   }
 
   isHeld(row: number): boolean {
-    return this.held.has(row);
+    return this.held.has(row) || this.writingHeld.has(row);
   }
 
   /** The row kept in memory, if any. */
@@ -187,8 +196,12 @@ export class Raid5RowCache implements RowsInMemory, RowHolder {
     this.memory.touch(this);
   }
 
-  /** Writes a held row's units (out of this.held now), then gives back buffer and reservation. */
+  /**
+   * Writes a held row's units (out of this.held now, in writingHeld until they are on the
+   * members), then gives back buffer and reservation. The caller holds the row's lock.
+   */
   private async writeHeld(row: number, held: HeldRow): Promise<void> {
+    this.writingHeld.add(row);
     try {
       await this.writer.writeRowUncached(
         row,
@@ -197,6 +210,7 @@ export class Raid5RowCache implements RowsInMemory, RowHolder {
         held.reservation,
       );
     } finally {
+      this.writingHeld.delete(row);
       held.reservation?.();
       this.memory.give(held.data);
     }

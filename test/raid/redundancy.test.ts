@@ -26,7 +26,14 @@ import { Controller } from '../../src/volume/controller.js';
 import { Pool } from '../../src/pool/pool.js';
 import { patternBytes } from '../support/bytes.js';
 import { FakeClock } from '../support/fake-clock.js';
-import { formatMemoryPool, formatPoolOn, powerCut, sessionViews } from '../support/memory-pool.js';
+import { FaultOnCueDrive } from '../support/fault-on-cue-drive.js';
+import {
+  formatMemoryPool,
+  formatPoolOn,
+  makeMemoryDrives,
+  powerCut,
+  sessionViews,
+} from '../support/memory-pool.js';
 import type { SessionDrive } from '../support/session-drive.js';
 
 const lunBytes = 2 * MiB;
@@ -670,6 +677,42 @@ describe('RAID-5 on drives that held old data', () => {
 });
 
 describe('RAID-5 sequential unit writes', () => {
+  // Found by the snapclone kill -9 end-to-end test (RAID-5): a clone read zeros for the last
+  // 128 KiB of a unit BGCOPY had just copied. The copy held them back in its row; a commit's flush
+  // then wrote them to the members by read-modify-write. The row had left the held rows before
+  // that write's reads, and a read meanwhile went to the members, which did not hold them yet.
+  it("a read waits while a flush writes a held row's units back: it sees the units it held", async () => {
+    const clock = new FakeClock();
+    const views = makeMemoryDrives(4, 8 * MiB).map((drive) => new FaultOnCueDrive(drive));
+    const pool = await formatPoolOn(views, { raidLevel: 5, clock });
+    const controller = controllerFor(pool, clock);
+    await controller.createLun('db', lunBytes);
+    const thin = controller.stack('db').thin;
+    thin.prepareWrite(0, lunBytes);
+    await thin.write(0, patternBytes(lunBytes, 40));
+    await pool.commit();
+    const rstore = pool.rstore(thin.lun.map.get(0)!.rstoreId);
+    // 16 KiB stripe units, rows of three data units: row 5, which the LUN's write left on the
+    // members (a row kept in memory after a read-modify-write is not held back).
+    const rowStart = 5 * 48 * KiB;
+    const held = patternBytes(16 * KiB, 41);
+    await rstore.write(rowStart, held); // the row's first data unit alone: held back
+    // The write-back reads the old unit and parity first: the first of those reads waits.
+    const parked = Promise.race(views.map((view) => view.parkRead(() => true)));
+    const flushing = rstore.writeBackParity();
+    await parked;
+    for (const view of views) view.disarmRead();
+    const seen = Buffer.alloc(16 * KiB);
+    let readDone = false;
+    const reading = rstore.read(rowStart, seen).then(() => (readDone = true));
+    for (let turn = 0; turn < 20; turn += 1) await new Promise(setImmediate);
+    expect(readDone, 'the read waits for the held unit to reach its member').toBe(false);
+    for (const view of views) if (view.hasParkedRead) view.releaseParkedRead();
+    await Promise.all([flushing, reading]);
+    expect(Buffer.compare(seen, held), 'the read sees the unit it held, not older bytes').toBe(0);
+    await controller.close();
+  });
+
   it('hold a row back until it is complete: reads see it at once, a flush writes it with its parity, a drive lost meanwhile loses nothing', async () => {
     for (const loseDrive of [false, true]) {
       const clock = new FakeClock();

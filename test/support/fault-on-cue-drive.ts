@@ -3,7 +3,8 @@
 // the test then does what it wants to race with that write and ends it with failParked() (EIO,
 // nothing written) or releaseParked() (written). Every other operation passes straight through,
 // before, during and after. So a test can force an order (a write below in flight, then other
-// requests, then its failure) without relying on timing.
+// requests, then its failure) without relying on timing. parkRead(matches) holds the next read that
+// matches the same way, until releaseParkedRead() (it then reads what the drive holds by then).
 
 import type { Drive } from '../../src/drive/drive.js';
 import type { MemoryDrive } from '../../src/drive/memory-drive.js';
@@ -14,6 +15,10 @@ type WriteMatcher = (offsetBytes: number, data: Buffer) => boolean;
 export class FaultOnCueDrive implements Drive {
   private armed: { matches: WriteMatcher; arrived: () => void } | undefined;
   private parked: { resume: (fail: boolean) => void; offsetBytes: number } | undefined;
+  private armedRead:
+    | { matches: (offsetBytes: number, lengthBytes: number) => boolean; arrived: () => void }
+    | undefined;
+  private parkedRead: (() => void) | undefined;
   /** Writes failed on cue (at most one per parkWrite). */
   failedWrites = 0;
 
@@ -27,7 +32,15 @@ export class FaultOnCueDrive implements Drive {
     return this.inner.sizeBytes;
   }
 
-  read(offsetBytes: number, target: Buffer): Promise<void> {
+  async read(offsetBytes: number, target: Buffer): Promise<void> {
+    const armed = this.armedRead;
+    if (armed && armed.matches(offsetBytes, target.length)) {
+      this.armedRead = undefined;
+      await new Promise<void>((resume) => {
+        this.parkedRead = resume;
+        armed.arrived();
+      });
+    }
     return this.inner.read(offsetBytes, target);
   }
 
@@ -71,6 +84,36 @@ export class FaultOnCueDrive implements Drive {
     if (this.armed || this.parked)
       throw new Error(`${this.path}: a write is parked or armed already`);
     return new Promise<void>((arrived) => (this.armed = { matches, arrived }));
+  }
+
+  /** Holds the next read that matches; resolves once it is held. */
+  parkRead(matches: (offsetBytes: number, lengthBytes: number) => boolean): Promise<void> {
+    if (this.armedRead || this.parkedRead)
+      throw new Error(`${this.path}: a read is parked or armed already`);
+    return new Promise<void>((arrived) => (this.armedRead = { matches, arrived }));
+  }
+
+  /** Forgets an armed read that has not arrived (another drive's did, say). */
+  disarmRead(): void {
+    this.armedRead = undefined;
+  }
+
+  /** Whether a read is parked now. */
+  get hasParkedRead(): boolean {
+    return this.parkedRead !== undefined;
+  }
+
+  /** The held read goes on. */
+  releaseParkedRead(): void {
+    const resume = this.parkedRead;
+    if (!resume) throw new Error(`${this.path}: no read is parked`);
+    this.parkedRead = undefined;
+    resume();
+  }
+
+  /** Whether a write is parked now. */
+  get hasParked(): boolean {
+    return this.parked !== undefined;
   }
 
   /** The held write fails with EIO; nothing of it reaches the drive. */
