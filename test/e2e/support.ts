@@ -568,6 +568,33 @@ export async function sha256File(path: string, length?: number): Promise<string>
   }
 }
 
+/** sha256 of each MiB of a file (the last one may be shorter), read in 1 MiB pieces. */
+export async function sha256PerMiB(path: string): Promise<string[]> {
+  const handle = await open(path, 'r');
+  try {
+    const total = (await handle.stat()).size;
+    const buffer = Buffer.alloc(MiB);
+    const digests: string[] = [];
+    for (let done = 0; done < total;) {
+      const { bytesRead } = await handle.read(buffer, 0, Math.min(MiB, total - done), done);
+      if (bytesRead === 0) throw new Error(`${path}: short read at ${done} of ${total}`);
+      digests.push(sha256(buffer.subarray(0, bytesRead)));
+      done += bytesRead;
+    }
+    return digests;
+  } finally {
+    await handle.close();
+  }
+}
+
+/** The MiB (by index) where two lists of sha256PerMiB differ, for a failure message. */
+export function differingMiB(actual: string[], expected: string[]): number[] {
+  const differ: number[] = [];
+  for (let index = 0; index < Math.max(actual.length, expected.length); index += 1)
+    if (actual[index] !== expected[index]) differ.push(index);
+  return differ;
+}
+
 /**
  * Writes `size` random bytes to a file (fsync'ed, so they reach the filesystem below) and
  * returns their sha256.
