@@ -9,9 +9,10 @@
 // Held units and pending parity are written back (writeBackKnownRows) before every drive flush,
 // when a third row is held or kept, and when the pool's Raid5Memory lets the RStore's rows go.
 // While rows differ on the members from their parity, room in the row log is reserved for them.
-// A held row counts as held for readers (isHeld) until its units are on the members: a reader that
-// finds it takes the row's lock, so an acknowledged unit never reads as the member's older bytes
-// while the write that completes or settles its row is on its way.
+// A held row counts as held for readers (isHeld) and for flushes (hasPendingParity) until its
+// units are on the members: a reader or a flush that finds it takes the row's lock, so while the
+// write that completes or settles its row is on its way, an acknowledged unit never reads as the
+// member's older bytes, nor does a flush return before the unit is on the members.
 
 import { xorInto } from '../native/native-kernels.js';
 import { assert } from '../util/assert.js';
@@ -283,9 +284,12 @@ export class Raid5RowCache implements RowsInMemory, RowHolder {
     this.dropKnown(row);
   }
 
-  /** Writes back every pending parity (before the drives are flushed) and drops the rows. */
+  /**
+   * Writes back every held unit and pending parity (before the drives are flushed) and drops the
+   * rows; a row whose held units are being written by another request is waited for.
+   */
   async writeBackKnownRows(): Promise<void> {
-    for (const row of new Set([...this.held.keys(), ...this.known.keys()]))
+    for (const row of new Set([...this.held.keys(), ...this.writingHeld, ...this.known.keys()]))
       await this.rowLocks.withChunks([row], () => this.forgetRow(row));
     if (this.known.size === 0 && this.held.size === 0) this.memory.forget(this);
   }
@@ -301,7 +305,7 @@ export class Raid5RowCache implements RowsInMemory, RowHolder {
 
   /** Whether a parity is waiting to be written back. */
   get hasPendingParity(): boolean {
-    if (this.held.size > 0) return true;
+    if (this.held.size > 0 || this.writingHeld.size > 0) return true;
     for (const known of this.known.values()) if (known.parityPending) return true;
     return false;
   }
