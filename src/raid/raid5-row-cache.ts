@@ -229,7 +229,7 @@ export class Raid5RowCache implements RowsInMemory, RowHolder {
     }
     const known = this.known.get(row);
     if (!known?.parityPending) return;
-    known.parityPending = false;
+    // Pending until written: a flush meanwhile (hasPendingParity) waits for this row's lock.
     try {
       const parityMember = this.geometry.parityMember(row);
       if (!this.io.writable(parityMember)) return;
@@ -248,6 +248,7 @@ export class Raid5RowCache implements RowsInMemory, RowHolder {
         if (seq !== undefined) this.io.rowLog!.done(seq);
       }
     } finally {
+      known.parityPending = false;
       known.reservation?.();
       known.reservation = undefined;
     }

@@ -754,6 +754,37 @@ describe('RAID-5 sequential unit writes', () => {
     await controller.close().catch(() => undefined);
   });
 
+  it('a flush waits while another writes a pending parity back: it returns once the parity is on its member', async () => {
+    const clock = new FakeClock();
+    const memoryDrives = makeMemoryDrives(4, 8 * MiB);
+    const views = memoryDrives.map((drive) => new FaultOnCueDrive(drive));
+    const pool = await formatPoolOn(views, { raidLevel: 5, clock });
+    const controller = controllerFor(pool, clock);
+    await controller.createLun('db', lunBytes);
+    const thin = controller.stack('db').thin;
+    thin.prepareWrite(0, lunBytes);
+    await thin.write(0, patternBytes(lunBytes, 47));
+    await pool.commit();
+    const rstore = pool.rstore(thin.lun.map.get(0)!.rstoreId);
+    // A read-modify-write of the row's second data unit: the row is kept in memory with its new
+    // parity pending.
+    await rstore.write(5 * 48 * KiB + 16 * KiB, patternBytes(16 * KiB, 48));
+    // The first flush writes the parity back (a whole 16 KiB unit): that write waits.
+    const parked = Promise.race(
+      views.map((view) => view.parkWrite((_offset, data) => data.length === 16 * KiB)),
+    );
+    const first = rstore.flush();
+    await parked;
+    let flushed = false;
+    const second = rstore.flush().then(() => (flushed = true));
+    for (let turn = 0; turn < 20; turn += 1) await new Promise(setImmediate);
+    expect(flushed, 'the second flush waits for the parity to reach its member').toBe(false);
+    for (const view of views) if (view.hasParked) view.releaseParked();
+    await Promise.all([first, second]);
+    expect(await rstore.firstInconsistentRow()).toBeUndefined();
+    await controller.close();
+  });
+
   it('hold a row back until it is complete: reads see it at once, a flush writes it with its parity, a drive lost meanwhile loses nothing', async () => {
     for (const loseDrive of [false, true]) {
       const clock = new FakeClock();
