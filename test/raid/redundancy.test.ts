@@ -676,22 +676,37 @@ describe('RAID-5 on drives that held old data', () => {
   });
 });
 
+/**
+ * A RAID-5 pool on four MemoryDrives seen through FaultOnCueDrives (16 KiB stripe units, rows of
+ * three data units), a LUN written whole (seed) and committed, and the RStore holding its first
+ * unit: nothing held back or pending in it.
+ */
+async function raid5WithParkableDrives(seed: number): Promise<{
+  memoryDrives: MemoryDrive[];
+  views: FaultOnCueDrive[];
+  controller: Controller;
+  rstore: ReturnType<Pool['rstore']>;
+}> {
+  const clock = new FakeClock();
+  const memoryDrives = makeMemoryDrives(4, 8 * MiB);
+  const views = memoryDrives.map((drive) => new FaultOnCueDrive(drive));
+  const pool = await formatPoolOn(views, { raidLevel: 5, clock });
+  const controller = controllerFor(pool, clock);
+  await controller.createLun('db', lunBytes);
+  const thin = controller.stack('db').thin;
+  thin.prepareWrite(0, lunBytes);
+  await thin.write(0, patternBytes(lunBytes, seed));
+  await pool.commit();
+  return { memoryDrives, views, controller, rstore: pool.rstore(thin.lun.map.get(0)!.rstoreId) };
+}
+
 describe('RAID-5 sequential unit writes', () => {
   // Found by the snapclone kill -9 end-to-end test (RAID-5): a clone read zeros for the last
   // 128 KiB of a unit BGCOPY had just copied. The copy held them back in its row; a commit's flush
   // then wrote them to the members by read-modify-write. The row had left the held rows before
   // that write's reads, and a read meanwhile went to the members, which did not hold them yet.
   it("a read waits while a flush writes a held row's units back: it sees the units it held", async () => {
-    const clock = new FakeClock();
-    const views = makeMemoryDrives(4, 8 * MiB).map((drive) => new FaultOnCueDrive(drive));
-    const pool = await formatPoolOn(views, { raidLevel: 5, clock });
-    const controller = controllerFor(pool, clock);
-    await controller.createLun('db', lunBytes);
-    const thin = controller.stack('db').thin;
-    thin.prepareWrite(0, lunBytes);
-    await thin.write(0, patternBytes(lunBytes, 40));
-    await pool.commit();
-    const rstore = pool.rstore(thin.lun.map.get(0)!.rstoreId);
+    const { views, controller, rstore } = await raid5WithParkableDrives(40);
     // 16 KiB stripe units, rows of three data units: row 5, which the LUN's write left on the
     // members (a row kept in memory after a read-modify-write is not held back).
     const rowStart = 5 * 48 * KiB;
@@ -714,17 +729,7 @@ describe('RAID-5 sequential unit writes', () => {
   });
 
   it('a flush waits while a write settles a held row: it returns once the held units are on the members', async () => {
-    const clock = new FakeClock();
-    const memoryDrives = makeMemoryDrives(4, 8 * MiB);
-    const views = memoryDrives.map((drive) => new FaultOnCueDrive(drive));
-    const pool = await formatPoolOn(views, { raidLevel: 5, clock });
-    const controller = controllerFor(pool, clock);
-    await controller.createLun('db', lunBytes);
-    const thin = controller.stack('db').thin;
-    thin.prepareWrite(0, lunBytes);
-    await thin.write(0, patternBytes(lunBytes, 44));
-    await pool.commit();
-    const rstore = pool.rstore(thin.lun.map.get(0)!.rstoreId);
+    const { memoryDrives, views, controller, rstore } = await raid5WithParkableDrives(44);
     const rowStart = 5 * 48 * KiB; // as above: a row on the members, not in memory
     const held = patternBytes(16 * KiB, 45);
     await rstore.write(rowStart, held); // acknowledged, held back in memory
@@ -755,17 +760,7 @@ describe('RAID-5 sequential unit writes', () => {
   });
 
   it('a flush waits while another writes a pending parity back: it returns once the parity is on its member', async () => {
-    const clock = new FakeClock();
-    const memoryDrives = makeMemoryDrives(4, 8 * MiB);
-    const views = memoryDrives.map((drive) => new FaultOnCueDrive(drive));
-    const pool = await formatPoolOn(views, { raidLevel: 5, clock });
-    const controller = controllerFor(pool, clock);
-    await controller.createLun('db', lunBytes);
-    const thin = controller.stack('db').thin;
-    thin.prepareWrite(0, lunBytes);
-    await thin.write(0, patternBytes(lunBytes, 47));
-    await pool.commit();
-    const rstore = pool.rstore(thin.lun.map.get(0)!.rstoreId);
+    const { views, controller, rstore } = await raid5WithParkableDrives(47);
     // A read-modify-write of the row's second data unit: the row is kept in memory with its new
     // parity pending.
     await rstore.write(5 * 48 * KiB + 16 * KiB, patternBytes(16 * KiB, 48));
