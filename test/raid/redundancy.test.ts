@@ -700,6 +700,17 @@ async function raid5WithParkableDrives(seed: number): Promise<{
   return { memoryDrives, views, controller, rstore: pool.rstore(thin.lun.map.get(0)!.rstoreId) };
 }
 
+/** Whether work has not settled after 20 turns of the event loop (time for any I/O not parked). */
+async function stillWaiting(work: Promise<unknown>): Promise<boolean> {
+  let settled = false;
+  void work.then(
+    () => (settled = true),
+    () => (settled = true),
+  );
+  for (let turn = 0; turn < 20; turn += 1) await new Promise(setImmediate);
+  return !settled;
+}
+
 describe('RAID-5 sequential unit writes', () => {
   // Found by the snapclone kill -9 end-to-end test (RAID-5): a clone read zeros for the last
   // 128 KiB of a unit BGCOPY had just copied. The copy held them back in its row; a commit's flush
@@ -718,10 +729,11 @@ describe('RAID-5 sequential unit writes', () => {
     await parked;
     for (const view of views) view.disarmRead();
     const seen = Buffer.alloc(16 * KiB);
-    let readDone = false;
-    const reading = rstore.read(rowStart, seen).then(() => (readDone = true));
-    for (let turn = 0; turn < 20; turn += 1) await new Promise(setImmediate);
-    expect(readDone, 'the read waits for the held unit to reach its member').toBe(false);
+    const reading = rstore.read(rowStart, seen);
+    expect(
+      await stillWaiting(reading),
+      'the read waits for the held unit to reach its member',
+    ).toBe(true);
     for (const view of views) if (view.hasParkedRead) view.releaseParkedRead();
     await Promise.all([flushing, reading]);
     expect(Buffer.compare(seen, held), 'the read sees the unit it held, not older bytes').toBe(0);
@@ -739,10 +751,11 @@ describe('RAID-5 sequential unit writes', () => {
     const small = rstore.write(rowStart + 20 * KiB, patternBytes(4096, 46));
     await parked;
     for (const view of views) view.disarmRead();
-    let flushed = false;
-    const flushing = rstore.flush().then(() => (flushed = true));
-    for (let turn = 0; turn < 20; turn += 1) await new Promise(setImmediate);
-    expect(flushed, 'the flush waits for the held unit to reach its member').toBe(false);
+    const flushing = rstore.flush();
+    expect(
+      await stillWaiting(flushing),
+      'the flush waits for the held unit to reach its member',
+    ).toBe(true);
     for (const view of views) if (view.hasParkedRead) view.releaseParkedRead();
     await Promise.all([small, flushing]);
     // What the flush covered survives a power cut that loses everything after it.
@@ -770,10 +783,11 @@ describe('RAID-5 sequential unit writes', () => {
     );
     const first = rstore.flush();
     await parked;
-    let flushed = false;
-    const second = rstore.flush().then(() => (flushed = true));
-    for (let turn = 0; turn < 20; turn += 1) await new Promise(setImmediate);
-    expect(flushed, 'the second flush waits for the parity to reach its member').toBe(false);
+    const second = rstore.flush();
+    expect(
+      await stillWaiting(second),
+      'the second flush waits for the parity to reach its member',
+    ).toBe(true);
     for (const view of views) if (view.hasParked) view.releaseParked();
     await Promise.all([first, second]);
     expect(await rstore.firstInconsistentRow()).toBeUndefined();
