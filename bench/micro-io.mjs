@@ -7,6 +7,8 @@
 //  2. a 4 KiB / 128 KiB pwrite the same three ways
 //  3. copying 4 KiB / 128 KiB into memory touched for the first time (fresh allocUnsafeSlow slab,
 //     as the cache's PageBufferPool hands out) vs into memory already touched
+//  4. a 4 KiB pread into a fresh Buffer.allocUnsafe(4096) each time (a 4 KiB Buffer is not taken
+//     from Node's pool: each is its own ArrayBuffer) vs into one reused buffer; CPU per read
 import fs from 'node:fs';
 import path from 'node:path';
 
@@ -66,6 +68,17 @@ for (const bs of [4096, 131072]) {
   }
   report(`copy ${bs >> 10} KiB into touched memory`, Number(t) / 1e3 / n);
   slabs.length = 0;
+}
+{
+  const reused = Buffer.alloc(4096);
+  for (const fresh of [false, true]) {
+    const before = process.cpuUsage();
+    for (let i = 0; i < N; i++)
+      fs.readSync(fd, fresh ? Buffer.allocUnsafe(4096) : reused, 0, 4096, rnd(4096));
+    const cpu = process.cpuUsage(before);
+    report(`4 KiB readSync into ${fresh ? 'a fresh allocUnsafe(4096)' : 'a reused buffer'} (CPU)`,
+      (cpu.user + cpu.system) / N);
+  }
 }
 await fh.close();
 fs.closeSync(fd);

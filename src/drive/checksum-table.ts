@@ -133,6 +133,14 @@ export class ChecksumTable {
     return loads && Promise.all(loads).then(() => undefined);
   }
 
+  /** Whether the pages holding the entries of blocks firstBlock..lastBlock are all in memory. */
+  isLoaded(firstBlock: number, lastBlock: number): boolean {
+    const lastPage = Math.floor(lastBlock / entriesPerTablePage);
+    for (let page = Math.floor(firstBlock / entriesPerTablePage); page <= lastPage; page += 1)
+      if (!this.pages.has(page)) return false;
+    return true;
+  }
+
   /** How many of the blocks have a checksum recorded. */
   countKnown(firstBlock: number, blockCount: number): number {
     let known = 0;

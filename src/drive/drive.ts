@@ -9,6 +9,14 @@ export interface Drive extends BlockDevice {
   readonly path: string;
   /** Releases the drive; later calls fail. */
   close(): Promise<void>;
+  /**
+   * Optional: does the read at once, with a sync call, and returns true when the drive serves a
+   * request of this size inline (a file on tmpfs, FileDrive); false, having done nothing, when the
+   * caller must use read(). Throws what read() would reject with.
+   */
+  readInline?(offsetBytes: number, target: Buffer): boolean;
+  /** Optional: the same for a write. */
+  writeInline?(offsetBytes: number, data: Buffer): boolean;
 }
 
 /**

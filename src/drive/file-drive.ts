@@ -152,15 +152,17 @@ export class FileDrive implements Drive {
   }
 
   async read(offsetBytes: number, target: Buffer): Promise<void> {
-    checkRange(this, offsetBytes, target.length, `read of ${this.path}`);
-    this.checkOpen();
+    if (this.readInline(offsetBytes, target)) return;
     let done = 0;
-    const inline = this.inline && target.length <= this.inlineMax;
     try {
       while (done < target.length) {
-        const bytesRead = inline
-          ? readSync(this.fd, target, done, target.length - done, offsetBytes + done)
-          : await readAt(this.fd, target, done, target.length - done, offsetBytes + done);
+        const bytesRead = await readAt(
+          this.fd,
+          target,
+          done,
+          target.length - done,
+          offsetBytes + done,
+        );
         if (bytesRead === 0) {
           target.fill(0, done); // past the end of a file that shrank under us: treat as zeros
           return;
@@ -173,20 +175,53 @@ export class FileDrive implements Drive {
   }
 
   async write(offsetBytes: number, data: Buffer): Promise<void> {
-    checkRange(this, offsetBytes, data.length, `write of ${this.path}`);
-    this.checkOpen();
+    if (this.writeInline(offsetBytes, data)) return;
     let done = 0;
-    const inline = this.inline && data.length <= this.inlineMax;
     try {
-      while (done < data.length) {
-        const bytesWritten = inline
-          ? writeSync(this.fd, data, done, data.length - done, offsetBytes + done)
-          : await writeAt(this.fd, data, done, data.length - done, offsetBytes + done);
-        done += bytesWritten;
-      }
+      while (done < data.length)
+        done += await writeAt(this.fd, data, done, data.length - done, offsetBytes + done);
     } catch (error) {
       throw driveError('write', this.path, error);
     }
+  }
+
+  /**
+   * Reads with sync calls when this drive serves a request of this size inline; false, having
+   * done nothing but the checks, otherwise.
+   */
+  readInline(offsetBytes: number, target: Buffer): boolean {
+    checkRange(this, offsetBytes, target.length, `read of ${this.path}`);
+    this.checkOpen();
+    if (!this.inline || target.length > this.inlineMax) return false;
+    let done = 0;
+    try {
+      while (done < target.length) {
+        const bytesRead = readSync(this.fd, target, done, target.length - done, offsetBytes + done);
+        if (bytesRead === 0) {
+          target.fill(0, done); // past the end of a file that shrank under us: treat as zeros
+          return true;
+        }
+        done += bytesRead;
+      }
+    } catch (error) {
+      throw driveError('read', this.path, error);
+    }
+    return true;
+  }
+
+  /** The same for a write. */
+  writeInline(offsetBytes: number, data: Buffer): boolean {
+    checkRange(this, offsetBytes, data.length, `write of ${this.path}`);
+    this.checkOpen();
+    if (!this.inline || data.length > this.inlineMax) return false;
+    let done = 0;
+    try {
+      while (done < data.length)
+        done += writeSync(this.fd, data, done, data.length - done, offsetBytes + done);
+    } catch (error) {
+      throw driveError('write', this.path, error);
+    }
+    return true;
   }
 
   async flush(): Promise<void> {

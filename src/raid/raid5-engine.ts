@@ -52,7 +52,7 @@ export class Raid5Engine {
       memory,
       this.rows,
       this.reader,
-      new Raid5ReadModifyWrite(members, this.rows),
+      new Raid5ReadModifyWrite(members, this.rows, memory),
     );
     this.repair = new Raid5Repair(members, this.rowLocks, this.rows, this.reader);
   }

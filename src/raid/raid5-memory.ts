@@ -3,7 +3,9 @@
 // no module-level state shared between pools):
 // - buffers of a held row's data and of a whole row's parity, kept for reuse: a fresh buffer of
 //   128 KiB or more is memory the kernel maps on first touch, page by page, and that cost more
-//   than the XOR of the row (a sequential stream writes one row per three or more units);
+//   than the XOR of the row (a sequential stream writes one row per three or more units); and
+//   those a small read-modify-write reads the old data and parity into (a 4 KiB read into a
+//   fresh Buffer cost 7.9 us of CPU, into a reused one 3.1 us: bench/micro-io.mjs);
 // - the RStores holding known rows (raid5-row-cache.ts), least recently used first: at most
 //   layoutsWithKnownRows of them keep rows at once, the oldest writes its rows back.
 
@@ -13,8 +15,14 @@
  */
 const layoutsWithKnownRows = 16;
 
-/** Spare buffers of one size kept for reuse at most. */
+/**
+ * Spare buffers of one size kept for reuse at most: more of the small ones (a random 4 KiB
+ * write's old data and parity; a fresh 4 KiB Buffer costs more than the read into it), which
+ * every destage under way holds.
+ */
 const spareBuffersPerSize = 8;
+const spareSmallBuffers = 128;
+const smallBufferBytes = 16 * 1024;
 
 /** What the pool's memory asks of an RStore holding rows: write them back and let them go. */
 export interface RowHolder {
@@ -32,7 +40,8 @@ export class Raid5Memory {
   give(buffer: Buffer): void {
     let list = this.free.get(buffer.length);
     if (!list) this.free.set(buffer.length, (list = []));
-    if (list.length < spareBuffersPerSize) list.push(buffer);
+    if (list.length < (buffer.length <= smallBufferBytes ? spareSmallBuffers : spareBuffersPerSize))
+      list.push(buffer);
   }
 
   /**

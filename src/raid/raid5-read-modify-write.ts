@@ -11,7 +11,7 @@ import { xorInto } from '../native/native-kernels.js';
 import type { DataPiece, Raid5Geometry } from './raid5-geometry.js';
 import type { MemberIo } from './member-io.js';
 import type { Raid5Members } from './raid5-members.js';
-import { copyOf } from './raid5-memory.js';
+import { copyOf, type Raid5Memory } from './raid5-memory.js';
 import type { KnownRow, Raid5RowCache } from './raid5-row-cache.js';
 
 /** What read-modify-write needs of the row cache. */
@@ -27,6 +27,8 @@ export class Raid5ReadModifyWrite {
   constructor(
     private readonly members: Raid5Members,
     private readonly rows: KnownRows,
+    /** The pool's: the old data and parity of a small write are read into its spare buffers. */
+    private readonly memory: Raid5Memory,
   ) {
     this.geometry = members.geometry;
     this.io = members.io;
@@ -130,11 +132,14 @@ export class Raid5ReadModifyWrite {
     const parityMember = this.geometry.parityMember(row);
     const from = Math.min(...pieces.map((piece) => piece.offsetInUnit));
     const to = Math.max(...pieces.map((piece) => piece.offsetInUnit + piece.lengthBytes));
-    const parity = Buffer.allocUnsafe(to - from);
+    const parity = this.memory.take(to - from);
     const pieceData = (piece: DataPiece): Buffer =>
       data.subarray(piece.requestOffset, piece.requestOffset + piece.lengthBytes);
     const olds = await this.readOld(row, pieces, parity, from);
-    if (!olds) return false;
+    if (!olds) {
+      this.memory.give(parity);
+      return false;
+    }
     pieces.forEach((piece, index) => {
       const old = olds[index]!;
       xorInto(old, pieceData(piece));
@@ -142,16 +147,22 @@ export class Raid5ReadModifyWrite {
         parity.subarray(piece.offsetInUnit - from, piece.offsetInUnit - from + piece.lengthBytes),
         old,
       );
+      this.memory.give(old);
     });
     const writes = pieces.map(
       (piece) => [piece.memberIndex, rowOffset + piece.offsetInUnit, pieceData(piece)] as const,
     );
-    await this.members.writeUnits(
-      row,
-      [...writes, [parityMember, rowOffset + from, parity] as const],
-      undefined,
-      unreadable,
-    );
+    try {
+      await this.members.writeUnits(
+        row,
+        [...writes, [parityMember, rowOffset + from, parity] as const],
+        undefined,
+        unreadable,
+      );
+    } finally {
+      // The writes have settled, failed or not: nothing refers to it.
+      this.memory.give(parity);
+    }
     return true;
   }
 
@@ -175,7 +186,7 @@ export class Raid5ReadModifyWrite {
         const unit = known?.units.get(piece.memberIndex);
         if (unit)
           return copyOf(unit.subarray(piece.offsetInUnit, piece.offsetInUnit + piece.lengthBytes));
-        const old = Buffer.allocUnsafe(piece.lengthBytes);
+        const old = this.memory.take(piece.lengthBytes);
         await this.io.read(piece.memberIndex, rowOffset + piece.offsetInUnit, old);
         return old;
       }),

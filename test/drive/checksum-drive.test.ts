@@ -3,7 +3,10 @@
 // what the filter reports and that it heals. Also: the pool layout leaves room for the table of
 // every PSEG, and the BlockDevice conformance suite runs on two geometries.
 
-import { describe, expect, it } from 'vitest';
+import { closeSync, openSync, writeSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
 import { checkRange, type BlockDevice } from '../../src/block/block-device.js';
 import {
   ChecksumDrive,
@@ -22,6 +25,7 @@ import {
   tablePageBytes,
 } from '../../src/drive/checksum-table.js';
 import type { Drive } from '../../src/drive/drive.js';
+import { FileDrive } from '../../src/drive/file-drive.js';
 import { MemoryDrive } from '../../src/drive/memory-drive.js';
 import type { DriveHeader } from '../../src/meta/drive-header.js';
 import { formatVersion } from '../../src/meta/checksum.js';
@@ -446,6 +450,85 @@ describe('ChecksumDrive', () => {
           tableBytes: tablePageBytes,
         }),
     ).toThrowError(/cannot hold/);
+  });
+});
+
+// On tmpfs a FileDrive serves requests up to 32 KiB with sync calls, and ChecksumDrive then does a
+// whole-block request at once, without a lock (nothing can run between its steps), when no request
+// holds its blocks; larger requests take the lock and the thread pool.
+describe('ChecksumDrive over a FileDrive on tmpfs', () => {
+  const folders: string[] = [];
+  afterAll(async () =>
+    Promise.all(folders.map((folder) => rm(folder, { recursive: true, force: true }))),
+  );
+
+  async function fileChecksumDrive(): Promise<{ path: string; drive: ChecksumDrive }> {
+    const folder = await mkdtemp('/dev/shm/lunfs-checksum-drive-');
+    folders.push(folder);
+    const path = join(folder, 'drive.img');
+    const file = await FileDrive.createSparse(path, driveBytes);
+    expect(file.inline).toBe(true);
+    return { path, drive: new ChecksumDrive(file, geometry) };
+  }
+
+  it('a read of blocks that a larger write holds waits for it, never old data against the new checksum', async () => {
+    const { drive } = await fileChecksumDrive();
+    await drive.write(blockOffset(0), patternBytes(64 * block, 1));
+    // 256 KiB goes to the thread pool: its checksums are recorded, its data not yet written
+    const writing = drive.write(blockOffset(0), patternBytes(64 * block, 2));
+    const target = Buffer.alloc(block);
+    const reading = drive.read(blockOffset(9), target);
+    await Promise.all([writing, reading]);
+    expect(target.equals(patternBytes(64 * block, 2).subarray(9 * block, 10 * block))).toBe(true);
+    expect(drive.counters.mismatches).toBe(0);
+  });
+
+  it('serialises inline requests with those through the thread pool: racing reads never see a new checksum with old data', async () => {
+    const { drive } = await fileChecksumDrive();
+    const random = new SeededRandom(78);
+    const requests: Array<Promise<unknown>> = [];
+    const expected = Buffer.alloc(40 * block);
+    for (let round = 0; round < 400; round += 1) {
+      // whole blocks, 4 KiB to 64 KiB: inline up to 32 KiB, the thread pool above
+      const first = random.integer(24);
+      const length = (1 + random.integer(16)) * block;
+      if (random.chance(0.5)) {
+        const data = patternBytes(length, round);
+        data.copy(expected, first * block);
+        requests.push(drive.write(blockOffset(first), data));
+      } else {
+        requests.push(drive.read(blockOffset(first), Buffer.alloc(length)));
+      }
+      if (random.chance(0.05)) requests.push(drive.flush());
+    }
+    await Promise.all(requests);
+    expect(drive.counters.mismatches).toBe(0);
+    const all = Buffer.alloc(40 * block);
+    await drive.read(blockOffset(0), all);
+    expect(all.equals(expected)).toBe(true);
+  });
+
+  it('an inline read catches a flipped bit and names the block; a write heals it', async () => {
+    const { path, drive } = await fileChecksumDrive();
+    await drive.write(blockOffset(3), patternBytes(2 * block, 5));
+    const fd = openSync(path, 'r+');
+    try {
+      writeSync(
+        fd,
+        Buffer.from([0xff ^ patternBytes(2 * block, 5)[block + 10]!]),
+        0,
+        1,
+        blockOffset(4) + 10,
+      );
+    } finally {
+      closeSync(fd);
+    }
+    const error = await caught(drive.read(blockOffset(3), Buffer.alloc(2 * block)));
+    expect(isChecksumError(error) && (error as ChecksumError).badBlocks).toEqual([blockOffset(4)]);
+    await drive.write(blockOffset(4), patternBytes(block, 6));
+    const healed = Buffer.alloc(block);
+    await drive.read(blockOffset(4), healed);
+    expect(healed.equals(patternBytes(block, 6))).toBe(true);
   });
 });
 
