@@ -1,7 +1,8 @@
 #!/bin/bash
 # A/B of two lunfs builds on the snapshot randwrite4k job, interleaved so that both see the same
 # machine: for each round and each snapshot count, build A then build B. Each run mounts a fresh
-# copy of a template pool (RAID-0, 4 sparse drive files on /dev/shm, one fully written 1 GiB LUN),
+# copy of a template pool (RAID-0, or RAID-5 with RAID=5; 4 sparse drive files on /dev/shm, one
+# fully written 1 GiB LUN),
 # takes N snapshots through control/snapshot/, runs fio (psync, iodepth 1, O_DIRECT, 4 KiB random
 # writes over the LUN, 200 MiB or 20 s, end_fsync) and prints IOPS, mean and p99 latency and the
 # server's CPU per write (/proc/PID/stat around the job). Prints one line per run; the ratio to
@@ -55,7 +56,7 @@ down() {
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
 first_bin="${CHECKOUTS[0]}/dist/bin.js"
-node "$first_bin" pool create "$TEMPLATE" --drives 4 --drive-size $((1700 << 20)) --raid 0 >/dev/null
+node "$first_bin" pool create "$TEMPLATE" --drives 4 --drive-size $((1700 << 20)) --raid "${RAID:-0}" >/dev/null
 node "$first_bin" lun create "$TEMPLATE" lun0 --size $((1 << 30)) >/dev/null
 up "$first_bin" "$TEMPLATE"
 head -c $((1 << 30)) /dev/urandom | dd of="$MNT/luns/lun0" bs=1M oflag=direct conv=notrunc,fsync status=none

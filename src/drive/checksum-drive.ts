@@ -154,8 +154,7 @@ export class ChecksumDrive implements Drive {
   }
 
   async read(offsetBytes: number, target: Buffer): Promise<void> {
-    checkRange(this, offsetBytes, target.length, `read of ${this.path}`);
-    if (this.readDataInline(offsetBytes, target)) return;
+    if (this.readInline(offsetBytes, target)) return;
     await this.eachPart(offsetBytes, target.length, (partOffsetBytes, from, to, inData) => {
       const part = target.subarray(from, to);
       return inData ? this.readData(partOffsetBytes, part) : this.child.read(partOffsetBytes, part);
@@ -163,15 +162,29 @@ export class ChecksumDrive implements Drive {
   }
 
   async write(offsetBytes: number, data: Buffer): Promise<void> {
-    checkRange(this, offsetBytes, data.length, `write of ${this.path}`);
-    this.refuseTableArea(offsetBytes, data.length, 'write');
-    if (this.writeDataInline(offsetBytes, data)) return;
+    if (this.writeInline(offsetBytes, data)) return;
     await this.eachPart(offsetBytes, data.length, (partOffsetBytes, from, to, inData) => {
       const part = data.subarray(from, to);
       return inData
         ? this.writeData(partOffsetBytes, part)
         : this.child.write(partOffsetBytes, part);
     });
+  }
+
+  /**
+   * The read done at once, with sync calls, when it can be (see readDataInline); false, having
+   * done nothing but the range check, when it must go through read().
+   */
+  readInline(offsetBytes: number, target: Buffer): boolean {
+    checkRange(this, offsetBytes, target.length, `read of ${this.path}`);
+    return this.readDataInline(offsetBytes, target);
+  }
+
+  /** The same for a write. */
+  writeInline(offsetBytes: number, data: Buffer): boolean {
+    checkRange(this, offsetBytes, data.length, `write of ${this.path}`);
+    this.refuseTableArea(offsetBytes, data.length, 'write');
+    return this.writeDataInline(offsetBytes, data);
   }
 
   /** Writes the dirty table pages, then flushes the child: data and table are durable together. */

@@ -6,7 +6,7 @@
 import { isChecksumError } from '../drive/checksum-drive.js';
 import { xorInto } from '../native/native-kernels.js';
 import { LunfsError } from '../util/errors.js';
-import type { MemberIo } from './member-io.js';
+import { settleMemberIo, type MemberIo } from './member-io.js';
 import type { Raid5Geometry } from './raid5-geometry.js';
 
 export class Raid5Members {
@@ -111,21 +111,17 @@ export class Raid5Members {
         ]
       : writes;
     const lost = new Set(outOfService);
-    const results = await Promise.allSettled(
-      all.map(async ([memberIndex, offset, bytes]) => {
-        if (!this.io.writable(memberIndex)) {
-          lost.add(memberIndex);
-          return;
-        }
-        await this.io.write(memberIndex, offset, bytes);
-      }),
-    );
-    results.forEach((result, index) => {
-      if (result.status === 'rejected') {
-        const memberIndex = all[index]![0];
-        this.io.failed(memberIndex, result.reason);
-        lost.add(memberIndex);
-      }
+    const started = all.filter(([memberIndex]) => {
+      if (this.io.writable(memberIndex)) return true;
+      lost.add(memberIndex);
+      return false;
+    });
+    const errors = await settleMemberIo(this.io, 'write', started);
+    errors.forEach((error, index) => {
+      if (error === undefined) return;
+      const memberIndex = started[index]![0];
+      this.io.failed(memberIndex, error);
+      lost.add(memberIndex);
     });
     if (lost.size > 1) throw this.lost(row, [...lost], 'a write failed on a second member');
   }

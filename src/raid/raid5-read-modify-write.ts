@@ -9,7 +9,7 @@
 
 import { xorInto } from '../native/native-kernels.js';
 import type { DataPiece, Raid5Geometry } from './raid5-geometry.js';
-import type { MemberIo } from './member-io.js';
+import { settleMemberIo, type MemberIo } from './member-io.js';
 import type { Raid5Members } from './raid5-members.js';
 import { copyOf, type Raid5Memory } from './raid5-memory.js';
 import type { KnownRow, Raid5RowCache } from './raid5-row-cache.js';
@@ -180,27 +180,29 @@ export class Raid5ReadModifyWrite {
   ): Promise<Buffer[] | undefined> {
     const rowOffset = row * this.geometry.stripeUnitBytes;
     const parityMember = this.geometry.parityMember(row);
-    const reads = await Promise.allSettled([
-      parity ? this.io.read(parityMember, rowOffset + parityFromBytes, parity) : Promise.resolve(),
-      ...pieces.map(async (piece) => {
-        const unit = known?.units.get(piece.memberIndex);
-        if (unit)
-          return copyOf(unit.subarray(piece.offsetInUnit, piece.offsetInUnit + piece.lengthBytes));
-        const old = this.memory.take(piece.lengthBytes);
-        await this.io.read(piece.memberIndex, rowOffset + piece.offsetInUnit, old);
-        return old;
-      }),
-    ]);
-    const members = [parityMember, ...pieces.map((piece) => piece.memberIndex)];
-    let failed = false;
-    reads.forEach((result, index) => {
-      if (result.status === 'rejected') {
-        this.members.noteReadError(members[index]!, result.reason);
-        failed = true;
+    const olds: Buffer[] = [];
+    const reads: Array<readonly [number, number, Buffer]> = [];
+    if (parity) reads.push([parityMember, rowOffset + parityFromBytes, parity]);
+    for (const piece of pieces) {
+      const unit = known?.units.get(piece.memberIndex);
+      if (unit) {
+        olds.push(
+          copyOf(unit.subarray(piece.offsetInUnit, piece.offsetInUnit + piece.lengthBytes)),
+        );
+        continue;
       }
+      const old = this.memory.take(piece.lengthBytes);
+      olds.push(old);
+      reads.push([piece.memberIndex, rowOffset + piece.offsetInUnit, old]);
+    }
+    const errors = await settleMemberIo(this.io, 'read', reads);
+    let failed = false;
+    errors.forEach((error, index) => {
+      if (error === undefined) return;
+      this.members.noteReadError(reads[index]![0], error);
+      failed = true;
     });
-    if (failed) return undefined;
-    return reads.slice(1).map((result) => (result as PromiseFulfilledResult<Buffer>).value);
+    return failed ? undefined : olds;
   }
 
   /** Whether every data unit of the row is known in recent or written whole by these pieces. */
