@@ -3,7 +3,7 @@
 // what the filter reports and that it heals. Also: the pool layout leaves room for the table of
 // every PSEG, and the BlockDevice conformance suite runs on two geometries.
 
-import { closeSync, openSync, writeSync } from 'node:fs';
+import { closeSync, openSync, readSync, writeSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -506,6 +506,34 @@ describe('ChecksumDrive over a FileDrive on tmpfs', () => {
     const all = Buffer.alloc(40 * block);
     await drive.read(blockOffset(0), all);
     expect(all.equals(expected)).toBe(true);
+  });
+
+  it('flush writes the table pages through the inline path: a restart still catches a flipped bit on each page', async () => {
+    const { path, drive } = await fileChecksumDrive();
+    // one block under each of the two table pages (1023 entries each)
+    await drive.write(blockOffset(5), patternBytes(block, 7));
+    await drive.write(blockOffset(1019), patternBytes(5 * block, 8));
+    await drive.flush();
+    await drive.close();
+    const fd = openSync(path, 'r+');
+    try {
+      for (const offset of [blockOffset(5) + 1, blockOffset(1023) + 2]) {
+        const byte = Buffer.alloc(1);
+        readSync(fd, byte, 0, 1, offset);
+        writeSync(fd, Buffer.from([byte[0]! ^ 0xa5]), 0, 1, offset);
+      }
+    } finally {
+      closeSync(fd);
+    }
+    const again = new ChecksumDrive(await FileDrive.open(path), geometry);
+    const first = await caught(again.read(blockOffset(5), Buffer.alloc(block)));
+    expect(isChecksumError(first) && (first as ChecksumError).badBlocks).toEqual([blockOffset(5)]);
+    const second = await caught(again.read(blockOffset(1019), Buffer.alloc(5 * block)));
+    expect(isChecksumError(second) && (second as ChecksumError).badBlocks).toEqual([
+      blockOffset(1023),
+    ]);
+    expect(again.counters.tablePagesDamaged).toBe(0);
+    await again.close();
   });
 
   it('an inline read catches a flipped bit and names the block; a write heals it', async () => {
